@@ -1,0 +1,1 @@
+"""PLC adapters: OPC UA and Modbus TCP clients, value decoding and tag maps."""

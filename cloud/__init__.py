@@ -1,0 +1,1 @@
+"""Cloud service: verified ingest, storage, reports, settlement and renewal packages."""

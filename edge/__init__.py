@@ -1,0 +1,1 @@
+"""Edge agent: spool, OEE kernels, value methodology, vouchers and MQTT publishing."""

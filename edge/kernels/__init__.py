@@ -1,0 +1,1 @@
+"""numba kernels for counters, state intervals, OEE windows and the value delta."""

@@ -1,0 +1,1 @@
+"""Shipped tag maps (YAML) per PLC family and state model."""

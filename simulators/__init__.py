@@ -1,0 +1,1 @@
+"""PLC simulators that replay recorded production logs over OPC UA and Modbus TCP."""
