@@ -1,10 +1,50 @@
-"""The `valuegate` command line: one typer app that mounts each layer's commands."""
+"""The `valuegate` command line: one typer app to which each layer adds its commands.
+
+Each layer's ``cli`` module imports only typer and rich at module level and
+loads its heavy dependencies inside the commands, so that an edge box
+without the cloud extra still starts every edge command.
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="valuegate: signed evidence of delivered value.")
+from valuegate import __version__
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="valuegate: signed evidence of the value delivered to a plant.",
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"valuegate {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """valuegate: signed evidence of the value delivered to a plant."""
+
+
+def _register_layers() -> None:
+    from valuegate import demo_cli, verify_cli
+    from valuegate.cloud import cli as cloud_cli
+    from valuegate.edge import cli as edge_cli
+    from valuegate.simulators import cli as simulators_cli
+
+    edge_cli.register(app)
+    simulators_cli.register(app)
+    cloud_cli.register(app)
+    verify_cli.register(app)
+    demo_cli.register(app)
+
+
+_register_layers()
 
 
 def main() -> None:
