@@ -6,4 +6,9 @@ import typer
 
 
 def register(root: typer.Typer) -> None:
-    """Add this layer's commands to the root command line."""
+    """Add the edge commands (edge run/check-config, keys, oee) to the root command line."""
+    from . import cli_agent, cli_keys, cli_oee
+
+    cli_agent.register(root)
+    cli_keys.register(root)
+    cli_oee.register(root)

@@ -33,10 +33,12 @@ def _root(
 
 def _register_layers() -> None:
     from valuegate import demo_cli, verify_cli
+    from valuegate.adapters import cli as adapters_cli
     from valuegate.cloud import cli as cloud_cli
     from valuegate.edge import cli as edge_cli
     from valuegate.simulators import cli as simulators_cli
 
+    adapters_cli.register(app)
     edge_cli.register(app)
     simulators_cli.register(app)
     cloud_cli.register(app)

@@ -1,0 +1,9 @@
+"""Edge commands: keys."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Add these commands to the root command line."""
