@@ -28,6 +28,7 @@ __all__ = (
     "Baseline",
     "Delta",
     "Sufficiency",
+    "MachineRef",
     "Evidence",
     "Claims",
     "voucher_id",
@@ -123,6 +124,15 @@ class Sufficiency(_Claim):
     covered_min: float
 
 
+class MachineRef(_Claim):
+    """One machine in the voucher's scope: the tag map that produced its numbers and its time source."""
+
+    id: str
+    mapping_hash: str
+    time_source: Literal["plc", "gateway"]
+    ideal_cycle_time_s: float | None
+
+
 class Evidence(_Claim):
     """Merkle root (RFC 6962, SHA-256) over the canonical per-minute records the day was computed from."""
 
@@ -143,15 +153,13 @@ class Claims(_Claim):
     prev: str | None
     contract: str
     anchor: str
-    scope: list[str]
+    machines: list[MachineRef]
     period: Period
     metric: Metric
     reporting: Reporting
     baseline: Baseline
     delta: Delta
     sufficiency: Sufficiency
-    time_source: Literal["plc", "gateway"]
-    mapping_hash: str
     evidence: Evidence
     issued_at: str
 
