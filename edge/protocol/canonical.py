@@ -19,7 +19,7 @@ def canonicalize(document: Any) -> bytes:
     try:
         return rfc8785.dumps(document)
     except rfc8785.CanonicalizationError as exc:
-        msg = f"cannot encode the document as canonical JSON: {exc}; replace non-finite numbers and integers beyond 2**53 before signing"
+        msg = f"cannot encode the document as canonical JSON: {exc}; JCS accepts only JSON types, finite numbers and integers within 2**53"
         raise CanonicalizationError(msg) from exc
 
 

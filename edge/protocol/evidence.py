@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from .canonical import canonicalize
 
 __all__ = ("leaf_hash", "merkle_root", "evidence_digest", "EMPTY_ROOT")
@@ -20,6 +22,9 @@ EMPTY_ROOT = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 
 def leaf_hash(record: Any) -> bytes:
+    """Hash one record (a msgspec struct or plain JSON data) as an RFC 6962 leaf."""
+    if isinstance(record, msgspec.Struct):
+        record = msgspec.to_builtins(record)
     return hashlib.sha256(b"\x00" + canonicalize(record)).digest()
 
 
