@@ -1,0 +1,1 @@
+"""Renewal-prep packages: contract triggers, value summaries, voucher bundles and signed webhook delivery."""

@@ -1,0 +1,1 @@
+"""Settlement: outcome pricing, invoice runs from verified vouchers, credit and debit notes, exports."""
