@@ -1,0 +1,260 @@
+"""Invoice runs computed from verified vouchers: deterministic numbers, lines, credit and debit notes.
+
+This module is pure: the store reads vouchers, non-routine adjustments and
+issued documents from PostgreSQL and hands them here. The same contract,
+period and inputs always give the same numbers and totals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from .pricing import Charge, VoucherValue, price_anchor, quantize_money
+
+if TYPE_CHECKING:
+    from valuegate.edge.protocol.contract import Contract
+
+__all__ = (
+    "InvoiceError",
+    "BillingPeriod",
+    "Exclusion",
+    "Line",
+    "Document",
+    "IssuedDocument",
+    "RunResult",
+    "invoice_number",
+    "note_number",
+    "inputs_digest",
+    "compute_lines",
+    "compute_run",
+)
+
+DocumentKind = Literal["invoice", "credit_note", "debit_note"]
+
+
+class InvoiceError(ValueError):
+    """An invoice run cannot be computed; the message names the value and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingPeriod:
+    """Plant-local calendar dates of one billing period, both inclusive."""
+
+    first: dt.date
+    last: dt.date
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            msg = f"billing period ends {self.last} before it starts {self.first}; give first <= last"
+            raise InvoiceError(msg)
+
+    def contains(self, plant_date: str) -> bool:
+        return self.first.isoformat() <= plant_date <= self.last.isoformat()
+
+    @property
+    def label(self) -> str:
+        return f"{self.first.isoformat()}..{self.last.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A non-routine adjustment that takes an anchor's days (or every anchor's) out of settlement."""
+
+    id: int
+    anchor: str | None
+    first_date: str
+    last_date: str
+    reason: str
+
+    def covers(self, value: VoucherValue) -> bool:
+        in_scope = self.anchor is None or self.anchor == value.anchor
+        return in_scope and self.first_date <= value.plant_date <= self.last_date
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One anchor's amount in a document, with the vouchers behind it and those left out."""
+
+    anchor: str
+    period_first: dt.date
+    period_last: dt.date
+    charge: Charge
+    amount: Decimal
+    excluded: tuple[tuple[str, str], ...] = ()
+    previously_billed: Decimal | None = None
+    recomputed: Decimal | None = None
+    added_vouchers: tuple[str, ...] = ()
+    removed_vouchers: tuple[str, ...] = ()
+
+    @property
+    def voucher_ids(self) -> tuple[str, ...]:
+        return self.charge.voucher_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """An invoice, credit note or debit note as computed by a run."""
+
+    number: str
+    kind: DocumentKind
+    period: BillingPeriod
+    currency: str
+    lines: tuple[Line, ...]
+    corrects: str | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedDocument:
+    """A document already issued, as much of it as corrections need: amounts and vouchers per anchor."""
+
+    number: str
+    kind: DocumentKind
+    period: BillingPeriod
+    amounts: Mapping[str, Decimal]
+    vouchers: Mapping[str, tuple[str, ...]]
+    corrects: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A run's invoice for its period and the notes correcting earlier issued invoices."""
+
+    invoice: Document
+    notes: tuple[Document, ...]
+    digest: str
+    exclusions: tuple[Exclusion, ...] = field(default=())
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:10].upper()
+
+
+def invoice_number(tenant: str, contract_id: str, period: BillingPeriod) -> str:
+    """Return the invoice number of a contract's period, the same for every run of that period."""
+    return f"INV-{period.first:%Y%m%d}-{_short_hash(tenant, contract_id, period.label)}"
+
+
+def note_number(kind: DocumentKind, run_invoice: str, corrected: str) -> str:
+    """Return the number of the note that the run of ``run_invoice`` issues against ``corrected``."""
+    prefix = "CN" if kind == "credit_note" else "DN"
+    return f"{prefix}-{_short_hash(run_invoice, corrected)}"
+
+
+def inputs_digest(values: Iterable[VoucherValue], exclusions: Iterable[Exclusion]) -> str:
+    """Return a digest of what a run read: the voucher ids and gains, and the exclusions."""
+    rows = sorted(f"v {v.voucher_id} {v.anchor} {v.plant_date} {v.point} {v.low} {v.running_day} {v.sufficient}" for v in values)
+    rows += sorted(f"x {x.id} {x.anchor} {x.first_date} {x.last_date}" for x in exclusions)
+    return "sha256:" + hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
+
+
+def compute_lines(contract: Contract, period: BillingPeriod, values: Sequence[VoucherValue], exclusions: Sequence[Exclusion]) -> list[Line]:
+    """Price every priced anchor of ``contract`` over the vouchers of ``period``.
+
+    Vouchers outside the period are ignored; those inside a non-routine
+    exclusion are listed on the line but not priced. An anchor without any
+    voucher in the period gets no line.
+    """
+    lines: list[Line] = []
+    for anchor in contract.anchors:
+        if anchor.price is None:
+            continue
+        in_period = [v for v in values if v.anchor == anchor.id and period.contains(v.plant_date)]
+        if not in_period:
+            continue
+
+        priced: list[VoucherValue] = []
+        excluded: list[tuple[str, str]] = []
+        for value in in_period:
+            exclusion = next((x for x in exclusions if x.covers(value)), None)
+            if exclusion is None:
+                priced.append(value)
+            else:
+                excluded.append((value.voucher_id, f"nonroutine_adjustment:{exclusion.id}"))
+
+        charge = price_anchor(contract, anchor.id, priced)
+        lines.append(Line(anchor.id, period.first, period.last, charge, charge.amount, tuple(sorted(excluded))))
+    return lines
+
+
+def _correction(contract: Contract, issued: IssuedDocument, billed: Mapping[str, Decimal], vouchers: Mapping[str, tuple[str, ...]],
+                values: Sequence[VoucherValue], exclusions: Sequence[Exclusion]) -> list[Line]:
+    """Return the lines by which the recomputed period differs from what was billed for it so far."""
+    recomputed = {line.anchor: line for line in compute_lines(contract, issued.period, values, exclusions)}
+    lines: list[Line] = []
+    for anchor in sorted(set(recomputed) | set(billed)):
+        line = recomputed.get(anchor)
+        now = line.amount if line is not None else Decimal(0)
+        before = billed.get(anchor, Decimal(0))
+        difference = quantize_money(now - before, contract.rounding)
+        if difference == 0:
+            continue
+        if line is None:
+            charge = price_anchor(contract, anchor, [])
+            line = Line(anchor, issued.period.first, issued.period.last, charge, now)
+        old = set(vouchers.get(anchor, ()))
+        new = set(line.voucher_ids)
+        lines.append(
+            Line(
+                anchor,
+                issued.period.first,
+                issued.period.last,
+                line.charge,
+                difference,
+                line.excluded,
+                previously_billed=before,
+                recomputed=now,
+                added_vouchers=tuple(sorted(new - old)),
+                removed_vouchers=tuple(sorted(old - new)),
+            )
+        )
+    return lines
+
+
+def compute_run(
+    contract: Contract,
+    period: BillingPeriod,
+    values: Sequence[VoucherValue],
+    exclusions: Sequence[Exclusion],
+    issued: Sequence[IssuedDocument],
+) -> RunResult:
+    """Compute the invoice of ``period`` and a note for each earlier issued invoice whose amount changed.
+
+    ``values`` are every verified voucher of the contract (late ones
+    included); ``issued`` are the issued invoices of other periods and the
+    notes already issued against them.
+    """
+    number = invoice_number(contract.tenant, contract.id, period)
+    invoice = Document(number, "invoice", period, contract.currency, tuple(compute_lines(contract, period, values, exclusions)))
+
+    # Sum what each earlier invoice billed per anchor, its issued notes included.
+    originals = sorted((d for d in issued if d.kind == "invoice" and d.number != number), key=lambda d: (d.period.first, d.number))
+    for original in originals:
+        if original.period.first <= period.last and period.first <= original.period.last:
+            msg = f"period {period.label} overlaps invoice {original.number} ({original.period.label}); choose a period that does not overlap an issued invoice"
+            raise InvoiceError(msg)
+    notes: list[Document] = []
+    for original in originals:
+        billed = dict(original.amounts)
+        vouchers = {anchor: tuple(ids) for anchor, ids in original.vouchers.items()}
+        for note in (d for d in issued if d.corrects == original.number):
+            for anchor, amount in note.amounts.items():
+                billed[anchor] = billed.get(anchor, Decimal(0)) + amount
+            vouchers.update(note.vouchers)
+
+        lines = _correction(contract, original, billed, vouchers, values, exclusions)
+        if not lines:
+            continue
+        total = sum((line.amount for line in lines), Decimal(0))
+        kind: DocumentKind = "credit_note" if total < 0 else "debit_note"
+        notes.append(Document(note_number(kind, number, original.number), kind, original.period, contract.currency, tuple(lines), original.number))
+
+    return RunResult(invoice, tuple(notes), inputs_digest(values, exclusions), tuple(exclusions))
