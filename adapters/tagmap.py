@@ -220,9 +220,9 @@ def _validate(source: YamlSource, tag_map: TagMap) -> None:
         try:
             tag = msgspec.convert(raw, spec_type)
         except msgspec.ValidationError as exc:
-            text = str(exc)
-            field = text.rsplit("`$", 1)[-1].rstrip("`") if "`$" in text else ""
-            issues.append(source.issue(f"$.tags[{index}]{field}", text.split(" - at ")[0]))
+            issues.append(source.validation_issue(exc, spec_type, raw, prefix=f"$.tags[{index}]"))
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                names.setdefault(raw["name"], index)  # so that rules naming it do not report a second error
             continue
         if tag.name in names:
             issues.append(source.issue(f"$.tags[{index}].name", f"duplicate tag name, first used at tags[{names[tag.name]}]"))

@@ -7,16 +7,85 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 import yaml
 
 from .errors import ConfigError, ConfigIssue
 
-__all__ = ("YamlSource", "load_yaml")
+__all__ = ("YamlSource", "allowed_values", "load_yaml")
 
 T = TypeVar("T")
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_@][\w@-]*)|\[(\d+)\]")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def _resolve_union(node: mi.Type, value: Any) -> mi.Type:
+    """Pick the member of a union that ``value`` selects: the tagged struct named by its tag, or the non-None type."""
+    if not isinstance(node, mi.UnionType):
+        return node
+    members = [member for member in node.types if not isinstance(member, mi.NoneType)]
+    if len(members) == 1:
+        return _resolve_union(members[0], value)
+    tagged = [member for member in members if isinstance(member, mi.StructType) and member.tag_field]
+    if isinstance(value, dict) and tagged:
+        for member in tagged:
+            if value.get(member.tag_field) == member.tag:
+                return member
+    return node
+
+
+def _union_tags(node: mi.Type) -> list[str]:
+    if not isinstance(node, mi.UnionType):
+        return []
+    return [str(member.tag) for member in node.types if isinstance(member, mi.StructType) and member.tag_field]
+
+
+def allowed_values(kind: type, field_path: str, data: Any, message: str) -> str | None:
+    """Return the allowed values at ``field_path`` of ``kind`` for a validation ``message``, or None.
+
+    Covers enumerations (``Literal``), the tags of tagged unions and the field
+    names of a struct that got an unknown field.
+    """
+    node: mi.Type = mi.type_info(kind)
+    value = data
+    tokens = _PATH_TOKEN.findall(field_path)
+    for position, (key, index) in enumerate(tokens):
+        node = _resolve_union(node, value)
+        if key:
+            if isinstance(node, mi.UnionType) and position == len(tokens) - 1:
+                return ", ".join(_union_tags(node)) or None
+            if isinstance(node, mi.StructType):
+                field = next((f for f in node.fields if f.encode_name == key), None)
+                if field is None:
+                    return None
+                node = field.type
+            elif isinstance(node, mi.DictType):
+                node = node.value_type
+            else:
+                return None
+            value = value.get(key) if isinstance(value, dict) else None
+        else:
+            if not isinstance(node, (mi.ListType, mi.TupleType, mi.VarTupleType)):
+                return None
+            node = node.item_type if not isinstance(node, mi.TupleType) else node.item_types[0]
+            value = value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+    node = _resolve_union(node, value)
+    if isinstance(node, mi.UnionType):
+        literal = [m for m in node.types if isinstance(m, mi.LiteralType)]
+        if literal:
+            return ", ".join(str(v) for v in literal[0].values)
+        missing = _MISSING_FIELD.search(message)
+        if "Invalid value" in message or missing:
+            return ", ".join(_union_tags(node)) or None
+        return None
+    if isinstance(node, mi.LiteralType):
+        return ", ".join(str(v) for v in node.values)
+    if isinstance(node, mi.StructType) and _UNKNOWN_FIELD.search(message):
+        return ", ".join(f.encode_name for f in node.fields)
+    return None
 
 
 class YamlSource:
@@ -60,16 +129,33 @@ class YamlSource:
         shown = value if value is not None else self.value_at(field_path)
         return ConfigIssue(self.path, field_path, message, line=self.line_of(field_path), value=shown, allowed=allowed)
 
-    def convert(self, kind: type[T]) -> T:
-        """Convert the data to ``kind``; a type error becomes a :class:`ConfigError` with its line."""
+    def convert(self, kind: type[T], *, subset: str | None = None, prefix: str = "$") -> T:
+        """Convert the data (or the one top-level key ``subset`` of it) to ``kind``.
+
+        A type error becomes a :class:`ConfigError` with its line, the bad value
+        and, for enumerations, tags and unknown fields, the allowed values.
+        ``prefix`` is the field path of the data when it is part of a larger file.
+        """
+        data = self.value_at(prefix)
+        if subset is not None:
+            data = {subset: data.get(subset)} if isinstance(data, dict) else data
         try:
-            return msgspec.convert(self.data, kind)
+            return msgspec.convert(data, kind)
         except msgspec.ValidationError as exc:
-            text = str(exc)
-            match = _MSGSPEC_PATH.search(text)
-            field_path = match.group(1) if match else "$"
-            message = text[: match.start()] if match else text
-            raise ConfigError([self.issue(field_path, message)]) from exc
+            raise ConfigError([self.validation_issue(exc, kind, data, prefix=prefix)]) from exc
+
+    def validation_issue(self, exc: msgspec.ValidationError, kind: type, data: Any, *, prefix: str = "$") -> ConfigIssue:
+        """Turn a msgspec validation error on ``data`` (found at ``prefix``) into an issue naming the allowed values."""
+        text = str(exc)
+        match = _MSGSPEC_PATH.search(text)
+        local_path = match.group(1) if match else "$"
+        message = text[: match.start()] if match else text
+        allowed = allowed_values(kind, local_path, data, message)
+        field_path = prefix + local_path[1:]
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:
+            field_path = f"{field_path}.{unknown.group(1)}"
+        return self.issue(field_path, message, allowed=allowed)
 
 
 def load_yaml(path: str | Path) -> YamlSource:

@@ -1,0 +1,519 @@
+"""OPC UA client (asyncua): subscriptions with SourceTimestamp and status, security, and reconnects that rebuild everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+from asyncua.crypto import security_policies
+from cryptography import x509
+
+from .backoff import Backoff
+from .devices import OpcUaDeviceConfig
+from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
+from .opcua_security import CertificateRejected, check_server_certificate, ensure_own_certificate
+from .samples import Sample
+from .tagmap import OpcUaTag, TagMap
+from .values import make_sample, now_ms, plain_value
+
+__all__ = ("OpcUaClient", "OpcUaSetupError")
+
+log = structlog.get_logger("valuegate.adapters.opcua")
+
+
+_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+}
+_MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
+# Status codes with which a server says it cannot run subscriptions at all, so that mode `auto` polls instead.
+_NO_SUBSCRIPTIONS = {
+    ua.StatusCodes.BadServiceUnsupported,
+    ua.StatusCodes.BadNotSupported,
+    ua.StatusCodes.BadTooManySubscriptions,
+    ua.StatusCodes.BadNotImplemented,
+}
+_SERVER_STATE = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+_LOST = object()
+
+
+class OpcUaSetupError(ValueError):
+    """A setting that cannot work until the configuration or environment is fixed (for example a missing password variable)."""
+
+
+class _BatchSubscription(Subscription):
+    """A subscription that hands each publish response's data changes to its owner as one batch.
+
+    asyncua's own dispatch schedules a task per changed value; turning the
+    notification message into samples in one pass keeps the batch boundaries
+    of the server and costs far less per value.
+    """
+
+    def __init__(self, owner: OpcUaClient, session: Any, params: ua.CreateSubscriptionParameters) -> None:
+        super().__init__(session, params, handler=owner)
+        self._owner = owner
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.last_publish_at = time.monotonic()
+        data = publish_result.NotificationMessage.NotificationData
+        if not data:
+            return
+        for notification in data:
+            if isinstance(notification, ua.DataChangeNotification):
+                self._owner._on_data_change(notification.MonitoredItems)
+            elif isinstance(notification, ua.StatusChangeNotification):
+                self._owner._signal_lost(f"subscription status {notification.Status.name}")
+
+
+class OpcUaClient:
+    """Reads one OPC UA server: data-change subscriptions (or periodic reads where the server cannot subscribe).
+
+    Node ids are resolved against the server's namespace array at every
+    connect, so a server that renumbers its namespaces keeps working. On any
+    loss (closed socket, failed keep-alive read, Bad subscription status) the
+    whole client, session and subscription are discarded and rebuilt from
+    scratch after a jittered backoff, so monitored items are never created
+    twice and no service error of the old session reaches the caller.
+    """
+
+    def __init__(self, config: OpcUaDeviceConfig, tag_map: TagMap) -> None:
+        self.config = config
+        self.tag_map = tag_map
+        self.tags: list[OpcUaTag] = tag_map.opcua_tags
+        self.connected = False
+        self.last_error = ""
+        self.refused: dict[str, str] = {}
+        self.limits = OperationLimits()
+        self.mode_in_use = ""
+        self.session_timeout_ms = 0
+        self.keepalive_s = 0.0
+        self.monitored_items = 0
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("notifications", "publish_batches", "values_read", "bad_values", "uncertain_values", "out_of_range",
+             "decode_errors", "reconnects", "connect_failures", "keepalive_failures", "refused_tags", "timeouts",
+             "exceptions", "queue_size_revised"),
+            0,
+        )
+        self._client: Client | None = None
+        self._resolved: list[ResolvedTag] = []
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lost_signalled = False
+        self._ever_connected = False
+        self._password = self._read_password()
+        self._log = log.bind(device=config.id, endpoint=config.endpoint)
+
+    def _read_password(self) -> str | None:
+        auth = self.config.auth
+        if auth.method != "username":
+            return None
+        password = os.environ.get(auth.password_env or "")
+        if password is None:
+            raise OpcUaSetupError(
+                f"device {self.config.id}: environment variable {auth.password_env} with the OPC UA password is not set; "
+                "set it in the service environment"
+            )
+        return password
+
+    async def __aenter__(self) -> OpcUaClient:
+        try:
+            await self._connect()
+        except OpcUaSetupError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure here is retried by stream() or reported by read_all()
+            self._connect_failed(exc)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Delete the subscription, close the session and the connection; safe to call twice."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        client, self._client = self._client, None
+        self.connected = False
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), self.config.timeout_ms / 1000)
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+
+    # ---- connecting ---------------------------------------------------------------------------
+
+    async def _configure_security(self, client: Client) -> None:
+        security = self.config.security
+        client.application_uri = security.application_uri
+        client.name = client.description = "valuegate gateway"
+        if security.policy != "None":
+            own = ensure_own_certificate(Path(security.pki_dir), security.application_uri)
+            server_der = await self._server_certificate(client)
+            await client.set_security(
+                _POLICIES[security.policy],
+                str(own.cert_path),
+                str(own.key_path),
+                server_certificate=server_der,
+                mode=_MODES[security.mode],
+            )
+            pinned = Path(security.server_certificate) if security.server_certificate else None
+            trusted = Path(security.trusted_dir) if security.trusted_dir else None
+
+            async def validate(certificate: x509.Certificate, _description: ua.ApplicationDescription) -> None:
+                check_server_certificate(certificate, pinned=pinned, trusted_dir=trusted)
+
+            client.certificate_validator = validate
+        auth = self.config.auth
+        if auth.method == "username":
+            client.set_user(auth.username or "")
+            client.set_password(self._password or "")
+        elif auth.method == "certificate":
+            await client.load_client_certificate(auth.certificate or "")
+            await client.load_private_key(Path(auth.private_key or ""))
+
+    async def _server_certificate(self, client: Client) -> bytes:
+        """Fetch the endpoint's certificate over an unsecured GetEndpoints call and check it before any secure channel."""
+        security = self.config.security
+        endpoints = await client.connect_and_get_server_endpoints()
+        policy_uri = _POLICIES[security.policy].URI
+        mode = _MODES[security.mode]
+        for endpoint in endpoints:
+            if endpoint.SecurityPolicyUri == policy_uri and endpoint.SecurityMode == mode:
+                certificate = x509.load_der_x509_certificate(_first_certificate(endpoint.ServerCertificate))
+                check_server_certificate(
+                    certificate,
+                    pinned=Path(security.server_certificate) if security.server_certificate else None,
+                    trusted_dir=Path(security.trusted_dir) if security.trusted_dir else None,
+                )
+                return endpoint.ServerCertificate
+        offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints})
+        raise OpcUaSetupError(
+            f"device {self.config.id}: the server offers no endpoint with {security.policy}/{security.mode}; "
+            f"it offers {', '.join(offered)}"
+        )
+
+    async def _connect(self) -> None:
+        await self.close()
+        self._lost_signalled = False
+        self._queue = asyncio.Queue()
+        config = self.config
+        client = Client(config.endpoint, timeout=config.timeout_ms / 1000, watchdog_intervall=3600.0, auto_reconnect=False)
+        client.session_timeout = config.session_timeout_ms
+        await self._configure_security(client)
+
+        async def on_lost(exc: Exception) -> None:
+            self._signal_lost(f"connection lost: {exc!r}")
+
+        client.connection_lost_callback = on_lost
+        try:
+            await client.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise
+        self._client = client
+        try:
+            await self._set_up(client)
+        except BaseException:
+            await self.close()
+            raise
+        self.connected = True
+        if self._ever_connected:
+            self.stats["reconnects"] += 1
+        self._ever_connected = True
+
+    async def _set_up(self, client: Client) -> None:
+        # The keep-alive follows the session timeout the server granted in CreateSession, not the one requested.
+        self.session_timeout_ms = int(client.session_timeout)
+        self.keepalive_s = max(0.05, min(self.session_timeout_ms / 1000 / 3, 30.0))
+        self.limits = await read_operation_limits(client)
+        self._resolved = await resolve_tags(client, self.tags, self.tag_map.namespaces, self.limits)
+        self.refused = {item.tag.name: item.error for item in self._resolved if item.node_id is None}
+
+        mode = self.config.mode
+        if mode in ("auto", "subscribe"):
+            try:
+                await self._subscribe(client)
+                self.mode_in_use = "subscribe"
+            except ua.UaStatusCodeError as exc:
+                if mode == "subscribe" or exc.code not in _NO_SUBSCRIPTIONS:
+                    raise
+                self._log.warning("opcua.subscriptions_unsupported", status=ua.StatusCode(exc.code).name)
+                mode = "poll"
+        if mode == "poll":
+            self.mode_in_use = "poll"
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name=f"opcua-poll-{self.config.id}"))
+        self._tasks.append(asyncio.create_task(self._keepalive_loop(), name=f"opcua-keepalive-{self.config.id}"))
+
+        self.stats["refused_tags"] = len(self.refused)
+        if self.refused:
+            self._log.warning("opcua.tags_refused", tags=self.refused)
+            received = now_ms()
+            self._queue.put_nowait(
+                [Sample(self.config.id, name, received, "gateway", received, None, None, "bad", reason)
+                 for name, reason in self.refused.items()]
+            )
+        self._log.info(
+            "opcua.connected", mode=self.mode_in_use, session_timeout_ms=self.session_timeout_ms,
+            monitored_items=self.monitored_items, refused=len(self.refused), limits=self.limits,
+        )
+
+    async def _subscribe(self, client: Client) -> None:
+        config = self.config
+        keepalive_ms = min(self.keepalive_s * 1000, 10_000)
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = config.publishing_interval_ms
+        params.RequestedMaxKeepAliveCount = max(1, int(keepalive_ms / config.publishing_interval_ms))
+        params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * 10
+        params.MaxNotificationsPerPublish = 0
+        params.PublishingEnabled = True
+        params.Priority = 0
+        subscription = _BatchSubscription(self, client.uaclient.session, params)
+        await subscription.init()
+
+        requests: list[tuple[int, ua.MonitoredItemCreateRequest]] = []
+        for position, item in enumerate(self._resolved):
+            if item.node_id is not None:
+                requests.append((position, self._monitored_item_request(position, item)))
+        self.monitored_items = 0
+        size = self.limits.max_monitored_items_per_call
+        pending = list(batches(requests, size))
+        while pending:
+            chunk = pending.pop(0)
+            try:
+                results = await subscription.create_monitored_items([request for _, request in chunk])
+            except ua.UaStatusCodeError as exc:
+                # A server that does not publish MaxMonitoredItemsPerCall may still enforce one: halve and retry.
+                if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
+                    middle = len(chunk) // 2
+                    pending[:0] = [chunk[:middle], chunk[middle:]]
+                    continue
+                raise
+            for (position, request), result in zip(chunk, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    self.refused[self._resolved[position].tag.name] = result.name
+                else:
+                    self.monitored_items += 1
+
+    def _monitored_item_request(self, position: int, item: ResolvedTag) -> ua.MonitoredItemCreateRequest:
+        # The status-value trigger reports a change of status alone, such as Good to Bad with the same value.
+        data_filter = ua.DataChangeFilter()
+        data_filter.Trigger = ua.DataChangeTrigger.StatusValue
+        parameters = ua.MonitoringParameters()
+        parameters.ClientHandle = position
+        parameters.SamplingInterval = item.tag.sampling_ms if item.tag.sampling_ms is not None else self.config.sampling_ms
+        parameters.QueueSize = item.tag.queue_size
+        parameters.DiscardOldest = True
+        parameters.Filter = data_filter
+        read_value = ua.ReadValueId()
+        read_value.NodeId = item.node_id
+        read_value.AttributeId = ua.AttributeIds.Value
+        request = ua.MonitoredItemCreateRequest()
+        request.ItemToMonitor = read_value
+        request.MonitoringMode = ua.MonitoringMode.Reporting
+        request.RequestedParameters = parameters
+        return request
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    def _sample(self, tag: OpcUaTag, data_value: ua.DataValue, received: int) -> Sample:
+        status = data_value.StatusCode or ua.StatusCode(ua.StatusCodes.Good)
+        if data_value.SourceTimestamp is not None:
+            ts_ms, source = plain_value(data_value.SourceTimestamp), "plc"
+        else:
+            ts_ms, source = received, "gateway"
+        raw = plain_value(data_value.Value.Value) if data_value.Value is not None else None
+        if status.is_bad():
+            self.stats["bad_values"] += 1
+            return Sample(self.config.id, tag.name, ts_ms, source, received, None, raw, "bad", status.name)
+        kind = "uncertain" if status.is_uncertain() else "good"
+        sample = make_sample(
+            self.config.id, tag.name, ts_ms=ts_ms, time_source=source, received_ms=received, raw=raw, value=raw,
+            status=kind, detail=status.name if kind == "uncertain" else "", value_range=tag.range,
+        )
+        if sample.status == "bad":
+            self.stats["bad_values"] += 1
+            self.stats["out_of_range" if sample.detail == "out_of_range" else "decode_errors"] += 1
+        else:
+            self.stats["values_read"] += 1
+            if kind == "uncertain":
+                self.stats["uncertain_values"] += 1
+        return sample
+
+    def _on_data_change(self, items: Sequence[ua.MonitoredItemNotification]) -> None:
+        received = now_ms()
+        batch = []
+        resolved = self._resolved
+        for item in items:
+            if 0 <= item.ClientHandle < len(resolved):
+                batch.append(self._sample(resolved[item.ClientHandle].tag, item.Value, received))
+        self.stats["notifications"] += len(batch)
+        self.stats["publish_batches"] += 1
+        if batch:
+            self._queue.put_nowait(batch)
+
+    def _signal_lost(self, reason: str) -> None:
+        if self._lost_signalled:
+            return
+        self._lost_signalled = True
+        self.last_error = reason
+        self._queue.put_nowait(_LOST)
+
+    async def _read_resolved(self, client: Client) -> list[Sample]:
+        present = [(position, item) for position, item in enumerate(self._resolved) if item.node_id is not None]
+        samples: list[Sample] = []
+        for chunk in batches(present, self.limits.max_nodes_per_read):
+            params = ua.ReadParameters()
+            params.MaxAge = 0
+            params.TimestampsToReturn = ua.TimestampsToReturn.Both
+            for _, item in chunk:
+                read_value = ua.ReadValueId()
+                read_value.NodeId = item.node_id
+                read_value.AttributeId = ua.AttributeIds.Value
+                params.NodesToRead.append(read_value)
+            values = await asyncio.wait_for(client.uaclient.read(params), self.config.timeout_ms / 1000)
+            received = now_ms()
+            samples.extend(self._sample(item.tag, value, received) for (_, item), value in zip(chunk, values, strict=True))
+        return samples
+
+    async def _poll_loop(self) -> None:
+        period = self.config.poll_ms / 1000
+        while True:
+            client = self._client
+            if client is None:
+                return
+            try:
+                batch = await self._read_resolved(client)
+            except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
+                self._count_failure(exc)
+                self._signal_lost(f"read failed: {exc!r}")
+                return
+            self.stats["publish_batches"] += 1
+            self._queue.put_nowait(batch)
+            await asyncio.sleep(period)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            client = self._client
+            if client is None:
+                return
+            try:
+                await asyncio.wait_for(
+                    client.uaclient.read_attributes([_SERVER_STATE], ua.AttributeIds.Value), self.config.timeout_ms / 1000
+                )
+            except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
+                self.stats["keepalive_failures"] += 1
+                self._count_failure(exc)
+                self._signal_lost(f"keep-alive read failed: {exc!r}")
+                return
+
+    def _count_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.TimeoutError):
+            self.stats["timeouts"] += 1
+        elif isinstance(exc, ua.UaStatusCodeError):
+            self.stats["exceptions"] += 1
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        self.stats["connect_failures"] += 1
+        self._count_failure(exc)
+        if isinstance(exc, CertificateRejected):
+            self.last_error = f"BadCertificateUntrusted: {exc}"
+        elif isinstance(exc, ua.UaStatusCodeError):
+            self.last_error = f"{ua.StatusCode(exc.code).name}: {exc}"
+        else:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def _bad_batch(self, detail: str) -> list[Sample]:
+        received = now_ms()
+        return [Sample(self.config.id, tag.name, received, "gateway", received, None, None, "bad", detail) for tag in self.tags]
+
+    # ---- public ----------------------------------------------------------------------------------
+
+    async def read_all(self) -> list[Sample]:
+        """Read every tag once with the Read service; refused tags and a failed connection come back as bad samples."""
+        for attempt in range(2):
+            if not self.connected:
+                try:
+                    await self._connect()
+                except OpcUaSetupError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported per tag as the reason
+                    self._connect_failed(exc)
+                    return self._bad_batch("disconnected")
+            client = self._client
+            assert client is not None  # noqa: S101 - set by _connect
+            try:
+                samples = await self._read_resolved(client)
+            except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
+                # A session the server has forgotten (BadSessionIdInvalid) is rebuilt once, never passed on.
+                self._count_failure(exc)
+                self.last_error = f"read failed: {exc!r}"
+                await self.close()
+                if attempt == 1:
+                    return self._bad_batch("disconnected")
+                continue
+            received = now_ms()
+            read = {sample.tag for sample in samples}
+            samples.extend(
+                Sample(self.config.id, name, received, "gateway", received, None, None, "bad", reason)
+                for name, reason in self.refused.items()
+                if name not in read
+            )
+            order = {tag.name: position for position, tag in enumerate(self.tags)}
+            return sorted(samples, key=lambda sample: order[sample.tag])
+        return self._bad_batch("disconnected")
+
+    async def stream(self) -> AsyncIterator[list[Sample]]:
+        """Yield notification batches; on a loss, one batch of bad ``disconnected`` samples, then rebuild with backoff."""
+        backoff = Backoff(self.config.reconnect_min_ms / 1000, self.config.reconnect_max_ms / 1000)
+        outage_reported = False
+        while True:
+            if not self.connected:
+                try:
+                    await self._connect()
+                except OpcUaSetupError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every connect failure is retried with backoff
+                    self._connect_failed(exc)
+                    if not outage_reported:
+                        outage_reported = True
+                        self._log.warning("opcua.connect_failed", error=self.last_error)
+                        yield self._bad_batch("disconnected")
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                backoff.reset()
+                outage_reported = False
+            item = await self._queue.get()
+            if item is _LOST:
+                self._log.warning("opcua.disconnected", reason=self.last_error)
+                await self.close()
+                if not outage_reported:
+                    outage_reported = True
+                    yield self._bad_batch("disconnected")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            yield item
+
+
+def _first_certificate(der_chain: bytes) -> bytes:
+    """Return the first certificate of a DER chain (a server may send its certificate followed by its issuers)."""
+    if len(der_chain) < 4 or der_chain[0] != 0x30:
+        return der_chain
+    length_byte = der_chain[1]
+    if length_byte < 0x80:
+        return der_chain[: 2 + length_byte]
+    size = length_byte & 0x7F
+    length = int.from_bytes(der_chain[2 : 2 + size], "big")
+    return der_chain[: 2 + size + length]

@@ -1,0 +1,154 @@
+"""OPC UA node resolution at connect time: namespace-URI node ids, browse paths and the server's operation limits."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asyncua import Client, ua
+
+from .tagmap import OpcUaTag
+
+__all__ = ("OperationLimits", "ResolvedTag", "batches", "parse_node", "read_operation_limits", "resolve_tags")
+
+_NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);|ns=(?P<ns>\d+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
+
+# Node ids of Server/ServerCapabilities/OperationLimits/* in namespace 0 (OPC 10000-5, 6.3.11).
+_LIMIT_NODES = {
+    "max_nodes_per_read": 11705,
+    "max_nodes_per_browse": 11710,
+    "max_nodes_per_translate": 11712,
+    "max_monitored_items_per_call": 11714,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OperationLimits:
+    """The server's per-call limits; 0 means the server sets none."""
+
+    max_nodes_per_read: int = 0
+    max_nodes_per_browse: int = 0
+    max_nodes_per_translate: int = 0
+    max_monitored_items_per_call: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTag:
+    """A tag with the node id it has on this server, or why it could not be resolved."""
+
+    tag: OpcUaTag
+    node_id: ua.NodeId | None
+    error: str = ""
+
+
+def parse_node(text: str) -> tuple[str | None, int | None, ua.NodeIdType, object]:
+    """Split ``nsu=URI;s=Name`` or ``ns=2;i=5`` into (namespace URI, namespace index, identifier type, identifier).
+
+    Raises ValueError naming the expected forms when the text is not a node id.
+    """
+    match = _NODE.match(text.strip())
+    if match is None:
+        raise ValueError(f"invalid node id {text!r}; use nsu=<namespace URI>;s=<name> (or i=, g=, b=), or ns=<index>;s=<name>")
+    kind, ident = match["kind"], match["ident"]
+    identifier: object
+    if kind == "i":
+        if not ident.isdigit():
+            raise ValueError(f"invalid numeric node id {text!r}: {ident!r} is not an integer")
+        identifier, id_type = int(ident), ua.NodeIdType.Numeric
+    elif kind == "s":
+        identifier, id_type = ident, ua.NodeIdType.String
+    elif kind == "g":
+        identifier, id_type = uuid.UUID(ident), ua.NodeIdType.Guid
+    else:
+        identifier, id_type = base64.b64decode(ident), ua.NodeIdType.ByteString
+    index = int(match["ns"]) if match["ns"] is not None else (None if match["uri"] else 0)
+    return match["uri"], index, id_type, identifier
+
+
+def batches(items: Sequence, size: int) -> list[Sequence]:
+    """Cut ``items`` into slices of at most ``size`` (all in one slice when ``size`` is 0, meaning no limit)."""
+    if size <= 0:
+        return [items] if items else []
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+async def read_operation_limits(client: Client) -> OperationLimits:
+    """Read the OperationLimits the server publishes; a limit the server does not publish counts as none."""
+    node_ids = [ua.NodeId(number, 0) for number in _LIMIT_NODES.values()]
+    try:
+        values = await client.uaclient.read_attributes(node_ids, ua.AttributeIds.Value)
+    except ua.UaStatusCodeError:
+        return OperationLimits()
+    found: dict[str, int] = {}
+    for name, value in zip(_LIMIT_NODES, values, strict=True):
+        if value.StatusCode is not None and not value.StatusCode.is_good():
+            continue
+        number = value.Value.Value if value.Value is not None else None
+        if isinstance(number, int) and number > 0:
+            found[name] = number
+    return OperationLimits(**found)
+
+
+def _browse_element(part: str, namespaces: dict[str, str], namespace_array: list[str]) -> ua.RelativePathElement:
+    prefix, sep, name = part.rpartition(":")
+    index = 0
+    if sep:
+        uri = namespaces.get(prefix, prefix)
+        if uri not in namespace_array:
+            raise LookupError(f"browse path element {part!r}: namespace {uri!r} is not on the server")
+        index = namespace_array.index(uri)
+    element = ua.RelativePathElement()
+    element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+    element.IsInverse = False
+    element.IncludeSubtypes = True
+    element.TargetName = ua.QualifiedName(name if sep else part, index)
+    return element
+
+
+async def resolve_tags(
+    client: Client, tags: Sequence[OpcUaTag], namespaces: dict[str, str], limits: OperationLimits
+) -> list[ResolvedTag]:
+    """Resolve every tag to a node id on this server, looking namespace URIs up in its current namespace array.
+
+    Browse paths start at the Objects folder; an element ``prefix:Name`` takes
+    its namespace from the tag map's ``namespaces`` (or ``prefix`` is itself a
+    URI), and an element without a prefix is in namespace 0.
+    """
+    namespace_array = list(await client.get_namespace_array())
+    resolved: dict[int, ResolvedTag] = {}
+    paths: list[tuple[int, ua.BrowsePath]] = []
+    for position, tag in enumerate(tags):
+        if tag.node is not None:
+            uri, index, id_type, identifier = parse_node(tag.node)
+            if uri is not None:
+                if uri not in namespace_array:
+                    resolved[position] = ResolvedTag(tag, None, f"BadNamespaceUnknown: namespace {uri!r} is not on the server")
+                    continue
+                index = namespace_array.index(uri)
+            resolved[position] = ResolvedTag(tag, ua.NodeId(identifier, index, id_type))
+            continue
+        try:
+            elements = [_browse_element(part, namespaces, namespace_array) for part in tag.browse_path or []]
+        except LookupError as exc:
+            resolved[position] = ResolvedTag(tag, None, f"BadNamespaceUnknown: {exc}")
+            continue
+        path = ua.BrowsePath()
+        path.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        path.RelativePath = ua.RelativePath()
+        path.RelativePath.Elements = elements
+        paths.append((position, path))
+
+    for chunk in batches(paths, limits.max_nodes_per_translate):
+        results = await client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk])
+        for (position, _), result in zip(chunk, results, strict=True):
+            tag = tags[position]
+            if result.StatusCode.is_good() and result.Targets:
+                target = result.Targets[0].TargetId
+                resolved[position] = ResolvedTag(tag, ua.NodeId(target.Identifier, target.NamespaceIndex))
+            else:
+                shown = "/".join(tag.browse_path or [])
+                resolved[position] = ResolvedTag(tag, None, f"{result.StatusCode.name}: browse path {shown} not found")
+    return [resolved[position] for position in range(len(tags))]
