@@ -1,9 +1,55 @@
-"""The `valuegate verify` command."""
+"""The `valuegate verify` command: check an auditor bundle offline and print a verdict per voucher and line."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+# Exit statuses: 0 every check passed, 1 some check failed, 2 the bundle could not be read.
+EXIT_FAILED = 1
+EXIT_UNREADABLE = 2
+
+
+def _print_section(title: str, verdicts: list) -> None:
+    typer.echo(f"{title}:")
+    for verdict in verdicts:
+        mark = "PASS" if verdict.ok else "FAIL"
+        typer.echo(f"  {mark}  {verdict.subject}")
+        for reason in verdict.reasons:
+            typer.echo(f"        - {reason}")
+        for note in verdict.notes:
+            typer.echo(f"        . {note}")
+
+
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle ZIP file, or the folder it was unpacked into."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdicts as one JSON object instead of text."),
+) -> None:
+    """Verify an auditor bundle offline: voucher proofs, gateway keys, chains and invoice lines."""
+    from valuegate.cloud.bundle import BundleError
+    from valuegate.verify import verify_bundle
+
+    try:
+        report = verify_bundle(bundle)
+    except BundleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from exc
+
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_section("files", report.files)
+        _print_section("vouchers", report.vouchers)
+        _print_section("invoice lines", report.lines)
+        failed = sum(not v.ok for v in (*report.files, *report.vouchers, *report.lines))
+        verdict = "PASS" if report.ok else f"FAIL ({failed} failed)"
+        typer.echo(f"bundle {bundle}: {verdict}: {len(report.vouchers)} vouchers, {len(report.lines)} invoice lines")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def register(root: typer.Typer) -> None:
     """Add this command to the root command line."""
+    root.command("verify")(verify)

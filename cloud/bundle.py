@@ -1,0 +1,239 @@
+"""Auditor bundles: signed vouchers, gateway public keys, contract terms and invoice lines in one ZIP file.
+
+Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
+
+- ``manifest.json``: schema, contract id, creation time, and the SHA-256 of
+  every other file, so that a truncated or swapped file is noticed.
+- ``contract.json``: the contract terms (anchors, prices, caps, floors,
+  settlement mode, currency, rounding) that invoice lines are priced with.
+- ``vouchers.jsonl``: one signed voucher a line, ordered by gateway and
+  sequence. It holds every voucher of each gateway from the first to the last
+  sequence the bundle needs, so that the chain can be followed without gaps.
+- ``keys.json``: each gateway's Ed25519 public keys (multibase and did:key)
+  with the period in which each key was valid.
+- ``invoices.json``: invoices, credit notes and debit notes with their lines.
+  Each line lists the voucher ids it was priced from, and the non-routine
+  exclusions that took days out.
+- ``GUIDE.en.md`` and ``GUIDE.zh-CN.md``: how to check the bundle offline.
+
+Nothing in a bundle is secret. It lets an auditor re-verify every voucher
+with any eddsa-jcs-2022 implementation and re-price every line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = (
+    "BUNDLE_SCHEMA",
+    "BundleError",
+    "Bundle",
+    "GatewayKey",
+    "document_record",
+    "build_bundle",
+    "write_bundle",
+    "read_bundle",
+    "guide_text",
+)
+
+BUNDLE_SCHEMA = "valuegate/bundle/v1"
+_MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json")
+_GUIDES = ("GUIDE.en.md", "GUIDE.zh-CN.md")
+
+
+class BundleError(ValueError):
+    """A bundle cannot be read or built; the message names the file and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKey:
+    """One public key of a gateway and the period in which it signed vouchers (ISO instants, open when None)."""
+
+    gateway: str
+    public_key_multibase: str
+    valid_from: str | None = None
+    valid_to: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "publicKeyMultibase": self.public_key_multibase,
+            "id": f"did:key:{self.public_key_multibase}",
+            "validFrom": self.valid_from,
+            "validTo": self.valid_to,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """The parsed contents of a bundle."""
+
+    manifest: dict[str, Any]
+    contract: dict[str, Any]
+    vouchers: list[dict[str, Any]]
+    keys: list[dict[str, Any]]
+    documents: list[dict[str, Any]]
+    guides: dict[str, str]
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def document_record(document: Any) -> dict[str, Any]:
+    """Serialize a settlement ``Document`` (invoice or note) as the bundle and exports carry it."""
+    lines = []
+    for line in document.lines:
+        charge = line.charge
+        lines.append(
+            {
+                "anchor": line.anchor,
+                "period_first": line.period_first.isoformat(),
+                "period_last": line.period_last.isoformat(),
+                "price_kind": charge.kind,
+                "mode": charge.mode,
+                "unit_price": str(charge.unit_price),
+                "quantity": str(charge.quantity),
+                "days": charge.days,
+                "cap_applied": charge.cap_applied,
+                "floor_applied": charge.floor_applied,
+                "amount": str(line.amount),
+                "previously_billed": _money(line.previously_billed),
+                "recomputed": _money(line.recomputed),
+                "voucher_ids": list(charge.voucher_ids),
+                "excluded": [{"voucher_id": vid, "reason": reason} for vid, reason in line.excluded],
+            }
+        )
+    return {
+        "number": document.number,
+        "kind": document.kind,
+        "period_first": document.period.first.isoformat(),
+        "period_last": document.period.last.isoformat(),
+        "currency": document.currency,
+        "corrects": document.corrects,
+        "total": str(document.total),
+        "lines": lines,
+    }
+
+
+def guide_text(language: str) -> str:
+    """Return the offline-verification guide shipped in every bundle, in ``en`` or ``zh-CN``."""
+    name = f"guide.{language}.md"
+    try:
+        return resources.files("valuegate.cloud.web").joinpath("templates", "bundle", name).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise BundleError(f"no bundle guide for language {language!r}; available: en, zh-CN") from exc
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def build_bundle(
+    *,
+    contract: Mapping[str, Any],
+    vouchers: Iterable[Mapping[str, Any]],
+    keys: Sequence[GatewayKey],
+    documents: Sequence[Mapping[str, Any]],
+    created_at: str,
+) -> bytes:
+    """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line."""
+
+    def order(document: Mapping[str, Any]) -> tuple[str, int]:
+        subject = document.get("credentialSubject", {})
+        return (str(subject.get("gateway")), int(subject.get("seq", 0)))
+
+    # Compact separators keep each voucher on one line; the proof covers the canonical form, not these bytes.
+    voucher_lines = [json.dumps(doc, ensure_ascii=False, separators=(",", ":")) for doc in sorted(vouchers, key=order)]
+    files: dict[str, bytes] = {
+        "contract.json": _json_bytes(dict(contract)),
+        "vouchers.jsonl": "".join(line + "\n" for line in voucher_lines).encode("utf-8"),
+        "keys.json": _json_bytes([key.record() for key in keys]),
+        "invoices.json": _json_bytes(list(documents)),
+        "GUIDE.en.md": guide_text("en").encode("utf-8"),
+        "GUIDE.zh-CN.md": guide_text("zh-CN").encode("utf-8"),
+    }
+    manifest = {
+        "schema": BUNDLE_SCHEMA,
+        "contract": contract.get("id"),
+        "tenant": contract.get("tenant"),
+        "created_at": created_at,
+        "vouchers": len(voucher_lines),
+        "files": {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+    }
+
+    buffer = io.BytesIO()
+    # A fixed timestamp on every member keeps the ZIP bytes the same for the same contents.
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in [("manifest.json", _json_bytes(manifest)), *sorted(files.items())]:
+            info = zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def write_bundle(path: str | Path, **parts: Any) -> Path:
+    """Build a bundle and write it to ``path``; see :func:`build_bundle` for the parts."""
+    path = Path(path)
+    path.write_bytes(build_bundle(**parts))
+    return path
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    if path.is_dir():
+        return {child.name: child.read_bytes() for child in path.iterdir() if child.is_file()}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
+
+
+def _load_json(path: Path, name: str, data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: {name} is not valid UTF-8 JSON: {exc}") from exc
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Read a bundle ZIP or its unpacked folder; raises :class:`BundleError` when a member is missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
+    members = _read_members(path)
+    missing = [name for name in ("manifest.json", *_MEMBERS) if name not in members]
+    if missing:
+        raise BundleError(f"{path}: the bundle lacks {', '.join(missing)}; ask the sender for a complete bundle")
+
+    manifest = _load_json(path, "manifest.json", members["manifest.json"])
+    if not isinstance(manifest, dict) or manifest.get("schema") != BUNDLE_SCHEMA:
+        schema = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise BundleError(f"{path}: unknown bundle schema {schema!r}; this verifier reads {BUNDLE_SCHEMA!r}")
+
+    vouchers = []
+    for number, line in enumerate(members["vouchers.jsonl"].decode("utf-8", errors="replace").splitlines(), start=1):
+        if line.strip():
+            vouchers.append(_load_json(path, f"vouchers.jsonl line {number}", line.encode("utf-8")))
+    return Bundle(
+        manifest=manifest,
+        contract=_load_json(path, "contract.json", members["contract.json"]),
+        vouchers=vouchers,
+        keys=_load_json(path, "keys.json", members["keys.json"]),
+        documents=_load_json(path, "invoices.json", members["invoices.json"]),
+        guides={name: members[name].decode("utf-8", errors="replace") for name in _GUIDES if name in members},
+    )
+
+
+def file_digests(path: str | Path) -> dict[str, str]:
+    """Return ``sha256:<hex>`` of every member of the bundle at ``path``, to compare with its manifest."""
+    return {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in _read_members(Path(path)).items()}

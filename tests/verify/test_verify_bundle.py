@@ -1,0 +1,166 @@
+"""`valuegate verify`: bundles of real signed vouchers pass, and every kind of tampering fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.verify.bundles import signed_bundle
+from valuegate.verify import verify_bundle
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from valuegate.cli import app
+
+    return CliRunner().invoke(app, ["verify", *args])
+
+
+def rewrite(folder: Path, name: str, old: str, new: str, count: int = 1) -> None:
+    path = folder / name
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) >= count, f"{old!r} not in {name}"
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
+
+
+def failed(verdicts) -> dict[str, list[str]]:
+    return {v.subject: v.reasons for v in verdicts if not v.ok}
+
+
+def keys_of(folder: Path) -> str:
+    return json.loads((folder / "keys.json").read_text())[0]["publicKeyMultibase"]
+
+
+def test_valid_bundle_passes(tmp_path):
+    bundle = signed_bundle(tmp_path)
+    for path in (bundle["zip"], bundle["folder"]):
+        report = verify_bundle(path)
+        assert report.ok, report.as_dict()
+        assert [v.subject for v in report.vouchers] == [f"gw-1:{n}" for n in range(1, 6)]
+    # 5 days x 1.5 points x 2,000 CNY
+    assert bundle["documents"][0]["total"] == "15000.00"
+    assert report.lines[0].notes == ["oee_point_day 7.5 x 2000 (point) = 15000.00 CNY"]
+
+
+def test_cli_prints_verdicts_and_exit_status(tmp_path):
+    bundle = signed_bundle(tmp_path)
+    result = run_cli(str(bundle["zip"]))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "PASS  gw-1:3" in result.stdout
+    assert "PASS  INV-20240501-" in result.stdout
+    assert result.stdout.strip().endswith("PASS: 5 vouchers, 2 invoice lines")
+
+
+def test_one_changed_byte_fails(tmp_path):
+    bundle = signed_bundle(tmp_path)
+    folder = bundle["folder"]
+    # Voucher 3 claims 1.6 points instead of 1.5.
+    lines = (folder / "vouchers.jsonl").read_text(encoding="utf-8").splitlines()
+    assert '"point":1.5' in lines[2]
+    lines[2] = lines[2].replace('"point":1.5', '"point":1.6')
+    (folder / "vouchers.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    report = verify_bundle(folder)
+    bad = failed(report.vouchers)
+    assert sorted(bad) == ["gw-1:3", "gw-1:4"]
+    assert bad["gw-1:3"] == ["proof: signature invalid"]
+    assert bad["gw-1:4"] == ["chain: prev " + json.loads(lines[3])["credentialSubject"]["prev"] + " is not the hash of gw-1:3"]
+    assert "vouchers.jsonl" in failed(report.files)
+    assert any("gw-1:3 failed verification" in r for r in failed(report.lines)[next(iter(failed(report.lines)))])
+
+    result = run_cli(str(folder))
+    assert result.exit_code == 1
+    assert "FAIL  gw-1:3" in result.stdout
+
+
+def test_gap_in_chain_fails(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    lines = (folder / "vouchers.jsonl").read_text(encoding="utf-8").splitlines()
+    (folder / "vouchers.jsonl").write_text("\n".join(lines[:2] + lines[3:]) + "\n", encoding="utf-8")
+    report = verify_bundle(folder)
+    bad = failed(report.vouchers)
+    assert bad == {"gw-1:4": ["chain: gap in gw-1 between sequence 2 and 4"]}
+    assert any("voucher gw-1:3 is not in the bundle" in reasons for reasons in failed(report.lines).values())
+
+
+def test_unknown_signing_key_fails(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    keys = json.loads((folder / "keys.json").read_text())
+    (tmp_path / "other").mkdir()
+    other = signed_bundle(tmp_path / "other")["folder"]
+    keys[0]["publicKeyMultibase"] = json.loads((other / "keys.json").read_text())[0]["publicKeyMultibase"]
+    (folder / "keys.json").write_text(json.dumps(keys))
+    bad = failed(verify_bundle(folder).vouchers)
+    assert sorted(bad) == [f"gw-1:{n}" for n in range(1, 6)]
+    assert "is not among the bundle's keys of gateway gw-1" in bad["gw-1:1"][0]
+
+
+def test_key_outside_validity_fails(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    rewrite(folder, "keys.json", '"validTo": null', '"validTo": "2024-05-09T00:00:00Z"')
+    bad = failed(verify_bundle(folder).vouchers)
+    # Voucher n is issued at 2024-05-(6+n)T00:00Z and validTo is exclusive, so 3, 4 and 5 fall outside.
+    assert sorted(bad) == ["gw-1:3", "gw-1:4", "gw-1:5"]
+    assert bad["gw-1:3"] == [f"signing key {keys_of(folder)} of gateway gw-1 was not valid at 2024-05-09T00:00:00Z"]
+
+
+def test_tampered_invoice_line_fails(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    rewrite(folder, "invoices.json", '"amount": "15000.00"', '"amount": "15000.01"')
+    report = verify_bundle(folder)
+    assert report.vouchers and all(v.ok for v in report.vouchers)
+    bad = failed(report.lines)
+    (line_reasons,) = [r for s, r in bad.items() if "line 1" in s]
+    assert line_reasons == ["amount 15000.01 differs from 15000.00 re-priced from its vouchers"]
+    assert any("differs from the sum of its lines" in r[0] for s, r in bad.items() if s.endswith("total"))
+
+
+def test_debit_note_for_late_voucher_verifies(tmp_path):
+    bundle = signed_bundle(tmp_path, late=True)
+    invoice, note = bundle["documents"]
+    assert note["kind"] == "debit_note"
+    assert note["corrects"] == invoice["number"]
+    # 31 May adds 2.25 points x 2,000 CNY.
+    assert Decimal(note["total"]) == Decimal("4500.00")
+    report = verify_bundle(bundle["zip"])
+    assert report.ok, report.as_dict()
+
+    rewrite(bundle["folder"], "invoices.json", '"previously_billed": "15000.00"', '"previously_billed": "14000.00"')
+    bad = failed(verify_bundle(bundle["folder"]).lines)
+    assert any("is not recomputed 19500.00 minus previously billed 14000.00" in r for reasons in bad.values() for r in reasons)
+
+
+def test_unreadable_bundle_exits_2(tmp_path):
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    result = run_cli(str(tmp_path / "junk.zip"))
+    assert result.exit_code == 2
+    assert "cannot read the bundle" in result.stderr
+    missing = run_cli(str(tmp_path / "nothing.zip"))
+    assert missing.exit_code == 2
+    assert "no such file or folder" in missing.stderr
+
+
+@pytest.mark.peer
+def test_node_verifier_agrees(tmp_path, node_peers):
+    """A second implementation (Node.js crypto + npm canonicalize) re-derives every hash and signature."""
+    folder = signed_bundle(tmp_path)["folder"]
+    script = node_peers / "verify_bundle.js"
+    good = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.splitlines()[:5] == [f"PASS gw-1:{n}" for n in range(1, 6)]
+
+    lines = (folder / "vouchers.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].replace('"point":1.5', '"point":1.6')
+    (folder / "vouchers.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bad = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    out = bad.stdout.splitlines()
+    assert out[2] == "FAIL gw-1:3: proof: signature invalid"
+    assert out[3] == "FAIL gw-1:4: chain: prev is not the hash of sequence 3"
+    assert out[-1] == "checked 5 vouchers, 2 failed"
+    assert verify_bundle(folder).ok is False

@@ -1,0 +1,228 @@
+"""Offline verification of an auditor bundle: voucher proofs, gateway keys, chains and invoice lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from valuegate.cloud.bundle import Bundle, file_digests, read_bundle
+from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, price_anchor, quantize_money
+from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
+from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
+
+__all__ = ("Verdict", "Report", "verify_bundle")
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The outcome for one checked item: a file, a voucher or an invoice line; failed when any reason is listed."""
+
+    subject: str
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "ok": self.ok, "reasons": self.reasons, "notes": self.notes}
+
+
+@dataclass(slots=True)
+class Report:
+    """Every verdict of one bundle check."""
+
+    files: list[Verdict]
+    vouchers: list[Verdict]
+    lines: list[Verdict]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in (*self.files, *self.vouchers, *self.lines))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "files": [v.as_dict() for v in self.files],
+            "vouchers": [v.as_dict() for v in self.vouchers],
+            "lines": [v.as_dict() for v in self.lines],
+        }
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _check_files(path: Path, bundle: Bundle) -> list[Verdict]:
+    verdicts = []
+    actual = file_digests(path)
+    for name, expected in sorted(bundle.manifest.get("files", {}).items()):
+        verdict = Verdict(name)
+        if actual.get(name) != expected:
+            verdict.reasons.append(f"SHA-256 {actual.get(name, 'missing')} differs from the manifest's {expected}")
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _key_windows(bundle: Bundle) -> dict[str, list[tuple[str, dt.datetime | None, dt.datetime | None]]]:
+    windows: dict[str, list[tuple[str, dt.datetime | None, dt.datetime | None]]] = defaultdict(list)
+    for key in bundle.keys:
+        windows[key["gateway"]].append((key["publicKeyMultibase"], _instant(key.get("validFrom")), _instant(key.get("validTo"))))
+    return windows
+
+
+def _check_vouchers(bundle: Bundle, contract: Contract | None) -> tuple[list[Verdict], dict[str, VoucherValue], dict[str, Any]]:
+    """Check each voucher's schema, proof and key, then each gateway's chain."""
+    verdicts: list[Verdict] = []
+    values: dict[str, VoucherValue] = {}
+    claims_by_id: dict[str, Any] = {}
+    chains: dict[str, list[tuple[int, dict[str, Any], Verdict]]] = defaultdict(list)
+    windows = _key_windows(bundle)
+
+    for index, document in enumerate(bundle.vouchers, start=1):
+        try:
+            _, claims = parse_voucher(json.dumps(document).encode("utf-8"))
+        except VoucherError as exc:
+            verdicts.append(Verdict(f"vouchers.jsonl line {index}", [f"{exc.code}: {exc}"]))
+            continue
+        verdict = Verdict(claims.voucher_id)
+        verdicts.append(verdict)
+
+        proof = verify_voucher(document)
+        if not proof.ok:
+            verdict.reasons.append(f"proof: {proof.reason}")
+        signer = (proof.verification_method or "").partition("#")[0].removeprefix("did:key:")
+        issued = _instant(claims.issued_at)
+        keys = windows.get(claims.gateway, [])
+        if not any(key == signer for key, _, _ in keys):
+            verdict.reasons.append(f"signing key {signer or '?'} is not among the bundle's keys of gateway {claims.gateway}")
+        elif not any(key == signer and (start is None or start <= issued) and (end is None or issued < end) for key, start, end in keys):
+            verdict.reasons.append(f"signing key {signer} of gateway {claims.gateway} was not valid at {claims.issued_at}")
+        if contract is not None and claims.tenant != contract.tenant:
+            verdict.reasons.append(f"tenant {claims.tenant!r} differs from the contract's {contract.tenant!r}")
+
+        chains[claims.gateway].append((claims.seq, document, verdict))
+        claims_by_id[claims.voucher_id] = claims
+        try:
+            values[claims.voucher_id] = VoucherValue.from_claims(claims)
+        except PricingError as exc:
+            verdict.reasons.append(str(exc))
+
+    # Chain: consecutive sequence numbers, each prev the hash of the one before.
+    for gateway, chain in chains.items():
+        chain.sort(key=lambda item: item[0])
+        previous: tuple[int, dict[str, Any]] | None = None
+        for seq, document, verdict in chain:
+            prev = document["credentialSubject"]["prev"]
+            if previous is None:
+                if seq == 1 and prev is not None:
+                    verdict.reasons.append("chain: sequence 1 must have prev null")
+                elif seq > 1:
+                    verdict.notes.append(f"chain of {gateway} starts at sequence {seq} in this bundle")
+            elif seq == previous[0]:
+                verdict.reasons.append(f"chain: sequence {seq} of {gateway} appears twice")
+            elif seq != previous[0] + 1:
+                verdict.reasons.append(f"chain: gap in {gateway} between sequence {previous[0]} and {seq}")
+            elif prev != voucher_hash(previous[1]):
+                verdict.reasons.append(f"chain: prev {prev} is not the hash of {gateway}:{previous[0]}")
+            previous = (seq, document)
+    return verdicts, values, claims_by_id
+
+
+def _check_line(contract: Contract, where: str, document: dict[str, Any], line: dict[str, Any], values: dict[str, VoucherValue],
+                voucher_ok: dict[str, bool], billed: dict[tuple[str, str, str], Decimal]) -> Verdict:
+    verdict = Verdict(where)
+    anchor = line["anchor"]
+    first, last = line["period_first"], line["period_last"]
+    listed: list[VoucherValue] = []
+    for vid in line["voucher_ids"]:
+        value = values.get(vid)
+        if value is None:
+            verdict.reasons.append(f"voucher {vid} is not in the bundle")
+            continue
+        if not voucher_ok.get(vid, False):
+            verdict.reasons.append(f"voucher {vid} failed verification")
+        if value.anchor != anchor or not first <= value.plant_date <= last:
+            verdict.reasons.append(f"voucher {vid} is for {value.anchor} on {value.plant_date}, outside {anchor} {first}..{last}")
+        listed.append(value)
+    if verdict.reasons:
+        return verdict
+
+    try:
+        charge = price_anchor(contract, anchor, [v for v in listed if v.anchor == anchor])
+    except (PricingError, KeyError) as exc:
+        verdict.reasons.append(f"cannot re-price: {exc}")
+        return verdict
+    amount = Decimal(line["amount"])
+    key = (document.get("corrects") or document["number"], anchor, first)
+    if document["kind"] == "invoice":
+        if charge.amount != amount:
+            verdict.reasons.append(f"amount {amount} differs from {charge.amount} re-priced from its vouchers")
+    else:
+        before = Decimal(line["previously_billed"])
+        recomputed = Decimal(line["recomputed"])
+        if charge.amount != recomputed:
+            verdict.reasons.append(f"recomputed {recomputed} differs from {charge.amount} re-priced from its vouchers")
+        if quantize_money(recomputed - before, contract.rounding) != amount:
+            verdict.reasons.append(f"amount {amount} is not recomputed {recomputed} minus previously billed {before}")
+        if key in billed and billed[key] != before:
+            verdict.reasons.append(f"previously billed {before} differs from {billed[key]} billed by the earlier documents in this bundle")
+    billed[key] = billed.get(key, Decimal(0)) + amount
+    if set(charge.voucher_ids) != set(line["voucher_ids"]):
+        verdict.reasons.append("the listed vouchers include days that do not count (not running or insufficient data)")
+    verdict.notes.append(f"{charge.kind} {charge.quantity} x {charge.unit_price} ({charge.mode}) = {charge.amount} {contract.currency}")
+    return verdict
+
+
+def _check_documents(contract: Contract | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue], voucher_ok: dict[str, bool]) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    billed: dict[tuple[str, str, str], Decimal] = {}
+    for document in documents:
+        number = document["number"]
+        for index, line in enumerate(document["lines"], start=1):
+            where = f"{number} line {index} ({line['anchor']})"
+            if contract is None:
+                verdicts.append(Verdict(where, ["contract.json is invalid, so the line cannot be re-priced"]))
+            else:
+                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed))
+        total = sum((Decimal(line["amount"]) for line in document["lines"]), Decimal(0))
+        verdict = Verdict(f"{number} total")
+        if total != Decimal(document["total"]):
+            verdict.reasons.append(f"total {document['total']} differs from the sum of its lines {total}")
+        if contract is not None and document.get("currency") != contract.currency:
+            verdict.reasons.append(f"currency {document.get('currency')} differs from the contract's {contract.currency}")
+        verdicts.append(verdict)
+    return verdicts
+
+
+def verify_bundle(path: str | Path) -> Report:
+    """Check every file, voucher and invoice line of the bundle at ``path``.
+
+    Raises :class:`valuegate.cloud.bundle.BundleError` when the bundle cannot be read at all.
+    """
+    path = Path(path)
+    bundle = read_bundle(path)
+    files = _check_files(path, bundle)
+
+    contract: Contract | None
+    contract_verdict = Verdict("contract.json")
+    try:
+        contract = parse_contract(bundle.contract, file="contract.json")
+    except ContractError as exc:
+        contract = None
+        contract_verdict.reasons.append(str(exc))
+    files.append(contract_verdict)
+
+    vouchers, values, _ = _check_vouchers(bundle, contract)
+    voucher_ok = {v.subject: v.ok for v in vouchers}
+    lines = _check_documents(contract, bundle.documents, values, voucher_ok)
+    return Report(files, vouchers, lines)
