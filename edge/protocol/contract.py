@@ -95,8 +95,8 @@ class Anchor(_Spec):
     baseline: BaselineSpec
     reporting: PeriodSpec
     title: dict[str, str] = {}
-    sufficiency: Sufficiency = Sufficiency()
-    uncertainty: Uncertainty = Uncertainty()
+    sufficiency: Sufficiency = msgspec.field(default_factory=Sufficiency)
+    uncertainty: Uncertainty = msgspec.field(default_factory=Uncertainty)
     target: float | None = None
     price: Price | None = None
     cap: str | None = None
