@@ -1,9 +1,97 @@
-"""Edge commands: keys."""
+"""Edge commands: `valuegate keys new|rotate|export-public` for the gateway's signing key."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage the gateway's Ed25519 signing key.")
+
+_CONFIG = typer.Option(..., "--config", "-c", help="The agent's edge.yaml; the key lives in STATE_DIR/keys.")
+
+
+def _load(config_path: Path):  # noqa: ANN202 - returns EdgeConfig, imported lazily
+    from valuegate.adapters.errors import ConfigError
+    from valuegate.edge.config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@keys_app.command("new")
+def new(config_path: Path = _CONFIG) -> None:
+    """Create the gateway's first signing key (mode 0600) and print its did:key verification method."""
+    from valuegate.edge.keys import KeyFileError, create_key
+
+    config = _load(config_path)
+    try:
+        key = create_key(config.state_path / "keys")
+    except KeyFileError as exc:
+        raise _fail(exc) from exc
+    typer.echo(key.verification_method)
+
+
+@keys_app.command("rotate")
+def rotate(config_path: Path = _CONFIG) -> None:
+    """Replace the key; the old key signs a statement naming the new key and the first sequence it signs.
+
+    The rotation holds the spool's write lock while it runs, so an agent
+    that is running signs every later voucher with the new key.
+    """
+    import time
+
+    from valuegate.edge.issuer import iso_utc
+    from valuegate.edge.keys import KeyFileError, rotate_key
+    from valuegate.edge.outbox import chain_head
+    from valuegate.edge.spool import Spool, SpoolError
+
+    config = _load(config_path)
+    try:
+        spool = Spool(config.state_path / "spool.db")
+    except SpoolError as exc:
+        raise _fail(exc) from exc
+    try:
+        with spool.transaction():
+            from_seq = chain_head(spool).next_seq
+            statement = rotate_key(
+                config.state_path / "keys",
+                tenant=config.tenant,
+                site=config.site,
+                gateway=config.gateway,
+                from_seq=from_seq,
+                created=iso_utc(time.time_ns() // 1_000_000),
+            )
+    except KeyFileError as exc:
+        raise _fail(exc) from exc
+    finally:
+        spool.close()
+    typer.echo(json.dumps(statement, indent=2))
+
+
+@keys_app.command("export-public")
+def export_public(config_path: Path = _CONFIG) -> None:
+    """Print the public key, its did:key and the rotation statements as JSON, for registering the gateway in the cloud."""
+    from valuegate.edge.keys import KeyFileError
+    from valuegate.edge.keys import export_public as export
+
+    config = _load(config_path)
+    try:
+        public = export(config.state_path / "keys")
+    except KeyFileError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps({"gateway": config.gateway, "tenant": config.tenant, "site": config.site, **public}, indent=2))
 
 
 def register(root: typer.Typer) -> None:
-    """Add these commands to the root command line."""
+    """Add the `keys` command group to the root command line."""
+    root.add_typer(keys_app, name="keys")
