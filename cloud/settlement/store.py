@@ -1,0 +1,258 @@
+"""Settlement repository: invoice runs, approvals and non-routine adjustments in PostgreSQL.
+
+Every function takes an open async connection and runs in the caller's
+transaction, so that a run, its documents and its audit record commit
+together. Other tenants' objects raise :class:`NotFound` like missing ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from valuegate.cloud.bundle import document_record
+from valuegate.cloud.store import Invalid, NotFound, audit
+from valuegate.edge.protocol.contract import Contract, parse_contract
+
+from .invoice import BillingPeriod, Exclusion, IssuedDocument, RunResult, compute_run
+from .pricing import VoucherValue
+
+__all__ = (
+    "BILLABLE_SQL",
+    "load_contract",
+    "billable_values",
+    "list_adjustments",
+    "add_adjustment",
+    "issued_documents",
+    "run_invoice",
+    "approve_run",
+    "get_run",
+    "list_runs",
+    "run_documents",
+)
+
+log = structlog.get_logger("valuegate.cloud.settlement")
+Conn = psycopg.AsyncConnection[Any]
+
+# A voucher is billable once it is stored (its proof and key were checked on ingest),
+# lies within its gateway's contiguous chain, and its re-computation did not disagree.
+BILLABLE_SQL = """
+SELECT v.voucher_id, v.gateway_id, v.seq, v.anchor_id, v.plant_date, v.quantity, v.delta_point, v.delta_low,
+       v.running_day, v.sufficient
+FROM vouchers v
+JOIN voucher_chain c ON c.voucher_id = v.voucher_id
+JOIN gateway_chain g ON g.gateway_id = v.gateway_id
+WHERE v.tenant_id = %s AND v.contract_id = %s AND v.seq <= g.contiguous_through AND c.reproduced IS DISTINCT FROM false
+ORDER BY v.plant_date, v.voucher_id
+"""
+
+
+async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def load_contract(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Contract, int]:
+    """Return the contract in force (its highest revision) and that revision number."""
+    rows = await _rows(
+        conn,
+        "SELECT document, revision FROM contracts WHERE tenant_id = %s AND id = %s ORDER BY revision DESC LIMIT 1",
+        (tenant_id, contract_id),
+    )
+    if not rows:
+        raise NotFound(f"contract {contract_id!r} not found")
+    return parse_contract(rows[0]["document"], file=f"contract {contract_id} revision {rows[0]['revision']}"), rows[0]["revision"]
+
+
+async def billable_values(conn: Conn, tenant_id: str, contract_id: str) -> list[VoucherValue]:
+    """Return the contract's billable vouchers as pricing inputs."""
+    return [
+        VoucherValue(
+            voucher_id=row["voucher_id"],
+            gateway=row["gateway_id"],
+            seq=row["seq"],
+            anchor=row["anchor_id"],
+            plant_date=row["plant_date"].isoformat(),
+            quantity=row["quantity"],
+            point=Decimal(row["delta_point"]),
+            low=Decimal(row["delta_low"]),
+            running_day=row["running_day"],
+            sufficient=row["sufficient"],
+        )
+        for row in await _rows(conn, BILLABLE_SQL, (tenant_id, contract_id))
+    ]
+
+
+async def list_adjustments(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    return await _rows(
+        conn,
+        "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY first_date, id",
+        (tenant_id, contract_id),
+    )
+
+
+def _exclusions(rows: list[dict[str, Any]]) -> list[Exclusion]:
+    return [Exclusion(r["id"], r["anchor_id"], r["first_date"].isoformat(), r["last_date"].isoformat(), r["reason"]) for r in rows]
+
+
+async def add_adjustment(
+    conn: Conn, tenant_id: str, contract_id: str, *, anchor_id: str | None, first_date: dt.date, last_date: dt.date, reason: str, actor: str
+) -> dict[str, Any]:
+    """Record a non-routine adjustment that excludes ``first_date..last_date`` from settlement, and audit it."""
+    contract, _ = await load_contract(conn, tenant_id, contract_id)
+    if anchor_id is not None and anchor_id not in {a.id for a in contract.anchors}:
+        raise Invalid(f"contract {contract_id!r} has no anchor {anchor_id!r}; choose one of {', '.join(a.id for a in contract.anchors)}", code="unknown_anchor")
+    if last_date < first_date:
+        raise Invalid(f"adjustment ends {last_date} before it starts {first_date}; give first <= last", code="reversed_period")
+    if not reason.strip():
+        raise Invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", code="missing_reason")
+    (row,) = await _rows(
+        conn,
+        "INSERT INTO nonroutine_adjustments (tenant_id, contract_id, anchor_id, kind, first_date, last_date, reason, created_by)"
+        " VALUES (%s, %s, %s, 'exclude_period', %s, %s, %s, %s) RETURNING *",
+        (tenant_id, contract_id, anchor_id, first_date, last_date, reason.strip(), actor),
+    )
+    detail = {"anchor": anchor_id, "first_date": first_date.isoformat(), "last_date": last_date.isoformat(), "reason": reason.strip()}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="adjustment.create", object_type="nonroutine_adjustment", object_id=str(row["id"]), detail=detail)
+    log.info("adjustment_recorded", tenant=tenant_id, contract=contract_id, adjustment=row["id"], actor=actor)
+    return row
+
+
+async def issued_documents(conn: Conn, tenant_id: str, contract_id: str) -> list[IssuedDocument]:
+    """Return every issued invoice and note of the contract with its amounts and vouchers per anchor."""
+    documents = await _rows(
+        conn,
+        "SELECT number, kind, period_first, period_last, corrects FROM invoice_documents"
+        " WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY period_first, issued_at, number",
+        (tenant_id, contract_id),
+    )
+    issued = []
+    for doc in documents:
+        lines = await _rows(conn, "SELECT anchor_id, amount, voucher_ids FROM invoice_lines WHERE document_number = %s ORDER BY line_no", (doc["number"],))
+        amounts = {line["anchor_id"]: Decimal(line["amount"]) for line in lines}
+        vouchers = {line["anchor_id"]: tuple(line["voucher_ids"]) for line in lines}
+        issued.append(IssuedDocument(doc["number"], doc["kind"], BillingPeriod(doc["period_first"], doc["period_last"]), amounts, vouchers, doc["corrects"]))
+    return issued
+
+
+async def _insert_documents(conn: Conn, run_id: int, tenant_id: str, contract_id: str, result: RunResult) -> None:
+    for document in (result.invoice, *result.notes):
+        record = document_record(document)
+        await conn.execute(
+            "INSERT INTO invoice_documents (number, run_id, tenant_id, contract_id, kind, period_first, period_last, corrects, currency, total, status, record)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'draft', %s)",
+            (document.number, run_id, tenant_id, contract_id, document.kind, document.period.first, document.period.last,
+             document.corrects, document.currency, document.total, Jsonb(record)),
+        )
+        for line_no, line in enumerate(document.lines, start=1):
+            charge = line.charge
+            await conn.execute(
+                "INSERT INTO invoice_lines (document_number, line_no, anchor_id, period_first, period_last, price_kind, mode, unit_price,"
+                " quantity, days, amount, previously_billed, recomputed, cap_applied, floor_applied, voucher_ids, excluded)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (document.number, line_no, line.anchor, line.period_first, line.period_last, charge.kind, charge.mode, charge.unit_price,
+                 charge.quantity, charge.days, line.amount, line.previously_billed, line.recomputed, charge.cap_applied, charge.floor_applied,
+                 list(charge.voucher_ids), Jsonb(record["lines"][line_no - 1]["excluded"])),
+            )
+
+
+async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: BillingPeriod, *, actor: str) -> dict[str, Any]:
+    """Compute (or re-compute) the draft run of ``period``; an approved run is returned unchanged.
+
+    The same period and inputs give the same invoice number, documents and totals.
+    """
+    # One run at a time per contract, so that two finance users cannot interleave.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"settlement:{tenant_id}:{contract_id}",))
+    contract, revision = await load_contract(conn, tenant_id, contract_id)
+    existing = await _rows(
+        conn,
+        "SELECT * FROM invoice_runs WHERE tenant_id = %s AND contract_id = %s AND period_first = %s AND period_last = %s",
+        (tenant_id, contract_id, period.first, period.last),
+    )
+    if existing and existing[0]["status"] == "approved":
+        log.info("invoice_run_unchanged", tenant=tenant_id, contract=contract_id, run=existing[0]["id"], reason="approved")
+        return existing[0]
+
+    values = await billable_values(conn, tenant_id, contract_id)
+    exclusions = _exclusions(await list_adjustments(conn, tenant_id, contract_id))
+    result = compute_run(contract, period, values, exclusions, await issued_documents(conn, tenant_id, contract_id))
+
+    if existing:
+        run = existing[0]
+        await conn.execute("DELETE FROM invoice_documents WHERE run_id = %s", (run["id"],))
+        (run,) = await _rows(
+            conn,
+            "UPDATE invoice_runs SET inputs_digest = %s, contract_revision = %s, computed_at = now() WHERE id = %s RETURNING *",
+            (result.digest, revision, run["id"]),
+        )
+    else:
+        (run,) = await _rows(
+            conn,
+            "INSERT INTO invoice_runs (tenant_id, contract_id, contract_revision, period_first, period_last, invoice_number, status, inputs_digest, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'draft', %s, %s) RETURNING *",
+            (tenant_id, contract_id, revision, period.first, period.last, result.invoice.number, result.digest, actor),
+        )
+    await _insert_documents(conn, run["id"], tenant_id, contract_id, result)
+
+    detail = {
+        "period": period.label,
+        "invoice": result.invoice.number,
+        "total": str(result.invoice.total),
+        "notes": [{"number": n.number, "kind": n.kind, "total": str(n.total)} for n in result.notes],
+        "inputs_digest": result.digest,
+    }
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="invoice.run", object_type="invoice_run", object_id=str(run["id"]), detail=detail)
+    log.info("invoice_run_computed", tenant=tenant_id, contract=contract_id, run=run["id"], invoice=result.invoice.number, notes=len(result.notes))
+    return run
+
+
+async def get_run(conn: Conn, tenant_id: str, run_id: int) -> dict[str, Any]:
+    rows = await _rows(conn, "SELECT * FROM invoice_runs WHERE tenant_id = %s AND id = %s", (tenant_id, run_id))
+    if not rows:
+        raise NotFound(f"invoice run {run_id} not found")
+    return rows[0]
+
+
+async def list_runs(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    return await _rows(
+        conn,
+        "SELECT r.*, d.total, d.currency FROM invoice_runs r JOIN invoice_documents d ON d.number = r.invoice_number"
+        " WHERE r.tenant_id = %s AND r.contract_id = %s ORDER BY r.period_first DESC",
+        (tenant_id, contract_id),
+    )
+
+
+async def run_documents(conn: Conn, tenant_id: str, run_id: int) -> list[dict[str, Any]]:
+    """Return the run's documents (invoice first, then notes) with their stored records."""
+    await get_run(conn, tenant_id, run_id)
+    return await _rows(
+        conn,
+        "SELECT * FROM invoice_documents WHERE run_id = %s AND tenant_id = %s ORDER BY (kind <> 'invoice'), number",
+        (run_id, tenant_id),
+    )
+
+
+async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
+    """Approve a draft run: its documents become issued and final. Approving twice changes nothing."""
+    run = await get_run(conn, tenant_id, run_id)
+    if run["status"] == "approved":
+        return run
+    (run,) = await _rows(
+        conn,
+        "UPDATE invoice_runs SET status = 'approved', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *",
+        (actor, run_id),
+    )
+    await conn.execute("UPDATE invoice_documents SET status = 'issued', issued_at = now() WHERE run_id = %s", (run_id,))
+    await audit(
+        conn, tenant_id=tenant_id, actor=actor, action="invoice.approve", object_type="invoice_run", object_id=str(run_id),
+        detail={"invoice": run["invoice_number"], "inputs_digest": run["inputs_digest"]},
+    )
+    log.info("invoice_run_approved", tenant=tenant_id, run=run_id, invoice=run["invoice_number"], actor=actor)
+    return run

@@ -1,0 +1,121 @@
+"""Invoice runs in PostgreSQL: idempotent runs, approval, frozen issued invoices, notes, adjustments, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.factories import make_claims, voucher_chain
+from tests.settlement.seed import connect, ingest, seed
+from tests.verify.bundles import JUNE, MAY, oee_contract
+from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.store import Invalid, NotFound
+from valuegate.edge.protocol import voucher as v
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def seeded(database):
+    key = Ed25519PrivateKey.generate()
+    await seed(database, oee_contract(), key)
+    chain = voucher_chain(key, 5)
+    await ingest(database, chain)
+    return database, key, chain
+
+
+async def audit_actions(conn) -> list[str]:
+    cur = await conn.execute("SELECT action FROM audit_log WHERE action LIKE 'invoice.%%' OR action LIKE 'adjustment.%%' ORDER BY id")
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def test_run_is_idempotent_and_approval_final(seeded):
+    dsn, _, _ = seeded
+    async with await connect(dsn) as conn:
+        first = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        again = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        assert again["id"] == first["id"]
+        assert again["invoice_number"] == first["invoice_number"]
+        assert again["inputs_digest"] == first["inputs_digest"]
+        (document,) = await settlement.run_documents(conn, "acme", first["id"])
+        # 5 days x 1.5 points x 2,000 CNY
+        assert document["total"] == Decimal("15000.00")
+        assert document["status"] == "draft"
+        assert document["record"]["lines"][0]["voucher_ids"] == [f"gw-1:{n}" for n in range(1, 6)]
+
+        approved = await settlement.approve_run(conn, "acme", first["id"], actor="fin-lead")
+        assert approved["status"] == "approved"
+        assert approved["approved_by"] == "fin-lead"
+        (issued,) = await settlement.run_documents(conn, "acme", first["id"])
+        assert issued["status"] == "issued"
+        assert await audit_actions(conn) == ["invoice.run", "invoice.run", "invoice.approve"]
+
+        with pytest.raises(psycopg.errors.CheckViolation, match="is issued and cannot be changed"):
+            await conn.execute("UPDATE invoice_documents SET total = 1 WHERE number = %s", (issued["number"],))
+        with pytest.raises(psycopg.errors.CheckViolation, match="cannot be changed"):
+            await conn.execute("DELETE FROM invoice_lines WHERE document_number = %s", (issued["number"],))
+        rerun = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        assert rerun["id"] == first["id"]
+
+
+async def test_late_voucher_gives_note_and_keeps_invoice(seeded):
+    dsn, key, chain = seeded
+    async with await connect(dsn) as conn:
+        may = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        await settlement.approve_run(conn, "acme", may["id"], actor="fin")
+
+    late = v.build_voucher(make_claims(seq=6, prev=v.voucher_hash(chain[-1]), plant_date=dt.date(2024, 5, 31), point=-0.5, low=-1.0), key)
+    assert await ingest(dsn, [late]) == ["gw-1:6"]
+
+    async with await connect(dsn) as conn:
+        june = await settlement.run_invoice(conn, "acme", "C-1", JUNE, actor="fin")
+        invoice, note = await settlement.run_documents(conn, "acme", june["id"])
+        assert invoice["kind"] == "invoice"
+        assert invoice["total"] == Decimal("0")
+        assert note["kind"] == "credit_note"
+        assert note["corrects"] == may["invoice_number"]
+        # 31 May lost 0.5 points: 7.0 x 2,000 = 14,000 now against 15,000 billed.
+        assert note["total"] == Decimal("-1000.00")
+        line = note["record"]["lines"][0]
+        assert line["previously_billed"] == "15000.00"
+        assert line["recomputed"] == "14000.00"
+        assert "gw-1:6" in line["voucher_ids"]
+        (original,) = await settlement.run_documents(conn, "acme", may["id"])
+        assert original["total"] == Decimal("15000.00")
+        assert original["record"]["lines"][0]["voucher_ids"] == [f"gw-1:{n}" for n in range(1, 6)]
+
+
+async def test_adjustment_excludes_days_and_is_audited(seeded):
+    dsn, _, _ = seeded
+    async with await connect(dsn) as conn:
+        row = await settlement.add_adjustment(
+            conn, "acme", "C-1", anchor_id="line-oee", first_date=dt.date(2024, 5, 8), last_date=dt.date(2024, 5, 9),
+            reason="Line 1 rebuild", actor="csm",
+        )
+        run = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        (document,) = await settlement.run_documents(conn, "acme", run["id"])
+        assert document["total"] == Decimal("9000.00")
+        excluded = document["record"]["lines"][0]["excluded"]
+        assert excluded == [{"voucher_id": f"gw-1:{n}", "reason": f"nonroutine_adjustment:{row['id']}"} for n in (3, 4)]
+        assert await audit_actions(conn) == ["adjustment.create", "invoice.run"]
+
+        with pytest.raises(Invalid, match="needs a reason"):
+            await settlement.add_adjustment(conn, "acme", "C-1", anchor_id=None, first_date=dt.date(2024, 5, 8), last_date=dt.date(2024, 5, 9), reason=" ", actor="csm")
+        with pytest.raises(Invalid, match="has no anchor"):
+            await settlement.add_adjustment(conn, "acme", "C-1", anchor_id="nope", first_date=dt.date(2024, 5, 8), last_date=dt.date(2024, 5, 9), reason="x", actor="csm")
+
+
+async def test_other_tenant_sees_nothing(seeded):
+    dsn, _, _ = seeded
+    async with await connect(dsn) as conn:
+        run = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        with pytest.raises(NotFound):
+            await settlement.get_run(conn, "globex", run["id"])
+        with pytest.raises(NotFound):
+            await settlement.approve_run(conn, "globex", run["id"], actor="x")
+        with pytest.raises(NotFound):
+            await settlement.run_invoice(conn, "globex", "C-1", MAY, actor="x")
