@@ -1,0 +1,200 @@
+"""State run-length intervals from timestamped state samples, debouncing and micro-stop detection."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._jit import kernel
+from ._validate import as_int_array, as_state_codes, check_same_length
+
+__all__ = ("STATE_COUNT", "OFFLINE", "UNPLANNED_STOP", "Intervals", "state_intervals", "debounce", "micro_stops", "empty_intervals")
+
+# Codes follow valuegate.edge.protocol.records.STATES:
+# 0 running, 1 idle, 2 planned_stop, 3 unplanned_stop, 4 changeover, 5 offline.
+STATE_COUNT = 6
+UNPLANNED_STOP = 3
+OFFLINE = 5
+NO_DATA = -1
+
+
+class Intervals(NamedTuple):
+    """Half-open state runs ``[start_ms, end_ms)`` in time order; ``reason`` is -1 where none applies."""
+
+    start_ms: NDArray[np.int64]
+    end_ms: NDArray[np.int64]
+    state: NDArray[np.int8]
+    reason: NDArray[np.int32]
+
+    @property
+    def duration_ms(self) -> NDArray[np.int64]:
+        return self.end_ms - self.start_ms
+
+
+def empty_intervals() -> Intervals:
+    return Intervals(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int32))
+
+
+@kernel
+def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, out_reason):
+    # ``ts`` is sorted; ``state`` holds -1 for no data. Returns the number of runs written.
+    n = ts.shape[0]
+    count = 0
+    run_start = start
+    run_state = 5
+    run_reason = -1
+
+    # The last sample at or before ``start`` sets the state at ``start``.
+    i = 0
+    while i < n and ts[i] <= start:
+        if state[i] < 0:
+            run_state = 5
+            run_reason = -1
+        else:
+            run_state = state[i]
+            run_reason = reason[i]
+        i += 1
+
+    for j in range(i, n):
+        t = ts[j]
+        if t >= end:
+            break
+        if j + 1 < n and ts[j + 1] == t:
+            continue  # at equal timestamps the last sample wins
+        if state[j] < 0:
+            s = 5
+            r = -1
+        else:
+            s = state[j]
+            r = reason[j]
+        if s == run_state and r == run_reason:
+            continue
+        out_start[count] = run_start
+        out_end[count] = t
+        out_state[count] = run_state
+        out_reason[count] = run_reason
+        count += 1
+        run_start = t
+        run_state = s
+        run_reason = r
+
+    if end > run_start:
+        out_start[count] = run_start
+        out_end[count] = end
+        out_state[count] = run_state
+        out_reason[count] = run_reason
+        count += 1
+    return count
+
+
+@kernel
+def _sorted_ascending(values):
+    for i in range(1, values.shape[0]):
+        if values[i] < values[i - 1]:
+            return False
+    return True
+
+
+def state_intervals(ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_ms: int, *, start_ms: int | None = None) -> Intervals:
+    """Turn state samples into run-length intervals covering ``[start_ms, end_ms)``.
+
+    Samples may be unsorted or repeated: they are stably sorted by time and at
+    equal timestamps the last one wins. Each sample's state holds until the
+    next sample or ``end_ms``. A state of -1 (NaN in a float array) means no
+    data and becomes ``offline`` with no reason, and so does the time between
+    ``start_ms`` and the first sample. Without ``start_ms`` the intervals begin
+    at the first sample. Adjacent runs of equal state and reason merge.
+    """
+    ts = as_int_array(ts_ms, "ts_ms")
+    codes = as_state_codes(state, "state")
+    reasons = as_int_array(reason, "reason", np.int32)
+    check_same_length(ts_ms=ts, state=codes, reason=reasons)
+    end = int(end_ms)
+    if start_ms is None:
+        if ts.shape[0] == 0:
+            return empty_intervals()
+        start = int(ts.min())
+    else:
+        start = int(start_ms)
+    if end < start:
+        msg = f"end_ms {end} is before start_ms {start}; pass the window end, which must not precede its start"
+        raise ValueError(msg)
+
+    if not _sorted_ascending(ts):
+        order = np.argsort(ts, kind="stable")
+        ts, codes, reasons = ts[order], codes[order], reasons[order]
+
+    size = ts.shape[0] + 1
+    out = Intervals(np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int8), np.empty(size, np.int32))
+    count = _state_runs(ts, codes, reasons, np.int64(start), np.int64(end), *out)
+    return Intervals(*(column[:count].copy() for column in out))
+
+
+def _check_intervals(iv: Intervals, name: str = "iv") -> Intervals:
+    if not isinstance(iv, tuple) or len(iv) != 4:
+        raise TypeError(f"{name} must be an Intervals tuple (start_ms, end_ms, state, reason), got {type(iv).__name__}")
+    start = as_int_array(iv[0], f"{name}.start_ms")
+    end = as_int_array(iv[1], f"{name}.end_ms")
+    state = as_state_codes(iv[2], f"{name}.state")
+    reason = as_int_array(iv[3], f"{name}.reason", np.int32)
+    check_same_length(**{f"{name}.start_ms": start, f"{name}.end_ms": end, f"{name}.state": state, f"{name}.reason": reason})
+    state = np.where(state < 0, np.int8(OFFLINE), state).astype(np.int8)
+    bad = np.flatnonzero(end < start)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] ends ({int(end[i])}) before it starts ({int(start[i])}); intervals must have end_ms >= start_ms")
+    overlap = np.flatnonzero(start[1:] < end[:-1])
+    if overlap.size:
+        i = int(overlap[0]) + 1
+        msg = f"{name}[{i}] starts at {int(start[i])}, before {name}[{i - 1}] ends at {int(end[i - 1])}; intervals must be sorted and must not overlap"
+        raise ValueError(msg)
+    return Intervals(start, end, state, reason)
+
+
+@kernel
+def _debounce(start, end, state, reason, min_ms, out_start, out_end, out_state, out_reason):
+    count = 0
+    for i in range(start.shape[0]):
+        short = end[i] - start[i] < min_ms
+        if count > 0:
+            last = count - 1
+            touching = out_end[last] == start[i]
+            # No data never absorbs a run and is never absorbed: offline is a gap, not a toggle.
+            if short and touching and state[i] != 5 and out_state[last] != 5:
+                out_end[last] = end[i]
+                continue
+            if touching and state[i] == out_state[last] and reason[i] == out_reason[last]:
+                out_end[last] = end[i]
+                continue
+        out_start[count] = start[i]
+        out_end[count] = end[i]
+        out_state[count] = state[i]
+        out_reason[count] = reason[i]
+        count += 1
+    return count
+
+
+def debounce(iv: Intervals, min_ms: int) -> Intervals:
+    """Absorb runs shorter than ``min_ms`` into the run before them, then merge equal neighbours.
+
+    The first run is kept whatever its length. ``offline`` runs are neither
+    absorbed nor absorb others, so debouncing never turns missing data into a
+    state or a state into missing data.
+    """
+    if min_ms < 0:
+        raise ValueError(f"min_ms {min_ms} is negative; pass 0 to keep every run or a positive duration in ms")
+    checked = _check_intervals(iv)
+    size = len(checked.start_ms)
+    out = Intervals(np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int8), np.empty(size, np.int32))
+    count = _debounce(*checked, np.int64(min_ms), *out)
+    return Intervals(*(column[:count].copy() for column in out))
+
+
+def micro_stops(iv: Intervals, threshold_ms: int) -> NDArray[np.bool_]:
+    """Flag unplanned stops shorter than ``threshold_ms`` (one bool per interval)."""
+    if threshold_ms < 0:
+        raise ValueError(f"threshold_ms {threshold_ms} is negative; pass a duration in ms such as 120000 for two minutes")
+    checked = _check_intervals(iv)
+    return (checked.state == UNPLANNED_STOP) & (checked.end_ms - checked.start_ms < threshold_ms)

@@ -1,0 +1,124 @@
+"""Counter normalization: wraps, resets and glitches against a plain-integer reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from valuegate.edge.kernels import GLITCH, NORMAL, RESET, WRAP, bucket_counts, normalize_counter
+
+from . import reference
+
+SETTINGS = settings(derandomize=True, max_examples=150, deadline=None)
+WIDTHS = [(16, False), (16, True), (32, False), (32, True), (64, False), (64, True)]
+
+
+def test_16_bit_wrap_counts_ten():
+    steps = normalize_counter([0, 60_000], np.array([65530, 4], np.uint16), bits=16, signed=False, max_rate_per_min=60)
+    assert steps.increments.tolist() == [0, 10]
+    assert steps.kind.tolist() == [NORMAL, WRAP]
+
+
+def test_plc_restart_is_a_reset_never_negative():
+    # One minute apart at 60 parts/min: 718 parts cannot have been made since a restart.
+    steps = normalize_counter([0, 60_000], np.array([439534, 718], np.int32), bits=32, signed=True, max_rate_per_min=60)
+    assert steps.increments.tolist() == [0, 0]
+    assert steps.kind.tolist() == [NORMAL, RESET]
+    # Twenty minutes apart the 718 parts since the restart fit the rate and count.
+    steps = normalize_counter([0, 1_200_000], np.array([439534, 718], np.uint32), bits=32, signed=False, max_rate_per_min=60)
+    assert steps.increments.tolist() == [0, 718]
+    assert steps.kind.tolist() == [NORMAL, RESET]
+
+
+def test_spike_is_rejected_and_counting_resumes():
+    steps = normalize_counter([0, 1000, 2000, 3000], [100, 99_999, 101, 102], bits=32, signed=False, max_rate_per_min=120)
+    assert steps.increments.tolist() == [0, 0, 1, 1]
+    assert steps.kind.tolist() == [NORMAL, GLITCH, NORMAL, NORMAL]
+
+
+def test_confirmed_jump_rebases_without_counting_it():
+    steps = normalize_counter([0, 1000, 2000, 3000], [100, 50_000, 50_001, 50_002], bits=32, signed=False, max_rate_per_min=120)
+    assert steps.increments.tolist() == [0, 0, 1, 1]
+    assert steps.kind.tolist() == [NORMAL, GLITCH, NORMAL, NORMAL]
+
+
+def test_signed_16_bit_wrap():
+    steps = normalize_counter([0, 1000], np.array([32767, -32768], np.int16), bits=16, signed=True, max_rate_per_min=60)
+    assert steps.increments.tolist() == [0, 1]
+    assert steps.kind.tolist() == [NORMAL, WRAP]
+
+
+def test_unsigned_64_bit_wrap():
+    steps = normalize_counter([0, 60_000], np.array([2**64 - 2, 3], np.uint64), bits=64, signed=False, max_rate_per_min=10)
+    assert steps.increments.tolist() == [0, 5]
+    assert steps.kind.tolist() == [NORMAL, WRAP]
+
+
+def test_nan_sample_is_rejected_and_skipped():
+    steps = normalize_counter([0, 1000, 2000], np.array([5.0, math.nan, 6.0], np.float32), bits=32, signed=False, max_rate_per_min=60)
+    assert steps.increments.tolist() == [0, 0, 1]
+    assert steps.kind.tolist() == [NORMAL, GLITCH, NORMAL]
+
+
+def test_out_of_order_result_is_aligned_with_input():
+    steps = normalize_counter([2000, 0, 1000], [12, 10, 11], bits=16, signed=False, max_rate_per_min=60)
+    assert steps.increments.tolist() == [1, 0, 1]
+
+
+def test_value_outside_width_is_named():
+    with pytest.raises(ValueError, match=r"raw\[1\] = 70000 does not fit a unsigned 16-bit counter"):
+        normalize_counter([0, 1], [1, 70000], bits=16, signed=False, max_rate_per_min=60)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="bits 12"):
+        normalize_counter([0], [0], bits=12, signed=False, max_rate_per_min=60)
+    with pytest.raises(ValueError, match="max_rate_per_min 0"):
+        normalize_counter([0], [0], bits=16, signed=False, max_rate_per_min=0)
+
+
+@st.composite
+def counter_traces(draw):
+    bits, signed = draw(st.sampled_from(WIDTHS))
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    count = draw(st.integers(0, 30))
+    ts = draw(st.lists(st.integers(0, 600_000), min_size=count, max_size=count))
+    near_edge = st.one_of(st.integers(low, low + 50), st.integers(high - 50, high), st.integers(max(low, -20), min(high, 2000)))
+    values = draw(st.lists(near_edge, min_size=count, max_size=count))
+    rate = draw(st.sampled_from([1.0, 10.0, 60.0, 600.0]))
+    return bits, signed, ts, values, rate
+
+
+@SETTINGS
+@given(counter_traces())
+def test_counter_matches_reference(trace):
+    bits, signed, ts, values, rate = trace
+    dtype = {(16, False): np.uint16, (16, True): np.int16, (32, False): np.uint32, (32, True): np.int32, (64, False): np.uint64, (64, True): np.int64}[
+        (bits, signed)
+    ]
+    steps = normalize_counter(np.array(ts, np.int64), np.array(values, dtype), bits=bits, signed=signed, max_rate_per_min=rate)
+    increments, kinds = reference.counter_steps(ts, values, bits, signed, rate)
+    assert steps.increments.tolist() == increments
+    assert steps.kind.tolist() == kinds
+    assert all(step >= 0 for step in increments)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(-120_000, 400_000), st.integers(0, 50)), max_size=40), st.integers(0, 6))
+def test_bucket_counts_match_reference(rows, n_minutes):
+    ts = [row[0] for row in rows]
+    increments = [row[1] for row in rows]
+    expected = [0] * n_minutes
+    for t, step in rows:
+        if 0 <= t < n_minutes * 60_000:
+            expected[t // 60_000] += step
+    assert bucket_counts(ts, increments, 0, n_minutes).tolist() == expected
+
+
+def test_bucket_counts_needs_minute_boundary():
+    with pytest.raises(ValueError, match="minute0_ms 1000 is not on a UTC minute boundary"):
+        bucket_counts([0], [1], 1000, 1)

@@ -1,0 +1,151 @@
+"""State intervals, debouncing and micro-stops against millisecond-timeline references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from valuegate.edge.kernels import Intervals, debounce, micro_stops, state_intervals
+
+from . import reference
+
+SETTINGS = settings(derandomize=True, max_examples=150, deadline=None)
+
+samples = st.lists(
+    st.tuples(
+        st.integers(0, 3000),
+        st.one_of(st.integers(-1, 5), st.just(math.nan)),
+        st.integers(-1, 3),
+    ),
+    max_size=25,
+)
+
+
+def _as_tuples(iv: Intervals) -> list[tuple[int, int, int, int]]:
+    return [tuple(int(column[i]) for column in iv) for i in range(iv.start_ms.shape[0])]
+
+
+@SETTINGS
+@given(samples, st.integers(-200, 1500), st.integers(0, 3500))
+def test_state_intervals_match_reference(rows, start, length):
+    end = start + length
+    ts = [row[0] for row in rows]
+    state = [row[1] for row in rows]
+    reason = [row[2] for row in rows]
+    iv = state_intervals(np.array(ts, np.int64), np.array(state, np.float64), np.array(reason, np.int32), end, start_ms=start)
+    expected = reference.run_length(*reference.timeline_from_samples(ts, state, reason, start, end), start)
+    assert _as_tuples(iv) == expected
+
+
+@SETTINGS
+@given(samples.filter(bool), st.integers(0, 3500))
+def test_state_intervals_without_start(rows, end):
+    ts = [row[0] for row in rows]
+    state = [row[1] for row in rows]
+    reason = [row[2] for row in rows]
+    first = min(ts)
+    iv = state_intervals(ts, np.array(state, np.float64), reason, max(end, first))
+    expected = reference.run_length(*reference.timeline_from_samples(ts, state, reason, first, max(end, first)), first)
+    assert _as_tuples(iv) == expected
+
+
+def test_equal_timestamps_last_sample_wins():
+    iv = state_intervals([0, 1000, 1000, 1000], [0, 1, 3, 4], [-1, -1, 7, -1], 2000)
+    assert _as_tuples(iv) == [(0, 1000, 0, -1), (1000, 2000, 4, -1)]
+
+
+def test_out_of_order_samples_are_sorted():
+    iv = state_intervals([2000, 0, 1000], [1, 0, 3], [-1, -1, 2], 3000)
+    assert _as_tuples(iv) == [(0, 1000, 0, -1), (1000, 2000, 3, 2), (2000, 3000, 1, -1)]
+
+
+def test_nan_and_minus_one_are_offline():
+    iv = state_intervals([0, 10, 20, 30], np.array([0.0, math.nan, -1.0, 0.0]), [-1, 5, 5, -1], 40)
+    assert _as_tuples(iv) == [(0, 10, 0, -1), (10, 30, 5, -1), (30, 40, 0, -1)]
+
+
+def test_gap_before_first_sample_is_offline():
+    iv = state_intervals([500], [0], [-1], 1000, start_ms=0)
+    assert _as_tuples(iv) == [(0, 500, 5, -1), (500, 1000, 0, -1)]
+
+
+def test_empty_window_and_empty_samples():
+    assert _as_tuples(state_intervals([], [], [], 1000)) == []
+    assert _as_tuples(state_intervals([], [], [], 1000, start_ms=0)) == [(0, 1000, 5, -1)]
+    assert _as_tuples(state_intervals([10], [0], [-1], 500, start_ms=500)) == []
+
+
+def test_single_sample_holds_until_end():
+    assert _as_tuples(state_intervals([100], [2], [-1], 700)) == [(100, 700, 2, -1)]
+
+
+def test_samples_after_end_are_ignored():
+    assert _as_tuples(state_intervals([0, 900, 1000, 1500], [0, 1, 3, 4], [-1] * 4, 1000)) == [(0, 900, 0, -1), (900, 1000, 1, -1)]
+
+
+def test_bad_state_code_is_named():
+    with pytest.raises(ValueError, match=r"state\[1\] = 7 is not a state code"):
+        state_intervals([0, 1], [0, 7], [-1, -1], 10)
+
+
+def test_fractional_timestamp_is_named():
+    with pytest.raises(ValueError, match=r"ts_ms\[0\] = 0.5 is not a whole number"):
+        state_intervals(np.array([0.5]), [0], [-1], 10)
+
+
+def test_length_mismatch_is_named():
+    with pytest.raises(ValueError, match="ts_ms=2, state=1, reason=2"):
+        state_intervals([0, 1], [0], [-1, -1], 10)
+
+
+def test_end_before_start_is_rejected():
+    with pytest.raises(ValueError, match="end_ms 5 is before start_ms 10"):
+        state_intervals([0], [0], [-1], 5, start_ms=10)
+
+
+intervals_strategy = st.lists(st.tuples(st.integers(1, 400), st.integers(0, 5), st.integers(-1, 2)), max_size=30)
+
+
+def _contiguous(pieces, origin=1000):
+    out, t = [], origin
+    for length, s, r in pieces:
+        out.append((t, t + length, s, r))
+        t += length
+    return out
+
+
+def _iv(rows) -> Intervals:
+    columns = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
+    return Intervals(np.array(columns[0], np.int64), np.array(columns[1], np.int64), np.array(columns[2], np.int8), np.array(columns[3], np.int32))
+
+
+@SETTINGS
+@given(intervals_strategy, st.integers(0, 300))
+def test_debounce_matches_reference(pieces, min_ms):
+    rows = _contiguous(pieces)
+    assert _as_tuples(debounce(_iv(rows), min_ms)) == reference.debounce(rows, min_ms)
+
+
+def test_debounce_absorbs_toggling():
+    rows = [(0, 60_000, 0, -1), (60_000, 61_000, 1, -1), (61_000, 61_500, 0, -1), (61_500, 62_000, 1, -1), (62_000, 200_000, 0, -1)]
+    assert _as_tuples(debounce(_iv(rows), 5_000)) == [(0, 200_000, 0, -1)]
+
+
+def test_debounce_keeps_short_offline_gaps():
+    rows = [(0, 60_000, 0, -1), (60_000, 61_000, 5, -1), (61_000, 120_000, 0, -1)]
+    assert _as_tuples(debounce(_iv(rows), 5_000)) == rows
+
+
+def test_debounce_rejects_overlap():
+    with pytest.raises(ValueError, match=r"iv\[1\] starts at 50, before iv\[0\] ends at 100"):
+        debounce(_iv([(0, 100, 0, -1), (50, 200, 1, -1)]), 10)
+
+
+def test_micro_stops_threshold():
+    rows = [(0, 100, 3, 1), (100, 300, 0, -1), (300, 420, 3, 2), (420, 500, 1, -1), (500, 519, 3, -1)]
+    assert micro_stops(_iv(rows), 120).tolist() == [True, False, False, False, True]
+    assert micro_stops(_iv([]), 120).tolist() == []
