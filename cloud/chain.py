@@ -1,0 +1,222 @@
+"""Voucher storage with the per-gateway hash chain: idempotency, forks, links, gaps and the ack position.
+
+One call stores a batch of checked vouchers in the caller's transaction.
+Per-gateway advisory locks (taken in sorted order, so two workers never
+deadlock) make the chain checks exact even when workers receive a gateway's
+vouchers out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from valuegate.edge.protocol.voucher import VoucherError
+
+from .verify import CheckedVoucher, GatewayInfo, KeyInfo
+
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain")
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPosition:
+    """How far a gateway's chain is stored: every sequence up to ``stored_through``, and the highest seen."""
+
+    gateway_id: str
+    stored_through: int
+    highest_seq: int
+
+    @property
+    def gap(self) -> bool:
+        return self.highest_seq > self.stored_through
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """Outcome of one batch: voucher ids stored, duplicates, rejections by index, chain positions touched."""
+
+    stored: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: dict[int, VoucherError] = field(default_factory=dict)
+    positions: dict[str, ChainPosition] = field(default_factory=dict)
+
+
+async def load_gateways(conn: Conn, gateway_ids: set[str]) -> dict[str, GatewayInfo]:
+    """Load the registry entries (site time zone and keys) of the given gateways."""
+    if not gateway_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT g.id, g.tenant_id, g.site_id, s.time_zone, k.id, k.public_key, k.valid_from, k.valid_until, k.revoked_at "
+        "FROM gateways g JOIN sites s ON s.tenant_id = g.tenant_id AND s.id = g.site_id "
+        "LEFT JOIN gateway_keys k ON k.gateway_id = g.id WHERE g.id = ANY(%s)",
+        (list(gateway_ids),),
+    )
+    found: dict[str, tuple[tuple[str, str, str], list[KeyInfo]]] = {}
+    for gid, tenant, site, zone, key_id, public_key, valid_from, valid_until, revoked_at in await cur.fetchall():
+        entry = found.setdefault(gid, ((tenant, site, zone), []))
+        if key_id is not None:
+            entry[1].append(KeyInfo(key_id, public_key, valid_from, valid_until, revoked_at))
+    return {gid: GatewayInfo(gid, *where, tuple(keys)) for gid, (where, keys) in found.items()}
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    # repr() is the shortest text that reads back as the same float, which is what the JSON held.
+    return None if value is None else Decimal(repr(value))
+
+
+def _voucher_row(item: CheckedVoucher, site_id: str) -> tuple[Any, ...]:
+    claims = item.claims
+    return (
+        claims.voucher_id, claims.tenant, site_id, claims.gateway, claims.seq, claims.contract, claims.anchor,
+        item.period_start, item.period_end, claims.period.plant_date, claims.metric.name, claims.delta.quantity,
+        _decimal(claims.delta.point), _decimal(claims.delta.low), _decimal(claims.delta.high),
+        _decimal(claims.reporting.value), _decimal(claims.baseline.value), claims.reporting.running_day,
+        claims.sufficiency.ok, claims.evidence.merkle_root, claims.evidence.records, item.issued_at,
+        item.document["issuer"], Jsonb(item.document),
+    )  # fmt: skip
+
+
+_INSERT_VOUCHER = (
+    "INSERT INTO vouchers (voucher_id, tenant_id, site_id, gateway_id, seq, contract_id, anchor_id, period_start, period_end,"
+    " plant_date, metric, quantity, delta_point, delta_low, delta_high, reporting_value, baseline_value, running_day,"
+    " sufficient, evidence_root, evidence_records, issued_at, issuer, document)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_CHAIN = (
+    "INSERT INTO voucher_chain (gateway_id, seq, voucher_id, tenant_id, contract_id, anchor_id, hash, prev, period_start)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+async def _lock_gateways(conn: Conn, gateway_ids: list[str]) -> None:
+    for gid in sorted(gateway_ids):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('valuegate.chain'), hashtext(%s))", (gid,))
+
+
+async def _known_links(conn: Conn, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str | None]]:
+    if not wanted:
+        return {}
+    gateways, seqs = zip(*wanted, strict=True)
+    cur = await conn.execute(
+        "SELECT c.gateway_id, c.seq, c.hash, c.prev FROM voucher_chain c"
+        " JOIN unnest(%s::text[], %s::bigint[]) AS k(gateway_id, seq) ON c.gateway_id = k.gateway_id AND c.seq = k.seq",
+        (list(gateways), list(seqs)),
+    )
+    return {(gid, seq): (digest, prev) for gid, seq, digest, prev in await cur.fetchall()}
+
+
+def _link_error(item: CheckedVoucher, known: dict[tuple[str, int], tuple[str, str | None]]) -> VoucherError | None:
+    claims = item.claims
+    gid, seq, vid = claims.gateway, claims.seq, claims.voucher_id
+    if seq == 1 and claims.prev is not None:
+        return VoucherError("chain_mismatch", f"voucher {vid} is the first of its chain but names prev {claims.prev}", voucher_id=vid)
+    before = known.get((gid, seq - 1))
+    if before is not None and claims.prev != before[0]:
+        msg = f"voucher {vid} names prev {claims.prev} but the stored voucher {gid}:{seq - 1} hashes to {before[0]}"
+        return VoucherError("chain_mismatch", msg, voucher_id=vid)
+    after = known.get((gid, seq + 1))
+    if after is not None and after[1] != item.hash:
+        msg = f"voucher {vid} hashes to {item.hash} but the stored voucher {gid}:{seq + 1} names prev {after[1]}"
+        return VoucherError("chain_mismatch", msg, voucher_id=vid)
+    return None
+
+
+async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:
+    """Move the gateway's stored-through position over every contiguous stored sequence and return it."""
+    cur = await conn.execute(
+        "INSERT INTO gateway_chain (gateway_id) VALUES (%s) ON CONFLICT (gateway_id) DO UPDATE SET gateway_id = excluded.gateway_id"
+        " RETURNING contiguous_through, highest_seq",
+        (gateway_id,),
+    )
+    through, highest = await cur.fetchone()  # type: ignore[misc]
+    while True:
+        cur = await conn.execute(
+            "SELECT seq FROM voucher_chain WHERE gateway_id = %s AND seq > %s ORDER BY seq LIMIT 10000", (gateway_id, through)
+        )
+        seqs = [row[0] for row in await cur.fetchall()]
+        for seq in seqs:
+            if seq != through + 1:
+                break
+            through = seq
+        if len(seqs) < 10000 or through != seqs[-1]:
+            break
+    cur = await conn.execute("SELECT max(seq) FROM voucher_chain WHERE gateway_id = %s", (gateway_id,))
+    highest = max(highest, (await cur.fetchone())[0] or 0)  # type: ignore[index]
+    await conn.execute(
+        "UPDATE gateway_chain SET contiguous_through = %s, highest_seq = %s, updated_at = now() WHERE gateway_id = %s",
+        (through, highest, gateway_id),
+    )
+    return ChainPosition(gateway_id, through, highest)
+
+
+async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict[str, GatewayInfo]) -> StoreResult:
+    """Store checked vouchers in the caller's transaction: same content again is a no-op, other content at a stored sequence is a fork."""
+    result = StoreResult()
+    gateway_ids = sorted({item.claims.gateway for item in items})
+    await _lock_gateways(conn, gateway_ids)
+
+    wanted = {(item.claims.gateway, item.claims.seq + step) for item in items for step in (-1, 0, 1)}
+    known = await _known_links(conn, wanted)
+    chain_rows: list[tuple[Any, ...]] = []
+    voucher_rows: list[tuple[Any, ...]] = []
+    machines: dict[tuple[str, str], tuple[Any, ...]] = {}
+    # Arrival order decides which of two conflicting vouchers is stored first, as it would across batches.
+    for index in range(len(items)):
+        item = items[index]
+        claims = item.claims
+        existing = known.get((claims.gateway, claims.seq))
+        if existing is not None:
+            if existing[0] == item.hash:
+                result.duplicates.append(claims.voucher_id)
+            else:
+                msg = f"sequence {claims.seq} of gateway {claims.gateway!r} is stored with hash {existing[0]}; this voucher hashes to {item.hash}"
+                result.rejected[index] = VoucherError("fork", msg, voucher_id=claims.voucher_id)
+            continue
+        error = _link_error(item, known)
+        if error is not None:
+            result.rejected[index] = error
+            continue
+        known[(claims.gateway, claims.seq)] = (item.hash, claims.prev)
+        site_id = gateways[claims.gateway].site_id
+        chain_rows.append(
+            (claims.gateway, claims.seq, claims.voucher_id, claims.tenant, claims.contract, claims.anchor, item.hash, claims.prev, item.period_start)
+        )
+        voucher_rows.append(_voucher_row(item, site_id))
+        for machine in claims.machines:
+            machines[(claims.tenant, machine.id)] = (claims.tenant, machine.id, site_id, machine.mapping_hash, machine.time_source, machine.ideal_cycle_time_s)
+        result.stored.append(claims.voucher_id)
+
+    async with conn.cursor() as cur:
+        if chain_rows:
+            await cur.executemany(_INSERT_CHAIN, chain_rows)
+            await cur.executemany(_INSERT_VOUCHER, voucher_rows)
+        if machines:
+            await cur.executemany(
+                "INSERT INTO machines (tenant_id, id, site_id, mapping_hash, time_source, ideal_cycle_time_s) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (tenant_id, id) DO UPDATE SET site_id = excluded.site_id, mapping_hash = excluded.mapping_hash,"
+                " time_source = excluded.time_source, ideal_cycle_time_s = excluded.ideal_cycle_time_s, updated_at = now()"
+                " WHERE (machines.mapping_hash, machines.time_source, machines.ideal_cycle_time_s, machines.site_id)"
+                " IS DISTINCT FROM (excluded.mapping_hash, excluded.time_source, excluded.ideal_cycle_time_s, excluded.site_id)",
+                sorted(machines.values()),
+            )
+    for gid in gateway_ids:
+        result.positions[gid] = await advance_chain(conn, gid)
+    return result
+
+
+async def store_rejections(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rejection rows ``(kind, topic, tenant, gateway, voucher_id, contract, code, reason, sha256, size, payload)``."""
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO rejections (kind, topic, tenant_id, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size, payload)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )

@@ -1,0 +1,289 @@
+"""MQTT ingest worker: shared subscription, verification, idempotent storage, ack and resend.
+
+Each worker subscribes to ``$share/<group>/valuegate/v1/+/+/+/vouchers`` and
+``.../telemetry``, so the broker splits messages between the workers of one
+group. A worker takes what has arrived (up to ``ingest_batch`` messages),
+checks it, stores it in one transaction and only then acknowledges the
+MQTT messages (manual PUBACK) and publishes each touched gateway's ``ack``
+and, for a gap, a ``resend``. A rejected message is stored in
+``rejections`` with its reason and acknowledged, so it is not redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg_pool import AsyncConnectionPool
+
+from valuegate.edge.protocol.voucher import VoucherError
+
+from . import metrics
+from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
+from .db import open_pool, refresh_machine_day
+from .reproduce import reproduce_pending
+from .settings import CloudSettings
+from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
+from .verify import CheckedVoucher, Topic, check_voucher, parse_topic
+
+__all__ = ("IngestError", "IngestWorker", "subscriptions")
+
+log = structlog.get_logger("valuegate.cloud.ingest")
+_PAYLOAD_KEEP = 64 * 1024
+
+
+class IngestError(RuntimeError):
+    """The worker cannot reach the broker or the database; the message names which and where."""
+
+
+def subscriptions(group: str) -> list[str]:
+    return [f"$share/{group}/valuegate/v1/+/+/+/vouchers", f"$share/{group}/valuegate/v1/+/+/+/telemetry"]
+
+
+@dataclass(slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+def _claim_hints(payload: bytes) -> tuple[str | None, str | None]:
+    # Best effort, for the rejection row only: the voucher id and contract a rejected payload claims.
+    try:
+        subject = msgspec.json.decode(payload).get("credentialSubject", {})
+        vid, contract = subject.get("voucher_id"), subject.get("contract")
+        return (vid if isinstance(vid, str) else None, contract if isinstance(contract, str) else None)
+    except (msgspec.DecodeError, AttributeError):
+        return None, None
+
+
+class IngestWorker:
+    """One ingest worker; use ``async with IngestWorker(settings) as worker`` and it runs until the block exits.
+
+    ``pool`` may be shared with other workers or the API; otherwise the worker opens its own.
+    """
+
+    def __init__(self, settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{settings.client_id_prefix}-{uuid.uuid4().hex[:8]}"
+        self._pool = pool
+        self._own_pool = pool is None
+        self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        self._client: mqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._last_resend: dict[tuple[str, int], float] = {}
+        self._last_reproduce = 0.0
+        self.processed = 0
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise IngestError("the worker is not started; use it as an async context manager")
+        return self._pool
+
+    async def __aenter__(self) -> IngestWorker:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.settings.mqtt_username:
+            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+        def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            if reason.is_failure:
+                log.warning("mqtt_connect_failed", worker=self.name, reason=str(reason))
+                return
+            client.subscribe([(topic, 1) for topic in subscriptions(self.settings.share_group)])
+            loop.call_soon_threadsafe(self._connected.set)
+            log.info("mqtt_connected", worker=self.name, host=self.settings.mqtt_host, port=self.settings.mqtt_port)
+
+        def on_disconnect(_client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            loop.call_soon_threadsafe(self._connected.clear)
+            log.info("mqtt_disconnected", worker=self.name, reason=str(reason))
+
+        def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+            item = _Message(message.topic, bytes(message.payload), message.mid, message.qos)
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 0
+        self._client = client
+        try:
+            client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30, clean_start=True, properties=properties)
+        except OSError as exc:
+            msg = f"cannot connect to the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port}: {exc}; check mqtt_host and mqtt_port"
+            raise IngestError(msg) from exc
+        client.loop_start()
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=15)
+        except TimeoutError as exc:
+            raise IngestError(f"the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port} did not accept the connection within 15 s") from exc
+        # Give the SUBACK a moment so that a message published right after start-up is routed to this worker.
+        await asyncio.sleep(0.05)
+        self._task = asyncio.create_task(self._run(), name=f"ingest:{self.name}")
+        log.info("ingest_started", worker=self.name, group=self.settings.share_group)
+
+    async def stop(self) -> None:
+        """Stop consuming, disconnect and close the pool if this worker opened it; safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+            log.info("ingest_stopped", worker=self.name, processed=self.processed)
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=self.settings.reproduce_interval_s)
+            except TimeoutError:
+                await self._housekeeping()
+                continue
+            batch = [first]
+            while len(batch) < self.settings.ingest_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._process_with_retry(batch)
+            if time.monotonic() - self._last_reproduce > self.settings.reproduce_interval_s:
+                await self._housekeeping()
+
+    async def _process_with_retry(self, batch: list[_Message]) -> None:
+        delay = 0.5
+        for attempt in range(1, 6):
+            try:
+                await self.process(batch)
+                return
+            except Exception:
+                log.exception("ingest_batch_failed", worker=self.name, messages=len(batch), attempt=attempt)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        # Left without PUBACK: the broker redelivers after a reconnect, and the edge resends what no ack covers.
+        log.error("ingest_batch_dropped", worker=self.name, messages=len(batch))
+
+    async def _housekeeping(self) -> None:
+        self._last_reproduce = time.monotonic()
+        try:
+            async with self.pool.connection() as conn:
+                await reproduce_pending(conn)
+                await refresh_machine_day(conn)
+        except Exception:
+            log.exception("reproduce_failed", worker=self.name)
+
+    async def process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
+        """Check and store one batch, then acknowledge it; return the chain positions of the gateways touched."""
+        started = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        skew = dt.timedelta(seconds=self.settings.clock_skew_s)
+        parsed = [(m, parse_topic(m.topic)) for m in messages]
+        rejections: list[tuple[Any, ...]] = []
+
+        def reject(message: _Message, topic: Topic | None, kind: str, code: str, reason: str) -> None:
+            vid, contract = _claim_hints(message.payload) if kind == "voucher" else (None, None)
+            digest = hashlib.sha256(message.payload).hexdigest()
+            rejections.append(
+                (kind, message.topic, topic.tenant if topic else None, topic.gateway if topic else None, vid, contract, code, reason,
+                 digest, len(message.payload), message.payload[:_PAYLOAD_KEEP])
+            )  # fmt: skip
+            metrics.REJECTIONS.labels(kind, code).inc()
+            log.warning("ingest_rejected", kind=kind, code=code, topic=message.topic, voucher_id=vid, reason=reason)
+
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                gateways = await load_gateways(conn, {t.gateway for _, t in parsed if t is not None})
+                vouchers: list[tuple[_Message, CheckedVoucher]] = []
+                batches: list[CheckedBatch] = []
+                for message, topic in parsed:
+                    kind = "telemetry" if topic is not None and topic.kind == "telemetry" else "voucher"
+                    if topic is None or topic.kind not in ("vouchers", "telemetry"):
+                        reject(message, topic, kind, "topic_invalid", f"topic {message.topic!r} is not valuegate/v1/<tenant>/<site>/<gateway>/<kind>")
+                        continue
+                    try:
+                        if kind == "telemetry":
+                            batches.append(check_batch(message.payload, topic, gateways))
+                        else:
+                            vouchers.append((message, check_voucher(message.payload, topic, gateways, now=now, clock_skew=skew)))
+                    except (VoucherError, TelemetryError) as exc:
+                        reject(message, topic, kind, exc.code, str(exc))
+
+                result = await store_vouchers(conn, [item for _, item in vouchers], gateways)
+                for index, error in result.rejected.items():
+                    message = vouchers[index][0]
+                    reject(message, parse_topic(message.topic), "voucher", error.code, str(error))
+                rows = await store_batches(conn, batches)
+                await store_rejections(conn, rejections)
+
+        metrics.VOUCHERS_STORED.inc(len(result.stored))
+        metrics.VOUCHERS_DUPLICATE.inc(len(result.duplicates))
+        metrics.TELEMETRY_ROWS.inc(rows)
+        self._acknowledge(messages, [item for _, item in vouchers], result.positions)
+        self.processed += len(messages)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        log.debug("ingest_batch", worker=self.name, messages=len(messages), stored=len(result.stored), telemetry_rows=rows)
+        return result.positions
+
+    def _acknowledge(self, messages: list[_Message], vouchers: list[CheckedVoucher], positions: dict[str, ChainPosition]) -> None:
+        client = self._client
+        if client is None:
+            return
+        topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
+        gaps = 0
+        for gateway_id, position in positions.items():
+            topic = topics[gateway_id]
+            ack = {"schema": "valuegate/ack/v1", "stored_through": position.stored_through}
+            client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
+            metrics.ACKS_SENT.inc()
+            if position.gap:
+                gaps += 1
+                self._request_resend(client, topic, position)
+        metrics.CHAIN_GAPS.set(gaps)
+        for message in messages:
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+
+    def _request_resend(self, client: mqtt.Client, topic: Topic, position: ChainPosition) -> None:
+        from_seq = position.stored_through + 1
+        key = (position.gateway_id, from_seq)
+        now = time.monotonic()
+        if now - self._last_resend.get(key, -1e9) < self.settings.resend_interval_s:
+            return
+        self._last_resend[key] = now
+        if len(self._last_resend) > 10_000:
+            self._last_resend = {k: v for k, v in self._last_resend.items() if now - v < self.settings.resend_interval_s}
+        client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq}), qos=1)
+        metrics.RESEND_REQUESTS.inc()
+        log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)

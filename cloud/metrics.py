@@ -1,0 +1,37 @@
+"""Prometheus metrics of the cloud service: ingest counters, rejections by reason, HTTP requests."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+__all__ = (
+    "VOUCHERS_STORED",
+    "VOUCHERS_DUPLICATE",
+    "REJECTIONS",
+    "TELEMETRY_ROWS",
+    "RESEND_REQUESTS",
+    "ACKS_SENT",
+    "CHAIN_GAPS",
+    "BATCH_SECONDS",
+    "REPRODUCED",
+    "HTTP_REQUESTS",
+    "HTTP_SECONDS",
+    "exposition",
+)
+
+VOUCHERS_STORED = Counter("valuegate_vouchers_stored_total", "Vouchers verified and stored.")
+VOUCHERS_DUPLICATE = Counter("valuegate_vouchers_duplicate_total", "Vouchers received again with content already stored (no-op, acked).")
+REJECTIONS = Counter("valuegate_ingest_rejections_total", "Rejected ingest messages by kind and reason code.", ["kind", "code"])
+TELEMETRY_ROWS = Counter("valuegate_telemetry_rows_total", "Per-minute telemetry records stored (new rows only).")
+RESEND_REQUESTS = Counter("valuegate_resend_requests_total", "Resend requests published to gateways for chain gaps.")
+ACKS_SENT = Counter("valuegate_acks_sent_total", "Ack messages published to gateways.")
+CHAIN_GAPS = Gauge("valuegate_chain_gap_gateways", "Gateways whose chain had a gap at the last batch of this process.")
+BATCH_SECONDS = Histogram("valuegate_ingest_batch_seconds", "Time to verify and store one ingest batch.")
+REPRODUCED = Counter("valuegate_vouchers_reproduced_total", "Vouchers recomputed from stored records, by outcome.", ["outcome"])
+HTTP_REQUESTS = Counter("valuegate_http_requests_total", "HTTP requests by method, route and status.", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("valuegate_http_request_seconds", "HTTP request latency by route.", ["route"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """Return the text exposition of every metric and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

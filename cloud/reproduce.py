@@ -1,0 +1,209 @@
+"""Reproduction: recompute each stored voucher's evidence digest and numbers from the stored per-minute records.
+
+A voucher is reproduced when the Merkle root over the stored records of its
+machines and period equals its evidence digest, and the kernels and the
+value methodology, run on those records, give its reporting, sufficiency
+and delta parts exactly. The baseline is rebuilt from the stored
+baseline-period records when the contract is uploaded and those records
+cover the baseline; otherwise the voucher's own baseline value is used and
+only the delta's point estimate is compared. A voucher whose records have
+not all arrived stays pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+import numpy as np
+import psycopg
+import structlog
+
+from valuegate.edge import methodology
+from valuegate.edge.kernels import kpis, plant_day_windows, totals_from_records
+from valuegate.edge.protocol.contract import Anchor, ContractError, parse_contract
+from valuegate.edge.protocol.evidence import merkle_root
+from valuegate.edge.protocol.records import MinuteRecord
+from valuegate.edge.protocol.voucher import Claims
+
+from . import metrics
+from .verify import canonical_fast
+
+__all__ = ("Outcome", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
+
+log = structlog.get_logger("valuegate.cloud.reproduce")
+Conn = psycopg.AsyncConnection[Any]
+
+_RECORD_SQL = (
+    "SELECT machine_id, to_char(minute AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:00\"Z\"'), running_ms, idle_ms, planned_stop_ms,"
+    " unplanned_stop_ms, changeover_ms, offline_ms, produced, reject, stops, reasons, uncertain_ms"
+    " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s"
+    ' ORDER BY machine_id COLLATE "C", minute'
+)
+_baselines: OrderedDict[tuple[Any, ...], methodology.BaselineResult | None] = OrderedDict()
+
+
+class Outcome:
+    """Result of one reproduction: ``reproduced`` is True, False, or None while records are missing."""
+
+    __slots__ = ("reproduced", "detail")
+
+    def __init__(self, reproduced: bool | None, detail: str) -> None:
+        self.reproduced = reproduced
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.reproduced!r}, {self.detail!r})"
+
+
+async def load_records(conn: Conn, tenant_id: str, machines: list[str], start: dt.datetime, end: dt.datetime) -> list[MinuteRecord]:
+    """Return the stored records of ``machines`` in ``[start, end)``, ordered by machine id (code point order), then minute."""
+    cur = await conn.execute(_RECORD_SQL, (tenant_id, machines, start, end))
+    return [MinuteRecord(*row) for row in await cur.fetchall()]
+
+
+def evidence_of(records: list[MinuteRecord]) -> tuple[str, int]:
+    """Return the RFC 6962 root over the canonical records, as ``evidence_digest`` does, and the record count."""
+    leaves = [hashlib.sha256(b"\x00" + canonical_fast(_record_dict(r))).digest() for r in records]
+    return merkle_root(leaves), len(leaves)
+
+
+def _record_dict(record: MinuteRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__struct_fields__}
+
+
+def _day_kpis(records: list[MinuteRecord], claims: Claims) -> Any:
+    ideal = {machine.id: machine.ideal_cycle_time_s for machine in claims.machines}
+    return kpis(totals_from_records(records, ideal_cycle_time_s=ideal))
+
+
+async def _anchor(conn: Conn, claims: Claims) -> tuple[Anchor | None, int | None]:
+    cur = await conn.execute(
+        "SELECT document, revision FROM contracts WHERE tenant_id = %s AND id = %s ORDER BY revision DESC LIMIT 1", (claims.tenant, claims.contract)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, None
+    try:
+        return parse_contract(row[0]).anchor(claims.anchor), row[1]
+    except (ContractError, KeyError):
+        return None, row[1]
+
+
+async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -> methodology.BaselineResult | None:
+    zone = claims.period.time_zone
+    windows = plant_day_windows(zone, anchor.baseline.first_date, anchor.baseline.last_date)
+    start = dt.datetime.fromtimestamp(int(windows.start_ms[0]) / 1000, dt.UTC)
+    end = dt.datetime.fromtimestamp(int(windows.end_ms[-1]) / 1000, dt.UTC)
+    machines = sorted(m.id for m in claims.machines)
+    cur = await conn.execute(
+        "SELECT count(*) FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s",
+        (claims.tenant, machines, start, end),
+    )
+    count = (await cur.fetchone())[0]  # type: ignore[index]
+    key = (claims.tenant, claims.contract, revision, anchor.id, tuple(machines), zone, count)
+    if key in _baselines:
+        _baselines.move_to_end(key)
+        return _baselines[key]
+    result: methodology.BaselineResult | None = None
+    if count:
+        records = await load_records(conn, claims.tenant, machines, start, end)
+        minute_ms = np.array([dt.datetime.fromisoformat(r.minute).timestamp() * 1000 for r in records], np.int64)
+        days = []
+        for label, low, high in zip(windows.labels, windows.start_ms, windows.end_ms, strict=True):
+            inside = [records[i] for i in np.flatnonzero((minute_ms >= low) & (minute_ms < high))]
+            days.append((label, _day_kpis(inside, claims)))
+        try:
+            result = methodology.build_baseline(anchor, days)
+        except methodology.InsufficientBaseline:
+            result = None
+    _baselines[key] = result
+    while len(_baselines) > 256:
+        _baselines.popitem(last=False)
+    return result
+
+
+async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: dt.datetime) -> Outcome:
+    """Recompute one voucher from the stored records and compare every recomputed part with its claims."""
+    machines = sorted(m.id for m in claims.machines)
+    cur = await conn.execute(
+        "SELECT count(*) FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s",
+        (claims.tenant, machines, start, end),
+    )
+    stored = (await cur.fetchone())[0]  # type: ignore[index]
+    if stored < claims.evidence.records:
+        return Outcome(None, f"waiting for records: {stored} of {claims.evidence.records} stored")
+    records = await load_records(conn, claims.tenant, machines, start, end)
+    root, count = evidence_of(records)
+    if (root, count) != (claims.evidence.merkle_root, claims.evidence.records):
+        return Outcome(False, f"evidence digest of the {count} stored records is {root}, the voucher claims {claims.evidence.merkle_root} over {claims.evidence.records}")
+
+    day = _day_kpis(records, claims)
+    anchor, revision = await _anchor(conn, claims)
+    if anchor is None:
+        return Outcome(None, f"evidence digest matches; contract {claims.contract!r} with anchor {claims.anchor!r} is not uploaded yet")
+    baseline = await _baseline(conn, claims, anchor, revision or 0)
+    exact = baseline is not None
+    if baseline is None:
+        value = claims.baseline.value if claims.baseline.value is not None else 0.0
+        baseline = methodology.BaselineResult(
+            anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
+            last_date=claims.baseline.last_date, digest=claims.baseline.digest, daily=(), resampled=np.full(1, value),
+        )  # fmt: skip
+    try:
+        reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, claims.period.plant_date, day)
+    except ValueError as exc:
+        return Outcome(False, f"cannot recompute the day: {exc}")
+
+    differences = []
+    if reporting != claims.reporting:
+        differences.append(f"reporting {reporting} != claimed {claims.reporting}")
+    if sufficiency != claims.sufficiency:
+        differences.append(f"sufficiency {sufficiency} != claimed {claims.sufficiency}")
+    if exact:
+        if baseline.claim() != claims.baseline:
+            differences.append(f"baseline {baseline.claim()} != claimed {claims.baseline}")
+        if delta != claims.delta:
+            differences.append(f"delta {delta} != claimed {claims.delta}")
+    elif delta.point != claims.delta.point:
+        differences.append(f"delta.point {delta.point} != claimed {claims.delta.point}")
+    if differences:
+        return Outcome(False, "; ".join(differences))
+    scope = "with the baseline rebuilt from stored records" if exact else "with the voucher's baseline value (baseline records not stored)"
+    return Outcome(True, f"evidence digest and numbers reproduced {scope}")
+
+
+async def reproduce_pending(conn: Conn, *, limit: int = 200) -> int:
+    """Try vouchers still pending, least recently tried first (at most ``limit``); return how many got a verdict.
+
+    ``reproduced_at`` holds the time of the last attempt while a voucher is pending.
+    """
+    cur = await conn.execute(
+        "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end FROM voucher_chain c"
+        " JOIN vouchers v ON v.voucher_id = c.voucher_id AND v.period_start = c.period_start"
+        " WHERE c.reproduced IS NULL AND (c.reproduced_at IS NULL OR c.reproduced_at < now() - interval '10 seconds')"
+        " ORDER BY c.reproduced_at NULLS FIRST, c.stored_at LIMIT %s",
+        (limit,),
+    )
+    pending = await cur.fetchall()
+    decided = 0
+    for voucher_id, subject, start, end in pending:
+        claims = msgspec.convert(subject, Claims)
+        try:
+            outcome = await reproduce_claims(conn, claims, start, end)
+        except (ValueError, KeyError) as exc:
+            outcome = Outcome(False, f"recomputation failed: {exc}")
+        await conn.execute(
+            "UPDATE voucher_chain SET reproduced = %s, reproduce_detail = %s, reproduced_at = now() WHERE voucher_id = %s",
+            (outcome.reproduced, outcome.detail, voucher_id),
+        )
+        if outcome.reproduced is not None:
+            decided += 1
+            metrics.REPRODUCED.labels("reproduced" if outcome.reproduced else "mismatch").inc()
+            if not outcome.reproduced:
+                log.warning("voucher_not_reproduced", voucher_id=voucher_id, detail=outcome.detail)
+    await conn.commit()
+    return decided

@@ -1,0 +1,146 @@
+"""Settings of the cloud service, read from a YAML file and ``VALUEGATE_CLOUD_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+__all__ = ("ConfigError", "CloudSettings", "load_settings")
+
+ENV_PREFIX = "VALUEGATE_CLOUD_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the source, the field, the value and the allowed range."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Everything the API server and the ingest workers need; every field has a working local default."""
+
+    dsn: str = "postgresql://valuegate@127.0.0.1:5432/valuegate"
+    """PostgreSQL connection string (libpq URI or key=value form)."""
+    pool_min: int = 1
+    """Connections the pool keeps open."""
+    pool_max: int = 10
+    """Connections the pool opens at most."""
+
+    mqtt_host: str = "127.0.0.1"
+    """MQTT broker host the ingest workers subscribe on."""
+    mqtt_port: int = 1883
+    """MQTT broker TCP port."""
+    mqtt_username: str | None = None
+    """MQTT user name, when the broker requires one."""
+    mqtt_password: str | None = None
+    """MQTT password; never logged."""
+    share_group: str = "valuegate-ingest"
+    """Shared-subscription group: workers in one group split the messages between them."""
+    client_id_prefix: str = "valuegate-ingest"
+    """Prefix of each worker's MQTT client id; a random suffix keeps workers apart."""
+
+    clock_skew_s: float = 300.0
+    """Seconds a voucher's timestamps may lie in the future of this server's clock before it is rejected."""
+    ingest_batch: int = 500
+    """Messages a worker verifies and stores in one database transaction at most."""
+    resend_interval_s: float = 5.0
+    """Seconds between two resend requests for the same gap of one gateway."""
+    reproduce_interval_s: float = 2.0
+    """Seconds between two passes that recompute vouchers still waiting for their telemetry."""
+
+    host: str = "127.0.0.1"
+    """Address the API server listens on."""
+    port: int = 8000
+    """TCP port the API server listens on."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body the API accepts; larger bodies get 413."""
+    session_secret: str = ""
+    """Secret for session-bound values such as CSRF tokens; a random one is made at start-up when empty."""
+    session_max_age_s: int = 8 * 3600
+    """Lifetime of a web session in seconds."""
+    cookie_secure: bool = True
+    """Send the session cookie over HTTPS only; turn off only for a local plain-HTTP demo."""
+
+    telemetry_retention_days: int | None = None
+    """Days raw per-minute telemetry is kept on TimescaleDB; None keeps it for ever."""
+    compress_after_days: int = 30
+    """Days after which TimescaleDB compresses telemetry and voucher chunks."""
+    use_timescaledb: bool | None = None
+    """Use TimescaleDB when True, plain PostgreSQL when False, and the extension when it is installed when None."""
+
+    def __post_init__(self) -> None:
+        _check_range("pool_min", self.pool_min, 0, 1000)
+        _check_range("pool_max", self.pool_max, max(1, self.pool_min), 1000)
+        _check_range("mqtt_port", self.mqtt_port, 1, 65535)
+        _check_range("port", self.port, 0, 65535)
+        _check_range("clock_skew_s", self.clock_skew_s, 0, 86400)
+        _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
+        _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        _check_range("compress_after_days", self.compress_after_days, 1, 36500)
+        if self.telemetry_retention_days is not None:
+            _check_range("telemetry_retention_days", self.telemetry_retention_days, 1, 36500)
+        if not self.share_group or "/" in self.share_group or "+" in self.share_group or "#" in self.share_group:
+            raise ConfigError(f"share_group {self.share_group!r} must be a non-empty name without '/', '+' or '#'", field="share_group")
+        if not self.session_secret:
+            self.session_secret = secrets.token_hex(32)
+
+    def __repr__(self) -> str:
+        return f"CloudSettings(dsn={_hide_password(self.dsn)!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, port={self.port})"
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"setting {name} = {value!r} is out of range; allowed {low}..{high}", field=name)
+
+
+def _hide_password(dsn: str) -> str:
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    fields = {name: field_type for name, field_type in CloudSettings.__annotations__.items()}
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if name not in fields:
+            allowed = ", ".join(ENV_PREFIX + f.upper() for f in fields)
+            raise ConfigError(f"environment variable {key} names no setting; known: {allowed}", field=name)
+        values[name] = yaml.safe_load(raw) if raw.strip() else None
+        if name in {"dsn", "mqtt_password", "mqtt_username", "session_secret", "share_group", "host", "mqtt_host"}:
+            values[name] = raw
+    return values
+
+
+def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | None = None, **overrides: Any) -> CloudSettings:
+    """Build settings from a YAML file (optional), then the environment, then ``overrides``; later sources win."""
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the settings file: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the settings file must hold a mapping, not a {type(loaded).__name__}")
+        values.update(loaded)
+    values.update(_from_env(dict(os.environ if environ is None else environ)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(values, CloudSettings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

@@ -1,0 +1,256 @@
+"""Registry repository: tenants, sites, gateways and their signing keys, and the audit log.
+
+Every function takes an open async connection and runs inside the caller's
+transaction, so that a change and its audit record commit together. Lookups
+by a tenant-scoped id raise :class:`NotFound` for another tenant's object
+exactly as for a missing one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from valuegate.edge.protocol.keys import KeyFormatError, public_key_from_multibase
+
+__all__ = (
+    "StoreError",
+    "NotFound",
+    "Conflict",
+    "Invalid",
+    "audit",
+    "create_tenant",
+    "get_tenant",
+    "create_site",
+    "list_sites",
+    "get_site",
+    "create_gateway",
+    "list_gateways",
+    "get_gateway",
+    "add_gateway_key",
+    "list_gateway_keys",
+    "revoke_gateway_key",
+    "utcnow",
+)
+
+Conn = psycopg.AsyncConnection[Any]
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class StoreError(ValueError):
+    """A repository operation failed for a reason the caller can fix; ``code`` is stable for API problem details."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NotFound(StoreError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(StoreError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(StoreError):
+    status = 422
+    code = "invalid"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_id(kind: str, value: str, pattern: re.Pattern[str]) -> None:
+    if not isinstance(value, str) or not pattern.match(value):
+        msg = f"{kind} id {value!r} is invalid; use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit"
+        if pattern is _TENANT_ID:
+            msg = f"tenant id {value!r} is invalid; use 1-63 lower-case letters, digits, '_' or '-', starting with a letter or digit"
+        raise Invalid(msg, code=f"invalid_{kind}_id")
+
+
+def _aware(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Invalid(f"{name} {value.isoformat()} has no time zone; give it with an offset such as +08:00 or Z", code="naive_timestamp")
+    return value
+
+
+async def audit(
+    conn: Conn,
+    *,
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """Append one audit record in the caller's transaction and return its id.
+
+    Called on every key registration or revocation, contract upload, user and
+    token change, settlement and adjustment; ``detail`` must hold no secret.
+    """
+    cur = await conn.execute(
+        "INSERT INTO audit_log (tenant_id, actor, action, object_type, object_id, detail) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (tenant_id, actor, action, object_type, object_id, Jsonb(msgspec.to_builtins(detail or {}))),
+    )
+    row = await cur.fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+async def _one(conn: Conn, sql: str, params: tuple[Any, ...], missing: str) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql, params)
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+async def _all(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def create_tenant(conn: Conn, tenant_id: str, name: str, *, actor: str = "admin") -> dict[str, Any]:
+    _check_id("tenant", tenant_id, _TENANT_ID)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING id, name, created_at", (tenant_id, name))
+    row = await cur.fetchone()
+    if row is None:
+        raise Conflict(f"tenant {tenant_id!r} already exists; choose another id", code="tenant_exists")
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="tenant.create", object_type="tenant", object_id=tenant_id, detail={"name": name})
+    return row
+
+
+async def get_tenant(conn: Conn, tenant_id: str) -> dict[str, Any]:
+    return await _one(conn, "SELECT id, name, created_at FROM tenants WHERE id = %s", (tenant_id,), f"tenant {tenant_id!r} not found")
+
+
+async def create_site(conn: Conn, tenant_id: str, site_id: str, name: str, time_zone: str, *, actor: str = "admin") -> dict[str, Any]:
+    _check_id("site", site_id, _OBJECT_ID)
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid(f"time zone {time_zone!r} is not an IANA zone name such as 'Asia/Shanghai'", code="invalid_time_zone") from exc
+    await get_tenant(conn, tenant_id)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "INSERT INTO sites (tenant_id, id, name, time_zone) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id, name, time_zone, created_at",
+        (tenant_id, site_id, name, time_zone),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise Conflict(f"site {site_id!r} already exists in this tenant; choose another id", code="site_exists")
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="site.create", object_type="site", object_id=site_id, detail={"time_zone": time_zone})
+    return row
+
+
+async def list_sites(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    return await _all(conn, "SELECT id, name, time_zone, created_at FROM sites WHERE tenant_id = %s ORDER BY id", (tenant_id,))
+
+
+async def get_site(conn: Conn, tenant_id: str, site_id: str) -> dict[str, Any]:
+    sql = "SELECT id, name, time_zone, created_at FROM sites WHERE tenant_id = %s AND id = %s"
+    return await _one(conn, sql, (tenant_id, site_id), f"site {site_id!r} not found")
+
+
+_GATEWAY_COLUMNS = """g.id, g.site_id, g.name, g.created_at,
+    coalesce(c.contiguous_through, 0) AS stored_through, coalesce(c.highest_seq, 0) AS highest_seq"""
+
+
+async def create_gateway(conn: Conn, tenant_id: str, site_id: str, gateway_id: str, name: str = "", *, actor: str = "admin") -> dict[str, Any]:
+    _check_id("gateway", gateway_id, _OBJECT_ID)
+    await get_site(conn, tenant_id, site_id)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "INSERT INTO gateways (id, tenant_id, site_id, name) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+        (gateway_id, tenant_id, site_id, name),
+    )
+    if await cur.fetchone() is None:
+        # Gateway ids are global, so the message must not tell whether another tenant holds the id.
+        raise Conflict(f"gateway id {gateway_id!r} is taken; choose another id", code="gateway_exists")
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="gateway.create", object_type="gateway", object_id=gateway_id, detail={"site": site_id})
+    return await get_gateway(conn, tenant_id, gateway_id)
+
+
+async def list_gateways(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    sql = f"SELECT {_GATEWAY_COLUMNS} FROM gateways g LEFT JOIN gateway_chain c ON c.gateway_id = g.id WHERE g.tenant_id = %s ORDER BY g.id"
+    return await _all(conn, sql, (tenant_id,))
+
+
+async def get_gateway(conn: Conn, tenant_id: str, gateway_id: str) -> dict[str, Any]:
+    sql = f"SELECT {_GATEWAY_COLUMNS} FROM gateways g LEFT JOIN gateway_chain c ON c.gateway_id = g.id WHERE g.tenant_id = %s AND g.id = %s"
+    return await _one(conn, sql, (tenant_id, gateway_id), f"gateway {gateway_id!r} not found")
+
+
+_KEY_COLUMNS = "id, gateway_id, public_key, valid_from, valid_until, revoked_at, revoked_reason, created_at"
+
+
+async def add_gateway_key(
+    conn: Conn,
+    tenant_id: str,
+    gateway_id: str,
+    public_key: str,
+    *,
+    valid_from: dt.datetime | None = None,
+    valid_until: dt.datetime | None = None,
+    actor: str = "admin",
+) -> dict[str, Any]:
+    """Register a gateway's Ed25519 public key (multibase ``z6Mk...`` or ``did:key:z6Mk...``) for a validity window."""
+    await get_gateway(conn, tenant_id, gateway_id)
+    multibase = public_key.removeprefix("did:key:").partition("#")[0]
+    try:
+        public_key_from_multibase(multibase)
+    except (KeyFormatError, ValueError) as exc:
+        raise Invalid(f"public key {public_key!r} is not an Ed25519 multibase key: {exc}", code="invalid_public_key") from exc
+    valid_from = _aware(valid_from, "valid_from") or utcnow()
+    valid_until = _aware(valid_until, "valid_until")
+    if valid_until is not None and valid_until <= valid_from:
+        raise Invalid(f"valid_until {valid_until.isoformat()} must be after valid_from {valid_from.isoformat()}", code="invalid_validity")
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"INSERT INTO gateway_keys (gateway_id, tenant_id, public_key, valid_from, valid_until) VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT DO NOTHING RETURNING {_KEY_COLUMNS}",
+        (gateway_id, tenant_id, multibase, valid_from, valid_until),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise Conflict(f"key {multibase} is already registered for gateway {gateway_id!r}", code="key_exists")
+    detail = {"public_key": multibase, "valid_from": valid_from.isoformat(), "valid_until": valid_until.isoformat() if valid_until else None}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.register", object_type="gateway_key", object_id=str(row["id"]), detail=detail)
+    return row
+
+
+async def list_gateway_keys(conn: Conn, tenant_id: str, gateway_id: str) -> list[dict[str, Any]]:
+    await get_gateway(conn, tenant_id, gateway_id)
+    return await _all(conn, f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id", (tenant_id, gateway_id))
+
+
+async def revoke_gateway_key(conn: Conn, tenant_id: str, gateway_id: str, key_id: int, reason: str, *, actor: str = "admin") -> dict[str, Any]:
+    """Revoke a key from now on: vouchers signed with it are rejected from then on, also ones issued earlier."""
+    sql = f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s AND id = %s FOR UPDATE"
+    row = await _one(conn, sql, (tenant_id, gateway_id, key_id), f"key {key_id} of gateway {gateway_id!r} not found")
+    if row["revoked_at"] is not None:
+        return row
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason, key_id))
+    row = await cur.fetchone()
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail={"reason": reason})
+    return row  # type: ignore[return-value]

@@ -1,0 +1,259 @@
+"""Checks a voucher passes before the chain: schema, timestamps, topic, gateway registry, key and signature.
+
+The signature check canonicalizes with msgspec (sorted keys, floats written by
+the RFC 8785 number rules) because the reference ``rfc8785`` encoder is pure
+Python and dominates the ingest cost. Any document the fast path does not
+accept goes through :func:`valuegate.edge.protocol.voucher.verify_voucher`,
+whose verdict is final, so the fast path can only save time, never accept
+more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import base58
+import msgspec
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from valuegate.edge.protocol.keys import KeyFormatError, public_key_from_verification_method
+from valuegate.edge.protocol.proof import CRYPTOSUITE, PROOF_TYPE
+from valuegate.edge.protocol.voucher import Claims, VoucherError, parse_voucher, verify_voucher
+
+__all__ = (
+    "Topic",
+    "GatewayInfo",
+    "KeyInfo",
+    "CheckedVoucher",
+    "parse_topic",
+    "canonical_fast",
+    "voucher_hash_fast",
+    "verify_signature",
+    "parse_instant",
+    "check_voucher",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """The parts of ``valuegate/v1/{tenant}/{site}/{gateway}/{kind}``."""
+
+    tenant: str
+    site: str
+    gateway: str
+    kind: str
+
+    def reply(self, kind: str) -> str:
+        return f"valuegate/v1/{self.tenant}/{self.site}/{self.gateway}/{kind}"
+
+
+def parse_topic(topic: str) -> Topic | None:
+    parts = topic.split("/")
+    if len(parts) != 6 or parts[0] != "valuegate" or parts[1] != "v1" or not all(parts[2:]):
+        return None
+    return Topic(parts[2], parts[3], parts[4], parts[5])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A registered gateway key as the checks need it."""
+
+    key_id: int
+    public_key: str
+    valid_from: dt.datetime
+    valid_until: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """A registered gateway: its tenant, site, the site's time zone and its keys."""
+
+    gateway_id: str
+    tenant_id: str
+    site_id: str
+    time_zone: str
+    keys: tuple[KeyInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedVoucher:
+    """A voucher that passed every check short of the chain, with the values storage needs."""
+
+    document: dict[str, Any]
+    claims: Claims
+    hash: str
+    key_id: int
+    period_start: dt.datetime
+    period_end: dt.datetime
+    issued_at: dt.datetime
+
+
+class _NotFast(Exception):
+    """The document holds something the fast canonical form does not cover."""
+
+
+def _prepare(value: Any) -> Any:
+    # Floats become their RFC 8785 text; dict keys must be ASCII, where code point
+    # order equals the UTF-16 order that RFC 8785 sorts by.
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise _NotFast
+            out[key] = _prepare(item)
+        return out
+    if isinstance(value, list):
+        return [_prepare(item) for item in value]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotFast
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return msgspec.Raw(rfc8785.dumps(value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        raise _NotFast
+    return value
+
+
+def canonical_fast(document: Any) -> bytes:
+    """Return the RFC 8785 form of ``document``; falls back to ``rfc8785`` where msgspec would differ."""
+    try:
+        return msgspec.json.encode(_prepare(document), order="sorted")
+    except (_NotFast, UnicodeEncodeError, msgspec.EncodeError):
+        return rfc8785.dumps(document)
+
+
+def voucher_hash_fast(document: dict[str, Any]) -> str:
+    """Return the chain hash (``sha256:`` over the canonical form, proof included), as ``voucher_hash`` does."""
+    return "sha256:" + hashlib.sha256(canonical_fast(document)).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _public_key(method: str) -> Ed25519PublicKey:
+    return public_key_from_verification_method(method)
+
+
+def _fast_signature_ok(document: dict[str, Any]) -> bool:
+    proof = document.get("proof")
+    if not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE or proof.get("cryptosuite") != CRYPTOSUITE:
+        return False
+    method, value = proof.get("verificationMethod"), proof.get("proofValue")
+    if not isinstance(method, str) or not isinstance(value, str) or not value.startswith("z"):
+        return False
+    if method.partition("#")[0] != document.get("issuer"):
+        return False
+    config = {k: v for k, v in proof.items() if k != "proofValue"}
+    unsecured = {k: v for k, v in document.items() if k != "proof"}
+    if "@context" in config and config["@context"] != unsecured.get("@context"):
+        return False
+    try:
+        key = _public_key(method)
+        signature = base58.b58decode(value[1:])
+        data = hashlib.sha256(canonical_fast(config)).digest() + hashlib.sha256(canonical_fast(unsecured)).digest()
+        key.verify(signature, data)
+    except (InvalidSignature, KeyFormatError, ValueError):
+        return False
+    return True
+
+
+def verify_signature(document: dict[str, Any]) -> None:
+    """Raise ``VoucherError('signature_invalid')`` unless the eddsa-jcs-2022 proof holds and names the issuer."""
+    if _fast_signature_ok(document):
+        return
+    check = verify_voucher(document)
+    if not check.ok:
+        vid = document.get("credentialSubject", {}).get("voucher_id")
+        raise VoucherError("signature_invalid", f"voucher proof does not verify: {check.reason}", voucher_id=vid)
+
+
+def parse_instant(value: Any, field: str, voucher_id: str | None = None) -> dt.datetime:
+    """Parse an RFC 3339 timestamp that must carry a zone; a naive one is rejected."""
+    if not isinstance(value, str):
+        raise VoucherError("schema", f"{field} must be an RFC 3339 timestamp string, got {value!r}", voucher_id=voucher_id)
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise VoucherError("schema", f"{field} {value!r} is not an RFC 3339 timestamp", voucher_id=voucher_id) from exc
+    if stamp.tzinfo is None:
+        msg = f"{field} {value!r} has no time zone; timestamps must end in Z or carry an offset"
+        raise VoucherError("naive_timestamp", msg, voucher_id=voucher_id)
+    return stamp
+
+
+def _check_numbers(value: Any, voucher_id: str | None) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise VoucherError("non_finite", f"voucher holds the non-finite number {value!r}", voucher_id=voucher_id)
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item, voucher_id)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item, voucher_id)
+
+
+def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt.datetime, vid: str) -> KeyInfo:
+    multibase = issuer.removeprefix("did:key:")
+    key = next((k for k in gateway.keys if k.public_key == multibase), None)
+    if key is None:
+        raise VoucherError("key_unknown", f"key {multibase} is not registered for gateway {gateway.gateway_id!r}; register it first", voucher_id=vid)
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise VoucherError("key_revoked", f"key {key.key_id} of gateway {gateway.gateway_id!r} was revoked at {key.revoked_at.isoformat()}", voucher_id=vid)
+    if issued_at < key.valid_from or (key.valid_until is not None and issued_at >= key.valid_until):
+        until = key.valid_until.isoformat() if key.valid_until else "open end"
+        msg = f"voucher issued at {issued_at.isoformat()} lies outside key {key.key_id}'s validity {key.valid_from.isoformat()} .. {until}"
+        raise VoucherError("key_not_valid", msg, voucher_id=vid)
+    return key
+
+
+def check_voucher(
+    payload: bytes,
+    topic: Topic,
+    gateways: dict[str, GatewayInfo],
+    *,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+) -> CheckedVoucher:
+    """Run every check that needs no chain state; raise :class:`VoucherError` with a stable code on the first failure."""
+    try:
+        document, claims = parse_voucher(payload)
+    except msgspec.ValidationError as exc:
+        # Numbers beyond the float range are rejected by the decoder itself.
+        raise VoucherError("non_finite", f"payload holds a number out of range: {exc}") from exc
+    vid = claims.voucher_id
+    _check_numbers(document, vid)
+
+    issued_at = parse_instant(claims.issued_at, "issued_at", vid)
+    period_start = parse_instant(claims.period.start, "period.start", vid)
+    period_end = parse_instant(claims.period.end, "period.end", vid)
+    parse_instant(document.get("validFrom"), "validFrom", vid)
+    parse_instant(document["proof"].get("created") if isinstance(document.get("proof"), dict) else None, "proof.created", vid)
+    latest = now + clock_skew
+    for field, stamp in (("issued_at", issued_at), ("period.end", period_end)):
+        if stamp > latest:
+            msg = f"{field} {stamp.isoformat()} lies in the future beyond the allowed clock skew of {clock_skew.total_seconds():.0f} s"
+            raise VoucherError("future_timestamp", msg, voucher_id=vid)
+    if period_end <= period_start:
+        raise VoucherError("schema", f"period.end {claims.period.end} is not after period.start {claims.period.start}", voucher_id=vid)
+
+    if (claims.tenant, claims.site, claims.gateway) != (topic.tenant, topic.site, topic.gateway):
+        msg = f"voucher names {claims.tenant}/{claims.site}/{claims.gateway} but arrived on {topic.tenant}/{topic.site}/{topic.gateway}"
+        raise VoucherError("topic_mismatch", msg, voucher_id=vid)
+    gateway = gateways.get(claims.gateway)
+    if gateway is None or (gateway.tenant_id, gateway.site_id) != (claims.tenant, claims.site):
+        msg = f"gateway {claims.gateway!r} is not registered under tenant {claims.tenant!r}, site {claims.site!r}"
+        raise VoucherError("gateway_unknown", msg, voucher_id=vid)
+
+    issuer = document.get("issuer")
+    if not isinstance(issuer, str):
+        raise VoucherError("schema", "issuer must be a did:key string", voucher_id=vid)
+    key = _find_key(gateway, issuer, issued_at, now, vid)
+    verify_signature(document)
+    return CheckedVoucher(document, claims, voucher_hash_fast(document), key.key_id, period_start, period_end, issued_at)

@@ -1,0 +1,264 @@
+"""Ingest over a real Mosquitto broker into a real PostgreSQL: storage, ack, gaps, resend and every rejection reason."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from valuegate.cloud import store
+from valuegate.cloud.db import UTC_OPTIONS
+from valuegate.cloud.ingest import IngestWorker
+from valuegate.cloud.settings import CloudSettings
+from valuegate.edge.protocol import voucher as v
+from valuegate.edge.protocol.keys import public_key_multibase
+
+from .conftest import Gateway, minute_records, register
+from .mqtt_helpers import Probe
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
+
+
+async def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        return await (await conn.execute(sql, params)).fetchall()
+
+
+async def wait_for_rows(dsn: str, sql: str, *params: Any, count: int, timeout: float = 10.0) -> list[tuple[Any, ...]]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await query(dsn, sql, *params)
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def worker(cloud_dsn: str, mosquitto: Any) -> AsyncIterator[IngestWorker]:
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="test", resend_interval_s=0.2)
+    async with IngestWorker(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def probe(mosquitto: Any) -> Any:
+    client = Probe(mosquitto.port)
+    yield client
+    client.close()
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(document)
+
+
+def acked(gateway: Gateway, through: int) -> Any:
+    return lambda topic, body: topic == gateway.topic("ack") and body == {"schema": "valuegate/ack/v1", "stored_through": through}
+
+
+async def test_chain_stored_and_acked(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    for _ in range(3):
+        probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+    await probe.wait_for(acked(acme, 3))
+    rows = await query(cloud_dsn, "SELECT voucher_id, delta_point FROM vouchers ORDER BY seq")
+    assert [r[0] for r in rows] == ["gw-a1:1", "gw-a1:2", "gw-a1:3"]
+    assert str(rows[0][1]) == "3.5"
+
+    # The same voucher again is a no-op that is still acknowledged.
+    probe.received.clear()
+    probe.publish(acme.topic("vouchers"), encode(acme.issued[1]))
+    await probe.wait_for(acked(acme, 3))
+    assert len(await query(cloud_dsn, "SELECT 1 FROM vouchers")) == 3
+    assert await query(cloud_dsn, "SELECT code FROM rejections") == []
+
+
+async def test_gap_requests_resend(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    first, second, third, fourth = (acme.next_voucher() for _ in range(4))
+    probe.publish(acme.topic("vouchers"), encode(first))
+    await probe.wait_for(acked(acme, 1))
+    probe.publish(acme.topic("vouchers"), encode(third))
+    probe.publish(acme.topic("vouchers"), encode(fourth))
+    _, resend = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
+    assert resend == {"schema": "valuegate/resend/v1", "from_seq": 2}
+    gateway = await query(cloud_dsn, "SELECT contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = 'gw-a1'")
+    assert gateway == [(1, 4)]
+
+    # The resent voucher fills the gap; its link to both neighbours is checked and the ack jumps to 4.
+    probe.publish(acme.topic("vouchers"), encode(second))
+    await probe.wait_for(acked(acme, 4))
+    assert await query(cloud_dsn, "SELECT code FROM rejections") == []
+
+
+async def test_late_predecessor_must_match_successor(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    first, _second, third = (acme.next_voucher() for _ in range(3))
+    # A validly signed seq 2 whose content differs from the one seq 3 links to.
+    other_second = v.build_voucher(acme.claims(2, v.voucher_hash(first), point=9.0), acme.key)
+    probe.publish(acme.topic("vouchers"), encode(first))
+    probe.publish(acme.topic("vouchers"), encode(third))
+    await wait_for_rows(cloud_dsn, "SELECT 1 FROM voucher_chain", count=2)
+    probe.publish(acme.topic("vouchers"), encode(other_second))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, voucher_id FROM rejections", count=1)
+    assert rows == [("chain_mismatch", "gw-a1:2")]
+    assert [r[0] for r in await query(cloud_dsn, "SELECT seq FROM voucher_chain ORDER BY seq")] == [1, 3]
+
+
+def _changed_byte(gateway: Gateway) -> bytes:
+    payload = encode(gateway.next_voucher())
+    return payload.replace(b'"point":3.5', b'"point":4.5', 1)
+
+
+def _naive_timestamp(gateway: Gateway) -> bytes:
+    claims = gateway.claims(1, None, issued_at="2026-03-02T00:05:00")
+    return encode(v.build_voucher(claims, gateway.key))
+
+
+def _future(gateway: Gateway) -> bytes:
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return encode(v.build_voucher(gateway.claims(1, None, issued_at=later), gateway.key))
+
+
+def _unknown_key(gateway: Gateway) -> bytes:
+    return encode(v.build_voucher(gateway.claims(1, None), Ed25519PrivateKey.generate()))
+
+
+def _schema_version(gateway: Gateway) -> bytes:
+    document = copy.deepcopy(gateway.next_voucher())
+    document["credentialSubject"]["schema"] = "valuegate/voucher/v9"
+    return encode(document)
+
+
+def _wrong_first_prev(gateway: Gateway) -> bytes:
+    return encode(v.build_voucher(gateway.claims(1, "sha256:" + "00" * 32), gateway.key))
+
+
+CASES = {
+    "signature_invalid": _changed_byte,
+    "naive_timestamp": _naive_timestamp,
+    "future_timestamp": _future,
+    "key_unknown": _unknown_key,
+    "schema_version": _schema_version,
+    "invalid_json": lambda gateway: b'{"credentialSubject": {"schema": "valuegate/voucher/v1", ',
+    "chain_mismatch": _wrong_first_prev,
+}
+
+
+@pytest.mark.parametrize("code", sorted(CASES))
+async def test_rejected_with_reason(code: str, two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    probe.publish(acme.topic("vouchers"), CASES[code](acme))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, reason, kind, tenant_id FROM rejections", count=1)
+    assert [(r[0], r[2], r[3]) for r in rows] == [(code, "voucher", "acme")]
+    assert rows[0][1]
+    assert await query(cloud_dsn, "SELECT 1 FROM vouchers") == []
+    assert await query(cloud_dsn, "SELECT 1 FROM voucher_chain") == []
+    assert ("voucher", code) in worker_rejections()
+
+
+def worker_rejections() -> set[tuple[str, str]]:
+    from valuegate.cloud import metrics
+
+    found = set()
+    for metric in metrics.REJECTIONS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value > 0:
+                found.add((sample.labels["kind"], sample.labels["code"]))
+    return found
+
+
+async def test_replay_on_other_tenant_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, globex = two_tenants
+    probe.publish(globex.topic("vouchers"), encode(acme.next_voucher()))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, tenant_id, voucher_id FROM rejections", count=1)
+    assert rows == [("topic_mismatch", "globex", "gw-a1:1")]
+    assert await query(cloud_dsn, "SELECT 1 FROM vouchers") == []
+
+
+async def test_misattributed_claims_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, globex = two_tenants
+    # Claims and topic agree on tenant globex, but gateway gw-a1 is registered under acme.
+    document = v.build_voucher(acme.claims(1, None, tenant="globex", site="works"), acme.key)
+    probe.publish("valuegate/v1/globex/works/gw-a1/vouchers", encode(document))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code FROM rejections", count=1)
+    assert rows == [("gateway_unknown",)]
+    assert await query(cloud_dsn, "SELECT 1 FROM vouchers") == []
+
+
+async def test_revoked_key_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    key_id = (await query(cloud_dsn, "SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'"))[0][0]
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        async with conn.transaction():
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+    probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code FROM rejections", count=1)
+    assert rows == [("key_revoked",)]
+    assert await query(cloud_dsn, "SELECT 1 FROM vouchers") == []
+    assert await query(cloud_dsn, "SELECT action FROM audit_log WHERE action = 'key.revoke'") == [("key.revoke",)]
+
+
+async def test_key_outside_validity_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    late = Gateway("acme", "plant1", "gw-a2", Ed25519PrivateKey.generate())
+    await register(cloud_dsn, "acme", "plant1", "gw-a2", late.key, valid_from=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    probe.publish(late.topic("vouchers"), encode(late.next_voucher()))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code FROM rejections", count=1)
+    assert rows == [("key_not_valid",)]
+
+
+async def test_fork_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+    await probe.wait_for(acked(acme, 1))
+    fork = v.build_voucher(acme.claims(1, None, point=7.0), acme.key)
+    probe.publish(acme.topic("vouchers"), encode(fork))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, voucher_id FROM rejections", count=1)
+    assert rows == [("fork", "gw-a1:1")]
+    stored = await query(cloud_dsn, "SELECT delta_point FROM vouchers")
+    assert [str(r[0]) for r in stored] == ["3.5"]
+
+
+async def test_telemetry_stored_once(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    start = dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)
+    records = minute_records("m1", start, 90)
+    probe.publish(acme.topic("telemetry"), acme.telemetry(records[:60]))
+    probe.publish(acme.topic("telemetry"), acme.telemetry(records[30:]))
+    rows = await wait_for_rows(cloud_dsn, "SELECT minute, plant_date, produced FROM telemetry ORDER BY minute", count=90)
+    await asyncio.sleep(0.3)
+    rows = await query(cloud_dsn, "SELECT minute, plant_date, produced, reasons FROM telemetry ORDER BY minute")
+    assert len(rows) == 90
+    assert rows[0][0] == start
+    # 00:00 UTC is 08:00 in Shanghai: the plant day is the same calendar date.
+    assert str(rows[0][1]) == "2026-03-01"
+    assert rows[5][3] == {"E12": 60000}
+
+
+async def test_telemetry_bad_record_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3)
+    broken = msgspec.structs.replace(records[1], running_ms=61_000)
+    probe.publish(acme.topic("telemetry"), acme.telemetry([records[0], broken, records[2]]))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
+    assert rows == [("invalid_record", "telemetry")]
+    assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
+
+
+async def test_workers_share_subscription(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str, mosquitto: Any) -> None:
+    acme, _ = two_tenants
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="test")
+    async with IngestWorker(settings) as second:
+        for _ in range(40):
+            probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+        await probe.wait_for(acked(acme, 40))
+        assert worker.processed > 0
+        assert second.processed > 0
+        assert worker.processed + second.processed == 40
+    assert len(await query(cloud_dsn, "SELECT 1 FROM voucher_chain")) == 40
