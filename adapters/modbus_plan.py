@@ -120,13 +120,14 @@ def plan_requests(
     """
     requests: list[ReadRequest] = []
     for table in FUNCTION_CODES:
+        table_requests: list[ReadRequest] = []
         limit = max_bits if table in ("coil", "discrete_input") else max_registers
         readers = sorted((TagReader.of(tag) for tag in tags if tag.table == table), key=lambda r: (r.tag.address, r.count))
         current: list[TagReader] = []
         start = end = 0
         for reader in readers:
             if reader.tag.name in isolated:
-                requests.append(_request_for(table, [reader]))
+                table_requests.append(_request_for(table, [reader]))
                 continue
             joins = current and reader.tag.address - end <= max_gap and max(end, reader.end) - start <= limit
             if joins:
@@ -134,8 +135,9 @@ def plan_requests(
                 end = max(end, reader.end)
                 continue
             if current:
-                requests.append(_request_for(table, current))
+                table_requests.append(_request_for(table, current))
             current, start, end = [reader], reader.tag.address, reader.end
         if current:
-            requests.append(_request_for(table, current))
+            table_requests.append(_request_for(table, current))
+        requests.extend(sorted(table_requests, key=lambda request: (request.start, request.count)))
     return requests
