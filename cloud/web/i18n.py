@@ -1,0 +1,108 @@
+"""Message catalogs (zh-CN default, English) and locale-aware money, number and date formatting.
+
+Catalogs are YAML files in ``cloud/web/locales/``, one flat mapping of keys
+to strings per language. Strings may hold ``{name}`` placeholders filled by
+:func:`translate`. Both catalogs must hold the same keys, which a test checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import yaml
+
+__all__ = (
+    "LANGUAGES",
+    "DEFAULT_LANGUAGE",
+    "LANGUAGE_COOKIE",
+    "catalog",
+    "translate",
+    "pick_language",
+    "format_money",
+    "format_number",
+    "format_date",
+)
+
+LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
+DEFAULT_LANGUAGE = "zh-CN"
+LANGUAGE_COOKIE = "vg_lang"
+
+_ALIASES = {"zh": "zh-CN", "zh-cn": "zh-CN", "zh-hans": "zh-CN", "zh_cn": "zh-CN", "en": "en", "en-us": "en", "en-gb": "en"}
+_CURRENCY_SIGNS = {"CNY": "¥", "USD": "$", "EUR": "€"}
+
+
+@functools.cache
+def catalog(language: str) -> dict[str, str]:
+    """Return the catalog of ``language`` (one of :data:`LANGUAGES`)."""
+    if language not in LANGUAGES:
+        raise KeyError(f"no catalog for language {language!r}; available: {', '.join(LANGUAGES)}")
+    text = resources.files("valuegate.cloud.web").joinpath("locales", f"{language}.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    return {str(key): str(value) for key, value in data.items()}
+
+
+def translate(language: str, key: str, **values: Any) -> str:
+    """Return the message ``key`` in ``language`` with its placeholders filled; an unknown key shows as itself."""
+    template = catalog(language).get(key)
+    if template is None:
+        return key
+    return template.format(**values) if values else template
+
+
+def normalize(language: str | None) -> str | None:
+    if not language:
+        return None
+    if language in LANGUAGES:
+        return language
+    return _ALIASES.get(language.strip().lower())
+
+
+def pick_language(query: str | None, cookie: str | None, accept_language: str | None = None) -> str:
+    """Choose the page language: the ``lang`` query parameter, then the cookie, then Accept-Language, then zh-CN."""
+    for candidate in (query, cookie):
+        chosen = normalize(candidate)
+        if chosen:
+            return chosen
+    for part in (accept_language or "").split(","):
+        chosen = normalize(part.split(";")[0].strip())
+        if chosen:
+            return chosen
+    return DEFAULT_LANGUAGE
+
+
+def format_number(value: Decimal | float | int | None, places: int | None = None) -> str:
+    if value is None:
+        return "–"
+    number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+    if places is not None:
+        number = number.quantize(Decimal(1).scaleb(-places))
+    return f"{number:,}"
+
+
+def format_money(amount: Decimal | str | None, currency: str, language: str) -> str:
+    """Format an amount with thousands separators, keeping its stored decimal places (``¥60,000.00``, ``CNY 60,000.00``)."""
+    if amount is None:
+        return "–"
+    number = Decimal(amount)
+    sign = "-" if number < 0 else ""
+    digits = f"{abs(number):,}"
+    if language == "zh-CN" and currency in _CURRENCY_SIGNS:
+        return f"{sign}{_CURRENCY_SIGNS[currency]}{digits}"
+    return f"{sign}{currency} {digits}"
+
+
+def format_date(value: dt.date | dt.datetime | str | None, language: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        value = dt.date.fromisoformat(value[:10])
+    if isinstance(value, dt.datetime):
+        stamp = value.astimezone(dt.UTC)
+        return f"{stamp:%Y-%m-%d %H:%M} UTC"
+    if language == "zh-CN":
+        return f"{value.year}年{value.month}月{value.day}日"
+    return value.isoformat()
