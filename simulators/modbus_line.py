@@ -1,0 +1,274 @@
+"""Line PLC simulators over Modbus TCP: a timeline replayed into the registers of a tag map."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from valuegate.adapters.tagmap import TagMap, load_tag_map, shipped_tag_map_dir
+
+from .faults import FaultSpec, parse_fault
+from .modbus_server import RegisterServer
+from .recordings.bottling import load_bottling
+from .replay import ReplayClock, ReplayPacing
+from .timeline import LineStatus, StateTimeline, bottling_timeline
+
+__all__ = ("ModbusLineSimulator", "BottlingModbusSimulator", "BOTTLING_TAG_MAP", "DEFAULT_COUNTER_OFFSET")
+
+log = structlog.get_logger("valuegate.simulators.modbus_line")
+
+BOTTLING_TAG_MAP = "demo/bottling-filler-modbus.yaml"
+# The container counter starts here so that it wraps at 65,536 during a full replay (60,692 containers).
+DEFAULT_COUNTER_OFFSET = 50_000
+# Coil set once the replay has reached its end.
+DONE_COIL = 0
+
+
+class ModbusLineSimulator:
+    """Serves a :class:`StateTimeline` over Modbus TCP in the register layout of a tag map.
+
+    Tags are filled by role: the first ``state_input`` tag gets the state
+    code, ``reason`` the reason code, ``state_since`` the instant the state
+    began, ``clock`` the recorded time, ``state_seq`` the number of state
+    changes, and each counter its count (``produced`` or ``reject``). All
+    times are UTC epoch milliseconds of the recording, so durations do not
+    depend on ``speed``. Use it as an async context manager.
+    """
+
+    def __init__(
+        self,
+        timeline: StateTimeline,
+        tag_map: TagMap,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        unit_id: int = 0,
+        pacing: ReplayPacing | None = None,
+        counter_offset: int = DEFAULT_COUNTER_OFFSET,
+        faults: Iterable[FaultSpec | str] = (),
+    ) -> None:
+        self.truth = timeline
+        self.tag_map = tag_map
+        self.pacing = pacing or ReplayPacing()
+        self.counter_offset = counter_offset
+        self.server = RegisterServer(tag_map, host=host, port=port, unit_id=unit_id)
+        self.finished = asyncio.Event()
+        self.clock = ReplayClock(
+            self.pacing,
+            start_ms=timeline.start_ms,
+            end_ms=timeline.end_ms,
+            marks=timeline.change_ms,
+            idle=timeline.idle,
+            zone=ZoneInfo(timeline.zone),
+        )
+        self.faults = [parse_fault(item, protocol="modbus") if isinstance(item, str) else item for item in faults]
+        self._roles = self._tags_by_role(tag_map)
+        self._produced_adjust = 0
+        self._rejected_adjust = 0
+        self._restart_ms: int | None = None
+        self._restart_changes = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._log = log.bind(tag_map=tag_map.name)
+
+    @staticmethod
+    def _tags_by_role(tag_map: TagMap) -> dict[str, str]:
+        roles: dict[str, str] = {}
+        for tag in tag_map.modbus_tags:
+            if tag.role in ("state_input", "reason", "state_since", "clock", "state_seq"):
+                roles.setdefault(tag.role, tag.name)
+        for counter in tag_map.counters:
+            roles.setdefault(f"counter_{counter.kind}", counter.tag)
+        if "state_input" not in roles:
+            raise ValueError(f"tag map {tag_map.name!r} has no state_input tag; the simulator needs one for the state code")
+        return roles
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def now_ms(self) -> int:
+        """Recorded time the PLC clock shows now."""
+        return self.clock.now_ms
+
+    # -- register image -----------------------------------------------------
+
+    def values_at(self, now_ms: int) -> dict[str, int]:
+        """Return the tag values the PLC shows at recorded time ``now_ms``, faults included."""
+        status = self.truth.status_at(now_ms)
+        since, changes = status.since_ms, status.changes
+        produced = self.counter_offset + status.produced + self._produced_adjust
+        rejected = status.rejected + self._rejected_adjust
+        if self._restart_ms is not None:
+            since = max(since, self._restart_ms)
+            changes -= self._restart_changes
+        values = {
+            "state_input": status.state,
+            "reason": status.reason,
+            "state_since": since,
+            "clock": now_ms,
+            "state_seq": changes,
+            "counter_produced": produced,
+            "counter_reject": rejected,
+        }
+        return {self._roles[role]: value for role, value in values.items() if role in self._roles}
+
+    def _apply(self, now_ms: int) -> None:
+        self.server.set_values(self.values_at(now_ms))
+
+    # -- faults ---------------------------------------------------------------
+
+    async def inject(self, fault: FaultSpec | str) -> None:
+        """Apply one fault now (ignoring its ``at``)."""
+        spec = parse_fault(fault, protocol="modbus") if isinstance(fault, str) else fault
+        self._log.warning("fault_injected", fault=spec.kind, options=spec.options, duration_s=spec.duration_s)
+        duration = spec.duration_s if spec.duration_s is not None else 0.0
+        if spec.kind == "exception":
+            self.server.add_exception(int(spec.options["start"]), int(spec.options["count"]), int(spec.option("code", 2)), duration_s=duration)
+        elif spec.kind == "timeout":
+            self.server.drop_responses(duration_s=duration)
+        elif spec.kind == "slow":
+            self.server.delay_responses(int(spec.option("delay_ms", 500)) / 1000, duration_s=duration)
+        elif spec.kind == "drop":
+            self.server.drop_connections()
+        elif spec.kind == "server_restart":
+            await self.server.restart(down_s=float(spec.option("down", 1.0)))
+        elif spec.kind == "plc_restart":
+            await self._plc_restart(float(spec.option("down", 1.0)))
+        elif spec.kind == "counter_wrap":
+            self._wrap_counter(int(spec.option("margin", 5)))
+        elif spec.kind == "counter_reset":
+            self._reset_counters()
+        else:
+            raise ValueError(f"fault {spec.kind!r} is not available over Modbus")
+        self._apply(self.clock.now_ms)
+
+    def _counter_bits(self, role: str) -> int:
+        for counter in self.tag_map.counters:
+            if counter.tag == self._roles.get(role):
+                return counter.bits
+        return 16
+
+    def _current(self) -> LineStatus:
+        return self.truth.status_at(self.clock.now_ms)
+
+    def _wrap_counter(self, margin: int) -> None:
+        status = self._current()
+        modulus = 1 << self._counter_bits("counter_produced")
+        shown = self.counter_offset + status.produced + self._produced_adjust
+        self._produced_adjust += (modulus - margin - shown) % modulus
+
+    def _reset_counters(self) -> None:
+        status = self._current()
+        self._produced_adjust = -(self.counter_offset + status.produced)
+        self._rejected_adjust = -status.rejected
+
+    async def _plc_restart(self, down_s: float) -> None:
+        await self.server.stop()
+        await asyncio.sleep(down_s)
+        self._reset_counters()
+        self._restart_ms = self.clock.now_ms
+        self._restart_changes = self._current().changes
+        self.server.requested_port = self.server.port
+        await self.server.start()
+        self._log.info("plc_restarted", at_ms=self._restart_ms)
+
+    async def _scheduled(self, spec: FaultSpec) -> None:
+        await asyncio.sleep(spec.at_s or 0.0)
+        await self.inject(spec)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def _replay(self) -> None:
+        await self.clock.run(self._apply, stop=self._stopping)
+        if not self._stopping.is_set():
+            self.server.set_coil(DONE_COIL, True)
+            self.finished.set()
+            self._log.info("replay_done", end_ms=self.clock.end_ms, port=self.port)
+
+    async def start(self) -> None:
+        self._apply(self.truth.start_ms)
+        await self.server.start()
+        self._tasks.append(asyncio.create_task(self._replay(), name="modbus-replay"))
+        for spec in self.faults:
+            self._tasks.append(asyncio.create_task(self._scheduled(spec), name=f"fault-{spec.kind}"))
+        self._log.info(
+            "simulator_started", port=self.port, start_ms=self.truth.start_ms, end_ms=self.truth.end_ms,
+            speed=self.pacing.speed, min_dwell_ms=self.pacing.min_dwell_ms,
+        )
+
+    async def stop(self) -> None:
+        """Cancel the replay and fault tasks and close the server; safe to call twice."""
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop()
+
+    async def __aenter__(self) -> ModbusLineSimulator:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+class BottlingModbusSimulator(ModbusLineSimulator):
+    """The recorded juice bottling line served over Modbus TCP in the bottling filler register layout.
+
+    ``days`` replays the first N production days; ``start``/``end`` select
+    a range of plant dates (America/Sao_Paulo).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        unit_id: int = 0,
+        speed: float = 3600.0,
+        min_dwell_ms: int = 0,
+        tick_ms: int = 20,
+        days: int | None = None,
+        start: date | None = None,
+        end: date | None = None,
+        counter_offset: int = DEFAULT_COUNTER_OFFSET,
+        tag_map: TagMap | str | Path | None = None,
+        faults: Iterable[FaultSpec | str] = (),
+    ) -> None:
+        recording = load_bottling()
+        if days is not None or start is not None or end is not None:
+            recording = recording.select(first_days=days, start=start, end=end)
+        self.recording = recording
+        if tag_map is None:
+            tag_map = shipped_tag_map_dir() / BOTTLING_TAG_MAP
+        if not isinstance(tag_map, TagMap):
+            tag_map = load_tag_map(tag_map)
+        super().__init__(
+            bottling_timeline(recording),
+            tag_map,
+            host=host,
+            port=port,
+            unit_id=unit_id,
+            pacing=ReplayPacing(speed=speed, min_dwell_ms=min_dwell_ms, tick_ms=tick_ms),
+            counter_offset=counter_offset,
+            faults=faults,
+        )
