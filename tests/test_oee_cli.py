@@ -1,0 +1,137 @@
+"""`valuegate oee`: KPIs per machine and plant day from CSV and Parquet traces, and its error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from valuegate.cli import app
+
+RUNNER = CliRunner()
+
+FILLER_ROWS = """timestamp,tag,value,machine
+2024-03-31T06:00:00+02:00,state,1,filler
+2024-03-31T06:00:00+02:00,reason,0,filler
+2024-03-31T06:00:00+02:00,containers,65000,filler
+2024-03-31T07:00:00+02:00,state,2,filler
+2024-03-31T07:00:00+02:00,reason,17,filler
+2024-03-31T07:10:00+02:00,state,1,filler
+2024-03-31T08:00:00+02:00,containers,764,filler
+2024-03-31T08:00:00+02:00,state,0,filler
+1711868400000,state,0,filler
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "trace.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _run(*args: str):
+    return RUNNER.invoke(app, ["oee", *args])
+
+
+def _days(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    return document["machines"][0]["days"]
+
+
+def test_filler_day_by_hand(tmp_path):
+    # Running 06:00-07:00 and 07:10-08:00, stopped for reason 17 from 07:00 to 07:10, then no production scheduled.
+    # The 16-bit counter wraps from 65000 to 764: 1300 containers at 2.7 s ideal = 3510 s against 6600 s running.
+    result = _run(str(_write(tmp_path, FILLER_ROWS)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json")
+    days = _days(result)
+    assert [day["date"] for day in days] == ["2024-03-31"]
+    day = days[0]
+    assert day["planned_min"] == 120.0
+    assert day["run_min"] == 110.0
+    assert day["downtime_min"] == 10.0
+    assert day["availability"] == round(110 / 120, 6)
+    assert day["effectiveness"] == round(3510 / 6600, 6)
+    assert day["quality"] == 1.0
+    assert day["oee"] == round(110 / 120 * 3510 / 6600, 6)
+    assert day["mtbf_min"] == 110.0
+    assert day["mttr_min"] == 10.0
+    assert day["downtime_by_reason"] == {"17": 10.0}
+
+
+def test_calendar_break_is_planned_downtime(tmp_path):
+    calendar = _write(
+        tmp_path,
+        "schema: valuegate/calendar/v1\nname: early\nshifts:\n  - {name: early, start: '06:00', end: '14:00', breaks: [{start: '07:00', end: '07:10'}]}\n",
+        "calendar.yaml",
+    )
+    result = _run(str(_write(tmp_path, FILLER_ROWS)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--calendar", str(calendar), "--json")
+    day = _days(result)[0]
+    assert day["planned_min"] == 110.0
+    assert day["downtime_min"] == 0.0
+    assert day["availability"] == 1.0
+    assert day["mtbf_min"] is None
+    assert day["why"]["mtbf_min"] == "no unplanned stop began in the window"
+
+
+def test_parquet_matches_csv(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    csv_path = _write(tmp_path, FILLER_ROWS)
+    table = pyarrow.csv.read_csv(csv_path, convert_options=pyarrow.csv.ConvertOptions(column_types={"timestamp": pyarrow.string(), "value": pyarrow.string()}))
+    parquet_path = tmp_path / "trace.parquet"
+    pyarrow.parquet.write_table(table, parquet_path)
+    from_csv = _days(_run(str(csv_path), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json"))
+    from_parquet = _days(_run(str(parquet_path), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json"))
+    assert from_parquet == from_csv
+
+
+def test_machine_without_planned_time(tmp_path):
+    rows = "timestamp,tag,value\n2024-05-01T00:00:00Z,state,0\n2024-05-01T00:00:00Z,reason,0\n2024-05-01T08:00:00Z,state,0\n"
+    day = _days(_run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--json"))[0]
+    assert day["planned_min"] == 0.0
+    assert day["availability"] is None
+    assert "planned busy time is zero" in day["why"]["availability"]
+
+
+def test_text_output_names_machine(tmp_path):
+    result = _run(str(_write(tmp_path, FILLER_ROWS)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin")
+    assert result.exit_code == 0, result.output
+    assert "machine filler" in result.stdout
+    assert "2024-03-31" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("time,tag,value\n1,state,1\n", "missing column 'timestamp'; found columns: time, tag, value"),
+        ("timestamp,tag,value\nyesterday,state,1\n", "row 2: cannot read timestamp 'yesterday': not ISO-8601 and not epoch milliseconds"),
+        ("timestamp,tag,value\n2024-05-01T08:00:00,state,1\n", "row 2: cannot read timestamp '2024-05-01T08:00:00': the time has no UTC offset"),
+        ("timestamp,tag,value\n1,state,1\n", "unknown tag: the tag map 'bottling-filler-modbus' reads tag 'reason', which no row of the trace has"),
+        ("timestamp,tag,value,status\n1,state,1,fine\n", "row 2: unknown status 'fine'; use good, uncertain or bad"),
+        ("timestamp,tag,value\n", "the trace has a header but no rows"),
+    ],
+)
+def test_trace_errors_are_clear(tmp_path, text, expected):
+    result = _run(str(_write(tmp_path, text)), "--map", "bottling-filler-modbus")
+    assert result.exit_code == 2
+    assert expected in result.stderr
+
+
+def test_unknown_time_zone_and_missing_file(tmp_path):
+    result = _run(str(tmp_path / "none.csv"), "--map", "bottling-filler-modbus")
+    assert result.exit_code == 2
+    assert "trace file not found" in result.stderr
+    result = _run(str(_write(tmp_path, FILLER_ROWS)), "--map", "bottling-filler-modbus", "--tz", "Mars/Olympus")
+    assert result.exit_code == 2
+    assert "unknown time zone 'Mars/Olympus'" in result.stderr
+
+
+def test_unknown_trace_tags_are_noted(tmp_path):
+    rows = FILLER_ROWS + "2024-03-31T06:30:00+02:00,spindle_load,12.5,filler\n"
+    result = _run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json")
+    assert result.exit_code == 0, result.output
+    assert "ignored rows of tags that the tag map does not name: spindle_load" in result.stderr
