@@ -1,0 +1,176 @@
+"""Server-side SVG charts: an anchor's daily gain with its 95% intervals, and the downtime Pareto.
+
+The SVG is built from escaped strings, needs no script and loads nothing
+from any host, so that pages, PDFs and renewal packages show the same chart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from xml.sax.saxutils import escape, quoteattr
+
+import markupsafe
+
+__all__ = ("GainPoint", "gain_chart", "pareto_chart", "nice_ticks")
+
+_WIDTH, _HEIGHT = 680, 260
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 20, 18, 34
+
+
+@dataclass(frozen=True, slots=True)
+class GainPoint:
+    """One reporting day of an anchor: the gain, its 95% interval, and whether the day could bill."""
+
+    plant_date: dt.date
+    point: float
+    low: float
+    high: float
+    sufficient: bool
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Return round tick values covering ``low..high`` (steps of 1, 2 or 5 times a power of ten)."""
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / max(count - 1, 1)
+    magnitude = 10 ** _floor_log10(raw)
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = _floor_div(low, step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 10))
+        value += step
+    if ticks[-1] < high:
+        ticks.append(round(value, 10))
+    return ticks
+
+
+def _floor_log10(value: float) -> int:
+    return Decimal(repr(value)).adjusted()
+
+
+def _floor_div(value: float, step: float) -> int:
+    quotient = value / step
+    whole = int(quotient)
+    return whole - 1 if quotient < whole else whole
+
+
+def _label(value: float) -> str:
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _svg(title: str, body: list[str], *, height: int = _HEIGHT) -> markupsafe.Markup:
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {_WIDTH} {height}" width="{_WIDTH}" height="{height}"'
+        f' role="img" aria-label={quoteattr(title)}><title>{escape(title)}</title>'
+    )
+    return markupsafe.Markup(head + "".join(body) + "</svg>")
+
+
+def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dict[str, str]) -> markupsafe.Markup:
+    """Draw daily gains as dots with 95% interval bars, the baseline band at zero and the target line.
+
+    ``labels`` holds the translated ``title``, ``baseline``, ``target``,
+    ``interval``, ``insufficient`` and ``no_data`` strings.
+    """
+    plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
+    if not points:
+        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty">{escape(labels["no_data"])}</text>'])
+
+    points = sorted(points, key=lambda p: p.plant_date)
+    first, last = points[0].plant_date, points[-1].plant_date
+    span = max((last - first).days, 1)
+    half_width = sum((p.high - p.low) / 2 for p in points) / len(points)
+    values = [0.0, half_width, -half_width, *(p.low for p in points), *(p.high for p in points)]
+    if target is not None:
+        values.append(target)
+    ticks = nice_ticks(min(values), max(values))
+    y_low, y_high = ticks[0], ticks[-1]
+
+    def x(day: dt.date) -> float:
+        return _LEFT + plot_w * ((day - first).days / span if len(points) > 1 else 0.5)
+
+    def y(value: float) -> float:
+        return _TOP + plot_h * (1 - (value - y_low) / (y_high - y_low))
+
+    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}"/>']
+    for tick in ticks:
+        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>')
+        body.append(f'<text class="tick" x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
+
+    # Baseline: zero gain, widened by the mean half-width of the daily intervals.
+    band_top, band_bottom = y(half_width), y(-half_width)
+    body.append(f'<rect class="baseline-band" x="{_LEFT}" y="{band_top:.1f}" width="{plot_w}" height="{max(band_bottom - band_top, 1):.1f}"/>')
+    body.append(f'<line class="baseline" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(0):.1f}" y2="{y(0):.1f}"/>')
+    body.append(f'<text class="legend" x="{_LEFT + 4}" y="{y(0) - 4:.1f}">{escape(labels["baseline"])}</text>')
+    if target is not None:
+        body.append(f'<line class="target" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(target):.1f}" y2="{y(target):.1f}"/>')
+        body.append(f'<text class="legend" x="{_LEFT + plot_w - 4}" y="{y(target) - 4:.1f}" text-anchor="end">{escape(labels["target"])} {_label(target)}</text>')
+
+    for p in points:
+        cx = x(p.plant_date)
+        tip = f"{p.plant_date.isoformat()}: {_label(p.point)} ({labels['interval']} {_label(p.low)} – {_label(p.high)})"
+        if not p.sufficient:
+            tip += f"; {labels['insufficient']}"
+        kind = "point" if p.sufficient else "point insufficient"
+        body.append(
+            f'<g class="day" data-date="{p.plant_date.isoformat()}"><title>{escape(tip)}</title>'
+            f'<line class="interval" x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(p.high):.1f}" y2="{y(p.low):.1f}"/>'
+            f'<circle class="{kind}" cx="{cx:.1f}" cy="{y(p.point):.1f}" r="3.5"/></g>'
+        )
+
+    axis_y = _TOP + plot_h + 16
+    body.append(f'<text class="tick" x="{_LEFT}" y="{axis_y}">{first.isoformat()}</text>')
+    if last != first:
+        body.append(f'<text class="tick" x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{last.isoformat()}</text>')
+    return _svg(labels["title"], body)
+
+
+def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]) -> markupsafe.Markup:
+    """Draw downtime minutes per reason as bars, largest first, with the cumulative share as a line.
+
+    ``labels`` holds the translated ``title``, ``minutes``, ``cumulative`` and ``no_data`` strings.
+    """
+    reasons = sorted(((name, minutes) for name, minutes in reasons if minutes > 0), key=lambda item: (-item[1], item[0]))
+    if not reasons:
+        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty">{escape(labels["no_data"])}</text>'])
+
+    plot_w, plot_h = _WIDTH - _LEFT - 48, _HEIGHT - _TOP - _BOTTOM - 10
+    total = sum(minutes for _, minutes in reasons)
+    ticks = nice_ticks(0.0, reasons[0][1])
+    top = ticks[-1]
+    slot = plot_w / len(reasons)
+    bar = slot * 0.7
+
+    def y(value: float) -> float:
+        return _TOP + plot_h * (1 - value / top)
+
+    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}"/>']
+    for tick in ticks:
+        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>')
+        body.append(f'<text class="tick" x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
+    for share in (0, 50, 100):
+        level = _TOP + plot_h * (1 - share / 100)
+        body.append(f'<text class="tick" x="{_LEFT + plot_w + 6}" y="{level + 4:.1f}">{share}%</text>')
+
+    cumulative = 0.0
+    line_points = []
+    for index, (name, minutes) in enumerate(reasons):
+        cumulative += minutes
+        left = _LEFT + index * slot + (slot - bar) / 2
+        center = left + bar / 2
+        share = 100 * cumulative / total
+        tip = f"{name}: {_label(minutes)} {labels['minutes']} ({labels['cumulative']} {share:.0f}%)"
+        body.append(
+            f'<g class="reason" data-reason={quoteattr(name)}><title>{escape(tip)}</title>'
+            f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}"/></g>'
+        )
+        body.append(f'<text class="tick" x="{center:.1f}" y="{_TOP + plot_h + 14}" text-anchor="middle">{escape(name[:14])}</text>')
+        line_points.append(f"{center:.1f},{_TOP + plot_h * (1 - share / 100):.1f}")
+    body.append(f'<polyline class="cumulative" points="{" ".join(line_points)}"/>')
+    return _svg(labels["title"], body)
