@@ -75,7 +75,7 @@ def ensure_own_certificate(pki_dir: Path, application_uri: str, *, common_name: 
         certificate = cert_gen.generate_self_signed_app_certificate(
             key,
             common_name,
-            {"O": "valuegate"},
+            {"organizationName": "valuegate"},
             [x509.UniformResourceIdentifier(application_uri), x509.DNSName(host)],
             extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
             days=5 * 365,

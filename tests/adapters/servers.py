@@ -158,6 +158,7 @@ class UaServer:
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
+        server.disable_clock()  # the clock task sleeps 1 s between updates, which delays stop() by up to 1 s
         if self.setup is not None:
             await self.setup(server)
         for uri in self.namespaces_before:
