@@ -135,3 +135,48 @@ def two_tenants(cloud_dsn: str) -> tuple[Gateway, Gateway]:
     for gw in (acme, globex):
         asyncio.run(register(cloud_dsn, gw.tenant, gw.site, gw.gateway, gw.key))
     return acme, globex
+
+
+def contract_yaml(tenant: str = "acme", contract_id: str = "c-2026", *, anchor: str = "oee-line1", price: str = "100.00", cap: str | None = None) -> str:
+    """A small contract of one OEE anchor priced per OEE point per running day."""
+    cap_line = f"\n    cap: '{cap}'" if cap else ""
+    return f"""schema: valuegate/contract/v1
+id: {contract_id}
+tenant: {tenant}
+customer: Plant customer
+start: 2026-01-01
+end: 2026-12-31
+currency: CNY
+anchors:
+  - id: {anchor}
+    scope: [m1]
+    metric: oee_points
+    baseline: {{first_date: 2026-01-01, last_date: 2026-01-30, min_days: 1}}
+    reporting: {{first_date: 2026-02-01, last_date: 2026-12-31}}
+    price: {{per: oee_point_day, amount: '{price}'}}{cap_line}
+"""
+
+
+async def store_direct(dsn: str, documents: list[dict[str, Any]], *, topic_of: Gateway) -> Any:
+    """Check and store vouchers as a worker would, without a broker."""
+    from valuegate.cloud.chain import load_gateways, store_vouchers
+    from valuegate.cloud.verify import check_voucher, parse_topic
+
+    topic = parse_topic(topic_of.topic("vouchers"))
+    async with await psycopg.AsyncConnection.connect(dsn, options=db.UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            gateways = await load_gateways(conn, {topic_of.gateway})
+            now = dt.datetime.now(dt.UTC)
+            checked = [check_voucher(msgspec.json.encode(d), topic, gateways, now=now, clock_skew=dt.timedelta(minutes=5)) for d in documents]
+            return await store_vouchers(conn, checked, gateways)
+
+
+async def make_user(dsn: str, tenant: str, username: str, roles: list[str], password: str | None = None) -> str:
+    """Create a user and return an API token for it."""
+    from valuegate.cloud import auth
+
+    async with await psycopg.AsyncConnection.connect(dsn, options=db.UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            user = await auth.create_user(conn, tenant, username, password, roles)
+            _row, token = await auth.issue_token(conn, tenant, user["id"], "tests")
+    return token

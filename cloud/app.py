@@ -1,0 +1,151 @@
+"""The Litestar application: REST API, web UI routes, auth, problem details, logs and metrics; and an in-process server.
+
+``create_app(settings)`` builds the app. The web UI's handlers come from
+``valuegate.cloud.web.routes.route_handlers``; when ``valuegate.cloud.web``
+defines ``configure(app_config)``, it is called with the ``AppConfig`` before
+the app is built, so the web UI can add middleware, templating or static files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+import uvicorn
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from psycopg_pool import AsyncConnectionPool
+
+from . import metrics
+from .api import API_PREFIX, api_router, metrics_endpoint
+from .api.problems import exception_handlers
+from .auth import AuthMiddleware
+from .db import open_pool
+from .settings import CloudSettings
+
+__all__ = ("OPENAPI_PATH", "create_app", "ApiServer")
+
+log = structlog.get_logger("valuegate.cloud.http")
+OPENAPI_PATH = f"{API_PREFIX}/schema/openapi.json"
+
+
+class AccessLogMiddleware(ASGIMiddleware):
+    """Log one event per request (method, path, status, duration, user) and count it; headers and bodies are never logged."""
+
+    scopes = ("http",)  # type: ignore[assignment]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_status)
+        finally:
+            handler = scope.get("route_handler")
+            route = sorted(handler.paths)[0] if handler is not None and getattr(handler, "paths", None) else "unmatched"
+            seconds = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(route).observe(seconds)
+            user = scope.get("user")
+            log.info("http_request", method=scope["method"], path=scope["path"], status=status, ms=round(seconds * 1000, 1), user=getattr(user, "username", None))
+
+
+def _web_parts() -> tuple[list[Any], Any]:
+    from valuegate.cloud.web import routes
+
+    configure = None
+    with contextlib.suppress(ImportError, AttributeError):
+        from valuegate.cloud import web
+
+        configure = getattr(web, "configure", None)
+    return list(routes.route_handlers), configure
+
+
+def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
+    """Build the application; it opens its own connection pool at start-up unless ``pool`` is given."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = pool is None
+        app.state.pool = pool if pool is not None else await open_pool(settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, name="valuegate-api")
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.pool.close()
+
+    web_handlers, configure = _web_parts()
+    config = AppConfig(
+        route_handlers=[api_router(), metrics_endpoint, *web_handlers],
+        lifespan=[lifespan],
+        middleware=[AccessLogMiddleware(), AuthMiddleware()],
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(
+            title="valuegate cloud API",
+            version="1",
+            path=f"{API_PREFIX}/schema",
+            description="Verified value vouchers, contracts, realized value and KPIs. Errors are RFC 9457 problem details with a stable `code`.",
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"settings": settings}),
+    )
+    if configure is not None:
+        configure(config)
+    return Litestar.from_config(config)
+
+
+class ApiServer:
+    """Serve the app with uvicorn on a loopback port inside the running event loop; ``async with ApiServer(settings) as s: s.url``."""
+
+    def __init__(self, settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, port: int | None = None) -> None:
+        from valuegate.services import free_port
+
+        self.settings = settings
+        self.port = port or settings.port or free_port()
+        self.app = create_app(settings, pool=pool)
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=self.port, log_config=None, access_log=False, lifespan="on"))
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def __aenter__(self) -> ApiServer:
+        self._task = asyncio.create_task(self._server.serve(), name=f"api:{self.port}")
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+                raise RuntimeError(f"the API server on port {self.port} stopped during start-up; is the port taken?")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API server on port {self.port} did not start within 30 s")
+            await asyncio.sleep(0.02)
+        log.info("api_started", url=self.url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Ask uvicorn to finish open requests and stop; safe to call twice."""
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        log.info("api_stopped", url=self.url)

@@ -1,0 +1,306 @@
+"""Users, roles, API tokens, web sessions with CSRF tokens, and the Litestar middleware and guards that use them.
+
+Passwords are hashed with argon2id. API tokens (``vgt_<id>_<secret>``) and
+session ids are random 256-bit values stored only as SHA-256 digests, which
+is enough for secrets of that entropy. A request carries either
+``Authorization: Bearer <token>`` (machines) or the session cookie (the web
+UI); a session request that changes state must also carry the session's
+CSRF token in the ``X-CSRF-Token`` header or the ``_csrf_token`` form field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from psycopg.rows import dict_row
+
+from .store import Conflict, Invalid, NotFound, audit, get_tenant, utcnow
+
+__all__ = (
+    "ROLES",
+    "SESSION_COOKIE",
+    "CSRF_HEADER",
+    "CSRF_FORM_FIELD",
+    "Principal",
+    "hash_password",
+    "create_user",
+    "list_users",
+    "get_user",
+    "disable_user",
+    "issue_token",
+    "list_tokens",
+    "revoke_token",
+    "login",
+    "logout",
+    "authenticate",
+    "AuthMiddleware",
+    "requires",
+)
+
+Conn = psycopg.AsyncConnection[Any]
+ROLES = ("admin", "csm", "finance", "auditor")
+SESSION_COOKIE = "vg_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FORM_FIELD = "_csrf_token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so that a login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+class LoginFailed(Exception):
+    """User name or password is wrong, or the user is disabled; deliberately says no more."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one request: user, tenant, roles, and how they authenticated."""
+
+    user_id: int
+    username: str
+    tenant_id: str
+    roles: frozenset[str]
+    via: str
+    csrf_token: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.username}"
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 10:
+        raise Invalid("password is shorter than 10 characters; choose a longer one", code="weak_password")
+    return _hasher.hash(password)
+
+
+def _check_roles(roles: list[str]) -> list[str]:
+    unknown = [r for r in roles if r not in ROLES]
+    if not roles or unknown:
+        raise Invalid(f"roles {roles!r} are invalid; choose one or more of {', '.join(ROLES)}", code="invalid_roles")
+    return sorted(set(roles))
+
+
+_USER_COLUMNS = "id, tenant_id, username, display_name, roles, disabled, created_at"
+
+
+async def create_user(
+    conn: Conn, tenant_id: str, username: str, password: str | None, roles: list[str], *, display_name: str = "", actor: str = "admin"
+) -> dict[str, Any]:
+    """Create a user of one tenant; a user without a password can only use API tokens."""
+    await get_tenant(conn, tenant_id)
+    roles = _check_roles(roles)
+    if not username or len(username) > 128 or username != username.strip():
+        raise Invalid(f"username {username!r} must be 1-128 characters without surrounding spaces", code="invalid_username")
+    digest = hash_password(password) if password is not None else None
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"INSERT INTO users (tenant_id, username, display_name, password_hash, roles) VALUES (%s, %s, %s, %s, %s)"
+        f" ON CONFLICT (username) DO NOTHING RETURNING {_USER_COLUMNS}",
+        (tenant_id, username, display_name, digest, roles),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise Conflict(f"username {username!r} is taken; choose another", code="username_exists")
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="user.create", object_type="user", object_id=str(row["id"]), detail={"username": username, "roles": roles})
+    return row
+
+
+async def list_users(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE tenant_id = %s ORDER BY id", (tenant_id,))
+    return await cur.fetchall()
+
+
+async def get_user(conn: Conn, tenant_id: str, user_id: int) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE tenant_id = %s AND id = %s", (tenant_id, user_id))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"user {user_id} not found")
+    return row
+
+
+async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin") -> dict[str, Any]:
+    """Disable a user and end their sessions and tokens; the row stays for the audit trail."""
+    await get_user(conn, tenant_id, user_id)
+    await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (user_id,))
+    await conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+    await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL", (user_id,))
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="user.disable", object_type="user", object_id=str(user_id))
+    return await get_user(conn, tenant_id, user_id)
+
+
+_TOKEN_COLUMNS = "id, user_id, name, created_at, expires_at, revoked_at, last_used_at"
+
+
+async def issue_token(
+    conn: Conn, tenant_id: str, user_id: int, name: str = "", *, expires_at: dt.datetime | None = None, actor: str = "admin"
+) -> tuple[dict[str, Any], str]:
+    """Create an API token for a user; return its row and the token text, which is not stored and cannot be shown again."""
+    user = await get_user(conn, tenant_id, user_id)
+    if user["disabled"]:
+        raise Invalid(f"user {user_id} is disabled; enable or recreate the user first", code="user_disabled")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise Invalid("expires_at has no time zone; give it with an offset such as Z", code="naive_timestamp")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"INSERT INTO api_tokens (id, tenant_id, user_id, name, secret_sha256, expires_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_TOKEN_COLUMNS}",
+        (token_id, tenant_id, user_id, name, _sha256(secret), expires_at),
+    )
+    row = await cur.fetchone()
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="token.issue", object_type="api_token", object_id=token_id, detail={"user_id": user_id, "name": name})
+    return row, f"vgt_{token_id}_{secret}"  # type: ignore[return-value]
+
+
+async def list_tokens(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = %s ORDER BY created_at, id", (tenant_id,))
+    return await cur.fetchall()
+
+
+async def revoke_token(conn: Conn, tenant_id: str, token_id: str, *, actor: str = "admin") -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = %s AND id = %s RETURNING {_TOKEN_COLUMNS}", (tenant_id, token_id)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"API token {token_id!r} not found")
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="token.revoke", object_type="api_token", object_id=token_id)
+    return row
+
+
+async def login(conn: Conn, username: str, password: str, *, max_age_s: int) -> tuple[str, Principal]:
+    """Check a password and open a session; return the session id for the cookie and the principal."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT id, tenant_id, username, roles, password_hash, disabled FROM users WHERE username = %s", (username,))
+    user = await cur.fetchone()
+    try:
+        _hasher.verify(user["password_hash"] if user and user["password_hash"] else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        raise LoginFailed from None
+    if user is None or user["password_hash"] is None or user["disabled"]:
+        raise LoginFailed
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO sessions (id_sha256, user_id, tenant_id, csrf_token, expires_at) VALUES (%s, %s, %s, %s, %s)",
+        (_sha256(session_id), user["id"], user["tenant_id"], csrf, utcnow() + dt.timedelta(seconds=max_age_s)),
+    )
+    await conn.execute("DELETE FROM sessions WHERE expires_at < now()")
+    return session_id, Principal(user["id"], user["username"], user["tenant_id"], frozenset(user["roles"]), "session", csrf)
+
+
+async def logout(conn: Conn, session_id: str) -> None:
+    await conn.execute("DELETE FROM sessions WHERE id_sha256 = %s", (_sha256(session_id),))
+
+
+async def authenticate(conn: Conn, *, bearer: str | None, session_id: str | None) -> Principal | None:
+    """Return the principal of an API token or a session id, or None when neither is valid."""
+    cur = conn.cursor(row_factory=dict_row)
+    if bearer is not None:
+        parts = bearer.split("_", 2)
+        if len(parts) != 3 or parts[0] != "vgt":
+            return None
+        await cur.execute(
+            "SELECT t.secret_sha256, u.id, u.username, u.tenant_id, u.roles FROM api_tokens t JOIN users u ON u.id = t.user_id"
+            " WHERE t.id = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled",
+            (parts[1],),
+        )
+        row = await cur.fetchone()
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _sha256(parts[2])):
+            return None
+        return Principal(row["id"], row["username"], row["tenant_id"], frozenset(row["roles"]), "token")
+    if session_id:
+        await cur.execute(
+            "SELECT s.csrf_token, u.id, u.username, u.tenant_id, u.roles FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id_sha256 = %s AND s.expires_at > now() AND NOT u.disabled",
+            (_sha256(session_id),),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return Principal(row["id"], row["username"], row["tenant_id"], frozenset(row["roles"]), "session", row["csrf_token"])
+    return None
+
+
+class AuthMiddleware(ASGIMiddleware):
+    """Attach the caller's :class:`Principal` (or None) as ``request.user`` and enforce CSRF on session writes.
+
+    It never rejects an anonymous request by itself: guards made by :func:`requires` do.
+    """
+
+    scopes = ("http",)  # type: ignore[assignment]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        authorization = headers.get("authorization", "")
+        bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+        session_id = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+        principal = None
+        if bearer is not None or session_id:
+            pool = scope["litestar_app"].state.pool
+            async with pool.connection() as conn:
+                principal = await authenticate(conn, bearer=bearer, session_id=session_id)
+        if bearer is not None and principal is None:
+            raise NotAuthorizedException("API token is invalid, expired or revoked; issue a new one")
+        scope["user"] = principal
+        scope["auth"] = principal.via if principal else None
+        if principal is not None and principal.via == "session" and scope["method"] not in _SAFE_METHODS:
+            await _check_csrf(scope, receive, headers, principal)
+        await next_app(scope, receive, send)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value or None
+    return None
+
+
+async def _check_csrf(scope: Scope, receive: Receive, headers: dict[str, str], principal: Principal) -> None:
+    supplied = headers.get(CSRF_HEADER)
+    content_type = headers.get("content-type", "")
+    if supplied is None and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        request = scope["litestar_app"].request_class(scope=scope, receive=receive)
+        form = await request.form()
+        value = form.get(CSRF_FORM_FIELD)
+        supplied = value if isinstance(value, str) else None
+    if supplied is None or principal.csrf_token is None or not hmac.compare_digest(supplied, principal.csrf_token):
+        raise PermissionDeniedException("CSRF token missing or wrong; send the session's token in the X-CSRF-Token header or the _csrf_token form field")
+
+
+def requires(*roles: str) -> Any:
+    """Return a guard that admits an authenticated caller holding any of ``roles`` (any role when none are named)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        principal = connection.scope.get("user")
+        if principal is None:
+            raise NotAuthorizedException("authentication required: send an API token as 'Authorization: Bearer ...' or log in")
+        if roles and not principal.has(*roles):
+            raise PermissionDeniedException(f"this needs one of the roles {', '.join(roles)}; you have {', '.join(sorted(principal.roles))}")
+
+    return guard

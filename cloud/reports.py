@@ -1,0 +1,209 @@
+"""Read models for the API and the web UI: realized contract value, vouchers with their state, machine-day KPIs.
+
+A voucher counts toward value when it is stored (its proof, key and topic
+were checked on ingest), lies within its gateway's contiguous chain, and its
+recomputation did not disagree. The same rule selects billable vouchers in
+settlement, so a report and an invoice never disagree about the inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from valuegate.edge.kernels import kpis, totals_from_columns
+
+from .contracts import current_contract
+from .store import NotFound
+
+__all__ = ("VOUCHER_STATES", "contract_value", "contract_vouchers", "get_voucher", "list_machines", "machine_kpis", "list_rejections", "list_audit")
+
+Conn = psycopg.AsyncConnection[Any]
+VOUCHER_STATES = ("verified", "reproduced", "mismatch", "gap", "rejected")
+
+# State of a stored voucher, derived from its chain position and its recomputation.
+_STATE_SQL = """CASE WHEN v.seq > coalesce(g.contiguous_through, 0) THEN 'gap'
+     WHEN c.reproduced THEN 'reproduced' WHEN c.reproduced = false THEN 'mismatch' ELSE 'verified' END"""
+
+_VALUE_SQL = f"""
+SELECT v.anchor_id, v.voucher_id, v.gateway_id, v.seq, v.plant_date, v.quantity, v.delta_point, v.delta_low,
+       v.running_day, v.sufficient, {_STATE_SQL} AS state
+FROM vouchers v
+JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq
+LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id
+WHERE v.tenant_id = %s AND v.contract_id = %s
+"""
+
+
+def _pricing() -> Any:
+    from valuegate.cloud.settlement import pricing
+
+    return pricing
+
+
+async def contract_value(conn: Conn, tenant_id: str, contract_id: str) -> dict[str, Any]:
+    """Return, per anchor, the realized quantities over counted vouchers and the money the contract's price gives them."""
+    contract, revision = await current_contract(conn, tenant_id, contract_id)
+    pricing = _pricing()
+    cur = await conn.execute(_VALUE_SQL, (tenant_id, contract_id))
+    per_anchor: dict[str, list[Any]] = {a.id: [] for a in contract.anchors}
+    states: dict[str, dict[str, int]] = {a.id: dict.fromkeys(VOUCHER_STATES, 0) for a in contract.anchors}
+    for anchor_id, vid, gateway, seq, plant_date, quantity, point, low, running, sufficient, state in await cur.fetchall():
+        if anchor_id not in per_anchor:
+            continue
+        states[anchor_id][state] += 1
+        if state in ("gap", "mismatch"):
+            continue
+        per_anchor[anchor_id].append(
+            pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
+        )
+    cur = await conn.execute(
+        "SELECT voucher_id FROM rejections WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id)
+    )
+    rejected = len(await cur.fetchall())
+
+    anchors = []
+    total = Decimal(0)
+    for anchor in contract.anchors:
+        values = per_anchor[anchor.id]
+        kept, superseded = pricing.latest_per_day(values)
+        counted = [v for v in kept if v.sufficient]
+        entry: dict[str, Any] = {
+            "anchor": anchor.id,
+            "title": anchor.title,
+            "metric": anchor.metric,
+            "quantity": counted[0].quantity if counted else None,
+            "points_gained": sum((v.gain(contract.settlement) for v in counted if v.quantity != "avoided_downtime_min"), Decimal(0)),
+            "avoided_minutes": sum((v.gain(contract.settlement) for v in counted if v.quantity == "avoided_downtime_min"), Decimal(0)),
+            "running_days": sum(1 for v in counted if v.running_day),
+            "vouchers": states[anchor.id],
+            "superseded": len(superseded),
+            "amount": None,
+            "unit_price": None,
+            "cap_applied": False,
+            "floor_applied": False,
+            "pricing_error": None,
+        }
+        if anchor.price is not None:
+            try:
+                charge = pricing.price_anchor(contract, anchor.id, values)
+            except pricing.PricingError as exc:
+                entry["pricing_error"] = {"code": exc.code, "detail": str(exc)}
+            else:
+                entry.update(amount=charge.amount, unit_price=charge.unit_price, cap_applied=charge.cap_applied, floor_applied=charge.floor_applied)
+                total += charge.amount
+        anchors.append(entry)
+    return {
+        "contract": contract.id,
+        "revision": revision,
+        "currency": contract.currency,
+        "settlement": contract.settlement,
+        "total": total,
+        "rejected": rejected,
+        "anchors": anchors,
+    }
+
+
+_VOUCHER_COLUMNS = f"""v.voucher_id, v.gateway_id, v.seq, v.anchor_id, v.plant_date, v.period_start, v.period_end, v.metric,
+    v.quantity, v.delta_point, v.delta_low, v.delta_high, v.reporting_value, v.baseline_value, v.running_day, v.sufficient,
+    v.evidence_root, v.evidence_records, v.issued_at, v.stored_at, {_STATE_SQL} AS state, c.reproduce_detail"""
+
+
+async def contract_vouchers(
+    conn: Conn, tenant_id: str, contract_id: str, *, state: str | None = None, anchor: str | None = None, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    """List the contract's vouchers with their state, newest plant day first; ``rejected`` lists rejections instead."""
+    await current_contract(conn, tenant_id, contract_id)
+    cur = conn.cursor(row_factory=dict_row)
+    if state == "rejected":
+        await cur.execute(
+            "SELECT id, received_at, voucher_id, gateway_id, code, reason, 'rejected' AS state FROM rejections"
+            " WHERE tenant_id = %s AND contract_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
+            (tenant_id, contract_id, limit, offset),
+        )
+        return {"items": await cur.fetchall(), "limit": limit, "offset": offset}
+    sql = (
+        f"SELECT {_VOUCHER_COLUMNS} FROM vouchers v JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
+        " LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id WHERE v.tenant_id = %s AND v.contract_id = %s"
+    )
+    params: list[Any] = [tenant_id, contract_id]
+    if anchor is not None:
+        sql += " AND v.anchor_id = %s"
+        params.append(anchor)
+    if state is not None:
+        sql = f"SELECT * FROM ({sql}) s WHERE s.state = %s"
+        params.append(state)
+    sql += " ORDER BY plant_date DESC, voucher_id LIMIT %s OFFSET %s"
+    await cur.execute(sql, [*params, limit, offset])
+    return {"items": await cur.fetchall(), "limit": limit, "offset": offset}
+
+
+async def get_voucher(conn: Conn, tenant_id: str, voucher_id: str) -> dict[str, Any]:
+    """Return one stored voucher with its signed document and state."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"SELECT {_VOUCHER_COLUMNS}, v.contract_id, v.document FROM vouchers v"
+        " JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
+        " LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id WHERE v.tenant_id = %s AND v.voucher_id = %s",
+        (tenant_id, voucher_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"voucher {voucher_id!r} not found")
+    return row
+
+
+async def list_machines(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, site_id, mapping_hash, time_source, ideal_cycle_time_s, updated_at FROM machines WHERE tenant_id = %s ORDER BY id", (tenant_id,)
+    )
+    return await cur.fetchall()
+
+
+async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Return ISO 22400-2 KPIs per plant day of one machine from the machine-day aggregate (days without data are left out)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT ideal_cycle_time_s FROM machines WHERE tenant_id = %s AND id = %s", (tenant_id, machine_id))
+    machine = await cur.fetchone()
+    await cur.execute(
+        "SELECT plant_date, sum(running_ms) AS running_ms, sum(idle_ms) AS idle_ms, sum(planned_stop_ms) AS planned_stop_ms,"
+        " sum(unplanned_stop_ms) AS unplanned_stop_ms, sum(changeover_ms) AS changeover_ms, sum(offline_ms) AS offline_ms,"
+        " sum(produced) AS produced, sum(reject) AS reject, sum(stops) AS stops, sum(minutes) AS minutes"
+        " FROM machine_day WHERE tenant_id = %s AND machine_id = %s AND plant_date BETWEEN %s AND %s GROUP BY plant_date ORDER BY plant_date",
+        (tenant_id, machine_id, first, last),
+    )
+    rows = await cur.fetchall()
+    if machine is None and not rows:
+        raise NotFound(f"machine {machine_id!r} not found")
+    ideal = machine["ideal_cycle_time_s"] if machine else None
+    days = []
+    for row in rows:
+        state_ms = [int(row[f"{name}_ms"]) for name in ("running", "idle", "planned_stop", "unplanned_stop", "changeover", "offline")]
+        totals = totals_from_columns(state_ms, produced=int(row["produced"]), reject=int(row["reject"]), stops=int(row["stops"]), ideal_cycle_time_s=ideal)
+        result = kpis(totals)
+        days.append({"plant_date": row["plant_date"], "minutes": int(row["minutes"]), "kpis": result})
+    return days
+
+
+async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, received_at, kind, topic, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size"
+        " FROM rejections WHERE tenant_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
+        (tenant_id, limit, offset),
+    )
+    return await cur.fetchall()
+
+
+async def list_audit(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log WHERE tenant_id = %s ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
+        (tenant_id, limit, offset),
+    )
+    return await cur.fetchall()
