@@ -53,8 +53,8 @@ def _cache_setting() -> bool:
 CACHE = _cache_setting()
 
 
-def _compile(func: Callable[..., Any]) -> Any:
-    options = {"cache": CACHE, "fastmath": FASTMATH, "parallel": PARALLEL, "nogil": NOGIL}
+def _compile(func: Callable[..., Any], **extra: Any) -> Any:
+    options = {"cache": CACHE, "fastmath": FASTMATH, "parallel": PARALLEL, "nogil": NOGIL, **extra}
     try:
         dispatcher = numba.njit(**options)(func)
     except RuntimeError as exc:
@@ -72,8 +72,8 @@ def kernel(func: Callable[..., Any]) -> Any:
 
 
 def helper(func: Callable[..., Any]) -> Any:
-    """Compile ``func`` as a kernel called only from other kernels (compiled or cached inside its callers)."""
-    return _compile(func)
+    """Compile ``func`` as a kernel called only from other kernels; numba inlines it into each caller."""
+    return _compile(func, inline="always")
 
 
 def compiled_kernels() -> dict[str, Any]:

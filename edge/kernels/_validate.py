@@ -28,6 +28,8 @@ def _first_bad(mask: np.ndarray) -> int | None:
 def as_int_array(values: ArrayLike, name: str, dtype: type = np.int64) -> NDArray:
     """Cast ``values`` to ``dtype``; floats must be finite whole numbers and everything must fit the type."""
     array = _as_array(values, name)
+    if array.dtype == dtype:
+        return np.ascontiguousarray(array)
     info = np.iinfo(dtype)
     if array.dtype.kind == "f":
         bad = _first_bad(~np.isfinite(array) | (np.floor(array) != array))
@@ -49,7 +51,7 @@ def as_state_codes(values: ArrayLike, name: str) -> NDArray[np.int8]:
         bad = _first_bad(~np.isfinite(array) | (np.floor(array) != array))
         if bad is not None:
             raise ValueError(f"{name}[{bad}] = {array[bad].item()!r} is not a state code; pass 0..5 (see records.STATES) or -1/NaN for no data")
-    if array.size:
+    if array.size and (array.min() < -1 or array.max() > 5):
         bad = _first_bad((array < -1) | (array > 5))
         if bad is not None:
             raise ValueError(f"{name}[{bad}] = {array[bad].item()!r} is not a state code; pass 0..5 (see records.STATES) or -1/NaN for no data")

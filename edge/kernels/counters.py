@@ -29,10 +29,11 @@ class CounterSteps(NamedTuple):
 def _classify(previous, previous_ms, current, current_ms, mask, zero, max_rate_per_min):
     # Values are in an ordered int64 domain where ``zero`` is the raw value 0;
     # differences are taken modulo 2**bits through ``mask``.
-    limit = max_rate_per_min * (current_ms - previous_ms) / 60000.0
+    # A step is plausible when step x 60000 <= rate x elapsed ms, which avoids a division.
+    budget = max_rate_per_min * (current_ms - previous_ms)
     step = (current - previous) & mask
     # With 64 bits a step of 2**63 or more wraps negative: it is never plausible.
-    plausible = 0 <= step <= limit
+    plausible = step >= 0 and step * 60000.0 <= budget
     if current >= previous:
         if plausible:
             return step, 0
@@ -42,27 +43,57 @@ def _classify(previous, previous_ms, current, current_ms, mask, zero, max_rate_p
     # A drop that no wrap explains: the PLC restarted its counter. Counts made
     # since the restart are kept only when they fit the rate limit.
     since_restart = current - zero
-    if 0 <= since_restart <= limit:
+    if since_restart >= 0 and since_restart * 60000.0 <= budget:
         return since_restart, 2
     return 0, 2
 
 
 @kernel
 def _counter_steps(order, ts, value, valid, mask, zero, max_rate_per_min, out_increment, out_kind):
+    # An empty ``order`` takes samples as given and returns False at the first
+    # one older than its predecessor, so that the caller can sort and rerun.
+    # An empty ``valid`` means every sample is valid (integer input).
+    n = ts.shape[0]
+    in_order = order.shape[0] == 0
+    all_valid = valid.shape[0] == 0
     have_reference = False
     reference = np.int64(0)
     reference_ms = np.int64(0)
     have_candidate = False
     candidate = np.int64(0)
     candidate_ms = np.int64(0)
-    for j in range(order.shape[0]):
-        i = order[j]
-        if not valid[i]:
+    previous_ms = ts[0] if n > 0 else np.int64(0)
+    for j in range(n):
+        i = j
+        if not in_order:
+            i = order[j]
+        current_ms = ts[i]
+        if in_order:
+            if current_ms < previous_ms:
+                return False
+            previous_ms = current_ms
+        current = value[i]
+
+        # Fast path: a valid sample at or above the reference within the rate limit.
+        step = (current - reference) & mask
+        if (
+            have_reference
+            and not have_candidate
+            and (all_valid or valid[i])
+            and current >= reference
+            and step >= 0
+            and step * 60000.0 <= max_rate_per_min * (current_ms - reference_ms)
+        ):
+            out_increment[i] = step
+            out_kind[i] = 0
+            reference = current
+            reference_ms = current_ms
+            continue
+
+        if not all_valid and not valid[i]:
             out_increment[i] = 0
             out_kind[i] = 3
             continue
-        current = value[i]
-        current_ms = ts[i]
         if not have_reference:
             have_reference = True
             reference = current
@@ -70,7 +101,6 @@ def _counter_steps(order, ts, value, valid, mask, zero, max_rate_per_min, out_in
             out_increment[i] = 0
             out_kind[i] = 0
             continue
-
         increment, kind = _classify(reference, reference_ms, current, current_ms, mask, zero, max_rate_per_min)
         if kind == 3 and have_candidate:
             # A jump that the next sample confirms is a new counter level: count on from it.
@@ -90,6 +120,7 @@ def _counter_steps(order, ts, value, valid, mask, zero, max_rate_per_min, out_in
         reference_ms = current_ms
         out_increment[i] = increment
         out_kind[i] = kind
+    return True
 
 
 def _ordered_values(raw: np.ndarray, bits: int, signed: bool) -> tuple[NDArray[np.int64], NDArray[np.bool_], int]:
@@ -98,15 +129,17 @@ def _ordered_values(raw: np.ndarray, bits: int, signed: bool) -> tuple[NDArray[n
         valid = np.isfinite(raw)
         rounded = np.where(valid, np.rint(raw), 0.0)
     else:
-        valid = np.ones(raw.shape[0], np.bool_)
+        valid = np.empty(0, np.bool_)  # integers are always valid samples
         rounded = raw
     if signed:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         low, high = 0, 2**bits - 1
-    if rounded.size:
+    fits = raw.dtype.kind in "iu" and np.iinfo(raw.dtype).min >= low and np.iinfo(raw.dtype).max <= high
+    if rounded.size and not fits:
         outside = (rounded < low) | (rounded > high)
-        outside &= valid
+        if valid.shape[0]:
+            outside &= valid
         hits = np.flatnonzero(outside)
         if hits.size:
             i = int(hits[0])
@@ -140,10 +173,12 @@ def normalize_counter(ts_ms: ArrayLike, raw: ArrayLike, *, bits: int, signed: bo
     check_same_length(ts_ms=ts, raw=raw_array)
     values, valid, zero = _ordered_values(raw_array, bits, signed)
 
-    mask = -1 if bits == 64 else (1 << bits) - 1
-    order = np.argsort(ts, kind="stable").astype(np.int64)
-    increments = np.zeros(ts.shape[0], np.int64)
-    kinds = np.zeros(ts.shape[0], np.int8)
+    mask = np.int64(-1 if bits == 64 else (1 << bits) - 1)
+    increments = np.empty(ts.shape[0], np.int64)
+    kinds = np.empty(ts.shape[0], np.int8)
+    rate = float(max_rate_per_min)
     with np.errstate(over="ignore"):
-        _counter_steps(order, ts, values, valid, np.int64(mask), np.int64(zero), float(max_rate_per_min), increments, kinds)
+        if not _counter_steps(np.empty(0, np.int64), ts, values, valid, mask, np.int64(zero), rate, increments, kinds):
+            order = np.argsort(ts, kind="stable").astype(np.int64)
+            _counter_steps(order, ts, values, valid, mask, np.int64(zero), rate, increments, kinds)
     return CounterSteps(increments, kinds)

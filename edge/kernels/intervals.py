@@ -39,7 +39,8 @@ def empty_intervals() -> Intervals:
 
 @kernel
 def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, out_reason):
-    # ``ts`` is sorted; ``state`` holds -1 for no data. Returns the number of runs written.
+    # ``state`` holds -1 for no data. Returns the number of runs written, or -1
+    # as soon as it meets a sample older than the one before: the caller sorts.
     n = ts.shape[0]
     count = 0
     run_start = start
@@ -49,6 +50,8 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
     # The last sample at or before ``start`` sets the state at ``start``.
     i = 0
     while i < n and ts[i] <= start:
+        if i > 0 and ts[i] < ts[i - 1]:
+            return -1
         if state[i] < 0:
             run_state = 5
             run_reason = -1
@@ -57,20 +60,27 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
             run_reason = reason[i]
         i += 1
 
+    previous_t = ts[i - 1] if i > 0 else start
+    stopped = False
     for j in range(i, n):
         t = ts[j]
-        if t >= end:
-            break
-        if j + 1 < n and ts[j + 1] == t:
-            continue  # at equal timestamps the last sample wins
-        if state[j] < 0:
+        if t < previous_t:
+            return -1
+        previous_t = t
+        if stopped:
+            continue  # past the end: only the sort order is still checked
+        s = state[j]
+        r = reason[j]
+        if s < 0:
             s = 5
             r = -1
-        else:
-            s = state[j]
-            r = reason[j]
         if s == run_state and r == run_reason:
             continue
+        if t >= end:
+            stopped = True
+            continue
+        if j + 1 < n and ts[j + 1] == t:
+            continue  # at equal timestamps the last sample wins
         out_start[count] = run_start
         out_end[count] = t
         out_state[count] = run_state
@@ -87,14 +97,6 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
         out_reason[count] = run_reason
         count += 1
     return count
-
-
-@kernel
-def _sorted_ascending(values):
-    for i in range(1, values.shape[0]):
-        if values[i] < values[i - 1]:
-            return False
-    return True
 
 
 def state_intervals(ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_ms: int, *, start_ms: int | None = None) -> Intervals:
@@ -122,13 +124,12 @@ def state_intervals(ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_m
         msg = f"end_ms {end} is before start_ms {start}; pass the window end, which must not precede its start"
         raise ValueError(msg)
 
-    if not _sorted_ascending(ts):
-        order = np.argsort(ts, kind="stable")
-        ts, codes, reasons = ts[order], codes[order], reasons[order]
-
     size = ts.shape[0] + 1
     out = Intervals(np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int8), np.empty(size, np.int32))
     count = _state_runs(ts, codes, reasons, np.int64(start), np.int64(end), *out)
+    if count < 0:
+        order = np.argsort(ts, kind="stable")
+        count = _state_runs(ts[order], codes[order], reasons[order], np.int64(start), np.int64(end), *out)
     return Intervals(*(column[:count].copy() for column in out))
 
 

@@ -84,12 +84,20 @@ def minute_table(iv: Intervals, minute0_ms: int, n_minutes: int, n_reasons: int)
 
 @kernel
 def _bucket(ts, increments, minute0, n_minutes, out):
+    # Sorted samples stay in one minute for a while: divide only when one leaves it.
+    table_end = minute0 + n_minutes * 60000
+    m = 0
+    left = minute0
+    right = minute0
     for i in range(ts.shape[0]):
-        if ts[i] < minute0:
-            continue
-        m = (ts[i] - minute0) // 60000
-        if m < n_minutes:
-            out[m] += increments[i]
+        t = ts[i]
+        if t < left or t >= right:
+            if t < minute0 or t >= table_end:
+                continue
+            m = (t - minute0) // 60000
+            left = minute0 + m * 60000
+            right = left + 60000
+        out[m] += increments[i]
 
 
 def bucket_counts(ts_ms: ArrayLike, increments: ArrayLike, minute0_ms: int, n_minutes: int) -> NDArray[np.int64]:

@@ -92,13 +92,13 @@ def counter_steps(ts, raw, bits, signed, max_rate_per_min):
 
     def classify(previous, current):
         (p_ms, p), (c_ms, c) = previous, current
-        limit = max_rate_per_min * (c_ms - p_ms) / 60_000
+        budget = max_rate_per_min * (c_ms - p_ms)  # a step is plausible when step x 60000 <= budget
         step = (c - p) % modulus
         if c >= p:
-            return (step, 0) if step <= limit else (0, 3)
-        if step <= limit:
+            return (step, 0) if step * 60_000 <= budget else (0, 3)
+        if step * 60_000 <= budget:
             return step, 1
-        return (c, 2) if 0 <= c <= limit else (0, 2)
+        return (c, 2) if 0 <= c and c * 60_000 <= budget else (0, 2)
 
     for i in order:
         value = raw[i]
