@@ -1,0 +1,307 @@
+"""The edge agent's configuration file (``edge.yaml``, schema ``valuegate/edge/v1``) and its validation."""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from valuegate.adapters.errors import ConfigError, ConfigIssue
+from valuegate.adapters.yamlsource import YamlSource, load_yaml
+
+__all__ = (
+    "EDGE_SCHEMA",
+    "TlsConfig",
+    "MqttConfig",
+    "MetricsConfig",
+    "SpoolConfig",
+    "PublishConfig",
+    "MachineEntry",
+    "Machine",
+    "EdgeConfig",
+    "load_config",
+    "check_config",
+)
+
+EDGE_SCHEMA = "valuegate/edge/v1"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_ALLOWED = "1-64 letters, digits, '_', '.', '-', starting with a letter or digit (no '/', '+', '#', ':')"
+
+
+class _Spec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class TlsConfig(_Spec):
+    """TLS to the broker: the server is always verified; a client certificate turns on mutual TLS."""
+
+    ca_file: str | None = None
+    """CA bundle that signed the broker's certificate; the system store when omitted."""
+    cert_file: str | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    key_file: str | None = None
+    """Private key of the client certificate (PEM); must not be readable by other users."""
+
+
+class MqttConfig(_Spec):
+    """Broker connection: MQTT v5, QoS 1, persistent session."""
+
+    host: str
+    """Broker host name or address."""
+    port: int = 1883
+    """Broker TCP port (8883 is usual with TLS)."""
+    tls: TlsConfig | None = None
+    """TLS settings; plain TCP when omitted."""
+    username: str | None = None
+    """User name sent in CONNECT."""
+    password_env: str | None = None
+    """Name of the environment variable holding the password; the password itself never goes in this file."""
+    session_expiry_s: int = 7 * 24 * 3600
+    """How long the broker keeps the session (subscriptions and queued acks) while the agent is away, in seconds."""
+    keepalive_s: int = 30
+    """MQTT keep-alive interval in seconds."""
+    client_id: str | None = None
+    """MQTT client id; ``valuegate:{tenant}:{site}:{gateway}`` when omitted."""
+    reconnect_min_s: float = 1.0
+    """First reconnect delay in seconds; doubles with jitter on each failure."""
+    reconnect_max_s: float = 60.0
+    """Longest reconnect delay in seconds."""
+    takeover_retry_s: float = 600.0
+    """After another agent with the same client id took the session over, wait this long before connecting again."""
+
+
+class MetricsConfig(_Spec):
+    """Health and Prometheus metrics endpoint."""
+
+    host: str = "127.0.0.1"
+    """Listen address; keep it on loopback and let a local scraper or reverse proxy reach it."""
+    port: int = 9464
+    """Listen port; 0 turns the endpoint off."""
+
+
+class SpoolConfig(_Spec):
+    """On-disk spool (SQLite) limits."""
+
+    max_mb: float = 1024.0
+    """Disk cap of the spool in MiB; raw samples are pruned, oldest first, to stay under it."""
+    alarm_ratio: float = 0.8
+    """Share of the cap at which the spool alarm is raised (log and metric)."""
+    sample_sync: Literal["full", "normal"] = "full"
+    """SQLite synchronous level for sample batches: ``full`` survives power loss, ``normal`` survives a crash."""
+    telemetry_retention_h: float = 72.0
+    """Hours to keep published telemetry that no voucher covers."""
+
+
+class PublishConfig(_Spec):
+    """Outbox publishing."""
+
+    window: int = 200
+    """Messages published and not yet acknowledged by the broker, at most."""
+    telemetry_batch_records: int = 500
+    """Per-minute records in one telemetry message, at most (fewer when the broker's maximum packet size requires)."""
+    ack_timeout_s: float = 60.0
+    """Republish unacknowledged vouchers when the cloud's ack has not advanced for this many seconds."""
+
+
+class MachineEntry(_Spec):
+    """Which machine a device measures and in which time zone its plant days run."""
+
+    device: str
+    """Device id from ``devices:``."""
+    id: str | None = None
+    """Machine id in vouchers and records; the device id when omitted."""
+    time_zone: str | None = None
+    """IANA time zone whose midnight starts the machine's plant days; the file's ``time_zone`` when omitted."""
+
+
+class Machine(msgspec.Struct, frozen=True):
+    """A device with the machine id and plant time zone the edge uses for it."""
+
+    id: str
+    device: Any
+    time_zone: str
+
+
+class EdgeConfig(_Spec):
+    """A parsed ``edge.yaml``."""
+
+    schema: str
+    gateway: str
+    """Gateway id: the voucher id prefix and part of every MQTT topic."""
+    tenant: str
+    site: str
+    mqtt: MqttConfig
+    state_dir: str
+    """Folder for the spool, the keys and the numba cache; must be writable by the agent's user."""
+    devices: list[dict[str, Any]] = []
+    """PLC connections, read by :func:`valuegate.adapters.devices.load_devices`."""
+    time_zone: str = "UTC"
+    """IANA time zone of the plant, for example Asia/Shanghai; plant days start at its midnight."""
+    machines: list[MachineEntry] = []
+    """Machine ids and time zones per device, where they differ from the device id and ``time_zone``."""
+    contracts: list[str] = []
+    """Contract files whose anchors this gateway measures."""
+    metrics: MetricsConfig = MetricsConfig()
+    spool: SpoolConfig = SpoolConfig()
+    publish: PublishConfig = PublishConfig()
+    path: str = ""
+    """The file this configuration came from (filled in by :func:`load_config`)."""
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+    def resolve(self, name: str) -> Path:
+        """Return ``name`` as a path, relative names taken from the configuration file's folder."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state_dir)
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"valuegate:{self.tenant}:{self.site}:{self.gateway}"
+
+    def topic(self, kind: str) -> str:
+        return f"valuegate/v1/{self.tenant}/{self.site}/{self.gateway}/{kind}"
+
+    def machine_list(self) -> list[Machine]:
+        """Return one :class:`Machine` per device, with the devices as the adapters loaded them."""
+        from valuegate.adapters.devices import load_devices
+
+        entries = {entry.device: entry for entry in self.machines}
+        machines = []
+        for device in load_devices(self.path):
+            entry = entries.get(device.id)
+            machine_id = entry.id if entry and entry.id else device.id
+            machines.append(Machine(machine_id, device, entry.time_zone if entry and entry.time_zone else self.time_zone))
+        return machines
+
+    def password(self) -> str | None:
+        return os.environ.get(self.mqtt.password_env) if self.mqtt.password_env else None
+
+
+def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue]) -> None:
+    if config.schema != EDGE_SCHEMA:
+        issues.append(source.issue("$.schema", "unknown edge configuration schema", allowed=EDGE_SCHEMA))
+    for field in ("gateway", "tenant", "site"):
+        if not _ID.match(getattr(config, field)):
+            issues.append(source.issue(f"$.{field}", "invalid id: it becomes an MQTT topic level", allowed=_ID_ALLOWED))
+    mqtt = config.mqtt
+    if not 1 <= mqtt.port <= 65535:
+        issues.append(source.issue("$.mqtt.port", "port is out of range", allowed="1..65535"))
+    if not 5 <= mqtt.keepalive_s <= 65535:
+        issues.append(source.issue("$.mqtt.keepalive_s", "keep-alive is out of range", allowed="5..65535 seconds"))
+    if not 0 <= mqtt.session_expiry_s <= 0xFFFFFFFF:
+        issues.append(source.issue("$.mqtt.session_expiry_s", "session expiry is out of range", allowed="0..4294967295 seconds"))
+    if mqtt.password_env is not None and mqtt.password_env not in os.environ:
+        issues.append(source.issue("$.mqtt.password_env", "the environment variable is not set", value=mqtt.password_env))
+    if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
+        issues.append(source.issue("$.mqtt.reconnect_min_s", "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s"))
+    if mqtt.tls is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(mqtt.tls, name)
+            if value is not None and not config.resolve(value).is_file():
+                issues.append(source.issue(f"$.mqtt.tls.{name}", "file not found", value=str(config.resolve(value))))
+        key_file = config.resolve(mqtt.tls.key_file) if mqtt.tls.key_file else None
+        if key_file is not None and key_file.is_file() and key_file.stat().st_mode & 0o077:
+            mode = f"{key_file.stat().st_mode & 0o777:04o}"
+            issues.append(source.issue("$.mqtt.tls.key_file", f"other users can read the key file (mode {mode}); run chmod 600 on it", value=str(key_file)))
+        if (mqtt.tls.cert_file is None) != (mqtt.tls.key_file is None):
+            issues.append(source.issue("$.mqtt.tls", "mutual TLS needs both cert_file and key_file"))
+    if not 0 <= config.metrics.port <= 65535:
+        issues.append(source.issue("$.metrics.port", "port is out of range", allowed="0..65535 (0 turns metrics off)"))
+    if config.spool.max_mb <= 1:
+        issues.append(source.issue("$.spool.max_mb", "the spool cap is too small", allowed="more than 1 MiB"))
+    if not 0 < config.spool.alarm_ratio < 1:
+        issues.append(source.issue("$.spool.alarm_ratio", "alarm ratio is out of range", allowed="between 0 and 1"))
+    if config.publish.window < 1 or config.publish.telemetry_batch_records < 1:
+        issues.append(source.issue("$.publish", "window and telemetry_batch_records must be at least 1"))
+
+
+def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue]) -> None:
+    zones = zoneinfo.available_timezones()
+    if config.time_zone not in zones:
+        issues.append(source.issue("$.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
+    device_ids = [str(raw.get("id")) for raw in config.devices if isinstance(raw, dict)]
+    machine_ids: dict[str, str] = {}
+    entries = {entry.device: entry for entry in config.machines}
+    for index, entry in enumerate(config.machines):
+        where = f"$.machines[{index}]"
+        if entry.device not in device_ids:
+            issues.append(source.issue(f"{where}.device", "no device has this id", allowed=", ".join(device_ids) or "no devices configured"))
+        if entry.time_zone is not None and entry.time_zone not in zones:
+            issues.append(source.issue(f"{where}.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
+    for device_id in device_ids:
+        entry = entries.get(device_id)
+        machine_id = entry.id if entry is not None and entry.id else device_id
+        if not _ID.match(machine_id):
+            issues.append(source.issue("$.machines", f"invalid machine id for device {device_id}", value=machine_id, allowed=_ID_ALLOWED))
+        if machine_id in machine_ids:
+            issues.append(source.issue("$.machines", f"devices {machine_ids[machine_id]} and {device_id} both measure machine {machine_id!r}"))
+        machine_ids[machine_id] = device_id
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Load and validate ``edge.yaml``; raises :class:`ConfigError` listing every problem with file and line."""
+    source = load_yaml(path)
+    if not isinstance(source.data, dict):
+        raise ConfigError([source.issue("$", "the edge configuration must be a YAML mapping")])
+    config = source.convert(EdgeConfig)
+    config = msgspec.structs.replace(config, path=str(Path(path).resolve()))
+    issues: list[ConfigIssue] = []
+    _check_fields(source, config, issues)
+    _check_machines(source, config, issues)
+    for index, name in enumerate(config.contracts):
+        if not config.resolve(name).is_file():
+            issues.append(source.issue(f"$.contracts[{index}]", "contract file not found", value=str(config.resolve(name))))
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def check_config(path: str | Path) -> list[str]:
+    """Validate the configuration, its devices, every tag map and every contract it names; return each problem as a line."""
+    from valuegate.adapters.devices import load_devices
+    from valuegate.edge.protocol.contract import ContractError, load_contract
+
+    problems: list[str] = []
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        problems.extend(str(issue) for issue in exc.issues)
+        config = None
+    try:
+        load_devices(path)
+    except ConfigError as exc:
+        problems.extend(str(issue) for issue in exc.issues)
+    if config is None or problems:
+        return problems
+
+    machines = {machine.id: machine for machine in config.machine_list()}
+    for name in config.contracts:
+        file = config.resolve(name)
+        try:
+            contract = load_contract(file)
+        except ContractError as exc:
+            problems.append(str(exc))
+            continue
+        if contract.tenant != config.tenant:
+            problems.append(f"{file}: tenant: the contract is for tenant {contract.tenant!r} but this gateway serves {config.tenant!r}")
+        for index, anchor in enumerate(contract.anchors):
+            where = f"{file}: anchors[{index}].scope"
+            unknown = [machine for machine in anchor.scope if machine not in machines]
+            if unknown:
+                known = ", ".join(sorted(machines)) or "none"
+                problems.append(f"{where}: no device of this gateway measures {', '.join(unknown)} (got {unknown!r}); allowed: {known}")
+                continue
+            zones = {machines[machine].time_zone for machine in anchor.scope}
+            if len(zones) > 1:
+                problems.append(f"{where}: the machines' plant days run in different time zones {sorted(zones)}; one anchor needs one time zone")
+    return problems

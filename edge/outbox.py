@@ -1,0 +1,171 @@
+"""The outbox: vouchers and telemetry records waiting in the spool until the cloud acknowledges them.
+
+A voucher enters the outbox in the same transaction that takes its sequence
+number and moves the chain head, so a crash leaves either both or neither.
+It leaves only when the cloud's ``ack`` covers its sequence number; the
+broker's PUBACK only moves the publisher on. Telemetry records are marked
+published on PUBACK and deleted by the spool's pruning once an acknowledged
+voucher covers them or their retention has passed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .protocol.voucher import voucher_hash
+from .spool import Spool
+
+__all__ = ("PendingVoucher", "OutboxEntry", "ChainHead", "issue_vouchers", "ack", "pending", "chain_head", "outbox_stats")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVoucher:
+    """A voucher ready to be numbered and signed: which anchor-day it is for and what it commits to."""
+
+    contract: str
+    anchor: str
+    plant_date: str
+    machines: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    body: Any
+    """Whatever the signing callback needs to build the claims."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    seq: int
+    payload: bytes
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The next sequence number, the hash of the last voucher (None before the first) and the acknowledged sequence."""
+
+    next_seq: int
+    head_hash: str | None
+    acked_through: int
+
+
+def chain_head(spool: Spool) -> ChainHead:
+    head = spool.meta("head_hash")
+    return ChainHead(int(spool.meta("next_seq")), head or None, int(spool.meta("acked_through")))
+
+
+def issue_vouchers(
+    spool: Spool,
+    items: Sequence[PendingVoucher],
+    sign: Callable[[int, str | None, PendingVoucher], dict[str, Any]],
+    *,
+    now_ms: int,
+    before_sign: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Number, sign and store ``items`` in one transaction; return the signed vouchers.
+
+    ``sign(seq, prev, item)`` builds and signs one voucher. ``before_sign(seq)``
+    runs inside the transaction first, so that a key rotation recorded by
+    another process cannot slip in between reading the key and taking the
+    sequence number. Items whose anchor-day already has a voucher are skipped.
+    """
+    issued: list[dict[str, Any]] = []
+    with spool.transaction() as db:
+        head = chain_head(spool)
+        seq, prev = head.next_seq, head.head_hash
+        if before_sign is not None and items:
+            before_sign(seq)
+        for item in items:
+            row = db.execute(
+                "SELECT seq FROM anchor_days WHERE contract = ? AND anchor = ? AND plant_date = ?", (item.contract, item.anchor, item.plant_date)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                continue
+            document = sign(seq, prev, item)
+            payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            db.execute(
+                "INSERT INTO outbox (seq, voucher_id, payload, machines, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, document["credentialSubject"]["voucher_id"], payload, json.dumps(list(item.machines)), item.start_ms, item.end_ms, now_ms),
+            )
+            db.execute(
+                "UPDATE anchor_days SET seq = ? WHERE contract = ? AND anchor = ? AND plant_date = ?",
+                (seq, item.contract, item.anchor, item.plant_date),
+            )
+            prev = voucher_hash(document)
+            seq += 1
+            issued.append(document)
+        spool.set_meta("next_seq", str(seq))
+        spool.set_meta("head_hash", prev or "")
+    return issued
+
+
+def ack(spool: Spool, stored_through: int) -> tuple[int, int]:
+    """Apply a cloud ``ack``: drop vouchers up to ``stored_through`` and mark the records they cover.
+
+    Returns the new acknowledged sequence and the number of vouchers removed.
+    An ack beyond the last issued sequence is clamped to it.
+    """
+    with spool.transaction() as db:
+        head = chain_head(spool)
+        through = min(stored_through, head.next_seq - 1)
+        if through <= head.acked_through:
+            return head.acked_through, 0
+        covered = db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq <= ?", (through,)).fetchall()
+        for machines, start_ms, end_ms in covered:
+            db.executemany(
+                "UPDATE minutes SET covered = 1 WHERE machine = ? AND minute_ms >= ? AND minute_ms < ?",
+                [(machine, start_ms, end_ms) for machine in json.loads(machines)],
+            )
+        removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (through,)).rowcount
+        spool.set_meta("acked_through", str(through))
+    return through, removed
+
+
+def pending(spool: Spool, from_seq: int, limit: int) -> list[OutboxEntry]:
+    rows = spool.db.execute(
+        "SELECT seq, payload, created_ms FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+    ).fetchall()
+    return [OutboxEntry(seq, bytes(payload), created_ms) for seq, payload, created_ms in rows]
+
+
+def outbox_stats(spool: Spool) -> dict[str, int | None]:
+    """Return the outbox depth, the creation time of the oldest voucher in it, and the unpublished telemetry count."""
+    depth, oldest = spool.db.execute("SELECT count(*), min(created_ms) FROM outbox").fetchone()
+    unpublished = spool.db.execute("SELECT count(*) FROM minutes WHERE published = 0").fetchone()[0]
+    return {"depth": depth, "oldest_created_ms": oldest, "unpublished_records": unpublished}
+
+
+def unpublished_records(spool: Spool, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str, str]]:
+    """Return up to ``limit`` unpublished telemetry records after the ``(minute_ms, machine)`` cursor."""
+    minute_ms, machine = after if after is not None else (-1, "")
+    return spool.db.execute(
+        "SELECT minute_ms, machine, record FROM minutes WHERE published = 0 AND (minute_ms, machine) > (?, ?) "
+        "ORDER BY minute_ms, machine LIMIT ?",
+        (minute_ms, machine, limit),
+    ).fetchall()
+
+
+def mark_published(spool: Spool, keys: Sequence[tuple[int, str]], now_ms: int) -> None:
+    with spool.transaction(sync="NORMAL") as db:
+        db.executemany(
+            "UPDATE minutes SET published = 1, published_ms = ? WHERE minute_ms = ? AND machine = ?",
+            [(now_ms, minute_ms, machine) for minute_ms, machine in keys],
+        )
+
+
+def records_for(spool: Spool, machines: Sequence[str], start_ms: int, end_ms: int) -> list[tuple[int, str, str]]:
+    """Return the stored records of ``machines`` in ``[start_ms, end_ms)``, for resending a voucher's evidence."""
+    rows: list[tuple[int, str, str]] = []
+    for machine in machines:
+        rows += spool.db.execute(
+            "SELECT minute_ms, machine, record FROM minutes WHERE machine = ? AND minute_ms >= ? AND minute_ms < ? ORDER BY minute_ms",
+            (machine, start_ms, end_ms),
+        ).fetchall()
+    return rows
+
+
+def voucher_span(spool: Spool, seq: int) -> tuple[list[str], int, int] | None:
+    row = spool.db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq = ?", (seq,)).fetchone()
+    return (json.loads(row[0]), row[1], row[2]) if row else None

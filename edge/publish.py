@@ -1,0 +1,515 @@
+"""MQTT v5 publisher: sends the outbox at QoS 1 and deletes vouchers only when the cloud's ack covers them.
+
+paho-mqtt runs its network loop on its own thread and hands every callback
+to the event loop through a queue, so nothing here blocks the polling
+tasks. Each connection uses a fresh paho client: what was in flight on a
+dropped connection is republished from the spool's outbox, the single
+place that decides what still has to go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from valuegate.adapters.backoff import Backoff
+
+from . import outbox
+from .config import EdgeConfig
+from .metrics import AgentMetrics
+from .protocol.records import TELEMETRY_SCHEMA
+from .spool import SpoolThread
+
+__all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
+
+ACK_SCHEMA = "valuegate/ack/v1"
+RESEND_SCHEMA = "valuegate/resend/v1"
+STATUS_SCHEMA = "valuegate/status/v1"
+SESSION_TAKEN_OVER = 0x8E
+# Fixed header, packet id, topic length and property bytes of a PUBLISH, rounded up.
+_PUBLISH_OVERHEAD = 64
+_CONNACK_TIMEOUT_S = 30.0
+_TICK_S = 1.0
+_WILL_DELAY_S = 5
+# How long a new connection waits for the retained status before it announces itself.
+_STATUS_WAIT_S = 1.0
+
+log = structlog.get_logger("valuegate.edge.publish")
+
+
+class ConnectFailed(Exception):
+    """The broker refused or did not answer CONNECT; ``reason`` is its reason code or the socket error."""
+
+    def __init__(self, reason: str, *, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Event:
+    kind: str  # connack, disconnect, puback, message
+    code: int = 0
+    mid: int = 0
+    session_present: bool = False
+    properties: Any = None
+    topic: str = ""
+    payload: bytes = b""
+
+
+def split_records(prefix: bytes, records: list[bytes], limit: int) -> list[list[bytes]]:
+    """Split JSON records into groups whose batch payload (``prefix`` + records + closing) fits in ``limit`` bytes."""
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = len(prefix) + 2
+    for record in records:
+        extra = len(record) + (1 if current else 0)
+        if current and size + extra > limit:
+            groups.append(current)
+            current, size = [], len(prefix) + 2
+            extra = len(record)
+        if len(prefix) + 2 + len(record) > limit:
+            msg = f"one telemetry record of {len(record)} bytes exceeds the broker's maximum packet size ({limit} bytes of payload)"
+            raise ValueError(msg)
+        current.append(record)
+        size += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+class Publisher:
+    """Keeps one MQTT session to the broker and drains the outbox through it."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        spool: SpoolThread,
+        metrics: AgentMetrics,
+        *,
+        instance: str,
+        status_extra: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.metrics = metrics
+        self.instance = instance
+        self.status_extra = status_extra
+        self.connected = False
+        self.taken_over = False
+        self.conflict = ""
+        self.acked_through = 0
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._log = log.bind(gateway=config.gateway, client_id=config.client_id)
+        self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
+        self.connections = 0
+        self._current: _SessionState | None = None
+
+    # -- called by the agent -----------------------------------------------
+
+    def notify(self) -> None:
+        """Tell the publisher that new vouchers or telemetry records are in the spool."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def alarm(self, how: str) -> None:
+        """Record that another agent uses this gateway id; the session ends and reconnects only after ``takeover_retry_s``."""
+        self.taken_over = True
+        self.conflict = how
+        self.metrics.mqtt_session_taken_over.inc()
+
+    def inflight(self) -> int:
+        """Return the messages of the current connection still waiting for their PUBACK."""
+        return len(self._current.inflight) if self._current is not None else 0
+
+    def sent_through(self) -> int:
+        """Return the highest voucher sequence handed to the current connection."""
+        return self._current.voucher_cursor - 1 if self._current is not None else self.acked_through
+
+    async def run(self) -> None:
+        """Connect, publish and reconnect until :meth:`stop`."""
+        head = await self.spool.call(outbox.chain_head)
+        self.acked_through = head.acked_through
+        while not self._stopping.is_set():
+            delay = self._backoff.next_delay()
+            try:
+                await self._session()
+                self._backoff.reset()
+            except ConnectFailed as exc:
+                self.metrics.mqtt_connect_failures.inc()
+                self._log.warning("mqtt_connect_failed", reason=str(exc), code=exc.code, retry_in_s=round(delay, 2))
+            if self.taken_over:
+                delay = self.config.mqtt.takeover_retry_s
+                self._log.error(
+                    "gateway_id_conflict",
+                    detail="another agent publishes as this gateway; check that only one agent runs per gateway id",
+                    how=self.conflict,
+                    retry_in_s=delay,
+                )
+            if not self._stopping.is_set():
+                await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    # -- one connection --------------------------------------------------------
+
+    def _client(self) -> mqtt.Client:
+        loop = asyncio.get_running_loop()
+        queue = self._events
+        mqtt_config = self.config.mqtt
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(self.config.publish.window)
+        client.max_queued_messages_set(0)
+        if mqtt_config.username is not None:
+            client.username_pw_set(mqtt_config.username, self.config.password())
+        if mqtt_config.tls is not None:
+            tls = mqtt_config.tls
+            client.tls_set(
+                ca_certs=str(self.config.resolve(tls.ca_file)) if tls.ca_file else None,
+                certfile=str(self.config.resolve(tls.cert_file)) if tls.cert_file else None,
+                keyfile=str(self.config.resolve(tls.key_file)) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        will = json.dumps({"schema": STATUS_SCHEMA, "state": "offline", "instance": self.instance, "ts": _iso_now()})
+        will_properties = Properties(PacketTypes.WILLMESSAGE)
+        # A connection that takes the session over within the delay suppresses the will (MQTT 5.0, 3.1.3.2.2),
+        # so the retained status still names the instance that was online and a second agent can see it.
+        will_properties.WillDelayInterval = _WILL_DELAY_S
+        client.will_set(self.config.topic("status"), will, qos=1, retain=True, properties=will_properties)
+
+        def put(event: _Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        def on_connect(_c: Any, _u: Any, flags: Any, reason: Any, properties: Any) -> None:
+            put(_Event("connack", code=_reason_value(reason), session_present=flags.session_present, properties=properties))
+
+        def on_disconnect(_c: Any, _u: Any, _flags: Any, reason: Any, _properties: Any) -> None:
+            put(_Event("disconnect", code=_reason_value(reason)))
+
+        def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _properties: Any) -> None:
+            put(_Event("puback", mid=mid, code=_reason_value(reason)))
+
+        def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+            put(_Event("message", topic=message.topic, payload=bytes(message.payload)))
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        client.on_message = on_message
+        return client
+
+    async def _session(self) -> None:
+        while not self._events.empty():
+            self._events.get_nowait()
+        client = self._client()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.config.mqtt.session_expiry_s
+        mqtt_config = self.config.mqtt
+        try:
+            await asyncio.to_thread(client.connect, mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s, clean_start=False, properties=properties)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConnectFailed(f"cannot reach {mqtt_config.host}:{mqtt_config.port}: {exc}") from exc
+        client.loop_start()
+        try:
+            await self._serve(client)
+        finally:
+            if self.connected and self._stopping.is_set():
+                await self._say_goodbye(client)
+            self.connected = False
+            self.metrics.mqtt_connected.set(0)
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+
+    async def _say_goodbye(self, client: mqtt.Client) -> None:
+        """Publish the retained offline status, since a clean disconnect does not send the will."""
+        status = {"schema": STATUS_SCHEMA, "state": "offline", "instance": self.instance, "ts": _iso_now()}
+        info = client.publish(self.config.topic("status"), json.dumps(status), qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            await asyncio.to_thread(info.wait_for_publish, 1.0)
+
+    async def _serve(self, client: mqtt.Client) -> None:
+        try:
+            connack = await asyncio.wait_for(self._events.get(), timeout=_CONNACK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise ConnectFailed(f"no CONNACK within {_CONNACK_TIMEOUT_S:.0f} s") from exc
+        if connack.kind != "connack":
+            raise ConnectFailed(f"connection closed before CONNACK (reason code {connack.code:#04x})", code=connack.code)
+        if connack.code >= 0x80:
+            raise ConnectFailed(f"broker refused the connection with reason code {connack.code:#04x}", code=connack.code)
+
+        session = _SessionState(self, client, connack)
+        self._current = session
+        self.connected = True
+        self.connections += 1
+        self.metrics.mqtt_connected.set(1)
+        self._log.info(
+            "mqtt_connected",
+            host=self.config.mqtt.host,
+            port=self.config.mqtt.port,
+            session_present=connack.session_present,
+            max_packet_size=session.max_packet,
+            window=session.window,
+        )
+        await session.start()
+        last_tick = time.monotonic()
+        while not self._stopping.is_set():
+            await session.fill()
+            event = await self._next_event()
+            if time.monotonic() - last_tick >= _TICK_S:
+                last_tick = time.monotonic()
+                await session.tick()
+            if event is None:
+                continue
+            if event.kind == "disconnect":
+                self._on_disconnect(event.code)
+                return
+            await session.handle(event)
+            if self.taken_over:
+                return
+
+    async def _next_event(self) -> _Event | None:
+        if not self._events.empty():
+            return self._events.get_nowait()
+        getter = asyncio.ensure_future(self._events.get())
+        waker = asyncio.ensure_future(self._wake.wait())
+        timeout = _TICK_S if self._current is None or self._current.online else 0.05
+        done, _ = await asyncio.wait({getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waker.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        self._wake.clear()
+        return None
+
+    def _on_disconnect(self, code: int) -> None:
+        if code == SESSION_TAKEN_OVER:
+            self.alarm("session taken over (reason code 0x8E)")
+            return
+        self._log.warning("mqtt_disconnected", reason_code=f"{code:#04x}")
+
+
+class _SessionState:
+    """What one connection has in flight and where its publishing cursors stand."""
+
+    def __init__(self, publisher: Publisher, client: mqtt.Client, connack: _Event) -> None:
+        self.p = publisher
+        self.client = client
+        config = publisher.config
+        props = connack.properties
+        self.max_packet = getattr(props, "MaximumPacketSize", None)
+        self.window = min(config.publish.window, getattr(props, "ReceiveMaximum", config.publish.window))
+        self.inflight: dict[int, tuple[str, Any]] = {}
+        self.voucher_cursor = publisher.acked_through + 1
+        self.telemetry_cursor: tuple[int, str] | None = None
+        self.last_progress = time.monotonic()
+        self.topics = {kind: config.topic(kind) for kind in ("telemetry", "vouchers", "status", "ack", "resend")}
+
+    async def start(self) -> None:
+        """Subscribe, then wait briefly for the retained status before announcing this instance (see :meth:`_check_status`)."""
+        self.client.subscribe([(self.topics["ack"], 1), (self.topics["resend"], 1), (self.topics["status"], 1)])
+        self.status_deadline = time.monotonic() + _STATUS_WAIT_S
+        self.online = False
+
+    async def _go_online(self) -> None:
+        self.online = True
+        status = {"schema": STATUS_SCHEMA, "state": "online", "instance": self.p.instance, "ts": _iso_now(), **self.p.status_extra()}
+        self._publish("status", None, self.topics["status"], json.dumps(status).encode(), retain=True)
+        await self.p.spool.call(_remember_instance, self.p.instance)
+
+    async def _check_status(self, message: Any) -> None:
+        """Alarm when the status topic says another instance of this gateway is online.
+
+        The retained status names the last instance that announced itself.
+        When that is neither this process nor an earlier run on this spool
+        (which a crash may leave marked online), a second agent with the same
+        gateway id is running, and this one stays off the broker.
+        """
+        if not isinstance(message, dict) or message.get("schema") != STATUS_SCHEMA:
+            return
+        other = message.get("instance")
+        if message.get("state") == "online" and isinstance(other, str) and other != self.p.instance:
+            known = await self.p.spool.call(_known_instances)
+            if other not in known:
+                self.p.alarm(f"status topic shows instance {other} online")
+                return
+        if not self.online:
+            await self._go_online()
+
+    def _publish(self, kind: str, key: Any, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        self.inflight[info.mid] = (kind, key)
+        return True
+
+    def _room(self) -> int:
+        return self.window - len(self.inflight)
+
+    async def fill(self) -> None:
+        """Publish telemetry, then vouchers, until the window is full or nothing is left."""
+        if not self.online:
+            if time.monotonic() < self.status_deadline:
+                return
+            await self._go_online()
+        if self._room() > 0:
+            await self._fill_telemetry()
+        while self._room() > 0:
+            entries = await self.p.spool.call(outbox.pending, self.voucher_cursor, self._room())
+            if not entries:
+                return
+            for entry in entries:
+                if not self._publish("voucher", entry.seq, self.topics["vouchers"], entry.payload):
+                    return
+                self.voucher_cursor = entry.seq + 1
+
+    async def _fill_telemetry(self) -> None:
+        config = self.p.config
+        if sum(kind == "telemetry" for kind, _ in self.inflight.values()) >= max(1, self.window // 2):
+            return
+        rows = await self.p.spool.call(outbox.unpublished_records, self.telemetry_cursor, config.publish.telemetry_batch_records)
+        if not rows:
+            return
+        self.telemetry_cursor = (rows[-1][0], rows[-1][1])
+        self._publish_records(rows)
+
+    def _publish_records(self, rows: list[tuple[int, str, str]]) -> None:
+        config = self.p.config
+        head = {"schema": TELEMETRY_SCHEMA, "tenant": config.tenant, "site": config.site, "gateway": config.gateway}
+        prefix = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":['
+        limit = (self.max_packet or 256 * 1024 * 1024) - _PUBLISH_OVERHEAD - len(self.topics["telemetry"].encode())
+        keyed = {record.encode(): (minute_ms, machine) for minute_ms, machine, record in rows}
+        for group in split_records(prefix, list(keyed), limit):
+            payload = prefix + b",".join(group) + b"]}"
+            keys = [keyed[record] for record in group]
+            if self._publish("telemetry", keys, self.topics["telemetry"], payload):
+                self.p.metrics.telemetry_batches.inc()
+
+    async def handle(self, event: _Event) -> None:
+        if event.kind == "puback":
+            await self._on_puback(event)
+        elif event.kind == "message":
+            await self._on_message(event.topic, event.payload)
+
+    async def _on_puback(self, event: _Event) -> None:
+        kind, key = self.inflight.pop(event.mid, ("unknown", None))
+        if event.code >= 0x80:
+            self.p.metrics.publish_rejected.inc()
+            self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{event.code:#04x}")
+            return
+        if kind == "telemetry":
+            await self.p.spool.call(outbox.mark_published, key, _now_ms())
+            self.p.metrics.telemetry_records.inc(len(key))
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            self.p.metrics.bad_control_messages.inc()
+            self.p._log.warning("control_message_invalid", topic=topic, reason="not JSON")
+            return
+        if topic == self.topics["status"]:
+            await self._check_status(message)
+        elif topic == self.topics["ack"] and _field(message, ACK_SCHEMA, "stored_through") is not None:
+            await self._on_ack(int(message["stored_through"]))
+        elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
+            await self._on_resend(int(message["from_seq"]))
+        else:
+            self.p.metrics.bad_control_messages.inc()
+            schema = message.get("schema") if isinstance(message, dict) else None
+            self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field")
+
+    async def _on_ack(self, stored_through: int) -> None:
+        through, removed = await self.p.spool.call(outbox.ack, stored_through)
+        if through > self.p.acked_through:
+            self.p.acked_through = through
+            self.last_progress = time.monotonic()
+            self.p.metrics.acked_through.set(through)
+            self.p._log.info("vouchers_acknowledged", stored_through=through, removed=removed)
+        self.voucher_cursor = max(self.voucher_cursor, through + 1)
+
+    async def _on_resend(self, from_seq: int) -> None:
+        start = max(from_seq, self.p.acked_through + 1)
+        self.p.metrics.publish_retries.inc()
+        self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
+        # The cloud asks again when it lacks a voucher or the records it commits to; send both.
+        seq = start
+        while seq < self.voucher_cursor:
+            span = await self.p.spool.call(outbox.voucher_span, seq)
+            if span is not None:
+                rows = await self.p.spool.call(outbox.records_for, *span)
+                if rows:
+                    self._publish_records(rows)
+            seq += 1
+        self.voucher_cursor = min(self.voucher_cursor, start)
+
+    async def tick(self) -> None:
+        """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
+        if not any(kind == "telemetry" for kind, _ in self.inflight.values()):
+            self.telemetry_cursor = None
+        waiting = self.voucher_cursor > self.p.acked_through + 1
+        in_flight = any(kind == "voucher" for kind, _ in self.inflight.values())
+        if waiting and not in_flight and time.monotonic() - self.last_progress > self.p.config.publish.ack_timeout_s:
+            self.p.metrics.publish_retries.inc()
+            self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout")
+            self.voucher_cursor = self.p.acked_through + 1
+            self.last_progress = time.monotonic()
+
+
+def _known_instances(spool: Any) -> list[str]:
+    text = spool.meta("instances")
+    return json.loads(text) if text else []
+
+
+def _remember_instance(spool: Any, instance: str) -> None:
+    """Keep the last few instance ids that announced themselves from this spool."""
+    known = [item for item in _known_instances(spool) if item != instance][-9:]
+    with spool.transaction(sync="NORMAL"):
+        spool.set_meta("instances", json.dumps([*known, instance]))
+
+
+def _reason_value(reason: Any) -> int:
+    """Return the numeric MQTT reason code of a paho ReasonCode, error code or None."""
+    if reason is None:
+        return 0
+    value = getattr(reason, "value", reason)
+    return int(value)
+
+
+def _field(message: Any, schema: str, name: str) -> int | None:
+    if not isinstance(message, dict) or message.get("schema") != schema:
+        return None
+    value = message.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,436 @@
+"""The on-disk spool: one SQLite database in WAL mode holding everything the agent must not lose.
+
+Durability policy. Every step writes its input to disk before the next step
+reads it: normalized state events and counter readings are committed
+before the minute records computed from them, minute records before the
+day results, and a voucher enters the outbox in the same transaction that
+advances the gateway's sequence and chain head.
+
+* Transactions that touch vouchers, the sequence or acknowledgements run
+  with ``synchronous=FULL``: the WAL is fsynced at each commit, so a
+  committed voucher survives a power cut. In WAL mode that fsync also makes
+  every earlier commit durable, so nothing a voucher was computed from can
+  be lost while the voucher survives.
+* Sample batches use ``spool.sample_sync`` (``full`` by default). ``full``
+  keeps every committed state change through a power cut, because the PLC
+  cannot send a past transition again; the cost is one fsync per batch,
+  and the agent commits one batch per poll cycle, not one per sample.
+  ``normal`` keeps commits through a crash of the process (kill -9) but a
+  power cut may lose the batches since the last fsync; choose it only on
+  storage where fsync is slow and the loss is acceptable.
+
+Disk use is bounded by :meth:`Spool.prune`: raw events that minute records
+already summarize go first, oldest first, then raw events not yet
+summarized (logged as lost data). Vouchers and telemetry records that no
+acknowledgement covers are never pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = (
+    "SCHEMA_VERSION",
+    "SpoolError",
+    "StateEvent",
+    "CounterReading",
+    "MachineBatch",
+    "Carry",
+    "Progress",
+    "Spool",
+    "SpoolThread",
+)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    machine TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    kind INTEGER NOT NULL,            -- 0 state change, 1 counter reading
+    code INTEGER,
+    reason TEXT,
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    tag TEXT,
+    value REAL,
+    summarized INTEGER NOT NULL DEFAULT 0  -- 1 once minute records cover it
+);
+CREATE INDEX IF NOT EXISTS events_by_machine ON events (machine, summarized, ts_ms, id);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (summarized, ts_ms);
+CREATE TABLE IF NOT EXISTS machines (
+    machine TEXT PRIMARY KEY,
+    watermark_ms INTEGER NOT NULL DEFAULT 0,
+    minutes_done_ms INTEGER,          -- every minute that starts before this is summarized
+    carry TEXT,                       -- state and counters in force at minutes_done_ms (JSON)
+    missed_transitions INTEGER NOT NULL DEFAULT 0,
+    day_done TEXT                     -- last closed plant date
+);
+CREATE TABLE IF NOT EXISTS minutes (
+    machine TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    record TEXT NOT NULL,             -- the MinuteRecord as JSON
+    published INTEGER NOT NULL DEFAULT 0,
+    published_ms INTEGER,
+    covered INTEGER NOT NULL DEFAULT 0,   -- an acknowledged voucher commits to it
+    PRIMARY KEY (machine, minute_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS minutes_unpublished ON minutes (published, minute_ms);
+CREATE TABLE IF NOT EXISTS days (
+    machine TEXT NOT NULL,
+    plant_date TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (machine, plant_date)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchor_days (
+    contract TEXT NOT NULL,
+    anchor TEXT NOT NULL,
+    plant_date TEXT NOT NULL,
+    role TEXT NOT NULL,               -- baseline or reporting
+    result TEXT NOT NULL,
+    seq INTEGER,                      -- the voucher issued for a reporting day
+    PRIMARY KEY (contract, anchor, plant_date)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    voucher_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    machines TEXT NOT NULL,           -- JSON list of the scope's machine ids
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"""
+
+_META_DEFAULTS = {"schema_version": str(SCHEMA_VERSION), "next_seq": "1", "head_hash": "", "acked_through": "0"}
+
+
+class SpoolError(RuntimeError):
+    """The spool database cannot be opened or is from an incompatible version; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class StateEvent:
+    """The machine entered state ``code`` at ``ts_ms``; ``missed`` counts transitions the PLC reported but we never saw."""
+
+    ts_ms: int
+    code: int
+    reason: str | None = None
+    uncertain: bool = False
+    missed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterReading:
+    """A raw counter value read at ``ts_ms`` (before wrap handling)."""
+
+    ts_ms: int
+    tag: str
+    value: float
+
+
+@dataclass(slots=True)
+class MachineBatch:
+    """What one poll or subscription batch produced for one machine."""
+
+    machine: str
+    states: list[StateEvent] = field(default_factory=list)
+    counters: list[CounterReading] = field(default_factory=list)
+    watermark_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """State and last counter values in force at a minute boundary, carried into the next minutes."""
+
+    code: int
+    reason: str | None
+    uncertain: bool
+    counters: dict[str, float]
+
+    def to_json(self) -> str:
+        return json.dumps({"code": self.code, "reason": self.reason, "uncertain": self.uncertain, "counters": self.counters})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Carry | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(int(data["code"]), data["reason"], bool(data["uncertain"]), dict(data["counters"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one machine has been read and summarized."""
+
+    machine: str
+    watermark_ms: int
+    minutes_done_ms: int | None
+    carry: Carry | None
+    missed_transitions: int
+    day_done: str | None
+
+
+class Spool:
+    """The spool database; use from one thread only (see :class:`valuegate.edge.agent` for the worker thread)."""
+
+    def __init__(self, path: Path, *, sample_sync: str = "full") -> None:
+        self.path = path
+        self.sample_sync = sample_sync.upper()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {path}: {exc}; check that the state folder is writable", path=path) from exc
+        if mode.lower() != "wal":
+            raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r}); put the state folder on a local file system", path=path)
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            for key, value in _META_DEFAULTS.items():
+                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        version = int(self.meta("schema_version"))
+        if version != SCHEMA_VERSION:
+            raise SpoolError(f"the spool {path} has schema version {version}; this agent reads version {SCHEMA_VERSION}", path=path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self, *, sync: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """Run the block in one write transaction committed at the given synchronous level."""
+        self.db.execute(f"PRAGMA synchronous={sync}")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------
+
+    def meta(self, key: str) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else ""
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- samples ------------------------------------------------------------
+
+    def append(self, batches: Iterable[MachineBatch]) -> int:
+        """Commit state events, counter readings and watermarks of one or more batches; return rows written."""
+        written = 0
+        with self.transaction(sync=self.sample_sync):
+            for batch in batches:
+                self.db.execute("INSERT OR IGNORE INTO machines (machine) VALUES (?)", (batch.machine,))
+                state_rows = [(batch.machine, e.ts_ms, 0, e.code, e.reason, int(e.uncertain), None, None) for e in batch.states]
+                counter_rows = [(batch.machine, c.ts_ms, 1, None, None, 0, c.tag, c.value) for c in batch.counters]
+                self.db.executemany(
+                    "INSERT INTO events (machine, ts_ms, kind, code, reason, uncertain, tag, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    state_rows + counter_rows,
+                )
+                written += len(state_rows) + len(counter_rows)
+                missed = sum(e.missed for e in batch.states)
+                if batch.watermark_ms is not None or missed:
+                    self.db.execute(
+                        "UPDATE machines SET watermark_ms = max(watermark_ms, ?), missed_transitions = missed_transitions + ? WHERE machine = ?",
+                        (batch.watermark_ms or 0, missed, batch.machine),
+                    )
+        return written
+
+    def progress(self, machine: str) -> Progress:
+        row = self.db.execute(
+            "SELECT watermark_ms, minutes_done_ms, carry, missed_transitions, day_done FROM machines WHERE machine = ?", (machine,)
+        ).fetchone()
+        if row is None:
+            return Progress(machine, 0, None, None, 0, None)
+        return Progress(machine, row[0], row[1], Carry.from_json(row[2]), row[3], row[4])
+
+    def first_event_ms(self, machine: str) -> int | None:
+        row = self.db.execute("SELECT min(ts_ms) FROM events WHERE machine = ?", (machine,)).fetchone()
+        return row[0]
+
+    def events(self, machine: str, start_ms: int, end_ms: int) -> tuple[list[StateEvent], list[CounterReading]]:
+        """Return the events of ``machine`` stamped before ``end_ms`` and not yet summarized, in time order.
+
+        Events stamped before ``start_ms`` arrived after their minute was
+        summarized; the caller moves them to the first open minute.
+        """
+        rows = self.db.execute(
+            "SELECT ts_ms, kind, code, reason, uncertain, tag, value FROM events "
+            "WHERE machine = ? AND summarized = 0 AND ts_ms < ? ORDER BY ts_ms, id",
+            (machine, end_ms),
+        ).fetchall()
+        states: list[StateEvent] = []
+        counters: list[CounterReading] = []
+        for ts_ms, kind, code, reason, uncertain, tag, value in rows:
+            ts_ms = max(ts_ms, start_ms)
+            if kind == 0:
+                states.append(StateEvent(ts_ms, code, reason, bool(uncertain)))
+            else:
+                counters.append(CounterReading(ts_ms, tag, value))
+        return states, counters
+
+    def store_minutes(self, machine: str, records: list[tuple[int, str]], *, done_ms: int, carry: Carry) -> None:
+        """Store summarized minutes, advance the machine's progress and mark the events they summarize, in one transaction."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO minutes (machine, minute_ms, record) VALUES (?, ?, ?)",
+                [(machine, minute_ms, record) for minute_ms, record in records],
+            )
+            self.db.execute(
+                "UPDATE machines SET minutes_done_ms = ?, carry = ? WHERE machine = ?",
+                (done_ms, carry.to_json(), machine),
+            )
+            self.db.execute("UPDATE events SET summarized = 1 WHERE machine = ? AND summarized = 0 AND ts_ms < ?", (machine, done_ms))
+
+    def minute_records(self, machine: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT record FROM minutes WHERE machine = ? AND minute_ms >= ? AND minute_ms < ? ORDER BY minute_ms",
+            (machine, start_ms, end_ms),
+        ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    # -- days and anchors -------------------------------------------------
+
+    def store_day(self, machine: str, plant_date: str, start_ms: int, end_ms: int, result: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO days (machine, plant_date, start_ms, end_ms, result) VALUES (?, ?, ?, ?, ?)",
+                (machine, plant_date, start_ms, end_ms, json.dumps(result)),
+            )
+            self.db.execute("UPDATE machines SET day_done = ? WHERE machine = ?", (plant_date, machine))
+
+    def day(self, machine: str, plant_date: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT result FROM days WHERE machine = ? AND plant_date = ?", (machine, plant_date)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def store_anchor_day(self, contract: str, anchor: str, plant_date: str, role: str, result: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO anchor_days (contract, anchor, plant_date, role, result) VALUES (?, ?, ?, ?, ?)",
+                (contract, anchor, plant_date, role, json.dumps(result)),
+            )
+
+    def anchor_days(self, contract: str, anchor: str, role: str) -> list[tuple[str, dict[str, Any], int | None]]:
+        rows = self.db.execute(
+            "SELECT plant_date, result, seq FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ? ORDER BY plant_date",
+            (contract, anchor, role),
+        ).fetchall()
+        return [(plant_date, json.loads(result), seq) for plant_date, result, seq in rows]
+
+    # -- disk use ---------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Return the bytes the database pages in use and the WAL file take on disk."""
+        page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = Path(f"{self.path}-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        return (pages - free) * page_size + wal_bytes
+
+    def prune(self, cap_bytes: int, *, now_ms: int, retention_ms: int) -> dict[str, int]:
+        """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
+
+        Routine: summarized raw events and published telemetry records that an
+        acknowledged voucher covers, or that are older than the retention, once
+        their plant day is closed. Under cap pressure, in this order: the
+        remaining summarized raw events, oldest first, then raw events not yet
+        summarized, oldest first (lost data, which the caller logs). Vouchers
+        and telemetry records without an acknowledgement are never deleted.
+        """
+        deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
+        horizon = now_ms - retention_ms
+        with self.transaction(sync="NORMAL"):
+            deleted["summarized_events"] += self.db.execute("DELETE FROM events WHERE summarized = 1 AND ts_ms < ?", (horizon,)).rowcount
+            deleted["minutes"] += self.db.execute(
+                "DELETE FROM minutes WHERE published = 1 AND (covered = 1 OR published_ms < ?) "
+                "AND EXISTS (SELECT 1 FROM days d WHERE d.machine = minutes.machine AND d.start_ms <= minutes.minute_ms "
+                "AND d.end_ms > minutes.minute_ms)",
+                (horizon,),
+            ).rowcount
+        self._reclaim()
+
+        for kind, summarized in (("summarized_events", 1), ("unsummarized_events", 0)):
+            while self.used_bytes() > cap_bytes:
+                with self.transaction(sync="NORMAL"):
+                    count = self.db.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = ? ORDER BY ts_ms LIMIT 2000)",
+                        (summarized,),
+                    ).rowcount
+                self._reclaim()
+                if count == 0:
+                    break
+                deleted[kind] += count
+        return deleted
+
+    def _reclaim(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("PRAGMA incremental_vacuum")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class SpoolThread:
+    """Runs every spool call on one dedicated thread, so fsyncs never stall the event loop.
+
+    ``await spool.call(fn, *args)`` runs ``fn(spool, *args)`` on that thread;
+    calls run one at a time in the order they were made.
+    """
+
+    def __init__(self, path: Path, *, sample_sync: str = "full") -> None:
+        self.path = path
+        self._sample_sync = sample_sync
+        self._executor: ThreadPoolExecutor | None = None
+        self.spool: Spool | None = None
+
+    async def __aenter__(self) -> SpoolThread:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valuegate-spool")
+        loop = asyncio.get_running_loop()
+        try:
+            self.spool = await loop.run_in_executor(self._executor, lambda: Spool(self.path, sample_sync=self._sample_sync))
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+        return self
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        if self._executor is None or self.spool is None:
+            msg = f"the spool {self.path} is not open; use it inside `async with SpoolThread(...)`"
+            raise SpoolError(msg, path=self.path)
+        spool = self.spool
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(spool, *args))
+
+    async def __aexit__(self, *exc: object) -> None:
+        executor, spool = self._executor, self.spool
+        self._executor, self.spool = None, None
+        if executor is None:
+            return
+        if spool is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, spool.close)
+        executor.shutdown(wait=True)

@@ -1,0 +1,209 @@
+"""Outbox delivery over a real Mosquitto broker to the test stand-in ingest: every voucher stored once, chain whole, outbox empty."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from valuegate.edge import keys, outbox
+from valuegate.edge.config import EdgeConfig
+from valuegate.edge.issuer import VoucherSigner
+from valuegate.edge.metrics import AgentMetrics
+from valuegate.edge.publish import Publisher
+from valuegate.edge.spool import SpoolThread
+from valuegate.services import MosquittoServer
+
+from .helpers import GATEWAY, SITE, TENANT, issue_synthetic, load
+from .proxy import PublishCutProxy
+from .standin import AckResponder
+
+pytestmark = pytest.mark.mosquitto
+
+
+class Gateway:
+    """A spool, a signer and a running publisher: the delivery half of an agent."""
+
+    def __init__(self, config: EdgeConfig, spool: SpoolThread, signer: VoucherSigner, publisher: Publisher) -> None:
+        self.config = config
+        self.spool = spool
+        self.signer = signer
+        self.publisher = publisher
+
+    async def issue(self, count: int, **kwargs: object) -> None:
+        await self.spool.call(lambda spool: issue_synthetic(spool, self.signer, count, **kwargs))
+        self.publisher.notify()
+
+    async def depth(self) -> int:
+        stats = await self.spool.call(outbox.outbox_stats)
+        return int(stats["depth"])
+
+    async def wait_empty(self, timeout_s: float) -> int:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while await self.depth() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return await self.depth()
+
+
+@contextlib.asynccontextmanager
+async def gateway(folder: Path, port: int, **sections: object) -> AsyncIterator[Gateway]:
+    config = load(folder, port, **sections)
+    if not (config.state_path / "keys" / "gateway.key").exists():
+        keys.create_key(config.state_path / "keys")
+    async with SpoolThread(config.state_path / "spool.db") as spool:
+        signer = VoucherSigner(config.state_path / "keys", tenant=TENANT, site=SITE, gateway=GATEWAY)
+        publisher = Publisher(config, spool, AgentMetrics(), instance=folder.name)
+        task = asyncio.create_task(publisher.run())
+        try:
+            yield Gateway(config, spool, signer, publisher)
+        finally:
+            publisher.stop()
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def wait_until(predicate, timeout_s: float) -> bool:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+def standin(port: int, **kwargs: object) -> AckResponder:
+    return AckResponder(port, tenant=TENANT, site=SITE, gateway=GATEWAY, **kwargs).start()
+
+
+async def test_vouchers_acked_and_removed(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    cloud = standin(mosquitto.port)
+    try:
+        async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+            await gw.issue(30)
+            assert await gw.wait_empty(15) == 0
+            assert cloud.stored() == 30
+            assert cloud.chain_problems() == []
+            assert cloud.rejected == []
+            assert gw.publisher.acked_through == 30
+    finally:
+        cloud.stop()
+
+
+async def test_broker_restart_loses_nothing(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The broker accepted 5 vouchers for an offline ingest, then restarted without persistence and lost them."""
+    cloud = standin(mosquitto.port)
+    cloud.stop()  # the broker keeps its session and queues for it
+    async with gateway(tmp_path / "gw", mosquitto.port, publish={"ack_timeout_s": 1.0}) as gw:
+        await gw.issue(5)
+        assert await wait_until(lambda: gw.publisher.connected and gw.publisher.inflight() == 0 and gw.publisher.sent_through() == 5, 10)
+        assert cloud.stored() == 0
+
+        mosquitto.restart()
+        cloud.start()
+        assert await gw.wait_empty(20) == 0
+        assert cloud.wait_for(5, timeout_s=5) == 5
+        assert cloud.chain_problems() == []
+        assert gw.publisher.connections >= 2
+    cloud.stop()
+
+
+async def test_lost_puback_duplicate_stored_once(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The proxy forwards the third voucher PUBLISH, drops the broker's PUBACK and cuts the connection.
+
+    The ingest acks half a second late, so the agent republishes the third
+    voucher before the ack that covers it arrives.
+    """
+    cloud = standin(mosquitto.port, ack_delay_s=0.5)
+    proxy = PublishCutProxy(mosquitto.port, cut_after_publishes=3, topic_suffix=b"/vouchers")
+    await proxy.start()
+    try:
+        async with gateway(tmp_path / "gw", proxy.port, publish={"window": 1}) as gw:
+            await gw.issue(6)
+            assert await gw.wait_empty(20) == 0
+            assert proxy.cuts == 1
+            assert gw.publisher.connections >= 2
+        assert cloud.stored() == 6
+        assert cloud.duplicates >= 1
+        assert cloud.deliveries == 6 + cloud.duplicates
+        assert cloud.chain_problems() == []
+    finally:
+        await proxy.stop()
+        cloud.stop()
+
+
+async def test_cloud_down_for_a_day(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The ingest is away while a simulated day of vouchers is issued hour by hour, then comes back."""
+    cloud = standin(mosquitto.port)
+    cloud.stop()
+    async with gateway(tmp_path / "gw", mosquitto.port, publish={"ack_timeout_s": 0.5}) as gw:
+        for hour in range(24):
+            await gw.issue(2, first_date=f"2026-03-{1 + hour:02d}", anchor=f"a-{hour}")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # several ack timeouts pass: the agent republishes into the broker's queue
+        assert await gw.depth() == 48
+        assert gw.publisher.metrics.value("valuegate_publish_retries_total") >= 1
+
+        cloud.start()
+        assert await gw.wait_empty(20) == 0
+    assert cloud.stored() == 48
+    assert cloud.chain_problems() == []
+    assert cloud.rejected == []
+    cloud.stop()
+
+
+async def test_same_gateway_id_alarms_without_flapping(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """A second agent with the gateway id of a running one sees it on the status topic, alarms and stays off."""
+    async with gateway(tmp_path / "first", mosquitto.port) as first:
+        assert await wait_until(lambda: first.publisher.connected and first.publisher._current.online, 10)
+        async with gateway(tmp_path / "second", mosquitto.port) as second:
+            assert await wait_until(lambda: second.publisher.taken_over, 10)
+            await asyncio.sleep(3)  # many reconnect delays of both agents
+            assert second.publisher.metrics.value("valuegate_mqtt_session_taken_over_total") == 1
+            assert "instance first" in second.publisher.conflict
+            assert second.publisher.connections == 1
+            assert not second.publisher.connected
+            assert first.publisher.connected
+            assert not first.publisher.taken_over
+            assert first.publisher.connections <= 2  # the second agent's CONNECT took the session over once
+
+
+async def test_restart_of_same_spool_is_no_conflict(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """A crashed run leaves its status online; the next run on the same spool must not mistake it for a second agent."""
+    async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+        assert await wait_until(lambda: gw.publisher.connected and gw.publisher._current.online, 10)
+        gw.publisher._current.client._sock.close()  # vanish without DISCONNECT; the will waits its delay
+    async with gateway(tmp_path / "gw", mosquitto.port) as again:
+        assert await wait_until(lambda: again.publisher.connected and again.publisher._current.online, 10)
+        assert not again.publisher.taken_over
+
+
+async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
+    with MosquittoServer(extra_config=["max_packet_size 6000"]) as broker:
+        cloud = standin(broker.port)
+        try:
+            async with gateway(tmp_path / "gw", broker.port, publish={"telemetry_batch_records": 400}) as gw:
+                await gw.spool.call(_store_minutes, 900)
+                gw.publisher.notify()
+                assert await wait_until(lambda: cloud.records() == 900, 20)
+                assert gw.publisher.connections == 1
+                assert gw.publisher.metrics.value("valuegate_telemetry_batches_total") >= 900 * 200 // 6000  # records exceed 200 bytes
+                stats = await gw.spool.call(outbox.outbox_stats)
+                assert stats["unpublished_records"] == 0
+        finally:
+            cloud.stop()
+
+
+def _store_minutes(spool, count: int) -> None:  # noqa: ANN001
+    from valuegate.edge.spool import Carry
+
+    records = []
+    for index in range(count):
+        minute_ms = 1_770_000_000_000 // 60_000 * 60_000 + index * 60_000
+        record = (
+            '{"changeover_ms":0,"idle_ms":0,"machine":"filler-1","minute":"M%05d","offline_ms":0,"planned_stop_ms":0,'
+            '"produced":20,"reasons":{},"reject":0,"running_ms":60000,"stops":0,"uncertain_ms":0,"unplanned_stop_ms":0}' % index
+        )
+        records.append((minute_ms, record))
+    spool.store_minutes("filler-1", records, done_ms=records[-1][0] + 60_000, carry=Carry(0, None, False, {}))
