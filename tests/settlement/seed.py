@@ -59,3 +59,15 @@ async def ingest(dsn: str, documents: Sequence[dict[str, Any]], *, site: str = "
         result = await store_vouchers(conn, items, gateways)
     assert not result.rejected, result.rejected
     return result.stored
+
+
+async def ingest_telemetry(dsn: str, records: Sequence[Any], *, tenant: str = "acme", site: str = "plant-1", gateway: str = "gw-1") -> int:
+    """Check and store minute records as one telemetry batch, the way the ingest workers do."""
+    from valuegate.cloud.telemetry import check_batch, store_batches
+    from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, TelemetryBatch
+
+    payload = msgspec.json.encode(TelemetryBatch(schema=TELEMETRY_SCHEMA, tenant=tenant, site=site, gateway=gateway, records=list(records)))
+    async with await connect(dsn) as conn, conn.transaction():
+        gateways = await load_gateways(conn, {gateway})
+        batch = check_batch(payload, Topic(tenant, site, gateway, "telemetry"), gateways)
+        return await store_batches(conn, [batch])

@@ -1,0 +1,193 @@
+"""Renewal-prep packages: value summary (HTML and PDF, zh-CN and English), talking points, voucher bundle, guide.
+
+This module is pure: :mod:`valuegate.cloud.renewal.service` gathers the
+inputs from PostgreSQL. A package is one ZIP file:
+
+- ``summary.zh-CN.html`` / ``summary.en.html`` and their ``.pdf`` renderings,
+- ``bundle.zip``: the auditor bundle (vouchers, gateway keys, invoice lines),
+- ``GUIDE.zh-CN.md`` / ``GUIDE.en.md``: how to verify the bundle offline,
+- ``talking-points.json`` and ``package.json`` (contract, trigger, digests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from valuegate.cloud.bundle import guide_text
+from valuegate.cloud.web.charts import GainPoint, gain_chart, pareto_chart
+from valuegate.cloud.web.i18n import LANGUAGES, format_money, format_number, translate
+from valuegate.cloud.web.templating import render
+
+from .triggers import Firing
+
+__all__ = ("PACKAGE_SCHEMA", "AnchorSummary", "Reduction", "PackageInputs", "Package", "talking_points", "build_package")
+
+PACKAGE_SCHEMA = "valuegate/renewal-package/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSummary:
+    """One anchor's numbers for the summary: promise, realized gain and value, daily gains, downtime by reason."""
+
+    anchor: str
+    title: dict[str, str]
+    metric: str
+    quantity: str
+    target: Decimal | None
+    mean_gain: Decimal | None
+    days: int
+    amount: Decimal | None
+    gains: Sequence[GainPoint]
+    reasons: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Reduction:
+    """Unplanned downtime of one reason per planned busy hour, baseline period against reporting period."""
+
+    reason: str
+    baseline_rate: float
+    reporting_rate: float
+
+    @property
+    def drop(self) -> float:
+        return self.baseline_rate - self.reporting_rate
+
+
+@dataclass(frozen=True, slots=True)
+class PackageInputs:
+    """Everything a package is built from."""
+
+    contract: Any
+    firing: Firing
+    fired_at: dt.datetime
+    total: Decimal
+    voucher_count: int
+    anchors: Sequence[AnchorSummary]
+    reductions: Sequence[Reduction]
+    machines: Sequence[dict[str, Any]]
+    bundle: bytes
+    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A built package: the ZIP archive, and what the UI shows without opening it."""
+
+    archive: bytes
+    summary_html: dict[str, str]
+    talking_points: dict[str, list[str]]
+
+    @property
+    def sha256(self) -> str:
+        return "sha256:" + hashlib.sha256(self.archive).hexdigest()
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def talking_points(inputs: PackageInputs, language: str) -> list[str]:
+    """Return talking points drawn from the data: value to date, targets, largest downtime reductions, best and worst machines."""
+    contract = inputs.contract
+    points = [translate(language, "renewal.points.total", amount=format_money(inputs.total, contract.currency, language), vouchers=inputs.voucher_count)]
+    for anchor in inputs.anchors:
+        if anchor.target is not None and anchor.mean_gain is not None:
+            points.append(
+                translate(
+                    language, "renewal.points.target", anchor=anchor.title.get(language, anchor.anchor), gain=format_number(anchor.mean_gain, 2),
+                    unit=translate(language, f"quantity.{anchor.quantity}"), target=format_number(anchor.target),
+                )
+            )
+    for reduction in sorted((r for r in inputs.reductions if r.drop > 0), key=lambda r: -r.drop)[:3]:
+        points.append(
+            translate(language, "renewal.points.reduction", reason=reduction.reason, before=f"{reduction.baseline_rate:.2f}", after=f"{reduction.reporting_rate:.2f}")
+        )
+    ranked = sorted((m for m in inputs.machines if m.get("availability") is not None), key=lambda m: (-m["availability"], m["machine"]))
+    if ranked:
+        best = ranked[0]
+        points.append(translate(language, "renewal.points.best_machine", machine=best["machine"], availability=_percent(best["availability"])))
+    if len(ranked) > 1:
+        worst = ranked[-1]
+        points.append(translate(language, "renewal.points.worst_machine", machine=worst["machine"], availability=_percent(worst["availability"])))
+    return points
+
+
+def _trigger_text(firing: Firing, language: str, currency: str) -> str:
+    detail = dict(firing.detail)
+    if firing.kind == "value_over":
+        detail["amount"] = format_money(Decimal(detail["amount"]), currency, language)
+    return translate(language, f"renewal.trigger.{firing.kind}", **detail)
+
+
+def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str:
+    """Render the value summary page of a package in ``language``."""
+    anchors = []
+    for anchor in inputs.anchors:
+        title = anchor.title.get(language, anchor.anchor)
+        chart_labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data")}
+        pareto_labels = {"minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, "pareto.empty")}
+        anchors.append(
+            {
+                "title": title,
+                "metric": anchor.metric,
+                "target": anchor.target,
+                "mean_gain": anchor.mean_gain,
+                "days": anchor.days,
+                "amount": anchor.amount,
+                "chart": gain_chart(anchor.gains, target=float(anchor.target) if anchor.target is not None else None,
+                                    labels={"title": f"{title} – {translate(language, 'anchor.chart_title')}", **chart_labels}),
+                "pareto": pareto_chart(list(anchor.reasons.items()), labels={"title": f"{title} – {translate(language, 'pareto.heading')}", **pareto_labels}),
+            }
+        )
+    return render(
+        "renewal/summary.html", language, contract=inputs.contract, value={"total": inputs.total}, anchors=anchors, machines=inputs.machines,
+        talking_points=points, trigger_text=_trigger_text(inputs.firing, language, inputs.contract.currency), fired_at=inputs.fired_at,
+        generated_at=inputs.generated_at,
+    )
+
+
+def build_package(inputs: PackageInputs, *, pdf: bool = True) -> Package:
+    """Build the package archive; ``pdf=False`` leaves out the PDF renderings (for quick previews)."""
+    from weasyprint import HTML
+
+    files: dict[str, bytes] = {}
+    summaries: dict[str, str] = {}
+    points: dict[str, list[str]] = {}
+    for language in LANGUAGES:
+        points[language] = talking_points(inputs, language)
+        summaries[language] = summary_html(inputs, language, points[language])
+        files[f"summary.{language}.html"] = summaries[language].encode("utf-8")
+        if pdf:
+            files[f"summary.{language}.pdf"] = HTML(string=summaries[language]).write_pdf()
+        files[f"GUIDE.{language}.md"] = guide_text(language).encode("utf-8")
+    files["bundle.zip"] = inputs.bundle
+    files["talking-points.json"] = json.dumps(points, ensure_ascii=False, indent=2).encode("utf-8")
+    files["package.json"] = json.dumps(
+        {
+            "schema": PACKAGE_SCHEMA,
+            "tenant": inputs.contract.tenant,
+            "contract": inputs.contract.id,
+            "trigger": {"key": inputs.firing.key, "kind": inputs.firing.kind, "detail": inputs.firing.detail},
+            "fired_at": inputs.fired_at.isoformat(),
+            "realized_total": str(inputs.total),
+            "currency": inputs.contract.currency,
+            "bundle_sha256": "sha256:" + hashlib.sha256(inputs.bundle).hexdigest(),
+        },
+        ensure_ascii=False,
+        indent=2,
+    ).encode("utf-8")
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0)), data, compress_type=zipfile.ZIP_DEFLATED)
+    return Package(buffer.getvalue(), summaries, points)

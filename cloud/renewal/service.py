@@ -1,0 +1,245 @@
+"""Renewal service: check a contract's triggers, build each new package once, store it and deliver it by webhook."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from valuegate.cloud.bundle import GatewayKey, build_bundle
+from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
+from valuegate.cloud.settlement.store import billable_values, load_contract
+from valuegate.cloud.store import NotFound, audit
+from valuegate.cloud.web.charts import GainPoint
+from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
+
+from .package import AnchorSummary, PackageInputs, Reduction, build_package
+from .triggers import Firing, Progress, evaluate
+from .webhook import Attempt, RetryPolicy, deliver
+
+__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "get_package", "set_endpoint", "deliver_package")
+
+log = structlog.get_logger("valuegate.cloud.renewal")
+Conn = psycopg.AsyncConnection[Any]
+
+
+async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql, params)
+    return await cur.fetchall()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None) -> bytes:
+    """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents."""
+    contract, _ = await load_contract(conn, tenant_id, contract_id)
+    spans = await _rows(
+        conn,
+        "SELECT gateway_id, min(seq) AS first, max(seq) AS last FROM vouchers WHERE tenant_id = %s AND contract_id = %s GROUP BY gateway_id",
+        (tenant_id, contract_id),
+    )
+    vouchers: list[dict[str, Any]] = []
+    keys: list[GatewayKey] = []
+    for span in spans:
+        rows = await _rows(
+            conn,
+            "SELECT document FROM vouchers WHERE tenant_id = %s AND gateway_id = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+            (tenant_id, span["gateway_id"], span["first"], span["last"]),
+        )
+        vouchers += [row["document"] for row in rows]
+        for key in await _rows(
+            conn, "SELECT public_key, valid_from, valid_until, revoked_at FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id",
+            (tenant_id, span["gateway_id"]),
+        ):
+            ends = [t for t in (key["valid_until"], key["revoked_at"]) if t is not None]
+            keys.append(GatewayKey(span["gateway_id"], key["public_key"], _iso(key["valid_from"]), _iso(min(ends)) if ends else None))
+    documents = await _rows(
+        conn,
+        "SELECT record FROM invoice_documents WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY issued_at, number",
+        (tenant_id, contract_id),
+    )
+    return build_bundle(
+        contract=msgspec.to_builtins(contract),
+        vouchers=vouchers,
+        keys=keys,
+        documents=[row["record"] for row in documents],
+        created_at=_iso(created_at or dt.datetime.now(dt.UTC)) or "",
+    )
+
+
+async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, dict[str, Progress], dict[str, Any], Decimal]:
+    """Return the contract, each anchor's progress, each priced anchor's charge over all billable vouchers, and the realized total."""
+    contract, _ = await load_contract(conn, tenant_id, contract_id)
+    values = await billable_values(conn, tenant_id, contract_id)
+    states: dict[str, Progress] = {}
+    charges: dict[str, Any] = {}
+    total = Decimal(0)
+    for anchor in contract.anchors:
+        mine = [v for v in values if v.anchor == anchor.id]
+        target = Decimal(repr(anchor.target)) if anchor.target is not None else None
+        if anchor.price is not None:
+            try:
+                charge = price_anchor(contract, anchor.id, mine)
+            except PricingError as exc:
+                log.warning("renewal_pricing_failed", tenant=tenant_id, contract=contract_id, anchor=anchor.id, error=str(exc))
+            else:
+                charges[anchor.id] = charge
+                total += charge.amount
+                states[anchor.id] = Progress(charge.mean_gain, target)
+                continue
+        kept, _ = latest_per_day(mine)
+        counted = [v.gain(contract.settlement) for v in kept if v.sufficient and v.running_day]
+        states[anchor.id] = Progress(sum(counted, Decimal(0)) / len(counted) if counted else None, target)
+    return contract, states, charges, total
+
+
+async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fired_at: dt.datetime, states: dict[str, Progress],
+                  charges: dict[str, Any], total: Decimal, today: dt.date) -> PackageInputs:
+    gains = await anchor_gains(conn, tenant_id, contract.id)
+    anchors = []
+    machines: set[str] = set()
+    baseline_reasons: dict[str, float] = {}
+    reporting_reasons: dict[str, float] = {}
+    baseline_busy = reporting_busy = 0.0
+    for anchor in contract.anchors:
+        last = min(anchor.reporting.last_date, today)
+        reasons, busy = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.reporting.first_date, last)
+        before, before_busy = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.baseline.first_date, anchor.baseline.last_date)
+        for name, minutes in reasons.items():
+            reporting_reasons[name] = reporting_reasons.get(name, 0.0) + minutes
+        for name, minutes in before.items():
+            baseline_reasons[name] = baseline_reasons.get(name, 0.0) + minutes
+        reporting_busy += busy
+        baseline_busy += before_busy
+        machines.update(anchor.scope)
+        rows = [g for g in gains if g["anchor_id"] == anchor.id]
+        charge = charges.get(anchor.id)
+        anchors.append(
+            AnchorSummary(
+                anchor=anchor.id,
+                title=anchor.title,
+                metric=anchor.metric,
+                quantity=rows[0]["quantity"] if rows else "oee_points",
+                target=states[anchor.id].target,
+                mean_gain=states[anchor.id].mean_gain,
+                days=charge.days if charge is not None else 0,
+                amount=charge.amount if charge is not None else None,
+                gains=[GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"]) for g in rows],
+                reasons=reasons,
+            )
+        )
+
+    reductions = []
+    if baseline_busy > 0 and reporting_busy > 0:
+        for name in sorted(set(baseline_reasons) | set(reporting_reasons)):
+            reductions.append(Reduction(name, 60 * baseline_reasons.get(name, 0.0) / baseline_busy, 60 * reporting_reasons.get(name, 0.0) / reporting_busy))
+    first = min(a.reporting.first_date for a in contract.anchors)
+    availability = await machine_availability(conn, tenant_id, sorted(machines), first, today)
+    count = await _rows(conn, "SELECT count(*) AS n FROM vouchers WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract.id))
+    bundle = await contract_bundle(conn, tenant_id, contract.id, created_at=fired_at)
+    return PackageInputs(contract, firing, fired_at, total, int(count[0]["n"]), anchors, reductions, availability, bundle)
+
+
+async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today: dt.date, actor: str = "system", pdf: bool = True) -> list[dict[str, Any]]:
+    """Evaluate the contract's triggers and build a package for each firing not built before; return the new packages.
+
+    Runs in the caller's transaction. A firing whose package exists is skipped
+    before anything is built; the unique key also stops a concurrent duplicate.
+    """
+    contract, states, charges, total = await progress(conn, tenant_id, contract_id)
+    firings = evaluate(contract, today=today, progress=states, realized_total=total)
+    built = await _rows(conn, "SELECT trigger_key FROM renewal_packages WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id))
+    done = {row["trigger_key"] for row in built}
+    created = []
+    for firing in firings:
+        if firing.key in done:
+            continue
+        fired_at = dt.datetime.now(dt.UTC)
+        package = build_package(await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today), pdf=pdf)
+        rows = await _rows(
+            conn,
+            "INSERT INTO renewal_packages (tenant_id, contract_id, trigger_key, trigger_kind, fired_at, detail, summary_html, archive, archive_sha256, talking_points)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, contract_id, trigger_key) DO NOTHING"
+            " RETURNING id, tenant_id, contract_id, trigger_key, trigger_kind, fired_at, archive_sha256",
+            (tenant_id, contract_id, firing.key, firing.kind, fired_at, Jsonb(firing.detail), Jsonb(package.summary_html), package.archive,
+             package.sha256, Jsonb(package.talking_points)),
+        )
+        if not rows:
+            continue
+        await audit(conn, tenant_id=tenant_id, actor=actor, action="renewal.package", object_type="renewal_package", object_id=str(rows[0]["id"]),
+                    detail={"contract": contract_id, "trigger": firing.key, "archive_sha256": package.sha256})
+        log.info("renewal_package_built", tenant=tenant_id, contract=contract_id, trigger=firing.key, package=rows[0]["id"])
+        created.append(rows[0])
+    return created
+
+
+async def list_packages(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    return await _rows(
+        conn,
+        "SELECT p.id, p.trigger_key, p.trigger_kind, p.fired_at, p.detail, p.archive_sha256,"
+        " (SELECT bool_or(d.delivered) FROM webhook_deliveries d WHERE d.package_id = p.id) AS delivered,"
+        " (SELECT count(*) FROM webhook_deliveries d WHERE d.package_id = p.id) AS attempts"
+        " FROM renewal_packages p WHERE p.tenant_id = %s AND p.contract_id = %s ORDER BY p.fired_at DESC, p.id DESC",
+        (tenant_id, contract_id),
+    )
+
+
+async def get_package(conn: Conn, tenant_id: str, package_id: int) -> dict[str, Any]:
+    rows = await _rows(conn, "SELECT * FROM renewal_packages WHERE tenant_id = %s AND id = %s", (tenant_id, package_id))
+    if not rows:
+        raise NotFound(f"renewal package {package_id} not found")
+    return rows[0]
+
+
+async def set_endpoint(conn: Conn, tenant_id: str, url: str, secret: str, *, actor: str) -> None:
+    """Set the tenant's webhook; the secret is stored for signing and never written to the audit log."""
+    await conn.execute(
+        "INSERT INTO webhook_endpoints (tenant_id, url, secret) VALUES (%s, %s, %s)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET url = excluded.url, secret = excluded.secret, enabled = true, updated_at = now()",
+        (tenant_id, url, secret),
+    )
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="webhook.set", object_type="webhook_endpoint", object_id=tenant_id, detail={"url": url})
+
+
+async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: RetryPolicy = RetryPolicy()) -> bool | None:
+    """Deliver a stored package to the tenant's webhook, recording every attempt; None when no webhook is set.
+
+    Each attempt is recorded in its own short transaction, so that the record
+    survives a crash during the backoff.
+    """
+    from valuegate.cloud.db import UTC_OPTIONS
+
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS, autocommit=True) as conn:
+        package = await get_package(conn, tenant_id, package_id)
+        endpoints = await _rows(conn, "SELECT url, secret FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
+        if not endpoints:
+            log.info("webhook_not_configured", tenant=tenant_id, package=package_id)
+            return None
+        endpoint = endpoints[0]
+
+        async def record(attempt: Attempt) -> None:
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (package_id, tenant_id, url, attempt, status_code, error, delivered, started_at, duration_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s)",
+                (package_id, tenant_id, attempt.url, attempt.attempt, attempt.status_code, attempt.error, attempt.delivered, attempt.started_at, attempt.duration_ms),
+            )
+
+        headers = {
+            "Content-Type": "application/zip",
+            "X-Valuegate-Package": str(package_id),
+            "X-Valuegate-Contract": package["contract_id"],
+            "X-Valuegate-Trigger": package["trigger_key"],
+            "X-Valuegate-Archive-Sha256": package["archive_sha256"],
+            "Idempotency-Key": hashlib.sha256(f"{tenant_id}:{package_id}:{package['archive_sha256']}".encode()).hexdigest(),
+        }
+        return await deliver(endpoint["url"], endpoint["secret"], bytes(package["archive"]), headers=headers, record=record, policy=policy)

@@ -1,0 +1,104 @@
+"""Read queries behind the contract page and the renewal packages: downtime by reason, machine availability, findings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+__all__ = (
+    "downtime_by_reason",
+    "machine_availability",
+    "anchor_gains",
+    "chain_gaps",
+    "rejections",
+)
+
+Conn = psycopg.AsyncConnection[Any]
+
+# Planned busy time (ISO 22400-2) per minute record: everything but planned stops and missing data.
+_PBT_MS = "(running_ms + idle_ms + unplanned_stop_ms + changeover_ms)"
+
+
+async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def downtime_by_reason(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> tuple[dict[str, float], float]:
+    """Return unplanned downtime minutes per reason code over the machines and dates, and the planned busy minutes."""
+    rows = await _rows(
+        conn,
+        "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
+        " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date BETWEEN %s AND %s GROUP BY r.key",
+        (tenant_id, machines, first, last),
+    )
+    busy = await _rows(
+        conn,
+        f"SELECT coalesce(sum({_PBT_MS}), 0) AS ms FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s",
+        (tenant_id, machines, first, last),
+    )
+    return {row["reason"]: int(row["ms"]) / 60_000 for row in rows}, int(busy[0]["ms"]) / 60_000
+
+
+async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Return per machine the planned busy and running minutes over the dates and availability = running / planned busy."""
+    rows = await _rows(
+        conn,
+        f"SELECT machine_id, sum({_PBT_MS}) AS busy_ms, sum(running_ms) AS run_ms, sum(unplanned_stop_ms) AS down_ms, sum(stops) AS stops"
+        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
+        (tenant_id, machines, first, last),
+    )
+    result = []
+    for row in rows:
+        busy = int(row["busy_ms"])
+        result.append(
+            {
+                "machine": row["machine_id"],
+                "planned_busy_min": busy / 60_000,
+                "run_min": int(row["run_ms"]) / 60_000,
+                "unplanned_min": int(row["down_ms"]) / 60_000,
+                "stops": int(row["stops"]),
+                "availability": int(row["run_ms"]) / busy if busy else None,
+            }
+        )
+    return result
+
+
+async def anchor_gains(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return every stored voucher's daily gain and interval for the charts, oldest day first."""
+    return await _rows(
+        conn,
+        "SELECT anchor_id, plant_date, delta_point, delta_low, delta_high, sufficient, running_day, quantity, reporting_value, baseline_value,"
+        " document->'credentialSubject'->'sufficiency'->'reasons' AS reasons, voucher_id"
+        " FROM vouchers WHERE tenant_id = %s AND contract_id = %s ORDER BY plant_date, voucher_id",
+        (tenant_id, contract_id),
+    )
+
+
+async def chain_gaps(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return the gateways of the contract whose chain has a gap: stored through N, but a higher sequence arrived."""
+    return await _rows(
+        conn,
+        "SELECT g.gateway_id, g.contiguous_through, g.highest_seq FROM gateway_chain g"
+        " WHERE g.highest_seq > g.contiguous_through AND g.gateway_id IN"
+        " (SELECT DISTINCT gateway_id FROM voucher_chain WHERE tenant_id = %s AND contract_id = %s) ORDER BY g.gateway_id",
+        (tenant_id, contract_id),
+    )
+
+
+async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    return await _rows(
+        conn,
+        "SELECT voucher_id, gateway_id, code, reason, received_at FROM rejections WHERE tenant_id = %s AND contract_id = %s"
+        " ORDER BY received_at DESC, id DESC LIMIT %s",
+        (tenant_id, contract_id, limit),
+    )
+
+
+def to_float(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
