@@ -10,10 +10,8 @@ CREATE TABLE renewal_packages (
     fired_at       timestamptz NOT NULL,
     detail         jsonb NOT NULL,
     summary_html   jsonb NOT NULL,
-    summary_pdf_zh bytea NOT NULL,
-    summary_pdf_en bytea NOT NULL,
-    bundle         bytea NOT NULL,
-    bundle_sha256  text NOT NULL,
+    archive        bytea NOT NULL,
+    archive_sha256 text NOT NULL,
     talking_points jsonb NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, contract_id, trigger_key)
