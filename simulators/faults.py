@@ -100,6 +100,25 @@ def parse_fault(text: str, *, protocol: str | None = None) -> FaultSpec:
         raise FaultError(text, "count=0 covers no register; use count=1 or more")
     if kind == "slow" and "delay_ms" not in options:
         options["delay_ms"] = 500
+    if kind in ("bad", "uncertain"):
+        options["status"] = _status_name(text, kind, str(options.get("status", _DEFAULT_STATUS[kind])))
     at = options.pop("at", None)
     duration = options.pop("for", default_duration)
     return FaultSpec(kind, at_s=at, duration_s=duration, options=options, text=text)
+
+
+_DEFAULT_STATUS = {"bad": "BadSensorFailure", "uncertain": "UncertainLastUsableValue"}
+
+
+def _status_name(text: str, kind: str, name: str) -> str:
+    """Check that ``name`` is an OPC UA status code of severity ``kind``."""
+    from asyncua import ua
+
+    code = getattr(ua.StatusCodes, name, None)
+    if not isinstance(code, int):
+        raise FaultError(text, f"status {name!r} is not an OPC UA status code name; use e.g. {_DEFAULT_STATUS[kind]}")
+    status = ua.StatusCode(code)
+    severity = "bad" if status.is_bad() else "uncertain" if status.is_uncertain() else "good"
+    if severity != kind:
+        raise FaultError(text, f"status {name!r} is {severity}, not {kind}; choose a {kind} status code such as {_DEFAULT_STATUS[kind]}")
+    return name

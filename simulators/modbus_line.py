@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -17,6 +16,7 @@ from .faults import FaultSpec, parse_fault
 from .modbus_server import RegisterServer
 from .recordings.bottling import load_bottling
 from .replay import ReplayClock, ReplayPacing
+from .service import ReplayService
 from .timeline import LineStatus, StateTimeline, bottling_timeline
 
 __all__ = ("ModbusLineSimulator", "BottlingModbusSimulator", "BOTTLING_TAG_MAP", "DEFAULT_COUNTER_OFFSET")
@@ -30,7 +30,7 @@ DEFAULT_COUNTER_OFFSET = 50_000
 DONE_COIL = 0
 
 
-class ModbusLineSimulator:
+class ModbusLineSimulator(ReplayService):
     """Serves a :class:`StateTimeline` over Modbus TCP in the register layout of a tag map.
 
     Tags are filled by role: the first ``state_input`` tag gets the state
@@ -52,13 +52,14 @@ class ModbusLineSimulator:
         pacing: ReplayPacing | None = None,
         counter_offset: int = DEFAULT_COUNTER_OFFSET,
         faults: Iterable[FaultSpec | str] = (),
+        paused: bool = False,
     ) -> None:
+        super().__init__(paused=paused)
         self.truth = timeline
         self.tag_map = tag_map
         self.pacing = pacing or ReplayPacing()
         self.counter_offset = counter_offset
         self.server = RegisterServer(tag_map, host=host, port=port, unit_id=unit_id)
-        self.finished = asyncio.Event()
         self.clock = ReplayClock(
             self.pacing,
             start_ms=timeline.start_ms,
@@ -73,8 +74,6 @@ class ModbusLineSimulator:
         self._rejected_adjust = 0
         self._restart_ms: int | None = None
         self._restart_changes = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
         self._log = log.bind(tag_map=tag_map.name)
 
     @staticmethod
@@ -96,11 +95,6 @@ class ModbusLineSimulator:
     @property
     def host(self) -> str:
         return self.server.host
-
-    @property
-    def now_ms(self) -> int:
-        """Recorded time the PLC clock shows now."""
-        return self.clock.now_ms
 
     # -- register image -----------------------------------------------------
 
@@ -124,7 +118,7 @@ class ModbusLineSimulator:
         }
         return {self._roles[role]: value for role, value in values.items() if role in self._roles}
 
-    def _apply(self, now_ms: int) -> None:
+    async def _apply(self, now_ms: int) -> None:
         self.server.set_values(self.values_at(now_ms))
 
     # -- faults ---------------------------------------------------------------
@@ -152,7 +146,7 @@ class ModbusLineSimulator:
             self._reset_counters()
         else:
             raise ValueError(f"fault {spec.kind!r} is not available over Modbus")
-        self._apply(self.clock.now_ms)
+        await self._apply(self.clock.now_ms)
 
     def _counter_bits(self, role: str) -> int:
         for counter in self.tag_map.counters:
@@ -184,51 +178,20 @@ class ModbusLineSimulator:
         await self.server.start()
         self._log.info("plc_restarted", at_ms=self._restart_ms)
 
-    async def _scheduled(self, spec: FaultSpec) -> None:
-        await asyncio.sleep(spec.at_s or 0.0)
-        await self.inject(spec)
-
     # -- lifecycle ------------------------------------------------------------
 
-    async def _replay(self) -> None:
-        await self.clock.run(self._apply, stop=self._stopping)
-        if not self._stopping.is_set():
-            self.server.set_coil(DONE_COIL, True)
-            self.finished.set()
-            self._log.info("replay_done", end_ms=self.clock.end_ms, port=self.port)
-
-    async def start(self) -> None:
-        self._apply(self.truth.start_ms)
+    async def _start_server(self) -> None:
         await self.server.start()
-        self._tasks.append(asyncio.create_task(self._replay(), name="modbus-replay"))
-        for spec in self.faults:
-            self._tasks.append(asyncio.create_task(self._scheduled(spec), name=f"fault-{spec.kind}"))
         self._log.info(
             "simulator_started", port=self.port, start_ms=self.truth.start_ms, end_ms=self.truth.end_ms,
             speed=self.pacing.speed, min_dwell_ms=self.pacing.min_dwell_ms,
         )
 
-    async def stop(self) -> None:
-        """Cancel the replay and fault tasks and close the server; safe to call twice."""
-        self._stopping.set()
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _stop_server(self) -> None:
         await self.server.stop()
 
-    async def __aenter__(self) -> ModbusLineSimulator:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+    async def _mark_done(self) -> None:
+        self.server.set_coil(DONE_COIL, True)
 
 
 class BottlingModbusSimulator(ModbusLineSimulator):
@@ -253,6 +216,7 @@ class BottlingModbusSimulator(ModbusLineSimulator):
         counter_offset: int = DEFAULT_COUNTER_OFFSET,
         tag_map: TagMap | str | Path | None = None,
         faults: Iterable[FaultSpec | str] = (),
+        paused: bool = False,
     ) -> None:
         recording = load_bottling()
         if days is not None or start is not None or end is not None:
@@ -271,4 +235,5 @@ class BottlingModbusSimulator(ModbusLineSimulator):
             pacing=ReplayPacing(speed=speed, min_dwell_ms=min_dwell_ms, tick_ms=tick_ms),
             counter_offset=counter_offset,
             faults=faults,
+            paused=paused,
         )

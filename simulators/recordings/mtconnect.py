@@ -8,10 +8,11 @@ plant days are counted in America/New_York, where the test bed is.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -137,6 +138,8 @@ class MtconnectRecording:
     events: list[MtEvent]
     published: dict[date, dict[str, CounterIncrements]]
     findings: list[Finding]
+    # Last value of each item before the first event, for a slice that starts after the recording does.
+    initial: dict[str, str | int | float | None] = field(default_factory=dict)
 
     @property
     def plant_days(self) -> list[date]:
@@ -162,8 +165,14 @@ class MtconnectRecording:
         begin_us = plant_day_bounds_ms(days[0], zone)[0] * 1000
         end_us = plant_day_bounds_ms(days[-1], zone)[1] * 1000
         kept = {day.isoformat() for day in days}
+        initial = dict(self.initial)
+        for event in self.events:
+            if event.ts_us >= begin_us:
+                break
+            initial[event.item] = event.value
         return replace(
             self,
+            initial=initial,
             events=[event for event in self.events if begin_us <= event.ts_us < end_us],
             published={day: self.published[day] for day in days},
             findings=[item for item in self.findings if item["date"] in kept],
@@ -172,9 +181,22 @@ class MtconnectRecording:
 
 def load_mtconnect(name: str) -> MtconnectRecording:
     """Load a shipped MTConnect recording: ``mazak03``, ``hurco02`` or ``hurco04``."""
-    source = MTCONNECT_RECORDINGS.get(name)
-    if source is None:
+    if name not in MTCONNECT_RECORDINGS:
         raise ValueError(f"unknown MTConnect recording {name!r}; choose one of {', '.join(MTCONNECT_RECORDINGS)}")
+    parsed = _load_cached(name)
+    # Events are immutable, so a copy of the lists is enough to keep callers from changing the cache.
+    return replace(
+        parsed,
+        events=list(parsed.events),
+        published={day: dict(counters) for day, counters in parsed.published.items()},
+        findings=[dict(item) for item in parsed.findings],
+        initial=dict(parsed.initial),
+    )
+
+
+@functools.lru_cache(maxsize=len(MTCONNECT_RECORDINGS))
+def _load_cached(name: str) -> MtconnectRecording:
+    source = MTCONNECT_RECORDINGS[name]
     zone = ZoneInfo(MTCONNECT_ZONE)
     lines = (line for file in source.files for line in open_text(source.folder, file))
     events = list(_parse(lines, source))

@@ -1,0 +1,112 @@
+"""Lifecycle shared by the simulators: server start and stop, the replay task, scheduled faults, pause and done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from .faults import FaultSpec
+from .replay import ReplayClock
+
+__all__ = ("ReplayService",)
+
+
+class ReplayService:
+    """Base of the simulators: subclasses serve values and implement :meth:`inject`.
+
+    With ``paused=True`` the server starts but recorded time stays at the
+    start until :meth:`resume`, so that a client can connect and subscribe
+    before the first change.
+    """
+
+    clock: ReplayClock
+    faults: list[FaultSpec]
+
+    def __init__(self, *, paused: bool = False) -> None:
+        self.finished = asyncio.Event()
+        self._resumed = asyncio.Event()
+        if not paused:
+            self._resumed.set()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log: Any = structlog.get_logger("valuegate.simulators")
+
+    @property
+    def now_ms(self) -> int:
+        """Recorded time (UTC epoch ms) the PLC clock shows now."""
+        return self.clock.now_ms
+
+    def resume(self) -> None:
+        """Start the replay of a simulator created with ``paused=True``."""
+        self._resumed.set()
+
+    async def inject(self, fault: FaultSpec | str) -> None:
+        raise NotImplementedError
+
+    async def _start_server(self) -> None:
+        raise NotImplementedError
+
+    async def _stop_server(self) -> None:
+        raise NotImplementedError
+
+    async def _apply(self, now_ms: int) -> None:
+        raise NotImplementedError
+
+    async def _mark_done(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _replay(self) -> None:
+        await self._resumed.wait()
+        await self.clock.run(self._apply, stop=self._stopping)
+        if not self._stopping.is_set():
+            await self._mark_done()
+            self.finished.set()
+            self._log.info("replay_done", end_ms=self.clock.end_ms)
+
+    async def _scheduled(self, spec: FaultSpec) -> None:
+        await self._resumed.wait()
+        await asyncio.sleep(spec.at_s or 0.0)
+        try:
+            await self.inject(spec)
+        except (ValueError, OSError) as exc:
+            self._log.error("fault_failed", fault=spec.text or spec.kind, error=str(exc))
+
+    async def start(self) -> None:
+        """Serve the start state, then run the replay and every scheduled fault as tasks."""
+        await self._apply(self.clock.start_ms)
+        await self._start_server()
+        self._spawn(self._replay(), "replay")
+        for spec in self.faults:
+            self._spawn(self._scheduled(spec), f"fault-{spec.kind}")
+
+    async def stop(self) -> None:
+        """Cancel the replay and fault tasks and stop the server; safe to call twice."""
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._stop_server()
+
+    async def wait_done(self, timeout_s: float | None = None) -> None:
+        """Wait until the replay has reached its end (``finished`` is set)."""
+        await asyncio.wait_for(self.finished.wait(), timeout_s)
+
+    async def __aenter__(self) -> Any:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
