@@ -1,0 +1,180 @@
+"""Minute records from spooled events, against a slow per-event reference, and day closing through vouchers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
+from valuegate.edge import keys
+from valuegate.edge.issuer import VoucherSigner
+from valuegate.edge.pipeline import MachineInfo, Pipeline, summarize_minutes
+from valuegate.edge.protocol.contract import parse_contract
+from valuegate.edge.protocol.evidence import evidence_digest
+from valuegate.edge.protocol.records import STATES
+from valuegate.edge.protocol.voucher import verify_voucher, voucher_hash
+from valuegate.edge.spool import Carry, CounterReading, MachineBatch, Spool, StateEvent
+
+FILLER = load_tag_map(shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml")
+T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def reference_minutes(carry: Carry | None, states: list[StateEvent], counters: list[CounterReading], start: int, end: int) -> dict[int, dict]:
+    """Walk the events one by one and split each state run at minute edges; count increments modulo 2**16.
+
+    A stop begins where an unplanned-stop run starts whose state or reason
+    differs from the run before it; a stop carried in from before ``start``
+    did not begin here.
+    """
+    code, reason, uncertain = (carry.code, carry.reason, carry.uncertain) if carry else (5, None, False)
+    runs = []  # (start, end, state, reason, uncertain, begins_stop)
+    at, previous = start, (code, reason) if carry else None
+    begins = False
+    for event in states:
+        runs.append((at, event.ts_ms, code, reason, uncertain, begins))
+        begins = event.code == 3 and (event.code, event.reason) != (code, reason)
+        at, code, reason, uncertain = event.ts_ms, event.code, event.reason, event.uncertain
+    runs.append((at, end, code, reason, uncertain, begins))
+    del previous
+    minutes: dict[int, dict] = {}
+    for minute in range(start, end, 60_000):
+        row = {f"{name}_ms": 0 for name in STATES} | {"produced": 0, "reject": 0, "stops": 0, "reasons": {}, "uncertain_ms": 0}
+        for run_start, run_end, state, why, doubt, begins_stop in runs:
+            overlap = min(run_end, minute + 60_000) - max(run_start, minute)
+            if overlap > 0:
+                row[f"{STATES[state]}_ms"] += overlap
+                if doubt:
+                    row["uncertain_ms"] += overlap
+                if state == 3 and why is not None:
+                    row["reasons"][why] = row["reasons"].get(why, 0) + overlap
+            if begins_stop and minute <= run_start < minute + 60_000 and run_end > run_start:
+                row["stops"] += 1
+        minutes[minute] = row
+    last = carry.counters.get("containers") if carry else None
+    for reading in counters:
+        if last is not None:
+            minutes[reading.ts_ms // 60_000 * 60_000]["produced"] += int(reading.value - last[1]) % 65536
+        last = [reading.ts_ms, reading.value]
+    return {minute: row for minute, row in minutes.items() if row["planned_stop_ms"] < 60_000}
+
+
+def random_events(rng: random.Random, start: int, end: int) -> tuple[list[StateEvent], list[CounterReading]]:
+    states, counters = [], []
+    at, count = start, 1000
+    while True:
+        at += rng.randint(1, 400_000)
+        if at >= end:
+            break
+        code = rng.choice([0, 0, 0, 1, 2, 3, 3, 4, 5])
+        states.append(StateEvent(at, code, rng.choice(["17", "21", None]) if code == 3 else None, rng.random() < 0.2))
+    for ts in range(start + 7_000, end, 20_000):
+        count = (count + rng.randint(0, 15)) % 65536
+        counters.append(CounterReading(ts, "containers", count))
+    return states, counters
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_minutes_match_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    start, end = T0, T0 + 180 * 60_000
+    states, counters = random_events(rng, start + 1, end)
+    carry = Carry(rng.choice([0, 2, 3]), "17", False, {"containers": [start - 5_000, 995.0]}) if seed % 2 else None
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    records, next_carry = summarize_minutes(machine, carry, states, counters, start, end)
+    expected = reference_minutes(carry, states, counters, start, end)
+    got = {minute: json.loads(text) for minute, text in records}
+    assert sorted(got) == sorted(expected)
+    for minute, row in expected.items():
+        record = got[minute]
+        for key, value in row.items():
+            assert record[key] == value, (minute, key)
+    assert next_carry.code == (states[-1].code if states else carry.code if carry else 5)
+    assert next_carry.counters["containers"] == [float(counters[-1].ts_ms), counters[-1].value]
+
+
+def test_counter_wrap_and_planned_minutes() -> None:
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    start = T0
+    states = [StateEvent(start + 30_000, 2), StateEvent(start + 180_000, 0)]
+    counters = [CounterReading(start + 10_000, "containers", 65530), CounterReading(start + 200_000, "containers", 4)]
+    records, _ = summarize_minutes(machine, Carry(0, None, False, {}), states, counters, start, start + 240_000)
+    minutes = [minute for minute, _ in records]
+    assert minutes == [start, start + 180_000]  # minutes 1 and 2 were planned stop throughout
+    first, last = (json.loads(text) for _, text in records)
+    assert first["running_ms"] == 30_000
+    assert first["planned_stop_ms"] == 30_000
+    assert last["produced"] == 10  # 65530 -> 4 wraps at 2**16
+
+
+CONTRACT = {
+    "schema": "valuegate/contract/v1",
+    "id": "c-1",
+    "tenant": "acme",
+    "customer": "Acme",
+    "start": "2026-01-01",
+    "end": "2026-12-31",
+    "anchors": [
+        {
+            "id": "oee-filler",
+            "scope": ["filler-1"],
+            "metric": "oee_points",
+            "baseline": {"first_date": "2026-01-01", "last_date": "2026-01-02", "min_days": 2},
+            "reporting": {"first_date": "2026-01-03", "last_date": "2026-01-31"},
+            "uncertainty": {"resamples": 200, "block_days": 1, "seed": 3},
+        }
+    ],
+}
+
+
+def test_days_close_and_vouchers_chain(tmp_path: Path) -> None:
+    keys.create_key(tmp_path / "keys")
+    spool = Spool(tmp_path / "spool.db")
+    signer = VoucherSigner(tmp_path / "keys", tenant="acme", site="s", gateway="gw-1")
+    pipeline = Pipeline([MachineInfo("filler-1", FILLER, "UTC")], [parse_contract(CONTRACT)], signer)
+    rng = random.Random(11)
+    states, counters = random_events(rng, T0, T0 + 5 * 86_400_000)
+    spool.append([MachineBatch("filler-1", [StateEvent(T0, 0), *states], counters, T0 + 5 * 86_400_000 + 5_000)])
+
+    issued, days = [], []
+    while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+        issued += result.vouchers
+        days += result.days
+    assert days == ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
+    assert [v["credentialSubject"]["period"]["plant_date"] for v in issued] == ["2026-01-03", "2026-01-04", "2026-01-05"]
+    assert [v["credentialSubject"]["seq"] for v in issued] == [1, 2, 3]
+    assert issued[0]["credentialSubject"]["prev"] is None
+    assert issued[1]["credentialSubject"]["prev"] == voucher_hash(issued[0])
+    assert issued[2]["credentialSubject"]["prev"] == voucher_hash(issued[1])
+    for voucher in issued:
+        assert verify_voucher(voucher).ok
+        claims = voucher["credentialSubject"]
+        day_start = int(dt.datetime.fromisoformat(claims["period"]["start"].replace("Z", "+00:00")).timestamp() * 1000)
+        records = spool.minute_records("filler-1", day_start, day_start + 86_400_000)
+        assert claims["evidence"]["merkle_root"] == evidence_digest(records)[0]
+        assert claims["evidence"]["records"] == len(records)
+        assert claims["machines"][0]["mapping_hash"] == FILLER.content_hash()
+
+    # A second pass issues nothing new.
+    assert pipeline.step(spool, "filler-1", now_ms=T0).vouchers == []
+
+
+def test_vouchers_wait_for_baseline(tmp_path: Path) -> None:
+    keys.create_key(tmp_path / "keys")
+    spool = Spool(tmp_path / "spool.db")
+    signer = VoucherSigner(tmp_path / "keys", tenant="acme", site="s", gateway="gw-1")
+    contract = json.loads(json.dumps(CONTRACT))
+    contract["anchors"][0]["baseline"]["min_days"] = 2
+    pipeline = Pipeline([MachineInfo("filler-1", FILLER, "UTC")], [parse_contract(contract)], signer)
+    # Day 1 has no data at all, so the baseline has one covered day of the two it needs.
+    start = T0 + 86_400_000
+    spool.append([MachineBatch("filler-1", [StateEvent(start, 0)], [], start + 3 * 86_400_000 + 1)])
+    waited = []
+    while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+        assert result.vouchers == []
+        waited += result.waiting
+    assert "oee-filler" in waited
+    assert len(spool.anchor_days("c-1", "oee-filler", "reporting")) == 2

@@ -1,0 +1,132 @@
+"""The spool: WAL mode, atomic issuing, acks, and the pruning order under a disk cap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from valuegate.edge import keys, outbox
+from valuegate.edge.issuer import VoucherSigner
+from valuegate.edge.spool import Carry, CounterReading, MachineBatch, Spool, StateEvent
+
+from .helpers import issue_synthetic, outbox_depth
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool.db")
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> VoucherSigner:
+    keys.create_key(tmp_path / "keys")
+    return VoucherSigner(tmp_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
+
+
+def test_wal_mode_and_full_sync(spool: Spool) -> None:
+    assert spool.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert spool.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+def test_issue_numbers_and_chains(spool: Spool, signer: VoucherSigner) -> None:
+    issued = issue_synthetic(spool, signer, 3)
+    assert [v["credentialSubject"]["seq"] for v in issued] == [1, 2, 3]
+    head = outbox.chain_head(spool)
+    assert head.next_seq == 4
+    assert outbox_depth(spool) == 3
+    # The same anchor days again: nothing new is issued and the sequence stays.
+    again = issue_synthetic(spool, signer, 3)
+    assert again == []
+    assert outbox.chain_head(spool).next_seq == 4
+
+
+def test_failed_signing_leaves_no_trace(spool: Spool, signer: VoucherSigner) -> None:
+    issue_synthetic(spool, signer, 2)
+    head = outbox.chain_head(spool)
+
+    def broken_sign(*_args: object) -> dict:
+        raise RuntimeError("disk full while signing")
+
+    spool.store_anchor_day("c-1", "oee-filler", "2030-01-01", "reporting", {})
+    from valuegate.edge.outbox import PendingVoucher
+
+    item = PendingVoucher("c-1", "oee-filler", "2030-01-01", ("filler-1",), 0, 1, {})
+    with pytest.raises(RuntimeError):
+        outbox.issue_vouchers(spool, [item], broken_sign, now_ms=0)
+    assert outbox.chain_head(spool) == head
+    assert outbox_depth(spool) == 2
+
+
+def test_ack_removes_covered_and_clamps(spool: Spool, signer: VoucherSigner) -> None:
+    issue_synthetic(spool, signer, 5)
+    assert outbox.ack(spool, 3) == (3, 3)
+    assert outbox.ack(spool, 2) == (3, 0)  # an older ack changes nothing
+    assert outbox.ack(spool, 99) == (5, 2)  # beyond the last issued: clamped
+    assert outbox_depth(spool) == 0
+    assert outbox.chain_head(spool).acked_through == 5
+
+
+def _fill(spool: Spool, machine: str, start: int, count: int) -> None:
+    states = [StateEvent(start + i * 1000, i % 4, "x" * 200) for i in range(count)]
+    counters = [CounterReading(start + i * 1000, "c", float(i)) for i in range(count)]
+    spool.append([MachineBatch(machine, states, counters, start + count * 1000)])
+
+
+def test_prune_order_under_cap(spool: Spool, signer: VoucherSigner) -> None:
+    issue_synthetic(spool, signer, 20)
+    _fill(spool, "m1", 0, 4000)  # summarized below
+    _fill(spool, "m1", 10_000_000, 4000)  # not summarized
+    spool.store_minutes("m1", [(0, json.dumps({"minute": 0}))], done_ms=5_000_000, carry=Carry(0, None, False, {}))
+    summarized = spool.db.execute("SELECT count(*) FROM events WHERE summarized = 1").fetchone()[0]
+    assert summarized == 8000
+
+    # A cap just below the current size: summarized events go, nothing else.
+    spool.prune(10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
+    used = spool.used_bytes()
+    deleted = spool.prune(used - 200_000, now_ms=0, retention_ms=10**12)
+    assert deleted["summarized_events"] > 0
+    assert deleted["unsummarized_events"] == 0
+    assert outbox_depth(spool) == 20
+    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 1  # not published: kept
+
+    # A cap far below: every raw event goes, oldest first, and still no voucher or record.
+    deleted = spool.prune(10_000, now_ms=0, retention_ms=10**12)
+    assert spool.db.execute("SELECT count(*) FROM events WHERE summarized = 1").fetchone()[0] == 0
+    assert deleted["unsummarized_events"] > 0
+    assert outbox_depth(spool) == 20
+    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 1
+
+
+def test_prune_keeps_newest_unsummarized(spool: Spool) -> None:
+    _fill(spool, "m1", 0, 6000)
+    spool.prune(10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
+    before = spool.used_bytes()
+    spool.prune(before // 2, now_ms=0, retention_ms=10**12)
+    remaining = [row[0] for row in spool.db.execute("SELECT ts_ms FROM events ORDER BY ts_ms")]
+    assert remaining
+    assert remaining[-1] == 5_999_000  # the newest survive
+    assert remaining[0] > 0  # the oldest went first
+    assert spool.used_bytes() <= before // 2
+
+
+def test_published_records_go_after_ack_or_retention(spool: Spool, signer: VoucherSigner) -> None:
+    day = 86_400_000
+    minutes = [(m * 60_000, json.dumps({"minute": m})) for m in range(0, 2 * 1440)]
+    spool.store_minutes("filler-1", minutes, done_ms=2 * day, carry=Carry(0, None, False, {}))
+    spool.store_day("filler-1", "1970-01-01", 0, day, {})
+    spool.store_day("filler-1", "1970-01-02", day, 2 * day, {})
+    outbox.mark_published(spool, [(m, "filler-1") for m, _ in minutes], now_ms=1_000)
+    # One voucher covers day one; ack it.
+    from valuegate.edge.outbox import PendingVoucher
+
+    from .helpers import synthetic_body
+
+    spool.store_anchor_day("c-1", "oee-filler", "1970-01-01", "reporting", {})
+    signer.issue(spool, [PendingVoucher("c-1", "oee-filler", "1970-01-01", ("filler-1",), 0, day, synthetic_body("1970-01-01"))], now_ms=0)
+    outbox.ack(spool, 1)
+    spool.prune(10**12, now_ms=2_000, retention_ms=10**9)
+    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 1440  # day two: no ack, retention not over
+    spool.prune(10**12, now_ms=10**9 + 2_000, retention_ms=10**9)
+    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 0
