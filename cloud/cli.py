@@ -1,9 +1,244 @@
-"""Commands of valuegate.cloud for the `valuegate` command line."""
+"""Commands of valuegate.cloud for the `valuegate` command line: serve, ingest, migrate and admin."""
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+cloud_app = typer.Typer(no_args_is_help=True, help="Cloud service: REST API, MQTT ingest, database migrations, administration.")
+admin_app = typer.Typer(no_args_is_help=True, help="Manage tenants, sites, gateways, keys, contracts, users and API tokens.")
+cloud_app.add_typer(admin_app, name="admin")
+
+ConfigOption = typer.Option(None, "--config", "-c", help="Settings YAML file; VALUEGATE_CLOUD_* environment variables override it.")
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL connection string; overrides the settings.")
 
 
 def register(root: typer.Typer) -> None:
-    """Add this layer's commands to the root command line."""
+    """Add the cloud commands to the root command line."""
+    root.add_typer(cloud_app, name="cloud")
+
+
+def _settings(config: Path | None, **overrides: Any) -> Any:
+    from .settings import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    from .store import StoreError
+
+    try:
+        return asyncio.run(coro)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cloud_app.command()
+def migrate(
+    config: Path | None = ConfigOption,
+    dsn: str | None = DsnOption,
+    timescaledb: bool | None = typer.Option(None, "--timescaledb/--plain", help="Force the TimescaleDB or the plain-PostgreSQL schema; default: TimescaleDB when the server has it."),
+) -> None:
+    """Apply pending database migrations, then the TimescaleDB compression and retention policies."""
+    from .db import MigrationError, apply_policies
+    from .db import migrate as run_migrations
+
+    settings = _settings(config, dsn=dsn)
+    try:
+        applied = run_migrations(settings.dsn, timescaledb=timescaledb if timescaledb is not None else settings.use_timescaledb)
+    except MigrationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    policies = apply_policies(settings.dsn, compress_after_days=settings.compress_after_days, telemetry_retention_days=settings.telemetry_retention_days)
+    typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    typer.echo("TimescaleDB policies set" if policies else "plain PostgreSQL: no TimescaleDB policies")
+
+
+@cloud_app.command()
+def serve(
+    config: Path | None = ConfigOption,
+    dsn: str | None = DsnOption,
+    host: str | None = typer.Option(None, help="Address to listen on."),
+    port: int | None = typer.Option(None, help="TCP port to listen on."),
+) -> None:
+    """Serve the REST API and the web UI with uvicorn."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(config, dsn=dsn, host=host, port=port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+@cloud_app.command()
+def ingest(
+    config: Path | None = ConfigOption,
+    dsn: str | None = DsnOption,
+    workers: int = typer.Option(1, min=1, max=64, help="Ingest workers in this process; each holds its own share of the MQTT subscription."),
+) -> None:
+    """Verify and store vouchers and telemetry from MQTT until interrupted."""
+    import asyncio
+    import contextlib
+
+    from .db import open_pool
+    from .ingest import IngestError, IngestWorker
+
+    settings = _settings(config, dsn=dsn)
+
+    async def main() -> None:
+        pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest")
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(workers):
+                    await stack.enter_async_context(IngestWorker(settings, pool=pool))
+                typer.echo(f"{workers} ingest worker(s) running on {settings.mqtt_host}:{settings.mqtt_port}; press Ctrl-C to stop")
+                await asyncio.Event().wait()
+        finally:
+            await pool.close()
+
+    try:
+        asyncio.run(main())
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+
+
+def _admin(config: Path | None, dsn: str | None) -> Any:
+    from .admin import Admin
+
+    return Admin(_settings(config, dsn=dsn).dsn, actor="cli")
+
+
+def _instant(value: str | None, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        typer.echo(f"error: {name} {value!r} is not an ISO 8601 timestamp such as 2026-01-01T00:00:00+08:00", err=True)
+        raise typer.Exit(2) from None
+    if stamp.tzinfo is None:
+        typer.echo(f"error: {name} {value!r} has no time zone; add Z or an offset such as +08:00", err=True)
+        raise typer.Exit(2)
+    return stamp
+
+
+@admin_app.command("tenant-create")
+def tenant_create(tenant: str, name: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Create a tenant (a vendor's customer account)."""
+
+    async def run() -> None:
+        async with _admin(config, dsn) as admin:
+            await admin.create_tenant(tenant, name)
+
+    _run(run())
+    typer.echo(f"tenant {tenant} created")
+
+
+@admin_app.command("site-create")
+def site_create(
+    tenant: str, site: str, time_zone: str = typer.Option(..., help="IANA zone of the plant, for example Asia/Shanghai."),
+    name: str = typer.Option("", help="Display name."), config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Create a site of a tenant."""
+
+    async def run() -> None:
+        async with _admin(config, dsn) as admin:
+            await admin.create_site(tenant, site, name or site, time_zone)
+
+    _run(run())
+    typer.echo(f"site {tenant}/{site} created")
+
+
+@admin_app.command("gateway-create")
+def gateway_create(tenant: str, site: str, gateway: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Register a gateway at a site."""
+
+    async def run() -> None:
+        async with _admin(config, dsn) as admin:
+            await admin.create_gateway(tenant, site, gateway)
+
+    _run(run())
+    typer.echo(f"gateway {gateway} registered at {tenant}/{site}")
+
+
+@admin_app.command("key-add")
+def key_add(
+    tenant: str, gateway: str, public_key: str = typer.Argument(..., help="Multibase (z6Mk...) or did:key public key."),
+    valid_from: str | None = typer.Option(None, help="Start of validity (ISO 8601 with zone); default now."),
+    valid_until: str | None = typer.Option(None, help="End of validity (ISO 8601 with zone); default open."),
+    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Register a gateway's signing key."""
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.add_key(tenant, gateway, public_key, valid_from=_instant(valid_from, "valid_from"), valid_until=_instant(valid_until, "valid_until"))
+
+    row = _run(run())
+    typer.echo(f"key {row['id']} registered for gateway {gateway}")
+
+
+@admin_app.command("key-revoke")
+def key_revoke(tenant: str, gateway: str, key_id: int, reason: str = typer.Option(..., help="Why, for the audit log."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Revoke a gateway key: vouchers signed with it are rejected from now on."""
+
+    async def run() -> None:
+        async with _admin(config, dsn) as admin:
+            await admin.revoke_key(tenant, gateway, key_id, reason)
+
+    _run(run())
+    typer.echo(f"key {key_id} of gateway {gateway} revoked")
+
+
+@admin_app.command("contract-upload")
+def contract_upload(tenant: str, file: Path = typer.Argument(..., exists=True, dir_okay=False), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Upload a contract YAML or JSON file as the contract's next revision."""
+
+    async def run() -> tuple[dict[str, Any], bool]:
+        async with _admin(config, dsn) as admin:
+            return await admin.upload_contract(tenant, file)
+
+    row, created = _run(run())
+    typer.echo(f"contract {row['id']} revision {row['revision']} {'stored' if created else 'unchanged'}")
+
+
+@admin_app.command("user-create")
+def user_create(
+    tenant: str, username: str, role: list[str] = typer.Option(..., "--role", help="admin, csm, finance or auditor; repeat for several."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input (web login); without it the user can only use API tokens."),
+    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Create a user of a tenant."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.create_user(tenant, username, role, password=password)
+
+    row = _run(run())
+    typer.echo(f"user {username} ({row['id']}) created with roles {', '.join(row['roles'])}")
+
+
+@admin_app.command("token-issue")
+def token_issue(tenant: str, username: str, name: str = typer.Option("", help="Label of the token."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Issue an API token for a user and print it once; only its hash is stored."""
+
+    async def run() -> str:
+        async with _admin(config, dsn) as admin:
+            return await admin.issue_token(tenant, username, name)
+
+    typer.echo(_run(run()))

@@ -1,0 +1,153 @@
+"""Reproduction of vouchers from stored records with the real kernels and methodology, and the fast canonical form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import hypothesis
+import msgspec
+import psycopg
+import pytest
+import rfc8785
+from hypothesis import strategies as st
+
+from valuegate.cloud import contracts
+from valuegate.cloud.chain import load_gateways
+from valuegate.cloud.db import UTC_OPTIONS
+from valuegate.cloud.reproduce import evidence_of, reproduce_pending
+from valuegate.cloud.telemetry import CheckedBatch, store_batches
+from valuegate.cloud.verify import canonical_fast, voucher_hash_fast
+from valuegate.edge import methodology
+from valuegate.edge.kernels import kpis, totals_from_records
+from valuegate.edge.protocol import voucher as v
+from valuegate.edge.protocol.contract import parse_contract
+from valuegate.edge.protocol.evidence import evidence_digest
+from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord, TelemetryBatch
+
+import yaml
+
+from .conftest import Gateway, contract_yaml, minute_records, store_direct
+
+
+def plant_day_start(day: dt.date) -> dt.datetime:
+    # Asia/Shanghai is UTC+8 all year.
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) - dt.timedelta(hours=8)
+
+
+def day_records(day: dt.date, produced: int) -> list[MinuteRecord]:
+    return minute_records("m1", plant_day_start(day), 1440, produced=produced)
+
+
+def computed_claims(gateway: Gateway, reporting_day: dt.date, baseline_days: list[dt.date]) -> tuple[v.Claims, list[MinuteRecord]]:
+    """Claims computed exactly as an edge gateway would, from the records the test then stores."""
+    anchor = parse_contract(yaml.safe_load(contract_yaml())).anchor("oee-line1")
+    ideal = {"m1": 5.0}
+    baseline = methodology.build_baseline(anchor, [(d.isoformat(), kpis(totals_from_records(day_records(d, 9), ideal_cycle_time_s=ideal))) for d in baseline_days])
+    records = day_records(reporting_day, 11)
+    reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, reporting_day.isoformat(), kpis(totals_from_records(records, ideal_cycle_time_s=ideal)))
+    claims = gateway.claims(1, None, day=reporting_day, records=records)
+    claims = msgspec.structs.replace(claims, reporting=reporting, delta=delta, sufficiency=sufficiency, baseline=baseline.claim())
+    return claims, records
+
+
+async def store_records(dsn: str, records: list[MinuteRecord]) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            gateways = await load_gateways(conn, {"gw-a1"})
+            batch = TelemetryBatch(schema=TELEMETRY_SCHEMA, tenant="acme", site="plant1", gateway="gw-a1", records=records)
+            await store_batches(conn, [CheckedBatch(batch, gateways["gw-a1"])])
+
+
+async def verdicts(dsn: str) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        await reproduce_pending(conn)
+        return await (await conn.execute("SELECT seq, reproduced, reproduce_detail FROM voucher_chain ORDER BY seq")).fetchall()
+
+
+@pytest.mark.postgres
+async def test_voucher_reproduced_from_records(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    acme, _ = two_tenants
+    base = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
+    document = v.build_voucher(claims, acme.key)
+    await store_direct(cloud_dsn, [document], topic_of=acme)
+
+    # Records missing: the voucher waits.
+    [(seq, reproduced, detail)] = await verdicts(cloud_dsn)
+    assert (seq, reproduced) == (1, None)
+    assert "waiting for records" in detail
+
+    await store_records(cloud_dsn, records + [r for d in base for r in day_records(d, 9)])
+    # Contract missing: the evidence matches, the numbers cannot be checked yet.
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        await conn.execute("UPDATE voucher_chain SET reproduced_at = NULL")
+        await conn.commit()
+    [(_, reproduced, detail)] = await verdicts(cloud_dsn)
+    assert reproduced is None
+    assert "not uploaded" in detail
+
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            await contracts.upload_contract(conn, "acme", contract_yaml())
+        await conn.execute("UPDATE voucher_chain SET reproduced_at = NULL")
+        await conn.commit()
+    [(_, reproduced, detail)] = await verdicts(cloud_dsn)
+    assert reproduced is True, detail
+    assert "baseline rebuilt" in detail
+
+
+@pytest.mark.postgres
+async def test_wrong_numbers_not_reproduced(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    acme, _ = two_tenants
+    base = [dt.date(2026, 1, 5)]
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
+    inflated = msgspec.structs.replace(claims, delta=msgspec.structs.replace(claims.delta, point=claims.delta.point + 5))
+    await store_direct(cloud_dsn, [v.build_voucher(inflated, acme.key)], topic_of=acme)
+    await store_records(cloud_dsn, records + day_records(base[0], 9))
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            await contracts.upload_contract(conn, "acme", contract_yaml())
+    [(_, reproduced, detail)] = await verdicts(cloud_dsn)
+    assert reproduced is False
+    assert "delta" in detail
+
+
+@pytest.mark.postgres
+async def test_changed_record_breaks_evidence(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    acme, _ = two_tenants
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), [dt.date(2026, 1, 5)])
+    await store_direct(cloud_dsn, [v.build_voucher(claims, acme.key)], topic_of=acme)
+    records[100] = msgspec.structs.replace(records[100], produced=records[100].produced + 1)
+    await store_records(cloud_dsn, records)
+    [(_, reproduced, detail)] = await verdicts(cloud_dsn)
+    assert reproduced is False
+    assert "evidence digest" in detail
+
+
+def test_evidence_matches_protocol() -> None:
+    records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 37)
+    records[3] = msgspec.structs.replace(records[3], reasons={"E12": 30_000, "F\u00fc\u00df": 30_000})
+    assert evidence_of(records) == evidence_digest(msgspec.to_builtins(r) for r in records)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@hypothesis.given(json_values)
+def test_fast_canonical_equals_rfc8785(value: Any) -> None:
+    assert canonical_fast(value) == rfc8785.dumps(value)
+
+
+def test_fast_hash_equals_voucher_hash() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    gateway = Gateway("acme", "plant1", "gw-a1", Ed25519PrivateKey.generate())
+    document = json.loads(json.dumps(gateway.next_voucher(point=1e-7)))
+    assert voucher_hash_fast(document) == v.voucher_hash(document)
