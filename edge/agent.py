@@ -1,0 +1,344 @@
+"""The edge agent: device readers, spool writer, pipeline, publisher and housekeeping as one asyncio task group.
+
+Use it as ``async with EdgeAgent(config) as agent: await agent.run()``;
+:meth:`EdgeAgent.stop` (the CLI calls it on SIGTERM) drains the spool
+writer, lets the pipeline finish its step, says goodbye on the status topic
+and returns within seconds. Start-up goes through an ``AsyncExitStack``, so
+a failure part-way closes what was already opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
+
+import structlog
+
+from valuegate.adapters.backoff import Backoff
+from valuegate.adapters.tagmap import TagMap, load_tag_map
+
+from . import outbox
+from .config import EdgeConfig, Machine
+from .issuer import VoucherSigner
+from .metrics import AgentMetrics, MetricsServer
+from .normalize import Normalizer
+from .pipeline import MachineInfo, Pipeline
+from .publish import Publisher
+from .spool import MachineBatch, Spool, SpoolThread
+
+__all__ = ("EdgeAgent", "DeviceOpener")
+
+log = structlog.get_logger("valuegate.edge.agent")
+
+DeviceOpener = Callable[[Any, TagMap], AbstractAsyncContextManager[Any]]
+_HOUSEKEEPING_S = 5.0
+_WRITER_BATCHES = 256
+
+
+def _default_opener(device: Any, tag_map: TagMap) -> AbstractAsyncContextManager[Any]:
+    from valuegate.adapters.devices import open_device
+
+    return open_device(device, tag_map)
+
+
+class EdgeAgent:
+    """One gateway's agent; ``open_device`` can be replaced to feed samples without a PLC."""
+
+    def __init__(self, config: EdgeConfig, *, open_device: DeviceOpener | None = None, machines: list[Machine] | None = None) -> None:
+        self.config = config
+        self.instance = uuid.uuid4().hex
+        self.metrics = AgentMetrics()
+        self._open_device = open_device or _default_opener
+        self._machines = machines
+        self._stack = AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self._work = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._queue: asyncio.Queue[MachineBatch | None] = asyncio.Queue(maxsize=10_000)
+        self._normalizers: dict[str, Normalizer] = {}
+        self._device_tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._log = log.bind(gateway=config.gateway)
+        self.spool: SpoolThread
+        self.publisher: Publisher
+        self.pipeline: Pipeline
+        self.signer: VoucherSigner
+        self.metrics_server: MetricsServer | None = None
+
+    # -- start and stop -----------------------------------------------------
+
+    async def __aenter__(self) -> EdgeAgent:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        self._log.info("agent_stopped", instance=self.instance)
+
+    async def _start(self) -> None:
+        from valuegate.edge import kernels
+        from valuegate.edge.protocol.contract import load_contract
+
+        config = self.config
+        state = config.state_path
+        state.mkdir(parents=True, exist_ok=True)
+        self._log.info("agent_starting", instance=self.instance, state_dir=str(state), client_id=config.client_id)
+
+        machines = self._machines if self._machines is not None else config.machine_list()
+        infos = [MachineInfo(machine.id, load_tag_map(machine.device.tag_map), machine.time_zone) for machine in machines]
+        self._devices = {machine.id: machine for machine in machines}
+        contracts = [load_contract(config.resolve(name)) for name in config.contracts]
+        self.signer = VoucherSigner(state / "keys", tenant=config.tenant, site=config.site, gateway=config.gateway)
+        seconds = await asyncio.to_thread(kernels.warm_up)
+        self._log.info("kernels_ready", seconds=round(sum(seconds.values()), 3))
+
+        self.spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db", sample_sync=config.spool.sample_sync))
+        self.pipeline = Pipeline(infos, contracts, self.signer)
+        for info in infos:
+            progress = await self.spool.call(Spool.progress, info.id)
+            normalizer = Normalizer(info.id, info.tag_map, watermark_ms=progress.watermark_ms)
+            self._normalizers[info.id] = normalizer
+            resumed = normalizer.resume()
+            if resumed.states:
+                await self.spool.call(Spool.append, [resumed])
+            self._dirty.add(info.id)
+        self.publisher = Publisher(config, self.spool, self.metrics, instance=self.instance, status_extra=self._status_keys)
+
+        if config.metrics.port:
+            server = MetricsServer(self.metrics, self.health, host=config.metrics.host, port=config.metrics.port)
+            self._stack.callback(server.stop)
+            self.metrics_server = await asyncio.to_thread(server.start)
+            self._log.info("metrics_serving", host=config.metrics.host, port=self.metrics_server.port)
+        await self._refresh_gauges()
+        self._log.info("agent_started", machines=len(infos), anchors=len(self.pipeline.plans), pid=os.getpid())
+
+    def _status_keys(self) -> dict[str, Any]:
+        return {"key": self.signer.key.verification_method, "rotations": self.signer.rotations()}
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to drain and return; safe to call from a signal handler and twice."""
+        if not self._stopping.is_set():
+            self._log.info("agent_stopping")
+        self._stopping.set()
+        self._work.set()
+        for task in self._device_tasks:
+            task.cancel()
+
+    async def run(self) -> None:
+        """Run every task until :meth:`stop`."""
+        async with asyncio.TaskGroup() as group:
+            for machine_id, machine in self._devices.items():
+                self._device_tasks.append(group.create_task(self._read_device(machine_id, machine.device), name=f"device:{machine_id}"))
+            writer = group.create_task(self._write_spool(), name="spool-writer")
+            group.create_task(self._run_pipeline(writer), name="pipeline")
+            group.create_task(self.publisher.run(), name="publisher")
+            group.create_task(self._housekeeping(), name="housekeeping")
+            if self._stopping.is_set():
+                self.stop()
+
+    # -- devices -------------------------------------------------------------
+
+    async def _read_device(self, machine_id: str, device: Any) -> None:
+        normalizer = self._normalizers[machine_id]
+        device_id = getattr(device, "id", machine_id)
+        backoff = Backoff(1.0, 60.0)
+        while not self._stopping.is_set():
+            try:
+                async with self._open_device(device, normalizer.tag_map) as client:
+                    self._log.info("device_opened", device=device_id, machine=machine_id)
+                    async for samples in client.stream():
+                        await self._on_samples(machine_id, device_id, client, samples)
+                    backoff.reset()
+                    if self._stopping.is_set():
+                        return
+                    self._log.info("device_stream_ended", device=device_id, machine=machine_id)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a device fault must never stop the agent
+                delay = backoff.next_delay()
+                self.metrics.device_connected.labels(device_id).set(0)
+                self._log.error("device_failed", device=device_id, machine=machine_id, error=repr(exc), retry_in_s=round(delay, 1))
+                await self._enqueue(normalizer.offline())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _on_samples(self, machine_id: str, device_id: str, client: Any, samples: list[Any]) -> None:
+        normalizer = self._normalizers[machine_id]
+        self.metrics.values_read.labels(device_id).inc(len(samples))
+        bad = sum(1 for sample in samples if sample.status == "bad")
+        if bad:
+            self.metrics.decode_errors.labels(device_id).inc(bad)
+        connected = bool(getattr(client, "connected", True))
+        self.metrics.device_connected.labels(device_id).set(int(connected))
+        missed_before = normalizer.missed_total
+        batch = normalizer.feed(samples) if connected or samples else normalizer.offline()
+        if normalizer.missed_total > missed_before:
+            self.metrics.missed_transitions.labels(machine_id).inc(normalizer.missed_total - missed_before)
+            self._log.warning("state_transitions_missed", machine=machine_id, missed=normalizer.missed_total - missed_before)
+        await self._enqueue(batch)
+
+    async def _enqueue(self, batch: MachineBatch) -> None:
+        if batch.states or batch.counters or batch.watermark_ms is not None:
+            await self._queue.put(batch)
+
+    # -- spool writer and pipeline ---------------------------------------
+
+    async def _write_spool(self) -> None:
+        """Commit queued batches, several per transaction, then wake the pipeline."""
+        try:
+            await self._write_batches()
+        finally:
+            self._work.set()
+
+    async def _write_batches(self) -> None:
+        while True:
+            first = await self._next_batch()
+            if first is None:
+                return
+            batches = [first]
+            while len(batches) < _WRITER_BATCHES and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    self._queue.put_nowait(None)
+                    break
+                batches.append(item)
+            await self.spool.call(Spool.append, batches)
+            for batch in batches:
+                self.metrics.samples_spooled.labels(batch.machine).inc(len(batch.states) + len(batch.counters))
+                self._dirty.add(batch.machine)
+            self._work.set()
+
+    async def _next_batch(self) -> MachineBatch | None:
+        if self._stopping.is_set() and self._queue.empty():
+            return None
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            stopper.cancel()
+            return getter.result()
+        getter.cancel()
+        return None if self._queue.empty() else self._queue.get_nowait()
+
+    async def _run_pipeline(self, writer: asyncio.Task[None]) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._dirty:
+                machine_id = self._dirty.pop()
+                self._busy += 1
+                try:
+                    result = await self.spool.call(functools.partial(self.pipeline.step, machine_id=machine_id, now_ms=time.time_ns() // 1_000_000))
+                finally:
+                    self._busy -= 1
+                if result.minutes:
+                    self._dirty.add(machine_id)
+                    self.metrics.minutes_summarized.labels(machine_id).inc(result.minutes)
+                    self.publisher.notify()
+                for plant_date in result.days:
+                    self.metrics.days_closed.labels(machine_id).inc()
+                    self._log.info("plant_day_closed", machine=machine_id, plant_date=plant_date)
+                if result.vouchers:
+                    self.metrics.vouchers_issued.inc(len(result.vouchers))
+                    first, last = result.vouchers[0]["credentialSubject"], result.vouchers[-1]["credentialSubject"]
+                    self._log.info("vouchers_issued", count=len(result.vouchers), first_id=first["voucher_id"], last_id=last["voucher_id"])
+                if self._stopping.is_set():
+                    break
+            if self._stopping.is_set() and writer.done():
+                self.publisher.stop()
+                return
+
+    # -- housekeeping -------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=_HOUSEKEEPING_S)
+            if self._stopping.is_set():
+                return
+            await self._prune()
+            await self._refresh_gauges()
+
+    async def _prune(self) -> None:
+        config = self.config.spool
+        cap = int(config.max_mb * 1024 * 1024)
+        now_ms = time.time_ns() // 1_000_000
+        deleted = await self.spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=int(config.telemetry_retention_h * 3_600_000))
+        for kind, count in deleted.items():
+            if count:
+                self.metrics.spool_pruned.labels(kind).inc(count)
+        if deleted["unsummarized_events"]:
+            self._log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb)
+        used = await self.spool.call(Spool.used_bytes)
+        self.metrics.spool_bytes.set(used)
+        alarm = used >= cap * config.alarm_ratio
+        if alarm and not self.metrics.value("valuegate_spool_alarm"):
+            self._log.warning("spool_alarm", used_mb=round(used / 1048576, 1), cap_mb=config.max_mb, alarm_ratio=config.alarm_ratio)
+        elif not alarm and self.metrics.value("valuegate_spool_alarm"):
+            self._log.info("spool_alarm_cleared", used_mb=round(used / 1048576, 1))
+        self.metrics.spool_alarm.set(int(alarm))
+
+    async def _refresh_gauges(self) -> dict[str, int | None]:
+        stats = await self.spool.call(outbox.outbox_stats)
+        self.metrics.outbox_depth.set(stats["depth"] or 0)
+        self.metrics.unpublished_records.set(stats["unpublished_records"] or 0)
+        oldest = stats["oldest_created_ms"]
+        self.metrics.oldest_unacked_age.set(max(0.0, time.time() - oldest / 1000) if oldest else 0.0)
+        return stats
+
+    def health(self) -> dict[str, Any]:
+        """Return the health report served on ``/healthz``."""
+        m = self.metrics
+        connected = bool(m.value("valuegate_mqtt_connected"))
+        taken_over = self.publisher.taken_over if hasattr(self, "publisher") else False
+        return {
+            "ok": connected and not taken_over and not m.value("valuegate_spool_alarm"),
+            "gateway": self.config.gateway,
+            "instance": self.instance,
+            "mqtt_connected": connected,
+            "mqtt_session_taken_over": taken_over,
+            "outbox_depth": int(m.value("valuegate_outbox_depth")),
+            "oldest_unacked_voucher_age_s": m.value("valuegate_oldest_unacked_voucher_age_seconds"),
+            "spool_alarm": bool(m.value("valuegate_spool_alarm")),
+        }
+
+    # -- for the demo and tests ---------------------------------------------
+
+    async def drained(self, *, poll_s: float = 0.1) -> None:
+        """Wait until every closed minute is summarized, every voucher acknowledged and every record published."""
+        while True:
+            if self._queue.empty() and not self._dirty and not self._busy and await self._caught_up():
+                stats = await self._refresh_gauges()
+                if not stats["depth"] and not stats["unpublished_records"]:
+                    return
+            await asyncio.sleep(poll_s)
+
+    async def _caught_up(self) -> bool:
+        for machine_id in self._normalizers:
+            progress = await self.spool.call(Spool.progress, machine_id)
+            if progress.watermark_ms // 60_000 * 60_000 > (progress.minutes_done_ms or 0) and progress.minutes_done_ms is not None:
+                return False
+        return True
+
+
+@contextlib.asynccontextmanager
+async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``agent`` in a background task for the block; stop it and wait for it on exit."""
+    task = asyncio.create_task(agent.run(), name="edge-agent")
+    try:
+        yield task
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, timeout=15)
