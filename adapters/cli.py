@@ -2,8 +2,131 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
 
 def register(root: typer.Typer) -> None:
     """Add the adapter commands (probe) to the root command line."""
+    root.command("probe")(probe)
+
+
+def probe(
+    config: Path = typer.Argument(..., help="Edge configuration file (YAML) whose `devices:` list is probed."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON list of objects instead of a table."),
+    device: list[str] = typer.Option([], "--device", "-d", help="Probe only this device id (repeatable)."),
+) -> None:
+    """Connect to every device of CONFIG, read every tag once and print what was read.
+
+    Exits with status 1 when any tag could not be read (its reason is
+    printed), and 2 when the configuration or a tag map is invalid.
+    """
+    import asyncio
+    import logging
+
+    from .errors import ConfigError
+
+    logging.basicConfig(level=logging.ERROR)
+    _quiet_structlog()
+    try:
+        rows = asyncio.run(_probe(config, set(device)))
+    except ConfigError as exc:
+        typer.echo(f"invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    if json_output:
+        import msgspec
+
+        typer.echo(msgspec.json.encode(rows).decode())
+    else:
+        _print_table(rows)
+    failed = [row for row in rows if row["status"] == "bad"]
+    if failed:
+        if not json_output:
+            typer.echo(f"{len(failed)} of {len(rows)} tags failed", err=True)
+        raise typer.Exit(1)
+
+
+def _quiet_structlog() -> None:
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
+async def _probe(config: Path, only: set[str]) -> list[dict[str, Any]]:
+    import asyncio
+
+    from .devices import load_devices, open_device
+    from .tagmap import load_tag_map
+
+    devices = load_devices(config)
+    unknown = only - {d.id for d in devices}
+    if unknown:
+        raise ValueError(f"no device {', '.join(sorted(unknown))} in {config}; devices: {', '.join(d.id for d in devices)}")
+
+    async def read(device_config: Any) -> list[dict[str, Any]]:
+        tag_map = load_tag_map(device_config.tag_map)
+        units = {tag["name"]: tag.get("unit", "") for tag in tag_map.tags}
+        async with open_device(device_config, tag_map) as client:
+            samples = await client.read_all()
+            reason = getattr(client, "last_error", "")
+        rows = []
+        for sample in samples:
+            detail = sample.detail
+            if sample.detail == "disconnected" and reason:
+                detail = f"disconnected: {reason}"
+            rows.append({
+                "device": sample.device,
+                "tag": sample.tag,
+                "raw": sample.raw,
+                "value": sample.value,
+                "unit": units.get(sample.tag, ""),
+                "status": sample.status,
+                "detail": detail,
+                "timestamp": _iso(sample.ts_ms),
+                "time_source": sample.time_source,
+            })
+        return rows
+
+    selected = [d for d in devices if not only or d.id in only]
+    results = await asyncio.gather(*(read(d) for d in selected))
+    return [row for rows in results for row in rows]
+
+
+def _iso(ts_ms: int) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(ts_ms / 1000, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="valuegate probe")
+    for column in ("device", "tag", "raw", "value", "unit", "status", "timestamp"):
+        table.add_column(column, overflow="fold")
+    styles = {"good": "green", "uncertain": "yellow", "bad": "red"}
+    for row in rows:
+        status = row["status"] + (f": {row['detail']}" if row["detail"] else "")
+        table.add_row(
+            row["device"], row["tag"], _shown(row["raw"]), _shown(row["value"]), row["unit"],
+            f"[{styles[row['status']]}]{status}[/]", row["timestamp"],
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list) and all(isinstance(item, int) for item in value):
+        return " ".join(f"{item:04X}" for item in value)
+    return str(value)

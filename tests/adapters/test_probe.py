@@ -1,0 +1,97 @@
+"""`valuegate probe`: one read of every tag of every device, as a table or JSON, failing when a tag fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from asyncua import ua
+
+from valuegate.services import free_port
+
+from .servers import ModbusServer, UaServer, write_tag_map
+
+URI = "urn:valuegate:test:line"
+
+
+async def run_probe(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "valuegate"), "probe", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def write_config(tmp_path: Path, modbus_port: int, opcua_port: int) -> Path:
+    write_tag_map(tmp_path, "press", "modbus", [
+        {"name": "state", "table": "holding_register", "address": 0, "type": "uint16", "order": "ABCD"},
+        {"name": "speed", "table": "holding_register", "address": 1, "type": "float32", "order": "CDAB", "unit": "strokes/min"},
+        {"name": "missing", "table": "holding_register", "address": 3, "type": "uint16", "order": "ABCD"},
+    ])
+    write_tag_map(tmp_path, "oven", "opcua", [{"name": "state", "node": f"nsu={URI};s=Line/state"},
+                                              {"name": "temperature", "node": f"nsu={URI};s=Line/temperature", "unit": "degC"}])
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"""# other sections belong to the edge agent and are ignored by probe
+gateway: {{id: gw-1}}
+devices:
+  - {{id: press-1, protocol: modbus, host: 127.0.0.1, port: {modbus_port}, unit_id: 1, tag_map: press.yaml, timeout_ms: 500}}
+  - {{id: oven-1, protocol: opcua, endpoint: "opc.tcp://127.0.0.1:{opcua_port}/", tag_map: oven.yaml}}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+async def test_probe_json_and_failure(tmp_path: Path):
+    modbus = ModbusServer(free_port(), holding={0: [1, 0x0000, 0x4148]})
+    oven = UaServer(free_port(), {"state": ua.Variant(2, ua.VariantType.Int32), "temperature": ua.Variant(180.5, ua.VariantType.Double)})
+    config = write_config(tmp_path, modbus.port, oven.port)
+    async with modbus, oven:
+        code, stdout, stderr = await run_probe(str(config), "--json")
+        table_code, table, _ = await run_probe(str(config))
+    rows = {(row["device"], row["tag"]): row for row in json.loads(stdout)}
+    assert code == 1, stderr
+    assert table_code == 1
+    assert set(rows) == {("press-1", "state"), ("press-1", "speed"), ("press-1", "missing"), ("oven-1", "state"), ("oven-1", "temperature")}
+    speed = rows[("press-1", "speed")]
+    assert {key: speed[key] for key in ("raw", "value", "unit", "status")} == {
+        "raw": [0x0000, 0x4148], "value": 12.5, "unit": "strokes/min", "status": "good"}
+    assert speed["timestamp"].endswith("Z")
+    assert (rows[("press-1", "missing")]["status"], rows[("press-1", "missing")]["detail"]) == ("bad", "illegal_data_address")
+    assert rows[("oven-1", "temperature")]["value"] == 180.5
+    assert rows[("oven-1", "temperature")]["unit"] == "degC"
+    assert "illegal_data_address" in table
+    assert "4148" in table  # raw registers shown as hex words
+
+
+async def test_probe_all_good_exits_zero(tmp_path: Path):
+    modbus = ModbusServer(free_port(), holding={0: [1, 0x0000, 0x4148, 7]})
+    oven = UaServer(free_port(), {"state": ua.Variant(2, ua.VariantType.Int32), "temperature": ua.Variant(1.0, ua.VariantType.Double)})
+    config = write_config(tmp_path, modbus.port, oven.port)
+    async with modbus, oven:
+        code, stdout, stderr = await run_probe(str(config), "--json", "--device", "press-1")
+    assert code == 0, stderr
+    assert [row["tag"] for row in json.loads(stdout)] == ["state", "speed", "missing"]
+
+
+async def test_probe_unreachable_names_reason(tmp_path: Path):
+    config = write_config(tmp_path, free_port(), free_port())
+    code, stdout, _ = await run_probe(str(config), "--json")
+    rows = json.loads(stdout)
+    assert code == 1
+    assert {row["status"] for row in rows} == {"bad"}
+    press = [row for row in rows if row["device"] == "press-1"]
+    assert all(row["detail"].startswith("disconnected: connection refused") for row in press)
+
+
+async def test_probe_invalid_config(tmp_path: Path):
+    config = write_config(tmp_path, 502, 4840)
+    config.write_text(config.read_text().replace("protocol: modbus", "protocol: modbuss"), encoding="utf-8")
+    code, _, stderr = await run_probe(str(config))
+    assert code == 2
+    assert "edge.yaml:4" in stderr
+    assert "modbuss" in stderr
+    assert "allowed: modbus, opcua" in stderr
