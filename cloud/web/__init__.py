@@ -1,1 +1,16 @@
 """Server-rendered web UI for customer-success managers, finance and auditors (zh-CN and English)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+__all__ = ("configure",)
+
+
+def configure(app_config: Any) -> None:
+    """Add what the pages need to the cloud app's ``AppConfig``: the stylesheet under /static."""
+    from litestar.static_files import create_static_files_router
+
+    folder = resources.files("valuegate.cloud.web").joinpath("static")
+    app_config.route_handlers.append(create_static_files_router(path="/static", directories=[str(folder)], name="web:static", include_in_schema=False))

@@ -1,0 +1,191 @@
+"""Web pages of contracts: the list, the value report with charts and findings, machine drill-down, adjustments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect
+
+from valuegate.cloud import reports
+from valuegate.cloud.api.deps import Conn
+from valuegate.cloud.auth import requires
+from valuegate.cloud.contracts import list_contracts
+from valuegate.cloud.renewal import service as renewal
+from valuegate.cloud.renewal.package import trigger_text
+from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.store import NotFound
+
+from .charts import GainPoint, gain_chart, pareto_chart
+from .i18n import translate
+from .pages import CSM_EDIT, FINANCE_VIEW, forbid_unless, language_of, page, parse_date, principal_of
+from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections
+
+__all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment")
+
+ANY_ROLE = requires()
+
+
+def _chart_labels(language: str, title: str) -> dict[str, str]:
+    labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data")}
+    return {"title": title, **labels}
+
+
+def _pareto_labels(language: str, title: str) -> dict[str, str]:
+    return {"title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, "pareto.empty")}
+
+
+@get("/contracts", guards=[ANY_ROLE], name="web:contracts")
+async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Response[str]:
+    principal = principal_of(request)
+    rows = await list_contracts(conn, principal.tenant_id)
+    contracts = []
+    for row in rows:
+        contract, _ = await settlement.load_contract(conn, principal.tenant_id, row["id"])
+        contracts.append(contract)
+    return page(request, "contracts.html", contracts=contracts)
+
+
+async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
+                        adjustments: list[dict[str, Any]], vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    gains = await anchor_gains(conn, tenant, contract.id)
+    today = dt.datetime.now(dt.UTC).date()
+    views = []
+    for anchor in contract.anchors:
+        rows = [g for g in gains if g["anchor_id"] == anchor.id]
+        title = anchor.title.get(language, anchor.id)
+        points = [GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"]) for g in rows]
+        state = states.get(anchor.id)
+        charge = charges.get(anchor.id)
+        reasons, _ = await downtime_by_reason(conn, tenant, anchor.scope, anchor.reporting.first_date, min(anchor.reporting.last_date, today))
+
+        # Findings sit next to the numbers they change: days that bill nothing, disagreements, exclusions.
+        findings = []
+        for g in rows:
+            if not g["sufficient"]:
+                why = ", ".join(g["reasons"] or []) or "-"
+                findings.append(translate(language, "quality.insufficient_day", date=g["plant_date"].isoformat(), reasons=why))
+            elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
+                findings.append(translate(language, "quality.not_running_day", date=g["plant_date"].isoformat()))
+        for v in vouchers:
+            if v["anchor_id"] == anchor.id and v["state"] == "mismatch":
+                findings.append(translate(language, "quality.disagreement", voucher=v["voucher_id"], detail=v.get("reproduce_detail") or "-"))
+        for x in adjustments:
+            if x["anchor_id"] in (None, anchor.id):
+                for g in rows:
+                    if x["first_date"] <= g["plant_date"] <= x["last_date"]:
+                        findings.append(translate(language, "quality.excluded", voucher=g["voucher_id"], id=x["id"]))
+
+        views.append(
+            {
+                "id": anchor.id,
+                "title": title,
+                "metric": anchor.metric,
+                "scope": anchor.scope,
+                "target": anchor.target,
+                "mean_gain": state.mean_gain if state else None,
+                "target_met": state.target_met if state and state.target is not None and state.mean_gain is not None else None,
+                "days": charge.days if charge else sum(1 for g in rows if g["sufficient"] and g["running_day"]),
+                "amount": charge.amount if charge else None,
+                "price": anchor.price,
+                "cap": anchor.cap,
+                "floor": anchor.floor,
+                "baseline_first": anchor.baseline.first_date,
+                "baseline_last": anchor.baseline.last_date,
+                "baseline_value": rows[-1]["baseline_value"] if rows else None,
+                "reporting_first": anchor.reporting.first_date,
+                "reporting_last": anchor.reporting.last_date,
+                "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, f"{title}: {translate(language, 'anchor.chart_title')}")),
+                "pareto": pareto_chart(list(reasons.items()), labels=_pareto_labels(language, f"{title}: {translate(language, 'pareto.heading')}")),
+                "findings": findings,
+            }
+        )
+    return views
+
+
+@get("/contracts/{contract_id:str}", guards=[ANY_ROLE], name="web:contract")
+async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Response[str]:
+    principal = principal_of(request)
+    tenant = principal.tenant_id
+    language = language_of(request)
+    contract, states, charges, total = await renewal.progress(conn, tenant, contract_id)
+
+    vouchers = (await reports.contract_vouchers(conn, tenant, contract_id, limit=500))["items"]
+    adjustments = await settlement.list_adjustments(conn, tenant, contract_id)
+    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, adjustments, vouchers)
+    machines = sorted({m for a in contract.anchors for m in a.scope})
+    first = min(a.reporting.first_date for a in contract.anchors)
+    availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
+
+    chain_findings = [
+        translate(language, "quality.chain_gap", gateway=g["gateway_id"], after=g["contiguous_through"], highest=g["highest_seq"])
+        for g in await chain_gaps(conn, tenant, contract_id)
+    ]
+    rejected = await rejections(conn, tenant, contract_id)
+    chain_findings += [translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", code=r["code"], reason=r["reason"]) for r in rejected]
+
+    packages = await renewal.list_packages(conn, tenant, contract_id)
+    for package in packages:
+        package["trigger_text"] = trigger_text(_firing_of(package), language, contract.currency)
+    runs = await settlement.list_runs(conn, tenant, contract_id) if principal.has(*FINANCE_VIEW) else None
+    return page(
+        request, "contract.html", contract=contract, total=total, anchors=anchors, machines=availability, vouchers=vouchers, rejected=rejected,
+        chain_findings=chain_findings, adjustments=adjustments, runs=runs, packages=packages, can_adjust=principal.has(*CSM_EDIT),
+        can_run=principal.has("finance"), flash=_flash(request, language),
+    )
+
+
+def _firing_of(package: dict[str, Any]) -> Any:
+    from valuegate.cloud.renewal.triggers import Firing
+
+    return Firing(package["trigger_key"], package["trigger_kind"], package["detail"])
+
+
+def _flash(request: Request[Any, Any, Any], language: str) -> str | None:
+    key = request.query_params.get("done")
+    return translate(language, key) if key in ("adjustment.saved", "renewal.check") else None
+
+
+@get("/contracts/{contract_id:str}/machines/{machine_id:str}", guards=[ANY_ROLE], name="web:machine")
+async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id: str, machine_id: str) -> Response[str]:
+    principal = principal_of(request)
+    language = language_of(request)
+    contract, _ = await settlement.load_contract(conn, principal.tenant_id, contract_id)
+    anchors = [a for a in contract.anchors if machine_id in a.scope]
+    if not anchors:
+        raise NotFound(f"machine {machine_id!r} is not in contract {contract_id!r}")
+    first = min(a.baseline.first_date for a in anchors)
+    last = max(a.reporting.last_date for a in anchors)
+    days = await reports.machine_kpis(conn, principal.tenant_id, machine_id, first, last)
+    known = {m["id"]: m for m in await reports.list_machines(conn, principal.tenant_id)}
+    reasons, _ = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
+    title = translate(language, "machine.title", machine=machine_id)
+    machine = known.get(machine_id, {"id": machine_id, "time_source": None, "mapping_hash": None})
+    return page(request, "machine.html", contract=contract, machine=machine, days=days,
+                pareto=pareto_chart(list(reasons.items()), labels=_pareto_labels(language, title)))
+
+
+class AdjustmentForm(msgspec.Struct):
+    """The non-routine adjustment form of the contract page."""
+
+    first_date: str
+    last_date: str
+    reason: str
+    anchor_id: str = ""
+
+
+@post("/contracts/{contract_id:str}/adjustments", guards=[requires(*CSM_EDIT)], name="web:add-adjustment", status_code=303)
+async def add_adjustment(
+    request: Request[Any, Any, Any], conn: Conn, contract_id: str, data: Annotated[AdjustmentForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Redirect:
+    principal = principal_of(request)
+    forbid_unless(principal, *CSM_EDIT)
+    await settlement.add_adjustment(
+        conn, principal.tenant_id, contract_id, anchor_id=data.anchor_id or None, first_date=parse_date(data.first_date, "first_date"),
+        last_date=parse_date(data.last_date, "last_date"), reason=data.reason, actor=principal.actor,
+    )
+    return Redirect(f"/contracts/{contract_id}?done=adjustment.saved#adjustments", status_code=303)

@@ -1,0 +1,109 @@
+"""Shared pieces of the web UI handlers: the page language, rendering, role checks and HTML error pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.datastructures import Cookie
+from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
+from litestar.response import Redirect
+
+from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
+from valuegate.cloud.store import Invalid, NotFound, StoreError
+
+from .i18n import LANGUAGE_COOKIE, normalize, pick_language, translate
+from .templating import render
+
+__all__ = ("FINANCE_VIEW", "CSM_EDIT", "language_of", "principal_of", "page", "html_exception_handlers", "forbid_unless", "parse_date")
+
+log = structlog.get_logger("valuegate.cloud.web")
+
+# Who may see invoices and exports, and who may record non-routine adjustments or check triggers.
+FINANCE_VIEW = ("finance", "admin", "auditor")
+CSM_EDIT = ("csm", "admin")
+
+
+def language_of(request: Request[Any, Any, Any]) -> str:
+    # The browser's Accept-Language is ignored on purpose: zh-CN stays the default until the user switches.
+    return pick_language(request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE))
+
+
+def principal_of(request: Request[Any, Any, Any]) -> Principal | None:
+    return request.scope.get("user")
+
+
+def forbid_unless(principal: Principal, *roles: str) -> None:
+    """Raise 403 unless the caller holds one of ``roles``."""
+    if not principal.has(*roles):
+        raise PermissionDeniedException(f"this needs one of the roles {', '.join(roles)}; you have {', '.join(sorted(principal.roles))}")
+
+
+def parse_date(value: str, field: str) -> dt.date:
+    """Parse a form's ``YYYY-MM-DD`` date, raising :class:`Invalid` that names the field."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise Invalid(f"{field} {value!r} is not a date; use YYYY-MM-DD", code="invalid_date") from exc
+
+
+def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
+    """Render ``template`` in the request's language; a valid ``?lang=`` is remembered in a cookie."""
+    language = language_of(request)
+    principal = principal_of(request)
+    html = render(
+        template,
+        language,
+        user=principal,
+        csrf_field=CSRF_FORM_FIELD,
+        csrf_token=principal.csrf_token if principal is not None else "",
+        path=request.url.path,
+        **context,
+    )
+    cookies = []
+    if normalize(request.query_params.get("lang")):
+        cookies.append(Cookie(key=LANGUAGE_COOKIE, value=language, path="/", max_age=365 * 86400, samesite="lax"))
+    return Response(html, media_type=MediaType.HTML, status_code=status_code, cookies=cookies)
+
+
+def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> Response[str]:
+    return page(request, "error.html", status_code=status, status=status, message=message)
+
+
+def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException) -> Response[Any]:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[str]:
+    log.info("web_forbidden", path=request.url.path, detail=exc.detail, user=getattr(principal_of(request), "username", None))
+    return _error_page(request, 403, translate(language_of(request), "error.forbidden"))
+
+
+def _not_found(request: Request[Any, Any, Any], _exc: Exception) -> Response[str]:
+    return _error_page(request, 404, translate(language_of(request), "error.not_found"))
+
+
+def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    detail = getattr(exc, "detail", None) or str(exc)
+    return _error_page(request, 400, translate(language_of(request), "error.invalid", detail=detail))
+
+
+def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
+    if isinstance(exc, NotFound):
+        return _not_found(request, exc)
+    return _invalid(request, exc)
+
+
+html_exception_handlers: dict[Any, Any] = {
+    NotAuthorizedException: _unauthorized,
+    PermissionDeniedException: _forbidden,
+    NotFoundException: _not_found,
+    NotFound: _not_found,
+    Invalid: _invalid,
+    StoreError: _store_error,
+    ValidationException: _invalid,
+}

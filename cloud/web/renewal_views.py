@@ -1,0 +1,94 @@
+"""Web pages of renewal-prep packages: check the triggers, view a package, download its parts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Redirect
+
+from valuegate.cloud.api.deps import Conn
+from valuegate.cloud.auth import requires
+from valuegate.cloud.renewal import service as renewal
+from valuegate.cloud.renewal.package import trigger_text
+from valuegate.cloud.renewal.triggers import Firing
+from valuegate.cloud.store import NotFound
+
+from .i18n import DEFAULT_LANGUAGE, normalize
+from .pages import CSM_EDIT, language_of, page, principal_of
+
+__all__ = ("check_renewal", "package_page", "package_archive", "package_member")
+
+log = structlog.get_logger("valuegate.cloud.web")
+ANY_ROLE = requires()
+
+
+async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
+    for package_id in package_ids:
+        try:
+            await renewal.deliver_package(dsn, tenant, package_id)
+        except Exception as exc:  # a failed delivery must not lose the others; each attempt is recorded
+            log.error("webhook_delivery_crashed", tenant=tenant, package=package_id, error=str(exc))
+
+
+@post("/contracts/{contract_id:str}/renewal-check", guards=[requires(*CSM_EDIT)], name="web:renewal-check", status_code=303)
+async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Redirect:
+    principal = principal_of(request)
+    created = await renewal.check_renewals(conn, principal.tenant_id, contract_id, today=dt.datetime.now(dt.UTC).date(), actor=principal.actor)
+    await conn.commit()
+    # Deliveries retry with backoff, so they run after the response has gone out.
+    task = None
+    if created:
+        task = BackgroundTask(_deliver_all, request.app.state.settings.dsn, principal.tenant_id, [p["id"] for p in created])
+    return Redirect(f"/contracts/{contract_id}?done=renewal.check#renewal", status_code=303, background=task)
+
+
+async def _package(request: Request[Any, Any, Any], conn: Any, package_id: int) -> dict[str, Any]:
+    return await renewal.get_package(conn, principal_of(request).tenant_id, package_id)
+
+
+@get("/packages/{package_id:int}", guards=[ANY_ROLE], name="web:package")
+async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: int) -> Response[str]:
+    package = await _package(request, conn, package_id)
+    language = language_of(request)
+    contract_currency = (package["detail"] or {}).get("currency", "CNY")
+    cur = await conn.execute(
+        "SELECT attempt, url, status_code, error, delivered FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt", (package_id,)
+    )
+    deliveries = [dict(zip(("attempt", "url", "status_code", "error", "delivered"), row, strict=True)) for row in await cur.fetchall()]
+    firing = Firing(package["trigger_key"], package["trigger_kind"], package["detail"])
+    return page(
+        request, "package.html", package=package, trigger_text=trigger_text(firing, language, contract_currency),
+        talking_points=package["talking_points"].get(language, []), deliveries=deliveries,
+    )
+
+
+@get("/packages/{package_id:int}/package.zip", guards=[ANY_ROLE], name="web:package-archive")
+async def package_archive(request: Request[Any, Any, Any], conn: Conn, package_id: int) -> Response[bytes]:
+    package = await _package(request, conn, package_id)
+    name = f"{package['contract_id']}.renewal-{package_id}.zip"
+    return Response(bytes(package["archive"]), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+_MEMBERS = {"summary.html": MediaType.HTML, "summary.pdf": "application/pdf", "bundle.zip": "application/zip"}
+
+
+@get("/packages/{package_id:int}/{member:str}", guards=[ANY_ROLE], name="web:package-member")
+async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id: int, member: str) -> Response[bytes]:
+    if member not in _MEMBERS:
+        raise NotFound(f"package part {member!r} not found; choose one of {', '.join(_MEMBERS)}")
+    package = await _package(request, conn, package_id)
+    language = normalize(request.query_params.get("language")) or DEFAULT_LANGUAGE
+    stem, _, suffix = member.partition(".")
+    name = "bundle.zip" if member == "bundle.zip" else f"{stem}.{language}.{suffix}"
+    with zipfile.ZipFile(io.BytesIO(bytes(package["archive"]))) as archive:
+        if name not in archive.namelist():
+            raise NotFound(f"package {package_id} has no {name}")
+        body = archive.read(name)
+    headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:"} if suffix == "html" else {}
+    return Response(body, media_type=_MEMBERS[member], headers=headers)

@@ -1,0 +1,96 @@
+"""Web pages of settlement: run an invoice, approve it, export CSV or PDF, download the auditor bundle."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect
+
+from valuegate.cloud.api.deps import Conn
+from valuegate.cloud.auth import requires
+from valuegate.cloud.renewal.service import contract_bundle
+from valuegate.cloud.settlement import export
+from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.settlement.invoice import BillingPeriod, InvoiceError
+from valuegate.cloud.store import Invalid
+
+from .i18n import DEFAULT_LANGUAGE, normalize
+from .pages import FINANCE_VIEW, page, parse_date, principal_of
+
+__all__ = ("run_invoice", "run_page", "approve_run", "export_csv", "export_pdf", "bundle_download")
+
+
+class RunForm(msgspec.Struct):
+    """The invoice-run form of the contract page."""
+
+    period_first: str
+    period_last: str
+
+
+@post("/contracts/{contract_id:str}/runs", guards=[requires("finance")], name="web:run-invoice", status_code=303)
+async def run_invoice(
+    request: Request[Any, Any, Any], conn: Conn, contract_id: str, data: Annotated[RunForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Redirect:
+    principal = principal_of(request)
+    try:
+        period = BillingPeriod(parse_date(data.period_first, "period_first"), parse_date(data.period_last, "period_last"))
+        run = await settlement.run_invoice(conn, principal.tenant_id, contract_id, period, actor=principal.actor)
+    except InvoiceError as exc:
+        raise Invalid(str(exc), code="invalid_period") from exc
+    return Redirect(f"/runs/{run['id']}", status_code=303)
+
+
+@get("/runs/{run_id:int}", guards=[requires(*FINANCE_VIEW)], name="web:run")
+async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[str]:
+    principal = principal_of(request)
+    run = await settlement.get_run(conn, principal.tenant_id, run_id)
+    documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
+    adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
+    return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"))
+
+
+@post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)
+async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Redirect:
+    principal = principal_of(request)
+    await settlement.approve_run(conn, principal.tenant_id, run_id, actor=principal.actor)
+    return Redirect(f"/runs/{run_id}", status_code=303)
+
+
+async def _export_parts(request: Request[Any, Any, Any], conn: Any, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], Any, str]:
+    principal = principal_of(request)
+    run = await settlement.get_run(conn, principal.tenant_id, run_id)
+    documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
+    adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
+    contract, _ = await settlement.load_contract(conn, principal.tenant_id, run["contract_id"])
+    language = normalize(request.query_params.get("language")) or DEFAULT_LANGUAGE
+    return run, documents, adjustments, contract, language
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+@get("/runs/{run_id:int}/export.csv", guards=[requires(*FINANCE_VIEW)], name="web:export-csv")
+async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[bytes]:
+    run, documents, adjustments, _, language = await _export_parts(request, conn, run_id)
+    body = export.csv_bytes(documents, adjustments, language)
+    return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{run['invoice_number']}.{language}.csv"))
+
+
+@get("/runs/{run_id:int}/export.pdf", guards=[requires(*FINANCE_VIEW)], name="web:export-pdf")
+async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[bytes]:
+    run, documents, adjustments, contract, language = await _export_parts(request, conn, run_id)
+    body = export.pdf_bytes(run=run, documents=documents, adjustments=adjustments, contract=contract, language=language)
+    return Response(body, media_type="application/pdf", headers=_attachment(f"{run['invoice_number']}.{language}.pdf"))
+
+
+@get("/contracts/{contract_id:str}/bundle.zip", guards=[requires(*FINANCE_VIEW)], name="web:bundle")
+async def bundle_download(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Response[bytes]:
+    principal = principal_of(request)
+    body = await contract_bundle(conn, principal.tenant_id, contract_id, created_at=dt.datetime.now(dt.UTC))
+    return Response(body, media_type="application/zip", headers=_attachment(f"{contract_id}.bundle.zip"))

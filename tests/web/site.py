@@ -1,0 +1,96 @@
+"""A running cloud service for web tests: seeded PostgreSQL database and `valuegate cloud serve` on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.factories import make_claims, minute_records, voucher_chain
+from tests.settlement.seed import connect, ingest, ingest_telemetry, save_contract, seed
+from tests.verify.bundles import oee_contract
+from valuegate.cloud import auth, store
+from valuegate.edge.protocol import voucher as v
+from valuegate.services import ServiceError, free_port, wait_for_port
+
+PASSWORD = "correct-horse-battery"
+USERS = {"csm1": ["csm"], "fin1": ["finance"], "aud1": ["auditor"]}
+TRIGGERS = [{"kind": "target_met"}, {"kind": "days_before_end", "days": 30}]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """The service under test: its base URL and database."""
+
+    url: str
+    dsn: str
+
+
+def _jam(machine: str, day: dt.date, stop_ms: int, reason: str):
+    start = dt.datetime.combine(day, dt.time(8), tzinfo=dt.UTC)
+    return [msgspec.structs.replace(r, reasons={reason: stop_ms}) for r in minute_records(machine, start, 30, running_ms=60_000 - stop_ms, stop_ms=stop_ms)]
+
+
+async def _fill(dsn: str) -> None:
+    """Tenant acme: contract C-1 with 20 days of 1.5 OEE points, one day with too little data, telemetry; tenant globex apart."""
+    key = Ed25519PrivateKey.generate()
+    await seed(dsn, oee_contract(triggers=TRIGGERS, anchor={"scope": ["m-1", "m-2"]}, title={"zh-CN": "一号线服务合同", "en": "Line 1 service contract"}), key)
+    chain = voucher_chain(key, 20)
+    thin = make_claims(seq=21, prev=v.voucher_hash(chain[-1]), plant_date=dt.date(2024, 5, 26), point=0.0, low=0.0, high=0.0)
+    thin = msgspec.structs.replace(thin, sufficiency=v.Sufficiency(ok=False, reasons=["planned_busy_below_minimum"], covered_min=12.0))
+    chain.append(v.build_voucher(thin, key))
+    await ingest(dsn, chain)
+    records = _jam("m-1", dt.date(2024, 4, 3), 20_000, "jam") + _jam("m-1", dt.date(2024, 5, 7), 5_000, "jam")
+    records += _jam("m-2", dt.date(2024, 5, 7), 15_000, "starved") + _jam("m-2", dt.date(2024, 5, 8), 9_000, "jam")
+    await ingest_telemetry(dsn, records)
+
+    async with await connect(dsn) as conn, conn.transaction():
+        for username, roles in USERS.items():
+            await auth.create_user(conn, "acme", username, PASSWORD, roles)
+        await store.create_tenant(conn, "globex", "Globex")
+        await auth.create_user(conn, "globex", "globex-csm", PASSWORD, ["csm"])
+        await save_contract(conn, oee_contract().__class__(**{**msgspec.structs.asdict(oee_contract()), "id": "G-1", "tenant": "globex"}))
+
+
+@contextmanager
+def running_site(postgres_server) -> Iterator[Site]:
+    """Create and fill a database, serve the app from it in a child process, stop the process by its PID afterwards."""
+    name = "web_" + uuid.uuid4().hex[:10]
+    admin = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}"
+    asyncio.run(_fill(dsn))
+
+    port = free_port()
+    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn}
+    command = [str(Path(sys.executable).with_name("valuegate")), "cloud", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, timeout_s=60, process=process, what="valuegate cloud serve")
+        yield Site(f"http://127.0.0.1:{port}", dsn)
+    except ServiceError:
+        process.kill()
+        print(process.stdout.read().decode(errors="replace"))
+        raise
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
