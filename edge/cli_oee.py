@@ -55,7 +55,7 @@ def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap):
 def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int) -> dict[str, Any]:
     import numpy as np
 
-    from valuegate.edge.kernels import bucket_counts, normalize_counter
+    from valuegate.edge.kernels import counter_minutes
 
     sums = {kind: np.zeros(n_minutes, np.int64) for kind in ("produced", "good", "reject")}
     seen = set()
@@ -66,8 +66,8 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int)
         seen.add(spec.kind)
         ts = np.array([row.ts_ms for row in picked], np.int64)
         raw = np.array([float(row.value) if row.status != "bad" and isinstance(row.value, int | float) else np.nan for row in picked])
-        steps = normalize_counter(ts, raw, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-        sums[spec.kind] += bucket_counts(ts, steps.increments, minute0, n_minutes)
+        minutes = counter_minutes(ts, raw, minute0, n_minutes, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
+        sums[spec.kind] += minutes.counts
     produced = sums["produced"] if "produced" in seen else sums["good"] + sums["reject"]
     return {"produced": produced, "reject": sums["reject"]}
 

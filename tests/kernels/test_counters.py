@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valuegate.edge.kernels import GLITCH, NORMAL, RESET, WRAP, bucket_counts, normalize_counter
+from valuegate.edge.kernels import GLITCH, NORMAL, RESET, WRAP, bucket_counts, counter_minutes, normalize_counter
 
 from . import reference
 
@@ -105,6 +105,22 @@ def test_counter_matches_reference(trace):
     assert steps.increments.tolist() == increments
     assert steps.kind.tolist() == kinds
     assert all(step >= 0 for step in increments)
+
+
+@SETTINGS
+@given(counter_traces(), st.integers(-3, 8), st.integers(0, 12))
+def test_counter_minutes_match_bucketed_steps(trace, first_minute, n_minutes):
+    bits, signed, ts, values, rate = trace
+    raw = np.array(values, np.float64 if bits < 64 else np.int64 if signed else np.uint64)
+    minute0 = first_minute * 60_000
+    result = counter_minutes(np.array(ts, np.int64), raw, minute0, n_minutes, bits=bits, signed=signed, max_rate_per_min=rate)
+    increments, kinds = reference.counter_steps(ts, values, bits, signed, rate)
+    expected = [0] * n_minutes
+    for t, step in zip(ts, increments, strict=True):
+        if minute0 <= t < minute0 + n_minutes * 60_000:
+            expected[(t - minute0) // 60_000] += step
+    assert result.counts.tolist() == expected
+    assert result.kind_counts.tolist() == [kinds.count(kind) for kind in range(4)]
 
 
 @SETTINGS
