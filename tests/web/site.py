@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,9 @@ def running_site(postgres_server) -> Iterator[Site]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     dsn = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}"
-    asyncio.run(_fill(dsn))
+    # A thread of its own, because Playwright's sync API may already run an event loop in this one.
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(asyncio.run, _fill(dsn)).result()
 
     port = free_port()
     env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn}

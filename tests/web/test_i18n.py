@@ -1,0 +1,51 @@
+"""Catalogs: both languages hold the same keys and placeholders, and the Chinese one is written in Chinese."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import string
+from decimal import Decimal
+
+from valuegate.cloud.web.i18n import catalog, format_date, format_money, pick_language, translate
+
+TERMS = ["合同", "价值锚点", "基线", "报告期", "可用率", "停机", "发票", "贷项通知单", "借项通知单", "续约准备包"]
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_catalogs_have_same_keys_and_placeholders():
+    zh, en = catalog("zh-CN"), catalog("en")
+    assert set(zh) == set(en)
+    for key in zh:
+        assert placeholders(zh[key]) == placeholders(en[key]), key
+
+
+def test_chinese_catalog_uses_field_terms():
+    text = "\n".join(catalog("zh-CN").values())
+    for term in TERMS:
+        assert term in text, term
+    # Every message a reader sees is Chinese, except names that stay as they are (OEE, CSV, PDF, language names).
+    for key, value in catalog("zh-CN").items():
+        if key.startswith("lang."):
+            continue
+        assert re.search(r"[\u4e00-\u9fff]", value), f"{key}: {value!r} has no Chinese"
+
+
+def test_pick_language_order():
+    assert pick_language(None, None) == "zh-CN"
+    assert pick_language("en", "zh-CN") == "en"
+    assert pick_language(None, "en") == "en"
+    assert pick_language("fr", None) == "zh-CN"
+    assert pick_language(None, None, "en-US,en;q=0.9") == "en"
+
+
+def test_money_and_dates():
+    assert format_money(Decimal("60000.00"), "CNY", "zh-CN") == "¥60,000.00"
+    assert format_money(Decimal("-1000.5"), "CNY", "en") == "-CNY 1,000.5"
+    assert format_date(dt.date(2024, 5, 6), "zh-CN") == "2024年5月6日"
+    assert format_date(dt.date(2024, 5, 6), "en") == "2024-05-06"
+    assert translate("en", "invoice.days", days=20) == "20 days"
+    assert translate("zh-CN", "no.such.key") == "no.such.key"

@@ -1,0 +1,161 @@
+"""Web pages over HTTP against the real service: access by role and tenant, language, adjustments, exports, bundles, packages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from decimal import Decimal
+
+import httpx
+import psycopg
+import pytest
+
+from tests.web.site import PASSWORD
+from valuegate.verify import verify_bundle
+
+pytestmark = pytest.mark.postgres
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="_csrf_token" value="([^"]+)"', html).group(1)
+
+
+def run_may(client: httpx.Client) -> int:
+    token = csrf(client.get("/contracts/C-1").text)
+    response = client.post("/contracts/C-1/runs", data={"_csrf_token": token, "period_first": "2024-05-01", "period_last": "2024-05-31"})
+    assert response.status_code == 303, response.text
+    return int(response.headers["location"].rsplit("/", 1)[1])
+
+
+def test_anonymous_goes_to_login(site):
+    response = httpx.get(f"{site.url}/contracts/C-1", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fcontracts%2FC-1"
+
+
+def test_wrong_password_and_open_redirect(site):
+    with httpx.Client(base_url=site.url) as client:
+        failed = client.post("/login", data={"username": "csm1", "password": "wrong-password"})
+        assert failed.status_code == 401
+        assert "用户名或密码不正确" in failed.text
+        ok = client.post("/login", data={"username": "csm1", "password": PASSWORD, "next": "//attacker.example/x"})
+        assert ok.status_code == 303
+        assert ok.headers["location"] == "/contracts"
+
+
+def test_chinese_default_and_english_switch(login):
+    client = login("csm1")
+    default = client.get("/contracts/C-1", headers={"Accept-Language": "en-US"})
+    assert "价值凭证" in default.text
+    assert "已核验" in default.text
+    english = client.get("/contracts/C-1?lang=en")
+    assert "Value vouchers" in english.text
+    assert english.cookies.get("vg_lang") == "en"
+    assert "Value vouchers" in client.get("/contracts/C-1").text
+    assert "价值凭证" in client.get("/contracts/C-1?lang=zh-CN").text
+
+
+def test_contract_page_shows_findings_and_states(login):
+    html = login("csm1").get("/contracts/C-1?lang=en").text
+    assert html.count('class="state state-verified"') == 21
+    assert "2024-05-26: too little data; the day bills nothing (planned_busy_below_minimum)." in html
+    assert 'id="realized-total">CNY 60,000.00<' in html
+    assert html.count("<svg") == 2
+
+
+def test_csm_cannot_reach_finance(login):
+    csm = login("csm1")
+    page = csm.get("/contracts/C-1").text
+    assert 'id="run-form"' not in page
+    assert 'id="settlement"' not in page
+    token = csrf(page)
+    denied = csm.post("/contracts/C-1/runs", data={"_csrf_token": token, "period_first": "2024-05-01", "period_last": "2024-05-31"})
+    assert denied.status_code == 403
+    assert "无权" in denied.text
+
+    run_id = run_may(login("fin1"))
+    assert csm.get(f"/runs/{run_id}").status_code == 403
+    assert csm.get(f"/runs/{run_id}/export.csv").status_code == 403
+    assert csm.post(f"/runs/{run_id}/approve", data={"_csrf_token": token}).status_code == 403
+
+
+def test_other_tenant_gets_404(login):
+    outsider = login("globex-csm")
+    assert outsider.get("/contracts/C-1").status_code == 404
+    assert outsider.get("/contracts/C-1/machines/m-1").status_code == 404
+    assert outsider.get("/contracts").status_code == 200
+    assert "C-1" not in outsider.get("/contracts").text
+
+
+def test_post_without_csrf_is_rejected(login):
+    response = login("csm1").post("/contracts/C-1/adjustments", data={"first_date": "2024-05-06", "last_date": "2024-05-07", "reason": "x"})
+    assert response.status_code == 403
+
+
+def test_adjustment_flows_into_page_run_and_csv(site, login):
+    csm = login("csm1")
+    token = csrf(csm.get("/contracts/C-1").text)
+    form = {"_csrf_token": token, "anchor_id": "line-oee", "first_date": "2024-05-06", "last_date": "2024-05-07", "reason": "一号线改造 line rebuild"}
+    saved = csm.post("/contracts/C-1/adjustments", data=form)
+    assert saved.status_code == 303
+    page = csm.get("/contracts/C-1?lang=en").text
+    assert "一号线改造 line rebuild" in page
+    assert "gw-1:1: does not bill because of non-routine adjustment NRA-" in page
+    bad = csm.post("/contracts/C-1/adjustments", data={**form, "reason": "   "})
+    assert bad.status_code == 400
+
+    finance = login("fin1")
+    run_id = run_may(finance)
+    run_page = finance.get(f"/runs/{run_id}?lang=en").text
+    # 18 remaining days x 1.5 points x 2,000 CNY
+    assert 'class="document-total">CNY 54,000.00<' in run_page
+    rows = list(csv.DictReader(io.StringIO(finance.get(f"/runs/{run_id}/export.csv?language=en").content.decode("utf-8-sig"))))
+    (line,) = [r for r in rows if r["Record"] == "line"]
+    assert line["Excluded vouchers"] == "gw-1:1 gw-1:2"
+    assert line["Amount"] == "54000.00"
+    assert [r["Record"] for r in rows].count("non-routine adjustment") == 1
+
+    with psycopg.connect(site.dsn) as conn:
+        actions = [row[0] for row in conn.execute("SELECT action FROM audit_log WHERE action LIKE 'adjustment.%' OR action LIKE 'invoice.%' ORDER BY id")]
+    assert actions.count("adjustment.create") == 1
+    assert actions[-1] == "invoice.run"
+
+
+def test_pdf_export_and_bundle_verify(login, tmp_path):
+    finance = login("fin1")
+    run_id = run_may(finance)
+    token = csrf(finance.get(f"/runs/{run_id}").text)
+    assert finance.post(f"/runs/{run_id}/approve", data={"_csrf_token": token}).status_code == 303
+    pdf = finance.get(f"/runs/{run_id}/export.pdf?language=zh-CN")
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+
+    auditor = login("aud1")
+    bundle = auditor.get("/contracts/C-1/bundle.zip")
+    assert bundle.status_code == 200
+    (tmp_path / "bundle.zip").write_bytes(bundle.content)
+    report = verify_bundle(tmp_path / "bundle.zip")
+    assert report.ok, report.as_dict()
+    assert len(report.vouchers) == 21
+    documents = json.loads(zipfile.ZipFile(tmp_path / "bundle.zip").read("invoices.json"))
+    assert [d["kind"] for d in documents] == ["invoice"]
+    assert Decimal(documents[0]["total"]) > 0
+
+
+def test_renewal_check_builds_package(login):
+    csm = login("csm1")
+    token = csrf(csm.get("/contracts/C-1").text)
+    assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": token}).status_code == 303
+    page = csm.get("/contracts/C-1?lang=en").text
+    assert "Value anchor line-oee met its target" in page
+    package_id = re.search(r'href="/packages/(\d+)"', page).group(1)
+    package = csm.get(f"/packages/{package_id}?lang=en").text
+    assert "Best machine: m-1" in package
+    summary = csm.get(f"/packages/{package_id}/summary.html?language=zh-CN")
+    assert "沟通要点" in summary.text
+    assert summary.headers["content-security-policy"].startswith("default-src 'none'")
+    assert csm.get(f"/packages/{package_id}/bundle.zip").content.startswith(b"PK")
+    assert login("globex-csm").get(f"/packages/{package_id}").status_code == 404
