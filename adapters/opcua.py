@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import structlog
 from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
-from asyncua.crypto import security_policies
-from cryptography import x509
 
 from .backoff import Backoff
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
-from .opcua_security import CertificateRejected, check_server_certificate, ensure_own_certificate
+from .opcua_security import CertificateRejected
+from .opcua_session import OpcUaSetupError, configure_client, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
 from .values import make_sample, now_ms, plain_value
@@ -28,12 +24,6 @@ __all__ = ("OpcUaClient", "OpcUaSetupError")
 
 log = structlog.get_logger("valuegate.adapters.opcua")
 
-
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-}
-_MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
 # Status codes with which a server says it cannot run subscriptions at all, so that mode `auto` polls instead.
 _NO_SUBSCRIPTIONS = {
     ua.StatusCodes.BadServiceUnsupported,
@@ -43,34 +33,6 @@ _NO_SUBSCRIPTIONS = {
 }
 _SERVER_STATE = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
 _LOST = object()
-
-
-class OpcUaSetupError(ValueError):
-    """A setting that cannot work until the configuration or environment is fixed (for example a missing password variable)."""
-
-
-class _BatchSubscription(Subscription):
-    """A subscription that hands each publish response's data changes to its owner as one batch.
-
-    asyncua's own dispatch schedules a task per changed value; turning the
-    notification message into samples in one pass keeps the batch boundaries
-    of the server and costs far less per value.
-    """
-
-    def __init__(self, owner: OpcUaClient, session: Any, params: ua.CreateSubscriptionParameters) -> None:
-        super().__init__(session, params, handler=owner)
-        self._owner = owner
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        self.last_publish_at = time.monotonic()
-        data = publish_result.NotificationMessage.NotificationData
-        if not data:
-            return
-        for notification in data:
-            if isinstance(notification, ua.DataChangeNotification):
-                self._owner._on_data_change(notification.MonitoredItems)
-            elif isinstance(notification, ua.StatusChangeNotification):
-                self._owner._signal_lost(f"subscription status {notification.Status.name}")
 
 
 class OpcUaClient:
@@ -96,10 +58,11 @@ class OpcUaClient:
         self.session_timeout_ms = 0
         self.keepalive_s = 0.0
         self.monitored_items = 0
+        self.generation = 0
         self.stats: dict[str, int] = dict.fromkeys(
             ("notifications", "publish_batches", "values_read", "bad_values", "uncertain_values", "out_of_range",
              "decode_errors", "reconnects", "connect_failures", "keepalive_failures", "refused_tags", "timeouts",
-             "exceptions", "queue_size_revised"),
+             "exceptions"),
             0,
         )
         self._client: Client | None = None
@@ -151,69 +114,20 @@ class OpcUaClient:
             with contextlib.suppress(Exception):
                 client.disconnect_socket()
 
-    # ---- connecting ---------------------------------------------------------------------------
-
-    async def _configure_security(self, client: Client) -> None:
-        security = self.config.security
-        client.application_uri = security.application_uri
-        client.name = client.description = "valuegate gateway"
-        if security.policy != "None":
-            own = ensure_own_certificate(Path(security.pki_dir), security.application_uri)
-            server_der = await self._server_certificate(client)
-            await client.set_security(
-                _POLICIES[security.policy],
-                str(own.cert_path),
-                str(own.key_path),
-                server_certificate=server_der,
-                mode=_MODES[security.mode],
-            )
-            pinned = Path(security.server_certificate) if security.server_certificate else None
-            trusted = Path(security.trusted_dir) if security.trusted_dir else None
-
-            async def validate(certificate: x509.Certificate, _description: ua.ApplicationDescription) -> None:
-                check_server_certificate(certificate, pinned=pinned, trusted_dir=trusted)
-
-            client.certificate_validator = validate
-        auth = self.config.auth
-        if auth.method == "username":
-            client.set_user(auth.username or "")
-            client.set_password(self._password or "")
-        elif auth.method == "certificate":
-            await client.load_client_certificate(auth.certificate or "")
-            await client.load_private_key(Path(auth.private_key or ""))
-
-    async def _server_certificate(self, client: Client) -> bytes:
-        """Fetch the endpoint's certificate over an unsecured GetEndpoints call and check it before any secure channel."""
-        security = self.config.security
-        endpoints = await client.connect_and_get_server_endpoints()
-        policy_uri = _POLICIES[security.policy].URI
-        mode = _MODES[security.mode]
-        for endpoint in endpoints:
-            if endpoint.SecurityPolicyUri == policy_uri and endpoint.SecurityMode == mode:
-                certificate = x509.load_der_x509_certificate(_first_certificate(endpoint.ServerCertificate))
-                check_server_certificate(
-                    certificate,
-                    pinned=Path(security.server_certificate) if security.server_certificate else None,
-                    trusted_dir=Path(security.trusted_dir) if security.trusted_dir else None,
-                )
-                return endpoint.ServerCertificate
-        offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints})
-        raise OpcUaSetupError(
-            f"device {self.config.id}: the server offers no endpoint with {security.policy}/{security.mode}; "
-            f"it offers {', '.join(offered)}"
-        )
-
     async def _connect(self) -> None:
         await self.close()
+        self.generation += 1
+        generation = self.generation
         self._lost_signalled = False
         self._queue = asyncio.Queue()
         config = self.config
         client = Client(config.endpoint, timeout=config.timeout_ms / 1000, watchdog_intervall=3600.0, auto_reconnect=False)
         client.session_timeout = config.session_timeout_ms
-        await self._configure_security(client)
+        await configure_client(client, config, self._password)
 
         async def on_lost(exc: Exception) -> None:
-            self._signal_lost(f"connection lost: {exc!r}")
+            if generation == self.generation:
+                self._signal_lost(f"connection lost: {exc!r}")
 
         client.connection_lost_callback = on_lost
         try:
@@ -244,7 +158,12 @@ class OpcUaClient:
         mode = self.config.mode
         if mode in ("auto", "subscribe"):
             try:
-                await self._subscribe(client)
+                _, self.monitored_items, refused = await subscribe(
+                    client, self.config, self._resolved, self.limits, self.keepalive_s,
+                    on_data=self._on_data_change, on_status=self._signal_lost,
+                    is_current=lambda generation=self.generation: generation == self.generation,
+                )
+                self.refused.update(refused)
                 self.mode_in_use = "subscribe"
             except ua.UaStatusCodeError as exc:
                 if mode == "subscribe" or exc.code not in _NO_SUBSCRIPTIONS:
@@ -268,62 +187,6 @@ class OpcUaClient:
             "opcua.connected", mode=self.mode_in_use, session_timeout_ms=self.session_timeout_ms,
             monitored_items=self.monitored_items, refused=len(self.refused), limits=self.limits,
         )
-
-    async def _subscribe(self, client: Client) -> None:
-        config = self.config
-        keepalive_ms = min(self.keepalive_s * 1000, 10_000)
-        params = ua.CreateSubscriptionParameters()
-        params.RequestedPublishingInterval = config.publishing_interval_ms
-        params.RequestedMaxKeepAliveCount = max(1, int(keepalive_ms / config.publishing_interval_ms))
-        params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * 10
-        params.MaxNotificationsPerPublish = 0
-        params.PublishingEnabled = True
-        params.Priority = 0
-        subscription = _BatchSubscription(self, client.uaclient.session, params)
-        await subscription.init()
-
-        requests: list[tuple[int, ua.MonitoredItemCreateRequest]] = []
-        for position, item in enumerate(self._resolved):
-            if item.node_id is not None:
-                requests.append((position, self._monitored_item_request(position, item)))
-        self.monitored_items = 0
-        size = self.limits.max_monitored_items_per_call
-        pending = list(batches(requests, size))
-        while pending:
-            chunk = pending.pop(0)
-            try:
-                results = await subscription.create_monitored_items([request for _, request in chunk])
-            except ua.UaStatusCodeError as exc:
-                # A server that does not publish MaxMonitoredItemsPerCall may still enforce one: halve and retry.
-                if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
-                    middle = len(chunk) // 2
-                    pending[:0] = [chunk[:middle], chunk[middle:]]
-                    continue
-                raise
-            for (position, request), result in zip(chunk, results, strict=True):
-                if isinstance(result, ua.StatusCode):
-                    self.refused[self._resolved[position].tag.name] = result.name
-                else:
-                    self.monitored_items += 1
-
-    def _monitored_item_request(self, position: int, item: ResolvedTag) -> ua.MonitoredItemCreateRequest:
-        # The status-value trigger reports a change of status alone, such as Good to Bad with the same value.
-        data_filter = ua.DataChangeFilter()
-        data_filter.Trigger = ua.DataChangeTrigger.StatusValue
-        parameters = ua.MonitoringParameters()
-        parameters.ClientHandle = position
-        parameters.SamplingInterval = item.tag.sampling_ms if item.tag.sampling_ms is not None else self.config.sampling_ms
-        parameters.QueueSize = item.tag.queue_size
-        parameters.DiscardOldest = True
-        parameters.Filter = data_filter
-        read_value = ua.ReadValueId()
-        read_value.NodeId = item.node_id
-        read_value.AttributeId = ua.AttributeIds.Value
-        request = ua.MonitoredItemCreateRequest()
-        request.ItemToMonitor = read_value
-        request.MonitoringMode = ua.MonitoringMode.Reporting
-        request.RequestedParameters = parameters
-        return request
 
     # ---- data ------------------------------------------------------------------------------------
 
@@ -506,14 +369,3 @@ class OpcUaClient:
                 continue
             yield item
 
-
-def _first_certificate(der_chain: bytes) -> bytes:
-    """Return the first certificate of a DER chain (a server may send its certificate followed by its issuers)."""
-    if len(der_chain) < 4 or der_chain[0] != 0x30:
-        return der_chain
-    length_byte = der_chain[1]
-    if length_byte < 0x80:
-        return der_chain[: 2 + length_byte]
-    size = length_byte & 0x7F
-    length = int.from_bytes(der_chain[2 : 2 + size], "big")
-    return der_chain[: 2 + size + length]

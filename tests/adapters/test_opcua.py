@@ -12,7 +12,7 @@ from valuegate.adapters.devices import OpcUaDeviceConfig, open_device
 from valuegate.adapters.rules import StateEvaluator
 from valuegate.services import free_port
 
-from .servers import UaServer, eventually, first, tag_map
+from .servers import UaServer, first, tag_map
 
 URI = "urn:valuegate:test:line"
 
