@@ -2,8 +2,149 @@
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
 import typer
+
+_SOURCES_HELP = (
+    "bottling (juice bottling line, Modbus), mazak03 / hurco02 / hurco04 (NIST machine tools, OPC UA), "
+    "synthetic (seeded line with failures, micro-stops, changeovers, rejects; Modbus or OPC UA)"
+)
 
 
 def register(root: typer.Typer) -> None:
     """Add this layer's commands to the root command line."""
+    root.command("simulate")(simulate)
+
+
+def simulate(
+    source: str = typer.Argument("bottling", help=f"What to serve: {_SOURCES_HELP}."),
+    protocol: str = typer.Option(None, "--protocol", help="modbus or opcua (default: the source's own)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(0, "--port", help="TCP port; 0 picks a free one and prints it."),
+    speed: float = typer.Option(3600.0, "--speed", help="Recorded seconds per real second (86400: a day a second)."),
+    min_dwell_ms: int = typer.Option(0, "--min-dwell-ms", help="Real ms each state is served, e.g. 3 x a Modbus poll period."),
+    days: int = typer.Option(None, "--days", help="Replay only the first N plant days."),
+    start: str = typer.Option(None, "--start", help="First plant date to replay, YYYY-MM-DD."),
+    end: str = typer.Option(None, "--end", help="Last plant date to replay, YYYY-MM-DD."),
+    fault: list[str] = typer.Option(
+        [], "--fault", help="Fault KIND[:key=value,...], repeatable; `at=S` starts it S real seconds in. See --list-faults."
+    ),
+    seed: int = typer.Option(1, "--seed", help="Seed of the synthetic line."),
+    tag_map: Path = typer.Option(None, "--tag-map", help="Serve Modbus registers in this tag map's layout."),
+    counter_offset: int = typer.Option(None, "--counter-offset", help="Value the Modbus part counter starts at."),
+    unit_id: int = typer.Option(0, "--unit-id", help="Modbus unit id to answer (0: any)."),
+    linger: float = typer.Option(5.0, "--linger", help="Seconds to keep serving after the replay is done."),
+    write_tag_map: Path = typer.Option(None, "--write-tag-map", help="Write the synthetic Modbus tag map to this file and exit."),
+    list_sources: bool = typer.Option(False, "--list", help="List the sources and exit."),
+    list_faults: bool = typer.Option(False, "--list-faults", help="List the fault kinds and exit."),
+) -> None:
+    """Serve a recorded or synthetic line as a PLC over Modbus TCP or OPC UA until the replay is done.
+
+    Fault specifications typed on standard input while it runs are applied at once.
+    """
+    from valuegate.simulators.faults import FAULT_HELP, FaultError, parse_fault
+    from valuegate.simulators.scenarios import SOURCES, SimulatorOptions, protocols_of
+
+    if list_sources:
+        for name, protocols in SOURCES.items():
+            typer.echo(f"{name}: {', '.join(protocols)}")
+        raise typer.Exit
+    if list_faults:
+        typer.echo(FAULT_HELP)
+        raise typer.Exit
+    if write_tag_map is not None:
+        from valuegate.simulators.layouts import SYNTHETIC_FILLER_MAP
+
+        write_tag_map.write_text(SYNTHETIC_FILLER_MAP, encoding="utf-8")
+        typer.echo(f"wrote the synthetic filler tag map to {write_tag_map}")
+        raise typer.Exit
+
+    try:
+        protocols = protocols_of(source)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SOURCE") from None
+    if protocol is not None and protocol not in protocols:
+        raise typer.BadParameter(f"{source} is served over {' or '.join(protocols)}, not {protocol!r}", param_hint="--protocol")
+    chosen = protocol or protocols[0]
+    checks = [
+        (speed > 0, "--speed", f"{speed} must be positive recorded seconds per real second"),
+        (min_dwell_ms >= 0, "--min-dwell-ms", f"{min_dwell_ms} must be 0 or more"),
+        (days is None or days >= 1, "--days", f"{days} must be 1 or more"),
+        (0 <= port <= 65535, "--port", f"{port} is not a TCP port (0-65535)"),
+        (0 <= unit_id <= 255, "--unit-id", f"{unit_id} is not a Modbus unit id (0-255)"),
+        (linger >= 0, "--linger", f"{linger} must be 0 or more seconds"),
+        (tag_map is None or chosen == "modbus", "--tag-map", "a tag map sets a Modbus layout; drop it for OPC UA"),
+        (tag_map is None or tag_map.is_file(), "--tag-map", f"{tag_map} does not exist"),
+    ]
+    for valid, hint, message in checks:
+        if not valid:
+            raise typer.BadParameter(message, param_hint=hint)
+    try:
+        faults = [parse_fault(text, protocol=chosen) for text in fault]
+    except FaultError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    options = SimulatorOptions(
+        host=host, port=port, speed=speed, min_dwell_ms=min_dwell_ms, days=days,
+        start=_date(start, "--start"), end=_date(end, "--end"), counter_offset=counter_offset, unit_id=unit_id,
+        tag_map=tag_map, seed=seed, faults=faults,
+    )
+
+    import asyncio
+
+    try:
+        asyncio.run(_serve(source, chosen, options, linger))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _date(text: str | None, hint: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date; write YYYY-MM-DD", param_hint=hint) from None
+
+
+async def _serve(source: str, protocol: str, options: object, linger: float) -> None:
+    import asyncio
+    import sys
+    import threading
+
+    from valuegate.simulators.faults import FaultError, parse_fault
+    from valuegate.simulators.scenarios import build_simulator
+
+    simulator = build_simulator(source, protocol, options)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+
+    async def apply(line: str) -> None:
+        try:
+            await simulator.inject(parse_fault(line, protocol=protocol))
+            typer.echo(f"fault applied: {line}")
+        except (FaultError, ValueError, OSError) as exc:
+            typer.echo(f"fault not applied: {exc}", err=True)
+
+    def read_commands() -> None:
+        for raw in sys.stdin:
+            line = raw.strip()
+            if line:
+                asyncio.run_coroutine_threadsafe(apply(line), loop)
+
+    async with simulator:
+        if protocol == "modbus":
+            typer.echo(f"serving {source} over Modbus TCP on {simulator.host}:{simulator.port}")  # type: ignore[attr-defined]
+            typer.echo("done flag: coil 0")
+        else:
+            typer.echo(f"serving {source} over OPC UA at {simulator.endpoint}")  # type: ignore[attr-defined]
+            typer.echo("namespace urn:valuegate:simulator:mtconnect; done flag: Machine/ReplayDone")
+        estimate = simulator.clock.real_duration_estimate_s()
+        typer.echo(f"replay takes about {estimate:.0f} s; type a fault spec and Enter to inject it, Ctrl-C to stop")
+        threading.Thread(target=read_commands, name="fault-commands", daemon=True).start()
+        await simulator.finished.wait()
+        typer.echo(f"replay done; serving the final state for {linger:g} s more")
+        await asyncio.sleep(linger)

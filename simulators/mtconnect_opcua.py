@@ -36,10 +36,12 @@ NODE_NAMES: dict[str, str] = {
     "program": "Program",
     "estop": "EStop",
     "availability": "Availability",
+    "reject_count": "RejectCount",
 }
 _TYPES: dict[str, ua.VariantType] = {
     "alarm_code": ua.VariantType.Int32,
     "part_count": ua.VariantType.Int32,
+    "reject_count": ua.VariantType.Int32,
     "auto_time": ua.VariantType.Double,
     "total_time": ua.VariantType.Double,
     "spindle_time": ua.VariantType.Double,
@@ -87,9 +89,11 @@ class MtconnectOpcUaSimulator(ReplayService):
             raise ValueError(f"the {recording.name} slice has no recorded event; choose other days")
         self.recording = recording
         self.pacing = ReplayPacing(speed=speed, min_dwell_ms=min_dwell_ms, tick_ms=tick_ms)
-        self.items = [item for item in MTCONNECT_RECORDINGS[recording.name].items.values()]
-        if MTCONNECT_RECORDINGS[recording.name].conditions:
-            self.items.append("alarm_code")
+        source = MTCONNECT_RECORDINGS.get(recording.name)
+        if source is not None:
+            self.items = [*source.items.values(), *(["alarm_code"] if source.conditions else [])]
+        else:
+            self.items = list(dict.fromkeys([*recording.initial, *recording.items()]))
         self.server = VariableServer(
             MTCONNECT_NAMESPACE, OBJECT_NAME, self._variables(), host=host, port=port,
             initial_source=utc_datetime(recording.events[0].ts_us),

@@ -1,0 +1,100 @@
+"""`valuegate simulate`: option errors, and a real run read by a Modbus client with a fault typed on stdin."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+from typer.testing import CliRunner
+
+from valuegate.cli import app
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["melt"], "unknown source 'melt'"),
+        (["mazak03", "--protocol", "modbus"], "mazak03 is served over opcua, not 'modbus'"),
+        (["bottling", "--speed", "0"], "must be positive recorded seconds"),
+        (["bottling", "--days", "0"], "must be 1 or more"),
+        (["bottling", "--start", "22-07-2022"], "is not a date; write YYYY-MM-DD"),
+        (["bottling", "--fault", "bad"], "'bad' is not available over modbus"),
+        (["bottling", "--fault", "exception:start=1"], "exception needs start=ADDRESS and count=N"),
+        (["synthetic", "--protocol", "opcua", "--tag-map", "x.yaml"], "a tag map sets a Modbus layout"),
+        (["bottling", "--port", "70000"], "70000 is not a TCP port"),
+    ],
+)
+def test_bad_options_rejected(arguments: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", *arguments])
+    assert result.exit_code == 2
+    assert message in _unboxed(result.output)
+
+
+def _unboxed(output: str) -> str:
+    """Return the output without rich's box drawing and line wrapping."""
+    return " ".join(output.translate({ord(char): " " for char in "│╭╮╰╯─"}).split())
+
+
+def test_slice_outside_recording_fails() -> None:
+    result = CliRunner().invoke(app, ["simulate", "bottling", "--start", "2021-01-01", "--end", "2021-01-31"])
+    assert result.exit_code == 1
+    assert "no production day between 2021-01-01 and 2021-01-31" in result.output
+
+
+def test_list_and_write_tag_map(tmp_path: Path) -> None:
+    listed = CliRunner().invoke(app, ["simulate", "--list"])
+    assert listed.exit_code == 0
+    assert "synthetic: modbus, opcua" in listed.output
+    faults = CliRunner().invoke(app, ["simulate", "--list-faults"])
+    assert "plc_restart:" in faults.output
+    target = tmp_path / "synthetic.yaml"
+    written = CliRunner().invoke(app, ["simulate", "--write-tag-map", str(target)])
+    assert written.exit_code == 0
+    assert "name: synthetic-filler-modbus" in target.read_text(encoding="utf-8")
+
+
+async def test_serves_until_done_and_takes_stdin_faults() -> None:
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "valuegate"), "simulate", "bottling", "--days", "1", "--speed", "20000", "--linger", "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        port = None
+        assert process.stdout is not None and process.stdin is not None
+        for line in process.stdout:
+            found = re.search(r"over Modbus TCP on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port is not None
+        client = AsyncModbusTcpClient("127.0.0.1", port=port)
+        assert await client.connect()
+        assert not (await client.read_holding_registers(0, count=12)).isError()
+
+        process.stdin.write("exception:start=0,count=1\n")
+        process.stdin.flush()
+        for _ in range(50):
+            if (await client.read_holding_registers(0, count=1)).isError():
+                break
+            await asyncio.sleep(0.05)
+        assert (await client.read_holding_registers(0, count=1)).exception_code == 0x02
+        client.close()
+
+        # The 8.8-hour production window takes about 1.6 s at this speed; the idle hours are jumped over.
+        output = await asyncio.wait_for(asyncio.to_thread(process.stdout.read), timeout=60)
+        assert process.wait(timeout=10) == 0
+        assert "fault applied: exception:start=0,count=1" in output
+        assert "replay done" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
