@@ -56,13 +56,17 @@ def ours(machine: dict[str, np.ndarray], days: kernels.Windows) -> list[kernels.
     n_minutes = (end - start) // kernels.MINUTE_MS
     table = kernels.minute_table(iv, start, n_minutes, N_REASONS)
     produced = kernels.counter_minutes(machine["ts"], machine["counter"], start, n_minutes, bits=16, signed=False, max_rate_per_min=120).counts
-    columns = np.column_stack([table.state_ms, table.reason_ms, table.stops, produced])
-    sums = kernels.window_totals(table.minute_ms, columns, days.start_ms, days.end_ms)
-    width = kernels.STATE_COUNT + N_REASONS
+    state_ms, reason_ms, stops, made = (
+        kernels.window_totals(table.minute_ms, columns, days.start_ms, days.end_ms) for columns in (table.state_ms, table.reason_ms, table.stops, produced)
+    )
     result = []
-    for row in sums:
+    for day in range(len(days.labels)):
         totals = kernels.totals_from_columns(
-            row[:6], produced=row[width + 1], stops=row[width], reasons={str(r): row[6 + r] for r in range(N_REASONS)}, ideal_cycle_time_s=IDEAL_CYCLE_S
+            state_ms[day],
+            produced=made[day, 0],
+            stops=stops[day, 0],
+            reasons={str(r): reason_ms[day, r] for r in range(N_REASONS)},
+            ideal_cycle_time_s=IDEAL_CYCLE_S,
         )
         result.append(kernels.kpis(totals))
     return result

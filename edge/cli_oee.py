@@ -104,18 +104,17 @@ def machine_days(rows: list[TraceRow], tag_map: TagMap, time_zone: str, *, calen
     n_minutes = -(-(span_end - minute0) // kernels.MINUTE_MS)
     table = kernels.minute_table(iv, minute0, n_minutes, len(reason_codes))
     counts = _counts(rows, tag_map, minute0, n_minutes)
-    columns = np.column_stack([table.state_ms, table.reason_ms, table.stops, counts["produced"], counts["reject"]])
-    sums = kernels.window_totals(table.minute_ms, columns, days.start_ms, days.end_ms)
+    columns = (table.state_ms, table.reason_ms, table.stops, counts["produced"], counts["reject"])
+    state_ms, reason_ms, stops, produced, reject = (kernels.window_totals(table.minute_ms, column, days.start_ms, days.end_ms) for column in columns)
 
     result = []
-    width = kernels.STATE_COUNT + len(reason_codes)
-    for label, row in zip(days.labels, sums, strict=True):
+    for day, label in enumerate(days.labels):
         totals = kernels.totals_from_columns(
-            row[: kernels.STATE_COUNT],
-            produced=row[width + 1],
-            reject=row[width + 2],
-            stops=row[width],
-            reasons=dict(zip(reason_codes, row[kernels.STATE_COUNT : width].tolist(), strict=True)),
+            state_ms[day],
+            produced=produced[day, 0],
+            reject=reject[day, 0],
+            stops=stops[day, 0],
+            reasons=dict(zip(reason_codes, reason_ms[day].tolist(), strict=True)),
             ideal_cycle_time_s=tag_map.ideal_cycle_time_s,
         )
         result.append((label, kernels.kpis(totals)))

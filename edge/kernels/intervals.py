@@ -61,26 +61,34 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
         i += 1
 
     previous_t = ts[i - 1] if i > 0 else start
-    stopped = False
+    # Raw state and reason of the last sample: most samples repeat it exactly.
+    raw_state = state[i - 1] if i > 0 else np.int8(-2)
+    raw_reason = reason[i - 1] if i > 0 else np.int32(-2)
+    stop = n
     for j in range(i, n):
         t = ts[j]
         if t < previous_t:
             return -1
         previous_t = t
-        if stopped:
-            continue  # past the end: only the sort order is still checked
         s = state[j]
         r = reason[j]
+        if s == raw_state and r == raw_reason:
+            continue
+        raw_state = s
+        raw_reason = r
         if s < 0:
             s = 5
             r = -1
         if s == run_state and r == run_reason:
             continue
         if t >= end:
-            stopped = True
-            continue
+            stop = j
+            break
         if j + 1 < n and ts[j + 1] == t:
-            continue  # at equal timestamps the last sample wins
+            # At equal timestamps the last sample wins. This one does not start
+            # a run, so the next sample must not be compared with it.
+            raw_state = np.int8(-2)
+            continue
         out_start[count] = run_start
         out_end[count] = t
         out_state[count] = run_state
@@ -89,6 +97,11 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
         run_start = t
         run_state = s
         run_reason = r
+
+    # Samples past the end are ignored, but only once the rest is known to be sorted.
+    for k in range(stop + 1, n):
+        if ts[k] < ts[k - 1]:
+            return -1
 
     if end > run_start:
         out_start[count] = run_start
