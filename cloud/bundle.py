@@ -7,7 +7,7 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 - ``contract.json``: the contract terms (anchors, prices, caps, floors,
   settlement mode, currency, rounding) that invoice lines are priced with.
 - ``vouchers.jsonl``: one signed voucher a line, ordered by gateway and
-  sequence. It holds every voucher of each gateway from the first to the last
+  sequence. It contains every voucher of each gateway from the first to the last
   sequence the bundle needs, so that the chain can be followed without gaps.
 - ``keys.json``: each gateway's Ed25519 public keys (multibase and did:key)
   with the period in which each key was valid.

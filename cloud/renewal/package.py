@@ -28,7 +28,7 @@ from valuegate.cloud.web.templating import render
 
 from .triggers import Firing
 
-__all__ = ("PACKAGE_SCHEMA", "AnchorSummary", "Reduction", "PackageInputs", "Package", "talking_points", "build_package")
+__all__ = ("PACKAGE_SCHEMA", "AnchorSummary", "Reduction", "PackageInputs", "Package", "talking_points", "trigger_text", "build_package")
 
 PACKAGE_SCHEMA = "valuegate/renewal-package/v1"
 
@@ -121,7 +121,7 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
     return points
 
 
-def _trigger_text(firing: Firing, language: str, currency: str) -> str:
+def trigger_text(firing: Firing, language: str, currency: str) -> str:
     detail = dict(firing.detail)
     if firing.kind == "value_over":
         detail["amount"] = format_money(Decimal(detail["amount"]), currency, language)
@@ -150,7 +150,7 @@ def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str
         )
     return render(
         "renewal/summary.html", language, contract=inputs.contract, value={"total": inputs.total}, anchors=anchors, machines=inputs.machines,
-        talking_points=points, trigger_text=_trigger_text(inputs.firing, language, inputs.contract.currency), fired_at=inputs.fired_at,
+        talking_points=points, trigger_text=trigger_text(inputs.firing, language, inputs.contract.currency), fired_at=inputs.fired_at,
         generated_at=inputs.generated_at,
     )
 

@@ -1,6 +1,6 @@
 """Renewal triggers: which of a contract's triggers fire, given its realized value and the date.
 
-Each firing has a key naming the trigger and its parameters; a contract
+Each firing has a key that names the trigger and its parameters. A contract
 builds at most one package per key, however often the triggers are checked.
 """
 

@@ -73,7 +73,7 @@ async def deliver(
     policy: RetryPolicy = RetryPolicy(),
     rng: random.Random | None = None,
 ) -> bool:
-    """POST ``body`` to ``url`` until a 2xx answer, a final 4xx, or the attempts run out; record every attempt.
+    """POST ``body`` to ``url`` until a 2xx response, a final 4xx, or the attempts run out; record every attempt.
 
     Each attempt is signed afresh with its own timestamp. Delays use full
     jitter: a uniform draw between 0 and ``min(max_delay, base * 2**n)``.

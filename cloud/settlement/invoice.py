@@ -228,9 +228,9 @@ def compute_run(
 ) -> RunResult:
     """Compute the invoice of ``period`` and a note for each earlier issued invoice whose amount changed.
 
-    ``values`` are every verified voucher of the contract (late ones
-    included); ``issued`` are the issued invoices of other periods and the
-    notes already issued against them.
+    ``values`` are every verified voucher of the contract, late ones included.
+    ``issued`` are the issued invoices of other periods and the notes already
+    issued against them.
     """
     number = invoice_number(contract.tenant, contract.id, period)
     invoice = Document(number, "invoice", period, contract.currency, tuple(compute_lines(contract, period, values, exclusions)))

@@ -75,7 +75,7 @@ def _svg(title: str, body: list[str], *, height: int = _HEIGHT) -> markupsafe.Ma
 def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dict[str, str]) -> markupsafe.Markup:
     """Draw daily gains as dots with 95% interval bars, the baseline band at zero and the target line.
 
-    ``labels`` holds the translated ``title``, ``baseline``, ``target``,
+    ``labels`` contains the translated ``title``, ``baseline``, ``target``,
     ``interval``, ``insufficient`` and ``no_data`` strings.
     """
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
@@ -134,7 +134,7 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
 def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]) -> markupsafe.Markup:
     """Draw downtime minutes per reason as bars, largest first, with the cumulative share as a line.
 
-    ``labels`` holds the translated ``title``, ``minutes``, ``cumulative`` and ``no_data`` strings.
+    ``labels`` contains the translated ``title``, ``minutes``, ``cumulative`` and ``no_data`` strings.
     """
     reasons = sorted(((name, minutes) for name, minutes in reasons if minutes > 0), key=lambda item: (-item[1], item[0]))
     if not reasons:

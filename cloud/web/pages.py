@@ -22,7 +22,7 @@ __all__ = ("FINANCE_VIEW", "CSM_EDIT", "language_of", "principal_of", "page", "h
 
 log = structlog.get_logger("valuegate.cloud.web")
 
-# Who may see invoices and exports, and who may record non-routine adjustments or check triggers.
+# Roles that may see invoices and exports; roles that may record non-routine adjustments or check triggers.
 FINANCE_VIEW = ("finance", "admin", "auditor")
 CSM_EDIT = ("csm", "admin")
 
@@ -37,7 +37,7 @@ def principal_of(request: Request[Any, Any, Any]) -> Principal | None:
 
 
 def forbid_unless(principal: Principal, *roles: str) -> None:
-    """Raise 403 unless the caller holds one of ``roles``."""
+    """Raise 403 unless the caller has one of ``roles``."""
     if not principal.has(*roles):
         raise PermissionDeniedException(f"this needs one of the roles {', '.join(roles)}; you have {', '.join(sorted(principal.roles))}")
 

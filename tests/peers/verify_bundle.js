@@ -78,7 +78,8 @@ function main() {
   const previous = new Map(); // gateway -> { seq, hash }
   const ordered = [...vouchers].sort((a, b) => {
     const [x, y] = [a.credentialSubject, b.credentialSubject];
-    return x.gateway === y.gateway ? x.seq - y.seq : x.gateway < y.gateway ? -1 : 1;
+    if (x.gateway === y.gateway) return x.seq - y.seq;
+    return x.gateway < y.gateway ? -1 : 1;
   });
   let failed = 0;
   for (const voucher of ordered) {

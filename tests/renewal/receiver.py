@@ -1,4 +1,4 @@
-"""A local HTTP receiver for webhook tests: answers with scripted status codes and keeps every request."""
+"""A local HTTP receiver for webhook tests: it responds with scripted status codes and keeps every request."""
 
 from __future__ import annotations
 

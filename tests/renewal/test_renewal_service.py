@@ -1,4 +1,4 @@
-"""Renewal packages from a real database: triggers fire once, the package holds a verifiable bundle, delivery is signed and retried."""
+"""Renewal packages from a real database: triggers fire once, the package contains a verifiable bundle, delivery is signed and retried."""
 
 from __future__ import annotations
 
