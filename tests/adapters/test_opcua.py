@@ -152,33 +152,31 @@ async def test_namespace_renumbering_survives(tmp_path: Path):
 
 async def test_monitored_items_follow_operation_limits(tmp_path: Path):
     names = [f"v{i}" for i in range(5)]
+    mapping = tag_map(tmp_path, "limits", "opcua", node_tags(*names))
     async with UaServer(free_port(), {n: ua.Variant(i, ua.VariantType.Int32) for i, n in enumerate(names)}, max_items_per_call=2) as server:
-        async with open_device(config(server.endpoint), tag_map(tmp_path, "limits", "opcua", node_tags(*names))) as client:
+        async with open_device(config(server.endpoint), mapping) as client:
             assert client.limits.max_monitored_items_per_call == 2
             assert server.item_calls == [2, 2, 1]
             assert client.monitored_items == 5
             assert client.refused == {}
-
-
-async def test_unpublished_limit_halves_batches(tmp_path: Path):
-    names = [f"v{i}" for i in range(5)]
-    async with UaServer(free_port(), {n: ua.Variant(i, ua.VariantType.Int32) for i, n in enumerate(names)}, max_items_per_call=2) as server:
-        # The server enforces the limit but claims none: the client halves rejected calls.
+        # The server now enforces the limit but publishes none: the client halves each rejected call.
         await server.server.get_node(ua.NodeId(11714, 0)).write_value(ua.Variant(0, ua.VariantType.UInt32))
-        async with open_device(config(server.endpoint), tag_map(tmp_path, "limits", "opcua", node_tags(*names))) as client:
+        server.item_calls.clear()
+        async with open_device(config(server.endpoint), mapping) as client:
+            assert client.limits.max_monitored_items_per_call == 0
             assert client.monitored_items == 5
             # 5 rejected, halved to 2 (accepted) and 3 (rejected), then 1 and 2.
             assert server.item_calls == [5, 2, 3, 1, 2]
 
 
 async def test_keepalive_follows_revised_session_timeout(tmp_path: Path):
-    async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}, max_session_timeout_ms=1500) as server:
+    async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}, max_session_timeout_ms=600) as server:
         async with open_device(config(server.endpoint, session_timeout_ms=60000), tag_map(tmp_path, "ka", "opcua", node_tags("state"))) as client:
-            assert client.session_timeout_ms == 1500
-            assert client.keepalive_s == pytest.approx(0.5)
+            assert client.session_timeout_ms == 600
+            assert client.keepalive_s == pytest.approx(0.2)
             stream = client.stream()
             await first(stream, lambda b: True)
-            await asyncio.sleep(2.5)  # several keep-alive periods: the session must outlive its 1.5 s timeout
+            await asyncio.sleep(1.5)  # several keep-alive periods: the session must outlive its 0.6 s timeout
             await server.write("state", 0)
             (change,) = await first(stream, lambda b: True)
             assert change.value == 0

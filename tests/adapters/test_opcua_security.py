@@ -94,19 +94,26 @@ def device(endpoint: str, tmp_path: Path, *, policy: str, mode: str, auth: OpcUa
     )
 
 
-@pytest.mark.parametrize(("policy", "mode"), list(POLICY_TYPES))
-async def test_policy_and_mode(tmp_path: Path, policy: str, mode: str):
+async def test_every_policy_and_mode(tmp_path: Path):
     users = Users()
-    server, cert_path, _ = await secure_server(tmp_path, [POLICY_TYPES[(policy, mode)]], users)
+    server, cert_path, _ = await secure_server(tmp_path, list(POLICY_TYPES.values()), users)
+    mapping = tag_map(tmp_path, "secure", "opcua", TAGS)
+    channels = []
     try:
-        config = device(server.endpoint, tmp_path, policy=policy, mode=mode, server_certificate=str(cert_path))
-        async with open_device(config, tag_map(tmp_path, "secure", "opcua", TAGS)) as client:
-            (sample,) = await client.read_all()
-            assert client.last_error == ""
+        for policy, mode in POLICY_TYPES:
+            config = device(server.endpoint, tmp_path, policy=policy, mode=mode, server_certificate=str(cert_path))
+            async with open_device(config, mapping) as client:
+                (sample,) = await client.read_all()
+                assert client.last_error == ""
+                assert (sample.status, sample.value) == ("good", 1)
+                channel = client._client.security_policy
+                channels.append((channel.URI.rsplit("#", 1)[-1], channel.Mode.name))
     finally:
         await server.stop()
-    assert (sample.status, sample.value) == ("good", 1)
-    assert users.logins == ["anonymous"]
+    # Policy URIs of OPC 10000-7 end in #Basic256Sha256 and #Aes128_Sha256_RsaOaep.
+    uri_names = {"Basic256Sha256": "Basic256Sha256", "Aes128Sha256RsaOaep": "Aes128_Sha256_RsaOaep"}
+    assert channels == [(uri_names[policy], mode) for policy, mode in POLICY_TYPES]
+    assert users.logins == ["anonymous"] * 4
     for name in ("cert.der", "key.pem"):
         assert stat.S_IMODE(os.stat(tmp_path / "pki" / name).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "pki").st_mode) == 0o700
