@@ -129,3 +129,35 @@ def test_calendar_file_errors_name_field_and_line(tmp_path):
 def test_unknown_time_zone_is_named():
     with pytest.raises(ValueError, match="unknown time zone 'Europe/Nowhere'"):
         plant_day_windows("Europe/Nowhere", dt.date(2024, 1, 1), dt.date(2024, 1, 1))
+
+
+def _planned_busy_hours(calendar, windows: Windows, time_zone: str) -> list[float]:
+    """Sum planned busy time per window for a machine that is idle all along, so that every calendar stop applies."""
+    from valuegate.edge.kernels import kpis, minute_table, state_intervals, totals_from_columns, window_totals
+
+    start, end = int(windows.start_ms.min()) - 6 * HOUR, int(windows.end_ms.max()) + 6 * HOUR
+    iv = state_intervals([start], [1], [-1], end, start_ms=start)
+    if calendar is not None:
+        iv = apply_planned_stops(iv, calendar_stops(calendar, time_zone, start, end))
+    table = minute_table(iv, start, (end - start) // 60_000, 0)
+    sums = window_totals(table.minute_ms, table.state_ms, windows.start_ms, windows.end_ms)
+    return [kpis(totals_from_columns(row)).planned_busy_min / 60 for row in sums]
+
+
+def test_night_shift_planned_busy_time_over_spring_forward():
+    calendar = parse_calendar({"schema": "valuegate/calendar/v1", "name": "nights", "shifts": [{"name": "night", "start": "22:00", "end": "06:00"}]})
+    shifts = shift_windows(calendar, "Europe/Berlin", dt.date(2024, 3, 30), dt.date(2024, 3, 31))
+    assert shifts.labels == ["2024-03-30/night", "2024-03-31/night"]
+    assert _planned_busy_hours(calendar, shifts, "Europe/Berlin") == [7.0, 8.0]
+
+
+def test_plant_day_planned_busy_time_without_calendar():
+    days = plant_day_windows("Europe/Berlin", dt.date(2024, 3, 31), dt.date(2024, 3, 31))
+    assert _planned_busy_hours(None, days, "Europe/Berlin") == [23.0]
+
+
+def test_breaks_and_no_order_leave_planned_busy_time():
+    calendar = _calendar(no_order=[{"start": "2024-04-02T06:00", "end": "2024-04-02T14:00", "reason": "no orders"}])
+    shifts = shift_windows(calendar, "Europe/Berlin", dt.date(2024, 4, 1), dt.date(2024, 4, 2))
+    assert shifts.labels == ["2024-04-01/early", "2024-04-01/night", "2024-04-02/early", "2024-04-02/night"]
+    assert _planned_busy_hours(calendar, shifts, "Europe/Berlin") == [7.5, 7.5, 0.0, 7.5]
