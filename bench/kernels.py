@@ -5,8 +5,8 @@ Run: .venv/bin/python bench/kernels.py [--machines 100] [--days 30] [--pandas-ma
 Every machine gets 1 Hz state, reason and 16-bit counter samples. One pass
 computes per-day KPIs the way the agent does (state intervals, minute table,
 counter normalization into minutes, day windows, KPIs). pandas computes the same KPIs the
-way a data engineer would; it runs on fewer machines because it is slow, and
-both are compared per sample. The numpy reference sums every column once: the
+way a data engineer would. It runs on fewer machines because it is slow, so
+the two are compared per sample. The numpy reference sums every column once: the
 memory-bandwidth bound of any pass over the same arrays.
 """
 
@@ -56,14 +56,14 @@ def ours(machine: dict[str, np.ndarray], days: kernels.Windows) -> list[kernels.
     n_minutes = (end - start) // kernels.MINUTE_MS
     table = kernels.minute_table(iv, start, n_minutes, N_REASONS)
     produced = kernels.counter_minutes(machine["ts"], machine["counter"], start, n_minutes, bits=16, signed=False, max_rate_per_min=120).counts
-    state_ms, reason_ms, stops, made = (
+    state_ms, reason_ms, stops, produced_per_day = (
         kernels.window_totals(table.minute_ms, columns, days.start_ms, days.end_ms) for columns in (table.state_ms, table.reason_ms, table.stops, produced)
     )
     result = []
     for day in range(len(days.labels)):
         totals = kernels.totals_from_columns(
             state_ms[day],
-            produced=made[day, 0],
+            produced=produced_per_day[day, 0],
             stops=stops[day, 0],
             reasons={str(r): reason_ms[day, r] for r in range(N_REASONS)},
             ideal_cycle_time_s=IDEAL_CYCLE_S,

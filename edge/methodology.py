@@ -49,7 +49,7 @@ BASELINE_SCHEMA = "valuegate/baseline/v1"
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """How an anchor metric reads: its unit, which direction is better and the delta quantity it bills."""
+    """Description of an anchor metric: its unit, the better direction and the delta quantity it bills."""
 
     unit: str
     better: Literal["higher", "lower"]
@@ -146,10 +146,10 @@ def day_sufficiency(kpis: Kpis, rule: contract.Sufficiency, *, metric: str | Non
 class BaselineResult:
     """A measured baseline: the mean metric over covered days, the day table it came from and its digest.
 
-    ``first_date`` and ``last_date`` bound the anchor's baseline period;
-    ``daily`` lists each covered day with its rounded metric, ``excluded``
-    each day left out with its reasons, and ``resampled`` holds the bootstrap
-    means of the daily values that every day's interval uses.
+    ``first_date`` and ``last_date`` bound the anchor's baseline period.
+    ``daily`` lists each covered day with its rounded metric and ``excluded``
+    each day left out with its reasons. ``resampled`` contains the bootstrap
+    means of the daily values, which every reporting day's interval uses.
     """
 
     anchor: str

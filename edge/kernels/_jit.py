@@ -16,7 +16,7 @@ __all__ = ("CACHE", "FASTMATH", "PARALLEL", "JIT_DISABLED", "kernel", "helper", 
 # recompute the same vouchers; fastmath would let LLVM reorder them.
 FASTMATH = False
 # Edge boxes have 1-4 cores and the agent already runs one machine per task,
-# so kernels stay single-threaded; the GIL is released so threads can overlap.
+# so kernels stay single-threaded. They release the GIL so that threads overlap.
 PARALLEL = False
 NOGIL = True
 JIT_DISABLED = bool(numba.config.DISABLE_JIT)

@@ -39,8 +39,8 @@ def empty_intervals() -> Intervals:
 
 @kernel
 def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, out_reason):
-    # ``state`` holds -1 for no data. Returns the number of runs written, or -1
-    # as soon as it meets a sample older than the one before: the caller sorts.
+    # A ``state`` of -1 means no data. Returns the number of runs written, or -1
+    # at the first sample older than the one before it, so that the caller sorts.
     n = ts.shape[0]
     count = 0
     run_start = start

@@ -27,8 +27,8 @@ class Totals:
     """Summable times (ms) and counts of one window; add two with ``+`` to roll up machines, shifts or days.
 
     ``ideal_us`` is produced items times their ideal cycle time in
-    microseconds; ``produced_without_ideal`` counts items of machines whose
-    ideal cycle time is unknown, which makes effectiveness unknown too.
+    microseconds. ``produced_without_ideal`` counts items of machines whose
+    ideal cycle time is unknown, and any such item leaves effectiveness undefined.
     """
 
     running_ms: int = 0
@@ -125,7 +125,7 @@ def totals_from_columns(
 
 @dataclass(frozen=True)
 class Kpis:
-    """ISO 22400-2 KPIs of one window; times in minutes; a ratio is None when undefined and ``why`` says why."""
+    """ISO 22400-2 KPIs of one window, times in minutes; an undefined ratio is None and ``why`` gives the reason."""
 
     planned_busy_min: float
     run_min: float
