@@ -203,7 +203,7 @@ def _ordered_values(raw: np.ndarray, bits: int, signed: bool) -> tuple[NDArray[n
         if hits.size:
             i = int(hits[0])
             kind = "signed" if signed else "unsigned"
-            msg = f"raw[{i}] = {raw[i].item()!r} does not fit a {kind} {bits}-bit counter ({low}..{high}); check the counter's bits and signed settings in the tag map"
+            msg = f"raw[{i}] = {raw[i].item()!r} does not fit a {bits}-bit {kind} counter ({low}..{high}); check the counter's bits and signed settings in the tag map"
             raise ValueError(msg)
     if bits == 64 and not signed:
         # Shift unsigned 64-bit values by 2**63 so that int64 order matches unsigned order.

@@ -70,7 +70,7 @@ def test_out_of_order_result_is_aligned_with_input():
 
 
 def test_value_outside_width_is_named():
-    with pytest.raises(ValueError, match=r"raw\[1\] = 70000 does not fit a unsigned 16-bit counter"):
+    with pytest.raises(ValueError, match=r"raw\[1\] = 70000 does not fit a 16-bit unsigned counter"):
         normalize_counter([0, 1], [1, 70000], bits=16, signed=False, max_rate_per_min=60)
 
 
