@@ -9,8 +9,14 @@ __all__ = ("configure",)
 
 
 def configure(app_config: Any) -> None:
-    """Add what the pages need to the cloud app's ``AppConfig``: the stylesheet under /static."""
+    """Add what the pages need to the cloud app's ``AppConfig``: the stylesheet under /static, and the renewal check.
+
+    The renewal check's lifespan comes after the app's own, so the connection pool is open when it starts.
+    """
     from litestar.static_files import create_static_files_router
+
+    from valuegate.cloud.renewal.loop import renewal_lifespan
 
     folder = resources.files("valuegate.cloud.web").joinpath("static")
     app_config.route_handlers.append(create_static_files_router(path="/static", directories=[str(folder)], name="web:static", include_in_schema=False))
+    app_config.lifespan.append(renewal_lifespan)

@@ -47,7 +47,14 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
     for row in rows:
         contract, _ = await settlement.load_contract(conn, principal.tenant_id, row["id"])
         contracts.append(contract)
-    return page(request, "contracts.html", contracts=contracts)
+    webhook = None
+    if principal.has("admin"):
+        cur = await conn.execute("SELECT url FROM webhook_endpoints WHERE tenant_id = %s", (principal.tenant_id,))
+        found = await cur.fetchone()
+        webhook = {"url": found[0] if found else ""}
+    language = language_of(request)
+    flash = translate(language, "webhook.saved") if request.query_params.get("done") == "webhook.saved" else None
+    return page(request, "contracts.html", contracts=contracts, webhook=webhook, flash=flash)
 
 
 async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
@@ -160,7 +167,11 @@ async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id:
         raise NotFound(f"machine {machine_id!r} is not in contract {contract_id!r}")
     first = min(a.baseline.first_date for a in anchors)
     last = max(a.reporting.last_date for a in anchors)
-    days = await reports.machine_kpis(conn, principal.tenant_id, machine_id, first, last)
+    try:
+        days = await reports.machine_kpis(conn, principal.tenant_id, machine_id, first, last)
+    except NotFound:
+        # The machine is in the contract's scope but has sent no telemetry yet.
+        days = []
     known = {m["id"]: m for m in await reports.list_machines(conn, principal.tenant_id)}
     reasons, _ = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
     title = translate(language, "machine.title", machine=machine_id)

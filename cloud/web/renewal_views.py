@@ -7,8 +7,13 @@ import io
 import zipfile
 from typing import Any
 
+import msgspec
 import structlog
+from typing import Annotated
+
 from litestar import MediaType, Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
 
@@ -17,12 +22,19 @@ from valuegate.cloud.auth import requires
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
 from valuegate.cloud.renewal.triggers import Firing
-from valuegate.cloud.store import NotFound
+from valuegate.cloud.store import Invalid, NotFound
 
 from .i18n import DEFAULT_LANGUAGE, normalize
 from .pages import CSM_EDIT, language_of, page, principal_of
 
-__all__ = ("check_renewal", "package_page", "package_archive", "package_member")
+
+class WebhookForm(msgspec.Struct):
+    """The webhook form of the contracts page (administrators only)."""
+
+    url: str
+    secret: str
+
+__all__ = ("check_renewal", "package_page", "package_archive", "package_member", "set_webhook")
 
 log = structlog.get_logger("valuegate.cloud.web")
 ANY_ROLE = requires()
@@ -92,3 +104,16 @@ async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id
         body = archive.read(name)
     headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:"} if suffix == "html" else {}
     return Response(body, media_type=_MEMBERS[member], headers=headers)
+
+
+@post("/settings/webhook", guards=[requires("admin")], name="web:set-webhook", status_code=303)
+async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotated[WebhookForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
+    """Set the tenant's renewal webhook; the secret is stored for signing and never shown again."""
+    url, secret = data.url.strip(), data.secret.strip()
+    if not url.startswith(("http://", "https://")):
+        raise Invalid(f"webhook URL {url!r} must start with http:// or https://", code="invalid_url")
+    if len(secret) < 16:
+        raise Invalid("the webhook secret is shorter than 16 characters; choose a longer random one", code="weak_secret")
+    principal = principal_of(request)
+    await renewal.set_endpoint(conn, principal.tenant_id, url, secret, actor=principal.actor)
+    return Redirect("/contracts?done=webhook.saved", status_code=303)

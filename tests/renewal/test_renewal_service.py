@@ -103,3 +103,21 @@ async def test_delivery_is_signed_retried_and_recorded(contract_db):
     expected = "sha256=" + hmac.new(SECRET.encode(), timestamp.encode() + b"." + last["body"], hashlib.sha256).hexdigest()
     assert last["headers"]["x-valuegate-signature"] == expected
     assert last["headers"]["x-valuegate-archive-sha256"] == "sha256:" + hashlib.sha256(last["body"]).hexdigest()
+
+
+async def test_periodic_check_builds_and_delivers(contract_db):
+    from valuegate.cloud.db import open_pool
+    from valuegate.cloud.renewal.loop import check_all
+
+    pool = await open_pool(contract_db, min_size=1, max_size=2, name="renewal-test")
+    try:
+        with receiver([200]) as (url, received):
+            async with await connect(contract_db) as conn:
+                await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
+            first = await check_all(pool, contract_db, today=dt.date(2024, 6, 1))
+            again = await check_all(pool, contract_db, today=dt.date(2024, 6, 1))
+    finally:
+        await pool.close()
+    assert len(first) == 2
+    assert again == []
+    assert sorted(int(r["headers"]["x-valuegate-package"]) for r in received) == sorted(first)

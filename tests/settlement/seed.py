@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from valuegate.cloud import store
 from valuegate.cloud.chain import load_gateways, store_vouchers
-from valuegate.cloud.db import UTC_OPTIONS, migrate
+from valuegate.cloud.db import UTC_OPTIONS, migrate, refresh_machine_day
 from valuegate.cloud.verify import Topic, check_voucher
 from valuegate.edge.protocol.contract import Contract
 from valuegate.edge.protocol.keys import public_key_multibase
@@ -70,4 +70,7 @@ async def ingest_telemetry(dsn: str, records: Sequence[Any], *, tenant: str = "a
     async with await connect(dsn) as conn, conn.transaction():
         gateways = await load_gateways(conn, {gateway})
         batch = check_batch(payload, Topic(tenant, site, gateway, "telemetry"), gateways)
-        return await store_batches(conn, [batch])
+        stored = await store_batches(conn, [batch])
+    async with await connect(dsn) as conn:
+        await refresh_machine_day(conn)
+    return stored

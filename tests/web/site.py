@@ -26,7 +26,7 @@ from valuegate.edge.protocol import voucher as v
 from valuegate.services import ServiceError, free_port, wait_for_port
 
 PASSWORD = "correct-horse-battery"
-USERS = {"csm1": ["csm"], "fin1": ["finance"], "aud1": ["auditor"]}
+USERS = {"csm1": ["csm"], "fin1": ["finance"], "aud1": ["auditor"], "adm1": ["admin"]}
 TRIGGERS = [{"kind": "target_met"}, {"kind": "days_before_end", "days": 30}]
 
 
@@ -77,7 +77,8 @@ def running_site(postgres_server) -> Iterator[Site]:
         executor.submit(asyncio.run, _fill(dsn)).result()
 
     port = free_port()
-    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn}
+    # The periodic renewal check is off, so that tests decide when packages are built.
+    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0"}
     command = [str(Path(sys.executable).with_name("valuegate")), "cloud", "serve", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import re
+import time
 import zipfile
 from decimal import Decimal
 
@@ -13,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.renewal.receiver import receiver
 from tests.web.site import PASSWORD
 from valuegate.verify import verify_bundle
 
@@ -145,10 +149,42 @@ def test_pdf_export_and_bundle_verify(login, tmp_path):
     assert Decimal(documents[0]["total"]) > 0
 
 
-def test_renewal_check_builds_package(login):
-    csm = login("csm1")
-    token = csrf(csm.get("/contracts/C-1").text)
-    assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": token}).status_code == 303
+def test_machine_page_and_stylesheet(site, login):
+    client = login("csm1")
+    html = client.get("/contracts/C-1/machines/m-2?lang=en").text
+    assert "Machine m-2" in html
+    assert html.count('<tr><td>2024-05-0') == 2
+    assert 'data-reason="starved"' in html
+    assert client.get("/contracts/C-1/machines/m-9").status_code == 404
+    css = httpx.get(f"{site.url}/static/valuegate.css")
+    assert css.status_code == 200
+    assert "font-family" in css.text
+
+
+def test_renewal_check_builds_and_delivers_package(login):
+    admin = login("adm1")
+    contracts = admin.get("/contracts").text
+    assert 'id="webhook"' in contracts
+    assert 'id="webhook"' not in login("csm1").get("/contracts").text
+    with receiver([503, 200]) as (url, received):
+        saved = admin.post("/settings/webhook", data={"_csrf_token": csrf(contracts), "url": url, "secret": "web-test-secret-123"})
+        assert saved.status_code == 303
+        csm = login("csm1")
+        token = csrf(csm.get("/contracts/C-1").text)
+        assert csm.post("/settings/webhook", data={"_csrf_token": token, "url": url, "secret": "x" * 20}).status_code == 403
+
+        assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": token}).status_code == 303
+        # Two triggers fire (target met; 30 days before the end, long past): the first delivery gets a 503 and is retried.
+        deadline = time.monotonic() + 20
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert len(received) == 3
+    assert len({r["headers"]["x-valuegate-package"] for r in received}) == 2
+    for request in received:
+        timestamp = request["headers"]["x-valuegate-timestamp"]
+        expected = "sha256=" + hmac.new(b"web-test-secret-123", timestamp.encode() + b"." + request["body"], hashlib.sha256).hexdigest()
+        assert request["headers"]["x-valuegate-signature"] == expected
+        assert request["body"].startswith(b"PK")
     page = csm.get("/contracts/C-1?lang=en").text
     assert "Value anchor line-oee met its target" in page
     package_id = re.search(r'href="/packages/(\d+)"', page).group(1)
@@ -159,3 +195,4 @@ def test_renewal_check_builds_package(login):
     assert summary.headers["content-security-policy"].startswith("default-src 'none'")
     assert csm.get(f"/packages/{package_id}/bundle.zip").content.startswith(b"PK")
     assert login("globex-csm").get(f"/packages/{package_id}").status_code == 404
+    assert "renewal-check" not in login("fin1").get("/contracts/C-1").text
