@@ -113,7 +113,7 @@ def plan_requests(
     """Group tags by table into requests of adjacent (or overlapping) addresses.
 
     Tags are packed in address order into as few requests as ``max_registers``
-    (or ``max_bits`` for coils and discrete inputs) allows; a request spans at
+    (or ``max_bits`` for coils and discrete inputs) allows. A request spans at
     most ``max_gap`` unused addresses between two tags. Tags in ``isolated``
     get a request of their own, because the device rejected a grouped read
     that contained them.

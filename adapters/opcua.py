@@ -24,7 +24,7 @@ __all__ = ("OpcUaClient", "OpcUaSetupError")
 
 log = structlog.get_logger("valuegate.adapters.opcua")
 
-# Status codes with which a server says it cannot run subscriptions at all, so that mode `auto` polls instead.
+# Status codes with which a server reports that it cannot run subscriptions at all, so mode `auto` polls instead.
 _NO_SUBSCRIPTIONS = {
     ua.StatusCodes.BadServiceUnsupported,
     ua.StatusCodes.BadNotSupported,
@@ -39,11 +39,11 @@ class OpcUaClient:
     """Reads one OPC UA server: data-change subscriptions (or periodic reads where the server cannot subscribe).
 
     Node ids are resolved against the server's namespace array at every
-    connect, so a server that renumbers its namespaces keeps working. On any
-    loss (closed socket, failed keep-alive read, Bad subscription status) the
-    whole client, session and subscription are discarded and rebuilt from
-    scratch after a jittered backoff, so monitored items are never created
-    twice and no service error of the old session reaches the caller.
+    connect, so a server that renumbers its namespaces keeps working. Any
+    loss (closed socket, failed keep-alive read, Bad subscription status)
+    discards the whole client, session and subscription, which are rebuilt
+    from scratch after a jittered backoff. So monitored items are never
+    created twice, and no service error of the old session reaches the caller.
     """
 
     def __init__(self, config: OpcUaDeviceConfig, tag_map: TagMap) -> None:

@@ -59,10 +59,10 @@ def ensure_own_certificate(pki_dir: Path, application_uri: str, *, common_name: 
     """Return the gateway's certificate, creating a self-signed one (RSA 2048, 5 years) on first run.
 
     The folder is created with mode 0700, the key and certificate files with
-    mode 0600; a file found with wider permissions is narrowed again. The
-    certificate carries ``application_uri`` and the host name in its subject
-    alternative names, as OPC 10000-6 section 6.2.2 asks of application
-    instance certificates.
+    mode 0600, and a file found with wider permissions is narrowed again.
+    The certificate carries ``application_uri`` and the host name in its
+    subject alternative names, because servers check the application URI
+    of an application instance certificate against the session's.
     """
     from asyncua.crypto import cert_gen
 

@@ -91,7 +91,7 @@ def _first_certificate(der_chain: bytes) -> bytes:
 class BatchSubscription(Subscription):
     """A subscription that hands each publish response's data changes over as one batch.
 
-    asyncua's own dispatch schedules a task per changed value; converting
+    asyncua's own dispatch schedules a task per changed value. Converting
     the notification message in one pass keeps the server's batch
     boundaries and costs far less per value. ``on_data`` gets the monitored
     item notifications of one message, ``on_status`` a subscription status

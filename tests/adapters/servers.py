@@ -44,9 +44,9 @@ def tag_map(folder: Path, name: str, protocol: str, tags: list[dict[str, Any]], 
 class ModbusServer:
     """A pymodbus TCP server for one unit id; ``holding`` and ``inputs`` map a start address to a block of words.
 
-    Addresses outside the blocks answer with exception 02 (illegal data
-    address). ``delay_s`` makes every request wait that long before the
-    answer, to provoke client timeouts. ``sent`` records every frame sent, as hex.
+    Addresses outside the blocks return exception 02 (illegal data
+    address). ``delay_s`` delays every response by that long, to provoke
+    client timeouts. ``sent`` records every frame sent, as hex.
     """
 
     def __init__(self, port: int, *, unit_id: int = 1, holding: dict[int, list[int]] | None = None,

@@ -88,7 +88,7 @@ async def test_function_codes_and_unit_id(tmp_path: Path):
 
 
 async def test_exception_isolates_failing_tag(tmp_path: Path):
-    # Registers 0..3 exist, 4 does not: the grouped read of 0..4 answers 83 02.
+    # Registers 0..3 exist, 4 does not: the grouped read of 0..4 gets the exception response 83 02.
     tags = registers(5)
     async with ModbusServer(free_port(), holding={0: [10, 11, 12, 13]}) as server:
         async with open_device(config(server.port), tag_map(tmp_path, "gap", "modbus", tags)) as client:

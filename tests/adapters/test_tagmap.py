@@ -145,7 +145,8 @@ def test_enum_error_lists_allowed(tmp_path: Path):
 def test_type_and_category_errors(tmp_path: Path):
     (issue,) = issues(tmp_path, BASE.replace("type: uint16", "type: uint17"))
     assert issue.value == "uint17"
-    assert "float32" in issue.allowed and "int64" in issue.allowed
+    assert "float32" in issue.allowed
+    assert "int64" in issue.allowed
     (issue,) = issues(tmp_path, BASE.replace("category: running", "category: producing"))
     assert (issue.line, issue.value) == (10, "producing")
     assert issue.allowed == "changeover, idle, offline, planned_stop, running, unplanned_stop"
@@ -154,7 +155,8 @@ def test_type_and_category_errors(tmp_path: Path):
 def test_unknown_field_lists_fields(tmp_path: Path):
     (issue,) = issues(tmp_path, BASE.replace("order: ABCD}", "order: ABCD, scaling: 2}", 1))
     assert issue.field == "$.tags[0].scaling"
-    assert "scale" in issue.allowed and "offset" in issue.allowed
+    assert "scale" in issue.allowed
+    assert "offset" in issue.allowed
 
 
 def test_modbus_rules(tmp_path: Path):

@@ -5,15 +5,16 @@
 //
 //   node modbus_filler.js PORT
 //
-// Every 100 ms the PLC fills a container; every tenth container it stops for
-// a fault (state 2, reason 17) and restarts on the next tick. Prints "ready".
+// Every 100 ms the PLC fills a container. After every tenth container it
+// stops for a fault (state 2, reason 17) and restarts on the next tick.
+// Prints "ready" when listening.
 "use strict";
 
 const net = require("net");
 const Modbus = require("jsmodbus");
 
 const port = Number(process.argv[2]);
-const holding = Buffer.alloc(12 * 2); // registers 0..11; reading past them answers exception 02
+const holding = Buffer.alloc(12 * 2); // registers 0..11; reading past them returns exception 02
 const netServer = new net.Server();
 new Modbus.server.TCP(netServer, { holding, input: Buffer.alloc(2), coils: Buffer.alloc(1), discrete: Buffer.alloc(1) });
 

@@ -1,7 +1,7 @@
 // Modbus TCP server written with modbus-serial's ServerTCP, for unit id 3:
 // holding registers 0..5 hold the float32 values 1.5, 3.0 and -1.11 with
 // the low word first (CDAB), registers 6..15 hold 1000 + address, and
-// register 8 answers exception 02 (illegal data address) as a PLC does for
+// register 8 returns exception 02 (illegal data address) as a PLC does for
 // an address it does not map. Input registers hold 2000 + address, odd
 // coils are on and discrete input 0 is on.
 //

@@ -6,7 +6,7 @@
 //
 // Writing true to Line/fault sets the status of Line/state to
 // BadCommunicationError while keeping its value, as a PLC does when a field
-// bus link drops; writing false sets it Good again. --namespaces-before
+// bus link drops. Writing false sets it Good again. --namespaces-before
 // registers N other namespaces first, so that the line's namespace index
 // moves. Prints "ready" when listening.
 "use strict";
@@ -34,6 +34,7 @@ async function main() {
     buildInfo: { productName: "valuegate test peer", manufacturerName: "valuegate tests" },
   });
   await server.initialize();
+
   const addressSpace = server.engine.addressSpace;
   for (let i = 0; i < option("--namespaces-before", 0); i += 1) {
     addressSpace.registerNamespace(`urn:valuegate:peer:other:${i}`);
@@ -50,6 +51,7 @@ async function main() {
       userAccessLevel: "CurrentRead | CurrentWrite",
       value: new Variant({ dataType: DataType[dataType], value }),
     });
+
   const state = variable("state", "Int32", 1);
   variable("count", "UInt32", 0);
   variable("speed", "Double", 0.0);
@@ -59,6 +61,7 @@ async function main() {
     const status = dataValue.value.value ? StatusCodes.BadCommunicationError : StatusCodes.Good;
     state.setValueFromSource(current, status);
   });
+
   await server.start();
   console.log("ready");
   process.on("SIGTERM", async () => {
