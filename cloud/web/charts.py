@@ -17,6 +17,22 @@ import markupsafe
 __all__ = ("GainPoint", "gain_chart", "pareto_chart", "nice_ticks")
 
 _WIDTH, _HEIGHT = 680, 260
+
+# Presentation attributes make the SVG look right where no stylesheet reaches it (WeasyPrint's
+# SVG renderer, a saved file); a page's CSS still overrides them.
+_STYLE = {
+    "plot": 'fill="#fbfcfd" stroke="#c5ccd3"',
+    "grid": 'stroke="#e3e7eb"',
+    "text": 'fill="#4a5560" font-size="11" font-family="Noto Sans CJK SC, DejaVu Sans, sans-serif"',
+    "band": 'fill="#d9dee3" fill-opacity="0.7"',
+    "baseline": 'stroke="#6b7680"',
+    "target": 'stroke="#1a7f37" stroke-dasharray="6 4"',
+    "interval": 'stroke="#2f6fb3"',
+    "point": 'fill="#2f6fb3"',
+    "hollow": 'fill="#ffffff" stroke="#2f6fb3"',
+    "bar": 'fill="#c4622d"',
+    "cumulative": 'fill="none" stroke="#1d2329" stroke-width="1.5"',
+}
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 20, 18, 34
 
 
@@ -80,7 +96,7 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
     """
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     if not points:
-        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty">{escape(labels["no_data"])}</text>'])
+        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty" {_STYLE["text"]}>{escape(labels["no_data"])}</text>'])
 
     points = sorted(points, key=lambda p: p.plant_date)
     first, last = points[0].plant_date, points[-1].plant_date
@@ -98,19 +114,19 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
     def y(value: float) -> float:
         return _TOP + plot_h * (1 - (value - y_low) / (y_high - y_low))
 
-    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}"/>']
+    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" {_STYLE["plot"]}/>']
     for tick in ticks:
-        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>')
-        body.append(f'<text class="tick" x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
+        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" {_STYLE["grid"]}/>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
 
     # Baseline: zero gain, widened by the mean half-width of the daily intervals.
     band_top, band_bottom = y(half_width), y(-half_width)
-    body.append(f'<rect class="baseline-band" x="{_LEFT}" y="{band_top:.1f}" width="{plot_w}" height="{max(band_bottom - band_top, 1):.1f}"/>')
-    body.append(f'<line class="baseline" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(0):.1f}" y2="{y(0):.1f}"/>')
-    body.append(f'<text class="legend" x="{_LEFT + 4}" y="{y(0) - 4:.1f}">{escape(labels["baseline"])}</text>')
+    body.append(f'<rect class="baseline-band" x="{_LEFT}" y="{band_top:.1f}" width="{plot_w}" height="{max(band_bottom - band_top, 1):.1f}" {_STYLE["band"]}/>')
+    body.append(f'<line class="baseline" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(0):.1f}" y2="{y(0):.1f}" {_STYLE["baseline"]}/>')
+    body.append(f'<text class="legend" {_STYLE["text"]} x="{_LEFT + 4}" y="{y(0) - 4:.1f}">{escape(labels["baseline"])}</text>')
     if target is not None:
-        body.append(f'<line class="target" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(target):.1f}" y2="{y(target):.1f}"/>')
-        body.append(f'<text class="legend" x="{_LEFT + plot_w - 4}" y="{y(target) - 4:.1f}" text-anchor="end">{escape(labels["target"])} {_label(target)}</text>')
+        body.append(f'<line class="target" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(target):.1f}" y2="{y(target):.1f}" {_STYLE["target"]}/>')
+        body.append(f'<text class="legend" {_STYLE["text"]} x="{_LEFT + plot_w - 4}" y="{y(target) - 4:.1f}" text-anchor="end">{escape(labels["target"])} {_label(target)}</text>')
 
     for p in points:
         cx = x(p.plant_date)
@@ -120,14 +136,14 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
         kind = "point" if p.sufficient else "point insufficient"
         body.append(
             f'<g class="day" data-date="{p.plant_date.isoformat()}"><title>{escape(tip)}</title>'
-            f'<line class="interval" x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(p.high):.1f}" y2="{y(p.low):.1f}"/>'
-            f'<circle class="{kind}" cx="{cx:.1f}" cy="{y(p.point):.1f}" r="3.5"/></g>'
+            f'<line class="interval" x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(p.high):.1f}" y2="{y(p.low):.1f}" {_STYLE["interval"]}/>'
+            f'<circle class="{kind}" cx="{cx:.1f}" cy="{y(p.point):.1f}" r="3.5" {_STYLE["point" if p.sufficient else "hollow"]}/></g>'
         )
 
     axis_y = _TOP + plot_h + 16
-    body.append(f'<text class="tick" x="{_LEFT}" y="{axis_y}">{first.isoformat()}</text>')
+    body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT}" y="{axis_y}">{first.isoformat()}</text>')
     if last != first:
-        body.append(f'<text class="tick" x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{last.isoformat()}</text>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{last.isoformat()}</text>')
     return _svg(labels["title"], body)
 
 
@@ -138,7 +154,7 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
     """
     reasons = sorted(((name, minutes) for name, minutes in reasons if minutes > 0), key=lambda item: (-item[1], item[0]))
     if not reasons:
-        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty">{escape(labels["no_data"])}</text>'])
+        return _svg(labels["title"], [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" class="empty" {_STYLE["text"]}>{escape(labels["no_data"])}</text>'])
 
     plot_w, plot_h = _WIDTH - _LEFT - 48, _HEIGHT - _TOP - _BOTTOM - 10
     total = sum(minutes for _, minutes in reasons)
@@ -150,13 +166,13 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
     def y(value: float) -> float:
         return _TOP + plot_h * (1 - value / top)
 
-    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}"/>']
+    body = [f'<rect class="plot" x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" {_STYLE["plot"]}/>']
     for tick in ticks:
-        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>')
-        body.append(f'<text class="tick" x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
+        body.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" {_STYLE["grid"]}/>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{_label(tick)}</text>')
     for share in (0, 50, 100):
         level = _TOP + plot_h * (1 - share / 100)
-        body.append(f'<text class="tick" x="{_LEFT + plot_w + 6}" y="{level + 4:.1f}">{share}%</text>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT + plot_w + 6}" y="{level + 4:.1f}">{share}%</text>')
 
     cumulative = 0.0
     line_points = []
@@ -168,9 +184,9 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
         tip = f"{name}: {_label(minutes)} {labels['minutes']} ({labels['cumulative']} {share:.0f}%)"
         body.append(
             f'<g class="reason" data-reason={quoteattr(name)}><title>{escape(tip)}</title>'
-            f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}"/></g>'
+            f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}" {_STYLE["bar"]}/></g>'
         )
-        body.append(f'<text class="tick" x="{center:.1f}" y="{_TOP + plot_h + 14}" text-anchor="middle">{escape(name[:14])}</text>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{center:.1f}" y="{_TOP + plot_h + 14}" text-anchor="middle">{escape(name[:14])}</text>')
         line_points.append(f"{center:.1f},{_TOP + plot_h * (1 - share / 100):.1f}")
-    body.append(f'<polyline class="cumulative" points="{" ".join(line_points)}"/>')
+    body.append(f'<polyline class="cumulative" points="{" ".join(line_points)}" {_STYLE["cumulative"]}/>')
     return _svg(labels["title"], body)
