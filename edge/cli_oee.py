@@ -37,18 +37,15 @@ def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap):
     watched = set(evaluator.inputs) | {rule.reason_tag for rule in tag_map.states.rules if rule.reason_tag}
     reasons: dict[str, int] = {}
     ts, states, reason_index = [], [], []
-    last: tuple[int, int] | None = None
     for row in rows:
         if row.tag not in watched:
             continue
         evaluator.update(Sample(machine, row.tag, row.ts_ms, "plc", row.ts_ms, row.value, row.value, row.status))
         result = evaluator.evaluate()
-        index = -1 if result.reason is None else reasons.setdefault(result.reason, len(reasons))
-        if (result.code, index) != last:
-            ts.append(row.ts_ms)
-            states.append(result.code)
-            reason_index.append(index)
-            last = (result.code, index)
+        # Every row is kept, even an unchanged state, so that a silent gap can expire the state.
+        ts.append(row.ts_ms)
+        states.append(result.code)
+        reason_index.append(-1 if result.reason is None else reasons.setdefault(result.reason, len(reasons)))
     return np.array(ts, np.int64), np.array(states, np.int8), np.array(reason_index, np.int32), list(reasons)
 
 
@@ -72,7 +69,15 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int)
     return {"produced": produced, "reject": sums["reject"]}
 
 
-def machine_days(rows: list[TraceRow], tag_map: TagMap, time_zone: str, *, calendar: ShiftCalendar | None = None, debounce_ms: int = 0) -> list[tuple[str, Kpis]]:
+def machine_days(
+    rows: list[TraceRow],
+    tag_map: TagMap,
+    time_zone: str,
+    *,
+    calendar: ShiftCalendar | None = None,
+    debounce_ms: int = 0,
+    max_gap_ms: int | None = None,
+) -> list[tuple[str, Kpis]]:
     """Compute the KPIs of each plant day a machine's trace rows touch."""
     import datetime as dt
 
@@ -94,7 +99,7 @@ def machine_days(rows: list[TraceRow], tag_map: TagMap, time_zone: str, *, calen
     ts = np.append(ts, last_ms)
     states = np.append(states, np.int8(-1))
     reasons = np.append(reasons, np.int32(-1))
-    iv = kernels.state_intervals(ts, states, reasons, span_end, start_ms=span_start)
+    iv = kernels.state_intervals(ts, states, reasons, span_end, start_ms=span_start, max_gap_ms=max_gap_ms)
     if debounce_ms:
         iv = kernels.debounce(iv, debounce_ms)
     if calendar is not None:
@@ -191,6 +196,9 @@ def oee(
     calendar: Path | None = typer.Option(None, "--calendar", help="Shift calendar YAML; time outside shifts, breaks and no-order periods is planned downtime."),
     time_zone: str = typer.Option("UTC", "--tz", help="Plant IANA time zone that defines plant days, such as Asia/Shanghai."),
     debounce_ms: int = typer.Option(0, "--debounce-ms", min=0, help="Absorb state runs shorter than this many milliseconds into the run before them."),
+    max_gap_s: float | None = typer.Option(
+        None, "--max-gap-s", min=0.001, help="Treat a state as unknown (offline) once its tags are silent for this many seconds; for polled exports."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Compute ISO 22400-2 KPIs per machine and plant day from a trace of timestamped tag values."""
@@ -205,7 +213,9 @@ def oee(
         shifts = load_calendar(calendar) if calendar is not None else None
         data = read_trace(trace)
         ignored = check_trace_tags(data, mapping)
-        results = [(machine, machine_days(data.rows_of(machine), mapping, time_zone, calendar=shifts, debounce_ms=debounce_ms)) for machine in data.machines()]
+        gap_ms = None if max_gap_s is None else round(max_gap_s * 1000)
+        options = {"calendar": shifts, "debounce_ms": debounce_ms, "max_gap_ms": gap_ms}
+        results = [(machine, machine_days(data.rows_of(machine), mapping, time_zone, **options)) for machine in data.machines()]
     except (ConfigError, TraceError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -89,6 +89,17 @@ def test_parquet_matches_csv(tmp_path):
     assert from_parquet == from_csv
 
 
+def test_max_gap_turns_silence_into_offline(tmp_path):
+    # Polled every 10 minutes until 07:00, then silent until 08:00: with a 15-minute limit the state expires at 07:15.
+    rows = ["timestamp,tag,value"] + [f"2024-05-01T06:{minute:02d}:00Z,state,1" for minute in range(0, 60, 10)]
+    rows += ["2024-05-01T06:00:00Z,reason,0", "2024-05-01T07:00:00Z,state,1", "2024-05-01T08:00:00Z,state,1"]
+    path = _write(tmp_path, "\n".join(rows) + "\n")
+    held = _days(_run(str(path), "--map", "bottling-filler-modbus", "--json"))[0]
+    expired = _days(_run(str(path), "--map", "bottling-filler-modbus", "--max-gap-s", "900", "--json"))[0]
+    assert held["run_min"] == 120.0
+    assert expired["run_min"] == 75.0
+
+
 def test_machine_without_planned_time(tmp_path):
     rows = "timestamp,tag,value\n2024-05-01T00:00:00Z,state,0\n2024-05-01T00:00:00Z,reason,0\n2024-05-01T08:00:00Z,state,0\n"
     day = _days(_run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--json"))[0]

@@ -112,15 +112,36 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
     return count
 
 
-def state_intervals(ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_ms: int, *, start_ms: int | None = None) -> Intervals:
+def _expire_stale(ts, codes, reasons, end: int, max_gap_ms: int):
+    """Insert a no-data sample ``max_gap_ms`` after every sample that the next one (or ``end``) follows later than that."""
+    if ts.shape[0] > 1 and np.any(ts[1:] < ts[:-1]):
+        order = np.argsort(ts, kind="stable")
+        ts, codes, reasons = ts[order], codes[order], reasons[order]
+    following = np.append(ts[1:], max(end, int(ts[-1])) if ts.shape[0] else end)
+    stale = np.flatnonzero(following - ts > max_gap_ms)
+    if stale.size == 0:
+        return ts, codes, reasons
+    at = stale + 1
+    return (
+        np.insert(ts, at, ts[stale] + max_gap_ms),
+        np.insert(codes, at, np.int8(-1)),
+        np.insert(reasons, at, np.int32(-1)),
+    )
+
+
+def state_intervals(
+    ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_ms: int, *, start_ms: int | None = None, max_gap_ms: int | None = None
+) -> Intervals:
     """Turn state samples into run-length intervals covering ``[start_ms, end_ms)``.
 
     Samples may be unsorted or repeated: they are stably sorted by time and at
     equal timestamps the last one wins. Each sample's state holds until the
-    next sample or ``end_ms``. A state of -1 (NaN in a float array) means no
-    data and becomes ``offline`` with no reason, and so does the time between
-    ``start_ms`` and the first sample. Without ``start_ms`` the intervals begin
-    at the first sample. Adjacent runs of equal state and reason merge.
+    next sample or ``end_ms``, or for at most ``max_gap_ms`` when that is set
+    (for polled sources, where a silent gap means lost data). A state of -1
+    (NaN in a float array) means no data and becomes ``offline`` with no
+    reason, and so does the time between ``start_ms`` and the first sample.
+    Without ``start_ms`` the intervals begin at the first sample. Adjacent
+    runs of equal state and reason merge.
     """
     ts = as_int_array(ts_ms, "ts_ms")
     codes = as_state_codes(state, "state")
@@ -136,6 +157,10 @@ def state_intervals(ts_ms: ArrayLike, state: ArrayLike, reason: ArrayLike, end_m
     if end < start:
         msg = f"end_ms {end} is before start_ms {start}; pass the window end, which must not precede its start"
         raise ValueError(msg)
+    if max_gap_ms is not None:
+        if max_gap_ms <= 0:
+            raise ValueError(f"max_gap_ms {max_gap_ms} must be a positive duration in ms, or None to hold each state until the next sample")
+        ts, codes, reasons = _expire_stale(ts, codes, reasons, end, int(max_gap_ms))
 
     size = ts.shape[0] + 1
     out = Intervals(np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int8), np.empty(size, np.int32))

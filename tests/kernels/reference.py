@@ -9,8 +9,11 @@ import numpy as np
 OFFLINE = 5
 
 
-def timeline_from_samples(ts, state, reason, start, end):
-    """Return per-millisecond (state, reason) arrays over [start, end) by replaying samples in time order."""
+def timeline_from_samples(ts, state, reason, start, end, max_gap=None):
+    """Return per-millisecond (state, reason) arrays over [start, end) by replaying samples in time order.
+
+    With ``max_gap`` a sample's state lasts at most that many milliseconds.
+    """
     states = np.full(end - start, OFFLINE, np.int64)
     reasons = np.full(end - start, -1, np.int64)
     samples = sorted(range(len(ts)), key=lambda i: ts[i])  # sorted() is stable: equal times keep input order
@@ -22,6 +25,10 @@ def timeline_from_samples(ts, state, reason, start, end):
             continue
         states[offset:] = OFFLINE if missing else int(s)
         reasons[offset:] = -1 if missing else int(reason[i])
+        if max_gap is not None:
+            expiry = max(int(ts[i]) + max_gap - start, 0)
+            states[expiry:] = OFFLINE
+            reasons[expiry:] = -1
     return states, reasons
 
 

@@ -53,6 +53,30 @@ def test_state_intervals_without_start(rows, end):
     assert _as_tuples(iv) == expected
 
 
+@SETTINGS
+@given(samples, st.integers(-200, 1500), st.integers(0, 3500), st.integers(1, 800))
+def test_max_gap_matches_reference(rows, start, length, max_gap):
+    end = start + length
+    ts = [row[0] for row in rows]
+    state = [row[1] for row in rows]
+    reason = [row[2] for row in rows]
+    iv = state_intervals(ts, np.array(state, np.float64), reason, end, start_ms=start, max_gap_ms=max_gap)
+    expected = reference.run_length(*reference.timeline_from_samples(ts, state, reason, start, end, max_gap), start)
+    assert _as_tuples(iv) == expected
+
+
+def test_silent_gap_becomes_offline():
+    iv = state_intervals([0, 10_000, 60_000], [0, 0, 1], [-1, -1, -1], 70_000, max_gap_ms=5_000)
+    assert _as_tuples(iv) == [
+        (0, 5_000, 0, -1),
+        (5_000, 10_000, 5, -1),
+        (10_000, 15_000, 0, -1),
+        (15_000, 60_000, 5, -1),
+        (60_000, 65_000, 1, -1),
+        (65_000, 70_000, 5, -1),
+    ]
+
+
 def test_equal_timestamps_last_sample_wins():
     iv = state_intervals([0, 1000, 1000, 1000], [0, 1, 3, 4], [-1, -1, 7, -1], 2000)
     assert _as_tuples(iv) == [(0, 1000, 0, -1), (1000, 2000, 4, -1)]
