@@ -8,6 +8,7 @@ vouchers out of order.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -72,31 +73,43 @@ def _decimal(value: float | None) -> Decimal | None:
 
 def _voucher_row(item: CheckedVoucher, site_id: str) -> tuple[Any, ...]:
     claims = item.claims
+    # The document is stored as received: its bytes parsed to the same JSON the checks read.
+    document = Jsonb(item.payload.decode(), dumps=_as_is)
     return (
         claims.voucher_id, claims.tenant, site_id, claims.gateway, claims.seq, claims.contract, claims.anchor,
-        item.period_start, item.period_end, claims.period.plant_date, claims.metric.name, claims.delta.quantity,
+        item.period_start, item.period_end, dt.date.fromisoformat(claims.period.plant_date), claims.metric.name, claims.delta.quantity,
         _decimal(claims.delta.point), _decimal(claims.delta.low), _decimal(claims.delta.high),
         _decimal(claims.reporting.value), _decimal(claims.baseline.value), claims.reporting.running_day,
         claims.sufficiency.ok, claims.evidence.merkle_root, claims.evidence.records, item.issued_at,
-        item.document["issuer"], Jsonb(item.document),
+        item.document["issuer"], document,
     )  # fmt: skip
 
 
-_INSERT_VOUCHER = (
-    "INSERT INTO vouchers (voucher_id, tenant_id, site_id, gateway_id, seq, contract_id, anchor_id, period_start, period_end,"
+def _as_is(text: str) -> str:
+    return text
+
+
+# Binary COPY: the per-gateway locks and the existence check above make a conflict impossible.
+_COPY_VOUCHERS = (
+    "COPY vouchers (voucher_id, tenant_id, site_id, gateway_id, seq, contract_id, anchor_id, period_start, period_end,"
     " plant_date, metric, quantity, delta_point, delta_low, delta_high, reporting_value, baseline_value, running_day,"
-    " sufficient, evidence_root, evidence_records, issued_at, issuer, document)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " sufficient, evidence_root, evidence_records, issued_at, issuer, document) FROM STDIN (FORMAT BINARY)"
 )
-_INSERT_CHAIN = (
-    "INSERT INTO voucher_chain (gateway_id, seq, voucher_id, tenant_id, contract_id, anchor_id, hash, prev, period_start)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_VOUCHER_TYPES = ["text", "text", "text", "text", "int8", "text", "text", "timestamptz", "timestamptz", "date", "text", "text",
+                  "numeric", "numeric", "numeric", "numeric", "numeric", "bool", "bool", "text", "int4", "timestamptz", "text", "jsonb"]  # fmt: skip
+_COPY_CHAIN = (
+    "COPY voucher_chain (gateway_id, seq, voucher_id, tenant_id, contract_id, anchor_id, hash, prev, period_start)"
+    " FROM STDIN (FORMAT BINARY)"
 )
+_CHAIN_TYPES = ["text", "int8", "text", "text", "text", "text", "text", "text", "timestamptz"]
 
 
 async def _lock_gateways(conn: Conn, gateway_ids: list[str]) -> None:
-    for gid in sorted(gateway_ids):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('valuegate.chain'), hashtext(%s))", (gid,))
+    # One statement takes the locks one after another in sorted order.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('valuegate.chain'), hashtext(g)) FROM (SELECT unnest(%s::text[]) AS g ORDER BY 1) AS s",
+        (sorted(gateway_ids),),
+    )
 
 
 async def _known_links(conn: Conn, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str | None]]:
@@ -194,8 +207,11 @@ async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict
 
     async with conn.cursor() as cur:
         if chain_rows:
-            await cur.executemany(_INSERT_CHAIN, chain_rows)
-            await cur.executemany(_INSERT_VOUCHER, voucher_rows)
+            for sql, types, rows in ((_COPY_CHAIN, _CHAIN_TYPES, chain_rows), (_COPY_VOUCHERS, _VOUCHER_TYPES, voucher_rows)):
+                async with cur.copy(sql) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        await copy.write_row(row)
         if machines:
             await cur.executemany(
                 "INSERT INTO machines (tenant_id, id, site_id, mapping_hash, time_source, ideal_cycle_time_s) VALUES (%s, %s, %s, %s, %s, %s)"

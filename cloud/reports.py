@@ -9,6 +9,7 @@ settlement, so a report and an invoice never disagree about the inputs.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
@@ -45,9 +46,44 @@ def _pricing() -> Any:
     return pricing
 
 
+# Realized value per (tenant, contract), with the data version it was computed from.
+_value_cache: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+_VALUE_CACHE_SIZE = 256
+
+
+async def _value_version(conn: Conn, tenant_id: str, contract_id: str, revision: int) -> tuple[Any, ...]:
+    # Storing a voucher sets stored_at, a verdict sets reproduced_at, a rejection adds a row:
+    # any change to a contract's value changes this tuple.
+    cur = await conn.execute(
+        "SELECT count(*), max(stored_at), max(reproduced_at),"
+        " (SELECT max(id) FROM rejections WHERE tenant_id = %s AND contract_id = %s)"
+        " FROM voucher_chain WHERE tenant_id = %s AND contract_id = %s",
+        (tenant_id, contract_id, tenant_id, contract_id),
+    )
+    return (revision, *(await cur.fetchone()))  # type: ignore[misc]
+
+
 async def contract_value(conn: Conn, tenant_id: str, contract_id: str) -> dict[str, Any]:
-    """Return, per anchor, the realized quantities over counted vouchers and the money the contract's price gives them."""
+    """Return, per anchor, the realized quantities over counted vouchers and the money the contract's price gives them.
+
+    The result is kept per process and reused until the contract or any of its vouchers changes.
+    """
     contract, revision = await current_contract(conn, tenant_id, contract_id)
+    key = (tenant_id, contract_id)
+    version = await _value_version(conn, tenant_id, contract_id, revision)
+    cached = _value_cache.get(key)
+    if cached is not None and cached[0] == version:
+        _value_cache.move_to_end(key)
+        return cached[1]
+    result = await _compute_value(conn, tenant_id, contract, revision)
+    _value_cache[key] = (version, result)
+    while len(_value_cache) > _VALUE_CACHE_SIZE:
+        _value_cache.popitem(last=False)
+    return result
+
+
+async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: int) -> dict[str, Any]:
+    contract_id = contract.id
     pricing = _pricing()
     cur = await conn.execute(_VALUE_SQL, (tenant_id, contract_id))
     per_anchor: dict[str, list[Any]] = {a.id: [] for a in contract.anchors}

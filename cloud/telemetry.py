@@ -6,9 +6,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
+from psycopg.types.json import set_json_dumps
 
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, TelemetryBatch
 
@@ -18,13 +20,10 @@ __all__ = ("TelemetryError", "CheckedBatch", "check_batch", "store_batches")
 
 Conn = psycopg.AsyncConnection[Any]
 _MINUTE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):00Z$")
-_STATE_FIELDS = ("running_ms", "idle_ms", "planned_stop_ms", "unplanned_stop_ms", "changeover_ms", "offline_ms")
-_COLUMNS = (
-    "tenant_id", "site_id", "gateway_id", "time_zone", "machine_id", "minute", *_STATE_FIELDS,
-    "produced", "reject", "stops", "reasons", "uncertain_ms",
-)  # fmt: skip
+# Counts must fit the bigint and integer columns they are stored in.
+_MAX_COUNT = 2**62
+_MAX_STOPS = 2**31 - 1
 _decoder = msgspec.json.Decoder(TelemetryBatch)
-_reasons_encoder = msgspec.json.Encoder(order="sorted")
 _valid_days: dict[str, bool] = {}
 
 
@@ -61,18 +60,13 @@ def _check_record(record: Any) -> str | None:
     match = _MINUTE.match(record.minute)
     if match is None or not _day_ok(record.minute[:10]) or int(match[4]) > 23 or int(match[5]) > 59:
         return f"minute {record.minute!r} of machine {record.machine!r} is not a UTC minute start like 2026-01-31T08:15:00Z"
-    total = 0
-    for name in _STATE_FIELDS:
-        value = getattr(record, name)
-        if not 0 <= value <= 60_000:
-            return f"{name} = {value} of machine {record.machine!r} at {record.minute} is outside 0..60000"
-        total += value
-    if total > 60_000:
-        return f"state milliseconds of machine {record.machine!r} at {record.minute} add up to {total}, more than a minute"
-    if record.produced < 0 or record.reject < 0 or record.stops < 0 or not 0 <= record.uncertain_ms <= 60_000:
+    states = (record.running_ms, record.idle_ms, record.planned_stop_ms, record.unplanned_stop_ms, record.changeover_ms, record.offline_ms)
+    if min(states) < 0 or sum(states) > 60_000:
+        return f"state milliseconds of machine {record.machine!r} at {record.minute} are {states}: each must be >= 0 and together at most 60000"
+    if not (0 <= record.produced < _MAX_COUNT and 0 <= record.reject < _MAX_COUNT and 0 <= record.stops <= _MAX_STOPS and 0 <= record.uncertain_ms <= 60_000):
         return f"counts of machine {record.machine!r} at {record.minute} are invalid: produced {record.produced}, reject {record.reject}, stops {record.stops}, uncertain_ms {record.uncertain_ms}"
-    if not record.machine or any(ms < 0 for ms in record.reasons.values()):
-        return f"record of machine {record.machine!r} at {record.minute} has an empty machine id or a negative reason time"
+    if not record.machine or (record.reasons and not 0 <= min(record.reasons.values()) <= max(record.reasons.values()) <= 60_000):
+        return f"record of machine {record.machine!r} at {record.minute} has an empty machine id or a reason time outside 0..60000"
     return None
 
 
@@ -82,6 +76,8 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
         raw = msgspec.json.decode(payload)
     except msgspec.DecodeError as exc:
         raise TelemetryError("invalid_json", f"payload is not valid JSON: {exc}") from exc
+    if b"\\u0000" in payload:
+        raise TelemetryError("invalid_json", "payload holds a NUL character (\\u0000), which PostgreSQL text cannot store")
     schema = raw.get("schema") if isinstance(raw, dict) else None
     if schema != TELEMETRY_SCHEMA:
         raise TelemetryError("schema_version", f"unknown telemetry schema version {schema!r}; this service reads {TELEMETRY_SCHEMA!r}")
@@ -102,35 +98,72 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
     return CheckedBatch(batch, gateway)
 
 
+_COLUMNS = (
+    "tenant_id, site_id, gateway_id, machine_id, minute, plant_date, running_ms, idle_ms, planned_stop_ms,"
+    " unplanned_stop_ms, changeover_ms, offline_ms, produced, reject, stops, reasons, uncertain_ms"
+)
+_TYPES = ["text", "text", "text", "text", "timestamptz", "date", *["int4"] * 6, "int8", "int8", "int4", "jsonb", "int4"]
+
+
+class _PlantDates:
+    """Plant dates of UTC minutes in one time zone, computed once per UTC hour that holds no offset change."""
+
+    def __init__(self, time_zone: str) -> None:
+        self.zone = ZoneInfo(time_zone)
+        self.hours: dict[str, dt.date | None] = {}
+
+    def __call__(self, minute: str, stamp: dt.datetime) -> dt.date:
+        hour = minute[:13]
+        if hour not in self.hours:
+            first = stamp.replace(minute=0).astimezone(self.zone)
+            last = stamp.replace(minute=59).astimezone(self.zone)
+            same = first.utcoffset() == last.utcoffset() and first.date() == last.date()
+            self.hours[hour] = first.date() if same else None
+        known = self.hours[hour]
+        return known if known is not None else stamp.astimezone(self.zone).date()
+
+
+async def _copy(conn: Conn, table: str, batches: list[CheckedBatch]) -> None:
+    dates: dict[str, _PlantDates] = {}
+    async with conn.cursor() as cur, cur.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_TYPES)
+        for item in batches:
+            gateway = item.gateway
+            plant_date = dates.setdefault(gateway.time_zone, _PlantDates(gateway.time_zone))
+            for r in item.batch.records:
+                stamp = dt.datetime.fromisoformat(r.minute)
+                await copy.write_row(
+                    (gateway.tenant_id, gateway.site_id, gateway.gateway_id, r.machine, stamp, plant_date(r.minute, stamp), r.running_ms,
+                     r.idle_ms, r.planned_stop_ms, r.unplanned_stop_ms, r.changeover_ms, r.offline_ms, r.produced, r.reject, r.stops,
+                     r.reasons, r.uncertain_ms)
+                )  # fmt: skip
+
+
 async def store_batches(conn: Conn, batches: list[CheckedBatch]) -> int:
-    """Store the records of checked batches in the caller's transaction; return how many were new."""
+    """Store the records of checked batches in the caller's transaction; return how many were new.
+
+    New minutes, the usual case, go straight into ``telemetry`` with a binary
+    COPY. When any minute is stored already (a resend), that COPY fails as a
+    whole, and the rows go through a staging table and ``ON CONFLICT DO NOTHING``.
+    """
     rows = sum(len(item.batch.records) for item in batches)
     if not rows:
         return 0
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS telemetry_in (tenant_id text, site_id text, gateway_id text, time_zone text,"
-        " machine_id text, minute timestamptz, running_ms integer, idle_ms integer, planned_stop_ms integer,"
-        " unplanned_stop_ms integer, changeover_ms integer, offline_ms integer, produced bigint, reject bigint,"
-        " stops integer, reasons jsonb, uncertain_ms integer) ON COMMIT DELETE ROWS"
-    )
+    set_json_dumps(_json_dumps, context=conn)
+    try:
+        async with conn.transaction():
+            await _copy(conn, "telemetry", batches)
+        return rows
+    except psycopg.errors.UniqueViolation:
+        pass
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS telemetry_in (LIKE telemetry) ON COMMIT DELETE ROWS")
+    await _copy(conn, "telemetry_in", batches)
     async with conn.cursor() as cur:
-        async with cur.copy(f"COPY telemetry_in ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-            for item in batches:
-                gateway = item.gateway
-                head = (gateway.tenant_id, gateway.site_id, gateway.gateway_id, gateway.time_zone)
-                for r in item.batch.records:
-                    await copy.write_row(
-                        (*head, r.machine, r.minute, r.running_ms, r.idle_ms, r.planned_stop_ms, r.unplanned_stop_ms,
-                         r.changeover_ms, r.offline_ms, r.produced, r.reject, r.stops,
-                         _reasons_encoder.encode(r.reasons).decode(), r.uncertain_ms)
-                    )  # fmt: skip
-        await cur.execute(
-            "INSERT INTO telemetry (tenant_id, machine_id, minute, plant_date, site_id, gateway_id, running_ms, idle_ms,"
-            " planned_stop_ms, unplanned_stop_ms, changeover_ms, offline_ms, produced, reject, stops, reasons, uncertain_ms)"
-            " SELECT tenant_id, machine_id, minute, (minute AT TIME ZONE time_zone)::date, site_id, gateway_id, running_ms,"
-            " idle_ms, planned_stop_ms, unplanned_stop_ms, changeover_ms, offline_ms, produced, reject, stops, reasons, uncertain_ms"
-            " FROM telemetry_in ON CONFLICT DO NOTHING"
-        )
+        await cur.execute(f"INSERT INTO telemetry ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_in ON CONFLICT DO NOTHING")
         inserted = cur.rowcount
         await cur.execute("TRUNCATE telemetry_in")
     return inserted
+
+
+def _json_dumps(value: object) -> bytes:
+    return msgspec.json.encode(value)

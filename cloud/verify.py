@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from valuegate.edge.protocol.keys import KeyFormatError, public_key_from_verification_method
 from valuegate.edge.protocol.proof import CRYPTOSUITE, PROOF_TYPE
-from valuegate.edge.protocol.voucher import Claims, VoucherError, parse_voucher, verify_voucher
+from valuegate.edge.protocol.voucher import Claims, VoucherError, parse_voucher, verify_voucher, voucher_hash
 
 __all__ = (
     "Topic",
@@ -94,10 +95,26 @@ class CheckedVoucher:
     period_start: dt.datetime
     period_end: dt.datetime
     issued_at: dt.datetime
+    payload: bytes
 
 
 class _NotFast(Exception):
     """The document holds something the fast canonical form does not cover."""
+
+
+def _es_number(value: float) -> bytes:
+    # ECMAScript Number::toString, which RFC 8785 uses: repr() gives the same shortest
+    # digits, but ECMAScript writes plain decimals for exponents -6..20 and no zero padding.
+    if value == 0:
+        return b"0"
+    text = repr(value)
+    if "e" not in text:
+        return (text[:-2] if text.endswith(".0") else text).encode()
+    mantissa, _, exponent = text.partition("e")
+    power = int(exponent)
+    if -7 < power < 21:
+        return format(Decimal(text), "f").encode()
+    return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}".encode()
 
 
 def _prepare(value: Any) -> Any:
@@ -117,18 +134,31 @@ def _prepare(value: Any) -> Any:
             raise _NotFast
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
-        return msgspec.Raw(rfc8785.dumps(value))
+        return msgspec.Raw(_es_number(value))
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
         raise _NotFast
     return value
 
 
+def _prepared(document: Any) -> Any | None:
+    try:
+        return _prepare(document)
+    except _NotFast:
+        return None
+
+
+def _encode(prepared: Any) -> bytes | None:
+    try:
+        return msgspec.json.encode(prepared, order="sorted")
+    except (UnicodeEncodeError, msgspec.EncodeError):
+        return None
+
+
 def canonical_fast(document: Any) -> bytes:
     """Return the RFC 8785 form of ``document``; falls back to ``rfc8785`` where msgspec would differ."""
-    try:
-        return msgspec.json.encode(_prepare(document), order="sorted")
-    except (_NotFast, UnicodeEncodeError, msgspec.EncodeError):
-        return rfc8785.dumps(document)
+    prepared = _prepared(document)
+    encoded = _encode(prepared) if prepared is not None else None
+    return encoded if encoded is not None else rfc8785.dumps(document)
 
 
 def voucher_hash_fast(document: dict[str, Any]) -> str:
@@ -141,37 +171,44 @@ def _public_key(method: str) -> Ed25519PublicKey:
     return public_key_from_verification_method(method)
 
 
-def _fast_signature_ok(document: dict[str, Any]) -> bool:
+def _fast_signature_ok(document: dict[str, Any], prepared: dict[str, Any] | None) -> bool:
     proof = document.get("proof")
-    if not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE or proof.get("cryptosuite") != CRYPTOSUITE:
+    if prepared is None or not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE or proof.get("cryptosuite") != CRYPTOSUITE:
         return False
     method, value = proof.get("verificationMethod"), proof.get("proofValue")
     if not isinstance(method, str) or not isinstance(value, str) or not value.startswith("z"):
         return False
     if method.partition("#")[0] != document.get("issuer"):
         return False
-    config = {k: v for k, v in proof.items() if k != "proofValue"}
-    unsecured = {k: v for k, v in document.items() if k != "proof"}
-    if "@context" in config and config["@context"] != unsecured.get("@context"):
+    config = {k: v for k, v in prepared["proof"].items() if k != "proofValue"}
+    unsecured = {k: v for k, v in prepared.items() if k != "proof"}
+    if "@context" in config and proof.get("@context") != document.get("@context"):
+        return False
+    config_bytes, unsecured_bytes = _encode(config), _encode(unsecured)
+    if config_bytes is None or unsecured_bytes is None:
         return False
     try:
         key = _public_key(method)
         signature = base58.b58decode(value[1:])
-        data = hashlib.sha256(canonical_fast(config)).digest() + hashlib.sha256(canonical_fast(unsecured)).digest()
-        key.verify(signature, data)
+        key.verify(signature, hashlib.sha256(config_bytes).digest() + hashlib.sha256(unsecured_bytes).digest())
     except (InvalidSignature, KeyFormatError, ValueError):
         return False
     return True
 
 
-def verify_signature(document: dict[str, Any]) -> None:
-    """Raise ``VoucherError('signature_invalid')`` unless the eddsa-jcs-2022 proof holds and names the issuer."""
-    if _fast_signature_ok(document):
-        return
+def verify_signature(document: dict[str, Any], prepared: dict[str, Any] | None = None) -> bool:
+    """Raise ``VoucherError('signature_invalid')`` unless the eddsa-jcs-2022 proof holds and names the issuer.
+
+    Return True when the fast path verified it: then the fast canonical form of
+    the document is its RFC 8785 form, because the signature covers exactly those bytes.
+    """
+    if _fast_signature_ok(document, prepared if prepared is not None else _prepared(document)):
+        return True
     check = verify_voucher(document)
     if not check.ok:
         vid = document.get("credentialSubject", {}).get("voucher_id")
         raise VoucherError("signature_invalid", f"voucher proof does not verify: {check.reason}", voucher_id=vid)
+    return False
 
 
 def parse_instant(value: Any, field: str, voucher_id: str | None = None) -> dt.datetime:
@@ -186,17 +223,6 @@ def parse_instant(value: Any, field: str, voucher_id: str | None = None) -> dt.d
         msg = f"{field} {value!r} has no time zone; timestamps must end in Z or carry an offset"
         raise VoucherError("naive_timestamp", msg, voucher_id=voucher_id)
     return stamp
-
-
-def _check_numbers(value: Any, voucher_id: str | None) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise VoucherError("non_finite", f"voucher holds the non-finite number {value!r}", voucher_id=voucher_id)
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_numbers(item, voucher_id)
-    elif isinstance(value, list):
-        for item in value:
-            _check_numbers(item, voucher_id)
 
 
 def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt.datetime, vid: str) -> KeyInfo:
@@ -224,11 +250,12 @@ def check_voucher(
     """Run every check that needs no chain state; raise :class:`VoucherError` with a stable code on the first failure."""
     try:
         document, claims = parse_voucher(payload)
-    except msgspec.ValidationError as exc:
-        # Numbers beyond the float range are rejected by the decoder itself.
-        raise VoucherError("non_finite", f"payload holds a number out of range: {exc}") from exc
+    except VoucherError as exc:
+        # JSON has no NaN or infinity literals; a number beyond the float range is the one way to write one.
+        if exc.code == "invalid_json" and "out of range" in str(exc):
+            raise VoucherError("non_finite", f"payload holds a number beyond the float range: {exc}") from exc
+        raise
     vid = claims.voucher_id
-    _check_numbers(document, vid)
 
     issued_at = parse_instant(claims.issued_at, "issued_at", vid)
     period_start = parse_instant(claims.period.start, "period.start", vid)
@@ -255,5 +282,8 @@ def check_voucher(
     if not isinstance(issuer, str):
         raise VoucherError("schema", "issuer must be a did:key string", voucher_id=vid)
     key = _find_key(gateway, issuer, issued_at, now, vid)
-    verify_signature(document)
-    return CheckedVoucher(document, claims, voucher_hash_fast(document), key.key_id, period_start, period_end, issued_at)
+    prepared = _prepared(document)
+    fast = verify_signature(document, prepared)
+    encoded = _encode(prepared) if fast else None
+    digest = "sha256:" + hashlib.sha256(encoded).hexdigest() if encoded is not None else voucher_hash(document)
+    return CheckedVoucher(document, claims, digest, key.key_id, period_start, period_end, issued_at, payload)

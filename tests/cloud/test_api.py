@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,7 +17,8 @@ from litestar.testing import AsyncTestClient
 from valuegate.cloud.app import create_app
 from valuegate.cloud.db import UTC_OPTIONS, refresh_machine_day
 from valuegate.cloud.settings import CloudSettings
-from valuegate.cloud.telemetry import CheckedBatch, store_batches
+from valuegate.cloud.telemetry import check_batch, store_batches
+from valuegate.cloud.verify import parse_topic
 from valuegate.cloud.chain import load_gateways
 from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, TelemetryBatch
@@ -204,7 +206,8 @@ async def test_machine_kpis_from_telemetry(client: AsyncTestClient[Any], cloud_d
         async with conn.transaction():
             gateways = await load_gateways(conn, {"gw-a1"})
             batch = TelemetryBatch(schema=TELEMETRY_SCHEMA, tenant="acme", site="plant1", gateway="gw-a1", records=records)
-            assert await store_batches(conn, [CheckedBatch(batch, gateways["gw-a1"])]) == 60
+            topic = parse_topic("valuegate/v1/acme/plant1/gw-a1/telemetry")
+            assert await store_batches(conn, [check_batch(msgspec.json.encode(batch), topic, gateways)]) == 60
         await refresh_machine_day(conn)
         await conn.commit()
 

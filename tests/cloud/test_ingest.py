@@ -146,7 +146,8 @@ CASES = {
     "future_timestamp": _future,
     "key_unknown": _unknown_key,
     "schema_version": _schema_version,
-    "invalid_json": lambda gateway: b'{"credentialSubject": {"schema": "valuegate/voucher/v1", ',
+    "invalid_json": lambda gateway: encode(gateway.next_voucher()).replace(b'"point":3.5', b'"point":NaN', 1),
+    "non_finite": lambda gateway: encode(gateway.next_voucher()).replace(b'"point":3.5', b'"point":1e999', 1),
     "chain_mismatch": _wrong_first_prev,
 }
 

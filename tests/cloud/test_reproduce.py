@@ -17,7 +17,8 @@ from valuegate.cloud import contracts
 from valuegate.cloud.chain import load_gateways
 from valuegate.cloud.db import UTC_OPTIONS
 from valuegate.cloud.reproduce import evidence_of, reproduce_pending
-from valuegate.cloud.telemetry import CheckedBatch, store_batches
+from valuegate.cloud.telemetry import check_batch, store_batches
+from valuegate.cloud.verify import parse_topic
 from valuegate.cloud.verify import canonical_fast, voucher_hash_fast
 from valuegate.edge import methodology
 from valuegate.edge.kernels import kpis, totals_from_records
@@ -57,7 +58,8 @@ async def store_records(dsn: str, records: list[MinuteRecord]) -> None:
         async with conn.transaction():
             gateways = await load_gateways(conn, {"gw-a1"})
             batch = TelemetryBatch(schema=TELEMETRY_SCHEMA, tenant="acme", site="plant1", gateway="gw-a1", records=records)
-            await store_batches(conn, [CheckedBatch(batch, gateways["gw-a1"])])
+            topic = parse_topic("valuegate/v1/acme/plant1/gw-a1/telemetry")
+            await store_batches(conn, [check_batch(msgspec.json.encode(batch), topic, gateways)])
 
 
 async def verdicts(dsn: str) -> list[tuple[Any, ...]]:
