@@ -118,7 +118,11 @@ def _status_name(text: str, kind: str, name: str) -> str:
     if not isinstance(code, int):
         raise FaultError(text, f"status {name!r} is not an OPC UA status code name; use e.g. {_DEFAULT_STATUS[kind]}")
     status = ua.StatusCode(code)
-    severity = "bad" if status.is_bad() else "uncertain" if status.is_uncertain() else "good"
+    severity = "good"
+    if status.is_bad():
+        severity = "bad"
+    elif status.is_uncertain():
+        severity = "uncertain"
     if severity != kind:
         raise FaultError(text, f"status {name!r} is {severity}, not {kind}; choose a {kind} status code such as {_DEFAULT_STATUS[kind]}")
     return name

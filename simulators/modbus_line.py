@@ -33,12 +33,12 @@ DONE_COIL = 0
 class ModbusLineSimulator(ReplayService):
     """Serves a :class:`StateTimeline` over Modbus TCP in the register layout of a tag map.
 
-    Tags are filled by role: the first ``state_input`` tag gets the state
-    code, ``reason`` the reason code, ``state_since`` the instant the state
-    began, ``clock`` the recorded time, ``state_seq`` the number of state
-    changes, and each counter its count (``produced`` or ``reject``). All
-    times are UTC epoch milliseconds of the recording, so durations do not
-    depend on ``speed``. Use it as an async context manager.
+    Tags are filled by role. The first ``state_input`` tag gets the state
+    code and ``reason`` the reason code. ``state_since`` gets the instant the
+    state began, ``clock`` the recorded time and ``state_seq`` the number of
+    state changes. Each counter gets its count (``produced`` or ``reject``).
+    All times are UTC epoch milliseconds of the recording, so durations do
+    not depend on ``speed``. Use it as an async context manager.
     """
 
     def __init__(

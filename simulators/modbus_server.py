@@ -28,7 +28,7 @@ _COIL_CODES = frozenset((1, 5, 15))
 
 @dataclass(frozen=True, slots=True)
 class ExceptionRange:
-    """Holding registers ``start`` .. ``start + count - 1`` answer with exception ``code`` until ``until`` (monotonic s)."""
+    """Holding registers ``start`` .. ``start + count - 1`` respond with exception ``code`` until ``until`` (monotonic s)."""
 
     start: int
     count: int
@@ -92,7 +92,7 @@ class RegisterServer:
     # -- faults -------------------------------------------------------------
 
     def add_exception(self, start: int, count: int, code: int = int(ExcCodes.ILLEGAL_ADDRESS), *, duration_s: float = float("inf")) -> None:
-        """Answer requests touching holding registers ``start`` .. ``start + count - 1`` with exception ``code``."""
+        """Respond to requests touching holding registers ``start`` .. ``start + count - 1`` with exception ``code``."""
         if count < 1 or start < 0:
             raise ValueError(f"exception range start={start} count={count} is empty; use start >= 0 and count >= 1")
         if code not in {int(item) for item in ExcCodes}:
@@ -103,7 +103,7 @@ class RegisterServer:
         self._exceptions.clear()
 
     def delay_responses(self, delay_s: float, *, duration_s: float = float("inf")) -> None:
-        """Answer every request ``delay_s`` late for ``duration_s``."""
+        """Delay every response by ``delay_s`` for ``duration_s``."""
         self._delay_s = delay_s
         self._delay_until = time.monotonic() + duration_s
 

@@ -14,7 +14,6 @@ import bisect
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -31,7 +30,7 @@ DAY_CLOSE_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class ReplayPacing:
-    """How fast a recording is replayed."""
+    """Pace of a replay."""
 
     speed: float = 3600.0
     """Recorded seconds per real second (3600: one recorded hour per second)."""
@@ -62,8 +61,8 @@ class ReplayClock:
     """Drives recorded time from ``start_ms`` to ``end_ms`` through the change instants ``marks``.
 
     ``marks`` are recorded instants (UTC ms) at which a served state
-    changes; the clock lands on each one and, with a minimum dwell, shows it
-    for at least that long in real time. ``idle`` spans are intervals
+    changes. The clock lands on each one, and with a minimum dwell it shows
+    each for at least that long in real time. ``idle`` spans are intervals
     without changes that may be jumped over.
     """
 
@@ -98,16 +97,10 @@ class ReplayClock:
         resume = span_end - self.pacing.lead_ms if span_end < self.end_ms else self.end_ms
         if resume - span_start <= self.pacing.skip_idle_ms:
             return []
-        targets = []
-        day = plant_date_of_ms(span_start, zone)
-        while True:
-            day_close = plant_day_bounds_ms(day, zone)[1] + DAY_CLOSE_MS
-            if day_close >= resume:
-                break
-            if day_close > span_start:
-                targets.append(day_close)
-            # Stop once per idle span at the first day end; later empty days are skipped.
-            break
+        # Stop once at the end of the plant day the span starts in, so that an edge can close that day.
+        # Later days without production are skipped in one jump.
+        day_close = plant_day_bounds_ms(plant_date_of_ms(span_start, zone), zone)[1] + DAY_CLOSE_MS
+        targets = [day_close] if span_start < day_close < resume else []
         targets.append(resume)
         return targets
 
@@ -138,7 +131,8 @@ class ReplayClock:
             last_real = real
             if target >= next_mark:
                 if dwell_s and real - last_mark_real < dwell_s:
-                    target = max(self.now_ms, next_mark - 1)
+                    # Wait just before the change; a jump waits where it is.
+                    target = self.now_ms if jump is not None else max(self.now_ms, next_mark - 1)
                 elif dwell_s or jump is not None:
                     target = next_mark
                     last_mark_real = real
@@ -161,7 +155,3 @@ async def _call(apply: Apply, now_ms: int) -> None:
     if inspect.isawaitable(result):
         await result
 
-
-def describe_ms(value: int) -> str:
-    """Format a duration in ms for log lines."""
-    return str(timedelta(milliseconds=value))

@@ -19,7 +19,7 @@ STATE_FAULT = 2
 
 @dataclass(frozen=True, slots=True)
 class LineStatus:
-    """What the PLC shows at one instant."""
+    """State, reason, state start, change count and counts the PLC shows at one instant."""
 
     state: int
     reason: int
@@ -127,7 +127,7 @@ def bottling_timeline(recording: BottlingRecording) -> StateTimeline:
 
 
 def _state_after(runs: tuple[tuple[int, int], ...], stops: tuple[tuple[int, int], ...], instant: int) -> int:
-    """Return the state that holds from ``instant`` on: a stop wins over a run, outside both it is 0."""
+    """Return the state from ``instant`` on. A stop wins over a run, and outside both the state is 0."""
     if any(begin <= instant < finish for begin, finish in stops):
         return STATE_FAULT
     if any(begin <= instant < finish for begin, finish in runs):

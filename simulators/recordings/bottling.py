@@ -2,9 +2,9 @@
 
 The recording is the Zenodo dataset 10.5281/zenodo.18146866 by Gabriel
 Augusto David (CC BY 4.0). Dates are Excel serial days and times are
-fractions of a day in local plant time; the source names no time zone, so
-America/Sao_Paulo is assumed (UTC-3 all year since Brazil dropped daylight
-saving time in 2019).
+fractions of a day in local plant time. The source names no time zone, so
+America/Sao_Paulo is assumed: UTC-3 all year, because Brazil dropped
+daylight saving time in 2019.
 """
 
 from __future__ import annotations

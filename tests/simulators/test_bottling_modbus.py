@@ -106,7 +106,7 @@ async def test_thirty_second_stop_keeps_its_duration() -> None:
     assert round((end - start) / 1000) == 30
 
     # One recorded day in about a second: the stop lasts under a millisecond of real time.
-    async with BottlingModbusSimulator(speed=86_400, min_dwell_ms=40, start=day, end=day) as sim:
+    async with BottlingModbusSimulator(speed=86_400, min_dwell_ms=30, start=day, end=day) as sim:
         client = AsyncModbusTcpClient("127.0.0.1", port=sim.port)
         await client.connect()
         try:

@@ -136,13 +136,23 @@ async def _is_good(client: Client, name: str) -> bool:
     return (await _read(client, name)).StatusCode.is_good()
 
 
-async def test_counter_wrap_reset_and_restarts() -> None:
+async def test_counter_faults_drop_and_restart() -> None:
     async with MtconnectOpcUaSimulator("hurco04", speed=500_000, paused=True) as sim:
         port = sim.port
-        async with Client(sim.endpoint) as client:
+        client = Client(sim.endpoint, timeout=2)
+        await client.connect()
+        try:
+            assert (await _read(client, "Execution")).Value.Value == "READY"
             assert (await _read(client, "PartCount")).Value.Value == 1065
+            await sim.inject("counter_reset")
+            assert (await _read(client, "PartCount")).Value.Value == 0
             await sim.inject("counter_wrap:margin=1")
             assert (await _read(client, "PartCount")).Value.Value == 2**31 - 1
+            await sim.inject("drop")
+            with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
+                await _read(client, "Execution")
+        finally:
+            await client.disconnect()
 
         await sim.inject("server_restart:down=0.2")
         assert sim.port == port
@@ -153,20 +163,3 @@ async def test_counter_wrap_reset_and_restarts() -> None:
             # Ten more parts after 2**31 - 1 wrap the signed 32-bit counter.
             assert (await _read(client, "PartCount")).Value.Value == -(2**31) + 9
             assert (await _read(client, "ReplayDone")).Value.Value is True
-
-        await sim.inject("plc_restart:down=0.1")
-        async with Client(sim.endpoint) as client:
-            assert (await _read(client, "PartCount")).Value.Value == 0
-
-
-async def test_drop_closes_client_connections() -> None:
-    async with MtconnectOpcUaSimulator("hurco02", days=1, paused=True) as sim:
-        client = Client(sim.endpoint, timeout=2)
-        await client.connect()
-        try:
-            assert (await _read(client, "Execution")).Value.Value == "READY"
-            sim.server.drop_connections()
-            with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
-                await _read(client, "Execution")
-        finally:
-            await client.disconnect()
