@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import document_record
-from valuegate.cloud.store import Invalid, NotFound, audit
+from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
 from valuegate.edge.protocol.contract import Contract, parse_contract
 
 from .invoice import BillingPeriod, Exclusion, IssuedDocument, RunResult, compute_run
@@ -168,9 +168,8 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
 
     The same period and inputs give the same invoice number, documents and totals.
     """
-    # One run at a time per contract, so that two finance users cannot interleave.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"settlement:{tenant_id}:{contract_id}",))
-    contract, revision = await load_contract(conn, tenant_id, contract_id)
+    await _lock(conn, tenant_id, contract_id)
+    await load_contract(conn, tenant_id, contract_id)
     existing = await _rows(
         conn,
         "SELECT * FROM invoice_runs WHERE tenant_id = %s AND contract_id = %s AND period_first = %s AND period_last = %s",
@@ -180,9 +179,7 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
         log.info("invoice_run_unchanged", tenant=tenant_id, contract=contract_id, run=existing[0]["id"], reason="approved")
         return existing[0]
 
-    values = await billable_values(conn, tenant_id, contract_id)
-    exclusions = _exclusions(await list_adjustments(conn, tenant_id, contract_id))
-    result = compute_run(contract, period, values, exclusions, await issued_documents(conn, tenant_id, contract_id))
+    result, revision = await _compute(conn, tenant_id, contract_id, period)
 
     if existing:
         run = existing[0]
@@ -239,11 +236,39 @@ async def run_documents(conn: Conn, tenant_id: str, run_id: int) -> list[dict[st
     )
 
 
+async def _lock(conn: Conn, tenant_id: str, contract_id: str) -> None:
+    # One run or approval at a time per contract, so that two finance users cannot interleave.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"settlement:{tenant_id}:{contract_id}",))
+
+
+async def _compute(conn: Conn, tenant_id: str, contract_id: str, period: BillingPeriod) -> tuple[RunResult, int]:
+    contract, revision = await load_contract(conn, tenant_id, contract_id)
+    values = await billable_values(conn, tenant_id, contract_id)
+    exclusions = _exclusions(await list_adjustments(conn, tenant_id, contract_id))
+    return compute_run(contract, period, values, exclusions, await issued_documents(conn, tenant_id, contract_id)), revision
+
+
 async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
-    """Approve a draft run: its documents become issued and final. Approving twice changes nothing."""
+    """Approve a draft run: its documents become issued and final. Approving twice changes nothing.
+
+    The draft's documents must still be what the current inputs give. A
+    voucher or an adjustment that changes them, or a note issued by another
+    run against the same invoice, makes the approval fail with
+    :class:`Conflict`. Finance then reviews the re-run instead of issuing a
+    stale or duplicate note.
+    """
     run = await get_run(conn, tenant_id, run_id)
     if run["status"] == "approved":
         return run
+    await _lock(conn, tenant_id, run["contract_id"])
+    result, _ = await _compute(conn, tenant_id, run["contract_id"], BillingPeriod(run["period_first"], run["period_last"]))
+    # Compare whole documents (lines and voucher ids), not the inputs digest: vouchers of
+    # other periods arrive every day and must not block an approval they do not change.
+    stored = {row["number"]: row["record"] for row in await run_documents(conn, tenant_id, run_id)}
+    current = {document.number: document_record(document) for document in (result.invoice, *result.notes)}
+    if stored != current:
+        msg = f"invoice run {run_id} ({run['invoice_number']}) is out of date: its inputs changed since it was computed; run the period again and review it before approving"
+        raise Conflict(msg, code="stale_run")
     (run,) = await _rows(
         conn,
         "UPDATE invoice_runs SET status = 'approved', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *",

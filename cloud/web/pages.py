@@ -13,7 +13,7 @@ from litestar.exceptions import NotAuthorizedException, NotFoundException, Permi
 from litestar.response import Redirect
 
 from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
-from valuegate.cloud.store import Invalid, NotFound, StoreError
+from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 
 from .i18n import LANGUAGE_COOKIE, normalize, pick_language, translate
 from .templating import render
@@ -95,7 +95,8 @@ def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
 def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
     if isinstance(exc, NotFound):
         return _not_found(request, exc)
-    return _invalid(request, exc)
+    status = 409 if isinstance(exc, Conflict) else 400
+    return _error_page(request, status, translate(language_of(request), "error.invalid", detail=str(exc)))
 
 
 html_exception_handlers: dict[Any, Any] = {

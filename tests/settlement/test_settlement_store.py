@@ -13,7 +13,8 @@ from tests.factories import make_claims, voucher_chain
 from tests.settlement.seed import connect, ingest, seed
 from tests.verify.bundles import JUNE, MAY, oee_contract
 from valuegate.cloud.settlement import store as settlement
-from valuegate.cloud.store import Invalid, NotFound
+from valuegate.cloud.settlement.invoice import BillingPeriod
+from valuegate.cloud.store import Conflict, Invalid, NotFound
 from valuegate.edge.protocol import voucher as v
 
 pytestmark = pytest.mark.postgres
@@ -119,3 +120,31 @@ async def test_other_tenant_sees_nothing(seeded):
             await settlement.approve_run(conn, "globex", run["id"], actor="x")
         with pytest.raises(NotFound):
             await settlement.run_invoice(conn, "globex", "C-1", MAY, actor="x")
+
+
+async def test_stale_draft_cannot_be_approved(seeded):
+    """Two drafts both correcting May must not both issue a note: the second approval needs a re-run."""
+    dsn, key, chain = seeded
+    july = BillingPeriod(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+    async with await connect(dsn) as conn:
+        may = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        await settlement.approve_run(conn, "acme", may["id"], actor="fin")
+
+    late = v.build_voucher(make_claims(seq=6, prev=v.voucher_hash(chain[-1]), plant_date=dt.date(2024, 5, 31), point=1.0, low=0.5), key)
+    await ingest(dsn, [late])
+
+    async with await connect(dsn) as conn:
+        june = await settlement.run_invoice(conn, "acme", "C-1", JUNE, actor="fin")
+        july_run = await settlement.run_invoice(conn, "acme", "C-1", july, actor="fin")
+        assert [d["kind"] for d in await settlement.run_documents(conn, "acme", july_run["id"])] == ["invoice", "debit_note"]
+        await settlement.approve_run(conn, "acme", june["id"], actor="fin")
+        with pytest.raises(Conflict, match="is out of date"):
+            await settlement.approve_run(conn, "acme", july_run["id"], actor="fin")
+
+        again = await settlement.run_invoice(conn, "acme", "C-1", july, actor="fin")
+        assert again["id"] == july_run["id"]
+        assert [d["kind"] for d in await settlement.run_documents(conn, "acme", july_run["id"])] == ["invoice"]
+        approved = await settlement.approve_run(conn, "acme", july_run["id"], actor="fin")
+        assert approved["status"] == "approved"
+        cur = await conn.execute("SELECT count(*) FROM invoice_documents WHERE kind = 'debit_note' AND status = 'issued'")
+        assert (await cur.fetchone())[0] == 1
