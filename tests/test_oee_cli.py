@@ -6,11 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from valuegate.cli import app
+from valuegate.edge import cli_oee
 
 RUNNER = CliRunner()
+
+
+def _app() -> typer.Typer:
+    """Return a command line with only the oee command, registered the way the root command line does it."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Keep `oee` a subcommand."""
+
+    cli_oee.register(app)
+    return app
+
+
+APP = _app()
 
 FILLER_ROWS = """timestamp,tag,value,machine
 2024-03-31T06:00:00+02:00,state,1,filler
@@ -32,7 +48,7 @@ def _write(tmp_path: Path, text: str, name: str = "trace.csv") -> Path:
 
 
 def _run(*args: str):
-    return RUNNER.invoke(app, ["oee", *args])
+    return RUNNER.invoke(APP, ["oee", *args])
 
 
 def _days(result) -> list[dict]:
