@@ -59,6 +59,8 @@ async def test_run_is_idempotent_and_approval_final(seeded):
             await conn.execute("UPDATE invoice_documents SET total = 1 WHERE number = %s", (issued["number"],))
         with pytest.raises(psycopg.errors.CheckViolation, match="cannot be changed"):
             await conn.execute("DELETE FROM invoice_lines WHERE document_number = %s", (issued["number"],))
+        with pytest.raises(psycopg.errors.CheckViolation, match="is approved and cannot be changed"):
+            await conn.execute("UPDATE invoice_runs SET status = 'draft', approved_at = NULL WHERE id = %s", (first["id"],))
         rerun = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
         assert rerun["id"] == first["id"]
 
