@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 _SOURCES_HELP = (
-    "bottling (juice bottling line, Modbus), mazak03 / hurco02 / hurco04 (NIST machine tools, OPC UA), "
+    "bottling (juice bottling line, Modbus or OPC UA), mazak03 / hurco02 / hurco04 (NIST machine tools, OPC UA), "
     "synthetic (seeded line with failures, micro-stops, changeovers, rejects; Modbus or OPC UA)"
 )
 

@@ -11,20 +11,31 @@ from valuegate.adapters.tagmap import TagMap, load_tag_map
 
 from .faults import FaultSpec
 from .layouts import state_codes, synthetic_filler_map
-from .modbus_line import BottlingModbusSimulator, ModbusLineSimulator
+from .modbus_line import DEFAULT_COUNTER_OFFSET, BottlingModbusSimulator, ModbusLineSimulator
 from .mtconnect_opcua import MtconnectOpcUaSimulator
+from .recordings.bottling import load_bottling
 from .recordings.mtconnect import MTCONNECT_RECORDINGS
 from .replay import ReplayPacing
 from .service import ReplayService
 from .synthetic import SyntheticScenario, generate_line
+from .timeline import STATE_FAULT, STATE_NONE, STATE_PRODUCING, bottling_timeline
 
 __all__ = ("SOURCES", "SimulatorOptions", "build_simulator", "protocols_of")
 
 # Source name -> protocols it can be served over; the first is the default.
 SOURCES: dict[str, tuple[str, ...]] = {
-    "bottling": ("modbus",),
+    "bottling": ("modbus", "opcua"),
     **{name: ("opcua",) for name in MTCONNECT_RECORDINGS},
     "synthetic": ("modbus", "opcua"),
+}
+
+
+# The bottling line over OPC UA, in the items of the MTConnect tag map: producing is ACTIVE in
+# AUTOMATIC, a stop (no reason recorded) is FEED_HOLD, and no production scheduled is UNAVAILABLE.
+BOTTLING_LOOKS = {
+    STATE_NONE: ("UNAVAILABLE", "UNAVAILABLE"),
+    STATE_PRODUCING: ("ACTIVE", "AUTOMATIC"),
+    STATE_FAULT: ("FEED_HOLD", "AUTOMATIC"),
 }
 
 
@@ -64,6 +75,16 @@ def build_simulator(source: str, protocol: str | None, options: SimulatorOptions
     if protocol not in protocols:
         raise ValueError(f"source {source!r} is served over {' or '.join(protocols)}, not {protocol}")
     faults: Iterable[FaultSpec] = options.faults
+    if source == "bottling" and protocol == "opcua":
+        recording = load_bottling()
+        if options.days is not None or options.start is not None or options.end is not None:
+            recording = recording.select(first_days=options.days, start=options.start, end=options.end)
+        offset = DEFAULT_COUNTER_OFFSET if options.counter_offset is None else options.counter_offset
+        events = bottling_timeline(recording).mtconnect("bottling", BOTTLING_LOOKS, counter_offset=offset)
+        return MtconnectOpcUaSimulator(
+            events, host=options.host, port=options.port, speed=options.speed, min_dwell_ms=options.min_dwell_ms,
+            tick_ms=options.tick_ms, faults=faults, paused=options.paused,
+        )
     if source == "bottling":
         return BottlingModbusSimulator(
             host=options.host, port=options.port, unit_id=options.unit_id, speed=options.speed,

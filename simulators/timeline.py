@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 from .recordings.bottling import BottlingRecording
+from .recordings.files import plant_date_of_ms
+from .recordings.mtconnect import CounterIncrements, MtconnectRecording, MtEvent
 from .recordings.intervals import merge_intervals
 from .replay import DAY_CLOSE_MS
 
@@ -82,6 +86,40 @@ class StateTimeline:
     def stops(self, state: int = STATE_FAULT) -> list[tuple[int, int]]:
         """Return the intervals spent in ``state`` (by default: stopped by a fault)."""
         return [(begin, finish) for begin, finish, code, _ in self.intervals() if code == state]
+
+    def mtconnect(self, name: str, looks: dict[int, tuple[str, str]], *, counter_offset: int = 0) -> MtconnectRecording:
+        """Return the timeline as MTConnect-style events for the OPC UA simulator.
+
+        ``looks`` maps each state code to its (execution, controller mode);
+        the reason code becomes the alarm code, and the counts become
+        ``part_count`` (from ``counter_offset``) and ``reject_count``.
+        """
+        missing = sorted(set(self.states) - set(looks))
+        if missing:
+            raise ValueError(f"no execution and mode given for state codes {missing}")
+        execution, mode = looks[self.initial_state]
+        initial: dict[str, str | int | float | None] = {
+            "execution": execution, "mode": mode, "alarm_code": 0, "part_count": counter_offset, "reject_count": 0,
+        }
+        events: list[MtEvent] = []
+        for instant, state, reason in zip(self.change_ms, self.states, self.reasons):
+            execution, mode = looks[state]
+            events += [
+                MtEvent(instant * 1000, "execution", execution),
+                MtEvent(instant * 1000, "mode", mode),
+                MtEvent(instant * 1000, "alarm_code", reason),
+            ]
+        events += [MtEvent(instant * 1000, "part_count", counter_offset + number) for number, instant in enumerate(self.produced_ms, 1)]
+        events += [MtEvent(instant * 1000, "reject_count", number) for number, instant in enumerate(self.rejected_ms, 1)]
+        events.insert(0, MtEvent(self.start_ms * 1000, "execution", initial["execution"]))
+        events.sort(key=lambda event: event.ts_us)
+        zone = ZoneInfo(self.zone)
+        days = sorted({plant_date_of_ms(self.start_ms, zone), plant_date_of_ms(self.end_ms - DAY_CLOSE_MS - 1, zone)})
+        first, last = days[0], days[-1]
+        published: dict[date, dict[str, CounterIncrements]] = {
+            first + timedelta(days=offset): {} for offset in range((last - first).days + 1)
+        }
+        return MtconnectRecording(name, name, self.zone, events, published, [], initial)
 
 
 def bottling_timeline(recording: BottlingRecording) -> StateTimeline:

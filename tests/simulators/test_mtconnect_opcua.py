@@ -163,3 +163,36 @@ async def test_counter_faults_drop_and_restart() -> None:
             # Ten more parts after 2**31 - 1 wrap the signed 32-bit counter.
             assert (await _read(client, "PartCount")).Value.Value == -(2**31) + 9
             assert (await _read(client, "ReplayDone")).Value.Value is True
+
+
+async def test_bottling_over_opcua() -> None:
+    from datetime import date
+
+    from valuegate.simulators.recordings import load_bottling
+    from valuegate.simulators.scenarios import SimulatorOptions, build_simulator
+
+    day = date(2022, 10, 20)
+    record = load_bottling().days[day]
+    (run_start, run_end), = record.runs
+    assert all(run_start < stop_start and stop_end < run_end for stop_start, stop_end in record.stops)
+    expected = ["UNAVAILABLE", "ACTIVE"]
+    instants = [record.day_start_ms, run_start]
+    for stop_start, stop_end in record.stops:
+        expected += ["FEED_HOLD", "ACTIVE"]
+        instants += [stop_start, stop_end]
+    expected.append("UNAVAILABLE")
+    instants.append(run_end)
+
+    simulator = build_simulator("bottling", "opcua", SimulatorOptions(speed=200_000, start=day, end=day, paused=True))
+    async with simulator:
+        handler = Collector()
+        async with Client(simulator.endpoint) as client:
+            await _subscribe(client, ["Execution", "PartCount"], handler)
+            simulator.resume()
+            await simulator.wait_done(timeout_s=30)
+            await asyncio.sleep(0.3)
+
+    received = handler.changes["Execution"]
+    assert [value for value, _ in received] == expected
+    assert [int(moment.timestamp() * 1000) for _, moment in received] == instants
+    assert handler.changes["PartCount"][-1][0] == 50_000 + sum(hour.containers for hour in record.hours)
