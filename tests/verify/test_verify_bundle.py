@@ -14,10 +14,15 @@ from valuegate.verify import verify_bundle
 
 
 def run_cli(*args: str):
+    """Run `verify` as the root command line registers it, on an app of its own so that other layers cannot break it."""
+    import typer
     from typer.testing import CliRunner
 
-    from valuegate.cli import app
+    from valuegate import verify_cli
 
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    verify_cli.register(app)
     return CliRunner().invoke(app, ["verify", *args])
 
 

@@ -1,4 +1,4 @@
-"""A running cloud service for web tests: seeded PostgreSQL database and `valuegate cloud serve` on a free loopback port."""
+"""A running cloud service for web tests: a seeded PostgreSQL database and the app under uvicorn on a free loopback port."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 import psycopg
@@ -64,9 +63,20 @@ async def _fill(dsn: str) -> None:
         await save_contract(conn, oee_contract().__class__(**{**msgspec.structs.asdict(oee_contract()), "id": "G-1", "tenant": "globex"}))
 
 
+# The app exactly as `valuegate cloud serve` runs it (settings from VALUEGATE_CLOUD_*, uvicorn),
+# started without the root command line so that these tests depend only on the cloud layer.
+_SERVE = """
+import sys, uvicorn
+from valuegate.cloud.app import create_app
+from valuegate.cloud.settings import load_settings
+settings = load_settings(host="127.0.0.1", port=int(sys.argv[1]))
+uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+"""
+
+
 @contextmanager
 def running_site(postgres_server) -> Iterator[Site]:
-    """Create and fill a database, serve the app from it in a child process, stop the process by its PID afterwards."""
+    """Create and fill a database, serve the app from it in a child process, and stop that process by its PID afterwards."""
     name = "web_" + uuid.uuid4().hex[:10]
     admin = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -79,10 +89,10 @@ def running_site(postgres_server) -> Iterator[Site]:
     port = free_port()
     # The periodic renewal check is off, so that tests decide when packages are built.
     env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0"}
-    command = [str(Path(sys.executable).with_name("valuegate")), "cloud", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-c", _SERVE, str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for_port(port, timeout_s=60, process=process, what="valuegate cloud serve")
+        wait_for_port(port, timeout_s=60, process=process, what="the cloud app under uvicorn")
         yield Site(f"http://127.0.0.1:{port}", dsn)
     except ServiceError:
         process.kill()
