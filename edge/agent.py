@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import time
 import uuid
@@ -67,6 +66,7 @@ class EdgeAgent:
         self._busy = 0
         self._log = log.bind(gateway=config.gateway)
         self.spool: SpoolThread
+        self.outbox_spool: SpoolThread
         self.publisher: Publisher
         self.pipeline: Pipeline
         self.signer: VoucherSigner
@@ -103,7 +103,9 @@ class EdgeAgent:
         seconds = await asyncio.to_thread(kernels.warm_up)
         self._log.info("kernels_ready", seconds=round(sum(seconds.values()), 3))
 
+        # Two connections on two threads: the pipeline's long computations must not hold up acks and publishing.
         self.spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db", sample_sync=config.spool.sample_sync))
+        self.outbox_spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db"))
         self.pipeline = Pipeline(infos, contracts, self.signer)
         for info in infos:
             progress = await self.spool.call(Spool.progress, info.id)
@@ -113,7 +115,7 @@ class EdgeAgent:
             if resumed.states:
                 await self.spool.call(Spool.append, [resumed])
             self._dirty.add(info.id)
-        self.publisher = Publisher(config, self.spool, self.metrics, instance=self.instance, status_extra=self._status_keys)
+        self.publisher = Publisher(config, self.outbox_spool, self.metrics, instance=self.instance, status_extra=self._status_keys)
 
         if config.metrics.port:
             server = MetricsServer(self.metrics, self.health, host=config.metrics.host, port=config.metrics.port)
@@ -240,7 +242,7 @@ class EdgeAgent:
                 machine_id = self._dirty.pop()
                 self._busy += 1
                 try:
-                    result = await self.spool.call(functools.partial(self.pipeline.step, machine_id=machine_id, now_ms=time.time_ns() // 1_000_000))
+                    result = await self.spool.call(self.pipeline.step, machine_id, now_ms=time.time_ns() // 1_000_000)
                 finally:
                     self._busy -= 1
                 if result.minutes:
@@ -268,20 +270,23 @@ class EdgeAgent:
                 await asyncio.wait_for(self._stopping.wait(), timeout=_HOUSEKEEPING_S)
             if self._stopping.is_set():
                 return
-            await self._prune()
-            await self._refresh_gauges()
+            try:
+                await self._prune()
+                await self._refresh_gauges()
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the agent; the next round retries
+                self._log.error("housekeeping_failed", error=repr(exc))
 
     async def _prune(self) -> None:
         config = self.config.spool
         cap = int(config.max_mb * 1024 * 1024)
         now_ms = time.time_ns() // 1_000_000
-        deleted = await self.spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=int(config.telemetry_retention_h * 3_600_000))
+        deleted = await self.outbox_spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=int(config.telemetry_retention_h * 3_600_000))
         for kind, count in deleted.items():
             if count:
                 self.metrics.spool_pruned.labels(kind).inc(count)
         if deleted["unsummarized_events"]:
             self._log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb)
-        used = await self.spool.call(Spool.used_bytes)
+        used = await self.outbox_spool.call(Spool.used_bytes)
         self.metrics.spool_bytes.set(used)
         alarm = used >= cap * config.alarm_ratio
         if alarm and not self.metrics.value("valuegate_spool_alarm"):
@@ -291,7 +296,7 @@ class EdgeAgent:
         self.metrics.spool_alarm.set(int(alarm))
 
     async def _refresh_gauges(self) -> dict[str, int | None]:
-        stats = await self.spool.call(outbox.outbox_stats)
+        stats = await self.outbox_spool.call(outbox.outbox_stats)
         self.metrics.outbox_depth.set(stats["depth"] or 0)
         self.metrics.unpublished_records.set(stats["unpublished_records"] or 0)
         oldest = stats["oldest_created_ms"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from valuegate.adapters.tagmap import TagMap, CounterSpec
 from valuegate.edge import kernels, methodology
 from valuegate.edge.protocol.canonical import canonicalize
 from valuegate.edge.protocol.contract import Anchor, Contract
-from valuegate.edge.protocol.evidence import evidence_digest
+from valuegate.edge.protocol.evidence import merkle_root
 from valuegate.edge.protocol.records import RECORD_SCHEMA, STATES, MinuteRecord, minute_iso
 
 from .issuer import VoucherSigner, iso_utc
@@ -209,9 +210,15 @@ class Pipeline:
                 if all(machine in self.machines for machine in scope):
                     self.plans.append(AnchorPlan(contract, anchor, scope, self.machines[scope[0]].time_zone))
         self._waiting_logged: set[tuple[str, str]] = set()
+        self._leaf_cache: dict[tuple[str, int, int], list[bytes]] = {}
 
     def step(self, spool: Spool, machine_id: str, *, now_ms: int) -> StepResult:
-        """Summarize the closed minutes of one machine (at most ``max_minutes_per_step``) and what they complete."""
+        """Summarize the closed minutes of one machine (at most ``max_minutes_per_step``) and what they complete.
+
+        Days, anchor days and vouchers that a crash left undone after their
+        inputs were stored are picked up again here, even when no new minute
+        has closed.
+        """
         result = StepResult()
         machine = self.machines[machine_id]
         progress = spool.progress(machine_id)
@@ -222,30 +229,35 @@ class Pipeline:
                 return result
             start = first // MINUTE_MS * MINUTE_MS
         end = min(progress.watermark_ms // MINUTE_MS * MINUTE_MS, start + self.max_minutes * MINUTE_MS)
-        if end <= start:
+        done = progress.minutes_done_ms
+        if end > start:
+            states, counters = spool.events(machine_id, start, end)
+            records, carry = summarize_minutes(machine, progress.carry, states, counters, start, end)
+            spool.store_minutes(machine_id, records, done_ms=end, carry=carry)
+            result.minutes = (end - start) // MINUTE_MS
+            done = end
+        if done is None:
             return result
 
-        states, counters = spool.events(machine_id, start, end)
-        records, carry = summarize_minutes(machine, progress.carry, states, counters, start, end)
-        spool.store_minutes(machine_id, records, done_ms=end, carry=carry)
-        result.minutes = (end - start) // MINUTE_MS
-
-        result.days = self._close_days(spool, machine, progress.day_done, start, end)
+        self._leaf_cache = {}
+        result.days = self._close_days(spool, machine, progress.day_done, done)
         for plan in self.plans:
-            if machine_id in plan.machines and result.days:
-                self._anchor_days(spool, plan, result.days)
+            if machine_id in plan.machines:
+                self._anchor_days(spool, plan, self._unstored_days(spool, plan, machine_id))
                 result.vouchers += self._issue(spool, plan, now_ms=now_ms, waiting=result.waiting)
         return result
 
     # -- plant days --------------------------------------------------------
 
-    def _close_days(self, spool: Spool, machine: MachineInfo, day_done: str | None, start_ms: int, end_ms: int) -> list[str]:
+    def _close_days(self, spool: Spool, machine: MachineInfo, day_done: str | None, end_ms: int) -> list[str]:
         tz = kernels.windows.zone(machine.time_zone)
         if day_done is not None:
             first = dt.date.fromisoformat(day_done) + dt.timedelta(days=1)
         else:
             first_minute = spool.db.execute("SELECT min(minute_ms) FROM minutes WHERE machine = ?", (machine.id,)).fetchone()[0]
-            first = dt.datetime.fromtimestamp((first_minute if first_minute is not None else start_ms) / 1000, tz).date()
+            if first_minute is None:
+                return []
+            first = dt.datetime.fromtimestamp(first_minute / 1000, tz).date()
         last = dt.datetime.fromtimestamp(end_ms / 1000, tz).date()
         if last < first:
             return []
@@ -255,7 +267,7 @@ class Pipeline:
         for label, day_start, day_end in zip(windows.labels, windows.start_ms.tolist(), windows.end_ms.tolist(), strict=True):
             if day_end > end_ms:
                 break
-            records = [msgspec.convert(record, MinuteRecord) for record in spool.minute_records(machine.id, day_start, day_end)]
+            records = [msgspec.json.decode(text, type=MinuteRecord) for text in spool.minute_texts(machine.id, day_start, day_end)]
             totals = kernels.totals_from_records(records, ideal_cycle_time_s=ideal)
             spool.store_day(machine.id, label, day_start, day_end, {"totals": _totals_dict(totals), "records": len(records)})
             closed.append(label)
@@ -271,6 +283,16 @@ class Pipeline:
                 return None
             total = total + kernels.Totals(**day["totals"])
         return total
+
+    def _unstored_days(self, spool: Spool, plan: AnchorPlan, machine_id: str) -> list[str]:
+        """Return the machine's closed days in the anchor's periods that have no anchor day yet."""
+        anchor = plan.anchor
+        rows = spool.db.execute(
+            "SELECT plant_date FROM days d WHERE machine = ? AND plant_date >= ? AND plant_date <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM anchor_days a WHERE a.contract = ? AND a.anchor = ? AND a.plant_date = d.plant_date) ORDER BY plant_date",
+            (machine_id, anchor.baseline.first_date.isoformat(), anchor.reporting.last_date.isoformat(), plan.contract.id, anchor.id),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def _anchor_days(self, spool: Spool, plan: AnchorPlan, dates: list[str]) -> None:
         anchor = plan.anchor
@@ -289,10 +311,22 @@ class Pipeline:
             if role == "reporting":
                 window = kernels.plant_day_windows(plan.time_zone, day, day)
                 start_ms, end_ms = int(window.start_ms[0]), int(window.end_ms[0])
-                records = [record for machine in plan.machines for record in spool.minute_records(machine, start_ms, end_ms)]
-                root, count = evidence_digest(records)
-                body.update(start_ms=start_ms, end_ms=end_ms, evidence={"merkle_root": root, "records": count, "record_schema": RECORD_SCHEMA})
+                leaves = [leaf for machine in plan.machines for leaf in self._leaves(spool, machine, start_ms, end_ms)]
+                evidence = {"merkle_root": merkle_root(leaves), "records": len(leaves), "record_schema": RECORD_SCHEMA}
+                body.update(start_ms=start_ms, end_ms=end_ms, evidence=evidence)
             spool.store_anchor_day(plan.contract.id, anchor.id, plant_date, role, body)
+
+    def _leaves(self, spool: Spool, machine: str, start_ms: int, end_ms: int) -> list[bytes]:
+        """Return the Merkle leaf hashes of a machine's records in a window, computed once per step.
+
+        The spool stores each record as its RFC 8785 canonical text, so the
+        leaf is hashed from those bytes without parsing them again; that is
+        what :func:`valuegate.edge.protocol.evidence.leaf_hash` computes.
+        """
+        key = (machine, start_ms, end_ms)
+        if key not in self._leaf_cache:
+            self._leaf_cache[key] = [hashlib.sha256(b"\x00" + text.encode("utf-8")).digest() for text in spool.minute_texts(machine, start_ms, end_ms)]
+        return self._leaf_cache[key]
 
     def _issue(self, spool: Spool, plan: AnchorPlan, *, now_ms: int, waiting: list[str]) -> list[dict[str, Any]]:
         anchor = plan.anchor

@@ -337,9 +337,10 @@ class _SessionState:
 
     async def _go_online(self) -> None:
         self.online = True
+        # Recorded before the announcement, so that a crash right after it cannot look like another agent.
+        await self.p.spool.call(_remember_instance, self.p.instance)
         status = {"schema": STATUS_SCHEMA, "state": "online", "instance": self.p.instance, "ts": _iso_now(), **self.p.status_extra()}
         self._publish("status", None, self.topics["status"], json.dumps(status).encode(), retain=True)
-        await self.p.spool.call(_remember_instance, self.p.instance)
 
     async def _check_status(self, message: Any) -> None:
         """Alarm when the status topic says another instance of this gateway is online.

@@ -308,6 +308,14 @@ class Spool:
             )
             self.db.execute("UPDATE events SET summarized = 1 WHERE machine = ? AND summarized = 0 AND ts_ms < ?", (machine, done_ms))
 
+    def minute_texts(self, machine: str, start_ms: int, end_ms: int) -> list[str]:
+        """Return the stored records (canonical JSON text) of ``machine`` in ``[start_ms, end_ms)``, in minute order."""
+        rows = self.db.execute(
+            "SELECT record FROM minutes WHERE machine = ? AND minute_ms >= ? AND minute_ms < ? ORDER BY minute_ms",
+            (machine, start_ms, end_ms),
+        ).fetchall()
+        return [row[0] for row in rows]
+
     def minute_records(self, machine: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT record FROM minutes WHERE machine = ? AND minute_ms >= ? AND minute_ms < ? ORDER BY minute_ms",
@@ -398,7 +406,7 @@ class Spool:
 class SpoolThread:
     """Runs every spool call on one dedicated thread, so fsyncs never stall the event loop.
 
-    ``await spool.call(fn, *args)`` runs ``fn(spool, *args)`` on that thread;
+    ``await spool.call(fn, *args, **kwargs)`` runs ``fn(spool, *args, **kwargs)`` on that thread;
     calls run one at a time in the order they were made.
     """
 
@@ -419,12 +427,12 @@ class SpoolThread:
             raise
         return self
 
-    async def call(self, function: Callable[..., T], *args: Any) -> T:
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._executor is None or self.spool is None:
             msg = f"the spool {self.path} is not open; use it inside `async with SpoolThread(...)`"
             raise SpoolError(msg, path=self.path)
         spool = self.spool
-        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(spool, *args))
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(spool, *args, **kwargs))
 
     async def __aexit__(self, *exc: object) -> None:
         executor, spool = self._executor, self.spool
