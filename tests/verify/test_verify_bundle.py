@@ -59,6 +59,11 @@ def test_cli_prints_verdicts_and_exit_status(tmp_path):
     assert "PASS  gw-1:3" in result.stdout
     assert "PASS  INV-20240501-" in result.stdout
     assert result.stdout.strip().endswith("PASS: 5 vouchers, 2 invoice lines")
+    as_json = run_cli("--json", str(bundle["zip"]))
+    assert as_json.exit_code == 0
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is True
+    assert [v["subject"] for v in report["vouchers"]] == [f"gw-1:{n}" for n in range(1, 6)]
 
 
 def test_one_changed_byte_fails(tmp_path):
