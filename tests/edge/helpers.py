@@ -82,7 +82,9 @@ def synthetic_body(plant_date: str, *, machine: str = "filler-1") -> dict[str, A
     }
 
 
-def issue_synthetic(spool: Spool, signer: VoucherSigner, count: int, *, first_date: str = "2026-02-01", anchor: str = "oee-filler") -> list[dict[str, Any]]:
+def issue_synthetic(
+    spool: Spool, signer: VoucherSigner, count: int, *, first_date: str = "2026-02-01", anchor: str = "oee-filler", now_ms: int = 1_770_000_000_000
+) -> list[dict[str, Any]]:
     """Store ``count`` reporting anchor days and issue one voucher each, in one transaction."""
     start = dt.date.fromisoformat(first_date)
     items = []
@@ -93,7 +95,7 @@ def issue_synthetic(spool: Spool, signer: VoucherSigner, count: int, *, first_da
         spool.store_anchor_day("c-1", anchor, plant_date, "reporting", {})
         day_start = int(dt.datetime.combine(start + dt.timedelta(days=offset), dt.time(), dt.UTC).timestamp() * 1000)
         items.append(PendingVoucher("c-1", anchor, plant_date, ("filler-1",), day_start, day_start + 86_400_000, body))
-    return signer.issue(spool, items, now_ms=1_770_000_000_000)
+    return signer.issue(spool, items, now_ms=now_ms)
 
 
 def outbox_depth(spool: Spool) -> int:
