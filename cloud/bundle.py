@@ -14,6 +14,8 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 - ``invoices.json``: invoices, credit notes and debit notes with their lines.
   Each line lists the voucher ids it was priced from, and the non-routine
   exclusions that took days out.
+- ``adjustments.json``: the contract's non-routine adjustments with their
+  reasons, who recorded them and when.
 - ``GUIDE.en.md`` and ``GUIDE.zh-CN.md``: how to check the bundle offline.
 
 Nothing in a bundle is secret. It lets an auditor re-verify every voucher
@@ -39,6 +41,7 @@ __all__ = (
     "Bundle",
     "GatewayKey",
     "document_record",
+    "adjustment_record",
     "build_bundle",
     "write_bundle",
     "read_bundle",
@@ -46,7 +49,7 @@ __all__ = (
 )
 
 BUNDLE_SCHEMA = "valuegate/bundle/v1"
-_MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json")
+_MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json", "adjustments.json")
 _GUIDES = ("GUIDE.en.md", "GUIDE.zh-CN.md")
 
 
@@ -82,6 +85,7 @@ class Bundle:
     vouchers: list[dict[str, Any]]
     keys: list[dict[str, Any]]
     documents: list[dict[str, Any]]
+    adjustments: list[dict[str, Any]]
     guides: dict[str, str]
 
 
@@ -125,6 +129,24 @@ def document_record(document: Any) -> dict[str, Any]:
     }
 
 
+def adjustment_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Serialize a stored non-routine adjustment row as bundles and packages carry it."""
+
+    def text(value: Any) -> Any:
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "anchor": row["anchor_id"],
+        "first_date": text(row["first_date"]),
+        "last_date": text(row["last_date"]),
+        "reason": row["reason"],
+        "created_by": row["created_by"],
+        "created_at": text(row["created_at"]),
+    }
+
+
 def guide_text(language: str) -> str:
     """Return the offline-verification guide shipped in every bundle, in ``en`` or ``zh-CN``."""
     name = f"guide.{language}.md"
@@ -145,6 +167,7 @@ def build_bundle(
     keys: Sequence[GatewayKey],
     documents: Sequence[Mapping[str, Any]],
     created_at: str,
+    adjustments: Sequence[Mapping[str, Any]] = (),
 ) -> bytes:
     """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line."""
 
@@ -159,6 +182,7 @@ def build_bundle(
         "vouchers.jsonl": "".join(line + "\n" for line in voucher_lines).encode("utf-8"),
         "keys.json": _json_bytes([key.record() for key in keys]),
         "invoices.json": _json_bytes(list(documents)),
+        "adjustments.json": _json_bytes(list(adjustments)),
         "GUIDE.en.md": guide_text("en").encode("utf-8"),
         "GUIDE.zh-CN.md": guide_text("zh-CN").encode("utf-8"),
     }
@@ -230,6 +254,7 @@ def read_bundle(path: str | Path) -> Bundle:
         vouchers=vouchers,
         keys=_load_json(path, "keys.json", members["keys.json"]),
         documents=_load_json(path, "invoices.json", members["invoices.json"]),
+        adjustments=_load_json(path, "adjustments.json", members["adjustments.json"]),
         guides={name: members[name].decode("utf-8", errors="replace") for name in _GUIDES if name in members},
     )
 

@@ -138,8 +138,21 @@ def _check_vouchers(bundle: Bundle, contract: Contract | None) -> tuple[list[Ver
     return verdicts, values, claims_by_id
 
 
+def _check_exclusion(verdict: Verdict, item: dict[str, Any], anchor: str, values: dict[str, VoucherValue], adjustments: dict[str, dict[str, Any]]) -> None:
+    """Check that an excluded voucher is covered by the non-routine adjustment the line names."""
+    vid, reason = item["voucher_id"], item["reason"]
+    adjustment = adjustments.get(reason.removeprefix("nonroutine_adjustment:"))
+    value = values.get(vid)
+    if adjustment is None:
+        verdict.reasons.append(f"voucher {vid} is excluded by {reason}, which is not in adjustments.json")
+    elif value is not None and (adjustment["anchor"] not in (None, anchor) or not adjustment["first_date"] <= value.plant_date <= adjustment["last_date"]):
+        verdict.reasons.append(f"voucher {vid} ({value.plant_date}) lies outside adjustment {adjustment['id']} ({adjustment['first_date']}..{adjustment['last_date']})")
+    else:
+        verdict.notes.append(f"{vid} excluded by adjustment {adjustment['id']}: {adjustment['reason']}")
+
+
 def _check_line(contract: Contract, where: str, document: dict[str, Any], line: dict[str, Any], values: dict[str, VoucherValue],
-                voucher_ok: dict[str, bool], billed: dict[tuple[str, str, str], Decimal]) -> Verdict:
+                voucher_ok: dict[str, bool], billed: dict[tuple[str, str, str], Decimal], adjustments: dict[str, dict[str, Any]]) -> Verdict:
     verdict = Verdict(where)
     anchor = line["anchor"]
     first, last = line["period_first"], line["period_last"]
@@ -154,6 +167,8 @@ def _check_line(contract: Contract, where: str, document: dict[str, Any], line: 
         if value.anchor != anchor or not first <= value.plant_date <= last:
             verdict.reasons.append(f"voucher {vid} is for {value.anchor} on {value.plant_date}, outside {anchor} {first}..{last}")
         listed.append(value)
+    for item in line.get("excluded", []):
+        _check_exclusion(verdict, item, anchor, values, adjustments)
     if verdict.reasons:
         return verdict
 
@@ -183,7 +198,8 @@ def _check_line(contract: Contract, where: str, document: dict[str, Any], line: 
     return verdict
 
 
-def _check_documents(contract: Contract | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue], voucher_ok: dict[str, bool]) -> list[Verdict]:
+def _check_documents(contract: Contract | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue], voucher_ok: dict[str, bool],
+                     adjustments: dict[str, dict[str, Any]]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     billed: dict[tuple[str, str, str], Decimal] = {}
     for document in documents:
@@ -193,7 +209,7 @@ def _check_documents(contract: Contract | None, documents: Iterable[dict[str, An
             if contract is None:
                 verdicts.append(Verdict(where, ["contract.json is invalid, so the line cannot be re-priced"]))
             else:
-                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed))
+                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed, adjustments))
         total = sum((Decimal(line["amount"]) for line in document["lines"]), Decimal(0))
         verdict = Verdict(f"{number} total")
         if total != Decimal(document["total"]):
@@ -224,5 +240,6 @@ def verify_bundle(path: str | Path) -> Report:
 
     vouchers, values, _ = _check_vouchers(bundle, contract)
     voucher_ok = {v.subject: v.ok for v in vouchers}
-    lines = _check_documents(contract, bundle.documents, values, voucher_ok)
+    adjustments = {str(item["id"]): item for item in bundle.adjustments}
+    lines = _check_documents(contract, bundle.documents, values, voucher_ok, adjustments)
     return Report(files, vouchers, lines)

@@ -13,7 +13,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from valuegate.cloud.bundle import GatewayKey, build_bundle
+from valuegate.cloud.bundle import GatewayKey, adjustment_record, build_bundle
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract
 from valuegate.cloud.store import NotFound, audit
@@ -68,8 +68,12 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         "SELECT record FROM invoice_documents WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY issued_at, number",
         (tenant_id, contract_id),
     )
+    adjustments = await _rows(
+        conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY id", (tenant_id, contract_id)
+    )
     return build_bundle(
         contract=msgspec.to_builtins(contract),
+        adjustments=[adjustment_record(row) for row in adjustments],
         vouchers=vouchers,
         keys=keys,
         documents=[row["record"] for row in documents],

@@ -11,8 +11,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.factories import voucher_chain
-from valuegate.cloud.bundle import GatewayKey, document_record, write_bundle
-from valuegate.cloud.settlement.invoice import BillingPeriod, IssuedDocument, compute_run
+from valuegate.cloud.bundle import GatewayKey, adjustment_record, document_record, write_bundle
+from valuegate.cloud.settlement.invoice import BillingPeriod, Exclusion, IssuedDocument, compute_run
 from valuegate.cloud.settlement.pricing import VoucherValue
 from valuegate.edge.protocol.contract import Contract, parse_contract
 from valuegate.edge.protocol.keys import public_key_multibase
@@ -54,17 +54,25 @@ def issued_records(result) -> list[IssuedDocument]:
     ]
 
 
-def signed_bundle(folder: Path, *, days: int = 5, late: bool = False) -> dict[str, Any]:
+REBUILD = {
+    "id": 7, "kind": "exclude_period", "anchor_id": "line-oee", "first_date": dt.date(2024, 5, 8), "last_date": dt.date(2024, 5, 8),
+    "reason": "一号线改造 line rebuild", "created_by": "user:csm", "created_at": dt.datetime(2024, 5, 20, tzinfo=dt.UTC),
+}
+
+
+def signed_bundle(folder: Path, *, days: int = 5, late: bool = False, rebuild: bool = False) -> dict[str, Any]:
     """Write ``bundle.zip`` and its unpacked folder for ``days`` signed vouchers and their May invoice.
 
     With ``late``, one more voucher for 31 May arrives after May was issued and
-    June's run carries a debit note for it.
+    June's run carries a debit note for it. With ``rebuild``, a non-routine
+    adjustment takes 8 May (voucher gw-1:3) out of settlement.
     """
     key = Ed25519PrivateKey.generate()
     contract = oee_contract()
     vouchers = voucher_chain(key, days)
     values = [VoucherValue.from_claims(doc["credentialSubject"]) for doc in vouchers]
-    may = compute_run(contract, MAY, values, [], [])
+    exclusions = [Exclusion(REBUILD["id"], REBUILD["anchor_id"], "2024-05-08", "2024-05-08", REBUILD["reason"])] if rebuild else []
+    may = compute_run(contract, MAY, values, exclusions, [])
     documents = [document_record(may.invoice)]
     if late:
         from tests.factories import make_claims
@@ -73,7 +81,7 @@ def signed_bundle(folder: Path, *, days: int = 5, late: bool = False) -> dict[st
         claims = make_claims(seq=days + 1, prev=v.voucher_hash(vouchers[-1]), plant_date=dt.date(2024, 5, 31), point=2.25, low=1.0)
         vouchers.append(v.build_voucher(claims, key))
         values.append(VoucherValue.from_claims(vouchers[-1]["credentialSubject"]))
-        june = compute_run(contract, JUNE, values, [], issued_records(may))
+        june = compute_run(contract, JUNE, values, exclusions, issued_records(may))
         documents += [document_record(note) for note in june.notes]
 
     path = write_bundle(
@@ -83,6 +91,7 @@ def signed_bundle(folder: Path, *, days: int = 5, late: bool = False) -> dict[st
         keys=[GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None)],
         documents=documents,
         created_at="2024-06-01T00:00:00Z",
+        adjustments=[adjustment_record(REBUILD)] if rebuild else [],
     )
     unpacked = folder / "unpacked"
     with zipfile.ZipFile(path) as archive:

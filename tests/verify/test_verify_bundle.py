@@ -145,6 +145,21 @@ def test_debit_note_for_late_voucher_verifies(tmp_path):
     assert any("is not recomputed 19500.00 minus previously billed 14000.00" in r for reasons in bad.values() for r in reasons)
 
 
+def test_exclusion_needs_its_adjustment(tmp_path):
+    bundle = signed_bundle(tmp_path, rebuild=True)
+    line = bundle["documents"][0]["lines"][0]
+    # 4 counted days x 1.5 points x 2,000 CNY; 8 May is out.
+    assert line["amount"] == "12000.00"
+    assert line["excluded"] == [{"voucher_id": "gw-1:3", "reason": "nonroutine_adjustment:7"}]
+    report = verify_bundle(bundle["zip"])
+    assert report.ok, report.as_dict()
+    assert "gw-1:3 excluded by adjustment 7: 一号线改造 line rebuild" in report.lines[0].notes
+
+    (bundle["folder"] / "adjustments.json").write_text("[]")
+    bad = failed(verify_bundle(bundle["folder"]).lines)
+    assert any("excluded by nonroutine_adjustment:7, which is not in adjustments.json" in r for reasons in bad.values() for r in reasons)
+
+
 def test_unreadable_bundle_exits_2(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     result = run_cli(str(tmp_path / "junk.zip"))
