@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from valuegate.edge.protocol.voucher import VoucherError
 
@@ -74,7 +74,7 @@ def _decimal(value: float | None) -> Decimal | None:
 def _voucher_row(item: CheckedVoucher, site_id: str) -> tuple[Any, ...]:
     claims = item.claims
     # The document is stored as received: its bytes parsed to the same JSON the checks read.
-    document = Jsonb(item.payload.decode(), dumps=_as_is)
+    document = Json(item.payload.decode(), dumps=_as_is)
     return (
         claims.voucher_id, claims.tenant, site_id, claims.gateway, claims.seq, claims.contract, claims.anchor,
         item.period_start, item.period_end, dt.date.fromisoformat(claims.period.plant_date), claims.metric.name, claims.delta.quantity,
@@ -96,7 +96,7 @@ _COPY_VOUCHERS = (
     " sufficient, evidence_root, evidence_records, issued_at, issuer, document) FROM STDIN (FORMAT BINARY)"
 )
 _VOUCHER_TYPES = ["text", "text", "text", "text", "int8", "text", "text", "timestamptz", "timestamptz", "date", "text", "text",
-                  "numeric", "numeric", "numeric", "numeric", "numeric", "bool", "bool", "text", "int4", "timestamptz", "text", "jsonb"]  # fmt: skip
+                  "numeric", "numeric", "numeric", "numeric", "numeric", "bool", "bool", "text", "int4", "timestamptz", "text", "json"]  # fmt: skip
 _COPY_CHAIN = (
     "COPY voucher_chain (gateway_id, seq, voucher_id, tenant_id, contract_id, anchor_id, hash, prev, period_start)"
     " FROM STDIN (FORMAT BINARY)"

@@ -18,7 +18,6 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import base58
 import msgspec
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -98,6 +97,22 @@ class CheckedVoucher:
     payload: bytes
 
 
+_SAFE = 2**53
+_B58 = {char: index for index, char in enumerate("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")}
+
+
+def _b58decode(text: str) -> bytes:
+    """Decode base58btc (Bitcoin alphabet); raises ValueError on other characters."""
+    number = 0
+    try:
+        for char in text:
+            number = number * 58 + _B58[char]
+    except KeyError as exc:
+        raise ValueError(f"invalid base58 character {exc.args[0]!r}") from None
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\0" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
 class _NotFast(Exception):
     """The document holds something the fast canonical form does not cover."""
 
@@ -117,27 +132,42 @@ def _es_number(value: float) -> bytes:
     return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}".encode()
 
 
+def _float(value: float) -> Any:
+    if not math.isfinite(value):
+        raise _NotFast
+    if value.is_integer() and -_SAFE < value < _SAFE:
+        return int(value)
+    return msgspec.Raw(_es_number(value))
+
+
+def _leaf(item: Any) -> Any:
+    kind = type(item)
+    if kind is str or kind is bool or item is None:
+        return item
+    if kind is int:
+        if -_SAFE < item < _SAFE:
+            return item
+        raise _NotFast
+    if kind is float:
+        return _float(item)
+    return _prepare(item)
+
+
 def _prepare(value: Any) -> Any:
     # Floats become their RFC 8785 text; dict keys must be ASCII, where code point
-    # order equals the UTF-16 order that RFC 8785 sorts by.
-    if isinstance(value, dict):
+    # order equals the UTF-16 order that RFC 8785 sorts by. Values come from JSON,
+    # so only dict, list, str, int, float, bool and None occur.
+    kind = type(value)
+    if kind is dict:
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str) or not key.isascii():
+            if not key.isascii():
                 raise _NotFast
-            out[key] = _prepare(item)
+            out[key] = _leaf(item)
         return out
-    if isinstance(value, list):
-        return [_prepare(item) for item in value]
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _NotFast
-        if value.is_integer() and abs(value) < 2**53:
-            return int(value)
-        return msgspec.Raw(_es_number(value))
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
-        raise _NotFast
-    return value
+    if kind is list:
+        return [_leaf(item) for item in value]
+    return _leaf(value)
 
 
 def _prepared(document: Any) -> Any | None:
@@ -189,7 +219,7 @@ def _fast_signature_ok(document: dict[str, Any], prepared: dict[str, Any] | None
         return False
     try:
         key = _public_key(method)
-        signature = base58.b58decode(value[1:])
+        signature = _b58decode(value[1:])
         key.verify(signature, hashlib.sha256(config_bytes).digest() + hashlib.sha256(unsecured_bytes).digest())
     except (InvalidSignature, KeyFormatError, ValueError):
         return False

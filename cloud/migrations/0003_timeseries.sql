@@ -25,10 +25,20 @@ CREATE TABLE vouchers (
     evidence_records  integer NOT NULL,
     issued_at         timestamptz NOT NULL,
     issuer            text NOT NULL,
-    document          jsonb NOT NULL,
+    -- The signed voucher exactly as received; json keeps the bytes, which jsonb would reorder.
+    document          json NOT NULL,
     stored_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (voucher_id, period_start)
 );
+-- lz4 compresses a few-kilobyte document several times faster than the default pglz.
+DO $$
+BEGIN
+    ALTER TABLE vouchers ALTER COLUMN document SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 is not available in this PostgreSQL build; voucher documents use the default compression';
+END
+$$;
+
 CREATE INDEX vouchers_contract ON vouchers (tenant_id, contract_id, anchor_id, period_start)
     INCLUDE (quantity, delta_point, delta_low, running_day, sufficient, reporting_value);
 

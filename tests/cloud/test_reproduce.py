@@ -153,3 +153,13 @@ def test_fast_hash_equals_voucher_hash() -> None:
     gateway = Gateway("acme", "plant1", "gw-a1", Ed25519PrivateKey.generate())
     document = json.loads(json.dumps(gateway.next_voucher(point=1e-7)))
     assert voucher_hash_fast(document) == v.voucher_hash(document)
+
+
+@hypothesis.settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@hypothesis.given(st.binary(max_size=80))
+def test_base58_decoder_matches_library(data: bytes) -> None:
+    import base58
+
+    from valuegate.cloud.verify import _b58decode
+
+    assert _b58decode(base58.b58encode(data).decode()) == data
