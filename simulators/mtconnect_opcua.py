@@ -108,7 +108,7 @@ class MtconnectOpcUaSimulator(ReplayService):
         self.faults = [parse_fault(item, protocol="opcua") if isinstance(item, str) else item for item in faults]
         self._next_event = 0
         self._part_count_adjust = 0
-        self._last_part_count = 0
+        self._last_part_count = int(recording.initial.get("part_count") or 0)
         self._log = log.bind(recording=recording.name, device=recording.device)
 
     @property
