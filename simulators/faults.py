@@ -24,8 +24,8 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
         float("inf"),
         "Modbus: requests touching holding registers start..start+count-1 get exception `code` (default 2, illegal data address)",
     ),
-    "timeout": ({"for": float}, 5.0, "Modbus: no response for `for` seconds, so clients time out"),
-    "slow": ({"delay_ms": int, "for": float}, 10.0, "Modbus: every response `delay_ms` late for `for` seconds"),
+    "timeout": ({"for": float}, 5.0, "no response for `for` seconds, so clients time out (OPC UA: Read and Write requests)"),
+    "slow": ({"delay_ms": int, "for": float}, 10.0, "every response `delay_ms` late for `for` seconds (OPC UA: Read and Write requests)"),
     "drop": ({}, None, "close every client connection"),
     "server_restart": ({"down": float}, None, "stop the server, stay down `down` seconds (default 1), listen again on the same port"),
     "plc_restart": (
@@ -48,7 +48,9 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
 }
 
 MODBUS_FAULTS = frozenset(("exception", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset"))
-OPCUA_FAULTS = frozenset(("bad", "uncertain", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset"))
+OPCUA_FAULTS = frozenset(
+    ("bad", "uncertain", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset")
+)
 FAULT_HELP = "\n".join(f"{kind}: {text}" for kind, (_, _, text) in _KINDS.items())
 
 

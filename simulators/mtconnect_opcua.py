@@ -209,6 +209,10 @@ class MtconnectOpcUaSimulator(ReplayService):
             await self.server.override_status(names, status, now)
             if spec.duration_s is not None and spec.duration_s != float("inf"):
                 self._spawn(self._clear_later(names, spec.duration_s), "fault-clear")
+        elif spec.kind == "slow":
+            self.server.delay_responses(int(spec.option("delay_ms", 500)) / 1000, duration_s=float(spec.duration_s or 0.0))
+        elif spec.kind == "timeout":
+            self.server.hold_responses(duration_s=float(spec.duration_s or 0.0))
         elif spec.kind == "drop":
             self.server.drop_connections()
         elif spec.kind == "server_restart":

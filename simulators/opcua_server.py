@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import structlog
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 
 __all__ = ("VariableSpec", "VariableServer", "utc_datetime")
 
@@ -64,6 +66,8 @@ class VariableServer:
         self._node_ids: dict[str, ua.NodeId] = {}
         self._values: dict[str, ua.DataValue] = {}
         self._overrides: dict[str, ua.StatusCode] = {}
+        self._delay_s = 0.0
+        self._delay_until = 0.0
         source = initial_source or datetime.now(timezone.utc)
         for spec in variables:
             self._values[spec.name] = ua.DataValue(
@@ -109,6 +113,23 @@ class VariableServer:
             if self._overrides.pop(name, None) is not None:
                 await self.write(name, self._values[name].Value.Value, source)
 
+    def delay_responses(self, delay_s: float, *, duration_s: float) -> None:
+        """Delay the response to every client Read and Write by ``delay_s`` for ``duration_s``."""
+        self._delay_s = delay_s
+        self._delay_until = time.monotonic() + duration_s
+
+    def hold_responses(self, *, duration_s: float) -> None:
+        """Answer no Read or Write until ``duration_s`` has passed, so that clients time out."""
+        self._delay_until = time.monotonic() + duration_s
+        self._delay_s = -1.0
+
+    async def _before_request(self, event: Any, dispatcher: Any) -> None:
+        """Server callback before each client Read and Write: apply an active delay."""
+        remaining = self._delay_until - time.monotonic()
+        if remaining <= 0 or not self._delay_s:
+            return
+        await asyncio.sleep(remaining if self._delay_s < 0 else self._delay_s)
+
     def drop_connections(self) -> int:
         """Close every client connection; return how many were closed."""
         if self._server is None:
@@ -144,6 +165,8 @@ class VariableServer:
             self._node_ids[name] = node.nodeid
         for name, data_value in self._values.items():
             await server.write_attribute_value(self._node_ids[name], data_value)
+        server.subscribe_server_callback(CallbackType.PreRead, self._before_request)
+        server.subscribe_server_callback(CallbackType.PreWrite, self._before_request)
         try:
             await server.start()
         except OSError as exc:

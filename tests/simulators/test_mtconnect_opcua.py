@@ -196,3 +196,19 @@ async def test_bottling_over_opcua() -> None:
     assert [value for value, _ in received] == expected
     assert [int(moment.timestamp() * 1000) for _, moment in received] == instants
     assert handler.changes["PartCount"][-1][0] == 50_000 + sum(hour.containers for hour in record.hours)
+
+
+async def test_slow_and_timeout_reads() -> None:
+    import time
+
+    async with MtconnectOpcUaSimulator("hurco02", days=1, paused=True) as sim:
+        async with Client(sim.endpoint, timeout=0.5) as client:
+            await sim.inject("slow:delay_ms=300,for=5")
+            started = time.monotonic()
+            assert (await _read(client, "Execution")).Value.Value == "READY"
+            assert time.monotonic() - started >= 0.3
+            sim.server.delay_responses(0, duration_s=0)
+
+            await sim.inject("timeout:for=1")
+            with pytest.raises((asyncio.TimeoutError, ua.UaError, ConnectionError)):
+                await _read(client, "Execution")
