@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from valuegate.cloud import reports
@@ -115,7 +115,7 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
 
 
 @get("/contracts/{contract_id:str}", guards=[ANY_ROLE], name="web:contract")
-async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Response[str]:
+async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Response[str]:
     principal = principal_of(request)
     tenant = principal.tenant_id
     language = language_of(request)
@@ -158,7 +158,7 @@ def _flash(request: Request[Any, Any, Any], language: str) -> str | None:
 
 
 @get("/contracts/{contract_id:str}/machines/{machine_id:str}", guards=[ANY_ROLE], name="web:machine")
-async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id: str, machine_id: str) -> Response[str]:
+async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], machine_id: FromPath[str]) -> Response[str]:
     principal = principal_of(request)
     language = language_of(request)
     contract, _ = await settlement.load_contract(conn, principal.tenant_id, contract_id)
@@ -191,7 +191,7 @@ class AdjustmentForm(msgspec.Struct):
 
 @post("/contracts/{contract_id:str}/adjustments", guards=[requires(*CSM_EDIT)], name="web:add-adjustment", status_code=303)
 async def add_adjustment(
-    request: Request[Any, Any, Any], conn: Conn, contract_id: str, data: Annotated[AdjustmentForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+    request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], data: Annotated[AdjustmentForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
 ) -> Redirect:
     principal = principal_of(request)
     forbid_unless(principal, *CSM_EDIT)

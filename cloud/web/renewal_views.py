@@ -13,7 +13,7 @@ from typing import Annotated
 
 from litestar import MediaType, Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
 
@@ -49,7 +49,7 @@ async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
 
 
 @post("/contracts/{contract_id:str}/renewal-check", guards=[requires(*CSM_EDIT)], name="web:renewal-check", status_code=303)
-async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Redirect:
+async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Redirect:
     principal = principal_of(request)
     created = await renewal.check_renewals(conn, principal.tenant_id, contract_id, today=dt.datetime.now(dt.UTC).date(), actor=principal.actor)
     await conn.commit()
@@ -65,7 +65,7 @@ async def _package(request: Request[Any, Any, Any], conn: Any, package_id: int) 
 
 
 @get("/packages/{package_id:int}", guards=[ANY_ROLE], name="web:package")
-async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: int) -> Response[str]:
+async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Response[str]:
     package = await _package(request, conn, package_id)
     language = language_of(request)
     contract_currency = (package["detail"] or {}).get("currency", "CNY")
@@ -81,7 +81,7 @@ async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: 
 
 
 @get("/packages/{package_id:int}/package.zip", guards=[ANY_ROLE], name="web:package-archive")
-async def package_archive(request: Request[Any, Any, Any], conn: Conn, package_id: int) -> Response[bytes]:
+async def package_archive(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Response[bytes]:
     package = await _package(request, conn, package_id)
     name = f"{package['contract_id']}.renewal-{package_id}.zip"
     return Response(bytes(package["archive"]), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -91,7 +91,7 @@ _MEMBERS = {"summary.html": MediaType.HTML, "summary.pdf": "application/pdf", "b
 
 
 @get("/packages/{package_id:int}/{member:str}", guards=[ANY_ROLE], name="web:package-member")
-async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id: int, member: str) -> Response[bytes]:
+async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int], member: FromPath[str]) -> Response[bytes]:
     if member not in _MEMBERS:
         raise NotFound(f"package part {member!r} not found; choose one of {', '.join(_MEMBERS)}")
     package = await _package(request, conn, package_id)

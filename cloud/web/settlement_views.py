@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from valuegate.cloud.api.deps import Conn
@@ -34,7 +34,7 @@ class RunForm(msgspec.Struct):
 
 @post("/contracts/{contract_id:str}/runs", guards=[requires("finance")], name="web:run-invoice", status_code=303)
 async def run_invoice(
-    request: Request[Any, Any, Any], conn: Conn, contract_id: str, data: Annotated[RunForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+    request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], data: Annotated[RunForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
 ) -> Redirect:
     principal = principal_of(request)
     try:
@@ -46,7 +46,7 @@ async def run_invoice(
 
 
 @get("/runs/{run_id:int}", guards=[requires(*FINANCE_VIEW)], name="web:run")
-async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[str]:
+async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[str]:
     principal = principal_of(request)
     run = await settlement.get_run(conn, principal.tenant_id, run_id)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
@@ -55,7 +55,7 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> 
 
 
 @post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)
-async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Redirect:
+async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Redirect:
     principal = principal_of(request)
     await settlement.approve_run(conn, principal.tenant_id, run_id, actor=principal.actor)
     return Redirect(f"/runs/{run_id}", status_code=303)
@@ -76,21 +76,21 @@ def _attachment(name: str) -> dict[str, str]:
 
 
 @get("/runs/{run_id:int}/export.csv", guards=[requires(*FINANCE_VIEW)], name="web:export-csv")
-async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[bytes]:
+async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[bytes]:
     run, documents, adjustments, _, language = await _export_parts(request, conn, run_id)
     body = export.csv_bytes(documents, adjustments, language)
     return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{run['invoice_number']}.{language}.csv"))
 
 
 @get("/runs/{run_id:int}/export.pdf", guards=[requires(*FINANCE_VIEW)], name="web:export-pdf")
-async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: int) -> Response[bytes]:
+async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[bytes]:
     run, documents, adjustments, contract, language = await _export_parts(request, conn, run_id)
     body = export.pdf_bytes(run=run, documents=documents, adjustments=adjustments, contract=contract, language=language)
     return Response(body, media_type="application/pdf", headers=_attachment(f"{run['invoice_number']}.{language}.pdf"))
 
 
 @get("/contracts/{contract_id:str}/bundle.zip", guards=[requires(*FINANCE_VIEW)], name="web:bundle")
-async def bundle_download(request: Request[Any, Any, Any], conn: Conn, contract_id: str) -> Response[bytes]:
+async def bundle_download(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Response[bytes]:
     principal = principal_of(request)
     body = await contract_bundle(conn, principal.tenant_id, contract_id, created_at=dt.datetime.now(dt.UTC))
     return Response(body, media_type="application/zip", headers=_attachment(f"{contract_id}.bundle.zip"))
