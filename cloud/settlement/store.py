@@ -169,7 +169,10 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
     The same period and inputs give the same invoice number, documents and totals.
     """
     await _lock(conn, tenant_id, contract_id)
-    await load_contract(conn, tenant_id, contract_id)
+    contract, _ = await load_contract(conn, tenant_id, contract_id)
+    if period.last < contract.start or period.first > contract.end:
+        msg = f"billing period {period.label} lies outside the term of contract {contract_id!r} ({contract.start}..{contract.end}); choose dates within the term"
+        raise Invalid(msg, code="period_outside_term")
     existing = await _rows(
         conn,
         "SELECT * FROM invoice_runs WHERE tenant_id = %s AND contract_id = %s AND period_first = %s AND period_last = %s",

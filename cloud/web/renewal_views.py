@@ -21,7 +21,7 @@ from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
-from valuegate.cloud.renewal.triggers import Firing
+from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.store import Invalid, NotFound
 
 from .i18n import DEFAULT_LANGUAGE, normalize
@@ -51,7 +51,10 @@ async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
 @post("/contracts/{contract_id:str}/renewal-check", guards=[requires(*CSM_EDIT)], name="web:renewal-check", status_code=303)
 async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Redirect:
     principal = principal_of(request)
-    created = await renewal.check_renewals(conn, principal.tenant_id, contract_id, today=dt.datetime.now(dt.UTC).date(), actor=principal.actor)
+    try:
+        created = await renewal.check_renewals(conn, principal.tenant_id, contract_id, today=dt.datetime.now(dt.UTC).date(), actor=principal.actor)
+    except TriggerError as exc:
+        raise Invalid(str(exc), code="invalid_trigger") from exc
     await conn.commit()
     # Deliveries retry with backoff, so they run after the response has gone out.
     task = None

@@ -112,6 +112,13 @@ async def test_adjustment_excludes_days_and_is_audited(seeded):
             await settlement.add_adjustment(conn, "acme", "C-1", anchor_id="nope", first_date=dt.date(2024, 5, 8), last_date=dt.date(2024, 5, 9), reason="x", actor="csm")
 
 
+async def test_period_outside_term_is_rejected(seeded):
+    dsn, _, _ = seeded
+    async with await connect(dsn) as conn:
+        with pytest.raises(Invalid, match="lies outside the term of contract 'C-1'"):
+            await settlement.run_invoice(conn, "acme", "C-1", BillingPeriod(dt.date(2025, 1, 1), dt.date(2025, 1, 31)), actor="fin")
+
+
 async def test_other_tenant_sees_nothing(seeded):
     dsn, _, _ = seeded
     async with await connect(dsn) as conn:
