@@ -39,8 +39,13 @@ def _csv_rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-async def _poll_until_done(client: AsyncModbusTcpClient, sim: BottlingModbusSimulator) -> list[dict[str, int]]:
-    """Poll registers 0-11 until the done coil is set; return one entry per distinct (state, since)."""
+async def _poll_until_done(
+    client: AsyncModbusTcpClient, sim: BottlingModbusSimulator, *, until_since: int | None = None
+) -> list[dict[str, int]]:
+    """Poll registers 0-11 until the done coil is set (or a state begins at ``until_since``).
+
+    Return one entry per distinct (state, since).
+    """
     seen: list[dict[str, int]] = []
     while True:
         response = await client.read_holding_registers(0, count=12)
@@ -58,6 +63,8 @@ async def _poll_until_done(client: AsyncModbusTcpClient, sim: BottlingModbusSimu
             seen.append(snapshot)
         else:
             seen[-1] = snapshot
+        if until_since is not None and snapshot["since"] == until_since:
+            return seen
         coils = await client.read_coils(0, count=1)
         if coils.bits[0]:
             return seen
@@ -110,7 +117,7 @@ async def test_thirty_second_stop_keeps_its_duration() -> None:
         client = AsyncModbusTcpClient("127.0.0.1", port=sim.port)
         await client.connect()
         try:
-            seen = await asyncio.wait_for(_poll_until_done(client, sim), timeout=40)
+            seen = await asyncio.wait_for(_poll_until_done(client, sim, until_since=end), timeout=40)
         finally:
             client.close()
 

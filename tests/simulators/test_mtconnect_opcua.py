@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -114,7 +115,7 @@ async def test_hurco_part_count_and_program_status() -> None:
     assert handler.changes["PartCount"] == expected_count
 
 
-async def test_bad_and_uncertain_status_faults() -> None:
+async def test_status_slow_and_timeout_faults() -> None:
     async with MtconnectOpcUaSimulator("mazak03", days=1, paused=True) as sim:
         async with Client(sim.endpoint) as client:
             await sim.inject("bad:node=Execution,for=0.4")
@@ -130,6 +131,17 @@ async def test_bad_and_uncertain_status_faults() -> None:
             assert uncertain.StatusCode.name == "UncertainLastUsableValue"
             assert uncertain.Value.Value == "UNAVAILABLE"
             await _eventually(lambda: _is_good(client, "ControllerMode"))
+
+        async with Client(sim.endpoint, timeout=0.5) as client:
+            await sim.inject("slow:delay_ms=300,for=5")
+            started = time.monotonic()
+            assert (await _read(client, "Execution")).Value.Value == "UNAVAILABLE"
+            assert time.monotonic() - started >= 0.3
+            sim.server.delay_responses(0, duration_s=0)
+
+            await sim.inject("timeout:for=1")
+            with pytest.raises((asyncio.TimeoutError, ua.UaError, ConnectionError)):
+                await _read(client, "Execution")
 
 
 async def _is_good(client: Client, name: str) -> bool:
@@ -197,18 +209,3 @@ async def test_bottling_over_opcua() -> None:
     assert [int(moment.timestamp() * 1000) for _, moment in received] == instants
     assert handler.changes["PartCount"][-1][0] == 50_000 + sum(hour.containers for hour in record.hours)
 
-
-async def test_slow_and_timeout_reads() -> None:
-    import time
-
-    async with MtconnectOpcUaSimulator("hurco02", days=1, paused=True) as sim:
-        async with Client(sim.endpoint, timeout=0.5) as client:
-            await sim.inject("slow:delay_ms=300,for=5")
-            started = time.monotonic()
-            assert (await _read(client, "Execution")).Value.Value == "READY"
-            assert time.monotonic() - started >= 0.3
-            sim.server.delay_responses(0, duration_s=0)
-
-            await sim.inject("timeout:for=1")
-            with pytest.raises((asyncio.TimeoutError, ua.UaError, ConnectionError)):
-                await _read(client, "Execution")
