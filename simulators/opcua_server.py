@@ -119,7 +119,7 @@ class VariableServer:
         self._delay_until = time.monotonic() + duration_s
 
     def hold_responses(self, *, duration_s: float) -> None:
-        """Answer no Read or Write until ``duration_s`` has passed, so that clients time out."""
+        """Hold every Read and Write response until ``duration_s`` has passed, so that clients time out."""
         self._delay_until = time.monotonic() + duration_s
         self._delay_s = -1.0
 
