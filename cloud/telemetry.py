@@ -3,28 +3,61 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
 from psycopg.types.json import set_json_dumps
 
-from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, TelemetryBatch
+from valuegate.edge.protocol.records import TELEMETRY_SCHEMA
 
 from .verify import GatewayInfo, Topic
 
 __all__ = ("TelemetryError", "CheckedBatch", "check_batch", "store_batches")
 
 Conn = psycopg.AsyncConnection[Any]
-_MINUTE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):00Z$")
-# Counts must fit the bigint and integer columns they are stored in.
-_MAX_COUNT = 2**62
-_MAX_STOPS = 2**31 - 1
-_decoder = msgspec.json.Decoder(TelemetryBatch)
 _valid_days: dict[str, bool] = {}
+
+# The record of valuegate.edge.protocol.records with the ranges the database columns need,
+# checked by msgspec while it decodes: state and reason times 0..60000 ms, counts that fit
+# bigint (stops: integer), and a UTC minute start. Field names match MinuteRecord exactly.
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=60_000)]
+_Count = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
+
+
+class _Record(msgspec.Struct, forbid_unknown_fields=True):
+    machine: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    minute: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:00Z$")]
+    running_ms: _Ms
+    idle_ms: _Ms
+    planned_stop_ms: _Ms
+    unplanned_stop_ms: _Ms
+    changeover_ms: _Ms
+    offline_ms: _Ms
+    produced: _Count
+    reject: _Count
+    stops: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    reasons: dict[str, _Ms]
+    uncertain_ms: _Ms
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    schema: str
+    tenant: str
+    site: str
+    gateway: str
+    records: list[_Record]
+
+
+class _SchemaOnly(msgspec.Struct):
+    schema: Any = None
+
+
+_decoder = msgspec.json.Decoder(_Batch)
+# Reads only the schema field and skips the rest, so an unknown version is rejected before a full decode.
+_schema_decoder = msgspec.json.Decoder(_SchemaOnly)
 
 
 class TelemetryError(ValueError):
@@ -39,7 +72,7 @@ class TelemetryError(ValueError):
 class CheckedBatch:
     """A telemetry message that passed its checks, with the gateway it belongs to."""
 
-    batch: TelemetryBatch
+    batch: _Batch
     gateway: GatewayInfo
 
 
@@ -56,35 +89,33 @@ def _day_ok(day: str) -> bool:
     return known
 
 
-def _check_record(record: Any) -> str | None:
-    match = _MINUTE.match(record.minute)
-    if match is None or not _day_ok(record.minute[:10]) or int(match[4]) > 23 or int(match[5]) > 59:
-        return f"minute {record.minute!r} of machine {record.machine!r} is not a UTC minute start like 2026-01-31T08:15:00Z"
-    states = (record.running_ms, record.idle_ms, record.planned_stop_ms, record.unplanned_stop_ms, record.changeover_ms, record.offline_ms)
-    if min(states) < 0 or sum(states) > 60_000:
-        return f"state milliseconds of machine {record.machine!r} at {record.minute} are {states}: each must be >= 0 and together at most 60000"
-    if not (0 <= record.produced < _MAX_COUNT and 0 <= record.reject < _MAX_COUNT and 0 <= record.stops <= _MAX_STOPS and 0 <= record.uncertain_ms <= 60_000):
-        return f"counts of machine {record.machine!r} at {record.minute} are invalid: produced {record.produced}, reject {record.reject}, stops {record.stops}, uncertain_ms {record.uncertain_ms}"
-    if not record.machine or (record.reasons and not 0 <= min(record.reasons.values()) <= max(record.reasons.values()) <= 60_000):
-        return f"record of machine {record.machine!r} at {record.minute} has an empty machine id or a reason time outside 0..60000"
+def _check_record(record: _Record) -> str | None:
+    if not _day_ok(record.minute[:10]):
+        return f"minute {record.minute!r} of machine {record.machine!r} is not a calendar date; write a UTC minute start like 2026-01-31T08:15:00Z"
+    states = record.running_ms + record.idle_ms + record.planned_stop_ms + record.unplanned_stop_ms + record.changeover_ms + record.offline_ms
+    if states > 60_000:
+        return f"state milliseconds of machine {record.machine!r} at {record.minute} add up to {states}, more than one minute (60000)"
     return None
 
 
 def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) -> CheckedBatch:
     """Decode and check one telemetry message; raise :class:`TelemetryError` on the first problem, storing nothing of it."""
     try:
-        raw = msgspec.json.decode(payload)
+        schema = _schema_decoder.decode(payload).schema
+    except msgspec.ValidationError:
+        schema = None
     except msgspec.DecodeError as exc:
         raise TelemetryError("invalid_json", f"payload is not valid JSON: {exc}") from exc
     if b"\\u0000" in payload:
         raise TelemetryError("invalid_json", "payload holds a NUL character (\\u0000), which PostgreSQL text cannot store")
-    schema = raw.get("schema") if isinstance(raw, dict) else None
     if schema != TELEMETRY_SCHEMA:
         raise TelemetryError("schema_version", f"unknown telemetry schema version {schema!r}; this service reads {TELEMETRY_SCHEMA!r}")
     try:
         batch = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise TelemetryError("schema", f"telemetry does not match {TELEMETRY_SCHEMA}: {exc}") from exc
+        # Out-of-range values inside a record are invalid records; anything else is the wrong shape.
+        code = "invalid_record" if "$.records[" in str(exc) and ("Expected `int` >=" in str(exc) or "Expected `int` <" in str(exc) or "match pattern" in str(exc) or "length" in str(exc)) else "schema"
+        raise TelemetryError(code, f"telemetry does not match {TELEMETRY_SCHEMA}: {exc}") from exc
     if (batch.tenant, batch.site, batch.gateway) != (topic.tenant, topic.site, topic.gateway):
         msg = f"telemetry names {batch.tenant}/{batch.site}/{batch.gateway} but arrived on {topic.tenant}/{topic.site}/{topic.gateway}"
         raise TelemetryError("topic_mismatch", msg)

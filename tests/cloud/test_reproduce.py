@@ -163,3 +163,9 @@ def test_base58_decoder_matches_library(data: bytes) -> None:
     from valuegate.cloud.verify import _b58decode
 
     assert _b58decode(base58.b58encode(data).decode()) == data
+
+
+def test_telemetry_record_fields_match_protocol() -> None:
+    from valuegate.cloud.telemetry import _Record
+
+    assert _Record.__struct_fields__ == MinuteRecord.__struct_fields__
