@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -98,7 +97,3 @@ async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int
         " ORDER BY received_at DESC, id DESC LIMIT %s",
         (tenant_id, contract_id, limit),
     )
-
-
-def to_float(value: Decimal | float | None) -> float | None:
-    return None if value is None else float(value)
