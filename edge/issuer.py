@@ -14,7 +14,8 @@ from . import outbox
 from .keys import SigningKey, load_signing_key, read_rotations
 from .outbox import PendingVoucher
 from .protocol.keyrotation import key_for_seq, parse_rotation
-from .protocol.voucher import SCHEMA, Claims, build_voucher, voucher_id
+from .jcs import sign_voucher
+from .protocol.voucher import SCHEMA, Claims, voucher_id
 from .spool import Spool
 
 __all__ = ("VoucherSigner", "claims_from", "iso_utc")
@@ -103,7 +104,7 @@ class VoucherSigner:
 
     def sign(self, seq: int, prev: str | None, item: PendingVoucher, *, issued_at: str) -> dict[str, Any]:
         claims = claims_from(item.body, tenant=self.tenant, site=self.site, gateway=self.gateway, seq=seq, prev=prev, issued_at=issued_at)
-        return build_voucher(claims, self.key.private_key)
+        return sign_voucher(claims, self.key.private_key, method=self.key.verification_method, issuer=self.key.verification_method.partition("#")[0])
 
     def issue(self, spool: Spool, items: Sequence[PendingVoucher], *, now_ms: int) -> list[dict[str, Any]]:
         """Number, sign and store ``items`` in one spool transaction; return the signed vouchers."""

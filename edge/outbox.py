@@ -15,10 +15,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol.voucher import voucher_hash
+from .jcs import chain_hash
 from .spool import Spool
 
-__all__ = ("PendingVoucher", "OutboxEntry", "ChainHead", "issue_vouchers", "ack", "pending", "chain_head", "outbox_stats")
+__all__ = (
+    "PendingVoucher",
+    "OutboxEntry",
+    "ChainHead",
+    "issue_vouchers",
+    "ack",
+    "pending",
+    "chain_head",
+    "outbox_stats",
+    "unpublished_records",
+    "mark_published",
+    "records_for",
+    "voucher_span",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ def issue_vouchers(
                 "UPDATE anchor_days SET seq = ? WHERE contract = ? AND anchor = ? AND plant_date = ?",
                 (seq, item.contract, item.anchor, item.plant_date),
             )
-            prev = voucher_hash(document)
+            prev = chain_hash(document)
             seq += 1
             issued.append(document)
         spool.set_meta("next_seq", str(seq))

@@ -33,7 +33,7 @@ from .issuer import VoucherSigner, iso_utc
 from .outbox import PendingVoucher
 from .spool import Carry, CounterReading, Spool, StateEvent
 
-__all__ = ("MachineInfo", "AnchorPlan", "StepResult", "Pipeline", "summarize_minutes")
+__all__ = ("MachineInfo", "AnchorPlan", "StepResult", "Pipeline", "summarize_minutes", "canonical_record")
 
 MINUTE_MS = kernels.MINUTE_MS
 UNPLANNED = STATES.index("unplanned_stop")
@@ -177,12 +177,33 @@ def summarize_minutes(
             reasons={names[r]: int(table.reason_ms[m, r]) for r in range(len(names)) if table.reason_ms[m, r]},
             uncertain_ms=int(uncertain_ms[m]),
         )
-        records.append((minute_ms, canonicalize(msgspec.to_builtins(record)).decode("utf-8")))
+        records.append((minute_ms, canonical_record(record)))
 
     last = states[-1] if states else None
     end_state = (last.code, last.reason, last.uncertain) if last is not None else (first_code, first_reason, first_uncertain)
     code = end_state[0] if end_state[0] >= 0 else STATES.index("offline")
     return records, Carry(int(code), end_state[1], bool(end_state[2]), counter_carry)
+
+
+def canonical_record(record: MinuteRecord) -> str:
+    """Return the RFC 8785 canonical JSON text of a minute record.
+
+    A record holds only integers and strings, and msgspec's sorted encoding
+    of those is byte-identical to RFC 8785 as long as no key contains a
+    character at or above U+D800, where UTF-16 order (RFC 8785) and code
+    point order (msgspec) can differ; reason codes with such characters go
+    through the rfc8785 package instead.
+    """
+    if all(max(map(ord, code), default=0) < 0xD800 for code in record.reasons):
+        return _ENCODER.encode(record_dict(record)).decode("utf-8")
+    return canonicalize(msgspec.to_builtins(record)).decode("utf-8")
+
+
+def record_dict(record: MinuteRecord) -> dict[str, Any]:
+    return msgspec.structs.asdict(record)
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 def _totals_dict(totals: kernels.Totals) -> dict[str, Any]:

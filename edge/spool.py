@@ -11,6 +11,11 @@ advances the gateway's sequence and chain head.
   committed voucher survives a power cut. In WAL mode that fsync also makes
   every earlier commit durable, so nothing a voucher was computed from can
   be lost while the voucher survives.
+* Minute records, plant days and anchor days are derived from what is
+  already on disk and commit with ``synchronous=NORMAL``. A power cut can
+  only drop the newest commits, whole and in order, and the pipeline then
+  computes them again from the events they were made from, because the
+  events' ``summarized`` marks are dropped in the same commits.
 * Sample batches use ``spool.sample_sync`` (``full`` by default). ``full``
   keeps every committed state change through a power cut, because the PLC
   cannot send a past transition again; the cost is one fsync per batch,
@@ -297,7 +302,7 @@ class Spool:
 
     def store_minutes(self, machine: str, records: list[tuple[int, str]], *, done_ms: int, carry: Carry) -> None:
         """Store summarized minutes, advance the machine's progress and mark the events they summarize, in one transaction."""
-        with self.transaction():
+        with self.transaction(sync="NORMAL"):
             self.db.executemany(
                 "INSERT OR REPLACE INTO minutes (machine, minute_ms, record) VALUES (?, ?, ?)",
                 [(machine, minute_ms, record) for minute_ms, record in records],
@@ -326,7 +331,7 @@ class Spool:
     # -- days and anchors -------------------------------------------------
 
     def store_day(self, machine: str, plant_date: str, start_ms: int, end_ms: int, result: dict[str, Any]) -> None:
-        with self.transaction():
+        with self.transaction(sync="NORMAL"):
             self.db.execute(
                 "INSERT OR REPLACE INTO days (machine, plant_date, start_ms, end_ms, result) VALUES (?, ?, ?, ?, ?)",
                 (machine, plant_date, start_ms, end_ms, json.dumps(result)),
@@ -338,7 +343,7 @@ class Spool:
         return json.loads(row[0]) if row else None
 
     def store_anchor_day(self, contract: str, anchor: str, plant_date: str, role: str, result: dict[str, Any]) -> None:
-        with self.transaction():
+        with self.transaction(sync="NORMAL"):
             self.db.execute(
                 "INSERT OR IGNORE INTO anchor_days (contract, anchor, plant_date, role, result) VALUES (?, ?, ?, ?, ?)",
                 (contract, anchor, plant_date, role, json.dumps(result)),

@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
@@ -178,3 +179,13 @@ def test_vouchers_wait_for_baseline(tmp_path: Path) -> None:
         waited += result.waiting
     assert "oee-filler" in waited
     assert len(spool.anchor_days("c-1", "oee-filler", "reporting")) == 2
+
+
+@pytest.mark.parametrize("reason", ["17", "E-12 \u00fc\u6545\u969c", "tab\tquote\"back\\", "\ue000", "\U0001f527", "\x7f\x00"])
+def test_canonical_record_matches_rfc8785(reason: str) -> None:
+    from valuegate.edge.pipeline import canonical_record
+    from valuegate.edge.protocol.canonical import canonicalize
+    from valuegate.edge.protocol.records import MinuteRecord
+
+    record = MinuteRecord("m\u00e9-1", "2026-01-01T00:00:00Z", 1, 2, 3, 4, 5, 59_985, 2**40, 0, 1, {reason: 4, "a": 1, "Z": 2}, 7)
+    assert canonical_record(record) == canonicalize(msgspec.to_builtins(record)).decode("utf-8")
