@@ -35,6 +35,8 @@ class Site:
 
     url: str
     dsn: str
+    key: Ed25519PrivateKey
+    last_voucher: dict
 
 
 def _jam(machine: str, day: dt.date, stop_ms: int, reason: str):
@@ -42,7 +44,7 @@ def _jam(machine: str, day: dt.date, stop_ms: int, reason: str):
     return [msgspec.structs.replace(r, reasons={reason: stop_ms}) for r in minute_records(machine, start, 30, running_ms=60_000 - stop_ms, stop_ms=stop_ms)]
 
 
-async def _fill(dsn: str) -> None:
+async def _fill(dsn: str) -> tuple[Ed25519PrivateKey, dict]:
     """Tenant acme: contract C-1 with 20 days of 1.5 OEE points, one day with too little data, telemetry; tenant globex apart."""
     key = Ed25519PrivateKey.generate()
     await seed(dsn, oee_contract(triggers=TRIGGERS, anchor={"scope": ["m-1", "m-2"]}, title={"zh-CN": "一号线服务合同", "en": "Line 1 service contract"}), key)
@@ -61,6 +63,7 @@ async def _fill(dsn: str) -> None:
         await store.create_tenant(conn, "globex", "Globex")
         await auth.create_user(conn, "globex", "globex-csm", PASSWORD, ["csm"])
         await save_contract(conn, oee_contract().__class__(**{**msgspec.structs.asdict(oee_contract()), "id": "G-1", "tenant": "globex"}))
+    return key, chain[-1]
 
 
 # The app exactly as `valuegate cloud serve` runs it (settings from VALUEGATE_CLOUD_*, uvicorn),
@@ -84,7 +87,7 @@ def running_site(postgres_server) -> Iterator[Site]:
     dsn = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}"
     # A thread of its own, because Playwright's sync API may already run an event loop in this one.
     with ThreadPoolExecutor(max_workers=1) as executor:
-        executor.submit(asyncio.run, _fill(dsn)).result()
+        key, last_voucher = executor.submit(asyncio.run, _fill(dsn)).result()
 
     port = free_port()
     # The periodic renewal check is off, so that tests decide when packages are built.
@@ -93,7 +96,7 @@ def running_site(postgres_server) -> Iterator[Site]:
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, timeout_s=60, process=process, what="the cloud app under uvicorn")
-        yield Site(f"http://127.0.0.1:{port}", dsn)
+        yield Site(f"http://127.0.0.1:{port}", dsn, key, last_voucher)
     except ServiceError:
         process.kill()
         print(process.stdout.read().decode(errors="replace"))
