@@ -152,7 +152,8 @@ def _check_exclusion(verdict: Verdict, item: dict[str, Any], anchor: str, values
 
 
 def _check_line(contract: Contract, where: str, document: dict[str, Any], line: dict[str, Any], values: dict[str, VoucherValue],
-                voucher_ok: dict[str, bool], billed: dict[tuple[str, str, str], Decimal], adjustments: dict[str, dict[str, Any]]) -> Verdict:
+                voucher_ok: dict[str, bool], billed: dict[tuple[str, str, str], Decimal], adjustments: dict[str, dict[str, Any]],
+                contracts: dict[str, str]) -> Verdict:
     verdict = Verdict(where)
     anchor = line["anchor"]
     first, last = line["period_first"], line["period_last"]
@@ -164,6 +165,8 @@ def _check_line(contract: Contract, where: str, document: dict[str, Any], line: 
             continue
         if not voucher_ok.get(vid, False):
             verdict.reasons.append(f"voucher {vid} failed verification")
+        if contracts.get(vid) != contract.id:
+            verdict.reasons.append(f"voucher {vid} is for contract {contracts.get(vid)!r}, not {contract.id!r}")
         if value.anchor != anchor or not first <= value.plant_date <= last:
             verdict.reasons.append(f"voucher {vid} is for {value.anchor} on {value.plant_date}, outside {anchor} {first}..{last}")
         listed.append(value)
@@ -199,7 +202,7 @@ def _check_line(contract: Contract, where: str, document: dict[str, Any], line: 
 
 
 def _check_documents(contract: Contract | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue], voucher_ok: dict[str, bool],
-                     adjustments: dict[str, dict[str, Any]]) -> list[Verdict]:
+                     adjustments: dict[str, dict[str, Any]], contracts: dict[str, str]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     billed: dict[tuple[str, str, str], Decimal] = {}
     for document in documents:
@@ -209,7 +212,7 @@ def _check_documents(contract: Contract | None, documents: Iterable[dict[str, An
             if contract is None:
                 verdicts.append(Verdict(where, ["contract.json is invalid, so the line cannot be re-priced"]))
             else:
-                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed, adjustments))
+                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed, adjustments, contracts))
         total = sum((Decimal(line["amount"]) for line in document["lines"]), Decimal(0))
         verdict = Verdict(f"{number} total")
         if total != Decimal(document["total"]):
@@ -238,8 +241,9 @@ def verify_bundle(path: str | Path) -> Report:
         contract_verdict.reasons.append(str(exc))
     files.append(contract_verdict)
 
-    vouchers, values, _ = _check_vouchers(bundle, contract)
+    vouchers, values, claims = _check_vouchers(bundle, contract)
     voucher_ok = {v.subject: v.ok for v in vouchers}
     adjustments = {str(item["id"]): item for item in bundle.adjustments}
-    lines = _check_documents(contract, bundle.documents, values, voucher_ok, adjustments)
+    contracts = {vid: c.contract for vid, c in claims.items()}
+    lines = _check_documents(contract, bundle.documents, values, voucher_ok, adjustments, contracts)
     return Report(files, vouchers, lines)

@@ -160,6 +160,14 @@ def test_exclusion_needs_its_adjustment(tmp_path):
     assert any("excluded by nonroutine_adjustment:7, which is not in adjustments.json" in r for reasons in bad.values() for r in reasons)
 
 
+def test_voucher_of_other_contract_fails_line(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    rewrite(folder, "contract.json", '"id": "C-1"', '"id": "C-2"')
+    bad = failed(verify_bundle(folder).lines)
+    (reasons,) = [r for s, r in bad.items() if "line 1" in s]
+    assert "voucher gw-1:1 is for contract 'C-1', not 'C-2'" in reasons
+
+
 def test_unreadable_bundle_exits_2(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     result = run_cli(str(tmp_path / "junk.zip"))
