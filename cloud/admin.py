@@ -65,6 +65,11 @@ class Admin:
         async with self.conn.transaction():
             return await store.revoke_gateway_key(self.conn, tenant_id, gateway_id, key_id, reason, actor=self.actor)
 
+    async def register_rotation(self, tenant_id: str, gateway_id: str, statement: dict[str, Any]) -> dict[str, Any]:
+        """Register a gateway's next key from a rotation statement signed by its current key."""
+        async with self.conn.transaction():
+            return await store.register_rotation(self.conn, tenant_id, gateway_id, statement, actor=self.actor)
+
     async def upload_contract(self, tenant_id: str, source: str | Path) -> tuple[dict[str, Any], bool]:
         """Store a contract from its text or a file path; return the revision in force and whether it is new."""
         text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source

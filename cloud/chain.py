@@ -53,16 +53,16 @@ async def load_gateways(conn: Conn, gateway_ids: set[str]) -> dict[str, GatewayI
     if not gateway_ids:
         return {}
     cur = await conn.execute(
-        "SELECT g.id, g.tenant_id, g.site_id, s.time_zone, k.id, k.public_key, k.valid_from, k.valid_until, k.revoked_at "
+        "SELECT g.id, g.tenant_id, g.site_id, s.time_zone, k.id, k.public_key, k.valid_from, k.valid_until, k.revoked_at, k.from_seq, k.until_seq "
         "FROM gateways g JOIN sites s ON s.tenant_id = g.tenant_id AND s.id = g.site_id "
         "LEFT JOIN gateway_keys k ON k.gateway_id = g.id WHERE g.id = ANY(%s)",
         (list(gateway_ids),),
     )
     found: dict[str, tuple[tuple[str, str, str], list[KeyInfo]]] = {}
-    for gid, tenant, site, zone, key_id, public_key, valid_from, valid_until, revoked_at in await cur.fetchall():
+    for gid, tenant, site, zone, key_id, *key in await cur.fetchall():
         entry = found.setdefault(gid, ((tenant, site, zone), []))
         if key_id is not None:
-            entry[1].append(KeyInfo(key_id, public_key, valid_from, valid_until, revoked_at))
+            entry[1].append(KeyInfo(key_id, *key))
     return {gid: GatewayInfo(gid, *where, tuple(keys)) for gid, (where, keys) in found.items()}
 
 

@@ -204,6 +204,22 @@ def key_revoke(tenant: str, gateway: str, key_id: int, reason: str = typer.Optio
     typer.echo(f"key {key_id} of gateway {gateway} revoked")
 
 
+@admin_app.command("key-rotate")
+def key_rotate(tenant: str, gateway: str, file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON: one rotation statement, a list of them, or an object with a 'rotations' list."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Register a gateway's next keys from rotation statements signed by the keys before them."""
+    import json
+
+    data = json.loads(file.read_text(encoding="utf-8"))
+    statements = data.get("rotations", [data]) if isinstance(data, dict) else data
+
+    async def run() -> list[dict[str, Any]]:
+        async with _admin(config, dsn) as admin:
+            return [await admin.register_rotation(tenant, gateway, statement) for statement in statements]
+
+    for row in _run(run()):
+        typer.echo(f"key {row['id']} signs gateway {gateway} from seq {row['from_seq']}")
+
+
 @admin_app.command("contract-upload")
 def contract_upload(tenant: str, file: Path = typer.Argument(..., exists=True, dir_okay=False), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
     """Upload a contract YAML or JSON file as the contract's next revision."""

@@ -37,6 +37,7 @@ __all__ = (
     "add_gateway_key",
     "list_gateway_keys",
     "revoke_gateway_key",
+    "register_rotation",
     "utcnow",
 )
 
@@ -200,7 +201,7 @@ async def get_gateway(conn: Conn, tenant_id: str, gateway_id: str) -> dict[str, 
     return await _one(conn, sql, (tenant_id, gateway_id), f"gateway {gateway_id!r} not found")
 
 
-_KEY_COLUMNS = "id, gateway_id, public_key, valid_from, valid_until, revoked_at, revoked_reason, created_at"
+_KEY_COLUMNS = "id, gateway_id, public_key, valid_from, valid_until, revoked_at, revoked_reason, from_seq, until_seq, created_at"
 
 
 async def add_gateway_key(
@@ -253,4 +254,57 @@ async def revoke_gateway_key(conn: Conn, tenant_id: str, gateway_id: str, key_id
     await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason, key_id))
     row = await cur.fetchone()
     await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail={"reason": reason})
+    return row  # type: ignore[return-value]
+
+
+async def register_rotation(conn: Conn, tenant_id: str, gateway_id: str, statement: dict[str, Any], *, actor: str = "admin") -> dict[str, Any]:
+    """Register the next key of a gateway from a rotation statement signed by its current key.
+
+    The previous key then signs sequences below ``from_seq`` only, and the next
+    key signs ``from_seq`` and later; both keep their validity windows.
+    """
+    from valuegate.edge.protocol.keyrotation import RotationError, parse_rotation, verify_rotation
+
+    gateway = await get_gateway(conn, tenant_id, gateway_id)
+    try:
+        claims = parse_rotation(statement)
+    except RotationError as exc:
+        raise Invalid(f"rotation statement is invalid: {exc}", code="invalid_rotation") from exc
+    check = verify_rotation(statement)
+    if not check.ok:
+        raise Invalid(f"rotation statement does not verify: {check.reason}", code="invalid_rotation")
+    site = gateway["site_id"]
+    if (claims.tenant, claims.site, claims.gateway) != (tenant_id, site, gateway_id):
+        msg = f"statement names {claims.tenant}/{claims.site}/{claims.gateway}, not {tenant_id}/{site}/{gateway_id}"
+        raise Invalid(msg, code="invalid_rotation")
+    previous = claims.previous_key.removeprefix("did:key:").partition("#")[0]
+    following = claims.next_key.removeprefix("did:key:").partition("#")[0]
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE gateway_id = %s AND public_key = %s FOR UPDATE", (gateway_id, previous)
+    )
+    old = await cur.fetchone()
+    if old is None or old["revoked_at"] is not None:
+        raise Invalid(f"previous key {previous} is not a registered, unrevoked key of gateway {gateway_id!r}", code="invalid_rotation")
+    if old["until_seq"] is not None and old["until_seq"] != claims.from_seq - 1:
+        raise Conflict(f"key {previous} was already rotated at seq {old['until_seq'] + 1}", code="rotation_exists")
+    created = dt.datetime.fromisoformat(claims.created)
+    if created.tzinfo is None:
+        raise Invalid(f"statement created {claims.created!r} has no time zone", code="naive_timestamp")
+    await cur.execute(
+        "INSERT INTO key_rotations (gateway_id, tenant_id, from_seq, previous_key, next_key, statement) VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING from_seq",
+        (gateway_id, tenant_id, claims.from_seq, previous, following, Jsonb(statement)),
+    )
+    if await cur.fetchone() is None:
+        return await _one(conn, f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE gateway_id = %s AND public_key = %s", (gateway_id, following), "key not found")
+    await conn.execute("UPDATE gateway_keys SET until_seq = %s WHERE id = %s", (claims.from_seq - 1, old["id"]))
+    await cur.execute(
+        f"INSERT INTO gateway_keys (gateway_id, tenant_id, public_key, valid_from, from_seq) VALUES (%s, %s, %s, %s, %s)"
+        f" ON CONFLICT (gateway_id, public_key) DO UPDATE SET from_seq = excluded.from_seq RETURNING {_KEY_COLUMNS}",
+        (gateway_id, tenant_id, following, created, claims.from_seq),
+    )
+    row = await cur.fetchone()
+    detail = {"previous_key": previous, "next_key": following, "from_seq": claims.from_seq}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.rotate", object_type="gateway_key", object_id=str(row["id"]), detail=detail)  # type: ignore[index]
     return row  # type: ignore[return-value]

@@ -70,6 +70,8 @@ class KeyInfo:
     valid_from: dt.datetime
     valid_until: dt.datetime | None
     revoked_at: dt.datetime | None
+    from_seq: int | None = None
+    until_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +264,10 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
         raise VoucherError("key_unknown", f"key {multibase} is not registered for gateway {gateway.gateway_id!r}; register it first", voucher_id=vid)
     if key.revoked_at is not None and key.revoked_at <= now:
         raise VoucherError("key_revoked", f"key {key.key_id} of gateway {gateway.gateway_id!r} was revoked at {key.revoked_at.isoformat()}", voucher_id=vid)
+    seq = int(vid.rpartition(":")[2])
+    if (key.from_seq is not None and seq < key.from_seq) or (key.until_seq is not None and seq > key.until_seq):
+        msg = f"key {key.key_id} signs sequences {key.from_seq or 1}..{key.until_seq or 'on'} of gateway {gateway.gateway_id!r} after a rotation, not {seq}"
+        raise VoucherError("key_not_valid", msg, voucher_id=vid)
     if issued_at < key.valid_from or (key.valid_until is not None and issued_at >= key.valid_until):
         until = key.valid_until.isoformat() if key.valid_until else "open end"
         msg = f"voucher issued at {issued_at.isoformat()} lies outside key {key.key_id}'s validity {key.valid_from.isoformat()} .. {until}"

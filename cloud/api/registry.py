@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody
 from .. import store
 from ..auth import requires
 from .deps import Conn, caller
-from .schemas import GatewayIn, KeyIn, KeyRevokeIn, SiteIn, TenantPatch
+from .schemas import GatewayIn, KeyIn, KeyRevokeIn, RotationIn, SiteIn, TenantPatch
 
 __all__ = ("RegistryController",)
 
@@ -74,3 +74,8 @@ class RegistryController(Controller):
     async def revoke_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], key_id: FromPath[int], data: JSONBody[KeyRevokeIn]) -> dict[str, Any]:
         who = caller(request)
         return await store.revoke_gateway_key(conn, who.tenant_id, gateway_id, key_id, data.reason, actor=who.actor)
+
+    @post("/gateways/{gateway_id:str}/rotations", guards=[requires("admin")], summary="Register the next key from a rotation statement signed by the current key")
+    async def rotate_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], data: JSONBody[RotationIn]) -> dict[str, Any]:
+        who = caller(request)
+        return await store.register_rotation(conn, who.tenant_id, gateway_id, data.statement, actor=who.actor)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,6 +12,7 @@ __all__ = (
     "GatewayIn",
     "KeyIn",
     "KeyRevokeIn",
+    "RotationIn",
     "ContractIn",
     "UserIn",
     "TokenIn",
@@ -62,6 +63,12 @@ class KeyRevokeIn(_Body):
     """Why a key is revoked, for the audit log."""
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class RotationIn(_Body):
+    """A key-rotation statement (schema ``valuegate/keyrotation/v1``) signed by the gateway's current key."""
+
+    statement: dict[str, Any]
 
 
 class ContractIn(_Body):

@@ -263,3 +263,35 @@ async def test_workers_share_subscription(two_tenants: tuple[Gateway, Gateway], 
         assert second.processed > 0
         assert worker.processed + second.processed == 40
     assert len(await query(cloud_dsn, "SELECT 1 FROM voucher_chain")) == 40
+
+
+async def test_key_rotation_moves_signing_by_sequence(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str) -> None:
+    from valuegate.edge.protocol.keyrotation import build_rotation
+
+    from .conftest import store_direct
+
+    acme, _ = two_tenants
+    old_key, new_key = acme.key, Ed25519PrivateKey.generate()
+    statement = build_rotation(old_key, new_key, tenant="acme", site="plant1", gateway="gw-a1", from_seq=3, created="2026-03-01T00:00:00Z")
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        async with conn.transaction():
+            row = await store.register_rotation(conn, "acme", "gw-a1", statement)
+    assert row["from_seq"] == 3
+    assert row["public_key"] == public_key_multibase(new_key.public_key())
+
+    first, second = acme.next_voucher(), acme.next_voucher()
+    late_old = v.build_voucher(acme.claims(3, v.voucher_hash(second)), old_key)
+    third = v.build_voucher(acme.claims(3, v.voucher_hash(second)), new_key)
+    result = await store_direct(cloud_dsn, [first, second], topic_of=acme)
+    assert result.stored == ["gw-a1:1", "gw-a1:2"]
+    with pytest.raises(v.VoucherError) as rejected:
+        await store_direct(cloud_dsn, [late_old], topic_of=acme)
+    assert rejected.value.code == "key_not_valid"
+    assert (await store_direct(cloud_dsn, [third], topic_of=acme)).stored == ["gw-a1:3"]
+
+    forged = build_rotation(Ed25519PrivateKey.generate(), new_key, tenant="acme", site="plant1", gateway="gw-a1", from_seq=9, created="2026-03-02T00:00:00Z")
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        with pytest.raises(store.Invalid) as invalid:
+            async with conn.transaction():
+                await store.register_rotation(conn, "acme", "gw-a1", forged)
+    assert invalid.value.code == "invalid_rotation"
