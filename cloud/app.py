@@ -1,9 +1,9 @@
 """The Litestar application: REST API, web UI routes, auth, problem details, logs and metrics; and an in-process server.
 
 ``create_app(settings)`` builds the app. The web UI's handlers come from
-``valuegate.cloud.web.routes.route_handlers``; when ``valuegate.cloud.web``
-defines ``configure(app_config)``, it is called with the ``AppConfig`` before
-the app is built, so the web UI can add middleware, templating or static files.
+``valuegate.cloud.web.routes.route_handlers``. When ``valuegate.cloud.web``
+defines ``configure(app_config)``, the app calls it with the ``AppConfig``
+before building, so the web UI can add middleware, lifespans or static files.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Passwords are hashed with argon2id. API tokens (``vgt_<id>_<secret>``) and
 session ids are random 256-bit values stored only as SHA-256 digests, which
 is enough for secrets of that entropy. A request carries either
 ``Authorization: Bearer <token>`` (machines) or the session cookie (the web
-UI); a session request that changes state must also carry the session's
+UI). A session request that changes state must also carry the session's
 CSRF token in the ``X-CSRF-Token`` header or the ``_csrf_token`` form field.
 """
 
@@ -62,7 +62,7 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
 class LoginFailed(Exception):
-    """User name or password is wrong, or the user is disabled; deliberately says no more."""
+    """User name or password is wrong, or the user is disabled; the message does not tell which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """Voucher storage with the per-gateway hash chain: idempotency, forks, links, gaps and the ack position.
 
 One call stores a batch of checked vouchers in the caller's transaction.
-Per-gateway advisory locks (taken in sorted order, so two workers never
-deadlock) make the chain checks exact even when workers receive a gateway's
-vouchers out of order.
+Per-gateway advisory locks make the chain checks exact even when workers
+receive a gateway's vouchers out of order. Every batch takes its locks in
+sorted gateway order, so two workers cannot deadlock on them.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ machines and period equals its evidence digest, and the kernels and the
 value methodology, run on those records, give its reporting, sufficiency
 and delta parts exactly. The baseline is rebuilt from the stored
 baseline-period records when the contract is uploaded and those records
-cover the baseline; otherwise the voucher's own baseline value is used and
-only the delta's point estimate is compared. A voucher whose records have
-not all arrived stays pending.
+exist. Otherwise the voucher's own baseline value is used, and only the
+delta's point estimate is compared. A voucher whose records have not all
+arrived stays pending.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
 async def reproduce_pending(conn: Conn, *, limit: int = 200) -> int:
     """Try vouchers still pending, least recently tried first (at most ``limit``); return how many got a verdict.
 
-    ``reproduced_at`` holds the time of the last attempt while a voucher is pending.
+    While a voucher is pending, ``reproduced_at`` is the time of the last attempt.
     """
     cur = await conn.execute(
         "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end FROM voucher_chain c"

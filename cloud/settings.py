@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +60,6 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """TCP port the API server listens on."""
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API accepts; larger bodies get 413."""
-    session_secret: str = ""
-    """Secret for session-bound values such as CSRF tokens; a random one is made at start-up when empty."""
     session_max_age_s: int = 8 * 3600
     """Lifetime of a web session in seconds."""
     cookie_secure: bool = True
@@ -88,8 +85,6 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             _check_range("telemetry_retention_days", self.telemetry_retention_days, 1, 36500)
         if not self.share_group or "/" in self.share_group or "+" in self.share_group or "#" in self.share_group:
             raise ConfigError(f"share_group {self.share_group!r} must be a non-empty name without '/', '+' or '#'", field="share_group")
-        if not self.session_secret:
-            self.session_secret = secrets.token_hex(32)
 
     def __repr__(self) -> str:
         return f"CloudSettings(dsn={_hide_password(self.dsn)!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, port={self.port})"
@@ -120,7 +115,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             allowed = ", ".join(ENV_PREFIX + f.upper() for f in fields)
             raise ConfigError(f"environment variable {key} names no setting; known: {allowed}", field=name)
         values[name] = yaml.safe_load(raw) if raw.strip() else None
-        if name in {"dsn", "mqtt_password", "mqtt_username", "session_secret", "share_group", "host", "mqtt_host"}:
+        if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host"}:
             values[name] = raw
     return values
 

@@ -185,7 +185,7 @@ async def create_gateway(conn: Conn, tenant_id: str, site_id: str, gateway_id: s
         (gateway_id, tenant_id, site_id, name),
     )
     if await cur.fetchone() is None:
-        # Gateway ids are global, so the message must not tell whether another tenant holds the id.
+        # Gateway ids are global, so the message must not reveal whether another tenant uses the id.
         raise Conflict(f"gateway id {gateway_id!r} is taken; choose another id", code="gateway_exists")
     await audit(conn, tenant_id=tenant_id, actor=actor, action="gateway.create", object_type="gateway", object_id=gateway_id, detail={"site": site_id})
     return await get_gateway(conn, tenant_id, gateway_id)

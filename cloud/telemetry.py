@@ -107,7 +107,7 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
     except msgspec.DecodeError as exc:
         raise TelemetryError("invalid_json", f"payload is not valid JSON: {exc}") from exc
     if b"\\u0000" in payload:
-        raise TelemetryError("invalid_json", "payload holds a NUL character (\\u0000), which PostgreSQL text cannot store")
+        raise TelemetryError("invalid_json", "payload contains a NUL character (\\u0000), which PostgreSQL text cannot store; remove it from machine ids and reason codes")
     if schema != TELEMETRY_SCHEMA:
         raise TelemetryError("schema_version", f"unknown telemetry schema version {schema!r}; this service reads {TELEMETRY_SCHEMA!r}")
     try:
@@ -137,7 +137,7 @@ _TYPES = ["text", "text", "text", "text", "timestamptz", "date", *["int4"] * 6, 
 
 
 class _PlantDates:
-    """Plant dates of UTC minutes in one time zone, computed once per UTC hour that holds no offset change."""
+    """Plant dates of UTC minutes in one time zone, computed once per UTC hour without an offset change."""
 
     def __init__(self, time_zone: str) -> None:
         self.zone = ZoneInfo(time_zone)

@@ -116,7 +116,7 @@ def _b58decode(text: str) -> bytes:
 
 
 class _NotFast(Exception):
-    """The document holds something the fast canonical form does not cover."""
+    """The document contains a value that the fast canonical form does not cover."""
 
 
 def _es_number(value: float) -> bytes:
@@ -229,7 +229,7 @@ def _fast_signature_ok(document: dict[str, Any], prepared: dict[str, Any] | None
 
 
 def verify_signature(document: dict[str, Any], prepared: dict[str, Any] | None = None) -> bool:
-    """Raise ``VoucherError('signature_invalid')`` unless the eddsa-jcs-2022 proof holds and names the issuer.
+    """Raise ``VoucherError('signature_invalid')`` unless the eddsa-jcs-2022 proof verifies and names the issuer.
 
     Return True when the fast path verified it: then the fast canonical form of
     the document is its RFC 8785 form, because the signature covers exactly those bytes.
@@ -289,7 +289,7 @@ def check_voucher(
     except VoucherError as exc:
         # JSON has no NaN or infinity literals; a number beyond the float range is the one way to write one.
         if exc.code == "invalid_json" and "out of range" in str(exc):
-            raise VoucherError("non_finite", f"payload holds a number beyond the float range: {exc}") from exc
+            raise VoucherError("non_finite", f"payload contains a number beyond the float range: {exc}") from exc
         raise
     vid = claims.voucher_id
 

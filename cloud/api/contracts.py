@@ -30,8 +30,8 @@ class ContractController(Controller):
 
     @post("", guards=[requires("admin")], summary="Upload a contract (YAML or JSON text); the same text again changes nothing")
     async def upload(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[ContractIn]) -> Response[dict[str, Any]]:
-        who = caller(request)
-        row, created = await contracts.upload_contract(conn, who.tenant_id, data.source, actor=who.actor)
+        principal = caller(request)
+        row, created = await contracts.upload_contract(conn, principal.tenant_id, data.source, actor=principal.actor)
         return Response(row, status_code=201 if created else 200)
 
     @get("/{contract_id:str}", summary="The contract in force")

@@ -19,7 +19,7 @@ __all__ = ("HealthController", "MachineController", "metrics_endpoint")
 
 
 class HealthController(Controller):
-    """Liveness and readiness; both answer without authentication."""
+    """Liveness and readiness; neither needs authentication."""
 
     path = ""
     tags = ["health"]

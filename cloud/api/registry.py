@@ -28,10 +28,10 @@ class RegistryController(Controller):
 
     @patch("/tenant", guards=[requires("admin")], summary="Rename the caller's tenant")
     async def rename_tenant(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[TenantPatch]) -> dict[str, Any]:
-        who = caller(request)
-        await conn.execute("UPDATE tenants SET name = %s WHERE id = %s", (data.name, who.tenant_id))
-        await store.audit(conn, tenant_id=who.tenant_id, actor=who.actor, action="tenant.rename", object_type="tenant", object_id=who.tenant_id, detail={"name": data.name})
-        return await store.get_tenant(conn, who.tenant_id)
+        principal = caller(request)
+        await conn.execute("UPDATE tenants SET name = %s WHERE id = %s", (data.name, principal.tenant_id))
+        await store.audit(conn, tenant_id=principal.tenant_id, actor=principal.actor, action="tenant.rename", object_type="tenant", object_id=principal.tenant_id, detail={"name": data.name})
+        return await store.get_tenant(conn, principal.tenant_id)
 
     @get("/sites", summary="List sites")
     async def sites(self, request: Request[Any, Any, Any], conn: Conn) -> list[dict[str, Any]]:
@@ -39,8 +39,8 @@ class RegistryController(Controller):
 
     @post("/sites", guards=[requires("admin")], summary="Create a site")
     async def create_site(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[SiteIn]) -> dict[str, Any]:
-        who = caller(request)
-        return await store.create_site(conn, who.tenant_id, data.id, data.name or data.id, data.time_zone, actor=who.actor)
+        principal = caller(request)
+        return await store.create_site(conn, principal.tenant_id, data.id, data.name or data.id, data.time_zone, actor=principal.actor)
 
     @get("/sites/{site_id:str}", summary="One site")
     async def site(self, request: Request[Any, Any, Any], conn: Conn, site_id: FromPath[str]) -> dict[str, Any]:
@@ -52,8 +52,8 @@ class RegistryController(Controller):
 
     @post("/gateways", guards=[requires("admin")], summary="Register a gateway")
     async def create_gateway(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[GatewayIn]) -> dict[str, Any]:
-        who = caller(request)
-        return await store.create_gateway(conn, who.tenant_id, data.site_id, data.id, data.name, actor=who.actor)
+        principal = caller(request)
+        return await store.create_gateway(conn, principal.tenant_id, data.site_id, data.id, data.name, actor=principal.actor)
 
     @get("/gateways/{gateway_id:str}", summary="One gateway with its chain position")
     async def gateway(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str]) -> dict[str, Any]:
@@ -65,17 +65,17 @@ class RegistryController(Controller):
 
     @post("/gateways/{gateway_id:str}/keys", guards=[requires("admin")], summary="Register a gateway key")
     async def add_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], data: JSONBody[KeyIn]) -> dict[str, Any]:
-        who = caller(request)
+        principal = caller(request)
         return await store.add_gateway_key(
-            conn, who.tenant_id, gateway_id, data.public_key, valid_from=data.valid_from, valid_until=data.valid_until, actor=who.actor
+            conn, principal.tenant_id, gateway_id, data.public_key, valid_from=data.valid_from, valid_until=data.valid_until, actor=principal.actor
         )
 
     @post("/gateways/{gateway_id:str}/keys/{key_id:int}/revoke", guards=[requires("admin")], status_code=200, summary="Revoke a gateway key")
     async def revoke_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], key_id: FromPath[int], data: JSONBody[KeyRevokeIn]) -> dict[str, Any]:
-        who = caller(request)
-        return await store.revoke_gateway_key(conn, who.tenant_id, gateway_id, key_id, data.reason, actor=who.actor)
+        principal = caller(request)
+        return await store.revoke_gateway_key(conn, principal.tenant_id, gateway_id, key_id, data.reason, actor=principal.actor)
 
     @post("/gateways/{gateway_id:str}/rotations", guards=[requires("admin")], summary="Register the next key from a rotation statement signed by the current key")
     async def rotate_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], data: JSONBody[RotationIn]) -> dict[str, Any]:
-        who = caller(request)
-        return await store.register_rotation(conn, who.tenant_id, gateway_id, data.statement, actor=who.actor)
+        principal = caller(request)
+        return await store.register_rotation(conn, principal.tenant_id, gateway_id, data.statement, actor=principal.actor)

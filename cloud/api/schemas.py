@@ -60,7 +60,7 @@ class KeyIn(_Body):
 
 
 class KeyRevokeIn(_Body):
-    """Why a key is revoked, for the audit log."""
+    """Reason for revoking a key, kept in the audit log."""
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 

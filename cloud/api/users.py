@@ -30,8 +30,8 @@ class UserController(Controller):
 
     @post("/users", summary="Create a user")
     async def create_user(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[UserIn]) -> dict[str, Any]:
-        who = caller(request)
-        return await auth.create_user(conn, who.tenant_id, data.username, data.password, list(data.roles), display_name=data.display_name, actor=who.actor)
+        principal = caller(request)
+        return await auth.create_user(conn, principal.tenant_id, data.username, data.password, list(data.roles), display_name=data.display_name, actor=principal.actor)
 
     @get("/users/{user_id:int}", summary="One user")
     async def user(self, request: Request[Any, Any, Any], conn: Conn, user_id: FromPath[int]) -> dict[str, Any]:
@@ -39,8 +39,8 @@ class UserController(Controller):
 
     @delete("/users/{user_id:int}", status_code=200, summary="Disable a user and end their sessions and tokens")
     async def disable_user(self, request: Request[Any, Any, Any], conn: Conn, user_id: FromPath[int]) -> dict[str, Any]:
-        who = caller(request)
-        return await auth.disable_user(conn, who.tenant_id, user_id, actor=who.actor)
+        principal = caller(request)
+        return await auth.disable_user(conn, principal.tenant_id, user_id, actor=principal.actor)
 
     @get("/tokens", summary="List API tokens (never their secrets)")
     async def tokens(self, request: Request[Any, Any, Any], conn: Conn) -> list[dict[str, Any]]:
@@ -48,14 +48,14 @@ class UserController(Controller):
 
     @post("/tokens", summary="Issue an API token; the response shows it once")
     async def issue_token(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[TokenIn]) -> dict[str, Any]:
-        who = caller(request)
-        row, token = await auth.issue_token(conn, who.tenant_id, data.user_id or who.user_id, data.name, expires_at=data.expires_at, actor=who.actor)
+        principal = caller(request)
+        row, token = await auth.issue_token(conn, principal.tenant_id, data.user_id or principal.user_id, data.name, expires_at=data.expires_at, actor=principal.actor)
         return {**row, "token": token}
 
     @delete("/tokens/{token_id:str}", status_code=200, summary="Revoke an API token")
     async def revoke_token(self, request: Request[Any, Any, Any], conn: Conn, token_id: FromPath[str]) -> dict[str, Any]:
-        who = caller(request)
-        return await auth.revoke_token(conn, who.tenant_id, token_id, actor=who.actor)
+        principal = caller(request)
+        return await auth.revoke_token(conn, principal.tenant_id, token_id, actor=principal.actor)
 
 
 class SessionController(Controller):
@@ -80,8 +80,8 @@ class SessionController(Controller):
 
     @get("", guards=[requires()], summary="The caller and, for a session, its CSRF token")
     async def whoami(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        who = caller(request)
-        return {"username": who.username, "tenant": who.tenant_id, "roles": sorted(who.roles), "via": who.via, "csrf_token": who.csrf_token}
+        principal = caller(request)
+        return {"username": principal.username, "tenant": principal.tenant_id, "roles": sorted(principal.roles), "via": principal.via, "csrf_token": principal.csrf_token}
 
     @delete("", guards=[requires()], status_code=200, summary="Log out")
     async def logout(self, request: Request[Any, Any, Any], conn: Conn) -> Response[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Tenant isolation, checked on every operation of the OpenAPI document so that new endpoints are covered too.
 
-A user of tenant ``acme`` asks for each of tenant ``globex``'s objects, by
-path parameter or by id in the request body, and must get 404; list
-endpoints must not mention any of globex's ids.
+A user of tenant ``acme`` requests each of tenant ``globex``'s objects, by
+path parameter or by id in the request body, and must get 404. List
+endpoints must not show any of globex's ids.
 """
 
 from __future__ import annotations
