@@ -2,8 +2,8 @@
 
 Use it as ``async with EdgeAgent(config) as agent: await agent.run()``;
 :meth:`EdgeAgent.stop` (the CLI calls it on SIGTERM) drains the spool
-writer, lets the pipeline finish its step, says goodbye on the status topic
-and returns within seconds. Start-up goes through an ``AsyncExitStack``, so
+writer, lets the pipeline finish its step, publishes ``offline`` on the
+status topic and returns within seconds. Start-up goes through an ``AsyncExitStack``, so
 a failure part-way closes what was already opened.
 """
 

@@ -69,7 +69,7 @@ class MqttConfig(_Spec):
     reconnect_min_s: float = 1.0
     """First reconnect delay in seconds; doubles with jitter on each failure."""
     reconnect_max_s: float = 60.0
-    """Longest reconnect delay in seconds."""
+    """Maximum reconnect delay in seconds."""
     takeover_retry_s: float = 600.0
     """After another agent with the same client id took the session over, wait this long before connecting again."""
 
@@ -108,7 +108,7 @@ class PublishConfig(_Spec):
 
 
 class MachineEntry(_Spec):
-    """Which machine a device measures and in which time zone its plant days run."""
+    """Machine id and plant time zone of one device."""
 
     device: str
     """Device id from ``devices:``."""

@@ -5,10 +5,10 @@ package, which costs more than the Ed25519 signature itself. Vouchers hold
 only strings, integers, booleans, null and floats rounded to six decimals,
 and for those msgspec's sorted-key encoder gives the same bytes as RFC 8785
 once each float is written the way ECMAScript writes numbers. Anything
-outside that subset (a float that would need an exponent, an integer beyond
-2**53, a key at or above U+D800, where UTF-16 and code point order differ)
-falls back to the protocol package, so the result never differs; the tests
-compare both on random documents.
+outside that subset falls back to the protocol package: a float that would
+need an exponent, an integer beyond 2**53, or a key at or above U+D800,
+where UTF-16 and code point order differ. The tests compare both encoders
+on seeded random documents.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The gateway's Ed25519 signing key on disk: creation, permission checks, rotation.
 
-The key folder holds ``gateway.key`` (PKCS#8 PEM, mode 0600) and
+The key folder contains ``gateway.key`` (PKCS#8 PEM, mode 0600) and
 ``rotations.json``, the signed key-rotation statements in order. A rotation
 first writes the next key as ``gateway.key.next`` and appends its statement,
 then renames the file over ``gateway.key``; :func:`load_signing_key` finishes
@@ -118,7 +118,7 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     except (OSError, ValueError, TypeError) as exc:
         raise KeyFileError(f"cannot read the key file {path}: {exc}", path=path) from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"key file {path} holds a {type(key).__name__}, not an Ed25519 key", path=path)
+        raise KeyFileError(f"key file {path} contains a {type(key).__name__}, not an Ed25519 key; create one with `valuegate keys new`", path=path)
     return key
 
 

@@ -1,6 +1,6 @@
 """Normalize one machine's samples into state events, counter readings and a watermark on the PLC's clock.
 
-Where the tag map says ``time.source: plc`` the PLC's own time stamps every
+Where the tag map sets ``time.source: plc`` the PLC's own time stamps every
 event. Modbus devices deliver one batch per poll: a state change is stamped
 with the decoded ``state_since`` register (PLC milliseconds), the ``clock``
 register is the machine's watermark (PLC now), and a ``state_seq`` jump of
@@ -63,9 +63,9 @@ class Normalizer:
     def resume(self) -> MachineBatch:
         """Start after a restart: the machine is offline from the last watermark until fresh data arrives.
 
-        NOTE: this also marks as offline a stretch the PLC could vouch for
-        (an unchanged ``state_seq`` and an older ``state_since`` prove the
-        state held); reading that proof is not done yet.
+        NOTE: this also marks as offline a stretch that the PLC could vouch
+        for, because an unchanged ``state_seq`` and an older ``state_since``
+        prove that the state lasted. The agent does not read that proof yet.
         """
         batch = MachineBatch(self.machine)
         if self.watermark_ms > 0:

@@ -1,10 +1,10 @@
 """From spooled events to minute records, plant days, anchor days and vouchers, one machine step at a time.
 
 :meth:`Pipeline.step` runs on the spool thread. It summarizes every minute
-that the machine's watermark has closed, closes every plant day those
-minutes complete, stores each anchor's baseline and reporting days once all
-machines of its scope have closed them, and issues the vouchers that the
-anchor's baseline allows. Each of those writes is one spool transaction,
+that the machine's watermark has closed and closes every plant day those
+minutes complete. It stores each anchor's baseline and reporting days once
+all machines of its scope have closed them, and issues the vouchers that
+the anchor's baseline allows. Each of those writes is one spool transaction,
 made only after its inputs are on disk, so a crash between two of them
 repeats at most the unfinished step.
 """
@@ -72,7 +72,7 @@ class AnchorPlan:
 
 @dataclass
 class StepResult:
-    """What one step wrote."""
+    """Minutes, plant days and vouchers written by one step, and the anchors still waiting for a baseline."""
 
     minutes: int = 0
     days: list[str] = field(default_factory=list)
@@ -119,7 +119,7 @@ def summarize_minutes(
     first_reason = carry.reason if carry is not None else None
     first_uncertain = carry.uncertain if carry is not None else False
 
-    # States: the carried state holds from start_ms until the first event.
+    # States: the carried state lasts from start_ms until the first event.
     reasons: dict[str, int] = {}
 
     def reason_index(code: int, reason: str | None) -> int:
@@ -188,11 +188,11 @@ def summarize_minutes(
 def canonical_record(record: MinuteRecord) -> str:
     """Return the RFC 8785 canonical JSON text of a minute record.
 
-    A record holds only integers and strings, and msgspec's sorted encoding
-    of those is byte-identical to RFC 8785 as long as no key contains a
-    character at or above U+D800, where UTF-16 order (RFC 8785) and code
-    point order (msgspec) can differ; reason codes with such characters go
-    through the rfc8785 package instead.
+    A record contains only integers and strings. msgspec's sorted encoding
+    of those is byte-identical to RFC 8785 unless a key contains a character
+    at or above U+D800, where UTF-16 order (RFC 8785) and code point order
+    (msgspec) can differ. Reason codes with such characters go through the
+    rfc8785 package instead.
     """
     if all(max(map(ord, code), default=0) < 0xD800 for code in record.reasons):
         return _ENCODER.encode(record_dict(record)).decode("utf-8")
@@ -341,8 +341,8 @@ class Pipeline:
         """Return the Merkle leaf hashes of a machine's records in a window, computed once per step.
 
         The spool stores each record as its RFC 8785 canonical text, so the
-        leaf is hashed from those bytes without parsing them again; that is
-        what :func:`valuegate.edge.protocol.evidence.leaf_hash` computes.
+        leaf is hashed from those bytes without parsing them again. The
+        result equals :func:`valuegate.edge.protocol.evidence.leaf_hash`.
         """
         key = (machine, start_ms, end_ms)
         if key not in self._leaf_cache:

@@ -49,7 +49,7 @@ log = structlog.get_logger("valuegate.edge.publish")
 
 
 class ConnectFailed(Exception):
-    """The broker refused or did not answer CONNECT; ``reason`` is its reason code or the socket error."""
+    """The broker rejected CONNECT or sent no CONNACK; the message names the reason code or the socket error."""
 
     def __init__(self, reason: str, *, code: int | None = None) -> None:
         super().__init__(reason)
@@ -127,10 +127,10 @@ class Publisher:
         self._stopping.set()
         self._wake.set()
 
-    def alarm(self, how: str) -> None:
+    def alarm(self, reason: str) -> None:
         """Record that another agent uses this gateway id; the session ends and reconnects only after ``takeover_retry_s``."""
         self.taken_over = True
-        self.conflict = how
+        self.conflict = reason
         self.metrics.mqtt_session_taken_over.inc()
 
     def inflight(self) -> int:
@@ -158,7 +158,7 @@ class Publisher:
                 self._log.error(
                     "gateway_id_conflict",
                     detail="another agent publishes as this gateway; check that only one agent runs per gateway id",
-                    how=self.conflict,
+                    reason=self.conflict,
                     retry_in_s=delay,
                 )
             if not self._stopping.is_set():
@@ -314,7 +314,7 @@ class Publisher:
 
 
 class _SessionState:
-    """What one connection has in flight and where its publishing cursors stand."""
+    """In-flight messages and publishing cursors of one connection."""
 
     def __init__(self, publisher: Publisher, client: mqtt.Client, connack: _Event) -> None:
         self.p = publisher
@@ -343,7 +343,7 @@ class _SessionState:
         self._publish("status", None, self.topics["status"], json.dumps(status).encode(), retain=True)
 
     async def _check_status(self, message: Any) -> None:
-        """Alarm when the status topic says another instance of this gateway is online.
+        """Raise the conflict alarm when the status topic shows another instance of this gateway online.
 
         The retained status names the last instance that announced itself.
         When that is neither this process nor an earlier run on this spool
@@ -457,7 +457,7 @@ class _SessionState:
         start = max(from_seq, self.p.acked_through + 1)
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
-        # The cloud asks again when it lacks a voucher or the records it commits to; send both.
+        # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
         seq = start
         while seq < self.voucher_cursor:
             span = await self.p.spool.call(outbox.voucher_span, seq)

@@ -1,9 +1,9 @@
 """The on-disk spool: one SQLite database in WAL mode holding everything the agent must not lose.
 
 Durability policy. Every step writes its input to disk before the next step
-reads it: normalized state events and counter readings are committed
-before the minute records computed from them, minute records before the
-day results, and a voucher enters the outbox in the same transaction that
+reads it. Normalized state events and counter readings are committed
+before the minute records computed from them, and minute records before
+the day results. A voucher enters the outbox in the same transaction that
 advances the gateway's sequence and chain head.
 
 * Transactions that touch vouchers, the sequence or acknowledgements run
@@ -153,7 +153,7 @@ class CounterReading:
 
 @dataclass(slots=True)
 class MachineBatch:
-    """What one poll or subscription batch produced for one machine."""
+    """State events, counter readings and watermark of one machine from one poll or notification batch."""
 
     machine: str
     states: list[StateEvent] = field(default_factory=list)
