@@ -35,6 +35,7 @@ from .chain import ChainPosition, load_gateways, store_rejections, store_voucher
 from .db import open_pool, refresh_machine_day
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
+from .store import StoreError, register_rotation
 from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
 from .verify import CheckedVoucher, Topic, check_voucher, parse_topic
 
@@ -49,7 +50,7 @@ class IngestError(RuntimeError):
 
 
 def subscriptions(group: str) -> list[str]:
-    return [f"$share/{group}/valuegate/v1/+/+/+/vouchers", f"$share/{group}/valuegate/v1/+/+/+/telemetry"]
+    return [f"$share/{group}/valuegate/v1/+/+/+/{kind}" for kind in ("vouchers", "telemetry", "status")]
 
 
 @dataclass(slots=True)
@@ -70,6 +71,34 @@ def _claim_hints(payload: bytes) -> tuple[str | None, str | None]:
         return None, None
 
 
+async def _register_rotations(conn: Any, topic: Topic, payload: bytes) -> None:
+    """Register the key-rotation statements a gateway lists in its online status; each one commits or fails alone."""
+    try:
+        status = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        log.warning("status_invalid", gateway=topic.gateway, reason="not JSON")
+        return
+    if not isinstance(status, dict) or status.get("schema") != "valuegate/status/v1" or status.get("state") != "online":
+        return
+    statements = status.get("rotations") or []
+    if not isinstance(statements, list):
+        log.warning("status_invalid", gateway=topic.gateway, reason="rotations is not a list")
+        return
+
+    def from_seq(statement: Any) -> int:
+        subject = statement.get("credentialSubject") if isinstance(statement, dict) else None
+        value = subject.get("from_seq") if isinstance(subject, dict) else None
+        return value if isinstance(value, int) else 0
+
+    for statement in sorted(statements, key=from_seq):
+        try:
+            async with conn.transaction():
+                await register_rotation(conn, topic.tenant, topic.gateway, statement, actor=f"gateway:{topic.gateway}")
+        except StoreError as exc:
+            metrics.REJECTIONS.labels("rotation", exc.code).inc()
+            log.warning("rotation_not_registered", gateway=topic.gateway, code=exc.code, reason=str(exc))
+
+
 class IngestWorker:
     """One ingest worker; use ``async with IngestWorker(settings) as worker`` and it runs until the block exits.
 
@@ -86,6 +115,7 @@ class IngestWorker:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._last_resend: dict[tuple[str, int], float] = {}
+        self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
         self.processed = 0
 
@@ -199,10 +229,31 @@ class IngestWorker:
         self._last_reproduce = time.monotonic()
         try:
             async with self.pool.connection() as conn:
-                await reproduce_pending(conn)
+                result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s)
                 await refresh_machine_day(conn)
         except Exception:
             log.exception("reproduce_failed", worker=self.name)
+            return
+        self._request_records(result.missing_records)
+
+    def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:
+        """Ask each gateway to resend from its oldest voucher whose records have not arrived; the edge resends the records with it."""
+        client = self._client
+        if client is None:
+            return
+        oldest: dict[tuple[str, str, str], int] = {}
+        for tenant, site, gateway, seq in missing:
+            key = (tenant, site, gateway)
+            oldest[key] = min(seq, oldest.get(key, seq))
+        now = time.monotonic()
+        for (tenant, site, gateway), seq in oldest.items():
+            if now - self._last_records_request.get((gateway, seq), -1e9) < self.settings.records_wait_s:
+                continue
+            self._last_records_request[(gateway, seq)] = now
+            topic = Topic(tenant, site, gateway, "resend")
+            client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": seq}), qos=1)
+            metrics.RESEND_REQUESTS.inc()
+            log.info("records_requested", gateway=gateway, from_seq=seq)
 
     async def process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
         """Check and store one batch, then acknowledge it; return the chain positions of the gateways touched."""
@@ -224,10 +275,16 @@ class IngestWorker:
 
         async with self.pool.connection() as conn:
             async with conn.transaction():
+                # Rotations first: a voucher of the same batch may already be signed by the next key.
+                for message, topic in parsed:
+                    if topic is not None and topic.kind == "status":
+                        await _register_rotations(conn, topic, message.payload)
                 gateways = await load_gateways(conn, {t.gateway for _, t in parsed if t is not None})
                 vouchers: list[tuple[_Message, CheckedVoucher]] = []
                 batches: list[CheckedBatch] = []
                 for message, topic in parsed:
+                    if topic is not None and topic.kind == "status":
+                        continue
                     kind = "telemetry" if topic is not None and topic.kind == "telemetry" else "voucher"
                     if topic is None or topic.kind not in ("vouchers", "telemetry"):
                         reject(message, topic, kind, "topic_invalid", f"topic {message.topic!r} is not valuegate/v1/<tenant>/<site>/<gateway>/<kind>")

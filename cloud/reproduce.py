@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -32,7 +32,7 @@ from valuegate.edge.protocol.voucher import Claims
 from . import metrics
 from .verify import canonical_fast
 
-__all__ = ("Outcome", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
+__all__ = ("Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
 log = structlog.get_logger("valuegate.cloud.reproduce")
 Conn = psycopg.AsyncConnection[Any]
@@ -43,6 +43,7 @@ _RECORD_SQL = (
     " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s"
     ' ORDER BY machine_id COLLATE "C", minute'
 )
+_WAITING = "waiting for records"
 _baselines: OrderedDict[tuple[Any, ...], methodology.BaselineResult | None] = OrderedDict()
 
 
@@ -135,7 +136,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     )
     stored = (await cur.fetchone())[0]  # type: ignore[index]
     if stored < claims.evidence.records:
-        return Outcome(None, f"waiting for records: {stored} of {claims.evidence.records} stored")
+        return Outcome(None, f"{_WAITING}: {stored} of {claims.evidence.records} stored")
     records = await load_records(conn, claims.tenant, machines, start, end)
     root, count = evidence_of(records)
     if (root, count) != (claims.evidence.merkle_root, claims.evidence.records):
@@ -176,21 +177,33 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     return Outcome(True, f"evidence digest and numbers reproduced {scope}")
 
 
-async def reproduce_pending(conn: Conn, *, limit: int = 200) -> int:
-    """Try vouchers still pending, least recently tried first (at most ``limit``); return how many got a verdict.
+class PendingPass(NamedTuple):
+    """Outcome of one pass: how many vouchers got a verdict, and those still missing records past the wait."""
+
+    decided: int
+    missing_records: list[tuple[str, str, str, int]]
+
+
+async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: float = 30.0) -> PendingPass:
+    """Try vouchers still pending, least recently tried first (at most ``limit``).
+
+    Return how many got a verdict, and ``(tenant, site, gateway, seq)`` of each
+    voucher stored more than ``records_wait_s`` ago whose records are still missing.
 
     While a voucher is pending, ``reproduced_at`` is the time of the last attempt.
     """
     cur = await conn.execute(
-        "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end FROM voucher_chain c"
+        "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end, v.site_id,"
+        " c.stored_at < now() - make_interval(secs => %s) FROM voucher_chain c"
         " JOIN vouchers v ON v.voucher_id = c.voucher_id AND v.period_start = c.period_start"
         " WHERE c.reproduced IS NULL AND (c.reproduced_at IS NULL OR c.reproduced_at < now() - interval '10 seconds')"
         " ORDER BY c.reproduced_at NULLS FIRST, c.stored_at LIMIT %s",
-        (limit,),
+        (records_wait_s, limit),
     )
     pending = await cur.fetchall()
     decided = 0
-    for voucher_id, subject, start, end in pending:
+    missing: list[tuple[str, str, str, int]] = []
+    for voucher_id, subject, start, end, site_id, waited in pending:
         claims = msgspec.convert(subject, Claims)
         try:
             outcome = await reproduce_claims(conn, claims, start, end)
@@ -200,10 +213,12 @@ async def reproduce_pending(conn: Conn, *, limit: int = 200) -> int:
             "UPDATE voucher_chain SET reproduced = %s, reproduce_detail = %s, reproduced_at = now() WHERE voucher_id = %s",
             (outcome.reproduced, outcome.detail, voucher_id),
         )
+        if outcome.reproduced is None and waited and outcome.detail.startswith(_WAITING):
+            missing.append((claims.tenant, site_id, claims.gateway, claims.seq))
         if outcome.reproduced is not None:
             decided += 1
             metrics.REPRODUCED.labels("reproduced" if outcome.reproduced else "mismatch").inc()
             if not outcome.reproduced:
                 log.warning("voucher_not_reproduced", voucher_id=voucher_id, detail=outcome.detail)
     await conn.commit()
-    return decided
+    return PendingPass(decided, missing)

@@ -53,6 +53,8 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seconds between two resend requests for the same gap of one gateway."""
     reproduce_interval_s: float = 2.0
     """Seconds between two passes that recompute vouchers still waiting for their telemetry."""
+    records_wait_s: float = 30.0
+    """Seconds a stored voucher waits for the records it commits to before its gateway is asked to resend them; the request repeats at this interval."""
 
     host: str = "127.0.0.1"
     """Address the API server listens on."""

@@ -295,3 +295,32 @@ async def test_key_rotation_moves_signing_by_sequence(two_tenants: tuple[Gateway
             async with conn.transaction():
                 await store.register_rotation(conn, "acme", "gw-a1", forged)
     assert invalid.value.code == "invalid_rotation"
+
+
+async def test_status_rotation_registered(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    from valuegate.edge.protocol.keyrotation import build_rotation
+
+    acme, _ = two_tenants
+    new_key = Ed25519PrivateKey.generate()
+    statement = build_rotation(acme.key, new_key, tenant="acme", site="plant1", gateway="gw-a1", from_seq=2, created="2026-03-01T00:00:00Z")
+    status = {"schema": "valuegate/status/v1", "state": "online", "instance": "i-1", "ts": "2026-03-01T00:00:00Z", "rotations": [statement]}
+    probe.publish(acme.topic("status"), status)
+    rows = await wait_for_rows(cloud_dsn, "SELECT from_seq FROM gateway_keys WHERE gateway_id = 'gw-a1' AND from_seq IS NOT NULL", count=1)
+    assert rows == [(2,)]
+
+    probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+    acme.key = new_key
+    probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+    await probe.wait_for(acked(acme, 2))
+    assert await query(cloud_dsn, "SELECT code FROM rejections") == []
+
+
+async def test_missing_records_requested(two_tenants: tuple[Gateway, Gateway], mosquitto: Any, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="records", records_wait_s=0.3, reproduce_interval_s=0.2)
+    async with IngestWorker(settings):
+        # The voucher commits to 1380 records that never arrive.
+        probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
+        await probe.wait_for(acked(acme, 1))
+        _, body = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"), timeout=15)
+    assert body == {"schema": "valuegate/resend/v1", "from_seq": 1}
