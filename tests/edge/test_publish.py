@@ -189,7 +189,12 @@ async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
                 assert await wait_until(lambda: cloud.records() == 900, 20)
                 assert gw.publisher.connections == 1
                 assert gw.publisher.metrics.value("valuegate_telemetry_batches_total") >= 900 * 200 // 6000  # records exceed 200 bytes
-                stats = await gw.spool.call(outbox.outbox_stats)
+                # The ingest can hold the last batch before its PUBACK has reached the agent.
+                for _ in range(100):
+                    stats = await gw.spool.call(outbox.outbox_stats)
+                    if stats["unpublished_records"] == 0:
+                        break
+                    await asyncio.sleep(0.05)
                 assert stats["unpublished_records"] == 0
         finally:
             cloud.stop()
