@@ -326,6 +326,9 @@ class _SessionState:
         self.inflight: dict[int, tuple[str, Any]] = {}
         self.voucher_cursor = publisher.acked_through + 1
         self.telemetry_cursor: tuple[int, str] | None = None
+        self.blocked_seq: int | None = None
+        self.online = False
+        self.status_deadline = time.monotonic() + _STATUS_WAIT_S
         self.last_progress = time.monotonic()
         self.topics = {kind: config.topic(kind) for kind in ("telemetry", "vouchers", "status", "ack", "resend")}
 
@@ -384,9 +387,28 @@ class _SessionState:
             if not entries:
                 return
             for entry in entries:
+                if self._too_large(entry):
+                    return
                 if not self._publish("voucher", entry.seq, self.topics["vouchers"], entry.payload):
                     return
                 self.voucher_cursor = entry.seq + 1
+
+    def _too_large(self, entry: outbox.OutboxEntry) -> bool:
+        """Hold back a voucher the broker would reject for its size; it stays in the outbox, and so do the ones after it."""
+        limit = self.max_packet
+        if limit is None or len(entry.payload) + len(self.topics["vouchers"]) + _PUBLISH_OVERHEAD <= limit:
+            return False
+        if self.blocked_seq != entry.seq:
+            self.blocked_seq = entry.seq
+            self.p.metrics.publish_rejected.inc()
+            self.p._log.error(
+                "voucher_too_large",
+                seq=entry.seq,
+                bytes=len(entry.payload),
+                max_packet_size=limit,
+                detail="raise the broker's maximum packet size; the voucher and every later one wait in the outbox",
+            )
+        return True
 
     async def _fill_telemetry(self) -> None:
         config = self.p.config

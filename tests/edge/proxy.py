@@ -1,10 +1,12 @@
-"""A TCP proxy for the tests that cuts an MQTT connection right after forwarding a chosen PUBLISH.
+"""A TCP proxy for the tests that cuts an MQTT connection right after forwarding a chosen PUBLISH, or drops it.
 
 It forwards bytes both ways and parses the client's stream into MQTT
 packets. After it has forwarded the N-th PUBLISH whose topic ends with the
 given suffix, it stops forwarding the broker's bytes (so the PUBACK never
 reaches the client), waits a moment for the broker to deliver the message,
-and closes both sides. Later connections are forwarded untouched.
+and closes both sides. Later connections are forwarded untouched. With
+``drop=True`` it swallows that PUBLISH instead and forwards the rest, so
+the broker never sees it and the client never gets its PUBACK.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _packet_length(buffer: bytearray) -> int | None:
 
 
 class PublishCutProxy:
-    def __init__(self, broker_port: int, *, cut_after_publishes: int, topic_suffix: bytes) -> None:
+    def __init__(self, broker_port: int, *, cut_after_publishes: int, topic_suffix: bytes, drop: bool = False) -> None:
+        self.drop = drop
         self.broker_port = broker_port
         self.cut_after = cut_after_publishes
         self.suffix = topic_suffix
@@ -65,9 +68,13 @@ class PublishCutProxy:
                 buffer += data
                 while (length := _packet_length(buffer)) is not None:
                     packet, buffer = bytes(buffer[:length]), buffer[length:]
-                    broker_writer.write(packet)
                     if packet[0] >> 4 == 3 and self._matches(packet) and not self.cuts:
                         self.publishes += 1
+                        if self.drop and self.publishes == self.cut_after:
+                            self.cuts += 1  # swallowed: the broker never sees it and the client never gets a PUBACK
+                            continue
+                    broker_writer.write(packet)
+                    if packet[0] >> 4 == 3 and self._matches(packet) and not self.drop and self.cuts == 0:
                         if self.publishes == self.cut_after:
                             cut.set()
                             await broker_writer.drain()

@@ -212,3 +212,35 @@ def _store_minutes(spool, count: int) -> None:  # noqa: ANN001
         )
         records.append((minute_ms, record))
     spool.store_minutes("filler-1", records, done_ms=records[-1][0] + 60_000, carry=Carry(0, None, False, {}))
+
+
+async def test_voucher_above_packet_limit_waits(tmp_path: Path) -> None:
+    """A broker whose maximum packet size is below one voucher: nothing is sent, nothing is lost, an error is counted."""
+    with MosquittoServer(extra_config=["max_packet_size 1500"]) as broker:
+        async with gateway(tmp_path / "gw", broker.port) as gw:
+            await gw.issue(3)
+            assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_publish_rejected_total") == 1, 10)
+            await asyncio.sleep(1)
+            assert gw.publisher.connections == 1  # held back, so the broker had no reason to disconnect
+            assert gw.publisher.sent_through() == 0
+            assert await gw.depth() == 3
+
+
+async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The third voucher never reaches the broker; the ingest sees the gap, asks for a resend and gets it."""
+    cloud = standin(mosquitto.port)
+    proxy = PublishCutProxy(mosquitto.port, cut_after_publishes=3, topic_suffix=b"/vouchers", drop=True)
+    await proxy.start()
+    try:
+        async with gateway(tmp_path / "gw", proxy.port, publish={"ack_timeout_s": 60}) as gw:
+            await gw.issue(8)
+            assert await gw.wait_empty(20) == 0
+            assert proxy.cuts == 1
+            assert gw.publisher.metrics.value("valuegate_publish_retries_total") >= 1
+            assert gw.publisher.connections == 1
+        assert cloud.resends_sent[0] == 3
+        assert cloud.stored() == 8
+        assert cloud.chain_problems() == []
+    finally:
+        await proxy.stop()
+        cloud.stop()
