@@ -121,6 +121,9 @@ class ModbusLineSimulator(ReplayService):
     async def _apply(self, now_ms: int) -> None:
         self.server.set_values(self.values_at(now_ms))
 
+    def _reads(self) -> int:
+        return self.server.holding_reads
+
     # -- faults ---------------------------------------------------------------
 
     async def inject(self, fault: FaultSpec | str) -> None:
@@ -209,6 +212,7 @@ class BottlingModbusSimulator(ModbusLineSimulator):
         unit_id: int = 0,
         speed: float = 3600.0,
         min_dwell_ms: int = 0,
+        hold_until_read: bool = False,
         tick_ms: int = 20,
         days: int | None = None,
         start: date | None = None,
@@ -232,7 +236,7 @@ class BottlingModbusSimulator(ModbusLineSimulator):
             host=host,
             port=port,
             unit_id=unit_id,
-            pacing=ReplayPacing(speed=speed, min_dwell_ms=min_dwell_ms, tick_ms=tick_ms),
+            pacing=ReplayPacing(speed=speed, min_dwell_ms=min_dwell_ms, tick_ms=tick_ms, hold_until_read=hold_until_read),
             counter_offset=counter_offset,
             faults=faults,
             paused=paused,

@@ -23,6 +23,7 @@ log = structlog.get_logger("valuegate.simulators.modbus")
 # Coils served next to the tag map's registers; coil 0 is set when the replay is done.
 COIL_COUNT = 16
 _HOLDING_CODES = frozenset((3, 6, 16, 22, 23))
+_READ_CODES = frozenset((3, 23))
 _COIL_CODES = frozenset((1, 5, 15))
 
 
@@ -70,6 +71,7 @@ class RegisterServer:
         self._server: ModbusTcpServer | None = None
         self.port = 0
         self.requests = 0
+        self.holding_reads = 0
 
     # -- values -------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class RegisterServer:
                 if address < item.start + item.count and item.start < address + count:
                     return ExcCodes(item.code)
             current_registers[: self.register_count] = self._registers
+            if function_code in _READ_CODES:
+                self.holding_reads += 1
         elif function_code in _COIL_CODES:
             current_registers[: COIL_COUNT // 16] = SimUtils.bitsToRegisters(self._coils)
         return None

@@ -42,6 +42,8 @@ class ReplayPacing:
     """Idle spans longer than this (recorded ms) are jumped over instead of replayed."""
     lead_ms: int = 60_000
     """Recorded milliseconds replayed at ``speed`` before an idle span ends."""
+    hold_until_read: bool = False
+    """Serve each state until a client has read it at least once, so a poller sees every change at any speed."""
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -112,14 +114,21 @@ class ReplayClock:
                 return self.marks[bisect.bisect_right(self.marks, now_ms)]
         return None
 
-    async def run(self, apply: Apply, *, stop: asyncio.Event | None = None) -> None:
-        """Advance the clock to ``end_ms``, calling ``apply(now_ms)`` after every step."""
+    async def run(self, apply: Apply, *, stop: asyncio.Event | None = None, reads: Callable[[], int] | None = None) -> None:
+        """Advance the clock to ``end_ms``, calling ``apply(now_ms)`` after every step.
+
+        ``reads`` returns how many client reads the server has answered so
+        far; with ``hold_until_read`` the clock leaves a change instant only
+        after at least one read since it landed there.
+        """
         loop = asyncio.get_running_loop()
         pacing = self.pacing
         dwell_s = pacing.min_dwell_ms / 1000
+        gated = pacing.hold_until_read and reads is not None
         await _call(apply, self.now_ms)
         last_real = loop.time()
         last_mark_real = last_real
+        reads_at_mark = reads() if gated else 0
         while self.now_ms < self.end_ms:
             await asyncio.sleep(pacing.tick_ms / 1000)
             if stop is not None and stop.is_set():
@@ -130,10 +139,11 @@ class ReplayClock:
             target = jump if jump is not None else self.now_ms + int((real - last_real) * pacing.speed * 1000)
             last_real = real
             if target >= next_mark:
-                if dwell_s and real - last_mark_real < dwell_s:
+                unread = gated and reads() <= reads_at_mark  # type: ignore[misc]
+                if (dwell_s and real - last_mark_real < dwell_s) or unread:
                     # Wait just before the change; a jump waits where it is.
                     target = self.now_ms if jump is not None else max(self.now_ms, next_mark - 1)
-                elif dwell_s or jump is not None:
+                elif dwell_s or gated or jump is not None:
                     target = next_mark
                     last_mark_real = real
                 else:
@@ -141,6 +151,8 @@ class ReplayClock:
             if target > self.now_ms:
                 self.now_ms = min(target, self.end_ms)
                 await _call(apply, self.now_ms)
+                if gated and self.now_ms == next_mark:
+                    reads_at_mark = reads()  # type: ignore[misc]
         log.debug("replay_clock_done", end_ms=self.end_ms)
 
     def real_duration_estimate_s(self) -> float:

@@ -61,9 +61,14 @@ class ReplayService:
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
 
+    def _reads(self) -> int:
+        """Return how many client reads the server has answered; read-paced replay needs it."""
+        raise NotImplementedError
+
     async def _replay(self) -> None:
         await self._resumed.wait()
-        await self.clock.run(self._apply, stop=self._stopping)
+        reads = self._reads if self.clock.pacing.hold_until_read else None
+        await self.clock.run(self._apply, stop=self._stopping, reads=reads)
         if not self._stopping.is_set():
             await self._mark_done()
             self.finished.set()

@@ -71,6 +71,39 @@ async def _poll_until_done(
         await asyncio.sleep(POLL_S)
 
 
+def _expected_changes_2022_10_20() -> list[tuple[int, int]]:
+    day = date(2022, 10, 20)
+    summary = next(row for row in _csv_rows("daily_operation_summary.csv") if row["date"] == "44854")
+    window = (_utc_ms(day, summary["production_start_time"]), _utc_ms(day, summary["production_end_time"]))
+    stops = sorted(
+        (_utc_ms(day, row["downtime_start_time"]), _utc_ms(day, row["downtime_end_time"]))
+        for row in _csv_rows("downtime_event_log.csv")
+        if row["date"] == "44854"
+    )
+    day_start = int(datetime(2022, 10, 20, tzinfo=SAO_PAULO).timestamp() * 1000)
+    expected = [(0, day_start), (1, window[0])]
+    for start, end in stops:
+        expected += [(2, start), (1, end)]
+    expected.append((0, window[1]))
+    return expected
+
+
+async def test_read_paced_replay_shows_every_change_to_a_slow_poller() -> None:
+    # At 10 million recorded seconds per real second a 10 ms poller would miss
+    # nearly every stop; holding each change until it is read shows all of them.
+    expected = _expected_changes_2022_10_20()
+    day = date(2022, 10, 20)
+    async with BottlingModbusSimulator(speed=10_000_000, hold_until_read=True, tick_ms=2, start=day, end=day) as sim:
+        client = AsyncModbusTcpClient("127.0.0.1", port=sim.port)
+        await client.connect()
+        try:
+            seen = await asyncio.wait_for(_poll_until_done(client, sim), timeout=30)
+        finally:
+            client.close()
+    assert [(item["state"], item["since"]) for item in seen] == expected
+    assert [item["changes"] for item in seen] == list(range(len(expected)))
+
+
 async def test_poller_sees_every_state_change() -> None:
     day = date(2022, 10, 20)
     summary = next(row for row in _csv_rows("daily_operation_summary.csv") if row["date"] == "44854")
