@@ -35,7 +35,9 @@ def _imports(path: Path, package: str) -> list[tuple[int, str]]:
                 name = f"{base}.{node.module}" if node.module else base
             else:
                 name = node.module or ""
-            found.append((node.lineno, name))
+            # `from a.b import c` is recorded as a.b.c, so that importing an allowed
+            # submodule from its parent package (from valuegate.edge import kernels) passes.
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
     return found
 
 
@@ -65,4 +67,4 @@ def test_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("from valuegate.cloud import ingest\nfrom ..protocol import voucher\n")
     names = [name for _, name in _imports(sample, "valuegate.edge.kernels")]
-    assert names == ["valuegate.cloud", "valuegate.edge.protocol"]
+    assert names == ["valuegate.cloud.ingest", "valuegate.edge.protocol.voucher"]

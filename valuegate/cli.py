@@ -32,7 +32,8 @@ def _root(
 
 
 def _register_layers() -> None:
-    from valuegate import demo_cli, verify_cli
+    from valuegate import verify_cli
+    from valuegate.demo import cli as demo_cli
     from valuegate.adapters import cli as adapters_cli
     from valuegate.cloud import cli as cloud_cli
     from valuegate.edge import cli as edge_cli

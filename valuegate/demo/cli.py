@@ -1,0 +1,102 @@
+"""The `valuegate demo` command: replay recorded plant data through the whole chain and print the value report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _parse_broker(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"{value!r} is not HOST:PORT, for example 127.0.0.1:1883")
+    return host, int(port)
+
+
+async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_dir: Path) -> dict[str, Any]:
+    from .render import report_html
+    from .report import collect_report
+    from .settle import settle_and_package
+    from .stack import running_stack
+
+    async with running_stack(options) as stack:
+        options.progress("running the invoices and renewal triggers")
+        extras = await settle_and_package(stack, out_dir)
+        report = await asyncio.to_thread(collect_report, stack, extras=extras)
+        paths = {}
+        for lang in ("zh-CN", "en"):
+            path = out_dir / f"report.{lang}.html"
+            path.write_text(report_html(report, lang), encoding="utf-8")
+            paths[lang] = str(path)
+        report["report_html"] = paths
+        (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        if serve:
+            console_out = sys.stderr if as_json else sys.stdout
+            print(f"web UI: {stack.api_url}/?lang={language}", file=console_out)
+            for username, password in stack.passwords.items():
+                print(f"  log in as {username} / {password}", file=console_out)
+            print("press Ctrl-C to stop", file=console_out)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass
+        return report
+
+
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+    language: str = typer.Option("zh-CN", "--lang", help="Language of the printed report and the web UI link: zh-CN or en."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the report, invoices, packages and the edge state (a new temporary folder when omitted)."),
+    bottling_days: int | None = typer.Option(None, "--bottling-days", min=1, help="Replay only the first N production days of the bottling line."),
+    mazak_days: int | None = typer.Option(None, "--mazak-days", min=1, help="Replay only the first N plant days of the Mazak recording."),
+    speed: float = typer.Option(200_000.0, "--speed", min=1.0, help="Recorded seconds replayed per real second between state changes."),
+    broker: str | None = typer.Option(None, "--broker", help="HOST:PORT of an MQTT broker to use instead of starting Mosquitto."),
+    database: str | None = typer.Option(None, "--database", help="PostgreSQL connection string to use instead of a throwaway cluster."),
+    serve: bool = typer.Option(False, "--serve", help="Keep the web UI running after the report until Ctrl-C."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the components' log events."),
+) -> None:
+    """Replay recorded plant data through simulators, an edge agent and the cloud; print a verified value report."""
+    from rich.console import Console
+
+    from .logs import configure_demo_logging
+    from .render import print_report
+    from .stack import DemoOptions
+
+    if language not in ("zh-CN", "en"):
+        raise typer.BadParameter(f"language {language!r} is not available; use zh-CN or en", param_hint="--lang")
+    configure_demo_logging(verbose=verbose)
+    out_dir = out or Path(tempfile.mkdtemp(prefix="valuegate-demo-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    err = Console(stderr=True)
+    options = DemoOptions(
+        state_dir=out_dir,
+        bottling_days=bottling_days,
+        mazak_days=mazak_days,
+        speed=speed,
+        broker=_parse_broker(broker),
+        database=database,
+        progress=lambda message: err.print(f"[dim]demo:[/dim] {message}"),
+    )
+    try:
+        report = asyncio.run(_run(options, serve=serve, language=language, as_json=as_json, out_dir=out_dir))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        return
+    console = Console()
+    print_report(report, console, language)
+    console.print(f"HTML report: {report['report_html'][language]}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the demo command to the root command line."""
+    root.command("demo")(demo)
