@@ -216,7 +216,11 @@ class EdgeAgent:
                     self._queue.put_nowait(None)
                     break
                 batches.append(item)
-            await self.spool.call(Spool.append, batches)
+            self._busy += 1  # drained() must not see an empty queue while these batches are on their way to disk
+            try:
+                await self.spool.call(Spool.append, batches)
+            finally:
+                self._busy -= 1
             for batch in batches:
                 self.metrics.samples_spooled.labels(batch.machine).inc(len(batch.states) + len(batch.counters))
                 self._dirty.add(batch.machine)
