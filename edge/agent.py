@@ -26,7 +26,7 @@ from valuegate.adapters.tagmap import TagMap, load_tag_map
 from . import outbox
 from .config import EdgeConfig, Machine
 from .issuer import VoucherSigner
-from .metrics import AgentMetrics, MetricsServer
+from .metrics import AgentMetrics, LogLimiter, MetricsServer
 from .normalize import Normalizer
 from .pipeline import MachineInfo, Pipeline
 from .publish import Publisher
@@ -65,6 +65,7 @@ class EdgeAgent:
         self._device_tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._log = log.bind(gateway=config.gateway)
+        self._limit = LogLimiter()
         self.spool: SpoolThread
         self.outbox_spool: SpoolThread
         self.publisher: Publisher
@@ -171,7 +172,8 @@ class EdgeAgent:
             except Exception as exc:  # noqa: BLE001 - a device fault must never stop the agent
                 delay = backoff.next_delay()
                 self.metrics.device_connected.labels(device_id).set(0)
-                self._log.error("device_failed", device=device_id, machine=machine_id, error=repr(exc), retry_in_s=round(delay, 1))
+                if (held := self._limit(("device_failed", device_id))) is not None:
+                    self._log.error("device_failed", device=device_id, machine=machine_id, error=repr(exc), retry_in_s=round(delay, 1), repeats_not_logged=held)
                 await self._enqueue(normalizer.offline())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -188,7 +190,8 @@ class EdgeAgent:
         batch = normalizer.feed(samples) if connected or samples else normalizer.offline()
         if normalizer.missed_total > missed_before:
             self.metrics.missed_transitions.labels(machine_id).inc(normalizer.missed_total - missed_before)
-            self._log.warning("state_transitions_missed", machine=machine_id, missed=normalizer.missed_total - missed_before)
+            if (held := self._limit(("state_transitions_missed", machine_id))) is not None:
+                self._log.warning("state_transitions_missed", machine=machine_id, missed_total=normalizer.missed_total, repeats_not_logged=held)
         await self._enqueue(batch)
 
     async def _enqueue(self, batch: MachineBatch) -> None:
@@ -289,7 +292,8 @@ class EdgeAgent:
             if count:
                 self.metrics.spool_pruned.labels(kind).inc(count)
         if deleted["unsummarized_events"]:
-            self._log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb)
+            if (held := self._limit("spool_full_events_dropped")) is not None:
+                self._log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb, repeats_not_logged=held)
         used = await self.outbox_spool.call(Spool.used_bytes)
         self.metrics.spool_bytes.set(used)
         alarm = used >= cap * config.alarm_ratio

@@ -27,7 +27,7 @@ from valuegate.adapters.backoff import Backoff
 
 from . import outbox
 from .config import EdgeConfig
-from .metrics import AgentMetrics
+from .metrics import AgentMetrics, LogLimiter
 from .protocol.records import TELEMETRY_SCHEMA
 from .spool import SpoolThread
 
@@ -113,6 +113,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._log = log.bind(gateway=config.gateway, client_id=config.client_id)
+        self.limit = LogLimiter()
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
         self._current: _SessionState | None = None
@@ -152,7 +153,8 @@ class Publisher:
                 self._backoff.reset()
             except ConnectFailed as exc:
                 self.metrics.mqtt_connect_failures.inc()
-                self._log.warning("mqtt_connect_failed", reason=str(exc), code=exc.code, retry_in_s=round(delay, 2))
+                if (held := self.limit("mqtt_connect_failed")) is not None:
+                    self._log.warning("mqtt_connect_failed", reason=str(exc), code=exc.code, retry_in_s=round(delay, 2), repeats_not_logged=held)
             if self.taken_over:
                 delay = self.config.mqtt.takeover_retry_s
                 self._log.error(
@@ -310,7 +312,8 @@ class Publisher:
         if code == SESSION_TAKEN_OVER:
             self.alarm("session taken over (reason code 0x8E)")
             return
-        self._log.warning("mqtt_disconnected", reason_code=f"{code:#04x}")
+        if (held := self.limit("mqtt_disconnected")) is not None:
+            self._log.warning("mqtt_disconnected", reason_code=f"{code:#04x}", repeats_not_logged=held)
 
 
 class _SessionState:
@@ -442,7 +445,8 @@ class _SessionState:
         kind, key = self.inflight.pop(event.mid, ("unknown", None))
         if event.code >= 0x80:
             self.p.metrics.publish_rejected.inc()
-            self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{event.code:#04x}")
+            if (held := self.p.limit("mqtt_publish_rejected")) is not None:
+                self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{event.code:#04x}", repeats_not_logged=held)
             return
         if kind == "telemetry":
             await self.p.spool.call(outbox.mark_published, key, _now_ms())
@@ -453,7 +457,8 @@ class _SessionState:
             message = json.loads(payload)
         except ValueError:
             self.p.metrics.bad_control_messages.inc()
-            self.p._log.warning("control_message_invalid", topic=topic, reason="not JSON")
+            if (held := self.p.limit("control_message_invalid")) is not None:
+                self.p._log.warning("control_message_invalid", topic=topic, reason="not JSON", repeats_not_logged=held)
             return
         if topic == self.topics["status"]:
             await self._check_status(message)
@@ -464,7 +469,8 @@ class _SessionState:
         else:
             self.p.metrics.bad_control_messages.inc()
             schema = message.get("schema") if isinstance(message, dict) else None
-            self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field")
+            if (held := self.p.limit("control_message_invalid")) is not None:
+                self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field", repeats_not_logged=held)
 
     async def _on_ack(self, stored_through: int) -> None:
         through, removed = await self.p.spool.call(outbox.ack, stored_through)
@@ -498,7 +504,8 @@ class _SessionState:
         in_flight = any(kind == "voucher" for kind, _ in self.inflight.values())
         if waiting and not in_flight and time.monotonic() - self.last_progress > self.p.config.publish.ack_timeout_s:
             self.p.metrics.publish_retries.inc()
-            self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout")
+            if (held := self.p.limit("vouchers_republished")) is not None:
+                self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout", repeats_not_logged=held)
             self.voucher_cursor = self.p.acked_through + 1
             self.last_progress = time.monotonic()
 
