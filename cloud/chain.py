@@ -20,7 +20,7 @@ from valuegate.edge.protocol.voucher import VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo
 
-__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain")
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain", "advance_chains")
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -140,32 +140,35 @@ def _link_error(item: CheckedVoucher, known: dict[tuple[str, int], tuple[str, st
     return None
 
 
+_ADVANCE = """
+UPDATE gateway_chain AS g SET
+    contiguous_through = CASE
+        WHEN EXISTS (SELECT 1 FROM voucher_chain c WHERE c.gateway_id = g.gateway_id AND c.seq = g.contiguous_through + 1)
+        -- The run that starts right after the old position ends at the first stored seq whose successor is missing.
+        THEN (SELECT min(c.seq) FROM voucher_chain c
+              WHERE c.gateway_id = g.gateway_id AND c.seq > g.contiguous_through
+                AND NOT EXISTS (SELECT 1 FROM voucher_chain n WHERE n.gateway_id = c.gateway_id AND n.seq = c.seq + 1))
+        ELSE g.contiguous_through
+    END,
+    highest_seq = coalesce((SELECT max(c.seq) FROM voucher_chain c WHERE c.gateway_id = g.gateway_id), 0),
+    updated_at = now()
+WHERE g.gateway_id = ANY(%s)
+RETURNING g.gateway_id, g.contiguous_through, g.highest_seq
+"""
+
+
+async def advance_chains(conn: Conn, gateway_ids: list[str]) -> dict[str, ChainPosition]:
+    """Move each gateway's stored-through position over every contiguous stored sequence and return the positions."""
+    if not gateway_ids:
+        return {}
+    await conn.execute("INSERT INTO gateway_chain (gateway_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (gateway_ids,))
+    cur = await conn.execute(_ADVANCE, (gateway_ids,))
+    return {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
+
+
 async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:
-    """Move the gateway's stored-through position over every contiguous stored sequence and return it."""
-    cur = await conn.execute(
-        "INSERT INTO gateway_chain (gateway_id) VALUES (%s) ON CONFLICT (gateway_id) DO UPDATE SET gateway_id = excluded.gateway_id"
-        " RETURNING contiguous_through, highest_seq",
-        (gateway_id,),
-    )
-    through, highest = await cur.fetchone()  # type: ignore[misc]
-    while True:
-        cur = await conn.execute(
-            "SELECT seq FROM voucher_chain WHERE gateway_id = %s AND seq > %s ORDER BY seq LIMIT 10000", (gateway_id, through)
-        )
-        seqs = [row[0] for row in await cur.fetchall()]
-        for seq in seqs:
-            if seq != through + 1:
-                break
-            through = seq
-        if len(seqs) < 10000 or through != seqs[-1]:
-            break
-    cur = await conn.execute("SELECT max(seq) FROM voucher_chain WHERE gateway_id = %s", (gateway_id,))
-    highest = max(highest, (await cur.fetchone())[0] or 0)  # type: ignore[index]
-    await conn.execute(
-        "UPDATE gateway_chain SET contiguous_through = %s, highest_seq = %s, updated_at = now() WHERE gateway_id = %s",
-        (through, highest, gateway_id),
-    )
-    return ChainPosition(gateway_id, through, highest)
+    """Move one gateway's stored-through position and return it."""
+    return (await advance_chains(conn, [gateway_id]))[gateway_id]
 
 
 async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict[str, GatewayInfo]) -> StoreResult:
@@ -221,8 +224,7 @@ async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict
                 " IS DISTINCT FROM (excluded.mapping_hash, excluded.time_source, excluded.ideal_cycle_time_s, excluded.site_id)",
                 sorted(machines.values()),
             )
-    for gid in gateway_ids:
-        result.positions[gid] = await advance_chain(conn, gid)
+    result.positions = await advance_chains(conn, gateway_ids)
     return result
 
 

@@ -169,3 +169,25 @@ def test_telemetry_record_fields_match_protocol() -> None:
     from valuegate.cloud.telemetry import _Record
 
     assert _Record.__struct_fields__ == MinuteRecord.__struct_fields__
+
+
+def test_number_fields_cover_claims_schema() -> None:
+    """Every int or float field of the claims is listed for the fast canonical form."""
+    from msgspec import inspect
+
+    from valuegate.cloud.verify import _MACHINE_NUMBER_FIELDS, _NUMBER_FIELDS
+
+    def numeric(struct: Any) -> set[str]:
+        found = set()
+        for field in inspect.type_info(struct).fields:
+            kinds = field.type.types if isinstance(field.type, inspect.UnionType) else (field.type,)
+            if any(isinstance(kind, (inspect.IntType, inspect.FloatType)) for kind in kinds):
+                found.add(field.name)
+        return found
+
+    claims_fields = {field.name: field.type for field in inspect.type_info(v.Claims).fields}
+    assert numeric(v.Claims) == {"seq"}
+    for name, kind in claims_fields.items():
+        if isinstance(kind, inspect.StructType):
+            assert numeric(kind.cls) == set(_NUMBER_FIELDS.get(name, ())), name
+    assert numeric(v.MachineRef) == set(_MACHINE_NUMBER_FIELDS)
