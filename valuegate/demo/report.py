@@ -168,7 +168,7 @@ def collect_report(stack: DemoStack, *, extras: dict[str, Any] | None = None) ->
         "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machines": machines,
         "vouchers": _voucher_counts(stack, contracts),
-        "chain": {"gateway": GATEWAY, "contiguous_through": gateway.get("contiguous_through"), "highest_seq": gateway.get("highest_seq")},
+        "chain": {"gateway": GATEWAY, "stored_through": gateway.get("stored_through"), "highest_seq": gateway.get("highest_seq")},
         "value": value,
         "realized_total": str(total),
         "currency": value[0]["currency"] if value else "CNY",

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .stack import CONTRACTS, TENANT, DemoStack
+from .stack import TENANT, DemoStack
 
 __all__ = ("settle_and_package",)
 
@@ -42,7 +42,7 @@ async def settle_and_package(stack: DemoStack, out_dir: Path) -> dict[str, Any]:
     invoices: list[dict[str, Any]] = []
     packages: list[dict[str, Any]] = []
     async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
-        for path in CONTRACTS:
+        for path in stack.options.contracts:
             contract = load_contract(path)
             period = BillingPeriod(min(a.reporting.first_date for a in contract.anchors), max(a.reporting.last_date for a in contract.anchors))
             async with conn.transaction():

@@ -49,6 +49,8 @@ class DemoOptions:
     """A PostgreSQL connection string to use instead of starting a throwaway cluster."""
     ingest_workers: int = 2
     """Ingest workers sharing one MQTT subscription."""
+    contracts: tuple[Path, ...] = CONTRACTS
+    """Contract files the edge measures and the cloud settles."""
     progress: Callable[[str], None] = lambda _message: None
     """Called with a short English line at each step."""
 
@@ -82,7 +84,7 @@ def _edge_config(options: DemoOptions, stack: DemoStack, modbus_port: int, opcua
         "state_dir": str(state),
         "mqtt": {"host": stack.broker[0], "port": stack.broker[1], "keepalive_s": 30, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
         "metrics": {"port": 0},
-        "contracts": [str(path) for path in CONTRACTS],
+        "contracts": [str(path) for path in options.contracts],
         "devices": [
             {
                 "id": FILLER[0],
@@ -112,7 +114,7 @@ async def _register(stack: DemoStack, public_key: str) -> None:
         await admin.create_site(TENANT, SITE, "Demo site", FILLER[1])
         await admin.create_gateway(TENANT, SITE, GATEWAY, "Demo gateway")
         await admin.add_key(TENANT, GATEWAY, public_key, valid_from=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
-        for path in CONTRACTS:
+        for path in stack.options.contracts:
             await admin.upload_contract(TENANT, path)
         for username, roles in DEMO_USERS.items():
             password = secrets.token_urlsafe(9)

@@ -1,0 +1,202 @@
+"""End to end: recorded days through simulators, adapters, the edge, a real broker and the cloud on real PostgreSQL.
+
+The expected figures are computed here, independently of the simulators'
+loaders and the edge kernels, straight from the shipped recording files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from valuegate.demo.report import collect_report
+from valuegate.demo.stack import DemoOptions, running_stack
+from valuegate.services import MosquittoServer, PostgresServer
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.slow]
+
+RECORDINGS = Path(__file__).resolve().parents[2] / "simulators" / "recordings"
+PEERS = Path(__file__).resolve().parents[1] / "peers"
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+NEW_YORK = ZoneInfo("America/New_York")
+BOTTLING_DAYS = [date(2022, 7, 22), date(2022, 7, 26), date(2022, 8, 1)]
+MAZAK_DAYS = [date(2016, 5, 2), date(2016, 5, 3)]
+
+BOTTLING_CONTRACT = """
+schema: valuegate/contract/v1
+id: E2E-BOTTLING
+tenant: demo
+customer: test
+start: 2022-07-01
+end: 2022-12-31
+anchors:
+  - id: filler-downtime
+    scope: [filler-01]
+    metric: unplanned_downtime_rate
+    baseline: {first_date: 2022-07-22, last_date: 2022-07-26, min_days: 2}
+    reporting: {first_date: 2022-07-27, last_date: 2022-08-01}
+    uncertainty: {resamples: 200, block_days: 1, seed: 5}
+    price: {per: avoided_minute, amount: "10.00"}
+"""
+MACHINING_CONTRACT = """
+schema: valuegate/contract/v1
+id: E2E-MACHINING
+tenant: demo
+customer: test
+start: 2016-05-01
+end: 2016-06-30
+anchors:
+  - id: mazak-availability
+    scope: [mazak-03]
+    metric: availability_points
+    baseline: {first_date: 2016-05-02, last_date: 2016-05-02, min_days: 1}
+    reporting: {first_date: 2016-05-03, last_date: 2016-05-03}
+    sufficiency: {min_planned_busy_min: 60, max_offline_share: 1.0}
+    uncertainty: {resamples: 200, block_days: 1, seed: 5}
+    price: {per: availability_point_day, amount: "100.00"}
+"""
+
+
+def _csv(name: str) -> list[dict[str, str]]:
+    with gzip.open(RECORDINGS / "bottling-line" / f"{name}.csv.gz", "rt", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _local_ms(day: date, fraction: str) -> int:
+    start = datetime(day.year, day.month, day.day, tzinfo=SAO_PAULO)
+    return round((start + timedelta(milliseconds=round(float(fraction) * 86_400_000))).timestamp() * 1000)
+
+
+def _expected_bottling_stop_min(day: date) -> tuple[float, float]:
+    """Return (production window minutes, stop minutes inside it) for one day, from the raw CSV files."""
+    serial = str((day - date(1899, 12, 30)).days)
+    rows = [row for row in _csv("daily_operation_summary") if row["date"] == serial]
+    windows = sorted((_local_ms(day, r["production_start_time"]), _local_ms(day, r["production_end_time"])) for r in rows)
+    start, end = windows[0][0], max(w[1] for w in windows)
+    stops = sorted(
+        (max(_local_ms(day, r["downtime_start_time"]), start), min(_local_ms(day, r["downtime_end_time"]), end))
+        for r in _csv("downtime_event_log")
+        if r["date"] == serial
+    )
+    covered, reach = 0, start
+    for stop_start, stop_end in stops:
+        stop_start = max(stop_start, reach)
+        if stop_end > stop_start:
+            covered += stop_end - stop_start
+            reach = stop_end
+    return (end - start) / 60_000, covered / 60_000
+
+
+def _expected_mazak_counter_min(day: date) -> dict[str, float]:
+    """Return the day's auto_time and total_time increments in minutes, read from the raw SHDR lines."""
+    day_start = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
+    day_end = day_start + timedelta(days=1)
+    readings: dict[str, list[float]] = {"auto_time": [], "total_time": []}
+    for path in sorted((RECORDINGS / "nist-mazak03-week").glob("Mazak03-*.txt.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split("|")
+                stamp = datetime.fromisoformat(fields[0].replace("Z", "+00:00"))
+                if not day_start <= stamp < day_end:
+                    continue
+                for name, value in zip(fields[1::2], fields[2::2], strict=False):
+                    if name in readings and value != "UNAVAILABLE":
+                        readings[name].append(float(value))
+    return {name: (values[-1] - values[0]) / 60 for name, values in readings.items()}
+
+
+def _stored_documents(dsn: str) -> list[dict]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute("SELECT document FROM vouchers ORDER BY seq")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[dict]:
+    """Run the chain once for the module and return the demo report plus the stored voucher documents."""
+    folder = tmp_path_factory.mktemp("chain")
+    (folder / "bottling.yaml").write_text(BOTTLING_CONTRACT, encoding="utf-8")
+    (folder / "machining.yaml").write_text(MACHINING_CONTRACT, encoding="utf-8")
+    name = "e2e_" + uuid.uuid4().hex[:8]
+    admin = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with MosquittoServer() as broker:
+        options = DemoOptions(
+            state_dir=folder / "state",
+            bottling_days=len(BOTTLING_DAYS),
+            mazak_days=len(MAZAK_DAYS),
+            broker=("127.0.0.1", broker.port),
+            database=f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}",
+            contracts=(folder / "bottling.yaml", folder / "machining.yaml"),
+        )
+
+        async def run() -> dict:
+            async with running_stack(options) as stack:
+                result = await asyncio.to_thread(collect_report, stack)
+                result["documents"] = await asyncio.to_thread(_stored_documents, stack.dsn)
+                return result
+
+        yield asyncio.run(run())
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_chain_reproduces_recorded_days(report: dict) -> None:
+    machines = {machine["id"]: machine for machine in report["machines"]}
+
+    # Bottling: per day, planned busy time is the production window and
+    # unplanned downtime is the sum of the stops replayed inside it.
+    bottling = {day["date"]: day for day in machines["filler-01"]["days"]}
+    assert sorted(bottling) == [day.isoformat() for day in BOTTLING_DAYS]
+    for day in BOTTLING_DAYS:
+        window_min, stop_min = _expected_bottling_stop_min(day)
+        computed = bottling[day.isoformat()]
+        assert computed["planned_min"] == pytest.approx(window_min, abs=0.02), day
+        assert computed["downtime_min"] == pytest.approx(stop_min, abs=0.02), day
+        assert computed["run_min"] == pytest.approx(window_min - stop_min, abs=0.02), day
+
+    # Mazak: run time per day agrees with the controller's auto_time counter
+    # within 1%, and planned busy time (powered time) with total_time.
+    mazak = {day["date"]: day for day in machines["mazak-03"]["days"]}
+    for day in MAZAK_DAYS:
+        counters = _expected_mazak_counter_min(day)
+        computed = mazak[day.isoformat()]
+        assert computed["run_min"] == pytest.approx(counters["auto_time"], rel=0.01), day
+        assert computed["planned_min"] == pytest.approx(counters["total_time"], rel=0.01), day
+
+
+def test_chain_stores_every_voucher_once_verified(report: dict) -> None:
+    counts = report["vouchers"]
+    # Reporting days: 2022-07-27 .. 2022-08-01 for the filler and 2016-05-03 for the Mazak.
+    assert counts["issued"] == 6 + 1
+    assert counts["stored"] == counts["issued"]
+    assert counts["verified"] == counts["issued"]
+    assert counts["reproduced"] == counts["issued"]
+    assert counts["gap"] == 0
+    assert counts["rejected"] == 0
+    assert report["chain"]["stored_through"] == counts["issued"]
+    seqs = [document["credentialSubject"]["seq"] for document in report["documents"]]
+    assert seqs == list(range(1, counts["issued"] + 1))
+
+
+@pytest.mark.peer
+def test_stored_vouchers_verify_with_node(report: dict, node_peers: Path) -> None:
+    assert report["documents"]
+    for document in report["documents"]:
+        result = subprocess.run(
+            ["node", str(PEERS / "verify_voucher.js")], input=json.dumps(document).encode(), capture_output=True, cwd=PEERS, timeout=30, check=False
+        )
+        assert result.stdout.decode().strip() == "valid", document["credentialSubject"]["voucher_id"]
