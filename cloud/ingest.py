@@ -12,6 +12,7 @@ and, for a gap, a ``resend``. A rejected message is stored in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import hashlib
@@ -110,7 +111,11 @@ class IngestWorker:
         self.name = name or f"{settings.client_id_prefix}-{uuid.uuid4().hex[:8]}"
         self._pool = pool
         self._own_pool = pool is None
-        self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        # paho's thread appends to the inbox and wakes the loop only when the worker may be waiting,
+        # so a burst of messages costs one wake-up instead of one per message.
+        self._inbox: collections.deque[_Message] = collections.deque()
+        self._wake = asyncio.Event()
+        self._wake_sent = False
         self._client: mqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -159,7 +164,10 @@ class IngestWorker:
 
         def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
             item = _Message(message.topic, bytes(message.payload), message.mid, message.qos)
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._inbox.append(item)
+            if not self._wake_sent:
+                self._wake_sent = True
+                loop.call_soon_threadsafe(self._wake.set)
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -198,16 +206,28 @@ class IngestWorker:
             await self._pool.close()
             self._pool = None
 
+    async def _next_batch(self) -> list[_Message]:
+        """Wait for messages and return up to ``ingest_batch`` of them; an empty list after ``reproduce_interval_s`` idle."""
+        if not self._inbox:
+            # Clear first and look again, so that a message appended in between is not missed.
+            self._wake.clear()
+            self._wake_sent = False
+            if not self._inbox:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reproduce_interval_s)
+                except TimeoutError:
+                    return []
+        batch = []
+        while self._inbox and len(batch) < self.settings.ingest_batch:
+            batch.append(self._inbox.popleft())
+        return batch
+
     async def _run(self) -> None:
         while True:
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=self.settings.reproduce_interval_s)
-            except TimeoutError:
+            batch = await self._next_batch()
+            if not batch:
                 await self._housekeeping()
                 continue
-            batch = [first]
-            while len(batch) < self.settings.ingest_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
             await self._process_with_retry(batch)
             if time.monotonic() - self._last_reproduce > self.settings.reproduce_interval_s:
                 await self._housekeeping()
