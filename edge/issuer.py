@@ -14,7 +14,7 @@ from . import outbox
 from .keys import SigningKey, load_signing_key, read_rotations
 from .outbox import PendingVoucher
 from .protocol.keyrotation import key_for_seq, parse_rotation
-from .jcs import sign_voucher
+from .jcs import sign_and_hash
 from .protocol.voucher import SCHEMA, Claims, voucher_id
 from .spool import Spool
 
@@ -102,9 +102,11 @@ class VoucherSigner:
     def _first_key(self) -> str:
         return parse_rotation(self._rotations[0]).previous_key
 
-    def sign(self, seq: int, prev: str | None, item: PendingVoucher, *, issued_at: str) -> dict[str, Any]:
+    def sign(self, seq: int, prev: str | None, item: PendingVoucher, *, issued_at: str) -> tuple[dict[str, Any], str]:
+        """Return the signed voucher and its chain hash."""
         claims = claims_from(item.body, tenant=self.tenant, site=self.site, gateway=self.gateway, seq=seq, prev=prev, issued_at=issued_at)
-        return sign_voucher(claims, self.key.private_key, method=self.key.verification_method, issuer=self.key.verification_method.partition("#")[0])
+        method = self.key.verification_method
+        return sign_and_hash(claims, self.key.private_key, method=method, issuer=method.partition("#")[0])
 
     def issue(self, spool: Spool, items: Sequence[PendingVoucher], *, now_ms: int) -> list[dict[str, Any]]:
         """Number, sign and store ``items`` in one spool transaction; return the signed vouchers."""

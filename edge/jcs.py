@@ -26,7 +26,7 @@ from .protocol.keys import did_key, verification_method
 from .protocol.proof import CRYPTOSUITE, PROOF_TYPE
 from .protocol.voucher import MAX_SEQ, VC_CONTEXT, VOUCHER_TYPE, Claims, VoucherError, voucher_id
 
-__all__ = ("canonical_bytes", "sign_voucher", "chain_hash")
+__all__ = ("canonical_bytes", "sign_voucher", "sign_and_hash", "chain_hash")
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
 _SAFE_INTEGER = 2**53 - 1
@@ -37,13 +37,17 @@ class _Unsupported(Exception):
 
 
 def _prepare(value: Any) -> Any:
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return value
-    if isinstance(value, int):
-        if abs(value) > _SAFE_INTEGER:
-            raise _Unsupported
-        return value
-    if isinstance(value, float):
+    if kind is dict:
+        prepared = {}
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(map(ord, key)) < 0xD800):
+                raise _Unsupported
+            prepared[key] = _prepare(item)
+        return prepared
+    if kind is float:
         if not math.isfinite(value):
             raise _Unsupported
         if value.is_integer():
@@ -54,14 +58,11 @@ def _prepare(value: Any) -> Any:
         if "e" in text:
             raise _Unsupported
         return msgspec.Raw(text.encode("ascii"))
-    if isinstance(value, dict):
-        prepared = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or (key and max(map(ord, key)) >= 0xD800):
-                raise _Unsupported
-            prepared[key] = _prepare(item)
-        return prepared
-    if isinstance(value, list | tuple):
+    if kind is int:
+        if abs(value) > _SAFE_INTEGER:
+            raise _Unsupported
+        return value
+    if kind is list or kind is tuple:
         return [_prepare(item) for item in value]
     raise _Unsupported
 
@@ -82,6 +83,13 @@ def chain_hash(document: dict[str, Any]) -> str:
 
 def sign_voucher(claims: Claims, private_key: Ed25519PrivateKey, *, method: str | None = None, issuer: str | None = None) -> dict[str, Any]:
     """Return the same signed document as :func:`protocol.voucher.build_voucher`, faster."""
+    return sign_and_hash(claims, private_key, method=method, issuer=issuer)[0]
+
+
+def sign_and_hash(
+    claims: Claims, private_key: Ed25519PrivateKey, *, method: str | None = None, issuer: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """Return the signed voucher and its chain hash, encoding the claims only once."""
     if not 1 <= claims.seq <= MAX_SEQ:
         raise VoucherError("schema", f"sequence {claims.seq} is outside 1..{MAX_SEQ}", voucher_id=claims.voucher_id)
     if claims.voucher_id != voucher_id(claims.gateway, claims.seq):
@@ -103,7 +111,19 @@ def sign_voucher(claims: Claims, private_key: Ed25519PrivateKey, *, method: str 
         "proofPurpose": "assertionMethod",
         "@context": [VC_CONTEXT],
     }
-    signed = hashlib.sha256(canonical_bytes(proof)).digest() + hashlib.sha256(canonical_bytes(document)).digest()
-    proof["proofValue"] = "z" + base58.b58encode(private_key.sign(signed)).decode("ascii")
+    try:
+        prepared = _prepare(document)
+        prepared_proof = _prepare(proof)
+    except _Unsupported:
+        document["proof"] = {**proof, "proofValue": _proof_value(private_key, canonicalize(proof), canonicalize(document))}
+        return document, "sha256:" + hashlib.sha256(canonicalize(document)).hexdigest()
+
+    proof["proofValue"] = _proof_value(private_key, _ENCODER.encode(prepared_proof), _ENCODER.encode(prepared))
     document["proof"] = proof
-    return document
+    prepared["proof"] = {**prepared_proof, "proofValue": proof["proofValue"]}
+    return document, "sha256:" + hashlib.sha256(_ENCODER.encode(prepared)).hexdigest()
+
+
+def _proof_value(private_key: Ed25519PrivateKey, proof_bytes: bytes, document_bytes: bytes) -> str:
+    signed = hashlib.sha256(proof_bytes).digest() + hashlib.sha256(document_bytes).digest()
+    return "z" + base58.b58encode(private_key.sign(signed)).decode("ascii")

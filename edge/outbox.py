@@ -72,14 +72,15 @@ def chain_head(spool: Spool) -> ChainHead:
 def issue_vouchers(
     spool: Spool,
     items: Sequence[PendingVoucher],
-    sign: Callable[[int, str | None, PendingVoucher], dict[str, Any]],
+    sign: Callable[[int, str | None, PendingVoucher], dict[str, Any] | tuple[dict[str, Any], str]],
     *,
     now_ms: int,
     before_sign: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Number, sign and store ``items`` in one transaction; return the signed vouchers.
 
-    ``sign(seq, prev, item)`` builds and signs one voucher. ``before_sign(seq)``
+    ``sign(seq, prev, item)`` builds and signs one voucher and may return
+    its chain hash with it. ``before_sign(seq)``
     runs inside the transaction first, so that a key rotation recorded by
     another process cannot slip in between reading the key and taking the
     sequence number. Items whose anchor-day already has a voucher are skipped.
@@ -96,7 +97,8 @@ def issue_vouchers(
             ).fetchone()
             if row is not None and row[0] is not None:
                 continue
-            document = sign(seq, prev, item)
+            signed = sign(seq, prev, item)
+            document, digest = signed if isinstance(signed, tuple) else (signed, chain_hash(signed))
             payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             db.execute(
                 "INSERT INTO outbox (seq, voucher_id, payload, machines, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -106,7 +108,7 @@ def issue_vouchers(
                 "UPDATE anchor_days SET seq = ? WHERE contract = ? AND anchor = ? AND plant_date = ?",
                 (seq, item.contract, item.anchor, item.plant_date),
             )
-            prev = chain_hash(document)
+            prev = digest
             seq += 1
             issued.append(document)
         spool.set_meta("next_seq", str(seq))

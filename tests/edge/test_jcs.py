@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from valuegate.edge.issuer import claims_from
-from valuegate.edge.jcs import canonical_bytes, chain_hash, sign_voucher
+from valuegate.edge.jcs import canonical_bytes, chain_hash, sign_and_hash, sign_voucher
 from valuegate.edge.protocol.canonical import canonicalize
 from valuegate.edge.protocol.voucher import build_voucher, voucher_hash
 
@@ -57,3 +57,16 @@ def test_fast_voucher_equals_protocol_voucher(seed: int) -> None:
     reference = build_voucher(claims, key)
     assert fast == reference
     assert chain_hash(fast) == voucher_hash(reference)
+    document, digest = sign_and_hash(claims, key)
+    assert document == reference
+    assert digest == voucher_hash(reference)
+
+
+def test_fast_voucher_falls_back_for_exponents() -> None:
+    key = Ed25519PrivateKey.generate()
+    body = synthetic_body("2026-03-01")
+    body["delta"]["low"] = 1e-7  # ECMAScript writes 1e-7; the fast path leaves such numbers to rfc8785
+    claims = claims_from(body, tenant="acme", site="suzhou", gateway="gw-1", seq=3, prev=None, issued_at="2026-03-02T00:05:00Z")
+    document, digest = sign_and_hash(claims, key)
+    assert document == build_voucher(claims, key)
+    assert digest == voucher_hash(document)
