@@ -10,8 +10,8 @@ Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000
    real PostgreSQL, and acknowledged back, per second end to end.
 3. Replay: a month of 50 machines through the spool and the pipeline
    (minute records, plant days, one voucher per machine and reporting day)
-   without a broker; prints machine-days per second and the peak resident
-   memory against the resident memory right after start-up.
+   without a broker. It prints machine-days per second and the peak
+   resident memory against the resident memory right after start-up.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class PublishCutProxy:
                     if packet[0] >> 4 == 3 and self._matches(packet) and not self.cuts:
                         self.publishes += 1
                         if self.drop and self.publishes == self.cut_after:
-                            self.cuts += 1  # swallowed: the broker never sees it and the client never gets a PUBACK
+                            self.cuts += 1  # swallowed: the broker never receives it and the client never gets a PUBACK
                             continue
                     broker_writer.write(packet)
                     if packet[0] >> 4 == 3 and self._matches(packet) and not self.drop and self.cuts == 0:

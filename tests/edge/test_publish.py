@@ -154,7 +154,7 @@ async def test_cloud_down_for_a_day(tmp_path: Path, mosquitto: MosquittoServer) 
 
 
 async def test_same_gateway_id_alarms_without_flapping(tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    """A second agent with the gateway id of a running one sees it on the status topic, alarms and stays off."""
+    """A second agent with the gateway id of a running one finds it on the status topic, alarms and stays off."""
     async with gateway(tmp_path / "first", mosquitto.port) as first:
         assert await wait_until(lambda: first.publisher.connected and first.publisher._current.online, 10)
         async with gateway(tmp_path / "second", mosquitto.port) as second:
@@ -227,7 +227,7 @@ async def test_voucher_above_packet_limit_waits(tmp_path: Path) -> None:
 
 
 async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    """The third voucher never reaches the broker; the ingest sees the gap, asks for a resend and gets it."""
+    """The third voucher never reaches the broker, so the ingest finds a gap, requests a resend and gets it."""
     cloud = standin(mosquitto.port)
     proxy = PublishCutProxy(mosquitto.port, cut_after_publishes=3, topic_suffix=b"/vouchers", drop=True)
     await proxy.start()
