@@ -195,3 +195,39 @@ def test_canonical_record_matches_rfc8785(reason: str) -> None:
 
     record = MinuteRecord("m\u00e9-1", "2026-01-01T00:00:00Z", 1, 2, 3, 4, 5, 59_985, 2**40, 0, 1, {reason: 4, "a": 1, "Z": 2}, 7)
     assert canonical_record(record) == canonicalize(msgspec.to_builtins(record)).decode("utf-8")
+
+
+def test_two_machine_anchor_waits_for_both(tmp_path: Path) -> None:
+    keys.create_key(tmp_path / "keys")
+    spool = Spool(tmp_path / "spool.db")
+    signer = VoucherSigner(tmp_path / "keys", tenant="acme", site="s", gateway="gw-1")
+    contract = json.loads(json.dumps(CONTRACT))
+    contract["anchors"][0]["scope"] = ["filler-2", "filler-1"]
+    contract["anchors"][0]["baseline"]["min_days"] = 1
+    machines = [MachineInfo("filler-1", FILLER, "UTC"), MachineInfo("filler-2", FILLER, "UTC")]
+    pipeline = Pipeline(machines, [parse_contract(contract)], signer)
+    rng = random.Random(5)
+    end = T0 + 3 * 86_400_000 + 1
+    for machine in ("filler-1", "filler-2"):
+        states, counters = random_events(rng, T0, end - 1)
+        spool.append([MachineBatch(machine, [StateEvent(T0, 0), *states], counters, end if machine == "filler-1" else T0 + 86_400_000)])
+
+    def run(machine: str) -> list[dict]:
+        issued = []
+        while (result := pipeline.step(spool, machine, now_ms=T0)).minutes:
+            issued += result.vouchers
+        return issued
+
+    assert run("filler-1") == []  # filler-2 has not closed a reporting day yet
+    spool.append([MachineBatch("filler-2", [], [], end)])
+    issued = run("filler-2")
+    assert [v["credentialSubject"]["period"]["plant_date"] for v in issued] == ["2026-01-03"]
+    claims = issued[0]["credentialSubject"]
+    assert [m["id"] for m in claims["machines"]] == ["filler-1", "filler-2"]
+    day = T0 + 2 * 86_400_000
+    records = spool.minute_records("filler-1", day, day + 86_400_000) + spool.minute_records("filler-2", day, day + 86_400_000)
+    assert claims["evidence"]["merkle_root"] == evidence_digest(records)[0]
+    assert claims["evidence"]["records"] == len(records)
+    # Planned busy time sums both machines' records.
+    busy_ms = sum(r["running_ms"] + r["idle_ms"] + r["unplanned_stop_ms"] + r["changeover_ms"] for r in records)
+    assert claims["reporting"]["planned_busy_min"] == pytest.approx(busy_ms / 60_000, abs=1e-6)
