@@ -242,6 +242,7 @@ class EdgeAgent:
         return None if self._queue.empty() else self._queue.get_nowait()
 
     async def _run_pipeline(self, writer: asyncio.Task[None]) -> None:
+        key_changes = self.signer.key_changes
         while True:
             await self._work.wait()
             self._work.clear()
@@ -259,6 +260,9 @@ class EdgeAgent:
                 for plant_date in result.days:
                     self.metrics.days_closed.labels(machine_id).inc()
                     self._log.info("plant_day_closed", machine=machine_id, plant_date=plant_date)
+                if self.signer.key_changes != key_changes:
+                    key_changes = self.signer.key_changes
+                    self.publisher.announce()
                 if result.vouchers:
                     self.metrics.vouchers_issued.inc(len(result.vouchers))
                     first, last = result.vouchers[0]["credentialSubject"], result.vouchers[-1]["credentialSubject"]

@@ -70,6 +70,8 @@ class VoucherSigner:
         self.key: SigningKey = load_signing_key(key_dir)
         self._rotations_stamp = self._stamp()
         self._rotations = read_rotations(key_dir)
+        self.key_changes = 0
+        """Times a rotation made the signer load a new key; the agent then publishes its status again."""
 
     def _stamp(self) -> tuple[int, int] | None:
         path = self.key_dir / "rotations.json"
@@ -89,6 +91,7 @@ class VoucherSigner:
             self._rotations = read_rotations(self.key_dir)
             self._rotations_stamp = stamp
             self.key = load_signing_key(self.key_dir)
+            self.key_changes += 1
             log.info("signing_key_loaded", gateway=self.gateway, verification_method=self.key.verification_method)
         if self._rotations:
             expected = key_for_seq(self._first_key(), self._rotations, next_seq)

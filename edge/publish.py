@@ -117,11 +117,17 @@ class Publisher:
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
         self._current: _SessionState | None = None
+        self._announce = False
 
     # -- called by the agent -----------------------------------------------
 
     def notify(self) -> None:
         """Tell the publisher that new vouchers or telemetry records are in the spool."""
+        self._wake.set()
+
+    def announce(self) -> None:
+        """Publish the retained online status again, for example with a new key and its rotation statement."""
+        self._announce = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -382,6 +388,9 @@ class _SessionState:
         if not self.online:
             if time.monotonic() < self.status_deadline:
                 return
+            await self._go_online()
+        if self.p._announce:
+            self.p._announce = False
             await self._go_online()
         if self._room() > 0:
             await self._fill_telemetry()

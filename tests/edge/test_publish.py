@@ -244,3 +244,23 @@ async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer
     finally:
         await proxy.stop()
         cloud.stop()
+
+
+async def test_rotation_announced_in_status(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """After a key rotation the retained status names the new key and carries the statement the old key signed."""
+    from valuegate.edge.keys import rotate_key
+
+    from .test_agent import _retained_status
+
+    async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+        gw.publisher.status_extra = lambda: {"key": gw.signer.key.verification_method, "rotations": gw.signer.rotations()}
+        assert await wait_until(lambda: gw.publisher.connected and gw.publisher._current.online, 10)
+        first = gw.signer.key.verification_method
+        statement = rotate_key(gw.config.state_path / "keys", tenant=TENANT, site=SITE, gateway=GATEWAY, from_seq=1, created="2026-03-01T00:00:00Z")
+        await gw.issue(4)  # the signer loads the new key inside this transaction
+        assert gw.signer.key_changes == 1
+        gw.publisher.announce()
+        await asyncio.sleep(0.5)
+        status = await _retained_status(mosquitto.port)
+    assert status["key"] == statement["credentialSubject"]["next_key"] != first
+    assert status["rotations"] == [statement]
