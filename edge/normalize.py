@@ -63,9 +63,10 @@ class Normalizer:
     def resume(self) -> MachineBatch:
         """Start after a restart: the machine is offline from the last watermark until fresh data arrives.
 
-        NOTE: this also marks as offline a stretch that the PLC could vouch
-        for, because an unchanged ``state_seq`` and an older ``state_since``
-        prove that the state lasted. The agent does not read that proof yet.
+        With PLC time the first poll shortens that gap again: its
+        ``state_since`` stamps the state it reports, never earlier than the
+        watermark, so a state the PLC says began before the restart covers
+        the whole outage.
         """
         batch = MachineBatch(self.machine)
         if self.watermark_ms > 0:
@@ -100,6 +101,11 @@ class Normalizer:
 
         now = self._poll_time(samples, by_tag)
         if now is None:
+            # No PLC time in this poll (a Bad clock, or the batch of Bad samples an outage yields):
+            # when the state has become offline, the machine is offline from the last watermark on.
+            result = self.evaluator.evaluate()
+            if result.code == OFFLINE and self.last_state is not None and self.last_state[0] != OFFLINE:
+                self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
             return
         self.watermark_ms = max(self.watermark_ms, now)
 

@@ -78,3 +78,15 @@ def test_opcua_source_timestamps_and_clock_watermark() -> None:
     assert [(e.ts_ms, e.code, e.reason) for e in batch.states] == [(900, 5, None), (1_200, 0, None), (2_000, 3, "FEED_HOLD")]
     assert [(c.ts_ms, c.value) for c in batch.counters] == [(2_500, 7.0)]
     assert batch.watermark_ms == 3_000
+
+
+def test_outage_batch_goes_offline_at_watermark() -> None:
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
+    outage = [Sample("filler", tag, 9_999, "gateway", 9_999, None, None, "bad", "disconnected") for tag in ("state", "reason", "state_since", "clock", "containers", "state_changes")]
+    batch = normalizer.feed(outage)
+    assert [(e.ts_ms, e.code) for e in batch.states] == [(2_000, 5)]
+    assert batch.watermark_ms == 2_000
+    # Back online: the state starts again at the PLC's state_since, never before the outage began.
+    back = normalizer.feed(poll(0, state=1, since=1_000, clock=8_000, containers=5, changes=1))
+    assert [(e.ts_ms, e.code) for e in back.states] == [(2_000, 0)]
