@@ -44,6 +44,8 @@ _TICK_S = 1.0
 _WILL_DELAY_S = 5
 # How long a new connection waits for the retained status before it announces itself.
 _STATUS_WAIT_S = 1.0
+# Vouchers whose evidence records one resend request republishes, at most.
+_RESEND_EVIDENCE_VOUCHERS = 8
 
 log = structlog.get_logger("valuegate.edge.publish")
 
@@ -495,8 +497,9 @@ class _SessionState:
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
         # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
+        # Records go for the first few vouchers only: a later gap brings a later request.
         seq = start
-        while seq < self.voucher_cursor:
+        while seq < min(self.voucher_cursor, start + _RESEND_EVIDENCE_VOUCHERS):
             span = await self.p.spool.call(outbox.voucher_span, seq)
             if span is not None:
                 rows = await self.p.spool.call(outbox.records_for, *span)

@@ -200,12 +200,12 @@ async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
             cloud.stop()
 
 
-def _store_minutes(spool, count: int) -> None:  # noqa: ANN001
+def _store_minutes(spool, count: int, first_ms: int = 1_770_000_000_000 // 60_000 * 60_000) -> None:  # noqa: ANN001
     from valuegate.edge.spool import Carry
 
     records = []
     for index in range(count):
-        minute_ms = 1_770_000_000_000 // 60_000 * 60_000 + index * 60_000
+        minute_ms = first_ms + index * 60_000
         record = (
             '{"changeover_ms":0,"idle_ms":0,"machine":"filler-1","minute":"M%05d","offline_ms":0,"planned_stop_ms":0,'
             '"produced":20,"reasons":{},"reject":0,"running_ms":60000,"stops":0,"uncertain_ms":0,"unplanned_stop_ms":0}' % index
@@ -233,11 +233,16 @@ async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer
     await proxy.start()
     try:
         async with gateway(tmp_path / "gw", proxy.port, publish={"ack_timeout_s": 60}) as gw:
+            # Ten records of the third voucher's day: published once, and again with the resend.
+            day_three = 1_769_904_000_000 + 2 * 86_400_000  # 2026-02-01 is 1_769_904_000_000; this is 2026-02-03T00:00:00Z
+            await gw.spool.call(_store_minutes, 10, day_three)
             await gw.issue(8)
             assert await gw.wait_empty(20) == 0
             assert proxy.cuts == 1
             assert gw.publisher.metrics.value("valuegate_publish_retries_total") >= 1
             assert gw.publisher.connections == 1
+            assert await wait_until(lambda: cloud.record_duplicates == 10, 10)
+        assert cloud.records() == 10
         assert cloud.resends_sent[0] == 3
         assert cloud.stored() == 8
         assert cloud.chain_problems() == []
