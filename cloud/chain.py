@@ -20,7 +20,7 @@ from valuegate.edge.protocol.voucher import VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo
 
-__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain", "advance_chains")
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain", "advance_chains", "touch_contracts")
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -157,13 +157,41 @@ RETURNING g.gateway_id, g.contiguous_through, g.highest_seq
 """
 
 
+async def touch_contracts(conn: Conn, contracts: set[tuple[str, str]]) -> None:
+    """Bump the change counter of each ``(tenant, contract)``; reports recompute when it moves."""
+    if not contracts:
+        return
+    tenants, ids = zip(*sorted(contracts), strict=True)
+    await conn.execute(
+        "INSERT INTO contract_activity (tenant_id, contract_id) SELECT * FROM unnest(%s::text[], %s::text[])"
+        " ON CONFLICT (tenant_id, contract_id) DO UPDATE SET version = contract_activity.version + 1, changed_at = now()",
+        (list(tenants), list(ids)),
+    )
+
+
 async def advance_chains(conn: Conn, gateway_ids: list[str]) -> dict[str, ChainPosition]:
-    """Move each gateway's stored-through position over every contiguous stored sequence and return the positions."""
+    """Move each gateway's stored-through position over every contiguous stored sequence and return the positions.
+
+    The contracts of the vouchers that the move brings out of a gap are touched.
+    """
     if not gateway_ids:
         return {}
     await conn.execute("INSERT INTO gateway_chain (gateway_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (gateway_ids,))
+    cur = await conn.execute("SELECT gateway_id, contiguous_through FROM gateway_chain WHERE gateway_id = ANY(%s)", (gateway_ids,))
+    before = dict(await cur.fetchall())
     cur = await conn.execute(_ADVANCE, (gateway_ids,))
-    return {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
+    positions = {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
+    moved = [(gid, before[gid], pos.stored_through) for gid, pos in positions.items() if pos.stored_through > before[gid]]
+    if moved:
+        gids, lows, highs = zip(*moved, strict=True)
+        cur = await conn.execute(
+            "SELECT DISTINCT c.tenant_id, c.contract_id FROM voucher_chain c"
+            " JOIN unnest(%s::text[], %s::bigint[], %s::bigint[]) AS m(gateway_id, low, high)"
+            " ON c.gateway_id = m.gateway_id AND c.seq > m.low AND c.seq <= m.high",
+            (list(gids), list(lows), list(highs)),
+        )
+        await touch_contracts(conn, set(await cur.fetchall()))
+    return positions
 
 
 async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:
@@ -224,6 +252,8 @@ async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict
                 " IS DISTINCT FROM (excluded.mapping_hash, excluded.time_source, excluded.ideal_cycle_time_s, excluded.site_id)",
                 sorted(machines.values()),
             )
+    stored = set(result.stored)
+    await touch_contracts(conn, {(item.claims.tenant, item.claims.contract) for item in items if item.claims.voucher_id in stored})
     result.positions = await advance_chains(conn, gateway_ids)
     return result
 
@@ -232,6 +262,7 @@ async def store_rejections(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
     """Insert rejection rows ``(kind, topic, tenant, gateway, voucher_id, contract, code, reason, sha256, size, payload)``."""
     if not rows:
         return
+    await touch_contracts(conn, {(row[2], row[5]) for row in rows if row[2] is not None and row[5] is not None})
     async with conn.cursor() as cur:
         await cur.executemany(
             "INSERT INTO rejections (kind, topic, tenant_id, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size, payload)"

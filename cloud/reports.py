@@ -52,15 +52,10 @@ _VALUE_CACHE_SIZE = 256
 
 
 async def _value_version(conn: Conn, tenant_id: str, contract_id: str, revision: int) -> tuple[Any, ...]:
-    # Storing a voucher sets stored_at, a verdict sets reproduced_at, a rejection adds a row:
-    # any change to a contract's value changes this tuple.
-    cur = await conn.execute(
-        "SELECT count(*), max(stored_at), max(reproduced_at),"
-        " (SELECT max(id) FROM rejections WHERE tenant_id = %s AND contract_id = %s)"
-        " FROM voucher_chain WHERE tenant_id = %s AND contract_id = %s",
-        (tenant_id, contract_id, tenant_id, contract_id),
-    )
-    return (revision, *(await cur.fetchone()))  # type: ignore[misc]
+    # Ingest and recomputation bump the contract's counter on every change to its vouchers.
+    cur = await conn.execute("SELECT version FROM contract_activity WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id))
+    row = await cur.fetchone()
+    return (revision, row[0] if row else 0)
 
 
 async def contract_value(conn: Conn, tenant_id: str, contract_id: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from valuegate.edge.protocol.records import MinuteRecord
 from valuegate.edge.protocol.voucher import Claims
 
 from . import metrics
+from .chain import touch_contracts
 from .verify import canonical_fast
 
 __all__ = ("Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
@@ -216,6 +217,7 @@ async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: flo
         if outcome.reproduced is None and waited and outcome.detail.startswith(_WAITING):
             missing.append((claims.tenant, site_id, claims.gateway, claims.seq))
         if outcome.reproduced is not None:
+            await touch_contracts(conn, {(claims.tenant, claims.contract)})
             decided += 1
             metrics.REPRODUCED.labels("reproduced" if outcome.reproduced else "mismatch").inc()
             if not outcome.reproduced:
