@@ -139,8 +139,12 @@ def _es_number(value: float) -> bytes:
 def _float(value: float) -> Any:
     if not math.isfinite(value):
         raise _NotFast
-    if value.is_integer() and -_SAFE < value < _SAFE:
-        return int(value)
+    if value.is_integer():
+        return int(value) if -_SAFE < value < _SAFE else msgspec.Raw(_es_number(value))
+    # Between 1e-4 and 1e16 neither repr() nor ECMAScript uses an exponent, and msgspec
+    # writes the same shortest digits, so the float can stay as it is.
+    if 1e-4 <= abs(value) < 1e16:
+        return value
     return msgspec.Raw(_es_number(value))
 
 
