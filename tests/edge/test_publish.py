@@ -269,3 +269,16 @@ async def test_rotation_announced_in_status(tmp_path: Path, mosquitto: Mosquitto
         status = await _retained_status(mosquitto.port)
     assert status["key"] == statement["credentialSubject"]["next_key"] != first
     assert status["rotations"] == [statement]
+
+
+async def test_reason_0x8e_raises_conflict_alarm(tmp_path: Path) -> None:
+    """Brokers that report a session takeover (MQTT 5 reason 0x8E; Mosquitto 2.0.11 only closes the socket) trigger the same alarm."""
+    config = load(tmp_path, 1883)
+    async with SpoolThread(config.state_path / "spool.db") as spool:
+        publisher = Publisher(config, spool, AgentMetrics(), instance="x")
+        publisher._on_disconnect(0x80)
+        assert not publisher.taken_over
+        publisher._on_disconnect(0x8E)
+        assert publisher.taken_over
+        assert "0x8E" in publisher.conflict
+        assert publisher.metrics.value("valuegate_mqtt_session_taken_over_total") == 1
