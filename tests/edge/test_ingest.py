@@ -103,3 +103,22 @@ async def test_ingest_down_then_back(tmp_path: Path, mosquitto: MosquittoServer,
         async with worker(cloud_dsn, mosquitto.port):
             assert await gw.wait_empty(30) == 0
         assert [seq for seq, _ in await stored(cloud_dsn)] == list(range(1, 25))
+
+
+async def test_ingest_accepts_rotated_key(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """The ingest learns the next key from the rotation statement in the retained status and takes the chain on."""
+    from valuegate.edge.keys import rotate_key
+
+    async for gw in started_gateway(tmp_path / "gw", mosquitto.port, cloud_dsn):
+        gw.publisher.status_extra = lambda: {"key": gw.signer.key.verification_method, "rotations": gw.signer.rotations()}
+        async with worker(cloud_dsn, mosquitto.port):
+            await issue(gw, 3, "2026-01-01")
+            assert await gw.wait_empty(20) == 0
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            rotate_key(gw.config.state_path / "keys", tenant=TENANT, site=SITE, gateway=GATEWAY, from_seq=4, created=now)
+            await issue(gw, 3, "2026-01-04")  # signed with the next key from seq 4 on
+            assert gw.signer.key_changes == 1
+            gw.publisher.announce()
+            assert await gw.wait_empty(30) == 0
+        assert [seq for seq, _ in await stored(cloud_dsn)] == [1, 2, 3, 4, 5, 6]
+        assert await rejections(cloud_dsn) == []
