@@ -38,7 +38,7 @@ log = structlog.get_logger("valuegate.services")
 
 
 class ServiceError(RuntimeError):
-    """A local server could not be found or started; the message says what to install or check."""
+    """A local server could not be found or started; the message names what to install or check."""
 
 
 def free_port() -> int:

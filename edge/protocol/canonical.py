@@ -11,7 +11,7 @@ __all__ = ("CanonicalizationError", "canonicalize", "sha256_hex", "content_diges
 
 
 class CanonicalizationError(ValueError):
-    """A document holds a value that RFC 8785 cannot encode (NaN, infinity, a too-large integer)."""
+    """A document contains a value that RFC 8785 cannot encode (NaN, infinity, a too-large integer)."""
 
 
 def canonicalize(document: Any) -> bytes:

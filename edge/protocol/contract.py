@@ -1,9 +1,10 @@
 """Contract files (schema ``valuegate/contract/v1``): value anchors and their commercial terms.
 
 One YAML file describes a contract. The edge reads the measurement part of
-each anchor (scope, metric, baseline and reporting periods, sufficiency
-rules, bootstrap settings); the cloud reads the same file for prices, caps,
-floors, settlement mode and renewal triggers. Prices never enter a voucher.
+each anchor: scope, metric, baseline and reporting periods, sufficiency
+rules and bootstrap settings. The cloud reads the same file for prices,
+caps, floors, settlement mode and renewal triggers. Prices never enter a
+voucher.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Value-realization vouchers: the claims schema, signing, parsing and chain hashing.
 
-A voucher is a W3C Verifiable Credential whose ``credentialSubject`` holds
+A voucher is a W3C Verifiable Credential whose ``credentialSubject`` contains
 the claims below, secured with an eddsa-jcs-2022 Data Integrity proof. The
 edge measures; prices live in the cloud's contract and never in a voucher.
 """

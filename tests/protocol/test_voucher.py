@@ -127,7 +127,7 @@ def _node_verdict(document: dict) -> str:
 
 
 @pytest.mark.peer
-def test_node_verifier_accepts_our_proof_and_rejects_a_changed_byte(node_peers: Path, key: Ed25519PrivateKey) -> None:
+def test_node_verifier_checks_our_proof(node_peers: Path, key: Ed25519PrivateKey) -> None:
     assert shutil.which("node")
     document = v.build_voucher(make_claims(seq=7, prev="sha256:" + "00" * 32), key)
     assert _node_verdict(document) == "valid"

@@ -154,6 +154,7 @@ def report_html(report: dict[str, Any], language: str) -> str:
         "th{background:#f3f3f3}td.n{text-align:right}.finding{color:#8a4b00}</style></head><body>",
         f"<h1>{e(t['title'])}</h1><p>{e(t['intro'])}</p><p>{e(t['generated'])}: {e(report['generated_at'])}</p>",
     ]
+
     for machine in report["machines"]:
         parts.append(f"<h2>{e(t['machine'])} {e(machine['id'])} ({e(machine['recording'])}, {e(machine['protocol'])}, {e(machine['time_zone'])})</h2>")
         parts.append("<table><tr>" + "".join(f"<th>{e(t[k])}</th>" for k in ("date", "planned", "run", "downtime", "availability", "published")) + "</tr>")
@@ -161,11 +162,13 @@ def report_html(report: dict[str, Any], language: str) -> str:
             cells = [day["date"], _fmt(day["planned_min"]), _fmt(day["run_min"]), _fmt(day["downtime_min"]), _fmt(day["availability"], 3)]
             parts.append("<tr>" + "".join(f'<td class="n">{e(c)}</td>' for c in cells) + f"<td>{e(_published_text(day, t))}</td></tr>")
         parts.append("</table>")
+
     counts = report["vouchers"]
     parts.append(
         f"<h2>{e(t['vouchers'])}</h2><p>{counts['issued']} {e(t['issued'])} · {counts['verified']} {e(t['verified'])} · "
         f"{counts['stored']} {e(t['stored'])} · {counts['reproduced']} {e(t['reproduced'])} · {counts['rejected']} {e(t['rejected'])}</p>"
     )
+
     parts.append(f"<h2>{e(t['value'])}</h2><table><tr>")
     parts.append("".join(f"<th>{e(t[k])}</th>" for k in ("contract", "anchor", "quantity", "running_days", "amount")) + "</tr>")
     for item in report["value"]:
@@ -175,6 +178,7 @@ def report_html(report: dict[str, Any], language: str) -> str:
             f"<td class='n'>{item['running_days']}</td><td class='n'>{e(str(item['amount']))} {e(item['currency'])}</td></tr>"
         )
     parts.append(f"<tr><th>{e(t['total'])}</th><td></td><td></td><td></td><th>{e(report['realized_total'])} {e(report['currency'])}</th></tr></table>")
+
     if report.get("invoices"):
         parts.append(f"<h2>{e(t['invoices'])}</h2><ul>")
         parts += [f"<li>{e(i['number'])} ({e(i['status'])}): {e(i['total'])} {e(i['currency'])}</li>" for i in report["invoices"]]

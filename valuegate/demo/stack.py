@@ -31,7 +31,7 @@ DEMO_USERS = {"csm": ["csm"], "finance": ["finance"], "auditor": ["auditor"], "a
 
 @dataclass
 class DemoOptions:
-    """What the demo replays and where it runs."""
+    """Settings of the demo: the recordings it replays and the servers it uses."""
 
     state_dir: Path
     """Folder for the edge spool and keys, the report and the exported documents."""
@@ -124,7 +124,7 @@ async def _register(stack: DemoStack, public_key: str) -> None:
 
 
 async def _wait_for_cloud(stack: DemoStack, issued: int, *, timeout_s: float) -> None:
-    """Wait until the cloud holds every issued voucher and has recomputed each one."""
+    """Wait until the cloud stores every issued voucher and has recomputed each one."""
     import psycopg
 
     deadline = time.monotonic() + timeout_s
