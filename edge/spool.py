@@ -57,6 +57,8 @@ __all__ = (
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+# Size the WAL file is cut back to after a checkpoint has emptied it.
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -210,6 +212,7 @@ class Spool:
             raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r}); put the state folder on a local file system", path=path)
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         with self.transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -403,9 +406,18 @@ class Spool:
         return deleted
 
     def _reclaim(self) -> None:
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.db.execute("PRAGMA incremental_vacuum")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # A TRUNCATE checkpoint waits for the other connection's readers. With a short busy
+        # timeout it gives up after 0.2 s instead, so pruning cannot stall publishing or a
+        # shutdown; the WAL is then cut back at a later round or by journal_size_limit.
+        self.db.execute("PRAGMA busy_timeout=200")
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute("PRAGMA incremental_vacuum")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # the other connection holds the lock: the next round reclaims the space
+        finally:
+            self.db.execute("PRAGMA busy_timeout=10000")
 
 
 class SpoolThread:
