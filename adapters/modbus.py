@@ -179,13 +179,10 @@ class ModbusClient:
             await self.close()
             read = {sample.tag for sample in samples}
             samples.extend(self._bad_batch([t.name for t in self.tags if t.name not in read], "disconnected"))
-        for sample in samples:
-            if sample.status == "bad":
-                self.stats["bad_values"] += 1
-                if sample.detail == "out_of_range":
-                    self.stats["out_of_range"] += 1
-            else:
-                self.stats["values_read"] += 1
+        bad = [sample for sample in samples if sample.status == "bad"]
+        self.stats["values_read"] += len(samples) - len(bad)
+        self.stats["bad_values"] += len(bad)
+        self.stats["out_of_range"] += sum(1 for sample in bad if sample.detail == "out_of_range")
         return samples, failure
 
     async def read_all(self) -> list[Sample]:

@@ -32,22 +32,31 @@ EXCEPTION_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class TagReader:
-    """One tag with its register span and its decoder, resolved once from the tag map."""
+    """One tag with its register span and its decoder, resolved once from the tag map.
+
+    ``plain`` marks an integer tag without scaling or range, whose decoded
+    value can go into a sample without further checks.
+    """
 
     tag: ModbusTag
     count: int
     decode: Callable[[Sequence[int]], Any]
+    plain: bool
 
     @classmethod
     def of(cls, tag: ModbusTag) -> TagReader:
         if tag.table in ("coil", "discrete_input"):
-            return cls(tag, 1, bool)
+            return cls(tag, 1, bool, True)
         count = register_count(tag.type, length=tag.length)
-        return cls(tag, count, make_decoder(tag.type, tag.order or "ABCD", bit=tag.bit, length=tag.length))
+        plain = tag.type in _INTEGER_TYPES and tag.scale == 1.0 and tag.offset == 0.0 and tag.range is None
+        return cls(tag, count, make_decoder(tag.type, tag.order or "ABCD", bit=tag.bit, length=tag.length), plain)
 
     @property
     def end(self) -> int:
         return self.tag.address + self.count
+
+
+_INTEGER_TYPES = frozenset({"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
 
 
 @dataclass(slots=True)
@@ -70,24 +79,30 @@ class ReadRequest:
     def decode(self, device: str, words: Sequence[Any], ts_ms: int, received_ms: int) -> tuple[list[Sample], int]:
         """Decode a response into one sample per tag; returns the samples and the number of decode errors."""
         samples: list[Sample] = []
+        append = samples.append
+        start = self.start
+        if self.is_bits:
+            for reader in self.readers:
+                bit = bool(words[reader.tag.address - start])
+                append(Sample(device, reader.tag.name, ts_ms, "gateway", received_ms, bit, bit, "good", ""))
+            return samples, 0
+
         errors = 0
         for reader in self.readers:
             tag = reader.tag
-            offset = tag.address - self.start
-            if self.is_bits:
-                raw: Any = bool(words[offset])
-                value: Any = raw
+            offset = tag.address - start
+            raw = list(words[offset : offset + reader.count])
+            try:
+                value = reader.decode(raw)
+            except (ValueError, TypeError) as exc:
+                errors += 1
+                append(Sample(device, tag.name, ts_ms, "gateway", received_ms, None, raw, "bad", f"decode_error: {exc}"))
+                continue
+            if reader.plain:
+                append(Sample(device, tag.name, ts_ms, "gateway", received_ms, value, raw, "good", ""))
             else:
-                raw = list(words[offset : offset + reader.count])
-                try:
-                    value = scaled(reader.decode(raw), tag.scale, tag.offset)
-                except (ValueError, TypeError) as exc:
-                    errors += 1
-                    samples.append(make_sample(device, tag.name, ts_ms=ts_ms, time_source="gateway", received_ms=received_ms,
-                                               raw=raw, value=None, status="bad", detail=f"decode_error: {exc}"))
-                    continue
-            samples.append(make_sample(device, tag.name, ts_ms=ts_ms, time_source="gateway", received_ms=received_ms,
-                                       raw=raw, value=value, status="good", value_range=tag.range))
+                append(make_sample(device, tag.name, ts_ms=ts_ms, time_source="gateway", received_ms=received_ms, raw=raw,
+                                   value=scaled(value, tag.scale, tag.offset), status="good", value_range=tag.range))
         return samples, errors
 
     def split(self) -> list[ReadRequest]:
