@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import psycopg
@@ -49,6 +50,7 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
     site: str
     gateway: str
     records: list[_Record]
+    time_zones: dict[str, str] = {}
 
 
 class _SchemaOnly(msgspec.Struct):
@@ -122,6 +124,9 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
     gateway = gateways.get(batch.gateway)
     if gateway is None or (gateway.tenant_id, gateway.site_id) != (batch.tenant, batch.site):
         raise TelemetryError("gateway_unknown", f"gateway {batch.gateway!r} is not registered under tenant {batch.tenant!r}, site {batch.site!r}")
+    for machine, zone in batch.time_zones.items():
+        if not _zone_ok(zone):
+            raise TelemetryError("schema", f"time zone {zone!r} of machine {machine!r} is not an IANA time zone name such as 'Asia/Shanghai'")
     for record in batch.records:
         problem = _check_record(record)
         if problem is not None:
@@ -134,6 +139,15 @@ _COLUMNS = (
     " unplanned_stop_ms, changeover_ms, offline_ms, produced, reject, stops, reasons, uncertain_ms"
 )
 _TYPES = ["text", "text", "text", "text", "timestamptz", "date", *["int4"] * 6, "int8", "int8", "int4", "jsonb", "int4"]
+
+
+@functools.lru_cache(maxsize=512)
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return False
+    return True
 
 
 class _PlantDates:
@@ -160,8 +174,10 @@ async def _copy(conn: Conn, table: str, batches: list[CheckedBatch]) -> None:
         copy.set_types(_TYPES)
         for item in batches:
             gateway = item.gateway
-            plant_date = dates.setdefault(gateway.time_zone, _PlantDates(gateway.time_zone))
+            zones = item.batch.time_zones
             for r in item.batch.records:
+                zone = zones.get(r.machine, gateway.time_zone)
+                plant_date = dates.setdefault(zone, _PlantDates(zone))
                 stamp = dt.datetime.fromisoformat(r.minute)
                 await copy.write_row(
                     (gateway.tenant_id, gateway.site_id, gateway.gateway_id, r.machine, stamp, plant_date(r.minute, stamp), r.running_ms,

@@ -116,7 +116,14 @@ class EdgeAgent:
             if resumed.states:
                 await self.spool.call(Spool.append, [resumed])
             self._dirty.add(info.id)
-        self.publisher = Publisher(config, self.outbox_spool, self.metrics, instance=self.instance, status_extra=self._status_keys)
+        self.publisher = Publisher(
+            config,
+            self.outbox_spool,
+            self.metrics,
+            instance=self.instance,
+            status_extra=self._status_keys,
+            time_zones={info.id: info.time_zone for info in infos},
+        )
 
         if config.metrics.port:
             server = MetricsServer(self.metrics, self.health, host=config.metrics.host, port=config.metrics.port)

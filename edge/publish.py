@@ -101,8 +101,10 @@ class Publisher:
         *,
         instance: str,
         status_extra: Callable[[], dict[str, Any]] = dict,
+        time_zones: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.time_zones = dict(time_zones or {})
         self.spool = spool
         self.metrics = metrics
         self.instance = instance
@@ -436,7 +438,13 @@ class _SessionState:
 
     def _publish_records(self, rows: list[tuple[int, str, str]]) -> None:
         config = self.p.config
-        head = {"schema": TELEMETRY_SCHEMA, "tenant": config.tenant, "site": config.site, "gateway": config.gateway}
+        head = {
+            "schema": TELEMETRY_SCHEMA,
+            "tenant": config.tenant,
+            "site": config.site,
+            "gateway": config.gateway,
+            "time_zones": self.p.time_zones,
+        }
         prefix = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":['
         limit = (self.max_packet or 256 * 1024 * 1024) - _PUBLISH_OVERHEAD - len(self.topics["telemetry"].encode())
         keyed = {record.encode(): (minute_ms, machine) for minute_ms, machine, record in rows}

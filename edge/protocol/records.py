@@ -57,6 +57,8 @@ class TelemetryBatch(msgspec.Struct, forbid_unknown_fields=True):
     site: str
     gateway: str
     records: list[MinuteRecord]
+    time_zones: dict[str, str] = {}
+    """IANA time zone of each machine's plant days; machines not named use the site's zone."""
 
 
 def minute_iso(epoch_ms: int) -> str:

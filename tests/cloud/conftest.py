@@ -96,8 +96,10 @@ class Gateway:
     def topic(self, kind: str) -> str:
         return f"valuegate/v1/{self.tenant}/{self.site}/{self.gateway}/{kind}"
 
-    def telemetry(self, records: list[MinuteRecord]) -> bytes:
-        batch = TelemetryBatch(schema=TELEMETRY_SCHEMA, tenant=self.tenant, site=self.site, gateway=self.gateway, records=records)
+    def telemetry(self, records: list[MinuteRecord], time_zones: dict[str, str] | None = None) -> bytes:
+        batch = TelemetryBatch(
+            schema=TELEMETRY_SCHEMA, tenant=self.tenant, site=self.site, gateway=self.gateway, records=records, time_zones=time_zones or {}
+        )
         return msgspec.json.encode(batch)
 
 

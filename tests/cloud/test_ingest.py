@@ -242,6 +242,31 @@ async def test_telemetry_stored_once(two_tenants: tuple[Gateway, Gateway], worke
     assert rows[5][3] == {"E12": 60000}
 
 
+async def test_telemetry_machine_zone_sets_plant_date(
+    two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str
+) -> None:
+    acme, _ = two_tenants
+    # 02:00 UTC on 1 March is 10:00 on 1 March in the site's Shanghai zone but 21:00 on 28 February in New York.
+    start = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
+    probe.publish(acme.topic("telemetry"), acme.telemetry(minute_records("m1", start, 2) + minute_records("m2", start, 2), {"m2": "America/New_York"}))
+    rows = await wait_for_rows(cloud_dsn, "SELECT machine_id, plant_date FROM telemetry ORDER BY machine_id, minute", count=4)
+    assert [(machine, str(day)) for machine, day in rows] == [
+        ("m1", "2026-03-01"),
+        ("m1", "2026-03-01"),
+        ("m2", "2026-02-28"),
+        ("m2", "2026-02-28"),
+    ]
+
+
+async def test_telemetry_unknown_zone_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 2)
+    probe.publish(acme.topic("telemetry"), acme.telemetry(records, {"m1": "Mars/Olympus_Mons"}))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
+    assert rows == [("schema", "telemetry")]
+    assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
+
+
 async def test_telemetry_bad_record_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
     acme, _ = two_tenants
     records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3)
