@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,26 @@ cloud_app.add_typer(admin_app, name="admin")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Settings YAML file; VALUEGATE_CLOUD_* environment variables override it.")
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL connection string; overrides the settings.")
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
+
+
+@cloud_app.callback()
+def _require_cloud_extra() -> None:
+    """Cloud service: REST API, MQTT ingest, database migrations, administration."""
+    missing = [module for module in ("litestar", "psycopg", "uvicorn") if _missing(module)]
+    if missing:
+        typer.echo(
+            f"error: `valuegate cloud` needs the cloud extra, but {', '.join(missing)} is not installed; "
+            "install it with: pip install 'valuegate[cloud]'",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def register(root: typer.Typer) -> None:
