@@ -1,10 +1,11 @@
-"""Jittered exponential backoff for reconnect loops."""
+"""Jittered exponential backoff for reconnect loops, and a check that keeps them cancellable."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
-__all__ = ("Backoff",)
+__all__ = ("Backoff", "raise_if_cancelling")
 
 
 class Backoff:
@@ -31,3 +32,16 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the initial delay after a successful connection."""
         self._next_s = self.initial_s
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when the current task has a pending cancellation request.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the result instead of raising
+    when a cancellation arrives just as the awaited response does, and both
+    client libraries await responses through it. A loop that calls this after
+    each request stops as asked instead of polling on after a cancel.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -11,7 +11,7 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from .backoff import Backoff
+from .backoff import Backoff, raise_if_cancelling
 from .devices import ModbusDeviceConfig
 from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
 from .samples import Sample
@@ -134,6 +134,7 @@ class ModbusClient:
     async def _read(self, request: ReadRequest, ts_ms: int) -> list[Sample]:
         """Read one request; an exception response on several tags splits it until the failing tags stand alone."""
         response = await self._execute(request)
+        raise_if_cancelling()
         received = now_ms()
         if not response.isError():
             words = response.bits if request.is_bits else response.registers
@@ -206,6 +207,7 @@ class ModbusClient:
             if not self.connected:
                 try:
                     await self._connect()
+                    raise_if_cancelling()
                 except _Disconnected as exc:
                     if not outage_reported:
                         outage_reported = True

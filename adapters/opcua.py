@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from asyncua import Client, ua
 
-from .backoff import Backoff
+from .backoff import Backoff, raise_if_cancelling
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
 from .opcua_security import CertificateRejected
@@ -346,6 +346,7 @@ class OpcUaClient:
             if not self.connected:
                 try:
                     await self._connect()
+                    raise_if_cancelling()
                 except OpcUaSetupError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every connect failure is retried with backoff

@@ -8,15 +8,17 @@ Loads, on 127.0.0.1 only:
 * OPC UA: one node-opcua server with 10,000 Double variables, each
   changing once per second, all subscribed.
 
-The reader under test runs in a child process of its own, so that its CPU
-time and resident memory are its own: valuegate (``--worker``, a Python
-process on one event loop) and Node-RED 4.1 with node-red-contrib-modbus
-and node-red-contrib-opcua, installed with npm from bench/nodered/ into
-``--nodered-dir`` (outside the repository). Both read the same servers in
-the same run, one after the other, and the results are printed side by
-side with the ratios ours / theirs.
+Each reader under test runs in a child process of its own, so that the CPU
+time and resident memory measured are its own. The readers are valuegate
+(``--worker``, a Python process on one event loop) and Node-RED 4.1 with
+node-red-contrib-modbus and node-red-contrib-opcua, which npm installs from
+bench/nodered/ into ``--nodered-dir`` (outside the repository). Both read
+the same servers in the same run, one after the other, and the results are
+printed side by side with the ratios ours / theirs.
 
     .venv/bin/python bench/adapters.py [--seconds 20] [--skip-nodered]
+
+Set VG_BENCH_KEEP=1 to keep Node-RED's generated flows and log.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,21 @@ async def test_values_change_between_polls(tmp_path: Path):
             batch = await first(stream, lambda b: b[0].value == 1)
             assert batch[1].value == 9
             await stream.aclose()
+
+
+async def test_stream_stops_when_cancelled(tmp_path: Path):
+    """Cancelling a consumer mid-request ends it, even when the response arrives in the same instant."""
+    rng = random.Random(7)
+    async with ModbusServer(free_port(), holding={0: list(range(100))}) as server:
+        async with open_device(config(server.port, poll_ms=1), tag_map(tmp_path, "cancel", "modbus", registers(100))) as client:
+            for _ in range(100):
+                async def consume() -> None:
+                    async for _batch in client.stream():
+                        pass
+
+                task = asyncio.create_task(consume())
+                await asyncio.sleep(rng.uniform(0.001, 0.02))
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=2)
+                assert task in done
+                assert task.cancelled()
