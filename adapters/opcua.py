@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from .backoff import Backoff, raise_if_cancelling
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
 from .opcua_security import CertificateRejected
-from .opcua_session import OpcUaSetupError, configure_client, subscribe
+from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
 from .values import make_sample, now_ms, plain_value
@@ -67,6 +68,7 @@ class OpcUaClient:
         )
         self._client: Client | None = None
         self._resolved: list[ResolvedTag] = []
+        self._subscription: BatchSubscription | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_signalled = False
@@ -107,6 +109,7 @@ class OpcUaClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         client, self._client = self._client, None
+        self._subscription = None
         self.connected = False
         if client is not None:
             with contextlib.suppress(Exception):
@@ -158,7 +161,7 @@ class OpcUaClient:
         mode = self.config.mode
         if mode in ("auto", "subscribe"):
             try:
-                _, self.monitored_items, refused = await subscribe(
+                self._subscription, self.monitored_items, refused = await subscribe(
                     client, self.config, self._resolved, self.limits, self.keepalive_s,
                     on_data=self._on_data_change, on_status=self._signal_lost,
                     is_current=lambda generation=self.generation: generation == self.generation,
@@ -281,6 +284,16 @@ class OpcUaClient:
                 self._count_failure(exc)
                 self._signal_lost(f"keep-alive read failed: {exc!r}")
                 return
+
+            # The server owes a publish response (at least a keep-alive message) every keep-alive period; a
+            # subscription it deleted or lost sends none while the session still answers reads.
+            subscription = self._subscription
+            if subscription is not None and subscription.last_publish_at is not None:
+                silent_s = time.monotonic() - subscription.last_publish_at
+                if silent_s > max(3 * subscription.keepalive_period_s, 1.0):
+                    self.stats["keepalive_failures"] += 1
+                    self._signal_lost(f"no publish response for {silent_s:.1f} s")
+                    return
 
     def _count_failure(self, exc: BaseException) -> None:
         if isinstance(exc, asyncio.TimeoutError):

@@ -106,6 +106,8 @@ class BatchSubscription(Subscription):
         self._on_data = on_data
         self._on_status = on_status
         self._is_current = is_current
+        self.keepalive_period_s = 0.0
+        """Longest time the server may go without a publish response: revised interval x revised keep-alive count."""
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
         self.last_publish_at = time.monotonic()
@@ -162,7 +164,9 @@ async def subscribe(
     params.PublishingEnabled = True
     params.Priority = 0
     subscription = BatchSubscription(client.uaclient.session, params, **callbacks)
-    await subscription.init()
+    revised = await subscription.init()
+    subscription.keepalive_period_s = revised.RevisedPublishingInterval * revised.RevisedMaxKeepAliveCount / 1000
+    subscription.last_publish_at = time.monotonic()
 
     requests = [
         (position, _monitored_item_request(position, item, config.sampling_ms))

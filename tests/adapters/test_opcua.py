@@ -203,3 +203,21 @@ async def test_unreachable_server_read_all(tmp_path: Path):
         assert client.connected is False
         assert "ConnectionRefusedError" in client.last_error or "Errno 111" in client.last_error
     assert (sample.status, sample.detail) == ("bad", "disconnected")
+
+
+async def test_subscription_deleted_by_server_is_rebuilt(tmp_path: Path):
+    async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}, max_session_timeout_ms=1500) as server:
+        async with open_device(config(server.endpoint), tag_map(tmp_path, "lost-sub", "opcua", node_tags("state"))) as client:
+            stream = client.stream()
+            await first(stream, lambda b: True)
+            service = server.server.iserver.subscription_service
+            await service.delete_subscriptions(list(service.subscriptions))
+            assert server.monitored_item_count() == 0
+            # The session still answers reads, but no publish response comes: the client must notice and rebuild.
+            outage = await first(stream, lambda b: True, timeout_s=10)
+            assert (outage[0].status, outage[0].detail) == ("bad", "disconnected")
+            assert "no publish response" in client.last_error
+            batch = await first(stream, lambda b: b[0].status == "good", timeout_s=10)
+            assert batch[0].value == 1
+            assert server.monitored_item_count() == 1
+            await stream.aclose()
