@@ -213,7 +213,7 @@ async def test_subscription_deleted_by_server_is_rebuilt(tmp_path: Path):
             service = server.server.iserver.subscription_service
             await service.delete_subscriptions(list(service.subscriptions))
             assert server.monitored_item_count() == 0
-            # The session still answers reads, but no publish response comes: the client must notice and rebuild.
+            # Reads on the session still succeed, but no publish response comes, so the client must notice and rebuild.
             outage = await first(stream, lambda b: True, timeout_s=10)
             assert (outage[0].status, outage[0].detail) == ("bad", "disconnected")
             assert "no publish response" in client.last_error
