@@ -286,7 +286,7 @@ class OpcUaClient:
                 return
 
             # The server owes a publish response (at least a keep-alive message) every keep-alive period; a
-            # subscription it deleted or lost sends none while the session still answers reads.
+            # subscription it deleted or lost sends none, although reads on the session still succeed.
             subscription = self._subscription
             if subscription is not None and subscription.last_publish_at is not None:
                 silent_s = time.monotonic() - subscription.last_publish_at
