@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -40,7 +41,7 @@ async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_d
         (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
         if serve:
             console_out = sys.stderr if as_json else sys.stdout
-            print(f"web UI: {stack.api_url}/?lang={language}", file=console_out)
+            print(f"web UI: {stack.api_url}/login?lang={language}", file=console_out)
             for username, password in stack.passwords.items():
                 print(f"  log in as {username} / {password}", file=console_out)
             print("press Ctrl-C to stop", file=console_out)
@@ -49,6 +50,32 @@ async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_d
             except asyncio.CancelledError:
                 pass
         return report
+
+
+def _check_out_dir(out: Path) -> None:
+    """Reject an output folder that is a file or holds an earlier demo run, whose files would look current."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; give a folder for the demo's output", param_hint="--out")
+    leftovers = [name for name in ("edge", "report.json") if (out / name).exists()]
+    if leftovers:
+        msg = f"{out} already holds an earlier demo run ({', '.join(leftovers)}); give a new or empty folder, or remove it first"
+        raise typer.BadParameter(msg, param_hint="--out")
+
+
+def _run_until_signal(coroutine: Any) -> Any:
+    """Run ``coroutine``; SIGTERM cancels it like Ctrl-C does, so the demo's servers are stopped either way."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coroutine
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
 
 
 def demo(
@@ -73,6 +100,8 @@ def demo(
     if language not in ("zh-CN", "en"):
         raise typer.BadParameter(f"language {language!r} is not available; use zh-CN or en", param_hint="--lang")
     configure_demo_logging(verbose=verbose)
+    if out is not None:
+        _check_out_dir(out)
     out_dir = out or Path(tempfile.mkdtemp(prefix="valuegate-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     err = Console(stderr=True)
@@ -86,15 +115,38 @@ def demo(
         progress=lambda message: err.print(f"[dim]demo:[/dim] {message}"),
     )
     try:
-        report = asyncio.run(_run(options, serve=serve, language=language, as_json=as_json, out_dir=out_dir))
-    except KeyboardInterrupt:
+        report = _run_until_signal(_run(options, serve=serve, language=language, as_json=as_json, out_dir=out_dir))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
+    except Exception as exc:
+        message = _known_failure(exc)
+        if message is None:
+            raise
+        err.print(f"[red]error:[/red] {message}")
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return
     console = Console()
     print_report(report, console, language)
-    console.print(f"HTML report: {report['report_html'][language]}")
+
+
+def _known_failure(exc: BaseException) -> str | None:
+    """Return a one-line message for failures a user can fix (a server that is down, a used database), else None."""
+    from valuegate.cloud.ingest import IngestError
+    from valuegate.services import ServiceError
+
+    from .stack import DemoError
+
+    if isinstance(exc, (DemoError, ServiceError, IngestError)):
+        return str(exc)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the demo needs the cloud extra anyway
+        return None
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot use the PostgreSQL database: {str(exc).strip().splitlines()[0]}; check --database or leave it out to use a throwaway cluster"
+    return None
 
 
 def register(root: typer.Typer) -> None:

@@ -26,3 +26,6 @@ def configure_demo_logging(*, verbose: bool) -> None:
     # asyncua and pymodbus log every reconnect attempt and packet at INFO; the demo shows their warnings only.
     for name in ("asyncua", "pymodbus", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # WeasyPrint warns about every SVG styling property it ignores while drawing PDF charts.
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(level if verbose else logging.ERROR)

@@ -10,14 +10,16 @@ from rich.table import Table
 
 __all__ = ("print_report", "report_html")
 
-_TEXT = {
+_TEXT: dict[str, dict[str, Any]] = {
     "zh-CN": {
         "title": "valuegate 演示：已验证的价值报告",
         "machine": "设备",
         "date": "日期",
-        "planned": "计划运行 (分)",
-        "run": "实际运行 (分)",
-        "downtime": "非计划停机 (分)",
+        "planned": "计划生产时间（分钟）",
+        "run": "实际运行时间（分钟）",
+        "downtime": "非计划停机（分钟）",
+        "idle": "空闲（分钟）",
+        "changeover": "换型与调试（分钟）",
         "availability": "可用率",
         "published": "记录自带数据",
         "difference": "差异",
@@ -44,6 +46,34 @@ _TEXT = {
         "points": "点",
         "minutes": "分钟",
         "generated": "生成时间",
+        "html_report": "HTML 报告",
+        "status_approved": "已批准",
+        "status_draft": "草稿",
+        "trigger_days_before_end": "合同结束前 {days} 天（{end} 结束）",
+        "trigger_target_met": "价值锚点 {anchor} 达到目标",
+        "trigger_value_over": "累计已实现价值超过 {amount} {currency}",
+        "kind": {
+            "event_clipped": "停机事件超出生产时段，已截断",
+            "event_outside_window": "停机事件在生产时段之外，未回放",
+            "events_overlap": "停机事件相互重叠，合并回放",
+            "events_without_summary_day": "停机事件所在日期没有日汇总",
+            "hourly_without_summary_day": "小时产量所在日期没有日汇总",
+            "hourly_breakdown_duplicate": "小时明细中有重复行",
+            "published_hours_inconsistent": "日汇总中的监测时间不等于运行加暂停",
+            "pause_without_events": "日汇总有暂停时间但没有停机事件",
+            "pause_differs_from_events": "停机事件合计与日汇总暂停时间不一致",
+            "units_differ_from_hourly": "小时产量合计与日产量不一致",
+            "containers_without_running_time": "该小时有产量但没有运行时间",
+            "containers_rate_implausible": "该小时产量相对运行时间不合理",
+            "counter_decreased": "控制器计数器回落",
+            "counter_rose_while_unavailable": "设备无数据期间控制器计数器仍在增长",
+            "part_count_constant": "零件计数始终不变",
+            "part_count_differs_from_completed": "零件计数与完成程序次数不一致",
+            "computed_differs_from_replay": "计算的停机时间与回放的停机事件不一致",
+            "auto_time_disagrees": "计算的运行时间与控制器 auto_time 增量相差超过 1%",
+            "total_time_disagrees": "计算的计划生产时间与控制器 total_time 增量相差超过 1%",
+        },
+        "detail_note": "（每条说明的原文为英文）",
         "intro": "以下数值由边缘代理从模拟 PLC 读取的数据计算，经签名凭证传至云端并验证后存储；旁列为录制数据本身公布的数字。",
     },
     "en": {
@@ -53,6 +83,8 @@ _TEXT = {
         "planned": "Planned busy (min)",
         "run": "Run (min)",
         "downtime": "Unplanned downtime (min)",
+        "idle": "Idle (min)",
+        "changeover": "Changeover (min)",
         "availability": "Availability",
         "published": "Recording's own figures",
         "difference": "Difference",
@@ -79,6 +111,14 @@ _TEXT = {
         "points": "points",
         "minutes": "min",
         "generated": "Generated",
+        "html_report": "HTML report",
+        "status_approved": "approved",
+        "status_draft": "draft",
+        "trigger_days_before_end": "{days} days before the contract ends ({end})",
+        "trigger_target_met": "value anchor {anchor} met its target",
+        "trigger_value_over": "realized value over {amount} {currency}",
+        "kind": {},
+        "detail_note": "",
         "intro": "The numbers below were computed by the edge agent from the simulated PLCs, carried to the cloud in signed vouchers and stored after verification; beside them are the figures the recording itself publishes.",
     },
 }
@@ -92,7 +132,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _published_text(day: dict[str, Any], t: dict[str, str]) -> str:
+def _published_text(day: dict[str, Any], t: dict[str, Any]) -> str:
     published = day.get("published") or {}
     if "pause_min" in published:
         return f"{t['pause']} {published['pause_min']:.1f}, {t['efficiency']} {published['efficiency']:.3f}"
@@ -101,10 +141,51 @@ def _published_text(day: dict[str, Any], t: dict[str, str]) -> str:
     return ""
 
 
-def _quantity(item: dict[str, Any], t: dict[str, str]) -> str:
+def _quantity(item: dict[str, Any], t: dict[str, Any]) -> str:
     if item["metric"] == "unplanned_downtime_rate":
         return f"{item['avoided_minutes']} {t['minutes']}"
     return f"{item['points_gained']} {t['points']}"
+
+
+def _status(status: str, t: dict[str, Any]) -> str:
+    return t.get(f"status_{status}", status)
+
+
+def _trigger(package: dict[str, Any], t: dict[str, Any], titles: dict[str, str]) -> str:
+    template = t.get(f"trigger_{package.get('trigger_kind')}")
+    detail = dict(package.get("detail") or {})
+    if template is None:
+        return package["trigger"]
+    detail["anchor"] = titles.get(detail.get("anchor", ""), detail.get("anchor", ""))
+    detail.setdefault("currency", "")
+    return template.format(**detail)
+
+
+def _titles(report: dict[str, Any], language: str) -> dict[str, str]:
+    return {item["anchor"]: item["title"].get(language) or item["anchor"] for item in report["value"]}
+
+
+def _finding(finding: dict[str, Any], t: dict[str, Any]) -> str:
+    label = t["kind"].get(finding["kind"])
+    if label is None:
+        return f"{finding['kind']}: {finding['detail']}"
+    return f"{label}: {finding['detail']}"
+
+
+_DAY_COLUMNS = ("date", "planned", "run", "downtime", "idle", "changeover", "availability", "published")
+
+
+def _day_cells(day: dict[str, Any], t: dict[str, Any]) -> list[str]:
+    return [
+        day["date"],
+        _fmt(day["planned_min"]),
+        _fmt(day["run_min"]),
+        _fmt(day["downtime_min"]),
+        _fmt(day.get("idle_min")),
+        _fmt(day.get("changeover_min")),
+        _fmt(day["availability"], 3),
+        _published_text(day, t),
+    ]
 
 
 def print_report(report: dict[str, Any], console: Console, language: str = "en") -> None:
@@ -112,13 +193,10 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
     t = _TEXT[language]
     for machine in report["machines"]:
         table = Table(title=f"{machine['id']} ({machine['recording']}, {machine['protocol']}, {machine['time_zone']})", title_justify="left")
-        for column in (t["date"], t["planned"], t["run"], t["downtime"], t["availability"], t["published"]):
-            table.add_column(column, justify="right" if column != t["published"] else "left")
+        for key in _DAY_COLUMNS:
+            table.add_column(t[key], justify="left" if key == "published" else "right")
         for day in machine["days"]:
-            table.add_row(
-                day["date"], _fmt(day["planned_min"]), _fmt(day["run_min"]), _fmt(day["downtime_min"]), _fmt(day["availability"], 3),
-                _published_text(day, t),
-            )  # fmt: skip
+            table.add_row(*_day_cells(day, t))
         console.print(table)
 
     counts = report["vouchers"]
@@ -126,21 +204,26 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
         f"{t['vouchers']}: {counts['issued']} {t['issued']}, {counts['verified']} {t['verified']}, {counts['stored']} {t['stored']}, "
         f"{counts['reproduced']} {t['reproduced']}, {counts['rejected']} {t['rejected']}"
     )
+
     table = Table(title=t["value"], title_justify="left")
-    for column in (t["contract"], t["anchor"], t["quantity"], t["running_days"], t["amount"]):
-        table.add_column(column)
+    for key in ("contract", "anchor", "quantity", "running_days", "amount"):
+        table.add_column(t[key])
     for item in report["value"]:
-        table.add_row(item["contract"], item["anchor"], _quantity(item, t), str(item["running_days"]), f"{item['amount']} {item['currency']}")
+        title = item["title"].get(language) or item["anchor"]
+        table.add_row(item["contract"], title, _quantity(item, t), str(item["running_days"]), f"{item['amount']} {item['currency']}")
     table.add_row(t["total"], "", "", "", f"{report['realized_total']} {report['currency']}")
     console.print(table)
+
     for invoice in report.get("invoices", []):
-        console.print(f"{t['invoices']}: {invoice['number']} ({invoice['status']}) {invoice['total']} {invoice['currency']}")
+        console.print(f"{t['invoices']}: {invoice['number']} ({_status(invoice['status'], t)}) {invoice['total']} {invoice['currency']}")
     for package in report.get("renewal_packages", []):
-        console.print(f"{t['packages']}: {package['contract']} {package['trigger']} -> {package['file']}")
+        console.print(f"{t['packages']}: {package['contract']} · {_trigger(package, t, _titles(report, language))} → {package['file']}")
     if report["findings"]:
-        console.print(f"{t['findings']}: {len(report['findings'])}")
+        console.print(f"{t['findings']}{t['detail_note']}: {len(report['findings'])}")
         for finding in report["findings"]:
-            console.print(f"  {finding['machine']} {finding.get('date', '')} {finding['kind']}: {finding['detail']}")
+            console.print(f"  {finding['machine']} {finding.get('date', '')} {_finding(finding, t)}")
+    if "report_html" in report:
+        console.print(f"{t['html_report']}: {report['report_html'][language]}")
 
 
 def report_html(report: dict[str, Any], language: str) -> str:
@@ -157,10 +240,10 @@ def report_html(report: dict[str, Any], language: str) -> str:
 
     for machine in report["machines"]:
         parts.append(f"<h2>{e(t['machine'])} {e(machine['id'])} ({e(machine['recording'])}, {e(machine['protocol'])}, {e(machine['time_zone'])})</h2>")
-        parts.append("<table><tr>" + "".join(f"<th>{e(t[k])}</th>" for k in ("date", "planned", "run", "downtime", "availability", "published")) + "</tr>")
+        parts.append("<table><tr>" + "".join(f"<th>{e(t[key])}</th>" for key in _DAY_COLUMNS) + "</tr>")
         for day in machine["days"]:
-            cells = [day["date"], _fmt(day["planned_min"]), _fmt(day["run_min"]), _fmt(day["downtime_min"]), _fmt(day["availability"], 3)]
-            parts.append("<tr>" + "".join(f'<td class="n">{e(c)}</td>' for c in cells) + f"<td>{e(_published_text(day, t))}</td></tr>")
+            cells = _day_cells(day, t)
+            parts.append("<tr>" + "".join(f'<td class="n">{e(cell)}</td>' for cell in cells[:-1]) + f"<td>{e(cells[-1])}</td></tr>")
         parts.append("</table>")
 
     counts = report["vouchers"]
@@ -170,7 +253,7 @@ def report_html(report: dict[str, Any], language: str) -> str:
     )
 
     parts.append(f"<h2>{e(t['value'])}</h2><table><tr>")
-    parts.append("".join(f"<th>{e(t[k])}</th>" for k in ("contract", "anchor", "quantity", "running_days", "amount")) + "</tr>")
+    parts.append("".join(f"<th>{e(t[key])}</th>" for key in ("contract", "anchor", "quantity", "running_days", "amount")) + "</tr>")
     for item in report["value"]:
         title = item["title"].get(language) or item["anchor"]
         parts.append(
@@ -181,17 +264,15 @@ def report_html(report: dict[str, Any], language: str) -> str:
 
     if report.get("invoices"):
         parts.append(f"<h2>{e(t['invoices'])}</h2><ul>")
-        parts += [f"<li>{e(i['number'])} ({e(i['status'])}): {e(i['total'])} {e(i['currency'])}</li>" for i in report["invoices"]]
+        parts += [f"<li>{e(i['number'])} ({e(_status(i['status'], t))}): {e(i['total'])} {e(i['currency'])}</li>" for i in report["invoices"]]
         parts.append("</ul>")
     if report.get("renewal_packages"):
         parts.append(f"<h2>{e(t['packages'])}</h2><ul>")
-        parts += [f"<li>{e(p['contract'])}: {e(p['trigger'])} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
+        parts += [f"<li>{e(p['contract'])}: {e(_trigger(p, t, _titles(report, language)))} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
         parts.append("</ul>")
     if report["findings"]:
-        parts.append(f"<h2>{e(t['findings'])}</h2><ul>")
-        parts += [
-            f"<li class='finding'>{e(f['machine'])} {e(str(f.get('date', '')))} <b>{e(f['kind'])}</b>: {e(f['detail'])}</li>" for f in report["findings"]
-        ]
+        parts.append(f"<h2>{e(t['findings'])}{e(t['detail_note'])}</h2><ul>")
+        parts += [f"<li class='finding'>{e(f['machine'])} {e(str(f.get('date', '')))} {e(_finding(f, t))}</li>" for f in report["findings"]]
         parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

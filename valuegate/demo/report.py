@@ -40,10 +40,17 @@ def _day_row(kpi: dict[str, Any]) -> dict[str, Any]:
         "planned_min": round(values["planned_busy_min"], 2),
         "run_min": round(values["run_min"], 2),
         "downtime_min": round(values["unplanned_downtime_min"], 2),
+        "idle_min": round(values["idle_min"], 2),
+        "changeover_min": round(values["changeover_min"], 2),
         "availability": _ratio(values["availability"]),
         "effectiveness": _ratio(values.get("effectiveness")),
         "oee": _ratio(values.get("oee")),
     }
+
+
+def _empty_day(day: dt.date) -> dict[str, Any]:
+    """Return the row of a recorded day for which the cloud stored no telemetry."""
+    return {"date": day.isoformat(), "planned_min": 0.0, "run_min": 0.0, "downtime_min": 0.0, "idle_min": 0.0, "changeover_min": 0.0, "availability": None}
 
 
 def _bottling_days(stack: DemoStack, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,7 +60,7 @@ def _bottling_days(stack: DemoStack, findings: list[dict[str, Any]]) -> list[dic
     rows = {row["date"]: row for row in map(_day_row, _get(stack, f"/api/v1/machines/{FILLER[0]}/kpis?from={first}&to={last}"))}
     days = []
     for day, figures in sorted(published.items()):
-        row = rows.get(day.isoformat(), {"date": day.isoformat(), "planned_min": 0.0, "run_min": 0.0, "downtime_min": 0.0, "availability": None})
+        row = rows.get(day.isoformat(), _empty_day(day))
         row["published"] = {
             "monitored_min": _minutes(figures.monitored_time_dec),
             "operation_min": _minutes(figures.operation_time_dec),
@@ -85,7 +92,7 @@ def _mazak_days(stack: DemoStack, findings: list[dict[str, Any]]) -> list[dict[s
     rows = {row["date"]: row for row in map(_day_row, _get(stack, f"/api/v1/machines/{MAZAK[0]}/kpis?from={first}&to={last}"))}
     days = []
     for day, counters in sorted(published.items()):
-        row = rows.get(day.isoformat(), {"date": day.isoformat(), "planned_min": 0.0, "run_min": 0.0, "downtime_min": 0.0, "availability": None})
+        row = rows.get(day.isoformat(), _empty_day(day))
         auto = counters.get("auto_time")
         total = counters.get("total_time")
         row["published"] = {

@@ -30,7 +30,7 @@ async def settle_and_package(stack: DemoStack, out_dir: Path) -> dict[str, Any]:
     import psycopg
 
     from valuegate.cloud.admin import Admin
-    from valuegate.cloud.renewal.service import check_renewals, get_package
+    from valuegate.cloud.renewal.service import check_renewals, get_package, list_packages
     from valuegate.cloud.settlement import store as settlement
     from valuegate.cloud.settlement.invoice import BillingPeriod
     from valuegate.edge.protocol.contract import load_contract
@@ -72,10 +72,19 @@ async def settle_and_package(stack: DemoStack, out_dir: Path) -> dict[str, Any]:
             # Triggers are evaluated on the day after the reporting period, as if the replay were live.
             today = period.last + dt.timedelta(days=1)
             async with conn.transaction():
-                built = await check_renewals(conn, TENANT, contract.id, today=today, actor="demo")
-            for row in built:
+                await check_renewals(conn, TENANT, contract.id, today=today, actor="demo")
+            for row in await list_packages(conn, TENANT, contract.id):
                 package = await get_package(conn, TENANT, row["id"])
                 target = out_dir / f"renewal-{contract.id}-{row['trigger_key'].replace(':', '-')}.zip"
                 target.write_bytes(package["archive"])
-                packages.append({"contract": contract.id, "trigger": row["trigger_key"], "file": str(target), "sha256": row["archive_sha256"]})
+                packages.append(
+                    {
+                        "contract": contract.id,
+                        "trigger": row["trigger_key"],
+                        "trigger_kind": row["trigger_kind"],
+                        "detail": row["detail"],
+                        "file": str(target),
+                        "sha256": row["archive_sha256"],
+                    }
+                )
     return {"invoices": invoices, "renewal_packages": packages}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,10 @@ CONTRACTS = (HERE / "contract-bottling.yaml", HERE / "contract-machining.yaml")
 FILLER = ("filler-01", "America/Sao_Paulo")
 MAZAK = ("mazak-03", "America/New_York")
 DEMO_USERS = {"csm": ["csm"], "finance": ["finance"], "auditor": ["auditor"], "admin": ["admin"]}
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run with the given options; the message says what to change."""
 
 
 @dataclass
@@ -107,8 +112,15 @@ def _edge_config(options: DemoOptions, stack: DemoStack, modbus_port: int, opcua
 
 async def _register(stack: DemoStack, public_key: str) -> None:
     """Register the tenant, site, gateway key, contracts and demo users in the cloud."""
+    import psycopg
+
     from valuegate.cloud.admin import Admin
 
+    async with await psycopg.AsyncConnection.connect(stack.dsn) as conn:
+        cur = await conn.execute("SELECT 1 FROM tenants WHERE id = %s", (TENANT,))
+        if await cur.fetchone() is not None:
+            msg = f"the database already holds the demo tenant {TENANT!r}; give --database an empty database or leave it out to use a throwaway one"
+            raise DemoError(msg)
     async with Admin(stack.dsn, actor="demo") as admin:
         await admin.create_tenant(TENANT, "Demo vendor")
         await admin.create_site(TENANT, SITE, "Demo site", FILLER[1])
@@ -162,6 +174,7 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
     from valuegate.cloud.app import ApiServer
     from valuegate.cloud.db import migrate
     from valuegate.cloud.ingest import IngestWorker
+    from valuegate.cloud.renewal.loop import INTERVAL_ENV
     from valuegate.cloud.settings import load_settings
     from valuegate.edge import keys as edge_keys
     from valuegate.edge.agent import EdgeAgent, running
@@ -194,6 +207,9 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
         key = edge_keys.load_signing_key(key_dir) if (key_dir / "gateway.key").exists() else edge_keys.create_key(key_dir)
         await _register(stack, key.verification_method)
 
+        # The demo replays history, so renewal triggers are evaluated on the day after each
+        # reporting period (valuegate.demo.settle), not by the app's clock-driven check.
+        os.environ.setdefault(INTERVAL_ENV, "0")
         settings = load_settings(
             environ={}, dsn=stack.dsn, mqtt_host=stack.broker[0], mqtt_port=stack.broker[1], cookie_secure=False, port=0, host="127.0.0.1"
         )
