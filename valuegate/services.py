@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import structlog
 
@@ -118,18 +119,65 @@ def _stop_pid(process: subprocess.Popen[bytes] | None, sig: int, timeout_s: floa
 
 
 @dataclass
-class MosquittoServer:
+class _LocalServer:
+    """What both servers share: the folder, the process, its log and stopping by PID."""
+
+    folder: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    # Set by each server: its log file name, event prefix, and the signal that stops it cleanly.
+    _label: ClassVar[str] = "server"
+    _stop_signal: ClassVar[int] = signal.SIGTERM
+    _stop_timeout_s: ClassVar[float] = 10.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> _LocalServer:
+        raise NotImplementedError
+
+    def _open_log(self) -> Any:
+        assert self.folder is not None
+        with contextlib.suppress(AttributeError):
+            self._log_file.close()  # a restart opens the log again
+        self._log_file = open(self.folder / f"{self._label}.log", "ab")  # noqa: SIM115 - closed in stop()
+        return self._log_file
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.folder is None:
+            return ""
+        path = self.folder / f"{self._label}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop the server by its PID and, unless ``remove`` is false, delete its folder; safe to call twice."""
+        _stop_pid(self.process, self._stop_signal, self._stop_timeout_s)
+        if self.process is not None:
+            log.info(f"{self._label}_stopped", port=getattr(self, "port", None), pid=self.process.pid)
+        self.process = None
+        with contextlib.suppress(AttributeError):
+            self._log_file.close()
+        if remove and self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class MosquittoServer(_LocalServer):
     """A Mosquitto broker on a free loopback port; use as a context manager or call start() and stop()."""
 
     port: int = 0
     persistence: bool = False
     extra_config: list[str] = field(default_factory=list)
-    folder: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+    _label: ClassVar[str] = "mosquitto"
 
     def start(self) -> MosquittoServer:
         binary = find_mosquitto()
@@ -157,9 +205,7 @@ class MosquittoServer:
         config = self.folder / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         config.chmod(0o644)
-        log_file = open(self.folder / "mosquitto.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log_file = log_file
-        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=self._open_log(), stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for_port(self.port, timeout_s=10, process=self.process, what="Mosquitto")
         except ServiceError as exc:
@@ -167,24 +213,6 @@ class MosquittoServer:
             raise ServiceError(f"{exc}; log: {self.log_tail()}") from exc
         log.info("mosquitto_started", port=self.port, pid=self.pid)
         return self
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.folder is None:
-            return ""
-        path = self.folder / "mosquitto.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def stop(self, *, remove: bool = True) -> None:
-        """Stop the broker by its PID; safe to call twice."""
-        _stop_pid(self.process, signal.SIGTERM, 10)
-        if self.process is not None:
-            log.info("mosquitto_stopped", port=self.port, pid=self.process.pid)
-        self.process = None
-        with contextlib.suppress(AttributeError):
-            self._log_file.close()
-        if remove and self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
 
     def restart(self) -> None:
         """Stop and start again on the same port and folder (persistence decides what survives)."""
@@ -197,27 +225,20 @@ class MosquittoServer:
         _stop_pid(self.process, signal.SIGKILL, 5)
         self.process = None
 
-    def __enter__(self) -> MosquittoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 @dataclass
-class PostgresServer:
+class PostgresServer(_LocalServer):
     """A throwaway PostgreSQL cluster on a free loopback port, with trust authentication on loopback only."""
 
     port: int = 0
     database: str = "valuegate"
     user: str = "valuegate"
-    folder: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
     timescaledb: bool = False
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+    _label: ClassVar[str] = "postgres"
+    # SIGINT is PostgreSQL's fast shutdown: open sessions are ended, nothing waits for clients.
+    _stop_signal: ClassVar[int] = signal.SIGINT
+    _stop_timeout_s: ClassVar[float] = 20.0
 
     @property
     def dsn(self) -> str:
@@ -263,11 +284,9 @@ class PostgresServer:
         ]  # fmt: skip
         if self.timescaledb:
             options += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
-        log_file = open(self.folder / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log_file = log_file
         self.process = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(data), *options],
-            stdout=log_file,
+            stdout=self._open_log(),
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.folder,
@@ -300,29 +319,6 @@ class PostgresServer:
                     raise ServiceError(f"PostgreSQL on port {self.port} did not accept logins: {exc}") from exc
                 time.sleep(0.1)
 
-    def log_tail(self, lines: int = 20) -> str:
-        if self.folder is None:
-            return ""
-        path = self.folder / "postgres.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def stop(self, *, remove: bool = True) -> None:
-        """Stop the server by its PID (fast shutdown); safe to call twice."""
-        _stop_pid(self.process, signal.SIGINT, 20)
-        if self.process is not None:
-            log.info("postgres_stopped", port=self.port, pid=self.process.pid)
-        self.process = None
-        with contextlib.suppress(AttributeError):
-            self._log_file.close()
-        if remove and self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _timescaledb_installed(bin_dir: Path) -> bool:
