@@ -16,18 +16,18 @@ if TYPE_CHECKING:
 
 
 def _load_map(reference: str) -> TagMap:
-    from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
+    from valuegate.adapters.tagmap import load_tag_map
+    from valuegate.edge.trace import resolve_tag_map
 
-    path = Path(reference)
-    if not path.exists():
-        shipped = sorted(shipped_tag_map_dir().rglob(f"{reference}.yaml"))
-        if shipped:
-            path = shipped[0]
-    return load_tag_map(path)
+    return load_tag_map(resolve_tag_map(reference))
 
 
-def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap):
-    """Replay the rows through the tag map's state rules; return sample arrays and the reason table."""
+def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap, unmatched: dict[tuple, int]):
+    """Replay the rows through the tag map's state rules; return sample arrays and the reason table.
+
+    Counts, in ``unmatched``, the state input rows after which no rule matched,
+    keyed by the state inputs' (tag, value) pairs at that instant.
+    """
     import numpy as np
 
     from valuegate.adapters.rules import StateEvaluator
@@ -35,6 +35,9 @@ def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap):
 
     evaluator = StateEvaluator(tag_map)
     watched = set(evaluator.inputs) | {rule.reason_tag for rule in tag_map.states.rules if rule.reason_tag}
+    # The evaluator labels a result that fell through every rule this way (see StateEvaluator.evaluate).
+    default_label = f"no rule matched; default {tag_map.states.default}"
+    latest: dict[str, Any] = {}
     reasons: dict[str, int] = {}
     ts, states, reason_index = [], [], []
     for row in rows:
@@ -42,6 +45,11 @@ def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap):
             continue
         evaluator.update(Sample(machine, row.tag, row.ts_ms, "plc", row.ts_ms, row.value, row.value, row.status))
         result = evaluator.evaluate()
+        if row.tag in evaluator.inputs:
+            latest[row.tag] = row.value
+            if result.label == default_label:
+                key = tuple((name, latest[name]) for name in evaluator.inputs)
+                unmatched[key] = unmatched.get(key, 0) + 1
         # Every row is kept, even an unchanged state, so that a silent gap can expire the state.
         ts.append(row.ts_ms)
         states.append(result.code)
@@ -77,8 +85,13 @@ def machine_days(
     calendar: ShiftCalendar | None = None,
     debounce_ms: int = 0,
     max_gap_ms: int | None = None,
+    notes: list[dict[str, Any]] | None = None,
 ) -> list[tuple[str, Kpis]]:
-    """Compute the KPIs of each plant day a machine's trace rows touch."""
+    """Compute the KPIs of each plant day a machine's trace rows touch.
+
+    When ``notes`` is a list, a note is appended for state values that no rule
+    of the tag map matches. Those samples still take the map's ``default`` category.
+    """
     import datetime as dt
 
     import numpy as np
@@ -95,7 +108,10 @@ def machine_days(
     span_start, span_end = int(days.start_ms[0]), int(days.end_ms[-1])
 
     # Time after the last row has no data: a closing no-data sample makes it offline.
-    ts, states, reasons, reason_codes = _state_samples(machine, rows, tag_map)
+    unmatched: dict[tuple, int] = {}
+    ts, states, reasons, reason_codes = _state_samples(machine, rows, tag_map, unmatched)
+    if unmatched and notes is not None:
+        notes.append(_unmatched_note(machine, tag_map, unmatched))
     ts = np.append(ts, last_ms)
     states = np.append(states, np.int8(-1))
     reasons = np.append(reasons, np.int32(-1))
@@ -126,6 +142,19 @@ def machine_days(
     return result
 
 
+def _unmatched_note(machine: str, tag_map: TagMap, unmatched: dict[tuple, int]) -> dict[str, Any]:
+    samples = sum(unmatched.values())
+    shown = [" ".join(f"{name}={value!r}" for name, value in key) for key in unmatched]
+    listed = ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+    default = tag_map.states.default
+    text = (
+        f"machine {machine}: {samples} state sample(s) matched no state rule of tag map {tag_map.name!r} "
+        f"and count as {default} (the map's default): {listed}; add a rule if these are real machine states"
+    )
+    values = [{name: value if isinstance(value, str | int | float | bool) or value is None else str(value) for name, value in key} for key in unmatched]
+    return {"kind": "unmatched_state", "machine": machine, "samples": samples, "category": default, "values": values, "text": text}
+
+
 def check_trace_tags(trace: Trace, tag_map: TagMap) -> list[str]:
     """Raise when the trace lacks a tag the state rules read; return the trace tags the map does not know."""
     from valuegate.edge.trace import TraceError
@@ -138,6 +167,34 @@ def check_trace_tags(trace: Trace, tag_map: TagMap) -> list[str]:
             raise TraceError(msg, file=trace.path, column="tag", value=name)
     known = set(tag_map.tag_names())
     return sorted(present - known)
+
+
+def check_counter_values(trace: Trace, tag_map: TagMap) -> None:
+    """Raise on the first counter row whose value is not a number or does not fit the counter's bits and signedness.
+
+    Rows with Bad status are skipped, as the counter kernel drops them.
+    Floats are rounded half to even first, as the kernel rounds them.
+    """
+    from valuegate.edge.trace import TraceError, format_timestamp
+
+    specs = {spec.tag: spec for spec in tag_map.counters}
+    for row in trace.rows:
+        spec = specs.get(row.tag)
+        if spec is None or row.status == "bad":
+            continue
+        where = f"{trace.path}: row {row.row}: counter tag {row.tag!r} at {format_timestamp(row.ts_ms)}"
+        value = row.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (float("inf"), float("-inf")):
+            msg = f"{where}: value {value!r} is not a count; give a whole number, or status bad for a missing reading"
+            raise TraceError(msg, file=trace.path, row=row.row, column="value", value=value)
+        low, high = (-(2 ** (spec.bits - 1)), 2 ** (spec.bits - 1) - 1) if spec.signed else (0, 2**spec.bits - 1)
+        if not low <= round(value) <= high:
+            kind = "signed" if spec.signed else "unsigned"
+            msg = (
+                f"{where}: value {value!r} does not fit a {spec.bits}-bit {kind} counter ({low}..{high}); "
+                f"correct the value, or the counter's bits and signed settings in tag map {tag_map.name!r}"
+            )
+            raise TraceError(msg, file=trace.path, row=row.row, column="value", value=value)
 
 
 def _day_json(date: str, kpis: Kpis) -> dict[str, Any]:
@@ -157,6 +214,18 @@ def _day_json(date: str, kpis: Kpis) -> dict[str, Any]:
         "downtime_by_reason": {code: rounded(minutes) for code, minutes in kpis.downtime_by_reason.items()},
         "why": dict(kpis.why),
     }
+
+
+def _trace_notes(trace: Trace, ignored_tags: list[str]) -> list[dict[str, Any]]:
+    """Return notes on trace columns and tags that the computation does not use."""
+    notes: list[dict[str, Any]] = []
+    if trace.ignored_columns:
+        text = f"ignored columns that a trace does not use: {', '.join(trace.ignored_columns)}; the columns used are timestamp, tag, value, machine, status"
+        notes.append({"kind": "ignored_columns", "columns": list(trace.ignored_columns), "text": text})
+    if ignored_tags:
+        shown = ", ".join(ignored_tags[:10]) + (f" and {len(ignored_tags) - 10} more" if len(ignored_tags) > 10 else "")
+        notes.append({"kind": "ignored_tags", "tags": list(ignored_tags), "text": f"ignored rows of tags that the tag map does not name: {shown}"})
+    return notes
 
 
 def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
@@ -192,7 +261,15 @@ def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
 
 def oee(
     trace: Path = typer.Argument(..., help="CSV or Parquet export with columns timestamp (ISO-8601 with offset, or epoch ms), tag, value; optional machine, status."),
-    tag_map: str = typer.Option(..., "--map", help="Tag map YAML whose state rules and counters apply, or the name of a shipped map."),
+    tag_map: str = typer.Option(
+        ...,
+        "--map",
+        help=(
+            "Tag map whose state rules and counters apply: a YAML file (absolute or relative to the working directory), "
+            "a path in the shipped maps folder such as generic/filler-modbus.yaml or a shipped map's file name such as "
+            "filler-modbus. The .yaml ending may be left off."
+        ),
+    ),
     calendar: Path | None = typer.Option(None, "--calendar", help="Shift calendar YAML; time outside shifts, breaks and no-order periods is planned downtime."),
     time_zone: str = typer.Option("UTC", "--tz", help="Plant IANA time zone that defines plant days, such as Asia/Shanghai."),
     debounce_ms: int = typer.Option(0, "--debounce-ms", min=0, help="Absorb state runs shorter than this many milliseconds into the run before them."),
@@ -213,18 +290,20 @@ def oee(
         shifts = load_calendar(calendar) if calendar is not None else None
         data = read_trace(trace)
         ignored = check_trace_tags(data, mapping)
+        check_counter_values(data, mapping)
+        notes = _trace_notes(data, ignored)
         gap_ms = None if max_gap_s is None else round(max_gap_s * 1000)
-        options = {"calendar": shifts, "debounce_ms": debounce_ms, "max_gap_ms": gap_ms}
+        options = {"calendar": shifts, "debounce_ms": debounce_ms, "max_gap_ms": gap_ms, "notes": notes}
         results = [(machine, machine_days(data.rows_of(machine), mapping, time_zone, **options)) for machine in data.machines()]
     except (ConfigError, TraceError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    if ignored:
-        shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
-        typer.echo(f"note: ignored rows of tags that the tag map does not name: {shown}", err=True)
+    for note in notes:
+        typer.echo(f"note: {note['text']}", err=True)
     if as_json:
-        document = {"machines": [{"id": machine, "days": [_day_json(date, kpis) for date, kpis in days]} for machine, days in results]}
+        machines = [{"id": machine, "days": [_day_json(date, kpis) for date, kpis in days]} for machine, days in results]
+        document = {"machines": machines, "notes": notes}
         sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
         return
     for machine, days in results:

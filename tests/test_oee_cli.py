@@ -162,3 +162,161 @@ def test_unknown_trace_tags_are_noted(tmp_path):
     result = _run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json")
     assert result.exit_code == 0, result.output
     assert "ignored rows of tags that the tag map does not name: spindle_load" in result.stderr
+
+
+GENERIC_ROWS = """timestamp,tag,value
+2024-05-01T06:00:00Z,state,1
+2024-05-01T06:00:00Z,stop_reason,0
+2024-05-01T06:00:00Z,good,100
+2024-05-01T06:00:00Z,rejected,0
+2024-05-01T07:00:00Z,state,4
+2024-05-01T07:00:00Z,stop_reason,12
+2024-05-01T07:15:00Z,state,1
+2024-05-01T08:00:00Z,good,2800
+2024-05-01T08:00:00Z,rejected,20
+2024-05-01T08:00:00Z,state,0
+"""
+
+
+def _shipped_dir() -> Path:
+    from valuegate.adapters.tagmap import shipped_tag_map_dir
+
+    return shipped_tag_map_dir()
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["generic/filler-modbus.yaml", "generic/filler-modbus", "filler-modbus", "filler-modbus.yaml", "ABSOLUTE", "maps/filler", "maps/filler.yaml"],
+)
+def test_map_reference_forms(tmp_path, monkeypatch, reference):
+    # Running 06:00-07:00 and 07:15-08:00, a fault with stop reason 12 in between, then a planned stop.
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "filler.yaml").write_text((_shipped_dir() / "generic" / "filler-modbus.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    if reference == "ABSOLUTE":
+        reference = str(_shipped_dir() / "generic" / "filler-modbus.yaml")
+    day = _days(_run(str(_write(tmp_path, GENERIC_ROWS)), "--map", reference, "--json"))[0]
+    assert day["planned_min"] == 120.0
+    assert day["run_min"] == 105.0
+    assert day["downtime_min"] == 15.0
+    assert day["downtime_by_reason"] == {"12": 15.0}
+
+
+def test_map_in_working_directory_comes_first(tmp_path, monkeypatch):
+    # A local copy at the shipped map's relative path, where the fault code 4 counts as running, shadows the shipped map.
+    shipped = (_shipped_dir() / "generic" / "filler-modbus.yaml").read_text(encoding="utf-8")
+    changed = shipped.replace("{when: {state: [1]}, category: running", "{when: {state: [1, 4]}, category: running")
+    assert changed != shipped
+    (tmp_path / "generic").mkdir()
+    (tmp_path / "generic" / "filler-modbus.yaml").write_text(changed, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    day = _days(_run(str(_write(tmp_path, GENERIC_ROWS)), "--map", "generic/filler-modbus.yaml", "--json"))[0]
+    assert day["run_min"] == 120.0
+    assert day["downtime_min"] == 0.0
+
+
+def test_unknown_map_lists_shipped_maps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _run(str(_write(tmp_path, GENERIC_ROWS)), "--map", "generic/no-such-map.yaml")
+    assert result.exit_code == 2
+    shipped = _shipped_dir()
+    assert f"error: tag map 'generic/no-such-map.yaml' not found; looked for {tmp_path}/generic/no-such-map.yaml, {shipped}/generic/no-such-map.yaml." in result.stderr
+    names = sorted(path.relative_to(shipped).as_posix() for path in shipped.rglob("*.yaml"))
+    assert "generic/filler-modbus.yaml" in names
+    assert f"one of the shipped maps (folder {shipped}): {', '.join(names)}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (
+            "2024-05-01T07:30:00Z,good,-5",
+            "trace.csv: row 5: counter tag 'good' at 2024-05-01T07:30:00Z: value -5 does not fit a 32-bit unsigned counter (0..4294967295); "
+            "correct the value, or the counter's bits and signed settings in tag map 'generic-filler-modbus'",
+        ),
+        (
+            "1714548600123,rejected,4294967296",
+            "trace.csv: row 5: counter tag 'rejected' at 2024-05-01T07:30:00.123Z: value 4294967296 does not fit a 32-bit unsigned counter",
+        ),
+        (
+            "2024-05-01T09:30:00+02:00,good,many",
+            "trace.csv: row 5: counter tag 'good' at 2024-05-01T07:30:00Z: value 'many' is not a count; give a whole number, or status bad for a missing reading",
+        ),
+    ],
+)
+def test_bad_counter_value_names_row(tmp_path, row, expected):
+    # The bad row is the fourth data row (row 5 of the file) but not the first in time, so the row number must be the file's.
+    lines = GENERIC_ROWS.splitlines()
+    text = "\n".join([*lines[:4], row, *lines[4:]]) + "\n"
+    result = _run(str(_write(tmp_path, text)), "--map", "generic/filler-modbus.yaml")
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "raw[" not in result.stderr
+
+
+def test_bad_status_counter_value_is_dropped(tmp_path):
+    # A reading with Bad status is dropped like a missing one, whatever its value.
+    header, *lines = GENERIC_ROWS.splitlines()
+    text = "\n".join([f"{header},status", *(f"{line},good" for line in lines), "2024-05-01T07:30:00Z,good,-5,bad"]) + "\n"
+    day = _days(_run(str(_write(tmp_path, text)), "--map", "generic/filler-modbus.yaml", "--json"))[0]
+    assert day["run_min"] == 105.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timestamp,tag,value,status\n1,state,1,good\n1,reason,0,ok\n", "trace.csv: row 3: unknown status 'ok'; use good, uncertain or bad"),
+        ("Timestamp, Tag ,VALUE,Status\n1,state,1,OK\n", "trace.csv: row 2: unknown status 'OK'; use good, uncertain or bad"),
+        (
+            "timestamp,tag,value,status\n1,state,1\n",
+            "trace.csv: row 2 has 3 fields but the header has 4 columns (timestamp, tag, value, status); give every row one field per column",
+        ),
+        (
+            "timestamp,tag,value\n1,state,1\n\n2,state,1,good\n",
+            "trace.csv: row 4 has 4 fields but the header has 3 columns (timestamp, tag, value); give every row one field per column",
+        ),
+        ("timestamp,tag,value,tag\n1,state,1,reason\n", "trace.csv: row 1: column 'tag' appears 2 times; keep one"),
+    ],
+)
+def test_status_and_shape_errors(tmp_path, text, expected):
+    result = _run(str(_write(tmp_path, text)), "--map", "bottling-filler-modbus")
+    assert result.exit_code == 2
+    assert expected in result.stderr
+
+
+def test_unmatched_state_is_noted(tmp_path):
+    # Running 06:00-07:00 and 09:00-10:00; from 07:00 to 09:00 the state has values that no rule maps, so the default (offline) applies.
+    rows = """timestamp,tag,value,quality
+2024-05-01T06:00:00Z,state,1,192
+2024-05-01T06:00:00Z,stop_reason,0,192
+2024-05-01T07:00:00Z,state,abc,192
+2024-05-01T07:30:00Z,state,9,192
+2024-05-01T08:00:00Z,state,abc,192
+2024-05-01T09:00:00Z,state,1,192
+2024-05-01T10:00:00Z,state,1,192
+"""
+    result = _run(str(_write(tmp_path, rows)), "--map", "generic/filler-modbus", "--json")
+    day = _days(result)[0]
+    assert day["planned_min"] == 120.0
+    assert day["run_min"] == 120.0
+    text = (
+        "machine trace: 3 state sample(s) matched no state rule of tag map 'generic-filler-modbus' and count as offline "
+        "(the map's default): state='abc', state=9; add a rule if these are real machine states"
+    )
+    notes = json.loads(result.stdout)["notes"]
+    assert notes[0] == {
+        "kind": "ignored_columns",
+        "columns": ["quality"],
+        "text": "ignored columns that a trace does not use: quality; the columns used are timestamp, tag, value, machine, status",
+    }
+    assert notes[1] == {"kind": "unmatched_state", "machine": "trace", "samples": 3, "category": "offline", "values": [{"state": "abc"}, {"state": 9}], "text": text}
+    assert len(notes) == 2
+    assert f"note: {text}" in result.stderr
+    assert "note: ignored columns that a trace does not use: quality" in result.stderr
+
+
+def test_clean_trace_has_no_notes(tmp_path):
+    result = _run(str(_write(tmp_path, FILLER_ROWS)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["notes"] == []
+    assert "note:" not in result.stderr
