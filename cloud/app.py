@@ -81,7 +81,9 @@ def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
-        app.state.pool = pool if pool is not None else await open_pool(settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, name="valuegate-api")
+        app.state.pool = pool if pool is not None else await open_pool(
+            settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, name="valuegate-api", wait_s=settings.startup_wait_s
+        )
         try:
             yield
         finally:

@@ -6,7 +6,7 @@ import datetime as dt
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -53,15 +53,37 @@ def _settings(config: Path | None, **overrides: Any) -> Any:
         raise typer.Exit(2) from None
 
 
+def _explained(exc: Any, config: Path | None, dsn: str | None) -> Any:
+    """Return ``exc`` with a hint that names where the DSN came from, or states that none was given and how to set one."""
+    from .settings import DSN_ENV, dsn_origin
+
+    origin = dsn_origin(config, dsn=dsn)
+    if origin is None:
+        return exc.with_hint(f"no DSN was given, so the default was used; set one with --dsn, the {DSN_ENV} environment variable or dsn: in a settings file (--config)")
+    return exc.with_hint(f"{exc.hint} (the DSN comes from {origin})")
+
+
+def _database_failed(exc: Any, config: Path | None, dsn: str | None) -> NoReturn:
+    typer.echo(f"error: {_explained(exc, config, dsn)}", err=True)
+    raise typer.Exit(1)
+
+
 def _run(coro: Any) -> Any:
     import asyncio
 
+    import psycopg
+
+    from .db import DatabaseUnavailable
     from .store import StoreError
 
     try:
         return asyncio.run(coro)
-    except StoreError as exc:
+    except (StoreError, DatabaseUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except psycopg.OperationalError as exc:
+        # The connection opened, then failed (the server stopped or restarted). Each admin call is one transaction, so nothing is half-written.
+        typer.echo(f"error: the database connection failed during the command: {' '.join(str(exc).split())}; run it again once PostgreSQL is back", err=True)
         raise typer.Exit(1) from None
 
 
@@ -72,16 +94,18 @@ def migrate(
     timescaledb: bool | None = typer.Option(None, "--timescaledb/--plain", help="Force the TimescaleDB or the plain-PostgreSQL schema; default: TimescaleDB when the server has it."),
 ) -> None:
     """Apply pending database migrations, then the TimescaleDB compression and retention policies."""
-    from .db import MigrationError, apply_policies
+    from .db import DatabaseUnavailable, MigrationError, apply_policies
     from .db import migrate as run_migrations
 
     settings = _settings(config, dsn=dsn)
     try:
         applied = run_migrations(settings.dsn, timescaledb=timescaledb if timescaledb is not None else settings.use_timescaledb)
+        policies = apply_policies(settings.dsn, compress_after_days=settings.compress_after_days, telemetry_retention_days=settings.telemetry_retention_days)
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    policies = apply_policies(settings.dsn, compress_after_days=settings.compress_after_days, telemetry_retention_days=settings.telemetry_retention_days)
+    except DatabaseUnavailable as exc:
+        _database_failed(exc, config, dsn)
     typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     typer.echo("TimescaleDB policies set" if policies else "plain PostgreSQL: no TimescaleDB policies")
 
@@ -93,12 +117,19 @@ def serve(
     host: str | None = typer.Option(None, help="Address to listen on."),
     port: int | None = typer.Option(None, help="TCP port to listen on."),
 ) -> None:
-    """Serve the REST API and the web UI with uvicorn."""
+    """Serve the REST API and the web UI with uvicorn; wait up to startup_wait_s for PostgreSQL first."""
+    import asyncio
+
     import uvicorn
 
     from .app import create_app
+    from .db import DatabaseUnavailable, wait_for_database
 
     settings = _settings(config, dsn=dsn, host=host, port=port)
+    try:
+        asyncio.run(wait_for_database(settings.dsn, wait_s=settings.startup_wait_s, name="valuegate-api"))
+    except DatabaseUnavailable as exc:
+        _database_failed(exc, config, dsn)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
@@ -112,13 +143,13 @@ def ingest(
     import asyncio
     import contextlib
 
-    from .db import open_pool
+    from .db import DatabaseUnavailable, open_pool
     from .ingest import IngestError, IngestWorker
 
     settings = _settings(config, dsn=dsn)
 
     async def main() -> None:
-        pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest")
+        pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest", wait_s=settings.startup_wait_s)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for _ in range(workers):
@@ -133,14 +164,26 @@ def ingest(
     except IngestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except DatabaseUnavailable as exc:
+        _database_failed(exc, config, dsn)
     except KeyboardInterrupt:
         typer.echo("stopped")
 
 
 def _admin(config: Path | None, dsn: str | None) -> Any:
-    from .admin import Admin
+    import psycopg
 
-    return Admin(_settings(config, dsn=dsn).dsn, actor="cli")
+    from .admin import Admin
+    from .db import DatabaseUnavailable
+
+    class CliAdmin(Admin):
+        async def __aenter__(self) -> Admin:
+            try:
+                return await super().__aenter__()
+            except psycopg.Error as exc:
+                raise _explained(DatabaseUnavailable.from_error(self.dsn, exc), config, dsn) from None
+
+    return CliAdmin(_settings(config, dsn=dsn).dsn, actor="cli")
 
 
 def _instant(value: str | None, name: str) -> dt.datetime | None:

@@ -10,17 +10,28 @@ transaction (TimescaleDB continuous aggregates require it).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
+import time
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import psycopg
 import structlog
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .settings import hide_password
 
 __all__ = (
+    "DatabaseUnavailable",
+    "OutageLog",
+    "is_connection_error",
+    "wait_for_database",
+    "watch_pool",
     "MigrationError",
     "Migration",
     "UTC_OPTIONS",
@@ -46,6 +57,159 @@ _MIGRATION_LOCK = 0x76616C7565676174
 
 class MigrationError(RuntimeError):
     """A migration file is malformed or failed to apply; the message names the file."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached or refused the connection; the message names the DSN (password hidden), why, and what to check."""
+
+    def __init__(self, dsn: str, reason: str, *, hint: str = "check that the server is running and that the DSN is right") -> None:
+        self.dsn = dsn
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"cannot connect to PostgreSQL at {hide_password(dsn)}: {reason}; {hint}")
+
+    @classmethod
+    def from_error(cls, dsn: str, exc: BaseException) -> DatabaseUnavailable:
+        if isinstance(exc, psycopg.ProgrammingError):
+            return cls(dsn, _reason(exc), hint="write the DSN as postgresql://user@host:port/database or as key=value pairs")
+        return cls(dsn, _reason(exc))
+
+    def with_hint(self, hint: str) -> DatabaseUnavailable:
+        """Return the same failure with another hint (the command line names where the DSN came from)."""
+        return DatabaseUnavailable(self.dsn, self.reason, hint=hint)
+
+
+def _reason(exc: BaseException) -> str:
+    # libpq's messages span lines ("connection failed: ... \n\tIs the server running ..."); the first line names the cause.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Return whether ``exc`` means the database is out of reach (refused, lost, shutting down), not that a statement failed."""
+    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        # Class 08 is "connection exception"; 57P01-57P03 are shutdowns and "cannot connect now"; libpq's own errors carry no SQLSTATE.
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    return False
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(dsn, autocommit=True, options=UTC_OPTIONS)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable.from_error(dsn, exc) from None
+
+
+async def wait_for_database(dsn: str, *, wait_s: float, name: str = "valuegate") -> None:
+    """Return once PostgreSQL at ``dsn`` accepts a connection; retry with backoff for ``wait_s`` seconds, then raise :class:`DatabaseUnavailable`."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    waiting_logged = False
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS, application_name=name, connect_timeout=max(2, min(10, round(wait_s))))
+        except psycopg.Error as exc:
+            remaining = deadline - time.monotonic()
+            if not isinstance(exc, psycopg.OperationalError) or remaining <= 0:
+                raise DatabaseUnavailable.from_error(dsn, exc) from None
+            if not waiting_logged:
+                log.warning("database_waiting", dsn=hide_password(dsn), error=_reason(exc), wait_s=wait_s)
+                waiting_logged = True
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+        else:
+            await conn.close()
+            if waiting_logged:
+                log.info("database_reached", dsn=hide_password(dsn))
+            return
+
+
+class OutageLog:
+    """Logs a database outage as one WARNING when it starts, a reminder every ``remind_s`` while it lasts and one INFO when it ends.
+
+    ``failed(exc)`` notes an error and returns whether it was a connection problem;
+    ``recovered()`` is called after the next success. The pool's own
+    per-attempt warnings are folded into the same events (see :func:`open_pool`).
+    """
+
+    def __init__(self, dsn: str, *, what: str, remind_s: float = 600.0) -> None:
+        self.dsn = hide_password(dsn)
+        self.what = what
+        self.remind_s = remind_s
+        self._since: float | None = None
+        self._reminded = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException) -> bool:
+        """Note ``exc``; return True when it is a connection problem (logged here, at most once per outage), False for any other error."""
+        if not is_connection_error(exc):
+            return False
+        self.note(_reason(exc))
+        return True
+
+    def note(self, reason: str) -> None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = self._reminded = now
+            log.warning(
+                "database_unavailable", dsn=self.dsn, error=reason, what=self.what,
+                action="retrying with backoff until PostgreSQL is back; this is logged once per outage",
+            )  # fmt: skip
+        elif now - self._reminded >= self.remind_s:
+            self._reminded = now
+            log.warning("database_still_unavailable", dsn=self.dsn, error=reason, what=self.what, down_s=round(now - self._since))
+
+    def recovered(self) -> None:
+        if self._since is not None:
+            log.info("database_available_again", dsn=self.dsn, what=self.what, down_s=round(time.monotonic() - self._since, 1))
+            self._since = None
+
+
+# Pools whose connection-failure warnings an OutageLog reports instead of psycopg_pool, by pool name.
+_QUIET_POOLS: weakref.WeakValueDictionary[str, OutageLog] = weakref.WeakValueDictionary()
+_POOL_CONNECT_FAILED = "error connecting in %r: %s"
+_POOL_GAVE_UP = "reconnection attempt in pool %r failed after %s sec"
+_POOL_DISCARDED = ("discarding broken connection: %s", "discarding closed connection: %s")
+
+
+class _PoolWarnings(logging.Filter):
+    """Hand psycopg_pool's per-attempt connection warnings of watched pools to their OutageLog, which logs an outage once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg in (_POOL_CONNECT_FAILED, _POOL_GAVE_UP) and args and args[0] in _QUIET_POOLS:
+            if record.msg == _POOL_CONNECT_FAILED and len(args) > 1:
+                _QUIET_POOLS[args[0]].note(_reason(args[1]))
+            return False
+        if record.msg in _POOL_DISCARDED and len(_QUIET_POOLS):
+            # The message names no pool. The failed statement that broke the connection reaches an OutageLog anyway.
+            log.debug("pool_connection_discarded", connection=str(args[0]) if args else None)
+            return False
+        return True
+
+
+_POOL_FILTER = _PoolWarnings()
+
+
+def watch_pool(pool: AsyncConnectionPool, *, what: str) -> OutageLog:
+    """Return the outage log of ``pool``, shared by everything that uses the pool.
+
+    It reports the pool's connection failures in place of psycopg_pool's warning per attempt.
+    """
+    outage = _QUIET_POOLS.get(pool.name)
+    if outage is None:
+        outage = OutageLog(pool.conninfo, what=what)
+        _QUIET_POOLS[pool.name] = outage
+    logger = logging.getLogger("psycopg.pool")
+    if _POOL_FILTER not in logger.filters:
+        logger.addFilter(_POOL_FILTER)
+    return outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +280,7 @@ def migrate(dsn: str, *, timescaledb: bool | None = None) -> list[str]:
     Safe to run from several processes at once: an advisory lock serializes them.
     """
     applied: list[str] = []
-    with psycopg.connect(dsn, autocommit=True, options=UTC_OPTIONS) as conn:
+    with _connect(dsn) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
             conn.execute(
@@ -164,7 +328,7 @@ def apply_policies(dsn: str, *, compress_after_days: int, telemetry_retention_da
     Vouchers are compressed but never dropped; raw telemetry is dropped only
     when ``telemetry_retention_days`` is set.
     """
-    with psycopg.connect(dsn, autocommit=True, options=UTC_OPTIONS) as conn:
+    with _connect(dsn) as conn:
         if not uses_timescaledb(conn):
             return False
         after = f"{compress_after_days} days"
@@ -181,8 +345,12 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(False)
 
 
-async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "valuegate") -> AsyncConnectionPool:
-    """Open an async connection pool whose sessions run in UTC; close it with ``await pool.close()``."""
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "valuegate", wait_s: float = 30.0) -> AsyncConnectionPool:
+    """Open an async connection pool whose sessions run in UTC; close it with ``await pool.close()``.
+
+    Waits up to ``wait_s`` seconds for the server, then raises :class:`DatabaseUnavailable`.
+    """
+    await wait_for_database(dsn, wait_s=wait_s, name=name)
     pool = AsyncConnectionPool(
         dsn,
         min_size=min_size,
@@ -192,7 +360,11 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: st
         open=False,
         name=name,
     )
-    await pool.open(wait=True, timeout=30)
+    timeout = max(wait_s, 5.0)
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except PoolTimeout:
+        raise DatabaseUnavailable(dsn, f"the connection pool did not open within {timeout:g} s") from None
     return pool
 
 

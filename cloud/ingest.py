@@ -33,7 +33,7 @@ from valuegate.edge.protocol.voucher import VoucherError
 
 from . import metrics
 from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
-from .db import open_pool, refresh_machine_day
+from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .store import StoreError, register_rotation
@@ -122,6 +122,7 @@ class IngestWorker:
         self._last_resend: dict[tuple[str, int], float] = {}
         self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
+        self._outage = OutageLog(settings.dsn, what="ingest")
         self.processed = 0
 
     @property
@@ -144,7 +145,9 @@ class IngestWorker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._pool is None:
-            self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name)
+            self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name, wait_s=self.settings.startup_wait_s)
+        # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
+        self._outage = watch_pool(self._pool, what="ingest")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True)
         if self.settings.mqtt_username:
             client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
@@ -237,13 +240,20 @@ class IngestWorker:
         for attempt in range(1, 6):
             try:
                 await self.process(batch)
-                return
-            except Exception:
-                log.exception("ingest_batch_failed", worker=self.name, messages=len(batch), attempt=attempt)
+            except Exception as exc:
+                # A database outage is logged once by the outage log; any other failure with its traceback each time.
+                if not self._outage.failed(exc):
+                    log.exception("ingest_batch_failed", worker=self.name, messages=len(batch), attempt=attempt)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            else:
+                self._outage.recovered()
+                return
         # Left without PUBACK: the broker redelivers after a reconnect, and the edge resends what no ack covers.
-        log.error("ingest_batch_dropped", worker=self.name, messages=len(batch))
+        if self._outage.active:
+            log.info("ingest_batch_deferred", worker=self.name, messages=len(batch), reason="database unavailable; the edge resends what no ack covers")
+        else:
+            log.error("ingest_batch_dropped", worker=self.name, messages=len(batch))
 
     async def _housekeeping(self) -> None:
         self._last_reproduce = time.monotonic()
@@ -251,9 +261,11 @@ class IngestWorker:
             async with self.pool.connection() as conn:
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s)
                 await refresh_machine_day(conn)
-        except Exception:
-            log.exception("reproduce_failed", worker=self.name)
+        except Exception as exc:
+            if not self._outage.failed(exc):
+                log.exception("reproduce_failed", worker=self.name)
             return
+        self._outage.recovered()
         self._request_records(result.missing_records)
 
     def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
-__all__ = ("ConfigError", "CloudSettings", "load_settings")
+__all__ = ("ConfigError", "CloudSettings", "load_settings", "dsn_origin", "hide_password")
 
 ENV_PREFIX = "VALUEGATE_CLOUD_"
+DSN_ENV = ENV_PREFIX + "DSN"
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,8 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Connections the pool keeps open."""
     pool_max: int = 10
     """Connections the pool opens at most."""
+    startup_wait_s: float = 30.0
+    """Seconds `cloud serve` and `cloud ingest` wait at start-up for PostgreSQL to accept connections before they give up."""
 
     mqtt_host: str = "127.0.0.1"
     """MQTT broker host the ingest workers subscribe on."""
@@ -77,6 +82,7 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         _check_range("pool_min", self.pool_min, 0, 1000)
         _check_range("pool_max", self.pool_max, max(1, self.pool_min), 1000)
+        _check_range("startup_wait_s", self.startup_wait_s, 0, 3600)
         _check_range("mqtt_port", self.mqtt_port, 1, 65535)
         _check_range("port", self.port, 0, 65535)
         _check_range("clock_skew_s", self.clock_skew_s, 0, 86400)
@@ -89,7 +95,7 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(f"share_group {self.share_group!r} must be a non-empty name without '/', '+' or '#'", field="share_group")
 
     def __repr__(self) -> str:
-        return f"CloudSettings(dsn={_hide_password(self.dsn)!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, port={self.port})"
+        return f"CloudSettings(dsn={hide_password(self.dsn)!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, port={self.port})"
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -97,7 +103,9 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"setting {name} = {value!r} is out of range; allowed {low}..{high}", field=name)
 
 
-def _hide_password(dsn: str) -> str:
+def hide_password(dsn: str) -> str:
+    """Return ``dsn`` fit for messages and logs: a password in the URI's user part or a ``password=`` parameter shows as ``***``."""
+    dsn = _PASSWORD_PARAM.sub(r"\1***", dsn)
     scheme, sep, rest = dsn.partition("://")
     if not sep or "@" not in rest:
         return dsn
@@ -120,6 +128,22 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host"}:
             values[name] = raw
     return values
+
+
+def dsn_origin(path: str | Path | None = None, *, environ: dict[str, str] | None = None, dsn: str | None = None) -> str | None:
+    """Name where the DSN :func:`load_settings` uses comes from (``--dsn``, the environment variable or the file); None for the built-in default."""
+    if dsn:
+        return "--dsn"
+    if (os.environ if environ is None else environ).get(DSN_ENV, "").strip():
+        return DSN_ENV
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return None
+        if isinstance(loaded, dict) and loaded.get("dsn"):
+            return f"dsn: in {path}"
+    return None
 
 
 def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | None = None, **overrides: Any) -> CloudSettings:
