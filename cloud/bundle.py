@@ -2,10 +2,13 @@
 
 Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 
-- ``manifest.json``: schema, contract id, creation time, and the SHA-256 of
-  every other file, so that a truncated or swapped file is noticed.
+- ``manifest.json``: schema, contract id, creation time, the contract terms'
+  digest, and the SHA-256 of every other file, so that a truncated or swapped
+  file is noticed.
 - ``contract.json``: the contract terms (anchors, prices, caps, floors,
   settlement mode, currency, rounding) that invoice lines are priced with.
+  No signature covers this file: its digest (SHA-256 over its RFC 8785
+  canonical form) must match the digest on the signed contract or invoice.
 - ``vouchers.jsonl``: one signed voucher a line, ordered by gateway and
   sequence. It contains every voucher of each gateway from the first to the last
   sequence the bundle needs, so that the chain can be followed without gaps.
@@ -13,7 +16,8 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
   with the period in which each key was valid.
 - ``invoices.json``: invoices, credit notes and debit notes with their lines.
   Each line lists the voucher ids it was priced from, and the non-routine
-  exclusions that took days out.
+  exclusions that took days out. Each document records the digest of the
+  contract terms it was priced with.
 - ``adjustments.json``: the contract's non-routine adjustments with their
   reasons, who recorded them and when.
 - ``GUIDE.en.md`` and ``GUIDE.zh-CN.md``: how to check the bundle offline.
@@ -34,6 +38,8 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from valuegate.edge.protocol.canonical import content_digest
 
 __all__ = (
     "BUNDLE_SCHEMA",
@@ -124,6 +130,7 @@ def document_record(document: Any) -> dict[str, Any]:
         "period_last": document.period.last.isoformat(),
         "currency": document.currency,
         "corrects": document.corrects,
+        "contract_digest": document.contract_digest,
         "total": str(document.total),
         "lines": lines,
     }
@@ -189,6 +196,7 @@ def build_bundle(
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "contract": contract.get("id"),
+        "contract_digest": content_digest(dict(contract)),
         "tenant": contract.get("tenant"),
         "created_at": created_at,
         "vouchers": len(voucher_lines),

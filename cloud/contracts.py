@@ -7,28 +7,33 @@ from typing import Any
 
 import msgspec
 import psycopg
-import yaml
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
+from valuegate.edge.protocol.canonical import content_digest
+from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract, parse_contract_text
 
 from .store import Invalid, NotFound, audit, get_tenant
 
-__all__ = ("upload_contract", "list_contracts", "get_contract", "current_contract")
+__all__ = ("upload_contract", "parse_stored", "list_contracts", "get_contract", "current_contract")
 
 Conn = psycopg.AsyncConnection[Any]
 
 
-def _parse(source: str) -> tuple[Contract, Any]:
+def _parse(source: str) -> Contract:
     try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as exc:
-        raise Invalid(f"contract is not valid YAML or JSON: {exc}", code="invalid_contract") from exc
-    try:
-        return parse_contract(data, file="uploaded contract"), data
+        return parse_contract_text(source, file="uploaded contract")
     except ContractError as exc:
         raise Invalid(str(exc), code="invalid_contract") from exc
+
+
+def parse_stored(document: Any, contract_id: str, revision: int) -> Contract:
+    """Parse a stored revision; one that today's checks reject (for example a price of zero or less) raises :class:`Invalid`."""
+    try:
+        return parse_contract(document, file=f"contract {contract_id} revision {revision}")
+    except ContractError as exc:
+        msg = f"{exc}; this stored revision no longer passes the contract checks, so upload a corrected revision"
+        raise Invalid(msg, code="invalid_stored_contract") from exc
 
 
 async def upload_contract(conn: Conn, tenant_id: str, source: str, *, actor: str = "admin") -> tuple[dict[str, Any], bool]:
@@ -37,7 +42,7 @@ async def upload_contract(conn: Conn, tenant_id: str, source: str, *, actor: str
     Uploading the text of the revision in force again changes nothing.
     """
     await get_tenant(conn, tenant_id)
-    contract, _data = _parse(source)
+    contract = _parse(source)
     if contract.tenant != tenant_id:
         raise Invalid(f"contract {contract.id!r} names tenant {contract.tenant!r}; upload it as that tenant or fix its tenant field", code="contract_tenant_mismatch")
     digest = "sha256:" + hashlib.sha256(source.encode()).hexdigest()
@@ -60,10 +65,16 @@ async def upload_contract(conn: Conn, tenant_id: str, source: str, *, actor: str
 _COLUMNS = "id, revision, document, sha256, uploaded_at, uploaded_by"
 
 
+def _with_digest(row: dict[str, Any]) -> dict[str, Any]:
+    # The stored document is the parsed contract with its defaults, so its canonical digest is
+    # contract_digest() of that contract: the digest to print on the signed contract.
+    return {**row, "contract_digest": content_digest(row["document"])}
+
+
 async def list_contracts(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"SELECT DISTINCT ON (id) {_COLUMNS} FROM contracts WHERE tenant_id = %s ORDER BY id, revision DESC", (tenant_id,))
-    return await cur.fetchall()
+    return [_with_digest(row) for row in await cur.fetchall()]
 
 
 async def get_contract(conn: Conn, tenant_id: str, contract_id: str) -> dict[str, Any]:
@@ -72,10 +83,10 @@ async def get_contract(conn: Conn, tenant_id: str, contract_id: str) -> dict[str
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"contract {contract_id!r} not found")
-    return row
+    return _with_digest(row)
 
 
 async def current_contract(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Contract, int]:
     """Return the parsed contract in force and its revision."""
     row = await get_contract(conn, tenant_id, contract_id)
-    return parse_contract(row["document"], file=f"contract {contract_id} revision {row['revision']}"), row["revision"]
+    return parse_stored(row["document"], contract_id, row["revision"]), row["revision"]

@@ -1,4 +1,4 @@
-"""Offline verification of an auditor bundle: voucher proofs, gateway keys, chains and invoice lines."""
+"""Offline verification of an auditor bundle: voucher proofs, gateway keys, chains, invoice lines and the contract digest."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from valuegate.cloud.bundle import Bundle, file_digests, read_bundle
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, price_anchor, quantize_money
+from valuegate.edge.protocol.canonical import CanonicalizationError, content_digest
 from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
 from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
 
@@ -37,22 +38,37 @@ class Verdict:
 
 @dataclass(slots=True)
 class Report:
-    """Every verdict of one bundle check."""
+    """Every verdict of one bundle check, and the digest of the bundle's contract terms.
+
+    ``contract_digest`` is SHA-256 over the RFC 8785 form of ``contract.json``
+    (None when that file cannot be canonicalized). No signature covers
+    ``contract.json``, so the auditor compares this digest with the one on
+    the signed contract or invoice.
+    """
 
     files: list[Verdict]
     vouchers: list[Verdict]
     lines: list[Verdict]
+    documents: list[Verdict]
+    contract_id: str | None = None
+    contract_digest: str | None = None
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return (*self.files, *self.vouchers, *self.lines, *self.documents)
 
     @property
     def ok(self) -> bool:
-        return all(v.ok for v in (*self.files, *self.vouchers, *self.lines))
+        return all(v.ok for v in self.verdicts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "contract": {"id": self.contract_id, "digest": self.contract_digest},
             "files": [v.as_dict() for v in self.files],
             "vouchers": [v.as_dict() for v in self.vouchers],
             "lines": [v.as_dict() for v in self.lines],
+            "documents": [v.as_dict() for v in self.documents],
         }
 
 
@@ -71,6 +87,32 @@ def _check_files(path: Path, bundle: Bundle) -> list[Verdict]:
             verdict.reasons.append(f"SHA-256 {actual.get(name, 'missing')} differs from the manifest's {expected}")
         verdicts.append(verdict)
     return verdicts
+
+
+def _check_contract(bundle: Bundle, files: list[Verdict]) -> tuple[Contract | None, str | None]:
+    """Parse contract.json and take its digest; the findings go on the file's own verdict, not a second one."""
+    verdict = next((v for v in files if v.subject == "contract.json"), None)
+    if verdict is None:
+        verdict = Verdict("contract.json", ["contract.json is not listed in the manifest"])
+        files.append(verdict)
+
+    terms_digest: str | None = None
+    try:
+        terms_digest = content_digest(bundle.contract)
+    except CanonicalizationError as exc:
+        verdict.reasons.append(str(exc))
+    else:
+        verdict.notes.append(f"contract terms digest {terms_digest}; it must equal the digest on the signed contract or invoice")
+    listed = bundle.manifest.get("contract_digest")
+    if listed is not None and listed != terms_digest:
+        verdict.reasons.append(f"digest {terms_digest} differs from the manifest's contract digest {listed}")
+
+    try:
+        contract = parse_contract(bundle.contract, file="contract.json")
+    except ContractError as exc:
+        contract = None
+        verdict.reasons.append(str(exc))
+    return contract, terms_digest
 
 
 def _key_windows(bundle: Bundle) -> dict[str, list[tuple[str, dt.datetime | None, dt.datetime | None]]]:
@@ -201,26 +243,37 @@ def _check_line(contract: Contract, where: str, document: dict[str, Any], line: 
     return verdict
 
 
-def _check_documents(contract: Contract | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue], voucher_ok: dict[str, bool],
-                     adjustments: dict[str, dict[str, Any]], contracts: dict[str, str]) -> list[Verdict]:
-    verdicts: list[Verdict] = []
+def _check_documents(contract: Contract | None, terms_digest: str | None, documents: Iterable[dict[str, Any]], values: dict[str, VoucherValue],
+                     voucher_ok: dict[str, bool], adjustments: dict[str, dict[str, Any]], contracts: dict[str, str]) -> tuple[list[Verdict], list[Verdict]]:
+    """Check every line of every document, then each document's total, currency and recorded contract digest."""
+    lines: list[Verdict] = []
+    totals: list[Verdict] = []
     billed: dict[tuple[str, str, str], Decimal] = {}
     for document in documents:
         number = document["number"]
         for index, line in enumerate(document["lines"], start=1):
             where = f"{number} line {index} ({line['anchor']})"
             if contract is None:
-                verdicts.append(Verdict(where, ["contract.json is invalid, so the line cannot be re-priced"]))
+                lines.append(Verdict(where, ["contract.json is invalid, so the line cannot be re-priced"]))
             else:
-                verdicts.append(_check_line(contract, where, document, line, values, voucher_ok, billed, adjustments, contracts))
+                lines.append(_check_line(contract, where, document, line, values, voucher_ok, billed, adjustments, contracts))
+
+        verdict = Verdict(f"{number} ({document['kind']})")
         total = sum((Decimal(line["amount"]) for line in document["lines"]), Decimal(0))
-        verdict = Verdict(f"{number} total")
         if total != Decimal(document["total"]):
             verdict.reasons.append(f"total {document['total']} differs from the sum of its lines {total}")
         if contract is not None and document.get("currency") != contract.currency:
             verdict.reasons.append(f"currency {document.get('currency')} differs from the contract's {contract.currency}")
-        verdicts.append(verdict)
-    return verdicts
+        recorded = document.get("contract_digest")
+        if recorded is None:
+            verdict.reasons.append("the document records no contract digest, so nothing ties it to contract.json; compare the prices with the signed contract by hand")
+        elif recorded != terms_digest:
+            verdict.reasons.append(
+                f"priced with contract terms {recorded}, but contract.json has {terms_digest}: contract.json was changed, "
+                "or the contract was amended after this document; compare contract.json with the signed contract"
+            )
+        totals.append(verdict)
+    return lines, totals
 
 
 def verify_bundle(path: str | Path) -> Report:
@@ -231,19 +284,12 @@ def verify_bundle(path: str | Path) -> Report:
     path = Path(path)
     bundle = read_bundle(path)
     files = _check_files(path, bundle)
-
-    contract: Contract | None
-    contract_verdict = Verdict("contract.json")
-    try:
-        contract = parse_contract(bundle.contract, file="contract.json")
-    except ContractError as exc:
-        contract = None
-        contract_verdict.reasons.append(str(exc))
-    files.append(contract_verdict)
+    contract, terms_digest = _check_contract(bundle, files)
 
     vouchers, values, claims = _check_vouchers(bundle, contract)
     voucher_ok = {v.subject: v.ok for v in vouchers}
     adjustments = {str(item["id"]): item for item in bundle.adjustments}
     contracts = {vid: c.contract for vid, c in claims.items()}
-    lines = _check_documents(contract, bundle.documents, values, voucher_ok, adjustments, contracts)
-    return Report(files, vouchers, lines)
+    lines, documents = _check_documents(contract, terms_digest, bundle.documents, values, voucher_ok, adjustments, contracts)
+    contract_id = bundle.contract.get("id") if isinstance(bundle.contract, dict) else None
+    return Report(files, vouchers, lines, documents, contract_id=contract_id, contract_digest=terms_digest)

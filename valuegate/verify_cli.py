@@ -23,6 +23,10 @@ def _print_section(title: str, verdicts: list) -> None:
             typer.echo(f"        . {note}")
 
 
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}" if number == 1 else f"{number} {word}s"
+
+
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle ZIP file, or the folder it was unpacked into."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as one JSON object instead of text."),
@@ -43,9 +47,14 @@ def verify(
         _print_section("files", report.files)
         _print_section("vouchers", report.vouchers)
         _print_section("invoice lines", report.lines)
-        failed = sum(not v.ok for v in (*report.files, *report.vouchers, *report.lines))
+        _print_section("documents", report.documents)
+        # contract.json carries no signature: the digest is what ties the prices to the signed contract.
+        typer.echo(f"contract {report.contract_id} terms digest: {report.contract_digest}")
+        typer.echo("  compare it with the digest printed on the signed contract or invoice; the prices come from contract.json, which no gateway signature covers")
+        failed = sum(not v.ok for v in report.verdicts)
         verdict = "PASS" if report.ok else f"FAIL ({failed} failed)"
-        typer.echo(f"bundle {bundle}: {verdict}: {len(report.vouchers)} vouchers, {len(report.lines)} invoice lines")
+        counts = f"{_count(len(report.vouchers), 'voucher')}, {_count(len(report.documents), 'document')} with {_count(len(report.lines), 'invoice line')}"
+        typer.echo(f"bundle {bundle}: {verdict}: {counts}")
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
 

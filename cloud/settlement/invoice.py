@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
+from valuegate.edge.protocol.contract import contract_digest
+
 from .pricing import Charge, VoucherValue, price_anchor, quantize_money
 
 if TYPE_CHECKING:
@@ -98,7 +100,13 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """An invoice, credit note or debit note as computed by a run."""
+    """An invoice, credit note or debit note as computed by a run.
+
+    ``rounding`` is the contract's money step, so that the total of a document
+    without lines reads ``0.00`` like any other. ``contract_digest`` is the
+    digest of the contract terms the document was priced with (see
+    :func:`~valuegate.edge.protocol.contract.contract_digest`).
+    """
 
     number: str
     kind: DocumentKind
@@ -106,10 +114,12 @@ class Document:
     currency: str
     lines: tuple[Line, ...]
     corrects: str | None = None
+    rounding: str = "0.01"
+    contract_digest: str | None = None
 
     @property
     def total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal(0))
+        return quantize_money(sum((line.amount for line in self.lines), Decimal(0)), self.rounding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +159,14 @@ def note_number(kind: DocumentKind, run_invoice: str, corrected: str) -> str:
     return f"{prefix}-{_short_hash(run_invoice, corrected)}"
 
 
-def inputs_digest(values: Iterable[VoucherValue], exclusions: Iterable[Exclusion]) -> str:
-    """Return a digest of what a run read: the voucher ids and gains, and the exclusions."""
-    rows = sorted(f"v {v.voucher_id} {v.anchor} {v.plant_date} {v.point} {v.low} {v.running_day} {v.sufficient}" for v in values)
+def inputs_digest(values: Iterable[VoucherValue], exclusions: Iterable[Exclusion], *, contract_digest: str = "", period: BillingPeriod | None = None) -> str:
+    """Return a digest of what a run read: the contract terms, the period, the voucher ids and gains, and the exclusions.
+
+    The terms and the period come first, so that a run without any voucher
+    still gets a digest of its own rather than the SHA-256 of empty input.
+    """
+    rows = [f"c {contract_digest}", f"p {period.label if period is not None else ''}"]
+    rows += sorted(f"v {v.voucher_id} {v.anchor} {v.plant_date} {v.point} {v.low} {v.running_day} {v.sufficient}" for v in values)
     rows += sorted(f"x {x.id} {x.anchor} {x.first_date} {x.last_date}" for x in exclusions)
     return "sha256:" + hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
 
@@ -192,8 +207,9 @@ def _correction(contract: Contract, issued: IssuedDocument, billed: Mapping[str,
     lines: list[Line] = []
     for anchor in sorted(set(recomputed) | set(billed)):
         line = recomputed.get(anchor)
-        now = line.amount if line is not None else Decimal(0)
-        before = billed.get(anchor, Decimal(0))
+        # Quantized, so that a period billed nothing before shows 0.00 rather than 0.
+        now = quantize_money(line.amount if line is not None else Decimal(0), contract.rounding)
+        before = quantize_money(billed.get(anchor, Decimal(0)), contract.rounding)
         difference = quantize_money(now - before, contract.rounding)
         if difference == 0:
             continue
@@ -233,7 +249,9 @@ def compute_run(
     issued against them.
     """
     number = invoice_number(contract.tenant, contract.id, period)
-    invoice = Document(number, "invoice", period, contract.currency, tuple(compute_lines(contract, period, values, exclusions)))
+    terms = contract_digest(contract)
+    invoice_lines = tuple(compute_lines(contract, period, values, exclusions))
+    invoice = Document(number, "invoice", period, contract.currency, invoice_lines, rounding=contract.rounding, contract_digest=terms)
 
     # Sum what each earlier invoice billed per anchor, its issued notes included.
     originals = sorted((d for d in issued if d.kind == "invoice" and d.number != number), key=lambda d: (d.period.first, d.number))
@@ -255,6 +273,10 @@ def compute_run(
             continue
         total = sum((line.amount for line in lines), Decimal(0))
         kind: DocumentKind = "credit_note" if total < 0 else "debit_note"
-        notes.append(Document(note_number(kind, number, original.number), kind, original.period, contract.currency, tuple(lines), original.number))
+        notes.append(
+            Document(note_number(kind, number, original.number), kind, original.period, contract.currency, tuple(lines),
+                     corrects=original.number, rounding=contract.rounding, contract_digest=terms)
+        )
 
-    return RunResult(invoice, tuple(notes), inputs_digest(values, exclusions), tuple(exclusions))
+    digest = inputs_digest(values, exclusions, contract_digest=terms, period=period)
+    return RunResult(invoice, tuple(notes), digest, tuple(exclusions))

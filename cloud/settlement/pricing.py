@@ -183,6 +183,10 @@ def latest_per_day(values: Iterable[VoucherValue]) -> tuple[list[VoucherValue], 
 def _limits(anchor: Anchor) -> tuple[Decimal | None, Decimal | None]:
     cap = to_decimal(anchor.cap, what=f"cap of anchor {anchor.id}") if anchor.cap is not None else None
     floor = to_decimal(anchor.floor, what=f"floor of anchor {anchor.id}") if anchor.floor is not None else None
+    for name, limit in (("cap", cap), ("floor", floor)):
+        if limit is not None and limit < 0:
+            msg = f"anchor {anchor.id!r} has {name} {limit}, below zero; upload a contract revision whose {name} is 0 or more"
+            raise PricingError("negative_limit", msg, anchor=anchor.id)
     if cap is not None and floor is not None and floor > cap:
         msg = f"anchor {anchor.id!r} has floor {floor} above cap {cap}; fix the contract so that floor <= cap"
         raise PricingError("floor_above_cap", msg, anchor=anchor.id)
@@ -193,8 +197,9 @@ def price_anchor(contract: Contract, anchor_id: str, values: Iterable[VoucherVal
     """Price one anchor over the given verified vouchers of one billing period.
 
     ``mode`` overrides the contract's settlement mode (the UI shows both).
-    Raises :class:`PricingError` when the anchor has no price, a voucher
-    belongs to another anchor or carries a quantity the price is not defined on.
+    Raises :class:`PricingError` when the anchor has no price, a price of zero
+    or less, a negative cap or floor, or a voucher that belongs to another
+    anchor or carries a quantity the price is not defined on.
     """
     anchor = contract.anchor(anchor_id)
     if anchor.price is None:
@@ -202,6 +207,11 @@ def price_anchor(contract: Contract, anchor_id: str, values: Iterable[VoucherVal
     kind = anchor.price.per
     mode = mode or contract.settlement
     unit_price = to_decimal(anchor.price.amount, what=f"price of anchor {anchor.id}")
+    # The contract parser rejects such prices; this guards revisions stored before it did,
+    # because a price of zero or less would bill the vendor for value the plant lost.
+    if unit_price <= 0:
+        msg = f"anchor {anchor.id!r} of contract {contract.id!r} has unit price {unit_price}; a price must be greater than zero, so upload a corrected contract revision"
+        raise PricingError("non_positive_price", msg, anchor=anchor.id)
     cap, floor = _limits(anchor)
     target = to_decimal(anchor.target, what=f"target of anchor {anchor.id}") if anchor.target is not None else None
     if kind == "target_met" and target is None:

@@ -17,8 +17,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import document_record
+from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
-from valuegate.edge.protocol.contract import Contract, parse_contract
+from valuegate.edge.protocol.contract import Contract
 
 from .invoice import BillingPeriod, Exclusion, IssuedDocument, RunResult, compute_run
 from .pricing import VoucherValue
@@ -68,7 +69,7 @@ async def load_contract(conn: Conn, tenant_id: str, contract_id: str) -> tuple[C
     )
     if not rows:
         raise NotFound(f"contract {contract_id!r} not found")
-    return parse_contract(rows[0]["document"], file=f"contract {contract_id} revision {rows[0]['revision']}"), rows[0]["revision"]
+    return parse_stored(rows[0]["document"], contract_id, rows[0]["revision"]), rows[0]["revision"]
 
 
 async def billable_values(conn: Conn, tenant_id: str, contract_id: str) -> list[VoucherValue]:
@@ -189,15 +190,15 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
         await conn.execute("DELETE FROM invoice_documents WHERE run_id = %s", (run["id"],))
         (run,) = await _rows(
             conn,
-            "UPDATE invoice_runs SET inputs_digest = %s, contract_revision = %s, computed_at = now() WHERE id = %s RETURNING *",
-            (result.digest, revision, run["id"]),
+            "UPDATE invoice_runs SET inputs_digest = %s, contract_revision = %s, contract_digest = %s, computed_at = now() WHERE id = %s RETURNING *",
+            (result.digest, revision, result.invoice.contract_digest, run["id"]),
         )
     else:
         (run,) = await _rows(
             conn,
-            "INSERT INTO invoice_runs (tenant_id, contract_id, contract_revision, period_first, period_last, invoice_number, status, inputs_digest, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'draft', %s, %s) RETURNING *",
-            (tenant_id, contract_id, revision, period.first, period.last, result.invoice.number, result.digest, actor),
+            "INSERT INTO invoice_runs (tenant_id, contract_id, contract_revision, contract_digest, period_first, period_last, invoice_number, status,"
+            " inputs_digest, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, 'draft', %s, %s) RETURNING *",
+            (tenant_id, contract_id, revision, result.invoice.contract_digest, period.first, period.last, result.invoice.number, result.digest, actor),
         )
     await _insert_documents(conn, run["id"], tenant_id, contract_id, result)
 
@@ -207,6 +208,7 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
         "total": str(result.invoice.total),
         "notes": [{"number": n.number, "kind": n.kind, "total": str(n.total)} for n in result.notes],
         "inputs_digest": result.digest,
+        "contract_digest": result.invoice.contract_digest,
     }
     await audit(conn, tenant_id=tenant_id, actor=actor, action="invoice.run", object_type="invoice_run", object_id=str(run["id"]), detail=detail)
     log.info("invoice_run_computed", tenant=tenant_id, contract=contract_id, run=run["id"], invoice=result.invoice.number, notes=len(result.notes))

@@ -10,15 +10,20 @@ voucher.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+import msgspec.inspect as mi
 import yaml
+
+from .canonical import content_digest
 
 __all__ = (
     "CONTRACT_SCHEMA",
+    "CURRENCY_CODES",
     "ContractError",
     "PeriodSpec",
     "Sufficiency",
@@ -27,22 +32,60 @@ __all__ = (
     "Anchor",
     "Trigger",
     "Contract",
+    "contract_digest",
     "load_contract",
     "parse_contract",
+    "parse_contract_text",
 )
 
 CONTRACT_SCHEMA = "valuegate/contract/v1"
 
 Metric = Literal["oee_points", "availability_points", "unplanned_downtime_rate"]
 
+# ISO 4217 list one (current currency and fund codes) as shipped in Debian's iso-codes 4.15.0
+# (/usr/share/iso-codes/json/iso_4217.json), without the codes that cannot settle an invoice:
+# precious metals (XAG XAU XPD XPT), bond-market units (XBA-XBD), XDR, XSU, XUA, XTS and XXX.
+CURRENCY_CODES: frozenset[str] = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN
+    BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS
+    KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN
+    MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR
+    SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD
+    USN UYI UYU UYW UZS VED VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL
+    """.split()
+)
+_CURRENCY_NAMES = {"RMB": "CNY", "YUAN": "CNY", "US$": "USD", "YEN": "JPY"}
+
+# 1, 10, 100 ... or 0.1, 0.01, 0.001 ...: a rounding step that is a power of ten, written without an exponent.
+_ROUNDING = re.compile(r"10*|0\.0*1")
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]")
+_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MONEY_FIELDS = ("amount", "cap", "floor", "rounding")
+
 
 class ContractError(ValueError):
-    """A contract file is invalid; the message names the file, the field, the value and what is allowed."""
+    """A contract file is invalid; the message names the file, the line when known, the field, the value and what is allowed."""
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        value: object = None,
+        allowed: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.file = file
         self.field = field
+        self.line = line
+        self.value = value
+        self.allowed = allowed
 
 
 class _Spec(msgspec.Struct, forbid_unknown_fields=True):
@@ -137,67 +180,245 @@ class Contract(_Spec):
         raise KeyError(msg)
 
 
-def _decimal_ok(value: str | None) -> bool:
+def contract_digest(contract: Contract) -> str:
+    """Return ``sha256:<hex>`` over the RFC 8785 canonical JSON of the contract's terms, defaults filled in.
+
+    This is the canonical form of a bundle's ``contract.json``. Invoices record
+    it, so that an auditor can match the terms they were priced with against
+    the digest printed on the signed contract or invoice.
+    """
+    return content_digest(msgspec.to_builtins(contract))
+
+
+class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loader that keeps dates as text, so that an impossible date fails validation with its field instead of a bare ValueError."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _TIMESTAMP_TAG]
+    for first, resolvers in _YamlLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_constructor(_TIMESTAMP_TAG, lambda loader, node: loader.construct_scalar(node))
+
+
+class _Source:
+    """Contract data with the YAML node tree it came from (when it came from text), to find the value and line of a field path."""
+
+    def __init__(self, file: str, data: Any, root: yaml.Node | None = None) -> None:
+        self.file = file
+        self.data = data
+        self.root = root
+
+    def line_of(self, field_path: str) -> int | None:
+        """Return the 1-based line of ``field_path`` (``$.anchors[0].price.amount``) or of its nearest parent."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for key, index in _PATH_TOKEN.findall(field_path):
+            if key and isinstance(node, yaml.MappingNode):
+                node = next((value for name, value in node.value if getattr(name, "value", None) == key), None)
+            elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+                node = node.value[int(index)]
+            else:
+                break
+            if node is None:
+                break
+            line = node.start_mark.line + 1
+        return line
+
+    def value_at(self, field_path: str) -> Any:
+        value = self.data
+        for key, index in _PATH_TOKEN.findall(field_path):
+            try:
+                value = value[key] if key else value[int(index)]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+    def error(self, field_path: str, message: str, *, allowed: str | None = None, value: Any = None) -> ContractError:
+        """Return the error for ``field_path``, formatted ``file:line: field: message (got value); allowed: ...``."""
+        shown = value if value is not None else self.value_at(field_path)
+        line = self.line_of(field_path)
+        text = f"{self.file}:{line}: {field_path}: {message}" if line else f"{self.file}: {field_path}: {message}"
+        if shown is not None and not isinstance(shown, (dict, list)):
+            text += f" (got {shown!r})"
+        if allowed:
+            text += f"; allowed: {allowed}"
+        return ContractError(text, file=self.file, field=field_path, line=line, value=shown, allowed=allowed)
+
+
+def _allowed_values(field_path: str, message: str) -> str | None:
+    """Return the allowed values at ``field_path`` of a contract: an enumeration's values, or a struct's fields after an unknown one."""
+
+    def unwrap(node: mi.Type) -> mi.Type:
+        if isinstance(node, mi.UnionType):
+            members = [member for member in node.types if not isinstance(member, mi.NoneType)]
+            if len(members) == 1:
+                return members[0]
+        return node
+
+    node: mi.Type = mi.type_info(Contract)
+    for key, index in _PATH_TOKEN.findall(field_path):
+        node = unwrap(node)
+        if key and isinstance(node, mi.StructType):
+            field = next((f for f in node.fields if f.encode_name == key), None)
+            if field is None:
+                return None
+            node = field.type
+        elif index and isinstance(node, mi.ListType):
+            node = node.item_type
+        elif key and isinstance(node, mi.DictType):
+            node = node.value_type
+        else:
+            return None
+    node = unwrap(node)
+    if isinstance(node, mi.LiteralType):
+        return ", ".join(str(value) for value in node.values)
+    if isinstance(node, mi.StructType) and _UNKNOWN_FIELD.search(message):
+        return ", ".join(f.encode_name for f in node.fields)
+    return None
+
+
+def _validation_error(source: _Source, exc: msgspec.ValidationError) -> ContractError:
+    """Turn a msgspec type error into a :class:`ContractError` with the field's line, value and allowed values."""
+    text = str(exc)
+    match = _MSGSPEC_PATH.search(text)
+    field_path = match.group(1) if match else "$"
+    message = text[: match.start()] if match else text
+    allowed = _allowed_values(field_path, message)
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:
+        field_path = f"{field_path}.{unknown.group(1)}"
+        message = "unknown field"
+    elif message.startswith("Invalid enum value"):
+        message = "not one of the allowed values"
+    elif "RFC3339 encoded date" in message:
+        message = "not a valid calendar date"
+        allowed = "a real day written YYYY-MM-DD"
+    elif field_path.rsplit(".", 1)[-1] in _MONEY_FIELDS and "Expected `str" in message:
+        message = "money and rounding are decimal strings in quotes, because an unquoted number becomes an inexact binary float"
+        allowed = "for example '12.00'"
+    return source.error(field_path, message, allowed=allowed)
+
+
+def _decimal(source: _Source, field_path: str, value: str | None) -> Decimal | None:
     if value is None:
-        return True
+        return None
     try:
-        return Decimal(value).is_finite()
+        number = Decimal(value)
     except InvalidOperation:
-        return False
+        number = None
+    if number is None or not number.is_finite():
+        raise source.error(field_path, "not a decimal amount", allowed="a decimal string such as '12.00'")
+    return number
 
 
-def _check(contract: Contract, file: str) -> None:
-    def fail(field: str, message: str) -> None:
-        raise ContractError(f"{file}: {field}: {message}", file=file, field=field)
+def _check_money(contract: Contract, source: _Source) -> None:
+    """Check the commercial terms: currency, rounding, prices, caps, floors and trigger thresholds."""
+    if contract.currency not in CURRENCY_CODES:
+        code = _CURRENCY_NAMES.get(contract.currency.upper(), contract.currency.upper())
+        hint = f"not an ISO 4217 currency code; did you mean {code}?" if code in CURRENCY_CODES else "not an ISO 4217 currency code"
+        raise source.error("$.currency", hint, allowed="three upper-case letters from ISO 4217 such as CNY, USD, EUR, JPY, HKD")
+    if not _ROUNDING.fullmatch(contract.rounding):
+        raise source.error("$.rounding", "the rounding step must be a positive power of ten", allowed="1, 0.1, 0.01, 0.001 (or 10, 100 ...)")
 
+    for index, anchor in enumerate(contract.anchors):
+        where = f"$.anchors[{index}]"
+        if anchor.price is not None:
+            price = _decimal(source, f"{where}.price.amount", anchor.price.amount)
+            if price is not None and price <= 0:
+                message = "the unit price must be greater than zero, because a negative price turns value the plant lost into a charge"
+                raise source.error(f"{where}.price.amount", message, allowed="a decimal greater than 0 such as '12.00'")
+        cap = _decimal(source, f"{where}.cap", anchor.cap)
+        floor = _decimal(source, f"{where}.floor", anchor.floor)
+        for name, limit in (("cap", cap), ("floor", floor)):
+            if limit is not None and limit < 0:
+                raise source.error(f"{where}.{name}", f"a {name} cannot be negative", allowed="a decimal of 0 or more")
+        if cap is not None and floor is not None and floor > cap:
+            raise source.error(f"{where}.floor", f"the floor lies above the cap {anchor.cap!r}", allowed=f"a decimal from 0 to {anchor.cap}")
+
+    # Renewal checks report a missing amount or days and an unknown anchor when they evaluate a trigger.
+    for index, trigger in enumerate(contract.triggers):
+        where = f"$.triggers[{index}]"
+        threshold = _decimal(source, f"{where}.amount", trigger.amount)
+        if threshold is not None and threshold <= 0:
+            raise source.error(f"{where}.amount", "the threshold must be greater than zero", allowed="a decimal greater than 0 such as '10000.00'")
+        if trigger.days is not None and trigger.days < 0:
+            raise source.error(f"{where}.days", "a number of days cannot be negative", allowed="0 or more")
+
+
+def _check(contract: Contract, source: _Source) -> None:
     if contract.schema != CONTRACT_SCHEMA:
-        fail("schema", f"unknown contract schema {contract.schema!r}; allowed: {CONTRACT_SCHEMA}")
+        raise source.error("$.schema", "unknown contract schema", allowed=CONTRACT_SCHEMA)
     if contract.end < contract.start:
-        fail("end", f"contract ends ({contract.end}) before it starts ({contract.start})")
-    if not _decimal_ok(contract.rounding) or Decimal(contract.rounding) <= 0:
-        fail("rounding", f"{contract.rounding!r} is not a positive decimal such as '0.01'")
+        raise source.error("$.end", f"the contract ends before it starts ({contract.start})", value=contract.end.isoformat())
     seen: set[str] = set()
     for index, anchor in enumerate(contract.anchors):
-        where = f"anchors[{index}]"
+        where = f"$.anchors[{index}]"
         if anchor.id in seen:
-            fail(f"{where}.id", f"duplicate anchor id {anchor.id!r}")
+            raise source.error(f"{where}.id", "duplicate anchor id; give each anchor its own id")
         seen.add(anchor.id)
         if not anchor.scope:
-            fail(f"{where}.scope", "an anchor needs at least one machine")
+            raise source.error(f"{where}.scope", "an anchor needs at least one machine")
         if anchor.baseline.last_date < anchor.baseline.first_date:
-            fail(f"{where}.baseline", "last_date is before first_date")
+            raise source.error(f"{where}.baseline.last_date", f"the baseline ends before it starts ({anchor.baseline.first_date})")
         if anchor.reporting.last_date < anchor.reporting.first_date:
-            fail(f"{where}.reporting", "last_date is before first_date")
+            raise source.error(f"{where}.reporting.last_date", f"the reporting period ends before it starts ({anchor.reporting.first_date})")
         if anchor.reporting.first_date <= anchor.baseline.last_date:
-            fail(f"{where}.reporting.first_date", f"{anchor.reporting.first_date} overlaps the baseline, which ends {anchor.baseline.last_date}")
+            message = f"the reporting period overlaps the baseline, which ends {anchor.baseline.last_date}"
+            raise source.error(f"{where}.reporting.first_date", message, allowed=f"a date after {anchor.baseline.last_date}")
         if anchor.baseline.min_days < 1:
-            fail(f"{where}.baseline.min_days", f"{anchor.baseline.min_days} must be at least 1")
+            raise source.error(f"{where}.baseline.min_days", "the baseline needs at least one day", allowed="1 or more")
         if not 0 < anchor.uncertainty.confidence < 1:
-            fail(f"{where}.uncertainty.confidence", f"{anchor.uncertainty.confidence} must lie between 0 and 1")
-        if anchor.uncertainty.resamples < 100 or anchor.uncertainty.block_days < 1:
-            fail(f"{where}.uncertainty", "resamples must be at least 100 and block_days at least 1")
-        for name in ("cap", "floor"):
-            if not _decimal_ok(getattr(anchor, name)):
-                fail(f"{where}.{name}", f"{getattr(anchor, name)!r} is not a decimal amount")
-        if anchor.price is not None and not _decimal_ok(anchor.price.amount):
-            fail(f"{where}.price.amount", f"{anchor.price.amount!r} is not a decimal amount")
+            raise source.error(f"{where}.uncertainty.confidence", "the confidence level must lie strictly between 0 and 1", allowed="for example 0.95")
+        if anchor.uncertainty.resamples < 100:
+            raise source.error(f"{where}.uncertainty.resamples", "too few bootstrap resamples", allowed="100 or more")
+        if anchor.uncertainty.block_days < 1:
+            raise source.error(f"{where}.uncertainty.block_days", "a bootstrap block needs at least one day", allowed="1 or more")
+    _check_money(contract, source)
+
+
+def _parse(source: _Source) -> Contract:
+    if not isinstance(source.data, dict):
+        raise source.error("$", "a contract must be a mapping of fields such as schema, id, tenant and anchors", value=type(source.data).__name__)
+    try:
+        contract = msgspec.convert(source.data, Contract)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(source, exc) from exc
+    _check(contract, source)
+    return contract
 
 
 def parse_contract(data: object, *, file: str = "<contract>") -> Contract:
-    """Validate already-parsed YAML or JSON data as a contract."""
+    """Validate already-parsed YAML or JSON data as a contract; errors name the field but no line."""
+    return _parse(_Source(file, data))
+
+
+def parse_contract_text(text: str, *, file: str = "<contract>") -> Contract:
+    """Parse and validate contract YAML (or JSON) text; errors name ``file``, the line, the field and the value."""
     try:
-        contract = msgspec.convert(data, Contract)
-    except msgspec.ValidationError as exc:
-        raise ContractError(f"{file}: {exc}", file=file) from exc
-    _check(contract, file)
-    return contract
+        loader = _YamlLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else file
+        raise ContractError(f"{where}: $: invalid YAML: {exc}", file=file, field="$", line=mark.line + 1 if mark else None) from exc
+    except ValueError as exc:
+        # NOTE: dates stay text, so this is only reached by other scalars PyYAML cannot construct.
+        raise ContractError(f"{file}: $: invalid YAML value: {exc}", file=file, field="$") from exc
+    return _parse(_Source(file, data, root))
 
 
 def load_contract(path: str | Path) -> Contract:
     """Load and validate a contract YAML file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ContractError(f"{path}: cannot read the contract: {exc}", file=str(path)) from exc
-    return parse_contract(data, file=str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path}: cannot read the contract: {exc}; give a UTF-8 YAML file", file=str(path)) from exc
+    return parse_contract_text(text, file=str(path))

@@ -1,11 +1,13 @@
 // Independent check of an unpacked valuegate bundle: every voucher's eddsa-jcs-2022 proof,
-// its signing key among the gateway keys, and each gateway's hash chain.
+// its signing key among the gateway keys, each gateway's hash chain, and the digest of the
+// contract terms that each invoice or note records.
 // Built only on Node's crypto (SHA-256, Ed25519) and the npm `canonicalize` package (RFC 8785).
 //
 //   node verify_bundle.js BUNDLE_FOLDER
 //
-// Prints one "PASS id" or "FAIL id: reason" line per voucher, then a summary line, and exits
-// with status 1 when any voucher fails.
+// Prints one "PASS id" or "FAIL id: reason" line per voucher, a "contract ID sha256:..." line
+// with the digest of contract.json, one PASS or FAIL line per document, then a summary line.
+// Exits with status 1 when any voucher or document fails.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -112,7 +114,21 @@ function main() {
       console.log(`PASS ${claims.voucher_id}`);
     }
   }
-  console.log(`checked ${ordered.length} vouchers, ${failed} failed`);
+
+  // contract.json carries no signature; each document records the digest of the terms it was priced with.
+  const contract = JSON.parse(fs.readFileSync(path.join(folder, 'contract.json'), 'utf8'));
+  const terms = 'sha256:' + sha256(canonicalize(contract)).toString('hex');
+  console.log(`contract ${contract.id} ${terms}`);
+  const documents = JSON.parse(fs.readFileSync(path.join(folder, 'invoices.json'), 'utf8'));
+  for (const document of documents) {
+    if (document.contract_digest === terms) {
+      console.log(`PASS ${document.number}`);
+    } else {
+      failed += 1;
+      console.log(`FAIL ${document.number}: priced with contract terms ${document.contract_digest}, not those of contract.json`);
+    }
+  }
+  console.log(`checked ${ordered.length} vouchers and ${documents.length} documents, ${failed} failed`);
   process.exit(failed ? 1 : 0);
 }
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from decimal import Decimal
 
 import pytest
 
 from tests.settlement.test_pricing import contract, day
+from valuegate.cloud.bundle import document_record
 from valuegate.cloud.settlement.invoice import BillingPeriod, Exclusion, InvoiceError, IssuedDocument, compute_run
+from valuegate.edge.protocol.contract import contract_digest
 
 FEB = BillingPeriod(dt.date(2024, 2, 1), dt.date(2024, 2, 29))
 MAR = BillingPeriod(dt.date(2024, 3, 1), dt.date(2024, 3, 31))
@@ -122,3 +125,43 @@ def test_overlapping_period_is_rejected():
 def test_reversed_period_is_rejected():
     with pytest.raises(InvoiceError, match="before it starts"):
         BillingPeriod(dt.date(2024, 3, 1), dt.date(2024, 2, 1))
+
+
+def test_empty_invoice_total_has_the_rounding_places():
+    result = compute_run(TERMS, FEB, [], [], [])
+    assert result.invoice.lines == ()
+    assert str(result.invoice.total) == "0.00"
+    assert document_record(result.invoice)["total"] == "0.00"
+    yen = contract({"per": "oee_point_day", "amount": "2000"}, rounding="1")
+    assert str(compute_run(yen, FEB, [], [], []).invoice.total) == "0"
+
+
+def test_empty_run_digest_names_terms_and_period():
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    february = compute_run(TERMS, FEB, [], [], [])
+    assert february.digest != empty
+    assert compute_run(TERMS, MAR, [], [], []).digest != february.digest
+    dearer = contract({"per": "oee_point_day", "amount": "2500"})
+    assert compute_run(dearer, FEB, [], [], []).digest != february.digest
+
+
+def test_note_for_unbilled_anchor_shows_zero_billed():
+    # February was issued without any voucher; a late 3 February voucher bills 1.5 x 2,000 in a debit note.
+    issued = issue(compute_run(TERMS, FEB, [], [], []))
+    (note,) = compute_run(TERMS, MAR, [day(3, 1.5)], [], issued).notes
+    assert str(note.lines[0].previously_billed) == "0.00"
+    assert str(note.lines[0].recomputed) == "3000.00"
+    record = document_record(note)
+    assert record["lines"][0]["previously_billed"] == "0.00"
+    assert record["total"] == "3000.00"
+
+
+def test_documents_record_the_contract_digest():
+    values = [day(n, 1.5) for n in range(1, 21)]
+    february = compute_run(TERMS, FEB, values, [], [])
+    (note,) = compute_run(TERMS, MAR, [*values, day(21, 1.5)], [], issue(february)).notes
+    assert february.invoice.contract_digest == contract_digest(TERMS)
+    assert note.contract_digest == contract_digest(TERMS)
+    assert document_record(february.invoice)["contract_digest"] == contract_digest(TERMS)
+    dearer = contract({"per": "oee_point_day", "amount": "2500"})
+    assert compute_run(dearer, FEB, values, [], []).invoice.contract_digest != contract_digest(TERMS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, price_anchor, quantize_money, to_decimal
@@ -152,11 +153,41 @@ def test_quantity_mismatch_is_rejected():
     assert "gw1:1" in str(caught.value)
 
 
+def stored_terms(*, amount: str = "10", **limits: str):
+    """A contract as an older revision may hold it: changed after parsing, so the parser's checks never saw it."""
+    terms = contract({"per": "oee_point_day", "amount": "10"})
+    anchor = msgspec.structs.replace(terms.anchors[0], price=msgspec.structs.replace(terms.anchors[0].price, amount=amount), **limits)
+    return msgspec.structs.replace(terms, anchors=[anchor])
+
+
 def test_floor_above_cap_is_rejected():
-    terms = contract({"per": "oee_point_day", "amount": "10"}, cap="100", floor="200")
     with pytest.raises(PricingError) as caught:
-        price_anchor(terms, "oee-line1", [day(1, 1.0)])
+        price_anchor(stored_terms(cap="100", floor="200"), "oee-line1", [day(1, 1.0)])
     assert caught.value.code == "floor_above_cap"
+
+
+@pytest.mark.parametrize("amount", ["-12.00", "0", "0.00"])
+def test_non_positive_price_is_rejected(amount):
+    # A day that lost 100.5 points must never bill 100.5 x 12.00 to the vendor's customer as a gain.
+    with pytest.raises(PricingError) as caught:
+        price_anchor(stored_terms(amount=amount), "oee-line1", [day(1, -100.5)])
+    assert caught.value.code == "non_positive_price"
+    assert caught.value.anchor == "oee-line1"
+    assert f"unit price {Decimal(amount)}" in str(caught.value)
+
+
+@pytest.mark.parametrize("limit", ["cap", "floor"])
+def test_negative_limit_is_rejected(limit):
+    with pytest.raises(PricingError) as caught:
+        price_anchor(stored_terms(**{limit: "-1.00"}), "oee-line1", [day(1, 1.0)])
+    assert caught.value.code == "negative_limit"
+    assert f"has {limit} -1.00" in str(caught.value)
+
+
+def test_empty_period_amount_has_the_rounding_places():
+    assert str(price_anchor(contract({"per": "oee_point_day", "amount": "2000"}), "oee-line1", []).amount) == "0.00"
+    assert str(price_anchor(contract({"per": "oee_point_day", "amount": "2000"}, rounding="1"), "oee-line1", []).amount) == "0"
+    assert str(price_anchor(contract({"per": "oee_point_day", "amount": "2000"}, rounding="0.001"), "oee-line1", []).amount) == "0.000"
 
 
 def test_non_finite_gain_is_rejected():

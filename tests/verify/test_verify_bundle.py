@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from decimal import Decimal
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.verify.bundles import signed_bundle
+from valuegate.edge.protocol.canonical import content_digest
+from valuegate.edge.protocol.contract import contract_digest
 from valuegate.verify import verify_bundle
 
 
@@ -41,6 +44,25 @@ def keys_of(folder: Path) -> str:
     return json.loads((folder / "keys.json").read_text())[0]["publicKeyMultibase"]
 
 
+def rewrite_manifest(folder: Path) -> None:
+    """Record the files' new SHA-256 in the manifest, as anyone who changes a bundle can."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    for name in manifest["files"]:
+        manifest["files"][name] = "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def forge_price(folder: Path) -> None:
+    """Raise the price in contract.json from 2,000 to 2,500 and re-price the invoice to match: 7.5 points x 2,500."""
+    rewrite(folder, "contract.json", '"amount": "2000"', '"amount": "2500"')
+    rewrite(folder, "invoices.json", '"amount": "15000.00"', '"amount": "18750.00"')
+    rewrite(folder, "invoices.json", '"total": "15000.00"', '"total": "18750.00"')
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["contract_digest"] = content_digest(json.loads((folder / "contract.json").read_text(encoding="utf-8")))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    rewrite_manifest(folder)
+
+
 def test_valid_bundle_passes(tmp_path):
     bundle = signed_bundle(tmp_path)
     for path in (bundle["zip"], bundle["folder"]):
@@ -58,7 +80,7 @@ def test_cli_prints_verdicts_and_exit_status(tmp_path):
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "PASS  gw-1:3" in result.stdout
     assert "PASS  INV-20240501-" in result.stdout
-    assert result.stdout.strip().endswith("PASS: 5 vouchers, 2 invoice lines")
+    assert result.stdout.strip().endswith("PASS: 5 vouchers, 1 document with 1 invoice line")
     as_json = run_cli("--json", str(bundle["zip"]))
     assert as_json.exit_code == 0
     report = json.loads(as_json.stdout)
@@ -124,10 +146,10 @@ def test_tampered_invoice_line_fails(tmp_path):
     rewrite(folder, "invoices.json", '"amount": "15000.00"', '"amount": "15000.01"')
     report = verify_bundle(folder)
     assert report.vouchers and all(v.ok for v in report.vouchers)
-    bad = failed(report.lines)
-    (line_reasons,) = [r for s, r in bad.items() if "line 1" in s]
+    (line_reasons,) = failed(report.lines).values()
     assert line_reasons == ["amount 15000.01 differs from 15000.00 re-priced from its vouchers"]
-    assert any("differs from the sum of its lines" in r[0] for s, r in bad.items() if s.endswith("total"))
+    (total_reasons,) = failed(report.documents).values()
+    assert total_reasons == ["total 15000.00 differs from the sum of its lines 15000.01"]
 
 
 def test_debit_note_for_late_voucher_verifies(tmp_path):
@@ -168,6 +190,85 @@ def test_voucher_of_other_contract_fails_line(tmp_path):
     assert "voucher gw-1:1 is for contract 'C-1', not 'C-2'" in reasons
 
 
+def test_contract_digest_printed_and_recorded(tmp_path):
+    bundle = signed_bundle(tmp_path)
+    expected = contract_digest(bundle["contract"])
+    report = verify_bundle(bundle["zip"])
+    assert report.contract_digest == expected
+    assert bundle["documents"][0]["contract_digest"] == expected
+    manifest = json.loads((bundle["folder"] / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["contract_digest"] == expected
+    result = run_cli(str(bundle["zip"]))
+    assert f"contract C-1 terms digest: {expected}" in result.stdout
+    assert "compare it with the digest printed on the signed contract or invoice" in result.stdout
+    assert run_cli("--json", str(bundle["zip"])).stdout.count(expected) >= 1
+    assert json.loads(run_cli("--json", str(bundle["zip"])).stdout)["contract"] == {"id": "C-1", "digest": expected}
+
+
+def test_forged_price_fails_on_recorded_digest(tmp_path):
+    bundle = signed_bundle(tmp_path)
+    folder = bundle["folder"]
+    signed_digest = contract_digest(bundle["contract"])
+    forge_price(folder)
+
+    report = verify_bundle(folder)
+    assert report.vouchers and all(v.ok for v in report.vouchers)
+    assert all(v.ok for v in report.files)
+    # The forged invoice re-prices correctly from the forged contract.json ...
+    assert all(v.ok for v in report.lines)
+    assert report.lines[0].notes == ["oee_point_day 7.5 x 2500 (point) = 18750.00 CNY"]
+    # ... but it still records the digest of the terms it was really priced with.
+    (reasons,) = failed(report.documents).values()
+    assert reasons == [
+        f"priced with contract terms {signed_digest}, but contract.json has {report.contract_digest}: contract.json was changed, "
+        "or the contract was amended after this document; compare contract.json with the signed contract"
+    ]
+    result = run_cli(str(folder))
+    assert result.exit_code == 1
+    assert "FAIL (1 failed)" in result.stdout
+
+    # A forger who also rewrites the recorded digest passes every in-bundle check; only the
+    # comparison with the digest on the signed paper contract or invoice can catch it.
+    rewrite(folder, "invoices.json", f'"contract_digest": "{signed_digest}"', f'"contract_digest": "{report.contract_digest}"')
+    rewrite_manifest(folder)
+    rewritten = verify_bundle(folder)
+    assert rewritten.ok, rewritten.as_dict()
+    assert rewritten.contract_digest != signed_digest
+
+
+def test_manifest_contract_digest_must_match(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["contract_digest"] = "sha256:" + "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    report = verify_bundle(folder)
+    assert failed(report.files) == {"contract.json": [f"digest {report.contract_digest} differs from the manifest's contract digest sha256:{'0' * 64}"]}
+
+
+def test_document_without_digest_fails(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    documents = json.loads((folder / "invoices.json").read_text(encoding="utf-8"))
+    del documents[0]["contract_digest"]
+    (folder / "invoices.json").write_text(json.dumps(documents), encoding="utf-8")
+    rewrite_manifest(folder)
+    (reasons,) = failed(verify_bundle(folder).documents).values()
+    assert reasons == ["the document records no contract digest, so nothing ties it to contract.json; compare the prices with the signed contract by hand"]
+
+
+def test_counts_each_file_and_line_once(tmp_path):
+    bundle = signed_bundle(tmp_path, late=True)
+    report = verify_bundle(bundle["zip"])
+    subjects = [v.subject for v in report.files]
+    assert subjects.count("contract.json") == 1
+    assert sorted(subjects) == sorted(["GUIDE.en.md", "GUIDE.zh-CN.md", "adjustments.json", "contract.json", "invoices.json", "keys.json", "vouchers.jsonl"])
+    invoice, note = bundle["documents"]
+    assert [v.subject for v in report.lines] == [f"{invoice['number']} line 1 (line-oee)", f"{note['number']} line 1 (line-oee)"]
+    assert [v.subject for v in report.documents] == [f"{invoice['number']} (invoice)", f"{note['number']} (debit_note)"]
+    result = run_cli(str(bundle["zip"]))
+    assert result.stdout.count("  PASS  contract.json") == 1
+    assert result.stdout.strip().endswith("PASS: 6 vouchers, 2 documents with 2 invoice lines")
+
+
 def test_unreadable_bundle_exits_2(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     result = run_cli(str(tmp_path / "junk.zip"))
@@ -185,7 +286,11 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     script = node_peers / "verify_bundle.js"
     good = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert good.stdout.splitlines()[:5] == [f"PASS gw-1:{n}" for n in range(1, 6)]
+    out = good.stdout.splitlines()
+    assert out[:5] == [f"PASS gw-1:{n}" for n in range(1, 6)]
+    # The same contract digest from RFC 8785 and SHA-256 in another language.
+    assert out[5] == f"contract C-1 {verify_bundle(folder).contract_digest}"
+    assert out[6].startswith("PASS INV-20240501-")
 
     lines = (folder / "vouchers.jsonl").read_text(encoding="utf-8").splitlines()
     lines[2] = lines[2].replace('"point":1.5', '"point":1.6')
@@ -195,5 +300,11 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     out = bad.stdout.splitlines()
     assert out[2] == "FAIL gw-1:3: proof: signature invalid"
     assert out[3] == "FAIL gw-1:4: chain: prev is not the hash of sequence 3"
-    assert out[-1] == "checked 5 vouchers, 2 failed"
+    assert out[-1] == "checked 5 vouchers and 1 documents, 2 failed"
     assert verify_bundle(folder).ok is False
+
+    forge_price(folder)
+    forged = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
+    assert forged.stdout.splitlines()[5] == f"contract C-1 {verify_bundle(folder).contract_digest}"
+    assert forged.stdout.splitlines()[6].startswith("FAIL INV-20240501-")
+    assert forged.stdout.splitlines()[6].endswith("not those of contract.json")
