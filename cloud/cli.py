@@ -286,14 +286,22 @@ def key_rotate(tenant: str, gateway: str, file: Path = typer.Argument(..., exist
 
 @admin_app.command("contract-upload")
 def contract_upload(tenant: str, file: Path = typer.Argument(..., exists=True, dir_okay=False), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Upload a contract YAML or JSON file as the contract's next revision."""
+    """Upload a contract YAML or JSON file as the contract's next revision; print the digest of its terms."""
+    from valuegate.edge.protocol.contract import ContractError, load_contract
+
+    # Check the file first, so that its problems name the file and line, not "uploaded contract".
+    try:
+        load_contract(file)
+    except ContractError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
     async def run() -> tuple[dict[str, Any], bool]:
         async with _admin(config, dsn) as admin:
             return await admin.upload_contract(tenant, file)
 
     row, created = _run(run())
-    typer.echo(f"contract {row['id']} revision {row['revision']} {'stored' if created else 'unchanged'}")
+    typer.echo(f"contract {row['id']} revision {row['revision']} {'stored' if created else 'unchanged'}; terms digest {row['contract_digest']}")
 
 
 @admin_app.command("user-create")

@@ -16,6 +16,7 @@ from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import BillingPeriod
 from valuegate.cloud.store import Conflict, Invalid, NotFound
 from valuegate.edge.protocol import voucher as v
+from valuegate.edge.protocol.contract import contract_digest
 
 pytestmark = pytest.mark.postgres
 
@@ -157,3 +158,21 @@ async def test_stale_draft_cannot_be_approved(seeded):
         assert approved["status"] == "approved"
         cur = await conn.execute("SELECT count(*) FROM invoice_documents WHERE kind = 'debit_note' AND status = 'issued'")
         assert (await cur.fetchone())[0] == 1
+
+
+async def test_run_records_terms_digest_and_money_places(seeded):
+    dsn, _, _ = seeded
+    terms = contract_digest(oee_contract())
+    async with await connect(dsn) as conn:
+        may = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
+        assert may["contract_digest"] == terms
+        (document,) = await settlement.run_documents(conn, "acme", may["id"])
+        assert document["record"]["contract_digest"] == terms
+
+        # June has no voucher: its invoice has no line and a total of 0.00, stored and recorded.
+        june = await settlement.run_invoice(conn, "acme", "C-1", JUNE, actor="fin")
+        (empty,) = await settlement.run_documents(conn, "acme", june["id"])
+        assert empty["record"]["lines"] == []
+        assert empty["record"]["total"] == "0.00"
+        assert str(empty["total"]) == "0.00"
+        assert june["inputs_digest"] != may["inputs_digest"]

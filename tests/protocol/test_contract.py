@@ -1,0 +1,243 @@
+"""Contract validation: money terms, currency, rounding, dates and enumerations, through the parser and `edge check-config`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from typer.testing import CliRunner
+
+from tests.edge.helpers import TENANT, write_config
+from valuegate.cli import app
+from valuegate.edge.protocol.canonical import content_digest
+from valuegate.edge.protocol.contract import CURRENCY_CODES, ContractError, contract_digest, load_contract, parse_contract, parse_contract_text
+
+# Line numbers of the fields below, counted from 1: the tests check that errors point there.
+CONTRACT = f"""schema: valuegate/contract/v1
+id: ACME-FILL
+tenant: {TENANT}
+customer: ACME bottling
+start: 2022-07-22
+end: 2023-03-31
+currency: CNY
+rounding: "0.01"
+anchors:
+  - id: filler-downtime
+    scope: [filler-1]
+    metric: unplanned_downtime_rate
+    baseline: {{first_date: 2022-07-22, last_date: 2022-09-20, min_days: 8}}
+    reporting: {{first_date: 2022-09-21, last_date: 2023-02-10}}
+    price: {{per: avoided_minute, amount: "12.00"}}
+    cap: "150000.00"
+    floor: "0"
+triggers:
+  - {{kind: value_over, amount: "10000.00"}}
+"""
+LINE = {"end": 6, "currency": 7, "rounding": 8, "metric": 12, "baseline": 13, "price": 15, "cap": 16, "floor": 17, "triggers": 19}
+
+
+def changed(old: str, new: str) -> str:
+    assert CONTRACT.count(old) == 1, old
+    return CONTRACT.replace(old, new)
+
+
+def error_of(text: str, file: str = "acme.yaml") -> ContractError:
+    with pytest.raises(ContractError) as caught:
+        parse_contract_text(text, file=file)
+    return caught.value
+
+
+def test_valid_contract_parses():
+    contract = parse_contract_text(CONTRACT, file="acme.yaml")
+    assert contract.anchors[0].price is not None
+    assert contract.anchors[0].price.amount == "12.00"
+    assert str(contract.end) == "2023-03-31"
+
+
+@pytest.mark.parametrize("amount", ["-12.00", "0", "0.00", "-0.01"])
+def test_price_must_be_positive(amount):
+    error = error_of(changed('amount: "12.00"', f'amount: "{amount}"'))
+    assert error.field == "$.anchors[0].price.amount"
+    assert error.line == LINE["price"]
+    assert error.value == amount
+    assert str(error).startswith(f"acme.yaml:{LINE['price']}: $.anchors[0].price.amount: the unit price must be greater than zero")
+    assert str(error).endswith(f"(got '{amount}'); allowed: a decimal greater than 0 such as '12.00'")
+
+
+@pytest.mark.parametrize("amount", ["twelve", "NaN", "Infinity"])
+def test_price_must_be_a_decimal(amount):
+    error = error_of(changed('amount: "12.00"', f'amount: "{amount}"'))
+    assert (error.field, error.line, error.value) == ("$.anchors[0].price.amount", LINE["price"], amount)
+    assert "not a decimal amount" in str(error)
+
+
+def test_unquoted_price_is_explained():
+    error = error_of(changed('amount: "12.00"', "amount: 12.00"))
+    assert (error.field, error.line, error.value) == ("$.anchors[0].price.amount", LINE["price"], 12.0)
+    assert "decimal strings in quotes" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        ('cap: "150000.00"', 'cap: "-1.00"', "$.anchors[0].cap", "a cap cannot be negative (got '-1.00'); allowed: a decimal of 0 or more"),
+        ('floor: "0"', 'floor: "-5"', "$.anchors[0].floor", "a floor cannot be negative (got '-5'); allowed: a decimal of 0 or more"),
+        ('floor: "0"', 'floor: "150000.01"', "$.anchors[0].floor", "the floor lies above the cap '150000.00' (got '150000.01'); allowed: a decimal from 0 to 150000.00"),
+    ],
+)
+def test_cap_and_floor_limits(old, new, field, message):
+    error = error_of(changed(old, new))
+    assert error.field == field
+    assert str(error) == f"acme.yaml:{LINE[field.rsplit('.', 1)[1]]}: {field}: {message}"
+
+
+def test_floor_equal_to_cap_is_allowed():
+    contract = parse_contract_text(changed('floor: "0"', 'floor: "150000.00"'))
+    assert contract.anchors[0].floor == contract.anchors[0].cap
+
+
+@pytest.mark.parametrize(
+    ("currency", "hint"),
+    [("RMB", "did you mean CNY?"), ("cny", "did you mean CNY?"), ("ABC", "not an ISO 4217 currency code (got"), ("XAU", "not an ISO 4217 currency code (got")],
+)
+def test_currency_must_be_iso_4217(currency, hint):
+    error = error_of(changed("currency: CNY", f"currency: {currency}"))
+    assert (error.field, error.line, error.value) == ("$.currency", LINE["currency"], currency)
+    assert hint in str(error)
+    assert str(error).endswith("allowed: three upper-case letters from ISO 4217 such as CNY, USD, EUR, JPY, HKD")
+
+
+@pytest.mark.parametrize("currency", ["CNY", "USD", "EUR", "JPY", "HKD", "GBP", "KRW", "SGD", "TWD", "CHF", "XOF"])
+def test_common_currencies_accepted(currency):
+    assert currency in CURRENCY_CODES
+    assert parse_contract_text(changed("currency: CNY", f"currency: {currency}")).currency == currency
+
+
+@pytest.mark.parametrize("rounding", ["0.05", "0", "-0.01", "1e-2", "0.010", "2", "abc", ""])
+def test_rounding_must_be_power_of_ten(rounding):
+    error = error_of(changed('rounding: "0.01"', f'rounding: "{rounding}"'))
+    assert (error.field, error.line, error.value) == ("$.rounding", LINE["rounding"], rounding)
+    assert "the rounding step must be a positive power of ten" in str(error)
+    assert str(error).endswith("allowed: 1, 0.1, 0.01, 0.001 (or 10, 100 ...)")
+
+
+@pytest.mark.parametrize("rounding", ["1", "0.1", "0.01", "0.001", "10"])
+def test_powers_of_ten_accepted(rounding):
+    assert parse_contract_text(changed('rounding: "0.01"', f'rounding: "{rounding}"')).rounding == rounding
+
+
+def test_trigger_threshold_must_be_positive():
+    error = error_of(changed('amount: "10000.00"', 'amount: "-1"'))
+    assert (error.field, error.line, error.value) == ("$.triggers[0].amount", LINE["triggers"], "-1")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "line", "value"),
+    [
+        ("end: 2023-03-31", "end: 2023-02-30", "$.end", LINE["end"], "2023-02-30"),
+        ("end: 2023-03-31", "end: '2023-02-30'", "$.end", LINE["end"], "2023-02-30"),
+        ("end: 2023-03-31", "end: 31.03.2023", "$.end", LINE["end"], "31.03.2023"),
+        ("first_date: 2022-07-22, last", "first_date: 2022-13-01, last", "$.anchors[0].baseline.first_date", LINE["baseline"], "2022-13-01"),
+    ],
+)
+def test_impossible_date_names_line_and_field(old, new, field, line, value):
+    error = error_of(changed(old, new))
+    assert isinstance(error, ContractError)
+    assert (error.field, error.line, error.value) == (field, line, value)
+    assert str(error) == f"acme.yaml:{line}: {field}: not a valid calendar date (got {value!r}); allowed: a real day written YYYY-MM-DD"
+
+
+def test_metric_error_lists_allowed_values():
+    error = error_of(changed("metric: unplanned_downtime_rate", "metric: mtbf_hours"))
+    assert str(error) == (
+        f"acme.yaml:{LINE['metric']}: $.anchors[0].metric: not one of the allowed values (got 'mtbf_hours'); "
+        "allowed: availability_points, oee_points, unplanned_downtime_rate"
+    )
+
+
+def test_price_kind_error_lists_allowed_values():
+    error = error_of(changed("per: avoided_minute", "per: avoided_hour"))
+    assert error.field == "$.anchors[0].price.per"
+    assert error.allowed == "availability_point_day, avoided_minute, oee_point_day, target_met"
+
+
+def test_unknown_field_names_line_and_fields():
+    error = error_of(changed('    floor: "0"\n', '    floor: "0"\n    discount: "5"\n'))
+    assert (error.field, error.line) == ("$.anchors[0].discount", LINE["floor"] + 1)
+    assert "unknown field (got '5')" in str(error)
+    assert "allowed: id, scope, metric, baseline, reporting, title, sufficiency, uncertainty, target, price, cap, floor" in str(error)
+
+
+def test_broken_yaml_and_non_mapping():
+    broken = error_of("schema: valuegate/contract/v1\nid: [unclosed\n")
+    assert str(broken).startswith("acme.yaml:3: $: invalid YAML:")
+    listed = error_of("- one\n- two\n")
+    assert str(listed).startswith("acme.yaml:1: $: a contract must be a mapping")
+
+
+def test_parsed_data_error_has_field_without_line():
+    data = json.loads(json.dumps(msgspec.to_builtins(parse_contract_text(CONTRACT))))
+    data["anchors"][0]["price"]["amount"] = "-12.00"
+    with pytest.raises(ContractError) as caught:
+        parse_contract(data, file="uploaded contract")
+    assert caught.value.line is None
+    assert str(caught.value).startswith("uploaded contract: $.anchors[0].price.amount: the unit price must be greater than zero")
+    assert "(got '-12.00')" in str(caught.value)
+
+
+def test_load_contract_names_the_file(tmp_path):
+    path = tmp_path / "acme.yaml"
+    path.write_text(changed("end: 2023-03-31", "end: 2023-02-30"), encoding="utf-8")
+    with pytest.raises(ContractError, match=rf"^{path}:{LINE['end']}: \$\.end: not a valid calendar date"):
+        load_contract(path)
+    path.write_bytes(b"schema: \xff\xfe\n")
+    with pytest.raises(ContractError, match="cannot read the contract"):
+        load_contract(path)
+
+
+def test_contract_digest_is_canonical_and_stable():
+    contract = parse_contract_text(CONTRACT)
+    digest = contract_digest(contract)
+    assert digest.startswith("sha256:") and len(digest) == 71
+    # The bundle's contract.json is the contract with defaults filled in; its canonical form gives the same digest.
+    stored = json.loads(json.dumps(msgspec.to_builtins(contract), indent=2, sort_keys=True))
+    assert content_digest(stored) == digest
+    assert contract_digest(parse_contract(stored)) == digest
+    # Key order and quoting in the YAML do not matter; the terms do.
+    assert contract_digest(parse_contract_text(changed("currency: CNY\n", "") + "currency: CNY\n")) == digest
+    assert contract_digest(parse_contract_text(changed('amount: "12.00"', 'amount: "12.01"'))) != digest
+
+
+runner = CliRunner()
+
+
+def check_config(tmp_path: Path, contract_text: str):
+    (tmp_path / "contract.yaml").write_text(contract_text, encoding="utf-8")
+    path = write_config(tmp_path, 1883, machines=[{"device": "line", "id": "filler-1"}], devices=[
+        {"protocol": "modbus", "id": "line", "host": "127.0.0.1", "port": 5020, "tag_map": "demo/bottling-filler-modbus.yaml"}
+    ], contracts=["contract.yaml"])  # fmt: skip
+    return runner.invoke(app, ["edge", "check-config", str(path)])
+
+
+def test_check_config_accepts_valid_contract(tmp_path):
+    result = check_config(tmp_path, CONTRACT)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('amount: "12.00"', 'amount: "-12.00"', f"contract.yaml:{LINE['price']}: $.anchors[0].price.amount: the unit price must be greater than zero"),
+        ("currency: CNY", "currency: RMB", f"contract.yaml:{LINE['currency']}: $.currency: not an ISO 4217 currency code; did you mean CNY? (got 'RMB')"),
+        ("end: 2023-03-31", "end: 2023-02-30", f"contract.yaml:{LINE['end']}: $.end: not a valid calendar date (got '2023-02-30')"),
+        ("metric: unplanned_downtime_rate", "metric: mtbf_hours", "allowed: availability_points, oee_points, unplanned_downtime_rate"),
+    ],
+)
+def test_check_config_reports_contract_problem(tmp_path, old, new, expected):
+    result = check_config(tmp_path, changed(old, new))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert expected in result.output
+    assert "1 problem(s) found" in result.output
