@@ -16,7 +16,7 @@ from .devices import ModbusDeviceConfig
 from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
 from .samples import Sample
 from .tagmap import TagMap
-from .values import now_ms
+from .values import IMPLAUSIBLE_TIME, now_ms
 
 __all__ = ("ModbusClient",)
 
@@ -51,7 +51,7 @@ class ModbusClient:
         self.connected = False
         self.last_error = ""
         self.stats: dict[str, int] = dict.fromkeys(
-            ("polls", "requests", "values_read", "bad_values", "decode_errors", "out_of_range", "exceptions",
+            ("polls", "requests", "values_read", "bad_values", "decode_errors", "out_of_range", "implausible_times", "exceptions",
              "timeouts", "resets", "refused", "connect_failures", "reconnects", "splits"),
             0,
         )
@@ -68,6 +68,7 @@ class ModbusClient:
             max_bits=self.config.max_bits,
             max_gap=self.config.max_gap,
             isolated=frozenset(self._isolated),
+            time_tags=self.tag_map.time_tags(),
         )
 
     @property
@@ -184,6 +185,7 @@ class ModbusClient:
         self.stats["values_read"] += len(samples) - len(bad)
         self.stats["bad_values"] += len(bad)
         self.stats["out_of_range"] += sum(1 for sample in bad if sample.detail == "out_of_range")
+        self.stats["implausible_times"] += sum(1 for sample in bad if sample.detail.startswith(IMPLAUSIBLE_TIME))
         return samples, failure
 
     async def read_all(self) -> list[Sample]:

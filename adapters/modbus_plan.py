@@ -8,7 +8,7 @@ from typing import Any
 
 from .decode import make_decoder, register_count
 from .samples import Sample
-from .tagmap import ModbusTag
+from .tagmap import TIME_ROLES, ModbusTag
 from .values import make_sample, scaled
 
 __all__ = ("EXCEPTION_NAMES", "FUNCTION_CODES", "ReadRequest", "TagReader", "plan_requests")
@@ -34,22 +34,25 @@ EXCEPTION_NAMES = {
 class TagReader:
     """One tag with its register span and its decoder, resolved once from the tag map.
 
-    ``plain`` marks an integer tag without scaling or range, whose decoded
-    value can go into a sample without further checks.
+    ``plain`` marks an integer tag without scaling, range or time check,
+    whose decoded value can go into a sample without further checks.
+    ``plc_time`` marks a tag whose value must be a plausible PLC time.
     """
 
     tag: ModbusTag
     count: int
     decode: Callable[[Sequence[int]], Any]
     plain: bool
+    plc_time: bool = False
 
     @classmethod
-    def of(cls, tag: ModbusTag) -> TagReader:
+    def of(cls, tag: ModbusTag, *, plc_time: bool = False) -> TagReader:
+        plc_time = plc_time or tag.role in TIME_ROLES
         if tag.table in ("coil", "discrete_input"):
-            return cls(tag, 1, bool, True)
+            return cls(tag, 1, bool, not plc_time, plc_time)
         count = register_count(tag.type, length=tag.length)
-        plain = tag.type in _INTEGER_TYPES and tag.scale == 1.0 and tag.offset == 0.0 and tag.range is None
-        return cls(tag, count, make_decoder(tag.type, tag.order or "ABCD", bit=tag.bit, length=tag.length), plain)
+        plain = tag.type in _INTEGER_TYPES and tag.scale == 1.0 and tag.offset == 0.0 and tag.range is None and not plc_time
+        return cls(tag, count, make_decoder(tag.type, tag.order or "ABCD", bit=tag.bit, length=tag.length), plain, plc_time)
 
     @property
     def end(self) -> int:
@@ -84,7 +87,11 @@ class ReadRequest:
         if self.is_bits:
             for reader in self.readers:
                 bit = bool(words[reader.tag.address - start])
-                append(Sample(device, reader.tag.name, ts_ms, "gateway", received_ms, bit, bit, "good", ""))
+                if reader.plain:
+                    append(Sample(device, reader.tag.name, ts_ms, "gateway", received_ms, bit, bit, "good", ""))
+                else:
+                    append(make_sample(device, reader.tag.name, ts_ms=ts_ms, time_source="gateway", received_ms=received_ms,
+                                       raw=bit, value=bit, status="good", plc_time=True))
             return samples, 0
 
         errors = 0
@@ -102,7 +109,8 @@ class ReadRequest:
                 append(Sample(device, tag.name, ts_ms, "gateway", received_ms, value, raw, "good", ""))
             else:
                 append(make_sample(device, tag.name, ts_ms=ts_ms, time_source="gateway", received_ms=received_ms, raw=raw,
-                                   value=scaled(value, tag.scale, tag.offset), status="good", value_range=tag.range))
+                                   value=scaled(value, tag.scale, tag.offset), status="good", value_range=tag.range,
+                                   plc_time=reader.plc_time))
         return samples, errors
 
     def split(self) -> list[ReadRequest]:
@@ -124,6 +132,7 @@ def plan_requests(
     max_bits: int = 2000,
     max_gap: int = 0,
     isolated: frozenset[str] = frozenset(),
+    time_tags: frozenset[str] = frozenset(),
 ) -> list[ReadRequest]:
     """Group tags by table into requests of adjacent (or overlapping) addresses.
 
@@ -131,13 +140,18 @@ def plan_requests(
     (or ``max_bits`` for coils and discrete inputs) allows. A request spans at
     most ``max_gap`` unused addresses between two tags. Tags in ``isolated``
     get a request of their own, because the device rejected a grouped read
-    that contained them.
+    that contained them. Tags in ``time_tags`` (see :meth:`TagMap.time_tags`)
+    and tags with a time role must decode to a plausible PLC time, or their
+    sample is bad.
     """
     requests: list[ReadRequest] = []
     for table in FUNCTION_CODES:
         table_requests: list[ReadRequest] = []
         limit = max_bits if table in ("coil", "discrete_input") else max_registers
-        readers = sorted((TagReader.of(tag) for tag in tags if tag.table == table), key=lambda r: (r.tag.address, r.count))
+        readers = sorted(
+            (TagReader.of(tag, plc_time=tag.name in time_tags) for tag in tags if tag.table == table),
+            key=lambda r: (r.tag.address, r.count),
+        )
         current: list[TagReader] = []
         start = end = 0
         for reader in readers:

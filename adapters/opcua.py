@@ -19,7 +19,7 @@ from .opcua_security import CertificateRejected
 from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
-from .values import make_sample, now_ms, plain_value
+from .values import IMPLAUSIBLE_TIME, make_sample, now_ms, plain_value
 
 __all__ = ("OpcUaClient", "OpcUaSetupError")
 
@@ -63,9 +63,10 @@ class OpcUaClient:
         self.stats: dict[str, int] = dict.fromkeys(
             ("notifications", "publish_batches", "values_read", "bad_values", "uncertain_values", "out_of_range",
              "decode_errors", "reconnects", "connect_failures", "keepalive_failures", "refused_tags", "timeouts",
-             "exceptions"),
+             "exceptions", "implausible_times"),
             0,
         )
+        self._time_tags = tag_map.time_tags()
         self._client: Client | None = None
         self._resolved: list[ResolvedTag] = []
         self._subscription: BatchSubscription | None = None
@@ -207,10 +208,14 @@ class OpcUaClient:
         sample = make_sample(
             self.config.id, tag.name, ts_ms=ts_ms, time_source=source, received_ms=received, raw=raw, value=raw,
             status=kind, detail=status.name if kind == "uncertain" else "", value_range=tag.range,
+            plc_time=tag.name in self._time_tags,
         )
         if sample.status == "bad":
             self.stats["bad_values"] += 1
-            self.stats["out_of_range" if sample.detail == "out_of_range" else "decode_errors"] += 1
+            if sample.detail.startswith(IMPLAUSIBLE_TIME):
+                self.stats["implausible_times"] += 1
+            else:
+                self.stats["out_of_range" if sample.detail == "out_of_range" else "decode_errors"] += 1
         else:
             self.stats["values_read"] += 1
             if kind == "uncertain":

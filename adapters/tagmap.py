@@ -32,6 +32,7 @@ __all__ = (
     "TagMap",
     "load_tag_map",
     "REGISTER_COUNT",
+    "TIME_ROLES",
 )
 
 TAGMAP_SCHEMA = "valuegate/tagmap/v1"
@@ -52,6 +53,9 @@ Role = Literal[
     "alarm",
     "value",
 ]
+
+# Roles whose values are PLC times (UTC epoch ms); the adapters check that each is a plausible instant.
+TIME_ROLES = frozenset({"clock", "state_since"})
 
 # Registers occupied by each fixed-width type; strings take ``length`` registers.
 REGISTER_COUNT: dict[str, int] = {
@@ -172,6 +176,12 @@ class TagMap(_Spec):
     def content_hash(self) -> str:
         """Return ``sha256:<hex>`` over the canonical JSON of the map, independent of YAML layout and comments."""
         return "sha256:" + hashlib.sha256(rfc8785.dumps(msgspec.to_builtins(self))).hexdigest()
+
+    def time_tags(self) -> frozenset[str]:
+        """Return the tags that carry a PLC time: role ``clock`` or ``state_since``, or named so in ``time:``."""
+        names = {str(tag.get("name")) for tag in self.tags if tag.get("role") in TIME_ROLES}
+        names.update(name for name in (self.time.clock, self.time.state_since) if name is not None)
+        return frozenset(names)
 
     def state_tags(self) -> list[str]:
         """Return the tags the state rules read, in first-use order."""

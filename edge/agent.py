@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -66,6 +67,7 @@ class EdgeAgent:
         self._busy = 0
         self._log = log.bind(gateway=config.gateway)
         self._limit = LogLimiter()
+        self._rejected: dict[str, int] = {}
         self.spool: SpoolThread
         self.outbox_spool: SpoolThread
         self.publisher: Publisher
@@ -194,12 +196,23 @@ class EdgeAgent:
         connected = bool(getattr(client, "connected", True))
         self.metrics.device_connected.labels(device_id).set(int(connected))
         missed_before = normalizer.missed_total
+        implausible_before = normalizer.implausible_total
         batch = normalizer.feed(samples) if connected or samples else normalizer.offline()
         if normalizer.missed_total > missed_before:
             self.metrics.missed_transitions.labels(machine_id).inc(normalizer.missed_total - missed_before)
             if (held := self._limit(("state_transitions_missed", machine_id))) is not None:
                 self._log.warning("state_transitions_missed", machine=machine_id, missed_total=normalizer.missed_total, repeats_not_logged=held)
+        if normalizer.implausible_total > implausible_before:
+            self._report_implausible(machine_id, device_id, normalizer)
         await self._enqueue(batch)
+
+    def _report_implausible(self, machine_id: str, device_id: str, normalizer: Normalizer) -> None:
+        """Count the PLC times the normalizer did not use, and log each tag's reason at most once a minute."""
+        for tag, (count, detail) in normalizer.implausible.items():
+            self.metrics.implausible_times.labels(machine_id, tag).inc(count)
+            if (held := self._limit(("plc_time_implausible", machine_id, tag))) is not None:
+                self._log.warning("plc_time_implausible", machine=machine_id, device=device_id, tag=tag, detail=detail, repeats_not_logged=held)
+        normalizer.implausible.clear()
 
     async def _enqueue(self, batch: MachineBatch) -> None:
         if batch.states or batch.counters or batch.watermark_ms is not None:
@@ -228,13 +241,37 @@ class EdgeAgent:
                 batches.append(item)
             self._busy += 1  # drained() must not see an empty queue while these batches are on their way to disk
             try:
-                await self.spool.call(Spool.append, batches)
+                batches = await self._append(batches)
             finally:
                 self._busy -= 1
             for batch in batches:
                 self.metrics.samples_spooled.labels(batch.machine).inc(len(batch.states) + len(batch.counters))
                 self._dirty.add(batch.machine)
             self._work.set()
+
+    async def _append(self, batches: list[MachineBatch]) -> list[MachineBatch]:
+        """Commit ``batches`` and return those stored; a batch whose values SQLite cannot bind is dropped and logged."""
+        try:
+            await self.spool.call(Spool.append, batches)
+            stored = batches
+        except (OverflowError, TypeError, ValueError, sqlite3.InterfaceError):
+            # Spool.append rejects integers it cannot store; anything else it cannot bind fails the whole
+            # transaction, so commit batch by batch and drop only the ones that fail.
+            stored = []
+            for batch in batches:
+                try:
+                    await self.spool.call(Spool.append, [batch])
+                    stored.append(batch)
+                except (OverflowError, TypeError, ValueError, sqlite3.InterfaceError) as exc:
+                    self.metrics.spool_rejected.labels(batch.machine).inc(len(batch.states) + len(batch.counters) + 1)
+                    self._log.error("spool_batch_rejected", machine=batch.machine, error=repr(exc), states=len(batch.states),
+                                    counters=len(batch.counters), watermark_ms=batch.watermark_ms)
+        rejected = self.spool.spool.rejected if self.spool.spool is not None else {}
+        for machine, total in rejected.items():
+            if total > self._rejected.get(machine, 0):
+                self.metrics.spool_rejected.labels(machine).inc(total - self._rejected.get(machine, 0))
+                self._rejected[machine] = total
+        return stored
 
     async def _next_batch(self) -> MachineBatch | None:
         if self._stopping.is_set() and self._queue.empty():

@@ -10,35 +10,69 @@ import typer
 edge_app = typer.Typer(no_args_is_help=True, help="Run the edge agent or check its configuration.")
 
 
+# Libraries that log through the standard library; below --log-level debug only their warnings and errors are kept.
+_LIBRARY_LOGGERS = ("asyncua", "pymodbus")
+
+
 def _configure_logging(level: str) -> None:
-    """Log JSON lines to stderr (journald keeps them), one event per line."""
+    """Log JSON lines to stderr (journald keeps them), one event per line.
+
+    Records of the standard library's ``logging`` (asyncua and pymodbus use
+    it) go through the same JSON renderer as the agent's own events, so
+    every line of the agent's stderr is one JSON object. A multi-line
+    message, such as the frames pymodbus appends to an error, stays inside
+    its JSON string.
+    """
     import logging
+    import sys
 
     import structlog
 
+    threshold = getattr(logging, level.upper())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=__import__("sys").stderr),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=repr),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(threshold)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(threshold if threshold <= logging.DEBUG else max(threshold, logging.WARNING))
+    logging.captureWarnings(True)
 
 
 @edge_app.command("run")
 def run(
     config_path: Path = typer.Option(..., "--config", "-c", help="The agent's edge.yaml."),
-    log_level: str = typer.Option("info", "--log-level", help="Lowest level logged: debug, info, warning or error."),
+    log_level: str = typer.Option(
+        "info", "--log-level",
+        help="Lowest level logged: debug, info, warning or error. asyncua and pymodbus log below warning only at debug.",
+    ),
 ) -> None:
     """Run the edge agent until SIGTERM or SIGINT; it drains and stops within 10 seconds."""
     from valuegate.adapters.errors import ConfigError
     from valuegate.edge.config import load_config
 
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter(f"{log_level!r} is not a log level; use debug, info, warning or error", param_hint="--log-level")
     _configure_logging(log_level)
     try:
         config = load_config(config_path)
@@ -73,6 +107,9 @@ async def _run(config) -> int:  # noqa: ANN001 - EdgeConfig, imported lazily
             await agent.run()
     except (KeyFileError, SpoolError, OSError) as exc:
         log.error("agent_failed", error=str(exc))
+        return 1
+    except Exception:  # noqa: BLE001 - logged as one JSON line with its traceback, then systemd restarts the agent
+        log.exception("agent_failed")
         return 1
     return 0
 

@@ -27,6 +27,15 @@ class AgentMetrics:
         self.missed_transitions = Counter(
             "valuegate_missed_transitions_total", "State changes the PLC counted but the agent never saw", ["machine"], registry=r
         )
+        self.implausible_times = Counter(
+            "valuegate_implausible_plc_times_total",
+            "PLC times (clock, state_since, SourceTimestamp) outside 2000-2100 that were not used",
+            ["machine", "tag"],
+            registry=r,
+        )
+        self.spool_rejected = Counter(
+            "valuegate_spool_rejected_total", "State events, counter readings and watermarks rejected before the spool insert", ["machine"], registry=r
+        )
         self.minutes_summarized = Counter("valuegate_minutes_summarized_total", "Per-minute records computed", ["machine"], registry=r)
         self.days_closed = Counter("valuegate_days_closed_total", "Plant days closed", ["machine"], registry=r)
         self.vouchers_issued = Counter("valuegate_vouchers_issued_total", "Vouchers signed and put in the outbox", registry=r)

@@ -10,6 +10,16 @@ OPC UA devices deliver notifications: each change is stamped with its
 SourceTimestamp and the watermark is the largest SourceTimestamp of the
 clock variable (of any variable when the map names no clock). With
 ``time.source: gateway`` the gateway's receive time does both jobs.
+
+A PLC time outside the plausible range of
+:data:`valuegate.adapters.values.PLAUSIBLE_TIME_MS` (a wrong word order, a
+clock in seconds) is never used. A Modbus poll without a plausible clock
+leaves the watermark where it was, so that interval has no data until the
+clock is good again. An implausible ``state_since`` falls back to the poll's
+clock. An OPC UA notification with an implausible SourceTimestamp counts as
+Bad data: the machine is offline from the watermark on. Each such value is
+counted in ``implausible_total`` and per tag in ``implausible``, for the
+caller to log.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from collections.abc import Sequence
 from valuegate.adapters.rules import StateEvaluator
 from valuegate.adapters.samples import Sample
 from valuegate.adapters.tagmap import REGISTER_COUNT, TagMap
+from valuegate.adapters.values import IMPLAUSIBLE_TIME, implausible_time
 
 from .protocol.records import STATE_CODES
 from .spool import CounterReading, MachineBatch, StateEvent
@@ -49,6 +60,9 @@ class Normalizer:
         self.last_seq: int | None = None
         self.last_counter: dict[str, float] = {}
         self.missed_total = 0
+        self.implausible_total = 0
+        self.implausible: dict[str, tuple[int, str]] = {}
+        """Implausible PLC times per tag not yet reported: tag name -> (count, latest detail); the caller clears it."""
 
     def _seq_modulus(self) -> int:
         if self.seq_tag is None:
@@ -101,8 +115,9 @@ class Normalizer:
 
         now = self._poll_time(samples, by_tag)
         if now is None:
-            # No PLC time in this poll (a Bad clock, or the batch of Bad samples an outage yields):
-            # when the state has become offline, the machine is offline from the last watermark on.
+            # No PLC time in this poll (a Bad or implausible clock, or the batch of Bad samples an outage
+            # yields): the watermark stays, and when the state has become offline, the machine is offline
+            # from the last watermark on.
             result = self.evaluator.evaluate()
             if result.code == OFFLINE and self.last_state is not None and self.last_state[0] != OFFLINE:
                 self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
@@ -113,10 +128,9 @@ class Normalizer:
         result = self.evaluator.evaluate()
         state = (result.code, result.reason, result.uncertain or missed > 0)
         if state != self.last_state or seq_moved:
-            since = by_tag.get(self.since_tag) if self.since_tag else None
-            stamp = now
-            if self.plc_time and since is not None and since.status != "bad" and isinstance(since.value, int | float):
-                stamp = int(since.value)
+            since = by_tag.get(self.since_tag) if self.since_tag and self.plc_time else None
+            since_ms = self._time_value(since) if since is not None else None
+            stamp = now if since_ms is None else since_ms
             self._emit(batch, min(max(stamp, self.last_ts_ms), now), state, missed=missed)
 
         for tag in self.counter_tags:
@@ -130,9 +144,24 @@ class Normalizer:
         clock = by_tag.get(self.clock_tag) if self.clock_tag else None
         if clock is None:
             return max(sample.ts_ms for sample in samples)
-        if clock.status == "bad" or not isinstance(clock.value, int | float):
+        return self._time_value(clock)
+
+    def _time_value(self, sample: Sample) -> int | None:
+        """Return a PLC time sample's value in epoch ms, or None when it is Bad or implausible."""
+        if sample.status == "bad":
+            if sample.detail.startswith(IMPLAUSIBLE_TIME):
+                self._count_implausible(sample.tag, sample.detail)
             return None
-        return int(clock.value)
+        detail = implausible_time(sample.value)
+        if detail is not None:
+            self._count_implausible(sample.tag, detail)
+            return None
+        return int(sample.value)
+
+    def _count_implausible(self, tag: str, detail: str) -> None:
+        self.implausible_total += 1
+        count, _ = self.implausible.get(tag, (0, ""))
+        self.implausible[tag] = (count + 1, detail)
 
     def _check_seq(self, sample: Sample | None) -> tuple[int, bool]:
         """Return the transitions missed since the previous poll and whether the counter moved."""
@@ -152,6 +181,16 @@ class Normalizer:
     def _feed_notifications(self, samples: Sequence[Sample], batch: MachineBatch) -> None:
         for sample in sorted(samples, key=lambda item: item.ts_ms):
             stamp = sample.ts_ms if self.plc_time else sample.received_ms
+            timed = True
+            if self.plc_time and sample.time_source == "plc" and (detail := implausible_time(stamp, what="SourceTimestamp")):
+                # No usable PLC time: Bad data, so the machine is offline from the watermark on.
+                self._count_implausible(sample.tag, detail)
+                sample = Sample(sample.device, sample.tag, sample.ts_ms, sample.time_source, sample.received_ms, None,
+                                sample.raw, "bad", detail)
+                stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
+            elif self.plc_time and sample.status == "bad" and sample.time_source == "gateway":
+                # An outage or a refused node carries the gateway's time, not the PLC's: offline from the watermark on.
+                stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
             self.evaluator.update(sample)
             if sample.tag in self.state_tags:
                 result = self.evaluator.evaluate()
@@ -160,7 +199,7 @@ class Normalizer:
                     self._emit(batch, max(stamp, self.last_ts_ms), state, missed=0)
             if sample.tag in self.counter_tags:
                 self._counter(batch, max(stamp, self.last_ts_ms), sample)
-            if self.clock_tag is None or sample.tag == self.clock_tag or not self.plc_time:
+            if timed and (self.clock_tag is None or sample.tag == self.clock_tag or not self.plc_time):
                 self.watermark_ms = max(self.watermark_ms, stamp)
 
     # -- shared -----------------------------------------------------------

@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
+from .metrics import LogLimiter
+
 __all__ = (
     "SCHEMA_VERSION",
     "SpoolError",
@@ -55,6 +59,11 @@ __all__ = (
 )
 
 T = TypeVar("T")
+
+log = structlog.get_logger("valuegate.edge.spool")
+
+# SQLite stores INTEGER values as signed 64-bit numbers; binding a larger Python int raises OverflowError.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 SCHEMA_VERSION = 1
 # Size the WAL file is cut back to after a checkpoint has emptied it.
@@ -219,6 +228,8 @@ class Spool:
                     self.db.execute(statement)
             for key, value in _META_DEFAULTS.items():
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self.rejected: dict[str, int] = {}
+        self._limit = LogLimiter()
         version = int(self.meta("schema_version"))
         if version != SCHEMA_VERSION:
             raise SpoolError(f"the spool {path} has schema version {version}; this agent reads version {SCHEMA_VERSION}", path=path)
@@ -250,8 +261,14 @@ class Spool:
     # -- samples ------------------------------------------------------------
 
     def append(self, batches: Iterable[MachineBatch]) -> int:
-        """Commit state events, counter readings and watermarks of one or more batches; return rows written."""
+        """Commit state events, counter readings and watermarks of one or more batches; return rows written.
+
+        A number that SQLite cannot store (an integer outside int64) is
+        rejected before the insert and logged with its machine and field, and
+        counted per machine in ``rejected``; the rest of the batch is stored.
+        """
         written = 0
+        batches = [self._checked(batch) for batch in batches]
         with self.transaction(sync=self.sample_sync):
             for batch in batches:
                 self.db.execute("INSERT OR IGNORE INTO machines (machine) VALUES (?)", (batch.machine,))
@@ -269,6 +286,30 @@ class Spool:
                         (batch.watermark_ms or 0, missed, batch.machine),
                     )
         return written
+
+    def _checked(self, batch: MachineBatch) -> MachineBatch:
+        """Return ``batch`` without the events and watermark whose integers do not fit SQLite's int64."""
+        bad_states = [event for event in batch.states if not _fits(event.ts_ms, event.code, event.missed)]
+        bad_counters = [reading for reading in batch.counters if not _fits(reading.ts_ms, reading.value)]
+        bad_watermark = batch.watermark_ms is not None and not _fits(batch.watermark_ms)
+        count = len(bad_states) + len(bad_counters) + int(bad_watermark)
+        if not count:
+            return batch
+        states = [event for event in batch.states if _fits(event.ts_ms, event.code, event.missed)]
+        counters = [reading for reading in batch.counters if _fits(reading.ts_ms, reading.value)]
+        watermark = None if bad_watermark else batch.watermark_ms
+        rejected = {
+            "states": [(event.ts_ms, event.code, event.missed) for event in bad_states],
+            "counters": [(reading.tag, reading.ts_ms, reading.value) for reading in bad_counters],
+            "watermark_ms": batch.watermark_ms if bad_watermark else None,
+        }
+        self.rejected[batch.machine] = self.rejected.get(batch.machine, 0) + count
+        if (held := self._limit(batch.machine)) is not None:
+            log.error(
+                "spool_values_rejected", machine=batch.machine, count=count, rejected=rejected, repeats_not_logged=held,
+                reason=f"integers outside {INT64_MIN}..{INT64_MAX} cannot be stored; check the machine's clock and counter tags",
+            )
+        return MachineBatch(batch.machine, states, counters, watermark)
 
     def progress(self, machine: str) -> Progress:
         row = self.db.execute(
@@ -418,6 +459,11 @@ class Spool:
             pass  # the other connection holds the lock: the next round reclaims the space
         finally:
             self.db.execute("PRAGMA busy_timeout=10000")
+
+
+def _fits(*values: float) -> bool:
+    """Return whether every integer among ``values`` fits SQLite's signed 64-bit INTEGER."""
+    return all(INT64_MIN <= value <= INT64_MAX for value in values if isinstance(value, int))
 
 
 class SpoolThread:

@@ -10,6 +10,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from valuegate.adapters.decode import decode_registers, encode_registers, make_decoder, register_count
 from valuegate.adapters.modbus_plan import plan_requests
 from valuegate.adapters.tagmap import ModbusTag
+from valuegate.adapters.values import implausible_time
 
 # (type, value, {order: wire registers}) worked out by hand from the big-endian bytes A B C D (E F G H).
 TABLE = [
@@ -148,3 +149,36 @@ def test_errors_name_the_value():
         encode_registers("too long", "string", "ABCD", length=2)
     with pytest.raises(ValueError, match="length"):
         register_count("string")
+
+
+def test_plc_time_wrong_word_order_is_bad():
+    """A uint64 PLC clock sent low word first (CDAB) but mapped as ABCD decodes to no plausible instant."""
+    clock_ms = 1_659_000_029_184  # 2022-07-28, low word 0x8000
+    words = encode_registers(clock_ms, "uint64", "CDAB")
+    tags = [
+        ModbusTag(name="clock", table="holding_register", address=0, type="uint64", order="ABCD", role="clock"),
+        ModbusTag(name="since", table="holding_register", address=4, type="uint64", order="CDAB"),
+        ModbusTag(name="count", table="holding_register", address=8, type="uint64", order="ABCD"),
+    ]
+    (request,) = plan_requests(tags, time_tags=frozenset({"since"}))
+    samples, errors = request.decode("d", words + words + words, 0, 0)
+    clock, since, count = samples
+    wrong = decode_registers(words, "uint64", "ABCD")
+    assert wrong > 2**63  # larger than SQLite's INTEGER can hold
+    assert errors == 0
+    assert (clock.status, clock.value, clock.raw) == ("bad", None, words)
+    assert clock.detail.startswith(f"implausible_time: value {wrong} ms is not a time between 2000-01-01 and 2100-01-01 UTC")
+    assert "check the tag's byte/word order" in clock.detail
+    # Named as a time only in the tag map's time section, in the right order: a good sample.
+    assert (since.status, since.value) == ("good", clock_ms)
+    # Not a time at all: the same huge number is a plain value.
+    assert (count.status, count.value) == ("good", wrong)
+
+
+@pytest.mark.parametrize(
+    ("value", "plausible"),
+    [(946_684_800_000, True), (946_684_799_999, False), (4_102_444_799_999, True), (4_102_444_800_000, False),
+     (1.6e12, True), (float("nan"), False), (True, False), ("2022-07-28", False), (0, False)],
+)
+def test_implausible_time_bounds(value, plausible):
+    assert (implausible_time(value) is None) is plausible

@@ -88,3 +88,43 @@ async def test_probe_invalid_config(tmp_path: Path):
     assert "edge.yaml:4" in stderr
     assert "modbuss" in stderr
     assert "allowed: modbus, opcua" in stderr
+
+
+async def test_probe_implausible_plc_time(tmp_path: Path):
+    """A clock tag mapped with the wrong word order, and an OPC UA clock beyond int64, are bad with the reason."""
+    clock_ms = 1_659_000_029_184
+    low_word_first = [clock_ms & 0xFFFF, (clock_ms >> 16) & 0xFFFF, (clock_ms >> 32) & 0xFFFF, clock_ms >> 48]
+    write_tag_map(tmp_path, "press", "modbus", [
+        {"name": "state", "table": "holding_register", "address": 0, "type": "uint16", "order": "ABCD"},
+        {"name": "clock", "table": "holding_register", "address": 1, "type": "uint64", "order": "ABCD", "role": "clock"},
+        {"name": "since", "table": "holding_register", "address": 1, "type": "uint64", "order": "CDAB", "role": "state_since"},
+    ])
+    write_tag_map(tmp_path, "oven", "opcua", [{"name": "state", "node": f"nsu={URI};s=Line/state"},
+                                              {"name": "clock", "node": f"nsu={URI};s=Line/clock", "role": "clock"}])
+    modbus = ModbusServer(free_port(), holding={0: [1, *low_word_first]})
+    oven = UaServer(free_port(), {"state": ua.Variant(2, ua.VariantType.Int32), "clock": ua.Variant(2**63 + 5, ua.VariantType.UInt64)})
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"""devices:
+  - {{id: press-1, protocol: modbus, host: 127.0.0.1, port: {modbus.port}, unit_id: 1, tag_map: press.yaml, timeout_ms: 500}}
+  - {{id: oven-1, protocol: opcua, endpoint: "opc.tcp://127.0.0.1:{oven.port}/", tag_map: oven.yaml}}
+""",
+        encoding="utf-8",
+    )
+    async with modbus, oven:
+        code, stdout, stderr = await run_probe(str(config), "--json")
+        table_code, table, table_stderr = await run_probe(str(config), "--device", "press-1")
+    rows = {(row["device"], row["tag"]): row for row in json.loads(stdout)}
+    assert code == 1, stderr
+    clock = rows[("press-1", "clock")]
+    assert (clock["status"], clock["value"], clock["raw"]) == ("bad", None, low_word_first)
+    wrong = (low_word_first[0] << 48) | (low_word_first[1] << 32) | (low_word_first[2] << 16) | low_word_first[3]
+    assert clock["detail"].startswith(f"implausible_time: value {wrong} ms is not a time between 2000-01-01 and 2100-01-01 UTC")
+    assert (rows[("press-1", "since")]["status"], rows[("press-1", "since")]["value"]) == ("good", clock_ms)
+    assert rows[("press-1", "state")]["status"] == "good"
+    opcua_clock = rows[("oven-1", "clock")]
+    assert (opcua_clock["status"], opcua_clock["raw"]) == ("bad", 2**63 + 5)
+    assert opcua_clock["detail"].startswith(f"implausible_time: value {2**63 + 5} ms")
+    assert table_code == 1
+    assert "implausible_time" in table
+    assert "1 of 3 tags failed" in table_stderr

@@ -6,24 +6,26 @@ from valuegate.adapters.samples import Sample
 from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
 from valuegate.edge.normalize import Normalizer
 
+# 2026-01-01T00:00:00Z: PLC times in these tests are offsets from it, inside the plausible range.
+T0 = 1_767_225_600_000
 FILLER = load_tag_map(shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml")
 MAZAK = load_tag_map(shipped_tag_map_dir() / "demo" / "mazak-mtconnect-opcua.yaml")
 
 
 def poll(poll_ms: int, *, state: int, since: int, clock: int, containers: int, changes: int, reason: int = 0, status: str = "good") -> list[Sample]:
-    values = {"state": state, "reason": reason, "state_since": since, "clock": clock, "containers": containers, "state_changes": changes}
+    values = {"state": state, "reason": reason, "state_since": T0 + since, "clock": T0 + clock, "containers": containers, "state_changes": changes}
     return [Sample("filler", tag, poll_ms, "gateway", poll_ms, value, value, status if tag == "state" else "good") for tag, value in values.items()]
 
 
 def test_modbus_change_stamped_with_state_since() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     first = normalizer.feed(poll(9_000_000, state=1, since=1_000, clock=5_000, containers=10, changes=4))
-    assert [(e.ts_ms, e.code) for e in first.states] == [(1_000, 0)]
-    assert first.watermark_ms == 5_000
+    assert [(e.ts_ms - T0, e.code) for e in first.states] == [(1_000, 0)]
+    assert first.watermark_ms - T0 == 5_000
     second = normalizer.feed(poll(9_001_000, state=2, since=5_600, clock=6_000, containers=12, changes=5, reason=17))
-    assert [(e.ts_ms, e.code, e.reason, e.missed) for e in second.states] == [(5_600, 3, "17", 0)]
-    assert second.watermark_ms == 6_000
-    assert [(c.ts_ms, c.value) for c in second.counters] == [(6_000, 12.0)]
+    assert [(e.ts_ms - T0, e.code, e.reason, e.missed) for e in second.states] == [(5_600, 3, "17", 0)]
+    assert second.watermark_ms - T0 == 6_000
+    assert [(c.ts_ms - T0, c.value) for c in second.counters] == [(6_000, 12.0)]
 
 
 def test_modbus_seq_jump_counts_missed_transitions() -> None:
@@ -32,7 +34,7 @@ def test_modbus_seq_jump_counts_missed_transitions() -> None:
     # Three transitions between polls (65534 -> 1 wraps at 2**16): running -> ... -> running again.
     batch = normalizer.feed(poll(0, state=1, since=2_900, clock=3_000, containers=0, changes=1))
     assert normalizer.missed_total == 2
-    assert [(e.ts_ms, e.code, e.uncertain, e.missed) for e in batch.states] == [(2_900, 0, True, 2)]
+    assert [(e.ts_ms - T0, e.code, e.uncertain, e.missed) for e in batch.states] == [(2_900, 0, True, 2)]
 
 
 def test_modbus_unchanged_state_emits_nothing_and_counter_only_on_change() -> None:
@@ -41,33 +43,33 @@ def test_modbus_unchanged_state_emits_nothing_and_counter_only_on_change() -> No
     batch = normalizer.feed(poll(0, state=1, since=1_000, clock=3_000, containers=5, changes=1))
     assert batch.states == []
     assert batch.counters == []
-    assert batch.watermark_ms == 3_000
+    assert batch.watermark_ms - T0 == 3_000
 
 
 def test_state_since_before_last_event_is_clamped() -> None:
-    normalizer = Normalizer("filler-1", FILLER, watermark_ms=10_000)
+    normalizer = Normalizer("filler-1", FILLER, watermark_ms=T0 + 10_000)
     resumed = normalizer.resume()
-    assert [(e.ts_ms, e.code) for e in resumed.states] == [(10_000, 5)]
+    assert [(e.ts_ms - T0, e.code) for e in resumed.states] == [(10_000, 5)]
     batch = normalizer.feed(poll(0, state=1, since=4_000, clock=12_000, containers=5, changes=1))
-    assert [(e.ts_ms, e.code) for e in batch.states] == [(10_000, 0)]
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(10_000, 0)]
 
 
 def test_bad_state_input_is_offline_never_running() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
     batch = normalizer.feed(poll(0, state=1, since=1_000, clock=3_000, containers=5, changes=1, status="bad"))
-    assert [(e.ts_ms, e.code) for e in batch.states] == [(1_000, 5)]
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(1_000, 5)]
 
 
 def opcua(tag: str, ts_ms: int, value: object) -> Sample:
-    return Sample("mazak", tag, ts_ms, "plc", ts_ms + 500, value, value, "good")
+    return Sample("mazak", tag, T0 + ts_ms, "plc", T0 + ts_ms + 500, value, value, "good")
 
 
 def test_opcua_source_timestamps_and_clock_watermark() -> None:
     normalizer = Normalizer("mazak-1", MAZAK)
     batch = normalizer.feed(
         [
-            opcua("clock", 3_000, 3_000),
+            opcua("clock", 3_000, T0 + 3_000),
             opcua("alarm_code", 900, 0),
             opcua("mode", 1_000, "AUTOMATIC"),
             opcua("execution", 1_200, "ACTIVE"),
@@ -75,18 +77,80 @@ def test_opcua_source_timestamps_and_clock_watermark() -> None:
             opcua("execution", 2_000, "FEED_HOLD"),
         ]
     )
-    assert [(e.ts_ms, e.code, e.reason) for e in batch.states] == [(900, 5, None), (1_200, 0, None), (2_000, 3, "FEED_HOLD")]
-    assert [(c.ts_ms, c.value) for c in batch.counters] == [(2_500, 7.0)]
-    assert batch.watermark_ms == 3_000
+    assert [(e.ts_ms - T0, e.code, e.reason) for e in batch.states] == [(900, 5, None), (1_200, 0, None), (2_000, 3, "FEED_HOLD")]
+    assert [(c.ts_ms - T0, c.value) for c in batch.counters] == [(2_500, 7.0)]
+    assert batch.watermark_ms - T0 == 3_000
 
 
 def test_outage_batch_goes_offline_at_watermark() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
-    outage = [Sample("filler", tag, 9_999, "gateway", 9_999, None, None, "bad", "disconnected") for tag in ("state", "reason", "state_since", "clock", "containers", "state_changes")]
+    outage = [Sample("filler", tag, T0 + 9_999, "gateway", T0 + 9_999, None, None, "bad", "disconnected") for tag in ("state", "reason", "state_since", "clock", "containers", "state_changes")]
     batch = normalizer.feed(outage)
-    assert [(e.ts_ms, e.code) for e in batch.states] == [(2_000, 5)]
-    assert batch.watermark_ms == 2_000
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(2_000, 5)]
+    assert batch.watermark_ms - T0 == 2_000
     # Back online: the state starts again at the PLC's state_since, never before the outage began.
     back = normalizer.feed(poll(0, state=1, since=1_000, clock=8_000, containers=5, changes=1))
-    assert [(e.ts_ms, e.code) for e in back.states] == [(2_000, 0)]
+    assert [(e.ts_ms - T0, e.code) for e in back.states] == [(2_000, 0)]
+
+
+def test_implausible_clock_is_never_plc_time() -> None:
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
+    # The clock read with the wrong word order: 2**62 ms, with good status as a stand-in device would send it.
+    wrong = [sample if sample.tag != "clock" else Sample("filler", "clock", 0, "gateway", 0, 1 << 62, 1 << 62, "good")
+             for sample in poll(0, state=2, since=2_500, clock=0, containers=6, changes=2)]
+    batch = normalizer.feed(wrong)
+    assert batch.states == []
+    assert batch.counters == []
+    assert batch.watermark_ms - T0 == 2_000
+    assert normalizer.implausible_total == 1
+    count, detail = normalizer.implausible["clock"]
+    assert count == 1
+    assert detail.startswith("implausible_time: value 4611686018427387904 ms")
+    assert "byte/word order" in detail
+
+    # The adapter's bad sample for the same fault counts too, and the clock coming back resumes at state_since.
+    marked = [sample if sample.tag != "clock" else Sample("filler", "clock", 0, "gateway", 0, None, [1, 2, 3, 4], "bad", detail)
+              for sample in poll(0, state=2, since=2_500, clock=0, containers=6, changes=2)]
+    assert normalizer.feed(marked).states == []
+    assert normalizer.implausible["clock"][0] == 2
+    back = normalizer.feed(poll(0, state=2, since=2_500, clock=4_000, containers=6, changes=2))
+    assert [(e.ts_ms - T0, e.code) for e in back.states] == [(2_500, 3)]
+    assert back.watermark_ms - T0 == 4_000
+
+
+def test_implausible_state_since_uses_poll_clock() -> None:
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
+    polled = [sample if sample.tag != "state_since" else Sample("filler", "state_since", 0, "gateway", 0, 1_000, 1_000, "good")
+              for sample in poll(0, state=2, since=0, clock=3_000, containers=5, changes=2)]
+    batch = normalizer.feed(polled)
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(3_000, 3)]
+    assert normalizer.implausible["state_since"][1].startswith("implausible_time: value 1000 ms")
+
+
+def test_opcua_implausible_source_timestamp_is_offline() -> None:
+    normalizer = Normalizer("mazak-1", MAZAK)
+    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"),
+                     opcua("execution", 1_200, "ACTIVE")])
+    # A SourceTimestamp of 1601-01-01, the OPC UA minimum a PLC without a set clock may send.
+    unset = Sample("mazak", "execution", -11_644_473_600_000, "plc", T0 + 3_500, "STOPPED", "STOPPED", "good")
+    batch = normalizer.feed([unset])
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(3_000, 5)]
+    assert batch.watermark_ms - T0 == 3_000
+    assert normalizer.implausible["execution"][1].startswith("implausible_time: SourceTimestamp -11644473600000 ms")
+
+
+def test_opcua_outage_keeps_plc_watermark() -> None:
+    normalizer = Normalizer("mazak-1", MAZAK)
+    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"),
+                     opcua("execution", 1_200, "ACTIVE")])
+    # The gateway's clock runs years ahead of a replayed recording: the outage starts at the PLC watermark.
+    gateway_now = T0 + 5 * 365 * 86_400_000
+    outage = [Sample("mazak", tag, gateway_now, "gateway", gateway_now, None, None, "bad", "disconnected")
+              for tag in ("clock", "alarm_code", "mode", "execution")]
+    batch = normalizer.feed(outage)
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(3_000, 5)]
+    assert batch.watermark_ms - T0 == 3_000
+    assert normalizer.implausible_total == 0

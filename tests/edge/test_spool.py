@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from valuegate.edge import keys, outbox
 from valuegate.edge.issuer import VoucherSigner
@@ -28,6 +29,26 @@ def signer(tmp_path: Path) -> VoucherSigner:
 def test_wal_mode_and_full_sync(spool: Spool) -> None:
     assert spool.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert spool.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+def test_append_rejects_integers_beyond_int64(spool: Spool) -> None:
+    huge = 5349192780042338304 * 2  # a uint64 PLC clock read with the wrong word order, above 2**63 - 1
+    batch = MachineBatch(
+        "filler-1",
+        states=[StateEvent(1_000, 0), StateEvent(huge, 3)],
+        counters=[CounterReading(1_000, "containers", 5.0), CounterReading(huge, "containers", 6.0)],
+        watermark_ms=huge,
+    )
+    other = MachineBatch("filler-2", states=[StateEvent(2_000, 0)], watermark_ms=2_000)
+    with structlog.testing.capture_logs() as logged:
+        assert spool.append([batch, other]) == 3
+    rows = spool.db.execute("SELECT machine, ts_ms, kind FROM events ORDER BY machine, kind").fetchall()
+    assert rows == [("filler-1", 1_000, 0), ("filler-1", 1_000, 1), ("filler-2", 2_000, 0)]
+    assert spool.progress("filler-1").watermark_ms == 0
+    assert spool.progress("filler-2").watermark_ms == 2_000
+    assert spool.rejected == {"filler-1": 3}
+    assert [(entry["event"], entry["machine"], entry["count"]) for entry in logged] == [("spool_values_rejected", "filler-1", 3)]
+    assert logged[0]["rejected"]["watermark_ms"] == huge
 
 
 def test_issue_numbers_and_chains(spool: Spool, signer: VoucherSigner) -> None:

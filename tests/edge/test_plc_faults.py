@@ -1,0 +1,113 @@
+"""The agent process against a real pymodbus simulator: a clock tag mapped in the wrong word order, then the PLC going away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from valuegate.adapters.tagmap import shipped_tag_map_dir
+from valuegate.edge import keys
+from valuegate.services import MosquittoServer, free_port
+from valuegate.simulators.modbus_line import BottlingModbusSimulator
+
+from .helpers import write_config
+
+pytestmark = pytest.mark.mosquitto
+
+FILLER_MAP = shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml"
+
+
+def wrong_order_map(folder: Path) -> Path:
+    """Write the bottling filler map with the clock's CDAB order (low word first) mistyped as ABCD."""
+    text = FILLER_MAP.read_text(encoding="utf-8")
+    clock_line = "  - {name: clock, table: holding_register, address: 6, type: uint64, order: CDAB,"
+    assert clock_line in text
+    path = folder / "filler-wrong-clock.yaml"
+    path.write_text(text.replace(clock_line, clock_line.replace("CDAB", "ABCD")), encoding="utf-8")
+    return path
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """Return one sample of the agent's /metrics page, 0 while the page or the sample is not there yet."""
+    wanted = name + ("{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}" if labels else "")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            page = response.read().decode()
+    except urllib.error.URLError:
+        return 0.0
+    for line in page.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def wait_for(check, *, timeout_s: float, agent: subprocess.Popen[bytes]) -> None:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert agent.poll() is None, f"the agent exited with status {agent.returncode}"
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    metrics_port = free_port()
+    async with BottlingModbusSimulator(port=0, speed=3600, days=1) as plc:
+        device = {"protocol": "modbus", "host": "127.0.0.1", "port": plc.port, "unit_id": 1, "poll_ms": 100, "timeout_ms": 500,
+                  "reconnect_min_ms": 100, "reconnect_max_ms": 300}
+        config = write_config(
+            tmp_path, mosquitto.port, metrics={"port": metrics_port},
+            devices=[{**device, "id": "filler-good", "tag_map": str(FILLER_MAP)},
+                     {**device, "id": "filler-wrong", "tag_map": str(wrong_order_map(tmp_path))}],
+        )
+        keys.create_key(tmp_path / "state" / "keys")
+        stderr_path = tmp_path / "agent.stderr"
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+        with open(stderr_path, "wb") as stderr:
+            agent = subprocess.Popen(
+                [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
+            )
+        try:
+            # The good machine produces minute records while the other one's clock is refused on every poll.
+            await wait_for(lambda: metric(metrics_port, "valuegate_minutes_summarized_total", machine="filler-good") >= 60,
+                           timeout_s=60, agent=agent)
+            await wait_for(lambda: metric(metrics_port, "valuegate_implausible_plc_times_total", machine="filler-wrong", tag="clock") >= 5,
+                           timeout_s=10, agent=agent)
+            assert metric(metrics_port, "valuegate_minutes_summarized_total", machine="filler-wrong") == 0
+            assert metric(metrics_port, "valuegate_spool_rejected_total", machine="filler-wrong") == 0
+
+            # The PLC goes away: pymodbus logs its failed connects, the agent keeps running.
+            await plc.server.stop()
+            await wait_for(lambda: metric(metrics_port, "valuegate_device_connected", device="filler-good") == 0, timeout_s=10, agent=agent)
+            await asyncio.sleep(1.5)
+            assert agent.poll() is None
+        finally:
+            if agent.poll() is None:
+                os.kill(agent.pid, signal.SIGTERM)
+            status = await asyncio.to_thread(agent.wait, 20)
+
+    assert status == 0
+    lines = stderr_path.read_text(encoding="utf-8").splitlines()
+    events = []
+    for number, line in enumerate(lines, 1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"agent stderr line {number} is not JSON: {line!r}")
+    implausible = [event for event in events if event["event"] == "plc_time_implausible"]
+    assert len(implausible) == 1, "a repeated implausible clock is logged once a minute"
+    assert (implausible[0]["machine"], implausible[0]["tag"], implausible[0]["level"]) == ("filler-wrong", "clock", "warning")
+    assert implausible[0]["detail"].startswith("implausible_time: value ")
+    assert "check the tag's byte/word order" in implausible[0]["detail"]
+    assert any(event.get("logger", "").startswith("pymodbus") for event in events), "pymodbus's own lines go through the JSON log"
+    assert not any(event["level"] == "debug" for event in events)
+    assert [event["event"] for event in events][-1] == "agent_stopped"
