@@ -38,6 +38,7 @@ CSV_COLUMNS = (
     "voucher_ids",
     "excluded",
     "note",
+    "contract_digest",
 )
 
 
@@ -50,6 +51,8 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
 
     ``documents`` are stored document rows whose ``record`` is the bundle form;
     amounts stay plain decimals (``60000.00``) so that a spreadsheet sums them exactly.
+    Line and total rows end with the digest of the contract terms the document
+    was priced with (empty for documents computed before it was recorded).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -58,6 +61,7 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
     for row in documents:
         record = row["record"]
         kind = translate(language, f"kind.{record['kind']}")
+        terms = record.get("contract_digest") or ""
         for line in record["lines"]:
             writer.writerow(
                 [
@@ -82,12 +86,13 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
                     " ".join(line["voucher_ids"]),
                     " ".join(item["voucher_id"] for item in line["excluded"]),
                     "",
+                    terms,
                 ]
             )
         writer.writerow(
             [translate(language, "record.total"), record["number"], kind, record["corrects"] or "", record["period_first"], record["period_last"]]
             + [""] * 8
-            + [record["total"], record["currency"], "", "", "", "", translate(language, f"status.{row['status']}")]
+            + [record["total"], record["currency"], "", "", "", "", translate(language, f"status.{row['status']}"), terms]
         )
 
     for adjustment in adjustments:
@@ -96,7 +101,7 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
             [translate(language, "record.adjustment"), f"NRA-{adjustment['id']}", translate(language, f"adjustment.{adjustment['kind']}"), "",
              adjustment["first_date"].isoformat(), adjustment["last_date"].isoformat(), adjustment["anchor_id"] or translate(language, "adjustment.all_anchors")]
             + [""] * 13
-            + [note]
+            + [note, ""]
         )
     return buffer.getvalue().encode("utf-8-sig")
 

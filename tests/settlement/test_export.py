@@ -14,8 +14,10 @@ import pytest
 from tests.settlement.test_invoice import FEB, MAR, TERMS, issue, march
 from tests.settlement.test_pricing import day
 from valuegate.cloud.bundle import document_record
-from valuegate.cloud.settlement.export import csv_bytes, pdf_bytes
+from valuegate.cloud.settlement.export import csv_bytes, invoice_html, pdf_bytes
 from valuegate.cloud.settlement.invoice import Exclusion, compute_run
+from valuegate.cloud.web.i18n import translate
+from valuegate.edge.protocol.contract import contract_digest
 
 ADJUSTMENT = {
     "id": 7,
@@ -101,3 +103,28 @@ def test_pdf_embeds_cjk_font(language):
     pdf = pdf_bytes(run=run, documents=march_run(), adjustments=[ADJUSTMENT], contract=TERMS, language=language)
     assert pdf.startswith(b"%PDF-")
     assert any(b"NotoSansCJK" in part for part in pdf_objects(pdf))
+
+
+RUN = {"invoice_number": "INV-1", "period_first": dt.date(2024, 2, 1), "period_last": dt.date(2024, 2, 29), "status": "draft",
+       "approved_by": None, "approved_at": None, "inputs_digest": "sha256:00"}
+
+
+def test_csv_carries_contract_digest():
+    terms = contract_digest(TERMS)
+    rows = parse(csv_bytes(march_run(), [ADJUSTMENT], "en"))
+    assert list(rows[0])[-1] == "Contract terms digest"
+    assert {r["Contract terms digest"] for r in rows if r["Record"] in ("line", "total")} == {terms}
+    assert [r["Contract terms digest"] for r in rows if r["Record"] == "non-routine adjustment"] == [""]
+    assert list(parse(csv_bytes(march_run(), [], "zh-CN"))[0])[-1] == "合同条款摘要"
+
+
+@pytest.mark.parametrize(("language", "total", "hint"), [("zh-CN", "¥0.00", "contract.json 不在任何网关签名的覆盖范围内"), ("en", "CNY 0.00", "which no gateway signature covers")])
+def test_empty_invoice_prints_rounded_total_and_digest(language, total, hint):
+    empty = compute_run(TERMS, FEB, [], [], [])
+    documents = rows_of([empty.invoice])
+    (row,) = [r for r in parse(csv_bytes(documents, [], language)) if r[list(r)[0]] != translate(language, "record.line")]
+    assert row[translate(language, "csv.amount")] == "0.00"
+    html = invoice_html(run=RUN, documents=documents, adjustments=[], contract=TERMS, language=language)
+    assert f'<td class="num">{total}</td>' in html
+    assert f'<td class="vouchers">{contract_digest(TERMS)}</td>' in html
+    assert hint in html
