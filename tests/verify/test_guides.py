@@ -1,0 +1,48 @@
+"""The auditor guides, in English and Chinese, say that contract.json is unsigned and how to check its digest."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.verify.bundles import signed_bundle
+from valuegate.cloud.bundle import guide_text
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+# Sentences each guide must carry: the prices come from an unsigned file, and the digest ties them to the signed contract.
+REQUIRED = {
+    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest on the signed contract"],
+    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同"],
+}
+REQUIRED_IN_BUNDLE = {
+    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest printed on the"],
+    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同"],
+}
+# The claim that re-pricing catches a forged price, which it cannot while contract.json is unsigned.
+WITHDRAWN = {
+    "en": "Forgery is caught by the signatures, the chain and the re-pricing.",
+    "zh-CN": "伪造由签名、哈希链和重新计价发现。",
+}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_auditor_guide_explains_contract_digest(language):
+    name = "auditor-guide.md" if language == "en" else "auditor-guide.zh-CN.md"
+    text = (DOCS / name).read_text(encoding="utf-8")
+    for phrase in REQUIRED[language]:
+        assert phrase in text, (name, phrase)
+    assert WITHDRAWN[language] not in text
+    assert "pip install valuegate\n" not in text
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_bundle_guide_explains_contract_digest(tmp_path, language):
+    bundle = signed_bundle(tmp_path)
+    shipped = zipfile.ZipFile(bundle["zip"]).read(f"GUIDE.{language}.md").decode("utf-8")
+    assert shipped == guide_text(language)
+    for phrase in REQUIRED_IN_BUNDLE[language]:
+        assert phrase in shipped, (language, phrase)
+    assert "pip install valuegate\n" not in shipped
