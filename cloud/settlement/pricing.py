@@ -207,8 +207,8 @@ def price_anchor(contract: Contract, anchor_id: str, values: Iterable[VoucherVal
     kind = anchor.price.per
     mode = mode or contract.settlement
     unit_price = to_decimal(anchor.price.amount, what=f"price of anchor {anchor.id}")
-    # The contract parser rejects such prices; this guards revisions stored before it did,
-    # because a price of zero or less would bill the vendor for value the plant lost.
+    # The contract parser rejects such prices. This check covers revisions stored before it did,
+    # because at a negative price the value a plant lost would be billed to the customer.
     if unit_price <= 0:
         msg = f"anchor {anchor.id!r} of contract {contract.id!r} has unit price {unit_price}; a price must be greater than zero, so upload a corrected contract revision"
         raise PricingError("non_positive_price", msg, anchor=anchor.id)

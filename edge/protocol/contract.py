@@ -238,14 +238,14 @@ class _Source:
 
     def error(self, field_path: str, message: str, *, allowed: str | None = None, value: Any = None) -> ContractError:
         """Return the error for ``field_path``, formatted ``file:line: field: message (got value); allowed: ...``."""
-        shown = value if value is not None else self.value_at(field_path)
+        bad_value = value if value is not None else self.value_at(field_path)
         line = self.line_of(field_path)
         text = f"{self.file}:{line}: {field_path}: {message}" if line else f"{self.file}: {field_path}: {message}"
-        if shown is not None and not isinstance(shown, (dict, list)):
-            text += f" (got {shown!r})"
+        if bad_value is not None and not isinstance(bad_value, (dict, list)):
+            text += f" (got {bad_value!r})"
         if allowed:
             text += f"; allowed: {allowed}"
-        return ContractError(text, file=self.file, field=field_path, line=line, value=shown, allowed=allowed)
+        return ContractError(text, file=self.file, field=field_path, line=line, value=bad_value, allowed=allowed)
 
 
 def _allowed_values(field_path: str, message: str) -> str | None:
@@ -409,7 +409,7 @@ def parse_contract_text(text: str, *, file: str = "<contract>") -> Contract:
         where = f"{file}:{mark.line + 1}" if mark is not None else file
         raise ContractError(f"{where}: $: invalid YAML: {exc}", file=file, field="$", line=mark.line + 1 if mark else None) from exc
     except ValueError as exc:
-        # NOTE: dates stay text, so this is only reached by other scalars PyYAML cannot construct.
+        # Dates stay text, so only other scalars that PyYAML cannot construct (such as `!!int abc`) get here.
         raise ContractError(f"{file}: $: invalid YAML value: {exc}", file=file, field="$") from exc
     return _parse(_Source(file, data, root))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -190,7 +191,7 @@ def test_parsed_data_error_has_field_without_line():
 def test_load_contract_names_the_file(tmp_path):
     path = tmp_path / "acme.yaml"
     path.write_text(changed("end: 2023-03-31", "end: 2023-02-30"), encoding="utf-8")
-    with pytest.raises(ContractError, match=rf"^{path}:{LINE['end']}: \$\.end: not a valid calendar date"):
+    with pytest.raises(ContractError, match="^" + re.escape(f"{path}:{LINE['end']}: $.end: not a valid calendar date")):
         load_contract(path)
     path.write_bytes(b"schema: \xff\xfe\n")
     with pytest.raises(ContractError, match="cannot read the contract"):
@@ -200,7 +201,8 @@ def test_load_contract_names_the_file(tmp_path):
 def test_contract_digest_is_canonical_and_stable():
     contract = parse_contract_text(CONTRACT)
     digest = contract_digest(contract)
-    assert digest.startswith("sha256:") and len(digest) == 71
+    assert digest.startswith("sha256:")
+    assert len(digest) == len("sha256:") + 64
     # The bundle's contract.json is the contract with defaults filled in; its canonical form gives the same digest.
     stored = json.loads(json.dumps(msgspec.to_builtins(contract), indent=2, sort_keys=True))
     assert content_digest(stored) == digest
