@@ -105,6 +105,7 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
                 translate(
                     language, "renewal.points.target", anchor=anchor.title.get(language, anchor.anchor), gain=format_number(anchor.mean_gain, 2),
                     unit=translate(language, f"quantity.{anchor.quantity}"), target=format_number(anchor.target),
+                    estimate=translate(language, f"mode.{contract.settlement}"),
                 )
             )
     for reduction in sorted((r for r in inputs.reductions if r.drop > 0), key=lambda r: -r.drop)[:3]:

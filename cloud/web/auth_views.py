@@ -15,7 +15,7 @@ from litestar.response import Redirect
 from valuegate.cloud import auth
 from valuegate.cloud.api.deps import Conn
 
-from .pages import page, principal_of
+from .pages import page, principal_of, with_language
 
 __all__ = ("root", "login_page", "login_submit", "logout_submit")
 
@@ -31,7 +31,7 @@ def _safe_next(target: str | None) -> str:
 
 @get("/", name="web:root")
 async def root(request: Request[Any, Any, Any]) -> Redirect:
-    return Redirect("/contracts" if principal_of(request) else "/login", status_code=303)
+    return Redirect(with_language(request, "/contracts" if principal_of(request) else "/login"), status_code=303)
 
 
 @get("/login", name="web:login")

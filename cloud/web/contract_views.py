@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -16,18 +18,49 @@ from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
 from valuegate.cloud.contracts import list_contracts
 from valuegate.cloud.renewal import service as renewal
-from valuegate.cloud.renewal.package import trigger_text
 from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, latest_per_day, price_anchor
 from valuegate.cloud.store import NotFound
 
 from .charts import GainPoint, gain_chart, pareto_chart
-from .i18n import translate
+from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, forbid_unless, language_of, page, parse_date, principal_of
 from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections
+from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text
+from .renewal_views import trigger_label
 
 __all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment")
 
 ANY_ROLE = requires()
+MODES = ("point", "lower_bound")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A data-quality finding in the page language; ``source`` is the original English text, shown as a tooltip."""
+
+    text: str
+    source: str = ""
+
+
+def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[str, Decimal | None]:
+    """Return the anchor's mean gain per counted day from the point estimates and from the lower bounds.
+
+    Priced anchors count days as their price does. Other anchors count sufficient running days, as the renewal progress does.
+    """
+    mine = [value for value in values if value.anchor == anchor.id]
+    means: dict[str, Decimal | None] = {}
+    for mode in MODES:
+        if anchor.price is not None:
+            try:
+                means[mode] = price_anchor(contract, anchor.id, mine, mode=mode).mean_gain
+            except PricingError:
+                means[mode] = None
+            continue
+        kept, _ = latest_per_day(mine)
+        counted = [value.gain(mode) for value in kept if value.sufficient and value.running_day]
+        means[mode] = sum(counted, Decimal(0)) / len(counted) if counted else None
+    return means
 
 
 def _chart_labels(language: str, title: str) -> dict[str, str]:
@@ -60,32 +93,46 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
 async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
                         adjustments: list[dict[str, Any]], vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gains = await anchor_gains(conn, tenant, contract.id)
+    values = await settlement.billable_values(conn, tenant, contract.id)
+    separator = translate(language, "quality.reason_separator")
     today = dt.datetime.now(dt.UTC).date()
     views = []
     for anchor in contract.anchors:
         rows = [g for g in gains if g["anchor_id"] == anchor.id]
         title = anchor.title.get(language, anchor.id)
-        points = [GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"]) for g in rows]
         state = states.get(anchor.id)
         charge = charges.get(anchor.id)
         reasons, _ = await downtime_by_reason(conn, tenant, anchor.scope, anchor.reporting.first_date, min(anchor.reporting.last_date, today))
 
         # Findings sit next to the numbers they change: days that bill nothing, disagreements, exclusions.
-        findings = []
+        # Days with no production scheduled bill nothing too, but are listed apart: nothing is wrong with their data.
+        findings: list[Finding] = []
+        no_production: list[dt.date] = []
         for g in rows:
+            day = format_date(g["plant_date"], language)
             if not g["sufficient"]:
-                why = ", ".join(g["reasons"] or []) or "-"
-                findings.append(translate(language, "quality.insufficient_day", date=g["plant_date"].isoformat(), reasons=why))
+                day_reasons = [parse_reason(text) for text in g["reasons"] or []]
+                if no_production_scheduled(g["planned_busy_min"], day_reasons):
+                    no_production.append(g["plant_date"])
+                    continue
+                why = separator.join(reason_text(reason, language) for reason in day_reasons) or "–"
+                findings.append(Finding(translate(language, "quality.insufficient_day", date=day, reasons=why), "; ".join(g["reasons"] or [])))
             elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
-                findings.append(translate(language, "quality.not_running_day", date=g["plant_date"].isoformat()))
+                findings.append(Finding(translate(language, "quality.not_running_day", date=day)))
         for v in vouchers:
             if v["anchor_id"] == anchor.id and v["state"] == "mismatch":
-                findings.append(translate(language, "quality.disagreement", voucher=v["voucher_id"], detail=v.get("reproduce_detail") or "-"))
+                findings.append(Finding(translate(language, "quality.disagreement", voucher=v["voucher_id"], detail=v.get("reproduce_detail") or "-")))
         for x in adjustments:
             if x["anchor_id"] in (None, anchor.id):
                 for g in rows:
                     if x["first_date"] <= g["plant_date"] <= x["last_date"]:
-                        findings.append(translate(language, "quality.excluded", voucher=g["voucher_id"], id=x["id"]))
+                        findings.append(Finding(translate(language, "quality.excluded", voucher=g["voucher_id"], id=x["id"])))
+        # The chart leaves out days with no production scheduled: they have no gain to show.
+        points = [
+            GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"])
+            for g in rows
+            if g["plant_date"] not in no_production
+        ]
 
         views.append(
             {
@@ -95,6 +142,7 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 "scope": anchor.scope,
                 "target": anchor.target,
                 "mean_gain": state.mean_gain if state else None,
+                "means": _mean_gains(contract, anchor, values),
                 "target_met": state.target_met if state and state.target is not None and state.mean_gain is not None else None,
                 "days": charge.days if charge else sum(1 for g in rows if g["sufficient"] and g["running_day"]),
                 "amount": charge.amount if charge else None,
@@ -109,6 +157,8 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, f"{title}: {translate(language, 'anchor.chart_title')}")),
                 "pareto": pareto_chart(list(reasons.items()), labels=_pareto_labels(language, f"{title}: {translate(language, 'pareto.heading')}")),
                 "findings": findings,
+                "no_production": len(no_production),
+                "no_production_dates": date_ranges(no_production, language),
             }
         )
     return views
@@ -129,27 +179,21 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
 
     chain_findings = [
-        translate(language, "quality.chain_gap", gateway=g["gateway_id"], after=g["contiguous_through"], highest=g["highest_seq"])
+        Finding(translate(language, "quality.chain_gap", gateway=g["gateway_id"], after=g["contiguous_through"], highest=g["highest_seq"]))
         for g in await chain_gaps(conn, tenant, contract_id)
     ]
     rejected = await rejections(conn, tenant, contract_id)
-    chain_findings += [translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", code=r["code"], reason=r["reason"]) for r in rejected]
+    chain_findings += [Finding(translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", code=r["code"], reason=r["reason"])) for r in rejected]
 
     packages = await renewal.list_packages(conn, tenant, contract_id)
     for package in packages:
-        package["trigger_text"] = trigger_text(_firing_of(package), language, contract.currency)
+        package["trigger_text"] = trigger_label(package, contract, language)
     runs = await settlement.list_runs(conn, tenant, contract_id) if principal.has(*FINANCE_VIEW) else None
     return page(
         request, "contract.html", contract=contract, total=total, anchors=anchors, machines=availability, vouchers=vouchers, rejected=rejected,
         chain_findings=chain_findings, adjustments=adjustments, runs=runs, packages=packages, can_adjust=principal.has(*CSM_EDIT),
-        can_run=principal.has("finance"), flash=_flash(request, language),
+        can_run=principal.has("finance"), flash=_flash(request, language), modes=MODES,
     )
-
-
-def _firing_of(package: dict[str, Any]) -> Any:
-    from valuegate.cloud.renewal.triggers import Firing
-
-    return Firing(package["trigger_key"], package["trigger_kind"], package["detail"])
 
 
 def _flash(request: Request[Any, Any, Any], language: str) -> str | None:

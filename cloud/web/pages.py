@@ -9,7 +9,7 @@ from urllib.parse import quote
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.datastructures import Cookie
-from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
 from litestar.response import Redirect
 
 from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
@@ -18,7 +18,18 @@ from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 from .i18n import LANGUAGE_COOKIE, normalize, pick_language, translate
 from .templating import render
 
-__all__ = ("FINANCE_VIEW", "CSM_EDIT", "language_of", "principal_of", "page", "html_exception_handlers", "forbid_unless", "parse_date")
+__all__ = (
+    "FINANCE_VIEW",
+    "CSM_EDIT",
+    "language_of",
+    "principal_of",
+    "page",
+    "html_exception_handlers",
+    "unmatched_route_handler",
+    "with_language",
+    "forbid_unless",
+    "parse_date",
+)
 
 log = structlog.get_logger("valuegate.cloud.web")
 
@@ -30,6 +41,14 @@ CSM_EDIT = ("csm", "admin")
 def language_of(request: Request[Any, Any, Any]) -> str:
     # The browser's Accept-Language is ignored on purpose: zh-CN stays the default until the user switches.
     return pick_language(request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE))
+
+
+def with_language(request: Request[Any, Any, Any], target: str) -> str:
+    """Return ``target`` with the request's ``?lang=`` added when it names a language, so that a redirect keeps it."""
+    language = normalize(request.query_params.get("lang"))
+    if not language:
+        return target
+    return f"{target}{'&' if '?' in target else '?'}lang={language}"
 
 
 def principal_of(request: Request[Any, Any, Any]) -> Principal | None:
@@ -75,7 +94,7 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> R
 
 def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException) -> Response[Any]:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
+    return Redirect(with_language(request, f"/login?next={quote(target, safe='')}"), status_code=303)
 
 
 def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[str]:
@@ -97,6 +116,23 @@ def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[s
         return _not_found(request, exc)
     status = 409 if isinstance(exc, Conflict) else 400
     return _error_page(request, status, translate(language_of(request), "error.invalid", detail=str(exc)))
+
+
+def unmatched_route_handler(api_handler: Any) -> Any:
+    """Return the app-level handler of 404 and 405 for requests that matched no route.
+
+    Paths of the API and /metrics keep ``api_handler``'s JSON problem details. Every other path is a web page, so it gets an HTML error page.
+    """
+
+    def handle(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+        path = request.url.path
+        if api_handler is not None and (path in ("/api", "/metrics") or path.startswith("/api/")):
+            return api_handler(request, exc)
+        if exc.status_code == 405:
+            return _error_page(request, 405, translate(language_of(request), "error.method_not_allowed"))
+        return _error_page(request, 404, translate(language_of(request), "error.page_not_found"))
+
+    return handle
 
 
 html_exception_handlers: dict[Any, Any] = {

@@ -69,11 +69,12 @@ async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], 
 
 
 async def anchor_gains(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    """Return every stored voucher's daily gain and interval for the charts, oldest day first."""
+    """Return every stored voucher's daily gain, interval, sufficiency reasons and planned busy minutes, oldest day first."""
     return await _rows(
         conn,
         "SELECT anchor_id, plant_date, delta_point, delta_low, delta_high, sufficient, running_day, quantity, reporting_value, baseline_value,"
-        " document->'credentialSubject'->'sufficiency'->'reasons' AS reasons, voucher_id"
+        " document->'credentialSubject'->'sufficiency'->'reasons' AS reasons, voucher_id,"
+        " (document->'credentialSubject'->'reporting'->>'planned_busy_min')::float8 AS planned_busy_min"
         " FROM vouchers WHERE tenant_id = %s AND contract_id = %s ORDER BY plant_date, voucher_id",
         (tenant_id, contract_id),
     )

@@ -22,6 +22,7 @@ from valuegate.cloud.auth import requires
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
 from valuegate.cloud.renewal.triggers import Firing, TriggerError
+from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Invalid, NotFound
 
 from .i18n import DEFAULT_LANGUAGE, normalize
@@ -34,10 +35,20 @@ class WebhookForm(msgspec.Struct):
     url: str
     secret: str
 
-__all__ = ("check_renewal", "package_page", "package_archive", "package_member", "set_webhook")
+__all__ = ("check_renewal", "package_page", "package_archive", "package_member", "set_webhook", "trigger_label")
 
 log = structlog.get_logger("valuegate.cloud.web")
 ANY_ROLE = requires()
+
+
+def trigger_label(package: dict[str, Any], contract: Any, language: str) -> str:
+    """Describe a package's trigger in ``language``, naming a value anchor by its title instead of its id."""
+    detail = dict(package["detail"] or {})
+    if "anchor" in detail:
+        anchor = next((a for a in contract.anchors if a.id == detail["anchor"]), None)
+        if anchor is not None:
+            detail["anchor"] = anchor.title.get(language, anchor.id)
+    return trigger_text(Firing(package["trigger_key"], package["trigger_kind"], detail), language, contract.currency)
 
 
 async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
@@ -71,14 +82,13 @@ async def _package(request: Request[Any, Any, Any], conn: Any, package_id: int) 
 async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Response[str]:
     package = await _package(request, conn, package_id)
     language = language_of(request)
-    contract_currency = (package["detail"] or {}).get("currency", "CNY")
+    contract, _ = await load_contract(conn, principal_of(request).tenant_id, package["contract_id"])
     cur = await conn.execute(
         "SELECT attempt, url, status_code, error, delivered FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt", (package_id,)
     )
     deliveries = [dict(zip(("attempt", "url", "status_code", "error", "delivered"), row, strict=True)) for row in await cur.fetchall()]
-    firing = Firing(package["trigger_key"], package["trigger_kind"], package["detail"])
     return page(
-        request, "package.html", package=package, trigger_text=trigger_text(firing, language, contract_currency),
+        request, "package.html", package=package, trigger_text=trigger_label(package, contract, language),
         talking_points=package["talking_points"].get(language, []), deliveries=deliveries,
     )
 

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,13 +94,16 @@ def running_site(postgres_server) -> Iterator[Site]:
     # The periodic renewal check is off, so that tests decide when packages are built.
     env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0"}
     command = [sys.executable, "-c", _SERVE, str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # The server logs to a file: a pipe nobody reads fills up after a few long tracebacks and then blocks the server.
+    output = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, timeout_s=60, process=process, what="the cloud app under uvicorn")
         yield Site(f"http://127.0.0.1:{port}", dsn, key, last_voucher)
     except ServiceError:
         process.kill()
-        print(process.stdout.read().decode(errors="replace"))
+        output.seek(0)
+        print(output.read().decode(errors="replace"))
         raise
     finally:
         if process.poll() is None:
@@ -109,5 +113,6 @@ def running_site(postgres_server) -> Iterator[Site]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+        output.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -186,7 +186,7 @@ def test_renewal_check_builds_and_delivers_package(login):
         assert request["headers"]["x-valuegate-signature"] == expected
         assert request["body"].startswith(b"PK")
     page = csm.get("/contracts/C-1?lang=en").text
-    assert "Value anchor line-oee met its target" in page
+    assert "Value anchor Line 1 OEE met its target" in page
     package_id = re.search(r'href="/packages/(\d+)"', page).group(1)
     package = csm.get(f"/packages/{package_id}?lang=en").text
     assert "Best machine: m-1" in package
