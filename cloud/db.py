@@ -135,9 +135,9 @@ class OutageLog:
     per-attempt warnings are folded into the same events (see :func:`open_pool`).
     """
 
-    def __init__(self, dsn: str, *, what: str, remind_s: float = 600.0) -> None:
+    def __init__(self, dsn: str, *, component: str, remind_s: float = 600.0) -> None:
         self.dsn = hide_password(dsn)
-        self.what = what
+        self.component = component
         self.remind_s = remind_s
         self._since: float | None = None
         self._reminded = 0.0
@@ -147,7 +147,7 @@ class OutageLog:
         return self._since is not None
 
     def failed(self, exc: BaseException) -> bool:
-        """Note ``exc``; return True when it is a connection problem (logged here, at most once per outage), False for any other error."""
+        """Note ``exc``; return True when it is a connection problem (which this log reports), False for any other error."""
         if not is_connection_error(exc):
             return False
         self.note(_reason(exc))
@@ -158,16 +158,16 @@ class OutageLog:
         if self._since is None:
             self._since = self._reminded = now
             log.warning(
-                "database_unavailable", dsn=self.dsn, error=reason, what=self.what,
+                "database_unavailable", dsn=self.dsn, error=reason, component=self.component,
                 action="retrying with backoff until PostgreSQL is back; this is logged once per outage",
             )  # fmt: skip
         elif now - self._reminded >= self.remind_s:
             self._reminded = now
-            log.warning("database_still_unavailable", dsn=self.dsn, error=reason, what=self.what, down_s=round(now - self._since))
+            log.warning("database_still_unavailable", dsn=self.dsn, error=reason, component=self.component, down_s=round(now - self._since))
 
     def recovered(self) -> None:
         if self._since is not None:
-            log.info("database_available_again", dsn=self.dsn, what=self.what, down_s=round(time.monotonic() - self._since, 1))
+            log.info("database_available_again", dsn=self.dsn, component=self.component, down_s=round(time.monotonic() - self._since, 1))
             self._since = None
 
 
@@ -197,14 +197,14 @@ class _PoolWarnings(logging.Filter):
 _POOL_FILTER = _PoolWarnings()
 
 
-def watch_pool(pool: AsyncConnectionPool, *, what: str) -> OutageLog:
+def watch_pool(pool: AsyncConnectionPool, *, component: str) -> OutageLog:
     """Return the outage log of ``pool``, shared by everything that uses the pool.
 
     It reports the pool's connection failures in place of psycopg_pool's warning per attempt.
     """
     outage = _QUIET_POOLS.get(pool.name)
     if outage is None:
-        outage = OutageLog(pool.conninfo, what=what)
+        outage = OutageLog(pool.conninfo, component=component)
         _QUIET_POOLS[pool.name] = outage
     logger = logging.getLogger("psycopg.pool")
     if _POOL_FILTER not in logger.filters:

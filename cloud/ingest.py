@@ -122,7 +122,7 @@ class IngestWorker:
         self._last_resend: dict[tuple[str, int], float] = {}
         self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
-        self._outage = OutageLog(settings.dsn, what="ingest")
+        self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
 
     @property
@@ -147,7 +147,7 @@ class IngestWorker:
         if self._pool is None:
             self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name, wait_s=self.settings.startup_wait_s)
         # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
-        self._outage = watch_pool(self._pool, what="ingest")
+        self._outage = watch_pool(self._pool, component="ingest")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True)
         if self.settings.mqtt_username:
             client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)

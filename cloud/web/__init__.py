@@ -23,7 +23,7 @@ def configure(app_config: Any) -> None:
     folder = resources.files("valuegate.cloud.web").joinpath("static")
     app_config.route_handlers.append(create_static_files_router(path="/static", directories=[str(folder)], name="web:static", include_in_schema=False))
     app_config.lifespan.append(renewal_lifespan)
-    # A path that matches no route never reaches the web router's own handlers: answer it here, as a page unless it is an API path.
+    # A path that matches no route never reaches the web router's own handlers, so it is handled here: as a page unless it is an API path.
     unmatched = unmatched_route_handler(app_config.exception_handlers.get(HTTPException))
     app_config.exception_handlers[NotFoundException] = unmatched
     app_config.exception_handlers[MethodNotAllowedException] = unmatched

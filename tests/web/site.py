@@ -94,7 +94,7 @@ def running_site(postgres_server) -> Iterator[Site]:
     # The periodic renewal check is off, so that tests decide when packages are built.
     env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0"}
     command = [sys.executable, "-c", _SERVE, str(port)]
-    # The server logs to a file: a pipe nobody reads fills up after a few long tracebacks and then blocks the server.
+    # The server logs to a file: a pipe that is never read fills up after a few long tracebacks and then blocks the server.
     output = tempfile.TemporaryFile()
     process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
