@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,9 +34,19 @@ def simulate(
     ),
     seed: int = typer.Option(1, "--seed", help="Seed of the synthetic line."),
     tag_map: Path = typer.Option(None, "--tag-map", help="Serve Modbus registers in this tag map's layout."),
-    counter_offset: int = typer.Option(None, "--counter-offset", help="Value the Modbus part counter starts at."),
+    counter_offset: int = typer.Option(
+        None, "--counter-offset", help="Value the part counter starts at (bottling; synthetic over Modbus), 0 up to the counter's width."
+    ),
     unit_id: int = typer.Option(0, "--unit-id", help="Modbus unit id to answer (0: any)."),
     linger: float = typer.Option(5.0, "--linger", help="Seconds to keep serving after the replay is done."),
+    wait_for_client: bool = typer.Option(
+        False, "--wait-for-client",
+        help="Hold the replay at its start until a client reads the registers (Modbus) or reads or subscribes to a variable (OPC UA).",
+    ),
+    hold_until_read: bool = typer.Option(
+        False, "--hold-until-read", help="Modbus: serve each state change until a client has read it, so a poller misses none."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug events, and the warnings of asyncua and pymodbus."),
     write_tag_map: Path = typer.Option(None, "--write-tag-map", help="Write the synthetic Modbus tag map to this file and exit."),
     list_sources: bool = typer.Option(False, "--list", help="List the sources and exit."),
     list_faults: bool = typer.Option(False, "--list-faults", help="List the fault kinds and exit."),
@@ -43,6 +54,7 @@ def simulate(
     """Serve a recorded or synthetic line as a PLC over Modbus TCP or OPC UA until the replay is done.
 
     Fault specifications typed on standard input while it runs are applied at once.
+    Invalid options, and an address or port it cannot listen on, exit with status 2.
     """
     from valuegate.simulators.faults import FAULT_HELP, FaultError, parse_fault
     from valuegate.simulators.scenarios import SOURCES, SimulatorOptions, protocols_of
@@ -77,6 +89,13 @@ def simulate(
         (linger >= 0, "--linger", f"{linger} must be 0 or more seconds"),
         (tag_map is None or chosen == "modbus", "--tag-map", "a tag map sets a Modbus layout; drop it for OPC UA"),
         (tag_map is None or tag_map.is_file(), "--tag-map", f"{tag_map} does not exist"),
+        (counter_offset is None or counter_offset >= 0, "--counter-offset", f"{counter_offset} is negative; the part counter starts at 0 or more"),
+        (
+            counter_offset is None or source == "bottling" or (source == "synthetic" and chosen == "modbus"),
+            "--counter-offset",
+            f"{source} over {chosen} has no part counter offset; use it with bottling, or synthetic over Modbus",
+        ),
+        (not hold_until_read or chosen == "modbus", "--hold-until-read", "works over Modbus only; an OPC UA subscriber queues every change"),
     ]
     for valid, hint, message in checks:
         if not valid:
@@ -88,18 +107,57 @@ def simulate(
     options = SimulatorOptions(
         host=host, port=port, speed=speed, min_dwell_ms=min_dwell_ms, days=days,
         start=_date(start, "--start"), end=_date(end, "--end"), counter_offset=counter_offset, unit_id=unit_id,
-        tag_map=tag_map, seed=seed, faults=faults,
+        tag_map=tag_map, seed=seed, faults=faults, wait_for_client=wait_for_client, hold_until_read=hold_until_read,
     )
 
     import asyncio
 
+    from valuegate.simulators.errors import ListenError
+    from valuegate.simulators.scenarios import build_simulator
+
     try:
-        asyncio.run(_serve(source, chosen, options, linger))
+        simulator = build_simulator(source, chosen, options)
+    except ValueError as exc:
+        # An empty slice of the recording, a counter offset the counter cannot show, an invalid tag map.
+        raise typer.BadParameter(str(exc)) from None
+    _configure_logging(verbose=verbose)
+    try:
+        asyncio.run(_serve(simulator, source, chosen, linger))
     except KeyboardInterrupt:
         typer.echo("stopped")
+    except ListenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    """Log the simulator's lifecycle events to stderr (debug events too when ``verbose``) and silence asyncua and pymodbus.
+
+    asyncua logs a failed listen with a traceback before the simulator
+    reports it in one line. With ``verbose`` the libraries' warnings reach
+    stderr through the standard library's last-resort handler.
+    """
+    import logging
+    import sys
+
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        # Look sys.stderr up at each event, so that a replaced stream (a test runner's) is never written after it closed.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    for name in ("asyncua", "pymodbus"):
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL + 1)
 
 
 def _date(text: str | None, hint: str) -> date | None:
@@ -111,15 +169,13 @@ def _date(text: str | None, hint: str) -> date | None:
         raise typer.BadParameter(f"{text!r} is not a date; write YYYY-MM-DD", param_hint=hint) from None
 
 
-async def _serve(source: str, protocol: str, options: object, linger: float) -> None:
+async def _serve(simulator: Any, source: str, protocol: str, linger: float) -> None:
     import asyncio
     import sys
     import threading
 
     from valuegate.simulators.faults import FaultError, parse_fault
-    from valuegate.simulators.scenarios import build_simulator
 
-    simulator = build_simulator(source, protocol, options)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
 
     async def apply(line: str) -> None:
@@ -143,8 +199,14 @@ async def _serve(source: str, protocol: str, options: object, linger: float) -> 
             typer.echo(f"serving {source} over OPC UA at {simulator.endpoint}")  # type: ignore[attr-defined]
             typer.echo("namespace urn:valuegate:simulator:mtconnect; done flag: Machine/ReplayDone")
         estimate = simulator.clock.real_duration_estimate_s()
-        typer.echo(f"replay takes about {estimate:.0f} s; type a fault spec and Enter to inject it, Ctrl-C to stop")
+        held = " at least, as each change waits for a client read" if simulator.clock.pacing.hold_until_read else ""
+        typer.echo(f"replay takes about {estimate:.0f} s{held}; type a fault spec and Enter to inject it, Ctrl-C to stop")
         threading.Thread(target=read_commands, name="fault-commands", daemon=True).start()
+        if not simulator.started:
+            what = "reads the holding registers" if protocol == "modbus" else "reads or subscribes to a Machine/ variable"
+            typer.echo(f"waiting for a client that {what}; the replay starts then")
+            await simulator.wait_started()
+            typer.echo("client connected; replay started")
         await simulator.finished.wait()
         typer.echo(f"replay done; serving the final state for {linger:g} s more")
         await asyncio.sleep(linger)

@@ -19,7 +19,7 @@ from .replay import ReplayClock, ReplayPacing
 from .service import ReplayService
 from .timeline import LineStatus, StateTimeline, bottling_timeline
 
-__all__ = ("ModbusLineSimulator", "BottlingModbusSimulator", "BOTTLING_TAG_MAP", "DEFAULT_COUNTER_OFFSET")
+__all__ = ("ModbusLineSimulator", "BottlingModbusSimulator", "BOTTLING_TAG_MAP", "DEFAULT_COUNTER_OFFSET", "check_counter_offset")
 
 log = structlog.get_logger("valuegate.simulators.modbus_line")
 
@@ -53,8 +53,9 @@ class ModbusLineSimulator(ReplayService):
         counter_offset: int = DEFAULT_COUNTER_OFFSET,
         faults: Iterable[FaultSpec | str] = (),
         paused: bool = False,
+        wait_for_client: bool = False,
     ) -> None:
-        super().__init__(paused=paused)
+        super().__init__(paused=paused, wait_for_client=wait_for_client)
         self.truth = timeline
         self.tag_map = tag_map
         self.pacing = pacing or ReplayPacing()
@@ -70,6 +71,11 @@ class ModbusLineSimulator(ReplayService):
         )
         self.faults = [parse_fault(item, protocol="modbus") if isinstance(item, str) else item for item in faults]
         self._roles = self._tags_by_role(tag_map)
+        if "counter_produced" in self._roles:
+            bits = self._counter_bits("counter_produced")
+            check_counter_offset(counter_offset, 1 << bits, f"the {bits}-bit part counter {self._roles['counter_produced']!r}")
+        else:
+            check_counter_offset(counter_offset, None, "the part counter")
         self._produced_adjust = 0
         self._rejected_adjust = 0
         self._restart_ms: int | None = None
@@ -123,6 +129,9 @@ class ModbusLineSimulator(ReplayService):
 
     def _reads(self) -> int:
         return self.server.holding_reads
+
+    def _client_arrived(self) -> asyncio.Event:
+        return self.server.first_read
 
     # -- faults ---------------------------------------------------------------
 
@@ -197,6 +206,14 @@ class ModbusLineSimulator(ReplayService):
         self.server.set_coil(DONE_COIL, True)
 
 
+def check_counter_offset(offset: int, size: int | None, counter: str) -> None:
+    """Raise ValueError when ``counter``, which shows ``size`` values from 0, cannot start at ``offset``."""
+    if offset < 0:
+        raise ValueError(f"counter offset {offset} is negative; {counter} starts at 0 or more")
+    if size is not None and offset >= size:
+        raise ValueError(f"counter offset {offset} does not fit {counter}; choose 0..{size - 1}")
+
+
 class BottlingModbusSimulator(ModbusLineSimulator):
     """The recorded juice bottling line served over Modbus TCP in the bottling filler register layout.
 
@@ -221,6 +238,7 @@ class BottlingModbusSimulator(ModbusLineSimulator):
         tag_map: TagMap | str | Path | None = None,
         faults: Iterable[FaultSpec | str] = (),
         paused: bool = False,
+        wait_for_client: bool = False,
     ) -> None:
         recording = load_bottling()
         if days is not None or start is not None or end is not None:
@@ -240,4 +258,5 @@ class BottlingModbusSimulator(ModbusLineSimulator):
             counter_offset=counter_offset,
             faults=faults,
             paused=paused,
+            wait_for_client=wait_for_client,
         )

@@ -16,6 +16,8 @@ from pymodbus.simulator.simutils import SimUtils
 from valuegate.adapters.decode import encode_registers, register_count
 from valuegate.adapters.tagmap import ModbusTag, TagMap
 
+from .errors import ListenError, bind_failure
+
 __all__ = ("RegisterServer", "ExceptionRange", "COIL_COUNT")
 
 log = structlog.get_logger("valuegate.simulators.modbus")
@@ -72,6 +74,8 @@ class RegisterServer:
         self.port = 0
         self.requests = 0
         self.holding_reads = 0
+        self.first_read = asyncio.Event()
+        """Set when a client first reads the holding registers."""
 
     # -- values -------------------------------------------------------------
 
@@ -146,7 +150,12 @@ class RegisterServer:
             action=self._action,
         )
         server = ModbusTcpServer(device, address=(self.host, self.requested_port), trace_packet=self._trace_packet)
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except (RuntimeError, OSError) as exc:
+            # pymodbus 3.x raises a bare RuntimeError("Could not start listen") without the cause.
+            await server.shutdown()
+            raise ListenError("Modbus TCP", self.host, self.requested_port, bind_failure(self.host, self.requested_port)) from exc
         self._server = server
         self.port = server.transport.sockets[0].getsockname()[1]
         log.info("modbus_server_started", host=self.host, port=self.port, tag_map=self.tag_map.name)
@@ -196,6 +205,7 @@ class RegisterServer:
             current_registers[: self.register_count] = self._registers
             if function_code in _READ_CODES:
                 self.holding_reads += 1
+                self.first_read.set()
         elif function_code in _COIL_CODES:
             current_registers[: COIL_COUNT // 16] = SimUtils.bitsToRegisters(self._coils)
         return None

@@ -79,8 +79,9 @@ class MtconnectOpcUaSimulator(ReplayService):
         end: date | None = None,
         faults: Iterable[FaultSpec | str] = (),
         paused: bool = False,
+        wait_for_client: bool = False,
     ) -> None:
-        super().__init__(paused=paused)
+        super().__init__(paused=paused, wait_for_client=wait_for_client)
         if isinstance(recording, str):
             recording = load_mtconnect(recording)
         if days is not None or start is not None or end is not None:
@@ -261,3 +262,6 @@ class MtconnectOpcUaSimulator(ReplayService):
 
     async def _mark_done(self) -> None:
         await self.server.write("ReplayDone", True, utc_datetime(self.clock.now_ms * 1000))
+
+    def _client_arrived(self) -> asyncio.Event:
+        return self.server.first_client

@@ -13,6 +13,8 @@ import structlog
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType
 
+from .errors import ListenError, bind_failure
+
 __all__ = ("VariableSpec", "VariableServer", "utc_datetime")
 
 log = structlog.get_logger("valuegate.simulators.opcua")
@@ -64,10 +66,13 @@ class VariableServer:
         self._server: Server | None = None
         self._namespace = 0
         self._node_ids: dict[str, ua.NodeId] = {}
+        self._served: frozenset[ua.NodeId] = frozenset()
         self._values: dict[str, ua.DataValue] = {}
         self._overrides: dict[str, ua.StatusCode] = {}
         self._delay_s = 0.0
         self._delay_until = 0.0
+        self.first_client = asyncio.Event()
+        """Set when a client first reads the Value of a served variable or subscribes to one."""
         source = initial_source or datetime.now(timezone.utc)
         for spec in variables:
             self._values[spec.name] = ua.DataValue(
@@ -124,11 +129,20 @@ class VariableServer:
         self._delay_s = -1.0
 
     async def _before_request(self, event: Any, dispatcher: Any) -> None:
-        """Server callback before each client Read and Write: apply an active delay."""
+        """Server callback before each client Read and Write: note a client's first Read and apply an active delay."""
+        nodes = getattr(event.request_params, "NodesToRead", None) or []
+        if any(item.AttributeId == ua.AttributeIds.Value and item.NodeId in self._served for item in nodes):
+            self.first_client.set()
         remaining = self._delay_until - time.monotonic()
         if remaining <= 0 or not self._delay_s:
             return
         await asyncio.sleep(remaining if self._delay_s < 0 else self._delay_s)
+
+    async def _on_subscribed(self, event: Any, dispatcher: Any) -> None:
+        """Server callback after CreateMonitoredItems: note a client's first subscription to a served variable."""
+        items = getattr(event.request_params, "ItemsToCreate", None) or []
+        if any(item.ItemToMonitor.NodeId in self._served for item in items):
+            self.first_client.set()
 
     def drop_connections(self) -> int:
         """Close every client connection; return how many were closed."""
@@ -165,12 +179,14 @@ class VariableServer:
             self._node_ids[name] = node.nodeid
         for name, data_value in self._values.items():
             await server.write_attribute_value(self._node_ids[name], data_value)
+        self._served = frozenset(self._node_ids.values())
         server.subscribe_server_callback(CallbackType.PreRead, self._before_request)
+        server.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, self._on_subscribed)
         server.subscribe_server_callback(CallbackType.PreWrite, self._before_request)
         try:
             await server.start()
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port} for OPC UA: {exc.strerror}; choose another port") from exc
+            raise ListenError("OPC UA", self.host, self.port, bind_failure(self.host, self.port)) from exc
         self.port = server.bserver.port
         self._server = server
         log.info("opcua_server_started", endpoint=self.endpoint, namespace=self.uri)

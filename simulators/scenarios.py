@@ -11,7 +11,7 @@ from valuegate.adapters.tagmap import TagMap, load_tag_map
 
 from .faults import FaultSpec
 from .layouts import state_codes, synthetic_filler_map
-from .modbus_line import DEFAULT_COUNTER_OFFSET, BottlingModbusSimulator, ModbusLineSimulator
+from .modbus_line import DEFAULT_COUNTER_OFFSET, BottlingModbusSimulator, ModbusLineSimulator, check_counter_offset
 from .mtconnect_opcua import MtconnectOpcUaSimulator
 from .recordings.bottling import load_bottling
 from .recordings.mtconnect import MTCONNECT_RECORDINGS
@@ -57,6 +57,10 @@ class SimulatorOptions:
     seed: int = 1
     faults: list[FaultSpec] = field(default_factory=list)
     paused: bool = False
+    wait_for_client: bool = False
+    """Start the replay when the first client reads (Modbus) or reads or subscribes (OPC UA)."""
+    hold_until_read: bool = False
+    """Modbus only: hold each state change until a client has read it."""
     scenario: SyntheticScenario | None = None
     """Synthetic line parameters; without it ``seed``, ``days`` and ``start`` set the defaults."""
 
@@ -75,28 +79,31 @@ def build_simulator(source: str, protocol: str | None, options: SimulatorOptions
     if protocol not in protocols:
         raise ValueError(f"source {source!r} is served over {' or '.join(protocols)}, not {protocol}")
     faults: Iterable[FaultSpec] = options.faults
+    if options.hold_until_read and protocol != "modbus":
+        raise ValueError("holding each change until it is read works over Modbus only; an OPC UA subscriber queues every change")
+    waiting = {"paused": options.paused, "wait_for_client": options.wait_for_client}
     if source == "bottling" and protocol == "opcua":
         recording = load_bottling()
         if options.days is not None or options.start is not None or options.end is not None:
             recording = recording.select(first_days=options.days, start=options.start, end=options.end)
         offset = DEFAULT_COUNTER_OFFSET if options.counter_offset is None else options.counter_offset
+        check_counter_offset(offset, 1 << 31, "the Int32 part counter Machine/PartCount")
         events = bottling_timeline(recording).mtconnect("bottling", BOTTLING_LOOKS, counter_offset=offset)
         return MtconnectOpcUaSimulator(
             events, host=options.host, port=options.port, speed=options.speed, min_dwell_ms=options.min_dwell_ms,
-            tick_ms=options.tick_ms, faults=faults, paused=options.paused,
+            tick_ms=options.tick_ms, faults=faults, **waiting,
         )
     if source == "bottling":
         return BottlingModbusSimulator(
             host=options.host, port=options.port, unit_id=options.unit_id, speed=options.speed,
-            min_dwell_ms=options.min_dwell_ms, tick_ms=options.tick_ms, days=options.days, start=options.start,
-            end=options.end, tag_map=options.tag_map, faults=faults, paused=options.paused,
+            min_dwell_ms=options.min_dwell_ms, hold_until_read=options.hold_until_read, tick_ms=options.tick_ms,
+            days=options.days, start=options.start, end=options.end, tag_map=options.tag_map, faults=faults, **waiting,
             **({} if options.counter_offset is None else {"counter_offset": options.counter_offset}),
         )
     if source in MTCONNECT_RECORDINGS:
         return MtconnectOpcUaSimulator(
             source, host=options.host, port=options.port, speed=options.speed, min_dwell_ms=options.min_dwell_ms,
-            tick_ms=options.tick_ms, days=options.days, start=options.start, end=options.end, faults=faults,
-            paused=options.paused,
+            tick_ms=options.tick_ms, days=options.days, start=options.start, end=options.end, faults=faults, **waiting,
         )
     if options.start is not None and options.end is not None and options.end < options.start:
         raise ValueError(f"end {options.end} is before start {options.start}")
@@ -109,11 +116,13 @@ def build_simulator(source: str, protocol: str | None, options: SimulatorOptions
     if protocol == "opcua":
         return MtconnectOpcUaSimulator(
             line.mtconnect(), host=options.host, port=options.port, speed=options.speed, min_dwell_ms=options.min_dwell_ms,
-            tick_ms=options.tick_ms, faults=faults, paused=options.paused,
+            tick_ms=options.tick_ms, faults=faults, **waiting,
         )
     tag_map: TagMap = load_tag_map(options.tag_map) if options.tag_map else synthetic_filler_map()
     return ModbusLineSimulator(
         line.timeline(state_codes(tag_map)), tag_map, host=options.host, port=options.port, unit_id=options.unit_id,
-        pacing=ReplayPacing(speed=options.speed, min_dwell_ms=options.min_dwell_ms, tick_ms=options.tick_ms),
-        counter_offset=options.counter_offset or 0, faults=faults, paused=options.paused,
+        pacing=ReplayPacing(
+            speed=options.speed, min_dwell_ms=options.min_dwell_ms, tick_ms=options.tick_ms, hold_until_read=options.hold_until_read
+        ),
+        counter_offset=options.counter_offset or 0, faults=faults, **waiting,
     )

@@ -19,16 +19,19 @@ class ReplayService:
 
     With ``paused=True`` the server starts but recorded time stays at the
     start until :meth:`resume`, so that a client can connect and subscribe
-    before the first change.
+    before the first change. With ``wait_for_client=True`` the replay
+    resumes by itself once a client has read the served values (Modbus) or
+    read or subscribed to them (OPC UA).
     """
 
     clock: ReplayClock
     faults: list[FaultSpec]
 
-    def __init__(self, *, paused: bool = False) -> None:
+    def __init__(self, *, paused: bool = False, wait_for_client: bool = False) -> None:
         self.finished = asyncio.Event()
+        self.wait_for_client = wait_for_client
         self._resumed = asyncio.Event()
-        if not paused:
+        if not paused and not wait_for_client:
             self._resumed.set()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -40,8 +43,17 @@ class ReplayService:
         return self.clock.now_ms
 
     def resume(self) -> None:
-        """Start the replay of a simulator created with ``paused=True``."""
+        """Start the replay of a simulator created with ``paused=True`` or ``wait_for_client=True``."""
         self._resumed.set()
+
+    @property
+    def started(self) -> bool:
+        """Whether the replay has started (it may since have finished)."""
+        return self._resumed.is_set()
+
+    async def wait_started(self) -> None:
+        """Wait until the replay starts."""
+        await self._resumed.wait()
 
     async def inject(self, fault: FaultSpec | str) -> None:
         raise NotImplementedError
@@ -65,6 +77,16 @@ class ReplayService:
         """Return how many client reads the server has answered; read-paced replay needs it."""
         raise NotImplementedError
 
+    def _client_arrived(self) -> asyncio.Event:
+        """Return the event the server sets when a client first reads or subscribes to the served values."""
+        raise NotImplementedError
+
+    async def _resume_on_client(self) -> None:
+        await self._client_arrived().wait()
+        if not self._resumed.is_set():
+            self._log.info("client_arrived_replay_starting", start_ms=self.clock.start_ms)
+            self.resume()
+
     async def _replay(self) -> None:
         await self._resumed.wait()
         reads = self._reads if self.clock.pacing.hold_until_read else None
@@ -86,6 +108,8 @@ class ReplayService:
         """Serve the start state, then run the replay and every scheduled fault as tasks."""
         await self._apply(self.clock.start_ms)
         await self._start_server()
+        if self.wait_for_client:
+            self._spawn(self._resume_on_client(), "wait-for-client")
         self._spawn(self._replay(), "replay")
         for spec in self.faults:
             self._spawn(self._scheduled(spec), f"fault-{spec.kind}")

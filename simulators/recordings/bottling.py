@@ -121,7 +121,8 @@ class BottlingRecording:
         if not chosen:
             first, last = next(iter(self.days)), next(reversed(self.days))
             raise ValueError(
-                f"no production day between {start} and {end}; the recording has days from {first} to {last}"
+                f"no production day between {start or 'the first day'} and {end or 'the last day'}; "
+                f"the recording has days from {first} to {last}; choose start and end dates in that range"
             )
         kept = {record.date.isoformat() for record in chosen}
         findings = [item for item in self.findings if item["date"] in kept]

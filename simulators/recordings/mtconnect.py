@@ -158,8 +158,8 @@ class MtconnectRecording:
             days = days[:first_days]
         if not days:
             raise ValueError(
-                f"no plant day between {start} and {end}; the {self.name} recording has days "
-                f"{self.plant_days[0]} to {self.plant_days[-1]}"
+                f"no plant day between {start or 'the first day'} and {end or 'the last day'}; the {self.name} recording has days "
+                f"{self.plant_days[0]} to {self.plant_days[-1]}; choose start and end dates in that range"
             )
         zone = ZoneInfo(self.zone)
         begin_us = plant_day_bounds_ms(days[0], zone)[0] * 1000

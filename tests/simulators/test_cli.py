@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,12 @@ from valuegate.cli import app
         (["bottling", "--fault", "exception:start=1"], "exception needs start=ADDRESS and count=N"),
         (["synthetic", "--protocol", "opcua", "--tag-map", "x.yaml"], "a tag map sets a Modbus layout"),
         (["bottling", "--port", "70000"], "70000 is not a TCP port"),
+        (["bottling", "--start", "2023-05-01"], "no production day between 2023-05-01 and the last day"),
+        (["bottling", "--counter-offset", "-1"], "-1 is negative; the part counter starts at 0 or more"),
+        (["bottling", "--counter-offset", "65536"], "counter offset 65536 does not fit the 16-bit part counter 'containers'; choose 0..65535"),
+        (["bottling", "--protocol", "opcua", "--counter-offset", "2147483648"], "does not fit the Int32 part counter"),
+        (["mazak03", "--counter-offset", "5"], "mazak03 over opcua has no part counter offset"),
+        (["mazak03", "--hold-until-read"], "works over Modbus only"),
     ],
 )
 def test_bad_options_rejected(arguments: list[str], message: str) -> None:
@@ -42,8 +49,27 @@ def _unboxed(output: str) -> str:
 
 def test_slice_outside_recording_fails() -> None:
     result = CliRunner().invoke(app, ["simulate", "bottling", "--start", "2021-01-01", "--end", "2021-01-31"])
-    assert result.exit_code == 1
-    assert "no production day between 2021-01-01 and 2021-01-31" in result.output
+    assert result.exit_code == 2
+    assert "no production day between 2021-01-01 and 2021-01-31" in _unboxed(result.output)
+    assert "the recording has days from 2022-07-22 to 2023-02-10" in _unboxed(result.output)
+
+
+@pytest.mark.parametrize(("source", "protocol"), [("bottling", "Modbus TCP"), ("mazak03", "OPC UA")])
+def test_listen_failure_is_one_line(source: str, protocol: str) -> None:
+    command = [str(Path(sys.executable).parent / "valuegate"), "simulate", source, "--days", "1"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run([*command, "--port", str(port)], capture_output=True, text=True, timeout=60)
+    # 192.0.2.1 (TEST-NET-1) is assigned to no interface here; binding to it fails without sending anything.
+    foreign = subprocess.run([*command, "--host", "192.0.2.1"], capture_output=True, text=True, timeout=60)
+    advice = "choose a free port (0 picks one) and an address of this machine, such as 127.0.0.1"
+    for result, where, reason in ((taken, f"127.0.0.1:{port}", "Address already in use"),
+                                  (foreign, "192.0.2.1:0", "Cannot assign requested address")):
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [f"error: cannot listen on {where} for {protocol}: {reason}; {advice}"]
 
 
 def test_list_and_write_tag_map(tmp_path: Path) -> None:
@@ -94,6 +120,8 @@ async def test_serves_until_done_and_takes_stdin_faults() -> None:
         assert process.wait(timeout=10) == 0
         assert "fault applied: exception:start=0,count=1" in output
         assert "replay done" in output
+        assert "[info     ] replay_done" in output
+        assert "[debug" not in output
     finally:
         if process.poll() is None:
             process.kill()
