@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 from tests.factories import make_claims
-from tests.settlement.seed import ingest
+from tests.settlement.seed import connect, ingest, save_contract
+from tests.verify.bundles import oee_contract
 from tests.web.test_pages import csrf
 from valuegate.edge.kernels import kpis, totals_from_columns
 from valuegate.edge.methodology import day_sufficiency
@@ -36,14 +37,27 @@ def empty_day(seq: int, prev: str, day: dt.date, *, planned_stop: int, offline: 
     return msgspec.structs.replace(claims, sufficiency=v.Sufficiency(ok=False, reasons=list(check.reasons), covered_min=check.covered_min))
 
 
+async def save_lower_bound_contract(dsn: str) -> None:
+    async with await connect(dsn) as conn, conn.transaction():
+        await save_contract(conn, oee_contract(id="C-2", settlement="lower_bound"))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def empty_days(site) -> None:
-    """Two days with nothing scheduled (all planned stop) and one day the gateway was offline, after the site's 21 vouchers."""
+    """Two days with nothing scheduled (all planned stop) and one day the gateway was offline, after the site's 21 vouchers.
+
+    Then contract C-2, billed on lower bounds, with two days: point 3.0 and 1.0, lower bound 2.0 and 0.0.
+    """
     documents = []
     prev = v.voucher_hash(site.last_voucher)
     for seq, (day, planned_stop, offline) in enumerate([(WEEKEND[0], 1440, 0), (WEEKEND[1], 1440, 0), (OFFLINE_DAY, 0, 1440)], start=22):
         documents.append(v.build_voucher(empty_day(seq, prev, day, planned_stop=planned_stop, offline=offline), site.key))
         prev = v.voucher_hash(documents[-1])
+    for seq, (day, point) in enumerate([(dt.date(2024, 6, 3), 3.0), (dt.date(2024, 6, 4), 1.0)], start=25):
+        claims = make_claims(seq=seq, prev=prev, contract="C-2", plant_date=day, point=point, low=point - 1.0, high=point + 1.0)
+        documents.append(v.build_voucher(claims, site.key))
+        prev = v.voucher_hash(documents[-1])
+    asyncio.run(save_lower_bound_contract(site.dsn))
     asyncio.run(ingest(site.dsn, documents))
 
 
@@ -85,10 +99,18 @@ def test_both_mean_gains_labelled(login) -> None:
     # 20 counted days of point 1.5 and lower bound 1.0; the contract bills point estimates.
     assert 'Mean gain per running day (point estimate)<b class="realized">1.50</b>' in html
     assert '<span class="muted">billing basis</span>' in html
-    assert 'Mean gain per running day (lower bound)<b class="realized-lower_bound">1.00</b>' in html
+    assert 'Mean gain per running day (lower bound of the interval)<b class="realized-lower_bound">1.00</b>' in html
     chinese = login("csm1").get("/contracts/C-1?lang=zh-CN").text
     assert "平均每运行日增益（点估计）" in chinese
-    assert "平均每运行日增益（置信下限）" in chinese
+    assert "平均每运行日增益（置信区间下限）" in chinese
+
+
+def test_lower_bound_contract_leads_with_it(login) -> None:
+    html = login("csm1").get("/contracts/C-2?lang=en").text
+    # The billed figure is the mean of the lower bounds (2.0 + 0.0) / 2; the point estimates average (3.0 + 1.0) / 2.
+    assert 'Mean gain per running day (lower bound of the interval)<b class="realized">1.00</b>' in html
+    assert 'Mean gain per running day (point estimate)<b class="realized-point">2.00</b>' in html
+    assert html.index("billing basis") < html.index("(point estimate)")
 
 
 def test_renewal_rows_name_anchor_title(login) -> None:
