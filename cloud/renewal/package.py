@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from valuegate.cloud.bundle import guide_text
+from valuegate.edge.protocol.contract import Contract
 from valuegate.cloud.web.charts import GainPoint, gain_chart, pareto_chart
 from valuegate.cloud.web.i18n import LANGUAGES, format_money, format_number, translate
 from valuegate.cloud.web.templating import render
@@ -122,10 +123,14 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
     return points
 
 
-def trigger_text(firing: Firing, language: str, currency: str) -> str:
+def trigger_text(firing: Firing, language: str, contract: Contract) -> str:
+    """Describe a trigger firing in ``language``, naming a value anchor by its title instead of its id."""
     detail = dict(firing.detail)
     if firing.kind == "value_over":
-        detail["amount"] = format_money(Decimal(detail["amount"]), currency, language)
+        detail["amount"] = format_money(Decimal(detail["amount"]), contract.currency, language)
+    anchor = next((a for a in contract.anchors if a.id == detail.get("anchor")), None)
+    if anchor is not None:
+        detail["anchor"] = anchor.title.get(language, anchor.id)
     return translate(language, f"renewal.trigger.{firing.kind}", **detail)
 
 
@@ -151,7 +156,7 @@ def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str
         )
     return render(
         "renewal/summary.html", language, contract=inputs.contract, value={"total": inputs.total}, anchors=anchors, machines=inputs.machines,
-        talking_points=points, trigger_text=trigger_text(inputs.firing, language, inputs.contract.currency), fired_at=inputs.fired_at,
+        talking_points=points, trigger_text=trigger_text(inputs.firing, language, inputs.contract), fired_at=inputs.fired_at,
         generated_at=inputs.generated_at,
     )
 

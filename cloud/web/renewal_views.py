@@ -42,13 +42,8 @@ ANY_ROLE = requires()
 
 
 def trigger_label(package: dict[str, Any], contract: Any, language: str) -> str:
-    """Describe a package's trigger in ``language``, naming a value anchor by its title instead of its id."""
-    detail = dict(package["detail"] or {})
-    if "anchor" in detail:
-        anchor = next((a for a in contract.anchors if a.id == detail["anchor"]), None)
-        if anchor is not None:
-            detail["anchor"] = anchor.title.get(language, anchor.id)
-    return trigger_text(Firing(package["trigger_key"], package["trigger_kind"], detail), language, contract.currency)
+    """Describe a stored package's trigger in ``language``."""
+    return trigger_text(Firing(package["trigger_key"], package["trigger_kind"], dict(package["detail"] or {})), language, contract)
 
 
 async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:

@@ -44,3 +44,15 @@ def test_trigger_without_parameter_is_rejected():
     contract = oee_contract(triggers=[{"kind": "target_met", "anchor": "nope"}])
     with pytest.raises(TriggerError, match="anchor 'nope' is not in the contract"):
         evaluate(contract, today=dt.date(2024, 6, 1), progress={"line-oee": Progress(None, None)}, realized_total=Decimal(0))
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_trigger_text_names_anchor_title(language: str) -> None:
+    from valuegate.cloud.renewal.package import trigger_text
+
+    contract = oee_contract(triggers=TRIGGERS)
+    title = contract.anchor("line-oee").title[language]
+    firing = evaluate(contract, today=dt.date(2024, 10, 2), progress={"line-oee": Progress(Decimal("1.2"), Decimal("1.2"))}, realized_total=Decimal(0))[0]
+    text = trigger_text(firing, language, contract)
+    assert title in text
+    assert "line-oee" not in text

@@ -17,7 +17,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "date": "日期",
         "planned": "计划生产时间（分钟）",
         "run": "实际运行时间（分钟）",
-        "downtime": "非计划停机（分钟）",
+        "downtime": "非计划停机时间（分钟）",
         "idle": "空闲（分钟）",
         "changeover": "换型与调试（分钟）",
         "availability": "可用率",
