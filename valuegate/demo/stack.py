@@ -154,18 +154,40 @@ async def _wait_for_cloud(stack: DemoStack, issued: int, *, timeout_s: float) ->
             await asyncio.sleep(0.2)
 
 
-async def _drain(agent: Any) -> None:
-    """Wait until the agent is drained and stays so: the last plant day can close just after a drained moment."""
-    from valuegate.edge.outbox import chain_head
+async def _wait_until_reading(agent: Any, devices: list[str], *, timeout_s: float) -> None:
+    """Wait until the agent has read values from every device and reached the broker.
 
-    while True:
-        await agent.drained()
-        before = await agent.spool.call(chain_head)
-        await asyncio.sleep(1.0)
-        await agent.drained()
-        after = await agent.spool.call(chain_head)
-        if before == after and after.acked_through == after.next_seq - 1:
-            return
+    The OPC UA simulator keeps no history, so the replay starts only once the
+    agent's subscription has delivered its first values.
+    """
+    deadline = time.monotonic() + timeout_s
+    metrics = agent.metrics
+    while not (
+        all(metrics.value("valuegate_values_read_total", device=device) > 0 for device in devices) and metrics.value("valuegate_mqtt_connected")
+    ):
+        if time.monotonic() > deadline:
+            msg = f"the edge agent did not read from {', '.join(devices)} and reach the broker within {timeout_s:.0f} s; run with --verbose to see why"
+            raise DemoError(msg)
+        await asyncio.sleep(0.05)
+
+
+async def _drain(agent: Any, end_ms: dict[str, int], *, timeout_s: float) -> None:
+    """Wait until the agent has read each simulator's final PLC time, then until it is drained.
+
+    The simulators stop their clocks past the end of the last plant day; once
+    a machine's watermark reaches that instant every day is closable, so a
+    drained agent has issued and delivered its last voucher.
+    """
+    from valuegate.edge.spool import Spool
+
+    deadline = time.monotonic() + timeout_s
+    for machine, end in end_ms.items():
+        while (await agent.spool.call(Spool.progress, machine)).watermark_ms < end:
+            if time.monotonic() > deadline:
+                msg = f"the edge agent did not read the end of the replay of {machine} within {timeout_s:.0f} s; run with --verbose to see why"
+                raise DemoError(msg)
+            await asyncio.sleep(0.05)
+    await agent.drained()
 
 
 @contextlib.asynccontextmanager
@@ -231,7 +253,7 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
         stack.agent = agent
         stack.timings["start_s"] = time.monotonic() - started
         async with running(agent):
-            await asyncio.sleep(0.5)
+            await _wait_until_reading(agent, [FILLER[0], MAZAK[0]], timeout_s=60)
             replay_started = time.monotonic()
             bottling.resume()
             mazak.resume()
@@ -239,7 +261,7 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
             await asyncio.gather(bottling.finished.wait(), mazak.finished.wait())
             stack.timings["replay_s"] = time.monotonic() - replay_started
             say("replay finished; waiting until every voucher is acknowledged")
-            await _drain(agent)
+            await _drain(agent, {FILLER[0]: bottling.clock.end_ms, MAZAK[0]: mazak.clock.end_ms}, timeout_s=120)
             stack.timings["drain_s"] = time.monotonic() - replay_started - stack.timings["replay_s"]
         from valuegate.edge.outbox import chain_head
 
