@@ -10,7 +10,7 @@ from typing import Any
 
 import numba
 
-__all__ = ("CACHE", "FASTMATH", "PARALLEL", "JIT_DISABLED", "kernel", "helper", "cache_dir_problem", "compiled_kernels")
+__all__ = ("CACHE", "FASTMATH", "PARALLEL", "JIT_DISABLED", "kernel", "helper", "shared_helper", "cache_dir_problem", "compiled_kernels")
 
 # Float sums must come out bit-identical on the edge and in the cloud, which
 # recompute the same vouchers; fastmath would let LLVM reorder them.
@@ -74,6 +74,15 @@ def kernel(func: Callable[..., Any]) -> Any:
 def helper(func: Callable[..., Any]) -> Any:
     """Compile ``func`` as a kernel called only from other kernels; numba inlines it into each caller."""
     return _compile(func, inline="always")
+
+
+def shared_helper(func: Callable[..., Any]) -> Any:
+    """Compile ``func`` as a kernel called only from other kernels, out of line.
+
+    It compiles once per argument types, however many signatures its callers
+    are compiled for, which keeps the warm-up of a many-signature kernel short.
+    """
+    return _compile(func)
 
 
 def compiled_kernels() -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._jit import kernel
+from ._jit import helper, kernel
 from ._validate import as_int_array, as_state_codes, check_same_length
 
 __all__ = ("STATE_COUNT", "OFFLINE", "UNPLANNED_STOP", "Intervals", "state_intervals", "debounce", "micro_stops", "empty_intervals")
@@ -37,6 +37,28 @@ def empty_intervals() -> Intervals:
     return Intervals(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int32))
 
 
+# Samples are walked one by one for a while, then skipped a block at a time
+# after one vectorized check that they repeat the last state. Blocks double
+# while samples repeat; a block with a change sends the kernel back to the
+# walk, which doubles while the first check after it keeps failing.
+MIN_BLOCK = 64
+MAX_BLOCK = 1024
+ONE = np.uint64(1)
+
+
+@helper
+def _repeats(ts, state, reason, first, stop, previous_t, raw_state, raw_reason):
+    # True when samples [first, stop) are sorted, not older than ``previous_t`` and all
+    # repeat ``raw_state`` and ``raw_reason``. Unsigned indices spare numba's
+    # negative-index check, so that the loops vectorize.
+    changed = 0
+    for k in range(np.uint64(first), np.uint64(stop)):
+        changed += (state[k] != raw_state) | (reason[k] != raw_reason)
+    for k in range(np.uint64(first + 1), np.uint64(stop)):
+        changed += ts[k] < ts[k - ONE]
+    return changed == 0 and ts[first] >= previous_t
+
+
 @kernel
 def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, out_reason):
     # A ``state`` of -1 means no data. Returns the number of runs written, or -1
@@ -61,47 +83,69 @@ def _state_runs(ts, state, reason, start, end, out_start, out_end, out_state, ou
         i += 1
 
     previous_t = ts[i - 1] if i > 0 else start
-    # Raw state and reason of the last sample: most samples repeat it exactly.
+    # Raw state and reason of the last sample: most samples repeat it exactly,
+    # so whole blocks that do are skipped and only blocks with a change are walked.
     raw_state = state[i - 1] if i > 0 else np.int8(-2)
     raw_reason = reason[i - 1] if i > 0 else np.int32(-2)
     stop = n
-    for j in range(i, n):
-        t = ts[j]
-        if t < previous_t:
-            return -1
-        previous_t = t
-        s = state[j]
-        r = reason[j]
-        if s == raw_state and r == raw_reason:
+    block_start = i
+    walk = MIN_BLOCK  # samples to walk one by one next
+    size = 0  # samples to check at once next; 0 while walking
+    while block_start < n and stop == n:
+        if size > 0:
+            block_stop = min(block_start + size, n)
+            if _repeats(ts, state, reason, block_start, block_stop, previous_t, raw_state, raw_reason):
+                previous_t = ts[block_stop - 1]
+                block_start = block_stop
+                size = min(2 * size, MAX_BLOCK)
+                walk = MIN_BLOCK
+            else:
+                if size == MIN_BLOCK:
+                    walk = min(2 * walk, MAX_BLOCK)  # changes follow each other closely: walk longer
+                size = 0
             continue
-        raw_state = s
-        raw_reason = r
-        if s < 0:
-            s = 5
-            r = -1
-        if s == run_state and r == run_reason:
-            continue
-        if t >= end:
-            stop = j
-            break
-        if j + 1 < n and ts[j + 1] == t:
-            # At equal timestamps the last sample wins. This one does not start
-            # a run, so the next sample must not be compared with it.
-            raw_state = np.int8(-2)
-            continue
-        out_start[count] = run_start
-        out_end[count] = t
-        out_state[count] = run_state
-        out_reason[count] = run_reason
-        count += 1
-        run_start = t
-        run_state = s
-        run_reason = r
+        block_stop = min(block_start + walk, n)
+        size = MIN_BLOCK
+        for j in range(block_start, block_stop):
+            t = ts[j]
+            if t < previous_t:
+                return -1
+            previous_t = t
+            s = state[j]
+            r = reason[j]
+            if s == raw_state and r == raw_reason:
+                continue
+            raw_state = s
+            raw_reason = r
+            if s < 0:
+                s = 5
+                r = -1
+            if s == run_state and r == run_reason:
+                continue
+            if t >= end:
+                stop = j
+                break
+            if j + 1 < n and ts[j + 1] == t:
+                # At equal timestamps the last sample wins. This one does not start
+                # a run, so the next sample must not be compared with it.
+                raw_state = np.int8(-2)
+                continue
+            out_start[count] = run_start
+            out_end[count] = t
+            out_state[count] = run_state
+            out_reason[count] = run_reason
+            count += 1
+            run_start = t
+            run_state = s
+            run_reason = r
+        block_start = block_stop
 
     # Samples past the end are ignored, but only once the rest is known to be sorted.
-    for k in range(stop + 1, n):
-        if ts[k] < ts[k - 1]:
-            return -1
+    unsorted = 0
+    for k in range(np.uint64(stop + 1), np.uint64(n)):
+        unsorted += ts[k] < ts[k - ONE]
+    if unsorted:
+        return -1
 
     if end > run_start:
         out_start[count] = run_start

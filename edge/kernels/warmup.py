@@ -30,7 +30,11 @@ def warm_up() -> dict[str, float]:
     iv = step("state_intervals", lambda: intervals.state_intervals(ts, np.array([0, 3, 1], np.int8), np.array([-1, 0, -1], np.int32), 120_000, start_ms=0))
     step("debounce", lambda: intervals.debounce(iv, 1000))
     step("minute_table", lambda: minutes.minute_table(iv, 0, 2, 1))
-    steps = step("normalize_counter", lambda: counters.normalize_counter(ts, np.array([1, 2, 3], np.int64), bits=16, signed=False, max_rate_per_min=60.0))
+    # One compiled signature per counter dtype that reaches the kernel uncast.
+    steps = step(
+        "normalize_counter",
+        lambda: [counters.normalize_counter(ts, np.array([1, 2, 3], dtype), bits=16, signed=False, max_rate_per_min=60.0) for dtype in counters.VALUE_DTYPES][-1],
+    )
     step("bucket_counts", lambda: minutes.bucket_counts(ts, steps.increments, 0, 2))
     step("window_totals", lambda: minutes.window_totals(np.array([0, 60_000], np.int64), np.ones((2, 6), np.int64), np.array([0]), np.array([120_000])))
     stops = windows.Windows(["break"], np.array([10_000], np.int64), np.array([20_000], np.int64))

@@ -138,3 +138,93 @@ def test_bucket_counts_match_reference(rows, n_minutes):
 def test_bucket_counts_needs_minute_boundary():
     with pytest.raises(ValueError, match="minute0_ms 1000 is not on a UTC minute boundary"):
         bucket_counts([0], [1], 1000, 1)
+
+
+def _long_counter_trace(seed: int, n: int, odd_every: int, bits: int, signed: bool):
+    """Return a 1 Hz trace of ``n`` samples counting at most 2 per second, with a wrap and an odd sample about every ``odd_every``."""
+    rng = np.random.default_rng(seed)
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    ts = 1_000 * np.arange(n, dtype=np.int64) + rng.integers(0, 50, n)
+    ts[n // 2 :] += 3_600_000  # an hour without samples
+    width = high - low + 1
+    level = high - 300  # wraps soon after the start
+    values = []
+    for step, draw in zip(rng.integers(0, 3, n).tolist(), rng.random(n).tolist(), strict=True):
+        level = (level + step - low) % width + low
+        if draw < 1 / odd_every / 3:
+            values.append(low + step)  # a PLC restart
+            level = low + step
+        elif draw < 2 / odd_every / 3:
+            values.append((level + 50_000 - low) % width + low)  # a spike
+        elif draw < 1 / odd_every:
+            values.append(max(level - 7, low))  # a drop
+        else:
+            values.append(level)
+    return ts, values
+
+
+@pytest.mark.parametrize("odd_every", [3, 40, 700, 10**9])
+@pytest.mark.parametrize(("dtype", "bits", "signed"), [(np.uint16, 16, False), (np.int16, 16, True), (np.uint32, 32, False), (np.int32, 32, True), (np.int64, 32, False), (np.uint64, 64, False), (np.float64, 16, False)])
+def test_long_counter_matches_reference(dtype, bits, signed, odd_every):
+    # Long enough for the kernel to check blocks of samples at once, grow them and narrow them down again.
+    ts, values = _long_counter_trace(odd_every, 6_000, odd_every, bits, signed)
+    raw = np.array(values, dtype)
+    if dtype is np.float64:
+        raw[1 :: odd_every + 11] = math.nan
+        values = raw.tolist()
+    increments, kinds = reference.counter_steps(ts.tolist(), values, bits, signed, 120.0)
+    steps = normalize_counter(ts, raw, bits=bits, signed=signed, max_rate_per_min=120)
+    assert steps.increments.tolist() == increments
+    assert steps.kind.tolist() == kinds
+
+    # The minute table starts after the first samples and ends inside the gap.
+    minute0 = (int(ts[0]) // 60_000 + 2) * 60_000
+    n_minutes = 60
+    expected = [0] * n_minutes
+    for t, step in zip(ts.tolist(), increments, strict=True):
+        if minute0 <= t < minute0 + n_minutes * 60_000:
+            expected[(t - minute0) // 60_000] += step
+    result = counter_minutes(ts, raw, minute0, n_minutes, bits=bits, signed=signed, max_rate_per_min=120)
+    assert result.counts.tolist() == expected
+    assert result.kind_counts.tolist() == [kinds.count(kind) for kind in range(4)]
+
+
+def test_long_counter_out_of_order_matches_reference():
+    ts, values = _long_counter_trace(5, 3_000, 500, 16, False)
+    swapped = ts.copy()
+    swapped[[1000, 2200]] = swapped[[2200, 1000]]
+    increments, kinds = reference.counter_steps(swapped.tolist(), values, 16, False, 120.0)
+    steps = normalize_counter(swapped, np.array(values, np.uint16), bits=16, signed=False, max_rate_per_min=120)
+    assert steps.increments.tolist() == increments
+    assert steps.kind.tolist() == kinds
+
+
+def test_missing_sample_at_zero_is_a_glitch_inside_a_long_run():
+    # A NaN reads as 0 for the kernel; at a counter level of 0 only its flag tells it apart.
+    raw = np.zeros(200)
+    raw[150:] = 1.0
+    raw[90] = math.nan
+    steps = normalize_counter(1_000 * np.arange(200), raw, bits=16, signed=False, max_rate_per_min=60)
+    assert np.flatnonzero(steps.kind).tolist() == [90]
+    assert steps.kind[90] == GLITCH
+    assert steps.increments.sum() == 1
+
+
+def test_spike_anywhere_in_a_long_run_is_rejected():
+    # A spike at every position of a long run: the result must not depend on where the kernel's blocks start.
+    rng = np.random.default_rng(3)
+    ts = 1_000 * np.arange(1_500, dtype=np.int64) + rng.integers(0, 50, 1_500)
+    values = (1_000 + np.cumsum(rng.integers(0, 3, 1_500))).tolist()
+    clean, kinds = reference.counter_steps(ts.tolist(), values, 16, False, 240.0)
+    assert set(kinds) == {NORMAL}
+    for spike in range(1, 1_499):
+        raw = np.array(values, np.uint16)
+        raw[spike] += 30_000
+        expected = list(clean)
+        expected[spike + 1] += expected[spike]
+        expected[spike] = 0
+        steps = normalize_counter(ts, raw, bits=16, signed=False, max_rate_per_min=240)
+        assert steps.increments.tolist() == expected, spike
+        assert steps.kind[spike] == GLITCH, spike
+        per_minute = counter_minutes(ts, raw, 0, 30, bits=16, signed=False, max_rate_per_min=240).counts
+        assert per_minute.tolist() == bucket_counts(ts, expected, 0, 30).tolist(), spike

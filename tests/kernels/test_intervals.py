@@ -173,3 +173,50 @@ def test_micro_stops_threshold():
     rows = [(0, 100, 3, 1), (100, 300, 0, -1), (300, 420, 3, 2), (420, 500, 1, -1), (500, 519, 3, -1)]
     assert micro_stops(_iv(rows), 120).tolist() == [True, False, False, False, True]
     assert micro_stops(_iv([]), 120).tolist() == []
+
+
+def _long_state_trace(seed: int, n: int, mean_run: int):
+    """Return ``n`` samples a few ms apart in runs of about ``mean_run`` repeats, with no-data runs and equal timestamps."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 2 * mean_run, n)
+    run_states = rng.integers(-1, 6, lengths.size)
+    run_states[1::2] = run_states[::2][: run_states[1::2].size]  # every other run changes only the reason
+    run_reasons = np.arange(lengths.size, dtype=np.int32) % 3 - 1
+    state = np.repeat(run_states, lengths)[:n].astype(np.float64)
+    reason = np.repeat(run_reasons, lengths)[:n].astype(np.int32)
+    ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64)  # steps of 0 give equal timestamps
+    state[state < 0] = math.nan
+    return ts, state, reason
+
+
+@pytest.mark.parametrize("mean_run", [2, 30, 400, 5_000])
+def test_long_state_trace_matches_reference(mean_run):
+    # Long runs let the kernel skip whole blocks of repeated samples and narrow down on each change.
+    ts, state, reason = _long_state_trace(mean_run, 4_000, mean_run)
+    start, end = 40, int(ts[-1]) - 30  # the last samples lie past the end
+    iv = state_intervals(ts, state, reason, end, start_ms=start)
+    expected = reference.run_length(*reference.timeline_from_samples(ts.tolist(), state.tolist(), reason.tolist(), start, end), start)
+    assert _as_tuples(iv) == expected
+
+
+def test_long_state_trace_out_of_order_matches_reference():
+    ts, state, reason = _long_state_trace(9, 4_000, 300)
+    ts[[700, 2_500]] = ts[[2_500, 700]]
+    iv = state_intervals(ts, state, reason, int(ts.max()) + 10, start_ms=0)
+    expected = reference.run_length(*reference.timeline_from_samples(ts.tolist(), state.tolist(), reason.tolist(), 0, int(ts.max()) + 10), 0)
+    assert _as_tuples(iv) == expected
+
+
+def test_late_sample_anywhere_in_a_long_run_is_sorted():
+    # One sample stamped after the next change, at every position of a long run: the result must not depend on where blocks start.
+    ts = 10 * np.arange(1_500, dtype=np.int64)
+    state = np.zeros(1_500, np.int8)
+    state[1_400:] = 1
+    reason = np.full(1_500, -1, np.int32)
+    for late in range(1, 1_399):
+        shifted = ts.copy()
+        shifted[late] = ts[1_450]  # ties with a later sample: the stable sort keeps input order
+        order = np.argsort(shifted, kind="stable")
+        expected = state_intervals(shifted[order], state[order], reason[order], 15_000, start_ms=0)
+        assert _as_tuples(state_intervals(shifted, state, reason, 15_000, start_ms=0)) == _as_tuples(expected), late
+    assert _as_tuples(expected) == [(0, 14_000, 0, -1), (14_000, 15_000, 1, -1)]

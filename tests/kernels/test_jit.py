@@ -1,4 +1,4 @@
-"""Compilation: one signature per kernel whatever the input dtype, cache fallbacks, pure-Python mode, numba regressions."""
+"""Compilation: a fixed set of signatures per kernel whatever the input dtype, cache fallbacks, pure-Python mode, numba regressions."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from valuegate.edge import kernels
 from valuegate.edge.kernels import compiled_kernels, warm_up
+from valuegate.edge.kernels.counters import VALUE_DTYPES
 
 ADAPTER_DTYPES = (np.int16, np.uint16, np.int32, np.uint32, np.float32, np.float64)
 
@@ -26,7 +27,11 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_adapter_dtypes_compile_no_new_signature():
     warm_up()
     before = {name: len(dispatcher.signatures) for name, dispatcher in compiled_kernels().items()}
-    assert all(count == 1 for count in before.values()), before
+    counter_kernel = "valuegate.edge.kernels.counters._counter_steps"
+    # The counter kernel reads each integer dtype in VALUE_DTYPES uncast; every other kernel has one signature.
+    compiled_value_dtypes = {np.dtype(signature[2].dtype.name) for signature in compiled_kernels()[counter_kernel].signatures}
+    assert compiled_value_dtypes == {np.dtype(dtype) for dtype in VALUE_DTYPES}
+    assert all(count == 1 for name, count in before.items() if name != counter_kernel), before
     for dtype in ADAPTER_DTYPES:
         ts = np.array([0, 1000, 2000], dtype=np.int64 if dtype in (np.float32, np.int16, np.uint16) else dtype)
         reasons = np.array([0, 2, 0] if np.dtype(dtype).kind == "u" else [-1, 2, -1], dtype)
@@ -34,10 +39,13 @@ def test_adapter_dtypes_compile_no_new_signature():
         kernels.debounce(iv, 500)
         kernels.minute_table(iv, 0, 1, 3)
         steps = kernels.normalize_counter(ts, np.array([1, 2, 3], dtype), bits=16, signed=dtype in (np.int16, np.int32), max_rate_per_min=600)
+        kernels.counter_minutes(ts, np.array([1, 2, 3], dtype), 0, 1, bits=32, signed=True, max_rate_per_min=600)
         kernels.bucket_counts(ts, steps.increments, 0, 1)
         minute_end = np.array([60_000], np.int64 if dtype is np.int16 else dtype)
         kernels.window_totals(np.array([0], dtype), np.ones((1, 6), dtype=np.int32), np.array([0], dtype), minute_end)
         kernels.block_bootstrap(np.array([1, 2, 3], dtype), resamples=5, block_len=2, seed=3)
+    for dtype in (np.int8, np.uint8, np.int64, np.uint64, np.bool_):
+        kernels.counter_minutes(np.array([0, 1000, 2000]), np.array([0, 1, 1], dtype), 0, 1, bits=64, signed=dtype is not np.uint64, max_rate_per_min=600)
     after = {name: len(dispatcher.signatures) for name, dispatcher in compiled_kernels().items()}
     assert after == before
 
