@@ -5,8 +5,14 @@ Loads, on 127.0.0.1 only:
 * Modbus: 50 simulated devices (jsmodbus, one Node.js process) with 200
   holding registers each, every register changing every 100 ms, each
   device polled every ``--poll-ms``;
-* OPC UA: one node-opcua server with 10,000 Double variables, each
-  changing once per second, all subscribed.
+* OPC UA: one node-opcua server with 10,000 Double variables, all
+  subscribed, each changing ``--changes-per-s`` times per second (3 by
+  default: 30,000 notifications per second offered, three times the
+  10,000 per second valuegate must carry, so that the delivered rate
+  shows what the reader carries rather than what the server offers).
+  The server counts the values it changed and the notifications it sent,
+  and the benchmark prints both for the measuring window beside what
+  each reader received.
 
 Each reader under test runs in a child process of its own, so that the CPU
 time and resident memory measured are its own. The readers are valuegate
@@ -16,7 +22,7 @@ bench/nodered/ into ``--nodered-dir`` (outside the repository). Both read
 the same servers in the same run, one after the other, and the results are
 printed side by side with the ratios ours / theirs.
 
-    .venv/bin/python bench/adapters.py [--seconds 20] [--skip-nodered]
+    .venv/bin/python bench/adapters.py [--seconds 20] [--changes-per-s 3] [--skip-nodered] [--only opcua]
 
 Set VG_BENCH_KEEP=1 to keep Node-RED's generated flows and log.
 """
@@ -80,6 +86,16 @@ def proc_memory_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def load_counters(port: int) -> dict[str, int]:
+    """Return the OPC UA load server's counters: values changed, notifications sent, publish responses, queue overflows."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        return json.load(response)
+
+
+def counters_since(start: dict[str, int], end: dict[str, int]) -> dict[str, int]:
+    return {key: end[key] - start[key] for key in start}
+
+
 def proc_cpu_s(pid: int) -> float:
     """Return user + system CPU seconds of a process, from /proc."""
     parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -100,6 +116,7 @@ class Node:
             if not line:
                 raise RuntimeError(f"{script.name} exited before it was ready")
             if ready in line:
+                self.ready_line = line.strip()
                 return
         raise RuntimeError(f"{script.name} not ready after 120 s")
 
@@ -135,7 +152,7 @@ def _tag_map(folder: Path, protocol: str, tags: list[dict]) -> object:
     return load_tag_map(path)
 
 
-async def _measure(streams: list, warm_up: asyncio.Event, seconds: float) -> dict:
+async def _measure(streams: list, warm_up: asyncio.Event, seconds: float, counter_port: int | None = None) -> dict:
     counts = {"values": 0}
 
     async def consume(stream: object) -> None:
@@ -146,14 +163,16 @@ async def _measure(streams: list, warm_up: asyncio.Event, seconds: float) -> dic
     tasks = [asyncio.create_task(consume(stream)) for stream in streams]
     await asyncio.wait_for(warm_up.wait(), 120)
     await asyncio.sleep(2)  # let every device or monitored item deliver its first values
+    load_start = await asyncio.to_thread(load_counters, counter_port) if counter_port else None
     start_values, start_cpu, start_wall = counts["values"], time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     values, cpu, wall = counts["values"] - start_values, time.process_time() - start_cpu, time.monotonic() - start_wall
+    load = counters_since(load_start, await asyncio.to_thread(load_counters, counter_port)) if load_start else None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     current, peak = proc_memory_mb(os.getpid())
-    return {"values": values, "wall_s": wall, "cpu_s": cpu, "rss_mb": current, "peak_rss_mb": peak}
+    return {"values": values, "wall_s": wall, "cpu_s": cpu, "rss_mb": current, "peak_rss_mb": peak, "load": load}
 
 
 async def worker_modbus(base_port: int, devices: int, registers: int, poll_ms: int, seconds: float) -> dict:
@@ -175,21 +194,25 @@ async def worker_modbus(base_port: int, devices: int, registers: int, poll_ms: i
         return result
 
 
-async def worker_opcua(port: int, variables: int, seconds: float) -> dict:
+async def worker_opcua(port: int, counter_port: int, variables: int, seconds: float) -> dict:
+    import valuegate.adapters.opcua  # noqa: F401 - imported first, so that the memory peaks below tell imports and tag map apart
     from valuegate.adapters.devices import OpcUaDeviceConfig, open_device
 
+    peak_after_imports = proc_memory_mb(os.getpid())[1]
     with tempfile.TemporaryDirectory() as folder:
         tags = [{"name": f"v{i}", "node": f"nsu={BENCH_URI};s=v{i}", "queue_size": 10} for i in range(variables)]
         tag_map = _tag_map(Path(folder), "opcua", tags)
+    peak_after_tag_map = proc_memory_mb(os.getpid())[1]
     config = OpcUaDeviceConfig(id="bench", endpoint=f"opc.tcp://127.0.0.1:{port}/", tag_map="bench", publishing_interval_ms=500,
                                sampling_ms=0, timeout_ms=30000)
     async with open_device(config, tag_map) as client:
         if not client.connected:
             raise RuntimeError(f"cannot connect: {client.last_error}")
-        result = await _measure([client.stream()], asyncio.Event(), seconds)
+        result = await _measure([client.stream()], asyncio.Event(), seconds, counter_port)
         result["monitored_items"] = client.monitored_items
         result["refused"] = len(client.refused)
         result["max_items_per_call"] = client.limits.max_monitored_items_per_call
+        result["peak_after_imports_mb"], result["peak_after_tag_map_mb"] = peak_after_imports, peak_after_tag_map
         return result
 
 
@@ -265,9 +288,16 @@ def modbus_flow(base_port: int, devices: int, registers: int, poll_ms: int) -> l
 
 
 def opcua_flow(port: int, variables: int, namespace_index: int) -> list[dict]:
+    """One OPC UA client node subscribing every variable as one group.
+
+    The group takes its sampling interval from the node's ``time``; 0 requests
+    every change (exception-based, as valuegate's ``sampling_ms: 0``),
+    and the subscription then gets the node's default publishing interval,
+    100 ms. The group's queue size (1) is fixed by the node.
+    """
     tab = "opcua-tab"
     build = (
-        f"msg.topic = 'multiple';\nmsg.interval = 500;\n"
+        f"msg.topic = 'multiple';\n"
         f"msg.payload = Array.from({{length: {variables}}}, (_, i) => ({{nodeId: 'ns={namespace_index};s=v' + i}}));\nreturn msg;"
     )
     return [
@@ -278,14 +308,14 @@ def opcua_flow(port: int, variables: int, namespace_index: int) -> list[dict]:
          "onceDelay": "1", "topic": "", "payload": "", "payloadType": "date", "wires": [["n-build"]]},
         {"id": "n-build", "type": "function", "z": tab, "name": "items", "func": build, "outputs": 1, "wires": [["n-client"]]},
         {"id": "n-client", "type": "OpcUa-Client", "z": tab, "endpoint": "n-endpoint", "action": "subscribe", "deadbandtype": "a",
-         "deadbandvalue": 1, "time": 500, "timeUnit": "ms", "certificate": "n", "localfile": "", "localkeyfile": "",
+         "deadbandvalue": 1, "time": 0, "timeUnit": "ms", "certificate": "n", "localfile": "", "localkeyfile": "",
          "securitymode": "None", "securitypolicy": "None", "useTransport": False, "maxChunkCount": 1, "maxMessageSize": 8192,
          "receiveBufferSize": 8192, "sendBufferSize": 8192, "setstatusandtime": False, "keepsessionalive": False, "name": "",
          "applicationName": "", "applicationUri": "", "wires": [["n-count"], [], []]},
     ] + _counter_flow(tab)
 
 
-def run_nodered(node: Path, folder: Path, flow: list[dict], seconds: float) -> dict:
+def run_nodered(node: Path, folder: Path, flow: list[dict], seconds: float, counter_port: int | None = None) -> dict:
     """Run Node-RED on ``flow`` and measure the values it counts, its CPU time and its resident memory."""
     user_dir = Path(tempfile.mkdtemp(prefix="vg-nodered-user-"))
     port = free_port()
@@ -318,11 +348,13 @@ def run_nodered(node: Path, folder: Path, flow: list[dict], seconds: float) -> d
                 raise RuntimeError(f"Node-RED did not start counting values; its log ends:\n{tail}")
             time.sleep(0.5)
         time.sleep(2)
+        load_start = load_counters(counter_port) if counter_port else None
         start_values, start_cpu, start_wall = count(), proc_cpu_s(process.pid), time.monotonic()
         time.sleep(seconds)
         values, cpu, wall = count() - start_values, proc_cpu_s(process.pid) - start_cpu, time.monotonic() - start_wall
+        load = counters_since(load_start, load_counters(counter_port)) if load_start else None
         current, peak = proc_memory_mb(process.pid)
-        return {"values": values, "wall_s": wall, "cpu_s": cpu, "rss_mb": current, "peak_rss_mb": peak}
+        return {"values": values, "wall_s": wall, "cpu_s": cpu, "rss_mb": current, "peak_rss_mb": peak, "load": load}
     finally:
         process.terminate()
         try:
@@ -340,26 +372,38 @@ def run_nodered(node: Path, folder: Path, flow: list[dict], seconds: float) -> d
 
 
 def describe(result: dict) -> dict:
-    rate = result["values"] / result["wall_s"]
+    wall = result["wall_s"]
+    rate = result["values"] / wall
     per_core = result["values"] / result["cpu_s"] if result["cpu_s"] else float("inf")
-    return {"rate": rate, "per_core": per_core, "cpu": result["cpu_s"] / result["wall_s"], "peak": result["peak_rss_mb"]}
+    described = {"rate": rate, "per_core": per_core, "cpu": result["cpu_s"] / wall, "peak": result["peak_rss_mb"]}
+    if result.get("load"):
+        load = result["load"]
+        described |= {"offered": load["changes"] / wall, "sent": load["sent"] / wall, "overflows": load["overflows"] / wall,
+                      "per_publish": load["sent"] / load["publishes"] if load["publishes"] else 0.0}
+    return described
 
 
 def print_table(title: str, ours: dict, theirs: dict | None, unit: str) -> None:
     mine = describe(ours)
     other = describe(theirs) if theirs else None
     print(f"\n{title}")
-    print(f"{'measure':<38}{'valuegate':>14}{'Node-RED':>14}{'ours/theirs':>14}")
+    print(f"{'measure':<44}{'valuegate':>14}{'Node-RED':>14}{'ours/theirs':>14}")
     rows = [
+        ("values changed by the server per second", "offered", "{:,.0f}"),
+        (f"{unit} sent by the server per second", "sent", "{:,.0f}"),
+        (f"{unit} per publish response", "per_publish", "{:,.0f}"),
+        ("queue overflows at the server per second", "overflows", "{:,.0f}"),
         (f"{unit} per second (delivered)", "rate", "{:,.0f}"),
         (f"{unit} per CPU-second (one core)", "per_core", "{:,.0f}"),
         ("CPU used (cores)", "cpu", "{:.2f}"),
         ("peak resident memory (MB)", "peak", "{:.1f}"),
     ]
     for label, key, fmt in rows:
+        if key not in mine:
+            continue
         theirs_text = fmt.format(other[key]) if other else "-"
-        ratio = f"{mine[key] / other[key]:.2f}" if other and other[key] else "-"
-        print(f"{label:<38}{fmt.format(mine[key]):>14}{theirs_text:>14}{ratio:>14}")
+        ratio = f"{mine[key] / other[key]:.2f}" if other and other[key] and key not in ("offered", "per_publish", "overflows") else "-"
+        print(f"{label:<44}{fmt.format(mine[key]):>14}{theirs_text:>14}{ratio:>14}")
 
 
 def main() -> None:
@@ -368,12 +412,16 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50, help="simulated Modbus devices")
     parser.add_argument("--registers", type=int, default=200, help="holding registers per device")
     parser.add_argument("--poll-ms", type=int, default=100, help="poll period of every Modbus device, in ms")
-    parser.add_argument("--variables", type=int, default=10_000, help="OPC UA variables, each changing once per second")
+    parser.add_argument("--variables", type=int, default=10_000, help="OPC UA variables, all subscribed")
+    parser.add_argument("--changes-per-s", type=float, default=3,
+                        help="changes per second of every OPC UA variable (3 offers 30,000 notifications/s with 10,000 variables)")
     parser.add_argument("--skip-nodered", action="store_true", help="measure valuegate only")
+    parser.add_argument("--only", choices=["modbus", "opcua"], help="run one protocol's part only")
     parser.add_argument("--nodered-dir", type=Path, default=Path(tempfile.gettempdir()) / "vg-nodered",
                         help="folder Node-RED is installed into (outside the repository)")
     parser.add_argument("--worker", choices=["modbus", "opcua"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--counter-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
@@ -384,7 +432,8 @@ def main() -> None:
         print(json.dumps(asyncio.run(with_watchdog(work, args.seconds + 180))))
         return
     if args.worker == "opcua":
-        print(json.dumps(asyncio.run(with_watchdog(worker_opcua(args.port, args.variables, args.seconds), args.seconds + 180))))
+        work = worker_opcua(args.port, args.counter_port, args.variables, args.seconds)
+        print(json.dumps(asyncio.run(with_watchdog(work, args.seconds + 180))))
         return
 
     import logging
@@ -395,7 +444,13 @@ def main() -> None:
     common = ["--seconds", str(args.seconds), "--devices", str(args.devices), "--registers", str(args.registers),
               "--poll-ms", str(args.poll_ms), "--variables", str(args.variables)]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    if args.only != "opcua":
+        bench_modbus(args, system_node, nodered_node, common)
+    if args.only != "modbus":
+        bench_opcua(args, system_node, nodered_node, common)
 
+
+def bench_modbus(args: argparse.Namespace, system_node: str, nodered_node: Path | None, common: list[str]) -> None:
     base_port = free_port_block(args.devices)
     load = Node(system_node, NODERED / "modbus_devices.js", str(base_port), str(args.devices), str(args.registers))
     try:
@@ -410,19 +465,27 @@ def main() -> None:
     print_table(f"Modbus TCP: {args.devices} devices x {args.registers} registers, polled every {args.poll_ms} ms "
                 f"(offered {offered:,.0f} values/s; {ours['requests_per_poll']} requests per device poll)", ours, theirs, "values")
 
+
+def bench_opcua(args: argparse.Namespace, system_node: str, nodered_node: Path | None, common: list[str]) -> None:
     port = free_port()
     pki = Path(tempfile.mkdtemp(prefix="vg-bench-pki-"))
-    load = Node(system_node, NODERED / "opcua_server.js", str(port), str(args.variables), str(pki))
+    load = Node(system_node, NODERED / "opcua_server.js", str(port), str(args.variables), str(args.changes_per_s), str(pki))
+    counter_port = int(load.ready_line.split()[-1])
     try:
-        ours = run_worker("opcua", *common, "--port", str(port))
+        ours = run_worker("opcua", *common, "--port", str(port), "--counter-port", str(counter_port))
         theirs = None
         if nodered_node:
-            theirs = run_nodered(nodered_node, args.nodered_dir, opcua_flow(port, args.variables, namespace_index(port)), args.seconds)
+            flow = opcua_flow(port, args.variables, namespace_index(port))
+            theirs = run_nodered(nodered_node, args.nodered_dir, flow, args.seconds, counter_port)
     finally:
         load.stop()
         shutil.rmtree(pki, ignore_errors=True)
-    print_table(f"OPC UA: {ours['monitored_items']:,} monitored items, each changing once per second "
-                f"(MaxMonitoredItemsPerCall {ours['max_items_per_call'] or 'none'})", ours, theirs, "notifications")
+    offered = args.variables * args.changes_per_s
+    print_table(f"OPC UA: {ours['monitored_items']:,} monitored items, each changing {args.changes_per_s:g} times per second "
+                f"(offered {offered:,.0f} notifications/s; MaxMonitoredItemsPerCall {ours['max_items_per_call'] or 'none'})",
+                ours, theirs, "notifications")
+    print(f"valuegate's peak resident memory: {ours['peak_after_imports_mb']:.1f} MB after imports, "
+          f"{ours['peak_after_tag_map_mb']:.1f} MB after loading the {args.variables:,}-tag map, {ours['peak_rss_mb']:.1f} MB at the end")
 
 
 def namespace_index(port: int) -> int:

@@ -1,17 +1,38 @@
 // Load for the adapter benchmark: one node-opcua server with COUNT Double
 // variables s=v0 .. s=v<COUNT-1> in namespace urn:valuegate:bench, each
-// changed once per second.
+// changed RATE times per second.
 //
-//   node opcua_server.js PORT COUNT PKI_DIR
+//   node opcua_server.js PORT COUNT RATE PKI_DIR
 //
-// Prints "ready" when listening.
+// Prints "ready <counter port>" when listening. GET / on the counter port
+// (127.0.0.1) returns what the server did since it started:
+//   changes    values written to the variables (the offered load),
+//   sent       data-change notifications sent in publish responses, all subscriptions,
+//   publishes  publish responses sent, all subscriptions,
+//   overflows  notifications discarded because a monitored item's queue was full
+//              (node-opcua does not count a queue of size 1 replacing its value).
 "use strict";
 
+const http = require("http");
 const path = require("path");
 const { OPCUAServer, OPCUACertificateManager, DataType, Variant } = require("node-opcua");
 
-const [port, count] = process.argv.slice(2, 4).map(Number);
-const pkiDir = process.argv[4];
+const [port, count, rate] = process.argv.slice(2, 5).map(Number);
+const pkiDir = process.argv[5];
+const TICK_MS = 50;
+
+function subscriptionTotals(server) {
+  const totals = { sent: 0, publishes: 0, overflows: 0 };
+  for (const session of server.engine.getSessions()) {
+    for (const subscription of session.publishEngine ? session.publishEngine.subscriptions : []) {
+      const diagnostics = subscription.subscriptionDiagnostics;
+      totals.sent += diagnostics.dataChangeNotificationsCount;
+      totals.publishes += diagnostics.publishRequestCount;
+      totals.overflows += diagnostics.monitoringQueueOverflowCount;
+    }
+  }
+  return totals;
+}
 
 async function main() {
   const serverCertificateManager = new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "server"), automaticallyAcceptUnknownCertificate: true });
@@ -35,20 +56,27 @@ async function main() {
       value: new Variant({ dataType: DataType.Double, value: 0 }) }));
   }
 
-  // Each variable changes once per second; the updates are spread over ten slices of 100 ms.
-  let tick = 0;
+  // Every TICK_MS the writer makes the changes due by then (COUNT x RATE per second, round robin over the
+  // variables), so a late tick catches up instead of lowering the offered rate.
+  let changes = 0;
+  const started = process.hrtime.bigint();
   setInterval(() => {
-    const slice = tick % 10;
-    const value = Math.floor(tick / 10);
-    for (let i = slice; i < count; i += 10) {
-      variables[i].setValueFromSource(new Variant({ dataType: DataType.Double, value: value + i / count }));
+    const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+    const due = Math.floor((elapsedMs / 1000) * count * rate);
+    for (; changes < due; changes += 1) {
+      const i = changes % count;
+      variables[i].setValueFromSource(new Variant({ dataType: DataType.Double, value: Math.floor(changes / count) + i / count }));
     }
-    tick += 1;
-  }, 100);
+  }, TICK_MS);
 
   await server.start();
-  console.log("ready");
+  const counter = http.createServer((request, response) => {
+    response.setHeader("Content-Type", "application/json");
+    response.end(JSON.stringify({ changes, ...subscriptionTotals(server) }));
+  });
+  counter.listen(0, "127.0.0.1", () => console.log(`ready ${counter.address().port}`));
   process.on("SIGTERM", async () => {
+    counter.close();
     await server.shutdown(0);
     process.exit(0);
   });
