@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,34 @@ if TYPE_CHECKING:
     from valuegate.adapters.tagmap import TagMap
     from valuegate.edge.kernels import Kpis, ShiftCalendar
     from valuegate.edge.trace import Trace, TraceRow
+
+# Scheme -> loader of ``scheme:NAME`` traces. The root command line adds ``recording``
+# (the shipped recordings), because the edge layer does not import the simulators.
+_TRACE_SOURCES: dict[str, tuple[Callable[[str], Trace], Callable[[], Iterable[str]]]] = {}
+
+
+def add_trace_source(scheme: str, load: Callable[[str], Trace], names: Callable[[], Iterable[str]] = tuple) -> None:
+    """Let TRACE be written as ``scheme:NAME``; ``load(NAME)`` returns the trace or raises ValueError naming the choices.
+
+    ``names()`` returns the NAMEs the source can load. A missing file of such a name gets a hint to add the scheme.
+    """
+    _TRACE_SOURCES[scheme] = (load, names)
+
+
+def open_trace(reference: str) -> Trace:
+    """Return the trace ``reference`` names: ``scheme:NAME`` of an added source, otherwise a CSV or Parquet file."""
+    from valuegate.edge.trace import TraceError, read_trace
+
+    path = Path(reference)
+    scheme, colon, name = reference.partition(":")
+    if colon and scheme in _TRACE_SOURCES and not path.exists():
+        return _TRACE_SOURCES[scheme][0](name)
+    if not path.exists():
+        for scheme, (_, names) in _TRACE_SOURCES.items():
+            if reference in names():
+                msg = f"{reference}: trace file not found; to read the shipped recording {reference!r}, write {scheme}:{reference}"
+                raise TraceError(msg, file=reference)
+    return read_trace(path)
 
 
 def _load_map(reference: str) -> TagMap:
@@ -260,7 +289,14 @@ def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
 
 
 def oee(
-    trace: Path = typer.Argument(..., help="CSV or Parquet export with columns timestamp (ISO-8601 with offset, or epoch ms), tag, value; optional machine, status."),
+    trace: str = typer.Argument(
+        ...,
+        help=(
+            "CSV or Parquet export with columns timestamp (ISO-8601 with offset, or epoch ms), tag, value; optional machine, status. "
+            "Or recording:NAME for a recording shipped with the simulators (bottling, mazak03, hurco02, hurco04), "
+            "with the tags that `valuegate simulate NAME` serves."
+        ),
+    ),
     tag_map: str = typer.Option(
         ...,
         "--map",
@@ -271,7 +307,9 @@ def oee(
         ),
     ),
     calendar: Path | None = typer.Option(None, "--calendar", help="Shift calendar YAML; time outside shifts, breaks and no-order periods is planned downtime."),
-    time_zone: str = typer.Option("UTC", "--tz", help="Plant IANA time zone that defines plant days, such as Asia/Shanghai."),
+    time_zone: str | None = typer.Option(
+        None, "--tz", help="Plant IANA time zone that defines plant days, such as Asia/Shanghai; default: a recording's own zone, otherwise UTC."
+    ),
     debounce_ms: int = typer.Option(0, "--debounce-ms", min=0, help="Absorb state runs shorter than this many milliseconds into the run before them."),
     max_gap_s: float | None = typer.Option(
         None, "--max-gap-s", min=0.001, help="Treat a state as unknown (offline) once its tags are silent for this many seconds; for polled exports."
@@ -282,13 +320,15 @@ def oee(
     from valuegate.adapters.errors import ConfigError
     from valuegate.edge.kernels import load_calendar
     from valuegate.edge.kernels.windows import zone
-    from valuegate.edge.trace import TraceError, read_trace
+    from valuegate.edge.trace import TraceError
 
     try:
-        zone(time_zone)
+        if time_zone is not None:
+            zone(time_zone)
         mapping = _load_map(tag_map)
         shifts = load_calendar(calendar) if calendar is not None else None
-        data = read_trace(trace)
+        data = open_trace(trace)
+        time_zone = time_zone or data.zone or "UTC"
         ignored = check_trace_tags(data, mapping)
         check_counter_values(data, mapping)
         notes = _trace_notes(data, ignored)

@@ -60,6 +60,8 @@ class Trace:
     rows: list[TraceRow] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     """Columns of the file that a trace does not use, in file order."""
+    zone: str | None = None
+    """Plant IANA time zone the source of the trace names (a shipped recording does); None for a file."""
 
     def machines(self) -> list[str]:
         return sorted({row.machine for row in self.rows})

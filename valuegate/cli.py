@@ -32,7 +32,7 @@ def _root(
 
 
 def _register_layers() -> None:
-    from valuegate import verify_cli
+    from valuegate import recording_trace, verify_cli
     from valuegate.demo import cli as demo_cli
     from valuegate.adapters import cli as adapters_cli
     from valuegate.cloud import cli as cloud_cli
@@ -41,6 +41,7 @@ def _register_layers() -> None:
 
     adapters_cli.register(app)
     edge_cli.register(app)
+    recording_trace.register()
     simulators_cli.register(app)
     cloud_cli.register(app)
     verify_cli.register(app)
