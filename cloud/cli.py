@@ -138,20 +138,32 @@ def ingest(
     config: Path | None = ConfigOption,
     dsn: str | None = DsnOption,
     workers: int = typer.Option(1, min=1, max=64, help="Ingest workers in this process; each holds its own share of the MQTT subscription."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Port of the Prometheus endpoint (default: the ingest_metrics_port setting, 9465); 0 turns it off."
+    ),
 ) -> None:
-    """Verify and store vouchers and telemetry from MQTT until interrupted."""
+    """Verify and store vouchers and telemetry from MQTT until interrupted; serve the ingest counters to Prometheus."""
     import asyncio
     import contextlib
 
     from .db import DatabaseUnavailable, open_pool
     from .ingest import IngestError, IngestWorker
+    from .metrics import serve_exposition
 
-    settings = _settings(config, dsn=dsn)
+    settings = _settings(config, dsn=dsn, **({} if metrics_port is None else {"ingest_metrics_port": metrics_port}))
 
     async def main() -> None:
         pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest", wait_s=settings.startup_wait_s)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if settings.ingest_metrics_port:
+                    host, port = settings.ingest_metrics_host, settings.ingest_metrics_port
+                    try:
+                        stack.callback(serve_exposition(host, port))
+                    except OSError as exc:
+                        msg = f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set ingest_metrics_port (or --metrics-port) to a free port, or 0 to turn metrics off"
+                        raise IngestError(msg) from exc
+                    typer.echo(f"Prometheus metrics at http://{host}:{port}/metrics")
                 for _ in range(workers):
                     await stack.enter_async_context(IngestWorker(settings, pool=pool))
                 typer.echo(f"{workers} ingest worker(s) running on {settings.mqtt_host}:{settings.mqtt_port}; press Ctrl-C to stop")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 __all__ = (
     "VOUCHERS_STORED",
@@ -17,6 +19,7 @@ __all__ = (
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
     "exposition",
+    "serve_exposition",
 )
 
 VOUCHERS_STORED = Counter("valuegate_vouchers_stored_total", "Vouchers verified and stored.")
@@ -35,3 +38,18 @@ HTTP_SECONDS = Histogram("valuegate_http_request_seconds", "HTTP request latency
 def exposition() -> tuple[bytes, str]:
     """Return the text exposition of every metric and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_exposition(host: str, port: int) -> Callable[[], None]:
+    """Serve every metric at ``http://host:port/metrics`` from a background thread; return the function that stops it.
+
+    Raises OSError when the address cannot be bound, for example when another process has the port.
+    """
+    server, thread = start_http_server(port, addr=host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

@@ -60,6 +60,10 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seconds between two passes that recompute vouchers still waiting for their telemetry."""
     records_wait_s: float = 30.0
     """Seconds a stored voucher waits for the records it commits to before its gateway is asked to resend them; the request repeats at this interval."""
+    ingest_metrics_host: str = "127.0.0.1"
+    """Address the Prometheus endpoint of `cloud ingest` listens on."""
+    ingest_metrics_port: int = 9465
+    """TCP port of the Prometheus endpoint of `cloud ingest` (ingest and rejection counters); 0 turns it off."""
 
     host: str = "127.0.0.1"
     """Address the API server listens on."""
@@ -85,6 +89,7 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("startup_wait_s", self.startup_wait_s, 0, 3600)
         _check_range("mqtt_port", self.mqtt_port, 1, 65535)
         _check_range("port", self.port, 0, 65535)
+        _check_range("ingest_metrics_port", self.ingest_metrics_port, 0, 65535)
         _check_range("clock_skew_s", self.clock_skew_s, 0, 86400)
         _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)

@@ -141,7 +141,7 @@ async def test_ingest_outage_logs_once_and_recovers(two_tenants: tuple[Gateway, 
     log_path = tmp_path / "ingest.log"
     with TcpProxy(int(conninfo_to_dict(cloud_dsn)["port"])) as proxy, log_path.open("w") as log_file:
         env = {"VALUEGATE_CLOUD_MQTT_PORT": str(mosquitto.port), "VALUEGATE_CLOUD_SHARE_GROUP": f"outage{uuid.uuid4().hex[:6]}",
-               "VALUEGATE_CLOUD_REPRODUCE_INTERVAL_S": "0.3"}  # fmt: skip
+               "VALUEGATE_CLOUD_REPRODUCE_INTERVAL_S": "0.3", "VALUEGATE_CLOUD_INGEST_METRICS_PORT": str(free_port())}  # fmt: skip
         process = _cloud("ingest", "--dsn", _proxied(cloud_dsn, proxy.port), output=log_file, **env)
         try:
             deadline = time.monotonic() + 30
