@@ -55,8 +55,10 @@ class AccessLogMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, send_status)
         finally:
+            # The full route template, router prefix included, so that /api/v1/contracts/{contract_id}
+            # and the web page /contracts/{contract_id} count apart.
             handler = scope.get("route_handler")
-            route = sorted(handler.paths)[0] if handler is not None and getattr(handler, "paths", None) else "unmatched"
+            route = scope.get("path_template") or (sorted(handler.paths)[0] if handler is not None and getattr(handler, "paths", None) else "unmatched")
             seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             metrics.HTTP_SECONDS.labels(route).observe(seconds)
