@@ -7,48 +7,16 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from valuegate.cloud import db, store
-from valuegate.cloud.ingest import IngestWorker
-from valuegate.cloud.settings import CloudSettings
 from valuegate.services import MosquittoServer
 
 from .helpers import GATEWAY, SITE, TENANT
 from .proxy import PublishCutProxy
+from .realcloud import register, rejections, stored, worker
 from .test_publish import gateway, wait_until
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
-
-
-async def register(dsn: str, public_key: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, options=db.UTC_OPTIONS) as conn:
-        async with conn.transaction():
-            await store.create_tenant(conn, TENANT, "Acme")
-            await store.create_site(conn, TENANT, SITE, "Suzhou plant", "UTC")
-            await store.create_gateway(conn, TENANT, SITE, GATEWAY)
-            await store.add_gateway_key(conn, TENANT, GATEWAY, public_key, valid_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
-
-
-async def stored(dsn: str) -> list[tuple[int, str]]:
-    async with await psycopg.AsyncConnection.connect(dsn, options=db.UTC_OPTIONS) as conn:
-        return await (await conn.execute("SELECT seq, voucher_id FROM vouchers ORDER BY seq")).fetchall()
-
-
-async def rejections(dsn: str) -> list[tuple[str, str]]:
-    async with await psycopg.AsyncConnection.connect(dsn, options=db.UTC_OPTIONS) as conn:
-        return await (await conn.execute("SELECT code, reason FROM rejections")).fetchall()
-
-
-@pytest.fixture
-def cloud_dsn(database: str) -> str:
-    db.migrate(database)
-    return database
-
-
-def worker(dsn: str, port: int) -> IngestWorker:
-    return IngestWorker(CloudSettings(dsn=dsn, mqtt_port=port, share_group="edge-tests", resend_interval_s=0.2))
 
 
 async def issue(gw, count: int, first_date: str) -> None:  # noqa: ANN001
