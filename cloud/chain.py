@@ -9,6 +9,7 @@ sorted gateway order, so two workers cannot deadlock on them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Container
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -140,19 +141,22 @@ def _link_error(item: CheckedVoucher, known: dict[tuple[str, int], tuple[str, st
     return None
 
 
+# ``h.through`` is a position the caller knows to be contiguous (at least the old one), so the
+# walk over stored sequences starts there instead of at the old position.
 _ADVANCE = """
 UPDATE gateway_chain AS g SET
     contiguous_through = CASE
-        WHEN EXISTS (SELECT 1 FROM voucher_chain c WHERE c.gateway_id = g.gateway_id AND c.seq = g.contiguous_through + 1)
-        -- The run that starts right after the old position ends at the first stored seq whose successor is missing.
+        WHEN EXISTS (SELECT 1 FROM voucher_chain c WHERE c.gateway_id = g.gateway_id AND c.seq = h.through + 1)
+        -- The run that starts right after h.through ends at the first stored seq whose successor is missing.
         THEN (SELECT min(c.seq) FROM voucher_chain c
-              WHERE c.gateway_id = g.gateway_id AND c.seq > g.contiguous_through
+              WHERE c.gateway_id = g.gateway_id AND c.seq > h.through
                 AND NOT EXISTS (SELECT 1 FROM voucher_chain n WHERE n.gateway_id = c.gateway_id AND n.seq = c.seq + 1))
-        ELSE g.contiguous_through
+        ELSE h.through
     END,
     highest_seq = coalesce((SELECT max(c.seq) FROM voucher_chain c WHERE c.gateway_id = g.gateway_id), 0),
     updated_at = now()
-WHERE g.gateway_id = ANY(%s)
+FROM unnest(%s::text[], %s::bigint[]) AS h(gateway_id, through)
+WHERE g.gateway_id = h.gateway_id
 RETURNING g.gateway_id, g.contiguous_through, g.highest_seq
 """
 
@@ -169,18 +173,26 @@ async def touch_contracts(conn: Conn, contracts: set[tuple[str, str]]) -> None:
     )
 
 
-async def advance_chains(conn: Conn, gateway_ids: list[str]) -> dict[str, ChainPosition]:
+async def advance_chains(conn: Conn, gateway_ids: list[str], stored: Container[tuple[str, int]] = ()) -> dict[str, ChainPosition]:
     """Move each gateway's stored-through position over every contiguous stored sequence and return the positions.
 
+    ``stored`` may contain ``(gateway, seq)`` pairs known to be stored. The
+    walk then starts after the run of them that follows the old position.
     The contracts of the vouchers that the move brings out of a gap are touched.
     """
     if not gateway_ids:
         return {}
     await conn.execute("INSERT INTO gateway_chain (gateway_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (gateway_ids,))
     cur = await conn.execute("SELECT gateway_id, contiguous_through FROM gateway_chain WHERE gateway_id = ANY(%s)", (gateway_ids,))
-    before = dict(await cur.fetchall())
-    cur = await conn.execute(_ADVANCE, (gateway_ids,))
-    positions = {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
+    before: dict[str, int] = dict(await cur.fetchall())
+    through = []
+    for gid in gateway_ids:
+        seq = before[gid]
+        while (gid, seq + 1) in stored:
+            seq += 1
+        through.append(seq)
+    cur = await conn.execute(_ADVANCE, (gateway_ids, through))
+    positions = {gid: ChainPosition(gid, position, highest) for gid, position, highest in await cur.fetchall()}
     moved = [(gid, before[gid], pos.stored_through) for gid, pos in positions.items() if pos.stored_through > before[gid]]
     if moved:
         gids, lows, highs = zip(*moved, strict=True)
@@ -254,7 +266,7 @@ async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict
             )
     stored = set(result.stored)
     await touch_contracts(conn, {(item.claims.tenant, item.claims.contract) for item in items if item.claims.voucher_id in stored})
-    result.positions = await advance_chains(conn, gateway_ids)
+    result.positions = await advance_chains(conn, gateway_ids, known)
     return result
 
 
