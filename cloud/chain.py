@@ -1,6 +1,7 @@
 """Voucher storage with the per-gateway hash chain: idempotency, forks, links, gaps and the ack position.
 
-One call stores a batch of checked vouchers in the caller's transaction.
+One call stores a batch of checked or pending vouchers in the caller's
+transaction, verifying each pending one as its turn comes.
 Per-gateway advisory locks make the chain checks exact even when workers
 receive a gateway's vouchers out of order. Every batch takes its locks in
 sorted gateway order, so two workers cannot deadlock on them.
@@ -8,8 +9,9 @@ sorted gateway order, so two workers cannot deadlock on them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -19,7 +21,7 @@ from psycopg.types.json import Json
 
 from valuegate.edge.protocol.voucher import VoucherError
 
-from .verify import CheckedVoucher, GatewayInfo, KeyInfo
+from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher
 
 __all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain", "advance_chains", "touch_contracts")
 
@@ -90,7 +92,7 @@ def _as_is(text: str) -> str:
     return text
 
 
-# Binary COPY: the per-gateway locks and the existence check above make a conflict impossible.
+# Binary COPY: the per-gateway locks and the existence check below make a conflict impossible.
 _COPY_VOUCHERS = (
     "COPY vouchers (voucher_id, tenant_id, site_id, gateway_id, seq, contract_id, anchor_id, period_start, period_end,"
     " plant_date, metric, quantity, delta_point, delta_low, delta_high, reporting_value, baseline_value, running_day,"
@@ -211,50 +213,63 @@ async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:
     return (await advance_chains(conn, [gateway_id]))[gateway_id]
 
 
-async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict[str, GatewayInfo]) -> StoreResult:
-    """Store checked vouchers in the caller's transaction: same content again is a no-op, other content at a stored sequence is a fork."""
-    result = StoreResult()
-    gateway_ids = sorted({item.claims.gateway for item in items})
-    await _lock_gateways(conn, gateway_ids)
+async def store_vouchers(conn: Conn, items: Sequence[CheckedVoucher | PendingVoucher], gateways: dict[str, GatewayInfo]) -> StoreResult:
+    """Store vouchers in the caller's transaction: same content again is a no-op, other content at a stored sequence is a fork.
 
+    A pending voucher is verified here, in arrival order, while the rows
+    accepted before it stream to the server. One whose proof fails lands in
+    ``rejected`` with code ``signature_invalid`` and stores nothing.
+    """
+    result = StoreResult()
+    await _lock_gateways(conn, sorted({item.claims.gateway for item in items}))
     wanted = {(item.claims.gateway, item.claims.seq + step) for item in items for step in (-1, 0, 1)}
     known = await _known_links(conn, wanted)
     chain_rows: list[tuple[Any, ...]] = []
-    voucher_rows: list[tuple[Any, ...]] = []
     machines: dict[tuple[str, str], tuple[Any, ...]] = {}
-    # Arrival order decides which of two conflicting vouchers is stored first, as it would across batches.
-    for index in range(len(items)):
-        item = items[index]
-        claims = item.claims
-        existing = known.get((claims.gateway, claims.seq))
-        if existing is not None:
-            if existing[0] == item.hash:
-                result.duplicates.append(claims.voucher_id)
-            else:
-                msg = f"sequence {claims.seq} of gateway {claims.gateway!r} is stored with hash {existing[0]}; this voucher hashes to {item.hash}"
-                result.rejected[index] = VoucherError("fork", msg, voucher_id=claims.voucher_id)
-            continue
-        error = _link_error(item, known)
-        if error is not None:
-            result.rejected[index] = error
-            continue
-        known[(claims.gateway, claims.seq)] = (item.hash, claims.prev)
-        site_id = gateways[claims.gateway].site_id
-        chain_rows.append(
-            (claims.gateway, claims.seq, claims.voucher_id, claims.tenant, claims.contract, claims.anchor, item.hash, claims.prev, item.period_start)
-        )
-        voucher_rows.append(_voucher_row(item, site_id))
-        for machine in claims.machines:
-            machines[(claims.tenant, machine.id)] = (claims.tenant, machine.id, site_id, machine.mapping_hash, machine.time_source, machine.ideal_cycle_time_s)
-        result.stored.append(claims.voucher_id)
-
+    checked_gateways: set[str] = set()
+    contracts: set[tuple[str, str]] = set()
     async with conn.cursor() as cur:
+        async with contextlib.AsyncExitStack() as stack:
+            copy = None
+            # Arrival order decides which of two conflicting vouchers is stored first, as it would across batches.
+            for index, pending in enumerate(items):
+                try:
+                    item = pending.check()
+                except VoucherError as exc:
+                    result.rejected[index] = exc
+                    continue
+                claims = item.claims
+                checked_gateways.add(claims.gateway)
+                existing = known.get((claims.gateway, claims.seq))
+                if existing is not None:
+                    if existing[0] == item.hash:
+                        result.duplicates.append(claims.voucher_id)
+                    else:
+                        msg = f"sequence {claims.seq} of gateway {claims.gateway!r} is stored with hash {existing[0]}; this voucher hashes to {item.hash}"
+                        result.rejected[index] = VoucherError("fork", msg, voucher_id=claims.voucher_id)
+                    continue
+                error = _link_error(item, known)
+                if error is not None:
+                    result.rejected[index] = error
+                    continue
+                known[(claims.gateway, claims.seq)] = (item.hash, claims.prev)
+                site_id = gateways[claims.gateway].site_id
+                chain_rows.append(
+                    (claims.gateway, claims.seq, claims.voucher_id, claims.tenant, claims.contract, claims.anchor, item.hash, claims.prev, item.period_start)
+                )
+                for machine in claims.machines:
+                    machines[(claims.tenant, machine.id)] = (claims.tenant, machine.id, site_id, machine.mapping_hash, machine.time_source, machine.ideal_cycle_time_s)
+                contracts.add((claims.tenant, claims.contract))
+                result.stored.append(claims.voucher_id)
+                if copy is None:
+                    copy = await stack.enter_async_context(cur.copy(_COPY_VOUCHERS))
+                    copy.set_types(_VOUCHER_TYPES)
+                await copy.write_row(_voucher_row(item, site_id))
         if chain_rows:
-            for sql, types, rows in ((_COPY_CHAIN, _CHAIN_TYPES, chain_rows), (_COPY_VOUCHERS, _VOUCHER_TYPES, voucher_rows)):
-                async with cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        await copy.write_row(row)
+            async with cur.copy(_COPY_CHAIN) as copy:
+                copy.set_types(_CHAIN_TYPES)
+                for row in chain_rows:
+                    await copy.write_row(row)
         if machines:
             await cur.executemany(
                 "INSERT INTO machines (tenant_id, id, site_id, mapping_hash, time_source, ideal_cycle_time_s) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -264,9 +279,8 @@ async def store_vouchers(conn: Conn, items: list[CheckedVoucher], gateways: dict
                 " IS DISTINCT FROM (excluded.mapping_hash, excluded.time_source, excluded.ideal_cycle_time_s, excluded.site_id)",
                 sorted(machines.values()),
             )
-    stored = set(result.stored)
-    await touch_contracts(conn, {(item.claims.tenant, item.claims.contract) for item in items if item.claims.voucher_id in stored})
-    result.positions = await advance_chains(conn, gateway_ids, known)
+    await touch_contracts(conn, contracts)
+    result.positions = await advance_chains(conn, sorted(checked_gateways), known)
     return result
 
 

@@ -38,7 +38,7 @@ from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .store import StoreError, register_rotation
 from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
-from .verify import CheckedVoucher, Topic, check_voucher, parse_topic
+from .verify import PendingVoucher, Topic, parse_topic, precheck_voucher
 
 __all__ = ("IngestError", "IngestWorker", "subscriptions")
 
@@ -312,7 +312,7 @@ class IngestWorker:
                     if topic is not None and topic.kind == "status":
                         await _register_rotations(conn, topic, message.payload)
                 gateways = await load_gateways(conn, {t.gateway for _, t in parsed if t is not None})
-                vouchers: list[tuple[_Message, CheckedVoucher]] = []
+                vouchers: list[tuple[_Message, PendingVoucher]] = []
                 batches: list[CheckedBatch] = []
                 for message, topic in parsed:
                     if topic is not None and topic.kind == "status":
@@ -325,10 +325,11 @@ class IngestWorker:
                         if kind == "telemetry":
                             batches.append(check_batch(message.payload, topic, gateways))
                         else:
-                            vouchers.append((message, check_voucher(message.payload, topic, gateways, now=now, clock_skew=skew)))
+                            vouchers.append((message, precheck_voucher(message.payload, topic, gateways, now=now, clock_skew=skew)))
                     except (VoucherError, TelemetryError) as exc:
                         reject(message, topic, kind, exc.code, str(exc))
 
+                # Storage verifies each signature while the rows before it stream to the database.
                 result = await store_vouchers(conn, [item for _, item in vouchers], gateways)
                 for index, error in result.rejected.items():
                     message = vouchers[index][0]
@@ -345,7 +346,7 @@ class IngestWorker:
         log.debug("ingest_batch", worker=self.name, messages=len(messages), stored=len(result.stored), telemetry_rows=rows)
         return result.positions
 
-    def _acknowledge(self, messages: list[_Message], vouchers: list[CheckedVoucher], positions: dict[str, ChainPosition]) -> None:
+    def _acknowledge(self, messages: list[_Message], vouchers: list[PendingVoucher], positions: dict[str, ChainPosition]) -> None:
         client = self._client
         if client is None:
             return

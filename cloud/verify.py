@@ -34,11 +34,13 @@ __all__ = (
     "GatewayInfo",
     "KeyInfo",
     "CheckedVoucher",
+    "PendingVoucher",
     "parse_topic",
     "canonical_fast",
     "voucher_hash_fast",
     "verify_signature",
     "parse_instant",
+    "precheck_voucher",
     "check_voucher",
 )
 
@@ -88,17 +90,40 @@ class GatewayInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckedVoucher:
-    """A voucher that passed every check short of the chain, with the values storage needs."""
+class PendingVoucher:
+    """A voucher that passed every check short of the signature, whose :meth:`check` verifies the proof and computes the hash.
+
+    Storage calls ``check`` one voucher at a time, so the worker verifies the
+    next voucher while the database writes the rows already sent.
+    """
 
     document: dict[str, Any]
     claims: Claims
-    hash: str
     key_id: int
     period_start: dt.datetime
     period_end: dt.datetime
     issued_at: dt.datetime
     payload: bytes
+
+    def check(self) -> CheckedVoucher:
+        """Verify the proof and compute the chain hash. Raise ``VoucherError('signature_invalid')`` if the proof fails."""
+        document = self.document
+        prepared = _prepared_voucher(document)
+        fast = verify_signature(document, prepared)
+        encoded = _encode(prepared) if fast else None
+        digest = "sha256:" + hashlib.sha256(encoded).hexdigest() if encoded is not None else voucher_hash(document)
+        return CheckedVoucher(document, self.claims, self.key_id, self.period_start, self.period_end, self.issued_at, self.payload, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedVoucher(PendingVoucher):
+    """A voucher that passed every check short of the chain, with its chain hash."""
+
+    hash: str
+
+    def check(self) -> CheckedVoucher:
+        """Return the voucher itself: storage takes checked and pending vouchers alike."""
+        return self
 
 
 _SAFE = 2**53
@@ -321,15 +346,15 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
     return key
 
 
-def check_voucher(
+def precheck_voucher(
     payload: bytes,
     topic: Topic,
     gateways: dict[str, GatewayInfo],
     *,
     now: dt.datetime,
     clock_skew: dt.timedelta,
-) -> CheckedVoucher:
-    """Run every check that needs no chain state; raise :class:`VoucherError` with a stable code on the first failure."""
+) -> PendingVoucher:
+    """Run every check short of the signature; raise :class:`VoucherError` with a stable code on the first failure."""
     try:
         document, claims = parse_voucher(payload)
     except VoucherError as exc:
@@ -364,8 +389,16 @@ def check_voucher(
     if not isinstance(issuer, str):
         raise VoucherError("schema", "issuer must be a did:key string", voucher_id=vid)
     key = _find_key(gateway, issuer, issued_at, now, vid)
-    prepared = _prepared_voucher(document)
-    fast = verify_signature(document, prepared)
-    encoded = _encode(prepared) if fast else None
-    digest = "sha256:" + hashlib.sha256(encoded).hexdigest() if encoded is not None else voucher_hash(document)
-    return CheckedVoucher(document, claims, digest, key.key_id, period_start, period_end, issued_at, payload)
+    return PendingVoucher(document, claims, key.key_id, period_start, period_end, issued_at, payload)
+
+
+def check_voucher(
+    payload: bytes,
+    topic: Topic,
+    gateways: dict[str, GatewayInfo],
+    *,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+) -> CheckedVoucher:
+    """Run every check that needs no chain state, signature included; raise :class:`VoucherError` on the first failure."""
+    return precheck_voucher(payload, topic, gateways, now=now, clock_skew=clock_skew).check()
