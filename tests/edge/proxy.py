@@ -40,6 +40,8 @@ class PublishCutProxy:
         self.port = 0
         self.cuts = 0
         self.publishes = 0
+        self.forwarded = 0
+        """Matching PUBLISH packets written to the broker, on every connection."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -74,6 +76,8 @@ class PublishCutProxy:
                             self.cuts += 1  # swallowed: the broker never receives it and the client never gets a PUBACK
                             continue
                     broker_writer.write(packet)
+                    if packet[0] >> 4 == 3 and self._matches(packet):
+                        self.forwarded += 1
                     if packet[0] >> 4 == 3 and self._matches(packet) and not self.drop and self.cuts == 0:
                         if self.publishes == self.cut_after:
                             cut.set()

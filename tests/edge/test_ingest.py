@@ -7,13 +7,15 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from valuegate.services import MosquittoServer
 
 from .helpers import GATEWAY, SITE, TENANT
 from .proxy import PublishCutProxy
-from .realcloud import register, rejections, stored, worker
+from .realcloud import contiguous_through, register, rejections, stored, worker
 from .test_publish import gateway, wait_until
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
@@ -49,18 +51,54 @@ async def test_ingest_broker_restart(tmp_path: Path, mosquitto: MosquittoServer,
 
 
 async def test_ingest_lost_puback(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """The broker gets the second voucher but its PUBACK is lost; the copy the agent sends again reaches the ingest and is stored once.
+
+    A lock on the vouchers table holds the ingest until the agent has
+    published the second voucher again, so the ack cannot overtake the copy.
+    """
     proxy = PublishCutProxy(mosquitto.port, cut_after_publishes=2, topic_suffix=b"/vouchers")
     await proxy.start()
+    duplicates_before = REGISTRY.get_sample_value("valuegate_vouchers_duplicate_total") or 0.0
     try:
         async for gw in started_gateway(tmp_path / "gw", proxy.port, cloud_dsn, publish={"window": 1}):
-            async with worker(cloud_dsn, mosquitto.port):
+            async with worker(cloud_dsn, mosquitto.port), await psycopg.AsyncConnection.connect(cloud_dsn) as blocker:
+                await blocker.execute("LOCK TABLE vouchers IN EXCLUSIVE MODE")
                 await issue(gw, 4, "2026-01-01")
+                assert await wait_until(lambda: proxy.cuts == 1 and proxy.forwarded >= 4, 20)
+                await blocker.rollback()
                 assert await gw.wait_empty(30) == 0
-                assert proxy.cuts == 1
         assert [seq for seq, _ in await stored(cloud_dsn)] == [1, 2, 3, 4]
         assert await rejections(cloud_dsn) == []
+        duplicates = (REGISTRY.get_sample_value("valuegate_vouchers_duplicate_total") or 0.0) - duplicates_before
+        assert duplicates >= 2  # at least the first two vouchers arrived twice
+        assert duplicates == proxy.forwarded - 4
     finally:
         await proxy.stop()
+
+
+async def test_same_gateway_id_stored_once(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """A second agent with a running agent's gateway id alarms and stays off the broker; the first one's vouchers are all stored once."""
+    async for first in started_gateway(tmp_path / "first", mosquitto.port, cloud_dsn):
+        async with worker(cloud_dsn, mosquitto.port):
+            assert await wait_until(lambda: first.publisher.connected and first.publisher._current.online, 10)
+            async with gateway(tmp_path / "second", mosquitto.port) as second:
+                assert await wait_until(lambda: second.publisher.taken_over, 10)
+                await issue(first, 12, "2026-01-01")
+                # The second agent's key is not registered, so any voucher of it that got out would be rejected.
+                await issue(second, 3, "2026-01-01")
+                assert await first.wait_empty(20) == 0
+                await asyncio.sleep(2)  # several reconnect delays of both agents
+
+                assert second.publisher.metrics.value("valuegate_mqtt_session_taken_over_total") == 1
+                assert second.publisher.connections == 1
+                assert not second.publisher.connected
+                assert await second.depth() == 3
+                assert first.publisher.connected
+                assert not first.publisher.taken_over
+                assert first.publisher.connections <= 2  # the second agent's CONNECT took the session over once
+    assert [seq for seq, _ in await stored(cloud_dsn)] == list(range(1, 13))
+    assert await contiguous_through(cloud_dsn) == 12
+    assert await rejections(cloud_dsn) == []
 
 
 async def test_ingest_down_then_back(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
