@@ -15,9 +15,11 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,26 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for one batch. Reference counting still frees what the batch drops.
+
+    A batch keeps hundreds of decoded documents alive until it commits, so the
+    collector runs many times on the way, and each full collection walks every
+    object of the process. In bench/cloud.py (500 vouchers of 10 machines) that
+    took about 15% of the batch time. Decoded JSON contains no reference cycles,
+    and a cycle made elsewhere meanwhile is collected after the batch.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _claim_hints(payload: bytes) -> tuple[str | None, str | None]:
@@ -289,6 +311,10 @@ class IngestWorker:
 
     async def process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
         """Check and store one batch, then acknowledge it; return the chain positions of the gateways touched."""
+        with _collector_paused():
+            return await self._process(messages)
+
+    async def _process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
         started = time.perf_counter()
         now = dt.datetime.now(dt.UTC)
         skew = dt.timedelta(seconds=self.settings.clock_skew_s)
