@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Json
 
-from valuegate.edge.protocol.voucher import VoucherError
+from valuegate.edge.protocol.voucher import MachineRef, VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher
 
@@ -76,20 +75,14 @@ def _decimal(value: float | None) -> Decimal | None:
 
 def _voucher_row(item: CheckedVoucher, site_id: str) -> tuple[Any, ...]:
     claims = item.claims
-    # The document is stored as received: its bytes parsed to the same JSON the checks read.
-    document = Json(item.payload.decode(), dumps=_as_is)
     return (
         claims.voucher_id, claims.tenant, site_id, claims.gateway, claims.seq, claims.contract, claims.anchor,
         item.period_start, item.period_end, dt.date.fromisoformat(claims.period.plant_date), claims.metric.name, claims.delta.quantity,
         _decimal(claims.delta.point), _decimal(claims.delta.low), _decimal(claims.delta.high),
         _decimal(claims.reporting.value), _decimal(claims.baseline.value), claims.reporting.running_day,
         claims.sufficiency.ok, claims.evidence.merkle_root, claims.evidence.records, item.issued_at,
-        item.document["issuer"], document,
+        item.document["issuer"], item.payload,
     )  # fmt: skip
-
-
-def _as_is(text: str) -> str:
-    return text
 
 
 # Binary COPY: the per-gateway locks and the existence check below make a conflict impossible.
@@ -98,8 +91,10 @@ _COPY_VOUCHERS = (
     " plant_date, metric, quantity, delta_point, delta_low, delta_high, reporting_value, baseline_value, running_day,"
     " sufficient, evidence_root, evidence_records, issued_at, issuer, document) FROM STDIN (FORMAT BINARY)"
 )
+# The document is stored as received. The binary form of json is its text, so the payload bytes go
+# out unchanged under the bytea dumper, and the server checks them as JSON on the way in.
 _VOUCHER_TYPES = ["text", "text", "text", "text", "int8", "text", "text", "timestamptz", "timestamptz", "date", "text", "text",
-                  "numeric", "numeric", "numeric", "numeric", "numeric", "bool", "bool", "text", "int4", "timestamptz", "text", "json"]  # fmt: skip
+                  "numeric", "numeric", "numeric", "numeric", "numeric", "bool", "bool", "text", "int4", "timestamptz", "text", "bytea"]  # fmt: skip
 _COPY_CHAIN = (
     "COPY voucher_chain (gateway_id, seq, voucher_id, tenant_id, contract_id, anchor_id, hash, prev, period_start)"
     " FROM STDIN (FORMAT BINARY)"
@@ -225,7 +220,7 @@ async def store_vouchers(conn: Conn, items: Sequence[CheckedVoucher | PendingVou
     wanted = {(item.claims.gateway, item.claims.seq + step) for item in items for step in (-1, 0, 1)}
     known = await _known_links(conn, wanted)
     chain_rows: list[tuple[Any, ...]] = []
-    machines: dict[tuple[str, str], tuple[Any, ...]] = {}
+    machines: dict[tuple[str, str], tuple[str, MachineRef]] = {}
     checked_gateways: set[str] = set()
     contracts: set[tuple[str, str]] = set()
     async with conn.cursor() as cur:
@@ -258,7 +253,7 @@ async def store_vouchers(conn: Conn, items: Sequence[CheckedVoucher | PendingVou
                     (claims.gateway, claims.seq, claims.voucher_id, claims.tenant, claims.contract, claims.anchor, item.hash, claims.prev, item.period_start)
                 )
                 for machine in claims.machines:
-                    machines[(claims.tenant, machine.id)] = (claims.tenant, machine.id, site_id, machine.mapping_hash, machine.time_source, machine.ideal_cycle_time_s)
+                    machines[(claims.tenant, machine.id)] = (site_id, machine)
                 contracts.add((claims.tenant, claims.contract))
                 result.stored.append(claims.voucher_id)
                 if copy is None:
@@ -277,7 +272,8 @@ async def store_vouchers(conn: Conn, items: Sequence[CheckedVoucher | PendingVou
                 " time_source = excluded.time_source, ideal_cycle_time_s = excluded.ideal_cycle_time_s, updated_at = now()"
                 " WHERE (machines.mapping_hash, machines.time_source, machines.ideal_cycle_time_s, machines.site_id)"
                 " IS DISTINCT FROM (excluded.mapping_hash, excluded.time_source, excluded.ideal_cycle_time_s, excluded.site_id)",
-                sorted(machines.values()),
+                sorted((tenant, machine_id, site_id, ref.mapping_hash, ref.time_source, ref.ideal_cycle_time_s)
+                       for (tenant, machine_id), (site_id, ref) in machines.items()),  # fmt: skip
             )
     await touch_contracts(conn, contracts)
     result.positions = await advance_chains(conn, sorted(checked_gateways), known)

@@ -224,29 +224,41 @@ _NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
 _MACHINE_NUMBER_FIELDS = ("ideal_cycle_time_s",)
 
 
+def _with_numbers(section: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """Return ``section`` with the named numbers in canonical form, copying it only if one of them changes."""
+    changed = None
+    for name in fields:
+        value = section[name]
+        kind = type(value)
+        # Most numbers already encode canonically: a fraction without exponent, or a safe integer.
+        if kind is float and 1e-4 <= abs(value) < 1e16 and not value.is_integer():
+            continue
+        if kind is int and -_SAFE < value < _SAFE:
+            continue
+        if changed is None:
+            changed = dict(section)
+        changed[name] = _leaf(value)
+    return section if changed is None else changed
+
+
 def _prepared_voucher(document: dict[str, Any]) -> dict[str, Any] | None:
     """Prepare a voucher that ``parse_voucher`` accepted, touching only the fields that can hold numbers."""
     try:
         subject = dict(document["credentialSubject"])
         subject["seq"] = _leaf(subject["seq"])
         for part, fields in _NUMBER_FIELDS.items():
-            section = dict(subject[part])
-            for name in fields:
-                section[name] = _leaf(section[name])
-            subject[part] = section
-        machines = []
-        for machine in subject["machines"]:
-            copy = dict(machine)
-            for name in _MACHINE_NUMBER_FIELDS:
-                copy[name] = _leaf(copy[name])
-            machines.append(copy)
-        subject["machines"] = machines
+            subject[part] = _with_numbers(subject[part], fields)
+        subject["machines"] = [_with_numbers(machine, _MACHINE_NUMBER_FIELDS) for machine in subject["machines"]]
         prepared = dict(document)
-        prepared["credentialSubject"] = subject
         prepared["proof"] = _prepare(document["proof"])
-        return prepared
     except _NotFast:
         return None
+    # The subject is most of the document, so it is encoded once for both the signed form and the chain hash.
+    encoded = _encode(subject)
+    if encoded is None:
+        return None
+    prepared["credentialSubject"] = msgspec.Raw(encoded)
+    return prepared
 
 
 def _encode(prepared: Any) -> bytes | None:
