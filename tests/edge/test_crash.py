@@ -25,21 +25,18 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from valuegate.adapters.samples import Sample
-from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
+from valuegate.adapters.tagmap import load_tag_map
 from valuegate.edge import keys
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.normalize import Normalizer
@@ -48,126 +45,21 @@ from valuegate.edge.protocol.contract import load_contract
 from valuegate.edge.protocol.voucher import voucher_hash
 from valuegate.edge.spool import Spool
 from valuegate.services import MosquittoServer
-from valuegate.simulators.modbus_server import RegisterServer
 
+from .filler import FILLER_MAP, MACHINE, STEP_MS, Plc, SpoolWatch, last_step, registers, write_contract
 from .helpers import GATEWAY, SITE, TENANT, write_config
 from .realcloud import contiguous_through, register, rejections, stored_documents, worker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.slow]
 
-FILLER_MAP = shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml"
-MACHINE = "filler-1"
 # 200 anchors over 10 days rather than fewer anchors over more days: the same 2,000 vouchers from fewer PLC steps.
 ANCHORS = 200
 REPORTING_DAYS = 10
 KILLS = int(os.environ.get("VG_KILLS", 10))
 SEED = 20261204
-STEP_MS = 3_600_000
-T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
-# Two baseline days and the reporting days, then one more hour so that the last day closes.
-LAST_STEP = (2 + REPORTING_DAYS) * 24 + 1
+LAST_STEP = last_step(REPORTING_DAYS)
 # Claims that name the issuing moment, or the hash of a voucher that contains it, differ between runs.
 RUN_SPECIFIC_CLAIMS = ("issued_at", "prev")
-
-
-def registers(step: int) -> dict[str, int]:
-    """Return the filler's register values at ``step``: producing 1,000 containers an hour, except stopped (reason 17) in every sixth hour.
-
-    The stop begins 10 minutes before the sixth hour's poll and ends 10
-    minutes before the next poll, so each day has four one-hour stops.
-    """
-    clock = T0 + step * STEP_MS
-    stopped = step % 6 == 5
-    if stopped:
-        since = clock - 600_000
-    elif step >= 6:
-        since = T0 + (step - step % 6) * STEP_MS - 600_000
-    else:
-        since = T0
-    changes = (step + 1) // 6 + step // 6
-    producing_steps = step - (step + 1) // 6
-    return {
-        "state": 2 if stopped else 1,
-        "reason": 17 if stopped else 0,
-        "state_since": since,
-        "clock": clock,
-        "containers": producing_steps * 1000 % 65536,
-        "state_changes": changes,
-    }
-
-
-class Plc:
-    """The filler's registers on a background event loop; :meth:`show` sets them to one step."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = RegisterServer(load_tag_map(FILLER_MAP), port=0, unit_id=1)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        self.step = 0
-        self.show(0)
-
-    def show(self, step: int) -> None:
-        self.step = step
-        self.loop.call_soon_threadsafe(self.server.set_values, registers(step))
-
-    @property
-    def clock(self) -> int:
-        return registers(self.step)["clock"]
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-class SpoolWatch:
-    """Reads the agent's spool read-only from the test, to see what the agent has committed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db: sqlite3.Connection | None = None
-
-    def _query(self, sql: str) -> tuple[Any, ...] | None:
-        try:
-            if self.db is None:
-                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, isolation_level=None)
-            return self.db.execute(sql).fetchone()
-        except sqlite3.OperationalError:
-            return None  # the agent has not created the spool or its tables yet
-
-    def watermark(self) -> int:
-        row = self._query(f"SELECT watermark_ms FROM machines WHERE machine = '{MACHINE}'")
-        return row[0] if row else 0
-
-    def outbox_depth(self) -> int:
-        row = self._query("SELECT count(*) FROM outbox")
-        assert row is not None
-        return row[0]
-
-    def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-
-
-def write_contract(folder: Path) -> Path:
-    last = dt.date(2026, 1, 3) + dt.timedelta(days=REPORTING_DAYS - 1)
-    anchors = [
-        {
-            "id": f"a{index:02d}",
-            "scope": [MACHINE],
-            "metric": "oee_points" if index % 2 else "unplanned_downtime_rate",
-            "baseline": {"first_date": "2026-01-01", "last_date": "2026-01-02", "min_days": 1},
-            "reporting": {"first_date": "2026-01-03", "last_date": last.isoformat()},
-            "uncertainty": {"resamples": 100, "block_days": 1, "seed": index},
-        }
-        for index in range(ANCHORS)
-    ]
-    contract = {"schema": "valuegate/contract/v1", "id": "c-1", "tenant": TENANT, "customer": "Acme", "start": "2026-01-01", "end": "2026-12-31", "anchors": anchors}
-    path = folder / "contract.yaml"
-    path.write_text(yaml.safe_dump(contract), encoding="utf-8")
-    return path
 
 
 def reference_vouchers(folder: Path, contract: Path, restarts: list[int]) -> list[dict[str, Any]]:
@@ -261,7 +153,7 @@ def work_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
-    contract = write_contract(work_dir)
+    contract = write_contract(work_dir, anchors=ANCHORS, reporting_days=REPORTING_DAYS)
     expected = ANCHORS * REPORTING_DAYS
     plc = Plc()
     device = {

@@ -1,0 +1,202 @@
+"""The agent in this process against a pymodbus filler: polling under a stalled broker, /metrics values, and a failed start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from valuegate.edge import keys
+from valuegate.edge.agent import EdgeAgent, running
+from valuegate.edge.config import load_config
+from valuegate.services import MosquittoServer, free_port
+
+from .filler import FILLER_MAP, MACHINE, Plc, SpoolWatch, last_step, registers, write_contract
+from .helpers import write_config
+from .test_plc_faults import metric
+
+pytestmark = pytest.mark.mosquitto
+
+DEVICE = "filler"
+REPORTING_DAYS = 1
+LAST_STEP = last_step(REPORTING_DAYS)
+
+
+def device_settings(port: int, tag_map: Path = FILLER_MAP) -> dict[str, object]:
+    return {
+        "protocol": "modbus", "id": DEVICE, "host": "127.0.0.1", "port": port, "unit_id": 1, "tag_map": str(tag_map),
+        "poll_ms": 10, "timeout_ms": 500, "reconnect_min_ms": 50, "reconnect_max_ms": 200,
+    }  # fmt: skip
+
+
+def agent_config(folder: Path, broker_port: int, devices: list[dict[str, object]], *, anchors: int = 1, **sections: object) -> Path:
+    contract = write_contract(folder, anchors=anchors, reporting_days=REPORTING_DAYS)
+    machines = [{"device": device["id"], "id": MACHINE if index == 0 else f"{MACHINE}-{index}"} for index, device in enumerate(devices)]
+    path = write_config(folder, broker_port, devices=devices, machines=machines, contracts=[str(contract)], **sections)
+    keys.create_key(folder / "state" / "keys")
+    return path
+
+
+async def replay(plc: Plc, watch: SpoolWatch, *, until_step: int = LAST_STEP, timeout_s: float = 60) -> None:
+    """Step the PLC each time the agent has committed the current step, up to ``until_step``."""
+    deadline = time.monotonic() + timeout_s
+    while plc.step < until_step:
+        assert time.monotonic() < deadline, f"the agent committed only {plc.step} of {until_step} steps in {timeout_s} s"
+        if watch.watermark() >= plc.clock:
+            plc.show(plc.step + 1)
+        await asyncio.sleep(0.003)
+    while watch.watermark() < plc.clock:
+        assert time.monotonic() < deadline, "the agent did not commit the last step"
+        await asyncio.sleep(0.003)
+
+
+async def wait_until(check, timeout_s: float) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def stopped(process_id: int) -> AsyncIterator[None]:
+    """Hold a process with SIGSTOP for the block: its sockets stay open and it sends nothing."""
+    os.kill(process_id, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process_id, signal.SIGCONT)
+
+
+async def test_stalled_broker_never_holds_polling(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The broker stops responding mid-session; every PLC step is still polled, summarized and issued while publishes wait."""
+    plc = Plc()
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port)], publish={"window": 4}))
+    watch = SpoolWatch(tmp_path / "state" / "spool.db")
+    try:
+        async with EdgeAgent(config) as agent, running(agent):
+            assert await wait_until(lambda: agent.publisher.connected and agent.publisher._current.online, 10)
+            assert mosquitto.pid is not None
+            async with stopped(mosquitto.pid):
+                requests_before = plc.server.requests
+                await replay(plc, watch)
+                assert await wait_until(lambda: agent.metrics.value("valuegate_vouchers_issued_total") == 1, 30)
+                assert await wait_until(lambda: agent.metrics.value("valuegate_minutes_summarized_total", machine=MACHINE) == LAST_STEP * 60, 10)
+
+                assert plc.server.requests - requests_before >= LAST_STEP
+                assert watch.outbox_depth() == 1
+                # The voucher and telemetry went out while the broker was held, and wait for PUBACKs that never came.
+                assert agent.publisher.sent_through() == 1
+                assert agent.publisher.inflight() >= 2
+                assert agent.publisher.acked_through == 0
+    finally:
+        watch.close()
+        plc.close()
+
+
+def tag_map_with_out_of_range_tag(folder: Path) -> Path:
+    """Write the filler map with one more tag whose engineering range the PLC's value always exceeds."""
+    text = FILLER_MAP.read_text(encoding="utf-8")
+    anchor = "\nstates:\n"
+    assert anchor in text
+    extra = "  - {name: temperature, table: holding_register, address: 12, type: uint16, order: ABCD, unit: C, range: [0, 100]}\n"
+    path = folder / "filler-with-temperature.yaml"
+    path.write_text(text.replace(anchor, "\n" + extra + "states:\n", 1), encoding="utf-8")
+    return path
+
+
+async def test_metrics_endpoint_values(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """A day replayed with no ingest: /metrics shows the polls, the out-of-range values, the spooled events and the unacknowledged vouchers."""
+    tag_map = tag_map_with_out_of_range_tag(tmp_path)
+    plc = Plc(tag_map)
+    plc.loop.call_soon_threadsafe(plc.server.set_values, {"temperature": 500})
+    port = free_port()
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port, tag_map)], anchors=2, metrics={"port": port}))
+    watch = SpoolWatch(tmp_path / "state" / "spool.db")
+    try:
+        async with EdgeAgent(config) as agent:
+            async with running(agent):
+                await replay(plc, watch)
+                assert await wait_until(lambda: metric(port, "valuegate_vouchers_issued_total") == 2, 30)
+                # The gauges follow the outbox at each housekeeping round, every 5 s.
+                assert await wait_until(lambda: metric(port, "valuegate_outbox_depth") == 2, 15)
+            # Stopped: nothing polls or issues any more, and the endpoint serves until the agent is closed.
+            requests = plc.server.requests
+            scraped_at = time.time()
+            values_read = metric(port, "valuegate_values_read_total", device=DEVICE)
+            decode_errors = metric(port, "valuegate_decode_errors_total", device=DEVICE)
+            spooled = metric(port, "valuegate_samples_spooled_total", machine=MACHINE)
+            issued = metric(port, "valuegate_vouchers_issued_total")
+            depth = metric(port, "valuegate_outbox_depth")
+            age = metric(port, "valuegate_oldest_unacked_voucher_age_seconds")
+        created = watch._query("SELECT min(created_ms), max(created_ms) FROM outbox")
+    finally:
+        watch.close()
+        plc.close()
+
+    # One read request per poll, seven tags per poll, and the temperature out of range in every poll.
+    assert requests - 1 <= decode_errors <= requests
+    assert decode_errors >= LAST_STEP + 1
+    assert values_read == 7 * decode_errors
+    # One state event per PLC state change plus the first, and one counter reading per new container count plus the first.
+    last = registers(LAST_STEP)
+    producing_steps = LAST_STEP - (LAST_STEP + 1) // 6
+    assert spooled == (1 + last["state_changes"]) + (1 + producing_steps)
+    assert issued == 2
+    assert depth == 2
+    assert created is not None
+    oldest_ms, newest_ms = created
+    assert age > 0
+    assert (newest_ms - oldest_ms) / 1000 <= age <= scraped_at - oldest_ms / 1000
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """Return this process's open file descriptors that point into ``folder``."""
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry)
+            if target.startswith(str(folder)):
+                found.append(target)
+    return found
+
+
+async def test_failed_start_leaves_nothing_open(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The metrics port is taken, so start-up fails after both spool connections opened; both are closed again and no thread or task is left."""
+    plc = Plc()
+    occupied = socket.socket()
+    occupied.bind(("127.0.0.1", 0))
+    occupied.listen()
+    metrics_port = occupied.getsockname()[1]
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port)], metrics={"port": metrics_port}))
+    threads_before = set(threading.enumerate())
+    tasks_before = asyncio.all_tasks()
+    try:
+        agent = EdgeAgent(config)
+        with pytest.raises(OSError, match="in use"):
+            async with agent:
+                pytest.fail("the agent started although its metrics port was taken")
+
+        assert (tmp_path / "state" / "spool.db").exists()  # the failure came after the spool was opened
+        assert agent.spool.spool is None
+        assert agent.outbox_spool.spool is None
+        assert open_files_under(tmp_path / "state") == []
+        await asyncio.sleep(0.2)  # executor threads end after their shutdown
+        # The event loop's default executor keeps its worker threads; every thread the agent names itself must be gone.
+        assert [thread.name for thread in set(threading.enumerate()) - threads_before if not thread.name.startswith("asyncio_")] == []
+        assert asyncio.all_tasks() - tasks_before == set()
+        assert plc.server.requests == 0  # no device was opened
+        assert agent.metrics.value("valuegate_mqtt_connected") == 0
+    finally:
+        occupied.close()
+        plc.close()
