@@ -200,3 +200,27 @@ def test_stored_vouchers_verify_with_node(report: dict, node_peers: Path) -> Non
             ["node", str(PEERS / "verify_voucher.js")], input=json.dumps(document).encode(), capture_output=True, cwd=PEERS, timeout=30, check=False
         )
         assert result.stdout.decode().strip() == "valid", document["credentialSubject"]["voucher_id"]
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+def test_printed_report_keeps_every_date_whole_at_80_columns(report: dict, terminal: bool) -> None:
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from valuegate.demo.render import print_report
+
+    # Every day carries the recording's own figures, the widest column, as the bottling days do.
+    report = copy.deepcopy(report)
+    for machine in report["machines"]:
+        for day in machine["days"]:
+            day["published"] = {"pause_min": 225.02, "efficiency": 0.5745}
+    for language in ("zh-CN", "en"):
+        out = io.StringIO()
+        print_report(report, Console(file=out, width=80, force_terminal=terminal, color_system=None), language)
+        # Table rows only: the findings below the tables name dates too.
+        first_cells = [line.split("│")[1].strip() for line in out.getvalue().splitlines() if line.startswith("│")]
+        for machine in report["machines"]:
+            for day in machine["days"]:
+                assert day["date"] in first_cells, (language, day["date"], first_cells[:3])

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ def _parse_broker(value: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_dir: Path) -> dict[str, Any]:
+async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_dir: Path, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     from .render import report_html
     from .report import collect_report
     from .settle import settle_and_package
@@ -39,6 +40,7 @@ async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_d
             paths[lang] = str(path)
         report["report_html"] = paths
         (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        show(report)  # before serving, so the report is on screen while the web UI runs
         if serve:
             console_out = sys.stderr if as_json else sys.stdout
             print(f"web UI: {stack.api_url}/login?lang={language}", file=console_out)
@@ -114,8 +116,14 @@ def demo(
         database=database,
         progress=lambda message: err.print(f"[dim]demo:[/dim] {message}"),
     )
+    def show(report: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        else:
+            print_report(report, Console(), language)
+
     try:
-        report = _run_until_signal(_run(options, serve=serve, language=language, as_json=as_json, out_dir=out_dir))
+        _run_until_signal(_run(options, serve=serve, language=language, as_json=as_json, out_dir=out_dir, show=show))
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
     except Exception as exc:
@@ -124,11 +132,6 @@ def demo(
             raise
         err.print(f"[red]error:[/red] {message}")
         raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-        return
-    console = Console()
-    print_report(report, console, language)
 
 
 def _known_failure(exc: BaseException) -> str | None:

@@ -191,10 +191,16 @@ def _day_cells(day: dict[str, Any], t: dict[str, Any]) -> list[str]:
 def print_report(report: dict[str, Any], console: Console, language: str = "en") -> None:
     """Print the report's tables to a terminal."""
     t = _TEXT[language]
+    if not console.is_terminal:
+        # Piped output has no width of its own; rich would assume 80 columns and cut the dates.
+        console = Console(file=console.file, width=max(console.width, 160))
     for machine in report["machines"]:
         table = Table(title=f"{machine['id']} ({machine['recording']}, {machine['protocol']}, {machine['time_zone']})", title_justify="left")
         for key in _DAY_COLUMNS:
-            table.add_column(t[key], justify="left" if key == "published" else "right")
+            if key == "date":
+                table.add_column(t[key], justify="right", no_wrap=True, min_width=10)
+            else:
+                table.add_column(t[key], justify="left" if key == "published" else "right", overflow="fold")
         for day in machine["days"]:
             table.add_row(*_day_cells(day, t))
         console.print(table)
