@@ -171,8 +171,10 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
     """
     await _lock(conn, tenant_id, contract_id)
     contract, _ = await load_contract(conn, tenant_id, contract_id)
-    if period.last < contract.start or period.first > contract.end:
-        msg = f"billing period {period.label} lies outside the term of contract {contract_id!r} ({contract.start}..{contract.end}); choose dates within the term"
+    if period.first < contract.start or period.last > contract.end:
+        # Partly outside is refused too: an approved run reaching past the term would block every later period and print wrong dates.
+        where = "lies outside" if period.last < contract.start or period.first > contract.end else "reaches outside"
+        msg = f"billing period {period.label} {where} the term of contract {contract_id!r} ({contract.start}..{contract.end}); choose dates within the term"
         raise Invalid(msg, code="period_outside_term")
     existing = await _rows(
         conn,

@@ -118,6 +118,12 @@ async def test_period_outside_term_is_rejected(seeded):
     async with await connect(dsn) as conn:
         with pytest.raises(Invalid, match="lies outside the term of contract 'C-1'"):
             await settlement.run_invoice(conn, "acme", "C-1", BillingPeriod(dt.date(2025, 1, 1), dt.date(2025, 1, 31)), actor="fin")
+        # Either end outside the term (2024-04-01..2024-12-31) is refused too, and nothing is written.
+        for first, last in ((dt.date(2024, 12, 1), dt.date(2099, 12, 31)), (dt.date(2024, 3, 25), dt.date(2024, 4, 30))):
+            with pytest.raises(Invalid, match=r"reaches outside the term of contract 'C-1' \(2024-04-01..2024-12-31\)"):
+                await settlement.run_invoice(conn, "acme", "C-1", BillingPeriod(first, last), actor="fin")
+        cursor = await conn.execute("SELECT count(*) FROM invoice_runs")
+        assert (await cursor.fetchone())[0] == 0
 
 
 async def test_other_tenant_sees_nothing(seeded):
