@@ -56,9 +56,16 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return problem_response(request, 500, "the server failed to handle the request; the error is logged")
 
 
+def _recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # msgspec gives up on a body nested deeper than the interpreter's recursion limit.
+    if "deserializing" in str(exc):
+        return problem_response(request, 400, "the JSON body is nested too deeply; send objects and arrays at most a few levels deep", code="bad_request")
+    return _internal(request, exc)
+
+
 def _data(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[Any]:
     # A value PostgreSQL cannot hold (an id with a NUL byte, an integer beyond bigint) names nothing that exists.
     return problem_response(request, 400, f"a parameter holds a value the database cannot represent: {exc.__class__.__name__}", code="invalid_value")
 
 
-exception_handlers: dict[Any, Any] = {HTTPException: _http, StoreError: _store, psycopg.DataError: _data, Exception: _internal}
+exception_handlers: dict[Any, Any] = {HTTPException: _http, StoreError: _store, psycopg.DataError: _data, RecursionError: _recursion, Exception: _internal}

@@ -109,6 +109,18 @@ async def test_oversized_body_gets_413(client: AsyncTestClient[Any], cloud_dsn: 
         assert await (await conn.execute("SELECT count(*) FROM contracts")).fetchone() == (0,)
 
 
+async def test_deeply_nested_body_gets_400(client: AsyncTestClient[Any], cloud_dsn: str) -> None:
+    admin = bearer(await make_user(cloud_dsn, "acme", "ops", ["admin"]))
+    body = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/v1/contracts", "/api/v1/sites"):
+        response = await client.post(path, content=body, headers={**admin, "content-type": "application/json"})
+        assert response.status_code == 400, path
+        assert response.json()["code"] == "bad_request"
+        assert "nested too deeply" in response.json()["detail"]
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        assert await (await conn.execute("SELECT count(*) FROM contracts")).fetchone() == (0,)
+
+
 async def test_contract_upload_revisions(client: AsyncTestClient[Any], cloud_dsn: str) -> None:
     admin = bearer(await make_user(cloud_dsn, "acme", "ops", ["admin"]))
     first = await client.post("/api/v1/contracts", json={"source": contract_yaml()}, headers=admin)
