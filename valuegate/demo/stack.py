@@ -99,7 +99,10 @@ def _edge_config(options: DemoOptions, stack: DemoStack, modbus_port: int, opcua
                 "unit_id": 1,
                 "tag_map": "demo/bottling-filler-modbus.yaml",
                 "poll_ms": options.poll_ms,
-                "timeout_ms": 2000,
+                # The simulator moves on once a state was read. A response that
+                # arrives after the client gave up is lost with its state, and
+                # the demo shares its process with the cloud, so be patient.
+                "timeout_ms": 10_000,
             },
             {"id": MAZAK[0], "protocol": "opcua", "endpoint": opcua_endpoint, "tag_map": "demo/mazak-mtconnect-opcua.yaml"},
         ],
