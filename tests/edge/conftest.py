@@ -1,13 +1,47 @@
-"""Fixtures of the edge tests that need the cloud side: a migrated PostgreSQL database for the product's ingest."""
+"""Fixtures of the edge tests: a migrated database for the product's ingest, a broker that requires a password, a shared numba cache."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from valuegate.cloud import db
+from valuegate.services import MosquittoServer
+
+from .helpers import GATEWAY
+
+MQTT_PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture
 def cloud_dsn(database: str) -> str:
     db.migrate(database)
     return database
+
+
+@pytest.fixture
+def password_broker() -> Iterator[MosquittoServer]:
+    folder = Path(tempfile.mkdtemp(prefix="valuegate-passwd-"))
+    folder.chmod(0o755)
+    passwords = folder / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), GATEWAY, MQTT_PASSWORD], check=True, capture_output=True)
+    passwords.chmod(0o644)
+    try:
+        with MosquittoServer(extra_config=[f"password_file {passwords}", "allow_anonymous false"]) as broker:
+            yield broker
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A NUMBA_CACHE_DIR shared by the agent processes of one test session, so that only the first one compiles the kernels.
+
+    Without it the agent caches under its own state folder, and every test's first start spends seconds compiling.
+    """
+    return tmp_path_factory.mktemp("numba-cache")

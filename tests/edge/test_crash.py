@@ -152,7 +152,7 @@ def work_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosquitto: MosquittoServer, cloud_dsn: str, numba_cache: Path) -> None:
     contract = write_contract(work_dir, anchors=ANCHORS, reporting_days=REPORTING_DAYS)
     expected = ANCHORS * REPORTING_DAYS
     plc = Plc()
@@ -173,7 +173,6 @@ async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosqu
     key = keys.create_key(state / "keys")
     await register(cloud_dsn, key.verification_method)
     log = tmp_path / "agent.log"
-    cache = Path(os.environ.get("NUMBA_CACHE_DIR", tmp_path / "numba"))
     watch = SpoolWatch(state / "spool.db")
     restarts: list[int] = []
     rng = random.Random(SEED)
@@ -181,7 +180,7 @@ async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosqu
     kill_steps = sorted(rng.sample(range(2, LAST_STEP - 2), KILLS))
     # Reproduction recomputes every voucher from its records; it is not under test here and would compete for the CPU.
     async with worker(cloud_dsn, mosquitto.port, reproduce_interval_s=3600):
-        agent = start_agent(config, log, cache)
+        agent = start_agent(config, log, numba_cache)
         try:
             for kill_step in kill_steps:
                 # The agent commits at least one poll in every round, so that no kill lands before it has started.
@@ -190,7 +189,7 @@ async def test_sigkill_rounds_lose_nothing(tmp_path: Path, work_dir: Path, mosqu
                 os.kill(agent.pid, signal.SIGKILL)
                 agent.wait(10)
                 restarts.append(watch.watermark())
-                agent = start_agent(config, log, cache)
+                agent = start_agent(config, log, numba_cache)
 
             await drive(plc, watch, agent)
 

@@ -58,7 +58,7 @@ async def wait_for(check, *, timeout_s: float, agent: subprocess.Popen[bytes]) -
         await asyncio.sleep(0.2)
 
 
-async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: MosquittoServer, numba_cache: Path) -> None:
     metrics_port = free_port()
     async with BottlingModbusSimulator(port=0, speed=3600, days=1) as plc:
         device = {"protocol": "modbus", "host": "127.0.0.1", "port": plc.port, "unit_id": 1, "poll_ms": 100, "timeout_ms": 500,
@@ -70,7 +70,7 @@ async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: Mosquit
         )
         keys.create_key(tmp_path / "state" / "keys")
         stderr_path = tmp_path / "agent.stderr"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
         with open(stderr_path, "wb") as stderr:
             agent = subprocess.Popen(
                 [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],

@@ -7,7 +7,6 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from valuegate.services import MosquittoServer, free_port
 
+from .conftest import MQTT_PASSWORD
 from .helpers import GATEWAY, SITE, TENANT
 from .standin import AckResponder
 from .test_publish import gateway, wait_until
@@ -132,22 +132,8 @@ def test_client_key_readable_by_others_is_rejected(tmp_path: Path, pki: Path) ->
     assert "other users can read the key file (mode 0644); run chmod 600 on it" in str(caught.value)
 
 
-@pytest.fixture
-def password_broker() -> Iterator[MosquittoServer]:
-    folder = Path(tempfile.mkdtemp(prefix="valuegate-passwd-"))
-    folder.chmod(0o755)
-    passwords = folder / "passwords"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), GATEWAY, "s3cret-pw"], check=True, capture_output=True)
-    passwords.chmod(0o644)
-    try:
-        with MosquittoServer(extra_config=[f"password_file {passwords}", "allow_anonymous false"]) as broker:
-            yield broker
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 async def test_password_from_environment(tmp_path: Path, password_broker: MosquittoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VG_TEST_MQTT_PASSWORD", "s3cret-pw")
+    monkeypatch.setenv("VG_TEST_MQTT_PASSWORD", MQTT_PASSWORD)
     async with gateway(tmp_path / "good", password_broker.port, mqtt={"username": GATEWAY, "password_env": "VG_TEST_MQTT_PASSWORD"}) as gw:
         assert await wait_until(lambda: gw.publisher.connected, 10)
     monkeypatch.setenv("VG_TEST_MQTT_PASSWORD", "wrong")
