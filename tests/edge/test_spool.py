@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,43 @@ def signer(tmp_path: Path) -> VoucherSigner:
 def test_wal_mode_and_full_sync(spool: Spool) -> None:
     assert spool.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert spool.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    assert spool.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL until a transaction sets its own level
+
+
+def commit_levels(spool: Spool, action: Callable[[], object]) -> list[str]:
+    """Run ``action`` and return the ``synchronous`` level in force at each COMMIT it made on the spool's connection."""
+    statements: list[str] = []
+    spool.db.set_trace_callback(statements.append)
+    try:
+        action()
+    finally:
+        spool.db.set_trace_callback(None)
+    levels: list[str] = []
+    current = "unset"
+    for statement in statements:
+        if statement.upper().startswith("PRAGMA SYNCHRONOUS="):
+            current = statement.partition("=")[2].strip().upper()
+        elif statement.upper() == "COMMIT":
+            levels.append(current)
+    return levels
+
+
+@pytest.mark.parametrize("sample_sync", ["full", "normal"])
+def test_synchronous_level_per_write(tmp_path: Path, signer: VoucherSigner, sample_sync: str) -> None:
+    """Samples commit at ``sample_sync``, derived rows at NORMAL, vouchers and acks at FULL, as the spool module and the install guide document."""
+    spool = Spool(tmp_path / "spool.db", sample_sync=sample_sync)
+    batch = MachineBatch("filler-1", states=[StateEvent(60_000, 0)], counters=[CounterReading(60_000, "containers", 5.0)], watermark_ms=120_000)
+    assert commit_levels(spool, lambda: spool.append([batch])) == [sample_sync.upper()]
+
+    carry = Carry(0, None, False, {})
+    assert commit_levels(spool, lambda: spool.store_minutes("filler-1", [(60_000, "{}")], done_ms=120_000, carry=carry)) == ["NORMAL"]
+    assert commit_levels(spool, lambda: spool.store_anchor_day("c-1", "oee-filler", "2026-02-01", "reporting", {})) == ["NORMAL"]
+
+    items = issue_synthetic(spool, signer, 2)
+    assert len(items) == 2
+    assert commit_levels(spool, lambda: issue_synthetic(spool, signer, 1, first_date="2026-02-03")) == ["NORMAL", "FULL"]
+    assert commit_levels(spool, lambda: outbox.ack(spool, 3)) == ["FULL"]
+    assert outbox_depth(spool) == 0
 
 
 def test_append_rejects_integers_beyond_int64(spool: Spool) -> None:
