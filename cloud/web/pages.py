@@ -22,6 +22,7 @@ __all__ = (
     "FINANCE_VIEW",
     "CSM_EDIT",
     "language_of",
+    "document_language",
     "principal_of",
     "page",
     "html_exception_handlers",
@@ -41,6 +42,11 @@ CSM_EDIT = ("csm", "admin")
 def language_of(request: Request[Any, Any, Any]) -> str:
     # The browser's Accept-Language is ignored on purpose: zh-CN stays the default until the user switches.
     return pick_language(request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE))
+
+
+def document_language(request: Request[Any, Any, Any]) -> str:
+    """Choose the language of a download: ``?lang=`` as on pages, then the older ``?language=``, then the page language."""
+    return normalize(request.query_params.get("lang")) or normalize(request.query_params.get("language")) or language_of(request)
 
 
 def with_language(request: Request[Any, Any, Any], target: str) -> str:

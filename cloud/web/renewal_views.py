@@ -25,8 +25,7 @@ from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Invalid, NotFound
 
-from .i18n import DEFAULT_LANGUAGE, normalize
-from .pages import CSM_EDIT, language_of, page, principal_of
+from .pages import CSM_EDIT, document_language, language_of, page, principal_of
 
 
 class WebhookForm(msgspec.Struct):
@@ -103,7 +102,7 @@ async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id
     if member not in _MEMBERS:
         raise NotFound(f"package part {member!r} not found; choose one of {', '.join(_MEMBERS)}")
     package = await _package(request, conn, package_id)
-    language = normalize(request.query_params.get("language")) or DEFAULT_LANGUAGE
+    language = document_language(request)
     stem, _, suffix = member.partition(".")
     name = "bundle.zip" if member == "bundle.zip" else f"{stem}.{language}.{suffix}"
     with zipfile.ZipFile(io.BytesIO(bytes(package["archive"]))) as archive:

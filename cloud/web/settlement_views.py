@@ -19,8 +19,7 @@ from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import BillingPeriod, InvoiceError
 from valuegate.cloud.store import Invalid
 
-from .i18n import DEFAULT_LANGUAGE, normalize
-from .pages import FINANCE_VIEW, page, parse_date, principal_of
+from .pages import FINANCE_VIEW, document_language, page, parse_date, principal_of
 
 __all__ = ("run_invoice", "run_page", "approve_run", "export_csv", "export_pdf", "bundle_download")
 
@@ -67,8 +66,7 @@ async def _export_parts(request: Request[Any, Any, Any], conn: Any, run_id: int)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
     adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
     contract, _ = await settlement.load_contract(conn, principal.tenant_id, run["contract_id"])
-    language = normalize(request.query_params.get("language")) or DEFAULT_LANGUAGE
-    return run, documents, adjustments, contract, language
+    return run, documents, adjustments, contract, document_language(request)
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -79,7 +77,8 @@ def _attachment(name: str) -> dict[str, str]:
 async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[bytes]:
     run, documents, adjustments, _, language = await _export_parts(request, conn, run_id)
     body = export.csv_bytes(documents, adjustments, language)
-    return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{run['invoice_number']}.{language}.csv"))
+    # Litestar appends "; charset=utf-8" to text types itself; naming it here too doubled it.
+    return Response(body, media_type="text/csv", headers=_attachment(f"{run['invoice_number']}.{language}.csv"))
 
 
 @get("/runs/{run_id:int}/export.pdf", guards=[requires(*FINANCE_VIEW)], name="web:export-pdf")
