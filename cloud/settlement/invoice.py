@@ -40,7 +40,15 @@ DocumentKind = Literal["invoice", "credit_note", "debit_note"]
 
 
 class InvoiceError(ValueError):
-    """An invoice run cannot be computed; the message names the value and what to do."""
+    """An invoice run cannot be computed; the message names the value and what to do.
+
+    ``code`` is stable and ``params`` are the values the message names, so that a user interface can show it in another language.
+    """
+
+    def __init__(self, message: str, *, code: str = "invalid_period", params: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = dict(params or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +61,7 @@ class BillingPeriod:
     def __post_init__(self) -> None:
         if self.last < self.first:
             msg = f"billing period ends {self.last} before it starts {self.first}; give first <= last"
-            raise InvoiceError(msg)
+            raise InvoiceError(msg, code="reversed_period", params={"variant": "billing", "first": self.first.isoformat(), "last": self.last.isoformat()})
 
     def contains(self, plant_date: str) -> bool:
         return self.first.isoformat() <= plant_date <= self.last.isoformat()
@@ -258,7 +266,9 @@ def compute_run(
     for original in originals:
         if original.period.first <= period.last and period.first <= original.period.last:
             msg = f"period {period.label} overlaps invoice {original.number} ({original.period.label}); choose a period that does not overlap an issued invoice"
-            raise InvoiceError(msg)
+            params = {"first": period.first.isoformat(), "last": period.last.isoformat(), "invoice": original.number,
+                      "invoice_first": original.period.first.isoformat(), "invoice_last": original.period.last.isoformat()}
+            raise InvoiceError(msg, code="period_overlaps_invoice", params=params)
     notes: list[Document] = []
     for original in originals:
         billed = dict(original.amounts)

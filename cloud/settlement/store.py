@@ -99,6 +99,13 @@ async def list_adjustments(conn: Conn, tenant_id: str, contract_id: str) -> list
     )
 
 
+def _invalid(message: str, code: str, **params: str) -> Invalid:
+    """Return an :class:`Invalid` that also carries the values it names, so that the web UI can show it in the page's language."""
+    error = Invalid(message, code=code)
+    error.params = params  # type: ignore[attr-defined]
+    return error
+
+
 def _exclusions(rows: list[dict[str, Any]]) -> list[Exclusion]:
     return [Exclusion(r["id"], r["anchor_id"], r["first_date"].isoformat(), r["last_date"].isoformat(), r["reason"]) for r in rows]
 
@@ -109,11 +116,14 @@ async def add_adjustment(
     """Record a non-routine adjustment that excludes ``first_date..last_date`` from settlement, and audit it."""
     contract, _ = await load_contract(conn, tenant_id, contract_id)
     if anchor_id is not None and anchor_id not in {a.id for a in contract.anchors}:
-        raise Invalid(f"contract {contract_id!r} has no anchor {anchor_id!r}; choose one of {', '.join(a.id for a in contract.anchors)}", code="unknown_anchor")
+        choices = ", ".join(a.id for a in contract.anchors)
+        raise _invalid(f"contract {contract_id!r} has no anchor {anchor_id!r}; choose one of {choices}", "unknown_anchor",
+                       contract=contract_id, anchor=anchor_id, choices=choices)
     if last_date < first_date:
-        raise Invalid(f"adjustment ends {last_date} before it starts {first_date}; give first <= last", code="reversed_period")
+        raise _invalid(f"adjustment ends {last_date} before it starts {first_date}; give first <= last", "reversed_period",
+                       variant="adjustment", first=first_date.isoformat(), last=last_date.isoformat())
     if not reason.strip():
-        raise Invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", code="missing_reason")
+        raise _invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", "missing_reason")
     (row,) = await _rows(
         conn,
         "INSERT INTO nonroutine_adjustments (tenant_id, contract_id, anchor_id, kind, first_date, last_date, reason, created_by)"
@@ -173,9 +183,11 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
     contract, _ = await load_contract(conn, tenant_id, contract_id)
     if period.first < contract.start or period.last > contract.end:
         # Partly outside is refused too: an approved run reaching past the term would block every later period and print wrong dates.
-        where = "lies outside" if period.last < contract.start or period.first > contract.end else "reaches outside"
+        wholly = period.last < contract.start or period.first > contract.end
+        where = "lies outside" if wholly else "reaches outside"
         msg = f"billing period {period.label} {where} the term of contract {contract_id!r} ({contract.start}..{contract.end}); choose dates within the term"
-        raise Invalid(msg, code="period_outside_term")
+        raise _invalid(msg, "period_outside_term", variant="wholly" if wholly else "partly", first=period.first.isoformat(), last=period.last.isoformat(),
+                       contract=contract_id, start=contract.start.isoformat(), end=contract.end.isoformat())
     existing = await _rows(
         conn,
         "SELECT * FROM invoice_runs WHERE tenant_id = %s AND contract_id = %s AND period_first = %s AND period_last = %s",

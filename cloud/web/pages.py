@@ -15,7 +15,7 @@ from litestar.response import Redirect
 from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
 from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 
-from .i18n import LANGUAGE_COOKIE, normalize, pick_language, translate
+from .i18n import LANGUAGE_COOKIE, catalog, normalize, pick_language, translate
 from .templating import render
 
 __all__ = (
@@ -30,6 +30,7 @@ __all__ = (
     "with_language",
     "forbid_unless",
     "parse_date",
+    "error_text",
 )
 
 log = structlog.get_logger("valuegate.cloud.web")
@@ -72,7 +73,9 @@ def parse_date(value: str, field: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise Invalid(f"{field} {value!r} is not a date; use YYYY-MM-DD", code="invalid_date") from exc
+        error = Invalid(f"{field} {value!r} is not a date; use YYYY-MM-DD", code="invalid_date")
+        error.params = {"field": field, "value": value}  # type: ignore[attr-defined]
+        raise error from exc
 
 
 def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
@@ -112,16 +115,41 @@ def _not_found(request: Request[Any, Any, Any], _exc: Exception) -> Response[str
     return _error_page(request, 404, translate(language_of(request), "error.not_found"))
 
 
+# Form fields named by input errors, and the catalog keys of their labels on the pages.
+_FIELD_LABELS = {
+    "period_first": "settlement.period_first",
+    "period_last": "settlement.period_last",
+    "first_date": "adjustment.first_date",
+    "last_date": "adjustment.last_date",
+}
+
+
+def error_text(language: str, exc: Exception) -> str:
+    """Return the text of an input error in ``language``.
+
+    An error that carries ``params`` is looked up by its ``code`` (and ``params["variant"]``) as ``error.<code>[.<variant>]``
+    in the catalog, with ids, dates and other values inserted as given. Any other error shows its English message.
+    """
+    code, params = getattr(exc, "code", None), getattr(exc, "params", None)
+    if code is not None and params is not None:
+        key = f"error.{code}" + (f".{params['variant']}" if "variant" in params else "")
+        if key in catalog(language):
+            values = dict(params)
+            if "field" in values:
+                values["field"] = translate(language, _FIELD_LABELS.get(values["field"], values["field"]))
+            return translate(language, "error.invalid", detail=translate(language, key, **values))
+    return translate(language, "error.invalid", detail=getattr(exc, "detail", None) or str(exc))
+
+
 def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
-    detail = getattr(exc, "detail", None) or str(exc)
-    return _error_page(request, 400, translate(language_of(request), "error.invalid", detail=detail))
+    return _error_page(request, 400, error_text(language_of(request), exc))
 
 
 def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
     if isinstance(exc, NotFound):
         return _not_found(request, exc)
     status = 409 if isinstance(exc, Conflict) else 400
-    return _error_page(request, status, translate(language_of(request), "error.invalid", detail=str(exc)))
+    return _error_page(request, status, error_text(language_of(request), exc))
 
 
 def unmatched_route_handler(api_handler: Any) -> Any:

@@ -40,7 +40,9 @@ async def run_invoice(
         period = BillingPeriod(parse_date(data.period_first, "period_first"), parse_date(data.period_last, "period_last"))
         run = await settlement.run_invoice(conn, principal.tenant_id, contract_id, period, actor=principal.actor)
     except InvoiceError as exc:
-        raise Invalid(str(exc), code="invalid_period") from exc
+        error = Invalid(str(exc), code=exc.code)
+        error.params = exc.params  # type: ignore[attr-defined]
+        raise error from exc
     return Redirect(f"/runs/{run['id']}", status_code=303)
 
 
