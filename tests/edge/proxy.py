@@ -42,6 +42,8 @@ class PublishCutProxy:
         self.publishes = 0
         self.forwarded = 0
         """Matching PUBLISH packets written to the broker, on every connection."""
+        self.sent: list[bytes] = []
+        """Every PUBLISH packet written to the broker, whatever its topic, on every connection."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -76,8 +78,9 @@ class PublishCutProxy:
                             self.cuts += 1  # swallowed: the broker never receives it and the client never gets a PUBACK
                             continue
                     broker_writer.write(packet)
-                    if packet[0] >> 4 == 3 and self._matches(packet):
-                        self.forwarded += 1
+                    if packet[0] >> 4 == 3:
+                        self.sent.append(packet)
+                        self.forwarded += self._matches(packet)
                     if packet[0] >> 4 == 3 and self._matches(packet) and not self.drop and self.cuts == 0:
                         if self.publishes == self.cut_after:
                             cut.set()
