@@ -13,11 +13,18 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
   sequence. It contains every voucher of each gateway from the first to the last
   sequence the bundle needs, so that the chain can be followed without gaps.
 - ``keys.json``: each gateway's Ed25519 public keys (multibase and did:key)
-  with the period in which each key was valid.
+  with the period in which each key was valid. A key that replaced an
+  earlier one carries the rotation statement the earlier key signed
+  (``rotation``) and the first sequence it signs (``fromSeq``), so that
+  only the gateway's first key needs a check against the plant's records.
 - ``invoices.json``: invoices, credit notes and debit notes with their lines.
   Each line lists the voucher ids it was priced from, and the non-routine
   exclusions that took days out. Each document records the digest of the
-  contract terms it was priced with.
+  contract terms it was priced with and when it was issued (``issued_at``).
+- ``stored.json``: when the cloud stored each voucher (``stored_at``) and
+  whether its re-computation from telemetry agreed (``reproduced``: true,
+  false or null while not yet checked). With ``issued_at`` it shows which
+  vouchers a document must have billed, and which arrived after it.
 - ``adjustments.json``: the contract's non-routine adjustments with their
   reasons, who recorded them and when.
 - ``GUIDE.en.md`` and ``GUIDE.zh-CN.md``: how to check the bundle offline.
@@ -46,6 +53,7 @@ __all__ = (
     "BundleError",
     "Bundle",
     "GatewayKey",
+    "StoredVoucher",
     "document_record",
     "adjustment_record",
     "build_bundle",
@@ -71,6 +79,9 @@ class GatewayKey:
     public_key_multibase: str
     valid_from: str | None = None
     valid_to: str | None = None
+    from_seq: int | None = None
+    until_seq: int | None = None
+    rotation: Mapping[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -79,7 +90,22 @@ class GatewayKey:
             "id": f"did:key:{self.public_key_multibase}",
             "validFrom": self.valid_from,
             "validTo": self.valid_to,
+            "fromSeq": self.from_seq,
+            "untilSeq": self.until_seq,
+            "rotation": None if self.rotation is None else dict(self.rotation),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVoucher:
+    """When the cloud stored one voucher, and whether its re-computation from telemetry agreed (None: not yet checked)."""
+
+    voucher_id: str
+    stored_at: str
+    reproduced: bool | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"voucher_id": self.voucher_id, "stored_at": self.stored_at, "reproduced": self.reproduced}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +119,7 @@ class Bundle:
     documents: list[dict[str, Any]]
     adjustments: list[dict[str, Any]]
     guides: dict[str, str]
+    stored: list[dict[str, Any]] | None = None
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -175,8 +202,13 @@ def build_bundle(
     documents: Sequence[Mapping[str, Any]],
     created_at: str,
     adjustments: Sequence[Mapping[str, Any]] = (),
+    stored: Sequence[StoredVoucher] | None = None,
 ) -> bytes:
-    """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line."""
+    """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
+
+    ``stored`` lists when each voucher was stored; without it the bundle has
+    no ``stored.json`` and a verifier checks every document against every voucher.
+    """
 
     def order(document: Mapping[str, Any]) -> tuple[str, int]:
         subject = document.get("credentialSubject", {})
@@ -193,6 +225,8 @@ def build_bundle(
         "GUIDE.en.md": guide_text("en").encode("utf-8"),
         "GUIDE.zh-CN.md": guide_text("zh-CN").encode("utf-8"),
     }
+    if stored is not None:
+        files["stored.json"] = _json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "contract": contract.get("id"),
@@ -264,6 +298,7 @@ def read_bundle(path: str | Path) -> Bundle:
         documents=_load_json(path, "invoices.json", members["invoices.json"]),
         adjustments=_load_json(path, "adjustments.json", members["adjustments.json"]),
         guides={name: members[name].decode("utf-8", errors="replace") for name in _GUIDES if name in members},
+        stored=_load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
     )
 
 

@@ -13,7 +13,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from valuegate.cloud.bundle import GatewayKey, adjustment_record, build_bundle
+from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract
 from valuegate.cloud.store import NotFound, audit
@@ -40,6 +40,11 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _iso_exact(value: dt.datetime) -> str:
+    """Keep the microseconds: a voucher stored in the second an invoice was issued must still sort on the right side of it."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None) -> bytes:
     """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents."""
     contract, _ = await load_contract(conn, tenant_id, contract_id)
@@ -50,22 +55,30 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
     )
     vouchers: list[dict[str, Any]] = []
     keys: list[GatewayKey] = []
+    stored: list[StoredVoucher] = []
     for span in spans:
         rows = await _rows(
             conn,
-            "SELECT document FROM vouchers WHERE tenant_id = %s AND gateway_id = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+            "SELECT v.document, v.voucher_id, v.stored_at, c.reproduced FROM vouchers v LEFT JOIN voucher_chain c ON c.voucher_id = v.voucher_id"
+            " WHERE v.tenant_id = %s AND v.gateway_id = %s AND v.seq BETWEEN %s AND %s ORDER BY v.seq",
             (tenant_id, span["gateway_id"], span["first"], span["last"]),
         )
         vouchers += [row["document"] for row in rows]
+        stored += [StoredVoucher(row["voucher_id"], _iso_exact(row["stored_at"]), row["reproduced"]) for row in rows]
+        rotations = {
+            row["next_key"]: row["statement"]
+            for row in await _rows(conn, "SELECT next_key, statement FROM key_rotations WHERE tenant_id = %s AND gateway_id = %s", (tenant_id, span["gateway_id"]))
+        }
         for key in await _rows(
-            conn, "SELECT public_key, valid_from, valid_until, revoked_at FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id",
+            conn, "SELECT public_key, valid_from, valid_until, revoked_at, from_seq, until_seq FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id",
             (tenant_id, span["gateway_id"]),
         ):
             ends = [t for t in (key["valid_until"], key["revoked_at"]) if t is not None]
-            keys.append(GatewayKey(span["gateway_id"], key["public_key"], _iso(key["valid_from"]), _iso(min(ends)) if ends else None))
+            keys.append(GatewayKey(span["gateway_id"], key["public_key"], _iso(key["valid_from"]), _iso(min(ends)) if ends else None,
+                                   key["from_seq"], key["until_seq"], rotations.get(key["public_key"])))
     documents = await _rows(
         conn,
-        "SELECT record FROM invoice_documents WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY issued_at, number",
+        "SELECT record, issued_at FROM invoice_documents WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY issued_at, number",
         (tenant_id, contract_id),
     )
     adjustments = await _rows(
@@ -76,8 +89,9 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         adjustments=[adjustment_record(row) for row in adjustments],
         vouchers=vouchers,
         keys=keys,
-        documents=[row["record"] for row in documents],
+        documents=[{**row["record"], "issued_at": _iso_exact(row["issued_at"])} for row in documents],
         created_at=_iso(created_at or dt.datetime.now(dt.UTC)) or "",
+        stored=stored,
     )
 
 
