@@ -31,9 +31,14 @@ def verify(
     bundle: Path = typer.Argument(..., help="Bundle ZIP file, or the folder it was unpacked into."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as one JSON object instead of text."),
 ) -> None:
-    """Verify an auditor bundle offline: voucher proofs, gateway keys, chains and invoice lines."""
+    """Verify an auditor bundle offline: voucher proofs, gateway keys, chains and invoice lines.
+
+    Prints the contract terms digest and each gateway's first key: compare both
+    with the plant's own records, because no signature covers contract.json or keys.json.
+    """
     from valuegate.cloud.bundle import BundleError
     from valuegate.verify import verify_bundle
+    from valuegate.verify_keys import COMPARE_KEY
 
     try:
         report = verify_bundle(bundle)
@@ -45,12 +50,23 @@ def verify(
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
         _print_section("files", report.files)
+        _print_section("gateway keys", report.keys)
         _print_section("vouchers", report.vouchers)
         _print_section("invoice lines", report.lines)
         _print_section("documents", report.documents)
         # contract.json carries no signature: the digest is what ties the prices to the signed contract.
         typer.echo(f"contract {report.contract_id} terms digest: {report.contract_digest}")
         typer.echo("  compare it with the digest printed on the signed contract or invoice; the prices come from contract.json, which no gateway signature covers")
+        # keys.json carries no signature either: the first key of each gateway ties the vouchers to the plant's gateway.
+        for gateway in report.gateways:
+            for key in gateway["keys"]:
+                if key["compare_out_of_band"]:
+                    window = f"valid {key['validFrom'] or 'open'}..{key['validTo'] or 'open'}"
+                    typer.echo(f"gateway {gateway['gateway']} first key: {key['id']} (key id {key['key_id']}, {window})")
+                else:
+                    typer.echo(f"gateway {gateway['gateway']} next key: {key['id']} (from sequence {key['fromSeq']}; the rotation statement signed by the key before it verified)")
+        if report.gateways:
+            typer.echo(f"  {COMPARE_KEY}")
         failed = sum(not v.ok for v in report.verdicts)
         verdict = "PASS" if report.ok else f"FAIL ({failed} failed)"
         counts = f"{_count(len(report.vouchers), 'voucher')}, {_count(len(report.documents), 'document')} with {_count(len(report.lines), 'invoice line')}"
