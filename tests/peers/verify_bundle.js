@@ -1,19 +1,22 @@
 // Independent check of an unpacked valuegate bundle: every voucher's eddsa-jcs-2022 proof,
-// its signing key among the gateway keys, each gateway's hash chain, and the digest of the
-// contract terms that each invoice or note records.
+// its signing key among the gateway keys, each gateway's hash chain, key rotation statements,
+// the digest of the contract terms that each invoice or note records, and each invoice line
+// re-priced from its vouchers: printed fields, completeness and the notes later runs owe.
 // Built only on Node's crypto (SHA-256, Ed25519) and the npm `canonicalize` package (RFC 8785).
 //
 //   node verify_bundle.js BUNDLE_FOLDER
 //
 // Prints one "PASS id" or "FAIL id: reason" line per voucher, a "contract ID sha256:..." line
-// with the digest of contract.json, one PASS or FAIL line per document, then a summary line.
-// Exits with status 1 when any voucher or document fails.
+// with the digest of contract.json, one PASS or FAIL line per document followed by one per line
+// of it, a "key GATEWAY first|next did:key:..." line per gateway key, then a summary line.
+// Exits with status 1 when any voucher, key, document or line fails.
 'use strict';
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const canonicalize = require('canonicalize');
+const pricing = require('./bundle_pricing');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -67,23 +70,94 @@ function checkProof(voucher) {
   return { ok, reason: ok ? 'ok' : 'signature invalid', multibase };
 }
 
-function main() {
-  const folder = process.argv[2];
-  const vouchers = fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
-  const keys = JSON.parse(fs.readFileSync(path.join(folder, 'keys.json'), 'utf8'));
+// Microseconds since the epoch of an ISO 8601 instant, or null; string order alone fails across offsets.
+function micros(text) {
+  if (typeof text !== 'string') return null;
+  const match = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?(Z|[+-]\d\d:\d\d)?$/.exec(text);
+  if (!match) return null;
+  const ms = Date.parse(`${match[1].replace(' ', 'T')}${match[3] || 'Z'}`);
+  if (Number.isNaN(ms)) return null;
+  return BigInt(ms) * 1000n + BigInt((match[2] || '0').padEnd(6, '0'));
+}
+
+function readJson(folder, name, fallback) {
+  const file = path.join(folder, name);
+  if (fallback !== undefined && !fs.existsSync(file)) return fallback;
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+const multibaseOf = (method) => String(method).replace(/^did:key:/, '').split('#')[0];
+
+// A key carrying a rotation statement must be the one it names, signed by the gateway's key before it.
+function checkKeys(keys, contract, out) {
+  const schedules = new Map(); // gateway -> [[fromSeq, multibase], ...]
+  const byGateway = new Map();
+  for (const key of keys) {
+    if (!byGateway.has(key.gateway)) byGateway.set(key.gateway, []);
+    byGateway.get(key.gateway).push(key);
+  }
+  for (const [gateway, records] of [...byGateway].sort()) {
+    const known = new Set(records.map((r) => r.publicKeyMultibase));
+    const firsts = [];
+    const rotations = [];
+    let allOk = true;
+    for (const record of records) {
+      const did = `did:key:${record.publicKeyMultibase}`;
+      if (record.rotation == null) {
+        firsts.push(record.publicKeyMultibase);
+        out.push(`key ${gateway} first ${did} valid ${record.validFrom || 'open'}..${record.validTo || 'open'}`);
+        continue;
+      }
+      const claims = record.rotation.credentialSubject || {};
+      const reasons = [];
+      let check;
+      try {
+        check = checkProof(record.rotation);
+      } catch (error) {
+        check = { ok: false, reason: error.message };
+      }
+      if (!check.ok) reasons.push(`rotation statement: ${check.reason}`);
+      else if (check.multibase !== multibaseOf(claims.previous_key)) reasons.push('rotation statement is not signed by the previous key it names');
+      if (multibaseOf(claims.next_key) !== record.publicKeyMultibase) reasons.push(`rotation statement names next key ${multibaseOf(claims.next_key)}`);
+      if (claims.gateway !== gateway || claims.tenant !== contract.tenant) reasons.push(`rotation statement is for ${claims.tenant}/${claims.gateway}`);
+      if (!known.has(multibaseOf(claims.previous_key))) reasons.push(`previous key ${multibaseOf(claims.previous_key)} is not in keys.json`);
+      if (reasons.length) {
+        allOk = false;
+        out.push(`FAIL key ${gateway} ${did}: ${reasons.join('; ')}`);
+      } else {
+        rotations.push(claims);
+        out.push(`key ${gateway} next ${did} from sequence ${claims.from_seq}: rotation statement verified`);
+      }
+    }
+    if (firsts.length !== 1 || !allOk || !rotations.length) continue;
+    const schedule = [[1, firsts[0]]];
+    for (const claims of rotations.sort((a, b) => a.from_seq - b.from_seq)) {
+      const [lastFrom, current] = schedule[schedule.length - 1];
+      if (multibaseOf(claims.previous_key) !== current || claims.from_seq <= lastFrom) {
+        out.push(`FAIL key ${gateway}: rotation from sequence ${claims.from_seq} does not continue from ${current}`);
+        schedule.length = 0;
+        break;
+      }
+      schedule.push([claims.from_seq, multibaseOf(claims.next_key)]);
+    }
+    if (schedule.length) schedules.set(gateway, schedule);
+  }
+  return schedules;
+}
+
+function checkVouchers(vouchers, keys, schedules, out) {
   const gatewayKeys = new Map();
   for (const key of keys) {
     if (!gatewayKeys.has(key.gateway)) gatewayKeys.set(key.gateway, new Set());
     gatewayKeys.get(key.gateway).add(key.publicKeyMultibase);
   }
-
   const previous = new Map(); // gateway -> { seq, hash }
   const ordered = [...vouchers].sort((a, b) => {
     const [x, y] = [a.credentialSubject, b.credentialSubject];
     if (x.gateway === y.gateway) return x.seq - y.seq;
     return x.gateway < y.gateway ? -1 : 1;
   });
-  let failed = 0;
+  const passed = new Set();
   for (const voucher of ordered) {
     const claims = voucher.credentialSubject;
     const reasons = [];
@@ -96,6 +170,9 @@ function main() {
     if (!check.ok) reasons.push(`proof: ${check.reason}`);
     if (check.multibase && !(gatewayKeys.get(claims.gateway) || new Set()).has(check.multibase)) {
       reasons.push(`key ${check.multibase} is not a key of gateway ${claims.gateway}`);
+    } else if (check.multibase && schedules.has(claims.gateway)) {
+      const due = schedules.get(claims.gateway).filter(([first]) => first <= claims.seq).pop()[1];
+      if (due !== check.multibase) reasons.push(`signed by ${check.multibase}, but the rotation statements give key ${due} for sequence ${claims.seq}`);
     }
     const before = previous.get(claims.gateway);
     if (before === undefined) {
@@ -106,29 +183,180 @@ function main() {
       reasons.push(`chain: prev is not the hash of sequence ${before.seq}`);
     }
     previous.set(claims.gateway, { seq: claims.seq, hash: 'sha256:' + sha256(canonicalize(voucher)).toString('hex') });
-
     if (reasons.length) {
-      failed += 1;
-      console.log(`FAIL ${claims.voucher_id}: ${reasons.join('; ')}`);
+      out.push(`FAIL ${claims.voucher_id}: ${reasons.join('; ')}`);
     } else {
-      console.log(`PASS ${claims.voucher_id}`);
+      passed.add(claims.voucher_id);
+      out.push(`PASS ${claims.voucher_id}`);
     }
   }
+  return passed;
+}
+
+// What the settlement engine read at an instant: vouchers stored by then and adjustments recorded by then.
+// A time the bundle lacks counts as "before every document".
+function ledger(contract, vouchers, passed, stored, adjustments) {
+  const values = new Map(vouchers.map((v) => [v.credentialSubject.voucher_id, pricing.voucherValue(v)]));
+  const storedAt = new Map(stored.map((s) => [s.voucher_id, micros(s.stored_at)]));
+  const disproved = new Set(stored.filter((s) => s.reproduced === false).map((s) => s.voucher_id));
+  const billable = (when) => [...values.values()].filter((v) => passed.has(v.id) && v.contract === contract.id && !disproved.has(v.id)
+    && (when === null || storedAt.get(v.id) == null || storedAt.get(v.id) <= when));
+  const recorded = (when) => adjustments.filter((a) => when === null || micros(a.created_at) === null || micros(a.created_at) <= when);
+  return {
+    values,
+    expected: (anchor, first, last, when) => pricing.computeLines(contract, first, last, billable(when), recorded(when)).get(anchor),
+  };
+}
+
+function printedFields(line, charge) {
+  const fields = [
+    ['price_kind', line.price_kind, charge.kind], ['mode', line.mode, charge.mode],
+    ['unit_price', line.unit_price, charge.unit], ['quantity', line.quantity, charge.quantity], ['days', line.days, charge.days],
+    ['cap_applied', line.cap_applied, charge.capApplied], ['floor_applied', line.floor_applied, charge.floorApplied],
+  ];
+  const reasons = [];
+  for (const [name, printed, recomputed] of fields) {
+    const decimal = typeof recomputed === 'object';
+    let same;
+    try {
+      same = decimal ? printed != null && pricing.cmp(pricing.dec(printed), recomputed) === 0 : printed === recomputed;
+    } catch {
+      same = false;
+    }
+    if (!same) reasons.push(`${name} ${printed} differs from ${decimal ? pricing.show(recomputed) : recomputed} recomputed from its vouchers`);
+  }
+  return reasons;
+}
+
+function checkLine(doc, line, context) {
+  const { contract, book, passed, adjustments, docs, billed } = context;
+  const reasons = [];
+  const { anchor, period_first: first, period_last: last } = line;
+  const listed = [];
+  for (const vid of line.voucher_ids) {
+    const value = book.values.get(vid);
+    if (!value) {
+      reasons.push(`voucher ${vid} is not in the bundle`);
+      continue;
+    }
+    if (!passed.has(vid)) reasons.push(`voucher ${vid} failed verification`);
+    if (value.contract !== contract.id) reasons.push(`voucher ${vid} is for contract ${value.contract}, not ${contract.id}`);
+    if (value.anchor !== anchor || value.date < first || value.date > last) reasons.push(`voucher ${vid} is for ${value.anchor} on ${value.date}, outside ${anchor} ${first}..${last}`);
+    listed.push(value);
+  }
+  for (const item of line.excluded || []) {
+    const adjustment = adjustments.find((a) => `nonroutine_adjustment:${a.id}` === item.reason);
+    const value = book.values.get(item.voucher_id);
+    if (!adjustment) reasons.push(`voucher ${item.voucher_id} is excluded by ${item.reason}, which is not in adjustments.json`);
+    else if (value && ((adjustment.anchor != null && adjustment.anchor !== anchor) || value.date < adjustment.first_date || value.date > adjustment.last_date)) {
+      reasons.push(`voucher ${item.voucher_id} (${value.date}) lies outside adjustment ${adjustment.id}`);
+    }
+  }
+  if (reasons.length) return reasons;
+
+  const charge = pricing.priceAnchor(contract, anchor, listed);
+  const amount = pricing.dec(line.amount);
+  const key = `${doc.chain}\n${anchor}\n${first}`;
+  if (doc.record.kind === 'invoice') {
+    if (pricing.cmp(charge.amount, amount)) reasons.push(`amount ${line.amount} differs from ${pricing.show(charge.amount)} re-priced from its vouchers`);
+  } else {
+    const before = pricing.dec(line.previously_billed);
+    if (pricing.cmp(charge.amount, pricing.dec(line.recomputed))) reasons.push(`recomputed ${line.recomputed} differs from ${pricing.show(charge.amount)} re-priced from its vouchers`);
+    if (pricing.cmp(pricing.quantize(pricing.sub(pricing.dec(line.recomputed), before), pricing.dec(contract.rounding)), amount)) {
+      reasons.push(`amount ${line.amount} is not recomputed ${line.recomputed} minus previously billed ${line.previously_billed}`);
+    }
+    if (billed.has(key) && pricing.cmp(billed.get(key), before)) reasons.push(`previously billed ${line.previously_billed} differs from ${pricing.show(billed.get(key))} billed before`);
+  }
+  billed.set(key, pricing.add(billed.get(key) || pricing.ZERO, amount));
+  if ([...charge.voucherIds].sort().join() !== [...line.voucher_ids].sort().join()) reasons.push('the listed vouchers include days that do not count');
+  reasons.push(...printedFields(line, charge));
+
+  // Completeness: what the engine would have billed when the document was issued is listed or excluded.
+  const expected = book.expected(anchor, first, last, doc.issued);
+  if (!expected) return reasons;
+  const excluded = new Set((line.excluded || []).map((i) => i.voucher_id));
+  const later = docs.filter((d) => d.chain === doc.chain && d.order > doc.order).map((d) => d.record.lines.find((l) => l.anchor === anchor)).filter(Boolean);
+  for (const vid of expected.charge.voucherIds) {
+    if (line.voucher_ids.includes(vid) || excluded.has(vid)) continue;
+    if (later.some((l) => l.voucher_ids.includes(vid) || (l.excluded || []).some((i) => i.voucher_id === vid))) continue;
+    reasons.push(`voucher ${vid} (${book.values.get(vid).date}) lies in the line's period but is neither billed nor excluded`);
+  }
+  for (const [vid, adjustment] of expected.excluded) {
+    if (!line.voucher_ids.includes(vid)) continue;
+    if (later.length && !later[later.length - 1].voucher_ids.includes(vid)) continue;
+    reasons.push(`bills voucher ${vid}, which adjustment ${adjustment} excludes; no later note in the bundle corrects it`);
+  }
+  return reasons;
+}
+
+// Every later run corrects the invoice when its period re-prices differently; an invoice has a line per anchor with vouchers.
+function checkCorrections(invoice, context) {
+  const { contract, book, docs } = context;
+  const reasons = [];
+  const step = pricing.dec(contract.rounding);
+  const { number, period_first: first, period_last: last } = invoice.record;
+  const chain = docs.filter((d) => d.chain === number);
+  const runs = [...new Set(docs.filter((d) => d.issued !== null && invoice.issued !== null && d.issued > invoice.issued).map((d) => d.issued))].sort((a, b) => (a < b ? -1 : 1));
+  for (const anchor of contract.anchors.filter((a) => a.price).map((a) => a.id).sort()) {
+    if (book.expected(anchor, first, last, invoice.issued) && !chain.some((d) => d.record.lines.some((l) => l.anchor === anchor))) {
+      reasons.push(`no line for anchor ${anchor}, though vouchers of it lie in the period`);
+    }
+    for (const when of runs) {
+      const line = book.expected(anchor, first, last, when);
+      const now = pricing.quantize(line ? line.charge.amount : pricing.ZERO, step);
+      const amounts = chain.filter((d) => d.issued <= when).flatMap((d) => d.record.lines.filter((l) => l.anchor === anchor).map((l) => pricing.dec(l.amount)));
+      const before = pricing.quantize(amounts.reduce(pricing.add, pricing.ZERO), step);
+      if (pricing.cmp(now, before)) {
+        const run = docs.filter((d) => d.issued === when).sort((a, b) => (a.record.kind !== 'invoice') - (b.record.kind !== 'invoice'))[0].record.number;
+        reasons.push(`line ${anchor}: re-prices to ${pricing.show(now)} at ${run}, but ${pricing.show(before)} is billed; a credit or debit note is missing`);
+        break;
+      }
+    }
+  }
+  return reasons;
+}
+
+function main() {
+  const folder = process.argv[2];
+  const vouchers = fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
+  const keys = readJson(folder, 'keys.json');
+  const contract = readJson(folder, 'contract.json');
+  const out = [];
+  const keyLines = [];
+  const schedules = checkKeys(keys, contract, keyLines);
+  const passed = checkVouchers(vouchers, keys, schedules, out);
 
   // contract.json carries no signature; each document records the digest of the terms it was priced with.
-  const contract = JSON.parse(fs.readFileSync(path.join(folder, 'contract.json'), 'utf8'));
   const terms = 'sha256:' + sha256(canonicalize(contract)).toString('hex');
-  console.log(`contract ${contract.id} ${terms}`);
-  const documents = JSON.parse(fs.readFileSync(path.join(folder, 'invoices.json'), 'utf8'));
-  for (const document of documents) {
-    if (document.contract_digest === terms) {
-      console.log(`PASS ${document.number}`);
-    } else {
-      failed += 1;
-      console.log(`FAIL ${document.number}: priced with contract terms ${document.contract_digest}, not those of contract.json`);
-    }
+  out.push(`contract ${contract.id} ${terms}`);
+  const documents = readJson(folder, 'invoices.json');
+  const adjustments = readJson(folder, 'adjustments.json');
+  const book = ledger(contract, vouchers, passed, readJson(folder, 'stored.json', []), adjustments);
+  const docs = documents.map((record, order) => ({ record, order, issued: micros(record.issued_at), chain: record.corrects || record.number }));
+  const context = { contract, book, passed, adjustments, docs, billed: new Map() };
+  for (const doc of docs) {
+    const lineLines = doc.record.lines.map((line, index) => {
+      let reasons;
+      try {
+        reasons = checkLine(doc, line, context);
+      } catch (error) {
+        reasons = [`cannot re-price: ${error.message}`];
+      }
+      const subject = `${doc.record.number} line ${index + 1} (${line.anchor})`;
+      return reasons.length ? `FAIL ${subject}: ${reasons.join('; ')}` : `PASS ${subject}`;
+    });
+    const reasons = [];
+    const total = doc.record.lines.reduce((sum, line) => pricing.add(sum, pricing.dec(line.amount)), pricing.ZERO);
+    if (pricing.cmp(total, pricing.dec(doc.record.total))) reasons.push(`total ${doc.record.total} differs from the sum of its lines ${pricing.show(total)}`);
+    if (doc.record.kind === 'invoice') reasons.push(...checkCorrections(doc, context));
+    if (doc.record.contract_digest !== terms) reasons.push(`priced with contract terms ${doc.record.contract_digest}, not those of contract.json`);
+    out.push(reasons.length ? `FAIL ${doc.record.number}: ${reasons.join('; ')}` : `PASS ${doc.record.number}`, ...lineLines);
   }
-  console.log(`checked ${ordered.length} vouchers and ${documents.length} documents, ${failed} failed`);
+  // keys.json carries no signature either: each first key must match the key recorded at commissioning.
+  out.push(...keyLines);
+  const failed = out.filter((line) => line.startsWith('FAIL ')).length;
+  out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
+  console.log(out.join('\n'));
   process.exit(failed ? 1 : 0);
 }
 
