@@ -11,7 +11,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.factories import voucher_chain
-from valuegate.cloud.bundle import GatewayKey, adjustment_record, document_record, write_bundle
+from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, document_record, write_bundle
 from valuegate.cloud.settlement.invoice import BillingPeriod, Exclusion, IssuedDocument, compute_run
 from valuegate.cloud.settlement.pricing import VoucherValue
 from valuegate.edge.protocol.contract import Contract, parse_contract
@@ -58,42 +58,103 @@ REBUILD = {
     "id": 7, "kind": "exclude_period", "anchor_id": "line-oee", "first_date": dt.date(2024, 5, 8), "last_date": dt.date(2024, 5, 8),
     "reason": "一号线改造 line rebuild", "created_by": "user:csm", "created_at": dt.datetime(2024, 5, 20, tzinfo=dt.UTC),
 }
+JULY = BillingPeriod(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+# When each run was approved: May's invoice, then June's run, then July's run.
+ISSUED = {"may": "2024-06-01T08:00:00Z", "june": "2024-07-01T08:00:00Z", "july": "2024-08-01T08:00:00Z"}
+LATE_STORED = "2024-07-05T09:30:00Z"
+REBUILD_AFTER_MAY = dt.datetime(2024, 6, 10, tzinfo=dt.UTC)
 
 
-def signed_bundle(folder: Path, *, days: int = 5, late: bool = False, rebuild: bool = False) -> dict[str, Any]:
-    """Write ``bundle.zip`` and its unpacked folder for ``days`` signed vouchers and their May invoice.
+def _stored_at(document: dict[str, Any]) -> str:
+    """Stored an hour after the gateway issued it."""
+    issued = dt.datetime.fromisoformat(document["credentialSubject"]["issued_at"].replace("Z", "+00:00"))
+    return (issued + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    With ``late``, one more voucher for 31 May arrives after May was issued and
-    June's run carries a debit note for it. With ``rebuild``, a non-routine
-    adjustment takes 8 May (voucher gw-1:3) out of settlement.
+
+def _rotated_chain(key: Ed25519PrivateKey, days: int, rotate_at: int) -> tuple[list[dict[str, Any]], list[GatewayKey]]:
+    """Sign vouchers 1..rotate_at-1 with ``key`` and the rest with a next key that ``key`` introduced by a rotation statement."""
+    from tests.factories import make_claims
+    from valuegate.edge.protocol import voucher as v
+    from valuegate.edge.protocol.keyrotation import build_rotation
+
+    following = Ed25519PrivateKey.generate()
+    statement = build_rotation(key, following, tenant="acme", site="plant-1", gateway="gw-1", from_seq=rotate_at, created="2024-05-08T12:00:00Z")
+    vouchers: list[dict[str, Any]] = []
+    prev = None
+    for seq in range(1, days + 1):
+        claims = make_claims(seq=seq, prev=prev, plant_date=dt.date(2024, 5, 5) + dt.timedelta(days=seq))
+        vouchers.append(v.build_voucher(claims, key if seq < rotate_at else following))
+        prev = v.voucher_hash(vouchers[-1])
+    keys = [
+        GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None, None, rotate_at - 1),
+        GatewayKey("gw-1", public_key_multibase(following.public_key()), "2024-05-08T12:00:00Z", None, rotate_at, None, statement),
+    ]
+    return vouchers, keys
+
+
+def signed_bundle(folder: Path, *, days: int = 5, late: bool = False, rebuild: bool = False, credit: bool = False,
+                  rotate_at: int | None = None, stored: bool = True) -> dict[str, Any]:
+    """Write ``bundle.zip`` and its unpacked folder for ``days`` signed vouchers and their May invoice, as the product settles them.
+
+    With ``rebuild``, a non-routine adjustment recorded before May was
+    invoiced takes 8 May (voucher gw-1:3) out of settlement. With ``credit``,
+    the same adjustment is recorded after May's invoice, and June's run
+    issues a credit note for it. With ``late``, one more voucher for 31 May
+    is stored after June's run and July's run issues a debit note for it.
+    With ``rotate_at``, the gateway's key is rotated at that sequence. Each
+    run also issues its own (empty) invoice; ``stored`` writes stored.json
+    and each document's ``issued_at``.
     """
+    folder.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     contract = oee_contract()
-    vouchers = voucher_chain(key, days)
+    if rotate_at is None:
+        vouchers = voucher_chain(key, days)
+        keys = [GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None)]
+    else:
+        vouchers, keys = _rotated_chain(key, days, rotate_at)
     values = [VoucherValue.from_claims(doc["credentialSubject"]) for doc in vouchers]
-    exclusions = [Exclusion(REBUILD["id"], REBUILD["anchor_id"], "2024-05-08", "2024-05-08", REBUILD["reason"])] if rebuild else []
-    may = compute_run(contract, MAY, values, exclusions, [])
-    documents = [document_record(may.invoice)]
+    adjustment = dict(REBUILD, created_at=REBUILD_AFTER_MAY) if credit else REBUILD
+    exclusion = [Exclusion(REBUILD["id"], REBUILD["anchor_id"], "2024-05-08", "2024-05-08", REBUILD["reason"])] if rebuild or credit else []
+
+    may = compute_run(contract, MAY, values, exclusion if rebuild else [], [])
+    runs = [("may", may)]
+    issued = issued_records(may)
+    if credit:
+        june = compute_run(contract, JUNE, values, exclusion, issued)
+        runs.append(("june", june))
+        issued += issued_records(june)
+    stored_at = {doc["credentialSubject"]["voucher_id"]: _stored_at(doc) for doc in vouchers}
     if late:
         from tests.factories import make_claims
         from valuegate.edge.protocol import voucher as v
 
         claims = make_claims(seq=days + 1, prev=v.voucher_hash(vouchers[-1]), plant_date=dt.date(2024, 5, 31), point=2.25, low=1.0)
-        vouchers.append(v.build_voucher(claims, key))
+        signer = key if rotate_at is None else None
+        assert signer is not None, "a late voucher after a rotation is not built here"
+        vouchers.append(v.build_voucher(claims, signer))
         values.append(VoucherValue.from_claims(vouchers[-1]["credentialSubject"]))
-        june = compute_run(contract, JUNE, values, exclusions, issued_records(may))
-        documents += [document_record(note) for note in june.notes]
+        stored_at[claims.voucher_id] = LATE_STORED
+        runs.append(("july", compute_run(contract, JULY, values, exclusion, issued)))
 
+    documents = []
+    for name, run in runs:
+        for document in (run.invoice, *run.notes):
+            record = document_record(document)
+            if stored:
+                record["issued_at"] = ISSUED[name]
+            documents.append(record)
     path = write_bundle(
         folder / "bundle.zip",
         contract=msgspec.to_builtins(contract),
         vouchers=vouchers,
-        keys=[GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None)],
+        keys=keys,
         documents=documents,
-        created_at="2024-06-01T00:00:00Z",
-        adjustments=[adjustment_record(REBUILD)] if rebuild else [],
+        created_at="2024-08-02T00:00:00Z",
+        adjustments=[adjustment_record(adjustment)] if rebuild or credit else [],
+        stored=[StoredVoucher(vid, at, True) for vid, at in stored_at.items()] if stored else None,
     )
     unpacked = folder / "unpacked"
     with zipfile.ZipFile(path) as archive:
         archive.extractall(unpacked)
-    return {"zip": path, "folder": unpacked, "key": key, "vouchers": vouchers, "documents": documents, "contract": contract}
+    return {"zip": path, "folder": unpacked, "key": key, "vouchers": vouchers, "documents": documents, "contract": contract, "keys": keys}

@@ -13,9 +13,12 @@ from valuegate.cloud.bundle import guide_text
 DOCS = Path(__file__).parents[2] / "docs"
 
 # Sentences each guide must carry: the prices come from an unsigned file, and the digest ties them to the signed contract.
+# The auditor guides also say that keys.json is unsigned and that each gateway's first key is compared with the plant's record.
 REQUIRED = {
-    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest on the signed contract"],
-    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同"],
+    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest on the signed contract",
+           "`keys.json`\n(the gateway keys)", "valuegate keys export-public", "first key", "rotation statement"],
+    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同",
+              "`keys.json`（网关密钥）", "valuegate keys export-public", "首个密钥", "轮换声明"],
 }
 REQUIRED_IN_BUNDLE = {
     "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest printed on the"],
@@ -26,6 +29,8 @@ WITHDRAWN = {
     "en": "Forgery is caught by the signatures, the chain and the re-pricing.",
     "zh-CN": "伪造由签名、哈希链和重新计价发现。",
 }
+# The claim that a registered key signed every voucher, which a bundle alone cannot show.
+KEY_WITHDRAWN = {"en": "signed by a registered key of the plant's gateway", "zh-CN": "由工厂网关已登记的密钥签名"}
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
@@ -35,6 +40,7 @@ def test_auditor_guide_explains_contract_digest(language):
     for phrase in REQUIRED[language]:
         assert phrase in text, (name, phrase)
     assert WITHDRAWN[language] not in text
+    assert KEY_WITHDRAWN[language] not in text
     assert "pip install valuegate\n" not in text
 
 

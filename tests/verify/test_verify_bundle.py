@@ -56,6 +56,7 @@ def forge_price(folder: Path) -> None:
     """Raise the price in contract.json from 2,000 to 2,500 and re-price the invoice to match: 7.5 points x 2,500."""
     rewrite(folder, "contract.json", '"amount": "2000"', '"amount": "2500"')
     rewrite(folder, "invoices.json", '"amount": "15000.00"', '"amount": "18750.00"')
+    rewrite(folder, "invoices.json", '"unit_price": "2000"', '"unit_price": "2500"')
     rewrite(folder, "invoices.json", '"total": "15000.00"', '"total": "18750.00"')
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     manifest["contract_digest"] = content_digest(json.loads((folder / "contract.json").read_text(encoding="utf-8")))
@@ -154,7 +155,8 @@ def test_tampered_invoice_line_fails(tmp_path):
 
 def test_debit_note_for_late_voucher_verifies(tmp_path):
     bundle = signed_bundle(tmp_path, late=True)
-    invoice, note = bundle["documents"]
+    invoice, july, note = bundle["documents"]
+    assert (july["kind"], july["total"], july["lines"]) == ("invoice", "0.00", [])
     assert note["kind"] == "debit_note"
     assert note["corrects"] == invoice["number"]
     # 31 May adds 2.25 points x 2,000 CNY.
@@ -260,13 +262,13 @@ def test_counts_each_file_and_line_once(tmp_path):
     report = verify_bundle(bundle["zip"])
     subjects = [v.subject for v in report.files]
     assert subjects.count("contract.json") == 1
-    assert sorted(subjects) == sorted(["GUIDE.en.md", "GUIDE.zh-CN.md", "adjustments.json", "contract.json", "invoices.json", "keys.json", "vouchers.jsonl"])
-    invoice, note = bundle["documents"]
+    assert sorted(subjects) == sorted(["GUIDE.en.md", "GUIDE.zh-CN.md", "adjustments.json", "contract.json", "invoices.json", "keys.json", "stored.json", "vouchers.jsonl"])
+    invoice, july, note = bundle["documents"]
     assert [v.subject for v in report.lines] == [f"{invoice['number']} line 1 (line-oee)", f"{note['number']} line 1 (line-oee)"]
-    assert [v.subject for v in report.documents] == [f"{invoice['number']} (invoice)", f"{note['number']} (debit_note)"]
+    assert [v.subject for v in report.documents] == [f"{invoice['number']} (invoice)", f"{july['number']} (invoice)", f"{note['number']} (debit_note)"]
     result = run_cli(str(bundle["zip"]))
     assert result.stdout.count("  PASS  contract.json") == 1
-    assert result.stdout.strip().endswith("PASS: 6 vouchers, 2 documents with 2 invoice lines")
+    assert result.stdout.strip().endswith("PASS: 6 vouchers, 3 documents with 2 invoice lines")
 
 
 def test_unreadable_bundle_exits_2(tmp_path):
@@ -300,7 +302,9 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     out = bad.stdout.splitlines()
     assert out[2] == "FAIL gw-1:3: proof: signature invalid"
     assert out[3] == "FAIL gw-1:4: chain: prev is not the hash of sequence 3"
-    assert out[-1] == "checked 5 vouchers and 1 documents, 2 failed"
+    # The invoice line listing vouchers 3 and 4 fails with them.
+    assert out[7] == out[6].split(":")[0].replace("PASS", "FAIL") + " line 1 (line-oee): voucher gw-1:3 failed verification; voucher gw-1:4 failed verification"
+    assert out[-1] == "checked 5 vouchers and 1 documents, 3 failed"
     assert verify_bundle(folder).ok is False
 
     forge_price(folder)
