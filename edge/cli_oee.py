@@ -185,17 +185,28 @@ def _unmatched_note(machine: str, tag_map: TagMap, unmatched: dict[tuple, int]) 
 
 
 def check_trace_tags(trace: Trace, tag_map: TagMap) -> list[str]:
-    """Raise when the trace lacks a tag the state rules read; return the trace tags the map does not know."""
+    """Raise when the trace lacks a tag the state rules test; return the trace tags the map does not know.
+
+    A missing reason tag is not an error: stops then have no reason (see ``missing_reason_tags``).
+    """
     from valuegate.edge.trace import TraceError
 
     present = set(trace.tags())
-    for name in tag_map.state_tags():
+    tested = [name for rule in tag_map.states.rules for name in (*rule.when, *rule.unless)]
+    for name in dict.fromkeys(tested):
         if name not in present:
             shown = ", ".join(sorted(present)[:20]) + (" ..." if len(present) > 20 else "")
-            msg = f"{trace.path}: unknown tag: the tag map {tag_map.name!r} reads tag {name!r}, which no row of the trace has; trace tags: {shown}"
+            msg = f"{trace.path}: missing tag: the state rules of tag map {tag_map.name!r} test tag {name!r}, which no row of the trace has; trace tags: {shown}"
             raise TraceError(msg, file=trace.path, column="tag", value=name)
     known = set(tag_map.tag_names())
     return sorted(present - known)
+
+
+def missing_reason_tags(trace: Trace, tag_map: TagMap) -> list[str]:
+    """Return the reason tags the state rules name that no row of the trace has."""
+    present = set(trace.tags())
+    named = [rule.reason_tag for rule in tag_map.states.rules if rule.reason_tag]
+    return [name for name in dict.fromkeys(named) if name not in present]
 
 
 def check_counter_values(trace: Trace, tag_map: TagMap) -> None:
@@ -245,9 +256,12 @@ def _day_json(date: str, kpis: Kpis) -> dict[str, Any]:
     }
 
 
-def _trace_notes(trace: Trace, ignored_tags: list[str]) -> list[dict[str, Any]]:
-    """Return notes on trace columns and tags that the computation does not use."""
+def _trace_notes(trace: Trace, ignored_tags: list[str], missing_reasons: list[str] | None = None) -> list[dict[str, Any]]:
+    """Return notes on trace columns and tags that the computation does not use, and on reason tags it lacks."""
     notes: list[dict[str, Any]] = []
+    if missing_reasons:
+        text = f"no rows of the reason tag(s) {', '.join(missing_reasons)}: stops are counted, but downtime by reason shows them unassigned"
+        notes.append({"kind": "missing_reason_tags", "tags": list(missing_reasons), "text": text})
     if trace.ignored_columns:
         text = f"ignored columns that a trace does not use: {', '.join(trace.ignored_columns)}; the columns used are timestamp, tag, value, machine, status"
         notes.append({"kind": "ignored_columns", "columns": list(trace.ignored_columns), "text": text})
@@ -331,7 +345,7 @@ def oee(
         time_zone = time_zone or data.zone or "UTC"
         ignored = check_trace_tags(data, mapping)
         check_counter_values(data, mapping)
-        notes = _trace_notes(data, ignored)
+        notes = _trace_notes(data, ignored, missing_reason_tags(data, mapping))
         gap_ms = None if max_gap_s is None else round(max_gap_s * 1000)
         options = {"calendar": shifts, "debounce_ms": debounce_ms, "max_gap_ms": gap_ms, "notes": notes}
         results = [(machine, machine_days(data.rows_of(machine), mapping, time_zone, **options)) for machine in data.machines()]

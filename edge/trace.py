@@ -95,6 +95,8 @@ def parse_timestamp(text: object) -> int:
         except ValueError:
             raise ValueError("not ISO-8601 and not epoch milliseconds") from None
     if stamp.tzinfo is None:
+        if isinstance(text, dt.datetime):
+            raise ValueError("the time has no UTC offset; store the column as a UTC timestamp type (for example timestamp[ms, tz=UTC]) or as ISO-8601 text with an offset")
         raise ValueError("the time has no UTC offset; append Z for UTC or the plant's offset such as +08:00")
     return round(stamp.timestamp() * 1000)
 
@@ -131,6 +133,8 @@ def _check_columns(columns: Iterable[str], path: str) -> None:
         if name not in present:
             shown = ", ".join(present) or "none"
             msg = f"{path}: missing column {name!r}; found columns: {shown}. A trace needs timestamp, tag and value, and may have machine and status."
+            if len(present) == 1 and any(mark in present[0] for mark in ";\t|"):
+                msg += " The header looks like one column: write the CSV with commas as separators."
             raise TraceError(msg, file=path, row=1, column=name)
     for name in set(present):
         if present.count(name) > 1:
@@ -148,7 +152,8 @@ def _rows(records: Iterable[tuple[int, dict[str, Any]]], path: str, default_mach
         try:
             ts_ms = parse_timestamp(stamp)
         except ValueError as exc:
-            raise TraceError(f"{path}: row {number}: cannot read timestamp {stamp!r}: {exc}", file=path, row=number, column="timestamp", value=stamp) from None
+            shown = stamp.isoformat() if isinstance(stamp, dt.datetime) else repr(stamp)
+            raise TraceError(f"{path}: row {number}: cannot read timestamp {shown}: {exc}", file=path, row=number, column="timestamp", value=stamp) from None
         tag = record.get("tag")
         if tag is None or str(tag).strip() == "":
             raise TraceError(f"{path}: row {number}: the tag is empty; every row needs a tag name", file=path, row=number, column="tag")

@@ -105,6 +105,31 @@ def test_parquet_matches_csv(tmp_path):
     assert from_parquet == from_csv
 
 
+def test_missing_reason_tag_leaves_stops_unassigned(tmp_path):
+    # The by-hand day without its reason rows: the same times, the 10-minute stop without a reason, and a note saying why.
+    rows = "".join(line + "\n" for line in FILLER_ROWS.splitlines() if ",reason," not in line)
+    result = _run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json")
+    day = _days(result)[0]
+    assert (day["planned_min"], day["run_min"], day["downtime_min"]) == (120.0, 110.0, 10.0)
+    assert day["downtime_by_reason"] == {"unassigned": 10.0}
+    notes = json.loads(result.stdout)["notes"]
+    assert [note["tags"] for note in notes if note["kind"] == "missing_reason_tags"] == [["reason"]]
+
+
+def test_parquet_timestamp_without_zone_is_named(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import datetime as dt
+
+    import pyarrow.parquet
+
+    table = pyarrow.table({"timestamp": [dt.datetime(2024, 3, 4, 8, 0)], "tag": ["state"], "value": ["1"]})
+    path = tmp_path / "naive.parquet"
+    pyarrow.parquet.write_table(table, path)
+    result = _run(str(path), "--map", "bottling-filler-modbus")
+    assert result.exit_code == 2
+    assert "row 2: cannot read timestamp 2024-03-04T08:00:00: the time has no UTC offset; store the column as a UTC timestamp type" in result.stderr
+
+
 def test_max_gap_turns_silence_into_offline(tmp_path):
     # Polled every 10 minutes until 07:00, then silent until 08:00: with a 15-minute limit the state expires at 07:15.
     rows = ["timestamp,tag,value"] + [f"2024-05-01T06:{minute:02d}:00Z,state,1" for minute in range(0, 60, 10)]
@@ -137,7 +162,8 @@ def test_text_output_names_machine(tmp_path):
         ("time,tag,value\n1,state,1\n", "missing column 'timestamp'; found columns: time, tag, value"),
         ("timestamp,tag,value\nyesterday,state,1\n", "row 2: cannot read timestamp 'yesterday': not ISO-8601 and not epoch milliseconds"),
         ("timestamp,tag,value\n2024-05-01T08:00:00,state,1\n", "row 2: cannot read timestamp '2024-05-01T08:00:00': the time has no UTC offset"),
-        ("timestamp,tag,value\n1,state,1\n", "unknown tag: the tag map 'bottling-filler-modbus' reads tag 'reason', which no row of the trace has"),
+        ("timestamp,tag,value\n1,reason,1\n", "missing tag: the state rules of tag map 'bottling-filler-modbus' test tag 'state', which no row of the trace has; trace tags: reason"),
+        ("timestamp;tag;value\n1;state;1\n", "found columns: timestamp;tag;value. A trace needs timestamp, tag and value, and may have machine and status. The header looks like one column: write the CSV with commas as separators."),
         ("timestamp,tag,value,status\n1,state,1,fine\n", "row 2: unknown status 'fine'; use good, uncertain or bad"),
         ("timestamp,tag,value\n", "the trace has a header but no rows"),
     ],
