@@ -115,8 +115,15 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(msg, path=path)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"cannot read the key file {path}: {exc}", path=path) from exc
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the key file {path}: {exc.strerror or exc}; check that the agent's user may read it", path=path) from exc
+    except (ValueError, TypeError) as exc:
+        # cryptography's own text points at a FAQ; say what the operator can do instead.
+        msg = (
+            f"key file {path} is not a readable PEM private key ({type(exc).__name__}); restore it from your backup, "
+            "or move it aside and create a new key with `valuegate keys new`, then register its public key with the cloud"
+        )
+        raise KeyFileError(msg, path=path) from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"key file {path} contains a {type(key).__name__}, not an Ed25519 key; create one with `valuegate keys new`", path=path)
     return key

@@ -43,6 +43,17 @@ def test_missing_key_names_the_command(tmp_path: Path) -> None:
         keys.load_signing_key(tmp_path)
 
 
+def test_corrupt_key_names_the_way_out(tmp_path: Path) -> None:
+    keys.create_key(tmp_path)
+    path = tmp_path / "gateway.key"
+    path.write_bytes(path.read_bytes()[:40])  # cut off, as a full disk or a bad copy leaves it
+    with pytest.raises(keys.KeyFileError) as caught:
+        keys.load_signing_key(tmp_path)
+    assert str(caught.value).startswith(f"key file {path} is not a readable PEM private key (ValueError); restore it from your backup")
+    assert "valuegate keys new" in str(caught.value)
+    assert "cryptography.io" not in str(caught.value)
+
+
 def test_rotation_chain_names_key_per_sequence(tmp_path: Path) -> None:
     first = keys.create_key(tmp_path)
     one = keys.rotate_key(tmp_path, tenant="t", site="s", gateway="g", from_seq=11, created="2026-01-01T00:00:00Z")
