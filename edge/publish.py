@@ -238,10 +238,16 @@ class Publisher:
     async def _session(self) -> None:
         while not self._events.empty():
             self._events.get_nowait()
-        client = self._client()
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self.config.mqtt.session_expiry_s
         mqtt_config = self.config.mqtt
+        try:
+            client = self._client()
+        except OSError as exc:  # ssl.SSLError included: a TLS file removed or replaced since the configuration was checked
+            tls = mqtt_config.tls
+            names = [name for name in (tls.ca_file, tls.cert_file, tls.key_file) if name] if tls is not None else []
+            files = ", ".join(str(self.config.resolve(name)) for name in names)
+            raise ConnectFailed(f"cannot load the MQTT TLS files {files}: {exc}; check mqtt.tls in the edge configuration") from exc
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = mqtt_config.session_expiry_s
         try:
             await asyncio.to_thread(client.connect, mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s, clean_start=False, properties=properties)
         except (OSError, ssl.SSLError, ValueError) as exc:

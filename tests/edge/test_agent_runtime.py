@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from valuegate.edge import keys
 from valuegate.edge.agent import EdgeAgent, running
@@ -200,3 +201,29 @@ async def test_failed_start_leaves_nothing_open(tmp_path: Path, mosquitto: Mosqu
     finally:
         occupied.close()
         plc.close()
+
+
+async def test_tls_file_gone_keeps_polling(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The CA file checked at start-up is gone when the publisher connects: the connect fails and is retried, and polling goes on."""
+    plc = Plc()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not read before the file is gone\n", encoding="utf-8")
+    tls = {"ca_file": str(ca_file)}
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port)], mqtt={"tls": tls, "reconnect_max_s": 0.2}))
+    ca_file.unlink()
+    watch = SpoolWatch(tmp_path / "state" / "spool.db")
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with EdgeAgent(config) as agent, running(agent) as task:
+                await replay(plc, watch, until_step=30)
+                assert await wait_until(lambda: agent.metrics.value("valuegate_mqtt_connect_failures_total") >= 2, 10)
+                assert not task.done()
+                assert agent.metrics.value("valuegate_mqtt_connected") == 0
+    finally:
+        watch.close()
+        plc.close()
+
+    failures = [entry for entry in logged if entry["event"] == "mqtt_connect_failed"]
+    assert failures
+    assert str(ca_file) in failures[0]["reason"]
+    assert "check mqtt.tls" in failures[0]["reason"]
