@@ -481,7 +481,7 @@ def bench_opcua(args: argparse.Namespace, system_node: str, nodered_node: Path |
         load.stop()
         shutil.rmtree(pki, ignore_errors=True)
     offered = args.variables * args.changes_per_s
-    print_table(f"OPC UA: {ours['monitored_items']:,} monitored items, each changing {args.changes_per_s:g} times per second "
+    print_table(f"OPC UA: {ours['monitored_items']:,} monitored items, {args.changes_per_s:g} changes per second each "
                 f"(offered {offered:,.0f} notifications/s; MaxMonitoredItemsPerCall {ours['max_items_per_call'] or 'none'})",
                 ours, theirs, "notifications")
     print(f"valuegate's peak resident memory: {ours['peak_after_imports_mb']:.1f} MB after imports, "
