@@ -6,6 +6,8 @@ is enough for secrets of that entropy. A request carries either
 ``Authorization: Bearer <token>`` (machines) or the session cookie (the web
 UI). A session request that changes state must also carry the session's
 CSRF token in the ``X-CSRF-Token`` header or the ``_csrf_token`` form field.
+Failed log-ins are counted per user name and client address in this server
+process, and refused for a while once there are too many (:class:`LoginThrottle`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from psycopg.rows import dict_row
 
 from .store import Conflict, Invalid, NotFound, audit, get_tenant, utcnow
+from .throttle import LoginThrottle, LoginThrottled, login_throttle
 
 __all__ = (
     "ROLES",
@@ -43,6 +46,10 @@ __all__ = (
     "issue_token",
     "list_tokens",
     "revoke_token",
+    "LoginFailed",
+    "LoginThrottled",
+    "LoginThrottle",
+    "login_throttle",
     "login",
     "logout",
     "authenticate",
@@ -63,6 +70,8 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 class LoginFailed(Exception):
     """User name or password is wrong, or the user is disabled; the message does not tell which."""
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +202,28 @@ async def revoke_token(conn: Conn, tenant_id: str, token_id: str, *, actor: str 
     return row
 
 
-async def login(conn: Conn, username: str, password: str, *, max_age_s: int) -> tuple[str, Principal]:
-    """Check a password and open a session; return the session id for the cookie and the principal."""
+async def login(
+    conn: Conn, username: str, password: str, *, max_age_s: int, client: str = "", throttle: LoginThrottle | None = None
+) -> tuple[str, Principal]:
+    """Check a password and open a session; return the session id for the cookie and the principal.
+
+    ``client`` is the caller's address; failures count per user name and address in ``throttle``
+    (the process's :data:`login_throttle` by default), which raises :class:`LoginThrottled` after too many.
+    """
+    throttle = throttle if throttle is not None else login_throttle
+    # Long user names are cut for the count only: real ones have at most 128 characters.
+    key = username[:256]
+    throttle.check(key, client)
+    try:
+        session_id, principal = await _open_session(conn, username, password, max_age_s=max_age_s)
+    except LoginFailed:
+        throttle.failed(key, client)
+        raise
+    throttle.succeeded(key, client)
+    return session_id, principal
+
+
+async def _open_session(conn: Conn, username: str, password: str, *, max_age_s: int) -> tuple[str, Principal]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute("SELECT id, tenant_id, username, roles, password_hash, disabled FROM users WHERE username = %s", (username,))
     user = await cur.fetchone()

@@ -44,7 +44,10 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = None
     if exc.status_code == 403 and "CSRF" in exc.detail:
         code = "csrf_failed"
-    return problem_response(request, exc.status_code, exc.detail, code=code)
+    response = problem_response(request, exc.status_code, exc.detail, code=code)
+    # Headers the exception names (Retry-After of a 429) go out with the problem.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _store(request: Request[Any, Any, Any], exc: StoreError) -> Response[Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody
 
 from .. import auth
@@ -65,12 +65,16 @@ class SessionController(Controller):
     tags = ["session"]
 
     @post("", summary="Log in; sets the session cookie and returns the CSRF token")
-    async def login(self, conn: Conn, data: JSONBody[LoginIn], state: State) -> Response[dict[str, Any]]:
+    async def login(self, request: Request[Any, Any, Any], conn: Conn, data: JSONBody[LoginIn], state: State) -> Response[dict[str, Any]]:
         settings = state.settings
+        client = request.client.host if request.client else ""
         try:
-            session_id, principal = await auth.login(conn, data.username, data.password, max_age_s=settings.session_max_age_s)
+            session_id, principal = await auth.login(conn, data.username, data.password, max_age_s=settings.session_max_age_s, client=client)
         except auth.LoginFailed:
             raise NotAuthorizedException("user name or password is wrong, or the user is disabled") from None
+        except auth.LoginThrottled as exc:
+            detail = f"too many failed log-ins for this user name from this address; try again in {exc.retry_after_s} s"
+            raise TooManyRequestsException(detail, headers={"Retry-After": str(exc.retry_after_s)}) from None
         cookie = Cookie(
             key=auth.SESSION_COOKIE, value=session_id, path="/", httponly=True, secure=settings.cookie_secure,
             samesite="lax", max_age=settings.session_max_age_s,

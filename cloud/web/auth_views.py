@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import msgspec
@@ -50,11 +51,17 @@ class LoginForm(msgspec.Struct):
 @post("/login", name="web:login-submit", status_code=303)
 async def login_submit(request: Request[Any, Any, Any], conn: Conn, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response[Any]:
     settings = request.app.state.settings
+    client = request.client.host if request.client else ""
+    form = {"username": data.username, "next": _safe_next(data.next)}
     try:
-        session_id, principal = await auth.login(conn, data.username, data.password, max_age_s=settings.session_max_age_s)
+        session_id, principal = await auth.login(conn, data.username, data.password, max_age_s=settings.session_max_age_s, client=client)
     except auth.LoginFailed:
         log.info("web_login_failed", username=data.username)
-        return page(request, "login.html", status_code=401, failed=True, username=data.username, next=_safe_next(data.next))
+        return page(request, "login.html", status_code=401, failed=True, **form)
+    except auth.LoginThrottled as exc:
+        response = page(request, "login.html", status_code=429, failed=False, retry_minutes=math.ceil(exc.retry_after_s / 60), **form)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     log.info("web_login", username=principal.username, tenant=principal.tenant_id)
     cookie = Cookie(
         key=auth.SESSION_COOKIE, value=session_id, path="/", httponly=True, secure=settings.cookie_secure, samesite="lax", max_age=settings.session_max_age_s
