@@ -14,7 +14,7 @@ from typing import Any
 from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
 
-__all__ = ("CSV_COLUMNS", "csv_bytes", "invoice_html", "pdf_bytes")
+__all__ = ("CSV_COLUMNS", "anchor_titles", "csv_bytes", "invoice_html", "pdf_bytes")
 
 CSV_COLUMNS = (
     "record",
@@ -24,6 +24,7 @@ CSV_COLUMNS = (
     "period_first",
     "period_last",
     "anchor",
+    "anchor_id",
     "price_kind",
     "mode",
     "unit_price",
@@ -46,8 +47,17 @@ def _yes_no(language: str, value: bool) -> str:
     return translate(language, "common.yes" if value else "common.no")
 
 
-def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], language: str) -> bytes:
+def anchor_titles(contract: Any, language: str) -> dict[str, str]:
+    """Return the title of each value anchor of ``contract`` in ``language``, by anchor id (empty without a contract)."""
+    if contract is None:
+        return {}
+    return {anchor.id: anchor.title.get(language, anchor.id) for anchor in contract.anchors}
+
+
+def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], language: str, *, contract: Any = None) -> bytes:
     """Return the CSV of a run: one row per line, a total row per document, one row per adjustment.
+
+    A line names its value anchor by the title in ``contract`` (the id where there is none) and by its id in a column of its own.
 
     ``documents`` are stored document rows whose ``record`` is the bundle form;
     amounts stay plain decimals (``60000.00``) so that a spreadsheet sums them exactly.
@@ -57,6 +67,7 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow([translate(language, f"csv.{column}") for column in CSV_COLUMNS])
+    titles = anchor_titles(contract, language)
 
     for row in documents:
         record = row["record"]
@@ -71,6 +82,7 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
                     record["corrects"] or "",
                     line["period_first"],
                     line["period_last"],
+                    titles.get(line["anchor"], line["anchor"]),
                     line["anchor"],
                     translate(language, f"price.{line['price_kind']}"),
                     translate(language, f"mode.{line['mode']}"),
@@ -91,15 +103,17 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
             )
         writer.writerow(
             [translate(language, "record.total"), record["number"], kind, record["corrects"] or "", record["period_first"], record["period_last"]]
-            + [""] * 8
+            + [""] * 9
             + [record["total"], record["currency"], "", "", "", "", translate(language, f"status.{row['status']}"), terms]
         )
 
     for adjustment in adjustments:
         note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=adjustment["created_by"], at=adjustment["created_at"].isoformat())
+        anchor = adjustment["anchor_id"]
         writer.writerow(
             [translate(language, "record.adjustment"), f"NRA-{adjustment['id']}", translate(language, f"adjustment.{adjustment['kind']}"), "",
-             adjustment["first_date"].isoformat(), adjustment["last_date"].isoformat(), adjustment["anchor_id"] or translate(language, "adjustment.all_anchors")]
+             adjustment["first_date"].isoformat(), adjustment["last_date"].isoformat(),
+             titles.get(anchor, anchor) if anchor else translate(language, "adjustment.all_anchors"), anchor or ""]
             + [""] * 13
             + [note, ""]
         )
@@ -110,7 +124,10 @@ def invoice_html(
     *, run: dict[str, Any], documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], contract: Any, language: str
 ) -> str:
     """Render the printable HTML of a run: each document with its lines, vouchers and the adjustments."""
-    return render("settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract)
+    return render(
+        "settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract,
+        titles=anchor_titles(contract, language),
+    )
 
 
 def pdf_bytes(**parts: Any) -> bytes:
