@@ -113,14 +113,27 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
         points.append(
             translate(language, "renewal.points.reduction", reason=reduction.reason, before=f"{reduction.baseline_rate:.2f}", after=f"{reduction.reporting_rate:.2f}")
         )
-    ranked = sorted((m for m in inputs.machines if m.get("availability") is not None), key=lambda m: (-m["availability"], m["machine"]))
-    if ranked:
-        best = ranked[0]
-        points.append(translate(language, "renewal.points.best_machine", machine=best["machine"], availability=_percent(best["availability"])))
-    if len(ranked) > 1:
-        worst = ranked[-1]
-        points.append(translate(language, "renewal.points.worst_machine", machine=worst["machine"], availability=_percent(worst["availability"])))
+    points += _machine_points(inputs.machines, language)
     return points
+
+
+def _machine_points(machines: Sequence[dict[str, Any]], language: str) -> list[str]:
+    """Return the points about machines: the best and the worst by availability, but only where they differ as printed.
+
+    One machine is neither best nor worst, and machines at the same printed availability have no best.
+    """
+    ranked = sorted((m for m in machines if m.get("availability") is not None), key=lambda m: (-m["availability"], m["machine"]))
+    if not ranked:
+        return []
+    best, worst = ranked[0], ranked[-1]
+    if len(ranked) == 1:
+        return [translate(language, "renewal.points.one_machine", machine=best["machine"], availability=_percent(best["availability"]))]
+    if _percent(best["availability"]) == _percent(worst["availability"]):
+        return [translate(language, "renewal.points.machines_equal", count=len(ranked), availability=_percent(best["availability"]))]
+    return [
+        translate(language, "renewal.points.best_machine", machine=best["machine"], availability=_percent(best["availability"])),
+        translate(language, "renewal.points.worst_machine", machine=worst["machine"], availability=_percent(worst["availability"])),
+    ]
 
 
 def trigger_text(firing: Firing, language: str, contract: Contract) -> str:
