@@ -219,12 +219,85 @@ def _check_modbus_tag(source: YamlSource, index: int, tag: ModbusTag, issues: li
         issues.append(source.issue(f"{where}.address", f"the tag's {count} registers run past address 65535"))
 
 
+def _number_text(text: str) -> str | None:
+    """Return ``text`` as a YAML number literal when it reads as one, else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _rule_value_problem(value: Scalar, tag: ModbusTag) -> str | None:
+    """Return why a rule value can never equal what ``tag`` decodes to, with the fix, or None when it can."""
+    name = f"tag '{tag.name}'"
+    if tag.type == "string":
+        if isinstance(value, str):
+            return None
+        return f"a number never matches {name}, which is a string; write '{value}' in quotes"
+    if isinstance(value, str):
+        number = _number_text(value)
+        fix = f"write {number} without quotes" if number is not None else "write the number the PLC sends"
+        return f"text never matches {name}, which is {tag.type}; {fix}"
+    if tag.type == "bool":
+        return None if value in (0, 1) else f"{name} is bool and reads only 0 or 1 (false or true)"
+    integer = tag.type.startswith(("int", "uint")) and tag.scale == 1.0 and tag.offset == 0.0
+    if integer and isinstance(value, float) and not value.is_integer():
+        return f"{name} is {tag.type} and reads whole numbers only; write the integer the PLC sends"
+    return None
+
+
+def _check_rule_values(source: YamlSource, tag_map: TagMap, issues: list[ConfigIssue]) -> None:
+    """Reject rule values whose type can never equal the value their Modbus tag decodes to."""
+    tags = {tag["name"]: tag for tag in tag_map.tags if isinstance(tag, dict) and isinstance(tag.get("name"), str)}
+    for index, rule in enumerate(tag_map.states.rules):
+        for part in ("when", "unless"):
+            for name, values in getattr(rule, part).items():
+                try:
+                    tag = msgspec.convert(tags[name], ModbusTag)
+                except (KeyError, msgspec.ValidationError):
+                    continue  # an unknown or malformed tag is reported on its own
+                for position, value in enumerate(values):
+                    problem = _rule_value_problem(value, tag)
+                    if problem is not None:
+                        issues.append(source.issue(f"$.states.rules[{index}].{part}.{name}[{position}]", problem, value=value))
+
+
+def _check_overlaps(source: YamlSource, spans: list[tuple[int, ModbusTag]], issues: list[ConfigIssue]) -> None:
+    """Reject two tags that read the same register or bit of one table.
+
+    A bool tag with a ``bit`` may share its register with other bit tags and
+    with a tag that reads the whole register (a status word and its flags),
+    but not with a tag of the same bit.
+    """
+    placed: list[tuple[int, ModbusTag, int, int]] = []
+    for index, tag in sorted(spans, key=lambda item: (item[1].table, item[1].address, item[0])):
+        count = tag.length if tag.type == "string" and tag.length else REGISTER_COUNT.get(tag.type, 1)
+        first, last = tag.address, tag.address + count - 1
+        # Sorted by table and address: only tags of this table that end at or after ``first`` can overlap.
+        placed = [entry for entry in placed if entry[1].table == tag.table and entry[3] >= first]
+        for other_index, other, other_first, other_last in placed:
+            if tag.bit is not None or other.bit is not None:
+                if tag.bit != other.bit:
+                    continue
+                message = f"tag '{tag.name}' reads bit {tag.bit} of {tag.table} {first}, as tag '{other.name}' of tags[{other_index}] does"
+            else:
+                message = (
+                    f"tag '{tag.name}' ({tag.table} {first}..{last}) overlaps tag '{other.name}' of tags[{other_index}] "
+                    f"({other_first}..{other_last})"
+                )
+            message += "; give each tag its own registers"
+            issues.append(source.issue(f"$.tags[{index}].address", message))
+        placed.append((index, tag, first, last))
+
+
 def _validate(source: YamlSource, tag_map: TagMap) -> None:
     issues: list[ConfigIssue] = []
     if tag_map.schema != TAGMAP_SCHEMA:
         issues.append(source.issue("$.schema", "unknown tag map schema", allowed=TAGMAP_SCHEMA))
 
     names: dict[str, int] = {}
+    spans: list[tuple[int, ModbusTag]] = []
     for index, raw in enumerate(tag_map.tags):
         spec_type = ModbusTag if tag_map.protocol == "modbus" else OpcUaTag
         try:
@@ -239,10 +312,13 @@ def _validate(source: YamlSource, tag_map: TagMap) -> None:
         names[tag.name] = index
         if isinstance(tag, ModbusTag):
             _check_modbus_tag(source, index, tag, issues)
+            spans.append((index, tag))
         elif tag.node is None and not tag.browse_path:
             issues.append(source.issue(f"$.tags[{index}]", "an OPC UA tag needs `node` (nsu=...;s=...) or `browse_path`"))
         if tag.range is not None and (len(tag.range) != 2 or tag.range[0] > tag.range[1]):
             issues.append(source.issue(f"$.tags[{index}].range", "range must be [min, max] with min <= max"))
+
+    _check_overlaps(source, spans, issues)
 
     for index, rule in enumerate(tag_map.states.rules):
         for part in ("when", "unless"):
@@ -255,6 +331,8 @@ def _validate(source: YamlSource, tag_map: TagMap) -> None:
             issues.append(source.issue(f"$.states.rules[{index}].reason_tag", "unknown tag", allowed=", ".join(names)))
         if not rule.when and not rule.unless:
             issues.append(source.issue(f"$.states.rules[{index}]", "a rule needs at least one `when` or `unless` condition"))
+    if tag_map.protocol == "modbus":
+        _check_rule_values(source, tag_map, issues)
 
     for index, counter in enumerate(tag_map.counters):
         if counter.tag not in names:

@@ -157,6 +157,13 @@ class YamlSource:
         unknown = _UNKNOWN_FIELD.search(message)
         if unknown:
             field_path = f"{field_path}.{unknown.group(1)}"
+        missing = _MISSING_FIELD.search(message)
+        if missing:
+            # Name the absent field; the object that lacks it can be the whole file, too long to print.
+            where = "the file" if field_path == "$" else field_path
+            issue = self.issue(field_path, f"required field `{missing.group(1)}` is missing; add it to {where}", allowed=allowed)
+            issue.value = None
+            return issue
         return self.issue(field_path, message, allowed=allowed)
 
 
