@@ -18,7 +18,9 @@ class StateResult(msgspec.Struct, frozen=True):
     ``code`` is the category's index in ``CATEGORIES`` (running 0 .. offline 5);
     ``reason`` is the stop reason (a fixed text of the rule or the value of its
     ``reason_tag``); ``uncertain`` is true when an input had Uncertain status;
-    ``label`` is the matched rule's label or why the state is offline.
+    ``label`` is the matched rule's label or why the state is offline;
+    ``unmatched`` is true when every input had a value but no rule matched,
+    so the map's ``default`` category applies.
     """
 
     category: str
@@ -26,6 +28,7 @@ class StateResult(msgspec.Struct, frozen=True):
     reason: str | None
     uncertain: bool
     label: str
+    unmatched: bool = False
 
 
 def match_value(actual: Any, allowed: list[Any]) -> bool:
@@ -103,7 +106,16 @@ class StateEvaluator:
             )
 
         default = self.tag_map.states.default
-        return StateResult(default, CATEGORIES.index(default), None, uncertain, f"no rule matched; default {default}")
+        return StateResult(default, CATEGORIES.index(default), None, uncertain, f"no rule matched; default {default}", unmatched=True)
+
+    def input_values(self) -> str:
+        """Return the latest state input values as ``name=value`` pairs, such as ``state=4 mode='AUTO'``."""
+        shown = []
+        for name in self.inputs:
+            sample = self._latest.get(name)
+            value = None if sample is None else sample.value
+            shown.append(f"{name}={value!r}" if value is None or isinstance(value, str) else f"{name}={_reason_text(value)}")
+        return " ".join(shown)
 
     def _reason(self, rule: StateRule) -> tuple[str | None, bool]:
         if rule.reason_tag is None:

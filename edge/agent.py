@@ -197,6 +197,7 @@ class EdgeAgent:
         self.metrics.device_connected.labels(device_id).set(int(connected))
         missed_before = normalizer.missed_total
         implausible_before = normalizer.implausible_total
+        unmatched_before = normalizer.unmatched_total
         batch = normalizer.feed(samples) if connected or samples else normalizer.offline()
         if normalizer.missed_total > missed_before:
             self.metrics.missed_transitions.labels(machine_id).inc(normalizer.missed_total - missed_before)
@@ -204,6 +205,14 @@ class EdgeAgent:
                 self._log.warning("state_transitions_missed", machine=machine_id, missed_total=normalizer.missed_total, repeats_not_logged=held)
         if normalizer.implausible_total > implausible_before:
             self._report_implausible(machine_id, device_id, normalizer)
+        if normalizer.unmatched_total > unmatched_before:
+            self.metrics.state_unmatched.labels(machine_id).inc(normalizer.unmatched_total - unmatched_before)
+        if normalizer.unmatched_new:
+            # Each distinct value is logged once: a missing or mistyped rule, not a passing fault.
+            default = normalizer.tag_map.states.default
+            self._log.warning("state_unmatched", machine=machine_id, device=device_id, values=list(normalizer.unmatched_new), category=default,
+                              hint=f"no rule of tag map '{normalizer.tag_map.name}' matches; add a rule if these are real machine states")
+            normalizer.unmatched_new.clear()
         await self._enqueue(batch)
 
     def _report_implausible(self, machine_id: str, device_id: str, normalizer: Normalizer) -> None:

@@ -33,6 +33,12 @@ class AgentMetrics:
             ["machine", "tag"],
             registry=r,
         )
+        self.state_unmatched = Counter(
+            "valuegate_state_unmatched_samples_total",
+            "State evaluations where no state rule matched the inputs, so the map's default category applied",
+            ["machine"],
+            registry=r,
+        )
         self.spool_rejected = Counter(
             "valuegate_spool_rejected_total", "State events, counter readings and watermarks rejected before the spool insert", ["machine"], registry=r
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from valuegate.adapters.rules import StateEvaluator
+from valuegate.adapters.rules import StateEvaluator, StateResult
 from valuegate.adapters.samples import Sample
 from valuegate.adapters.tagmap import REGISTER_COUNT, TagMap
 from valuegate.adapters.values import IMPLAUSIBLE_TIME, implausible_time
@@ -37,6 +37,8 @@ from .spool import CounterReading, MachineBatch, StateEvent
 __all__ = ("Normalizer",)
 
 OFFLINE = STATE_CODES["offline"]
+# Distinct unmatched state values remembered per machine, so that a noisy input cannot grow the set without end.
+_UNMATCHED_KEPT = 32
 
 
 class Normalizer:
@@ -63,6 +65,11 @@ class Normalizer:
         self.implausible_total = 0
         self.implausible: dict[str, tuple[int, str]] = {}
         """Implausible PLC times per tag not yet reported: tag name -> (count, latest detail); the caller clears it."""
+        self.unmatched_total = 0
+        """State evaluations that matched no rule and took the map's default category."""
+        self.unmatched_new: list[str] = []
+        """State input values (``state=4``) that matched no rule, each listed once when first seen; the caller clears it."""
+        self._unmatched_seen: set[str] = set()
 
     def _seq_modulus(self) -> int:
         if self.seq_tag is None:
@@ -125,7 +132,7 @@ class Normalizer:
         self.watermark_ms = max(self.watermark_ms, now)
 
         missed, seq_moved = self._check_seq(by_tag.get(self.seq_tag) if self.seq_tag else None)
-        result = self.evaluator.evaluate()
+        result = self._evaluate()
         state = (result.code, result.reason, result.uncertain or missed > 0)
         if state != self.last_state or seq_moved:
             since = by_tag.get(self.since_tag) if self.since_tag and self.plc_time else None
@@ -193,7 +200,7 @@ class Normalizer:
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
             self.evaluator.update(sample)
             if sample.tag in self.state_tags:
-                result = self.evaluator.evaluate()
+                result = self._evaluate()
                 state = (result.code, result.reason, result.uncertain)
                 if state != self.last_state:
                     self._emit(batch, max(stamp, self.last_ts_ms), state, missed=0)
@@ -203,6 +210,18 @@ class Normalizer:
                 self.watermark_ms = max(self.watermark_ms, stamp)
 
     # -- shared -----------------------------------------------------------
+
+    def _evaluate(self) -> StateResult:
+        """Evaluate the state rules; note the inputs when no rule matched (up to 32 distinct values per machine)."""
+        result = self.evaluator.evaluate()
+        if result.unmatched:
+            self.unmatched_total += 1
+            if len(self._unmatched_seen) < _UNMATCHED_KEPT:
+                values = self.evaluator.input_values()
+                if values not in self._unmatched_seen:
+                    self._unmatched_seen.add(values)
+                    self.unmatched_new.append(values)
+        return result
 
     def _emit(self, batch: MachineBatch, ts_ms: int, state: tuple[int, str | None, bool], *, missed: int) -> None:
         code, reason, uncertain = state
