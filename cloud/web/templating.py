@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import jinja2
@@ -10,11 +11,30 @@ import markupsafe
 
 from .i18n import LANGUAGES, format_date, format_money, format_number, translate
 
-__all__ = ("PDF_FONTS", "environment", "render")
+__all__ = ("PDF_FONTS", "environment", "keep_words", "render")
 
 # WeasyPrint finds fonts through fontconfig by family name. Noto CJK comes from
 # Debian's fonts-noto-cjk (installed by ./run); WenQuanYi is the usual other CJK font.
 PDF_FONTS = '"Noto Sans CJK SC", "Noto Serif CJK SC", "WenQuanYi Zen Hei", "Source Han Sans SC", sans-serif'
+
+
+# A header may break before an opening bracket: "平均每运行日增益" / "（置信区间下限）".
+_BEFORE_BRACKET = re.compile(r"(?=[（(])")
+
+
+def keep_words(text: str) -> markupsafe.Markup:
+    """Return a table header whose words never break inside, for PDF tables.
+
+    Chinese has no spaces, so WeasyPrint breaks a narrow column between any two
+    characters (``承诺目`` / ``标``); WeasyPrint 70 ignores ``word-break: keep-all``.
+    Each space-separated word, and each part before an opening bracket, becomes
+    a ``<span class="word">`` that the page's CSS keeps on one line.
+    """
+    words = []
+    for word in str(text).split():
+        parts = [markupsafe.Markup('<span class="word">{}</span>').format(part) for part in _BEFORE_BRACKET.split(word) if part]
+        words.append(markupsafe.Markup("<wbr>").join(parts))
+    return markupsafe.Markup(" ").join(words)
 
 
 @functools.cache
@@ -28,6 +48,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["number"] = format_number
+    env.filters["keep_words"] = keep_words
     env.globals["LANGUAGES"] = LANGUAGES
     # A trusted constant: Markup keeps autoescape from turning its quotes into &#34;.
     env.globals["PDF_FONTS"] = markupsafe.Markup(PDF_FONTS)
