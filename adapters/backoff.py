@@ -9,10 +9,10 @@ __all__ = ("Backoff", "raise_if_cancelling")
 
 
 class Backoff:
-    """Delays for successive reconnect attempts: doubling from ``initial_s`` up to ``max_s``, with full jitter.
+    """Delays for successive reconnect attempts: doubling from ``initial_s`` up to ``max_s``, with jitter.
 
-    Each delay is drawn uniformly from [delay/2, delay], so that many gateways
-    restarted together do not reconnect in lock step.
+    Each delay is drawn uniformly from [delay/2, delay] (equal jitter), so that
+    many gateways restarted together do not reconnect in lock step.
     """
 
     def __init__(self, initial_s: float, max_s: float, *, rng: random.Random | None = None) -> None:

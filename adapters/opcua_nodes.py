@@ -81,7 +81,13 @@ async def read_operation_limits(client: Client) -> OperationLimits:
     try:
         values = await client.uaclient.read_attributes(node_ids, ua.AttributeIds.Value)
     except ua.UaStatusCodeError:
-        return OperationLimits()
+        # A server that allows fewer nodes per Read than there are limits rejects the combined read, so read each alone.
+        values = []
+        for node_id in node_ids:
+            try:
+                values += await client.uaclient.read_attributes([node_id], ua.AttributeIds.Value)
+            except ua.UaStatusCodeError:
+                values.append(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNotReadable)))
     found: dict[str, int] = {}
     for name, value in zip(_LIMIT_NODES, values, strict=True):
         if value.StatusCode is not None and not value.StatusCode.is_good():

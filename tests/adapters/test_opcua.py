@@ -96,9 +96,14 @@ async def test_restart_rebuilds_without_duplicates(tmp_path: Path):
         await first(stream, lambda b: len(b) == 3 and all(s.status == "good" for s in b), timeout_s=15)
         assert server.monitored_item_count() == 3
         assert client.stats["reconnects"] == 1
-        await server.write("b", 7)
+        assert client.monitored_items == 3
+        for name, value in (("a", 11), ("b", 7), ("c", 13)):
+            await server.write(name, value)
+        await asyncio.sleep(0.3)
+        await server.write("b", 8)
         later = await collect(stream, 1.0)
-        assert [(s.tag, s.value) for s in later] == [("b", 7)]
+        # One notification per change of each node: a duplicate monitored item would repeat one.
+        assert sorted((s.tag, s.value) for s in later) == [("a", 11), ("b", 7), ("b", 8), ("c", 13)]
         assert server.monitored_item_count() == 3
         await stream.aclose()
     await server.stop()

@@ -1,0 +1,119 @@
+"""Reconnect backoff: doubling delays with jitter, the cap, the reset, and which Modbus counter each kind of loss raises."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from valuegate.adapters.backoff import Backoff
+from valuegate.adapters.devices import ModbusDeviceConfig, open_device
+from valuegate.services import free_port
+
+from .servers import ModbusServer, eventually, first, tag_map
+
+
+def test_delays_double_within_jitter_bounds() -> None:
+    backoff = Backoff(0.1, 1.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    # Nominal delays 0.1, 0.2, 0.4, 0.8, then the 1.0 cap; each is drawn from [nominal / 2, nominal].
+    nominal = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    for delay, expected in zip(delays, nominal, strict=True):
+        assert expected / 2 <= delay <= expected
+    assert max(delays) <= 1.0
+    assert delays[4] > 0.4, "the fifth delay should reach the cap's range"
+
+
+def test_jitter_follows_the_random_source() -> None:
+    """The draws are exactly uniform(nominal / 2, nominal) of the given source, so two sources give two sequences."""
+    reference = random.Random(11)
+    expected = [reference.uniform(nominal / 2, nominal) for nominal in (0.5, 1.0, 2.0, 2.0)]
+    backoff = Backoff(0.5, 2.0, rng=random.Random(11))
+    assert [backoff.next_delay() for _ in range(4)] == expected
+    other = Backoff(0.5, 2.0, rng=random.Random(12))
+    assert [other.next_delay() for _ in range(4)] != expected
+
+
+def test_spread_covers_the_jitter_range() -> None:
+    backoff = Backoff(1.0, 1.0, rng=random.Random(3))
+    delays = [backoff.next_delay() for _ in range(2000)]
+    assert min(delays) >= 0.5
+    assert max(delays) <= 1.0
+    # Uniform on [0.5, 1.0]: the lowest and highest tenth of the range are both reached.
+    assert min(delays) < 0.55
+    assert max(delays) > 0.95
+
+
+def test_reset_returns_to_initial_delay() -> None:
+    backoff = Backoff(0.2, 5.0, rng=random.Random(5))
+    for _ in range(6):
+        backoff.next_delay()
+    assert backoff.next_delay() > 2.5  # nominal 5.0 (capped), at least half of it
+    backoff.reset()
+    assert 0.1 <= backoff.next_delay() <= 0.2
+    assert 0.2 <= backoff.next_delay() <= 0.4
+
+
+@pytest.mark.parametrize(("initial_s", "max_s"), [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])
+def test_invalid_bounds_rejected(initial_s: float, max_s: float) -> None:
+    with pytest.raises(ValueError, match="0 < initial_s <= max_s"):
+        Backoff(initial_s, max_s)
+
+
+def modbus_config(port: int, **overrides: object) -> ModbusDeviceConfig:
+    settings = {"id": "press-1", "host": "127.0.0.1", "port": port, "unit_id": 1, "tag_map": "unused", "poll_ms": 400,
+                "timeout_ms": 300, "reconnect_min_ms": 50, "reconnect_max_ms": 100}  # fmt: skip
+    settings.update(overrides)
+    return ModbusDeviceConfig(**settings)
+
+
+def two_registers() -> list[dict]:
+    return [{"name": f"r{i}", "table": "holding_register", "address": i, "type": "uint16", "order": "ABCD"} for i in range(2)]
+
+
+async def test_restart_counts_closed_then_refused(tmp_path: Path) -> None:
+    """The server goes away between two polls: one closed connection, then only refused connects until it is back."""
+    port = free_port()
+    server = await ModbusServer(port, holding={0: [1, 5]}).start()
+    async with open_device(modbus_config(port), tag_map(tmp_path, "restart", "modbus", two_registers())) as client:
+        stream = client.stream()
+        assert [s.value for s in await first(stream, lambda b: True)] == [1, 5]
+        await server.stop()
+        outage = await first(stream, lambda b: True)
+        assert {s.detail for s in outage} == {"disconnected"}
+        pending = asyncio.ensure_future(first(stream, lambda b: b[0].status == "good", timeout_s=15))
+        await eventually(lambda: client.stats["refused"] >= 3)
+        server = await ModbusServer(port, holding={0: [0, 6]}).start()
+        batch = await pending
+        assert [s.value for s in batch] == [0, 6]
+        stats = dict(client.stats)
+        await stream.aclose()
+    await server.stop()
+
+    assert stats["closed"] == 1
+    assert stats["resets"] == 0
+    assert stats["timeouts"] == 0
+    assert stats["refused"] >= 3
+    assert stats["connect_failures"] == stats["refused"]
+    assert stats["reconnects"] == 1
+
+
+async def test_slow_server_counts_one_timeout(tmp_path: Path) -> None:
+    async with ModbusServer(free_port(), holding={0: [3, 4]}) as server:
+        async with open_device(modbus_config(server.port), tag_map(tmp_path, "slow", "modbus", two_registers())) as client:
+            stream = client.stream()
+            await first(stream, lambda b: True)
+            server.delay_s = 1.0
+            outage = await first(stream, lambda b: True)
+            assert {(s.status, s.detail) for s in outage} == {("bad", "disconnected")}
+            server.delay_s = 0.0
+            await first(stream, lambda b: b[0].status == "good")
+            stats = dict(client.stats)
+            await stream.aclose()
+    assert stats["timeouts"] == 1
+    assert stats.get("closed", 0) == 0
+    assert stats["resets"] == 0
+    assert stats["refused"] == 0
+    assert stats["reconnects"] == 1
