@@ -31,7 +31,8 @@ def probe(
     logging.basicConfig(level=logging.ERROR)
     _quiet_structlog()
     try:
-        rows = asyncio.run(_probe(config, set(device)))
+        hints: list[str] = []
+        rows = asyncio.run(_probe(config, set(device), hints))
     except ConfigError as exc:
         typer.echo(f"invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from exc
@@ -46,6 +47,8 @@ def probe(
     else:
         _print_table(rows)
     failed = [row for row in rows if row["status"] == "bad"]
+    for hint in hints:
+        typer.echo(hint, err=True)
     if failed:
         if not json_output:
             typer.echo(f"{len(failed)} of {len(rows)} tags failed", err=True)
@@ -60,7 +63,25 @@ def _quiet_structlog() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
 
-async def _probe(config: Path, only: set[str]) -> list[dict[str, Any]]:
+# Modbus exceptions that a gateway or device gives for every request addressed to a unit id it does not serve.
+_WRONG_UNIT = frozenset({"illegal_function", "server_device_failure", "gateway_path_unavailable", "gateway_target_failed_to_respond"})
+
+
+def _unit_hint(device_config: Any, rows: list[dict[str, Any]]) -> str | None:
+    """Return a hint to check the unit id when every tag of a Modbus device failed with the same such exception."""
+    details = {row["detail"] for row in rows}
+    if device_config.protocol != "modbus" or not rows or len(details) != 1 or any(row["status"] != "bad" for row in rows):
+        return None
+    (detail,) = details
+    if detail not in _WRONG_UNIT:
+        return None
+    return (
+        f"{device_config.id}: all {len(rows)} tags failed with {detail}: "
+        f"check the device's unit_id ({device_config.unit_id}) against the PLC or gateway"
+    )
+
+
+async def _probe(config: Path, only: set[str], hints: list[str]) -> list[dict[str, Any]]:
     import asyncio
 
     from .devices import load_devices, open_device
@@ -93,6 +114,9 @@ async def _probe(config: Path, only: set[str]) -> list[dict[str, Any]]:
                 "timestamp": _iso(sample.ts_ms),
                 "time_source": sample.time_source,
             })
+        hint = _unit_hint(device_config, rows)
+        if hint is not None:
+            hints.append(hint)
         return rows
 
     selected = [d for d in devices if not only or d.id in only]

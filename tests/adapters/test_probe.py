@@ -9,7 +9,9 @@ from pathlib import Path
 
 from asyncua import ua
 
+from valuegate.adapters.tagmap import load_tag_map
 from valuegate.services import free_port
+from valuegate.simulators.modbus_server import RegisterServer
 
 from .servers import ModbusServer, UaServer, write_tag_map
 
@@ -97,11 +99,12 @@ async def test_probe_implausible_plc_time(tmp_path: Path):
     write_tag_map(tmp_path, "press", "modbus", [
         {"name": "state", "table": "holding_register", "address": 0, "type": "uint16", "order": "ABCD"},
         {"name": "clock", "table": "holding_register", "address": 1, "type": "uint64", "order": "ABCD", "role": "clock"},
-        {"name": "since", "table": "holding_register", "address": 1, "type": "uint64", "order": "CDAB", "role": "state_since"},
+        {"name": "since", "table": "holding_register", "address": 5, "type": "uint64", "order": "CDAB", "role": "state_since"},
     ])
     write_tag_map(tmp_path, "oven", "opcua", [{"name": "state", "node": f"nsu={URI};s=Line/state"},
                                               {"name": "clock", "node": f"nsu={URI};s=Line/clock", "role": "clock"}])
-    modbus = ModbusServer(free_port(), holding={0: [1, *low_word_first]})
+    # The same four words at 1..4 (read as ABCD) and at 5..8 (read as CDAB).
+    modbus = ModbusServer(free_port(), holding={0: [1, *low_word_first, *low_word_first]})
     oven = UaServer(free_port(), {"state": ua.Variant(2, ua.VariantType.Int32), "clock": ua.Variant(2**63 + 5, ua.VariantType.UInt64)})
     config = tmp_path / "edge.yaml"
     config.write_text(
@@ -128,3 +131,26 @@ async def test_probe_implausible_plc_time(tmp_path: Path):
     assert table_code == 1
     assert "implausible_time" in table
     assert "1 of 3 tags failed" in table_stderr
+
+
+async def test_probe_hints_at_wrong_unit_id(tmp_path: Path):
+    """The simulator serves unit 1; a device configured as unit 7 fails every tag with the same exception."""
+    write_tag_map(tmp_path, "press", "modbus", [
+        {"name": f"r{i}", "table": "holding_register", "address": i, "type": "uint16", "order": "ABCD"} for i in range(3)
+    ])  # fmt: skip
+    server = RegisterServer(load_tag_map(tmp_path / "press.yaml"), port=0, unit_id=1)
+    await server.start()
+    try:
+        config = tmp_path / "edge.yaml"
+        line = f"  - {{id: press-1, protocol: modbus, host: 127.0.0.1, port: {server.port}, unit_id: UNIT, tag_map: press.yaml, timeout_ms: 500}}\n"
+        config.write_text("devices:\n" + line.replace("UNIT", "7"), encoding="utf-8")
+        code, stdout, stderr = await run_probe(str(config))
+        config.write_text("devices:\n" + line.replace("UNIT", "1"), encoding="utf-8")
+        good_code, _, good_stderr = await run_probe(str(config))
+    finally:
+        await server.stop()
+    assert code == 1, stderr
+    assert "press-1: all 3 tags failed with server_device_failure: check the device's unit_id (7)" in stderr
+    assert "3 of 3 tags failed" in stderr
+    assert good_code == 0, good_stderr
+    assert "unit_id" not in good_stderr
