@@ -21,9 +21,13 @@ REQUIRED = {
               "`keys.json`（网关密钥）", "valuegate keys export-public", "首个密钥", "轮换声明"],
 }
 REQUIRED_IN_BUNDLE = {
-    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest printed on the"],
-    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同"],
+    "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest printed on the",
+           "valuegate keys export-public", "first key", "rotation statement"],
+    "zh-CN": ["不在任何网关签名的覆盖范围内", "RFC 8785", "contract_digest", "已签署合同",
+              "valuegate keys export-public", "首个密钥", "轮换声明"],
 }
+# The bundle guide's former claim that the plant's gateway signed every voucher, which keys.json alone cannot show.
+BUNDLE_KEY_WITHDRAWN = {"en": "signed by a gateway of your plant", "zh-CN": "由贵厂的网关签名"}
 # The claim that re-pricing catches a forged price, which it cannot while contract.json is unsigned.
 WITHDRAWN = {
     "en": "Forgery is caught by the signatures, the chain and the re-pricing.",
@@ -51,4 +55,5 @@ def test_bundle_guide_explains_contract_digest(tmp_path, language):
     assert shipped == guide_text(language)
     for phrase in REQUIRED_IN_BUNDLE[language]:
         assert phrase in shipped, (language, phrase)
+    assert BUNDLE_KEY_WITHDRAWN[language] not in shipped
     assert "pip install valuegate\n" not in shipped
