@@ -116,11 +116,12 @@ def check_server_certificate(certificate: x509.Certificate, *, pinned: Path | No
     candidates: list[x509.Certificate] = []
     if pinned is not None:
         candidates.append(load_certificate(pinned))
+        pinned_print = thumbprint(candidates[0])
     if trusted_dir is not None and trusted_dir.is_dir():
         candidates.extend(_trusted_certificates(trusted_dir))
     if any(thumbprint(candidate) == print_ for candidate in candidates):
         return
-    where = f"the pinned certificate {pinned}" if pinned is not None else f"the trusted folder {trusted_dir}"
+    where = f"the pinned certificate {pinned} ({pinned_print})" if pinned is not None else f"the trusted folder {trusted_dir}"
     raise CertificateRejected(
         f"server certificate {print_} ({certificate.subject.rfc4514_string()}) does not match {where}; "
         "if it is the right server, copy its certificate there",
