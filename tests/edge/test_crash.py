@@ -65,10 +65,8 @@ RUN_SPECIFIC_CLAIMS = ("issued_at", "prev")
 def reference_vouchers(folder: Path, contract: Path, restarts: list[int]) -> list[dict[str, Any]]:
     """Replay every step once, in this process, through the agent's normalizer, spool and pipeline; return the vouchers issued.
 
-    After the step whose clock is in ``restarts`` the normalizer starts
-    again from the committed watermark, as the agent does at start-up, once
-    for each time the clock is listed (a kill during start-up restarts twice
-    from the same poll).
+    After each step whose clock is in ``restarts`` the normalizer starts
+    again from the committed watermark, as the agent does at start-up.
     """
     tag_map = load_tag_map(FILLER_MAP)
     keys.create_key(folder / "keys")
@@ -83,7 +81,7 @@ def reference_vouchers(folder: Path, contract: Path, restarts: list[int]) -> lis
             clock = values["clock"]
             samples = [Sample("filler", tag, clock, "gateway", clock, value, value, "good") for tag, value in values.items()]
             spool.append([normalizer.feed(samples)])
-            for _ in range(restarts.count(clock)):
+            if clock in restarts:
                 normalizer = Normalizer(MACHINE, tag_map, watermark_ms=spool.progress(MACHINE).watermark_ms)
                 resumed = normalizer.resume()
                 if resumed.states:
