@@ -231,6 +231,8 @@ class Pipeline:
                 if all(machine in self.machines for machine in scope):
                     self.plans.append(AnchorPlan(contract, anchor, scope, self.machines[scope[0]].time_zone))
         self._waiting_logged: set[tuple[str, str]] = set()
+        # Baseline per (contract, anchor) with the number of baseline days it was built from.
+        self._baselines: dict[tuple[str, str], tuple[int, Any]] = {}
         self._leaf_cache: dict[tuple[str, int, int], list[bytes]] = {}
 
     def step(self, spool: Spool, machine_id: str, *, now_ms: int) -> StepResult:
@@ -349,14 +351,26 @@ class Pipeline:
             self._leaf_cache[key] = [hashlib.sha256(b"\x00" + text.encode("utf-8")).digest() for text in spool.minute_texts(machine, start_ms, end_ms)]
         return self._leaf_cache[key]
 
+    def _baseline(self, spool: Spool, plan: AnchorPlan) -> Any:
+        """Return the anchor's baseline, rebuilt only when a baseline day was added since the last build."""
+        key = (plan.contract.id, plan.anchor.id)
+        count = spool.anchor_day_count(*key, "baseline")
+        cached = self._baselines.get(key)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        baseline_days = [(date, kernels.kpis(kernels.Totals(**body["totals"]))) for date, body, _ in spool.anchor_days(*key, "baseline")]
+        baseline = methodology.build_baseline(plan.anchor, baseline_days)
+        self._baselines[key] = (count, baseline)
+        return baseline
+
     def _issue(self, spool: Spool, plan: AnchorPlan, *, now_ms: int, waiting: list[str]) -> list[dict[str, Any]]:
         anchor = plan.anchor
-        pending = [(date, body) for date, body, seq in spool.anchor_days(plan.contract.id, anchor.id, "reporting") if seq is None]
+        # Read only the days still waiting for a voucher, so that each step costs the same however long the contract has run.
+        pending = [(date, body) for date, body, _ in spool.anchor_days(plan.contract.id, anchor.id, "reporting", unissued=True)]
         if not pending or self.signer is None:
             return []
-        baseline_days = [(date, kernels.kpis(kernels.Totals(**body["totals"]))) for date, body, _ in spool.anchor_days(plan.contract.id, anchor.id, "baseline")]
         try:
-            baseline = methodology.build_baseline(anchor, baseline_days)
+            baseline = self._baseline(spool, plan)
         except methodology.InsufficientBaseline as exc:
             waiting.append(anchor.id)
             key = (plan.contract.id, anchor.id)

@@ -393,12 +393,19 @@ class Spool:
                 (contract, anchor, plant_date, role, json.dumps(result)),
             )
 
-    def anchor_days(self, contract: str, anchor: str, role: str) -> list[tuple[str, dict[str, Any], int | None]]:
+    def anchor_days(self, contract: str, anchor: str, role: str, *, unissued: bool = False) -> list[tuple[str, dict[str, Any], int | None]]:
+        """Return the anchor's days of ``role`` by plant date; with ``unissued``, only days that have no voucher yet."""
+        where = " AND seq IS NULL" if unissued else ""
         rows = self.db.execute(
-            "SELECT plant_date, result, seq FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ? ORDER BY plant_date",
+            f"SELECT plant_date, result, seq FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ?{where} ORDER BY plant_date",
             (contract, anchor, role),
         ).fetchall()
         return [(plant_date, json.loads(result), seq) for plant_date, result, seq in rows]
+
+    def anchor_day_count(self, contract: str, anchor: str, role: str) -> int:
+        """Return how many days of ``role`` the anchor has; rows are never changed once written, so the count versions them."""
+        row = self.db.execute("SELECT count(*) FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ?", (contract, anchor, role)).fetchone()
+        return int(row[0])
 
     # -- disk use ---------------------------------------------------------
 

@@ -169,6 +169,36 @@ def test_days_close_and_vouchers_chain(tmp_path: Path) -> None:
     assert pipeline.step(spool, "filler-1", now_ms=T0).vouchers == []
 
 
+def test_baseline_rebuilt_only_when_days_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from valuegate.edge import methodology
+
+    builds = []
+    build = methodology.build_baseline
+    monkeypatch.setattr(methodology, "build_baseline", lambda anchor, days: builds.append(len(days)) or build(anchor, days))
+    keys.create_key(tmp_path / "keys")
+    spool = Spool(tmp_path / "spool.db")
+    signer = VoucherSigner(tmp_path / "keys", tenant="acme", site="s", gateway="gw-1")
+    pipeline = Pipeline([MachineInfo("filler-1", FILLER, "UTC")], [parse_contract(CONTRACT)], signer)
+    states, counters = random_events(random.Random(5), T0, T0 + 6 * 86_400_000)
+    spool.append([MachineBatch("filler-1", [StateEvent(T0, 0), *states], counters, T0 + 6 * 86_400_000 + 5_000)])
+
+    issued = []
+    while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+        issued += result.vouchers
+    assert len(issued) == 4
+    assert builds == [2]
+    assert len({json.dumps(v["credentialSubject"]["baseline"], sort_keys=True) for v in issued}) == 1
+
+    # A baseline day that arrives later (a third day in the table) makes the next voucher use a new baseline.
+    body = spool.anchor_days("c-1", "oee-filler", "baseline")[0][1]
+    spool.store_anchor_day("c-1", "oee-filler", "2025-12-31", "baseline", body)
+    spool.append([MachineBatch("filler-1", [], [], T0 + 7 * 86_400_000 + 5_000)])
+    while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+        issued += result.vouchers
+    assert len(issued) == 5
+    assert builds == [2, 3]
+
+
 def test_vouchers_wait_for_baseline(tmp_path: Path) -> None:
     keys.create_key(tmp_path / "keys")
     spool = Spool(tmp_path / "spool.db")
