@@ -86,11 +86,13 @@ def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = No
         app.state.pool = pool if pool is not None else await open_pool(
             settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, name="valuegate-api", wait_s=settings.startup_wait_s
         )
+        log.info("api_started")
         try:
             yield
         finally:
             if own:
                 await app.state.pool.close()
+            log.info("api_stopped")
 
     web_handlers, configure = _web_parts()
     config = AppConfig(

@@ -110,12 +110,40 @@ def migrate(
     typer.echo("TimescaleDB policies set" if policies else "plain PostgreSQL: no TimescaleDB policies")
 
 
+LogLevelOption = typer.Option("info", "--log-level", help="Lowest level logged: debug, info, warning or error.")
+
+
+def _configure_logging(level: str) -> None:
+    """Log one JSON object per line to stderr from ``level`` up (info by default: debug lines are per batch)."""
+    import logging
+    import sys
+
+    import structlog
+
+    threshold = getattr(logging, level.upper(), None)
+    if not isinstance(threshold, int):
+        raise typer.BadParameter(f"{level!r} is not a log level; use debug, info, warning or error", param_hint="--log-level")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=repr),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
 @cloud_app.command()
 def serve(
     config: Path | None = ConfigOption,
     dsn: str | None = DsnOption,
     host: str | None = typer.Option(None, help="Address to listen on."),
     port: int | None = typer.Option(None, help="TCP port to listen on."),
+    log_level: str = LogLevelOption,
 ) -> None:
     """Serve the REST API and the web UI with uvicorn; wait up to startup_wait_s for PostgreSQL first."""
     import asyncio
@@ -125,6 +153,7 @@ def serve(
     from .app import create_app
     from .db import DatabaseUnavailable, wait_for_database
 
+    _configure_logging(log_level)
     settings = _settings(config, dsn=dsn, host=host, port=port)
     try:
         asyncio.run(wait_for_database(settings.dsn, wait_s=settings.startup_wait_s, name="valuegate-api"))
@@ -141,6 +170,7 @@ def ingest(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535, help="Port of the Prometheus endpoint (default: the ingest_metrics_port setting, 9465); 0 turns it off."
     ),
+    log_level: str = LogLevelOption,
 ) -> None:
     """Verify and store vouchers and telemetry from MQTT until interrupted; serve the ingest counters to Prometheus."""
     import asyncio
@@ -150,9 +180,15 @@ def ingest(
     from .ingest import IngestError, IngestWorker
     from .metrics import serve_exposition
 
+    _configure_logging(log_level)
     settings = _settings(config, dsn=dsn, **({} if metrics_port is None else {"ingest_metrics_port": metrics_port}))
 
     async def main() -> None:
+        # SIGTERM (systemd, docker stop) stops the workers as Ctrl-C does, so each logs ingest_stopped.
+        import signal
+
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
         pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest", wait_s=settings.startup_wait_s)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -167,7 +203,7 @@ def ingest(
                 for _ in range(workers):
                     await stack.enter_async_context(IngestWorker(settings, pool=pool))
                 typer.echo(f"{workers} ingest worker(s) running on {settings.mqtt_host}:{settings.mqtt_port}; press Ctrl-C to stop")
-                await asyncio.Event().wait()
+                await stopping.wait()
         finally:
             await pool.close()
 
@@ -179,7 +215,8 @@ def ingest(
     except DatabaseUnavailable as exc:
         _database_failed(exc, config, dsn)
     except KeyboardInterrupt:
-        typer.echo("stopped")
+        pass
+    typer.echo("stopped")
 
 
 def _admin(config: Path | None, dsn: str | None) -> Any:

@@ -45,6 +45,7 @@ from .verify import PendingVoucher, Topic, parse_topic, precheck_voucher
 __all__ = ("IngestError", "IngestWorker", "subscriptions")
 
 log = structlog.get_logger("valuegate.cloud.ingest")
+REJECTION_LOG_INTERVAL_S = 60.0
 _PAYLOAD_KEEP = 64 * 1024
 
 
@@ -136,6 +137,9 @@ class IngestWorker:
         # paho's thread appends to the inbox and wakes the loop only when the worker may be waiting,
         # so a burst of messages costs one wake-up instead of one per message.
         self._inbox: collections.deque[_Message] = collections.deque()
+        # Rejection warnings per (kind, code, topic): the last time one was logged and how many were held back since.
+        self._rejection_logged: dict[tuple[str, str, str], float] = {}
+        self._rejections_held: dict[tuple[str, str, str], int] = {}
         self._wake = asyncio.Event()
         self._wake_sent = False
         self._client: mqtt.Client | None = None
@@ -329,7 +333,18 @@ class IngestWorker:
                  digest, len(message.payload), message.payload[:_PAYLOAD_KEEP])
             )  # fmt: skip
             metrics.REJECTIONS.labels(kind, code).inc()
-            log.warning("ingest_rejected", kind=kind, code=code, topic=message.topic, voucher_id=vid, reason=reason)
+            # Every rejection is stored and counted; the log gets one line per kind, code and topic a minute.
+            key = (kind, code, message.topic)
+            last = self._rejection_logged.get(key)
+            if last is not None and started - last < REJECTION_LOG_INTERVAL_S:
+                self._rejections_held[key] = self._rejections_held.get(key, 0) + 1
+                return
+            if len(self._rejection_logged) > 10_000:
+                self._rejection_logged.clear()  # many distinct topics: start over rather than grow
+                self._rejections_held.clear()
+            self._rejection_logged[key] = started
+            held = self._rejections_held.pop(key, 0)
+            log.warning("ingest_rejected", kind=kind, code=code, topic=message.topic, voucher_id=vid, reason=reason, repeats_not_logged=held)
 
         async with self.pool.connection() as conn:
             async with conn.transaction():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -123,7 +124,7 @@ def test_serve_and_ingest_wait_then_stop(command: list[str]) -> None:
     elapsed = time.monotonic() - started
     assert process.returncode == 1, (stdout, stderr)
     # It waited for the server (the retries are logged once), then gave up within a bounded time.
-    assert stdout.count("database_waiting") == 1, stdout
+    assert stderr.count("database_waiting") == 1, (stdout, stderr)
     assert 1.5 <= elapsed < 30, elapsed
     one_error_line(stdout + stderr, dsn)
     assert "Application startup failed" not in stdout + stderr
@@ -176,3 +177,48 @@ async def test_ingest_outage_logs_once_and_recovers(two_tenants: tuple[Gateway, 
         assert noise not in output, output
     with psycopg.connect(cloud_dsn) as conn:
         assert [row[0] for row in conn.execute("SELECT voucher_id FROM vouchers ORDER BY seq")] == ["gw-a1:1", "gw-a1:2"]
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+async def test_ingest_logs_rejections_once_and_stops(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: Any, tmp_path: Path) -> None:
+    acme, _ = two_tenants
+    probe = Probe(mosquitto.port)
+    log_path = tmp_path / "ingest.log"
+    stranger = acme.topic("vouchers").replace(f"/{acme.gateway}/", "/gw-unknown/")
+    with log_path.open("w") as log_file:
+        env = {"VALUEGATE_CLOUD_MQTT_PORT": str(mosquitto.port), "VALUEGATE_CLOUD_SHARE_GROUP": f"quiet{uuid.uuid4().hex[:6]}",
+               "VALUEGATE_CLOUD_INGEST_METRICS_PORT": "0"}  # fmt: skip
+        process = _cloud("ingest", "--dsn", cloud_dsn, output=log_file, **env)
+        try:
+            deadline = time.monotonic() + 30
+            while "ingest worker(s) running" not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert "ingest worker(s) running" in log_path.read_text(), log_path.read_text()
+            probe.publish(acme.topic("vouchers"), acme.next_voucher())
+            await probe.wait_for(lambda topic, body: topic == acme.topic("ack") and body["stored_through"] == 1, timeout=30)
+            for _ in range(5):
+                probe.publish(stranger, acme.next_voucher())
+            with psycopg.connect(cloud_dsn) as conn:
+                deadline = time.monotonic() + 20
+                while conn.execute("SELECT count(*) FROM rejections").fetchone()[0] < 5 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                assert conn.execute("SELECT count(*) FROM rejections").fetchone()[0] == 5
+        finally:
+            # Stopped by its PID with SIGTERM, as systemd or docker stop does.
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            probe.close()
+    output = log_path.read_text()
+    assert process.returncode == 0, output
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    rejected = [event for event in events if event["event"] == "ingest_rejected"]
+    assert len(rejected) == 1, output  # five rejections stored, one line logged within the minute
+    assert rejected[0]["code"] == "topic_mismatch"  # the claims name gw-a1, the topic another gateway
+    assert rejected[0]["repeats_not_logged"] == 0
+    assert [event for event in events if event["level"] == "debug"] == []
+    assert [event["event"] for event in events].count("ingest_stopped") == 1
