@@ -130,6 +130,22 @@ def test_serve_and_ingest_wait_then_stop(command: list[str]) -> None:
     assert "Application startup failed" not in stdout + stderr
 
 
+async def _wait_for_workers(process: subprocess.Popen[str], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while "ingest worker(s) running" not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert "ingest worker(s) running" in log_path.read_text(), log_path.read_text()
+
+
+def _stop(process: subprocess.Popen[str], how: signal.Signals) -> None:
+    process.send_signal(how)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _proxied(dsn: str, port: int) -> str:
     return make_conninfo(**{**conninfo_to_dict(dsn), "port": str(port)})
 
@@ -145,10 +161,7 @@ async def test_ingest_outage_logs_once_and_recovers(two_tenants: tuple[Gateway, 
                "VALUEGATE_CLOUD_REPRODUCE_INTERVAL_S": "0.3", "VALUEGATE_CLOUD_INGEST_METRICS_PORT": str(free_port())}  # fmt: skip
         process = _cloud("ingest", "--dsn", _proxied(cloud_dsn, proxy.port), output=log_file, **env)
         try:
-            deadline = time.monotonic() + 30
-            while "ingest worker(s) running" not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert "ingest worker(s) running" in log_path.read_text(), log_path.read_text()
+            await _wait_for_workers(process, log_path)
             probe.publish(acme.topic("vouchers"), acme.next_voucher())
             await probe.wait_for(lambda topic, body: topic == acme.topic("ack") and body["stored_through"] == 1, timeout=30)
 
@@ -160,13 +173,7 @@ async def test_ingest_outage_logs_once_and_recovers(two_tenants: tuple[Gateway, 
             proxy.restore()
             await probe.wait_for(lambda topic, body: topic == acme.topic("ack") and body["stored_through"] == 2, timeout=45)
         finally:
-            # Stopped by its PID, as Ctrl-C would.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process, signal.SIGINT)  # by its PID, as Ctrl-C would
             probe.close()
     output = log_path.read_text()
     assert output.count("database_unavailable") == 1, output
@@ -191,10 +198,7 @@ async def test_ingest_logs_rejections_once_and_stops(two_tenants: tuple[Gateway,
                "VALUEGATE_CLOUD_INGEST_METRICS_PORT": "0"}  # fmt: skip
         process = _cloud("ingest", "--dsn", cloud_dsn, output=log_file, **env)
         try:
-            deadline = time.monotonic() + 30
-            while "ingest worker(s) running" not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert "ingest worker(s) running" in log_path.read_text(), log_path.read_text()
+            await _wait_for_workers(process, log_path)
             probe.publish(acme.topic("vouchers"), acme.next_voucher())
             await probe.wait_for(lambda topic, body: topic == acme.topic("ack") and body["stored_through"] == 1, timeout=30)
             for _ in range(5):
@@ -205,13 +209,7 @@ async def test_ingest_logs_rejections_once_and_stops(two_tenants: tuple[Gateway,
                     await asyncio.sleep(0.1)
                 assert conn.execute("SELECT count(*) FROM rejections").fetchone()[0] == 5
         finally:
-            # Stopped by its PID with SIGTERM, as systemd or docker stop does.
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process, signal.SIGTERM)  # as systemd or docker stop does
             probe.close()
     output = log_path.read_text()
     assert process.returncode == 0, output
