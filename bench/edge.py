@@ -1,4 +1,4 @@
-"""Edge agent benchmarks: voucher signing rate, outbox-to-acknowledged-store rate, and memory of a month's replay.
+"""Edge agent benchmarks: signing rate, outbox delivery rate against the bare broker, and memory of a month's replay.
 
 Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000]
 
@@ -8,7 +8,12 @@ Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000
 2. Delivery: vouchers issued into the spool's outbox, published over a real
    Mosquitto broker, checked and stored by the product's ingest worker in a
    real PostgreSQL, and acknowledged back, per second end to end.
-3. Replay: a month of 50 machines through the spool and the pipeline
+3. Broker: the same publisher drains an outbox of vouchers to Mosquitto at
+   QoS 1 while a bare client with no database acks each voucher on arrival
+   (then, in a second pass, one ack per window). The reference in the same
+   run is the broker alone: a bare paho client publishing the same payload
+   bytes with the same in-flight window to a bare counting subscriber.
+4. Replay: a month of 50 machines through the spool and the pipeline
    (minute records, plant days, one voucher per machine and reporting day)
    without a broker. It prints machine-days per second and the peak
    resident memory against the resident memory right after start-up.
@@ -150,6 +155,137 @@ async def bench_delivery(count: int) -> None:
         )
 
 
+def _bare_client(port: int, client_id: str, window: int = 20):  # noqa: ANN202
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(window)
+    client.max_queued_messages_set(0)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    return client, subscribed
+
+
+class _Acknowledger:
+    """A stand-in for the cloud without a database: acks each ``every``-th voucher and the last one when it arrives.
+
+    It also records when the first voucher arrived.
+    """
+
+    def __init__(self, port: int, prefix: str, *, every: int, last: int) -> None:
+        from valuegate.edge.publish import ACK_SCHEMA
+
+        self.every = every
+        self.last = last
+        self.ack_topic = f"{prefix}/ack"
+        self.schema = ACK_SCHEMA
+        self.stored = 0
+        self.first: float | None = None
+        self.client, subscribed = _bare_client(port, "bench-acknowledger")
+        self.client.on_message = self._on_message
+        self.client.subscribe(f"{prefix}/vouchers", qos=1)
+        subscribed.wait(10)
+
+    def _on_message(self, client, _userdata, message) -> None:  # noqa: ANN001
+        import json
+
+        if self.first is None:
+            self.first = time.perf_counter()
+        seq = json.loads(message.payload)["credentialSubject"]["seq"]
+        if seq == self.stored + 1:
+            self.stored = seq
+            if seq % self.every and seq != self.last:
+                return
+            client.publish(self.ack_topic, json.dumps({"schema": self.schema, "stored_through": seq}), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> float:
+    """Publish ``payloads`` at QoS 1 with ``window`` in flight from a bare paho client.
+
+    Returns the seconds from the first to the last arrival at a bare subscriber.
+    """
+    count = len(payloads)
+    done = threading.Event()
+    arrivals: list[float] = []
+
+    def on_message(*_: object) -> None:
+        arrivals.append(time.perf_counter())
+        if len(arrivals) == count:
+            done.set()
+
+    counter, subscribed = _bare_client(port, "bench-counter")
+    counter.on_message = on_message
+    counter.subscribe(topic, qos=1)
+    subscribed.wait(10)
+    sender, _ = _bare_client(port, "bench-sender", window)
+    while not sender.is_connected():
+        time.sleep(0.01)
+    for payload in payloads:
+        sender.publish(topic, payload, qos=1)
+    if not done.wait(120):
+        msg = f"the counter received {len(arrivals)} of {count} messages in 120 s; check the broker log"
+        raise RuntimeError(msg)
+    for client in (sender, counter):
+        client.disconnect()
+        client.loop_stop()
+    return arrivals[-1] - arrivals[0]
+
+
+async def agent_through(port: int, folder: Path, count: int, every: int) -> tuple[float, list[bytes], int, str]:
+    """Issue ``count`` vouchers into a fresh outbox, then time the agent's publisher until the acknowledger's acks cover them all.
+
+    Returns the seconds from the first voucher's arrival, the payloads, the window and the vouchers topic.
+    """
+    from edge.helpers import issue_synthetic, load
+
+    from valuegate.edge import keys, outbox
+    from valuegate.edge.issuer import VoucherSigner
+    from valuegate.edge.metrics import AgentMetrics
+    from valuegate.edge.publish import Publisher
+    from valuegate.edge.spool import SpoolThread
+
+    config = load(folder, port, publish={"window": 100, "ack_timeout_s": 30})
+    keys.create_key(config.state_path / "keys")
+    async with SpoolThread(config.state_path / "spool.db") as spool:
+        signer = VoucherSigner(config.state_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
+        await spool.call(lambda s: issue_synthetic(s, signer, count, first_date="2020-01-01", now_ms=int(time.time() * 1000)))
+        payloads = [entry.payload for entry in await spool.call(outbox.pending, 1, count)]
+        acknowledger = _Acknowledger(port, config.topic("vouchers").rpartition("/")[0], every=every, last=count)
+        publisher = Publisher(config, spool, AgentMetrics(), instance=f"bench-{every}")
+        task = asyncio.create_task(publisher.run())
+        while publisher.acked_through < count:
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - acknowledger.first
+        publisher.stop()
+        await task
+        acknowledger.close()
+    return elapsed, payloads, config.publish.window, config.topic("vouchers")
+
+
+async def bench_broker(count: int) -> None:
+    from valuegate.services import MosquittoServer
+
+    with tempfile.TemporaryDirectory() as folder, MosquittoServer() as broker:
+        per_voucher_s, payloads, window, topic = await agent_through(broker.port, Path(folder) / "each", count, every=1)
+        batched_s, *_ = await agent_through(broker.port, Path(folder) / "batched", count, every=window)
+        alone_s = await asyncio.to_thread(broker_alone, broker.port, topic + "-bare", payloads, window)
+    per_voucher, batched, alone = ((count - 1) / seconds for seconds in (per_voucher_s, batched_s, alone_s))
+    size = sum(map(len, payloads)) / count
+    print(
+        f"broker: {count} vouchers of {size:,.0f} bytes at QoS 1, {window} in flight, to Mosquitto. "
+        f"The agent's publisher from its outbox, acked by a bare client without a database: {per_voucher:,.0f} vouchers/s "
+        f"({per_voucher_s:.2f} s) with one ack per voucher, {batched:,.0f}/s ({batched_s:.2f} s) with one ack per {window}; "
+        f"a bare paho client publishing the same bytes to a bare counter: {alone:,.0f}/s ({alone_s:.2f} s). "
+        f"agent / broker alone = {per_voucher / alone:.2f} (one ack per voucher), {batched / alone:.2f} (one ack per {window})"
+    )
+
+
 def bench_replay(machines: int, days: int) -> None:
     from edge.test_pipeline import CONTRACT
 
@@ -212,13 +348,15 @@ def main() -> None:
     parser.add_argument("--vouchers", type=int, default=2000, help="vouchers to sign and to deliver")
     parser.add_argument("--machines", type=int, default=50, help="machines in the replay")
     parser.add_argument("--days", type=int, default=30, help="days in the replay")
-    parser.add_argument("--skip", action="append", default=[], choices=["signing", "delivery", "replay"], help="skip a part")
+    parser.add_argument("--skip", action="append", default=[], choices=["signing", "delivery", "broker", "replay"], help="skip a part")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
     if "signing" not in args.skip:
         bench_signing(args.vouchers)
     if "delivery" not in args.skip:
         asyncio.run(bench_delivery(args.vouchers))
+    if "broker" not in args.skip:
+        asyncio.run(bench_broker(args.vouchers))
     if "replay" not in args.skip:
         bench_replay(args.machines, args.days)
 
