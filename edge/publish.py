@@ -402,6 +402,9 @@ class _SessionState:
         if self.p._announce:
             self.p._announce = False
             await self._go_online()
+        if self.inflight and self._room() < max(1, self.window // 4):
+            # Refill once a quarter of the window is free, not after every PUBACK: each refill is a spool query.
+            return
         if self._room() > 0:
             await self._fill_telemetry()
         while self._room() > 0:
