@@ -6,21 +6,20 @@ The expected figures are read here straight from the shipped files
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.recorded import bottling_window_and_stops
 from valuegate.cli import app
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "simulators" / "recordings"
 NEW_YORK = ZoneInfo("America/New_York")
-SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 MAZAK_DAYS = [date(2016, 5, day) for day in range(2, 7)]
 BOTTLING_DAYS = [date(2022, 7, 22), date(2022, 7, 26), date(2022, 8, 1)]
 RUNNER = CliRunner()
@@ -81,43 +80,10 @@ def test_time_zone_option_moves_the_plant_days(mazak):
         assert sum(day[figure] for day in shanghai.values()) == pytest.approx(sum(day[figure] for day in mazak.values()), abs=1e-4)
 
 
-def _bottling_csv(name: str) -> list[dict[str, str]]:
-    with gzip.open(RECORDINGS / "bottling-line" / f"{name}.csv.gz", "rt", encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _local_ms(day: date, fraction: str) -> int:
-    start = datetime(day.year, day.month, day.day, tzinfo=SAO_PAULO)
-    return round((start + timedelta(milliseconds=round(float(fraction) * 86_400_000))).timestamp() * 1000)
-
-
-def _bottling_window_and_stops(day: date) -> tuple[float, float]:
-    """Return (production window minutes, minutes of logged stops inside it), from the raw CSV rows."""
-    serial = str((day - date(1899, 12, 30)).days)
-    windows = [
-        (_local_ms(day, row["production_start_time"]), _local_ms(day, row["production_end_time"]))
-        for row in _bottling_csv("daily_operation_summary")
-        if row["date"] == serial
-    ]
-    start, end = min(begin for begin, _ in windows), max(finish for _, finish in windows)
-    stops = sorted(
-        (max(_local_ms(day, row["downtime_start_time"]), start), min(_local_ms(day, row["downtime_end_time"]), end))
-        for row in _bottling_csv("downtime_event_log")
-        if row["date"] == serial
-    )
-    covered, reach = 0, start
-    for begin, finish in stops:
-        begin = max(begin, reach)
-        if finish > begin:
-            covered += finish - begin
-            reach = finish
-    return (end - start) / 60_000, covered / 60_000
-
-
 def test_bottling_downtime_is_the_logged_stops():
     days = _oee("recording:bottling", "--map", "demo/bottling-filler-modbus")
     for day in BOTTLING_DAYS:
-        window_min, stop_min = _bottling_window_and_stops(day)
+        window_min, stop_min = bottling_window_and_stops(day)
         computed = days[day.isoformat()]
         assert computed["planned_min"] == pytest.approx(window_min, abs=0.02), day
         assert computed["downtime_min"] == pytest.approx(stop_min, abs=0.02), day

@@ -7,7 +7,6 @@ loaders and the edge kernels, straight from the shipped recording files.
 from __future__ import annotations
 
 import asyncio
-import csv
 import gzip
 import json
 import subprocess
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from tests.recorded import bottling_window_and_stops
 from valuegate.demo.report import collect_report
 from valuegate.demo.stack import DemoOptions, running_stack
 from valuegate.services import MosquittoServer, PostgresServer
@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.slow]
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "simulators" / "recordings"
 PEERS = Path(__file__).resolve().parents[1] / "peers"
-SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 NEW_YORK = ZoneInfo("America/New_York")
 BOTTLING_DAYS = [date(2022, 7, 22), date(2022, 7, 26), date(2022, 8, 1)]
 MAZAK_DAYS = [date(2016, 5, 2), date(2016, 5, 3)]
@@ -66,36 +65,6 @@ anchors:
     uncertainty: {resamples: 200, block_days: 1, seed: 5}
     price: {per: availability_point_day, amount: "100.00"}
 """
-
-
-def _csv(name: str) -> list[dict[str, str]]:
-    with gzip.open(RECORDINGS / "bottling-line" / f"{name}.csv.gz", "rt", encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _local_ms(day: date, fraction: str) -> int:
-    start = datetime(day.year, day.month, day.day, tzinfo=SAO_PAULO)
-    return round((start + timedelta(milliseconds=round(float(fraction) * 86_400_000))).timestamp() * 1000)
-
-
-def _expected_bottling_stop_min(day: date) -> tuple[float, float]:
-    """Return (production window minutes, stop minutes inside it) for one day, from the raw CSV files."""
-    serial = str((day - date(1899, 12, 30)).days)
-    rows = [row for row in _csv("daily_operation_summary") if row["date"] == serial]
-    windows = sorted((_local_ms(day, r["production_start_time"]), _local_ms(day, r["production_end_time"])) for r in rows)
-    start, end = windows[0][0], max(w[1] for w in windows)
-    stops = sorted(
-        (max(_local_ms(day, r["downtime_start_time"]), start), min(_local_ms(day, r["downtime_end_time"]), end))
-        for r in _csv("downtime_event_log")
-        if r["date"] == serial
-    )
-    covered, reach = 0, start
-    for stop_start, stop_end in stops:
-        stop_start = max(stop_start, reach)
-        if stop_end > stop_start:
-            covered += stop_end - stop_start
-            reach = stop_end
-    return (end - start) / 60_000, covered / 60_000
 
 
 def _expected_mazak_counter_min(day: date) -> dict[str, float]:
@@ -162,7 +131,7 @@ def test_chain_reproduces_recorded_days(report: dict) -> None:
     bottling = {day["date"]: day for day in machines["filler-01"]["days"]}
     assert sorted(bottling) == [day.isoformat() for day in BOTTLING_DAYS]
     for day in BOTTLING_DAYS:
-        window_min, stop_min = _expected_bottling_stop_min(day)
+        window_min, stop_min = bottling_window_and_stops(day)
         computed = bottling[day.isoformat()]
         assert computed["planned_min"] == pytest.approx(window_min, abs=0.02), day
         assert computed["downtime_min"] == pytest.approx(stop_min, abs=0.02), day
