@@ -340,7 +340,8 @@ class IngestWorker:
                 self._rejections_held[key] = self._rejections_held.get(key, 0) + 1
                 return
             if len(self._rejection_logged) > 10_000:
-                self._rejection_logged.clear()  # many distinct topics: start over rather than grow
+                # Many distinct topics: start over rather than let the table grow without end.
+                self._rejection_logged.clear()
                 self._rejections_held.clear()
             self._rejection_logged[key] = started
             held = self._rejections_held.pop(key, 0)

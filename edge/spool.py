@@ -403,7 +403,11 @@ class Spool:
         return [(plant_date, json.loads(result), seq) for plant_date, result, seq in rows]
 
     def anchor_day_count(self, contract: str, anchor: str, role: str) -> int:
-        """Return how many days of ``role`` the anchor has; rows are never changed once written, so the count versions them."""
+        """Return how many days of ``role`` the anchor has.
+
+        Anchor days are only ever added and their results never change (only the voucher ``seq`` is filled in later),
+        so the count tells whether a baseline built earlier is still current.
+        """
         row = self.db.execute("SELECT count(*) FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ?", (contract, anchor, role)).fetchone()
         return int(row[0])
 
