@@ -169,7 +169,7 @@ def _bare_client(port: int, client_id: str, window: int = 20):  # noqa: ANN202
 
 
 class _Acknowledger:
-    """A stand-in for the cloud without a database: acks each ``every``-th voucher and the last one when it arrives.
+    """Stand-in for the cloud without a database, which acks each ``every``-th voucher and the last one when it arrives.
 
     It also records when the first voucher arrived.
     """

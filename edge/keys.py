@@ -118,7 +118,7 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     except OSError as exc:
         raise KeyFileError(f"cannot read the key file {path}: {exc.strerror or exc}; check that the agent's user may read it", path=path) from exc
     except (ValueError, TypeError) as exc:
-        # cryptography's own text points at a FAQ; say what the operator can do instead.
+        # The library's message points at its FAQ, so the message names the operator's next step instead.
         msg = (
             f"key file {path} is not a readable PEM private key ({type(exc).__name__}); restore it from your backup, "
             "or move it aside and create a new key with `valuegate keys new`, then register its public key with the cloud"

@@ -406,7 +406,7 @@ class Spool:
         """Return how many days of ``role`` the anchor has.
 
         Anchor days are only ever added and their results never change (only the voucher ``seq`` is filled in later),
-        so the count tells whether a baseline built earlier is still current.
+        so the count shows whether a baseline built earlier is still current.
         """
         row = self.db.execute("SELECT count(*) FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ?", (contract, anchor, role)).fetchone()
         return int(row[0])

@@ -222,7 +222,7 @@ def _billed_so_far(chain: Sequence[_Document], anchor: str, when: dt.datetime | 
 
 
 def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledger: Ledger) -> tuple[list[str], list[str]]:
-    """Each run corrects every earlier invoice whose period re-prices differently: find the lines and notes that are missing.
+    """Return the failure reasons and notes for an invoice that later runs must correct when its period re-prices differently.
 
     An invoice must have a line for each priced anchor with vouchers in its
     period when it was issued. Each later run must leave the invoice and its

@@ -77,8 +77,8 @@ _SIGNED_VIEW = {np.dtype(np.int16): (np.int16, -1), np.dtype(np.uint16): (np.int
 VALUE_DTYPES = (np.int16, np.int32, np.int64)
 
 # The fast path checks samples one by one for a while, then a block at a
-# time with one vectorized check. Blocks double while samples count normally;
-# a block with an odd sample sends the kernel back to checking one by one,
+# time with one vectorized check. Blocks double while samples count normally.
+# A block with an odd sample sends the kernel back to checking one by one,
 # for longer each time the first block check after it fails.
 MIN_BLOCK = 16
 MAX_BLOCK = 1024

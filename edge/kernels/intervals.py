@@ -39,7 +39,7 @@ def empty_intervals() -> Intervals:
 
 # Samples are walked one by one for a while, then skipped a block at a time
 # after one vectorized check that they repeat the last state. Blocks double
-# while samples repeat; a block with a change sends the kernel back to the
+# while samples repeat. A block with a change sends the kernel back to the
 # walk, which doubles while the first check after it keeps failing.
 MIN_BLOCK = 64
 MAX_BLOCK = 1024

@@ -153,7 +153,8 @@ def test_check_config_missing_mqtt_is_one_short_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["edge", "check-config", str(path)])
     assert result.exit_code == 1
     assert f"{path}:1: $: required field `mqtt` is missing; add it to the file" in result.output
-    assert "gw-1" not in result.output and "suzhou" not in result.output
+    assert "gw-1" not in result.output
+    assert "suzhou" not in result.output
 
 
 def test_oee_rejects_text_rule(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ def test_long_counter_out_of_order_matches_reference():
 
 
 def test_missing_sample_at_zero_is_a_glitch_inside_a_long_run():
-    # A NaN reads as 0 for the kernel; at a counter level of 0 only its flag tells it apart.
+    # A NaN reads as 0 for the kernel; at a counter level of 0 only its flag distinguishes it.
     raw = np.zeros(200)
     raw[150:] = 1.0
     raw[90] = math.nan

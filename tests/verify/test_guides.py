@@ -13,7 +13,7 @@ from valuegate.cloud.bundle import guide_text
 DOCS = Path(__file__).parents[2] / "docs"
 
 # Sentences each guide must carry: the prices come from an unsigned file, and the digest ties them to the signed contract.
-# The auditor guides also say that keys.json is unsigned and that each gateway's first key is compared with the plant's record.
+# The auditor guides also state that keys.json is unsigned and that each gateway's first key is compared with the plant's record.
 REQUIRED = {
     "en": ["no gateway signature covers", "RFC 8785", "contract_digest", "the digest on the signed contract",
            "`keys.json`\n(the gateway keys)", "valuegate keys export-public", "first key", "rotation statement"],

@@ -1,4 +1,4 @@
-"""Input errors of the invoice-run and adjustment forms, said in the page's language with ids and dates kept as given."""
+"""Input errors of the invoice-run and adjustment forms, shown in the page's language with ids and dates kept as given."""
 
 from __future__ import annotations
 
