@@ -121,7 +121,8 @@ async def resolve_tags(
 
     Browse paths start at the Objects folder; an element ``prefix:Name`` takes
     its namespace from the tag map's ``namespaces`` (or ``prefix`` is itself a
-    URI), and an element without a prefix is in namespace 0.
+    URI), and an element without a prefix is in namespace 0. Browse paths
+    are translated in calls of at most MaxNodesPerTranslateBrowsePathsToNodeIds.
     """
     namespace_array = list(await client.get_namespace_array())
     resolved: dict[int, ResolvedTag] = {}
@@ -147,8 +148,18 @@ async def resolve_tags(
         path.RelativePath.Elements = elements
         paths.append((position, path))
 
-    for chunk in batches(paths, limits.max_nodes_per_translate):
-        results = await client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk])
+    pending = list(batches(paths, limits.max_nodes_per_translate))
+    while pending:
+        chunk = pending.pop(0)
+        try:
+            results = await client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk])
+        except ua.UaStatusCodeError as exc:
+            # A server that does not publish MaxNodesPerTranslateBrowsePathsToNodeIds may still enforce one: halve and retry.
+            if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
+                middle = len(chunk) // 2
+                pending[:0] = [chunk[:middle], chunk[middle:]]
+                continue
+            raise
         for (position, _), result in zip(chunk, results, strict=True):
             tag = tags[position]
             if result.StatusCode.is_good() and result.Targets:
