@@ -2,13 +2,19 @@
 
 Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 
-- ``manifest.json``: schema, contract id, creation time, the contract terms'
-  digest, and the SHA-256 of every other file, so that a truncated or swapped
-  file is noticed.
+- ``manifest.json``: schema, contract id, creation time, the revision number
+  and terms digest of ``contract.json``, the earlier revisions the bundle
+  carries (``revisions``), and the SHA-256 of every other file, so that a
+  truncated or swapped file is noticed.
 - ``contract.json``: the contract terms (anchors, prices, caps, floors,
-  settlement mode, currency, rounding) that invoice lines are priced with.
+  settlement mode, currency, rounding) of the revision in force.
   No signature covers this file: its digest (SHA-256 over its RFC 8785
   canonical form) must match the digest on the signed contract or invoice.
+- ``contracts/<id>/revision-<n>.json``: each earlier revision of the contract
+  that a document of the bundle was priced with, in the same form as
+  ``contract.json``. The manifest lists each with its revision number and
+  terms digest, so that a document priced before an amendment is checked
+  against the terms it recorded, not against the revision in force.
 - ``vouchers.jsonl``: one signed voucher a line, ordered by gateway and
   sequence. It contains every voucher of each gateway from the first to the last
   sequence the bundle needs, so that the chain can be followed without gaps.
@@ -20,7 +26,9 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 - ``invoices.json``: invoices, credit notes and debit notes with their lines.
   Each line lists the voucher ids it was priced from, and the non-routine
   exclusions that took days out. Each document records the digest of the
-  contract terms it was priced with and when it was issued (``issued_at``).
+  contract terms it was priced with, the number of that revision
+  (``contract_revision``, when the cloud knows it) and when it was issued
+  (``issued_at``).
 - ``stored.json``: when the cloud stored each voucher (``stored_at``) and
   whether its re-computation from telemetry agreed (``reproduced``: true,
   false or null while not yet checked). With ``issued_at`` it shows which
@@ -40,11 +48,12 @@ import io
 import json
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from valuegate.edge.protocol.canonical import content_digest
 
@@ -56,6 +65,7 @@ __all__ = (
     "StoredVoucher",
     "document_record",
     "adjustment_record",
+    "revision_file",
     "build_bundle",
     "write_bundle",
     "read_bundle",
@@ -110,7 +120,11 @@ class StoredVoucher:
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
-    """The parsed contents of a bundle."""
+    """The parsed contents of a bundle.
+
+    ``revisions`` are the manifest's entries of earlier contract revisions, and
+    ``revision_terms`` maps each of their files that the bundle contains to its parsed JSON.
+    """
 
     manifest: dict[str, Any]
     contract: dict[str, Any]
@@ -120,6 +134,8 @@ class Bundle:
     adjustments: list[dict[str, Any]]
     guides: dict[str, str]
     stored: list[dict[str, Any]] | None = None
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    revision_terms: dict[str, Any] = field(default_factory=dict)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -190,6 +206,18 @@ def guide_text(language: str) -> str:
         raise BundleError(f"no bundle guide for language {language!r}; available: en, zh-CN") from exc
 
 
+def revision_file(contract_id: str, revision: int) -> str:
+    """Return the bundle path of one earlier contract revision, ``contracts/<id>/revision-<n>.json``.
+
+    The id is percent-encoded, so that a slash or a dot-only id cannot add or
+    climb a folder when the ZIP file is unpacked.
+    """
+    segment = quote(contract_id, safe="-_.~")
+    if not segment.strip("."):
+        segment = segment.replace(".", "%2E")
+    return f"contracts/{segment}/revision-{revision}.json"
+
+
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -203,12 +231,20 @@ def build_bundle(
     created_at: str,
     adjustments: Sequence[Mapping[str, Any]] = (),
     stored: Sequence[StoredVoucher] | None = None,
+    revision: int | None = None,
+    revisions: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> bytes:
     """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
 
     ``stored`` lists when each voucher was stored; without it the bundle has
     no ``stored.json`` and a verifier checks every document against every voucher.
+    ``revision`` is the number of the revision in force (``contract``), and
+    ``revisions`` holds, by number, each earlier revision that a document was
+    priced with; each goes into its own file (:func:`revision_file`).
     """
+    earlier = dict(revisions or {})
+    if revision is not None and revision in earlier:
+        raise BundleError(f"revision {revision} is the revision in force and goes into contract.json; pass only earlier revisions in revisions")
 
     def order(document: Mapping[str, Any]) -> tuple[str, int]:
         subject = document.get("credentialSubject", {})
@@ -227,10 +263,17 @@ def build_bundle(
     }
     if stored is not None:
         files["stored.json"] = _json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
+    listed = []
+    for number, terms in sorted(earlier.items()):
+        name = revision_file(str(contract.get("id")), number)
+        files[name] = _json_bytes(dict(terms))
+        listed.append({"revision": number, "file": name, "contract_digest": content_digest(dict(terms))})
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "contract": contract.get("id"),
         "contract_digest": content_digest(dict(contract)),
+        "contract_revision": revision,
+        "revisions": listed,
         "tenant": contract.get("tenant"),
         "created_at": created_at,
         "vouchers": len(voucher_lines),
@@ -256,7 +299,8 @@ def write_bundle(path: str | Path, **parts: Any) -> Path:
 
 def _read_members(path: Path) -> dict[str, bytes]:
     if path.is_dir():
-        return {child.name: child.read_bytes() for child in path.iterdir() if child.is_file()}
+        # Revision files sit in subfolders (contracts/<id>/), so members are named by their path relative to the bundle.
+        return {child.relative_to(path).as_posix(): child.read_bytes() for child in sorted(path.rglob("*")) if child.is_file()}
     try:
         with zipfile.ZipFile(path) as archive:
             return {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
@@ -286,6 +330,11 @@ def read_bundle(path: str | Path) -> Bundle:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise BundleError(f"{path}: unknown bundle schema {schema!r}; this verifier reads {BUNDLE_SCHEMA!r}")
 
+    revisions = manifest.get("revisions") or []
+    if not isinstance(revisions, list) or not all(isinstance(item, dict) and isinstance(item.get("file"), str) for item in revisions):
+        raise BundleError(f"{path}: manifest.json has an invalid revisions list ({revisions!r}); each entry needs a file, a revision and a contract_digest")
+    revision_terms = {item["file"]: _load_json(path, item["file"], members[item["file"]]) for item in revisions if item["file"] in members}
+
     vouchers = []
     for number, line in enumerate(members["vouchers.jsonl"].decode("utf-8", errors="replace").splitlines(), start=1):
         if line.strip():
@@ -299,6 +348,8 @@ def read_bundle(path: str | Path) -> Bundle:
         adjustments=_load_json(path, "adjustments.json", members["adjustments.json"]),
         guides={name: members[name].decode("utf-8", errors="replace") for name in _GUIDES if name in members},
         stored=_load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
+        revisions=revisions,
+        revision_terms=revision_terms,
     )
 
 

@@ -1,4 +1,4 @@
-"""Offline verification of an auditor bundle: voucher proofs, gateway keys, chains, invoice lines and the contract digest."""
+"""Offline verification of an auditor bundle: voucher proofs, gateway keys, chains, invoice lines and the contract revisions' digests."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from valuegate.edge.protocol.contract import Contract, ContractError, parse_cont
 from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
 from valuegate.verify_keys import check_keys, expected_signer
 from valuegate.verify_lines import Ledger, check_documents, instant
+from valuegate.verify_terms import Terms, check_revisions, priced_with
 
 __all__ = ("Verdict", "Report", "verify_bundle")
 
@@ -38,13 +39,15 @@ class Verdict:
 
 @dataclass(slots=True)
 class Report:
-    """Every verdict of one bundle check, the digest of the bundle's contract terms and each gateway's keys.
+    """Every verdict of one bundle check, the digests of the bundle's contract terms and each gateway's keys.
 
     ``contract_digest`` is SHA-256 over the RFC 8785 form of ``contract.json``
-    (None when that file cannot be canonicalized). No signature covers
-    ``contract.json`` or ``keys.json``, so the auditor compares this digest
-    with the one on the signed contract or invoice, and each gateway's first
-    key in ``gateways`` with the key the plant recorded at commissioning.
+    (None when that file cannot be canonicalized), the revision in force.
+    ``revisions`` lists each earlier revision the bundle carries, with its
+    file, digest and the documents priced with it. No signature covers these
+    files or ``keys.json``, so the auditor compares each digest with the one
+    on the signed contract or invoice, and each gateway's first key in
+    ``gateways`` with the key the plant recorded at commissioning.
     """
 
     files: list[Verdict]
@@ -55,6 +58,8 @@ class Report:
     contract_id: str | None = None
     contract_digest: str | None = None
     gateways: list[dict[str, Any]] = field(default_factory=list)
+    contract_revision: int | None = None
+    revisions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdicts(self) -> tuple[Verdict, ...]:
@@ -67,7 +72,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
-            "contract": {"id": self.contract_id, "digest": self.contract_digest},
+            "contract": {"id": self.contract_id, "digest": self.contract_digest, "revision": self.contract_revision},
+            "revisions": self.revisions,
             "gateways": self.gateways,
             "files": [v.as_dict() for v in self.files],
             "keys": [v.as_dict() for v in self.keys],
@@ -82,8 +88,10 @@ def _check_files(path: Path, bundle: Bundle) -> list[Verdict]:
     actual = file_digests(path)
     for name, expected in sorted(bundle.manifest.get("files", {}).items()):
         verdict = Verdict(name)
-        if actual.get(name) != expected:
-            verdict.reasons.append(f"SHA-256 {actual.get(name, 'missing')} differs from the manifest's {expected}")
+        if name not in actual:
+            verdict.reasons.append(f"missing from the bundle, though the manifest lists it with SHA-256 {expected}; ask the sender for a complete bundle")
+        elif actual[name] != expected:
+            verdict.reasons.append(f"SHA-256 {actual[name]} differs from the manifest's {expected}")
         verdicts.append(verdict)
     return verdicts
 
@@ -101,7 +109,9 @@ def _check_contract(bundle: Bundle, files: list[Verdict]) -> tuple[Contract | No
     except CanonicalizationError as exc:
         verdict.reasons.append(str(exc))
     else:
-        verdict.notes.append(f"contract terms digest {terms_digest}; it must equal the digest on the signed contract or invoice")
+        revision = bundle.manifest.get("contract_revision")
+        in_force = "" if revision is None else f" of revision {revision}, the revision in force"
+        verdict.notes.append(f"contract terms digest {terms_digest}{in_force}; it must equal the digest on the signed contract or invoice")
     listed = bundle.manifest.get("contract_digest")
     if listed is not None and listed != terms_digest:
         verdict.reasons.append(f"digest {terms_digest} differs from the manifest's contract digest {listed}")
@@ -203,6 +213,10 @@ def verify_bundle(path: str | Path) -> Report:
     bundle = read_bundle(path)
     files = _check_files(path, bundle)
     contract, terms_digest = _check_contract(bundle, files)
+    revision = bundle.manifest.get("contract_revision")
+    in_force = Terms("contract.json", revision if isinstance(revision, int) else None, bundle.manifest.get("contract_digest"), terms_digest, contract)
+    earlier = check_revisions(bundle, files, contract)
+    priced = [priced_with(record, in_force, earlier) for record in bundle.documents]
 
     keys, gateways, signers = check_keys(bundle, contract)
     vouchers, values, claims = _check_vouchers(bundle, contract, signers)
@@ -220,6 +234,12 @@ def verify_bundle(path: str | Path) -> Report:
             stored_at={vid: instant(item.get("stored_at")) for vid, item in stored.items()},
             reproduced={vid: item.get("reproduced") for vid, item in stored.items()},
         )
-    lines, documents = check_documents(ledger, terms_digest, bundle.documents)
+    lines, documents = check_documents(ledger, bundle.documents, priced)
     contract_id = bundle.contract.get("id") if isinstance(bundle.contract, dict) else None
-    return Report(files, keys, vouchers, lines, documents, contract_id=contract_id, contract_digest=terms_digest, gateways=gateways)
+    revisions = [
+        {"revision": terms.revision, "file": terms.file, "digest": terms.digest,
+         "documents": [record.get("number") for record, used in zip(bundle.documents, priced, strict=True) if used.terms is terms]}
+        for terms in earlier
+    ]
+    return Report(files, keys, vouchers, lines, documents, contract_id=contract_id, contract_digest=terms_digest, gateways=gateways,
+                  contract_revision=in_force.revision, revisions=revisions)

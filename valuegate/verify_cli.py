@@ -33,8 +33,9 @@ def verify(
 ) -> None:
     """Verify an auditor bundle offline: voucher proofs, gateway keys, chains and invoice lines.
 
-    Prints the contract terms digest and each gateway's first key: compare both
-    with the plant's own records, because no signature covers contract.json or keys.json.
+    Prints the contract terms digest of every revision the bundle carries and
+    each gateway's first key: compare them with the signed contract and the
+    plant's own records, because no signature covers the contract files or keys.json.
     """
     from valuegate.cloud.bundle import BundleError
     from valuegate.verify import verify_bundle
@@ -55,8 +56,15 @@ def verify(
         _print_section("invoice lines", report.lines)
         _print_section("documents", report.documents)
         # contract.json carries no signature: the digest is what ties the prices to the signed contract.
-        typer.echo(f"contract {report.contract_id} terms digest: {report.contract_digest}")
+        in_force = "" if report.contract_revision is None else f" (revision {report.contract_revision}, in force, contract.json)"
+        typer.echo(f"contract {report.contract_id} terms digest: {report.contract_digest}{in_force}")
         typer.echo("  compare it with the digest printed on the signed contract or invoice; the prices come from contract.json, which no gateway signature covers")
+        # Documents issued before an amendment are priced with the earlier revision they recorded, carried in a file of its own.
+        for item in report.revisions:
+            documents = ", ".join(str(number) for number in item["documents"]) or "no document"
+            typer.echo(f"contract {report.contract_id} revision {item['revision']} terms digest: {item['digest']} ({item['file']}, prices {documents})")
+        if report.revisions:
+            typer.echo("  compare each revision's digest with the signed contract revision, or with the digest printed on the invoices it prices")
         # keys.json carries no signature either: the first key of each gateway ties the vouchers to the plant's gateway.
         for gateway in report.gateways:
             for key in gateway["keys"]:

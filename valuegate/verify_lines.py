@@ -8,7 +8,9 @@ after it, is settled by a credit or debit note of the next run. These checks
 replay that rule with the bundle's ``stored_at`` of each voucher, the
 ``created_at`` of each adjustment and the ``issued_at`` of each document. A
 time the bundle does not carry counts as "before every document", so an older
-bundle is held to every voucher it contains.
+bundle is held to every voucher it contains. Each run prices with the contract
+revision in force when it ran, so each document is re-priced with the terms
+it recorded. Only the note on what the next run would bill uses ``contract.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from valuegate.cloud.settlement.invoice import BillingPeriod, Exclusion, InvoiceError, Line, compute_lines
 from valuegate.cloud.settlement.pricing import Charge, PricingError, VoucherValue, price_anchor, quantize_money
 from valuegate.edge.protocol.contract import Contract
+from valuegate.verify_terms import Priced
 
 __all__ = ("Ledger", "instant", "check_documents")
 
@@ -39,7 +42,10 @@ def instant(value: Any) -> dt.datetime | None:
 
 @dataclass(slots=True)
 class Ledger:
-    """Bundle contents that the line checks read: the verified vouchers of the contract, and when each was stored."""
+    """Bundle contents that the line checks read: the verified vouchers of the contract, and when each was stored.
+
+    ``contract`` is the revision in force; a document is re-priced with the revision it recorded instead.
+    """
 
     contract: Contract
     values: dict[str, VoucherValue]
@@ -66,10 +72,10 @@ class Ledger:
                 found.append(Exclusion(item["id"], item.get("anchor"), item["first_date"], item["last_date"], item.get("reason", "")))
         return found
 
-    def expected(self, anchor: str, first: str, last: str, when: dt.datetime | None) -> Line | None:
-        """Return the line the engine computes for ``anchor`` over ``first..last`` from what was recorded by ``when``."""
+    def expected(self, anchor: str, first: str, last: str, when: dt.datetime | None, terms: Contract | None = None) -> Line | None:
+        """Return the line the engine computes for ``anchor`` over ``first..last`` from what was recorded by ``when``, with ``terms`` or the revision in force."""
         period = BillingPeriod(dt.date.fromisoformat(first), dt.date.fromisoformat(last))
-        lines = compute_lines(self.contract, period, self.billable(when), self.exclusions(when))
+        lines = compute_lines(terms or self.contract, period, self.billable(when), self.exclusions(when))
         return next((line for line in lines if line.anchor == anchor), None)
 
 
@@ -78,6 +84,7 @@ class _Document:
     record: dict[str, Any]
     issued: dt.datetime | None
     order: int
+    priced: Priced
 
     @property
     def chain(self) -> str:
@@ -133,7 +140,7 @@ def _completeness(reasons: list[str], notes: list[str], doc: _Document, line: di
     """Check that each voucher the engine would have billed at issue is listed or excluded, and that no excluded one is billed."""
     anchor = line["anchor"]
     try:
-        expected = ledger.expected(anchor, line["period_first"], line["period_last"], doc.issued)
+        expected = ledger.expected(anchor, line["period_first"], line["period_last"], doc.issued, doc.priced.contract)
     except (PricingError, InvoiceError, KeyError) as exc:
         reasons.append(f"cannot recompute the period: {exc}")
         return
@@ -164,7 +171,9 @@ def _completeness(reasons: list[str], notes: list[str], doc: _Document, line: di
 
 def _check_line(doc: _Document, index: int, line: dict[str, Any], ledger: Ledger, documents: Sequence[_Document],
                 billed: dict[tuple[str, str, str], Decimal]) -> tuple[list[str], list[str]]:
-    contract = ledger.contract
+    contract = doc.priced.contract
+    if contract is None:
+        return [doc.priced.line_reason or "cannot re-price: the contract terms of its document are not in the bundle"], []
     reasons: list[str] = []
     notes: list[str] = []
     anchor = line["anchor"]
@@ -228,51 +237,66 @@ def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledge
     period when it was issued. Each later run must leave the invoice and its
     notes adding up to what the period re-prices to with the vouchers and
     adjustments recorded by then. Otherwise a credit or debit note is
-    missing. What was recorded after the last document is only noted: the
-    next run settles it.
+    missing. Each run re-prices with the contract revision its documents
+    recorded. What was recorded after the last document is only noted, priced
+    with the revision in force: the next run settles it.
     """
     reasons: list[str] = []
     notes: list[str] = []
-    contract = ledger.contract
+    terms = invoice.priced.contract
+    if terms is None:
+        # The invoice's own verdict already fails: the bundle lacks the terms it was priced with.
+        return reasons, notes
     number = invoice.record["number"]
     first, last = invoice.record["period_first"], invoice.record["period_last"]
     chain = [d for d in documents if d.chain == number]
-    priced = sorted(a.id for a in contract.anchors if a.price is not None)
     later_runs = sorted({d.issued for d in documents if d.issued is not None and invoice.issued is not None and d.issued > invoice.issued})
+    # The terms of each later run come from its invoice, or from its first note when it issued none.
+    run_documents = {when: min((d for d in documents if d.issued == when), key=lambda d: (d.record["kind"] != "invoice", d.order)) for when in later_runs}
+    contracts = [terms, ledger.contract, *(d.priced.contract for d in run_documents.values() if d.priced.contract is not None)]
+    priced = sorted({a.id for contract in contracts for a in contract.anchors if a.price is not None})
     for anchor in priced:
         try:
-            own = ledger.expected(anchor, first, last, invoice.issued)
+            own = ledger.expected(anchor, first, last, invoice.issued, terms)
             if own is not None and invoice.line(anchor) is None and not any(d.line(anchor) for d in chain):
                 reasons.append(f"no line for anchor {anchor}, though vouchers {', '.join(own.voucher_ids) or 'of it'} lie in the period")
             if invoice.issued is None:
                 continue
             failed = False
-            for when in later_runs:
-                line = ledger.expected(anchor, first, last, when)
+            for when, run_document in run_documents.items():
+                contract = run_document.priced.contract
+                if contract is None:
+                    # That run's documents fail on their own verdicts; without its terms the run cannot be replayed.
+                    continue
+                line = ledger.expected(anchor, first, last, when, contract)
                 now = quantize_money(line.amount if line is not None else Decimal(0), contract.rounding)
                 before = _billed_so_far(chain, anchor, when, contract.rounding)
                 if now != before:
-                    run = min((d for d in documents if d.issued == when), key=lambda d: (d.record["kind"] != "invoice", d.order)).record["number"]
+                    run = run_document.record["number"]
                     reasons.append(f"line {anchor}: the vouchers and adjustments recorded before {run} was issued ({when.isoformat()}) re-price the period "
                                    f"to {now}, but {number} and its notes in the bundle bill {before}; a credit or debit note is missing")
                     failed = True
                     break
             line = ledger.expected(anchor, first, last, None)
-            now = quantize_money(line.amount if line is not None else Decimal(0), contract.rounding)
-            before = _billed_so_far(chain, anchor, None, contract.rounding)
+            rounding = ledger.contract.rounding
+            now = quantize_money(line.amount if line is not None else Decimal(0), rounding)
+            before = _billed_so_far(chain, anchor, None, rounding)
             if not failed and now != before:
-                notes.append(f"line {anchor}: everything in the bundle re-prices the period to {now}, {before} is billed; what was recorded "
-                             "after the last document is settled by the next invoice run")
+                notes.append(f"line {anchor}: everything in the bundle re-prices the period to {now} with contract.json, {before} is billed; "
+                             "what was recorded after the last document, or a later contract revision, is settled by the next invoice run")
         except (PricingError, InvoiceError, KeyError) as exc:
             reasons.append(f"cannot recompute line {anchor}: {exc}")
     return reasons, notes
 
 
-def check_documents(ledger: Ledger | None, terms_digest: str | None, records: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
-    """Check every line of every document, then each document's total, currency, contract digest and corrections."""
+def check_documents(ledger: Ledger | None, records: Sequence[dict[str, Any]], priced: Sequence[Priced]) -> tuple[list[Any], list[Any]]:
+    """Check every line of every document, then each document's total, currency, contract terms and corrections.
+
+    ``priced`` gives, for each record, the terms it was priced with (see :func:`valuegate.verify_terms.priced_with`).
+    """
     from valuegate.verify import Verdict
 
-    documents = sorted((_Document(r, instant(r.get("issued_at")), i) for i, r in enumerate(records)),
+    documents = sorted((_Document(r, instant(r.get("issued_at")), i, terms) for i, (r, terms) in enumerate(zip(records, priced, strict=True))),
                        key=lambda d: (d.issued is None, d.issued or dt.datetime.min.replace(tzinfo=dt.UTC), d.order))
     for position, doc in enumerate(documents):
         doc.order = position
@@ -294,16 +318,13 @@ def check_documents(ledger: Ledger | None, terms_digest: str | None, records: Se
         total = sum((Decimal(line["amount"]) for line in record["lines"]), Decimal(0))
         if total != Decimal(record["total"]):
             verdict.reasons.append(f"total {record['total']} differs from the sum of its lines {total}")
-        if ledger is not None and record.get("currency") != ledger.contract.currency:
-            verdict.reasons.append(f"currency {record.get('currency')} differs from the contract's {ledger.contract.currency}")
-        recorded = record.get("contract_digest")
-        if recorded is None:
-            verdict.reasons.append("the document records no contract digest, so nothing ties it to contract.json; compare the prices with the signed contract by hand")
-        elif recorded != terms_digest:
-            verdict.reasons.append(
-                f"priced with contract terms {recorded}, but contract.json has {terms_digest}: contract.json was changed, "
-                "or the contract was amended after this document; compare contract.json with the signed contract"
-            )
+        terms = doc.priced.contract
+        if ledger is not None and terms is not None and record.get("currency") != terms.currency:
+            verdict.reasons.append(f"currency {record.get('currency')} differs from the contract's {terms.currency}")
+        if doc.priced.reason is not None:
+            verdict.reasons.append(doc.priced.reason)
+        if doc.priced.note is not None:
+            verdict.notes.append(doc.priced.note)
         if ledger is not None and record["kind"] == "invoice":
             reasons, notes = _check_corrections(doc, documents, ledger)
             verdict.reasons += reasons

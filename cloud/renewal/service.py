@@ -14,9 +14,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
+from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract
-from valuegate.cloud.store import NotFound, audit
+from valuegate.cloud.store import Invalid, NotFound, audit
 from valuegate.cloud.web.charts import GainPoint
 from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
 
@@ -46,8 +47,11 @@ def _iso_exact(value: dt.datetime) -> str:
 
 
 async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None) -> bytes:
-    """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents."""
-    contract, _ = await load_contract(conn, tenant_id, contract_id)
+    """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents.
+
+    Every earlier contract revision that an issued document was priced with goes into the bundle too.
+    """
+    contract, revision = await load_contract(conn, tenant_id, contract_id)
     spans = await _rows(
         conn,
         "SELECT gateway_id, min(seq) AS first, max(seq) AS last FROM vouchers WHERE tenant_id = %s AND contract_id = %s GROUP BY gateway_id",
@@ -78,8 +82,14 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
                                    key["from_seq"], key["until_seq"], rotations.get(key["public_key"])))
     documents = await _rows(
         conn,
-        "SELECT record, issued_at FROM invoice_documents WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY issued_at, number",
+        "SELECT d.record, d.issued_at, r.contract_revision FROM invoice_documents d JOIN invoice_runs r ON r.id = d.run_id"
+        " WHERE d.tenant_id = %s AND d.contract_id = %s AND d.status = 'issued' ORDER BY d.issued_at, d.number",
         (tenant_id, contract_id),
+    )
+    earlier = await _rows(
+        conn,
+        "SELECT revision, document FROM contracts WHERE tenant_id = %s AND id = %s AND revision = ANY(%s) ORDER BY revision",
+        (tenant_id, contract_id, sorted({row["contract_revision"] for row in documents} - {revision})),
     )
     adjustments = await _rows(
         conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY id", (tenant_id, contract_id)
@@ -89,10 +99,24 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         adjustments=[adjustment_record(row) for row in adjustments],
         vouchers=vouchers,
         keys=keys,
-        documents=[{**row["record"], "issued_at": _iso_exact(row["issued_at"])} for row in documents],
+        documents=[{**row["record"], "issued_at": _iso_exact(row["issued_at"]), "contract_revision": row["contract_revision"]} for row in documents],
         created_at=_iso(created_at or dt.datetime.now(dt.UTC)) or "",
         stored=stored,
+        revision=revision,
+        revisions={row["revision"]: _priced_terms(row["document"], tenant_id, contract_id, row["revision"]) for row in earlier},
     )
+
+
+def _priced_terms(document: dict[str, Any], tenant_id: str, contract_id: str, revision: int) -> dict[str, Any]:
+    """Return a stored revision in the form its invoices were priced with (defaults filled in), so that its digest matches theirs.
+
+    A revision that today's contract checks reject goes in as stored: the verifier then reports why it cannot price with it.
+    """
+    try:
+        return msgspec.to_builtins(parse_stored(document, contract_id, revision))
+    except Invalid as exc:
+        log.warning("bundle_revision_invalid", tenant=tenant_id, contract=contract_id, revision=revision, error=str(exc))
+        return document
 
 
 async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, dict[str, Progress], dict[str, Any], Decimal]:

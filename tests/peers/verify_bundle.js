@@ -1,15 +1,18 @@
 // Independent check of an unpacked valuegate bundle: every voucher's eddsa-jcs-2022 proof,
 // its signing key among the gateway keys, each gateway's hash chain, key rotation statements,
-// the digest of the contract terms that each invoice or note records, and each invoice line
-// re-priced from its vouchers: printed fields, completeness and the notes later runs owe.
-// Built only on Node's crypto (SHA-256, Ed25519) and the npm `canonicalize` package (RFC 8785).
+// the contract revision whose digest each invoice or note records, and each invoice line
+// re-priced from its vouchers with that revision: printed fields, completeness and the notes
+// later runs owe. Built only on Node's crypto (SHA-256, Ed25519) and the npm `canonicalize`
+// package (RFC 8785).
 //
 //   node verify_bundle.js BUNDLE_FOLDER
 //
 // Prints one "PASS id" or "FAIL id: reason" line per voucher, a "contract ID sha256:..." line
-// with the digest of contract.json, one PASS or FAIL line per document followed by one per line
-// of it, a "key GATEWAY first|next did:key:..." line per gateway key, then a summary line.
-// Exits with status 1 when any voucher, key, document or line fails.
+// with the digest of contract.json, a "contract ID revision N sha256:... FILE prices NUMBERS"
+// line (or "FAIL FILE: reason") per earlier revision the manifest lists, one PASS or FAIL line
+// per document followed by one per line of it, a "key GATEWAY first|next did:key:..." line per
+// gateway key, then a summary line.
+// Exits with status 1 when any voucher, key, revision file, document or line fails.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -17,6 +20,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const canonicalize = require('canonicalize');
 const pricing = require('./bundle_pricing');
+const contractTerms = require('./bundle_terms');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -204,7 +208,8 @@ function ledger(contract, vouchers, passed, stored, adjustments) {
   const recorded = (when) => adjustments.filter((a) => when === null || micros(a.created_at) === null || micros(a.created_at) <= when);
   return {
     values,
-    expected: (anchor, first, last, when) => pricing.computeLines(contract, first, last, billable(when), recorded(when)).get(anchor),
+    // `terms` is the contract revision the run priced with.
+    expected: (anchor, first, last, when, terms) => pricing.computeLines(terms, first, last, billable(when), recorded(when)).get(anchor),
   };
 }
 
@@ -229,7 +234,9 @@ function printedFields(line, charge) {
 }
 
 function checkLine(doc, line, context) {
-  const { contract, book, passed, adjustments, docs, billed } = context;
+  const { book, passed, adjustments, docs, billed } = context;
+  const contract = doc.priced.contract;
+  if (!contract) return [`cannot re-price: the contract terms ${doc.record.contract_digest} of its document are not in the bundle`];
   const reasons = [];
   const { anchor, period_first: first, period_last: last } = line;
   const listed = [];
@@ -272,7 +279,7 @@ function checkLine(doc, line, context) {
   reasons.push(...printedFields(line, charge));
 
   // Completeness: what the engine would have billed when the document was issued is listed or excluded.
-  const expected = book.expected(anchor, first, last, doc.issued);
+  const expected = book.expected(anchor, first, last, doc.issued, contract);
   if (!expected) return reasons;
   const excluded = new Set((line.excluded || []).map((i) => i.voucher_id));
   const later = docs.filter((d) => d.chain === doc.chain && d.order > doc.order).map((d) => d.record.lines.find((l) => l.anchor === anchor)).filter(Boolean);
@@ -290,25 +297,33 @@ function checkLine(doc, line, context) {
 }
 
 // Every later run corrects the invoice when its period re-prices differently; an invoice has a line per anchor with vouchers.
+// Each run re-prices with the contract revision its documents recorded.
 function checkCorrections(invoice, context) {
-  const { contract, book, docs } = context;
+  const { book, docs } = context;
   const reasons = [];
-  const step = pricing.dec(contract.rounding);
+  const terms = invoice.priced.contract;
+  if (!terms) return reasons;
   const { number, period_first: first, period_last: last } = invoice.record;
   const chain = docs.filter((d) => d.chain === number);
   const runs = [...new Set(docs.filter((d) => d.issued !== null && invoice.issued !== null && d.issued > invoice.issued).map((d) => d.issued))].sort((a, b) => (a < b ? -1 : 1));
-  for (const anchor of contract.anchors.filter((a) => a.price).map((a) => a.id).sort()) {
-    if (book.expected(anchor, first, last, invoice.issued) && !chain.some((d) => d.record.lines.some((l) => l.anchor === anchor))) {
+  // A run's terms come from its invoice, or from its first note when it issued none.
+  const runDocument = (when) => docs.filter((d) => d.issued === when).sort((a, b) => (a.record.kind !== 'invoice') - (b.record.kind !== 'invoice'))[0];
+  const contracts = [terms, context.contract, ...runs.map((when) => runDocument(when).priced.contract).filter(Boolean)];
+  const anchors = [...new Set(contracts.flatMap((c) => c.anchors.filter((a) => a.price).map((a) => a.id)))].sort();
+  for (const anchor of anchors) {
+    if (book.expected(anchor, first, last, invoice.issued, terms) && !chain.some((d) => d.record.lines.some((l) => l.anchor === anchor))) {
       reasons.push(`no line for anchor ${anchor}, though vouchers of it lie in the period`);
     }
     for (const when of runs) {
-      const line = book.expected(anchor, first, last, when);
+      const run = runDocument(when);
+      if (!run.priced.contract) continue;
+      const step = pricing.dec(run.priced.contract.rounding);
+      const line = book.expected(anchor, first, last, when, run.priced.contract);
       const now = pricing.quantize(line ? line.charge.amount : pricing.ZERO, step);
       const amounts = chain.filter((d) => d.issued <= when).flatMap((d) => d.record.lines.filter((l) => l.anchor === anchor).map((l) => pricing.dec(l.amount)));
       const before = pricing.quantize(amounts.reduce(pricing.add, pricing.ZERO), step);
       if (pricing.cmp(now, before)) {
-        const run = docs.filter((d) => d.issued === when).sort((a, b) => (a.record.kind !== 'invoice') - (b.record.kind !== 'invoice'))[0].record.number;
-        reasons.push(`line ${anchor}: re-prices to ${pricing.show(now)} at ${run}, but ${pricing.show(before)} is billed; a credit or debit note is missing`);
+        reasons.push(`line ${anchor}: re-prices to ${pricing.show(now)} at ${run.record.number}, but ${pricing.show(before)} is billed; a credit or debit note is missing`);
         break;
       }
     }
@@ -321,18 +336,29 @@ function main() {
   const vouchers = fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
   const keys = readJson(folder, 'keys.json');
   const contract = readJson(folder, 'contract.json');
+  const manifest = readJson(folder, 'manifest.json');
   const out = [];
   const keyLines = [];
   const schedules = checkKeys(keys, contract, keyLines);
   const passed = checkVouchers(vouchers, keys, schedules, out);
 
-  // contract.json carries no signature; each document records the digest of the terms it was priced with.
-  const terms = 'sha256:' + sha256(canonicalize(contract)).toString('hex');
+  // No signature covers the contract files; each document records the digest (and revision) of the terms it was priced with.
+  const terms = contractTerms.termsDigest(contract);
   out.push(`contract ${contract.id} ${terms}`);
+  const inForce = { file: 'contract.json', revision: Number.isInteger(manifest.contract_revision) ? manifest.contract_revision : null,
+    listed: manifest.contract_digest, digest: terms, contract, present: true, reasons: [] };
+  const revisions = contractTerms.loadRevisions(folder, manifest, contract);
   const documents = readJson(folder, 'invoices.json');
   const adjustments = readJson(folder, 'adjustments.json');
   const book = ledger(contract, vouchers, passed, readJson(folder, 'stored.json', []), adjustments);
-  const docs = documents.map((record, order) => ({ record, order, issued: micros(record.issued_at), chain: record.corrects || record.number }));
+  const docs = documents.map((record, order) => ({
+    record, order, issued: micros(record.issued_at), chain: record.corrects || record.number, priced: contractTerms.pricedWith(record, inForce, revisions),
+  }));
+  for (const revision of revisions) {
+    const prices = docs.filter((d) => d.priced.terms === revision).map((d) => d.record.number).join(', ') || 'nothing';
+    out.push(revision.reasons.length ? `FAIL ${revision.file}: ${revision.reasons.join('; ')}`
+      : `contract ${contract.id} revision ${revision.revision} ${revision.digest} ${revision.file} prices ${prices}`);
+  }
   const context = { contract, book, passed, adjustments, docs, billed: new Map() };
   for (const doc of docs) {
     const lineLines = doc.record.lines.map((line, index) => {
@@ -349,7 +375,7 @@ function main() {
     const total = doc.record.lines.reduce((sum, line) => pricing.add(sum, pricing.dec(line.amount)), pricing.ZERO);
     if (pricing.cmp(total, pricing.dec(doc.record.total))) reasons.push(`total ${doc.record.total} differs from the sum of its lines ${pricing.show(total)}`);
     if (doc.record.kind === 'invoice') reasons.push(...checkCorrections(doc, context));
-    if (doc.record.contract_digest !== terms) reasons.push(`priced with contract terms ${doc.record.contract_digest}, not those of contract.json`);
+    if (doc.priced.reason) reasons.push(doc.priced.reason);
     out.push(reasons.length ? `FAIL ${doc.record.number}: ${reasons.join('; ')}` : `PASS ${doc.record.number}`, ...lineLines);
   }
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.

@@ -185,8 +185,12 @@ def test_exclusion_needs_its_adjustment(tmp_path):
 
 
 def test_voucher_of_other_contract_fails_line(tmp_path):
-    folder = signed_bundle(tmp_path)["folder"]
+    bundle = signed_bundle(tmp_path)
+    folder = bundle["folder"]
     rewrite(folder, "contract.json", '"id": "C-1"', '"id": "C-2"')
+    # The invoice must record the changed terms, or its lines are not re-priced at all.
+    changed = content_digest(json.loads((folder / "contract.json").read_text(encoding="utf-8")))
+    rewrite(folder, "invoices.json", f'"contract_digest": "{contract_digest(bundle["contract"])}"', f'"contract_digest": "{changed}"')
     bad = failed(verify_bundle(folder).lines)
     (reasons,) = [r for s, r in bad.items() if "line 1" in s]
     assert "voucher gw-1:1 is for contract 'C-1', not 'C-2'" in reasons
@@ -204,7 +208,7 @@ def test_contract_digest_printed_and_recorded(tmp_path):
     assert f"contract C-1 terms digest: {expected}" in result.stdout
     assert "compare it with the digest printed on the signed contract or invoice" in result.stdout
     assert run_cli("--json", str(bundle["zip"])).stdout.count(expected) >= 1
-    assert json.loads(run_cli("--json", str(bundle["zip"])).stdout)["contract"] == {"id": "C-1", "digest": expected}
+    assert json.loads(run_cli("--json", str(bundle["zip"])).stdout)["contract"] == {"id": "C-1", "digest": expected, "revision": None}
 
 
 def test_forged_price_fails_on_recorded_digest(tmp_path):
@@ -216,18 +220,18 @@ def test_forged_price_fails_on_recorded_digest(tmp_path):
     report = verify_bundle(folder)
     assert report.vouchers and all(v.ok for v in report.vouchers)
     assert all(v.ok for v in report.files)
-    # The forged invoice re-prices correctly from the forged contract.json ...
-    assert all(v.ok for v in report.lines)
-    assert report.lines[0].notes == ["oee_point_day 7.5 x 2500 (point) = 18750.00 CNY"]
-    # ... but it still records the digest of the terms it was really priced with.
+    # The invoice still records the digest of the terms it was really priced with, which the bundle no longer
+    # carries: its line is not re-priced with the forged contract.json instead.
+    assert failed(report.lines) == {report.lines[0].subject: [f"cannot re-price: the bundle does not carry the contract terms {signed_digest} its document was priced with"]}
     (reasons,) = failed(report.documents).values()
     assert reasons == [
-        f"priced with contract terms {signed_digest}, but contract.json has {report.contract_digest}: contract.json was changed, "
-        "or the contract was amended after this document; compare contract.json with the signed contract"
+        f"priced with contract terms {signed_digest}, but contract.json has {report.contract_digest} and no other revision in the bundle has them: "
+        "contract.json was changed, or the bundle lacks the revision this document was priced with; compare contract.json with the signed "
+        "contract, or ask the sender for a bundle that carries that revision"
     ]
     result = run_cli(str(folder))
     assert result.exit_code == 1
-    assert "FAIL (1 failed)" in result.stdout
+    assert "FAIL (2 failed)" in result.stdout
 
     # A forger who also rewrites the recorded digest passes every in-bundle check; only the
     # comparison with the digest on the signed paper contract or invoice can catch it.
@@ -236,6 +240,7 @@ def test_forged_price_fails_on_recorded_digest(tmp_path):
     rewritten = verify_bundle(folder)
     assert rewritten.ok, rewritten.as_dict()
     assert rewritten.contract_digest != signed_digest
+    assert rewritten.lines[0].notes == ["oee_point_day 7.5 x 2500 (point) = 18750.00 CNY"]
 
 
 def test_manifest_contract_digest_must_match(tmp_path):
@@ -284,7 +289,8 @@ def test_unreadable_bundle_exits_2(tmp_path):
 @pytest.mark.peer
 def test_node_verifier_agrees(tmp_path, node_peers):
     """A second implementation (Node.js crypto + npm canonicalize) re-derives every hash and signature."""
-    folder = signed_bundle(tmp_path)["folder"]
+    bundle = signed_bundle(tmp_path)
+    folder = bundle["folder"]
     script = node_peers / "verify_bundle.js"
     good = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
@@ -311,4 +317,7 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     forged = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
     assert forged.stdout.splitlines()[5] == f"contract C-1 {verify_bundle(folder).contract_digest}"
     assert forged.stdout.splitlines()[6].startswith("FAIL INV-20240501-")
-    assert forged.stdout.splitlines()[6].endswith("not those of contract.json")
+    assert forged.stdout.splitlines()[6].endswith("which neither contract.json nor a revision file of the bundle carries")
+    # The line is not re-priced with the forged contract.json instead of the terms its invoice recorded.
+    assert forged.stdout.splitlines()[7].endswith(" line 1 (line-oee): cannot re-price: the contract terms "
+                                                  f"{contract_digest(bundle['contract'])} of its document are not in the bundle")
