@@ -1,4 +1,4 @@
-"""The auditor guides, in English and Chinese, say that contract.json is unsigned and how to check its digest."""
+"""The auditor guides, in English and Chinese, say that the contract files are unsigned, how to check their digests, and where earlier revisions are."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ WITHDRAWN = {
 }
 # The claim that a registered key signed every voucher, which a bundle alone cannot show.
 KEY_WITHDRAWN = {"en": "signed by a registered key of the plant's gateway", "zh-CN": "由工厂网关已登记的密钥签名"}
+# Every guide states where the earlier contract revisions are and that a document is never re-priced with contract.json in their place.
+REVISIONS = {
+    "en": ["contracts/<id>/revision-<n>.json", "`contract_revision`", "`revisions`"],
+    "zh-CN": ["contracts/<id>/revision-<n>.json", "`contract_revision`", "`revisions`", "绝不改用 `contract.json`"],
+}
+REVISIONS_NEVER_FALL_BACK = {"auditor": "never with `contract.json` instead", "bundle": "never against `contract.json` instead"}
+# The advice to fetch an earlier revision from the vendor, which the bundle now carries itself.
+REVISION_WITHDRAWN = {"en": "Ask the vendor for that revision", "zh-CN": "请向供应商索取该修订版"}
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
@@ -46,6 +54,11 @@ def test_auditor_guide_explains_contract_digest(language):
     assert WITHDRAWN[language] not in text
     assert KEY_WITHDRAWN[language] not in text
     assert "pip install valuegate\n" not in text
+    for phrase in REVISIONS[language]:
+        assert phrase in text, (name, phrase)
+    if language == "en":
+        assert REVISIONS_NEVER_FALL_BACK["auditor"] in text
+    assert REVISION_WITHDRAWN[language] not in text
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
@@ -57,3 +70,8 @@ def test_bundle_guide_explains_contract_digest(tmp_path, language):
         assert phrase in shipped, (language, phrase)
     assert BUNDLE_KEY_WITHDRAWN[language] not in shipped
     assert "pip install valuegate\n" not in shipped
+    for phrase in REVISIONS[language]:
+        assert phrase in shipped, (language, phrase)
+    if language == "en":
+        assert REVISIONS_NEVER_FALL_BACK["bundle"] in shipped
+    assert REVISION_WITHDRAWN[language] not in shipped
