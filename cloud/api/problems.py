@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -11,7 +14,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from ..store import StoreError
 
-__all__ = ("PROBLEM_JSON", "problem_response", "exception_handlers")
+__all__ = ("PROBLEM_JSON", "FieldError", "field_errors", "problem_response", "exception_handlers")
 
 log = structlog.get_logger("valuegate.cloud.api")
 PROBLEM_JSON = "application/problem+json"
@@ -32,6 +35,83 @@ _CODES = {
 }
 
 
+# Messages of msgspec (as of 0.23) that Litestar (as of 2.25) passes on in ValidationException.extra, one per rejected input.
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
+_EMPTY = re.compile(r"^Expected `(?:str|array|object)` of length >= 1$")
+# A required query, header or cookie parameter that is absent is reported in ``detail`` alone, with no ``extra``.
+_MISSING_PARAMETER = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']+)'")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One input that request validation rejected."""
+
+    field: str | None
+    """Dotted path of the field in the body (``roles[0]``, ``statement.kind``) or the parameter name; None for the whole body."""
+    source: str
+    """Where the input came from: ``body``, ``query``, ``path``, ``header``, ``cookie``, or empty when Litestar does not set it."""
+    kind: str
+    """``missing``, ``empty``, ``type`` (wrong JSON or form type), ``unknown`` (a field the body may not have) or ``invalid``."""
+    message: str
+    """msgspec's English message, kept for the API's ``errors`` list."""
+    expected: str = ""
+    """For ``type``: the msgspec type name expected (``str``, ``int``, ``array`` ...)."""
+    got: str = ""
+    """For ``type``: the msgspec type name received."""
+
+
+def _field_error(entry: dict[str, Any]) -> FieldError:
+    message = str(entry.get("message", ""))
+    source = str(getattr(entry.get("source"), "value", entry.get("source") or ""))
+    key = entry.get("key")
+    # A failure of the body as a whole has the key "data", and its field, if any, is named only in the message.
+    parent = None if key in (None, "data") else str(key)
+    for kind, pattern in (("missing", _MISSING), ("unknown", _UNKNOWN)):
+        if found := pattern.match(message):
+            field = found["name"] if parent is None else f"{parent}.{found['name']}"
+            return FieldError(field, source, kind, message)
+    if found := _WRONG_TYPE.match(message):
+        return FieldError(parent, source, "type", message, found["expected"], found["got"])
+    kind = "empty" if _EMPTY.match(message) else "invalid"
+    return FieldError(parent, source, kind, message)
+
+
+def field_errors(exc: ValidationException) -> list[FieldError]:
+    """Return the rejected inputs of a Litestar ValidationException, parsed from its ``extra`` list or else its ``detail``."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors = [_field_error(entry) for entry in extra if isinstance(entry, dict)]
+    if not errors and (found := _MISSING_PARAMETER.match(exc.detail or "")):
+        errors.append(FieldError(found["name"], found["source"], "missing", exc.detail))
+    return errors
+
+
+def _describe(error: FieldError) -> str:
+    if error.field is None:
+        subject = "the request body"
+    elif error.source in ("query", "path", "header", "cookie"):
+        subject = f"{error.source} parameter `{error.field}`"
+    else:
+        subject = f"field `{error.field}` of the request body"
+    if error.kind == "missing":
+        return f"{subject} is missing; add it"
+    if error.kind == "unknown":
+        return f"the request body contains the unknown field `{error.field}`; remove it or check its spelling"
+    if error.kind == "empty":
+        return f"{subject} is empty; give it a value"
+    if error.kind == "type":
+        return f"{subject} must be {error.expected}, not {error.got}"
+    return f"{subject} is invalid ({error.message[:1].lower()}{error.message[1:]}); correct the value"
+
+
+def _validation_detail(errors: Sequence[FieldError], fallback: str) -> str:
+    """Return the problem ``detail`` of rejected inputs, each named with what to send instead; ``fallback`` when none is parsed."""
+    if not errors:
+        return fallback
+    return "; ".join(_describe(error) for error in errors)
+
+
 def problem_response(request: Request[Any, Any, Any], status: int, detail: str, *, code: str | None = None, **extra: Any) -> Response[Any]:
     default_code, title = _CODES.get(status, ("error", "Error"))
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code or default_code, "instance": request.url.path, **extra}
@@ -40,7 +120,9 @@ def problem_response(request: Request[Any, Any, Any], status: int, detail: str, 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ValidationException):
-        return problem_response(request, 400, exc.detail, code="validation_failed", errors=exc.extra or [])
+        errors = field_errors(exc)
+        listed = [{"field": e.field, "source": e.source, "kind": e.kind, "message": e.message} for e in errors]
+        return problem_response(request, 400, _validation_detail(errors, exc.detail), code="validation_failed", errors=listed)
     code = None
     if exc.status_code == 403 and "CSRF" in exc.detail:
         code = "csrf_failed"

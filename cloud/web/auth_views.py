@@ -16,7 +16,7 @@ from litestar.response import Redirect
 from valuegate.cloud import auth
 from valuegate.cloud.api.deps import Conn
 
-from .pages import page, principal_of, with_language
+from .pages import Filled, page, principal_of, with_language
 
 __all__ = ("root", "login_page", "login_submit", "logout_submit")
 
@@ -43,8 +43,8 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[str]:
 class LoginForm(msgspec.Struct):
     """The log-in form."""
 
-    username: str
-    password: str
+    username: Filled
+    password: Filled
     next: str = "/contracts"
 
 

@@ -24,7 +24,7 @@ from valuegate.cloud.store import NotFound
 
 from .charts import GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
-from .pages import CSM_EDIT, FINANCE_VIEW, forbid_unless, language_of, page, parse_date, principal_of
+from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
 from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections
 from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text
 from .renewal_views import trigger_label
@@ -227,9 +227,9 @@ async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id:
 class AdjustmentForm(msgspec.Struct):
     """The non-routine adjustment form of the contract page."""
 
-    first_date: str
-    last_date: str
-    reason: str
+    first_date: Filled
+    last_date: Filled
+    reason: Filled
     anchor_id: str = ""
 
 

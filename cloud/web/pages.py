@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
+import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
 from litestar.response import Redirect
 
+from valuegate.cloud.api.problems import FieldError, field_errors
 from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
 from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 
@@ -21,6 +23,7 @@ from .templating import render
 __all__ = (
     "FINANCE_VIEW",
     "CSM_EDIT",
+    "Filled",
     "language_of",
     "document_language",
     "principal_of",
@@ -31,6 +34,7 @@ __all__ = (
     "forbid_unless",
     "parse_date",
     "error_text",
+    "form_error_text",
 )
 
 log = structlog.get_logger("valuegate.cloud.web")
@@ -38,6 +42,9 @@ log = structlog.get_logger("valuegate.cloud.web")
 # Roles that may see invoices and exports; roles that may record non-routine adjustments or check triggers.
 FINANCE_VIEW = ("finance", "admin", "auditor")
 CSM_EDIT = ("csm", "admin")
+
+Filled = Annotated[str, msgspec.Meta(min_length=1)]
+"""A required text field of a form: an empty value is rejected like an absent one, before the handler runs."""
 
 
 def language_of(request: Request[Any, Any, Any]) -> str:
@@ -121,7 +128,52 @@ _FIELD_LABELS = {
     "period_last": "settlement.period_last",
     "first_date": "adjustment.first_date",
     "last_date": "adjustment.last_date",
+    "reason": "adjustment.reason",
+    "anchor_id": "adjustment.anchor",
+    "username": "login.username",
+    "password": "login.password",
+    "url": "webhook.url",
+    "secret": "webhook.secret",
 }
+
+# The catalog keys saying what to enter in each form field that the pages show.
+_FIELD_HINTS = {
+    "period_first": "hint.date",
+    "period_last": "hint.date",
+    "first_date": "hint.date",
+    "last_date": "hint.date",
+    "reason": "hint.reason",
+    "anchor_id": "hint.anchor",
+    "username": "hint.username",
+    "password": "hint.password",
+    "url": "hint.url",
+    "secret": "hint.secret",
+}
+
+# msgspec type names that have a catalog entry ``type.<name>``; any other shows as ``type.other``.
+_TYPE_NAMES = ("str", "int", "float", "bool", "array", "object", "null")
+
+
+def _type_name(language: str, name: str) -> str:
+    return translate(language, f"type.{name if name in _TYPE_NAMES else 'other'}")
+
+
+def form_error_text(language: str, error: FieldError) -> str:
+    """Return what was wrong with one form field in ``language``, naming the field by its label and saying what to enter.
+
+    A field the page does not show (a hidden field, or one the form never had) gets a message telling the user to reload the page,
+    because the user cannot have typed it.
+    """
+    if error.field not in _FIELD_HINTS or error.kind == "unknown":
+        return translate(language, "error.form_altered")
+    field = translate(language, _FIELD_LABELS[error.field])
+    hint = translate(language, _FIELD_HINTS[error.field])
+    if error.kind in ("missing", "empty"):
+        return translate(language, "error.field_missing", field=field, hint=hint)
+    if error.kind == "type":
+        expected, got = _type_name(language, error.expected), _type_name(language, error.got)
+        return translate(language, "error.field_type", field=field, hint=hint, expected=expected, got=got)
+    return translate(language, "error.field_invalid", field=field, hint=hint)
 
 
 def error_text(language: str, exc: Exception) -> str:
@@ -143,6 +195,15 @@ def error_text(language: str, exc: Exception) -> str:
 
 def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
     return _error_page(request, 400, error_text(language_of(request), exc))
+
+
+def _validation_failed(request: Request[Any, Any, Any], exc: ValidationException) -> Response[str]:
+    # Litestar's own text ("Validation failed for POST ...") is English and names no field, so it is never shown.
+    language = language_of(request)
+    errors = field_errors(exc)
+    log.info("web_validation_failed", path=request.url.path, errors=[f"{error.field}:{error.kind}" for error in errors])
+    texts = list(dict.fromkeys(form_error_text(language, error) for error in errors)) or [translate(language, "error.form_altered")]
+    return _error_page(request, 400, translate(language, "error.invalid", detail=" ".join(texts)))
 
 
 def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
@@ -176,5 +237,5 @@ html_exception_handlers: dict[Any, Any] = {
     NotFound: _not_found,
     Invalid: _invalid,
     StoreError: _store_error,
-    ValidationException: _invalid,
+    ValidationException: _validation_failed,
 }

@@ -25,14 +25,14 @@ from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Invalid, NotFound
 
-from .pages import CSM_EDIT, document_language, language_of, page, principal_of
+from .pages import CSM_EDIT, Filled, document_language, language_of, page, principal_of
 
 
 class WebhookForm(msgspec.Struct):
     """The webhook form of the contracts page (administrators only)."""
 
-    url: str
-    secret: str
+    url: Filled
+    secret: Filled
 
 __all__ = ("check_renewal", "package_page", "package_archive", "package_member", "set_webhook", "trigger_label")
 
@@ -118,9 +118,13 @@ async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotat
     """Set the tenant's renewal webhook; the secret is stored for signing and never shown again."""
     url, secret = data.url.strip(), data.secret.strip()
     if not url.startswith(("http://", "https://")):
-        raise Invalid(f"webhook URL {url!r} must start with http:// or https://", code="invalid_url")
+        error = Invalid(f"webhook URL {url!r} must start with http:// or https://", code="invalid_url")
+        error.params = {"field": "url", "value": url}  # type: ignore[attr-defined]
+        raise error
     if len(secret) < 16:
-        raise Invalid("the webhook secret is shorter than 16 characters; choose a longer random one", code="weak_secret")
+        error = Invalid("the webhook secret is shorter than 16 characters; choose a longer random one", code="weak_secret")
+        error.params = {}  # type: ignore[attr-defined]
+        raise error
     principal = principal_of(request)
     await renewal.set_endpoint(conn, principal.tenant_id, url, secret, actor=principal.actor)
     return Redirect("/contracts?done=webhook.saved", status_code=303)

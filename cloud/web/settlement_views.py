@@ -19,7 +19,7 @@ from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import BillingPeriod, InvoiceError
 from valuegate.cloud.store import Invalid
 
-from .pages import FINANCE_VIEW, document_language, page, parse_date, principal_of
+from .pages import FINANCE_VIEW, Filled, document_language, page, parse_date, principal_of
 
 __all__ = ("run_invoice", "run_page", "approve_run", "export_csv", "export_pdf", "bundle_download")
 
@@ -27,8 +27,8 @@ __all__ = ("run_invoice", "run_page", "approve_run", "export_csv", "export_pdf",
 class RunForm(msgspec.Struct):
     """The invoice-run form of the contract page."""
 
-    period_first: str
-    period_last: str
+    period_first: Filled
+    period_last: Filled
 
 
 @post("/contracts/{contract_id:str}/runs", guards=[requires("finance")], name="web:run-invoice", status_code=303)
