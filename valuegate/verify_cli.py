@@ -62,7 +62,8 @@ def verify(
         # Documents issued before an amendment are priced with the earlier revision they recorded, carried in a file of its own.
         for item in report.revisions:
             documents = ", ".join(str(number) for number in item["documents"]) or "no document"
-            typer.echo(f"contract {report.contract_id} revision {item['revision']} terms digest: {item['digest']} ({item['file']}, prices {documents})")
+            digest = item["digest"] or "unknown, the file is missing or unreadable"
+            typer.echo(f"contract {report.contract_id} revision {item['revision']} terms digest: {digest} ({item['file']}, prices {documents})")
         if report.revisions:
             typer.echo("  compare each revision's digest with the signed contract revision, or with the digest printed on the invoices it prices")
         # keys.json carries no signature either: the first key of each gateway ties the vouchers to the plant's gateway.

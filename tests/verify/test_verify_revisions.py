@@ -136,6 +136,9 @@ async def test_bundle_carries_every_priced_revision(database, tmp_path):
     assert f"contract C-1 revision 1 terms digest: {digests[1]} ({REVISION_1}, prices {may['number']})" in result.stdout
     assert f"contract C-1 revision 2 terms digest: {digests[2]} ({REVISION_2}, prices {debit['number']}, {june['number']})" in result.stdout
     assert f"        . priced with contract revision 1 ({REVISION_1}, terms digest {digests[1]})" in result.stdout
+    as_json = json.loads(run_cli("--json", str(bundle["zip"])).stdout)
+    assert as_json["contract"] == {"id": "C-1", "digest": digests[3], "revision": 3}
+    assert as_json["revisions"] == report.revisions
 
 
 @pytest.mark.postgres
@@ -185,6 +188,10 @@ async def test_missing_revision_fails_naming_it(database, tmp_path):
     assert failed(report.documents) == {f"{may['number']} (invoice)": [
         f"priced with {REVISION_1} (contract revision 1), which is missing from the bundle; ask the sender for a complete bundle"]}
     assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": [f"cannot re-price: {REVISION_1} (contract revision 1) is missing from the bundle"]}
+    result = run_cli(str(folder))
+    assert result.exit_code == 1
+    assert f"contract C-1 revision 1 terms digest: unknown, the file is missing or unreadable ({REVISION_1}, prices {may['number']})" in result.stdout
+    assert "FAIL (3 failed)" in result.stdout
 
     # Taken out of the manifest too, revision 1 is still not replaced by the revision in force.
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
