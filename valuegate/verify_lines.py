@@ -75,7 +75,7 @@ class Ledger:
     def expected(self, anchor: str, first: str, last: str, when: dt.datetime | None, terms: Contract | None = None) -> Line | None:
         """Return the line the engine computes for ``anchor`` over ``first..last`` from what was recorded by ``when``, with ``terms`` or the revision in force."""
         period = BillingPeriod(dt.date.fromisoformat(first), dt.date.fromisoformat(last))
-        lines = compute_lines(terms or self.contract, period, self.billable(when), self.exclusions(when))
+        lines = compute_lines(self.contract if terms is None else terms, period, self.billable(when), self.exclusions(when))
         return next((line for line in lines if line.anchor == anchor), None)
 
 
