@@ -120,9 +120,11 @@ def ack(spool: Spool, stored_through: int) -> tuple[int, int]:
     """Apply a cloud ``ack``: drop vouchers up to ``stored_through`` and mark the records they cover.
 
     Returns the new acknowledged sequence and the number of vouchers removed.
-    An ack beyond the last issued sequence is clamped to it.
+    An ack beyond the last issued sequence is clamped to it. The commit is
+    not fsynced (see the spool's durability policy): an ack lost in a power
+    cut only sends its vouchers again.
     """
-    with spool.transaction() as db:
+    with spool.transaction(sync="NORMAL") as db:
         head = chain_head(spool)
         through = min(stored_through, head.next_seq - 1)
         if through <= head.acked_through:

@@ -1,8 +1,9 @@
 """MQTT v5 publisher: sends the outbox at QoS 1 and deletes vouchers only when the cloud's ack covers them.
 
-paho-mqtt runs its network loop on its own thread and hands every callback
-to the event loop through a queue, so nothing here blocks the polling
-tasks. Each connection uses a fresh paho client: what was in flight on a
+paho-mqtt's socket I/O runs on the event loop (:mod:`.mqttio`) and its
+callbacks queue events that the session handles in order; only the
+blocking connect runs on a worker thread, so nothing here blocks the
+polling tasks. Each connection uses a fresh paho client: what was in flight on a
 dropped connection is republished from the spool's outbox, the single
 place that decides what still has to go.
 """
@@ -10,9 +11,11 @@ place that decides what still has to go.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from valuegate.adapters.backoff import Backoff
 from . import outbox
 from .config import EdgeConfig
 from .metrics import AgentMetrics, LogLimiter
+from .mqttio import LoopBridge
 from .protocol.records import TELEMETRY_SCHEMA
 from .spool import SpoolThread
 
@@ -44,6 +48,8 @@ _TICK_S = 1.0
 _WILL_DELAY_S = 5
 # How long a new connection waits for the retained status before it announces itself.
 _STATUS_WAIT_S = 1.0
+# Free window slots that wake the session when vouchers read ahead wait (waking per PUBACK costs more than it gains).
+_AHEAD_REFILL_ROOM = 8
 # Vouchers whose evidence records one resend request republishes, at most.
 _RESEND_EVIDENCE_VOUCHERS = 8
 
@@ -60,7 +66,7 @@ class ConnectFailed(Exception):
 
 @dataclass(slots=True)
 class _Event:
-    kind: str  # connack, disconnect, puback, message
+    kind: str  # connack, disconnect, message
     code: int = 0
     mid: int = 0
     session_present: bool = False
@@ -115,12 +121,13 @@ class Publisher:
         self.acked_through = 0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._events: collections.deque[_Event] = collections.deque()
         self._log = log.bind(gateway=config.gateway, client_id=config.client_id)
         self.limit = LogLimiter()
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
         self._current: _SessionState | None = None
+        self._bridge: LoopBridge | None = None
         self._announce = False
 
     # -- called by the agent -----------------------------------------------
@@ -186,7 +193,7 @@ class Publisher:
 
     def _client(self) -> mqtt.Client:
         loop = asyncio.get_running_loop()
-        queue = self._events
+        loop_thread = threading.get_ident()
         mqtt_config = self.config.mqtt
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -214,8 +221,16 @@ class Publisher:
         will_properties.WillDelayInterval = _WILL_DELAY_S
         client.will_set(self.config.topic("status"), will, qos=1, retain=True, properties=will_properties)
 
+        def queue(event: _Event) -> None:
+            self._events.append(event)
+            self._wake.set()
+
         def put(event: _Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            # Callbacks run on the loop's thread, except a failure inside the connect call on the worker thread.
+            if threading.get_ident() == loop_thread:
+                queue(event)
+            else:
+                loop.call_soon_threadsafe(queue, event)
 
         def on_connect(_c: Any, _u: Any, flags: Any, reason: Any, properties: Any) -> None:
             put(_Event("connack", code=_reason_value(reason), session_present=flags.session_present, properties=properties))
@@ -224,7 +239,10 @@ class Publisher:
             put(_Event("disconnect", code=_reason_value(reason)))
 
         def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _properties: Any) -> None:
-            put(_Event("puback", mid=mid, code=_reason_value(reason)))
+            # PUBACKs arrive on the loop's thread (see mqttio) and are settled at once, without a queued event each.
+            session = self._current
+            if session is not None and session.client is client and session.on_puback(mid, _reason_value(reason)):
+                self._wake.set()
 
         def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
             put(_Event("message", topic=message.topic, payload=bytes(message.payload)))
@@ -233,11 +251,11 @@ class Publisher:
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         client.on_message = on_message
+        self._bridge = LoopBridge(client, loop)
         return client
 
     async def _session(self) -> None:
-        while not self._events.empty():
-            self._events.get_nowait()
+        self._events.clear()
         mqtt_config = self.config.mqtt
         try:
             client = self._client()
@@ -251,8 +269,9 @@ class Publisher:
         try:
             await asyncio.to_thread(client.connect, mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s, clean_start=False, properties=properties)
         except (OSError, ssl.SSLError, ValueError) as exc:
+            await self._bridge.close(0)
             raise ConnectFailed(f"cannot reach {mqtt_config.host}:{mqtt_config.port}: {exc}") from exc
-        client.loop_start()
+        bridge = self._bridge
         try:
             await self._serve(client)
         finally:
@@ -261,20 +280,20 @@ class Publisher:
             self.connected = False
             self.metrics.mqtt_connected.set(0)
             client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            await bridge.close(1.0)
 
     async def _say_goodbye(self, client: mqtt.Client) -> None:
         """Publish the retained offline status, since a clean disconnect does not send the will."""
         status = {"schema": STATUS_SCHEMA, "state": "offline", "instance": self.instance, "ts": _iso_now()}
         info = client.publish(self.config.topic("status"), json.dumps(status), qos=1, retain=True)
-        with contextlib.suppress(RuntimeError, ValueError):
-            await asyncio.to_thread(info.wait_for_publish, 1.0)
+        deadline = time.monotonic() + 1.0
+        while info.rc == mqtt.MQTT_ERR_SUCCESS and not info.is_published() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def _serve(self, client: mqtt.Client) -> None:
-        try:
-            connack = await asyncio.wait_for(self._events.get(), timeout=_CONNACK_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise ConnectFailed(f"no CONNACK within {_CONNACK_TIMEOUT_S:.0f} s") from exc
+        connack = await self._next_event(_CONNACK_TIMEOUT_S, until=time.monotonic() + _CONNACK_TIMEOUT_S)
+        if connack is None:
+            raise ConnectFailed(f"no CONNACK within {_CONNACK_TIMEOUT_S:.0f} s")
         if connack.kind != "connack":
             raise ConnectFailed(f"connection closed before CONNACK (reason code {connack.code:#04x})", code=connack.code)
         if connack.code >= 0x80:
@@ -295,34 +314,44 @@ class Publisher:
         )
         await session.start()
         last_tick = time.monotonic()
-        while not self._stopping.is_set():
-            await session.fill()
-            event = await self._next_event()
-            if time.monotonic() - last_tick >= _TICK_S:
-                last_tick = time.monotonic()
-                await session.tick()
-            if event is None:
-                continue
-            if event.kind == "disconnect":
-                self._on_disconnect(event.code)
-                return
-            await session.handle(event)
-            if self.taken_over:
-                return
+        try:
+            while not self._stopping.is_set():
+                await session.settle()
+                await session.fill()
+                event = await self._next_event(_TICK_S if session.online else 0.05)
+                if time.monotonic() - last_tick >= _TICK_S:
+                    last_tick = time.monotonic()
+                    self._bridge.misc()
+                    await session.tick()
+                # Handle every queued event before the next settle, so that a burst of acks costs one spool commit.
+                while event is not None:
+                    if event.kind == "disconnect":
+                        self._on_disconnect(event.code)
+                        return
+                    await session.handle(event)
+                    if self.taken_over:
+                        return
+                    event = self._events.popleft() if self._events else None
+        finally:
+            await session.settle()
 
-    async def _next_event(self) -> _Event | None:
-        if not self._events.empty():
-            return self._events.get_nowait()
-        getter = asyncio.ensure_future(self._events.get())
-        waker = asyncio.ensure_future(self._wake.wait())
-        timeout = _TICK_S if self._current is None or self._current.online else 0.05
-        done, _ = await asyncio.wait({getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        waker.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        self._wake.clear()
-        return None
+    async def _next_event(self, timeout_s: float, *, until: float | None = None) -> _Event | None:
+        """Return the next queued event, or None once woken without one (see :meth:`notify`) or after ``timeout_s``.
+
+        With ``until``, wake-ups without an event are waited through until that monotonic time.
+        """
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s if until is None else max(0.0, until - time.monotonic())):
+                        await self._wake.wait()
+            self._wake.clear()
+            if self._events:
+                return self._events.popleft()
+            if until is None or time.monotonic() >= until:
+                return None
 
     def _on_disconnect(self, code: int) -> None:
         if code == SESSION_TAKEN_OVER:
@@ -343,7 +372,11 @@ class _SessionState:
         self.max_packet = getattr(props, "MaximumPacketSize", None)
         self.window = min(config.publish.window, getattr(props, "ReceiveMaximum", config.publish.window))
         self.inflight: dict[int, tuple[str, Any]] = {}
+        self.published_records: list[tuple[int, str]] = []
+        self.stored_through = 0
         self.voucher_cursor = publisher.acked_through + 1
+        # Vouchers read from the outbox but not yet published, in sequence from voucher_cursor.
+        self.ahead: collections.deque[outbox.OutboxEntry] = collections.deque()
         self.telemetry_cursor: tuple[int, str] | None = None
         self.blocked_seq: int | None = None
         self.online = False
@@ -402,21 +435,32 @@ class _SessionState:
         if self.p._announce:
             self.p._announce = False
             await self._go_online()
-        if self.inflight and self._room() < max(1, self.window // 4):
-            # Refill once a quarter of the window is free, not after every PUBACK: each refill is a spool query.
-            return
-        if self._room() > 0:
+        # A spool query waits until a quarter of the window is free; vouchers already read ahead go at once.
+        if self._room() >= self._refill_room() or not self.inflight:
             await self._fill_telemetry()
         while self._room() > 0:
-            entries = await self.p.spool.call(outbox.pending, self.voucher_cursor, self._room())
-            if not entries:
+            if not self.ahead:
+                if self.inflight and self._room() < self._refill_room():
+                    return
+                entries = await self.p.spool.call(outbox.pending, self.voucher_cursor, self.window)
+                if not entries:
+                    return
+                self.ahead.extend(entries)
+            entry = self.ahead[0]
+            if self._too_large(entry):
                 return
-            for entry in entries:
-                if self._too_large(entry):
-                    return
-                if not self._publish("voucher", entry.seq, self.topics["vouchers"], entry.payload):
-                    return
-                self.voucher_cursor = entry.seq + 1
+            if not self._publish("voucher", entry.seq, self.topics["vouchers"], entry.payload):
+                return
+            self.ahead.popleft()
+            self.voucher_cursor = entry.seq + 1
+
+    def _move_cursor(self, seq: int) -> None:
+        """Point the voucher cursor at ``seq``, keeping only read-ahead vouchers that still follow it."""
+        while self.ahead and self.ahead[0].seq < seq:
+            self.ahead.popleft()
+        if self.ahead and self.ahead[0].seq != seq:
+            self.ahead.clear()
+        self.voucher_cursor = seq
 
     def _too_large(self, entry: outbox.OutboxEntry) -> bool:
         """Hold back a voucher the broker would reject for its size; it stays in the outbox, and so do the ones after it."""
@@ -464,21 +508,36 @@ class _SessionState:
                 self.p.metrics.telemetry_batches.inc()
 
     async def handle(self, event: _Event) -> None:
-        if event.kind == "puback":
-            await self._on_puback(event)
-        elif event.kind == "message":
+        if event.kind == "message":
             await self._on_message(event.topic, event.payload)
 
-    async def _on_puback(self, event: _Event) -> None:
-        kind, key = self.inflight.pop(event.mid, ("unknown", None))
-        if event.code >= 0x80:
+    def on_puback(self, mid: int, code: int) -> bool:
+        """Free the message's window slot; telemetry records it carried are marked published by :meth:`settle`.
+
+        Returns whether the session should wake: the window is empty, or has room for a refill (see :meth:`fill`).
+        """
+        kind, key = self.inflight.pop(mid, ("unknown", None))
+        if code >= 0x80:
             self.p.metrics.publish_rejected.inc()
             if (held := self.p.limit("mqtt_publish_rejected")) is not None:
-                self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{event.code:#04x}", repeats_not_logged=held)
+                self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{code:#04x}", repeats_not_logged=held)
+        elif kind == "telemetry":
+            self.published_records += key
+        return not self.inflight or self._room() >= (_AHEAD_REFILL_ROOM if self.ahead else self._refill_room())
+
+    def _refill_room(self) -> int:
+        return max(1, self.window // 4)
+
+    async def settle(self) -> None:
+        """Apply the highest cloud ack received since the last call, and mark the telemetry the broker acknowledged as published."""
+        if self.stored_through > self.p.acked_through:
+            through, self.stored_through = self.stored_through, 0
+            await self._apply_ack(through)
+        if not self.published_records:
             return
-        if kind == "telemetry":
-            await self.p.spool.call(outbox.mark_published, key, _now_ms())
-            self.p.metrics.telemetry_records.inc(len(key))
+        keys, self.published_records = self.published_records, []
+        await self.p.spool.call(outbox.mark_published, keys, _now_ms())
+        self.p.metrics.telemetry_records.inc(len(keys))
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -491,7 +550,8 @@ class _SessionState:
         if topic == self.topics["status"]:
             await self._check_status(message)
         elif topic == self.topics["ack"] and _field(message, ACK_SCHEMA, "stored_through") is not None:
-            await self._on_ack(int(message["stored_through"]))
+            # Acks are cumulative: only the highest one received before the next settle is applied.
+            self.stored_through = max(self.stored_through, int(message["stored_through"]))
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
             await self._on_resend(int(message["from_seq"]))
         else:
@@ -500,14 +560,14 @@ class _SessionState:
             if (held := self.p.limit("control_message_invalid")) is not None:
                 self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field", repeats_not_logged=held)
 
-    async def _on_ack(self, stored_through: int) -> None:
+    async def _apply_ack(self, stored_through: int) -> None:
         through, removed = await self.p.spool.call(outbox.ack, stored_through)
         if through > self.p.acked_through:
             self.p.acked_through = through
             self.last_progress = time.monotonic()
             self.p.metrics.acked_through.set(through)
             self.p._log.info("vouchers_acknowledged", stored_through=through, removed=removed)
-        self.voucher_cursor = max(self.voucher_cursor, through + 1)
+        self._move_cursor(max(self.voucher_cursor, through + 1))
 
     async def _on_resend(self, from_seq: int) -> None:
         start = max(from_seq, self.p.acked_through + 1)
@@ -523,7 +583,7 @@ class _SessionState:
                 if rows:
                     self._publish_records(rows)
             seq += 1
-        self.voucher_cursor = min(self.voucher_cursor, start)
+        self._move_cursor(min(self.voucher_cursor, start))
 
     async def tick(self) -> None:
         """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
@@ -535,7 +595,7 @@ class _SessionState:
             self.p.metrics.publish_retries.inc()
             if (held := self.p.limit("vouchers_republished")) is not None:
                 self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout", repeats_not_logged=held)
-            self.voucher_cursor = self.p.acked_through + 1
+            self._move_cursor(self.p.acked_through + 1)
             self.last_progress = time.monotonic()
 
 

@@ -6,11 +6,16 @@ before the minute records computed from them, and minute records before
 the day results. A voucher enters the outbox in the same transaction that
 advances the gateway's sequence and chain head.
 
-* Transactions that touch vouchers, the sequence or acknowledgements run
-  with ``synchronous=FULL``: the WAL is fsynced at each commit, so a
-  committed voucher survives a power cut. In WAL mode that fsync also makes
-  every earlier commit durable, so nothing a voucher was computed from can
-  be lost while the voucher survives.
+* Transactions that issue vouchers or advance the sequence run with
+  ``synchronous=FULL``: the WAL is fsynced at each commit, so a committed
+  voucher survives a power cut. In WAL mode that fsync also makes every
+  earlier commit durable, so nothing a voucher was computed from can be
+  lost while the voucher survives.
+* Acknowledgements commit with ``synchronous=NORMAL``. A power cut can drop
+  the newest of them, whole and in order. The vouchers they removed are
+  then still in the outbox and are sent again. The cloud stores each
+  voucher once and acknowledges it again, so losing an ack costs a resend,
+  never a voucher.
 * Minute records, plant days and anchor days are derived from what is
   already on disk and commit with ``synchronous=NORMAL``. A power cut can
   only drop the newest commits, whole and in order, and the pipeline then

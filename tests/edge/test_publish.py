@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from valuegate.edge import keys, outbox
 from valuegate.edge.config import EdgeConfig
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.metrics import AgentMetrics
-from valuegate.edge.publish import Publisher
+from valuegate.edge.publish import ACK_SCHEMA, Publisher
 from valuegate.edge.spool import SpoolThread
 from valuegate.services import MosquittoServer
 
@@ -89,6 +91,24 @@ async def test_vouchers_acked_and_removed(tmp_path: Path, mosquitto: MosquittoSe
             assert gw.publisher.acked_through == 30
     finally:
         cloud.stop()
+
+
+async def test_ack_burst_applied_in_one_commit(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """Acks that queue up while the agent is busy are cumulative: only the highest is applied, in one spool commit."""
+    async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+        await gw.issue(5)
+        assert await wait_until(lambda: gw.publisher.connected and gw.publisher.sent_through() == 5 and gw.publisher.inflight() == 0, 10)
+        session = gw.publisher._current
+        assert session is not None
+        with structlog.testing.capture_logs() as logged:
+            # No await in between: the three acks are handled before the publisher's loop runs again.
+            for through in (2, 5, 3):
+                await session._on_message(gw.config.topic("ack"), json.dumps({"schema": ACK_SCHEMA, "stored_through": through}).encode())
+            assert gw.publisher.acked_through == 0
+            assert await wait_until(lambda: gw.publisher.acked_through == 5, 5)
+        acknowledged = [(entry["stored_through"], entry["removed"]) for entry in logged if entry["event"] == "vouchers_acknowledged"]
+        assert acknowledged == [(5, 5)]
+        assert await gw.depth() == 0
 
 
 async def test_broker_restart_loses_nothing(tmp_path: Path, mosquitto: MosquittoServer) -> None:
@@ -226,13 +246,17 @@ async def test_voucher_above_packet_limit_waits(tmp_path: Path) -> None:
             assert await gw.depth() == 3
 
 
-async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    """The third voucher never reaches the broker, so the ingest finds a gap, requests a resend and gets it."""
+@pytest.mark.parametrize("window", [100, 3])
+async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer, window: int) -> None:
+    """The third voucher never reaches the broker, so the ingest finds a gap, requests a resend and gets it.
+
+    With a window of 3, the publisher has vouchers read ahead of the window when the resend moves it back.
+    """
     cloud = standin(mosquitto.port)
     proxy = PublishCutProxy(mosquitto.port, cut_after_publishes=3, topic_suffix=b"/vouchers", drop=True)
     await proxy.start()
     try:
-        async with gateway(tmp_path / "gw", proxy.port, publish={"ack_timeout_s": 60}) as gw:
+        async with gateway(tmp_path / "gw", proxy.port, publish={"ack_timeout_s": 60, "window": window}) as gw:
             # Ten records of the third voucher's day: published once, and again with the resend.
             day_three = 1_769_904_000_000 + 2 * 86_400_000  # 2026-02-01 is 1_769_904_000_000; this is 2026-02-03T00:00:00Z
             await gw.spool.call(_store_minutes, 10, day_three)
