@@ -1,18 +1,20 @@
 """Edge agent benchmarks: signing rate, outbox delivery rate against the bare broker, and memory of a month's replay.
 
-Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000]
+Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000] [--broker-vouchers 10000] [--rounds 3]
 
 1. Signing: full vouchers (claims, RFC 8785, eddsa-jcs-2022) per second on
    one core, printed as a ratio to bare Ed25519 signatures of 64 bytes
    measured in the same run.
 2. Delivery: vouchers issued into the spool's outbox, published over a real
-   Mosquitto broker, checked and stored by the product's ingest worker in a
+   Mosquitto broker, checked and stored by the product's ingest worker (in
+   a process of its own, as the cloud runs apart from the gateway) in a
    real PostgreSQL, and acknowledged back, per second end to end.
 3. Broker: the same publisher drains an outbox of vouchers to Mosquitto at
-   QoS 1 while a bare client with no database acks each voucher on arrival
-   (then, in a second pass, one ack per window). The reference in the same
-   run is the broker alone: a bare paho client publishing the same payload
-   bytes with the same in-flight window to a bare counting subscriber.
+   QoS 1 while a bare client with no database, in another process, acks
+   each voucher on arrival (then, in a second pass, one ack per window).
+   The reference in the same run is the broker alone: a bare paho client
+   publishing the same payload bytes with the same in-flight window to a
+   bare counting subscriber in another process.
 4. Replay: a month of 50 machines through the spool and the pipeline
    (minute records, plant days, one voucher per machine and reporting day)
    without a broker. It prints machine-days per second and the peak
@@ -24,10 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import multiprocessing
 import os
 import platform
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -106,13 +110,25 @@ def bench_signing(count: int) -> None:
     )
 
 
+def _ingest(dsn: str, port: int, ready, stop) -> None:  # noqa: ANN001
+    """Child process running the product's ingest worker until ``stop`` is set."""
+    from valuegate.cloud.ingest import IngestWorker
+    from valuegate.cloud.settings import CloudSettings
+
+    async def serve() -> None:
+        async with IngestWorker(CloudSettings(dsn=dsn, mqtt_port=port, share_group="bench")):
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    asyncio.run(serve())
+
+
 async def bench_delivery(count: int) -> None:
     import psycopg
     from edge.helpers import issue_synthetic, load
 
     from valuegate.cloud import db, store
-    from valuegate.cloud.ingest import IngestWorker
-    from valuegate.cloud.settings import CloudSettings
     from valuegate.edge import keys, outbox
     from valuegate.edge.issuer import VoucherSigner
     from valuegate.edge.metrics import AgentMetrics
@@ -130,28 +146,38 @@ async def bench_delivery(count: int) -> None:
             await store.create_gateway(conn, "acme", "suzhou", "gw-1")
             await store.add_gateway_key(conn, "acme", "gw-1", key.verification_method, valid_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
 
-        settings = CloudSettings(dsn=postgres.dsn, mqtt_port=broker.port, share_group="bench")
-        async with SpoolThread(config.state_path / "spool.db") as spool, IngestWorker(settings):
-            signer = VoucherSigner(config.state_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
-            publisher = Publisher(config, spool, AgentMetrics(), instance="bench")
-            task = asyncio.create_task(publisher.run())
-            while not (publisher.connected and publisher._current is not None and publisher._current.online):
-                await asyncio.sleep(0.05)
-            now_ms = int(time.time() * 1000)
-            started = time.perf_counter()
-            await spool.call(lambda s: issue_synthetic(s, signer, count, first_date="2020-01-01", now_ms=now_ms))
-            issued = time.perf_counter() - started
-            started = time.perf_counter()
-            publisher.notify()
-            while (await spool.call(outbox.outbox_stats))["depth"]:
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - started
-            publisher.stop()
-            await task
+        ready, stop = _SPAWN.Event(), _SPAWN.Event()
+        worker = _SPAWN.Process(target=_ingest, args=(postgres.dsn, broker.port, ready, stop))
+        worker.start()
+        try:
+            if not await asyncio.to_thread(ready.wait, 60):
+                msg = "the ingest worker did not start within 60 s"
+                raise RuntimeError(msg)
+            async with SpoolThread(config.state_path / "spool.db") as spool:
+                signer = VoucherSigner(config.state_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
+                now_ms = int(time.time() * 1000)
+                started = time.perf_counter()
+                await spool.call(lambda s: issue_synthetic(s, signer, count, first_date=_first_date(count), now_ms=now_ms))
+                issued = time.perf_counter() - started
+                publisher = Publisher(config, spool, AgentMetrics(), instance="bench")
+                task = asyncio.create_task(publisher.run())
+                # The clock starts when the publisher goes online, after its wait for the retained status.
+                while not (publisher.connected and publisher._current is not None and publisher._current.online):
+                    await asyncio.sleep(0.001)
+                started, cpu = time.perf_counter(), time.process_time()
+                while (await spool.call(outbox.outbox_stats))["depth"]:
+                    await asyncio.sleep(0.01)
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+                publisher.stop()
+                await task
+        finally:
+            stop.set()
+            await asyncio.to_thread(worker.join, 30)
         print(
-            f"delivery: {count} vouchers from the outbox, published, checked and stored by the ingest worker in PostgreSQL "
-            f"and acknowledged back: {count / elapsed:,.0f} vouchers/s ({elapsed:.2f} s); the issuing before it, with one "
-            f"FULL-sync transaction per anchor day as the test helper stores them, ran at {count / issued:,.0f}/s"
+            f"delivery: {count} vouchers from the outbox, published, checked and stored by the ingest worker (another process) "
+            f"in PostgreSQL and acknowledged back: {count / elapsed:,.0f} vouchers/s ({elapsed:.2f} s); the agent used "
+            f"{cpu / elapsed:.2f} of a core meanwhile; the issuing before it, with one FULL-sync transaction per anchor day "
+            f"as the test helper stores them, ran at {count / issued:,.0f}/s"
         )
 
 
@@ -168,79 +194,108 @@ def _bare_client(port: int, client_id: str, window: int = 20):  # noqa: ANN202
     return client, subscribed
 
 
-class _Acknowledger:
-    """Stand-in for the cloud without a database, which acks each ``every``-th voucher and the last one when it arrives.
+_SPAWN = multiprocessing.get_context("spawn")
 
-    It also records when the first voucher arrived.
+
+def _first_date(count: int) -> str:
+    """Return the first plant date of ``count`` daily vouchers ending yesterday, since the cloud rejects vouchers from the future."""
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=count + 1)).isoformat()
+
+
+def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first) -> None:  # noqa: ANN001
+    """Child process standing in for the cloud without a database: ack each ``every``-th voucher and the last one on arrival.
+
+    ``first`` receives the monotonic time at which the first voucher arrived.
     """
+    import json
 
-    def __init__(self, port: int, prefix: str, *, every: int, last: int) -> None:
-        from valuegate.edge.publish import ACK_SCHEMA
+    from valuegate.edge.publish import ACK_SCHEMA
 
-        self.every = every
-        self.last = last
-        self.ack_topic = f"{prefix}/ack"
-        self.schema = ACK_SCHEMA
-        self.stored = 0
-        self.first: float | None = None
-        self.client, subscribed = _bare_client(port, "bench-acknowledger")
-        self.client.on_message = self._on_message
-        self.client.subscribe(f"{prefix}/vouchers", qos=1)
-        subscribed.wait(10)
-
-    def _on_message(self, client, _userdata, message) -> None:  # noqa: ANN001
-        import json
-
-        if self.first is None:
-            self.first = time.perf_counter()
-        seq = json.loads(message.payload)["credentialSubject"]["seq"]
-        if seq == self.stored + 1:
-            self.stored = seq
-            if seq % self.every and seq != self.last:
-                return
-            client.publish(self.ack_topic, json.dumps({"schema": self.schema, "stored_through": seq}), qos=1)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> float:
-    """Publish ``payloads`` at QoS 1 with ``window`` in flight from a bare paho client.
-
-    Returns the seconds from the first to the last arrival at a bare subscriber.
-    """
-    count = len(payloads)
     done = threading.Event()
-    arrivals: list[float] = []
+    stored = 0
+    last_ack = None
+
+    def on_message(client, _userdata, message) -> None:  # noqa: ANN001
+        nonlocal stored, last_ack
+        if first.value == 0.0:
+            first.value = time.monotonic()
+        seq = json.loads(message.payload)["credentialSubject"]["seq"]
+        if seq != stored + 1:
+            return
+        stored = seq
+        if seq % every == 0 or seq == last:
+            last_ack = client.publish(f"{prefix}/ack", json.dumps({"schema": ACK_SCHEMA, "stored_through": seq}), qos=1)
+        if seq == last:
+            done.set()
+
+    client, subscribed = _bare_client(port, "bench-acknowledger")
+    client.on_message = on_message
+    client.subscribe(f"{prefix}/vouchers", qos=1)
+    subscribed.wait(10)
+    ready.set()
+    done.wait(600)
+    if last_ack is not None:
+        last_ack.wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _count(port: int, topic: str, count: int, ready, first, last) -> None:  # noqa: ANN001
+    """Child process that counts ``count`` arrivals on ``topic`` and records the first and the last arrival time."""
+    done = threading.Event()
+    arrived = 0
 
     def on_message(*_: object) -> None:
-        arrivals.append(time.perf_counter())
-        if len(arrivals) == count:
+        nonlocal arrived
+        now = time.monotonic()
+        if arrived == 0:
+            first.value = now
+        arrived += 1
+        if arrived == count:
+            last.value = now
             done.set()
 
     counter, subscribed = _bare_client(port, "bench-counter")
     counter.on_message = on_message
     counter.subscribe(topic, qos=1)
     subscribed.wait(10)
+    ready.set()
+    done.wait(300)
+    counter.disconnect()
+    counter.loop_stop()
+
+
+def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> float:
+    """Publish ``payloads`` at QoS 1 with ``window`` in flight from a bare paho client.
+
+    Returns the seconds from the first to the last arrival at a bare subscriber in another process.
+    """
+    count = len(payloads)
+    ready, first, last = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("d", 0.0)
+    counter = _SPAWN.Process(target=_count, args=(port, topic, count, ready, first, last))
+    counter.start()
+    if not ready.wait(60):
+        msg = "the counting subscriber did not subscribe within 60 s; check the broker log"
+        raise RuntimeError(msg)
     sender, _ = _bare_client(port, "bench-sender", window)
     while not sender.is_connected():
         time.sleep(0.01)
     for payload in payloads:
         sender.publish(topic, payload, qos=1)
-    if not done.wait(120):
-        msg = f"the counter received {len(arrivals)} of {count} messages in 120 s; check the broker log"
+    counter.join(300)
+    sender.disconnect()
+    sender.loop_stop()
+    if last.value == 0.0:
+        msg = f"the counter did not receive all {count} messages; check the broker log"
         raise RuntimeError(msg)
-    for client in (sender, counter):
-        client.disconnect()
-        client.loop_stop()
-    return arrivals[-1] - arrivals[0]
+    return last.value - first.value
 
 
-async def agent_through(port: int, folder: Path, count: int, every: int) -> tuple[float, list[bytes], int, str]:
+async def agent_through(port: int, folder: Path, count: int, every: int) -> tuple[float, list[bytes], int, str, float]:
     """Issue ``count`` vouchers into a fresh outbox, then time the agent's publisher until the acknowledger's acks cover them all.
 
-    Returns the seconds from the first voucher's arrival, the payloads, the window and the vouchers topic.
+    Returns the seconds from the first voucher's arrival, the payloads, the window, the vouchers topic
+    and the share of a core the agent's process used meanwhile.
     """
     from edge.helpers import issue_synthetic, load
 
@@ -254,35 +309,51 @@ async def agent_through(port: int, folder: Path, count: int, every: int) -> tupl
     keys.create_key(config.state_path / "keys")
     async with SpoolThread(config.state_path / "spool.db") as spool:
         signer = VoucherSigner(config.state_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
-        await spool.call(lambda s: issue_synthetic(s, signer, count, first_date="2020-01-01", now_ms=int(time.time() * 1000)))
+        await spool.call(lambda s: issue_synthetic(s, signer, count, first_date=_first_date(count), now_ms=int(time.time() * 1000)))
         payloads = [entry.payload for entry in await spool.call(outbox.pending, 1, count)]
-        acknowledger = _Acknowledger(port, config.topic("vouchers").rpartition("/")[0], every=every, last=count)
+        ready, first = _SPAWN.Event(), _SPAWN.Value("d", 0.0)
+        prefix = config.topic("vouchers").rpartition("/")[0]
+        acknowledger = _SPAWN.Process(target=_acknowledge, args=(port, prefix, every, count, ready, first))
+        acknowledger.start()
+        await asyncio.to_thread(ready.wait, 60)
         publisher = Publisher(config, spool, AgentMetrics(), instance=f"bench-{every}")
+        cpu = time.process_time()
         task = asyncio.create_task(publisher.run())
         while publisher.acked_through < count:
             await asyncio.sleep(0.002)
-        elapsed = time.perf_counter() - acknowledger.first
+        elapsed = time.monotonic() - first.value
+        cpu = time.process_time() - cpu
         publisher.stop()
         await task
-        acknowledger.close()
-    return elapsed, payloads, config.publish.window, config.topic("vouchers")
+        await asyncio.to_thread(acknowledger.join, 30)
+    return elapsed, payloads, config.publish.window, config.topic("vouchers"), cpu / elapsed
 
 
-async def bench_broker(count: int) -> None:
+async def bench_broker(count: int, rounds: int) -> None:
+    """Run the three passes ``rounds`` times, interleaved so that a change in machine load touches each alike; print each round and the medians."""
     from valuegate.services import MosquittoServer
 
+    rows = []
     with tempfile.TemporaryDirectory() as folder, MosquittoServer() as broker:
-        per_voucher_s, payloads, window, topic = await agent_through(broker.port, Path(folder) / "each", count, every=1)
-        batched_s, *_ = await agent_through(broker.port, Path(folder) / "batched", count, every=window)
-        alone_s = await asyncio.to_thread(broker_alone, broker.port, topic + "-bare", payloads, window)
-    per_voucher, batched, alone = ((count - 1) / seconds for seconds in (per_voucher_s, batched_s, alone_s))
+        for round_no in range(rounds):
+            per_voucher_s, payloads, window, topic, per_voucher_cpu = await agent_through(broker.port, Path(folder) / f"each-{round_no}", count, every=1)
+            batched_s, _, _, _, batched_cpu = await agent_through(broker.port, Path(folder) / f"batched-{round_no}", count, every=window)
+            alone_s = await asyncio.to_thread(broker_alone, broker.port, f"{topic}-bare-{round_no}", payloads, window)
+            per_voucher, batched, alone = ((count - 1) / seconds for seconds in (per_voucher_s, batched_s, alone_s))
+            rows.append((per_voucher, batched, alone, per_voucher / alone, batched / alone, per_voucher_cpu, batched_cpu))
+            print(
+                f"broker round {round_no + 1}: agent {per_voucher:,.0f}/s with one ack per voucher ({per_voucher_cpu:.2f} of a core), "
+                f"{batched:,.0f}/s with one ack per {window} ({batched_cpu:.2f} of a core); broker alone {alone:,.0f}/s; "
+                f"agent / broker alone = {per_voucher / alone:.2f} and {batched / alone:.2f}"
+            )
+    median = [statistics.median(column) for column in zip(*rows, strict=True)]
     size = sum(map(len, payloads)) / count
     print(
-        f"broker: {count} vouchers of {size:,.0f} bytes at QoS 1, {window} in flight, to Mosquitto. "
-        f"The agent's publisher from its outbox, acked by a bare client without a database: {per_voucher:,.0f} vouchers/s "
-        f"({per_voucher_s:.2f} s) with one ack per voucher, {batched:,.0f}/s ({batched_s:.2f} s) with one ack per {window}; "
-        f"a bare paho client publishing the same bytes to a bare counter: {alone:,.0f}/s ({alone_s:.2f} s). "
-        f"agent / broker alone = {per_voucher / alone:.2f} (one ack per voucher), {batched / alone:.2f} (one ack per {window})"
+        f"broker: {count} vouchers of {size:,.0f} bytes at QoS 1, {window} in flight, to Mosquitto; medians of {rounds} rounds. "
+        f"The agent's publisher from its outbox, acked by a bare client without a database in another process: "
+        f"{median[0]:,.0f} vouchers/s with one ack per voucher ({median[5]:.2f} of a core), {median[1]:,.0f}/s with one ack "
+        f"per {window} ({median[6]:.2f} of a core); a bare paho client publishing the same bytes to a bare counter in another "
+        f"process: {median[2]:,.0f}/s. agent / broker alone = {median[3]:.2f} (one ack per voucher), {median[4]:.2f} (one ack per {window})"
     )
 
 
@@ -346,6 +417,8 @@ def bench_replay(machines: int, days: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vouchers", type=int, default=2000, help="vouchers to sign and to deliver")
+    parser.add_argument("--broker-vouchers", type=int, default=10000, help="vouchers per pass of the broker part")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the broker part")
     parser.add_argument("--machines", type=int, default=50, help="machines in the replay")
     parser.add_argument("--days", type=int, default=30, help="days in the replay")
     parser.add_argument("--skip", action="append", default=[], choices=["signing", "delivery", "broker", "replay"], help="skip a part")
@@ -356,7 +429,7 @@ def main() -> None:
     if "delivery" not in args.skip:
         asyncio.run(bench_delivery(args.vouchers))
     if "broker" not in args.skip:
-        asyncio.run(bench_broker(args.vouchers))
+        asyncio.run(bench_broker(args.broker_vouchers, args.rounds))
     if "replay" not in args.skip:
         bench_replay(args.machines, args.days)
 
