@@ -1,6 +1,6 @@
 """MQTT v5 publisher: sends the outbox at QoS 1 and deletes vouchers only when the cloud's ack covers them.
 
-paho-mqtt's socket I/O runs on the event loop (:mod:`.mqttio`) and its
+paho-mqtt's socket I/O runs on the event loop (:mod:`valuegate.mqttio`) and its
 callbacks queue events that the session handles in order; only the
 blocking connect runs on a worker thread, so nothing here blocks the
 polling tasks. Each connection uses a fresh paho client: what was in flight on a
@@ -27,11 +27,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from valuegate.adapters.backoff import Backoff
+from valuegate.mqttio import LoopBridge
 
 from . import outbox
 from .config import EdgeConfig
 from .metrics import AgentMetrics, LogLimiter
-from .mqttio import LoopBridge
 from .protocol.records import TELEMETRY_SCHEMA
 from .spool import SpoolThread
 
