@@ -68,7 +68,6 @@ class ConnectFailed(Exception):
 class _Event:
     kind: str  # connack, disconnect, message
     code: int = 0
-    mid: int = 0
     session_present: bool = False
     properties: Any = None
     topic: str = ""
