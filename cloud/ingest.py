@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import gc
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from paho.mqtt.properties import Properties
 from psycopg_pool import AsyncConnectionPool
 
 from valuegate.edge.protocol.voucher import VoucherError
+from valuegate.mqttio import LoopBridge
 
 from . import metrics
 from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
@@ -47,6 +49,11 @@ __all__ = ("IngestError", "IngestWorker", "subscriptions")
 log = structlog.get_logger("valuegate.cloud.ingest")
 REJECTION_LOG_INTERVAL_S = 60.0
 _PAYLOAD_KEEP = 64 * 1024
+_KEEPALIVE_S = 30
+_HANDSHAKE_TIMEOUT_S = 15.0
+_RECONNECT_MIN_S, _RECONNECT_MAX_S = 1.0, 30.0
+# Packets read per readable event at most, so a burst is drained in few passes of the loop but other tasks still run between them.
+_READ_PACKETS = 100
 
 
 class IngestError(RuntimeError):
@@ -63,6 +70,8 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+    # The client that received the message: its PUBACK can go out only on that connection.
+    source: mqtt.Client | None = None
 
 
 @contextlib.contextmanager
@@ -127,6 +136,8 @@ class IngestWorker:
     """One ingest worker; use ``async with IngestWorker(settings) as worker`` and it runs until the block exits.
 
     ``pool`` may be shared with other workers or the API; otherwise the worker opens its own.
+    paho's socket I/O and callbacks run on the event loop (see ``valuegate.mqttio``), so
+    paho does not reconnect by itself: the worker connects a fresh client after a loss.
     """
 
     def __init__(self, settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, name: str | None = None) -> None:
@@ -134,22 +145,23 @@ class IngestWorker:
         self.name = name or f"{settings.client_id_prefix}-{uuid.uuid4().hex[:8]}"
         self._pool = pool
         self._own_pool = pool is None
-        # paho's thread appends to the inbox and wakes the loop only when the worker may be waiting,
-        # so a burst of messages costs one wake-up instead of one per message.
         self._inbox: collections.deque[_Message] = collections.deque()
         # Rejection warnings per (kind, code, topic): the last time one was logged and how many were held back since.
         self._rejection_logged: dict[tuple[str, str, str], float] = {}
         self._rejections_held: dict[tuple[str, str, str], int] = {}
         self._wake = asyncio.Event()
-        self._wake_sent = False
         self._client: mqtt.Client | None = None
+        self._bridge: LoopBridge | None = None
         self._task: asyncio.Task[None] | None = None
+        self._connection_task: asyncio.Task[None] | None = None
+        # Set while the current client is connected and subscribed.
         self._connected = asyncio.Event()
         self._last_resend: dict[tuple[str, int], float] = {}
         self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
+        self.connections = 0
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -169,83 +181,139 @@ class IngestWorker:
         await self.stop()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name, wait_s=self.settings.startup_wait_s)
         # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
         self._outage = watch_pool(self._pool, component="ingest")
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.settings.mqtt_username:
-            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-
-        def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-            if reason.is_failure:
-                log.warning("mqtt_connect_failed", worker=self.name, reason=str(reason))
-                return
-            client.subscribe([(topic, 1) for topic in subscriptions(self.settings.share_group)])
-            loop.call_soon_threadsafe(self._connected.set)
-            log.info("mqtt_connected", worker=self.name, host=self.settings.mqtt_host, port=self.settings.mqtt_port)
-
-        def on_disconnect(_client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-            loop.call_soon_threadsafe(self._connected.clear)
-            log.info("mqtt_disconnected", worker=self.name, reason=str(reason))
-
-        def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-            item = _Message(message.topic, bytes(message.payload), message.mid, message.qos)
-            self._inbox.append(item)
-            if not self._wake_sent:
-                self._wake_sent = True
-                loop.call_soon_threadsafe(self._wake.set)
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 0
-        self._client = client
-        try:
-            client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30, clean_start=True, properties=properties)
-        except OSError as exc:
-            msg = f"cannot connect to the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port}: {exc}; check mqtt_host and mqtt_port"
-            raise IngestError(msg) from exc
-        client.loop_start()
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout=15)
-        except TimeoutError as exc:
-            raise IngestError(f"the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port} did not accept the connection within 15 s") from exc
-        # Give the SUBACK a moment so that a message published right after start-up is routed to this worker.
-        await asyncio.sleep(0.05)
+        await self._connect()
+        self._connection_task = asyncio.create_task(self._stay_connected(), name=f"ingest-mqtt:{self.name}")
         self._task = asyncio.create_task(self._run(), name=f"ingest:{self.name}")
         log.info("ingest_started", worker=self.name, group=self.settings.share_group)
 
     async def stop(self) -> None:
         """Stop consuming, disconnect and close the pool if this worker opened it; safe to call twice."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._connection_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._connection_task = None
         if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._client = None
+            await self._disconnect()
             log.info("ingest_stopped", worker=self.name, processed=self.processed)
         if self._own_pool and self._pool is not None:
             await self._pool.close()
             self._pool = None
 
+    # -- the MQTT connection ---------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Connect a fresh client and return once the broker has granted the subscriptions; IngestError names what failed."""
+        loop = asyncio.get_running_loop()
+        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+        if self.settings.mqtt_username:
+            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
+        # The result of the handshake: None once subscribed, else why the broker turned the client down.
+        ready: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(refusal: str | None) -> None:
+            if not ready.done():
+                ready.set_result(refusal)
+
+        # The bridge runs these callbacks on the loop's thread.
+        def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            if reason.is_failure:
+                settle(f"the MQTT broker at {host}:{port} refused the connection: {reason}; check mqtt_username and mqtt_password")
+                return
+            client.subscribe([(topic, 1) for topic in subscriptions(self.settings.share_group)])
+
+        def on_subscribe(_client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
+            refused = [str(reason) for reason in reasons if reason.is_failure]
+            if refused:
+                settle(f"the MQTT broker at {host}:{port} refused the subscriptions {subscriptions(self.settings.share_group)}: {', '.join(refused)}; check its ACL")
+                return
+            self.connections += 1
+            self._connected.set()
+            log.info("mqtt_connected", worker=self.name, host=host, port=port, connections=self.connections)
+            settle(None)
+
+        def on_disconnect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            settle(f"the MQTT broker at {host}:{port} closed the connection during the handshake: {reason}")
+            if client is self._client:
+                self._connected.clear()
+            log.info("mqtt_disconnected", worker=self.name, reason=str(reason))
+
+        def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+            self._inbox.append(_Message(message.topic, bytes(message.payload), message.mid, message.qos, client))
+            self._wake.set()
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        bridge = LoopBridge(client, loop, read_packets=_READ_PACKETS)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 0
+        self._client, self._bridge = client, bridge
+        try:
+            await asyncio.to_thread(client.connect, host, port, keepalive=_KEEPALIVE_S, clean_start=True, properties=properties)
+        except OSError as exc:
+            await self._disconnect()
+            raise IngestError(f"cannot connect to the MQTT broker at {host}:{port}: {exc}; check mqtt_host and mqtt_port") from exc
+        try:
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+                refusal = await ready
+        except TimeoutError:
+            refusal = f"the MQTT broker at {host}:{port} did not accept the connection and subscriptions within {_HANDSHAKE_TIMEOUT_S:.0f} s"
+        except BaseException:
+            await self._disconnect()
+            raise
+        if refusal is not None:
+            await self._disconnect()
+            raise IngestError(refusal)
+
+    async def _disconnect(self) -> None:
+        """Close the current client's connection, if any, and stop watching its socket."""
+        client, bridge = self._client, self._bridge
+        self._client = self._bridge = None
+        self._connected.clear()
+        if client is None or bridge is None:
+            return
+        client.disconnect()
+        await bridge.close(1.0)
+
+    async def _stay_connected(self) -> None:
+        """Send keep-alives on the current connection; after a loss, connect again with backoff until the worker stops."""
+        delay_s = _RECONNECT_MIN_S
+        while True:
+            bridge = self._bridge
+            if bridge is not None:
+                while not bridge.closed.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await bridge.closed.wait()
+                    bridge.misc()
+                await self._disconnect()
+            # Messages of the lost connection still in the inbox are stored, but their PUBACK cannot go out on another connection.
+            # Each wait is drawn from [delay/2, delay], so that workers that lost the broker together do not return in lock step.
+            await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
+            try:
+                await self._connect()
+            except IngestError as exc:
+                delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
+                log.warning("mqtt_connect_failed", worker=self.name, reason=str(exc), retry_within_s=delay_s)
+                continue
+            delay_s = _RECONNECT_MIN_S
+
     async def _next_batch(self) -> list[_Message]:
         """Wait for messages and return up to ``ingest_batch`` of them; an empty list after ``reproduce_interval_s`` idle."""
         if not self._inbox:
-            # Clear first and look again, so that a message appended in between is not missed.
             self._wake.clear()
-            self._wake_sent = False
-            if not self._inbox:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reproduce_interval_s)
-                except TimeoutError:
-                    return []
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reproduce_interval_s)
+            except TimeoutError:
+                return []
         batch = []
         while self._inbox and len(batch) < self.settings.ingest_batch:
             batch.append(self._inbox.popleft())
@@ -297,7 +365,7 @@ class IngestWorker:
     def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:
         """Ask each gateway to resend from its oldest voucher whose records have not arrived; the edge resends the records with it."""
         client = self._client
-        if client is None:
+        if client is None or not self._connected.is_set():
             return
         oldest: dict[tuple[str, str, str], int] = {}
         for tenant, site, gateway, seq in missing:
@@ -390,8 +458,8 @@ class IngestWorker:
 
     def _acknowledge(self, messages: list[_Message], vouchers: list[PendingVoucher], positions: dict[str, ChainPosition]) -> None:
         client = self._client
-        if client is None:
-            return
+        if client is None or not self._connected.is_set():
+            return  # the gateways resend what no ack covers once they and this worker are connected again
         topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
         gaps = 0
         for gateway_id, position in positions.items():
@@ -404,7 +472,7 @@ class IngestWorker:
                 self._request_resend(client, topic, position)
         metrics.CHAIN_GAPS.set(gaps)
         for message in messages:
-            if message.qos > 0:
+            if message.qos > 0 and message.source is client:
                 client.ack(message.mid, message.qos)
 
     def _request_resend(self, client: mqtt.Client, topic: Topic, position: ChainPosition) -> None:

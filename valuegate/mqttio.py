@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import threading
 from typing import Any
@@ -27,11 +28,20 @@ _MAX_PENDING_PASSES = 64
 
 
 class LoopBridge:
-    """Attach to ``client`` before ``connect``; call :meth:`misc` about once a second and :meth:`close` at the end."""
+    """Attach to ``client`` before ``connect``; call :meth:`misc` about once a second and :meth:`close` at the end.
 
-    def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+    ``read_packets`` is the maximum of packets read per readable event from a
+    plain TCP socket that still contains data. With 1, the event loop reads one
+    packet per pass of its selector; a client that receives bursts of messages
+    drains them with fewer passes when it allows more.
+    """
+
+    def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop, *, read_packets: int = 1) -> None:
+        if read_packets < 1:
+            raise ValueError(f"read_packets must be at least 1, got {read_packets}")
         self.client = client
         self.loop = loop
+        self.read_packets = read_packets
         self._thread = threading.get_ident()
         self._fds: set[int] = set()
         self.closed = asyncio.Event()
@@ -40,7 +50,8 @@ class LoopBridge:
         client.on_socket_register_write = self._on_want_write
         client.on_socket_unregister_write = self._on_done_writing
 
-    def _call(self, function: Any, *args: Any) -> None:
+    def run_on_loop(self, function: Any, *args: Any) -> None:
+        """Call ``function(*args)`` now on the loop's thread, or schedule it there from any other thread."""
         # Once the loop is closed, no socket is registered any more, so a socket that paho closes later (in its finalizer) needs no work.
         if self.loop.is_closed():
             return
@@ -51,16 +62,16 @@ class LoopBridge:
             self.loop.call_soon_threadsafe(function, *args)
 
     def _on_open(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._call(self._watch, sock.fileno())
+        self.run_on_loop(self._watch, sock.fileno())
 
     def _on_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._call(self._forget, sock.fileno())
+        self.run_on_loop(self._forget, sock.fileno())
 
     def _on_want_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._call(self._want_write, sock.fileno())
+        self.run_on_loop(self._want_write, sock.fileno())
 
     def _on_done_writing(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._call(self._done_writing, sock.fileno())
+        self.run_on_loop(self._done_writing, sock.fileno())
 
     def _watch(self, fd: int) -> None:
         self._fds.add(fd)
@@ -83,13 +94,18 @@ class LoopBridge:
             self.loop.remove_writer(fd)
 
     def _readable(self) -> None:
-        self.client.loop_read()
-        # A TLS record can carry more packets than one read consumed, and the selector cannot report those buffered bytes.
-        for _ in range(_MAX_PENDING_PASSES):
+        passes = 0
+        while True:
+            if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                return  # paho closed the socket and reported the disconnect
+            passes += 1
             sock = self.client.socket()
-            if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0:
-                break
-            self.client.loop_read()
+            if isinstance(sock, ssl.SSLSocket):
+                # A TLS record can carry more packets than one read consumed, and the selector cannot report those buffered bytes.
+                if sock.pending() == 0 or passes > _MAX_PENDING_PASSES:
+                    return
+            elif sock is None or passes >= self.read_packets or not _has_data(sock):
+                return
 
     def _writable(self) -> None:
         self.client.loop_write()
@@ -109,3 +125,11 @@ class LoopBridge:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def _has_data(sock: socket.socket) -> bool:
+    """Return whether the non-blocking socket has bytes to read now; end of stream counts as none, the selector reports it."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except OSError:  # BlockingIOError when nothing is buffered; any other error the next read reports
+        return False

@@ -1,0 +1,78 @@
+"""Ingest worker across a restart of a real Mosquitto: it connects again by itself and stores what follows once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+import structlog
+from prometheus_client import REGISTRY
+
+from valuegate.cloud.db import UTC_OPTIONS
+from valuegate.cloud.ingest import IngestWorker
+from valuegate.cloud.settings import CloudSettings
+from valuegate.services import MosquittoServer
+
+from .conftest import Gateway
+from .mqtt_helpers import Probe
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
+
+
+async def stored_seqs(dsn: str, gateway: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        rows = await (await conn.execute("SELECT seq FROM vouchers WHERE gateway_id = %s ORDER BY seq", (gateway,))).fetchall()
+    return [seq for (seq,) in rows]
+
+
+async def wait_until(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def acked(gateway: Gateway, through: int) -> Any:
+    return lambda topic, body: topic == gateway.topic("ack") and body == {"schema": "valuegate/ack/v1", "stored_through": through}
+
+
+async def test_worker_reconnects_after_broker_restart(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: MosquittoServer) -> None:
+    acme, _ = two_tenants
+    duplicates_before = REGISTRY.get_sample_value("valuegate_vouchers_duplicate_total") or 0.0
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="restart")
+    with structlog.testing.capture_logs() as logged:
+        async with IngestWorker(settings) as worker:
+            probe = Probe(mosquitto.port)
+            try:
+                for _ in range(3):
+                    probe.publish(acme.topic("vouchers"), msgspec.json.encode(acme.next_voucher()))
+                await probe.wait_for(acked(acme, 3))
+            finally:
+                probe.close()
+            assert worker.connections == 1
+
+            # The broker drops every session and subscription, so the worker must subscribe again on its own.
+            await asyncio.to_thread(mosquitto.restart)
+            assert await wait_until(lambda: worker.connections == 2, 15), [entry["event"] for entry in logged]
+
+            probe = Probe(mosquitto.port)
+            try:
+                for _ in range(3):
+                    probe.publish(acme.topic("vouchers"), msgspec.json.encode(acme.next_voucher()))
+                await probe.wait_for(acked(acme, 6))
+            finally:
+                probe.close()
+
+    assert await stored_seqs(cloud_dsn, acme.gateway) == [1, 2, 3, 4, 5, 6]
+    duplicates = (REGISTRY.get_sample_value("valuegate_vouchers_duplicate_total") or 0.0) - duplicates_before
+    assert duplicates == 0
+
+    events = [entry for entry in logged if entry["event"] in ("mqtt_connected", "mqtt_disconnected")]
+    assert [entry["event"] for entry in events][:3] == ["mqtt_connected", "mqtt_disconnected", "mqtt_connected"]
+    assert [entry["connections"] for entry in events if entry["event"] == "mqtt_connected"] == [1, 2]
