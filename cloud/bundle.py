@@ -43,6 +43,7 @@ with any eddsa-jcs-2022 implementation and re-price every line.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -303,7 +304,12 @@ def _read_members(path: Path) -> dict[str, bytes]:
         return {child.relative_to(path).as_posix(): child.read_bytes() for child in sorted(path.rglob("*")) if child.is_file()}
     try:
         with zipfile.ZipFile(path) as archive:
-            return {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
+            names = [name for name in archive.namelist() if not name.endswith("/")]
+            repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+            if repeated:
+                # A reader would see only one of the copies, so which one is checked cannot be left to chance.
+                raise BundleError(f"{path}: the ZIP file contains more than one member named {', '.join(repeated)}; ask the vendor for a bundle as the cloud built it")
+            return {name: archive.read(name) for name in names}
     except (OSError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
 
@@ -313,6 +319,8 @@ def _load_json(path: Path, name: str, data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: {name} is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BundleError(f"{path}: {name} nests JSON too deeply to read; a bundle built by the cloud never does, so ask the vendor for it again") from exc
 
 
 def read_bundle(path: str | Path) -> Bundle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,21 @@ def test_node_verifier_catches_the_same_tampering(tmp_path, node_peers):
     result = node(script, folder)
     assert result.returncode == 0, result.stdout
     assert any(line.startswith("key gw-1 next did:key:") and line.endswith("from sequence 4: rotation statement verified") for line in result.stdout.splitlines())
+
+
+def test_zip_with_repeated_member_is_unreadable(tmp_path):
+    """A second member under the same name would let a reader check one copy while another program shows the other."""
+    path = signed_bundle(tmp_path)["zip"]
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("invoices.json", "[]")
+    result = run_cli(str(path))
+    assert result.exit_code == 2
+    assert "more than one member named invoices.json" in result.output
+
+
+def test_deeply_nested_json_is_unreadable(tmp_path):
+    folder = signed_bundle(tmp_path)["folder"]
+    (folder / "adjustments.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    result = run_cli(str(folder))
+    assert result.exit_code == 2
+    assert "adjustments.json nests JSON too deeply to read" in result.output
