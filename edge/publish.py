@@ -291,6 +291,8 @@ class Publisher:
 
     async def _serve(self, client: mqtt.Client) -> None:
         connack = await self._next_event(_CONNACK_TIMEOUT_S, until=time.monotonic() + _CONNACK_TIMEOUT_S)
+        if connack is None and self._stopping.is_set():
+            return
         if connack is None:
             raise ConnectFailed(f"no CONNACK within {_CONNACK_TIMEOUT_S:.0f} s")
         if connack.kind != "connack":
@@ -337,7 +339,7 @@ class Publisher:
     async def _next_event(self, timeout_s: float, *, until: float | None = None) -> _Event | None:
         """Return the next queued event, or None once woken without one (see :meth:`notify`) or after ``timeout_s``.
 
-        With ``until``, wake-ups without an event are waited through until that monotonic time.
+        With ``until``, wake-ups without an event are waited through until that monotonic time, unless :meth:`stop` was called.
         """
         while True:
             if self._events:
@@ -349,7 +351,7 @@ class Publisher:
             self._wake.clear()
             if self._events:
                 return self._events.popleft()
-            if until is None or time.monotonic() >= until:
+            if until is None or time.monotonic() >= until or self._stopping.is_set():
                 return None
 
     def _on_disconnect(self, code: int) -> None:

@@ -306,3 +306,30 @@ async def test_reason_0x8e_raises_conflict_alarm(tmp_path: Path) -> None:
         assert publisher.taken_over
         assert "0x8E" in publisher.conflict
         assert publisher.metrics.value("valuegate_mqtt_session_taken_over_total") == 1
+
+
+async def test_stop_while_broker_never_answers(tmp_path: Path) -> None:
+    """A broker that accepts the TCP connection but sends no CONNACK does not hold up a stop."""
+    accepted = asyncio.Event()
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await asyncio.sleep(60)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = load(tmp_path / "gw", port)
+        keys.create_key(config.state_path / "keys")
+        async with SpoolThread(config.state_path / "spool.db") as spool:
+            publisher = Publisher(config, spool, AgentMetrics(), instance="silent")
+            task = asyncio.create_task(publisher.run())
+            await asyncio.wait_for(accepted.wait(), 10)
+            started = asyncio.get_running_loop().time()
+            publisher.stop()
+            await asyncio.wait_for(task, 5)
+            assert asyncio.get_running_loop().time() - started < 2
+            assert publisher.metrics.value("valuegate_mqtt_connect_failures_total") == 0
+    finally:
+        server.close()
