@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from asyncua import Client, ua
 
 from .tagmap import OpcUaTag
 
-__all__ = ("OperationLimits", "ResolvedTag", "batches", "parse_node", "read_operation_limits", "resolve_tags")
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ("OperationLimits", "ResolvedTag", "batches", "call_in_batches", "parse_node", "read_operation_limits", "resolve_tags")
 
 _NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);|ns=(?P<ns>\d+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
 
@@ -73,6 +77,26 @@ def batches(items: Sequence, size: int) -> list[Sequence]:
     if size <= 0:
         return [items] if items else []
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+async def call_in_batches(items: Sequence[T], limit: int, call: Callable[[Sequence[T]], Awaitable[Sequence[R]]]) -> AsyncIterator[tuple[Sequence[T], Sequence[R]]]:
+    """Call ``call`` on slices of ``items`` at most ``limit`` long and yield each slice with its results.
+
+    A server that does not publish a limit may still enforce one, so a slice
+    rejected with BadTooManyOperations is halved and retried.
+    """
+    pending = list(batches(items, limit))
+    while pending:
+        chunk = pending.pop(0)
+        try:
+            results = await call(chunk)
+        except ua.UaStatusCodeError as exc:
+            if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
+                middle = len(chunk) // 2
+                pending[:0] = [chunk[:middle], chunk[middle:]]
+                continue
+            raise
+        yield chunk, results
 
 
 async def read_operation_limits(client: Client) -> OperationLimits:
@@ -148,18 +172,10 @@ async def resolve_tags(
         path.RelativePath.Elements = elements
         paths.append((position, path))
 
-    pending = list(batches(paths, limits.max_nodes_per_translate))
-    while pending:
-        chunk = pending.pop(0)
-        try:
-            results = await client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk])
-        except ua.UaStatusCodeError as exc:
-            # A server that does not publish MaxNodesPerTranslateBrowsePathsToNodeIds may still enforce one: halve and retry.
-            if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
-                middle = len(chunk) // 2
-                pending[:0] = [chunk[:middle], chunk[middle:]]
-                continue
-            raise
+    async def translate(chunk: Sequence[tuple[int, ua.BrowsePath]]) -> Sequence[ua.BrowsePathResult]:
+        return await client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk])
+
+    async for chunk, results in call_in_batches(paths, limits.max_nodes_per_translate, translate):
         for (position, _), result in zip(chunk, results, strict=True):
             tag = tags[position]
             if result.StatusCode.is_good() and result.Targets:

@@ -13,7 +13,7 @@ from asyncua.crypto import security_policies
 from cryptography import x509
 
 from .devices import OpcUaDeviceConfig
-from .opcua_nodes import OperationLimits, ResolvedTag, batches
+from .opcua_nodes import OperationLimits, ResolvedTag, call_in_batches
 from .opcua_security import check_server_certificate, ensure_own_certificate
 
 __all__ = ("BatchSubscription", "OpcUaSetupError", "configure_client", "subscribe")
@@ -175,18 +175,10 @@ async def subscribe(
     ]
     created = 0
     refused: dict[str, str] = {}
-    pending = list(batches(requests, limits.max_monitored_items_per_call))
-    while pending:
-        chunk = pending.pop(0)
-        try:
-            results = await subscription.create_monitored_items([request for _, request in chunk])
-        except ua.UaStatusCodeError as exc:
-            # A server that does not publish MaxMonitoredItemsPerCall may still enforce one: halve and retry.
-            if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
-                middle = len(chunk) // 2
-                pending[:0] = [chunk[:middle], chunk[middle:]]
-                continue
-            raise
+    async def create(chunk: Sequence[tuple[int, Any]]) -> Sequence[Any]:
+        return await subscription.create_monitored_items([request for _, request in chunk])
+
+    async for chunk, results in call_in_batches(requests, limits.max_monitored_items_per_call, create):
         for (position, _), result in zip(chunk, results, strict=True):
             if isinstance(result, ua.StatusCode):
                 refused[resolved[position].tag.name] = result.name
