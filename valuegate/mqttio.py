@@ -28,12 +28,14 @@ _MAX_PENDING_PASSES = 64
 
 
 class LoopBridge:
-    """Attach to ``client`` before ``connect``; call :meth:`misc` about once a second and :meth:`close` at the end.
+    """Bridge between one paho client and the event loop.
 
-    ``read_packets`` is the maximum of packets read per readable event from a
-    plain TCP socket that still contains data. With 1, the event loop reads one
-    packet per pass of its selector; a client that receives bursts of messages
-    drains them with fewer passes when it allows more.
+    Attach it to ``client`` before ``connect``, call :meth:`misc` about once a
+    second and :meth:`close` at the end. ``read_packets`` is the maximum number
+    of packets read per readable event from a plain TCP socket that still
+    contains data. With 1, the event loop reads one packet per pass of its
+    selector. A client that receives bursts of messages drains them in fewer
+    passes with a higher value.
     """
 
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop, *, read_packets: int = 1) -> None:

@@ -51,7 +51,7 @@ class FieldError:
     field: str | None
     """Dotted path of the field in the body (``roles[0]``, ``statement.kind``) or the parameter name; None for the whole body."""
     source: str
-    """Where the input came from: ``body``, ``query``, ``path``, ``header``, ``cookie``, or empty when Litestar does not set it."""
+    """Source of the input: ``body``, ``query``, ``path``, ``header``, ``cookie``, or empty when Litestar does not set it."""
     kind: str
     """``missing``, ``empty``, ``type`` (wrong JSON or form type), ``unknown`` (a field the body may not have) or ``invalid``."""
     message: str

@@ -97,7 +97,8 @@ async def test_ack_burst_applied_in_one_commit(tmp_path: Path, mosquitto: Mosqui
     """Acks that queue up while the agent is busy are cumulative: only the highest is applied, in one spool commit."""
     async with gateway(tmp_path / "gw", mosquitto.port) as gw:
         await gw.issue(5)
-        assert await wait_until(lambda: gw.publisher.connected and gw.publisher.sent_through() == 5 and gw.publisher.inflight() == 0, 10)
+        assert await wait_until(lambda: gw.publisher.sent_through() == 5, 10)
+        assert await wait_until(lambda: gw.publisher.inflight() == 0, 10)
         session = gw.publisher._current
         assert session is not None
         with structlog.testing.capture_logs() as logged:

@@ -161,7 +161,7 @@ def test_webhook_errors_in_page_language(site, stored, login, language: str, dat
 
 
 def test_hidden_field_sent_twice_asks_to_reload(site) -> None:
-    """The log-in form's hidden ``next`` field is not typed by the user, so its error tells the user to reload the page."""
+    """The log-in form's hidden ``next`` field is not typed by the user, so its error asks the user to reload the page."""
     pairs = [("username", "csm1"), ("password", PASSWORD), ("next", "/contracts"), ("next", "/contracts")]
     with httpx.Client(base_url=site.url, timeout=30, follow_redirects=False) as client:
         chinese = post_pairs(client, "/login", pairs)
