@@ -43,7 +43,6 @@ with any eddsa-jcs-2022 implementation and re-price every line.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import io
 import json
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from valuegate.cloud.bundle_members import Members, read_members
 from valuegate.edge.protocol.canonical import content_digest
 
 __all__ = (
@@ -125,6 +125,8 @@ class Bundle:
 
     ``revisions`` are the manifest's entries of earlier contract revisions, and
     ``revision_terms`` maps each of their files that the bundle contains to its parsed JSON.
+    ``digests`` holds ``sha256:<hex>`` of every member read, and ``outside``
+    names each member that was not read because it leaves the bundle, with the reason.
     """
 
     manifest: dict[str, Any]
@@ -137,6 +139,8 @@ class Bundle:
     stored: list[dict[str, Any]] | None = None
     revisions: list[dict[str, Any]] = field(default_factory=list)
     revision_terms: dict[str, Any] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    outside: dict[str, str] = field(default_factory=dict)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -298,20 +302,16 @@ def write_bundle(path: str | Path, **parts: Any) -> Path:
     return path
 
 
-def _read_members(path: Path) -> dict[str, bytes]:
-    if path.is_dir():
-        # Revision files sit in subfolders (contracts/<id>/), so members are named by their path relative to the bundle.
-        return {child.relative_to(path).as_posix(): child.read_bytes() for child in sorted(path.rglob("*")) if child.is_file()}
+def _read_members(path: Path) -> Members:
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = [name for name in archive.namelist() if not name.endswith("/")]
-            repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
-            if repeated:
-                # A reader would see only one of the copies, so which one is checked cannot be left to chance.
-                raise BundleError(f"{path}: the ZIP file contains more than one member named {', '.join(repeated)}; ask the vendor for a bundle as the cloud built it")
-            return {name: archive.read(name) for name in names}
+        members = read_members(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
+    if members.repeated:
+        # A reader would see only one of the copies, so which one is checked cannot be left to chance.
+        raise BundleError(f"{path}: the ZIP file contains more than one member named {', '.join(members.repeated)}; "
+                          "ask the vendor for a bundle as the cloud built it")
+    return members
 
 
 def _load_json(path: Path, name: str, data: bytes) -> Any:
@@ -323,12 +323,51 @@ def _load_json(path: Path, name: str, data: bytes) -> Any:
         raise BundleError(f"{path}: {name} nests JSON too deeply to read; a bundle built by the cloud never does, so ask the vendor for it again") from exc
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check the shapes the checks rely on (``files``, ``contract_revision``, ``revisions``) and return the revisions list."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(value, str) for value in files.values()):
+        raise BundleError(f"{path}: manifest.json has an invalid files map ({files!r}); it needs the SHA-256 of each file by name")
+    in_force = manifest.get("contract_revision")
+    if in_force is not None and not _whole(in_force):
+        raise BundleError(f"{path}: manifest.json has an invalid contract_revision {in_force!r}; it needs a whole number or null")
+
+    revisions = manifest.get("revisions") or []
+    shaped = isinstance(revisions, list) and all(
+        isinstance(item, dict) and isinstance(item.get("file"), str) and _whole(item.get("revision")) and isinstance(item.get("contract_digest"), str)
+        for item in revisions
+    )
+    if not shaped:
+        raise BundleError(f"{path}: manifest.json has an invalid revisions list ({revisions!r}); each entry needs a file, a revision and a contract_digest")
+    numbers = [item["revision"] for item in revisions]
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1 or n == in_force})
+    if repeated:
+        raise BundleError(f"{path}: manifest.json gives contract revision {', '.join(map(str, repeated))} to more than one file; "
+                          "ask the vendor for a bundle as the cloud built it")
+    names = [item["file"] for item in revisions]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{path}: manifest.json lists a revision file under more than one revision ({names!r}); ask the vendor for a bundle as the cloud built it")
+    return revisions
+
+
 def read_bundle(path: str | Path) -> Bundle:
-    """Read a bundle ZIP or its unpacked folder; raises :class:`BundleError` when a member is missing or unreadable."""
+    """Read a bundle ZIP or its unpacked folder.
+
+    Raises :class:`BundleError` when a member the checks read is missing,
+    unreadable or leaves the bundle, or when ``manifest.json`` is malformed.
+    """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
-    members = _read_members(path)
+    read = _read_members(path)
+    members, outside = read.data, read.outside
+    for name in ("manifest.json", *_MEMBERS, "stored.json"):
+        if name in outside:
+            raise BundleError(f"{path}: {name} is {outside[name]}; it was not read. Ask the sender for a bundle as the cloud built it")
     missing = [name for name in ("manifest.json", *_MEMBERS) if name not in members]
     if missing:
         raise BundleError(f"{path}: the bundle lacks {', '.join(missing)}; ask the sender for a complete bundle")
@@ -338,9 +377,7 @@ def read_bundle(path: str | Path) -> Bundle:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise BundleError(f"{path}: unknown bundle schema {schema!r}; this verifier reads {BUNDLE_SCHEMA!r}")
 
-    revisions = manifest.get("revisions") or []
-    if not isinstance(revisions, list) or not all(isinstance(item, dict) and isinstance(item.get("file"), str) for item in revisions):
-        raise BundleError(f"{path}: manifest.json has an invalid revisions list ({revisions!r}); each entry needs a file, a revision and a contract_digest")
+    revisions = _check_manifest(path, manifest)
     revision_terms = {item["file"]: _load_json(path, item["file"], members[item["file"]]) for item in revisions if item["file"] in members}
 
     vouchers = []
@@ -358,9 +395,11 @@ def read_bundle(path: str | Path) -> Bundle:
         stored=_load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
         revisions=revisions,
         revision_terms=revision_terms,
+        digests={name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in members.items()},
+        outside=outside,
     )
 
 
 def file_digests(path: str | Path) -> dict[str, str]:
     """Return ``sha256:<hex>`` of every member of the bundle at ``path``, to compare with its manifest."""
-    return {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in _read_members(Path(path)).items()}
+    return {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in _read_members(Path(path)).data.items()}

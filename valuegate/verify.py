@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from valuegate.cloud.bundle import Bundle, file_digests, read_bundle
+from valuegate.cloud.bundle import Bundle, read_bundle
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue
 from valuegate.edge.protocol.canonical import CanonicalizationError, content_digest
 from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
@@ -18,23 +18,32 @@ from valuegate.verify_keys import check_keys, expected_signer
 from valuegate.verify_lines import Ledger, check_documents, instant
 from valuegate.verify_terms import Terms, check_revisions, priced_with
 
-__all__ = ("Verdict", "Report", "verify_bundle")
+__all__ = ("Verdict", "Report", "verify_bundle", "UNLISTED")
+
+# Members the checks read, so each must be listed in the manifest. Other unlisted members only get a note.
+_READ = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json", "adjustments.json", "stored.json")
+UNLISTED = "not listed in the manifest; not checked"
 
 
 @dataclass(slots=True)
 class Verdict:
-    """The outcome for one checked item: a file, a voucher or an invoice line; failed when any reason is listed."""
+    """The outcome for one item: a file, a voucher or an invoice line; failed when any reason is listed.
+
+    ``checked`` is False for a file the manifest does not list and no check
+    reads: it neither passes nor fails, and its notes state why.
+    """
 
     subject: str
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checked: bool = True
 
     @property
     def ok(self) -> bool:
         return not self.reasons
 
     def as_dict(self) -> dict[str, Any]:
-        return {"subject": self.subject, "ok": self.ok, "reasons": self.reasons, "notes": self.notes}
+        return {"subject": self.subject, "ok": self.ok, "checked": self.checked, "reasons": self.reasons, "notes": self.notes}
 
 
 @dataclass(slots=True)
@@ -69,6 +78,11 @@ class Report:
     def ok(self) -> bool:
         return all(v.ok for v in self.verdicts)
 
+    @property
+    def unchecked(self) -> list[Verdict]:
+        """Files the manifest does not list and no check reads."""
+        return [v for v in self.files if not v.checked]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -83,16 +97,31 @@ class Report:
         }
 
 
-def _check_files(path: Path, bundle: Bundle) -> list[Verdict]:
-    verdicts = []
-    actual = file_digests(path)
-    for name, expected in sorted(bundle.manifest.get("files", {}).items()):
+def _check_files(bundle: Bundle) -> list[Verdict]:
+    """Compare each listed file with its SHA-256, fail each member that leaves the bundle, and note each unlisted one."""
+    verdicts = [
+        Verdict(name, [f"not read: it is {reason}; ask the sender for a bundle as the cloud built it"])
+        for name, reason in sorted(bundle.outside.items())
+    ]
+    listed = bundle.manifest.get("files", {})
+    actual = bundle.digests
+    for name, expected in sorted(listed.items()):
+        if name in bundle.outside:
+            continue
         verdict = Verdict(name)
         if name not in actual:
             verdict.reasons.append(f"missing from the bundle, though the manifest lists it with SHA-256 {expected}; ask the sender for a complete bundle")
         elif actual[name] != expected:
             verdict.reasons.append(f"SHA-256 {actual[name]} differs from the manifest's {expected}")
         verdicts.append(verdict)
+
+    # A revision file listed only under revisions fails in check_revisions.
+    revision_files = {entry["file"] for entry in bundle.revisions}
+    for name in sorted(set(actual) - set(listed) - revision_files - {"manifest.json"}):
+        if name in _READ:
+            verdicts.append(Verdict(name, ["not listed in the manifest, though the checks read it; ask the sender for a bundle as the cloud built it"]))
+        else:
+            verdicts.append(Verdict(name, notes=[UNLISTED], checked=False))
     return verdicts
 
 
@@ -211,10 +240,10 @@ def verify_bundle(path: str | Path) -> Report:
     """
     path = Path(path)
     bundle = read_bundle(path)
-    files = _check_files(path, bundle)
+    files = _check_files(bundle)
     contract, terms_digest = _check_contract(bundle, files)
-    revision = bundle.manifest.get("contract_revision")
-    in_force = Terms("contract.json", revision if isinstance(revision, int) else None, bundle.manifest.get("contract_digest"), terms_digest, contract)
+    # read_bundle has checked that contract_revision is a whole number or None.
+    in_force = Terms("contract.json", bundle.manifest.get("contract_revision"), bundle.manifest.get("contract_digest"), terms_digest, contract)
     earlier = check_revisions(bundle, files, contract)
     priced = [priced_with(record, in_force, earlier) for record in bundle.documents]
 

@@ -15,7 +15,12 @@ EXIT_UNREADABLE = 2
 def _print_section(title: str, verdicts: list) -> None:
     typer.echo(f"{title}:")
     for verdict in verdicts:
-        mark = "PASS" if verdict.ok else "FAIL"
+        mark = "PASS"
+        if not verdict.ok:
+            mark = "FAIL"
+        elif not verdict.checked:
+            # A file no check reads neither passes nor fails.
+            mark = "NOTE"
         typer.echo(f"  {mark}  {verdict.subject}")
         for reason in verdict.reasons:
             typer.echo(f"        - {reason}")
@@ -79,6 +84,8 @@ def verify(
         failed = sum(not v.ok for v in report.verdicts)
         verdict = "PASS" if report.ok else f"FAIL ({failed} failed)"
         counts = f"{_count(len(report.vouchers), 'voucher')}, {_count(len(report.documents), 'document')} with {_count(len(report.lines), 'invoice line')}"
+        if report.unchecked:
+            counts += f"; {_count(len(report.unchecked), 'file')} not listed in the manifest, not checked"
         typer.echo(f"bundle {bundle}: {verdict}: {counts}")
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)

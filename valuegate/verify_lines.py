@@ -321,8 +321,7 @@ def check_documents(ledger: Ledger | None, records: Sequence[dict[str, Any]], pr
         terms = doc.priced.contract
         if ledger is not None and terms is not None and record.get("currency") != terms.currency:
             verdict.reasons.append(f"currency {record.get('currency')} differs from the contract's {terms.currency}")
-        if doc.priced.reason is not None:
-            verdict.reasons.append(doc.priced.reason)
+        verdict.reasons += doc.priced.reasons
         if doc.priced.note is not None:
             verdict.notes.append(doc.priced.note)
         if ledger is not None and record["kind"] == "invoice":

@@ -11,8 +11,11 @@
 // with the digest of contract.json, a "contract ID revision N sha256:... FILE prices NUMBERS"
 // line (or "FAIL FILE: reason") per earlier revision the manifest lists, one PASS or FAIL line
 // per document followed by one per line of it, a "key GATEWAY first|next did:key:..." line per
-// gateway key, then a summary line.
-// Exits with status 1 when any voucher, key, revision file, document or line fails.
+// gateway key, a "FAIL NAME: reason" line per symbolic link leaving the folder and per unlisted
+// file the checks read, a "NOTE NAME: ..." line per other file the manifest does not list, then
+// a summary line.
+// Exits with status 1 when any voucher, key, file, document or line fails, and with status 2 and
+// one "error: ..." line on stderr when the bundle cannot be read (malformed JSON or manifest).
 'use strict';
 
 const crypto = require('node:crypto');
@@ -21,6 +24,7 @@ const path = require('node:path');
 const canonicalize = require('canonicalize');
 const pricing = require('./bundle_pricing');
 const contractTerms = require('./bundle_terms');
+const { READ, walk, checkMembers } = require('./bundle_members');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -333,10 +337,15 @@ function checkCorrections(invoice, context) {
 
 function main() {
   const folder = process.argv[2];
+  const members = walk(folder);
+  for (const name of ['manifest.json', ...READ]) {
+    if (members.outside.has(name)) throw new Error(`${name} is a symbolic link to ${members.outside.get(name)}, outside the bundle folder`);
+  }
+  const manifest = readJson(folder, 'manifest.json');
+  const { files: listed, revisions: entries } = contractTerms.checkManifest(manifest);
   const vouchers = fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
   const keys = readJson(folder, 'keys.json');
   const contract = readJson(folder, 'contract.json');
-  const manifest = readJson(folder, 'manifest.json');
   const out = [];
   const keyLines = [];
   const schedules = checkKeys(keys, contract, keyLines);
@@ -347,7 +356,7 @@ function main() {
   out.push(`contract ${contract.id} ${terms}`);
   const inForce = { file: 'contract.json', revision: Number.isInteger(manifest.contract_revision) ? manifest.contract_revision : null,
     listed: manifest.contract_digest, digest: terms, contract, present: true, reasons: [] };
-  const revisions = contractTerms.loadRevisions(folder, manifest, contract);
+  const revisions = contractTerms.loadRevisions(folder, manifest, contract, members.outside);
   const documents = readJson(folder, 'invoices.json');
   const adjustments = readJson(folder, 'adjustments.json');
   const book = ledger(contract, vouchers, passed, readJson(folder, 'stored.json', []), adjustments);
@@ -380,10 +389,17 @@ function main() {
   }
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
+  out.push(...checkMembers(members, listed, entries));
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
   out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));
   process.exit(failed ? 1 : 0);
 }
 
-main();
+try {
+  main();
+} catch (error) {
+  // Malformed files end here with one line, not a stack trace.
+  console.error(`error: ${error.message}`);
+  process.exit(2);
+}

@@ -14,6 +14,7 @@ from tests.factories import voucher_chain
 from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, document_record, write_bundle
 from valuegate.cloud.settlement.invoice import BillingPeriod, Exclusion, IssuedDocument, compute_run
 from valuegate.cloud.settlement.pricing import VoucherValue
+from valuegate.edge.protocol.canonical import content_digest
 from valuegate.edge.protocol.contract import Contract, parse_contract
 from valuegate.edge.protocol.keys import public_key_multibase
 
@@ -160,3 +161,49 @@ def signed_bundle(folder: Path, *, days: int = 5, late: bool = False, rebuild: b
     with zipfile.ZipFile(path) as archive:
         archive.extractall(unpacked)
     return {"zip": path, "folder": unpacked, "key": key, "vouchers": vouchers, "documents": documents, "contract": contract, "keys": keys}
+
+
+def revised_bundle(folder: Path) -> dict[str, Any]:
+    """Write ``bundle.zip`` and its unpacked folder for an amended contract, priced without a database.
+
+    May is invoiced with revision 1 (2,000 CNY per point-day): 7.5 points x
+    2,000 = 15,000.00. June's run prices with revision 2 (2,500): its debit
+    note re-prices May to 18,750.00 and bills 3,750.00, and June's own invoice
+    is 0.00. Revision 3 (3,000) is in force when the bundle is built, so
+    revisions 1 and 2 go into ``contracts/C-1/revision-<n>.json``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    vouchers = voucher_chain(key, 5)
+    values = [VoucherValue.from_claims(doc["credentialSubject"]) for doc in vouchers]
+    terms = {n: oee_contract(anchor={"price": {"per": "oee_point_day", "amount": amount}}) for n, amount in ((1, "2000"), (2, "2500"), (3, "3000"))}
+
+    may = compute_run(terms[1], MAY, values, [], [])
+    june = compute_run(terms[2], JUNE, values, [], issued_records(may))
+    documents = []
+    for run, revision, issued in ((may, 1, ISSUED["may"]), (june, 2, ISSUED["june"])):
+        for document in (run.invoice, *run.notes):
+            documents.append({**document_record(document), "issued_at": issued, "contract_revision": revision})
+    path = write_bundle(
+        folder / "bundle.zip",
+        contract=msgspec.to_builtins(terms[3]),
+        vouchers=vouchers,
+        keys=[GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None)],
+        documents=documents,
+        created_at="2024-08-02T00:00:00Z",
+        stored=[StoredVoucher(doc["credentialSubject"]["voucher_id"], _stored_at(doc), True) for doc in vouchers],
+        revision=3,
+        revisions={n: msgspec.to_builtins(terms[n]) for n in (1, 2)},
+    )
+    unpacked = folder / "unpacked"
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(unpacked)
+    by_kind = {(d["kind"], d["period_first"]): d for d in documents}
+    return {
+        "zip": path,
+        "folder": unpacked,
+        "may": by_kind[("invoice", "2024-05-01")],
+        "debit": by_kind[("debit_note", "2024-05-01")],
+        "june": by_kind[("invoice", "2024-06-01")],
+        "digests": {n: content_digest(msgspec.to_builtins(contract)) for n, contract in terms.items()},
+    }

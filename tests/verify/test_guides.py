@@ -75,3 +75,24 @@ def test_bundle_guide_explains_contract_digest(tmp_path, language):
     if language == "en":
         assert REVISIONS_NEVER_FALL_BACK["bundle"] in shipped
     assert REVISION_WITHDRAWN[language] not in shipped
+
+
+# What each auditor guide advises on a file the manifest does not list, and of names that leave the bundle.
+UNLISTED_ADVICE = {
+    "en": ["## Files the manifest does not list", "`checked: false`", "Treat its\n  content as unverified", "`../../evil.txt`",
+           "the manifest labels it contract revision 2, but its file name gives\n  revision 1"],
+    "zh-CN": ["## 清单未列出的文件", "`checked: false`", "请把其内容视为未经核验", "`../../evil.txt`",
+              "the manifest labels it contract revision 2, but its file name gives revision 1"],
+}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_auditor_guide_explains_unlisted_files(language):
+    from valuegate.verify import UNLISTED
+
+    name = "auditor-guide.md" if language == "en" else "auditor-guide.zh-CN.md"
+    text = (DOCS / name).read_text(encoding="utf-8")
+    # The guide quotes the note the command prints, so an auditor can search for it.
+    assert UNLISTED in text.replace("\n  ", " "), name
+    for phrase in UNLISTED_ADVICE[language]:
+        assert phrase in text, (name, phrase)
