@@ -169,6 +169,11 @@ class VariableServer:
         await server.init()
         server.set_endpoint(f"opc.tcp://{self.host}:{self.port}/valuegate/simulator")
         server.set_server_name("valuegate PLC simulator")
+        # Only security policy None with anonymous access. asyncua 2.1's defaults also list signed and encrypted
+        # policies and user-name and certificate log-in, and then it warns at start that the server has no
+        # certificate and would take passwords in plain text. The simulator has no certificate and no users.
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        server.set_identity_tokens([ua.AnonymousIdentityToken])
         self._namespace = await server.register_namespace(self.uri)
         machine = await server.nodes.objects.add_object(
             ua.NodeId(self.object_name, self._namespace), ua.QualifiedName(self.object_name, self._namespace)
@@ -190,6 +195,7 @@ class VariableServer:
         self.port = server.bserver.port
         self._server = server
         log.info("opcua_server_started", endpoint=self.endpoint, namespace=self.uri)
+        log.info("opcua_security_none", endpoint=self.endpoint, detail="serves security policy None with anonymous access only, for local testing")
 
     async def stop(self) -> None:
         """Stop serving; safe to call twice."""
