@@ -54,6 +54,7 @@ __all__ = (
     "logout",
     "authenticate",
     "AuthMiddleware",
+    "CsrfRejected",
     "requires",
 )
 
@@ -310,6 +311,10 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
+class CsrfRejected(PermissionDeniedException):
+    """A session's write request without its CSRF token or with another one (a stale form, or a forged request)."""
+
+
 async def _check_csrf(scope: Scope, receive: Receive, headers: dict[str, str], principal: Principal) -> None:
     supplied = headers.get(CSRF_HEADER)
     content_type = headers.get("content-type", "")
@@ -319,7 +324,7 @@ async def _check_csrf(scope: Scope, receive: Receive, headers: dict[str, str], p
         value = form.get(CSRF_FORM_FIELD)
         supplied = value if isinstance(value, str) else None
     if supplied is None or principal.csrf_token is None or not hmac.compare_digest(supplied, principal.csrf_token):
-        raise PermissionDeniedException("CSRF token missing or wrong; send the session's token in the X-CSRF-Token header or the _csrf_token form field")
+        raise CsrfRejected("CSRF token missing or wrong; send the session's token in the X-CSRF-Token header or the _csrf_token form field")
 
 
 def requires(*roles: str) -> Any:

@@ -7,6 +7,7 @@ from litestar.di import Provide
 
 from .contracts import ContractController, VoucherController
 from .deps import provide_conn
+from .inputs import reject_control_characters
 from .ops import HealthController, MachineController, metrics_endpoint
 from .registry import RegistryController
 from .users import SessionController, UserController
@@ -22,4 +23,5 @@ def api_router() -> Router:
         path=API_PREFIX,
         route_handlers=[HealthController, RegistryController, ContractController, VoucherController, MachineController, UserController, SessionController],
         dependencies={"conn": Provide(provide_conn)},
+        before_request=reject_control_characters,
     )

@@ -12,7 +12,9 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from ..auth import CsrfRejected
 from ..store import StoreError
+from .inputs import SINGLE_LINE_PATTERN
 
 __all__ = ("PROBLEM_JSON", "FieldError", "field_errors", "problem_response", "exception_handlers")
 
@@ -40,6 +42,8 @@ _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
 _WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
 _EMPTY = re.compile(r"^Expected `(?:str|array|object)` of length >= 1$")
+# The msgspec message for a JSON body's SingleLine text field that contains a control character.
+_CONTROL_PATTERN = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 # A required query, header or cookie parameter that is absent is reported in ``detail`` alone, with no ``extra``.
 _MISSING_PARAMETER = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']+)'")
 
@@ -53,13 +57,16 @@ class FieldError:
     source: str
     """Source of the input: ``body``, ``query``, ``path``, ``header``, ``cookie``, or empty when Litestar does not set it."""
     kind: str
-    """``missing``, ``empty``, ``type`` (wrong JSON or form type), ``unknown`` (a field the body may not have) or ``invalid``."""
+    """``missing``, ``empty``, ``type`` (wrong JSON or form type), ``unknown`` (a field the body may not have), ``control``
+    (text with a control character) or ``invalid``."""
     message: str
     """msgspec's English message, kept for the API's ``errors`` list."""
     expected: str = ""
     """For ``type``: the msgspec type name expected (``str``, ``int``, ``array`` ...)."""
     got: str = ""
     """For ``type``: the msgspec type name received."""
+    character: str = ""
+    """For ``control``: the first control character found, as ``U+XXXX``; empty when msgspec's pattern check found it."""
 
 
 def _field_error(entry: dict[str, Any]) -> FieldError:
@@ -68,6 +75,8 @@ def _field_error(entry: dict[str, Any]) -> FieldError:
     key = entry.get("key")
     # A failure of the body as a whole has the key "data", and its field, if any, is named only in the message.
     parent = None if key in (None, "data") else str(key)
+    if entry.get("kind") == "control" or message == _CONTROL_PATTERN:
+        return FieldError(parent, source, "control", message, character=str(entry.get("character", "")))
     for kind, pattern in (("missing", _MISSING), ("unknown", _UNKNOWN)):
         if found := pattern.match(message):
             field = found["name"] if parent is None else f"{parent}.{found['name']}"
@@ -102,6 +111,9 @@ def _describe(error: FieldError) -> str:
         return f"{subject} is empty; give it a value"
     if error.kind == "type":
         return f"{subject} must be {error.expected}, not {error.got}"
+    if error.kind == "control":
+        which = f"the control character {error.character}" if error.character else "a control character"
+        return f"{subject} contains {which}; remove it, because no control character but the tab is allowed"
     return f"{subject} is invalid ({error.message[:1].lower()}{error.message[1:]}); correct the value"
 
 
@@ -123,9 +135,7 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         errors = field_errors(exc)
         listed = [{"field": e.field, "source": e.source, "kind": e.kind, "message": e.message} for e in errors]
         return problem_response(request, 400, _validation_detail(errors, exc.detail), code="validation_failed", errors=listed)
-    code = None
-    if exc.status_code == 403 and "CSRF" in exc.detail:
-        code = "csrf_failed"
+    code = "csrf_failed" if isinstance(exc, CsrfRejected) else None
     response = problem_response(request, exc.status_code, exc.detail, code=code)
     # Headers the exception names (Retry-After of a 429) go out with the problem.
     response.headers.update(exc.headers or {})
@@ -149,7 +159,9 @@ def _recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response
 
 
 def _data(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[Any]:
-    # A value PostgreSQL cannot hold (an id with a NUL byte, an integer beyond bigint) names nothing that exists.
+    # A safety net. Parameters and one-line body fields with a NUL byte are rejected before any query, but a value
+    # PostgreSQL cannot hold may still arrive elsewhere (a NUL byte deep in a JSON object, an integer beyond bigint).
+    log.info("http_value_not_representable", path=request.url.path, method=request.method, error=exc.__class__.__name__)
     return problem_response(request, 400, f"a parameter holds a value the database cannot represent: {exc.__class__.__name__}", code="invalid_value")
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .inputs import SingleLine
+
 __all__ = (
     "SiteIn",
     "GatewayIn",
@@ -21,7 +23,7 @@ __all__ = (
 )
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
+Name = Annotated[SingleLine, msgspec.Meta(max_length=200)]
 Role = Literal["admin", "csm", "finance", "auditor"]
 
 
@@ -32,14 +34,14 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class TenantPatch(_Body):
     """New display name of the caller's tenant."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class SiteIn(_Body):
     """A plant site; ``time_zone`` is the IANA zone that defines its plant days."""
 
     id: Id
-    time_zone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    time_zone: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=64)]
     name: Name = ""
 
 
@@ -54,7 +56,7 @@ class GatewayIn(_Body):
 class KeyIn(_Body):
     """A gateway's Ed25519 public key (multibase ``z6Mk...`` or ``did:key:...``) and its validity window."""
 
-    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    public_key: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=200)]
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
 
@@ -62,7 +64,7 @@ class KeyIn(_Body):
 class KeyRevokeIn(_Body):
     """Reason for revoking a key, kept in the audit log."""
 
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    reason: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class RotationIn(_Body):
@@ -80,7 +82,7 @@ class ContractIn(_Body):
 class UserIn(_Body):
     """A user of the caller's tenant; without a password the user can only use API tokens."""
 
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    username: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=128)]
     roles: Annotated[list[Role], msgspec.Meta(min_length=1)]
     password: Annotated[str, msgspec.Meta(min_length=10, max_length=1024)] | None = None
     display_name: Name = ""
@@ -97,5 +99,5 @@ class TokenIn(_Body):
 class LoginIn(_Body):
     """User name and password of a web session."""
 
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    username: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=128)]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]

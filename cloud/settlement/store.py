@@ -122,6 +122,13 @@ async def add_adjustment(
     if last_date < first_date:
         raise _invalid(f"adjustment ends {last_date} before it starts {first_date}; give first <= last", "reversed_period",
                        variant="adjustment", first=first_date.isoformat(), last=last_date.isoformat())
+    if first_date < contract.start or last_date > contract.end:
+        # Only days of the term are ever settled, so an exclusion outside it (a mistyped year) would change nothing.
+        wholly = last_date < contract.start or first_date > contract.end
+        where = "lies outside" if wholly else "reaches outside"
+        msg = f"adjustment {first_date}..{last_date} {where} the term of contract {contract_id!r} ({contract.start}..{contract.end}); choose dates within the term"
+        raise _invalid(msg, "adjustment_outside_term", variant="wholly" if wholly else "partly", first=first_date.isoformat(), last=last_date.isoformat(),
+                       contract=contract_id, start=contract.start.isoformat(), end=contract.end.isoformat())
     if not reason.strip():
         raise _invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", "missing_reason")
     (row,) = await _rows(

@@ -7,14 +7,16 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
+import psycopg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
 from litestar.response import Redirect
 
+from valuegate.cloud.api.inputs import control_character_errors
 from valuegate.cloud.api.problems import FieldError, field_errors
-from valuegate.cloud.auth import CSRF_FORM_FIELD, Principal
+from valuegate.cloud.auth import CSRF_FORM_FIELD, CsrfRejected, Principal
 from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 
 from .i18n import LANGUAGE_COOKIE, catalog, normalize, pick_language, translate
@@ -30,6 +32,7 @@ __all__ = (
     "page",
     "html_exception_handlers",
     "unmatched_route_handler",
+    "reject_control_characters",
     "with_language",
     "forbid_unless",
     "parse_date",
@@ -118,8 +121,37 @@ def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) 
     return _error_page(request, 403, translate(language_of(request), "error.forbidden"))
 
 
+def _form_expired(request: Request[Any, Any, Any], exc: CsrfRejected) -> Response[str]:
+    # A page open in a tab from before the last log-in sends the old session's token, so the usual cause is a stale form.
+    log.info("web_csrf_rejected", path=request.url.path, detail=exc.detail, user=getattr(principal_of(request), "username", None))
+    return _error_page(request, 403, translate(language_of(request), "error.form_expired"))
+
+
 def _not_found(request: Request[Any, Any, Any], _exc: Exception) -> Response[str]:
     return _error_page(request, 404, translate(language_of(request), "error.not_found"))
+
+
+def _not_representable(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[str]:
+    # A safety net: reject_control_characters stops NUL bytes before any query, but another value PostgreSQL
+    # cannot hold (an integer beyond its range) would otherwise reach the API's English problem details.
+    log.info("web_value_not_representable", path=request.url.path, error=exc.__class__.__name__)
+    return _error_page(request, 400, translate(language_of(request), "error.not_representable"))
+
+
+async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
+    """Stop a request whose path parameter or form field contains a control character before any handler or query runs.
+
+    A path parameter with one names nothing that can exist, so the page is 404. A form field with one is rejected as
+    invalid input that names the field. It is the ``before_request`` hook of the web router, so guards have already run.
+    """
+    if control_character_errors(request.path_params.items(), "path"):
+        raise NotFoundException("a path parameter contains a control character")
+    if request.content_type[0] not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return
+    form = await request.form()
+    errors = control_character_errors(form.multi_items(), "body")
+    if errors:
+        raise ValidationException("a form field contains a control character", extra=errors)
 
 
 # Form fields named by input errors, and the catalog keys of their labels on the pages.
@@ -170,6 +202,8 @@ def form_error_text(language: str, error: FieldError) -> str:
     hint = translate(language, _FIELD_HINTS[error.field])
     if error.kind in ("missing", "empty"):
         return translate(language, "error.field_missing", field=field, hint=hint)
+    if error.kind == "control":
+        return translate(language, "error.field_control", field=field, character=error.character)
     if error.kind == "type":
         expected, got = _type_name(language, error.expected), _type_name(language, error.got)
         return translate(language, "error.field_type", field=field, hint=hint, expected=expected, got=got)
@@ -232,10 +266,12 @@ def unmatched_route_handler(api_handler: Any) -> Any:
 
 html_exception_handlers: dict[Any, Any] = {
     NotAuthorizedException: _unauthorized,
+    CsrfRejected: _form_expired,
     PermissionDeniedException: _forbidden,
     NotFoundException: _not_found,
     NotFound: _not_found,
     Invalid: _invalid,
     StoreError: _store_error,
     ValidationException: _validation_failed,
+    psycopg.DataError: _not_representable,
 }

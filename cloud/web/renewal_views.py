@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import zipfile
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import structlog
@@ -113,14 +114,31 @@ async def package_member(request: Request[Any, Any, Any], conn: Conn, package_id
     return Response(body, media_type=_MEMBERS[member], headers=headers)
 
 
+def _url_error(message: str, code: str, url: str) -> Invalid:
+    error = Invalid(message, code=code)
+    error.params = {"field": "url", "value": url}  # type: ignore[attr-defined]
+    return error
+
+
+def _check_webhook_url(url: str) -> None:
+    """Raise :class:`Invalid` naming ``url`` unless it is an http:// or https:// URL with a host name and a valid port."""
+    if not url.startswith(("http://", "https://")):
+        raise _url_error(f"webhook URL {url!r} must start with http:// or https://", "invalid_url", url)
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port
+    except ValueError as exc:
+        # urlsplit rejects an unclosed IPv6 bracket, and .port a port that is not a number from 0 to 65535.
+        raise _url_error(f"webhook URL {url!r} is not a valid URL ({exc}); enter the full address", "malformed_url", url) from exc
+    if not host:
+        raise _url_error(f"webhook URL {url!r} has no host name; enter the full address, such as https://crm.example.com/hooks", "url_without_host", url)
+
+
 @post("/settings/webhook", guards=[requires("admin")], name="web:set-webhook", status_code=303)
 async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotated[WebhookForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
     """Set the tenant's renewal webhook; the secret is stored for signing and never shown again."""
     url, secret = data.url.strip(), data.secret.strip()
-    if not url.startswith(("http://", "https://")):
-        error = Invalid(f"webhook URL {url!r} must start with http:// or https://", code="invalid_url")
-        error.params = {"field": "url", "value": url}  # type: ignore[attr-defined]
-        raise error
+    _check_webhook_url(url)
     if len(secret) < 16:
         error = Invalid("the webhook secret is shorter than 16 characters; choose a longer random one", code="weak_secret")
         error.params = {}  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from valuegate.cloud.api.deps import provide_conn
 
 from .auth_views import login_page, login_submit, logout_submit, root
 from .contract_views import add_adjustment, contract_page, contracts_page, machine_page
-from .pages import html_exception_handlers
+from .pages import html_exception_handlers, reject_control_characters
 from .renewal_views import check_renewal, package_archive, package_member, package_page, set_webhook
 from .settlement_views import approve_run, bundle_download, export_csv, export_pdf, run_invoice, run_page
 
@@ -28,6 +28,7 @@ def web_router() -> Router:
         ],
         dependencies={"conn": Provide(provide_conn)},
         exception_handlers=html_exception_handlers,
+        before_request=reject_control_characters,
         include_in_schema=False,
     )
 

@@ -145,6 +145,18 @@ def test_bad_field_named_in_page_language(site, stored, login, anonymous, field:
          "输入无效：推送地址（URL）“ftp://crm.example.test”不是以 http:// 或 https:// 开头，请填写完整的网址。"),
         ("en", {"url": "ftp://crm.example.test", "secret": WEBHOOK["secret"]},
          "Invalid input: Webhook URL “ftp://crm.example.test” does not start with http:// or https://; enter the full address."),
+        *[("zh-CN", {"url": url, "secret": WEBHOOK["secret"]},
+           f"输入无效：推送地址（URL）“{url}”缺少主机名，请填写完整的网址，例如 https://crm.example.com/hooks/renewal。")
+          for url in ("http://", "https://", "http:///hooks", "http://:8080/hooks", "https://user@/hooks")],
+        *[("en", {"url": url, "secret": WEBHOOK["secret"]},
+           f"Invalid input: Webhook URL “{url}” has no host name; enter the full address, for example https://crm.example.com/hooks/renewal.")
+          for url in ("http://", "https://", "http:///hooks", "http://:8080/hooks", "https://user@/hooks")],
+        *[("zh-CN", {"url": url, "secret": WEBHOOK["secret"]},
+           f"输入无效：推送地址（URL）“{url}”不是有效的网址，请填写完整的网址，例如 https://crm.example.com/hooks/renewal。")
+          for url in ("http://[::1/hooks", "http://crm.example.test:99999/hooks", "http://crm.example.test:port/hooks")],
+        *[("en", {"url": url, "secret": WEBHOOK["secret"]},
+           f"Invalid input: Webhook URL “{url}” is not a valid address; enter the full address, for example https://crm.example.com/hooks/renewal.")
+          for url in ("http://[::1/hooks", "http://crm.example.test:99999/hooks", "http://crm.example.test:port/hooks")],
         ("zh-CN", {"url": WEBHOOK["url"], "secret": "short"}, "输入无效：签名密钥不足 16 个字符，请改用更长的随机密钥。"),
         ("en", {"url": WEBHOOK["url"], "secret": "short"},
          "Invalid input: The signing secret is shorter than 16 characters; choose a longer random one."),

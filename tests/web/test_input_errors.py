@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 
 import httpx
+import psycopg
 import pytest
 
 from tests.web.site import PASSWORD
+from tests.web.test_form_validation import snapshot
 from valuegate.cloud.store import Invalid
 
 pytestmark = pytest.mark.postgres
@@ -58,6 +61,36 @@ CASES = {
         "非常规调整必须填写原因，请说明发生了什么变化（例如产线改造）。",
         "A non-routine adjustment needs a reason; describe what changed (for example a line rebuild).",
     ),
+    "adjustment_year_one": (
+        "adjustments", {**ADJUSTMENT, "first_date": "0001-01-01", "last_date": "0001-01-01"},
+        "调整期 0001-01-01 至 0001-01-01 不在合同 C-1 的合同期（2024-04-01 至 2024-12-31）内，请选择合同期内的日期。",
+        "The adjustment 0001-01-01 to 0001-01-01 lies outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
+    "adjustment_year_9999": (
+        "adjustments", {**ADJUSTMENT, "first_date": "9999-12-31", "last_date": "9999-12-31"},
+        "调整期 9999-12-31 至 9999-12-31 不在合同 C-1 的合同期（2024-04-01 至 2024-12-31）内，请选择合同期内的日期。",
+        "The adjustment 9999-12-31 to 9999-12-31 lies outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
+    "adjustment_every_date": (
+        "adjustments", {**ADJUSTMENT, "first_date": "0001-01-01", "last_date": "9999-12-31"},
+        "调整期 0001-01-01 至 9999-12-31 超出了合同 C-1 的合同期（2024-04-01 至 2024-12-31），请选择合同期内的日期。",
+        "The adjustment 0001-01-01 to 9999-12-31 reaches outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
+    "adjustment_centuries": (
+        "adjustments", {**ADJUSTMENT, "first_date": "1900-01-01", "last_date": "2999-12-31"},
+        "调整期 1900-01-01 至 2999-12-31 超出了合同 C-1 的合同期（2024-04-01 至 2024-12-31），请选择合同期内的日期。",
+        "The adjustment 1900-01-01 to 2999-12-31 reaches outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
+    "adjustment_day_before_term": (
+        "adjustments", {**ADJUSTMENT, "first_date": "2024-03-31", "last_date": "2024-04-02"},
+        "调整期 2024-03-31 至 2024-04-02 超出了合同 C-1 的合同期（2024-04-01 至 2024-12-31），请选择合同期内的日期。",
+        "The adjustment 2024-03-31 to 2024-04-02 reaches outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
+    "adjustment_day_after_term": (
+        "adjustments", {**ADJUSTMENT, "first_date": "2024-12-30", "last_date": "2025-01-01"},
+        "调整期 2024-12-30 至 2025-01-01 超出了合同 C-1 的合同期（2024-04-01 至 2024-12-31），请选择合同期内的日期。",
+        "The adjustment 2024-12-30 to 2025-01-01 reaches outside the term of contract C-1 (2024-04-01 to 2024-12-31); choose dates within the term.",
+    ),
     "adjustment_date": (
         "adjustments", {**ADJUSTMENT, "last_date": "2024-6-4"},
         "结束日期填写的“2024-6-4”不是有效日期，请按 YYYY-MM-DD 格式填写。",
@@ -92,15 +125,29 @@ def issued_invoice(site) -> str:
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_form_error_speaks_page_language(login, issued_invoice, case: str, language: str) -> None:
+def test_form_error_speaks_page_language(site, login, issued_invoice, case: str, language: str) -> None:
     form, data, chinese, english = CASES[case]
     client = login("fin1" if form == "runs" else "csm1")
     token = csrf(client.get(f"/contracts/C-1?lang={language}").text)
+    before = snapshot(site.dsn)
     response = client.post(f"/contracts/C-1/{form}", data={"_csrf_token": token, **data})
     assert response.status_code == 400
     expected = (chinese if language == "zh-CN" else english).format(invoice=issued_invoice)
     prefix = "输入无效：" if language == "zh-CN" else "Invalid input: "
     assert message(response.text) == prefix + expected
+    assert snapshot(site.dsn) == before
+
+
+def test_adjustment_on_term_bounds_is_stored(site, login) -> None:
+    """The first and the last day of the term are inside it, so an adjustment over the whole term is stored."""
+    client = login("csm1")
+    token = csrf(client.get("/contracts/C-1").text)
+    data = {**ADJUSTMENT, "first_date": "2024-04-01", "last_date": "2024-12-31", "reason": "term bounds"}
+    response = client.post("/contracts/C-1/adjustments", data={"_csrf_token": token, **data})
+    assert response.status_code == 303, response.text
+    with psycopg.connect(site.dsn) as conn:
+        stored = conn.execute("SELECT first_date, last_date FROM nonroutine_adjustments WHERE reason = 'term bounds'").fetchall()
+    assert stored == [(dt.date(2024, 4, 1), dt.date(2024, 12, 31))]
 
 
 def test_error_without_catalog_text_keeps_its_english_message() -> None:
