@@ -93,7 +93,7 @@ class SpoolConfig(_Spec):
     sample_sync: Literal["full", "normal"] = "full"
     """SQLite synchronous level for sample batches: ``full`` survives power loss, ``normal`` survives a crash."""
     telemetry_retention_h: float = 72.0
-    """Hours to keep published telemetry that no voucher covers."""
+    """Hours to keep published telemetry records, acknowledged or not, so that the cloud can ask for them again."""
 
 
 class PublishConfig(_Spec):

@@ -4,13 +4,14 @@ A voucher enters the outbox in the same transaction that takes its sequence
 number and moves the chain head, so a crash leaves either both or neither.
 It leaves only when the cloud's ``ack`` covers its sequence number; the
 broker's PUBACK only moves the publisher on. Telemetry records are marked
-published on PUBACK and deleted by the spool's pruning once an acknowledged
-voucher covers them or their retention has passed.
+published on PUBACK and deleted by the spool's pruning once their retention
+has passed (sooner under disk pressure when an acknowledged voucher covers them).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,8 +117,11 @@ def issue_vouchers(
     return issued
 
 
-def ack(spool: Spool, stored_through: int) -> tuple[int, int]:
+def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tuple[int, int]:
     """Apply a cloud ``ack``: drop vouchers up to ``stored_through`` and mark the records they cover.
+
+    Each dropped voucher's scope moves to ``acked_spans``, so that its records
+    can be sent again until the telemetry retention has passed.
 
     Returns the new acknowledged sequence and the number of vouchers removed.
     An ack beyond the last issued sequence is clamped to it. The commit is
@@ -135,6 +139,11 @@ def ack(spool: Spool, stored_through: int) -> tuple[int, int]:
                 "UPDATE minutes SET covered = 1 WHERE machine = ? AND minute_ms >= ? AND minute_ms < ?",
                 [(machine, start_ms, end_ms) for machine in json.loads(machines)],
             )
+        db.execute(
+            "INSERT OR IGNORE INTO acked_spans (seq, machines, start_ms, end_ms, acked_ms) "
+            "SELECT seq, machines, start_ms, end_ms, ? FROM outbox WHERE seq <= ?",
+            (time.time_ns() // 1_000_000 if now_ms is None else now_ms, through),
+        )
         removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (through,)).rowcount
         spool.set_meta("acked_through", str(through))
     return through, removed
@@ -184,5 +193,8 @@ def records_for(spool: Spool, machines: Sequence[str], start_ms: int, end_ms: in
 
 
 def voucher_span(spool: Spool, seq: int) -> tuple[list[str], int, int] | None:
+    """Return the machines and time span voucher ``seq`` covers, acknowledged or not; None once it is pruned."""
     row = spool.db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        row = spool.db.execute("SELECT machines, start_ms, end_ms FROM acked_spans WHERE seq = ?", (seq,)).fetchone()
     return (json.loads(row[0]), row[1], row[2]) if row else None

@@ -575,14 +575,18 @@ class _SessionState:
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
         # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
-        # Records go for the first few vouchers only: a later gap brings a later request.
-        seq = start
-        while seq < min(self.voucher_cursor, start + _RESEND_EVIDENCE_VOUCHERS):
+        # A request below the ack point asks for records only: those of acknowledged vouchers stay for the
+        # telemetry retention. Records go for the first few vouchers only: a later gap brings a later request.
+        seq = from_seq
+        while seq < min(self.voucher_cursor, from_seq + _RESEND_EVIDENCE_VOUCHERS):
             span = await self.p.spool.call(outbox.voucher_span, seq)
-            if span is not None:
-                rows = await self.p.spool.call(outbox.records_for, *span)
-                if rows:
-                    self._publish_records(rows)
+            rows = await self.p.spool.call(outbox.records_for, *span) if span is not None else []
+            if rows:
+                self._publish_records(rows)
+            elif seq <= self.p.acked_through and (held := self.p.limit("evidence_unavailable")) is not None:
+                self.p._log.warning(
+                    "evidence_unavailable", seq=seq, reason="records pruned after the telemetry retention or under the disk cap", repeats_not_logged=held
+                )
             seq += 1
         self._move_cursor(min(self.voucher_cursor, start))
 

@@ -30,9 +30,16 @@ advances the gateway's sequence and chain head.
   storage where fsync is slow and the loss is acceptable.
 
 Disk use is bounded by :meth:`Spool.prune`: raw events that minute records
-already summarize go first, oldest first, then raw events not yet
-summarized (logged as lost data). Vouchers and telemetry records that no
-acknowledgement covers are never pruned.
+already summarize go first, oldest first, then published records that an
+acknowledged voucher covers, then raw events not yet summarized (logged as
+lost data). Vouchers and telemetry records that no acknowledgement covers
+are never pruned.
+
+A voucher's acknowledgement says that the cloud stored the voucher, not that
+its records arrived: a broker restart without persistence drops what it
+queued. Records therefore stay for the telemetry retention after the ack,
+with the acknowledged voucher's scope, so that a cloud request for them
+can still be answered.
 """
 
 from __future__ import annotations
@@ -134,7 +141,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     end_ms INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
 );
+-- The scope of each acknowledged voucher, kept with its records for the telemetry
+-- retention, so that the cloud can still ask for the records a voucher commits to.
+CREATE TABLE IF NOT EXISTS acked_spans (
+    seq INTEGER PRIMARY KEY,
+    machines TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    acked_ms INTEGER NOT NULL
+);
 """
+
+# What pruning deletes under cap pressure, stage by stage, oldest first, 2000 rows per commit.
+_PRUNE_STAGES = (
+    ("summarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 1 ORDER BY ts_ms LIMIT 2000)"),
+    (
+        "minutes",
+        "DELETE FROM minutes WHERE (machine, minute_ms) IN "
+        "(SELECT machine, minute_ms FROM minutes WHERE published = 1 AND covered = 1 ORDER BY minute_ms LIMIT 2000)",
+    ),
+    ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
+)
 
 _META_DEFAULTS = {"schema_version": str(SCHEMA_VERSION), "next_seq": "1", "head_hash": "", "acked_through": "0"}
 
@@ -430,32 +457,31 @@ class Spool:
     def prune(self, cap_bytes: int, *, now_ms: int, retention_ms: int) -> dict[str, int]:
         """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
 
-        Routine: summarized raw events and published telemetry records that an
-        acknowledged voucher covers, or that are older than the retention, once
-        their plant day is closed. Under cap pressure, in this order: the
-        remaining summarized raw events, oldest first, then raw events not yet
-        summarized, oldest first (lost data, which the caller logs). Vouchers
-        and telemetry records without an acknowledgement are never deleted.
+        Routine: summarized raw events, and published telemetry records older
+        than the retention once their plant day is closed, with the scopes of
+        vouchers acknowledged before it. Under cap pressure, in this order,
+        oldest first: the remaining summarized raw events, published records
+        that an acknowledged voucher covers, then raw events not yet summarized
+        (lost data, which the caller logs). Vouchers and telemetry records
+        without an acknowledgement are never deleted.
         """
         deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
         horizon = now_ms - retention_ms
         with self.transaction(sync="NORMAL"):
             deleted["summarized_events"] += self.db.execute("DELETE FROM events WHERE summarized = 1 AND ts_ms < ?", (horizon,)).rowcount
             deleted["minutes"] += self.db.execute(
-                "DELETE FROM minutes WHERE published = 1 AND (covered = 1 OR published_ms < ?) "
+                "DELETE FROM minutes WHERE published = 1 AND published_ms < ? "
                 "AND EXISTS (SELECT 1 FROM days d WHERE d.machine = minutes.machine AND d.start_ms <= minutes.minute_ms "
                 "AND d.end_ms > minutes.minute_ms)",
                 (horizon,),
             ).rowcount
+            self.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))
         self._reclaim()
 
-        for kind, summarized in (("summarized_events", 1), ("unsummarized_events", 0)):
+        for kind, statement in _PRUNE_STAGES:
             while self.used_bytes() > cap_bytes:
                 with self.transaction(sync="NORMAL"):
-                    count = self.db.execute(
-                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = ? ORDER BY ts_ms LIMIT 2000)",
-                        (summarized,),
-                    ).rowcount
+                    count = self.db.execute(statement).rowcount
                 self._reclaim()
                 if count == 0:
                     break

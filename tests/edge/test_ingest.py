@@ -128,3 +128,50 @@ async def test_ingest_accepts_rotated_key(tmp_path: Path, mosquitto: MosquittoSe
             assert await gw.wait_empty(30) == 0
         assert [seq for seq, _ in await stored(cloud_dsn)] == [1, 2, 3, 4, 5, 6]
         assert await rejections(cloud_dsn) == []
+
+
+async def test_records_lost_after_ack_are_sent_again(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """The cloud stored a voucher but not its records (a broker dropped them): it asks, and the agent sends them although the voucher is acked."""
+    async for gw in started_gateway(tmp_path / "gw", mosquitto.port, cloud_dsn):
+        await gw.spool.call(_store_records, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 10)
+        async with worker(cloud_dsn, mosquitto.port, records_wait_s=0.5, reproduce_interval_s=0.2):
+            await issue(gw, 1, "2026-01-01")
+            assert await gw.wait_empty(20) == 0
+            assert await wait_until_rows(cloud_dsn, 10)
+            # As if the broker had lost the telemetry message: the rows go, and the voucher has waited long enough.
+            await fetch_commit(cloud_dsn, "DELETE FROM telemetry")
+            await fetch_commit(cloud_dsn, "UPDATE voucher_chain SET reproduced_at = NULL, stored_at = now() - interval '1 hour'")
+            assert await wait_until_rows(cloud_dsn, 10)
+        assert gw.publisher.acked_through == 1
+        assert [seq for seq, _ in await stored(cloud_dsn)] == [1]
+
+
+async def fetch_commit(dsn: str, statement: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        await conn.execute(statement)
+
+
+async def wait_until_rows(dsn: str, expected: int, timeout_s: float = 15.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            row = await (await conn.execute("SELECT count(*) FROM telemetry")).fetchone()
+        if row[0] == expected:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _store_records(spool, first: dt.datetime, count: int) -> None:  # noqa: ANN001
+    """Store ``count`` running minutes of filler-1 from ``first``, as the pipeline does."""
+    from valuegate.edge.spool import Carry
+
+    records = []
+    for index in range(count):
+        minute = first + dt.timedelta(minutes=index)
+        record = (
+            '{"changeover_ms":0,"idle_ms":0,"machine":"filler-1","minute":"%s","offline_ms":0,"planned_stop_ms":0,'
+            '"produced":20,"reasons":{},"reject":0,"running_ms":60000,"stops":0,"uncertain_ms":0,"unplanned_stop_ms":0}' % minute.strftime("%Y-%m-%dT%H:%M:00Z")
+        )
+        records.append((int(minute.timestamp() * 1000), record))
+    spool.store_minutes("filler-1", records, done_ms=records[-1][0] + 60_000, carry=Carry(0, None, False, {}))

@@ -221,7 +221,7 @@ async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
             cloud.stop()
 
 
-def _store_minutes(spool, count: int, first_ms: int = 1_770_000_000_000 // 60_000 * 60_000) -> None:  # noqa: ANN001
+def _store_minutes(spool, count: int, first_ms: int = 1_770_000_000_000 // 60_000 * 60_000, label_from: int = 0) -> None:  # noqa: ANN001
     from valuegate.edge.spool import Carry
 
     records = []
@@ -229,7 +229,7 @@ def _store_minutes(spool, count: int, first_ms: int = 1_770_000_000_000 // 60_00
         minute_ms = first_ms + index * 60_000
         record = (
             '{"changeover_ms":0,"idle_ms":0,"machine":"filler-1","minute":"M%05d","offline_ms":0,"planned_stop_ms":0,'
-            '"produced":20,"reasons":{},"reject":0,"running_ms":60000,"stops":0,"uncertain_ms":0,"unplanned_stop_ms":0}' % index
+            '"produced":20,"reasons":{},"reject":0,"running_ms":60000,"stops":0,"uncertain_ms":0,"unplanned_stop_ms":0}' % (label_from + index)
         )
         records.append((minute_ms, record))
     spool.store_minutes("filler-1", records, done_ms=records[-1][0] + 60_000, carry=Carry(0, None, False, {}))
@@ -273,6 +273,39 @@ async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer
         assert cloud.chain_problems() == []
     finally:
         await proxy.stop()
+        cloud.stop()
+
+
+async def test_records_of_acked_voucher_sent_again(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """An ack says the voucher was stored, not its records: a request below the ack point sends the records again.
+
+    Once the telemetry retention has passed they are gone, and the request is answered with a warning instead.
+    """
+    cloud = standin(mosquitto.port)
+    try:
+        async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+            for day in range(8):  # ten records on each synthetic voucher's day, from 2026-02-01T00:00:00Z
+                await gw.spool.call(_store_minutes, 10, 1_769_904_000_000 + day * 86_400_000, day * 10)
+            await gw.issue(8)
+            assert await gw.wait_empty(20) == 0
+            assert await wait_until(lambda: cloud.records() == 80, 10)
+            assert gw.publisher.acked_through == 8
+            with structlog.testing.capture_logs() as logged:
+                cloud.client.publish(f"{cloud.prefix}/resend", json.dumps({"schema": "valuegate/resend/v1", "from_seq": 6}), qos=1)
+                assert await wait_until(lambda: cloud.record_duplicates == 30, 10)  # vouchers 6, 7 and 8
+            assert [entry["resending_from"] for entry in logged if entry["event"] == "resend_requested"] == [9]
+            assert not [entry for entry in logged if entry["event"] == "evidence_unavailable"]
+            assert cloud.duplicates == 0  # no acknowledged voucher was published again
+
+            # After the retention the records and the acknowledged scopes are pruned: nothing to send.
+            await gw.spool.call(lambda spool: spool.prune(10**12, now_ms=10**15, retention_ms=1))
+            assert await gw.spool.call(outbox.voucher_span, 8) is None
+            with structlog.testing.capture_logs() as logged:
+                cloud.client.publish(f"{cloud.prefix}/resend", json.dumps({"schema": "valuegate/resend/v1", "from_seq": 8}), qos=1)
+                assert await wait_until(lambda: any(entry["event"] == "evidence_unavailable" for entry in logged), 10)
+            assert next(entry for entry in logged if entry["event"] == "evidence_unavailable")["seq"] == 8
+            assert cloud.record_duplicates == 30
+    finally:
         cloud.stop()
 
 

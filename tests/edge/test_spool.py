@@ -170,22 +170,44 @@ def test_prune_keeps_newest_unsummarized(spool: Spool) -> None:
     assert spool.used_bytes() <= before // 2
 
 
-def test_published_records_go_after_ack_or_retention(spool: Spool, signer: VoucherSigner) -> None:
+def _two_days_published_first_acked(spool: Spool, signer: VoucherSigner) -> None:
+    """Two plant days of published records for filler-1; one voucher covers day one and is acknowledged."""
+    from valuegate.edge.outbox import PendingVoucher
+
+    from .helpers import synthetic_body
+
     day = 86_400_000
     minutes = [(m * 60_000, json.dumps({"minute": m})) for m in range(0, 2 * 1440)]
     spool.store_minutes("filler-1", minutes, done_ms=2 * day, carry=Carry(0, None, False, {}))
     spool.store_day("filler-1", "1970-01-01", 0, day, {})
     spool.store_day("filler-1", "1970-01-02", day, 2 * day, {})
     outbox.mark_published(spool, [(m, "filler-1") for m, _ in minutes], now_ms=1_000)
-    # One voucher covers day one; ack it.
-    from valuegate.edge.outbox import PendingVoucher
-
-    from .helpers import synthetic_body
-
     spool.store_anchor_day("c-1", "oee-filler", "1970-01-01", "reporting", {})
     signer.issue(spool, [PendingVoucher("c-1", "oee-filler", "1970-01-01", ("filler-1",), 0, day, synthetic_body("1970-01-01"))], now_ms=0)
-    outbox.ack(spool, 1)
+    outbox.ack(spool, 1, now_ms=1_500)
+
+
+def test_published_records_stay_for_retention_after_ack(spool: Spool, signer: VoucherSigner) -> None:
+    """The ack covers the voucher, not its records: they and the voucher's scope stay until the retention has passed."""
+    _two_days_published_first_acked(spool, signer)
+    assert outbox.voucher_span(spool, 1) == (["filler-1"], 0, 86_400_000)
     spool.prune(10**12, now_ms=2_000, retention_ms=10**9)
-    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 1440  # day two: no ack, retention not over
+    assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 2 * 1440
+    assert len(outbox.records_for(spool, ["filler-1"], 0, 86_400_000)) == 1440
     spool.prune(10**12, now_ms=10**9 + 2_000, retention_ms=10**9)
     assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 0
+    assert outbox.voucher_span(spool, 1) is None
+
+
+def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signer: VoucherSigner) -> None:
+    """Under the cap, records an acknowledged voucher covers go after summarized events and before unsummarized ones."""
+    _two_days_published_first_acked(spool, signer)
+    _fill(spool, "m1", 10**10, 3000)  # not summarized
+    spool.prune(10**12, now_ms=2_000, retention_ms=10**9)  # checkpoints the WAL, deletes nothing here
+    used = spool.used_bytes()
+    deleted = spool.prune(used - 50_000, now_ms=2_000, retention_ms=10**9)
+    assert deleted["minutes"] > 0
+    assert deleted["unsummarized_events"] == 0
+    left = dict(spool.db.execute("SELECT covered, count(*) FROM minutes GROUP BY covered").fetchall())
+    assert left[0] == 1440  # day two: no ack covers it, so it is never pruned
+    assert left.get(1, 0) < 1440
