@@ -178,6 +178,7 @@ def ingest(
 
     from .db import DatabaseUnavailable, open_pool
     from .ingest import IngestError, IngestWorker
+    from .ingest_sessions import retire_sessions, worker_name
     from .metrics import serve_exposition
 
     _configure_logging(log_level)
@@ -189,7 +190,8 @@ def ingest(
 
         stopping = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-        pool = await open_pool(settings.dsn, min_size=1, max_size=max(2, workers + 1), name="valuegate-ingest", wait_s=settings.startup_wait_s)
+        # Each worker holds one connection for the lock on its client id and uses up to one more.
+        pool = await open_pool(settings.dsn, min_size=1, max_size=2 * workers + 2, name="valuegate-ingest", wait_s=settings.startup_wait_s)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if settings.ingest_metrics_port:
@@ -200,8 +202,10 @@ def ingest(
                         msg = f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set ingest_metrics_port (or --metrics-port) to a free port, or 0 to turn metrics off"
                         raise IngestError(msg) from exc
                     typer.echo(f"Prometheus metrics at http://{host}:{port}/metrics")
-                for _ in range(workers):
-                    await stack.enter_async_context(IngestWorker(settings, pool=pool))
+                for number in range(1, workers + 1):
+                    await stack.enter_async_context(IngestWorker(settings, pool=pool, name=worker_name(settings, number)))
+                if retired := await retire_sessions(settings, pool, first=workers + 1):
+                    typer.echo(f"retired {retired} broker session(s) of workers an earlier `cloud ingest --workers` left; their queued messages are stored")
                 typer.echo(f"{workers} ingest worker(s) running on {settings.mqtt_host}:{settings.mqtt_port}; press Ctrl-C to stop")
                 await stopping.wait()
         finally:

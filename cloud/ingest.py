@@ -7,6 +7,8 @@ checks it, stores it in one transaction and only then acknowledges the
 MQTT messages (manual PUBACK) and publishes each touched gateway's ``ack``
 and, for a gap, a ``resend``. A rejected message is stored in
 ``rejections`` with its reason and acknowledged, so it is not redelivered.
+Named workers keep their broker session while stopped (see
+``valuegate.cloud.ingest_link``), so nothing sent meanwhile is lost.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import contextlib
 import datetime as dt
 import gc
 import hashlib
-import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,17 +28,14 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from psycopg_pool import AsyncConnectionPool
 
 from valuegate.edge.protocol.voucher import VoucherError
-from valuegate.mqttio import LoopBridge
 
 from . import metrics
 from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
+from .ingest_link import IngestError, IngestLink, claim_client_id, release_client_id, subscriptions
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .store import StoreError, register_rotation
@@ -49,21 +47,6 @@ __all__ = ("IngestError", "IngestWorker", "subscriptions")
 log = structlog.get_logger("valuegate.cloud.ingest")
 REJECTION_LOG_INTERVAL_S = 60.0
 _PAYLOAD_KEEP = 64 * 1024
-_KEEPALIVE_S = 30
-_HANDSHAKE_TIMEOUT_S = 15.0
-_RECONNECT_MIN_S, _RECONNECT_MAX_S = 1.0, 30.0
-# Packets read per readable event at most, so a burst is drained in few passes of the loop but other tasks still run between them.
-_READ_PACKETS = 100
-
-
-class IngestError(RuntimeError):
-    """The worker cannot reach the broker or the database; the message names which and where."""
-
-
-def subscriptions(group: str) -> list[str]:
-    return [f"$share/{group}/valuegate/v1/+/+/+/{kind}" for kind in ("vouchers", "telemetry", "status")]
-
-
 @dataclass(slots=True)
 class _Message:
     topic: str
@@ -140,9 +123,14 @@ class IngestWorker:
     paho does not reconnect by itself: the worker connects a fresh client after a loss.
     """
 
-    def __init__(self, settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, name: str | None = None) -> None:
+    def __init__(self, settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, name: str | None = None, retire: bool = False) -> None:
         self.settings = settings
+        # A named worker keeps its broker session across restarts (see valuegate.cloud.ingest_link); an unnamed one does not.
         self.name = name or f"{settings.client_id_prefix}-{uuid.uuid4().hex[:8]}"
+        self._link = IngestLink(settings, self.name, persistent=name is not None, on_message=self._on_message, retire=retire)
+        self._busy = False
+        # The connection holding the advisory lock on a named worker's client id.
+        self._lease: Any = None
         self._pool = pool
         self._own_pool = pool is None
         self._inbox: collections.deque[_Message] = collections.deque()
@@ -150,18 +138,35 @@ class IngestWorker:
         self._rejection_logged: dict[tuple[str, str, str], float] = {}
         self._rejections_held: dict[tuple[str, str, str], int] = {}
         self._wake = asyncio.Event()
-        self._client: mqtt.Client | None = None
-        self._bridge: LoopBridge | None = None
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
-        # Set while the current client is connected and subscribed.
-        self._connected = asyncio.Event()
         self._last_resend: dict[tuple[str, int], float] = {}
         self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
-        self.connections = 0
+
+    @property
+    def connections(self) -> int:
+        """Connections this worker has made to the broker so far."""
+        return self._link.connections
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker resumed this worker's session (and its queued messages) at the last connect."""
+        return self._link.session_present
+
+    @property
+    def _client(self) -> mqtt.Client | None:
+        return self._link.client
+
+    @property
+    def _connected(self) -> asyncio.Event:
+        return self._link.connected
+
+    def _on_message(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        self._inbox.append(_Message(message.topic, bytes(message.payload), message.mid, message.qos, client))
+        self._wake.set()
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -182,16 +187,31 @@ class IngestWorker:
 
     async def start(self) -> None:
         if self._pool is None:
-            self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=2, name=self.name, wait_s=self.settings.startup_wait_s)
+            # A named worker holds one connection for the lock on its client id (see claim_client_id).
+            size = 3 if self._link.persistent else 2
+            self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=size, name=self.name, wait_s=self.settings.startup_wait_s)
         # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
         self._outage = watch_pool(self._pool, component="ingest")
-        await self._connect()
-        self._connection_task = asyncio.create_task(self._stay_connected(), name=f"ingest-mqtt:{self.name}")
+        if self._link.persistent:
+            self._lease = await claim_client_id(self._pool, self.name)
+        await self._link.connect()
+        self._connection_task = asyncio.create_task(self._link.stay_connected(), name=f"ingest-mqtt:{self.name}")
         self._task = asyncio.create_task(self._run(), name=f"ingest:{self.name}")
-        log.info("ingest_started", worker=self.name, group=self.settings.share_group)
+        # A worker that only looks for a session to retire stays out of the info log; retire_sessions logs what it retired.
+        (log.debug if self._link.retire else log.info)("ingest_started", worker=self.name, group=self.settings.share_group)
 
-    async def stop(self) -> None:
-        """Stop consuming, disconnect and close the pool if this worker opened it; safe to call twice."""
+    async def drained(self, idle_s: float = 1.0) -> None:
+        """Return once no message has arrived or been in work for ``idle_s``."""
+        seen = -1
+        while self._inbox or self._busy or self.processed != seen:
+            seen = self.processed
+            await asyncio.sleep(idle_s)
+
+    async def stop(self, *, end_session: bool = False) -> None:
+        """Stop consuming, disconnect and close the pool if this worker opened it; safe to call twice.
+
+        With ``end_session`` the broker also drops the worker's session, so it no longer takes a share of the messages.
+        """
         for task in (self._task, self._connection_task):
             if task is not None:
                 task.cancel()
@@ -199,112 +219,15 @@ class IngestWorker:
                     await task
         self._task = self._connection_task = None
         if self._client is not None:
-            await self._disconnect()
-            log.info("ingest_stopped", worker=self.name, processed=self.processed)
+            await self._link.close(end_session=end_session)
+            stopped = log.debug if self._link.retire else log.info
+            stopped("ingest_stopped", worker=self.name, processed=self.processed, session_ended=end_session or not self._link.persistent)
+        if self._lease is not None and self._pool is not None:
+            lease, self._lease = self._lease, None
+            await release_client_id(self._pool, lease, self.name)
         if self._own_pool and self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-    # -- the MQTT connection ---------------------------------------------------
-
-    async def _connect(self) -> None:
-        """Connect a fresh client and return once the broker has granted the subscriptions; IngestError names what failed."""
-        loop = asyncio.get_running_loop()
-        host, port = self.settings.mqtt_host, self.settings.mqtt_port
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.name, protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
-        if self.settings.mqtt_username:
-            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
-        # The result of the handshake: None once subscribed, else why the broker turned the client down.
-        ready: asyncio.Future[str | None] = loop.create_future()
-
-        def settle(refusal: str | None) -> None:
-            if not ready.done():
-                ready.set_result(refusal)
-
-        # The bridge runs these callbacks on the loop's thread.
-        def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-            if reason.is_failure:
-                settle(f"the MQTT broker at {host}:{port} refused the connection: {reason}; check mqtt_username and mqtt_password")
-                return
-            client.subscribe([(topic, 1) for topic in subscriptions(self.settings.share_group)])
-
-        def on_subscribe(_client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
-            refused = [str(reason) for reason in reasons if reason.is_failure]
-            if refused:
-                settle(f"the MQTT broker at {host}:{port} refused the subscriptions {subscriptions(self.settings.share_group)}: {', '.join(refused)}; check its ACL")
-                return
-            self.connections += 1
-            self._connected.set()
-            log.info("mqtt_connected", worker=self.name, host=host, port=port, connections=self.connections)
-            settle(None)
-
-        def on_disconnect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-            settle(f"the MQTT broker at {host}:{port} closed the connection during the handshake: {reason}")
-            if client is self._client:
-                self._connected.clear()
-            log.info("mqtt_disconnected", worker=self.name, reason=str(reason))
-
-        def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-            self._inbox.append(_Message(message.topic, bytes(message.payload), message.mid, message.qos, client))
-            self._wake.set()
-
-        client.on_connect = on_connect
-        client.on_subscribe = on_subscribe
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        bridge = LoopBridge(client, loop, read_packets=_READ_PACKETS)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 0
-        self._client, self._bridge = client, bridge
-        try:
-            await asyncio.to_thread(client.connect, host, port, keepalive=_KEEPALIVE_S, clean_start=True, properties=properties)
-        except OSError as exc:
-            await self._disconnect()
-            raise IngestError(f"cannot connect to the MQTT broker at {host}:{port}: {exc}; check mqtt_host and mqtt_port") from exc
-        try:
-            async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
-                refusal = await ready
-        except TimeoutError:
-            refusal = f"the MQTT broker at {host}:{port} did not accept the connection and subscriptions within {_HANDSHAKE_TIMEOUT_S:.0f} s"
-        except BaseException:
-            await self._disconnect()
-            raise
-        if refusal is not None:
-            await self._disconnect()
-            raise IngestError(refusal)
-
-    async def _disconnect(self) -> None:
-        """Close the current client's connection, if any, and stop watching its socket."""
-        client, bridge = self._client, self._bridge
-        self._client = self._bridge = None
-        self._connected.clear()
-        if client is None or bridge is None:
-            return
-        client.disconnect()
-        await bridge.close(1.0)
-
-    async def _stay_connected(self) -> None:
-        """Send keep-alives on the current connection; after a loss, connect again with backoff until the worker stops."""
-        delay_s = _RECONNECT_MIN_S
-        while True:
-            bridge = self._bridge
-            if bridge is not None:
-                while not bridge.closed.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await bridge.closed.wait()
-                    bridge.misc()
-                await self._disconnect()
-            # Messages of the lost connection still in the inbox are stored, but their PUBACK cannot go out on another connection.
-            # Each wait is drawn from [delay/2, delay], so that workers that lost the broker together do not return in lock step.
-            await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
-            try:
-                await self._connect()
-            except IngestError as exc:
-                delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
-                log.warning("mqtt_connect_failed", worker=self.name, reason=str(exc), retry_within_s=delay_s)
-                continue
-            delay_s = _RECONNECT_MIN_S
 
     async def _next_batch(self) -> list[_Message]:
         """Wait for messages and return up to ``ingest_batch`` of them; an empty list after ``reproduce_interval_s`` idle."""
@@ -325,7 +248,11 @@ class IngestWorker:
             if not batch:
                 await self._housekeeping()
                 continue
-            await self._process_with_retry(batch)
+            self._busy = True
+            try:
+                await self._process_with_retry(batch)
+            finally:
+                self._busy = False
             if time.monotonic() - self._last_reproduce > self.settings.reproduce_interval_s:
                 await self._housekeeping()
 
@@ -360,6 +287,7 @@ class IngestWorker:
                 log.exception("reproduce_failed", worker=self.name)
             return
         self._outage.recovered()
+        metrics.WAITING_FOR_RECORDS.set(len(result.missing_records))
         self._request_records(result.missing_records)
 
     def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:
@@ -487,3 +415,4 @@ class IngestWorker:
         client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq}), qos=1)
         metrics.RESEND_REQUESTS.inc()
         log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
+

@@ -16,6 +16,7 @@ __all__ = (
     "CHAIN_GAPS",
     "BATCH_SECONDS",
     "REPRODUCED",
+    "WAITING_FOR_RECORDS",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
     "exposition",
@@ -31,6 +32,10 @@ ACKS_SENT = Counter("valuegate_acks_sent_total", "Ack messages published to gate
 CHAIN_GAPS = Gauge("valuegate_chain_gap_gateways", "Gateways whose chain had a gap at the last batch of this process.")
 BATCH_SECONDS = Histogram("valuegate_ingest_batch_seconds", "Time to verify and store one ingest batch.")
 REPRODUCED = Counter("valuegate_vouchers_reproduced_total", "Vouchers recomputed from stored records, by outcome.", ["outcome"])
+WAITING_FOR_RECORDS = Gauge(
+    "valuegate_vouchers_waiting_for_records",
+    "Vouchers stored longer than records_wait_s whose records have not all arrived, at the last check (at most 200 are counted).",
+)
 HTTP_REQUESTS = Counter("valuegate_http_requests_total", "HTTP requests by method, route and status.", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("valuegate_http_request_seconds", "HTTP request latency by route.", ["route"])
 

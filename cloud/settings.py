@@ -48,7 +48,9 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     share_group: str = "valuegate-ingest"
     """Shared-subscription group: workers in one group split the messages between them."""
     client_id_prefix: str = "valuegate-ingest"
-    """Prefix of each worker's MQTT client id; a random suffix keeps workers apart."""
+    """Prefix of each worker's MQTT client id: `cloud ingest` names its workers <prefix>-1, <prefix>-2 ...; give each ingest process on one broker its own prefix."""
+    mqtt_session_expiry_s: int = 86_400
+    """Seconds the broker keeps a stopped worker's session and queues its share of the messages; 0 ends the session at disconnect, so messages sent while no worker runs are lost."""
 
     clock_skew_s: float = 300.0
     """Seconds a voucher's timestamps may lie in the future of this server's clock before it is rejected."""
@@ -91,6 +93,7 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("port", self.port, 0, 65535)
         _check_range("ingest_metrics_port", self.ingest_metrics_port, 0, 65535)
         _check_range("clock_skew_s", self.clock_skew_s, 0, 86400)
+        _check_range("mqtt_session_expiry_s", self.mqtt_session_expiry_s, 0, 0xFFFFFFFF)
         _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("compress_after_days", self.compress_after_days, 1, 36500)
