@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from . import auth, contracts, store
+from . import auth, contracts, machines, store
 from .db import UTC_OPTIONS
 
 __all__ = ("Admin",)
@@ -69,6 +69,11 @@ class Admin:
         """Register a gateway's next key from a rotation statement signed by its current key."""
         async with self.conn.transaction():
             return await store.register_rotation(self.conn, tenant_id, gateway_id, statement, actor=self.actor)
+
+    async def move_machine(self, tenant_id: str, machine_id: str, gateway_id: str) -> dict[str, Any]:
+        """Make ``gateway_id`` the one source of a machine's telemetry; return the old and new owner."""
+        async with self.conn.transaction():
+            return await machines.move_machine(self.conn, tenant_id, machine_id, gateway_id, actor=self.actor)
 
     async def upload_contract(self, tenant_id: str, source: str | Path) -> tuple[dict[str, Any], bool]:
         """Store a contract from its text or a file path; return the revision in force and whether it is new."""

@@ -292,6 +292,18 @@ def gateway_create(tenant: str, site: str, gateway: str, config: Path | None = C
     typer.echo(f"gateway {gateway} registered at {tenant}/{site}")
 
 
+@admin_app.command("machine-move")
+def machine_move(tenant: str, machine: str, gateway: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Make a gateway the one source of a machine's telemetry, for example after replacing a gateway box."""
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.move_machine(tenant, machine, gateway)
+
+    moved = _run(run())
+    typer.echo(f"machine {machine} of {tenant}: telemetry now accepted from gateway {gateway} (was {moved['from_gateway'] or 'none'})")
+
+
 @admin_app.command("key-add")
 def key_add(
     tenant: str, gateway: str, public_key: str = typer.Argument(..., help="Multibase (z6Mk...) or did:key public key."),

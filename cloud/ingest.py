@@ -36,6 +36,7 @@ from . import metrics
 from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .ingest_link import IngestError, IngestLink, claim_client_id, release_client_id, subscriptions
+from .machines import claim_machines, drop_foreign_records
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .store import StoreError, register_rotation
@@ -352,6 +353,7 @@ class IngestWorker:
                 gateways = await load_gateways(conn, {t.gateway for _, t in parsed if t is not None})
                 vouchers: list[tuple[_Message, PendingVoucher]] = []
                 batches: list[CheckedBatch] = []
+                batch_messages: list[tuple[_Message, Topic]] = []
                 for message, topic in parsed:
                     if topic is not None and topic.kind == "status":
                         continue
@@ -362,6 +364,7 @@ class IngestWorker:
                     try:
                         if kind == "telemetry":
                             batches.append(check_batch(message.payload, topic, gateways))
+                            batch_messages.append((message, topic))
                         else:
                             vouchers.append((message, precheck_voucher(message.payload, topic, gateways, now=now, clock_skew=skew)))
                     except (VoucherError, TelemetryError) as exc:
@@ -372,6 +375,9 @@ class IngestWorker:
                 for index, error in result.rejected.items():
                     message = vouchers[index][0]
                     reject(message, parse_topic(message.topic), "voucher", error.code, str(error))
+                owners = await claim_machines(conn, batches)
+                for index, reason in drop_foreign_records(batches, owners).items():
+                    reject(*batch_messages[index], "telemetry", "machine_owned", reason)
                 rows = await store_batches(conn, batches)
                 await store_rejections(conn, rejections)
 

@@ -31,6 +31,7 @@ from valuegate.edge.protocol.voucher import Claims
 
 from . import metrics
 from .chain import touch_contracts
+from .machines import foreign_machines
 from .verify import canonical_fast
 
 __all__ = ("Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
@@ -131,6 +132,10 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
 async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: dt.datetime) -> Outcome:
     """Recompute one voucher from the stored records and compare every recomputed part with its claims."""
     machines = sorted(m.id for m in claims.machines)
+    foreign = await foreign_machines(conn, claims.tenant, claims.gateway, machines)
+    if foreign:
+        owners = ", ".join(f"machine {machine!r} is measured by gateway {owner!r}" for machine, owner in sorted(foreign.items()))
+        return Outcome(False, f"{owners}, not by this voucher's gateway {claims.gateway!r}, so the stored records are not the ones it commits to")
     cur = await conn.execute(
         "SELECT count(*) FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s",
         (claims.tenant, machines, start, end),

@@ -120,6 +120,12 @@ def test_cli_migrate_and_admin(database: str, tmp_path: Any) -> None:
     assert "already exists" in duplicate.output
     naive = runner.invoke(root_app, ["cloud", "admin", "key-add", "acme", "gw-a1", key, "--valid-from", "2026-01-01T00:00:00", "--dsn", database])
     assert naive.exit_code == 2
+    moved = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-a1", "--dsn", database])
+    assert moved.exit_code == 0, moved.output
+    assert moved.output.strip() == "machine filler-01 of acme: telemetry now accepted from gateway gw-a1 (was none)"
+    unknown = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-zz", "--dsn", database])
+    assert unknown.exit_code == 1
+    assert "gateway 'gw-zz' is not registered under tenant 'acme'" in unknown.output
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT roles FROM users WHERE username = 'finance1'").fetchone() == (["auditor", "finance"],)
         actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY id").fetchall()]
