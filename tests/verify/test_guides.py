@@ -96,3 +96,15 @@ def test_auditor_guide_explains_unlisted_files(language):
     assert UNLISTED in text.replace("\n  ", " "), name
     for phrase in UNLISTED_ADVICE[language]:
         assert phrase in text, (name, phrase)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_bundle_guide_quotes_unlisted_note(tmp_path, language):
+    from valuegate.verify import UNLISTED
+
+    bundle = signed_bundle(tmp_path)
+    shipped = zipfile.ZipFile(bundle["zip"]).read(f"GUIDE.{language}.md").decode("utf-8")
+    # The guide inside the bundle quotes the note verify prints for a file the cloud did not put there.
+    text = shipped.replace("\n", " ")
+    assert f"`NOTE  <{'file' if language == 'en' else '文件'}>`" in text
+    assert f"`{UNLISTED}`" in text
