@@ -2,6 +2,7 @@
 // the symbolic links that leave it (never read), and the files the manifest does not list.
 'use strict';
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -37,11 +38,24 @@ function walk(folder) {
   return { files, outside };
 }
 
-// A FAIL line per link leaving the folder and per unlisted file the checks read, a NOTE line per other unlisted file.
-function checkMembers(members, listed, revisions) {
+// A FAIL line per link leaving the folder, per listed file missing or changed (revision files are checked with their terms),
+// and per unlisted file the checks read; a NOTE line per other unlisted file.
+function checkMembers(folder, members, listed, revisions) {
   const out = [];
   for (const [name, target] of members.outside) out.push(`FAIL ${name}: symbolic link to ${target} leaves the bundle folder; not read`);
-  const known = new Set(['manifest.json', ...Object.keys(listed), ...revisions.map((entry) => entry.file)]);
+  const revisionFiles = new Set(revisions.map((entry) => entry.file));
+  const present = new Set(members.files);
+  for (const [name, expected] of Object.entries(listed).sort()) {
+    if (revisionFiles.has(name) || members.outside.has(name)) continue;
+    if (!present.has(name)) {
+      out.push(`FAIL ${name}: missing from the bundle, though the manifest lists it`);
+      continue;
+    }
+    const actual = 'sha256:' + crypto.createHash('sha256').update(fs.readFileSync(path.join(folder, name))).digest('hex');
+    const wanted = expected.startsWith('sha256:') ? expected : `sha256:${expected}`;
+    if (actual !== wanted) out.push(`FAIL ${name}: SHA-256 ${actual} differs from the manifest's ${expected}`);
+  }
+  const known = new Set(['manifest.json', ...Object.keys(listed), ...revisionFiles]);
   for (const name of members.files.filter((file) => !known.has(file))) {
     out.push(READ.includes(name) ? `FAIL ${name}: not listed in the manifest, though it is read` : `NOTE ${name}: not listed in the manifest; not checked`);
   }

@@ -389,7 +389,7 @@ function main() {
   }
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
-  out.push(...checkMembers(members, listed, entries));
+  out.push(...checkMembers(folder, members, listed, entries));
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
   out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));

@@ -310,8 +310,13 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     assert out[3] == "FAIL gw-1:4: chain: prev is not the hash of sequence 3"
     # The invoice line listing vouchers 3 and 4 fails with them.
     assert out[7] == out[6].split(":")[0].replace("PASS", "FAIL") + " line 1 (line-oee): voucher gw-1:3 failed verification; voucher gw-1:4 failed verification"
-    assert out[-1] == "checked 5 vouchers and 1 documents, 3 failed"
-    assert verify_bundle(folder).ok is False
+    # The edited file no longer matches the manifest's SHA-256, in both verifiers.
+    changed = [line for line in out if line.startswith("FAIL vouchers.jsonl: SHA-256 ")]
+    assert len(changed) == 1
+    assert out[-1] == "checked 5 vouchers and 1 documents, 4 failed"
+    report = verify_bundle(folder)
+    assert report.ok is False
+    assert [v.subject for v in report.files if not v.ok] == ["vouchers.jsonl"]
 
     forge_price(folder)
     forged = subprocess.run(["node", str(script), str(folder)], capture_output=True, text=True, timeout=60)
