@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 
 from valuegate.edge.protocol.voucher import MachineRef, VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher
 
-__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "advance_chain", "advance_chains", "touch_contracts")
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "touch_contracts")
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -291,3 +292,13 @@ async def store_rejections(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
+
+
+def rejection_hints(payload: bytes) -> tuple[str | None, str | None]:
+    """Return the voucher id and contract a rejected payload claims, for its rejection row; None where it names none."""
+    try:
+        subject = msgspec.json.decode(payload).get("credentialSubject", {})
+        vid, contract = subject.get("voucher_id"), subject.get("contract")
+        return (vid if isinstance(vid, str) else None, contract if isinstance(contract, str) else None)
+    except (msgspec.DecodeError, AttributeError):
+        return None, None

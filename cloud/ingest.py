@@ -33,13 +33,13 @@ from psycopg_pool import AsyncConnectionPool
 from valuegate.edge.protocol.voucher import VoucherError
 
 from . import metrics
-from .chain import ChainPosition, load_gateways, store_rejections, store_vouchers
+from .chain import ChainPosition, load_gateways, rejection_hints, store_rejections, store_vouchers
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
-from .ingest_link import IngestError, IngestLink, claim_client_id, release_client_id, subscriptions
+from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
 from .machines import claim_machines, drop_foreign_records
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
-from .store import StoreError, register_rotation
+from .status import register_status_rotations
 from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
 from .verify import PendingVoucher, Topic, parse_topic, precheck_voucher
 
@@ -78,44 +78,6 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _claim_hints(payload: bytes) -> tuple[str | None, str | None]:
-    # Best effort, for the rejection row only: the voucher id and contract a rejected payload claims.
-    try:
-        subject = msgspec.json.decode(payload).get("credentialSubject", {})
-        vid, contract = subject.get("voucher_id"), subject.get("contract")
-        return (vid if isinstance(vid, str) else None, contract if isinstance(contract, str) else None)
-    except (msgspec.DecodeError, AttributeError):
-        return None, None
-
-
-async def _register_rotations(conn: Any, topic: Topic, payload: bytes) -> None:
-    """Register the key-rotation statements a gateway lists in its online status; each one commits or fails alone."""
-    try:
-        status = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        log.warning("status_invalid", gateway=topic.gateway, reason="not JSON")
-        return
-    if not isinstance(status, dict) or status.get("schema") != "valuegate/status/v1" or status.get("state") != "online":
-        return
-    statements = status.get("rotations") or []
-    if not isinstance(statements, list):
-        log.warning("status_invalid", gateway=topic.gateway, reason="rotations is not a list")
-        return
-
-    def from_seq(statement: Any) -> int:
-        subject = statement.get("credentialSubject") if isinstance(statement, dict) else None
-        value = subject.get("from_seq") if isinstance(subject, dict) else None
-        return value if isinstance(value, int) else 0
-
-    for statement in sorted(statements, key=from_seq):
-        try:
-            async with conn.transaction():
-                await register_rotation(conn, topic.tenant, topic.gateway, statement, actor=f"gateway:{topic.gateway}")
-        except StoreError as exc:
-            metrics.REJECTIONS.labels("rotation", exc.code).inc()
-            log.warning("rotation_not_registered", gateway=topic.gateway, code=exc.code, reason=str(exc))
-
-
 class IngestWorker:
     """One ingest worker; use ``async with IngestWorker(settings) as worker`` and it runs until the block exits.
 
@@ -131,7 +93,7 @@ class IngestWorker:
         self._link = IngestLink(settings, self.name, persistent=name is not None, on_message=self._on_message, retire=retire)
         self._busy = False
         # The connection holding the advisory lock on a named worker's client id.
-        self._lease: Any = None
+        self._lease: ClientIdLease | None = None
         self._pool = pool
         self._own_pool = pool is None
         self._inbox: collections.deque[_Message] = collections.deque()
@@ -194,7 +156,9 @@ class IngestWorker:
         # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
         self._outage = watch_pool(self._pool, component="ingest")
         if self._link.persistent:
-            self._lease = await claim_client_id(self._pool, self.name)
+            lease = ClientIdLease(self._pool, self.name)
+            await lease.claim()
+            self._lease = lease
         await self._link.connect()
         self._connection_task = asyncio.create_task(self._link.stay_connected(), name=f"ingest-mqtt:{self.name}")
         self._task = asyncio.create_task(self._run(), name=f"ingest:{self.name}")
@@ -223,9 +187,9 @@ class IngestWorker:
             await self._link.close(end_session=end_session)
             stopped = log.debug if self._link.retire else log.info
             stopped("ingest_stopped", worker=self.name, processed=self.processed, session_ended=end_session or not self._link.persistent)
-        if self._lease is not None and self._pool is not None:
+        if self._lease is not None:
             lease, self._lease = self._lease, None
-            await release_client_id(self._pool, lease, self.name)
+            await lease.release()
         if self._own_pool and self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -279,6 +243,7 @@ class IngestWorker:
 
     async def _housekeeping(self) -> None:
         self._last_reproduce = time.monotonic()
+        await self._keep_lease()
         try:
             async with self.pool.connection() as conn:
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s)
@@ -290,6 +255,18 @@ class IngestWorker:
         self._outage.recovered()
         metrics.WAITING_FOR_RECORDS.set(len(result.missing_records))
         self._request_records(result.missing_records)
+
+    async def _keep_lease(self) -> None:
+        if self._lease is None or self._link.taken_over:
+            return
+        try:
+            kept = await self._lease.keep()
+        except Exception:
+            return  # the database is unreachable: the outage log reports it, and the next pass tries again
+        if not kept:
+            log.error("mqtt_session_taken_over", worker=self.name, reason="another ingest worker took this client id while the database was unreachable; this worker stops")
+            self._link.taken_over = True
+            await self._link.close()
 
     def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:
         """Ask each gateway to resend from its oldest voucher whose records have not arrived; the edge resends the records with it."""
@@ -323,7 +300,7 @@ class IngestWorker:
         rejections: list[tuple[Any, ...]] = []
 
         def reject(message: _Message, topic: Topic | None, kind: str, code: str, reason: str) -> None:
-            vid, contract = _claim_hints(message.payload) if kind == "voucher" else (None, None)
+            vid, contract = rejection_hints(message.payload) if kind == "voucher" else (None, None)
             digest = hashlib.sha256(message.payload).hexdigest()
             rejections.append(
                 (kind, message.topic, topic.tenant if topic else None, topic.gateway if topic else None, vid, contract, code, reason,
@@ -349,7 +326,7 @@ class IngestWorker:
                 # Rotations first: a voucher of the same batch may already be signed by the next key.
                 for message, topic in parsed:
                     if topic is not None and topic.kind == "status":
-                        await _register_rotations(conn, topic, message.payload)
+                        await register_status_rotations(conn, topic.tenant, topic.gateway, message.payload)
                 gateways = await load_gateways(conn, {t.gateway for _, t in parsed if t is not None})
                 vouchers: list[tuple[_Message, PendingVoucher]] = []
                 batches: list[CheckedBatch] = []

@@ -35,6 +35,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -42,7 +43,7 @@ from valuegate.mqttio import LoopBridge
 
 from .settings import CloudSettings
 
-__all__ = ("IngestError", "IngestLink", "claim_client_id", "release_client_id", "subscriptions")
+__all__ = ("ClientIdLease", "IngestError", "IngestLink", "subscriptions")
 
 log = structlog.get_logger("valuegate.cloud.ingest")
 _KEEPALIVE_S = 30
@@ -65,30 +66,60 @@ def _lock_key(client_id: str) -> int:
     return int.from_bytes(hashlib.sha256(b"valuegate-ingest:" + client_id.encode()).digest()[:8], "big", signed=True)
 
 
-async def claim_client_id(pool: AsyncConnectionPool, client_id: str) -> AsyncConnection:
-    """Take the advisory lock on ``client_id`` and return the connection holding it; IngestError when another worker holds it."""
-    conn = await pool.getconn()
-    try:
-        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(client_id),))).fetchone()
-        await conn.commit()
-    except BaseException:
-        await pool.putconn(conn)
-        raise
-    if not row or not row[0]:
-        await pool.putconn(conn)
-        raise IngestError(
-            f"another ingest worker is running with MQTT client id {client_id!r}; two would take the broker session from each other; "
-            "give each `cloud ingest` process on one broker its own client_id_prefix"
-        )
-    return conn
+class ClientIdLease:
+    """The advisory lock on a named worker's client id, held on one pooled connection while the worker runs."""
 
+    def __init__(self, pool: AsyncConnectionPool, client_id: str) -> None:
+        self.pool = pool
+        self.client_id = client_id
+        self._conn: AsyncConnection | None = None
 
-async def release_client_id(pool: AsyncConnectionPool, conn: AsyncConnection, client_id: str) -> None:
-    """Give up the lock taken by :func:`claim_client_id` and return its connection to the pool."""
-    with contextlib.suppress(Exception):  # a broken connection has lost the lock already
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(client_id),))
-        await conn.commit()
-    await pool.putconn(conn)
+    async def claim(self) -> None:
+        """Take the lock; IngestError when another worker holds it."""
+        conn = await self.pool.getconn()
+        try:
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.client_id),))).fetchone()
+            await conn.commit()
+        except BaseException:
+            await self.pool.putconn(conn)
+            raise
+        if not row or not row[0]:
+            await self.pool.putconn(conn)
+            raise IngestError(
+                f"another ingest worker is running with MQTT client id {self.client_id!r}; two would take the broker session from each other; "
+                "give each `cloud ingest` process on one broker its own client_id_prefix"
+            )
+        self._conn = conn
+
+    async def keep(self) -> bool:
+        """Take the lock again when its connection was lost (a database restart ends it); return False when another worker took it meanwhile.
+
+        Raises the database error while the database cannot be reached, so the caller tries again later.
+        """
+        if self._conn is not None:
+            try:
+                await self._conn.execute("SELECT 1")
+                await self._conn.commit()
+                return True
+            except psycopg.OperationalError:
+                await self.pool.putconn(self._conn)  # the pool discards a broken connection
+                self._conn = None
+        try:
+            await self.claim()
+        except IngestError:
+            return False
+        log.info("ingest_client_id_reclaimed", worker=self.client_id)
+        return True
+
+    async def release(self) -> None:
+        """Give up the lock and return its connection to the pool."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):  # a broken connection has lost the lock already
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(self.client_id),))
+            await conn.commit()
+        await self.pool.putconn(conn)
 
 
 class IngestLink:

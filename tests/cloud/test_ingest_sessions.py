@@ -102,3 +102,46 @@ async def test_second_worker_with_same_id_refused(two_tenants: tuple[Gateway, Ga
     # Once it stopped, the id is free again.
     async with IngestWorker(settings, name=worker_name(settings, 1)) as again:
         assert again.session_present
+
+
+async def terminate_lock_holders(dsn: str) -> int:
+    """End the database sessions that hold an advisory lock, as a database restart would."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        rows = await (await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")).fetchall()
+    return len(rows)
+
+
+async def test_lost_lock_is_taken_again(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: MosquittoServer) -> None:
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="relock", client_id_prefix="relock", reproduce_interval_s=0.2)
+    with structlog.testing.capture_logs() as logged:
+        async with IngestWorker(settings, name=worker_name(settings, 1)):
+            assert await terminate_lock_holders(cloud_dsn) == 1
+            deadline = time.monotonic() + 10
+            while not any(entry["event"] == "ingest_client_id_reclaimed" for entry in logged) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert [entry["worker"] for entry in logged if entry["event"] == "ingest_client_id_reclaimed"] == ["relock-1"]
+            with pytest.raises(IngestError, match="client id 'relock-1'"):
+                async with IngestWorker(settings, name=worker_name(settings, 1)):
+                    pass
+
+
+async def test_worker_stops_when_id_taken_meanwhile(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: MosquittoServer) -> None:
+    """While the first worker's lock is gone, a second worker takes the id: the first stops instead of taking the session back."""
+    acme, _ = two_tenants
+    slow = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="taken", client_id_prefix="taken", reproduce_interval_s=3.0)
+    with structlog.testing.capture_logs() as logged:
+        async with IngestWorker(slow, name=worker_name(slow, 1)) as first:
+            assert await terminate_lock_holders(cloud_dsn) == 1
+            async with IngestWorker(slow, name=worker_name(slow, 1)) as second:
+                deadline = time.monotonic() + 15
+                while not any(entry["event"] == "mqtt_session_taken_over" for entry in logged) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                connections = first.connections
+                await asyncio.sleep(2)  # the first worker stays away
+                assert first.connections == connections
+                await asyncio.to_thread(publish_batches, mosquitto.port, acme, 2)
+                assert await wait_rows(cloud_dsn, acme.gateway, 12) == 12
+                assert second.processed == 2
+    taken = [entry for entry in logged if entry["event"] == "mqtt_session_taken_over"]
+    assert [entry["worker"] for entry in taken] == ["taken-1"]
+    assert "another ingest worker took this client id" in taken[0]["reason"]
