@@ -104,6 +104,8 @@ class IngestWorker:
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
         self._last_resend: dict[tuple[str, int], float] = {}
+        # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
+        self._unsent_acks: dict[str, tuple[Topic, int]] = {}
         self._last_records_request: dict[tuple[str, int], float] = {}
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
@@ -244,6 +246,8 @@ class IngestWorker:
     async def _housekeeping(self) -> None:
         self._last_reproduce = time.monotonic()
         await self._keep_lease()
+        if self._unsent_acks and self._client is not None and self._connected.is_set():
+            self._send_held_acks(self._client)
         try:
             async with self.pool.connection() as conn:
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s)
@@ -368,16 +372,21 @@ class IngestWorker:
         return result.positions
 
     def _acknowledge(self, messages: list[_Message], vouchers: list[PendingVoucher], positions: dict[str, ChainPosition]) -> None:
+        topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
         client = self._client
         if client is None or not self._connected.is_set():
-            return  # the gateways resend what no ack covers once they and this worker are connected again
-        topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
+            # Sent once connected again (acks are cumulative, so the highest one per gateway is enough).
+            for gateway_id, position in positions.items():
+                held = self._unsent_acks.get(gateway_id)
+                if held is None or held[1] < position.stored_through:
+                    self._unsent_acks[gateway_id] = (topics[gateway_id], position.stored_through)
+            return
+        self._send_held_acks(client)
         gaps = 0
         for gateway_id, position in positions.items():
             topic = topics[gateway_id]
-            ack = {"schema": "valuegate/ack/v1", "stored_through": position.stored_through}
-            client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
-            metrics.ACKS_SENT.inc()
+            self._unsent_acks.pop(gateway_id, None)
+            self._send_ack(client, topic, position.stored_through)
             if position.gap:
                 gaps += 1
                 self._request_resend(client, topic, position)
@@ -385,6 +394,17 @@ class IngestWorker:
         for message in messages:
             if message.qos > 0 and message.source is client:
                 client.ack(message.mid, message.qos)
+
+    def _send_ack(self, client: mqtt.Client, topic: Topic, stored_through: int) -> None:
+        ack = {"schema": "valuegate/ack/v1", "stored_through": stored_through}
+        client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
+        metrics.ACKS_SENT.inc()
+
+    def _send_held_acks(self, client: mqtt.Client) -> None:
+        """Send the acks of batches stored while the worker was not connected."""
+        held, self._unsent_acks = self._unsent_acks, {}
+        for topic, stored_through in held.values():
+            self._send_ack(client, topic, stored_through)
 
     def _request_resend(self, client: mqtt.Client, topic: Topic, position: ChainPosition) -> None:
         from_seq = position.stored_through + 1

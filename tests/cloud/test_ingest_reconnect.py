@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 from valuegate.cloud.db import UTC_OPTIONS
-from valuegate.cloud.ingest import IngestWorker
+from valuegate.cloud.ingest import IngestWorker, _Message
 from valuegate.cloud.settings import CloudSettings
 from valuegate.services import MosquittoServer
 
@@ -76,3 +76,22 @@ async def test_worker_reconnects_after_broker_restart(two_tenants: tuple[Gateway
     events = [entry for entry in logged if entry["event"] in ("mqtt_connected", "mqtt_disconnected")]
     assert [entry["event"] for entry in events][:3] == ["mqtt_connected", "mqtt_disconnected", "mqtt_connected"]
     assert [entry["connections"] for entry in events if entry["event"] == "mqtt_connected"] == [1, 2]
+
+
+async def test_ack_held_while_disconnected_sent_after(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: MosquittoServer) -> None:
+    """A batch stored while the worker has no connection gets its ack once the worker is connected again, with no new message."""
+    acme, _ = two_tenants
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="held", reproduce_interval_s=0.2)
+    async with IngestWorker(settings) as worker:
+        probe = Probe(mosquitto.port)
+        try:
+            await worker._link.close()  # as a lost connection: the worker connects again by itself
+            assert not worker._connected.is_set()
+            topic = acme.topic("vouchers")
+            await worker.process([_Message(topic, msgspec.json.encode(acme.next_voucher()), 0, 0)])
+            await worker.process([_Message(topic, msgspec.json.encode(acme.next_voucher()), 0, 0)])
+            await probe.wait_for(acked(acme, 2), timeout=15)
+            assert worker.connections == 2
+            assert [body["stored_through"] for topic, body in probe.received if topic == acme.topic("ack")] == [2]
+        finally:
+            probe.close()
