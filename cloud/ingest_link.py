@@ -261,10 +261,15 @@ class IngestLink:
             # Messages of the lost connection still in the inbox are stored, but their PUBACK cannot go out on another connection.
             # Each wait is drawn from [delay/2, delay], so that workers that lost the broker together do not return in lock step.
             await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
+            if self.taken_over:
+                return
             try:
                 await self.connect()
             except IngestError as exc:
                 delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
                 log.warning("mqtt_connect_failed", worker=self.name, reason=str(exc), retry_within_s=delay_s)
                 continue
+            if self.taken_over:  # found out while this connection was being made
+                await self.close()
+                return
             delay_s = _RECONNECT_MIN_S
