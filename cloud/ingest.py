@@ -152,7 +152,7 @@ class IngestWorker:
 
     async def start(self) -> None:
         if self._pool is None:
-            # A named worker holds one connection for the lock on its client id (see claim_client_id).
+            # A named worker holds one connection for the lock on its client id (see ClientIdLease).
             size = 3 if self._link.persistent else 2
             self._pool = await open_pool(self.settings.dsn, min_size=1, max_size=size, name=self.name, wait_s=self.settings.startup_wait_s)
         # Workers sharing a pool share its outage log, so an outage is logged once per pool, not once per worker.
