@@ -253,7 +253,9 @@ class OpcUaClient:
                 read_value.NodeId = item.node_id
                 read_value.AttributeId = ua.AttributeIds.Value
                 params.NodesToRead.append(read_value)
-            values = await asyncio.wait_for(client.uaclient.read(params), self.config.timeout_ms / 1000)
+            # asyncio.timeout keeps a cancel that arrives as the read ends (Python 3.11's wait_for can drop it and the poll loop would run on).
+            async with asyncio.timeout(self.config.timeout_ms / 1000):
+                values = await client.uaclient.read(params)
             received = now_ms()
             samples.extend(self._sample(item.tag, value, received) for (_, item), value in zip(chunk, values, strict=True))
         return samples
@@ -281,9 +283,8 @@ class OpcUaClient:
             if client is None:
                 return
             try:
-                await asyncio.wait_for(
-                    client.uaclient.read_attributes([_SERVER_STATE], ua.AttributeIds.Value), self.config.timeout_ms / 1000
-                )
+                async with asyncio.timeout(self.config.timeout_ms / 1000):
+                    await client.uaclient.read_attributes([_SERVER_STATE], ua.AttributeIds.Value)
             except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
                 self.stats["keepalive_failures"] += 1
                 self._count_failure(exc)

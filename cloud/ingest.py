@@ -200,8 +200,11 @@ class IngestWorker:
         """Wait for messages and return up to ``ingest_batch`` of them; an empty list after ``reproduce_interval_s`` idle."""
         if not self._inbox:
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that arrives as the wait ends,
+            # and the worker's loop would then run on after stop().
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reproduce_interval_s)
+                async with asyncio.timeout(self.settings.reproduce_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 return []
         batch = []

@@ -185,7 +185,8 @@ class EdgeAgent:
                     self._log.error("device_failed", device=device_id, machine=machine_id, error=repr(exc), retry_in_s=round(delay, 1), repeats_not_logged=held)
                 await self._enqueue(normalizer.offline())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
 
     async def _on_samples(self, machine_id: str, device_id: str, client: Any, samples: list[Any]) -> None:
         normalizer = self._normalizers[machine_id]
@@ -330,8 +331,10 @@ class EdgeAgent:
 
     async def _housekeeping(self) -> None:
         while not self._stopping.is_set():
+            # asyncio.timeout keeps a cancel that arrives as the wait ends (Python 3.11's wait_for can drop it).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=_HOUSEKEEPING_S)
+                async with asyncio.timeout(_HOUSEKEEPING_S):
+                    await self._stopping.wait()
             if self._stopping.is_set():
                 return
             try:

@@ -183,10 +183,10 @@ class Publisher:
                 await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        # asyncio.timeout keeps a cancel that arrives as the wait ends (Python 3.11's wait_for can drop it).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     # -- one connection --------------------------------------------------------
 

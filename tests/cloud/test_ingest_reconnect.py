@@ -95,3 +95,24 @@ async def test_ack_held_while_disconnected_sent_after(two_tenants: tuple[Gateway
             assert [body["stored_through"] for topic, body in probe.received if topic == acme.topic("ack")] == [2]
         finally:
             probe.close()
+
+
+async def test_cancel_as_message_arrives_stops_worker_loop() -> None:
+    """A stop that lands in the same loop pass as a new message must end the worker's loop, not be dropped."""
+    worker = IngestWorker(CloudSettings(dsn="postgresql://unused@127.0.0.1:1/unused", reproduce_interval_s=2))
+    rounds = 0
+
+    async def run() -> None:  # the shape of IngestWorker._run without the database work
+        nonlocal rounds
+        while True:
+            await worker._next_batch()
+            rounds += 1
+
+    for _ in range(5):
+        task = asyncio.create_task(run())
+        await asyncio.sleep(0.05)
+        worker._wake.set()  # a message arrives ...
+        task.cancel()  # ... as the stop's cancel does
+        done, _ = await asyncio.wait({task}, timeout=3)
+        assert done == {task}, f"the loop ran on after cancel(); rounds={rounds}"
+        assert task.cancelled()
