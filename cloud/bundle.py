@@ -2,9 +2,10 @@
 
 Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
 
-- ``manifest.json``: schema, contract id, creation time, the revision number
-  and terms digest of ``contract.json``, the earlier revisions the bundle
-  carries (``revisions``), and the SHA-256 of every other file, so that a
+- ``manifest.json``: schema, contract id, creation time, the number of
+  vouchers (``vouchers``), the revision number and terms digest of
+  ``contract.json``, the earlier revisions the bundle carries
+  (``revisions``), and the SHA-256 of every other file, so that a
   truncated or swapped file is noticed.
 - ``contract.json``: the contract terms (anchors, prices, caps, floors,
   settlement mode, currency, rounding) of the revision in force.
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from valuegate.cloud.bundle_members import Members, read_members
+from valuegate.cloud.bundle_members import BundleError, check_manifest, load_json, read_bundle_members
 from valuegate.edge.protocol.canonical import content_digest
 
 __all__ = (
@@ -76,10 +77,6 @@ __all__ = (
 BUNDLE_SCHEMA = "valuegate/bundle/v1"
 _MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json", "adjustments.json")
 _GUIDES = ("GUIDE.en.md", "GUIDE.zh-CN.md")
-
-
-class BundleError(ValueError):
-    """A bundle cannot be read or built; the message names the file and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,58 +299,6 @@ def write_bundle(path: str | Path, **parts: Any) -> Path:
     return path
 
 
-def _read_members(path: Path) -> Members:
-    try:
-        members = read_members(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
-    if members.repeated:
-        # A reader would see only one of the copies, so which one is checked cannot be left to chance.
-        raise BundleError(f"{path}: the ZIP file contains more than one member named {', '.join(members.repeated)}; "
-                          "ask the vendor for a bundle as the cloud built it")
-    return members
-
-
-def _load_json(path: Path, name: str, data: bytes) -> Any:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: {name} is not valid UTF-8 JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BundleError(f"{path}: {name} nests JSON too deeply to read; a bundle built by the cloud never does, so ask the vendor for it again") from exc
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_manifest(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Check the shapes the checks rely on (``files``, ``contract_revision``, ``revisions``) and return the revisions list."""
-    files = manifest.get("files", {})
-    if not isinstance(files, dict) or not all(isinstance(value, str) for value in files.values()):
-        raise BundleError(f"{path}: manifest.json has an invalid files map ({files!r}); it needs the SHA-256 of each file by name")
-    in_force = manifest.get("contract_revision")
-    if in_force is not None and not _whole(in_force):
-        raise BundleError(f"{path}: manifest.json has an invalid contract_revision {in_force!r}; it needs a whole number or null")
-
-    revisions = manifest.get("revisions") or []
-    shaped = isinstance(revisions, list) and all(
-        isinstance(item, dict) and isinstance(item.get("file"), str) and _whole(item.get("revision")) and isinstance(item.get("contract_digest"), str)
-        for item in revisions
-    )
-    if not shaped:
-        raise BundleError(f"{path}: manifest.json has an invalid revisions list ({revisions!r}); each entry needs a file, a revision and a contract_digest")
-    numbers = [item["revision"] for item in revisions]
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1 or n == in_force})
-    if repeated:
-        raise BundleError(f"{path}: manifest.json gives contract revision {', '.join(map(str, repeated))} to more than one file; "
-                          "ask the vendor for a bundle as the cloud built it")
-    names = [item["file"] for item in revisions]
-    if len(set(names)) != len(names):
-        raise BundleError(f"{path}: manifest.json lists a revision file under more than one revision ({names!r}); ask the vendor for a bundle as the cloud built it")
-    return revisions
-
-
 def read_bundle(path: str | Path) -> Bundle:
     """Read a bundle ZIP or its unpacked folder.
 
@@ -363,7 +308,7 @@ def read_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
-    read = _read_members(path)
+    read = read_bundle_members(path)
     members, outside = read.data, read.outside
     for name in ("manifest.json", *_MEMBERS, "stored.json"):
         if name in outside:
@@ -372,34 +317,29 @@ def read_bundle(path: str | Path) -> Bundle:
     if missing:
         raise BundleError(f"{path}: the bundle lacks {', '.join(missing)}; ask the sender for a complete bundle")
 
-    manifest = _load_json(path, "manifest.json", members["manifest.json"])
+    manifest = load_json(path, "manifest.json", members["manifest.json"])
     if not isinstance(manifest, dict) or manifest.get("schema") != BUNDLE_SCHEMA:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise BundleError(f"{path}: unknown bundle schema {schema!r}; this verifier reads {BUNDLE_SCHEMA!r}")
 
-    revisions = _check_manifest(path, manifest)
-    revision_terms = {item["file"]: _load_json(path, item["file"], members[item["file"]]) for item in revisions if item["file"] in members}
+    revisions = check_manifest(path, manifest)
+    revision_terms = {item["file"]: load_json(path, item["file"], members[item["file"]]) for item in revisions if item["file"] in members}
 
     vouchers = []
     for number, line in enumerate(members["vouchers.jsonl"].decode("utf-8", errors="replace").splitlines(), start=1):
         if line.strip():
-            vouchers.append(_load_json(path, f"vouchers.jsonl line {number}", line.encode("utf-8")))
+            vouchers.append(load_json(path, f"vouchers.jsonl line {number}", line.encode("utf-8")))
     return Bundle(
         manifest=manifest,
-        contract=_load_json(path, "contract.json", members["contract.json"]),
+        contract=load_json(path, "contract.json", members["contract.json"]),
         vouchers=vouchers,
-        keys=_load_json(path, "keys.json", members["keys.json"]),
-        documents=_load_json(path, "invoices.json", members["invoices.json"]),
-        adjustments=_load_json(path, "adjustments.json", members["adjustments.json"]),
+        keys=load_json(path, "keys.json", members["keys.json"]),
+        documents=load_json(path, "invoices.json", members["invoices.json"]),
+        adjustments=load_json(path, "adjustments.json", members["adjustments.json"]),
         guides={name: members[name].decode("utf-8", errors="replace") for name in _GUIDES if name in members},
-        stored=_load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
+        stored=load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
         revisions=revisions,
         revision_terms=revision_terms,
         digests={name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in members.items()},
         outside=outside,
     )
-
-
-def file_digests(path: str | Path) -> dict[str, str]:
-    """Return ``sha256:<hex>`` of every member of the bundle at ``path``, to compare with its manifest."""
-    return {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in _read_members(Path(path)).data.items()}

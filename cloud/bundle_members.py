@@ -1,35 +1,77 @@
-"""Members of an auditor bundle, read from its ZIP file or unpacked folder, and the members that would leave the bundle."""
+"""Members of an auditor bundle, read from its ZIP file or unpacked folder, the members that would leave the bundle, and the manifest's shape."""
 
 from __future__ import annotations
 
-import collections
+import json
 import os
+import posixpath
 import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ("Members", "read_members")
+__all__ = ("BundleError", "Members", "read_members", "read_bundle_members", "load_json", "check_manifest", "climbs", "unpacked_name")
+
+
+class BundleError(ValueError):
+    """A bundle cannot be read or built; the message names the file and what to do."""
 
 
 @dataclass(slots=True)
 class Members:
-    """The bytes of each member by name, the members not read with the reason, and the names a ZIP file repeats.
+    """The bytes of each member by the name it unpacks to, the members not read with the reason, and the names a ZIP file repeats.
 
     ``outside`` contains every member that would land outside the bundle when
     unpacked (an absolute or ``..`` name, or a symbolic link leaving the
     folder); such a member is never read, so nothing outside the bundle is checked in its place.
+    ``repeated`` maps each path that more than one ZIP member unpacks to
+    (see :func:`unpacked_name`) to the members' names as the ZIP file gives them.
     """
 
     data: dict[str, bytes] = field(default_factory=dict)
     outside: dict[str, str] = field(default_factory=dict)
-    repeated: list[str] = field(default_factory=list)
+    repeated: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _climbs(name: str) -> bool:
+def climbs(name: str) -> bool:
     """Return whether an unpacked member would land outside the target folder: an absolute name, a drive letter or a ``..`` part."""
     parts = name.replace("\\", "/").split("/")
     return name.startswith(("/", "\\")) or name[1:2] == ":" or ".." in parts
+
+
+def unpacked_name(name: str) -> str:
+    """Return the path an unpacking tool writes the ZIP member ``name`` to: backslashes as slashes, ``.`` parts and extra slashes dropped.
+
+    ``./contract.json``, ``contract.json/`` and ``contracts\\C-1\\revision-1.json``
+    unpack to ``contract.json`` and ``contracts/C-1/revision-1.json``. Only
+    names that do not climb (see :func:`climbs`) are given.
+    """
+    return posixpath.normpath(name.replace("\\", "/"))
+
+
+def _collisions(names: list[tuple[str, bool]]) -> dict[str, list[str]]:
+    """Return each file path that more than one member unpacks to, or that another member needs as a folder, with those members' names.
+
+    ``names`` contains each member's name and whether it is a folder entry. Paths
+    are compared ignoring case, because Windows and macOS unpack ``CONTRACT.JSON``
+    over ``contract.json``; the key is the path of the first such member.
+    """
+    files: dict[str, list[str]] = {}
+    folders: dict[str, list[str]] = {}
+    first_path: dict[str, str] = {}
+    for name, is_folder in names:
+        path = unpacked_name(name)
+        if path == ".":
+            continue
+        first_path.setdefault(path.casefold(), path)
+        (folders if is_folder else files).setdefault(path.casefold(), []).append(name)
+        # Every folder above a member must be a folder, not a file, once unpacked.
+        parent = posixpath.dirname(path)
+        while parent:
+            folders.setdefault(parent.casefold(), []).append(name)
+            parent = posixpath.dirname(parent)
+    return {first_path[key]: [*found, *folders.get(key, [])] for key, found in files.items() if len(found) > 1 or key in folders}
 
 
 def _read_folder(root: Path) -> Members:
@@ -57,16 +99,18 @@ def _read_zip(path: Path) -> Members:
     members = Members()
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            if _climbs(info.filename):
+            if climbs(info.filename):
                 members.outside[info.filename] = "a name that is absolute or climbs with '..', so unpacking it writes outside the bundle folder"
             elif stat.S_ISLNK(info.external_attr >> 16):
                 # Info-ZIP unzip restores such members as links on Unix. The cloud never writes one.
                 target = archive.read(info).decode("utf-8", errors="replace")
-                members.outside[info.filename] = f"a symbolic link to {target}, which unpacking tools may follow outside the bundle folder"
-        names = [name for name in archive.namelist() if not name.endswith("/") and name not in members.outside]
-        members.repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+                members.outside[unpacked_name(info.filename)] = f"a symbolic link to {target}, which unpacking tools may follow outside the bundle folder"
+        inside = [info for info in archive.infolist() if not climbs(info.filename)]
+        # Unpacking writes a member over another that unpacks to the same path, so such members fail like a repeated name.
+        members.repeated = _collisions([(info.filename, info.is_dir()) for info in inside])
         if not members.repeated:
-            members.data = {name: archive.read(name) for name in names}
+            members.data = {unpacked_name(info.filename): archive.read(info) for info in inside
+                            if not info.is_dir() and unpacked_name(info.filename) not in members.outside}
     return members
 
 
@@ -76,3 +120,67 @@ def read_members(path: Path) -> Members:
         # Revision files sit in subfolders (contracts/<id>/), so members are named by their path relative to the bundle.
         return _read_folder(path.resolve())
     return _read_zip(path)
+
+
+def read_bundle_members(path: Path) -> Members:
+    """Read the members of the bundle at ``path``; raises :class:`BundleError` when it cannot be read or repeats a member."""
+    try:
+        members = read_members(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
+    if members.repeated:
+        # A reader would see only one of the copies, so which one is checked cannot be left to chance.
+        found = "; ".join(f"{target} (members {', '.join(names)})" for target, names in sorted(members.repeated.items()))
+        raise BundleError(f"{path}: the ZIP file has more than one member that unpacks to {found}; unpacking writes one over the other, "
+                          "so do not use the unpacked files; ask the vendor for a bundle as the cloud built it")
+    return members
+
+
+def load_json(path: Path, name: str, data: bytes) -> Any:
+    """Parse the member ``name`` of the bundle at ``path`` as UTF-8 JSON; raises :class:`BundleError` naming it when that fails."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: {name} is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BundleError(f"{path}: {name} nests JSON too deeply to read; a bundle built by the cloud never does, so ask the vendor for it again") from exc
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_manifest(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check the shapes the checks rely on (``files``, ``contract_revision``, ``revisions``) and return the revisions list."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(value, str) for value in files.values()):
+        raise BundleError(f"{path}: manifest.json has an invalid files map ({files!r}); it needs the SHA-256 of each file by name")
+    in_force = manifest.get("contract_revision")
+    if in_force is not None and not _whole(in_force):
+        raise BundleError(f"{path}: manifest.json has an invalid contract_revision {in_force!r}; it needs a whole number or null")
+
+    count = manifest.get("vouchers")
+    if count is not None and not _whole(count):
+        raise BundleError(f"{path}: manifest.json has an invalid vouchers count {count!r}; it needs a whole number or null")
+    # Only an absent or null list means no earlier revisions; {} or "" is as malformed as any other shape.
+    revisions = manifest.get("revisions")
+    revisions = [] if revisions is None else revisions
+    shaped = isinstance(revisions, list) and all(
+        isinstance(item, dict) and isinstance(item.get("file"), str) and _whole(item.get("revision")) and isinstance(item.get("contract_digest"), str)
+        for item in revisions
+    )
+    if not shaped:
+        raise BundleError(f"{path}: manifest.json has an invalid revisions list ({revisions!r}); each entry needs a file, a revision and a contract_digest")
+    numbers = [item["revision"] for item in revisions]
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1 or n == in_force})
+    if repeated:
+        raise BundleError(f"{path}: manifest.json gives contract revision {', '.join(map(str, repeated))} to more than one file; "
+                          "ask the vendor for a bundle as the cloud built it")
+    names = [item["file"] for item in revisions]
+    leaving = [name for name in names if climbs(name)]
+    if leaving:
+        raise BundleError(f"{path}: manifest.json lists revision file {', '.join(map(repr, leaving))}, a name that is absolute or climbs with '..', "
+                          "outside the bundle; ask the vendor for a bundle as the cloud built it")
+    if len(set(names)) != len(names):
+        raise BundleError(f"{path}: manifest.json lists a revision file under more than one revision ({names!r}); ask the vendor for a bundle as the cloud built it")
+    return revisions

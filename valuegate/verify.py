@@ -98,7 +98,7 @@ class Report:
 
 
 def _check_files(bundle: Bundle) -> list[Verdict]:
-    """Compare each listed file with its SHA-256, fail each member that leaves the bundle, and note each unlisted one."""
+    """Compare each listed file with its SHA-256 and vouchers.jsonl with the manifest's voucher count, fail each member that leaves the bundle, and note each unlisted one."""
     verdicts = [
         Verdict(name, [f"not read: it is {reason}; ask the sender for a bundle as the cloud built it"])
         for name, reason in sorted(bundle.outside.items())
@@ -122,6 +122,16 @@ def _check_files(bundle: Bundle) -> list[Verdict]:
             verdicts.append(Verdict(name, ["not listed in the manifest, though the checks read it; ask the sender for a bundle as the cloud built it"]))
         else:
             verdicts.append(Verdict(name, notes=[UNLISTED], checked=False))
+
+    # read_bundle has checked that the count is a whole number or None; a bundle built before it was recorded has none.
+    count = bundle.manifest.get("vouchers")
+    if count is not None and count != len(bundle.vouchers):
+        verdict = next((v for v in verdicts if v.subject == "vouchers.jsonl"), None)
+        if verdict is None:
+            verdict = Verdict("vouchers.jsonl")
+            verdicts.append(verdict)
+        verdict.reasons.append(f"contains {len(bundle.vouchers)} vouchers, but the manifest gives {count}: vouchers were added or removed after "
+                               "the bundle was built; ask the sender for a bundle as the cloud built it")
     return verdicts
 
 

@@ -1,5 +1,5 @@
 // Members of an unpacked valuegate bundle for the independent verifier: every file under the folder,
-// the symbolic links that leave it (never read), and the files the manifest does not list.
+// the symbolic links that leave it (never read), the files the manifest does not list, and reading a file as JSON.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -8,6 +8,41 @@ const path = require('node:path');
 
 // Files the checks read; every one must be listed in the manifest.
 const READ = ['contract.json', 'vouchers.jsonl', 'keys.json', 'invoices.json', 'adjustments.json', 'stored.json'];
+
+// Whether an unpacked name lands outside the bundle folder: absolute, a drive letter, or a '..' part (with / or \\).
+const climbs = (name) => /^[/\\]/.test(name) || name[1] === ':' || name.replace(/\\/g, '/').split('/').includes('..');
+
+// The bytes `data` of the bundle file `name` as text, which must be UTF-8; a byte order mark is kept,
+// so that JSON.parse rejects it as Python's json does.
+function decode(name, data) {
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(data);
+  } catch {
+    throw new Error(`${name} is not valid UTF-8`);
+  }
+}
+
+const readText = (folder, name) => decode(name, fs.readFileSync(path.join(folder, name)));
+
+// Parse `text` of the bundle file `name`; the error names the file.
+function parseJson(name, text) {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${name} is not valid JSON: ${error.message}`);
+  }
+}
+
+// Read the bundle file `name` as JSON; `fallback` stands for an optional file that is absent.
+function readJson(folder, name, fallback) {
+  if (fallback !== undefined && !fs.existsSync(path.join(folder, name))) return fallback;
+  return parseJson(name, readText(folder, name));
+}
+
+// The vouchers of vouchers.jsonl, one JSON document a line; blank lines are skipped, but count in the line numbers of errors.
+// Like the Python verifier, bytes that are not UTF-8 are replaced rather than rejected, so the proofs fail.
+const readVouchers = (folder) => fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n')
+  .map((line, index) => line.trim() && parseJson(`vouchers.jsonl line ${index + 1}`, line)).filter(Boolean);
 
 // Every file under `folder` by its relative name, and each symbolic link that leaves the folder or cannot be followed.
 function walk(folder) {
@@ -62,4 +97,4 @@ function checkMembers(folder, members, listed, revisions) {
   return out;
 }
 
-module.exports = { READ, walk, checkMembers };
+module.exports = { READ, climbs, decode, readText, parseJson, readJson, readVouchers, walk, checkMembers };

@@ -1,5 +1,5 @@
-// Contract terms of a valuegate bundle for the independent verifier: contract.json (the revision in force),
-// the earlier revisions the manifest lists in revision files, and the terms each document was priced with.
+// Contract terms of a valuegate bundle for the independent verifier: the manifest's schema and shapes, contract.json
+// (the revision in force), the earlier revisions the manifest lists in revision files, and the terms each document was priced with.
 // A document is re-priced only with the terms whose digest it recorded, never with contract.json instead,
 // and it fails when the revision number it records names other terms than that digest.
 'use strict';
@@ -8,12 +8,52 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const canonicalize = require('canonicalize');
+const { climbs, decode, parseJson, readText } = require('./bundle_members');
 
+const SCHEMA = 'valuegate/bundle/v1';
 const termsDigest = (value) => 'sha256:' + crypto.createHash('sha256').update(canonicalize(value)).digest('hex');
 const fileDigest = (data) => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
-// NOTE: JSON.parse reads 1.0 as 1, so a revision written as 1.0 passes here while the Python verifier rejects it.
+// JSON.parse reads 1.0 as 1, so callers also ask fractionalNumbers whether the text wrote a fraction or an exponent.
 const isRevision = (value) => Number.isInteger(value);
 const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+const pathKey = (...segments) => JSON.stringify(segments);
+
+const TOKEN = /\s*(?:"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|[{}[\]:,]|true|false|null)/y;
+
+// Each number that `text` writes with a fraction or an exponent (2.0, 1e0), as written, by its path in JSON.stringify form
+// (pathKey('revisions', 0, 'revision')). Python's json reads these as floats, which are no revision numbers, while JSON.parse
+// reads 2.0 as 2; the raw text lets this verifier judge them alike. Call it only on text JSON.parse accepted.
+function fractionalNumbers(text) {
+  const found = new Map();
+  const stack = []; // { array, index, key } per open array or object
+  let keyNext = false;
+  TOKEN.lastIndex = 0;
+  for (let match = TOKEN.exec(text); match !== null; match = TOKEN.exec(text)) {
+    const token = match[0].trimStart();
+    const frame = stack[stack.length - 1];
+    if (token === '}' || token === ']') {
+      stack.pop();
+      keyNext = false;
+    } else if (token === ',') {
+      if (frame.array) frame.index += 1;
+      else keyNext = true;
+    } else if (keyNext) {
+      frame.key = JSON.parse(token);
+      keyNext = false;
+    } else if (token !== ':') {
+      const path = JSON.stringify(stack.map((f) => (f.array ? f.index : f.key)));
+      // A repeated key replaces the earlier value and all below it, as in JSON.parse.
+      for (const seen of [...found.keys()]) if (seen === path || seen.startsWith(path.slice(0, -1) + ',')) found.delete(seen);
+      if (token === '{' || token === '[') {
+        stack.push({ array: token === '[', index: 0, key: null });
+        keyNext = token === '{';
+      } else if (/^-?\d/.test(token) && /[.eE]/.test(token)) {
+        found.set(path, token);
+      }
+    }
+  }
+  return found;
+}
 
 // The file name the cloud gives revision `number` of contract `id`: the id percent-encoded except A-Z a-z 0-9 - _ . ~,
 // with a dot-only id encoded whole so that it cannot climb a folder.
@@ -23,23 +63,50 @@ function revisionFile(id, number) {
   return `contracts/${segment}/revision-${number}.json`;
 }
 
-// Throw a one-line error when the manifest lacks the shapes the checks rely on.
-function checkManifest(manifest) {
+// Throw a one-line error when the manifest has another schema or lacks the shapes the checks rely on.
+// `text` is the manifest as written, to tell 2.0 from 2.
+function checkManifest(manifest, text) {
   if (!isObject(manifest)) throw new Error('manifest.json is not a JSON object');
+  if (manifest.schema !== SCHEMA) throw new Error(`unknown bundle schema ${JSON.stringify(manifest.schema)} in manifest.json; this verifier reads ${SCHEMA}`);
+  const written = fractionalNumbers(text);
+  const whole = (value, ...path) => isRevision(value) && !written.has(pathKey(...path));
   const files = manifest.files === undefined ? {} : manifest.files;
   if (!isObject(files) || !Object.values(files).every((sha) => typeof sha === 'string')) {
     throw new Error(`manifest.json has an invalid files map (${JSON.stringify(files)})`);
   }
   const inForce = manifest.contract_revision;
-  if (inForce != null && !isRevision(inForce)) throw new Error(`manifest.json has an invalid contract_revision ${JSON.stringify(inForce)}`);
+  if (inForce != null && !whole(inForce, 'contract_revision')) {
+    throw new Error(`manifest.json has an invalid contract_revision ${written.get(pathKey('contract_revision')) || JSON.stringify(inForce)}`);
+  }
+  if (manifest.vouchers != null && !whole(manifest.vouchers, 'vouchers')) {
+    throw new Error(`manifest.json has an invalid vouchers count ${written.get(pathKey('vouchers')) || JSON.stringify(manifest.vouchers)}`);
+  }
   const revisions = manifest.revisions == null ? [] : manifest.revisions;
-  const shaped = Array.isArray(revisions) && revisions.every((entry) => isObject(entry) && typeof entry.file === 'string'
-    && isRevision(entry.revision) && typeof entry.contract_digest === 'string');
+  const shaped = Array.isArray(revisions) && revisions.every((entry, index) => isObject(entry) && typeof entry.file === 'string'
+    && whole(entry.revision, 'revisions', index, 'revision') && typeof entry.contract_digest === 'string');
   if (!shaped) throw new Error(`manifest.json has an invalid revisions list (${JSON.stringify(revisions)})`);
   const numbers = revisions.map((entry) => entry.revision);
   if (new Set(numbers).size !== numbers.length || numbers.includes(inForce)) throw new Error(`manifest.json repeats a contract revision (${numbers.join(', ')})`);
+  const leaving = revisions.map((entry) => entry.file).filter(climbs);
+  if (leaving.length) throw new Error(`manifest.json lists revision file ${leaving.map((name) => JSON.stringify(name)).join(', ')} outside the bundle`);
   if (new Set(revisions.map((entry) => entry.file)).size !== revisions.length) throw new Error('manifest.json repeats a revision file');
   return { files, revisions };
+}
+
+// manifest.json, checked (see checkManifest), with its files map and revisions list.
+function readManifest(folder) {
+  const text = readText(folder, 'manifest.json');
+  const manifest = parseJson('manifest.json', text);
+  return { manifest, ...checkManifest(manifest, text) };
+}
+
+// The documents of invoices.json, and for each by position its contract_revision as written when that has a fraction
+// or an exponent (JSON.parse reads 2.0 as 2), else undefined.
+function readDocuments(folder) {
+  const text = readText(folder, 'invoices.json');
+  const documents = parseJson('invoices.json', text);
+  const numbers = fractionalNumbers(text);
+  return { documents, written: Array.isArray(documents) ? documents.map((_, index) => numbers.get(pathKey(index, 'contract_revision'))) : [] };
 }
 
 // Read each revision file the manifest lists; `reasons` lists why one cannot be trusted.
@@ -52,8 +119,8 @@ function loadRevisions(folder, manifest, contract, outside) {
     revisions.push(terms);
     const expected = revisionFile(contract.id, entry.revision);
     if (name !== expected) terms.reasons.push(`the manifest labels it revision ${entry.revision}, but that revision's file is ${expected}`);
-    // The manifest names the file; a path that leaves the bundle folder is not read.
-    if (path.isAbsolute(name) || name.split('/').includes('..') || outside.has(name)) {
+    // checkManifest rejected names that climb; a symbolic link leaving the bundle folder is not read either.
+    if (outside.has(name)) {
       terms.reasons.push('the manifest names a path outside the bundle');
       continue;
     }
@@ -66,13 +133,9 @@ function loadRevisions(folder, manifest, contract, outside) {
     const data = fs.readFileSync(file);
     const listedSha = (manifest.files || {})[name];
     if (listedSha !== fileDigest(data)) terms.reasons.push(`SHA-256 ${fileDigest(data)} differs from the manifest's ${listedSha}`);
-    try {
-      terms.contract = JSON.parse(data.toString('utf8'));
-      terms.digest = termsDigest(terms.contract);
-    } catch (error) {
-      terms.reasons.push(`not JSON: ${error.message}`);
-      continue;
-    }
+    // A revision file that is not UTF-8 JSON makes the bundle unreadable, as in the Python verifier.
+    terms.contract = parseJson(name, decode(name, data));
+    terms.digest = termsDigest(terms.contract);
     if (terms.digest !== terms.listed) terms.reasons.push(`terms digest ${terms.digest} differs from the manifest's ${terms.listed}`);
     if (terms.contract.id !== contract.id || terms.contract.tenant !== contract.tenant) {
       terms.reasons.push(`holds contract ${terms.contract.id} of ${terms.contract.tenant}, not ${contract.id} of ${contract.tenant}`);
@@ -84,21 +147,23 @@ function loadRevisions(folder, manifest, contract, outside) {
 
 // The terms `record` was priced with: `{ terms, contract }` when they check, and `reason` when the document fails.
 // A revision number that disagrees with the digest fails the document, but its lines are still re-priced with the digest's terms.
-function pricedWith(record, inForce, revisions) {
+// `written` is its contract_revision as invoices.json writes it when that has a fraction or an exponent (see fractionalNumbers).
+function pricedWith(record, inForce, revisions, written) {
   const recorded = record.contract_digest;
   if (recorded == null) return { terms: inForce, contract: inForce.contract, reason: 'records no contract digest' };
   const all = [inForce, ...revisions];
   const number = record.contract_revision;
+  const whole = isRevision(number) && written === undefined;
   const byDigest = all.find((t) => t.digest === recorded) || all.find((t) => t.listed === recorded);
-  const byNumber = isRevision(number) ? all.find((t) => t.revision === number) : undefined;
+  const byNumber = whole ? all.find((t) => t.revision === number) : undefined;
   const reasons = [];
-  if (number != null && !isRevision(number)) {
-    reasons.push(`contract_revision ${JSON.stringify(number)} is not a whole number`);
+  if (number != null && !whole) {
+    reasons.push(`contract_revision ${written || JSON.stringify(number)} is not a whole number`);
   } else if (number != null && byDigest && byDigest !== byNumber && (byNumber || byDigest.revision !== null)) {
     reasons.push(`records revision ${number}, but its terms digest ${recorded} is that of ${byDigest.file} (revision ${byDigest.revision} in the manifest)`);
   }
   const terms = reasons.length ? byDigest : byNumber || byDigest;
-  const named = isRevision(number) ? ` (revision ${number})` : '';
+  const named = whole ? ` (revision ${number})` : '';
   const failed = (reason) => ({ terms, reason: [...reasons, reason].join('; ') });
   if (!terms) return failed(`priced with contract terms ${recorded}${named}, which neither contract.json nor a revision file of the bundle carries`);
   if (!terms.present) return failed(`priced with revision ${terms.revision}, but ${terms.file} is missing from the bundle`);
@@ -107,4 +172,4 @@ function pricedWith(record, inForce, revisions) {
   return { terms, contract: terms.contract, reason: reasons.join('; ') };
 }
 
-module.exports = { termsDigest, checkManifest, loadRevisions, pricedWith };
+module.exports = { termsDigest, fractionalNumbers, checkManifest, readManifest, readDocuments, loadRevisions, pricedWith };

@@ -14,17 +14,17 @@
 // gateway key, a "FAIL NAME: reason" line per symbolic link leaving the folder and per unlisted
 // file the checks read, a "NOTE NAME: ..." line per other file the manifest does not list, then
 // a summary line.
-// Exits with status 1 when any voucher, key, file, document or line fails, and with status 2 and
-// one "error: ..." line on stderr when the bundle cannot be read (malformed JSON or manifest).
+// Exits with status 1 when any voucher, key, file, document or line fails, or when vouchers.jsonl
+// contains another number of vouchers than the manifest gives. Exits with status 2 and one
+// "error: ..." line on stderr naming the file when the bundle cannot be read: malformed JSON, an
+// unknown schema or a malformed manifest.
 'use strict';
 
 const crypto = require('node:crypto');
-const fs = require('node:fs');
-const path = require('node:path');
 const canonicalize = require('canonicalize');
 const pricing = require('./bundle_pricing');
 const contractTerms = require('./bundle_terms');
-const { READ, walk, checkMembers } = require('./bundle_members');
+const { READ, readJson, readVouchers, walk, checkMembers } = require('./bundle_members');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -86,12 +86,6 @@ function micros(text) {
   const ms = Date.parse(`${match[1].replace(' ', 'T')}${match[3] || 'Z'}`);
   if (Number.isNaN(ms)) return null;
   return BigInt(ms) * 1000n + BigInt((match[2] || '0').padEnd(6, '0'));
-}
-
-function readJson(folder, name, fallback) {
-  const file = path.join(folder, name);
-  if (fallback !== undefined && !fs.existsSync(file)) return fallback;
-  return JSON.parse(fs.readFileSync(file, 'utf8'));
 }
 
 const multibaseOf = (method) => String(method).replace(/^did:key:/, '').split('#')[0];
@@ -341,9 +335,8 @@ function main() {
   for (const name of ['manifest.json', ...READ]) {
     if (members.outside.has(name)) throw new Error(`${name} is a symbolic link to ${members.outside.get(name)}, outside the bundle folder`);
   }
-  const manifest = readJson(folder, 'manifest.json');
-  const { files: listed, revisions: entries } = contractTerms.checkManifest(manifest);
-  const vouchers = fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
+  const { manifest, files: listed, revisions: entries } = contractTerms.readManifest(folder);
+  const vouchers = readVouchers(folder);
   const keys = readJson(folder, 'keys.json');
   const contract = readJson(folder, 'contract.json');
   const out = [];
@@ -357,11 +350,12 @@ function main() {
   const inForce = { file: 'contract.json', revision: Number.isInteger(manifest.contract_revision) ? manifest.contract_revision : null,
     listed: manifest.contract_digest, digest: terms, contract, present: true, reasons: [] };
   const revisions = contractTerms.loadRevisions(folder, manifest, contract, members.outside);
-  const documents = readJson(folder, 'invoices.json');
+  const { documents, written } = contractTerms.readDocuments(folder);
   const adjustments = readJson(folder, 'adjustments.json');
   const book = ledger(contract, vouchers, passed, readJson(folder, 'stored.json', []), adjustments);
   const docs = documents.map((record, order) => ({
-    record, order, issued: micros(record.issued_at), chain: record.corrects || record.number, priced: contractTerms.pricedWith(record, inForce, revisions),
+    record, order, issued: micros(record.issued_at), chain: record.corrects || record.number,
+    priced: contractTerms.pricedWith(record, inForce, revisions, written[order]),
   }));
   for (const revision of revisions) {
     const prices = docs.filter((d) => d.priced.terms === revision).map((d) => d.record.number).join(', ') || 'nothing';
@@ -390,6 +384,7 @@ function main() {
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
   out.push(...checkMembers(folder, members, listed, entries));
+  if (manifest.vouchers != null && manifest.vouchers !== vouchers.length) out.push(`FAIL vouchers.jsonl: contains ${vouchers.length} vouchers, but the manifest gives ${manifest.vouchers}`);
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
   out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));

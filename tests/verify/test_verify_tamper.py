@@ -263,7 +263,7 @@ def test_zip_with_repeated_member_is_unreadable(tmp_path):
         archive.writestr("invoices.json", "[]")
     result = run_cli(str(path))
     assert result.exit_code == 2
-    assert "more than one member named invoices.json" in result.output
+    assert "the ZIP file has more than one member that unpacks to invoices.json (members invoices.json, invoices.json)" in result.output
 
 
 def test_deeply_nested_json_is_unreadable(tmp_path):
