@@ -37,7 +37,7 @@ from .chain import ChainPosition, load_gateways, rejection_hints, store_rejectio
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
 from .machines import claim_machines, drop_foreign_records
-from .reproduce import reproduce_pending
+from .reproduce import BaselineSpan, reproduce_pending
 from .settings import CloudSettings
 from .status import register_status_rotations
 from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
@@ -106,7 +106,7 @@ class IngestWorker:
         self._last_resend: dict[tuple[str, int], float] = {}
         # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
         self._unsent_acks: dict[str, tuple[Topic, int]] = {}
-        self._last_records_request: dict[tuple[str, int], float] = {}
+        self._last_records_request: dict[tuple[str, int | str], float] = {}
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
@@ -253,15 +253,16 @@ class IngestWorker:
             self._send_held_acks(self._client)
         try:
             async with self.pool.connection() as conn:
-                result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s)
+                result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s, baseline_wait_s=self.settings.baseline_wait_s)
                 await refresh_machine_day(conn)
         except Exception as exc:
             if not self._outage.failed(exc):
                 log.exception("reproduce_failed", worker=self.name)
             return
         self._outage.recovered()
-        metrics.WAITING_FOR_RECORDS.set(len(result.missing_records))
+        metrics.WAITING_FOR_RECORDS.set(len(result.missing_records) + len(result.missing_baselines))
         self._request_records(result.missing_records)
+        self._request_baseline_records(result.missing_baselines)
 
     async def _keep_lease(self) -> None:
         if self._lease is None or self._link.taken_over:
@@ -293,6 +294,22 @@ class IngestWorker:
             client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": seq}), qos=1)
             metrics.RESEND_REQUESTS.inc()
             log.info("records_requested", gateway=gateway, from_seq=seq)
+
+    def _request_baseline_records(self, missing: list[tuple[str, BaselineSpan]]) -> None:
+        """Ask each gateway for the records of a baseline period that a voucher's rebuilt baseline lacks."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return
+        now = time.monotonic()
+        for site, span in missing:
+            key = (span.gateway, span.start.isoformat())
+            if now - self._last_records_request.get(key, -1e9) < self.settings.records_wait_s:
+                continue
+            self._last_records_request[key] = now
+            request = {"schema": "valuegate/records-request/v1", "machines": list(span.machines), "start": _utc(span.start), "end": _utc(span.end)}
+            client.publish(Topic(span.tenant, site, span.gateway, "resend").reply("resend"), msgspec.json.encode(request), qos=1)
+            metrics.RESEND_REQUESTS.inc()
+            log.info("baseline_records_requested", gateway=span.gateway, machines=list(span.machines), start=request["start"], end=request["end"])
 
     async def process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
         """Check and store one batch, then acknowledge it; return the chain positions of the gateways touched."""
@@ -422,3 +439,6 @@ class IngestWorker:
         metrics.RESEND_REQUESTS.inc()
         log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
 
+
+def _utc(stamp: dt.datetime) -> str:
+    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

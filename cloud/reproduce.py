@@ -8,6 +8,13 @@ baseline-period records when the contract is uploaded and those records
 exist. Otherwise the voucher's own baseline value is used, and only the
 delta's point estimate is compared. A voucher whose records have not all
 arrived stays pending.
+
+No voucher commits to the baseline-period records, so a record the broker
+lost there shows only as a rebuilt baseline that differs from the claim.
+Such a voucher stays pending ("waiting for baseline records") and its
+gateway is asked for the baseline period's records, which the edge keeps,
+until ``baseline_wait_s`` after the voucher was stored; only then does the
+difference count as a mismatch.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from .chain import touch_contracts
 from .machines import foreign_machines
 from .verify import canonical_fast
 
-__all__ = ("Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
+__all__ = ("BaselineSpan", "Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
 log = structlog.get_logger("valuegate.cloud.reproduce")
 Conn = psycopg.AsyncConnection[Any]
@@ -46,6 +53,7 @@ _RECORD_SQL = (
     ' ORDER BY machine_id COLLATE "C", minute'
 )
 _WAITING = "waiting for records"
+_WAITING_BASELINE = "waiting for baseline records"
 _baselines: OrderedDict[tuple[Any, ...], methodology.BaselineResult | None] = OrderedDict()
 
 
@@ -129,8 +137,29 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
     return result
 
 
-async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: dt.datetime) -> Outcome:
-    """Recompute one voucher from the stored records and compare every recomputed part with its claims."""
+class BaselineSpan(NamedTuple):
+    """The baseline period of a voucher's anchor whose records its gateway is asked for."""
+
+    tenant: str
+    gateway: str
+    machines: tuple[str, ...]
+    start: dt.datetime
+    end: dt.datetime
+
+
+def _baseline_span(claims: Claims, anchor: Anchor) -> BaselineSpan:
+    windows = plant_day_windows(claims.period.time_zone, anchor.baseline.first_date, anchor.baseline.last_date)
+    start = dt.datetime.fromtimestamp(int(windows.start_ms[0]) / 1000, dt.UTC)
+    end = dt.datetime.fromtimestamp(int(windows.end_ms[-1]) / 1000, dt.UTC)
+    return BaselineSpan(claims.tenant, claims.gateway, tuple(sorted(m.id for m in claims.machines)), start, end)
+
+
+async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: dt.datetime, *, final: bool = True) -> Outcome:
+    """Recompute one voucher from the stored records and compare every recomputed part with its claims.
+
+    With ``final`` false, a baseline that differs while everything else matches leaves the voucher
+    pending (detail "waiting for baseline records"), because baseline records may still arrive.
+    """
     machines = sorted(m.id for m in claims.machines)
     foreign = await foreign_machines(conn, claims.tenant, claims.gateway, machines)
     if foreign:
@@ -172,6 +201,12 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
         differences.append(f"sufficiency {sufficiency} != claimed {claims.sufficiency}")
     if exact:
         if baseline.claim() != claims.baseline:
+            if not differences and not final:
+                return Outcome(
+                    None,
+                    f"{_WAITING_BASELINE}: the baseline rebuilt from the stored records of {baseline.first_date}..{baseline.last_date} "
+                    f"is {baseline.claim().value} over {baseline.claim().days} days, the voucher claims {claims.baseline.value} over {claims.baseline.days}",
+                )
             differences.append(f"baseline {baseline.claim()} != claimed {claims.baseline}")
         if delta != claims.delta:
             differences.append(f"delta {delta} != claimed {claims.delta}")
@@ -188,38 +223,46 @@ class PendingPass(NamedTuple):
 
     decided: int
     missing_records: list[tuple[str, str, str, int]]
+    missing_baselines: list[tuple[str, BaselineSpan]] = []
 
 
-async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: float = 30.0) -> PendingPass:
+async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: float = 30.0, baseline_wait_s: float = 21_600.0) -> PendingPass:
     """Try vouchers still pending, least recently tried first (at most ``limit``).
 
-    Return how many got a verdict, and ``(tenant, site, gateway, seq)`` of each
-    voucher stored more than ``records_wait_s`` ago whose records are still missing.
+    Return how many got a verdict, ``(tenant, site, gateway, seq)`` of each
+    voucher stored more than ``records_wait_s`` ago whose records are still missing,
+    and ``(site, span)`` of each baseline period whose records such a voucher waits for.
+    A differing baseline becomes a mismatch once the voucher was stored ``baseline_wait_s`` ago.
 
     While a voucher is pending, ``reproduced_at`` is the time of the last attempt.
     """
     cur = await conn.execute(
         "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end, v.site_id,"
-        " c.stored_at < now() - make_interval(secs => %s) FROM voucher_chain c"
+        " c.stored_at < now() - make_interval(secs => %s), c.stored_at < now() - make_interval(secs => %s) FROM voucher_chain c"
         " JOIN vouchers v ON v.voucher_id = c.voucher_id AND v.period_start = c.period_start"
         " WHERE c.reproduced IS NULL AND (c.reproduced_at IS NULL OR c.reproduced_at < now() - interval '10 seconds')"
         " ORDER BY c.reproduced_at NULLS FIRST, c.stored_at LIMIT %s",
-        (records_wait_s, limit),
+        (records_wait_s, baseline_wait_s, limit),
     )
     pending = await cur.fetchall()
     decided = 0
     missing: list[tuple[str, str, str, int]] = []
-    for voucher_id, subject, start, end, site_id, waited in pending:
+    baselines: dict[BaselineSpan, str] = {}
+    for voucher_id, subject, start, end, site_id, waited, final in pending:
         claims = msgspec.convert(subject, Claims)
         try:
-            outcome = await reproduce_claims(conn, claims, start, end)
+            outcome = await reproduce_claims(conn, claims, start, end, final=final)
         except (ValueError, KeyError) as exc:
             outcome = Outcome(False, f"recomputation failed: {exc}")
         await conn.execute(
             "UPDATE voucher_chain SET reproduced = %s, reproduce_detail = %s, reproduced_at = now() WHERE voucher_id = %s",
             (outcome.reproduced, outcome.detail, voucher_id),
         )
-        if outcome.reproduced is None and waited and outcome.detail.startswith(_WAITING):
+        if outcome.reproduced is None and waited and outcome.detail.startswith(_WAITING_BASELINE):
+            anchor, _revision = await _anchor(conn, claims)
+            if anchor is not None:
+                baselines.setdefault(_baseline_span(claims, anchor), site_id)
+        elif outcome.reproduced is None and waited and outcome.detail.startswith(_WAITING):
             missing.append((claims.tenant, site_id, claims.gateway, claims.seq))
         if outcome.reproduced is not None:
             await touch_contracts(conn, {(claims.tenant, claims.contract)})
@@ -228,4 +271,4 @@ async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: flo
             if not outcome.reproduced:
                 log.warning("voucher_not_reproduced", voucher_id=voucher_id, detail=outcome.detail)
     await conn.commit()
-    return PendingPass(decided, missing)
+    return PendingPass(decided, missing, [(site, span) for span, site in baselines.items()])

@@ -62,6 +62,8 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seconds between two passes that recompute vouchers still waiting for their telemetry."""
     records_wait_s: float = 30.0
     """Seconds a stored voucher waits for the records it commits to before its gateway is asked to resend them; the request repeats at this interval."""
+    baseline_wait_s: float = 21_600.0
+    """Seconds a voucher whose baseline, rebuilt from stored records, differs from its claim waits for missing baseline records (asked of its gateway) before it counts as not reproduced."""
     ingest_metrics_host: str = "127.0.0.1"
     """Address the Prometheus endpoint of `cloud ingest` listens on."""
     ingest_metrics_port: int = 9465
@@ -94,6 +96,7 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("ingest_metrics_port", self.ingest_metrics_port, 0, 65535)
         _check_range("clock_skew_s", self.clock_skew_s, 0, 86400)
         _check_range("mqtt_session_expiry_s", self.mqtt_session_expiry_s, 0, 0xFFFFFFFF)
+        _check_range("baseline_wait_s", self.baseline_wait_s, 0, 365 * 86400)
         _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("compress_after_days", self.compress_after_days, 1, 36500)

@@ -347,7 +347,8 @@ class EdgeAgent:
         config = self.config.spool
         cap = int(config.max_mb * 1024 * 1024)
         now_ms = time.time_ns() // 1_000_000
-        deleted = await self.outbox_spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=int(config.telemetry_retention_h * 3_600_000))
+        retention_ms = int(config.telemetry_retention_h * 3_600_000)
+        deleted = await self.outbox_spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=retention_ms, keep=self.pipeline.baseline_spans())
         for kind, count in deleted.items():
             if count:
                 self.metrics.spool_pruned.labels(kind).inc(count)

@@ -351,6 +351,14 @@ class Pipeline:
             self._leaf_cache[key] = [hashlib.sha256(b"\x00" + text.encode("utf-8")).digest() for text in spool.minute_texts(machine, start_ms, end_ms)]
         return self._leaf_cache[key]
 
+    def baseline_spans(self) -> list[tuple[str, int, int]]:
+        """Return ``(machine, start_ms, end_ms)`` of every anchor's baseline period, whose records the cloud rebuilds baselines from."""
+        spans = set()
+        for plan in self.plans:
+            windows = kernels.plant_day_windows(plan.time_zone, plan.anchor.baseline.first_date, plan.anchor.baseline.last_date)
+            spans.update((machine, int(windows.start_ms[0]), int(windows.end_ms[-1])) for machine in plan.machines)
+        return sorted(spans)
+
     def _baseline(self, spool: Spool, plan: AnchorPlan) -> Any:
         """Return the anchor's baseline, rebuilt only when a baseline day was added since the last build."""
         key = (plan.contract.id, plan.anchor.id)

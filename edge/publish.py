@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import json
 import ssl
 import threading
@@ -35,10 +36,15 @@ from .metrics import AgentMetrics, LogLimiter
 from .protocol.records import TELEMETRY_SCHEMA
 from .spool import SpoolThread
 
-__all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
+__all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
 
 ACK_SCHEMA = "valuegate/ack/v1"
 RESEND_SCHEMA = "valuegate/resend/v1"
+# The cloud's request for the records of machines over a time span (a baseline period), on the resend topic.
+RECORDS_REQUEST_SCHEMA = "valuegate/records-request/v1"
+# The longest span and the most machines one records request may name; larger requests are ignored and counted.
+_RECORDS_REQUEST_MAX_MS = 62 * 86_400_000
+_RECORDS_REQUEST_MAX_MACHINES = 64
 STATUS_SCHEMA = "valuegate/status/v1"
 SESSION_TAKEN_OVER = 0x8E
 # Fixed header, packet id, topic length and property bytes of a PUBLISH, rounded up.
@@ -555,6 +561,8 @@ class _SessionState:
             self.stored_through = max(self.stored_through, int(message["stored_through"]))
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
             await self._on_resend(int(message["from_seq"]))
+        elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
+            await self._on_records_request(*span)
         else:
             self.p.metrics.bad_control_messages.inc()
             schema = message.get("schema") if isinstance(message, dict) else None
@@ -583,12 +591,19 @@ class _SessionState:
             rows = await self.p.spool.call(outbox.records_for, *span) if span is not None else []
             if rows:
                 self._publish_records(rows)
-            elif seq <= self.p.acked_through and (held := self.p.limit("evidence_unavailable")) is not None:
+            elif span is None and seq <= self.p.acked_through and (held := self.p.limit("evidence_unavailable")) is not None:
+                # A scope still known with no rows is a day without records (the line stood still), not a loss.
                 self.p._log.warning(
-                    "evidence_unavailable", seq=seq, reason="records pruned after the telemetry retention or under the disk cap", repeats_not_logged=held
+                    "evidence_unavailable", seq=seq, reason="the voucher's scope and records were pruned after the telemetry retention", repeats_not_logged=held
                 )
             seq += 1
         self._move_cursor(min(self.voucher_cursor, start))
+
+    async def _on_records_request(self, machines: list[str], start_ms: int, end_ms: int) -> None:
+        rows = await self.p.spool.call(outbox.records_for, machines, start_ms, end_ms)
+        self.p._log.info("records_request_answered", machines=machines, start_ms=start_ms, end_ms=end_ms, records=len(rows))
+        if rows:
+            self._publish_records(rows)
 
     async def tick(self) -> None:
         """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
@@ -629,6 +644,22 @@ def _field(message: Any, schema: str, name: str) -> int | None:
         return None
     value = message.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _records_span(message: Any) -> tuple[list[str], int, int] | None:
+    """Return the machines and ``[start_ms, end_ms)`` of a valid records request, else None."""
+    if not isinstance(message, dict) or message.get("schema") != RECORDS_REQUEST_SCHEMA:
+        return None
+    machines, start, end = message.get("machines"), message.get("start"), message.get("end")
+    if not isinstance(machines, list) or not 0 < len(machines) <= _RECORDS_REQUEST_MAX_MACHINES or not all(isinstance(m, str) for m in machines):
+        return None
+    try:
+        start_ms, end_ms = (int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000) for value in (start, end))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not 0 < end_ms - start_ms <= _RECORDS_REQUEST_MAX_MS:
+        return None
+    return machines, start_ms, end_ms
 
 
 def _now_ms() -> int:

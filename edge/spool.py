@@ -454,7 +454,7 @@ class Spool:
         wal_bytes = wal.stat().st_size if wal.exists() else 0
         return (pages - free) * page_size + wal_bytes
 
-    def prune(self, cap_bytes: int, *, now_ms: int, retention_ms: int) -> dict[str, int]:
+    def prune(self, cap_bytes: int, *, now_ms: int, retention_ms: int, keep: Iterable[tuple[str, int, int]] = ()) -> dict[str, int]:
         """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
 
         Routine: summarized raw events, and published telemetry records older
@@ -463,16 +463,25 @@ class Spool:
         oldest first: the remaining summarized raw events, published records
         that an acknowledged voucher covers, then raw events not yet summarized
         (lost data, which the caller logs). Vouchers and telemetry records
-        without an acknowledgement are never deleted.
+        without an acknowledgement are never deleted. Records inside a ``keep``
+        span ``(machine, start_ms, end_ms)``, the baseline periods of the
+        contracts, outlast the retention, because the cloud rebuilds each
+        baseline from them and may ask for them long after; only cap pressure
+        deletes them.
         """
         deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
         horizon = now_ms - retention_ms
         with self.transaction(sync="NORMAL"):
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_spans (machine TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL)")
+            self.db.execute("DELETE FROM keep_spans")
+            self.db.executemany("INSERT INTO keep_spans (machine, start_ms, end_ms) VALUES (?, ?, ?)", list(keep))
             deleted["summarized_events"] += self.db.execute("DELETE FROM events WHERE summarized = 1 AND ts_ms < ?", (horizon,)).rowcount
             deleted["minutes"] += self.db.execute(
                 "DELETE FROM minutes WHERE published = 1 AND published_ms < ? "
                 "AND EXISTS (SELECT 1 FROM days d WHERE d.machine = minutes.machine AND d.start_ms <= minutes.minute_ms "
-                "AND d.end_ms > minutes.minute_ms)",
+                "AND d.end_ms > minutes.minute_ms) "
+                "AND NOT EXISTS (SELECT 1 FROM keep_spans k WHERE k.machine = minutes.machine AND k.start_ms <= minutes.minute_ms "
+                "AND k.end_ms > minutes.minute_ms)",
                 (horizon,),
             ).rowcount
             self.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))

@@ -191,3 +191,47 @@ def test_number_fields_cover_claims_schema() -> None:
         if isinstance(kind, inspect.StructType):
             assert numeric(kind.cls) == set(_NUMBER_FIELDS.get(name, ())), name
     assert numeric(v.MachineRef) == set(_MACHINE_NUMBER_FIELDS)
+
+
+async def pending_pass(dsn: str, **waits: float) -> Any:
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        await conn.execute("UPDATE voucher_chain SET reproduced_at = NULL")
+        result = await reproduce_pending(conn, **waits)
+        rows = await (await conn.execute("SELECT reproduced, reproduce_detail FROM voucher_chain")).fetchall()
+    return result, rows
+
+
+@pytest.mark.postgres
+async def test_missing_baseline_records_wait_then_count(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    """Baseline records the broker lost: the voucher waits and its baseline period is asked for; once they arrive it reproduces."""
+    acme, _ = two_tenants
+    base = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
+    await store_direct(cloud_dsn, [v.build_voucher(claims, acme.key)], topic_of=acme)
+    second_day = day_records(base[1], 9)
+    await store_records(cloud_dsn, records + day_records(base[0], 9) + second_day[:900])  # 540 minutes of the second day lost
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            await contracts.upload_contract(conn, "acme", contract_yaml())
+
+    result, [(reproduced, detail)] = await pending_pass(cloud_dsn, records_wait_s=0)
+    assert reproduced is None
+    # The contract's baseline period is 2026-01-01..2026-01-30; days 5 and 6 have records.
+    assert detail.startswith("waiting for baseline records: the baseline rebuilt from the stored records of 2026-01-01..2026-01-30 is ")
+    assert result.missing_records == []
+    [(site, span)] = result.missing_baselines
+    assert (site, span.tenant, span.gateway, span.machines) == ("plant1", "acme", "gw-a1", ("m1",))
+    assert (span.start, span.end) == (plant_day_start(dt.date(2026, 1, 1)), plant_day_start(dt.date(2026, 1, 31)))
+
+    # Past the wait, the difference counts.
+    _, [(reproduced, detail)] = await pending_pass(cloud_dsn, records_wait_s=0, baseline_wait_s=0)
+    assert reproduced is False
+    assert detail.startswith("baseline Baseline(")
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        await conn.execute("UPDATE voucher_chain SET reproduced = NULL")
+        await conn.commit()
+
+    await store_records(cloud_dsn, second_day[900:])
+    result, [(reproduced, detail)] = await pending_pass(cloud_dsn, records_wait_s=0)
+    assert reproduced is True, detail
+    assert result.missing_baselines == []

@@ -309,6 +309,25 @@ async def test_records_of_acked_voucher_sent_again(tmp_path: Path, mosquitto: Mo
         cloud.stop()
 
 
+async def test_records_request_sends_span(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """The cloud asks for a baseline period's records by machines and span: exactly those go out again; a malformed request is counted."""
+    cloud = standin(mosquitto.port)
+    try:
+        async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+            first = 1_769_904_000_000  # 2026-02-01T00:00:00Z
+            await gw.spool.call(_store_minutes, 30, first)
+            assert await wait_until(lambda: cloud.records() == 30, 10)
+            request = {"schema": "valuegate/records-request/v1", "machines": ["filler-1"], "start": "2026-02-01T00:10:00Z", "end": "2026-02-01T00:20:00Z"}
+            cloud.client.publish(f"{cloud.prefix}/resend", json.dumps(request), qos=1)
+            assert await wait_until(lambda: cloud.record_duplicates == 10, 10)
+            bad = {**request, "end": "2026-06-01T00:00:00Z"}  # longer than the 62 days one request may cover
+            cloud.client.publish(f"{cloud.prefix}/resend", json.dumps(bad), qos=1)
+            assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_bad_control_messages_total") == 1, 10)
+            assert cloud.record_duplicates == 10
+    finally:
+        cloud.stop()
+
+
 async def test_rotation_announced_in_status(tmp_path: Path, mosquitto: MosquittoServer) -> None:
     """After a key rotation the retained status names the new key and carries the statement the old key signed."""
     from valuegate.edge.keys import rotate_key

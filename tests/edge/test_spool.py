@@ -211,3 +211,10 @@ def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signe
     left = dict(spool.db.execute("SELECT covered, count(*) FROM minutes GROUP BY covered").fetchall())
     assert left[0] == 1440  # day two: no ack covers it, so it is never pruned
     assert left.get(1, 0) < 1440
+
+def test_baseline_records_outlast_retention(spool: Spool, signer: VoucherSigner) -> None:
+    """Records inside a kept span (a contract's baseline period) stay after the retention; the others go."""
+    _two_days_published_first_acked(spool, signer)
+    spool.prune(10**12, now_ms=10**9 + 2_000, retention_ms=10**9, keep=[("filler-1", 0, 86_400_000), ("other", 86_400_000, 2 * 86_400_000)])
+    kept = spool.db.execute("SELECT min(minute_ms), max(minute_ms), count(*) FROM minutes").fetchone()
+    assert kept == (0, 86_340_000, 1440)
