@@ -70,10 +70,10 @@ class Admin:
         async with self.conn.transaction():
             return await store.register_rotation(self.conn, tenant_id, gateway_id, statement, actor=self.actor)
 
-    async def move_machine(self, tenant_id: str, machine_id: str, gateway_id: str) -> dict[str, Any]:
-        """Make ``gateway_id`` the one source of a machine's telemetry; return the old and new owner."""
+    async def move_machine(self, tenant_id: str, machine_id: str, gateway_id: str, *, since: dt.datetime | None = None) -> dict[str, Any]:
+        """Make ``gateway_id`` the source of a machine's telemetry from ``since`` (default now) on; return the move."""
         async with self.conn.transaction():
-            return await machines.move_machine(self.conn, tenant_id, machine_id, gateway_id, actor=self.actor)
+            return await machines.move_machine(self.conn, tenant_id, machine_id, gateway_id, since=since, actor=self.actor)
 
     async def upload_contract(self, tenant_id: str, source: str | Path) -> tuple[dict[str, Any], bool]:
         """Store a contract from its text or a file path; return the revision in force and whether it is new."""

@@ -293,15 +293,28 @@ def gateway_create(tenant: str, site: str, gateway: str, config: Path | None = C
 
 
 @admin_app.command("machine-move")
-def machine_move(tenant: str, machine: str, gateway: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Make a gateway the one source of a machine's telemetry, for example after replacing a gateway box."""
+def machine_move(
+    tenant: str,
+    machine: str,
+    gateway: str,
+    since: str | None = typer.Option(None, "--from", help="Instant the gateway takes over, with offset (default now); minutes before it stay with the previous gateway."),
+    config: Path | None = ConfigOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Make a gateway the source of a machine's telemetry from an instant on, for example after replacing a gateway box."""
+    start = _instant(since, "--from")
 
     async def run() -> dict[str, Any]:
         async with _admin(config, dsn) as admin:
-            return await admin.move_machine(tenant, machine, gateway)
+            return await admin.move_machine(tenant, machine, gateway, since=start)
 
     moved = _run(run())
-    typer.echo(f"machine {machine} of {tenant}: telemetry now accepted from gateway {gateway} (was {moved['from_gateway'] or 'none'})")
+    typer.echo(
+        f"machine {machine} of {tenant}: telemetry from {moved['since']} on accepted from gateway {gateway} "
+        f"(was {moved['from_gateway'] or 'none'}); {moved['verdicts_reopened']} voucher verdict(s) reopened"
+    )
+    if not moved["known"]:
+        typer.echo(f"note: no gateway has sent telemetry of machine {machine} yet; check the id against the tag map", err=True)
 
 
 @admin_app.command("key-add")

@@ -161,7 +161,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     pending (detail "waiting for baseline records"), because baseline records may still arrive.
     """
     machines = sorted(m.id for m in claims.machines)
-    foreign = await foreign_machines(conn, claims.tenant, claims.gateway, machines)
+    foreign = await foreign_machines(conn, claims.tenant, claims.gateway, machines, start, end)
     if foreign:
         owners = ", ".join(f"machine {machine!r} is measured by gateway {owner!r}" for machine, owner in sorted(foreign.items()))
         return Outcome(False, f"{owners}, not by this voucher's gateway {claims.gateway!r}, so the stored records are not the ones it commits to")

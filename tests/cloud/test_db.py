@@ -122,10 +122,14 @@ def test_cli_migrate_and_admin(database: str, tmp_path: Any) -> None:
     assert naive.exit_code == 2
     moved = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-a1", "--dsn", database])
     assert moved.exit_code == 0, moved.output
-    assert moved.output.strip() == "machine filler-01 of acme: telemetry now accepted from gateway gw-a1 (was none)"
-    unknown = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-zz", "--dsn", database])
+    assert moved.stdout.startswith("machine filler-01 of acme: telemetry from ")
+    assert moved.stdout.strip().endswith("accepted from gateway gw-a1 (was none); 0 voucher verdict(s) reopened")
+    assert "no gateway has sent telemetry of machine filler-01 yet" in moved.stderr
+    unknown = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-zz", "--from", "2026-01-01T00:00:00Z", "--dsn", database])
     assert unknown.exit_code == 1
-    assert "gateway 'gw-zz' is not registered under tenant 'acme'" in unknown.output
+    assert "gateway 'gw-zz' is not registered" in unknown.output
+    naive_move = runner.invoke(root_app, ["cloud", "admin", "machine-move", "acme", "filler-01", "gw-a1", "--from", "2026-01-01T00:00:00", "--dsn", database])
+    assert naive_move.exit_code == 2
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT roles FROM users WHERE username = 'finance1'").fetchone() == (["auditor", "finance"],)
         actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY id").fetchall()]

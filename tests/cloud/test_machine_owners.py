@@ -17,7 +17,7 @@ from valuegate.cloud.ingest import IngestWorker, _Message
 from valuegate.cloud.reproduce import reproduce_claims
 from valuegate.cloud.settings import CloudSettings
 
-from .conftest import Gateway, minute_records, register
+from .conftest import Gateway, minute_records, register, store_direct
 
 pytestmark = [pytest.mark.postgres]
 
@@ -66,23 +66,31 @@ async def test_second_gateway_records_rejected_until_moved(
     assert len(rejections) == 1
     kind, code, gateway_id, reason = rejections[0]
     assert (kind, code, gateway_id) == ("telemetry", "machine_owned", "gw-a2")
-    assert "machine 'm1' (owned by gateway 'gw-a1') from gateway 'gw-a2' were not stored" in reason
-    assert "`valuegate cloud admin machine-move acme MACHINE gw-a2`" in reason
+    assert reason.startswith("records of machine 'm1' from gateway 'gw-a2' were not stored, because gateway 'gw-a1' is its source at their minutes")
+    assert reason.endswith("`valuegate cloud admin machine-move acme m1 gw-a2 --from <first minute>`")
     owners = await query(cloud_dsn, "SELECT machine_id, gateway_id FROM machine_owners ORDER BY 1")
     assert owners == [("m1", "gw-a1"), ("m9", "gw-a2")]
 
+    # The twin takes m1 over from minute 30 on: minutes 10..19 still belong to gw-a1, so the twin's copies stay refused.
+    switch = START + dt.timedelta(minutes=30)
     async with Admin(cloud_dsn, actor="user:ops") as admin:
-        moved = await admin.move_machine("acme", "m1", "gw-a2")
-        assert moved == {"machine": "m1", "from_gateway": "gw-a1", "to_gateway": "gw-a2"}
-        with pytest.raises(store.NotFound, match="gateway 'gw-g1' is not registered under tenant 'acme'"):
-            await admin.move_machine("acme", "m1", "gw-g1")  # another tenant's gateway
-    audit = await query(cloud_dsn, "SELECT actor, action, object_id, detail FROM audit_log WHERE action = 'machine.move'")
-    assert audit == [("user:ops", "machine.move", "m1", moved)]
+        moved = await admin.move_machine("acme", "m1", "gw-a2", since=switch)
+        with pytest.raises(store.NotFound, match="gateway 'gw-g1' belongs to another tenant, not to 'acme'"):
+            await admin.move_machine("acme", "m1", "gw-g1")
+        with pytest.raises(store.NotFound, match="gateway 'gw-zz' is not registered"):
+            await admin.move_machine("acme", "m1", "gw-zz")
+    assert (moved["from_gateway"], moved["to_gateway"], moved["since"], moved["known"]) == ("gw-a1", "gw-a2", switch.isoformat(), True)
+    audit = await query(cloud_dsn, "SELECT actor, action, object_id, detail ->> 'to_gateway' FROM audit_log WHERE action = 'machine.move'")
+    assert audit == [("user:ops", "machine.move", "m1", "gw-a2")]
 
-    # After the move the twin is the source, and the first gateway's new minutes are refused instead.
-    await worker.process([telemetry(twin, ("m1", 10, 10)), telemetry(acme, ("m1", 20, 3))])
-    rows = await query(cloud_dsn, "SELECT machine_id, gateway_id, count(*) FROM telemetry WHERE machine_id = 'm1' GROUP BY 1, 2 ORDER BY 2")
-    assert rows == [("m1", "gw-a1", 10), ("m1", "gw-a2", 10)]
+    # The old box's backlog (minutes 20..29, before the switch) is stored; its minutes after the switch are refused,
+    # and the twin's minutes from the switch on are stored.
+    await worker.process([telemetry(acme, ("m1", 20, 15)), telemetry(twin, ("m1", 30, 10))])
+    rows = await query(cloud_dsn, "SELECT gateway_id, min(minute), max(minute), count(*) FROM telemetry WHERE machine_id = 'm1' GROUP BY 1 ORDER BY 1")
+    assert rows == [
+        ("gw-a1", START, START + dt.timedelta(minutes=29), 20),
+        ("gw-a2", switch, switch + dt.timedelta(minutes=9), 10),
+    ]
     codes = await query(cloud_dsn, "SELECT gateway_id, code FROM rejections ORDER BY id")
     assert codes == [("gw-a2", "machine_owned"), ("gw-a1", "machine_owned")]
 
@@ -91,14 +99,28 @@ async def test_voucher_of_other_gateway_not_reproduced(two_tenants: tuple[Gatewa
     acme, _ = two_tenants
     day = dt.date(2026, 3, 1)
     start = dt.datetime(2026, 2, 28, 16, tzinfo=dt.UTC)  # plant day 2026-03-01 in Asia/Shanghai
+    end = start + dt.timedelta(days=1)
     records = minute_records("m1", start, 30)
     await worker.process([_Message(acme.topic("telemetry"), acme.telemetry(records), 0, 0)])
 
     async with await psycopg.AsyncConnection.connect(cloud_dsn, options=db.UTC_OPTIONS) as conn:
-        theirs = await reproduce_claims(conn, twin.claims(1, None, day=day, records=records), start, start + dt.timedelta(days=1))
-        own = await reproduce_claims(conn, acme.claims(1, None, day=day, records=records), start, start + dt.timedelta(days=1))
+        theirs = await reproduce_claims(conn, twin.claims(1, None, day=day, records=records), start, end)
+        own = await reproduce_claims(conn, acme.claims(1, None, day=day, records=records), start, end)
     assert theirs.reproduced is False
     assert theirs.detail == (
         "machine 'm1' is measured by gateway 'gw-a1', not by this voucher's gateway 'gw-a2', so the stored records are not the ones it commits to"
     )
     assert "measured by" not in own.detail
+
+    # A stored verdict that ownership decided is opened again by a move, for the next pass to decide.
+    await store_direct(cloud_dsn, [twin.next_voucher(day=day, records=records)], topic_of=twin)
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=db.UTC_OPTIONS) as conn:
+        await conn.execute("UPDATE voucher_chain SET reproduced = false, reproduce_detail = %s", (theirs.detail,))
+        await conn.commit()
+    async with Admin(cloud_dsn) as admin:
+        moved = await admin.move_machine("acme", "m1", "gw-a2", since=start)
+    assert moved["verdicts_reopened"] == 1
+    assert await query(cloud_dsn, "SELECT reproduced FROM voucher_chain") == [(None,)]
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=db.UTC_OPTIONS) as conn:
+        again = await reproduce_claims(conn, twin.claims(1, None, day=day, records=records), start, end)
+    assert "measured by" not in again.detail
