@@ -116,3 +116,25 @@ async def test_cancel_as_message_arrives_stops_worker_loop() -> None:
         done, _ = await asyncio.wait({task}, timeout=3)
         assert done == {task}, f"the loop ran on after cancel(); rounds={rounds}"
         assert task.cancelled()
+
+
+async def test_baseline_records_requested_once_per_wait(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: MosquittoServer) -> None:
+    """A baseline period that a voucher waits for is asked of its gateway as a records request, at most once per records_wait_s."""
+    import datetime as dt
+
+    from valuegate.cloud.reproduce import BaselineSpan
+
+    acme, _ = two_tenants
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="baseline", records_wait_s=60)
+    span = BaselineSpan("acme", acme.gateway, ("m1", "m2"), dt.datetime(2025, 12, 31, 16, tzinfo=dt.UTC), dt.datetime(2026, 1, 30, 16, tzinfo=dt.UTC))
+    async with IngestWorker(settings) as worker:
+        probe = Probe(mosquitto.port)
+        try:
+            worker._request_baseline_records([(acme.site, span)])
+            worker._request_baseline_records([(acme.site, span)])  # within records_wait_s: not sent again
+            topic, body = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
+            await asyncio.sleep(0.5)
+        finally:
+            probe.close()
+    assert body == {"schema": "valuegate/records-request/v1", "machines": ["m1", "m2"], "start": "2025-12-31T16:00:00Z", "end": "2026-01-30T16:00:00Z"}
+    assert len([t for t, _ in probe.received if t == acme.topic("resend")]) == 1
