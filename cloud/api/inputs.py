@@ -12,14 +12,15 @@ from litestar.exceptions import ValidationException
 
 __all__ = ("CONTROL_CHARACTER", "SingleLine", "control_character_errors", "reject_control_characters")
 
-# C0 control characters and DEL, except the tab, which a user can paste into a text input.
-# PostgreSQL cannot store U+0000 in text at all, and a browser's single-line input does not let a user type the others.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 control characters, DEL and the C1 control characters U+0080 to U+009F (NEL among them), except the tab, which a
+# user can paste into a text input. PostgreSQL cannot store U+0000 in text at all, a browser's single-line input does
+# not let a user type the others, and NEL (U+0085) breaks a line for str.splitlines and many text viewers.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 # The same set as a msgspec pattern for JSON bodies. A negative lookahead is used because "^[^...]*$" would accept a
 # trailing newline: Python's "$" also matches just before a final "\n". The lookahead reads the same in Python and in
 # the ECMA dialect of JSON Schema, so the published OpenAPI schema stays correct.
-SINGLE_LINE_PATTERN = r"^(?![\s\S]*[\x00-\x08\x0a-\x1f\x7f])"
+SINGLE_LINE_PATTERN = r"^(?![\s\S]*[\x00-\x08\x0a-\x1f\x7f-\x9f])"
 
 SingleLine = Annotated[str, msgspec.Meta(pattern=SINGLE_LINE_PATTERN)]
 """A one-line text value of a JSON body: no control character but the tab."""

@@ -25,8 +25,12 @@ CASES = {
     "adjustment_reason": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=a%00b", "原因", "Reason", "U+0000"),
     "adjustment_escape": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=a%1Bb", "原因", "Reason", "U+001B"),
     "adjustment_newline": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=line%0A", "原因", "Reason", "U+000A"),
+    "adjustment_next_line": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=a%C2%85b", "原因", "Reason", "U+0085"),
+    "adjustment_c1_first": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=a%C2%80b", "原因", "Reason", "U+0080"),
+    "adjustment_c1_last": ("csm1", "/contracts/C-1/adjustments", f"{ADJUSTMENT}&reason=a%C2%9Fb", "原因", "Reason", "U+009F"),
     "adjustment_date": ("csm1", "/contracts/C-1/adjustments", "first_date=2024-06-03%00&last_date=2024-06-04&reason=x", "开始日期", "First date", "U+0000"),
     "webhook_url": ("adm1", "/settings/webhook", f"url=http://127.0.0.1:9/x%00&secret={SECRET}", "推送地址（URL）", "Webhook URL", "U+0000"),
+    "webhook_url_c1": ("adm1", "/settings/webhook", f"url=http://127.0.0.1:9/x%C2%9B&secret={SECRET}", "推送地址（URL）", "Webhook URL", "U+009B"),
     "webhook_secret": ("adm1", "/settings/webhook", "url=http://127.0.0.1:9/x&secret=0123456789abcdef%7F", "签名密钥（至少 16 个字符）",
                        "Signing secret (16 characters or more)", "U+007F"),
 }
@@ -81,6 +85,16 @@ def test_tab_in_reason_is_stored(site, client_for) -> None:
     assert "line\t1 rebuild" in reasons
 
 
+def test_no_break_space_in_reason_is_stored(site, client_for) -> None:
+    """U+00A0 follows the C1 range and is a printable space, so the check stops at U+009F."""
+    client, token = client_for("csm1")
+    response = post_form(client, "/contracts/C-1/adjustments", f"_csrf_token={token}&{ADJUSTMENT}&reason=line%C2%A02%20rebuild")
+    assert response.status_code == 303, response.text
+    with psycopg.connect(site.dsn) as conn:
+        reasons = [row[0] for row in conn.execute("SELECT reason FROM nonroutine_adjustments").fetchall()]
+    assert "line\u00a02 rebuild" in reasons
+
+
 @pytest.mark.parametrize(("language", "expected"), [
     ("zh-CN", "输入无效：表单提交不完整或已被改动，请刷新页面后重新填写。"),
     ("en", "Invalid input: The form arrived incomplete or changed; reload the page and fill it in again."),
@@ -122,6 +136,8 @@ def test_control_character_in_posted_address(site, client_for) -> None:
          "query parameter `anchor` contains the control character U+0000; remove it, because no control character but the tab is allowed"),
         ("/api/v1/machines/m-1%0D/kpis", "machine_id", "path",
          "path parameter `machine_id` contains the control character U+000D; remove it, because no control character but the tab is allowed"),
+        ("/api/v1/contracts/C-1/vouchers?anchor=line%C2%85", "anchor", "query",
+         "query parameter `anchor` contains the control character U+0085; remove it, because no control character but the tab is allowed"),
     ],
 )
 def test_api_parameter_control_character(site, login, path: str, field: str, source: str, detail: str) -> None:
@@ -134,7 +150,7 @@ def test_api_parameter_control_character(site, login, path: str, field: str, sou
     assert [(error["field"], error["source"], error["kind"]) for error in problem["errors"]] == [(field, source, "control")]
 
 
-@pytest.mark.parametrize("username", ["cs\u0000m", "csm1\n", "cs\u001bm"])
+@pytest.mark.parametrize("username", ["cs\u0000m", "csm1\n", "cs\u001bm", "cs\u0085m", "csm1\u009f"])
 def test_api_body_control_character(site, username: str) -> None:
     with httpx.Client(base_url=site.url, timeout=30) as client:
         response = client.post("/api/v1/session", json={"username": username, "password": PASSWORD})
