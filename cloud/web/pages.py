@@ -107,8 +107,8 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
     return Response(html, media_type=MediaType.HTML, status_code=status_code, cookies=cookies)
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> Response[str]:
-    return page(request, "error.html", status_code=status, status=status, message=message)
+def _error_page(request: Request[Any, Any, Any], status: int, message: str, *, logout_form: bool = False) -> Response[str]:
+    return page(request, "error.html", status_code=status, status=status, message=message, logout_form=logout_form)
 
 
 def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException) -> Response[Any]:
@@ -124,6 +124,10 @@ def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) 
 def _form_expired(request: Request[Any, Any, Any], exc: CsrfRejected) -> Response[str]:
     # A page open in a tab from before the last log-in sends the old session's token, so the usual cause is a stale form.
     log.info("web_csrf_rejected", path=request.url.path, detail=exc.detail, user=getattr(principal_of(request), "username", None))
+    if request.url.path == "/logout":
+        # The session stays, because a forged post must not end it, but the page offers a log-out form with the session's
+        # current token. Without a valid session there is no token to check, and the log-out itself goes ahead.
+        return _error_page(request, 403, translate(language_of(request), "error.logout_expired"), logout_form=True)
     return _error_page(request, 403, translate(language_of(request), "error.form_expired"))
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import ipaddress
 import zipfile
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+import idna
 import msgspec
 import structlog
 from typing import Annotated
@@ -120,25 +123,57 @@ def _url_error(message: str, code: str, url: str) -> Invalid:
     return error
 
 
-def _check_webhook_url(url: str) -> None:
-    """Raise :class:`Invalid` naming ``url`` unless it is an http:// or https:// URL with a host name and a valid port."""
-    if not url.startswith(("http://", "https://")):
-        raise _url_error(f"webhook URL {url!r} must start with http:// or https://", "invalid_url", url)
+def _valid_host(host: str) -> bool:
+    """Return whether ``host`` is an IP address or a host name that IDNA 2008 can encode: LDH labels or an internationalized name."""
     try:
-        parts = urlsplit(url)
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        idna.encode(host)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
+
+
+def _checked_webhook_url(url: str) -> str:
+    """Return ``url`` with its scheme in lower case, or raise :class:`Invalid` naming it.
+
+    The URL must be http:// or https:// with a valid port and a host that is an IP address or a host name IDNA 2008
+    can encode. Schemes are case-insensitive (RFC 3986, section 3.1), so ``HTTPS://`` is accepted and stored as
+    ``https://``. httpx, which sends the deliveries, fails before it connects on a non-ASCII host it cannot encode and
+    on a dotted-decimal host that is no IPv4 address, so a saved URL with such a host would fail every delivery.
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() not in ("http", "https") or not rest.startswith("//"):
+        raise _url_error(f"webhook URL {url!r} must start with http:// or https://", "invalid_url", url)
+    normalized = f"{scheme.lower()}:{rest}"
+    try:
+        parts = urlsplit(normalized)
         host, _ = parts.hostname, parts.port
     except ValueError as exc:
         # urlsplit rejects an unclosed IPv6 bracket, and .port a port that is not a number from 0 to 65535.
         raise _url_error(f"webhook URL {url!r} is not a valid URL ({exc}); enter the full address", "malformed_url", url) from exc
-    if not host:
+    # str.strip also removes Unicode spaces such as U+3000, so a host of only spaces counts as none.
+    if not host or not host.strip():
         raise _url_error(f"webhook URL {url!r} has no host name; enter the full address, such as https://crm.example.com/hooks", "url_without_host", url)
+    if not _valid_host(host):
+        error = _url_error(f"webhook URL {url!r} has the invalid host name {host!r}; use letters, digits, hyphens and dots, or an IP address", "invalid_host", url)
+        error.params["host"] = host  # type: ignore[attr-defined]
+        raise error
+    try:
+        # The delivery parses the URL with httpx, which also rejects a dotted-decimal host that is no IPv4 address.
+        httpx.URL(normalized)
+    except (httpx.InvalidURL, idna.IDNAError) as exc:
+        raise _url_error(f"webhook URL {url!r} is not a valid URL ({exc}); enter the full address", "malformed_url", url) from exc
+    return normalized
 
 
 @post("/settings/webhook", guards=[requires("admin")], name="web:set-webhook", status_code=303)
 async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotated[WebhookForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
     """Set the tenant's renewal webhook; the secret is stored for signing and never shown again."""
-    url, secret = data.url.strip(), data.secret.strip()
-    _check_webhook_url(url)
+    url, secret = _checked_webhook_url(data.url.strip()), data.secret.strip()
     if len(secret) < 16:
         error = Invalid("the webhook secret is shorter than 16 characters; choose a longer random one", code="weak_secret")
         error.params = {}  # type: ignore[attr-defined]

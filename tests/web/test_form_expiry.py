@@ -1,12 +1,19 @@
-"""A post without the session's CSRF token gets its own message, apart from the one about roles, and changes nothing."""
+"""A post without the session's CSRF token gets its own message, apart from the one about roles, and changes nothing.
+
+A log-out post with such a token keeps the session, because another site could have sent it, and gets a page with a
+log-out form that works. A log-out post without a valid session ends nothing and goes to the log-in page.
+"""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
 
 from tests.web.site import PASSWORD
 from tests.web.test_form_validation import csrf, message, snapshot
+from valuegate.cloud.auth import SESSION_COOKIE
 
 pytestmark = pytest.mark.postgres
 
@@ -19,7 +26,11 @@ FORMS = {
     "run": ("fin1", "/contracts/C-1/runs", {"period_first": "2024-05-01", "period_last": "2024-05-10"}),
     "webhook": ("adm1", "/settings/webhook", {"url": "https://crm.example.test/hooks", "secret": "s3cret-0123456789abcdef"}),
     "renewal_check": ("csm1", "/contracts/C-1/renewal-check", {}),
-    "logout": ("csm1", "/logout", {}),
+}
+
+LOGOUT_EXPIRED = {
+    "zh-CN": "退出登录的请求来自已过期的页面，您仍处于登录状态。如需退出，请点击下面的“退出登录”按钮。",
+    "en": "The log-out request came from an expired page, so you are still logged in. To log out, press Log out below.",
 }
 
 
@@ -47,6 +58,45 @@ def test_post_without_valid_token(site, login, form: str, language: str) -> None
     assert snapshot(site.dsn) == before
     # The session still works: the rejected posts did not log the user out.
     assert client.get("/contracts").status_code == 200
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+@pytest.mark.parametrize("case", ["absent", "wrong", "empty", "stale"])
+def test_logout_with_invalid_token_offers_form(site, login, case: str, language: str) -> None:
+    client = login("csm1")
+    token = {"absent": None, "wrong": "not-the-session-token", "empty": "", "stale": stale_token(site, "csm1")}[case]
+    before = snapshot(site.dsn)
+    response = client.post(f"/logout?lang={language}", data={} if token is None else {"_csrf_token": token})
+    assert response.status_code == 403
+    assert message(response.text) == LOGOUT_EXPIRED[language]
+    assert snapshot(site.dsn) == before
+    assert client.get("/contracts").status_code == 200
+
+    # The page's own form carries the session's current token, and posting it logs the user out.
+    form = re.search(r'<form method="post" action="/logout" id="logout-again">(.*?)</form>', response.text, re.S)
+    assert form, response.text
+    fresh = re.search(r'name="_csrf_token" value="([^"]+)"', form.group(1)).group(1)
+    logged_out = client.post("/logout", data={"_csrf_token": fresh})
+    assert logged_out.status_code == 303
+    assert logged_out.headers["location"] == "/login"
+    assert len(snapshot(site.dsn)["sessions"]) == len(before["sessions"]) - 1
+    assert client.get("/contracts").status_code == 303
+
+
+def test_logout_without_session_goes_to_login(site) -> None:
+    """A session that already ended has no token to check, so its stale log-out form just leads to the log-in page."""
+    with httpx.Client(base_url=site.url, timeout=30, follow_redirects=False) as client:
+        assert client.post("/login", data={"username": "csm1", "password": PASSWORD}).status_code == 303
+        token = csrf(client.get("/contracts/C-1").text)
+        assert client.post("/logout", data={"_csrf_token": token}).status_code == 303
+        before = snapshot(site.dsn)
+        # The browser still sends the old cookie, as a tab left open before the log-out would.
+        client.cookies.set(SESSION_COOKIE, "ended-session-id")
+        for data in ({"_csrf_token": token}, {}):
+            response = client.post("/logout", data=data)
+            assert response.status_code == 303
+            assert response.headers["location"] == "/login"
+    assert snapshot(site.dsn) == before
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
