@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -25,8 +25,9 @@ from valuegate.cloud.store import NotFound
 from .charts import GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
-from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections
+from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections, unreproduced_vouchers
 from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text
+from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
 from .renewal_views import trigger_label
 
 __all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment")
@@ -41,6 +42,14 @@ class Finding:
 
     text: str
     source: str = ""
+    vouchers: tuple[str, ...] = ()
+    """For a group of vouchers: every voucher id or run of ids, listed in the finding's details toggle."""
+    details: tuple[str, ...] = ()
+    """For a group of vouchers: their distinct raw re-computation details (English), for engineers."""
+
+
+def _group_finding(group: CauseGroup, language: str, tenant: str) -> Finding:
+    return Finding(group_text(group, language, tenant), vouchers=tuple(voucher_runs(group.gateway, group.seqs)), details=tuple(group.details))
 
 
 def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[str, Decimal | None]:
@@ -91,7 +100,7 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
 
 
 async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
-                        adjustments: list[dict[str, Any]], vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                        adjustments: list[dict[str, Any]], groups: list[CauseGroup]) -> list[dict[str, Any]]:
     gains = await anchor_gains(conn, tenant, contract.id)
     values = await settlement.billable_values(conn, tenant, contract.id)
     separator = translate(language, "quality.reason_separator")
@@ -119,9 +128,7 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 findings.append(Finding(translate(language, "quality.insufficient_day", date=day, reasons=why), "; ".join(g["reasons"] or [])))
             elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
                 findings.append(Finding(translate(language, "quality.not_running_day", date=day)))
-        for v in vouchers:
-            if v["anchor_id"] == anchor.id and v["state"] == "mismatch":
-                findings.append(Finding(translate(language, "quality.disagreement", voucher=v["voucher_id"], detail=v.get("reproduce_detail") or "-")))
+        findings += [_group_finding(group, language, tenant) for group in groups if group.anchor == anchor.id]
         for x in adjustments:
             if x["anchor_id"] in (None, anchor.id):
                 for g in rows:
@@ -173,7 +180,8 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
 
     vouchers = (await reports.contract_vouchers(conn, tenant, contract_id, limit=500))["items"]
     adjustments = await settlement.list_adjustments(conn, tenant, contract_id)
-    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, adjustments, vouchers)
+    groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
+    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, adjustments, groups)
     machines = sorted({m for a in contract.anchors for m in a.scope})
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
@@ -182,6 +190,12 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
         Finding(translate(language, "quality.chain_gap", gateway=g["gateway_id"], after=g["contiguous_through"], highest=g["highest_seq"]))
         for g in await chain_gaps(conn, tenant, contract_id)
     ]
+    # Vouchers of an anchor the current contract revision no longer has are listed with the contract's own findings.
+    known = {anchor.id for anchor in contract.anchors}
+    for group in groups:
+        if group.anchor not in known:
+            finding = _group_finding(group, language, tenant)
+            chain_findings.append(replace(finding, text=translate(language, "quality.other_anchor", anchor=group.anchor, finding=finding.text)))
     rejected = await rejections(conn, tenant, contract_id)
     chain_findings += [Finding(translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", code=r["code"], reason=r["reason"])) for r in rejected]
 

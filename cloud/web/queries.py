@@ -14,6 +14,7 @@ __all__ = (
     "anchor_gains",
     "chain_gaps",
     "rejections",
+    "unreproduced_vouchers",
 )
 
 Conn = psycopg.AsyncConnection[Any]
@@ -97,4 +98,20 @@ async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int
         "SELECT voucher_id, gateway_id, code, reason, received_at FROM rejections WHERE tenant_id = %s AND contract_id = %s"
         " ORDER BY received_at DESC, id DESC LIMIT %s",
         (tenant_id, contract_id, limit),
+    )
+
+
+async def unreproduced_vouchers(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return the contract's vouchers whose re-computation disagreed or is still pending with a detail, by gateway and sequence.
+
+    ``reproduced`` is False for a disagreement and None while pending; a voucher never tried yet has no detail and is left out.
+    """
+    return await _rows(
+        conn,
+        "SELECT v.anchor_id, v.gateway_id, v.seq, c.reproduced, c.reproduce_detail FROM vouchers v"
+        " JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
+        " WHERE v.tenant_id = %s AND v.contract_id = %s"
+        " AND (c.reproduced = false OR (c.reproduced IS NULL AND c.reproduce_detail IS NOT NULL))"
+        " ORDER BY v.gateway_id, v.seq",
+        (tenant_id, contract_id),
     )

@@ -26,7 +26,8 @@ def test_gap_and_mismatch_show_and_do_not_bill(site, login):
     client = login("csm1")
     page = client.get("/contracts/C-1?lang=en").text
     assert "Gateway gw-1: vouchers are missing after sequence 21 (highest received 23)" in page
-    assert "gw-1:4: the cloud&#39;s re-computation from stored telemetry disagrees with the voucher (oee 0.70 differs from 0.735)." in page
+    assert ("Gateway gw-1, voucher gw-1:4: the cloud&#39;s re-computation from stored telemetry disagrees with what the gateway signed; "
+            "vouchers in this state bill nothing. Re-computation detail: oee 0.70 differs from 0.735") in page
     assert '<tr data-voucher="gw-1:23">' in page
     row_23 = page.split('<tr data-voucher="gw-1:23">', 1)[1].split("</tr>", 1)[0]
     assert 'class="state state-gap"' in row_23
