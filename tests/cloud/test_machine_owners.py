@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -15,22 +14,13 @@ from valuegate.cloud import db, store
 from valuegate.cloud.admin import Admin
 from valuegate.cloud.ingest import IngestWorker, _Message
 from valuegate.cloud.reproduce import reproduce_claims
-from valuegate.cloud.settings import CloudSettings
 
 from .conftest import Gateway, minute_records, register, store_direct
+from .test_ingest_batch import worker  # noqa: F401 - the worker without a broker, as a fixture
 
 pytestmark = [pytest.mark.postgres]
 
 START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-async def worker(cloud_dsn: str) -> AsyncIterator[IngestWorker]:
-    pool = await db.open_pool(cloud_dsn, min_size=1, max_size=2)
-    try:
-        yield IngestWorker(CloudSettings(dsn=cloud_dsn), pool=pool)
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
