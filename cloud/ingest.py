@@ -37,7 +37,8 @@ from .chain import ChainPosition, load_gateways, rejection_hints, store_rejectio
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
 from .machines import claim_machines, drop_foreign_records
-from .reproduce import BaselineSpan, reproduce_pending
+from .record_requests import RecordRequests
+from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .status import register_status_rotations
 from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
@@ -106,7 +107,7 @@ class IngestWorker:
         self._last_resend: dict[tuple[str, int], float] = {}
         # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
         self._unsent_acks: dict[str, tuple[Topic, int]] = {}
-        self._last_records_request: dict[tuple[str, int | str], float] = {}
+        self._requests = RecordRequests(settings.records_wait_s)
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
@@ -261,8 +262,9 @@ class IngestWorker:
             return
         self._outage.recovered()
         metrics.WAITING_FOR_RECORDS.set(len(result.missing_records) + len(result.missing_baselines))
-        self._request_records(result.missing_records)
-        self._request_baseline_records(result.missing_baselines)
+        if self._client is not None and self._connected.is_set():
+            self._requests.vouchers(self._client, result.missing_records)
+            self._requests.baselines(self._client, result.missing_baselines)
 
     async def _keep_lease(self) -> None:
         if self._lease is None or self._link.taken_over:
@@ -275,41 +277,6 @@ class IngestWorker:
             log.error("mqtt_session_taken_over", worker=self.name, reason="another ingest worker took this client id while the database was unreachable; this worker stops")
             self._link.taken_over = True
             await self._link.close()
-
-    def _request_records(self, missing: list[tuple[str, str, str, int]]) -> None:
-        """Ask each gateway to resend from its oldest voucher whose records have not arrived; the edge resends the records with it."""
-        client = self._client
-        if client is None or not self._connected.is_set():
-            return
-        oldest: dict[tuple[str, str, str], int] = {}
-        for tenant, site, gateway, seq in missing:
-            key = (tenant, site, gateway)
-            oldest[key] = min(seq, oldest.get(key, seq))
-        now = time.monotonic()
-        for (tenant, site, gateway), seq in oldest.items():
-            if now - self._last_records_request.get((gateway, seq), -1e9) < self.settings.records_wait_s:
-                continue
-            self._last_records_request[(gateway, seq)] = now
-            topic = Topic(tenant, site, gateway, "resend")
-            client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": seq}), qos=1)
-            metrics.RESEND_REQUESTS.inc()
-            log.info("records_requested", gateway=gateway, from_seq=seq)
-
-    def _request_baseline_records(self, missing: list[tuple[str, BaselineSpan]]) -> None:
-        """Ask each gateway for the records of a baseline period that a voucher's rebuilt baseline lacks."""
-        client = self._client
-        if client is None or not self._connected.is_set():
-            return
-        now = time.monotonic()
-        for site, span in missing:
-            key = (span.gateway, span.start.isoformat())
-            if now - self._last_records_request.get(key, -1e9) < self.settings.records_wait_s:
-                continue
-            self._last_records_request[key] = now
-            request = {"schema": "valuegate/records-request/v1", "machines": list(span.machines), "start": _utc(span.start), "end": _utc(span.end)}
-            client.publish(Topic(span.tenant, site, span.gateway, "resend").reply("resend"), msgspec.json.encode(request), qos=1)
-            metrics.RESEND_REQUESTS.inc()
-            log.info("baseline_records_requested", gateway=span.gateway, machines=list(span.machines), start=request["start"], end=request["end"])
 
     async def process(self, messages: list[_Message]) -> dict[str, ChainPosition]:
         """Check and store one batch, then acknowledge it; return the chain positions of the gateways touched."""
@@ -439,6 +406,3 @@ class IngestWorker:
         metrics.RESEND_REQUESTS.inc()
         log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
 
-
-def _utc(stamp: dt.datetime) -> str:
-    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -43,6 +43,11 @@ class Owners:
             starts.append(_minute_text(since))
             gateways.append(gateway)
 
+    def sole(self, tenant: str, machine: str) -> str | None:
+        """Return the gateway when one gateway has owned ``machine`` all along, else None."""
+        starts, gateways = self._spans.get((tenant, machine), ([], []))
+        return gateways[0] if len(gateways) == 1 else None
+
     def at(self, tenant: str, machine: str, minute: str) -> str | None:
         """Return the gateway owning ``machine`` at ``minute`` (``YYYY-MM-DDTHH:MM:00Z``), or None before any owner."""
         starts, gateways = self._spans.get((tenant, machine), ([], []))
@@ -92,6 +97,9 @@ def drop_foreign_records(batches: list[CheckedBatch], owners: Owners) -> dict[in
     reasons: dict[int, str] = {}
     for index, item in enumerate(batches):
         tenant, sender = item.gateway.tenant_id, item.gateway.gateway_id
+        # The usual case, every machine owned by the sender all along, needs no look-up per record.
+        if all(owners.sole(tenant, machine) == sender for machine in {record.machine for record in item.batch.records}):
+            continue
         foreign: dict[str, str] = {}
         kept = []
         for record in item.batch.records:

@@ -126,15 +126,19 @@ async def test_baseline_records_requested_once_per_wait(two_tenants: tuple[Gatew
 
     acme, _ = two_tenants
     settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="baseline", records_wait_s=60)
-    span = BaselineSpan("acme", acme.gateway, ("m1", "m2"), dt.datetime(2025, 12, 31, 16, tzinfo=dt.UTC), dt.datetime(2026, 1, 30, 16, tzinfo=dt.UTC))
+    # 45 days: sent in two parts, because the edge answers at most 62 days and the ingest splits at 31.
+    span = BaselineSpan("acme", acme.gateway, ("m1", "m2"), dt.datetime(2025, 12, 31, 16, tzinfo=dt.UTC), dt.datetime(2026, 2, 14, 16, tzinfo=dt.UTC))
     async with IngestWorker(settings) as worker:
         probe = Probe(mosquitto.port)
         try:
-            worker._request_baseline_records([(acme.site, span)])
-            worker._request_baseline_records([(acme.site, span)])  # within records_wait_s: not sent again
-            topic, body = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
+            worker._requests.baselines(worker._client, [(acme.site, span)])
+            worker._requests.baselines(worker._client, [(acme.site, span)])  # within records_wait_s: not sent again
+            await probe.wait_for(lambda topic, body: topic == acme.topic("resend") and body["end"] == "2026-02-14T16:00:00Z")
             await asyncio.sleep(0.5)
         finally:
             probe.close()
-    assert body == {"schema": "valuegate/records-request/v1", "machines": ["m1", "m2"], "start": "2025-12-31T16:00:00Z", "end": "2026-01-30T16:00:00Z"}
-    assert len([t for t, _ in probe.received if t == acme.topic("resend")]) == 1
+    requests = [body for topic, body in probe.received if topic == acme.topic("resend")]
+    assert requests == [
+        {"schema": "valuegate/records-request/v1", "machines": ["m1", "m2"], "start": "2025-12-31T16:00:00Z", "end": "2026-01-31T16:00:00Z"},
+        {"schema": "valuegate/records-request/v1", "machines": ["m1", "m2"], "start": "2026-01-31T16:00:00Z", "end": "2026-02-14T16:00:00Z"},
+    ]
