@@ -22,7 +22,7 @@ _REQUEST_MACHINES = 64
 
 
 class RecordRequests:
-    """Publishes records requests on the gateways' ``resend`` topics, each one at most once per ``wait_s``."""
+    """Records requests to gateways on their ``resend`` topics; the same request goes out at most once per ``wait_s``."""
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
@@ -54,7 +54,7 @@ class RecordRequests:
                 continue
             self._last[key] = now
             topic = Topic(span.tenant, site, span.gateway, "resend").reply("resend")
-            # The edge answers requests of at most 62 days and 64 machines, so a longer baseline goes in parts.
+            # The edge accepts requests of at most 62 days and 64 machines, so a longer baseline goes in parts.
             for first in range(0, len(span.machines), _REQUEST_MACHINES):
                 machines = list(span.machines[first : first + _REQUEST_MACHINES])
                 start = span.start
