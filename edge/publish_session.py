@@ -1,0 +1,369 @@
+"""One MQTT connection of the edge publisher: in-flight messages, publishing cursors, and the cloud's control messages.
+
+The session publishes vouchers read ahead of the window and telemetry
+records, settles PUBACKs, applies the cloud's cumulative acks, and handles
+resend and records requests (docs/architecture.md describes the protocol).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from . import outbox
+from .protocol.records import TELEMETRY_SCHEMA
+
+if TYPE_CHECKING:
+    from .publish import Publisher
+
+__all__ = ("ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "ClientEvent", "SessionState", "iso_now", "split_records")
+
+ACK_SCHEMA = "valuegate/ack/v1"
+RESEND_SCHEMA = "valuegate/resend/v1"
+# The cloud's request for the records of machines over a time span (a baseline period), on the resend topic.
+RECORDS_REQUEST_SCHEMA = "valuegate/records-request/v1"
+# The maximum span and machine count of one records request; larger requests are ignored and counted.
+_RECORDS_REQUEST_MAX_MS = 62 * 86_400_000
+_RECORDS_REQUEST_MAX_MACHINES = 64
+STATUS_SCHEMA = "valuegate/status/v1"
+# Fixed header, packet id, topic length and property bytes of a PUBLISH, rounded up.
+_PUBLISH_OVERHEAD = 64
+# How long a new connection waits for the retained status before it announces itself.
+_STATUS_WAIT_S = 1.0
+# Free window slots that wake the session when vouchers read ahead wait (waking per PUBACK costs more than it gains).
+_AHEAD_REFILL_ROOM = 8
+# Vouchers whose evidence records one resend request republishes, at most.
+_RESEND_EVIDENCE_VOUCHERS = 8
+
+
+@dataclass(slots=True)
+class ClientEvent:
+    """One paho callback, queued for the session: CONNACK, disconnect or an incoming message."""
+
+    kind: str  # connack, disconnect, message
+    code: int = 0
+    session_present: bool = False
+    properties: Any = None
+    topic: str = ""
+    payload: bytes = b""
+
+
+def split_records(prefix: bytes, records: list[bytes], limit: int) -> list[list[bytes]]:
+    """Split JSON records into groups whose batch payload (``prefix`` + records + closing) fits in ``limit`` bytes."""
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = len(prefix) + 2
+    for record in records:
+        extra = len(record) + (1 if current else 0)
+        if current and size + extra > limit:
+            groups.append(current)
+            current, size = [], len(prefix) + 2
+            extra = len(record)
+        if len(prefix) + 2 + len(record) > limit:
+            msg = f"one telemetry record of {len(record)} bytes exceeds the broker's maximum packet size ({limit} bytes of payload)"
+            raise ValueError(msg)
+        current.append(record)
+        size += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+class SessionState:
+    """In-flight messages and publishing cursors of one connection."""
+
+    def __init__(self, publisher: Publisher, client: mqtt.Client, connack: ClientEvent) -> None:
+        self.p = publisher
+        self.client = client
+        config = publisher.config
+        props = connack.properties
+        self.max_packet = getattr(props, "MaximumPacketSize", None)
+        self.window = min(config.publish.window, getattr(props, "ReceiveMaximum", config.publish.window))
+        self.inflight: dict[int, tuple[str, Any]] = {}
+        self.published_records: list[tuple[int, str]] = []
+        self.stored_through = 0
+        self.voucher_cursor = publisher.acked_through + 1
+        # Vouchers read from the outbox but not yet published, in sequence from voucher_cursor.
+        self.ahead: collections.deque[outbox.OutboxEntry] = collections.deque()
+        self.telemetry_cursor: tuple[int, str] | None = None
+        self.blocked_seq: int | None = None
+        self.online = False
+        self.status_deadline = time.monotonic() + _STATUS_WAIT_S
+        self.last_progress = time.monotonic()
+        self.topics = {kind: config.topic(kind) for kind in ("telemetry", "vouchers", "status", "ack", "resend")}
+
+    async def start(self) -> None:
+        """Subscribe, then wait briefly for the retained status before announcing this instance (see :meth:`_check_status`)."""
+        self.client.subscribe([(self.topics["ack"], 1), (self.topics["resend"], 1), (self.topics["status"], 1)])
+        self.status_deadline = time.monotonic() + _STATUS_WAIT_S
+        self.online = False
+
+    async def _go_online(self) -> None:
+        self.online = True
+        # Recorded before the announcement, so that a crash right after it cannot look like another agent.
+        await self.p.spool.call(_remember_instance, self.p.instance)
+        status = {"schema": STATUS_SCHEMA, "state": "online", "instance": self.p.instance, "ts": iso_now(), **self.p.status_extra()}
+        self._publish("status", None, self.topics["status"], json.dumps(status).encode(), retain=True)
+
+    async def _check_status(self, message: Any) -> None:
+        """Raise the conflict alarm when the status topic shows another instance of this gateway online.
+
+        The retained status names the last instance that announced itself.
+        When that is neither this process nor an earlier run on this spool
+        (which a crash may leave marked online), a second agent with the same
+        gateway id is running, and this one stays off the broker.
+        """
+        if not isinstance(message, dict) or message.get("schema") != STATUS_SCHEMA:
+            return
+        other = message.get("instance")
+        if message.get("state") == "online" and isinstance(other, str) and other != self.p.instance:
+            known = await self.p.spool.call(_known_instances)
+            if other not in known:
+                self.p.alarm(f"status topic shows instance {other} online")
+                return
+        if not self.online:
+            await self._go_online()
+
+    def _publish(self, kind: str, key: Any, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        self.inflight[info.mid] = (kind, key)
+        return True
+
+    def _room(self) -> int:
+        return self.window - len(self.inflight)
+
+    async def fill(self) -> None:
+        """Publish telemetry, then vouchers, until the window is full or nothing is left."""
+        if not self.online:
+            if time.monotonic() < self.status_deadline:
+                return
+            await self._go_online()
+        if self.p._announce:
+            self.p._announce = False
+            await self._go_online()
+        # A spool query waits until a quarter of the window is free; vouchers already read ahead go at once.
+        if self._room() >= self._refill_room() or not self.inflight:
+            await self._fill_telemetry()
+        while self._room() > 0:
+            if not self.ahead:
+                if self.inflight and self._room() < self._refill_room():
+                    return
+                entries = await self.p.spool.call(outbox.pending, self.voucher_cursor, self.window)
+                if not entries:
+                    return
+                self.ahead.extend(entries)
+            entry = self.ahead[0]
+            if self._too_large(entry):
+                return
+            if not self._publish("voucher", entry.seq, self.topics["vouchers"], entry.payload):
+                return
+            self.ahead.popleft()
+            self.voucher_cursor = entry.seq + 1
+
+    def _move_cursor(self, seq: int) -> None:
+        """Point the voucher cursor at ``seq``, keeping only read-ahead vouchers that still follow it."""
+        while self.ahead and self.ahead[0].seq < seq:
+            self.ahead.popleft()
+        if self.ahead and self.ahead[0].seq != seq:
+            self.ahead.clear()
+        self.voucher_cursor = seq
+
+    def _too_large(self, entry: outbox.OutboxEntry) -> bool:
+        """Hold back a voucher the broker would reject for its size; it stays in the outbox, and so do the ones after it."""
+        limit = self.max_packet
+        if limit is None or len(entry.payload) + len(self.topics["vouchers"]) + _PUBLISH_OVERHEAD <= limit:
+            return False
+        if self.blocked_seq != entry.seq:
+            self.blocked_seq = entry.seq
+            self.p.metrics.publish_rejected.inc()
+            self.p._log.error(
+                "voucher_too_large",
+                seq=entry.seq,
+                bytes=len(entry.payload),
+                max_packet_size=limit,
+                detail="raise the broker's maximum packet size; the voucher and every later one wait in the outbox",
+            )
+        return True
+
+    async def _fill_telemetry(self) -> None:
+        config = self.p.config
+        if sum(kind == "telemetry" for kind, _ in self.inflight.values()) >= max(1, self.window // 2):
+            return
+        rows = await self.p.spool.call(outbox.unpublished_records, self.telemetry_cursor, config.publish.telemetry_batch_records)
+        if not rows:
+            return
+        self.telemetry_cursor = (rows[-1][0], rows[-1][1])
+        self._publish_records(rows)
+
+    def _publish_records(self, rows: list[tuple[int, str, str]]) -> None:
+        config = self.p.config
+        head = {
+            "schema": TELEMETRY_SCHEMA,
+            "tenant": config.tenant,
+            "site": config.site,
+            "gateway": config.gateway,
+            "time_zones": self.p.time_zones,
+        }
+        prefix = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":['
+        limit = (self.max_packet or 256 * 1024 * 1024) - _PUBLISH_OVERHEAD - len(self.topics["telemetry"].encode())
+        keyed = {record.encode(): (minute_ms, machine) for minute_ms, machine, record in rows}
+        for group in split_records(prefix, list(keyed), limit):
+            payload = prefix + b",".join(group) + b"]}"
+            keys = [keyed[record] for record in group]
+            if self._publish("telemetry", keys, self.topics["telemetry"], payload):
+                self.p.metrics.telemetry_batches.inc()
+
+    async def handle(self, event: ClientEvent) -> None:
+        if event.kind == "message":
+            await self._on_message(event.topic, event.payload)
+
+    def on_puback(self, mid: int, code: int) -> bool:
+        """Free the message's window slot; telemetry records it carried are marked published by :meth:`settle`.
+
+        Returns whether the session should wake: the window is empty, or has room for a refill (see :meth:`fill`).
+        """
+        kind, key = self.inflight.pop(mid, ("unknown", None))
+        if code >= 0x80:
+            self.p.metrics.publish_rejected.inc()
+            if (held := self.p.limit("mqtt_publish_rejected")) is not None:
+                self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{code:#04x}", repeats_not_logged=held)
+        elif kind == "telemetry":
+            self.published_records += key
+        return not self.inflight or self._room() >= (_AHEAD_REFILL_ROOM if self.ahead else self._refill_room())
+
+    def _refill_room(self) -> int:
+        return max(1, self.window // 4)
+
+    async def settle(self) -> None:
+        """Apply the highest cloud ack received since the last call, and mark the telemetry the broker acknowledged as published."""
+        if self.stored_through > self.p.acked_through:
+            through, self.stored_through = self.stored_through, 0
+            await self._apply_ack(through)
+        if not self.published_records:
+            return
+        keys, self.published_records = self.published_records, []
+        await self.p.spool.call(outbox.mark_published, keys, _now_ms())
+        self.p.metrics.telemetry_records.inc(len(keys))
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            self.p.metrics.bad_control_messages.inc()
+            if (held := self.p.limit("control_message_invalid")) is not None:
+                self.p._log.warning("control_message_invalid", topic=topic, reason="not JSON", repeats_not_logged=held)
+            return
+        if topic == self.topics["status"]:
+            await self._check_status(message)
+        elif topic == self.topics["ack"] and _field(message, ACK_SCHEMA, "stored_through") is not None:
+            # Acks are cumulative: only the highest one received before the next settle is applied.
+            self.stored_through = max(self.stored_through, int(message["stored_through"]))
+        elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
+            await self._on_resend(int(message["from_seq"]))
+        elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
+            await self._on_records_request(*span)
+        else:
+            self.p.metrics.bad_control_messages.inc()
+            schema = message.get("schema") if isinstance(message, dict) else None
+            if (held := self.p.limit("control_message_invalid")) is not None:
+                self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field", repeats_not_logged=held)
+
+    async def _apply_ack(self, stored_through: int) -> None:
+        through, removed = await self.p.spool.call(outbox.ack, stored_through)
+        if through > self.p.acked_through:
+            self.p.acked_through = through
+            self.last_progress = time.monotonic()
+            self.p.metrics.acked_through.set(through)
+            self.p._log.info("vouchers_acknowledged", stored_through=through, removed=removed)
+        self._move_cursor(max(self.voucher_cursor, through + 1))
+
+    async def _on_resend(self, from_seq: int) -> None:
+        start = max(from_seq, self.p.acked_through + 1)
+        self.p.metrics.publish_retries.inc()
+        self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
+        # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
+        # A request below the ack point asks for records only: those of acknowledged vouchers stay for the
+        # telemetry retention. Records go for the first few vouchers only: a later gap brings a later request.
+        seq = from_seq
+        while seq < min(self.voucher_cursor, from_seq + _RESEND_EVIDENCE_VOUCHERS):
+            span = await self.p.spool.call(outbox.voucher_span, seq)
+            rows = await self.p.spool.call(outbox.records_for, *span) if span is not None else []
+            if rows:
+                self._publish_records(rows)
+            elif span is None and seq <= self.p.acked_through and (held := self.p.limit("evidence_unavailable")) is not None:
+                # A scope still known with no rows is a day without records (the line stood still), not a loss.
+                self.p._log.warning(
+                    "evidence_unavailable", seq=seq, reason="the voucher's scope and records were pruned after the telemetry retention", repeats_not_logged=held
+                )
+            seq += 1
+        self._move_cursor(min(self.voucher_cursor, start))
+
+    async def _on_records_request(self, machines: list[str], start_ms: int, end_ms: int) -> None:
+        rows = await self.p.spool.call(outbox.records_for, machines, start_ms, end_ms)
+        self.p._log.info("records_request_answered", machines=machines, start_ms=start_ms, end_ms=end_ms, records=len(rows))
+        if rows:
+            self._publish_records(rows)
+
+    async def tick(self) -> None:
+        """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
+        if not any(kind == "telemetry" for kind, _ in self.inflight.values()):
+            self.telemetry_cursor = None
+        waiting = self.voucher_cursor > self.p.acked_through + 1
+        in_flight = any(kind == "voucher" for kind, _ in self.inflight.values())
+        if waiting and not in_flight and time.monotonic() - self.last_progress > self.p.config.publish.ack_timeout_s:
+            self.p.metrics.publish_retries.inc()
+            if (held := self.p.limit("vouchers_republished")) is not None:
+                self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout", repeats_not_logged=held)
+            self._move_cursor(self.p.acked_through + 1)
+            self.last_progress = time.monotonic()
+
+
+def _known_instances(spool: Any) -> list[str]:
+    text = spool.meta("instances")
+    return json.loads(text) if text else []
+
+
+def _remember_instance(spool: Any, instance: str) -> None:
+    """Keep the last few instance ids that announced themselves from this spool."""
+    known = [item for item in _known_instances(spool) if item != instance][-9:]
+    with spool.transaction(sync="NORMAL"):
+        spool.set_meta("instances", json.dumps([*known, instance]))
+
+
+def _field(message: Any, schema: str, name: str) -> int | None:
+    if not isinstance(message, dict) or message.get("schema") != schema:
+        return None
+    value = message.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _records_span(message: Any) -> tuple[list[str], int, int] | None:
+    """Return the machines and ``[start_ms, end_ms)`` of a valid records request, else None."""
+    if not isinstance(message, dict) or message.get("schema") != RECORDS_REQUEST_SCHEMA:
+        return None
+    machines, start, end = message.get("machines"), message.get("start"), message.get("end")
+    if not isinstance(machines, list) or not 0 < len(machines) <= _RECORDS_REQUEST_MAX_MACHINES or not all(isinstance(m, str) for m in machines):
+        return None
+    try:
+        start_ms, end_ms = (int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000) for value in (start, end))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not 0 < end_ms - start_ms <= _RECORDS_REQUEST_MAX_MS:
+        return None
+    return machines, start_ms, end_ms
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
