@@ -23,8 +23,8 @@ class Members:
     """The bytes of each member by the name it unpacks to, the members not read with the reason, and the names a ZIP file repeats.
 
     ``outside`` contains every member that would land outside the bundle when
-    unpacked (an absolute or ``..`` name, or a symbolic link leaving the
-    folder); such a member is never read, so nothing outside the bundle is checked in its place.
+    unpacked: an absolute or ``..`` name, or a symbolic link leaving the
+    folder. Such a member is never read, so nothing outside the bundle is checked in its place.
     ``repeated`` maps each path that more than one ZIP member unpacks to
     (see :func:`unpacked_name`) to the members' names as the ZIP file gives them.
     """

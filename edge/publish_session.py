@@ -290,8 +290,8 @@ class SessionState:
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
         # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
-        # A request below the ack point asks for records only: those of acknowledged vouchers stay for the
-        # telemetry retention. Records go for the first few vouchers only: a later gap brings a later request.
+        # A request below the ack point requests records only, because those of acknowledged vouchers stay
+        # for the telemetry retention. Records go for the first few vouchers only: a later gap brings a later request.
         seq = from_seq
         while seq < min(self.voucher_cursor, from_seq + _RESEND_EVIDENCE_VOUCHERS):
             span = await self.p.spool.call(outbox.voucher_span, seq)

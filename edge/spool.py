@@ -35,9 +35,9 @@ acknowledged voucher covers, then raw events not yet summarized (logged as
 lost data). Vouchers and telemetry records that no acknowledgement covers
 are never pruned.
 
-A voucher's acknowledgement says that the cloud stored the voucher, not that
-its records arrived: a broker restart without persistence drops what it
-queued. Records therefore stay for the telemetry retention after the ack,
+A voucher's acknowledgement confirms that the cloud stored the voucher, not
+that its records arrived, because a broker restart without persistence drops
+what it queued. Records therefore stay for the telemetry retention after the ack,
 with the acknowledged voucher's scope, so that a cloud request for them
 can still be answered.
 """
@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS acked_spans (
 );
 """
 
-# What pruning deletes under cap pressure, stage by stage, oldest first, 2000 rows per commit.
+# Pruning stages under cap pressure, in order: kind and statement, deleting oldest first, 2000 rows per commit.
 _PRUNE_STAGES = (
     ("summarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 1 ORDER BY ts_ms LIMIT 2000)"),
     (

@@ -126,7 +126,7 @@ async def test_baseline_records_requested_once_per_wait(two_tenants: tuple[Gatew
 
     acme, _ = two_tenants
     settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="baseline", records_wait_s=60)
-    # 45 days: sent in two parts, because the edge answers at most 62 days and the ingest splits at 31.
+    # 45 days go out in two parts: the edge accepts at most 62 days per request, and the ingest splits at 31.
     span = BaselineSpan("acme", acme.gateway, ("m1", "m2"), dt.datetime(2025, 12, 31, 16, tzinfo=dt.UTC), dt.datetime(2026, 2, 14, 16, tzinfo=dt.UTC))
     async with IngestWorker(settings) as worker:
         probe = Probe(mosquitto.port)

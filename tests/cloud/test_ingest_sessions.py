@@ -94,7 +94,7 @@ async def test_second_worker_with_same_id_refused(two_tenants: tuple[Gateway, Ga
         with pytest.raises(IngestError, match=r"client id 'twins-1'.*its own client_id_prefix"):
             async with IngestWorker(settings, name=worker_name(settings, 1)):
                 pass
-        # Retiring a session that a running worker holds is refused the same way, and nothing is taken from it.
+        # Retiring the session of a running worker is rejected the same way, and the running worker keeps its messages.
         assert await retire_sessions(settings, older.pool, first=1) == 0
         await asyncio.to_thread(publish_batches, mosquitto.port, acme, 3)
         assert await wait_rows(cloud_dsn, acme.gateway, 18) == 18

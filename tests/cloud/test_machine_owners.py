@@ -73,8 +73,8 @@ async def test_second_gateway_records_rejected_until_moved(
     audit = await query(cloud_dsn, "SELECT actor, action, object_id, detail ->> 'to_gateway' FROM audit_log WHERE action = 'machine.move'")
     assert audit == [("user:ops", "machine.move", "m1", "gw-a2")]
 
-    # The old box's backlog (minutes 20..29, before the switch) is stored; its minutes after the switch are refused,
-    # and the twin's minutes from the switch on are stored.
+    # The old box's backlog (minutes 20..29, before the switch) is stored, and its minutes after the switch are rejected.
+    # The twin's minutes from the switch on are stored.
     await worker.process([telemetry(acme, ("m1", 20, 15)), telemetry(twin, ("m1", 30, 10))])
     rows = await query(cloud_dsn, "SELECT gateway_id, min(minute), max(minute), count(*) FROM telemetry WHERE machine_id = 'm1' GROUP BY 1 ORDER BY 1")
     assert rows == [

@@ -131,7 +131,7 @@ async def test_ingest_accepts_rotated_key(tmp_path: Path, mosquitto: MosquittoSe
 
 
 async def test_records_lost_after_ack_are_sent_again(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
-    """The cloud stored a voucher but not its records (a broker dropped them): it asks, and the agent sends them although the voucher is acked."""
+    """The cloud stored a voucher but not its records, which a broker dropped. On request the agent sends them although the voucher is acked."""
     async for gw in started_gateway(tmp_path / "gw", mosquitto.port, cloud_dsn):
         await gw.spool.call(_store_records, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 10)
         async with worker(cloud_dsn, mosquitto.port, records_wait_s=0.5, reproduce_interval_s=0.2):

@@ -277,7 +277,7 @@ async def test_gap_resend_fills_chain(tmp_path: Path, mosquitto: MosquittoServer
 
 
 async def test_records_of_acked_voucher_sent_again(tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    """An ack says the voucher was stored, not its records: a request below the ack point sends the records again.
+    """An ack covers the stored voucher, not its records: a request below the ack point sends the records again.
 
     Once the telemetry retention has passed they are gone, and the request is answered with a warning instead.
     """
@@ -310,7 +310,7 @@ async def test_records_of_acked_voucher_sent_again(tmp_path: Path, mosquitto: Mo
 
 
 async def test_records_request_sends_span(tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    """The cloud asks for a baseline period's records by machines and span: exactly those go out again; a malformed request is counted."""
+    """A records request names machines and a span, and exactly those records go out again. A malformed request is counted."""
     cloud = standin(mosquitto.port)
     try:
         async with gateway(tmp_path / "gw", mosquitto.port) as gw:

@@ -73,8 +73,8 @@ function walk(folder) {
   return { files, outside };
 }
 
-// A FAIL line per link leaving the folder, per listed file missing or changed (revision files are checked with their terms),
-// and per unlisted file the checks read; a NOTE line per other unlisted file.
+// Returns a FAIL line per link leaving the folder, per listed file missing or changed, and per unlisted file the checks read.
+// Every other unlisted file gets a NOTE line. Revision files are checked with their terms elsewhere.
 function checkMembers(folder, members, listed, revisions) {
   const out = [];
   for (const [name, target] of members.outside) out.push(`FAIL ${name}: symbolic link to ${target} leaves the bundle folder; not read`);

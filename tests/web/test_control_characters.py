@@ -100,7 +100,7 @@ def test_no_break_space_in_reason_is_stored(site, client_for) -> None:
     ("en", "Invalid input: The form arrived incomplete or changed; reload the page and fill it in again."),
 ])
 def test_control_character_in_hidden_field(site, client_for, language: str, expected: str) -> None:
-    """The log-in form's hidden ``next`` field is not typed by the user, so the page tells the user to reload instead of naming the field."""
+    """The user does not type the log-in form's hidden ``next`` field, so the page asks for a reload instead of naming the field."""
     client, _ = client_for(None)
     response = post_form(client, f"/login?lang={language}", f"username=csm1&password={PASSWORD}&next=/contracts%00")
     assert response.status_code == 400
