@@ -369,9 +369,12 @@ def bench_replay(machines: int, days: int) -> None:
     from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
     from valuegate.edge import keys, kernels
     from valuegate.edge.issuer import VoucherSigner
-    from valuegate.edge.pipeline import MachineInfo, Pipeline
+    from valuegate.edge.minutes import MachineInfo
+    from valuegate.edge.pipeline import Pipeline
     from valuegate.edge.protocol.contract import parse_contract
-    from valuegate.edge.spool import CounterReading, MachineBatch, Spool, StateEvent
+    from valuegate.edge.retention import prune
+    from valuegate.edge.spool import Spool
+    from valuegate.edge.spool_rows import CounterReading, MachineBatch, StateEvent
 
     kernels.warm_up()
     tag_map = load_tag_map(shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml")
@@ -409,7 +412,7 @@ def bench_replay(machines: int, days: int) -> None:
                 if hour % 24 == 23:
                     # Published and acknowledged telemetry would leave the spool; mark it so, as the publisher would.
                     spool.db.execute("UPDATE minutes SET published = 1, published_ms = 0, covered = 1")
-                    spool.prune(10**12, now_ms=10**13, retention_ms=0)
+                    prune(spool, 10**12, now_ms=10**13, retention_ms=0)
         elapsed = time.perf_counter() - started
     machine_days = machines * days
     print(

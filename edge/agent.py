@@ -24,14 +24,16 @@ import structlog
 from valuegate.adapters.backoff import Backoff
 from valuegate.adapters.tagmap import TagMap, load_tag_map
 
-from . import outbox
+from . import outbox, retention
 from .config import EdgeConfig, Machine
 from .issuer import VoucherSigner
 from .metrics import AgentMetrics, LogLimiter, MetricsServer
+from .minutes import MachineInfo
 from .normalize import Normalizer
-from .pipeline import MachineInfo, Pipeline
+from .pipeline import Pipeline
 from .publish import Publisher
-from .spool import MachineBatch, Spool, SpoolThread
+from .spool import Spool, SpoolThread
+from .spool_rows import MachineBatch
 
 __all__ = ("EdgeAgent", "DeviceOpener")
 
@@ -338,31 +340,10 @@ class EdgeAgent:
             if self._stopping.is_set():
                 return
             try:
-                await self._prune()
+                await retention.housekeep(self.outbox_spool, self.config.spool, self.metrics, keep=self.pipeline.baseline_spans(), log=self._log, limit=self._limit)
                 await self._refresh_gauges()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the agent; the next round retries
                 self._log.error("housekeeping_failed", error=repr(exc))
-
-    async def _prune(self) -> None:
-        config = self.config.spool
-        cap = int(config.max_mb * 1024 * 1024)
-        now_ms = time.time_ns() // 1_000_000
-        retention_ms = int(config.telemetry_retention_h * 3_600_000)
-        deleted = await self.outbox_spool.call(Spool.prune, cap, now_ms=now_ms, retention_ms=retention_ms, keep=self.pipeline.baseline_spans())
-        for kind, count in deleted.items():
-            if count:
-                self.metrics.spool_pruned.labels(kind).inc(count)
-        if deleted["unsummarized_events"]:
-            if (held := self._limit("spool_full_events_dropped")) is not None:
-                self._log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb, repeats_not_logged=held)
-        used = await self.outbox_spool.call(Spool.used_bytes)
-        self.metrics.spool_bytes.set(used)
-        alarm = used >= cap * config.alarm_ratio
-        if alarm and not self.metrics.value("valuegate_spool_alarm"):
-            self._log.warning("spool_alarm", used_mb=round(used / 1048576, 1), cap_mb=config.max_mb, alarm_ratio=config.alarm_ratio)
-        elif not alarm and self.metrics.value("valuegate_spool_alarm"):
-            self._log.info("spool_alarm_cleared", used_mb=round(used / 1048576, 1))
-        self.metrics.spool_alarm.set(int(alarm))
 
     async def _refresh_gauges(self) -> dict[str, int | None]:
         stats = await self.outbox_spool.call(outbox.outbox_stats)

@@ -32,7 +32,7 @@ from valuegate.adapters.tagmap import REGISTER_COUNT, TagMap
 from valuegate.adapters.values import IMPLAUSIBLE_TIME, implausible_time
 
 from .protocol.records import STATE_CODES
-from .spool import CounterReading, MachineBatch, StateEvent
+from .spool_rows import CounterReading, MachineBatch, StateEvent
 
 __all__ = ("Normalizer",)
 

@@ -29,11 +29,7 @@ advances the gateway's sequence and chain head.
   power cut may lose the batches since the last fsync; choose it only on
   storage where fsync is slow and the loss is acceptable.
 
-Disk use is bounded by :meth:`Spool.prune`: raw events that minute records
-already summarize go first, oldest first, then published records that an
-acknowledged voucher covers, then raw events not yet summarized (logged as
-lost data). Vouchers and telemetry records that no acknowledgement covers
-are never pruned.
+Disk use is bounded by :func:`valuegate.edge.retention.prune`.
 
 A voucher's acknowledgement confirms that the cloud stored the voucher, not
 that its records arrived, because a broker restart without persistence drops
@@ -50,22 +46,17 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
 from .metrics import LogLimiter
+from .spool_rows import INT64_MAX, INT64_MIN, Carry, CounterReading, MachineBatch, Progress, StateEvent, split_unfit
 
 __all__ = (
     "SCHEMA_VERSION",
     "SpoolError",
-    "StateEvent",
-    "CounterReading",
-    "MachineBatch",
-    "Carry",
-    "Progress",
     "Spool",
     "SpoolThread",
 )
@@ -73,9 +64,6 @@ __all__ = (
 T = TypeVar("T")
 
 log = structlog.get_logger("valuegate.edge.spool")
-
-# SQLite stores INTEGER values as signed 64-bit numbers; binding a larger Python int raises OverflowError.
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 SCHEMA_VERSION = 1
 # Size the WAL file is cut back to after a checkpoint has emptied it.
@@ -152,17 +140,6 @@ CREATE TABLE IF NOT EXISTS acked_spans (
 );
 """
 
-# Pruning stages under cap pressure, in order: kind and statement, deleting oldest first, 2000 rows per commit.
-_PRUNE_STAGES = (
-    ("summarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 1 ORDER BY ts_ms LIMIT 2000)"),
-    (
-        "minutes",
-        "DELETE FROM minutes WHERE (machine, minute_ms) IN "
-        "(SELECT machine, minute_ms FROM minutes WHERE published = 1 AND covered = 1 ORDER BY minute_ms LIMIT 2000)",
-    ),
-    ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
-)
-
 _META_DEFAULTS = {"schema_version": str(SCHEMA_VERSION), "next_seq": "1", "head_hash": "", "acked_through": "0"}
 
 
@@ -172,68 +149,6 @@ class SpoolError(RuntimeError):
     def __init__(self, message: str, *, path: Path) -> None:
         super().__init__(message)
         self.path = path
-
-
-@dataclass(frozen=True, slots=True)
-class StateEvent:
-    """The machine entered state ``code`` at ``ts_ms``; ``missed`` counts transitions the PLC reported but we never saw."""
-
-    ts_ms: int
-    code: int
-    reason: str | None = None
-    uncertain: bool = False
-    missed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CounterReading:
-    """A raw counter value read at ``ts_ms`` (before wrap handling)."""
-
-    ts_ms: int
-    tag: str
-    value: float
-
-
-@dataclass(slots=True)
-class MachineBatch:
-    """State events, counter readings and watermark of one machine from one poll or notification batch."""
-
-    machine: str
-    states: list[StateEvent] = field(default_factory=list)
-    counters: list[CounterReading] = field(default_factory=list)
-    watermark_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """State and last counter values in force at a minute boundary, carried into the next minutes."""
-
-    code: int
-    reason: str | None
-    uncertain: bool
-    counters: dict[str, float]
-
-    def to_json(self) -> str:
-        return json.dumps({"code": self.code, "reason": self.reason, "uncertain": self.uncertain, "counters": self.counters})
-
-    @classmethod
-    def from_json(cls, text: str | None) -> Carry | None:
-        if not text:
-            return None
-        data = json.loads(text)
-        return cls(int(data["code"]), data["reason"], bool(data["uncertain"]), dict(data["counters"]))
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """How far one machine has been read and summarized."""
-
-    machine: str
-    watermark_ms: int
-    minutes_done_ms: int | None
-    carry: Carry | None
-    missed_transitions: int
-    day_done: str | None
 
 
 class Spool:
@@ -320,28 +235,17 @@ class Spool:
         return written
 
     def _checked(self, batch: MachineBatch) -> MachineBatch:
-        """Return ``batch`` without the events and watermark whose integers do not fit SQLite's int64."""
-        bad_states = [event for event in batch.states if not _fits(event.ts_ms, event.code, event.missed)]
-        bad_counters = [reading for reading in batch.counters if not _fits(reading.ts_ms, reading.value)]
-        bad_watermark = batch.watermark_ms is not None and not _fits(batch.watermark_ms)
-        count = len(bad_states) + len(bad_counters) + int(bad_watermark)
+        """Return ``batch`` without the events and watermark whose integers do not fit SQLite's int64, logging what was dropped."""
+        kept, rejected, count = split_unfit(batch)
         if not count:
-            return batch
-        states = [event for event in batch.states if _fits(event.ts_ms, event.code, event.missed)]
-        counters = [reading for reading in batch.counters if _fits(reading.ts_ms, reading.value)]
-        watermark = None if bad_watermark else batch.watermark_ms
-        rejected = {
-            "states": [(event.ts_ms, event.code, event.missed) for event in bad_states],
-            "counters": [(reading.tag, reading.ts_ms, reading.value) for reading in bad_counters],
-            "watermark_ms": batch.watermark_ms if bad_watermark else None,
-        }
+            return kept
         self.rejected[batch.machine] = self.rejected.get(batch.machine, 0) + count
         if (held := self._limit(batch.machine)) is not None:
             log.error(
                 "spool_values_rejected", machine=batch.machine, count=count, rejected=rejected, repeats_not_logged=held,
                 reason=f"integers outside {INT64_MIN}..{INT64_MAX} cannot be stored; check the machine's clock and counter tags",
             )
-        return MachineBatch(batch.machine, states, counters, watermark)
+        return kept
 
     def progress(self, machine: str) -> Progress:
         row = self.db.execute(
@@ -442,79 +346,6 @@ class Spool:
         """
         row = self.db.execute("SELECT count(*) FROM anchor_days WHERE contract = ? AND anchor = ? AND role = ?", (contract, anchor, role)).fetchone()
         return int(row[0])
-
-    # -- disk use ---------------------------------------------------------
-
-    def used_bytes(self) -> int:
-        """Return the bytes the database pages in use and the WAL file take on disk."""
-        page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
-        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
-        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
-        wal = Path(f"{self.path}-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
-        return (pages - free) * page_size + wal_bytes
-
-    def prune(self, cap_bytes: int, *, now_ms: int, retention_ms: int, keep: Iterable[tuple[str, int, int]] = ()) -> dict[str, int]:
-        """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
-
-        Routine: summarized raw events, and published telemetry records older
-        than the retention once their plant day is closed, with the scopes of
-        vouchers acknowledged before it. Under cap pressure, in this order,
-        oldest first: the remaining summarized raw events, published records
-        that an acknowledged voucher covers, then raw events not yet summarized
-        (lost data, which the caller logs). Vouchers and telemetry records
-        without an acknowledgement are never deleted. Records inside a ``keep``
-        span ``(machine, start_ms, end_ms)``, the baseline periods of the
-        contracts, outlast the retention, because the cloud rebuilds each
-        baseline from them and may ask for them long after; only cap pressure
-        deletes them.
-        """
-        deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
-        horizon = now_ms - retention_ms
-        with self.transaction(sync="NORMAL"):
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_spans (machine TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL)")
-            self.db.execute("DELETE FROM keep_spans")
-            self.db.executemany("INSERT INTO keep_spans (machine, start_ms, end_ms) VALUES (?, ?, ?)", list(keep))
-            deleted["summarized_events"] += self.db.execute("DELETE FROM events WHERE summarized = 1 AND ts_ms < ?", (horizon,)).rowcount
-            deleted["minutes"] += self.db.execute(
-                "DELETE FROM minutes WHERE published = 1 AND published_ms < ? "
-                "AND EXISTS (SELECT 1 FROM days d WHERE d.machine = minutes.machine AND d.start_ms <= minutes.minute_ms "
-                "AND d.end_ms > minutes.minute_ms) "
-                "AND NOT EXISTS (SELECT 1 FROM keep_spans k WHERE k.machine = minutes.machine AND k.start_ms <= minutes.minute_ms "
-                "AND k.end_ms > minutes.minute_ms)",
-                (horizon,),
-            ).rowcount
-            self.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))
-        self._reclaim()
-
-        for kind, statement in _PRUNE_STAGES:
-            while self.used_bytes() > cap_bytes:
-                with self.transaction(sync="NORMAL"):
-                    count = self.db.execute(statement).rowcount
-                self._reclaim()
-                if count == 0:
-                    break
-                deleted[kind] += count
-        return deleted
-
-    def _reclaim(self) -> None:
-        # A TRUNCATE checkpoint waits for the other connection's readers. With a short busy
-        # timeout it gives up after 0.2 s instead, so pruning cannot stall publishing or a
-        # shutdown; the WAL is then cut back at a later round or by journal_size_limit.
-        self.db.execute("PRAGMA busy_timeout=200")
-        try:
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.db.execute("PRAGMA incremental_vacuum")
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError:
-            pass  # the other connection holds the lock: the next round reclaims the space
-        finally:
-            self.db.execute("PRAGMA busy_timeout=10000")
-
-
-def _fits(*values: float) -> bool:
-    """Return whether every integer among ``values`` fits SQLite's signed 64-bit INTEGER."""
-    return all(INT64_MIN <= value <= INT64_MAX for value in values if isinstance(value, int))
 
 
 class SpoolThread:

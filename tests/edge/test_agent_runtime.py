@@ -9,7 +9,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 

@@ -40,7 +40,8 @@ from valuegate.adapters.tagmap import load_tag_map
 from valuegate.edge import keys
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.normalize import Normalizer
-from valuegate.edge.pipeline import MachineInfo, Pipeline
+from valuegate.edge.minutes import MachineInfo
+from valuegate.edge.pipeline import Pipeline
 from valuegate.edge.protocol.contract import load_contract
 from valuegate.edge.protocol.voucher import voucher_hash
 from valuegate.edge.spool import Spool

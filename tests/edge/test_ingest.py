@@ -164,7 +164,7 @@ async def wait_until_rows(dsn: str, expected: int, timeout_s: float = 15.0) -> b
 
 def _store_records(spool, first: dt.datetime, count: int) -> None:  # noqa: ANN001
     """Store ``count`` running minutes of filler-1 from ``first``, as the pipeline does."""
-    from valuegate.edge.spool import Carry
+    from valuegate.edge.spool_rows import Carry
 
     records = []
     for index in range(count):

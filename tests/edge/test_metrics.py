@@ -8,11 +8,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import structlog
 
-from valuegate.edge import keys
+from valuegate.edge import keys, retention
 from valuegate.edge.agent import EdgeAgent, running
 from valuegate.edge.metrics import LogLimiter
-from valuegate.edge.spool import CounterReading, MachineBatch, Spool, StateEvent
+from valuegate.edge.spool import Spool
+from valuegate.edge.spool_rows import CounterReading, MachineBatch, StateEvent
 from valuegate.services import MosquittoServer
 
 from .helpers import load
@@ -72,7 +74,7 @@ async def test_spool_alarm_before_cap(tmp_path: Path, mosquitto: MosquittoServer
     spool.append([MachineBatch("m1", states, [CounterReading(i, "c", i) for i in range(8000)], 8000)])
     spool.close()
     async with EdgeAgent(config, machines=[]) as agent:
-        await agent._prune()
+        await retention.housekeep(agent.outbox_spool, config.spool, agent.metrics, keep=[], log=structlog.get_logger("test"), limit=LogLimiter())
         used = agent.metrics.value("valuegate_spool_bytes")
         assert 2 * 1048576 <= used <= 4 * 1048576
         assert agent.metrics.value("valuegate_spool_alarm") == 1

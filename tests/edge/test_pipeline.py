@@ -13,12 +13,14 @@ import pytest
 from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
 from valuegate.edge import keys
 from valuegate.edge.issuer import VoucherSigner
-from valuegate.edge.pipeline import MachineInfo, Pipeline, summarize_minutes
+from valuegate.edge.minutes import MachineInfo, summarize_minutes
+from valuegate.edge.pipeline import Pipeline
 from valuegate.edge.protocol.contract import parse_contract
 from valuegate.edge.protocol.evidence import evidence_digest
 from valuegate.edge.protocol.records import STATES
 from valuegate.edge.protocol.voucher import verify_voucher, voucher_hash
-from valuegate.edge.spool import Carry, CounterReading, MachineBatch, Spool, StateEvent
+from valuegate.edge.spool import Spool
+from valuegate.edge.spool_rows import Carry, CounterReading, MachineBatch, StateEvent
 
 FILLER = load_tag_map(shipped_tag_map_dir() / "demo" / "bottling-filler-modbus.yaml")
 T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
@@ -219,7 +221,7 @@ def test_vouchers_wait_for_baseline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reason", ["17", "E-12 \u00fc\u6545\u969c", "tab\tquote\"back\\", "\ue000", "\U0001f527", "\x7f\x00"])
 def test_canonical_record_matches_rfc8785(reason: str) -> None:
-    from valuegate.edge.pipeline import canonical_record
+    from valuegate.edge.minutes import canonical_record
     from valuegate.edge.protocol.canonical import canonicalize
     from valuegate.edge.protocol.records import MinuteRecord
 

@@ -16,6 +16,7 @@ from valuegate.edge.config import EdgeConfig
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.metrics import AgentMetrics
 from valuegate.edge.publish import ACK_SCHEMA, Publisher
+from valuegate.edge.retention import prune
 from valuegate.edge.spool import SpoolThread
 from valuegate.services import MosquittoServer
 
@@ -222,7 +223,7 @@ async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
 
 
 def _store_minutes(spool, count: int, first_ms: int = 1_770_000_000_000 // 60_000 * 60_000, label_from: int = 0) -> None:  # noqa: ANN001
-    from valuegate.edge.spool import Carry
+    from valuegate.edge.spool_rows import Carry
 
     records = []
     for index in range(count):
@@ -298,7 +299,7 @@ async def test_records_of_acked_voucher_sent_again(tmp_path: Path, mosquitto: Mo
             assert cloud.duplicates == 0  # no acknowledged voucher was published again
 
             # After the retention the records and the acknowledged scopes are pruned: nothing to send.
-            await gw.spool.call(lambda spool: spool.prune(10**12, now_ms=10**15, retention_ms=1))
+            await gw.spool.call(lambda spool: prune(spool, 10**12, now_ms=10**15, retention_ms=1))
             assert await gw.spool.call(outbox.voucher_span, 8) is None
             with structlog.testing.capture_logs() as logged:
                 cloud.client.publish(f"{cloud.prefix}/resend", json.dumps({"schema": "valuegate/resend/v1", "from_seq": 8}), qos=1)

@@ -11,7 +11,9 @@ import structlog
 
 from valuegate.edge import keys, outbox
 from valuegate.edge.issuer import VoucherSigner
-from valuegate.edge.spool import Carry, CounterReading, MachineBatch, Spool, StateEvent
+from valuegate.edge.retention import prune, used_bytes
+from valuegate.edge.spool import Spool
+from valuegate.edge.spool_rows import Carry, CounterReading, MachineBatch, StateEvent
 
 from .helpers import issue_synthetic, outbox_depth
 
@@ -142,16 +144,16 @@ def test_prune_order_under_cap(spool: Spool, signer: VoucherSigner) -> None:
     assert summarized == 8000
 
     # A cap just below the current size: summarized events go, nothing else.
-    spool.prune(10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
-    used = spool.used_bytes()
-    deleted = spool.prune(used - 200_000, now_ms=0, retention_ms=10**12)
+    prune(spool, 10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
+    used = used_bytes(spool)
+    deleted = prune(spool, used - 200_000, now_ms=0, retention_ms=10**12)
     assert deleted["summarized_events"] > 0
     assert deleted["unsummarized_events"] == 0
     assert outbox_depth(spool) == 20
     assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 1  # not published: kept
 
     # A cap far below: every raw event goes, oldest first, and still no voucher or record.
-    deleted = spool.prune(10_000, now_ms=0, retention_ms=10**12)
+    deleted = prune(spool, 10_000, now_ms=0, retention_ms=10**12)
     assert spool.db.execute("SELECT count(*) FROM events WHERE summarized = 1").fetchone()[0] == 0
     assert deleted["unsummarized_events"] > 0
     assert outbox_depth(spool) == 20
@@ -160,14 +162,14 @@ def test_prune_order_under_cap(spool: Spool, signer: VoucherSigner) -> None:
 
 def test_prune_keeps_newest_unsummarized(spool: Spool) -> None:
     _fill(spool, "m1", 0, 6000)
-    spool.prune(10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
-    before = spool.used_bytes()
-    spool.prune(before // 2, now_ms=0, retention_ms=10**12)
+    prune(spool, 10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
+    before = used_bytes(spool)
+    prune(spool, before // 2, now_ms=0, retention_ms=10**12)
     remaining = [row[0] for row in spool.db.execute("SELECT ts_ms FROM events ORDER BY ts_ms")]
     assert remaining
     assert remaining[-1] == 5_999_000  # the newest survive
     assert remaining[0] > 0  # the oldest went first
-    assert spool.used_bytes() <= before // 2
+    assert used_bytes(spool) <= before // 2
 
 
 def _two_days_published_first_acked(spool: Spool, signer: VoucherSigner) -> None:
@@ -191,10 +193,10 @@ def test_published_records_stay_for_retention_after_ack(spool: Spool, signer: Vo
     """The ack covers the voucher, not its records: they and the voucher's scope stay until the retention has passed."""
     _two_days_published_first_acked(spool, signer)
     assert outbox.voucher_span(spool, 1) == (["filler-1"], 0, 86_400_000)
-    spool.prune(10**12, now_ms=2_000, retention_ms=10**9)
+    prune(spool, 10**12, now_ms=2_000, retention_ms=10**9)
     assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 2 * 1440
     assert len(outbox.records_for(spool, ["filler-1"], 0, 86_400_000)) == 1440
-    spool.prune(10**12, now_ms=10**9 + 2_000, retention_ms=10**9)
+    prune(spool, 10**12, now_ms=10**9 + 2_000, retention_ms=10**9)
     assert spool.db.execute("SELECT count(*) FROM minutes").fetchone()[0] == 0
     assert outbox.voucher_span(spool, 1) is None
 
@@ -203,9 +205,9 @@ def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signe
     """Under the cap, records an acknowledged voucher covers go after summarized events and before unsummarized ones."""
     _two_days_published_first_acked(spool, signer)
     _fill(spool, "m1", 10**10, 3000)  # not summarized
-    spool.prune(10**12, now_ms=2_000, retention_ms=10**9)  # checkpoints the WAL, deletes nothing here
-    used = spool.used_bytes()
-    deleted = spool.prune(used - 50_000, now_ms=2_000, retention_ms=10**9)
+    prune(spool, 10**12, now_ms=2_000, retention_ms=10**9)  # checkpoints the WAL, deletes nothing here
+    used = used_bytes(spool)
+    deleted = prune(spool, used - 50_000, now_ms=2_000, retention_ms=10**9)
     assert deleted["minutes"] > 0
     assert deleted["unsummarized_events"] == 0
     left = dict(spool.db.execute("SELECT covered, count(*) FROM minutes GROUP BY covered").fetchall())
@@ -215,6 +217,6 @@ def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signe
 def test_baseline_records_outlast_retention(spool: Spool, signer: VoucherSigner) -> None:
     """Records inside a kept span (a contract's baseline period) stay after the retention; the others go."""
     _two_days_published_first_acked(spool, signer)
-    spool.prune(10**12, now_ms=10**9 + 2_000, retention_ms=10**9, keep=[("filler-1", 0, 86_400_000), ("other", 86_400_000, 2 * 86_400_000)])
+    prune(spool, 10**12, now_ms=10**9 + 2_000, retention_ms=10**9, keep=[("filler-1", 0, 86_400_000), ("other", 86_400_000, 2 * 86_400_000)])
     kept = spool.db.execute("SELECT min(minute_ms), max(minute_ms), count(*) FROM minutes").fetchone()
     assert kept == (0, 86_340_000, 1440)

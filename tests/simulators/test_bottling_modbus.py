@@ -10,7 +10,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from valuegate.simulators.modbus_line import BottlingModbusSimulator

@@ -1,0 +1,129 @@
+"""Bounded disk use of the spool: routine retention and pruning under the configured cap.
+
+Raw events that minute records already summarize go first, oldest first,
+then published records that an acknowledged voucher covers, then raw
+events not yet summarized (logged as lost data by the caller). Vouchers and
+telemetry records that no acknowledgement covers are never pruned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .config import SpoolConfig
+from .metrics import AgentMetrics, LogLimiter
+from .spool import Spool, SpoolThread
+
+__all__ = ("used_bytes", "prune", "housekeep")
+
+# Pruning stages under cap pressure, in order: kind and statement, deleting oldest first, 2000 rows per commit.
+_PRUNE_STAGES = (
+    ("summarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 1 ORDER BY ts_ms LIMIT 2000)"),
+    (
+        "minutes",
+        "DELETE FROM minutes WHERE (machine, minute_ms) IN "
+        "(SELECT machine, minute_ms FROM minutes WHERE published = 1 AND covered = 1 ORDER BY minute_ms LIMIT 2000)",
+    ),
+    ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
+)
+
+
+def used_bytes(spool: Spool) -> int:
+    """Return the bytes the database pages in use and the WAL file take on disk."""
+    page_size = spool.db.execute("PRAGMA page_size").fetchone()[0]
+    pages = spool.db.execute("PRAGMA page_count").fetchone()[0]
+    free = spool.db.execute("PRAGMA freelist_count").fetchone()[0]
+    wal = Path(f"{spool.path}-wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    return (pages - free) * page_size + wal_bytes
+
+
+def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep: Iterable[tuple[str, int, int]] = ()) -> dict[str, int]:
+    """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
+
+    Routine: summarized raw events, and published telemetry records older
+    than the retention once their plant day is closed, with the scopes of
+    vouchers acknowledged before it. Under cap pressure, in this order,
+    oldest first: the remaining summarized raw events, published records
+    that an acknowledged voucher covers, then raw events not yet summarized
+    (lost data, which the caller logs). Vouchers and telemetry records
+    without an acknowledgement are never deleted. Records inside a ``keep``
+    span ``(machine, start_ms, end_ms)``, the baseline periods of the
+    contracts, outlast the retention, because the cloud rebuilds each
+    baseline from them and may ask for them long after; only cap pressure
+    deletes them.
+    """
+    deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
+    horizon = now_ms - retention_ms
+    with spool.transaction(sync="NORMAL"):
+        spool.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_spans (machine TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL)")
+        spool.db.execute("DELETE FROM keep_spans")
+        spool.db.executemany("INSERT INTO keep_spans (machine, start_ms, end_ms) VALUES (?, ?, ?)", list(keep))
+        deleted["summarized_events"] += spool.db.execute("DELETE FROM events WHERE summarized = 1 AND ts_ms < ?", (horizon,)).rowcount
+        deleted["minutes"] += spool.db.execute(
+            "DELETE FROM minutes WHERE published = 1 AND published_ms < ? "
+            "AND EXISTS (SELECT 1 FROM days d WHERE d.machine = minutes.machine AND d.start_ms <= minutes.minute_ms "
+            "AND d.end_ms > minutes.minute_ms) "
+            "AND NOT EXISTS (SELECT 1 FROM keep_spans k WHERE k.machine = minutes.machine AND k.start_ms <= minutes.minute_ms "
+            "AND k.end_ms > minutes.minute_ms)",
+            (horizon,),
+        ).rowcount
+        spool.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))
+    _reclaim(spool)
+
+    for kind, statement in _PRUNE_STAGES:
+        while used_bytes(spool) > cap_bytes:
+            with spool.transaction(sync="NORMAL"):
+                count = spool.db.execute(statement).rowcount
+            _reclaim(spool)
+            if count == 0:
+                break
+            deleted[kind] += count
+    return deleted
+
+
+def _reclaim(spool: Spool) -> None:
+    # A TRUNCATE checkpoint waits for the other connection's readers. With a short busy
+    # timeout it gives up after 0.2 s instead, so pruning cannot stall publishing or a
+    # shutdown; the WAL is then cut back at a later round or by journal_size_limit.
+    spool.db.execute("PRAGMA busy_timeout=200")
+    try:
+        spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        spool.db.execute("PRAGMA incremental_vacuum")
+        spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError:
+        pass  # the other connection holds the lock: the next round reclaims the space
+    finally:
+        spool.db.execute("PRAGMA busy_timeout=10000")
+
+
+async def housekeep(
+    spool: SpoolThread, config: SpoolConfig, metrics: AgentMetrics, *, keep: Iterable[tuple[str, int, int]], log: Any, limit: LogLimiter
+) -> None:
+    """Run one housekeeping round of the agent: prune, count what went, then set the size gauge and the alarm.
+
+    Raw events dropped before a minute record summarized them are logged as
+    an error, rate-limited. The alarm is logged when it turns on and again
+    when it clears.
+    """
+    cap = int(config.max_mb * 1024 * 1024)
+    now_ms = time.time_ns() // 1_000_000
+    retention_ms = int(config.telemetry_retention_h * 3_600_000)
+    deleted = await spool.call(prune, cap, now_ms=now_ms, retention_ms=retention_ms, keep=list(keep))
+    for kind, count in deleted.items():
+        if count:
+            metrics.spool_pruned.labels(kind).inc(count)
+    if deleted["unsummarized_events"] and (held := limit("spool_full_events_dropped")) is not None:
+        log.error("spool_full_events_dropped", dropped=deleted["unsummarized_events"], cap_mb=config.max_mb, repeats_not_logged=held)
+    used = await spool.call(used_bytes)
+    metrics.spool_bytes.set(used)
+    alarm = used >= cap * config.alarm_ratio
+    if alarm and not metrics.value("valuegate_spool_alarm"):
+        log.warning("spool_alarm", used_mb=round(used / 1048576, 1), cap_mb=config.max_mb, alarm_ratio=config.alarm_ratio)
+    elif not alarm and metrics.value("valuegate_spool_alarm"):
+        log.info("spool_alarm_cleared", used_mb=round(used / 1048576, 1))
+    metrics.spool_alarm.set(int(alarm))
