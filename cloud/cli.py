@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 
 cloud_app = typer.Typer(no_args_is_help=True, help="Cloud service: REST API, MQTT ingest, database migrations, administration.")
-admin_app = typer.Typer(no_args_is_help=True, help="Manage tenants, sites, gateways, keys, contracts, users and API tokens.")
-cloud_app.add_typer(admin_app, name="admin")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Settings YAML file; VALUEGATE_CLOUD_* environment variables override it.")
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL connection string; overrides the settings.")
@@ -39,11 +35,14 @@ def _require_cloud_extra() -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Add the cloud commands to the root command line."""
+    """Add the cloud commands, the admin group among them, to the root command line."""
+    from .cli_admin import admin_app
+
+    cloud_app.add_typer(admin_app, name="admin")
     root.add_typer(cloud_app, name="cloud")
 
 
-def _settings(config: Path | None, **overrides: Any) -> Any:
+def settings_or_exit(config: Path | None, **overrides: Any) -> Any:
     from .settings import ConfigError, load_settings
 
     try:
@@ -53,7 +52,7 @@ def _settings(config: Path | None, **overrides: Any) -> Any:
         raise typer.Exit(2) from None
 
 
-def _explained(exc: Any, config: Path | None, dsn: str | None) -> Any:
+def explained(exc: Any, config: Path | None, dsn: str | None) -> Any:
     """Return ``exc`` with a hint that names where the DSN came from, or states that none was given and how to set one."""
     from .settings import DSN_ENV, dsn_origin
 
@@ -64,11 +63,11 @@ def _explained(exc: Any, config: Path | None, dsn: str | None) -> Any:
 
 
 def _database_failed(exc: Any, config: Path | None, dsn: str | None) -> NoReturn:
-    typer.echo(f"error: {_explained(exc, config, dsn)}", err=True)
+    typer.echo(f"error: {explained(exc, config, dsn)}", err=True)
     raise typer.Exit(1)
 
 
-def _run(coro: Any) -> Any:
+def run_sync(coro: Any) -> Any:
     import asyncio
 
     import psycopg
@@ -97,7 +96,7 @@ def migrate(
     from .db import DatabaseUnavailable, MigrationError, apply_policies
     from .db import migrate as run_migrations
 
-    settings = _settings(config, dsn=dsn)
+    settings = settings_or_exit(config, dsn=dsn)
     try:
         applied = run_migrations(settings.dsn, timescaledb=timescaledb if timescaledb is not None else settings.use_timescaledb)
         policies = apply_policies(settings.dsn, compress_after_days=settings.compress_after_days, telemetry_retention_days=settings.telemetry_retention_days)
@@ -154,7 +153,7 @@ def serve(
     from .db import DatabaseUnavailable, wait_for_database
 
     _configure_logging(log_level)
-    settings = _settings(config, dsn=dsn, host=host, port=port)
+    settings = settings_or_exit(config, dsn=dsn, host=host, port=port)
     try:
         asyncio.run(wait_for_database(settings.dsn, wait_s=settings.startup_wait_s, name="valuegate-api"))
     except DatabaseUnavailable as exc:
@@ -182,7 +181,7 @@ def ingest(
     from .metrics import serve_exposition
 
     _configure_logging(log_level)
-    settings = _settings(config, dsn=dsn, **({} if metrics_port is None else {"ingest_metrics_port": metrics_port}))
+    settings = settings_or_exit(config, dsn=dsn, **({} if metrics_port is None else {"ingest_metrics_port": metrics_port}))
 
     async def main() -> None:
         # SIGTERM (systemd, docker stop) stops the workers as Ctrl-C does, so each logs ingest_stopped.
@@ -221,190 +220,3 @@ def ingest(
     except KeyboardInterrupt:
         pass
     typer.echo("stopped")
-
-
-def _admin(config: Path | None, dsn: str | None) -> Any:
-    import psycopg
-
-    from .admin import Admin
-    from .db import DatabaseUnavailable
-
-    class CliAdmin(Admin):
-        async def __aenter__(self) -> Admin:
-            try:
-                return await super().__aenter__()
-            except psycopg.Error as exc:
-                raise _explained(DatabaseUnavailable.from_error(self.dsn, exc), config, dsn) from None
-
-    return CliAdmin(_settings(config, dsn=dsn).dsn, actor="cli")
-
-
-def _instant(value: str | None, name: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        stamp = dt.datetime.fromisoformat(value)
-    except ValueError:
-        typer.echo(f"error: {name} {value!r} is not an ISO 8601 timestamp such as 2026-01-01T00:00:00+08:00", err=True)
-        raise typer.Exit(2) from None
-    if stamp.tzinfo is None:
-        typer.echo(f"error: {name} {value!r} has no time zone; add Z or an offset such as +08:00", err=True)
-        raise typer.Exit(2)
-    return stamp
-
-
-@admin_app.command("tenant-create")
-def tenant_create(tenant: str, name: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Create a tenant (a vendor's customer account)."""
-
-    async def run() -> None:
-        async with _admin(config, dsn) as admin:
-            await admin.create_tenant(tenant, name)
-
-    _run(run())
-    typer.echo(f"tenant {tenant} created")
-
-
-@admin_app.command("site-create")
-def site_create(
-    tenant: str, site: str, time_zone: str = typer.Option(..., help="IANA zone of the plant, for example Asia/Shanghai."),
-    name: str = typer.Option("", help="Display name."), config: Path | None = ConfigOption, dsn: str | None = DsnOption,
-) -> None:  # fmt: skip
-    """Create a site of a tenant."""
-
-    async def run() -> None:
-        async with _admin(config, dsn) as admin:
-            await admin.create_site(tenant, site, name or site, time_zone)
-
-    _run(run())
-    typer.echo(f"site {tenant}/{site} created")
-
-
-@admin_app.command("gateway-create")
-def gateway_create(tenant: str, site: str, gateway: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Register a gateway at a site."""
-
-    async def run() -> None:
-        async with _admin(config, dsn) as admin:
-            await admin.create_gateway(tenant, site, gateway)
-
-    _run(run())
-    typer.echo(f"gateway {gateway} registered at {tenant}/{site}")
-
-
-@admin_app.command("machine-move")
-def machine_move(
-    tenant: str,
-    machine: str,
-    gateway: str,
-    since: str | None = typer.Option(None, "--from", help="Instant the gateway takes over, with offset (default now); minutes before it stay with the previous gateway."),
-    config: Path | None = ConfigOption,
-    dsn: str | None = DsnOption,
-) -> None:
-    """Make a gateway the source of a machine's telemetry from an instant on, for example after replacing a gateway box."""
-    start = _instant(since, "--from")
-
-    async def run() -> dict[str, Any]:
-        async with _admin(config, dsn) as admin:
-            return await admin.move_machine(tenant, machine, gateway, since=start)
-
-    moved = _run(run())
-    typer.echo(
-        f"machine {machine} of {tenant}: telemetry from {moved['since']} on accepted from gateway {gateway} "
-        f"(was {moved['from_gateway'] or 'none'}); {moved['verdicts_reopened']} voucher verdict(s) reopened"
-    )
-    if not moved["known"]:
-        typer.echo(f"note: no gateway has sent telemetry of machine {machine} yet; check the id against the tag map", err=True)
-
-
-@admin_app.command("key-add")
-def key_add(
-    tenant: str, gateway: str, public_key: str = typer.Argument(..., help="Multibase (z6Mk...) or did:key public key."),
-    valid_from: str | None = typer.Option(None, help="Start of validity (ISO 8601 with zone); default now."),
-    valid_until: str | None = typer.Option(None, help="End of validity (ISO 8601 with zone); default open."),
-    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
-) -> None:  # fmt: skip
-    """Register a gateway's signing key."""
-
-    async def run() -> dict[str, Any]:
-        async with _admin(config, dsn) as admin:
-            return await admin.add_key(tenant, gateway, public_key, valid_from=_instant(valid_from, "valid_from"), valid_until=_instant(valid_until, "valid_until"))
-
-    row = _run(run())
-    typer.echo(f"key {row['id']} registered for gateway {gateway}")
-
-
-@admin_app.command("key-revoke")
-def key_revoke(tenant: str, gateway: str, key_id: int, reason: str = typer.Option(..., help="Why, for the audit log."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Revoke a gateway key: vouchers signed with it are rejected from now on."""
-
-    async def run() -> None:
-        async with _admin(config, dsn) as admin:
-            await admin.revoke_key(tenant, gateway, key_id, reason)
-
-    _run(run())
-    typer.echo(f"key {key_id} of gateway {gateway} revoked")
-
-
-@admin_app.command("key-rotate")
-def key_rotate(tenant: str, gateway: str, file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON: one rotation statement, a list of them, or an object with a 'rotations' list."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Register a gateway's next keys from rotation statements signed by the keys before them."""
-    import json
-
-    data = json.loads(file.read_text(encoding="utf-8"))
-    statements = data.get("rotations", [data]) if isinstance(data, dict) else data
-
-    async def run() -> list[dict[str, Any]]:
-        async with _admin(config, dsn) as admin:
-            return [await admin.register_rotation(tenant, gateway, statement) for statement in statements]
-
-    for row in _run(run()):
-        typer.echo(f"key {row['id']} signs gateway {gateway} from seq {row['from_seq']}")
-
-
-@admin_app.command("contract-upload")
-def contract_upload(tenant: str, file: Path = typer.Argument(..., exists=True, dir_okay=False), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Upload a contract YAML or JSON file as the contract's next revision; print the digest of its terms."""
-    from valuegate.edge.protocol.contract import ContractError, load_contract
-
-    # Check the file first, so that its problems name the file and line, not "uploaded contract".
-    try:
-        load_contract(file)
-    except ContractError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-    async def run() -> tuple[dict[str, Any], bool]:
-        async with _admin(config, dsn) as admin:
-            return await admin.upload_contract(tenant, file)
-
-    row, created = _run(run())
-    typer.echo(f"contract {row['id']} revision {row['revision']} {'stored' if created else 'unchanged'}; terms digest {row['contract_digest']}")
-
-
-@admin_app.command("user-create")
-def user_create(
-    tenant: str, username: str, role: list[str] = typer.Option(..., "--role", help="admin, csm, finance or auditor; repeat for several."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input (web login); without it the user can only use API tokens."),
-    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
-) -> None:  # fmt: skip
-    """Create a user of a tenant."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-
-    async def run() -> dict[str, Any]:
-        async with _admin(config, dsn) as admin:
-            return await admin.create_user(tenant, username, role, password=password)
-
-    row = _run(run())
-    typer.echo(f"user {username} ({row['id']}) created with roles {', '.join(row['roles'])}")
-
-
-@admin_app.command("token-issue")
-def token_issue(tenant: str, username: str, name: str = typer.Option("", help="Label of the token."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Issue an API token for a user and print it once; only its hash is stored."""
-
-    async def run() -> str:
-        async with _admin(config, dsn) as admin:
-            return await admin.issue_token(tenant, username, name)
-
-    typer.echo(_run(run()))

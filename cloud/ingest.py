@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import paho.mqtt.client as mqtt
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -36,6 +35,7 @@ from . import metrics
 from .chain import ChainPosition, load_gateways, rejection_hints, store_rejections, store_vouchers
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
+from .ingest_replies import GatewayReplies, RejectionLog
 from .machines import claim_machines, drop_foreign_records
 from .record_requests import RecordRequests
 from .reproduce import reproduce_pending
@@ -49,6 +49,8 @@ __all__ = ("IngestError", "IngestWorker", "subscriptions")
 log = structlog.get_logger("valuegate.cloud.ingest")
 REJECTION_LOG_INTERVAL_S = 60.0
 _PAYLOAD_KEEP = 64 * 1024
+
+
 @dataclass(slots=True)
 class _Message:
     topic: str
@@ -98,15 +100,11 @@ class IngestWorker:
         self._pool = pool
         self._own_pool = pool is None
         self._inbox: collections.deque[_Message] = collections.deque()
-        # Rejection warnings per (kind, code, topic): the last time one was logged and how many were held back since.
-        self._rejection_logged: dict[tuple[str, str, str], float] = {}
-        self._rejections_held: dict[tuple[str, str, str], int] = {}
+        self._rejection_log = RejectionLog(REJECTION_LOG_INTERVAL_S)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
-        self._last_resend: dict[tuple[str, int], float] = {}
-        # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
-        self._unsent_acks: dict[str, tuple[Topic, int]] = {}
+        self._replies = GatewayReplies(settings.resend_interval_s)
         self._requests = RecordRequests(settings.records_wait_s)
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
@@ -250,8 +248,8 @@ class IngestWorker:
     async def _housekeeping(self) -> None:
         self._last_reproduce = time.monotonic()
         await self._keep_lease()
-        if self._unsent_acks and self._client is not None and self._connected.is_set():
-            self._send_held_acks(self._client)
+        if self._replies.unsent and self._client is not None and self._connected.is_set():
+            self._replies.send_held(self._client)
         try:
             async with self.pool.connection() as conn:
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s, baseline_wait_s=self.settings.baseline_wait_s)
@@ -299,18 +297,7 @@ class IngestWorker:
             )  # fmt: skip
             metrics.REJECTIONS.labels(kind, code).inc()
             # Every rejection is stored and counted; the log gets one line per kind, code and topic a minute.
-            key = (kind, code, message.topic)
-            last = self._rejection_logged.get(key)
-            if last is not None and started - last < REJECTION_LOG_INTERVAL_S:
-                self._rejections_held[key] = self._rejections_held.get(key, 0) + 1
-                return
-            if len(self._rejection_logged) > 10_000:
-                # Many distinct topics: start over rather than let the table grow without end.
-                self._rejection_logged.clear()
-                self._rejections_held.clear()
-            self._rejection_logged[key] = started
-            held = self._rejections_held.pop(key, 0)
-            log.warning("ingest_rejected", kind=kind, code=code, topic=message.topic, voucher_id=vid, reason=reason, repeats_not_logged=held)
+            self._rejection_log(started, kind, code, message.topic, vid, reason)
 
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -362,47 +349,9 @@ class IngestWorker:
         topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
         client = self._client
         if client is None or not self._connected.is_set():
-            # Sent once connected again (acks are cumulative, so the highest one per gateway is enough).
-            for gateway_id, position in positions.items():
-                held = self._unsent_acks.get(gateway_id)
-                if held is None or held[1] < position.stored_through:
-                    self._unsent_acks[gateway_id] = (topics[gateway_id], position.stored_through)
+            self._replies.hold(topics, positions)  # sent once connected again
             return
-        self._send_held_acks(client)
-        gaps = 0
-        for gateway_id, position in positions.items():
-            topic = topics[gateway_id]
-            self._unsent_acks.pop(gateway_id, None)
-            self._send_ack(client, topic, position.stored_through)
-            if position.gap:
-                gaps += 1
-                self._request_resend(client, topic, position)
-        metrics.CHAIN_GAPS.set(gaps)
+        self._replies.send(client, topics, positions)
         for message in messages:
             if message.qos > 0 and message.source is client:
                 client.ack(message.mid, message.qos)
-
-    def _send_ack(self, client: mqtt.Client, topic: Topic, stored_through: int) -> None:
-        ack = {"schema": "valuegate/ack/v1", "stored_through": stored_through}
-        client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
-        metrics.ACKS_SENT.inc()
-
-    def _send_held_acks(self, client: mqtt.Client) -> None:
-        """Send the acks of batches stored while the worker was not connected."""
-        held, self._unsent_acks = self._unsent_acks, {}
-        for topic, stored_through in held.values():
-            self._send_ack(client, topic, stored_through)
-
-    def _request_resend(self, client: mqtt.Client, topic: Topic, position: ChainPosition) -> None:
-        from_seq = position.stored_through + 1
-        key = (position.gateway_id, from_seq)
-        now = time.monotonic()
-        if now - self._last_resend.get(key, -1e9) < self.settings.resend_interval_s:
-            return
-        self._last_resend[key] = now
-        if len(self._last_resend) > 10_000:
-            self._last_resend = {k: v for k, v in self._last_resend.items() if now - v < self.settings.resend_interval_s}
-        client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq}), qos=1)
-        metrics.RESEND_REQUESTS.inc()
-        log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
-

@@ -10,11 +10,11 @@ delta's point estimate is compared. A voucher whose records have not all
 arrived stays pending.
 
 No voucher commits to the baseline-period records, so a record the broker
-lost there shows only as a rebuilt baseline that differs from the claim.
-Such a voucher stays pending ("waiting for baseline records") and its
-gateway is asked for the baseline period's records, which the edge keeps,
-until ``baseline_wait_s`` after the voucher was stored; only then does the
-difference count as a mismatch.
+lost there shows only as a rebuilt baseline that differs from the claim or
+covers too few days. Such a voucher stays pending ("waiting for baseline
+records") and its gateway is asked for the baseline period's records, which
+the edge keeps, until ``baseline_wait_s`` after the voucher was stored; only
+then does the difference count as a mismatch.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from valuegate.edge.protocol.voucher import Claims
 from . import metrics
 from .chain import touch_contracts
 from .machines import foreign_machines
-from .verify import canonical_fast
+from .signature import canonical_fast
 
 __all__ = ("BaselineSpan", "Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
@@ -54,7 +54,7 @@ _RECORD_SQL = (
 )
 _WAITING = "waiting for records"
 _WAITING_BASELINE = "waiting for baseline records"
-_baselines: OrderedDict[tuple[Any, ...], methodology.BaselineResult | None] = OrderedDict()
+_baselines: OrderedDict[tuple[Any, ...], methodology.BaselineResult | methodology.InsufficientBaseline | None] = OrderedDict()
 
 
 class Outcome:
@@ -104,7 +104,12 @@ async def _anchor(conn: Conn, claims: Claims) -> tuple[Anchor | None, int | None
         return None, row[1]
 
 
-async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -> methodology.BaselineResult | None:
+async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -> methodology.BaselineResult | methodology.InsufficientBaseline | None:
+    """Rebuild the anchor's baseline from the stored records.
+
+    Returns None when no record of the baseline period is stored, and the
+    InsufficientBaseline error when the stored records cover too few days.
+    """
     zone = claims.period.time_zone
     windows = plant_day_windows(zone, anchor.baseline.first_date, anchor.baseline.last_date)
     start = dt.datetime.fromtimestamp(int(windows.start_ms[0]) / 1000, dt.UTC)
@@ -119,7 +124,7 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
     if key in _baselines:
         _baselines.move_to_end(key)
         return _baselines[key]
-    result: methodology.BaselineResult | None = None
+    result: methodology.BaselineResult | methodology.InsufficientBaseline | None = None
     if count:
         records = await load_records(conn, claims.tenant, machines, start, end)
         minute_ms = np.array([dt.datetime.fromisoformat(r.minute).timestamp() * 1000 for r in records], np.int64)
@@ -129,8 +134,8 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
             days.append((label, _day_kpis(inside, claims)))
         try:
             result = methodology.build_baseline(anchor, days)
-        except methodology.InsufficientBaseline:
-            result = None
+        except methodology.InsufficientBaseline as exc:
+            result = exc
     _baselines[key] = result
     while len(_baselines) > 256:
         _baselines.popitem(last=False)
@@ -182,8 +187,11 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     if anchor is None:
         return Outcome(None, f"evidence digest matches; contract {claims.contract!r} with anchor {claims.anchor!r} is not uploaded yet")
     baseline = await _baseline(conn, claims, anchor, revision or 0)
-    exact = baseline is not None
-    if baseline is None:
+    # The edge issues no voucher before its baseline has enough days, so stored records that cover
+    # too few days lack some of the baseline period, as when the broker lost them.
+    shortfall = baseline if isinstance(baseline, methodology.InsufficientBaseline) else None
+    exact = isinstance(baseline, methodology.BaselineResult)
+    if not isinstance(baseline, methodology.BaselineResult):
         value = claims.baseline.value if claims.baseline.value is not None else 0.0
         baseline = methodology.BaselineResult(
             anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
@@ -212,6 +220,14 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
             differences.append(f"delta {delta} != claimed {claims.delta}")
     elif delta.point != claims.delta.point:
         differences.append(f"delta.point {delta.point} != claimed {claims.delta.point}")
+    if shortfall is not None:
+        message = (
+            f"the records stored for the baseline {claims.baseline.first_date}..{claims.baseline.last_date} cover {shortfall.covered} "
+            f"of the {shortfall.required} days it needs, the voucher claims {claims.baseline.days}"
+        )
+        if not differences and not final:
+            return Outcome(None, f"{_WAITING_BASELINE}: {message}")
+        differences.append(message)
     if differences:
         return Outcome(False, "; ".join(differences))
     scope = "with the baseline rebuilt from stored records" if exact else "with the voucher's baseline value (baseline records not stored)"

@@ -19,7 +19,7 @@ from valuegate.cloud.db import UTC_OPTIONS
 from valuegate.cloud.reproduce import evidence_of, reproduce_pending
 from valuegate.cloud.telemetry import check_batch, store_batches
 from valuegate.cloud.verify import parse_topic
-from valuegate.cloud.verify import canonical_fast, voucher_hash_fast
+from valuegate.cloud.signature import canonical_fast, voucher_hash_fast
 from valuegate.edge import methodology
 from valuegate.edge.kernels import kpis, totals_from_records
 from valuegate.edge.protocol import voucher as v
@@ -160,7 +160,7 @@ def test_fast_hash_equals_voucher_hash() -> None:
 def test_base58_decoder_matches_library(data: bytes) -> None:
     import base58
 
-    from valuegate.cloud.verify import _b58decode
+    from valuegate.cloud.signature import _b58decode
 
     assert _b58decode(base58.b58encode(data).decode()) == data
 
@@ -175,7 +175,7 @@ def test_number_fields_cover_claims_schema() -> None:
     """Every int or float field of the claims is listed for the fast canonical form."""
     from msgspec import inspect
 
-    from valuegate.cloud.verify import _MACHINE_NUMBER_FIELDS, _NUMBER_FIELDS
+    from valuegate.cloud.signature import _MACHINE_NUMBER_FIELDS, _NUMBER_FIELDS
 
     def numeric(struct: Any) -> set[str]:
         found = set()

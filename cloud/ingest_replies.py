@@ -1,0 +1,101 @@
+"""Ingest replies to gateways (cumulative acks, resend requests) and rate-limited rejection warnings.
+
+An ack names the highest contiguous stored sequence of a gateway, so the
+highest one per gateway is all that must go out. Acks of batches stored
+while the worker was disconnected are held and sent after the reconnect.
+A resend request for one gap goes out at most once per
+``resend_interval_s``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import paho.mqtt.client as mqtt
+import structlog
+
+from . import metrics
+from .chain import ChainPosition
+from .verify import Topic
+
+__all__ = ("GatewayReplies", "RejectionLog")
+
+log = structlog.get_logger("valuegate.cloud.ingest")
+
+
+class GatewayReplies:
+    """Acks and resend requests of one ingest worker."""
+
+    def __init__(self, resend_interval_s: float) -> None:
+        self.resend_interval_s = resend_interval_s
+        # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
+        self.unsent: dict[str, tuple[Topic, int]] = {}
+        self._last_resend: dict[tuple[str, int], float] = {}
+
+    def hold(self, topics: dict[str, Topic], positions: dict[str, ChainPosition]) -> None:
+        """Keep the acks of ``positions`` until a connection is back."""
+        for gateway_id, position in positions.items():
+            held = self.unsent.get(gateway_id)
+            if held is None or held[1] < position.stored_through:
+                self.unsent[gateway_id] = (topics[gateway_id], position.stored_through)
+
+    def send(self, client: mqtt.Client, topics: dict[str, Topic], positions: dict[str, ChainPosition]) -> None:
+        """Send held acks, then each touched gateway's ack and, for a gap, a resend request."""
+        self.send_held(client)
+        gaps = 0
+        for gateway_id, position in positions.items():
+            topic = topics[gateway_id]
+            self.unsent.pop(gateway_id, None)
+            self._send_ack(client, topic, position.stored_through)
+            if position.gap:
+                gaps += 1
+                self._request_resend(client, topic, position)
+        metrics.CHAIN_GAPS.set(gaps)
+
+    def send_held(self, client: mqtt.Client) -> None:
+        """Send the acks of batches stored while the worker was not connected."""
+        held, self.unsent = self.unsent, {}
+        for topic, stored_through in held.values():
+            self._send_ack(client, topic, stored_through)
+
+    def _send_ack(self, client: mqtt.Client, topic: Topic, stored_through: int) -> None:
+        ack = {"schema": "valuegate/ack/v1", "stored_through": stored_through}
+        client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
+        metrics.ACKS_SENT.inc()
+
+    def _request_resend(self, client: mqtt.Client, topic: Topic, position: ChainPosition) -> None:
+        from_seq = position.stored_through + 1
+        key = (position.gateway_id, from_seq)
+        now = time.monotonic()
+        if now - self._last_resend.get(key, -1e9) < self.resend_interval_s:
+            return
+        self._last_resend[key] = now
+        if len(self._last_resend) > 10_000:
+            self._last_resend = {k: v for k, v in self._last_resend.items() if now - v < self.resend_interval_s}
+        client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq}), qos=1)
+        metrics.RESEND_REQUESTS.inc()
+        log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
+
+
+class RejectionLog:
+    """Logs one warning per rejection kind, code and topic per ``interval_s``, with the count held back since."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._logged: dict[tuple[str, str, str], float] = {}
+        self._held: dict[tuple[str, str, str], int] = {}
+
+    def __call__(self, now: float, kind: str, code: str, topic: str, voucher_id: str | None, reason: str) -> None:
+        key = (kind, code, topic)
+        last = self._logged.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        if len(self._logged) > 10_000:
+            # Many distinct topics: start over rather than let the table grow without end.
+            self._logged.clear()
+            self._held.clear()
+        self._logged[key] = now
+        held = self._held.pop(key, 0)
+        log.warning("ingest_rejected", kind=kind, code=code, topic=topic, voucher_id=voucher_id, reason=reason, repeats_not_logged=held)
