@@ -13,13 +13,12 @@ import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
-import msgspec.inspect as mi
-import yaml
 
 from .canonical import content_digest
+from .contract_source import ContractError, ContractSource, source_from_text, validation_error
 
 __all__ = (
     "CONTRACT_SCHEMA",
@@ -60,32 +59,6 @@ _CURRENCY_NAMES = {"RMB": "CNY", "YUAN": "CNY", "US$": "USD", "YEN": "JPY"}
 
 # 1, 10, 100 ... or 0.1, 0.01, 0.001 ...: a rounding step that is a power of ten, written without an exponent.
 _ROUNDING = re.compile(r"10*|0\.0*1")
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]")
-_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-_MONEY_FIELDS = ("amount", "cap", "floor", "rounding")
-
-
-class ContractError(ValueError):
-    """A contract file is invalid; the message names the file, the line when known, the field, the value and what is allowed."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        field: str | None = None,
-        line: int | None = None,
-        value: object = None,
-        allowed: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.file = file
-        self.field = field
-        self.line = line
-        self.value = value
-        self.allowed = allowed
 
 
 class _Spec(msgspec.Struct, forbid_unknown_fields=True):
@@ -190,119 +163,7 @@ def contract_digest(contract: Contract) -> str:
     return content_digest(msgspec.to_builtins(contract))
 
 
-class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML loader that keeps dates as text, so that an impossible date fails validation with its field instead of a bare ValueError."""
-
-
-_YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != _TIMESTAMP_TAG]
-    for first, resolvers in _YamlLoader.yaml_implicit_resolvers.items()
-}
-_YamlLoader.add_constructor(_TIMESTAMP_TAG, lambda loader, node: loader.construct_scalar(node))
-
-
-class _Source:
-    """Contract data with the YAML node tree it came from (when it came from text), to find the value and line of a field path."""
-
-    def __init__(self, file: str, data: Any, root: yaml.Node | None = None) -> None:
-        self.file = file
-        self.data = data
-        self.root = root
-
-    def line_of(self, field_path: str) -> int | None:
-        """Return the 1-based line of ``field_path`` (``$.anchors[0].price.amount``) or of its nearest parent."""
-        node = self.root
-        if node is None:
-            return None
-        line = node.start_mark.line + 1
-        for key, index in _PATH_TOKEN.findall(field_path):
-            if key and isinstance(node, yaml.MappingNode):
-                node = next((value for name, value in node.value if getattr(name, "value", None) == key), None)
-            elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
-                node = node.value[int(index)]
-            else:
-                break
-            if node is None:
-                break
-            line = node.start_mark.line + 1
-        return line
-
-    def value_at(self, field_path: str) -> Any:
-        value = self.data
-        for key, index in _PATH_TOKEN.findall(field_path):
-            try:
-                value = value[key] if key else value[int(index)]
-            except (KeyError, IndexError, TypeError):
-                return None
-        return value
-
-    def error(self, field_path: str, message: str, *, allowed: str | None = None, value: Any = None) -> ContractError:
-        """Return the error for ``field_path``, formatted ``file:line: field: message (got value); allowed: ...``."""
-        bad_value = value if value is not None else self.value_at(field_path)
-        line = self.line_of(field_path)
-        text = f"{self.file}:{line}: {field_path}: {message}" if line else f"{self.file}: {field_path}: {message}"
-        if bad_value is not None and not isinstance(bad_value, (dict, list)):
-            text += f" (got {bad_value!r})"
-        if allowed:
-            text += f"; allowed: {allowed}"
-        return ContractError(text, file=self.file, field=field_path, line=line, value=bad_value, allowed=allowed)
-
-
-def _allowed_values(field_path: str, message: str) -> str | None:
-    """Return the allowed values at ``field_path`` of a contract: an enumeration's values, or a struct's fields after an unknown one."""
-
-    def unwrap(node: mi.Type) -> mi.Type:
-        if isinstance(node, mi.UnionType):
-            members = [member for member in node.types if not isinstance(member, mi.NoneType)]
-            if len(members) == 1:
-                return members[0]
-        return node
-
-    node: mi.Type = mi.type_info(Contract)
-    for key, index in _PATH_TOKEN.findall(field_path):
-        node = unwrap(node)
-        if key and isinstance(node, mi.StructType):
-            field = next((f for f in node.fields if f.encode_name == key), None)
-            if field is None:
-                return None
-            node = field.type
-        elif index and isinstance(node, mi.ListType):
-            node = node.item_type
-        elif key and isinstance(node, mi.DictType):
-            node = node.value_type
-        else:
-            return None
-    node = unwrap(node)
-    if isinstance(node, mi.LiteralType):
-        return ", ".join(str(value) for value in node.values)
-    if isinstance(node, mi.StructType) and _UNKNOWN_FIELD.search(message):
-        return ", ".join(f.encode_name for f in node.fields)
-    return None
-
-
-def _validation_error(source: _Source, exc: msgspec.ValidationError) -> ContractError:
-    """Turn a msgspec type error into a :class:`ContractError` with the field's line, value and allowed values."""
-    text = str(exc)
-    match = _MSGSPEC_PATH.search(text)
-    field_path = match.group(1) if match else "$"
-    message = text[: match.start()] if match else text
-    allowed = _allowed_values(field_path, message)
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown:
-        field_path = f"{field_path}.{unknown.group(1)}"
-        message = "unknown field"
-    elif message.startswith("Invalid enum value"):
-        message = "not one of the allowed values"
-    elif "RFC3339 encoded date" in message:
-        message = "not a valid calendar date"
-        allowed = "a real day written YYYY-MM-DD"
-    elif field_path.rsplit(".", 1)[-1] in _MONEY_FIELDS and "Expected `str" in message:
-        message = "money and rounding are decimal strings in quotes, because an unquoted number becomes an inexact binary float"
-        allowed = "for example '12.00'"
-    return source.error(field_path, message, allowed=allowed)
-
-
-def _decimal(source: _Source, field_path: str, value: str | None) -> Decimal | None:
+def _decimal(source: ContractSource, field_path: str, value: str | None) -> Decimal | None:
     if value is None:
         return None
     try:
@@ -314,7 +175,7 @@ def _decimal(source: _Source, field_path: str, value: str | None) -> Decimal | N
     return number
 
 
-def _check_money(contract: Contract, source: _Source) -> None:
+def _check_money(contract: Contract, source: ContractSource) -> None:
     """Check the commercial terms: currency, rounding, prices, caps, floors and trigger thresholds."""
     if contract.currency not in CURRENCY_CODES:
         code = _CURRENCY_NAMES.get(contract.currency.upper(), contract.currency.upper())
@@ -348,7 +209,7 @@ def _check_money(contract: Contract, source: _Source) -> None:
             raise source.error(f"{where}.days", "a number of days cannot be negative", allowed="0 or more")
 
 
-def _check(contract: Contract, source: _Source) -> None:
+def _check(contract: Contract, source: ContractSource) -> None:
     if contract.schema != CONTRACT_SCHEMA:
         raise source.error("$.schema", "unknown contract schema", allowed=CONTRACT_SCHEMA)
     if contract.end < contract.start:
@@ -379,39 +240,25 @@ def _check(contract: Contract, source: _Source) -> None:
     _check_money(contract, source)
 
 
-def _parse(source: _Source) -> Contract:
+def _parse(source: ContractSource) -> Contract:
     if not isinstance(source.data, dict):
         raise source.error("$", "a contract must be a mapping of fields such as schema, id, tenant and anchors", value=type(source.data).__name__)
     try:
         contract = msgspec.convert(source.data, Contract)
     except msgspec.ValidationError as exc:
-        raise _validation_error(source, exc) from exc
+        raise validation_error(source, Contract, exc) from exc
     _check(contract, source)
     return contract
 
 
 def parse_contract(data: object, *, file: str = "<contract>") -> Contract:
     """Validate already-parsed YAML or JSON data as a contract; errors name the field but no line."""
-    return _parse(_Source(file, data))
+    return _parse(ContractSource(file, data))
 
 
 def parse_contract_text(text: str, *, file: str = "<contract>") -> Contract:
     """Parse and validate contract YAML (or JSON) text; errors name ``file``, the line, the field and the value."""
-    try:
-        loader = _YamlLoader(text)
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark is not None else file
-        raise ContractError(f"{where}: $: invalid YAML: {exc}", file=file, field="$", line=mark.line + 1 if mark else None) from exc
-    except ValueError as exc:
-        # Dates stay text, so only other scalars that PyYAML cannot construct (such as `!!int abc`) get here.
-        raise ContractError(f"{file}: $: invalid YAML value: {exc}", file=file, field="$") from exc
-    return _parse(_Source(file, data, root))
+    return _parse(source_from_text(text, file))
 
 
 def load_contract(path: str | Path) -> Contract:
