@@ -72,6 +72,15 @@ def database(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A NUMBA_CACHE_DIR shared by the agent processes of one test session, so that only the first one compiles the kernels.
+
+    Without it the agent caches under its own state folder, and every test's first start spends seconds compiling.
+    """
+    return tmp_path_factory.mktemp("numba-cache")
+
+
+@pytest.fixture(scope="session")
 def node_peers() -> Path:
     """The folder of the Node.js peer packages; fails with the set-up command when they are missing."""
     if shutil.which("node") is None:

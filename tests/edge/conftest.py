@@ -36,12 +36,3 @@ def password_broker() -> Iterator[MosquittoServer]:
             yield broker
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A NUMBA_CACHE_DIR shared by the agent processes of one test session, so that only the first one compiles the kernels.
-
-    Without it the agent caches under its own state folder, and every test's first start spends seconds compiling.
-    """
-    return tmp_path_factory.mktemp("numba-cache")
