@@ -312,6 +312,7 @@ class EdgeAgent:
                 if result.minutes:
                     self._dirty.add(machine_id)
                     self.metrics.minutes_summarized.labels(machine_id).inc(result.minutes)
+                    self.metrics.counts_left_out.labels(machine_id).inc(result.counts_left_out)
                     self.publisher.notify()
                 for plant_date in result.days:
                     self.metrics.days_closed.labels(machine_id).inc()

@@ -86,22 +86,24 @@ def _state_samples(machine: str, rows: list[TraceRow], tag_map: TagMap, unmatche
     return np.array(ts, np.int64), np.array(states, np.int8), np.array(reason_index, np.int32), list(reasons)
 
 
-def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int) -> dict[str, Any]:
+def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int, iv: Any) -> dict[str, Any]:
+    """Sum each counter's increments per minute, leaving out those whose gap touches offline time, as the edge does."""
     import numpy as np
 
-    from valuegate.edge.kernels import counter_minutes
+    from valuegate.edge import kernels
 
     sums = {kind: np.zeros(n_minutes, np.int64) for kind in ("produced", "good", "reject")}
     seen = set()
     for spec in tag_map.counters:
-        picked = [row for row in rows if row.tag == spec.tag]
+        picked = sorted((row for row in rows if row.tag == spec.tag), key=lambda row: row.ts_ms)
         if not picked:
             continue
         seen.add(spec.kind)
         ts = np.array([row.ts_ms for row in picked], np.int64)
         raw = np.array([float(row.value) if row.status != "bad" and isinstance(row.value, int | float) else np.nan for row in picked])
-        minutes = counter_minutes(ts, raw, minute0, n_minutes, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-        sums[spec.kind] += minutes.counts
+        steps = kernels.normalize_counter(ts, raw, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
+        increments = np.where(kernels.gaps_touching(ts, iv, kernels.OFFLINE), 0, steps.increments)
+        sums[spec.kind] += kernels.bucket_counts(ts, increments, minute0, n_minutes)
     produced = sums["produced"] if "produced" in seen else sums["good"] + sums["reject"]
     return {"produced": produced, "reject": sums["reject"]}
 
@@ -147,13 +149,14 @@ def machine_days(
     iv = kernels.state_intervals(ts, states, reasons, span_end, start_ms=span_start, max_gap_ms=max_gap_ms)
     if debounce_ms:
         iv = kernels.debounce(iv, debounce_ms)
+    offline_runs = iv
     if calendar is not None:
         iv = kernels.apply_planned_stops(iv, kernels.calendar_stops(calendar, time_zone, span_start, span_end))
 
     minute0 = span_start - span_start % kernels.MINUTE_MS
     n_minutes = -(-(span_end - minute0) // kernels.MINUTE_MS)
     table = kernels.minute_table(iv, minute0, n_minutes, len(reason_codes))
-    counts = _counts(rows, tag_map, minute0, n_minutes)
+    counts = _counts(rows, tag_map, minute0, n_minutes, offline_runs)
     columns = (table.state_ms, table.reason_ms, table.stops, counts["produced"], counts["reject"])
     state_ms, reason_ms, stops, produced, reject = (kernels.window_totals(table.minute_ms, column, days.start_ms, days.end_ms) for column in columns)
 

@@ -43,6 +43,9 @@ class AgentMetrics:
             "valuegate_spool_rejected_total", "State events, counter readings and watermarks rejected before the spool insert", ["machine"], registry=r
         )
         self.minutes_summarized = Counter("valuegate_minutes_summarized_total", "Per-minute records computed", ["machine"], registry=r)
+        self.counts_left_out = Counter(
+            "valuegate_counts_left_out_total", "Counter increments left out because the time since the reading before touches offline time", ["machine"], registry=r
+        )
         self.days_closed = Counter("valuegate_days_closed_total", "Plant days closed", ["machine"], registry=r)
         self.vouchers_issued = Counter("valuegate_vouchers_issued_total", "Vouchers signed and put in the outbox", registry=r)
         self.outbox_depth = Gauge("valuegate_outbox_depth", "Vouchers in the outbox that no cloud ack covers yet", registry=r)

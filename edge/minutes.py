@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -16,11 +16,12 @@ from valuegate.edge.protocol.records import STATES, MinuteRecord, minute_iso
 
 from .spool_rows import Carry, CounterReading, StateEvent
 
-__all__ = ("MINUTE_MS", "MachineInfo", "summarize_minutes", "canonical_record", "record_dict")
+__all__ = ("MINUTE_MS", "MachineInfo", "MinuteSummary", "summarize_minutes", "canonical_record", "record_dict")
 
 MINUTE_MS = kernels.MINUTE_MS
 UNPLANNED = STATES.index("unplanned_stop")
 PLANNED = STATES.index("planned_stop")
+OFFLINE = STATES.index("offline")
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,25 @@ class MachineInfo:
         }
 
 
+class MinuteSummary(NamedTuple):
+    """Minute records of one chunk, what carries into the next, and the counter increments left out for touching offline time."""
+
+    records: list[tuple[int, str]]
+    carry: Carry
+    counts_left_out: int
+
+
 def _counter_minutes(
-    spec: CounterSpec, carry: list[float] | None, readings: list[CounterReading], start_ms: int, n_minutes: int
-) -> tuple[np.ndarray, list[float] | None]:
-    """Return the counter's increments per minute and the last accepted reading to carry forward."""
+    spec: CounterSpec, carry: list[float] | None, readings: list[CounterReading], start_ms: int, n_minutes: int, offline: kernels.Intervals
+) -> tuple[np.ndarray, list[float] | None, int]:
+    """Return the counter's increments per minute, the last accepted reading to carry forward and the parts left out.
+
+    An increment whose gap since the reading before it touches offline time
+    is left out (see :func:`kernels.gaps_touching`). The carried reading has a
+    third element, 1.0 when offline time has passed since it, so that a gap
+    that began in an earlier chunk is still seen.
+    """
+    end_ms = start_ms + n_minutes * MINUTE_MS
     ts = [reading.ts_ms for reading in readings]
     raw = [reading.value for reading in readings]
     offset = 0
@@ -52,14 +68,31 @@ def _counter_minutes(
         ts.insert(0, int(carry[0]))
         raw.insert(0, carry[1])
         offset = 1
+    carried_gap = carry is not None and len(carry) > 2 and bool(carry[2])
     if len(ts) <= offset:
-        return np.zeros(n_minutes, np.int64), carry
-    steps = kernels.normalize_counter(np.array(ts, np.int64), np.array(raw, np.float64), bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-    per_minute = kernels.bucket_counts(np.array(ts[offset:], np.int64), steps.increments[offset:], start_ms, n_minutes)
+        if carry is None:
+            return np.zeros(n_minutes, np.int64), carry, 0
+        return np.zeros(n_minutes, np.int64), _carried(carry[0], carry[1], carried_gap, end_ms, offline), 0
+    times = np.array(ts, np.int64)
+    steps = kernels.normalize_counter(times, np.array(raw, np.float64), bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
+    touched = kernels.gaps_touching(times, offline, OFFLINE)
+    if offset and carried_gap:
+        touched[1] = True
+    increments = np.where(touched, 0, steps.increments)
+    dropped = int(steps.increments[touched].sum())
+    per_minute = kernels.bucket_counts(times[offset:], increments[offset:], start_ms, n_minutes)
     accepted = np.flatnonzero(steps.kind != kernels.GLITCH)
     last = int(accepted[-1]) if accepted.size else None
-    new_carry = [float(ts[last]), float(raw[last])] if last is not None else carry
-    return per_minute, new_carry
+    if last is None:
+        return per_minute, carry, dropped
+    # Kept from an earlier chunk, the carried reading keeps its gap mark too.
+    return per_minute, _carried(ts[last], raw[last], carried_gap and last == 0 and offset == 1, end_ms, offline), dropped
+
+
+def _carried(ts_ms: float, value: float, gap_before: bool, end_ms: int, offline: kernels.Intervals) -> list[float]:
+    """Return the carried reading ``[ts_ms, value, gap]``; gap is 1.0 when offline time follows it before ``end_ms``."""
+    gap = gap_before or bool(kernels.gaps_touching(np.array([int(ts_ms), end_ms], np.int64), offline, OFFLINE)[1])
+    return [float(ts_ms), float(value), 1.0 if gap else 0.0]
 
 
 def summarize_minutes(
@@ -69,11 +102,12 @@ def summarize_minutes(
     counters: Sequence[CounterReading],
     start_ms: int,
     end_ms: int,
-) -> tuple[list[tuple[int, str]], Carry]:
+) -> MinuteSummary:
     """Compute the minute records of ``[start_ms, end_ms)`` and the state and counters in force at ``end_ms``.
 
-    Returns ``(minute_ms, canonical JSON)`` pairs; minutes spent wholly in
-    planned_stop are left out. Time before the first known state is offline.
+    The records are ``(minute_ms, canonical JSON)`` pairs; minutes spent
+    wholly in planned_stop are left out. Time before the first known state
+    is offline.
     """
     n_minutes = (end_ms - start_ms) // MINUTE_MS
     first_code = carry.code if carry is not None else -1
@@ -107,11 +141,13 @@ def summarize_minutes(
     # Counters, per kind of count.
     counts = {"produced": np.zeros(n_minutes, np.int64), "good": np.zeros(n_minutes, np.int64), "reject": np.zeros(n_minutes, np.int64)}
     seen = set()
+    counts_left_out = 0
     counter_carry = dict(carry.counters) if carry is not None else {}
     for spec in machine.tag_map.counters:
         readings = [reading for reading in counters if reading.tag == spec.tag]
-        per_minute, counter_carry[spec.tag] = _counter_minutes(spec, counter_carry.get(spec.tag), readings, start_ms, n_minutes)
+        per_minute, counter_carry[spec.tag], left_out = _counter_minutes(spec, counter_carry.get(spec.tag), readings, start_ms, n_minutes, intervals)
         counts[spec.kind] += per_minute
+        counts_left_out += left_out
         seen.add(spec.kind)
     produced = counts["produced"] if "produced" in seen else counts["good"] + counts["reject"]
     if "reject" in seen:
@@ -143,7 +179,7 @@ def summarize_minutes(
     last = states[-1] if states else None
     end_state = (last.code, last.reason, last.uncertain) if last is not None else (first_code, first_reason, first_uncertain)
     code = end_state[0] if end_state[0] >= 0 else STATES.index("offline")
-    return records, Carry(int(code), end_state[1], bool(end_state[2]), counter_carry)
+    return MinuteSummary(records, Carry(int(code), end_state[1], bool(end_state[2]), counter_carry), counts_left_out)
 
 
 def canonical_record(record: MinuteRecord) -> str:

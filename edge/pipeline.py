@@ -51,6 +51,7 @@ class StepResult:
     """Minutes, plant days and vouchers written by one step, and the anchors still waiting for a baseline."""
 
     minutes: int = 0
+    counts_left_out: int = 0
     days: list[str] = field(default_factory=list)
     vouchers: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
@@ -105,9 +106,12 @@ class Pipeline:
         done = progress.minutes_done_ms
         if end > start:
             states, counters = spool.events(machine_id, start, end)
-            records, carry = summarize_minutes(machine, progress.carry, states, counters, start, end)
-            spool.store_minutes(machine_id, records, done_ms=end, carry=carry)
+            summary = summarize_minutes(machine, progress.carry, states, counters, start, end)
+            spool.store_minutes(machine_id, summary.records, done_ms=end, carry=summary.carry)
             result.minutes = (end - start) // MINUTE_MS
+            result.counts_left_out = summary.counts_left_out
+            if summary.counts_left_out:
+                log.info("counts_left_out_offline", machine=machine_id, counts=summary.counts_left_out, reason="counter increments that span offline time have no run time to set against")
             done = end
         if done is None:
             return result

@@ -141,6 +141,23 @@ def test_max_gap_turns_silence_into_offline(tmp_path):
     assert expired["run_min"] == 75.0
 
 
+def test_parts_counted_across_offline_time_are_left_out(tmp_path):
+    # Running from 06:00, polled every 10 minutes, silent from 07:00 to 08:00, stopped (no order) at 08:20.
+    # With a 15-minute limit the state expires at 07:15, so 07:15-08:00 is offline, and the 400 containers
+    # between the 06:50 and 08:00 readings have no run time to set against: 500 + 50 count, not 950.
+    rows = ["timestamp,tag,value", "2024-05-01T06:00:00Z,reason,0", "2024-05-01T06:00:00Z,containers,0"]
+    rows += [f"2024-05-01T06:{minute:02d}:00Z,state,1" for minute in range(0, 60, 10)]
+    rows += ["2024-05-01T06:50:00Z,containers,500", "2024-05-01T07:00:00Z,state,1"]
+    rows += ["2024-05-01T08:00:00Z,state,1", "2024-05-01T08:00:00Z,containers,900"]
+    rows += ["2024-05-01T08:10:00Z,state,1", "2024-05-01T08:10:00Z,containers,950", "2024-05-01T08:20:00Z,state,0"]
+    path = _write(tmp_path, "\n".join(rows) + "\n")
+    expired = _days(_run(str(path), "--map", "bottling-filler-modbus", "--max-gap-s", "900", "--json"))[0]
+    assert expired["run_min"] == 95.0
+    assert expired["effectiveness"] == round(550 * 2.7 / (95 * 60), 6)
+    held = _days(_run(str(path), "--map", "bottling-filler-modbus", "--json"))[0]
+    assert held["run_min"] == 140.0
+    assert held["effectiveness"] == round(950 * 2.7 / (140 * 60), 6)
+
 def test_machine_without_planned_time(tmp_path):
     rows = "timestamp,tag,value\n2024-05-01T00:00:00Z,state,0\n2024-05-01T00:00:00Z,reason,0\n2024-05-01T08:00:00Z,state,0\n"
     day = _days(_run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--json"))[0]

@@ -12,7 +12,7 @@ from ._jit import JIT_DISABLED, compiled_kernels
 from .bootstrap import block_bootstrap, percentile_interval
 from .calendar import CALENDAR_SCHEMA, ShiftCalendar, load_calendar, parse_calendar
 from .counters import GLITCH, NORMAL, RESET, WRAP, CounterMinutes, CounterSteps, counter_minutes, normalize_counter
-from .intervals import OFFLINE, STATE_COUNT, UNPLANNED_STOP, Intervals, debounce, empty_intervals, micro_stops, state_intervals
+from .intervals import OFFLINE, STATE_COUNT, UNPLANNED_STOP, Intervals, debounce, empty_intervals, gaps_touching, micro_stops, state_intervals
 from .kpi import Kpis, Totals, kpis, totals_from_columns, totals_from_records
 from .minutes import MINUTE_MS, MinuteTable, bucket_counts, minute_table, window_totals
 from .warmup import warm_up
@@ -33,6 +33,7 @@ __all__ = (
     "empty_intervals",
     "debounce",
     "micro_stops",
+    "gaps_touching",
     "MinuteTable",
     "minute_table",
     "CounterSteps",

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._jit import helper, kernel
 from ._validate import as_int_array, as_state_codes, check_same_length
 
-__all__ = ("STATE_COUNT", "OFFLINE", "UNPLANNED_STOP", "Intervals", "state_intervals", "debounce", "micro_stops", "empty_intervals")
+__all__ = ("STATE_COUNT", "OFFLINE", "UNPLANNED_STOP", "Intervals", "state_intervals", "debounce", "micro_stops", "empty_intervals", "gaps_touching")
 
 # Codes follow valuegate.edge.protocol.records.STATES:
 # 0 running, 1 idle, 2 planned_stop, 3 unplanned_stop, 4 changeover, 5 offline.
@@ -281,3 +281,28 @@ def micro_stops(iv: Intervals, threshold_ms: int) -> NDArray[np.bool_]:
         raise ValueError(f"threshold_ms {threshold_ms} is negative; pass a duration in ms such as 120000 for two minutes")
     checked = _check_intervals(iv)
     return (checked.state == UNPLANNED_STOP) & (checked.end_ms - checked.start_ms < threshold_ms)
+
+
+def gaps_touching(ts_ms: ArrayLike, iv: Intervals, state: int) -> NDArray[np.bool_]:
+    """Return, per sample, whether the time since the sample before it, ``(ts[i-1], ts[i]]``, overlaps a run of ``state``.
+
+    The first sample has no time before it and gets False. Samples must be
+    in time order. The edge leaves out a counter increment whose gap touches
+    ``offline`` time, because parts made while the state was unknown have no
+    run time to be measured against.
+    """
+    ts = as_int_array(ts_ms, "ts_ms")
+    checked = _check_intervals(iv)
+    if ts.shape[0] > 1 and (back := np.flatnonzero(ts[1:] < ts[:-1])).size:
+        i = int(back[0]) + 1
+        raise ValueError(f"ts_ms[{i}] ({int(ts[i])}) is before ts_ms[{i - 1}] ({int(ts[i - 1])}); sort the samples by time first")
+    touched = np.zeros(ts.shape[0], np.bool_)
+    picked = checked.state == state
+    starts, ends = checked.start_ms[picked], checked.end_ms[picked]
+    if ts.shape[0] < 2 or starts.size == 0:
+        return touched
+    # The first run of ``state`` that ends after the gap starts; the gap touches it if that run starts before the gap ends.
+    first = np.searchsorted(ends, ts[:-1], side="right")
+    inside = first < ends.size
+    touched[1:] = inside & (starts[np.minimum(first, ends.size - 1)] < ts[1:])
+    return touched

@@ -59,10 +59,24 @@ def reference_minutes(carry: Carry | None, states: list[StateEvent], counters: l
         minutes[minute] = row
     last = carry.counters.get("containers") if carry else None
     for reading in counters:
-        if last is not None:
+        if last is not None and not _touches_offline(runs, last[0], reading.ts_ms):
             minutes[reading.ts_ms // 60_000 * 60_000]["produced"] += int(reading.value - last[1]) % 65536
         last = [reading.ts_ms, reading.value]
     return {minute: row for minute, row in minutes.items() if row["planned_stop_ms"] < 60_000}
+
+
+def _touches_offline(runs: list[tuple], after_ms: float, until_ms: float) -> bool:
+    """Whether an offline run (state 5) shares time with ``(after_ms, until_ms]``."""
+    return any(state == 5 and run_end > run_start and run_start < until_ms and run_end > after_ms for run_start, run_end, state, *_ in runs)
+
+
+def reference_runs(carry: Carry | None, states: list[StateEvent], start: int, end: int) -> list[tuple]:
+    runs, at, code = [], start, carry.code if carry else 5
+    for event in states:
+        runs.append((at, event.ts_ms, code))
+        at, code = event.ts_ms, event.code
+    runs.append((at, end, code))
+    return runs
 
 
 def random_events(rng: random.Random, start: int, end: int) -> tuple[list[StateEvent], list[CounterReading]]:
@@ -87,7 +101,7 @@ def test_minutes_match_reference(seed: int) -> None:
     states, counters = random_events(rng, start + 1, end)
     carry = Carry(rng.choice([0, 2, 3]), "17", False, {"containers": [start - 5_000, 995.0]}) if seed % 2 else None
     machine = MachineInfo("filler-1", FILLER, "UTC")
-    records, next_carry = summarize_minutes(machine, carry, states, counters, start, end)
+    records, next_carry, _ = summarize_minutes(machine, carry, states, counters, start, end)
     expected = reference_minutes(carry, states, counters, start, end)
     got = {minute: json.loads(text) for minute, text in records}
     assert sorted(got) == sorted(expected)
@@ -102,7 +116,8 @@ def test_minutes_match_reference(seed: int) -> None:
     else:
         expected_code = 5
     assert next_carry.code == expected_code
-    assert next_carry.counters["containers"] == [float(counters[-1].ts_ms), counters[-1].value]
+    gap_after = _touches_offline(reference_runs(carry, states, start, end), counters[-1].ts_ms, end)
+    assert next_carry.counters["containers"] == [float(counters[-1].ts_ms), counters[-1].value, 1.0 if gap_after else 0.0]
 
 
 def test_counter_wrap_and_planned_minutes() -> None:
@@ -110,7 +125,7 @@ def test_counter_wrap_and_planned_minutes() -> None:
     start = T0
     states = [StateEvent(start + 30_000, 2), StateEvent(start + 180_000, 0)]
     counters = [CounterReading(start + 10_000, "containers", 65530), CounterReading(start + 200_000, "containers", 4)]
-    records, _ = summarize_minutes(machine, Carry(0, None, False, {}), states, counters, start, start + 240_000)
+    records, _, _ = summarize_minutes(machine, Carry(0, None, False, {}), states, counters, start, start + 240_000)
     minutes = [minute for minute, _ in records]
     assert minutes == [start, start + 180_000]  # minutes 1 and 2 were planned stop throughout
     first, last = (json.loads(text) for _, text in records)
@@ -118,6 +133,39 @@ def test_counter_wrap_and_planned_minutes() -> None:
     assert first["planned_stop_ms"] == 30_000
     assert last["produced"] == 10  # 65530 -> 4 wraps at 2**16
 
+
+
+def test_parts_counted_across_offline_time_are_left_out() -> None:
+    # A PLC restart: offline from 60 s to 120 s; the counter reads 110 before and 150 when it is back.
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    start = T0
+    states = [StateEvent(start + 60_000, 5), StateEvent(start + 120_000, 0)]
+    counters = [CounterReading(start + 30_000, "containers", 110), CounterReading(start + 120_000, "containers", 150), CounterReading(start + 150_000, "containers", 155)]
+    summary = summarize_minutes(machine, Carry(0, None, False, {"containers": [float(start), 100.0]}), states, counters, start, start + 180_000)
+    produced = [json.loads(text)["produced"] for _, text in summary.records]
+    assert produced == [10, 0, 5]
+    assert summary.counts_left_out == 40
+    assert summary.carry.counters["containers"] == [float(start + 150_000), 155.0, 0.0]
+
+
+def test_offline_gap_from_an_earlier_chunk_is_carried() -> None:
+    # Chunk 1 ends after an offline stretch that began after the last reading; chunk 2's first increment spans it.
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    start = T0
+    first = summarize_minutes(
+        machine, Carry(0, None, False, {"containers": [float(start), 0.0]}),
+        [StateEvent(start + 60_000, 5), StateEvent(start + 90_000, 0)], [CounterReading(start + 30_000, "containers", 10)],
+        start, start + 120_000,
+    )  # fmt: skip
+    assert [json.loads(text)["produced"] for _, text in first.records] == [10, 0]
+    assert first.carry.counters["containers"] == [float(start + 30_000), 10.0, 1.0]
+    second = summarize_minutes(
+        machine, first.carry, [], [CounterReading(start + 130_000, "containers", 40), CounterReading(start + 150_000, "containers", 45)],
+        start + 120_000, start + 180_000,
+    )  # fmt: skip
+    assert [json.loads(text)["produced"] for _, text in second.records] == [5]
+    assert second.counts_left_out == 30
+    assert second.carry.counters["containers"] == [float(start + 150_000), 45.0, 0.0]
 
 CONTRACT = {
     "schema": "valuegate/contract/v1",

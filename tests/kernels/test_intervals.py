@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valuegate.edge.kernels import Intervals, debounce, micro_stops, state_intervals
+from valuegate.edge.kernels import OFFLINE, Intervals, debounce, gaps_touching, micro_stops, state_intervals
 
 from . import reference
 
@@ -220,3 +220,25 @@ def test_late_sample_anywhere_in_a_long_run_is_sorted():
         expected = state_intervals(shifted[order], state[order], reason[order], 15_000, start_ms=0)
         assert _as_tuples(state_intervals(shifted, state, reason, 15_000, start_ms=0)) == _as_tuples(expected), late
     assert _as_tuples(expected) == [(0, 14_000, 0, -1), (14_000, 15_000, 1, -1)]
+
+
+def test_gaps_touching_offline_by_hand():
+    # Offline runs [100, 200) and [500, 600); running elsewhere.
+    iv = Intervals(
+        np.array([0, 100, 200, 500, 600], np.int64),
+        np.array([100, 200, 500, 600, 900], np.int64),
+        np.array([0, OFFLINE, 0, OFFLINE, 0], np.int8),
+        np.full(5, -1, np.int32),
+    )
+    ts = [50, 100, 150, 300, 450, 500, 650, 700]
+    # Gaps: (50,100] ends as offline starts; (100,150] inside; (150,300] leaves it;
+    # (300,450] clear; (450,500] ends as offline starts; (500,650] spans it; (650,700] clear.
+    assert gaps_touching(ts, iv, OFFLINE).tolist() == [False, False, True, True, False, False, True, False]
+    assert gaps_touching([], iv, OFFLINE).tolist() == []
+    assert gaps_touching([10, 20], iv, 3).tolist() == [False, False]  # no run of that state
+
+
+def test_gaps_touching_refuses_unsorted_samples():
+    iv = Intervals(np.array([0], np.int64), np.array([10], np.int64), np.array([OFFLINE], np.int8), np.array([-1], np.int32))
+    with pytest.raises(ValueError, match=r"ts_ms\[2\] \(3\) is before ts_ms\[1\] \(5\)"):
+        gaps_touching([1, 5, 3], iv, OFFLINE)
