@@ -8,9 +8,10 @@ after it, is settled by a credit or debit note of the next run. These checks
 replay that rule with the bundle's ``stored_at`` of each voucher, the
 ``created_at`` of each adjustment and the ``issued_at`` of each document. A
 time the bundle does not carry counts as "before every document", so an older
-bundle is held to every voucher it contains. Each run prices with the contract
-revision in force when it ran, so each document is re-priced with the terms
-it recorded. Only the note on what the next run would bill uses ``contract.json``.
+bundle is held to every voucher it contains. An invoice is priced with the
+contract revision in force when its run ran, and every note against it with
+that same revision, so a later amendment never re-prices an issued period.
+Each document is re-priced with the terms it recorded.
 """
 
 from __future__ import annotations
@@ -237,9 +238,9 @@ def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledge
     period when it was issued. Each later run must leave the invoice and its
     notes adding up to what the period re-prices to with the vouchers and
     adjustments recorded by then. Otherwise a credit or debit note is
-    missing. Each run re-prices with the contract revision its documents
-    recorded. What was recorded after the last document is only noted, priced
-    with the revision in force: the next run settles it.
+    missing. The period is always re-priced with the terms the invoice
+    recorded, whatever revision a later run priced its own period with. What
+    was recorded after the last document is only noted, because the next run settles it.
     """
     reasons: list[str] = []
     notes: list[str] = []
@@ -251,10 +252,9 @@ def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledge
     first, last = invoice.record["period_first"], invoice.record["period_last"]
     chain = [d for d in documents if d.chain == number]
     later_runs = sorted({d.issued for d in documents if d.issued is not None and invoice.issued is not None and d.issued > invoice.issued})
-    # The terms of each later run come from its invoice, or from its first note when it issued none.
+    # The first document of each later run names that run in messages: its invoice, or its first note when it issued none.
     run_documents = {when: min((d for d in documents if d.issued == when), key=lambda d: (d.record["kind"] != "invoice", d.order)) for when in later_runs}
-    contracts = [terms, ledger.contract, *(d.priced.contract for d in run_documents.values() if d.priced.contract is not None)]
-    priced = sorted({a.id for contract in contracts for a in contract.anchors if a.price is not None})
+    priced = sorted(a.id for a in terms.anchors if a.price is not None)
     for anchor in priced:
         try:
             own = ledger.expected(anchor, first, last, invoice.issued, terms)
@@ -264,29 +264,36 @@ def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledge
                 continue
             failed = False
             for when, run_document in run_documents.items():
-                contract = run_document.priced.contract
-                if contract is None:
-                    # That run's documents fail on their own verdicts; without its terms the run cannot be replayed.
-                    continue
-                line = ledger.expected(anchor, first, last, when, contract)
-                now = quantize_money(line.amount if line is not None else Decimal(0), contract.rounding)
-                before = _billed_so_far(chain, anchor, when, contract.rounding)
+                line = ledger.expected(anchor, first, last, when, terms)
+                now = quantize_money(line.amount if line is not None else Decimal(0), terms.rounding)
+                before = _billed_so_far(chain, anchor, when, terms.rounding)
                 if now != before:
                     run = run_document.record["number"]
                     reasons.append(f"line {anchor}: the vouchers and adjustments recorded before {run} was issued ({when.isoformat()}) re-price the period "
                                    f"to {now}, but {number} and its notes in the bundle bill {before}; a credit or debit note is missing")
                     failed = True
                     break
-            line = ledger.expected(anchor, first, last, None)
-            rounding = ledger.contract.rounding
-            now = quantize_money(line.amount if line is not None else Decimal(0), rounding)
-            before = _billed_so_far(chain, anchor, None, rounding)
+            line = ledger.expected(anchor, first, last, None, terms)
+            now = quantize_money(line.amount if line is not None else Decimal(0), terms.rounding)
+            before = _billed_so_far(chain, anchor, None, terms.rounding)
             if not failed and now != before:
-                notes.append(f"line {anchor}: everything in the bundle re-prices the period to {now} with contract.json, {before} is billed; "
-                             "what was recorded after the last document, or a later contract revision, is settled by the next invoice run")
+                notes.append(f"line {anchor}: everything in the bundle re-prices the period to {now} with the terms of {number}, {before} is billed; "
+                             "what was recorded after the last document is settled by the next invoice run")
         except (PricingError, InvoiceError, KeyError) as exc:
             reasons.append(f"cannot recompute line {anchor}: {exc}")
     return reasons, notes
+
+
+def _note_terms_reason(note: _Document, documents: Sequence[_Document]) -> str | None:
+    """Return why a note was priced with other terms than the invoice it corrects; None when they agree or the invoice is absent."""
+    invoice = next((d for d in documents if d.record["kind"] == "invoice" and d.record["number"] == note.record.get("corrects")), None)
+    if invoice is None or invoice.record.get("contract_digest") == note.record.get("contract_digest"):
+        return None
+    revision = note.record.get("contract_revision")
+    recorded = f"records contract revision {revision} and " if isinstance(revision, int) and not isinstance(revision, bool) else ""
+    return (f"{recorded}was priced with contract terms {note.record.get('contract_digest')}, but the invoice it corrects, {invoice.record['number']}, "
+            f"was priced with {invoice.record.get('contract_digest')}: a note must price its period with the terms of that invoice, so this note "
+            "re-priced an issued period with a later contract revision; ask the vendor why the terms changed")
 
 
 def check_documents(ledger: Ledger | None, records: Sequence[dict[str, Any]], priced: Sequence[Priced]) -> tuple[list[Any], list[Any]]:
@@ -322,6 +329,8 @@ def check_documents(ledger: Ledger | None, records: Sequence[dict[str, Any]], pr
         if ledger is not None and terms is not None and record.get("currency") != terms.currency:
             verdict.reasons.append(f"currency {record.get('currency')} differs from the contract's {terms.currency}")
         verdict.reasons += doc.priced.reasons
+        if record["kind"] != "invoice" and (reason := _note_terms_reason(doc, documents)) is not None:
+            verdict.reasons.append(reason)
         if doc.priced.note is not None:
             verdict.notes.append(doc.priced.note)
         if ledger is not None and record["kind"] == "invoice":

@@ -86,10 +86,13 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         " WHERE d.tenant_id = %s AND d.contract_id = %s AND d.status = 'issued' ORDER BY d.issued_at, d.number",
         (tenant_id, contract_id),
     )
+    # Records stored before they carried their own revision were priced with their run's.
+    priced = [{**row["record"], "issued_at": _iso_exact(row["issued_at"]), "contract_revision": row["record"].get("contract_revision") or row["contract_revision"]}
+              for row in documents]
     earlier = await _rows(
         conn,
         "SELECT revision, document FROM contracts WHERE tenant_id = %s AND id = %s AND revision = ANY(%s) ORDER BY revision",
-        (tenant_id, contract_id, sorted({row["contract_revision"] for row in documents} - {revision})),
+        (tenant_id, contract_id, sorted({record["contract_revision"] for record in priced} - {revision})),
     )
     adjustments = await _rows(
         conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY id", (tenant_id, contract_id)
@@ -99,7 +102,7 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         adjustments=[adjustment_record(row) for row in adjustments],
         vouchers=vouchers,
         keys=keys,
-        documents=[{**row["record"], "issued_at": _iso_exact(row["issued_at"]), "contract_revision": row["contract_revision"]} for row in documents],
+        documents=priced,
         created_at=_iso(created_at or dt.datetime.now(dt.UTC)) or "",
         stored=stored,
         revision=revision,

@@ -113,7 +113,8 @@ class Document:
     ``rounding`` is the contract's money step, so that the total of a document
     without lines reads ``0.00`` like any other. ``contract_digest`` is the
     digest of the contract terms the document was priced with (see
-    :func:`~valuegate.edge.protocol.contract.contract_digest`).
+    :func:`~valuegate.edge.protocol.contract.contract_digest`), and
+    ``contract_revision`` the number of that revision when the caller knows it.
     """
 
     number: str
@@ -124,6 +125,7 @@ class Document:
     corrects: str | None = None
     rounding: str = "0.01"
     contract_digest: str | None = None
+    contract_revision: int | None = None
 
     @property
     def total(self) -> Decimal:
@@ -132,7 +134,13 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class IssuedDocument:
-    """A document already issued, as much of it as corrections need: amounts and vouchers per anchor."""
+    """A document already issued, as much of it as corrections need: amounts and vouchers per anchor.
+
+    ``contract`` and ``contract_revision`` are the terms an invoice was priced
+    with. Notes against the invoice price its period with those terms, so a
+    later contract revision never re-prices an issued period. None means the
+    terms of the run that corrects it.
+    """
 
     number: str
     kind: DocumentKind
@@ -140,6 +148,8 @@ class IssuedDocument:
     amounts: Mapping[str, Decimal]
     vouchers: Mapping[str, tuple[str, ...]]
     corrects: str | None = None
+    contract: Contract | None = None
+    contract_revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,17 +259,24 @@ def compute_run(
     values: Sequence[VoucherValue],
     exclusions: Sequence[Exclusion],
     issued: Sequence[IssuedDocument],
+    *,
+    revision: int | None = None,
 ) -> RunResult:
     """Compute the invoice of ``period`` and a note for each earlier issued invoice whose amount changed.
 
-    ``values`` are every verified voucher of the contract, late ones included.
-    ``issued`` are the issued invoices of other periods and the notes already
-    issued against them.
+    ``contract`` is the revision in force (number ``revision``), and it prices
+    the new period. ``values`` are every verified voucher of the contract, late
+    ones included. ``issued`` are the issued invoices of other periods and the
+    notes already issued against them. Each note prices its period with the
+    terms its invoice was priced with (:attr:`IssuedDocument.contract`), so a
+    note follows only from late vouchers, re-issued days and adjustments,
+    never from an amendment.
     """
     number = invoice_number(contract.tenant, contract.id, period)
     terms = contract_digest(contract)
     invoice_lines = tuple(compute_lines(contract, period, values, exclusions))
-    invoice = Document(number, "invoice", period, contract.currency, invoice_lines, rounding=contract.rounding, contract_digest=terms)
+    invoice = Document(number, "invoice", period, contract.currency, invoice_lines, rounding=contract.rounding, contract_digest=terms,
+                       contract_revision=revision)
 
     # Sum what each earlier invoice billed per anchor, its issued notes included.
     originals = sorted((d for d in issued if d.kind == "invoice" and d.number != number), key=lambda d: (d.period.first, d.number))
@@ -278,14 +295,17 @@ def compute_run(
                 billed[anchor] = billed.get(anchor, Decimal(0)) + amount
             vouchers.update(note.vouchers)
 
-        lines = _correction(contract, original, billed, vouchers, values, exclusions)
+        priced_with = original.contract or contract
+        priced_revision = original.contract_revision if original.contract is not None else revision
+        lines = _correction(priced_with, original, billed, vouchers, values, exclusions)
         if not lines:
             continue
         total = sum((line.amount for line in lines), Decimal(0))
         kind: DocumentKind = "credit_note" if total < 0 else "debit_note"
         notes.append(
-            Document(note_number(kind, number, original.number), kind, original.period, contract.currency, tuple(lines),
-                     corrects=original.number, rounding=contract.rounding, contract_digest=terms)
+            Document(note_number(kind, number, original.number), kind, original.period, priced_with.currency, tuple(lines),
+                     corrects=original.number, rounding=priced_with.rounding, contract_digest=contract_digest(priced_with),
+                     contract_revision=priced_revision)
         )
 
     digest = inputs_digest(values, exclusions, contract_digest=terms, period=period)

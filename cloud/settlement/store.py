@@ -21,7 +21,7 @@ from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
 from valuegate.edge.protocol.contract import Contract
 
-from .invoice import BillingPeriod, Exclusion, IssuedDocument, RunResult, compute_run
+from .invoice import BillingPeriod, Document, Exclusion, IssuedDocument, RunResult, compute_run
 from .pricing import VoucherValue
 
 __all__ = (
@@ -36,6 +36,7 @@ __all__ = (
     "get_run",
     "list_runs",
     "run_documents",
+    "stored_record",
 )
 
 log = structlog.get_logger("valuegate.cloud.settlement")
@@ -144,25 +145,50 @@ async def add_adjustment(
 
 
 async def issued_documents(conn: Conn, tenant_id: str, contract_id: str) -> list[IssuedDocument]:
-    """Return every issued invoice and note of the contract with its amounts and vouchers per anchor."""
+    """Return every issued invoice and note of the contract with its amounts and vouchers per anchor.
+
+    Each invoice comes with the contract revision its run priced it with, so
+    that notes against it price its period with the same terms.
+    """
     documents = await _rows(
         conn,
-        "SELECT number, kind, period_first, period_last, corrects FROM invoice_documents"
-        " WHERE tenant_id = %s AND contract_id = %s AND status = 'issued' ORDER BY period_first, issued_at, number",
+        "SELECT d.number, d.kind, d.period_first, d.period_last, d.corrects, r.contract_revision FROM invoice_documents d"
+        " JOIN invoice_runs r ON r.id = d.run_id"
+        " WHERE d.tenant_id = %s AND d.contract_id = %s AND d.status = 'issued' ORDER BY d.period_first, d.issued_at, d.number",
         (tenant_id, contract_id),
     )
+    revisions = {doc["contract_revision"] for doc in documents if doc["kind"] == "invoice"}
+    terms = await _revisions(conn, tenant_id, contract_id, sorted(revisions))
     issued = []
     for doc in documents:
         lines = await _rows(conn, "SELECT anchor_id, amount, voucher_ids FROM invoice_lines WHERE document_number = %s ORDER BY line_no", (doc["number"],))
         amounts = {line["anchor_id"]: Decimal(line["amount"]) for line in lines}
         vouchers = {line["anchor_id"]: tuple(line["voucher_ids"]) for line in lines}
-        issued.append(IssuedDocument(doc["number"], doc["kind"], BillingPeriod(doc["period_first"], doc["period_last"]), amounts, vouchers, doc["corrects"]))
+        # A run's own invoice is always priced with the run's revision; notes take their invoice's.
+        revision = doc["contract_revision"] if doc["kind"] == "invoice" else None
+        issued.append(IssuedDocument(doc["number"], doc["kind"], BillingPeriod(doc["period_first"], doc["period_last"]), amounts, vouchers, doc["corrects"],
+                                     contract=terms.get(revision) if revision is not None else None, contract_revision=revision))
     return issued
+
+
+async def _revisions(conn: Conn, tenant_id: str, contract_id: str, revisions: list[int]) -> dict[int, Contract]:
+    """Return the parsed terms of the given revisions of a contract; a revision that today's checks reject raises :class:`Invalid`."""
+    rows = await _rows(
+        conn,
+        "SELECT revision, document FROM contracts WHERE tenant_id = %s AND id = %s AND revision = ANY(%s)",
+        (tenant_id, contract_id, revisions),
+    )
+    return {row["revision"]: parse_stored(row["document"], contract_id, row["revision"]) for row in rows}
+
+
+def stored_record(document: Document) -> dict[str, Any]:
+    """Return the record a document is stored with: the bundle form plus the number of the contract revision it was priced with."""
+    return {**document_record(document), "contract_revision": document.contract_revision}
 
 
 async def _insert_documents(conn: Conn, run_id: int, tenant_id: str, contract_id: str, result: RunResult) -> None:
     for document in (result.invoice, *result.notes):
-        record = document_record(document)
+        record = stored_record(document)
         await conn.execute(
             "INSERT INTO invoice_documents (number, run_id, tenant_id, contract_id, kind, period_first, period_last, corrects, currency, total, status, record)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'draft', %s)",
@@ -271,7 +297,8 @@ async def _compute(conn: Conn, tenant_id: str, contract_id: str, period: Billing
     contract, revision = await load_contract(conn, tenant_id, contract_id)
     values = await billable_values(conn, tenant_id, contract_id)
     exclusions = _exclusions(await list_adjustments(conn, tenant_id, contract_id))
-    return compute_run(contract, period, values, exclusions, await issued_documents(conn, tenant_id, contract_id)), revision
+    issued = await issued_documents(conn, tenant_id, contract_id)
+    return compute_run(contract, period, values, exclusions, issued, revision=revision), revision
 
 
 async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
@@ -291,7 +318,7 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     # Compare whole documents (lines and voucher ids), not the inputs digest: vouchers of
     # other periods arrive every day and must not block an approval they do not change.
     stored = {row["number"]: row["record"] for row in await run_documents(conn, tenant_id, run_id)}
-    current = {document.number: document_record(document) for document in (result.invoice, *result.notes)}
+    current = {document.number: stored_record(document) for document in (result.invoice, *result.notes)}
     if stored != current:
         msg = f"invoice run {run_id} ({run['invoice_number']}) is out of date: its inputs changed since it was computed; run the period again and review it before approving"
         raise Conflict(msg, code="stale_run")

@@ -13,6 +13,7 @@ from litestar.response import Redirect
 
 from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
+from valuegate.cloud.contracts import get_contract
 from valuegate.cloud.renewal.service import contract_bundle
 from valuegate.cloud.settlement import export
 from valuegate.cloud.settlement import store as settlement
@@ -52,7 +53,11 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     run = await settlement.get_run(conn, principal.tenant_id, run_id)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
     adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
-    return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"))
+    in_force = (await get_contract(conn, principal.tenant_id, run["contract_id"]))["revision"]
+    # A note prices its period with the revision of the invoice it corrects. Records stored before they named their revision used the run's.
+    revisions = {row["number"]: row["record"].get("contract_revision") or run["contract_revision"] for row in documents}
+    return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"),
+                revisions=revisions, in_force=in_force)
 
 
 @post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)

@@ -295,7 +295,7 @@ function checkLine(doc, line, context) {
 }
 
 // Every later run corrects the invoice when its period re-prices differently; an invoice has a line per anchor with vouchers.
-// Each run re-prices with the contract revision its documents recorded.
+// The period always re-prices with the terms the invoice recorded: a later contract revision prices only later periods.
 function checkCorrections(invoice, context) {
   const { book, docs } = context;
   const reasons = [];
@@ -304,19 +304,17 @@ function checkCorrections(invoice, context) {
   const { number, period_first: first, period_last: last } = invoice.record;
   const chain = docs.filter((d) => d.chain === number);
   const runs = [...new Set(docs.filter((d) => d.issued !== null && invoice.issued !== null && d.issued > invoice.issued).map((d) => d.issued))].sort((a, b) => (a < b ? -1 : 1));
-  // A run's terms come from its invoice, or from its first note when it issued none.
+  // A run is named by its invoice, or by its first note when it issued none.
   const runDocument = (when) => docs.filter((d) => d.issued === when).sort((a, b) => (a.record.kind !== 'invoice') - (b.record.kind !== 'invoice'))[0];
-  const contracts = [terms, context.contract, ...runs.map((when) => runDocument(when).priced.contract).filter(Boolean)];
-  const anchors = [...new Set(contracts.flatMap((c) => c.anchors.filter((a) => a.price).map((a) => a.id)))].sort();
+  const anchors = terms.anchors.filter((a) => a.price).map((a) => a.id).sort();
   for (const anchor of anchors) {
     if (book.expected(anchor, first, last, invoice.issued, terms) && !chain.some((d) => d.record.lines.some((l) => l.anchor === anchor))) {
       reasons.push(`no line for anchor ${anchor}, though vouchers of it lie in the period`);
     }
     for (const when of runs) {
       const run = runDocument(when);
-      if (!run.priced.contract) continue;
-      const step = pricing.dec(run.priced.contract.rounding);
-      const line = book.expected(anchor, first, last, when, run.priced.contract);
+      const step = pricing.dec(terms.rounding);
+      const line = book.expected(anchor, first, last, when, terms);
       const now = pricing.quantize(line ? line.charge.amount : pricing.ZERO, step);
       const amounts = chain.filter((d) => d.issued <= when).flatMap((d) => d.record.lines.filter((l) => l.anchor === anchor).map((l) => pricing.dec(l.amount)));
       const before = pricing.quantize(amounts.reduce(pricing.add, pricing.ZERO), step);
@@ -378,6 +376,10 @@ function main() {
     const total = doc.record.lines.reduce((sum, line) => pricing.add(sum, pricing.dec(line.amount)), pricing.ZERO);
     if (pricing.cmp(total, pricing.dec(doc.record.total))) reasons.push(`total ${doc.record.total} differs from the sum of its lines ${pricing.show(total)}`);
     if (doc.record.kind === 'invoice') reasons.push(...checkCorrections(doc, context));
+    const corrected = docs.find((d) => d.record.kind === 'invoice' && d.record.number === doc.record.corrects);
+    if (corrected && corrected.record.contract_digest !== doc.record.contract_digest) {
+      reasons.push(`priced with ${doc.record.contract_digest}, but the invoice it corrects, ${corrected.record.number}, with ${corrected.record.contract_digest}`);
+    }
     if (doc.priced.reason) reasons.push(doc.priced.reason);
     out.push(reasons.length ? `FAIL ${doc.record.number}: ${reasons.join('; ')}` : `PASS ${doc.record.number}`, ...lineLines);
   }

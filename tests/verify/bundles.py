@@ -48,9 +48,11 @@ def oee_contract(**terms: Any) -> Contract:
     return parse_contract(data)
 
 
-def issued_records(result) -> list[IssuedDocument]:
+def issued_records(result, terms: Contract | None = None, revision: int | None = None) -> list[IssuedDocument]:
+    """Return a run's documents as the store keeps them once issued; ``terms`` (revision ``revision``) priced its invoice."""
     return [
-        IssuedDocument(d.number, d.kind, d.period, {l.anchor: l.amount for l in d.lines}, {l.anchor: l.voucher_ids for l in d.lines}, d.corrects)
+        IssuedDocument(d.number, d.kind, d.period, {l.anchor: l.amount for l in d.lines}, {l.anchor: l.voucher_ids for l in d.lines}, d.corrects,
+                       contract=terms if d.kind == "invoice" else None, contract_revision=revision if d.kind == "invoice" else None)
         for d in (result.invoice, *result.notes)
     ]
 
@@ -63,6 +65,8 @@ JULY = BillingPeriod(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
 # When each run was approved: May's invoice, then June's run, then July's run.
 ISSUED = {"may": "2024-06-01T08:00:00Z", "june": "2024-07-01T08:00:00Z", "july": "2024-08-01T08:00:00Z"}
 LATE_STORED = "2024-07-05T09:30:00Z"
+# Between May's invoice and June's run.
+AFTER_MAY_STORED = "2024-06-15T09:30:00Z"
 REBUILD_AFTER_MAY = dt.datetime(2024, 6, 10, tzinfo=dt.UTC)
 
 
@@ -163,14 +167,19 @@ def signed_bundle(folder: Path, *, days: int = 5, late: bool = False, rebuild: b
     return {"zip": path, "folder": unpacked, "key": key, "vouchers": vouchers, "documents": documents, "contract": contract, "keys": keys}
 
 
-def revised_bundle(folder: Path) -> dict[str, Any]:
+def revised_bundle(folder: Path, *, repriced: bool = False) -> dict[str, Any]:
     """Write ``bundle.zip`` and its unpacked folder for an amended contract, priced without a database.
 
-    May is invoiced with revision 1 (2,000 CNY per point-day): 7.5 points x
-    2,000 = 15,000.00. June's run prices with revision 2 (2,500): its debit
-    note re-prices May to 18,750.00 and bills 3,750.00, and June's own invoice
-    is 0.00. Revision 3 (3,000) is in force when the bundle is built, so
-    revisions 1 and 2 go into ``contracts/C-1/revision-<n>.json``.
+    May is invoiced with revision 1 (2,000 CNY per point-day) from its first
+    four vouchers: 6 points x 2,000 = 12,000.00. The fifth voucher of May is
+    stored after that invoice, and June's run, priced with revision 2 (2,500),
+    issues a debit note that re-prices May with revision 1, the revision of
+    its invoice: 7.5 x 2,000 = 15,000.00, so the note bills 3,000.00. June's
+    own invoice is 0.00 with revision 2. Revision 3 (3,000) is in force when
+    the bundle is built, so revisions 1 and 2 go into
+    ``contracts/C-1/revision-<n>.json``. With ``repriced``, June's note
+    re-prices May with revision 2 instead (7.5 x 2,500 = 18,750.00, so the
+    note bills 6,750.00), which settlement never does.
     """
     folder.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
@@ -178,12 +187,14 @@ def revised_bundle(folder: Path) -> dict[str, Any]:
     values = [VoucherValue.from_claims(doc["credentialSubject"]) for doc in vouchers]
     terms = {n: oee_contract(anchor={"price": {"per": "oee_point_day", "amount": amount}}) for n, amount in ((1, "2000"), (2, "2500"), (3, "3000"))}
 
-    may = compute_run(terms[1], MAY, values, [], [])
-    june = compute_run(terms[2], JUNE, values, [], issued_records(may))
+    may = compute_run(terms[1], MAY, values[:4], [], [], revision=1)
+    june = compute_run(terms[2], JUNE, values, [], issued_records(may) if repriced else issued_records(may, terms[1], 1), revision=2)
+    stored_at = {doc["credentialSubject"]["voucher_id"]: _stored_at(doc) for doc in vouchers}
+    stored_at[values[4].voucher_id] = AFTER_MAY_STORED
     documents = []
-    for run, revision, issued in ((may, 1, ISSUED["may"]), (june, 2, ISSUED["june"])):
+    for run, issued in ((may, ISSUED["may"]), (june, ISSUED["june"])):
         for document in (run.invoice, *run.notes):
-            documents.append({**document_record(document), "issued_at": issued, "contract_revision": revision})
+            documents.append({**document_record(document), "issued_at": issued, "contract_revision": document.contract_revision})
     path = write_bundle(
         folder / "bundle.zip",
         contract=msgspec.to_builtins(terms[3]),
@@ -191,7 +202,7 @@ def revised_bundle(folder: Path) -> dict[str, Any]:
         keys=[GatewayKey("gw-1", public_key_multibase(key.public_key()), "2024-01-01T00:00:00Z", None)],
         documents=documents,
         created_at="2024-08-02T00:00:00Z",
-        stored=[StoredVoucher(doc["credentialSubject"]["voucher_id"], _stored_at(doc), True) for doc in vouchers],
+        stored=[StoredVoucher(vid, at, True) for vid, at in stored_at.items()],
         revision=3,
         revisions={n: msgspec.to_builtins(terms[n]) for n in (1, 2)},
     )

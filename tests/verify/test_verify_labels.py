@@ -40,9 +40,9 @@ def test_unknown_revision_number_fails(tmp_path):
     assert failed(report.documents) == {f"{may['number']} (invoice)": [
         f"records contract revision 99, but its terms digest {digests[1]} is that of {REVISION_1}, which the manifest labels contract revision 1. "
         f"The bundle carries no contract revision 99. {ASK}"]}
-    # The digest still ties the lines to revision 1: 7.5 points x 2,000 CNY.
+    # The digest still ties the lines to revision 1: 6 points x 2,000 CNY.
     assert failed(report.lines) == {}
-    assert report.lines[0].notes[0] == "oee_point_day 7.5 x 2000 (point) = 15000.00 CNY"
+    assert report.lines[0].notes[0] == "oee_point_day 6.0 x 2000 (point) = 12000.00 CNY"
     (may_verdict,) = [v for v in report.documents if v.subject.startswith(may["number"])]
     assert may_verdict.notes[0] == f"lines re-priced with {REVISION_1}, the file with the terms digest {digests[1]} the document records"
     assert failed(report.files) == {}
@@ -99,13 +99,13 @@ def test_swapped_labels_name_the_mismatch(tmp_path):
     assert failed(report.documents) == {
         f"{may['number']} (invoice)": [may_reason],
         f"{june['number']} (invoice)": [run_reason],
-        f"{debit['number']} (debit_note)": [run_reason],
+        f"{debit['number']} (debit_note)": [may_reason],
     }
     every = [reason for verdict in report.verdicts for reason in verdict.reasons]
     assert not any("was changed" in reason for reason in every), every
-    # Each file still prices the documents whose digest it has: 7.5 points x 2,000 and 7.5 x 2,500.
+    # Revision 1's file still prices May and its note, the documents whose digest it has: 6 and 7.5 points x 2,000.
     assert failed(report.lines) == {}
-    assert [v.notes[0] for v in report.lines] == ["oee_point_day 7.5 x 2000 (point) = 15000.00 CNY", "oee_point_day 7.5 x 2500 (point) = 18750.00 CNY"]
+    assert [v.notes[0] for v in report.lines] == ["oee_point_day 6.0 x 2000 (point) = 12000.00 CNY", "oee_point_day 7.5 x 2000 (point) = 15000.00 CNY"]
 
 
 def test_revision_file_of_other_contract(tmp_path):

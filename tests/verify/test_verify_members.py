@@ -37,8 +37,8 @@ def test_unlisted_revision_file_is_noted(tmp_path):
     report = verify_bundle(folder)
     assert report.ok, report.as_dict()
     assert unchecked(report) == {REVISION_9: [UNLISTED]}
-    # The unlisted file prices nothing: May stays priced with revision 1.
-    assert report.revisions[0]["documents"] == [bundle["may"]["number"]]
+    # The unlisted file prices nothing: May and its note stay priced with revision 1.
+    assert report.revisions[0]["documents"] == [bundle["may"]["number"], bundle["debit"]["number"]]
 
     result = run_cli(str(folder))
     assert result.exit_code == 0, result.stdout
@@ -50,15 +50,15 @@ def test_unlisted_revision_file_is_noted(tmp_path):
 
 def test_renamed_revision_names_both_files(tmp_path):
     bundle = revised_bundle(tmp_path)
-    folder, may = bundle["folder"], bundle["may"]
+    folder, may, debit = bundle["folder"], bundle["may"], bundle["debit"]
     listed_sha = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"][REVISION_1]
     (folder / REVISION_1).rename(folder / REVISION_7)
 
     report = verify_bundle(folder)
     assert failed(report.files) == {REVISION_1: [f"missing from the bundle, though the manifest lists it with SHA-256 {listed_sha}; ask the sender for a complete bundle"]}
     assert unchecked(report) == {REVISION_7: [UNLISTED]}
-    assert failed(report.documents) == {f"{may['number']} (invoice)": [
-        f"priced with {REVISION_1} (contract revision 1), which is missing from the bundle; ask the sender for a complete bundle"]}
+    missing = f"priced with {REVISION_1} (contract revision 1), which is missing from the bundle; ask the sender for a complete bundle"
+    assert failed(report.documents) == {f"{may['number']} (invoice)": [missing], f"{debit['number']} (debit_note)": [missing]}
     result = run_cli(str(folder))
     assert result.exit_code == 1
     assert f"  FAIL  {REVISION_1}\n" in result.stdout
@@ -180,7 +180,8 @@ def test_node_verifier_agrees_on_members(tmp_path, node_peers):
     renamed = node_verify(node_peers, folder)
     assert renamed.returncode == 1
     assert set(node_failures(renamed.stdout)) == failures(verify_bundle(folder)) == {
-        REVISION_1, bundle["may"]["number"], f"{bundle['may']['number']} line 1 (line-oee)"}
+        REVISION_1, bundle["may"]["number"], f"{bundle['may']['number']} line 1 (line-oee)",
+        bundle["debit"]["number"], f"{bundle['debit']['number']} line 1 (line-oee)"}
     assert f"NOTE {REVISION_7}: not listed in the manifest; not checked" in node_notes(renamed.stdout)
 
     folder = revised_bundle(tmp_path / "linked")["folder"]

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.factories import voucher_chain
 from tests.settlement.seed import connect, ingest, seed
-from tests.verify.bundles import JUNE, MAY, oee_contract
+from tests.verify.bundles import JUNE, MAY, oee_contract, revised_bundle
 from tests.verify.test_verify_bundle import failed, rewrite, rewrite_manifest, run_cli
 from tests.verify.test_verify_settled import approve
 from valuegate.cloud.bundle import BundleError, build_bundle, revision_file
@@ -44,16 +44,21 @@ async def amend(conn, contract: Contract) -> int:
 async def amended_bundle(database: str, folder: Path) -> dict[str, Any]:
     """Price May at 2,000 (revision 1), June's run at 2,500 (revision 2), then amend to 3,000 (revision 3) and build the bundle.
 
-    May: 5 running days x 1.5 OEE points = 7.5 points, so 7.5 x 2,000 = 15,000.00.
-    June's run re-prices May at 7.5 x 2,500 = 18,750.00 and issues a debit note
-    of 3,750.00, and June's own invoice is 0.00 (no vouchers in June).
+    May's invoice bills its first four vouchers: 6 points x 2,000 = 12,000.00.
+    The fifth voucher of May arrives after the amendment to revision 2, and
+    June's run issues a debit note that re-prices May with revision 1, the
+    revision of its invoice: 7.5 x 2,000 = 15,000.00, so the note bills
+    3,000.00. June's own invoice is 0.00 (no vouchers in June) with revision 2.
     """
     key = Ed25519PrivateKey.generate()
     await seed(database, priced_at("2000"), key)
-    await ingest(database, voucher_chain(key, 5))
+    chain = voucher_chain(key, 5)
+    await ingest(database, chain[:4])
     async with await connect(database) as conn:
         await approve(conn, MAY)
         assert await amend(conn, priced_at("2500")) == 2
+    await ingest(database, chain[4:])
+    async with await connect(database) as conn:
         await approve(conn, JUNE)
         assert await amend(conn, priced_at("3000")) == 3
         body = await contract_bundle(conn, "acme", "C-1")
@@ -92,9 +97,9 @@ async def test_bundle_carries_every_priced_revision(database, tmp_path):
     folder, digests = bundle["folder"], bundle["digests"]
     may, debit, june = bundle["may"], bundle["debit"], bundle["june"]
 
-    assert (may["total"], debit["total"], june["total"]) == ("15000.00", "3750.00", "0.00")
-    assert (may["contract_revision"], debit["contract_revision"], june["contract_revision"]) == (1, 2, 2)
-    assert (may["contract_digest"], debit["contract_digest"], june["contract_digest"]) == (digests[1], digests[2], digests[2])
+    assert (may["total"], debit["total"], june["total"]) == ("12000.00", "3000.00", "0.00")
+    assert (may["contract_revision"], debit["contract_revision"], june["contract_revision"]) == (1, 1, 2)
+    assert (may["contract_digest"], debit["contract_digest"], june["contract_digest"]) == (digests[1], digests[1], digests[2])
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["contract_revision"] == 3
     assert manifest["contract_digest"] == digests[3]
@@ -113,28 +118,25 @@ async def test_bundle_carries_every_priced_revision(database, tmp_path):
         report = verify_bundle(path)
         assert report.ok, report.as_dict()
     documents = {v.subject.split(" (")[0]: v for v in report.documents}
-    assert documents[may["number"]].notes == [
-        f"priced with contract revision 1 ({REVISION_1}, terms digest {digests[1]})",
-        "line line-oee: everything in the bundle re-prices the period to 22500.00 with contract.json, 18750.00 is billed; "
-        "what was recorded after the last document, or a later contract revision, is settled by the next invoice run",
-    ]
-    assert documents[debit["number"]].notes == [f"priced with contract revision 2 ({REVISION_2}, terms digest {digests[2]})"]
+    # Revision 3 would re-price May to 22,500.00, but May keeps revision 1, so nothing is left to settle.
+    assert documents[may["number"]].notes == [f"priced with contract revision 1 ({REVISION_1}, terms digest {digests[1]})"]
+    assert documents[debit["number"]].notes == [f"priced with contract revision 1 ({REVISION_1}, terms digest {digests[1]})"]
     assert documents[june["number"]].notes == [f"priced with contract revision 2 ({REVISION_2}, terms digest {digests[2]})"]
     lines = {v.subject: v.notes[0] for v in report.lines}
     assert lines == {
-        f"{may['number']} line 1 (line-oee)": "oee_point_day 7.5 x 2000 (point) = 15000.00 CNY",
-        f"{debit['number']} line 1 (line-oee)": "oee_point_day 7.5 x 2500 (point) = 18750.00 CNY",
+        f"{may['number']} line 1 (line-oee)": "oee_point_day 6.0 x 2000 (point) = 12000.00 CNY",
+        f"{debit['number']} line 1 (line-oee)": "oee_point_day 7.5 x 2000 (point) = 15000.00 CNY",
     }
     assert report.revisions == [
-        {"revision": 1, "file": REVISION_1, "digest": digests[1], "documents": [may["number"]]},
-        {"revision": 2, "file": REVISION_2, "digest": digests[2], "documents": [debit["number"], june["number"]]},
+        {"revision": 1, "file": REVISION_1, "digest": digests[1], "documents": [may["number"], debit["number"]]},
+        {"revision": 2, "file": REVISION_2, "digest": digests[2], "documents": [june["number"]]},
     ]
 
     result = run_cli(str(bundle["zip"]))
     assert result.exit_code == 0, result.stdout
     assert f"contract C-1 terms digest: {digests[3]} (revision 3, in force, contract.json)" in result.stdout
-    assert f"contract C-1 revision 1 terms digest: {digests[1]} ({REVISION_1}, prices {may['number']})" in result.stdout
-    assert f"contract C-1 revision 2 terms digest: {digests[2]} ({REVISION_2}, prices {debit['number']}, {june['number']})" in result.stdout
+    assert f"contract C-1 revision 1 terms digest: {digests[1]} ({REVISION_1}, prices {may['number']}, {debit['number']})" in result.stdout
+    assert f"contract C-1 revision 2 terms digest: {digests[2]} ({REVISION_2}, prices {june['number']})" in result.stdout
     assert f"        . priced with contract revision 1 ({REVISION_1}, terms digest {digests[1]})" in result.stdout
     as_json = json.loads(run_cli("--json", str(bundle["zip"])).stdout)
     assert as_json["contract"] == {"id": "C-1", "digest": digests[3], "revision": 3}
@@ -144,7 +146,7 @@ async def test_bundle_carries_every_priced_revision(database, tmp_path):
 @pytest.mark.postgres
 async def test_tampered_revision_fails_naming_it(database, tmp_path):
     bundle = await amended_bundle(database, tmp_path)
-    folder, digests, may = bundle["folder"], bundle["digests"], bundle["may"]
+    folder, digests, may, debit = bundle["folder"], bundle["digests"], bundle["may"], bundle["debit"]
     listed_sha = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"][REVISION_1]
     # Revision 1 lowered to 1,000 per point-day: May would re-price to 7.5 x 1,000 = 7,500.00.
     rewrite(folder, REVISION_1, '"amount": "2000"', '"amount": "1000"')
@@ -158,9 +160,10 @@ async def test_tampered_revision_fails_naming_it(database, tmp_path):
     ]}
     document_reason = (f"priced with contract terms {digests[1]}, but {REVISION_1} (contract revision 1) has terms digest {forged}: the file was "
                        "changed after the document was issued; compare it with the signed contract, or ask the sender for the original file")
-    assert failed(report.documents) == {f"{may['number']} (invoice)": [document_reason]}
-    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": [
-        f"cannot re-price: {REVISION_1} does not carry the contract terms {digests[1]} its document was priced with"]}
+    # The debit note against May was priced with revision 1 too, so it fails with the invoice.
+    line_reason = f"cannot re-price: {REVISION_1} does not carry the contract terms {digests[1]} its document was priced with"
+    assert failed(report.documents) == {f"{may['number']} (invoice)": [document_reason], f"{debit['number']} (debit_note)": [document_reason]}
+    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": [line_reason], f"{debit['number']} line 1 (line-oee)": [line_reason]}
 
     # With the manifest rewritten to match, only the digest the invoice recorded still catches the change.
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -169,29 +172,31 @@ async def test_tampered_revision_fails_naming_it(database, tmp_path):
     rewrite_manifest(folder)
     report = verify_bundle(folder)
     assert failed(report.files) == {}
-    assert failed(report.documents) == {f"{may['number']} (invoice)": [document_reason]}
-    assert list(failed(report.lines)) == [f"{may['number']} line 1 (line-oee)"]
+    assert failed(report.documents) == {f"{may['number']} (invoice)": [document_reason], f"{debit['number']} (debit_note)": [document_reason]}
+    assert list(failed(report.lines)) == [f"{may['number']} line 1 (line-oee)", f"{debit['number']} line 1 (line-oee)"]
     result = run_cli(str(folder))
     assert result.exit_code == 1
-    assert "FAIL (2 failed)" in result.stdout
+    assert "FAIL (4 failed)" in result.stdout
 
 
 @pytest.mark.postgres
 async def test_missing_revision_fails_naming_it(database, tmp_path):
     bundle = await amended_bundle(database, tmp_path)
-    folder, digests, may = bundle["folder"], bundle["digests"], bundle["may"]
+    folder, digests, may, debit = bundle["folder"], bundle["digests"], bundle["may"], bundle["debit"]
     listed_sha = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"][REVISION_1]
     (folder / REVISION_1).unlink()
 
     report = verify_bundle(folder)
     assert failed(report.files) == {REVISION_1: [f"missing from the bundle, though the manifest lists it with SHA-256 {listed_sha}; ask the sender for a complete bundle"]}
-    assert failed(report.documents) == {f"{may['number']} (invoice)": [
-        f"priced with {REVISION_1} (contract revision 1), which is missing from the bundle; ask the sender for a complete bundle"]}
-    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": [f"cannot re-price: {REVISION_1} (contract revision 1) is missing from the bundle"]}
+    missing = f"priced with {REVISION_1} (contract revision 1), which is missing from the bundle; ask the sender for a complete bundle"
+    assert failed(report.documents) == {f"{may['number']} (invoice)": [missing], f"{debit['number']} (debit_note)": [missing]}
+    cannot = [f"cannot re-price: {REVISION_1} (contract revision 1) is missing from the bundle"]
+    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": cannot, f"{debit['number']} line 1 (line-oee)": cannot}
     result = run_cli(str(folder))
     assert result.exit_code == 1
-    assert f"contract C-1 revision 1 terms digest: unknown, the file is missing or unreadable ({REVISION_1}, prices {may['number']})" in result.stdout
-    assert "FAIL (3 failed)" in result.stdout
+    assert (f"contract C-1 revision 1 terms digest: unknown, the file is missing or unreadable ({REVISION_1}, prices {may['number']}, {debit['number']})"
+            in result.stdout)
+    assert "FAIL (5 failed)" in result.stdout
 
     # Taken out of the manifest too, revision 1 is still not replaced by the revision in force.
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -200,12 +205,12 @@ async def test_missing_revision_fails_naming_it(database, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     report = verify_bundle(folder)
     assert failed(report.files) == {}
-    assert failed(report.documents) == {f"{may['number']} (invoice)": [
-        f"priced with contract terms {digests[1]} (contract revision 1), but contract.json has {digests[3]} and no other revision in the bundle "
-        "has them: contract.json was changed, or the bundle lacks the revision this document was priced with; compare contract.json with the "
-        "signed contract, or ask the sender for a bundle that carries that revision"]}
-    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": [
-        f"cannot re-price: the bundle does not carry the contract terms {digests[1]} its document was priced with"]}
+    lacking = (f"priced with contract terms {digests[1]} (contract revision 1), but contract.json has {digests[3]} and no other revision in the bundle "
+               "has them: contract.json was changed, or the bundle lacks the revision this document was priced with; compare contract.json with the "
+               "signed contract, or ask the sender for a bundle that carries that revision")
+    assert failed(report.documents) == {f"{may['number']} (invoice)": [lacking], f"{debit['number']} (debit_note)": [lacking]}
+    cannot = [f"cannot re-price: the bundle does not carry the contract terms {digests[1]} its document was priced with"]
+    assert failed(report.lines) == {f"{may['number']} line 1 (line-oee)": cannot, f"{debit['number']} line 1 (line-oee)": cannot}
 
 
 @pytest.mark.postgres
@@ -219,8 +224,8 @@ async def test_node_verifier_agrees_on_revisions(database, tmp_path, node_peers)
     out = good.stdout.splitlines()
     assert out[5:8] == [
         f"contract C-1 {digests[3]}",
-        f"contract C-1 revision 1 {digests[1]} {REVISION_1} prices {may['number']}",
-        f"contract C-1 revision 2 {digests[2]} {REVISION_2} prices {debit['number']}, {june['number']}",
+        f"contract C-1 revision 1 {digests[1]} {REVISION_1} prices {may['number']}, {debit['number']}",
+        f"contract C-1 revision 2 {digests[2]} {REVISION_2} prices {june['number']}",
     ]
     assert out[-1] == "checked 5 vouchers and 3 documents, 0 failed"
 
@@ -229,7 +234,8 @@ async def test_node_verifier_agrees_on_revisions(database, tmp_path, node_peers)
     tampered = node_verify(node_peers, folder)
     assert tampered.returncode == 1
     reasons = node_failures(tampered.stdout)
-    assert set(reasons) == failures(verify_bundle(folder)) == {REVISION_1, may["number"], f"{may['number']} line 1 (line-oee)"}
+    revision_1_documents = {may["number"], f"{may['number']} line 1 (line-oee)", debit["number"], f"{debit['number']} line 1 (line-oee)"}
+    assert set(reasons) == failures(verify_bundle(folder)) == {REVISION_1, *revision_1_documents}
     assert reasons[REVISION_1].endswith(f"terms digest {forged} differs from the manifest's {digests[1]}")
     assert reasons[may["number"]] == f"priced with contract terms {digests[1]}, but {REVISION_1} has {forged}"
 
@@ -237,10 +243,37 @@ async def test_node_verifier_agrees_on_revisions(database, tmp_path, node_peers)
     missing = node_verify(node_peers, folder)
     assert missing.returncode == 1
     reasons = node_failures(missing.stdout)
-    assert set(reasons) == failures(verify_bundle(folder)) == {REVISION_1, may["number"], f"{may['number']} line 1 (line-oee)"}
+    assert set(reasons) == failures(verify_bundle(folder)) == {REVISION_1, *revision_1_documents}
     assert reasons[REVISION_1] == "missing from the bundle, though the manifest lists it as revision 1"
     assert reasons[may["number"]] == f"priced with revision 1, but {REVISION_1} is missing from the bundle"
-    assert missing.stdout.splitlines()[-1] == "checked 5 vouchers and 3 documents, 3 failed"
+    assert missing.stdout.splitlines()[-1] == "checked 5 vouchers and 3 documents, 5 failed"
+
+
+@pytest.mark.peer
+def test_note_repriced_with_later_revision_fails(tmp_path, node_peers):
+    bundle = revised_bundle(tmp_path, repriced=True)
+    folder, digests, may, debit, june = bundle["folder"], bundle["digests"], bundle["may"], bundle["debit"], bundle["june"]
+    assert (debit["total"], debit["contract_digest"]) == ("6750.00", digests[2])
+
+    report = verify_bundle(folder)
+    reasons = failed(report.documents)
+    assert set(reasons) == {f"{may['number']} (invoice)", f"{debit['number']} (debit_note)"}
+    assert reasons[f"{debit['number']} (debit_note)"] == [
+        f"records contract revision 2 and was priced with contract terms {digests[2]}, but the invoice it corrects, {may['number']}, was priced "
+        f"with {digests[1]}: a note must price its period with the terms of that invoice, so this note re-priced an issued period with a later "
+        "contract revision; ask the vendor why the terms changed"]
+    # May re-prices with revision 1 to 7.5 x 2,000 = 15,000.00, but May and its note bill 12,000.00 + 6,750.00.
+    assert reasons[f"{may['number']} (invoice)"] == [
+        f"line line-oee: the vouchers and adjustments recorded before {june['number']} was issued (2024-07-01T08:00:00+00:00) re-price the period "
+        f"to 15000.00, but {may['number']} and its notes in the bundle bill 18750.00; a credit or debit note is missing"]
+    # The note's own line adds up with the terms it recorded.
+    assert failed(report.lines) == {}
+
+    node = node_verify(node_peers, folder)
+    assert node.returncode == 1
+    node_reasons = node_failures(node.stdout)
+    assert set(node_reasons) == failures(report) == {may["number"], debit["number"]}
+    assert node_reasons[debit["number"]] == f"priced with {digests[2]}, but the invoice it corrects, {may['number']}, with {digests[1]}"
 
 
 def test_revision_file_stays_in_its_folder():

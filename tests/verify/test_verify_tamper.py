@@ -130,8 +130,8 @@ def test_late_voucher_billed_by_note(tmp_path):
     assert report.ok, report.as_dict()
     (may_verdict,) = [d for d in report.documents if d.subject.startswith(may["number"])]
     assert may_verdict.notes == [f"priced with the terms in force (contract.json, terms digest {may['contract_digest']})",
-                                 "line line-oee: everything in the bundle re-prices the period to 16500.00 with contract.json, 12000.00 is billed; "
-                                 "what was recorded after the last document, or a later contract revision, is settled by the next invoice run"]
+                                 f"line line-oee: everything in the bundle re-prices the period to 16500.00 with the terms of {may['number']}, 12000.00 is "
+                                 "billed; what was recorded after the last document is settled by the next invoice run"]
 
     # With July's invoice kept, July's run should have billed it: the debit note is missing.
     write_documents(folder, [may, june, credit, july])

@@ -63,9 +63,9 @@ def test_member_names_read_as_unpacked(tmp_path):
     report = verify_bundle(renamed)
     assert report.ok, report.as_dict()
     assert report.unchecked == []
-    # Revision 1's file was read under its unpacked name and priced May's invoice.
+    # Revision 1's file was read under its unpacked name and priced May's invoice and its note.
     assert report.revisions[0]["file"] == REVISION_1
-    assert report.revisions[0]["documents"] == [bundle["may"]["number"]]
+    assert report.revisions[0]["documents"] == [bundle["may"]["number"], bundle["debit"]["number"]]
 
 
 @pytest.mark.peer
