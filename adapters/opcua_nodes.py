@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from asyncua import Client, ua
 
+from .nodeid import parse_node_id
 from .tagmap import OpcUaTag
 
 T = TypeVar("T")
@@ -18,7 +16,12 @@ R = TypeVar("R")
 
 __all__ = ("OperationLimits", "ResolvedTag", "batches", "call_in_batches", "parse_node", "read_operation_limits", "resolve_tags")
 
-_NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);|ns=(?P<ns>\d+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
+_ID_TYPES = {
+    "i": ua.NodeIdType.Numeric,
+    "s": ua.NodeIdType.String,
+    "g": ua.NodeIdType.Guid,
+    "b": ua.NodeIdType.ByteString,
+}
 
 # Node ids of Server/ServerCapabilities/OperationLimits/* in namespace 0 (OPC 10000-5, 6.3.11).
 _LIMIT_NODES = {
@@ -53,23 +56,8 @@ def parse_node(text: str) -> tuple[str | None, int | None, ua.NodeIdType, object
 
     Raises ValueError naming the expected forms when the text is not a node id.
     """
-    match = _NODE.match(text.strip())
-    if match is None:
-        raise ValueError(f"invalid node id {text!r}; use nsu=<namespace URI>;s=<name> (or i=, g=, b=), or ns=<index>;s=<name>")
-    kind, ident = match["kind"], match["ident"]
-    identifier: object
-    if kind == "i":
-        if not ident.isdigit():
-            raise ValueError(f"invalid numeric node id {text!r}: {ident!r} is not an integer")
-        identifier, id_type = int(ident), ua.NodeIdType.Numeric
-    elif kind == "s":
-        identifier, id_type = ident, ua.NodeIdType.String
-    elif kind == "g":
-        identifier, id_type = uuid.UUID(ident), ua.NodeIdType.Guid
-    else:
-        identifier, id_type = base64.b64decode(ident), ua.NodeIdType.ByteString
-    index = int(match["ns"]) if match["ns"] is not None else (None if match["uri"] else 0)
-    return match["uri"], index, id_type, identifier
+    parts = parse_node_id(text)
+    return parts.uri, parts.index, _ID_TYPES[parts.kind], parts.identifier
 
 
 def batches(items: Sequence, size: int) -> list[Sequence]:
@@ -153,7 +141,12 @@ async def resolve_tags(
     paths: list[tuple[int, ua.BrowsePath]] = []
     for position, tag in enumerate(tags):
         if tag.node is not None:
-            uri, index, id_type, identifier = parse_node(tag.node)
+            try:
+                uri, index, id_type, identifier = parse_node(tag.node)
+            except ValueError as exc:
+                # Only this tag is refused; the server and the other tags are still read.
+                resolved[position] = ResolvedTag(tag, None, f"BadNodeIdInvalid: {exc}")
+                continue
             if uri is not None:
                 if uri not in namespace_array:
                     resolved[position] = ResolvedTag(tag, None, f"BadNamespaceUnknown: namespace {uri!r} is not on the server")

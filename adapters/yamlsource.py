@@ -22,6 +22,9 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_@][\w@-]*)|\[(\d+)\]")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+# msgspec's "Invalid enum value 'ABDC'": the value is dropped, because the issue shows it as (got ...).
+_INVALID_VALUE = re.compile(r"^(Invalid (?:enum )?value) .+$", re.DOTALL)
+_NOT_TEXT = re.compile(r"^Expected `str`, got `(bool|int|float|null)`$")
 
 
 def _resolve_union(node: mi.Type, value: Any) -> mi.Type:
@@ -98,25 +101,36 @@ class YamlSource:
         self.data = data
         self._root = root
 
-    def line_of(self, field_path: str) -> int | None:
-        """Return the 1-based line of ``field_path`` (``$.tags[2].order``), or of its nearest parent."""
+    def _node_at(self, field_path: str) -> tuple[yaml.Node | None, bool]:
+        """Return the node of ``field_path`` or of its nearest parent, and whether the path was found whole."""
         node = self._root
-        line = node.start_mark.line + 1 if node is not None else None
         for key, index in _PATH_TOKEN.findall(field_path):
             if isinstance(node, yaml.MappingNode) and key:
                 match = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
                 if match is None:
-                    break
+                    return node, False
                 node = match
             elif isinstance(node, yaml.SequenceNode) and index:
                 position = int(index)
                 if position >= len(node.value):
-                    break
+                    return node, False
                 node = node.value[position]
             else:
-                break
-            line = node.start_mark.line + 1
-        return line
+                return node, False
+        return node, True
+
+    def line_of(self, field_path: str) -> int | None:
+        """Return the 1-based line of ``field_path`` (``$.tags[2].order``), or of its nearest parent."""
+        node, _ = self._node_at(field_path)
+        return node.start_mark.line + 1 if node is not None else None
+
+    def plain_scalar(self, field_path: str) -> str | None:
+        """Return the text of the unquoted scalar at ``field_path`` as written in the file, or None."""
+        node, found = self._node_at(field_path)
+        # A plain scalar has style None in PyYAML's Python parser and "" in libyaml's.
+        if found and isinstance(node, yaml.ScalarNode) and not node.style:
+            return str(node.value)
+        return None
 
     def value_at(self, field_path: str) -> Any:
         value = self.data
@@ -164,6 +178,15 @@ class YamlSource:
             issue = self.issue(field_path, f"required field `{missing.group(1)}` is missing; add it to {where}", allowed=allowed)
             issue.value = None
             return issue
+        invalid = _INVALID_VALUE.match(message)
+        if invalid:
+            message = invalid.group(1)
+        written = self.plain_scalar(field_path)
+        not_text = _NOT_TEXT.match(message)
+        if not_text and written is not None:
+            # YAML 1.1 reads off, no, yes and on as booleans, ~ as null and 0123 as a number.
+            kind = {"bool": "a boolean", "null": "null"}.get(not_text.group(1), "a number")
+            message += f": YAML reads {written} without quotes as {kind}; write it in quotes, \"{written}\""
         return self.issue(field_path, message, allowed=allowed)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import yaml
 from asyncua import ua
 
 from valuegate.adapters.devices import OpcUaDeviceConfig, open_device
+from valuegate.adapters.tagmap import TagMap
 from valuegate.services import free_port
 
-from .servers import UaServer, tag_map
+from .servers import UaServer, tag_map, write_tag_map
 
 URI = "urn:valuegate:test:line"
 NAMES = [f"v{i}" for i in range(5)]
@@ -108,3 +111,21 @@ async def test_single_path_rejection_fails_connect(tmp_path: Path) -> None:
             assert client.connected is False
             assert client.stats["connect_failures"] == 1
             assert client.last_error.startswith("BadTooManyOperations")
+
+
+async def test_malformed_node_id_refuses_only_its_tag(tmp_path: Path) -> None:
+    """A node id that does not parse fails only its own tag, by name; the other tags of the device are still read."""
+    server = UaServer(free_port(), {"v0": ua.Variant(10, ua.VariantType.Int32)})
+    tags = [{"name": "v0", "node": f"nsu={URI};s=Line/v0"}, {"name": "broken", "node": "nsu=urn:x;q=Machine"}, *path_tags("v0")]
+    path = write_tag_map(tmp_path, "mixed", "opcua", tags, namespaces={"t": URI})
+    # Converted without load_tag_map's checks, which reject the node id: the map of a gateway that skipped check-config.
+    mapping = msgspec.convert(yaml.safe_load(path.read_text(encoding="utf-8")), TagMap)
+    async with server:
+        async with open_device(config(server.endpoint), mapping) as client:
+            assert list(client.refused) == ["broken"]
+            assert client.refused["broken"].startswith("BadNodeIdInvalid: invalid node id 'nsu=urn:x;q=Machine': not a node id; use nsu=")
+            samples = {s.tag: s for s in await client.read_all()}
+    assert (samples["v0"].status, samples["v0"].value) == ("good", 10)
+    assert (samples["v0_by_path"].status, samples["v0_by_path"].value) == ("good", 10)
+    assert samples["broken"].status == "bad"
+    assert samples["broken"].detail.startswith("BadNodeIdInvalid")

@@ -110,7 +110,7 @@ def test_overlaps_in_every_table(tmp_path: Path) -> None:
         "tag 'recipe' (holding_register 8..11) overlaps tag 'clock' of tags[2] (6..9); give each tag its own registers",
         "tag 'rejected' (holding_register 10..10) overlaps tag 'recipe' of tags[7] (8..11); give each tag its own registers",
         "tag 'status_word' (holding_register 11..11) overlaps tag 'recipe' of tags[7] (8..11); give each tag its own registers",
-        "tag 'jammed' reads bit 0 of holding_register 11, as tag 'ready' of tags[4] does; give each tag its own registers",
+        "tag 'jammed' reads bit 0 of holding_register 11, as tag 'ready' of tags[4] does; give each tag its own bit",
         "tag 'door_sensor' (coil 0..0) overlaps tag 'door' of tags[8] (0..0); give each tag its own registers",
     ])  # fmt: skip
 

@@ -1,0 +1,238 @@
+"""Tag-map checks that need more than types: Modbus addresses and overlaps, rule values, OPC UA node ids, time tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from .errors import ConfigError, ConfigIssue
+from .nodeid import NODE_ID_FORMS, browse_prefix_problem, node_id_problem
+from .tagmap import REGISTER_COUNT, TAGMAP_SCHEMA, ModbusTag, OpcUaTag, Scalar, TagMap
+from .yamlsource import YamlSource, load_yaml
+
+__all__ = ("tag_map_warnings", "validate")
+
+
+def _check_modbus_tag(source: YamlSource, index: int, tag: ModbusTag, issues: list[ConfigIssue]) -> None:
+    where = f"$.tags[{index}]"
+    registers = tag.table in ("holding_register", "input_register")
+    address_ok = 0 <= tag.address <= 65535
+    if not address_ok:
+        issues.append(source.issue(f"{where}.address", "address is outside the Modbus range", allowed="0..65535"))
+    if not registers:
+        if tag.type != "bool":
+            issues.append(source.issue(f"{where}.type", f"a {tag.table} holds one bit", allowed="bool"))
+        if tag.order is not None:
+            issues.append(source.issue(f"{where}.order", f"a {tag.table} has no byte or word order; remove the field"))
+        return
+    if tag.order is None:
+        issues.append(
+            source.issue(f"{where}.order", "register tags must name their byte and word order", allowed="ABCD, CDAB, BADC, DCBA", value=None)
+        )
+    if tag.type == "bool" and (tag.bit is None or not 0 <= tag.bit <= 15):
+        issues.append(source.issue(f"{where}.bit", "a bool in a register needs the bit number", allowed="0..15"))
+    if tag.type != "bool" and tag.bit is not None:
+        issues.append(source.issue(f"{where}.bit", "only bool tags take a bit number"))
+    if tag.type == "string" and (tag.length is None or not 1 <= tag.length <= 125):
+        issues.append(source.issue(f"{where}.length", "a string needs its length in registers", allowed="1..125"))
+    count = tag.length if tag.type == "string" and tag.length else REGISTER_COUNT.get(tag.type, 1)
+    if address_ok and tag.address + count - 1 > 65535:
+        issues.append(
+            source.issue(
+                f"{where}.address",
+                f"a {tag.type} tag here takes registers {tag.address}..{tag.address + count - 1}, past the last address 65535",
+                allowed=f"0..{65536 - count}",
+            )
+        )
+
+
+def _check_opcua_tag(source: YamlSource, index: int, tag: OpcUaTag, namespaces: dict[str, str], issues: list[ConfigIssue]) -> None:
+    """Check the node id syntax and the browse path's namespace prefixes, which need no server."""
+    where = f"$.tags[{index}]"
+    if tag.node is None and not tag.browse_path:
+        issues.append(source.issue(where, "an OPC UA tag needs `node` (nsu=...;s=...) or `browse_path`", value=None))
+    if tag.node is not None:
+        problem = node_id_problem(tag.node)
+        if problem is not None:
+            issues.append(source.issue(f"{where}.node", f"invalid node id: {problem}", allowed=NODE_ID_FORMS))
+    prefixes = ", ".join(namespaces) or "none defined"
+    for position, element in enumerate(tag.browse_path or []):
+        problem = browse_prefix_problem(element, namespaces)
+        if problem is not None:
+            issues.append(
+                source.issue(
+                    f"{where}.browse_path[{position}]",
+                    problem,
+                    allowed=f"prefix:BrowseName with a prefix from `namespaces` ({prefixes}) or a namespace URI, or BrowseName for namespace 0",
+                )
+            )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _number_text(text: str) -> str | None:
+    """Return ``text`` as a YAML number literal when it reads as one, else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _rule_value_problem(value: Scalar, tag: ModbusTag) -> str | None:
+    """Return why a rule value can never equal what ``tag`` decodes to, with the fix, or None when it can."""
+    name = f"tag '{tag.name}'"
+    if tag.type == "string":
+        if isinstance(value, str):
+            return None
+        return f"a number never matches {name}, which is a string; write '{value}' in quotes"
+    if isinstance(value, str):
+        number = _number_text(value)
+        fix = f"write {number} without quotes" if number is not None else "write the number the PLC sends"
+        return f"text never matches {name}, which is {tag.type}; {fix}"
+    if tag.type == "bool":
+        return None if value in (0, 1) else f"{name} is bool and reads only 0 or 1 (false or true)"
+    integer = tag.type.startswith(("int", "uint")) and tag.scale == 1.0 and tag.offset == 0.0
+    if integer and isinstance(value, float) and not value.is_integer():
+        return f"{name} is {tag.type} and reads whole numbers only; write the integer the PLC sends"
+    return None
+
+
+def _check_rule_values(source: YamlSource, tag_map: TagMap, issues: list[ConfigIssue]) -> None:
+    """Reject rule values whose type can never equal the value their Modbus tag decodes to."""
+    tags = {tag["name"]: tag for tag in tag_map.tags if isinstance(tag, dict) and isinstance(tag.get("name"), str)}
+    for index, rule in enumerate(tag_map.states.rules):
+        for part in ("when", "unless"):
+            for name, values in getattr(rule, part).items():
+                try:
+                    tag = msgspec.convert(tags[name], ModbusTag)
+                except (KeyError, msgspec.ValidationError):
+                    continue  # an unknown or malformed tag is reported on its own
+                for position, value in enumerate(values):
+                    problem = _rule_value_problem(value, tag)
+                    if problem is not None:
+                        issues.append(source.issue(f"$.states.rules[{index}].{part}.{name}[{position}]", problem, value=value))
+
+
+def _check_overlaps(source: YamlSource, spans: list[tuple[int, ModbusTag]], issues: list[ConfigIssue]) -> None:
+    """Reject two tags that read the same register or bit of one table.
+
+    A bool tag with a ``bit`` may share its register with other bit tags and
+    with a tag that reads the whole register (a status word and its flags),
+    but not with a tag of the same bit.
+    """
+    placed: list[tuple[int, ModbusTag, int, int]] = []
+    for index, tag in sorted(spans, key=lambda item: (item[1].table, item[1].address, item[0])):
+        count = tag.length if tag.type == "string" and tag.length else REGISTER_COUNT.get(tag.type, 1)
+        first, last = tag.address, tag.address + count - 1
+        # Sorted by table and address: only tags of this table that end at or after ``first`` can overlap.
+        placed = [entry for entry in placed if entry[1].table == tag.table and entry[3] >= first]
+        for other_index, other, other_first, other_last in placed:
+            if tag.bit is not None or other.bit is not None:
+                if tag.bit != other.bit:
+                    continue
+                message = (
+                    f"tag '{tag.name}' reads bit {tag.bit} of {tag.table} {first}, as tag '{other.name}' of tags[{other_index}] does; "
+                    "give each tag its own bit"
+                )
+            else:
+                message = (
+                    f"tag '{tag.name}' ({tag.table} {first}..{last}) overlaps tag '{other.name}' of tags[{other_index}] "
+                    f"({other_first}..{other_last}); give each tag its own registers"
+                )
+            issues.append(source.issue(f"$.tags[{index}].address", message))
+        placed.append((index, tag, first, last))
+
+
+def validate(source: YamlSource, tag_map: TagMap) -> None:
+    """Raise :class:`ConfigError` listing every problem of a type-checked tag map, each with its line."""
+    issues: list[ConfigIssue] = []
+    if tag_map.schema != TAGMAP_SCHEMA:
+        issues.append(source.issue("$.schema", "unknown tag map schema", allowed=TAGMAP_SCHEMA))
+
+    names: dict[str, int] = {}
+    spans: list[tuple[int, ModbusTag]] = []
+    for index, raw in enumerate(tag_map.tags):
+        spec_type = ModbusTag if tag_map.protocol == "modbus" else OpcUaTag
+        try:
+            tag = msgspec.convert(raw, spec_type)
+        except msgspec.ValidationError as exc:
+            issues.append(source.validation_issue(exc, spec_type, raw, prefix=f"$.tags[{index}]"))
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                names.setdefault(raw["name"], index)  # so that rules naming it do not report a second error
+            continue
+        if tag.name in names:
+            issues.append(
+                source.issue(
+                    f"$.tags[{index}].name",
+                    f"duplicate tag name, first used at tags[{names[tag.name]}]",
+                    allowed="a name no other tag of this map uses",
+                )
+            )
+        names[tag.name] = index
+        if isinstance(tag, ModbusTag):
+            _check_modbus_tag(source, index, tag, issues)
+            spans.append((index, tag))
+        else:
+            _check_opcua_tag(source, index, tag, tag_map.namespaces, issues)
+        if tag.range is not None and len(tag.range) != 2:
+            issues.append(source.issue(f"$.tags[{index}].range", "range needs two numbers", allowed="[min, max] with min <= max"))
+        elif tag.range is not None and tag.range[0] > tag.range[1]:
+            issues.append(
+                source.issue(
+                    f"$.tags[{index}].range",
+                    "min is greater than max",
+                    allowed=f"[min, max] with min <= max, such as [{_number(tag.range[1])}, {_number(tag.range[0])}]",
+                )
+            )
+
+    _check_overlaps(source, spans, issues)
+
+    for index, rule in enumerate(tag_map.states.rules):
+        for part in ("when", "unless"):
+            for name in getattr(rule, part):
+                if name not in names:
+                    issues.append(
+                        source.issue(f"$.states.rules[{index}].{part}.{name}", "rule reads an unknown tag", value=name, allowed=", ".join(names))
+                    )
+        if rule.reason_tag is not None and rule.reason_tag not in names:
+            issues.append(source.issue(f"$.states.rules[{index}].reason_tag", "unknown tag", allowed=", ".join(names)))
+        if not rule.when and not rule.unless:
+            issues.append(source.issue(f"$.states.rules[{index}]", "a rule needs at least one `when` or `unless` condition"))
+    if tag_map.protocol == "modbus":
+        _check_rule_values(source, tag_map, issues)
+
+    for index, counter in enumerate(tag_map.counters):
+        if counter.tag not in names:
+            issues.append(source.issue(f"$.counters[{index}].tag", "unknown tag", allowed=", ".join(names)))
+        if counter.max_rate_per_min <= 0:
+            issues.append(source.issue(f"$.counters[{index}].max_rate_per_min", "must be positive"))
+    for field in ("state_since", "clock", "state_seq"):
+        name = getattr(tag_map.time, field)
+        if name is not None and name not in names:
+            issues.append(source.issue(f"$.time.{field}", "unknown tag", allowed=", ".join(names)))
+    if tag_map.ideal_cycle_time_s is not None and tag_map.ideal_cycle_time_s <= 0:
+        issues.append(source.issue("$.ideal_cycle_time_s", "must be positive seconds per item"))
+    if issues:
+        raise ConfigError(issues)
+
+
+CLOCK_FIX = "a tag with role clock that reads the PLC's current time (epoch ms), named in time.clock"
+
+
+def tag_map_warnings(path: str | Path) -> list[ConfigIssue]:
+    """Return what a valid tag map allows but probably does not intend, each with file and line.
+
+    The caller has loaded the map with :func:`valuegate.adapters.tagmap.load_tag_map` already.
+    """
+    source = load_yaml(path)
+    tag_map = source.convert(TagMap)
+    effect = tag_map.missing_clock_effect()
+    if effect is None:
+        return []
+    warning = source.issue("$.time", effect, allowed=CLOCK_FIX)
+    warning.value = None  # the message names the fields; the whole time block adds nothing
+    return [warning]
