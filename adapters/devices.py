@@ -212,6 +212,24 @@ def _check_opcua_security(source: YamlSource, where: str, device: OpcUaDeviceCon
         issues.append(source.issue(f"{where}.auth", "certificate authentication needs `certificate` and `private_key`"))
 
 
+def _check_security_files(source: YamlSource, where: str, device: OpcUaDeviceConfig, issues: list[ConfigIssue]) -> None:
+    """Report certificate and key files (and the trusted folder) that the settings name but that do not exist."""
+    named = [
+        ("security.server_certificate", device.security.server_certificate, "file"),
+        ("security.trusted_dir", device.security.trusted_dir, "folder"),
+        ("auth.certificate", device.auth.certificate, "file"),
+        ("auth.private_key", device.auth.private_key, "file"),
+    ]
+    for field, path, kind in named:
+        if path is None:
+            continue
+        exists = Path(path).is_dir() if kind == "folder" else Path(path).is_file()
+        if not exists:
+            issues.append(
+                source.issue(f"{where}.{field}", f"{kind} not found; give a path relative to this file or an absolute one", value=path)
+            )
+
+
 def _with_paths(base: Path, device: DeviceConfig) -> DeviceConfig:
     """Return ``device`` with every file path made absolute against the configuration's folder."""
     updates: dict[str, object] = {"tag_map": str(_resolve(base, device.tag_map))}
@@ -252,6 +270,8 @@ def load_devices(path: str | Path) -> list[DeviceConfig]:
         seen[device.id] = index
         _check_ranges(source, where, device, issues)
         device = _with_paths(base, device)
+        if isinstance(device, OpcUaDeviceConfig):
+            _check_security_files(source, where, device, issues)
         if not Path(device.tag_map).is_file():
             issues.append(
                 source.issue(f"{where}.tag_map", "tag map file not found; give a path relative to this file or to the shipped maps folder")

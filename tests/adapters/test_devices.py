@@ -30,6 +30,7 @@ devices:
 
 def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "maps").mkdir(exist_ok=True)
+    (tmp_path / "pki" / "trusted").mkdir(parents=True, exist_ok=True)
     write_tag_map(tmp_path / "maps", "line", "opcua", [{"name": "state", "node": "nsu=urn:x;s=State"}])
     path = tmp_path / "edge.yaml"
     path.write_text(text, encoding="utf-8")
@@ -108,6 +109,39 @@ def test_errors_in_tag_map_are_reported(tmp_path: Path):
     (issue,) = caught.value.issues
     assert issue.file == str(line_map)
     assert issue.value == "busy"
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "kind"),
+    [
+        ("trusted_dir: pki/trusted", "security.trusted_dir", "folder"),
+        ("server_certificate: pki/nosuch.der", "security.server_certificate", "file"),
+    ],
+)
+def test_missing_security_path(tmp_path: Path, setting: str, field: str, kind: str):
+    text = CONFIG.replace("trusted_dir: pki/trusted", setting)
+    path = write(tmp_path, text)
+    (tmp_path / "pki" / "trusted").rmdir()
+    with pytest.raises(ConfigError) as caught:
+        load_devices(path)
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.field) == (12, f"$.devices[1].{field}")
+    assert issue.value == str(tmp_path / setting.split(": ")[1])
+    assert issue.message.startswith(f"{kind} not found")
+
+
+def test_missing_user_certificate_files(tmp_path: Path):
+    text = CONFIG.replace(
+        "auth: {method: username, username: edge, password_env: CNC_PASSWORD}",
+        "auth: {method: certificate, certificate: user.der, private_key: user.pem}",
+    )
+    path = write(tmp_path, text)
+    (tmp_path / "user.der").write_bytes(b"0")
+    found = {issue.field: issue for issue in errors(tmp_path, text)}
+    assert list(found) == ["$.devices[1].auth.private_key"]
+    assert found["$.devices[1].auth.private_key"].line == 13
+    assert found["$.devices[1].auth.private_key"].value == str(tmp_path / "user.pem")
+    assert path.exists()
 
 
 def test_no_devices_key(tmp_path: Path):
