@@ -10,7 +10,9 @@ import typer
 edge_app = typer.Typer(no_args_is_help=True, help="Run the edge agent or check its configuration.")
 
 
-# Libraries that log through the standard library; below --log-level debug only their warnings and errors are kept.
+# Libraries that log through the standard library. Below --log-level debug only their critical lines are kept, because
+# their errors repeat at every retry with kilobytes of frames or a traceback and name no device. The adapters log each
+# loss and failed retry themselves, with device, cause and retry delay.
 _LIBRARY_LOGGERS = ("asyncua", "pymodbus")
 
 
@@ -20,8 +22,7 @@ def _configure_logging(level: str) -> None:
     Records of the standard library's ``logging`` (asyncua and pymodbus use
     it) go through the same JSON renderer as the agent's own events, so
     every line of the agent's stderr is one JSON object. A multi-line
-    message, such as the frames pymodbus appends to an error, stays inside
-    its JSON string.
+    message stays inside its JSON string.
     """
     import logging
     import sys
@@ -55,7 +56,7 @@ def _configure_logging(level: str) -> None:
     root.handlers = [handler]
     root.setLevel(threshold)
     for name in _LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(threshold if threshold <= logging.DEBUG else max(threshold, logging.WARNING))
+        logging.getLogger(name).setLevel(threshold if threshold <= logging.DEBUG else logging.CRITICAL)
     logging.captureWarnings(True)
 
 
@@ -64,7 +65,7 @@ def run(
     config_path: Path = typer.Option(..., "--config", "-c", help="The agent's edge.yaml."),
     log_level: str = typer.Option(
         "info", "--log-level",
-        help="Lowest level logged: debug, info, warning or error. asyncua and pymodbus log below warning only at debug.",
+        help="Lowest level logged: debug, info, warning or error. asyncua's and pymodbus's own lines below critical show only at debug.",
     ),
 ) -> None:
     """Run the edge agent until SIGTERM or SIGINT; it drains and stops within 10 seconds."""
@@ -99,6 +100,7 @@ async def _run(config) -> int:  # noqa: ANN001 - EdgeConfig, imported lazily
     from valuegate.edge.spool import SpoolError
 
     log = structlog.get_logger("valuegate.edge.cli")
+    _log_config_warnings(config, log)
     try:
         async with EdgeAgent(config) as agent:
             loop = asyncio.get_running_loop()
@@ -114,10 +116,29 @@ async def _run(config) -> int:  # noqa: ANN001 - EdgeConfig, imported lazily
     return 0
 
 
+def _log_config_warnings(config, log) -> None:  # noqa: ANN001 - EdgeConfig and a structlog logger, imported lazily
+    """Log each warning of ``config`` once; an invalid device list is left for the agent to report."""
+    from valuegate.adapters.errors import ConfigError
+    from valuegate.edge.config_checks import config_warnings
+
+    try:
+        warnings = config_warnings(config)
+    except ConfigError:
+        return
+    for warning in warnings:
+        log.warning(warning.event, device=warning.device, tag_map=warning.tag_map, detail=warning.text)
+
+
 @edge_app.command("check-config")
 def check_config(config_path: Path = typer.Argument(..., help="The edge.yaml to check.")) -> None:
-    """Check edge.yaml, its devices, every tag map and every contract; print each problem with file, field, value and allowed values."""
-    from valuegate.edge.config import check_config as check
+    """Check edge.yaml, its devices, every tag map and every contract; print each problem with file, field, value and allowed values.
+
+    Exits with status 1 when there is a problem. WARNING lines name what the
+    agent accepts but probably should not; they leave the status at 0.
+    """
+    from valuegate.edge.config import load_config
+    from valuegate.edge.config_checks import check_config as check
+    from valuegate.edge.config_checks import config_warnings
 
     problems = check(config_path)
     for problem in problems:
@@ -125,7 +146,11 @@ def check_config(config_path: Path = typer.Argument(..., help="The edge.yaml to 
     if problems:
         typer.echo(f"{len(problems)} problem(s) found in {config_path}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{config_path}: OK")
+    warnings = config_warnings(load_config(config_path))
+    for warning in warnings:
+        typer.echo(f"WARNING: {warning.text}", err=True)
+    shown = f" with {len(warnings)} warning(s)" if warnings else ""
+    typer.echo(f"{config_path}: OK{shown}")
 
 
 def register(root: typer.Typer) -> None:

@@ -24,7 +24,6 @@ __all__ = (
     "Machine",
     "EdgeConfig",
     "load_config",
-    "check_config",
 )
 
 EDGE_SCHEMA = "valuegate/edge/v1"
@@ -229,7 +228,8 @@ def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigI
     zones = zoneinfo.available_timezones()
     if config.time_zone not in zones:
         issues.append(source.issue("$.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
-    device_ids = [str(raw.get("id")) for raw in config.devices if isinstance(raw, dict)]
+    # A repeated device id is reported at its own `id` by the device checks, so it counts once here.
+    device_ids = list(dict.fromkeys(str(raw.get("id")) for raw in config.devices if isinstance(raw, dict)))
     machine_ids: dict[str, str] = {}
     entries = {entry.device: entry for entry in config.machines}
     for index, entry in enumerate(config.machines):
@@ -238,13 +238,22 @@ def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigI
             issues.append(source.issue(f"{where}.device", "no device has this id", allowed=", ".join(device_ids) or "no devices configured"))
         if entry.time_zone is not None and entry.time_zone not in zones:
             issues.append(source.issue(f"{where}.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
+    positions = {entry.device: index for index, entry in enumerate(config.machines)}
     for device_id in device_ids:
         entry = entries.get(device_id)
         machine_id = entry.id if entry is not None and entry.id else device_id
+        where = f"$.machines[{positions[device_id]}].id" if entry is not None and entry.id else "$.machines"
         if not _ID.match(machine_id):
-            issues.append(source.issue("$.machines", f"invalid machine id for device {device_id}", value=machine_id, allowed=_ID_ALLOWED))
+            issues.append(source.issue(where, f"invalid machine id for device {device_id}", value=machine_id, allowed=_ID_ALLOWED))
         if machine_id in machine_ids:
-            issues.append(source.issue("$.machines", f"devices {machine_ids[machine_id]} and {device_id} both measure machine {machine_id!r}"))
+            issues.append(
+                source.issue(
+                    where,
+                    f"devices {machine_ids[machine_id]} and {device_id} both measure machine {machine_id!r}",
+                    value=machine_id,
+                    allowed="one machine id per device",
+                )
+            )
         machine_ids[machine_id] = device_id
 
 
@@ -264,44 +273,3 @@ def load_config(path: str | Path) -> EdgeConfig:
     if issues:
         raise ConfigError(issues)
     return config
-
-
-def check_config(path: str | Path) -> list[str]:
-    """Validate the configuration, its devices, every tag map and every contract it names; return each problem as a line."""
-    from valuegate.adapters.devices import load_devices
-    from valuegate.edge.protocol.contract import ContractError, load_contract
-
-    problems: list[str] = []
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        problems.extend(str(issue) for issue in exc.issues)
-        config = None
-    try:
-        load_devices(path)
-    except ConfigError as exc:
-        problems.extend(str(issue) for issue in exc.issues)
-    if config is None or problems:
-        return problems
-
-    machines = {machine.id: machine for machine in config.machine_list()}
-    for name in config.contracts:
-        file = config.resolve(name)
-        try:
-            contract = load_contract(file)
-        except ContractError as exc:
-            problems.append(str(exc))
-            continue
-        if contract.tenant != config.tenant:
-            problems.append(f"{file}: tenant: the contract is for tenant {contract.tenant!r} but this gateway serves {config.tenant!r}")
-        for index, anchor in enumerate(contract.anchors):
-            where = f"{file}: anchors[{index}].scope"
-            unknown = [machine for machine in anchor.scope if machine not in machines]
-            if unknown:
-                known = ", ".join(sorted(machines)) or "none"
-                problems.append(f"{where}: no device of this gateway measures {', '.join(unknown)} (got {unknown!r}); allowed: {known}")
-                continue
-            zones = {machines[machine].time_zone for machine in anchor.scope}
-            if len(zones) > 1:
-                problems.append(f"{where}: the machines' plant days run in different time zones {sorted(zones)}; one anchor needs one time zone")
-    return problems

@@ -130,3 +130,107 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
         assert check.verification_method == key_for_seq(first_key, exported["rotations"], voucher["credentialSubject"]["seq"])
     assert {verify_voucher(v).verification_method for v in after} == {exported["verification_method"]}
     assert exported["verification_method"] != first_key
+
+
+def test_check_config_duplicate_device_id(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883, devices=[device(), device()])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1
+    id_lines = [number for number, text in enumerate(path.read_text().splitlines(), 1) if text.strip() == "id: filler"]
+    assert f"{path}:{id_lines[1]}: $.devices[1].id: duplicate device id, first used at devices[0] (got 'filler')" in result.output
+    assert "both measure machine" not in result.output
+    assert "1 problem(s) found" in result.output
+
+
+def oee_contract(tmp_path: Path, metric: str) -> str:
+    contract = {
+        "schema": "valuegate/contract/v1", "id": "c-oee", "tenant": "acme", "customer": "Acme",
+        "start": "2026-01-01", "end": "2026-12-31",
+        "anchors": [{
+            "id": "mazak-oee", "scope": ["mazak-03"], "metric": metric,
+            "baseline": {"first_date": "2026-01-01", "last_date": "2026-01-10", "min_days": 5},
+            "reporting": {"first_date": "2026-01-11", "last_date": "2026-12-31"},
+        }],
+    }  # fmt: skip
+    (tmp_path / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False), encoding="utf-8")
+    return "contract.yaml"
+
+
+def mazak_device() -> dict:
+    return {"protocol": "opcua", "id": "cnc", "endpoint": "opc.tcp://127.0.0.1:4840/", "tag_map": "demo/mazak-mtconnect-opcua.yaml"}
+
+
+def test_check_config_oee_needs_ideal_cycle_time(tmp_path: Path) -> None:
+    """The shipped Mazak map has no ideal cycle time, so an OEE anchor on it could never issue a voucher."""
+    contract = oee_contract(tmp_path, "oee_points")
+    path = write_config(tmp_path, 1883, devices=[mazak_device()], machines=[{"device": "cnc", "id": "mazak-03"}], contracts=[contract])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1, result.output
+    metric_line = (tmp_path / contract).read_text().splitlines().index("  metric: oee_points") + 1
+    tag_map = Path(__file__).parents[2] / "firmware_configs" / "demo" / "mazak-mtconnect-opcua.yaml"
+    assert (
+        f"{tmp_path / contract}:{metric_line}: $.anchors[0].metric: contract c-oee, anchor mazak-oee: OEE is undefined for "
+        f"machine mazak-03, because its tag map {tag_map} has no ideal_cycle_time_s, so no voucher could ever be issued "
+        "(got 'oee_points'); allowed: ideal_cycle_time_s in the tag map and a counter of kind produced or good; "
+        "or metric availability_points or unplanned_downtime_rate"
+    ) in result.output
+
+
+def test_check_config_availability_needs_no_cycle_time(tmp_path: Path) -> None:
+    contract = oee_contract(tmp_path, "availability_points")
+    path = write_config(tmp_path, 1883, devices=[mazak_device()], machines=[{"device": "cnc", "id": "mazak-03"}], contracts=[contract])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_config_oee_needs_part_counter(tmp_path: Path) -> None:
+    tag_map = yaml.safe_load((Path(__file__).parents[2] / "firmware_configs" / "demo" / "mazak-mtconnect-opcua.yaml").read_text())
+    tag_map["ideal_cycle_time_s"] = 90.0
+    tag_map["counters"] = []
+    (tmp_path / "no-counter.yaml").write_text(yaml.safe_dump(tag_map, sort_keys=False), encoding="utf-8")
+    contract = oee_contract(tmp_path, "oee_points")
+    path = write_config(tmp_path, 1883, devices=[{**mazak_device(), "tag_map": "no-counter.yaml"}],
+                        machines=[{"device": "cnc", "id": "mazak-03"}], contracts=[contract])  # fmt: skip
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path / 'no-counter.yaml'} has no counter of kind produced or good, so no voucher" in result.output
+    assert "has no ideal_cycle_time_s" not in result.output
+
+
+def test_check_config_warns_plc_time_without_clock(tmp_path: Path) -> None:
+    """A warning, not a problem: the exit status stays 0 and the map and its line are named."""
+    tag_map = yaml.safe_load((Path(__file__).parents[2] / "firmware_configs" / "demo" / "mazak-mtconnect-opcua.yaml").read_text())
+    tag_map["tags"] = [tag for tag in tag_map["tags"] if tag["name"] != "clock"]
+    del tag_map["time"]["clock"]
+    (tmp_path / "no-clock.yaml").write_text(yaml.safe_dump(tag_map, sort_keys=False), encoding="utf-8")
+    path = write_config(tmp_path, 1883, devices=[{**mazak_device(), "tag_map": "no-clock.yaml"}])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    time_line = (tmp_path / "no-clock.yaml").read_text().splitlines().index("time:") + 2  # the block under `time:`
+    assert f"WARNING: {tmp_path / 'no-clock.yaml'}:{time_line}: $.time: time.source is plc but no tag carries the PLC clock" in result.output
+    assert "keeps its last day open until its next change" in result.output
+    assert result.output.rstrip().endswith(f"{path}: OK with 1 warning(s)")
+
+    shipped = write_config(tmp_path, 1883, devices=[mazak_device()])
+    result = runner.invoke(app, ["edge", "check-config", str(shipped)])
+    assert "WARNING" not in result.output
+    assert result.output.rstrip().endswith(f"{shipped}: OK")
+
+
+def test_agent_logs_missing_clock_at_start(tmp_path: Path) -> None:
+    import structlog
+
+    from valuegate.edge.cli_agent import _log_config_warnings
+    from valuegate.edge.config import load_config
+
+    tag_map = yaml.safe_load((Path(__file__).parents[2] / "firmware_configs" / "demo" / "mazak-mtconnect-opcua.yaml").read_text())
+    del tag_map["time"]["clock"]
+    tag_map["tags"] = [tag for tag in tag_map["tags"] if tag["name"] != "clock"]
+    (tmp_path / "no-clock.yaml").write_text(yaml.safe_dump(tag_map, sort_keys=False), encoding="utf-8")
+    config = load_config(write_config(tmp_path, 1883, devices=[{**mazak_device(), "tag_map": "no-clock.yaml"}]))
+    with structlog.testing.capture_logs() as events:
+        _log_config_warnings(config, structlog.get_logger("test"))
+    (event,) = events
+    assert (event["event"], event["log_level"], event["device"]) == ("plc_clock_missing", "warning", "cnc")
+    assert event["tag_map"] == str(tmp_path / "no-clock.yaml")
+    assert "no tag carries the PLC clock" in event["detail"]

@@ -1,0 +1,112 @@
+"""`valuegate edge check-config`: every problem of edge.yaml with its devices, tag maps and contracts, and the warnings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from valuegate.adapters.errors import ConfigError
+from valuegate.adapters.tagmap import TagMap, load_tag_map
+
+from .config import EdgeConfig, load_config
+
+__all__ = ("ConfigWarning", "check_config", "config_warnings")
+
+# Tag-map needs of an oee_points anchor, for every machine in its scope. Availability and the unplanned
+# downtime rate come from the state model alone, but OEE also needs effectiveness and quality.
+_OEE_NEEDS = "ideal_cycle_time_s in the tag map and a counter of kind produced or good"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """Something the configuration allows but probably does not intend; it does not stop the agent."""
+
+    event: str
+    """structlog event name the agent logs at start."""
+    device: str
+    tag_map: str
+    """Tag map file the warning is about."""
+    text: str
+    """The warning with file, line, field and the fix, as check-config prints it."""
+
+
+def check_config(path: str | Path) -> list[str]:
+    """Validate the configuration, its devices, every tag map and every contract it names; return each problem as a line."""
+    from valuegate.adapters.devices import load_devices
+
+    problems: list[str] = []
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        problems.extend(str(issue) for issue in exc.issues)
+        config = None
+    try:
+        load_devices(path)
+    except ConfigError as exc:
+        problems.extend(str(issue) for issue in exc.issues)
+    if config is None or problems:
+        return problems
+    _check_contracts(config, problems)
+    return problems
+
+
+def _check_contracts(config: EdgeConfig, problems: list[str]) -> None:
+    from valuegate.edge.protocol.contract import ContractError, load_contract
+    from valuegate.edge.protocol.contract_source import source_from_text
+
+    machines = {machine.id: machine for machine in config.machine_list()}
+    for name in config.contracts:
+        file = config.resolve(name)
+        try:
+            contract = load_contract(file)
+        except ContractError as exc:
+            problems.append(str(exc))
+            continue
+        if contract.tenant != config.tenant:
+            problems.append(f"{file}: tenant: the contract is for tenant {contract.tenant!r} but this gateway serves {config.tenant!r}")
+        for index, anchor in enumerate(contract.anchors):
+            where = f"{file}: anchors[{index}].scope"
+            unknown = [machine for machine in anchor.scope if machine not in machines]
+            if unknown:
+                known = ", ".join(sorted(machines)) or "none"
+                problems.append(f"{where}: no device of this gateway measures {', '.join(unknown)} (got {unknown!r}); allowed: {known}")
+                continue
+            zones = {machines[machine].time_zone for machine in anchor.scope}
+            if len(zones) > 1:
+                problems.append(f"{where}: the machines' plant days run in different time zones {sorted(zones)}; one anchor needs one time zone")
+            if anchor.metric != "oee_points":
+                continue
+            for machine_id in anchor.scope:
+                missing = _oee_gaps(load_tag_map(machines[machine_id].device.tag_map))
+                if not missing:
+                    continue
+                tag_map_file = machines[machine_id].device.tag_map
+                message = (
+                    f"contract {contract.id}, anchor {anchor.id}: OEE is undefined for machine {machine_id}, because its tag map "
+                    f"{tag_map_file} has no {' and no '.join(missing)}, so no voucher could ever be issued"
+                )
+                source = source_from_text(file.read_text(encoding="utf-8"), str(file))
+                allowed = f"{_OEE_NEEDS}; or metric availability_points or unplanned_downtime_rate"
+                problems.append(str(source.error(f"$.anchors[{index}].metric", message, allowed=allowed)))
+
+
+def _oee_gaps(tag_map: TagMap) -> list[str]:
+    """Return what a tag map lacks for a defined OEE: effectiveness needs the ideal cycle time, quality a count."""
+    missing = []
+    if tag_map.ideal_cycle_time_s is None:
+        missing.append("ideal_cycle_time_s")
+    if not any(counter.kind in ("produced", "good") for counter in tag_map.counters):
+        missing.append("counter of kind produced or good")
+    return missing
+
+
+def config_warnings(config: EdgeConfig) -> list[ConfigWarning]:
+    """Return the warnings of a valid configuration: today, tag maps on PLC time that name no PLC clock."""
+    from valuegate.adapters.tagmap_checks import tag_map_warnings
+
+    warnings: list[ConfigWarning] = []
+    for machine in config.machine_list():
+        device = machine.device
+        for issue in tag_map_warnings(device.tag_map):
+            warnings.append(ConfigWarning("plc_clock_missing", device.id, device.tag_map, f"{issue} (device {device.id})"))
+    return warnings
