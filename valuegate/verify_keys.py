@@ -29,7 +29,11 @@ def _multibase(method: str) -> str:
 
 
 def _window(record: dict[str, Any]) -> str:
-    seqs = f"sequences {record.get('fromSeq') or 1}..{record.get('untilSeq') or ''}"
+    first, until = record.get("fromSeq") or 1, record.get("untilSeq")
+    if until is not None and until < first:
+        seqs = f"signs no sequence: replaced from sequence {until + 1}"
+    else:
+        seqs = f"sequences {first}..{'' if until is None else until}"
     return f"valid {record.get('validFrom') or 'open'}..{record.get('validTo') or 'open'}, {seqs}"
 
 
@@ -57,6 +61,19 @@ def _check_rotation(record: dict[str, Any], known: set[str], contract: Contract 
     return reasons, claims
 
 
+def _check_ranges(records: list[dict[str, Any]], rotations: list[Any], verdict_of: dict[str, Any]) -> None:
+    """Fail a key whose ``untilSeq`` in keys.json is not the sequence before the first verified rotation that replaced it."""
+    replaced: dict[str, Any] = {}
+    for claims in sorted(rotations, key=lambda c: c.from_seq):
+        replaced.setdefault(_multibase(claims.previous_key), claims)
+    for previous, claims in replaced.items():
+        until = next((record.get("untilSeq") for record in records if record["publicKeyMultibase"] == previous), None)
+        if until is not None and until != claims.from_seq - 1:
+            verdict_of[previous].reasons.append(
+                f"untilSeq {until} differs from {claims.from_seq - 1}, the sequence before the rotation statement's from_seq {claims.from_seq}"
+            )
+
+
 def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], list[dict[str, Any]], dict[str, list[tuple[int, str]]]]:
     """Return a verdict per key, each gateway's keys for the report, and per gateway the key that must sign from each sequence on.
 
@@ -77,9 +94,10 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
         rotations: list[Any] = []
         summary: list[dict[str, Any]] = []
         all_ok = True
+        verdict_of: dict[str, Verdict] = {}
         for record in records:
             multibase = record["publicKeyMultibase"]
-            verdict = Verdict(f"{gateway} key did:key:{multibase}")
+            verdict = verdict_of[multibase] = Verdict(f"{gateway} key did:key:{multibase}")
             rotated = record.get("rotation") is not None
             if rotated:
                 reasons, claims = _check_rotation(record, known, contract)
@@ -107,17 +125,24 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
             })
         gateways.append({"gateway": gateway, "keys": summary})
 
+        _check_ranges(records, rotations, verdict_of)
         if len(firsts) != 1 or not all_ok or not rotations:
             continue
-        # Follow the statements from the first key: each continues from the key in force before it.
+        # Follow the statements from the first key, each continuing from the key in force before it. A rotation
+        # made before the first voucher takes effect at sequence 1, so the first key may sign no sequence at all.
         schedule = [(1, firsts[0])]
+        last_from = 0
         for claims in sorted(rotations, key=lambda c: c.from_seq):
-            previous = _multibase(claims.previous_key)
-            if previous != schedule[-1][1] or claims.from_seq <= schedule[-1][0]:
-                verdict = next(v for v in verdicts if v.subject == f"{gateway} key did:key:{_multibase(claims.next_key)}")
-                verdict.reasons.append(f"rotation from sequence {claims.from_seq} continues from {previous}, but {schedule[-1][1]} was in force")
+            previous, reason = _multibase(claims.previous_key), None
+            if previous != schedule[-1][1]:
+                reason = f"rotation from sequence {claims.from_seq} continues from {previous}, but {schedule[-1][1]} was in force"
+            elif claims.from_seq <= last_from:
+                reason = f"two rotations take effect at sequence {claims.from_seq}"
+            if reason is not None:
+                verdict_of[_multibase(claims.next_key)].reasons.append(reason)
                 break
             schedule.append((claims.from_seq, _multibase(claims.next_key)))
+            last_from = claims.from_seq
         else:
             schedules[gateway] = schedule
     return verdicts, gateways, schedules

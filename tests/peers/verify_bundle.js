@@ -123,6 +123,7 @@ function checkKeys(keys, contract, out) {
       if (multibaseOf(claims.next_key) !== record.publicKeyMultibase) reasons.push(`rotation statement names next key ${multibaseOf(claims.next_key)}`);
       if (claims.gateway !== gateway || claims.tenant !== contract.tenant) reasons.push(`rotation statement is for ${claims.tenant}/${claims.gateway}`);
       if (!known.has(multibaseOf(claims.previous_key))) reasons.push(`previous key ${multibaseOf(claims.previous_key)} is not in keys.json`);
+      if (record.fromSeq != null && record.fromSeq !== claims.from_seq) reasons.push(`fromSeq ${record.fromSeq} differs from the statement's from_seq ${claims.from_seq}`);
       if (reasons.length) {
         allOk = false;
         out.push(`FAIL key ${gateway} ${did}: ${reasons.join('; ')}`);
@@ -131,16 +132,32 @@ function checkKeys(keys, contract, out) {
         out.push(`key ${gateway} next ${did} from sequence ${claims.from_seq}: rotation statement verified`);
       }
     }
+    rotations.sort((a, b) => a.from_seq - b.from_seq);
+    // keys.json is not signed, so a replaced key's untilSeq must end just before the first rotation it signed.
+    const replacedAt = new Map();
+    for (const claims of rotations) if (!replacedAt.has(multibaseOf(claims.previous_key))) replacedAt.set(multibaseOf(claims.previous_key), claims.from_seq);
+    for (const record of records) {
+      const from = replacedAt.get(record.publicKeyMultibase);
+      if (from !== undefined && record.untilSeq != null && record.untilSeq !== from - 1) {
+        out.push(`FAIL key ${gateway} did:key:${record.publicKeyMultibase}: untilSeq ${record.untilSeq} differs from ${from - 1}, the sequence before the rotation statement's from_seq ${from}`);
+      }
+    }
     if (firsts.length !== 1 || !allOk || !rotations.length) continue;
+    // A rotation made before the first voucher takes effect at sequence 1, so the first key then signs no sequence.
     const schedule = [[1, firsts[0]]];
-    for (const claims of rotations.sort((a, b) => a.from_seq - b.from_seq)) {
-      const [lastFrom, current] = schedule[schedule.length - 1];
-      if (multibaseOf(claims.previous_key) !== current || claims.from_seq <= lastFrom) {
-        out.push(`FAIL key ${gateway}: rotation from sequence ${claims.from_seq} does not continue from ${current}`);
+    let lastFrom = 0;
+    for (const claims of rotations) {
+      const current = schedule[schedule.length - 1][1];
+      const previous = multibaseOf(claims.previous_key);
+      const reason = previous !== current ? `rotation from sequence ${claims.from_seq} continues from ${previous}, but ${current} was in force`
+        : claims.from_seq <= lastFrom ? `two rotations take effect at sequence ${claims.from_seq}` : null;
+      if (reason) {
+        out.push(`FAIL key ${gateway}: ${reason}`);
         schedule.length = 0;
         break;
       }
       schedule.push([claims.from_seq, multibaseOf(claims.next_key)]);
+      lastFrom = claims.from_seq;
     }
     if (schedule.length) schedules.set(gateway, schedule);
   }
