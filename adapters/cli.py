@@ -32,7 +32,8 @@ def probe(
     _quiet_structlog()
     try:
         hints: list[str] = []
-        rows = asyncio.run(_probe(config, set(device), hints))
+        single: set[tuple[str, str]] = set()
+        rows = asyncio.run(_probe(config, set(device), hints, single))
     except ConfigError as exc:
         typer.echo(f"invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from exc
@@ -45,7 +46,7 @@ def probe(
 
         typer.echo(msgspec.json.encode(rows).decode())
     else:
-        _print_table(rows)
+        _print_table(rows, single)
     failed = [row for row in rows if row["status"] == "bad"]
     for hint in hints:
         typer.echo(hint, err=True)
@@ -81,7 +82,8 @@ def _unit_hint(device_config: Any, rows: list[dict[str, Any]]) -> str | None:
     )
 
 
-async def _probe(config: Path, only: set[str], hints: list[str]) -> list[dict[str, Any]]:
+async def _probe(config: Path, only: set[str], hints: list[str], single: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Read every tag of the selected devices once; add a hint per device to ``hints`` and its float32 tags to ``single``."""
     import asyncio
 
     from .devices import load_devices, open_device
@@ -95,6 +97,7 @@ async def _probe(config: Path, only: set[str], hints: list[str]) -> list[dict[st
     async def read(device_config: Any) -> list[dict[str, Any]]:
         tag_map = load_tag_map(device_config.tag_map)
         units = {tag["name"]: tag.get("unit", "") for tag in tag_map.tags}
+        single.update((device_config.id, tag["name"]) for tag in tag_map.tags if tag.get("type") == "float32")
         async with open_device(device_config, tag_map) as client:
             samples = await client.read_all()
             reason = getattr(client, "last_error", "")
@@ -131,7 +134,8 @@ def _iso(ts_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[dict[str, Any]], single: set[tuple[str, str]]) -> None:
+    """Print the rows as a table; values of the (device, tag) pairs in ``single`` show float32 precision."""
     from rich.console import Console
     from rich.table import Table
 
@@ -142,15 +146,21 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         status = row["status"] + (f": {row['detail']}" if row["detail"] else "")
         table.add_row(
-            row["device"], row["tag"], _shown(row["raw"]), _shown(row["value"]), row["unit"],
+            row["device"], row["tag"], _shown(row["raw"]), _shown(row["value"], single=(row["device"], row["tag"]) in single), row["unit"],
             f"[{styles[row['status']]}]{status}[/]", row["timestamp"],
         )
     Console(width=max(120, Console().width)).print(table)
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, *, single: bool = False) -> str:
+    """Format a raw or engineering value for the table; ``single`` shows a float with the digits a float32 carries."""
     if value is None:
         return ""
+    if single and isinstance(value, float):
+        import numpy as np
+
+        # numpy prints the shortest text that reads back as the same float32: -1.11, not -1.1100000143051147.
+        return str(np.float32(value))
     if isinstance(value, list) and all(isinstance(item, int) for item in value):
         return " ".join(f"{item:04X}" for item in value)
     return str(value)

@@ -154,3 +154,16 @@ async def test_probe_hints_at_wrong_unit_id(tmp_path: Path):
     assert "3 of 3 tags failed" in stderr
     assert good_code == 0, good_stderr
     assert "unit_id" not in good_stderr
+
+
+async def test_probe_float32_digits(tmp_path: Path):
+    """The table shows a float32 with the digits it carries; JSON keeps the exact value as a float64."""
+    modbus = ModbusServer(free_port(), holding={0: [1, 0x147B, 0xBF8E]})  # -1.11 as float32 0xBF8E147B, CDAB
+    config = write_config(tmp_path, modbus.port, free_port())
+    async with modbus:
+        _, table, _ = await run_probe(str(config), "--device", "press-1")
+        _, stdout, _ = await run_probe(str(config), "--device", "press-1", "--json")
+    speed = next(row for row in json.loads(stdout) if row["tag"] == "speed")
+    assert speed["value"] == -1.1100000143051147
+    assert " -1.11 " in table
+    assert "-1.1100000143051147" not in table
