@@ -211,11 +211,21 @@ async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.da
     rows = await cur.fetchall()
     if machine is None and not rows:
         raise NotFound(f"machine {machine_id!r} not found")
+    # The machine-day aggregate has no reason columns, so the downtime per reason code comes from the minute records.
+    await cur.execute(
+        "SELECT t.plant_date, r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
+        " WHERE t.tenant_id = %s AND t.machine_id = %s AND t.plant_date BETWEEN %s AND %s GROUP BY t.plant_date, r.key",
+        (tenant_id, machine_id, first, last),
+    )
+    reasons: dict[dt.date, dict[str, int]] = {}
+    for row in await cur.fetchall():
+        reasons.setdefault(row["plant_date"], {})[row["reason"]] = int(row["ms"])
     ideal = machine["ideal_cycle_time_s"] if machine else None
     days = []
     for row in rows:
         state_ms = [int(row[f"{name}_ms"]) for name in ("running", "idle", "planned_stop", "unplanned_stop", "changeover", "offline")]
-        totals = totals_from_columns(state_ms, produced=int(row["produced"]), reject=int(row["reject"]), stops=int(row["stops"]), ideal_cycle_time_s=ideal)
+        totals = totals_from_columns(state_ms, produced=int(row["produced"]), reject=int(row["reject"]), stops=int(row["stops"]),
+                                     reasons=reasons.get(row["plant_date"]), ideal_cycle_time_s=ideal)
         result = kpis(totals)
         days.append({"plant_date": row["plant_date"], "minutes": int(row["minutes"]), "kpis": result})
     return days

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -48,6 +48,9 @@ _CONTROL_PATTERN = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 _MISSING_PARAMETER = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']+)'")
 
 
+_PARAMETER_SOURCES = ("query", "path", "header", "cookie")
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     """One input that request validation rejected."""
@@ -69,6 +72,22 @@ class FieldError:
     """For ``control``: the first control character found, as ``U+XXXX``; empty when msgspec's pattern check found it."""
 
 
+def _sent_names(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """Return the name a caller sends for each handler parameter whose Python name differs (``last`` is sent as ``to``)."""
+    handler = request.scope.get("route_handler")
+    signature = getattr(handler, "parsed_fn_signature", None)
+    if signature is None:
+        return {}
+    names = {}
+    for name, parameter in signature.parameters.items():
+        kwarg = parameter.kwarg_definition
+        # QueryParameter and its kin carry the sent name as ``name``; Parameter() carries it as ``query``, ``header`` or ``cookie``.
+        sent = next((value for attribute in ("name", "query", "header", "cookie") if isinstance(value := getattr(kwarg, attribute, None), str)), None)
+        if sent and sent != name:
+            names[name] = sent
+    return names
+
+
 def _field_error(entry: dict[str, Any]) -> FieldError:
     message = str(entry.get("message", ""))
     source = str(getattr(entry.get("source"), "value", entry.get("source") or ""))
@@ -87,10 +106,16 @@ def _field_error(entry: dict[str, Any]) -> FieldError:
     return FieldError(parent, source, kind, message)
 
 
-def field_errors(exc: ValidationException) -> list[FieldError]:
-    """Return the rejected inputs of a Litestar ValidationException, parsed from its ``extra`` list or else its ``detail``."""
+def field_errors(exc: ValidationException, sent_names: dict[str, str] | None = None) -> list[FieldError]:
+    """Return the rejected inputs of a Litestar ValidationException, parsed from its ``extra`` list or else its ``detail``.
+
+    Litestar (as of 2.25) keys a rejected parameter by the handler's Python
+    name, so ``sent_names`` maps each such name to the one the caller sent.
+    """
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors = [_field_error(entry) for entry in extra if isinstance(entry, dict)]
+    renamed = sent_names or {}
+    errors = [replace(e, field=renamed[e.field]) if e.source in _PARAMETER_SOURCES and e.field in renamed else e for e in errors]
     if not errors and (found := _MISSING_PARAMETER.match(exc.detail or "")):
         errors.append(FieldError(found["name"], found["source"], "missing", exc.detail))
     return errors
@@ -99,7 +124,7 @@ def field_errors(exc: ValidationException) -> list[FieldError]:
 def _describe(error: FieldError) -> str:
     if error.field is None:
         subject = "the request body"
-    elif error.source in ("query", "path", "header", "cookie"):
+    elif error.source in _PARAMETER_SOURCES:
         subject = f"{error.source} parameter `{error.field}`"
     else:
         subject = f"field `{error.field}` of the request body"
@@ -132,7 +157,7 @@ def problem_response(request: Request[Any, Any, Any], status: int, detail: str, 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ValidationException):
-        errors = field_errors(exc)
+        errors = field_errors(exc, _sent_names(request))
         listed = [{"field": e.field, "source": e.source, "kind": e.kind, "message": e.message} for e in errors]
         return problem_response(request, 400, _validation_detail(errors, exc.detail), code="validation_failed", errors=listed)
     code = "csrf_failed" if isinstance(exc, CsrfRejected) else None
