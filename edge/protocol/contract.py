@@ -59,6 +59,13 @@ _CURRENCY_NAMES = {"RMB": "CNY", "YUAN": "CNY", "US$": "USD", "YEN": "JPY"}
 
 # 1, 10, 100 ... or 0.1, 0.01, 0.001 ...: a rounding step that is a power of ten, written without an exponent.
 _ROUNDING = re.compile(r"10*|0\.0*1")
+# The metric each price unit bills (target_met fits any metric with a target).
+_METRIC_FOR_PRICE: dict[str, str | None] = {
+    "oee_point_day": "oee_points",
+    "availability_point_day": "availability_points",
+    "avoided_minute": "unplanned_downtime_rate",
+    "target_met": None,
+}
 
 
 class _Spec(msgspec.Struct, forbid_unknown_fields=True):
@@ -187,6 +194,12 @@ def _check_money(contract: Contract, source: ContractSource) -> None:
     for index, anchor in enumerate(contract.anchors):
         where = f"$.anchors[{index}]"
         if anchor.price is not None:
+            fits = _METRIC_FOR_PRICE.get(anchor.price.per)
+            if fits is not None and fits != anchor.metric:
+                fitting = [per for per, metric in _METRIC_FOR_PRICE.items() if metric in (anchor.metric, None)]
+                raise source.error(f"{where}.price.per", f"this price unit does not fit the anchor's metric {anchor.metric}", allowed=", ".join(fitting))
+            if anchor.price.per == "target_met" and anchor.target is None:
+                raise source.error(f"{where}.target", "an anchor priced per target met needs a target", allowed="the mean gain per day to reach, for example 2.5")
             price = _decimal(source, f"{where}.price.amount", anchor.price.amount)
             if price is not None and price <= 0:
                 message = "the unit price must be greater than zero, because a negative price turns value the plant lost into a charge"
@@ -199,9 +212,15 @@ def _check_money(contract: Contract, source: ContractSource) -> None:
         if cap is not None and floor is not None and floor > cap:
             raise source.error(f"{where}.floor", f"the floor lies above the cap {anchor.cap!r}", allowed=f"a decimal from 0 to {anchor.cap}")
 
-    # Renewal checks report a missing amount or days and an unknown anchor when they evaluate a trigger.
+    anchor_ids = [anchor.id for anchor in contract.anchors]
     for index, trigger in enumerate(contract.triggers):
         where = f"$.triggers[{index}]"
+        if trigger.kind == "days_before_end" and trigger.days is None:
+            raise source.error(f"{where}.days", "a days_before_end trigger needs days", allowed="a whole number of days, 0 or more, for example 60")
+        if trigger.kind == "value_over" and trigger.amount is None:
+            raise source.error(f"{where}.amount", "a value_over trigger needs an amount", allowed=f"a decimal string in {contract.currency}, for example '10000.00'")
+        if trigger.anchor is not None and trigger.anchor not in anchor_ids:
+            raise source.error(f"{where}.anchor", "no anchor of this contract has this id", allowed=", ".join(anchor_ids))
         threshold = _decimal(source, f"{where}.amount", trigger.amount)
         if threshold is not None and threshold <= 0:
             raise source.error(f"{where}.amount", "the threshold must be greater than zero", allowed="a decimal greater than 0 such as '10000.00'")
@@ -214,6 +233,8 @@ def _check(contract: Contract, source: ContractSource) -> None:
         raise source.error("$.schema", "unknown contract schema", allowed=CONTRACT_SCHEMA)
     if contract.end < contract.start:
         raise source.error("$.end", f"the contract ends before it starts ({contract.start})", value=contract.end.isoformat())
+    if not contract.anchors:
+        raise source.error("$.anchors", "a contract needs at least one value anchor", allowed="a list of anchors with id, scope, metric, baseline and reporting")
     seen: set[str] = set()
     for index, anchor in enumerate(contract.anchors):
         where = f"$.anchors[{index}]"
@@ -231,13 +252,40 @@ def _check(contract: Contract, source: ContractSource) -> None:
             raise source.error(f"{where}.reporting.first_date", message, allowed=f"a date after {anchor.baseline.last_date}")
         if anchor.baseline.min_days < 1:
             raise source.error(f"{where}.baseline.min_days", "the baseline needs at least one day", allowed="1 or more")
-        if not 0 < anchor.uncertainty.confidence < 1:
-            raise source.error(f"{where}.uncertainty.confidence", "the confidence level must lie strictly between 0 and 1", allowed="for example 0.95")
-        if anchor.uncertainty.resamples < 100:
-            raise source.error(f"{where}.uncertainty.resamples", "too few bootstrap resamples", allowed="100 or more")
-        if anchor.uncertainty.block_days < 1:
-            raise source.error(f"{where}.uncertainty.block_days", "a bootstrap block needs at least one day", allowed="1 or more")
+        _check_measurement(anchor, where, contract, source)
     _check_money(contract, source)
+
+
+def _check_measurement(anchor: Anchor, where: str, contract: Contract, source: ContractSource) -> None:
+    """Check an anchor's reporting period, sufficiency gate and bootstrap settings."""
+    first, last = anchor.reporting.first_date, anchor.reporting.last_date
+    if first < contract.start or last > contract.end:
+        # The baseline may lie before the contract starts (it is often measured before the installation); the reporting period may not.
+        field = "first_date" if first < contract.start else "last_date"
+        message = f"the reporting period {first} .. {last} lies outside the contract term {contract.start} .. {contract.end}"
+        raise source.error(f"{where}.reporting.{field}", message, allowed=f"dates from {contract.start} to {contract.end}")
+    gate = anchor.sufficiency
+    if not 0 <= gate.max_offline_share <= 1:
+        raise source.error(f"{where}.sufficiency.max_offline_share", "a share of the day must lie between 0 and 1", allowed="for example 0.2 for 20%")
+    if gate.min_planned_busy_min < 0:
+        raise source.error(f"{where}.sufficiency.min_planned_busy_min", "a number of minutes cannot be negative", allowed="0 or more, for example 30")
+    if not 0 < anchor.uncertainty.confidence < 1:
+        raise source.error(f"{where}.uncertainty.confidence", "the confidence level must lie strictly between 0 and 1", allowed="for example 0.95")
+    if anchor.uncertainty.resamples < 100:
+        raise source.error(f"{where}.uncertainty.resamples", "too few bootstrap resamples", allowed="100 or more")
+    if not 0 <= anchor.uncertainty.seed < 2**64:
+        raise source.error(f"{where}.uncertainty.seed", "the bootstrap seed must fit an unsigned 64-bit integer", allowed=f"0 to {2**64 - 1}")
+    block = anchor.uncertainty.block_days
+    baseline_days = (anchor.baseline.last_date - anchor.baseline.first_date).days + 1
+    if block < 1:
+        raise source.error(f"{where}.uncertainty.block_days", "a bootstrap block needs at least one day", allowed="1 or more")
+    if block >= baseline_days:
+        message = (
+            f"a block of {block} days is as long as the {baseline_days}-day baseline, so every resample is the whole baseline, "
+            "the 95% interval has zero width and lower-bound settlement bills the point estimate"
+        )
+        allowed = f"1 to {baseline_days - 1}" if baseline_days > 1 else "a baseline of two or more days"
+        raise source.error(f"{where}.uncertainty.block_days", message, value=block, allowed=allowed)
 
 
 def _parse(source: ContractSource) -> Contract:

@@ -39,8 +39,30 @@ class ContractError(ValueError):
         self.allowed = allowed
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+
+
 class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML loader that keeps dates as text, so that an impossible date fails validation with its field instead of a bare ValueError."""
+    """Safe YAML loader that keeps dates as text and refuses a key written twice in one mapping.
+
+    Dates stay text so that an impossible date fails validation with its field instead of a bare ValueError.
+    PyYAML would let the later of two equal keys win without a word, so a duplicated price or date could go unseen.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = getattr(key_node, "value", None)
+                if isinstance(key, str) and key in first_line and key_node.tag != "tag:yaml.org,2002:merge":
+                    problem = f"duplicate key {key!r} (first on line {first_line[key]}); write each key once"
+                    raise _DuplicateKey(problem, key_node.start_mark.line + 1)
+                first_line.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.yaml_implicit_resolvers = {
@@ -160,6 +182,8 @@ def source_from_text(text: str, file: str) -> ContractSource:
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
+    except _DuplicateKey as exc:
+        raise ContractError(f"{file}:{exc.line}: $: {exc.problem}", file=file, field="$", line=exc.line) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark is not None else file

@@ -135,6 +135,53 @@ def test_trigger_threshold_must_be_positive():
 
 
 @pytest.mark.parametrize(
+    ("old", "new", "field", "line", "message", "allowed"),
+    [
+        ("per: avoided_minute", "per: oee_point_day", "$.anchors[0].price.per", 15,
+         "this price unit does not fit the anchor's metric unplanned_downtime_rate", "avoided_minute, target_met"),
+        ("per: avoided_minute", "per: target_met", "$.anchors[0].target", 10, "an anchor priced per target met needs a target", None),
+        ('{kind: value_over, amount: "10000.00"}', "{kind: value_over}", "$.triggers[0].amount", 19, "a value_over trigger needs an amount", None),
+        ('{kind: value_over, amount: "10000.00"}', "{kind: days_before_end}", "$.triggers[0].days", 19, "a days_before_end trigger needs days", None),
+        ('{kind: value_over, amount: "10000.00"}', "{kind: target_met, anchor: filler}", "$.triggers[0].anchor", 19,
+         "no anchor of this contract has this id", "filler-downtime"),
+        ("last_date: 2023-02-10", "last_date: 2023-04-30", "$.anchors[0].reporting.last_date", 14,
+         "the reporting period 2022-09-21 .. 2023-04-30 lies outside the contract term 2022-07-22 .. 2023-03-31", "dates from 2022-07-22 to 2023-03-31"),
+        ("floor: \"0\"", "floor: \"0\"\n    sufficiency: {max_offline_share: 1.5}", "$.anchors[0].sufficiency.max_offline_share", 18,
+         "a share of the day must lie between 0 and 1", "for example 0.2 for 20%"),
+        ("floor: \"0\"", "floor: \"0\"\n    uncertainty: {seed: 18446744073709551616}", "$.anchors[0].uncertainty.seed", 18,
+         "the bootstrap seed must fit an unsigned 64-bit integer", "0 to 18446744073709551615"),
+        ("floor: \"0\"", "floor: \"0\"\n    uncertainty: {block_days: 61}", "$.anchors[0].uncertainty.block_days", 18,
+         "a block of 61 days is as long as the 61-day baseline, so every resample is the whole baseline", "1 to 60"),
+    ],
+)  # fmt: skip
+def test_terms_that_could_not_be_priced_are_refused(old, new, field, line, message, allowed):
+    error = error_of(changed(old, new))
+    assert error.field == field
+    assert error.line == line
+    assert message in str(error)
+    assert error.allowed == allowed or allowed is None
+
+
+def test_reporting_may_not_leave_the_term_but_the_baseline_may():
+    # The baseline is often measured before the vendor's contract starts.
+    contract = parse_contract_text(changed("first_date: 2022-07-22, last_date: 2022-09-20", "first_date: 2022-06-01, last_date: 2022-09-20"))
+    assert str(contract.anchors[0].baseline.first_date) == "2022-06-01"
+
+
+def test_empty_anchor_list_is_refused():
+    head = CONTRACT.split("anchors:")[0]
+    error = error_of(head + "anchors: []\n")
+    assert (error.field, error.line) == ("$.anchors", 9)
+    assert "a contract needs at least one value anchor" in str(error)
+
+
+def test_key_written_twice_is_refused():
+    error = error_of(changed('currency: CNY', 'currency: CNY\ncurrency: USD'))
+    assert str(error) == "acme.yaml:8: $: duplicate key 'currency' (first on line 7); write each key once"
+    assert error.line == 8
+
+
+@pytest.mark.parametrize(
     ("old", "new", "field", "line", "value"),
     [
         ("end: 2023-03-31", "end: 2023-02-30", "$.end", LINE["end"], "2023-02-30"),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from tests.verify.bundles import oee_contract
+from valuegate.edge.protocol.contract import ContractError, Trigger
 from valuegate.cloud.renewal.triggers import Progress, TriggerError, evaluate
 
 TRIGGERS = [
@@ -38,12 +40,18 @@ def test_each_trigger_fires_at_its_threshold():
 
 
 def test_trigger_without_parameter_is_rejected():
-    contract = oee_contract(triggers=[{"kind": "value_over"}])
+    with pytest.raises(ContractError, match=r"\$\.triggers\[0\]\.amount: a value_over trigger needs an amount"):
+        oee_contract(triggers=[{"kind": "value_over"}])
+    with pytest.raises(ContractError, match=r"\$\.triggers\[0\]\.anchor: no anchor of this contract has this id \(got 'nope'\); allowed: line-oee"):
+        oee_contract(triggers=[{"kind": "target_met", "anchor": "nope"}])
+    # A revision stored before the parser checked triggers still fails clearly when it is evaluated.
+    stored = oee_contract(triggers=[{"kind": "value_over", "amount": "1"}])
+    stored = msgspec.structs.replace(stored, triggers=[Trigger(kind="value_over")])
     with pytest.raises(TriggerError, match=r"triggers\[0\] \(value_over\): amount is missing"):
-        evaluate(contract, today=dt.date(2024, 6, 1), progress={"line-oee": Progress(None, None)}, realized_total=Decimal(0))
-    contract = oee_contract(triggers=[{"kind": "target_met", "anchor": "nope"}])
+        evaluate(stored, today=dt.date(2024, 6, 1), progress={"line-oee": Progress(None, None)}, realized_total=Decimal(0))
+    stored = msgspec.structs.replace(stored, triggers=[Trigger(kind="target_met", anchor="nope")])
     with pytest.raises(TriggerError, match="anchor 'nope' is not in the contract"):
-        evaluate(contract, today=dt.date(2024, 6, 1), progress={"line-oee": Progress(None, None)}, realized_total=Decimal(0))
+        evaluate(stored, today=dt.date(2024, 6, 1), progress={"line-oee": Progress(None, None)}, realized_total=Decimal(0))
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])

@@ -146,7 +146,10 @@ def test_reissued_day_counts_latest_seq():
 
 
 def test_quantity_mismatch_is_rejected():
-    terms = contract({"per": "avoided_minute", "amount": "10"})
+    # The parser refuses this price unit for an OEE anchor; pricing still guards revisions stored before it did.
+    terms = contract({"per": "oee_point_day", "amount": "10"})
+    anchor = msgspec.structs.replace(terms.anchors[0], price=msgspec.structs.replace(terms.anchors[0].price, per="avoided_minute"))
+    terms = msgspec.structs.replace(terms, anchors=[anchor])
     with pytest.raises(PricingError) as caught:
         price_anchor(terms, "oee-line1", [day(1, 1.0)])
     assert caught.value.code == "quantity_mismatch"
