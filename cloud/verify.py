@@ -131,7 +131,12 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
         raise VoucherError("key_revoked", f"key {key.key_id} of gateway {gateway.gateway_id!r} was revoked at {key.revoked_at.isoformat()}", voucher_id=vid)
     seq = int(vid.rpartition(":")[2])
     if (key.from_seq is not None and seq < key.from_seq) or (key.until_seq is not None and seq > key.until_seq):
-        msg = f"key {key.key_id} signs sequences {key.from_seq or 1}..{key.until_seq or 'on'} of gateway {gateway.gateway_id!r} after a rotation, not {seq}"
+        first = key.from_seq or 1
+        if key.until_seq is not None and key.until_seq < first:
+            signs = f"signs no sequence (replaced from sequence {key.until_seq + 1})"
+        else:
+            signs = f"signs sequences {first}..{'on' if key.until_seq is None else key.until_seq}"
+        msg = f"key {key.key_id} {signs} of gateway {gateway.gateway_id!r} after a rotation, not {seq}"
         raise VoucherError("key_not_valid", msg, voucher_id=vid)
     if issued_at < key.valid_from or (key.valid_until is not None and issued_at >= key.valid_until):
         until = key.valid_until.isoformat() if key.valid_until else "open end"
