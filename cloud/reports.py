@@ -156,7 +156,7 @@ async def contract_vouchers(
             " WHERE tenant_id = %s AND contract_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
             (tenant_id, contract_id, limit, offset),
         )
-        return {"items": await cur.fetchall(), "limit": limit, "offset": offset}
+        return {"items": with_actions(tenant_id, await cur.fetchall()), "limit": limit, "offset": offset}
     sql = (
         f"SELECT {_VOUCHER_COLUMNS} FROM vouchers v JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
         " LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id WHERE v.tenant_id = %s AND v.contract_id = %s"
@@ -231,6 +231,25 @@ async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.da
     return days
 
 
+def _revoked_key_action(tenant_id: str, gateway: str) -> str:
+    # key-rotate would reject the statement, because the revoked key signed it, so the new key is registered on its own.
+    return (f"the gateway still signs with this key: run `valuegate keys rotate` on gateway {gateway!r}, then register the new public key "
+            f"(the did:key that `valuegate keys export-public` prints) with `valuegate cloud admin key-add {tenant_id} {gateway} NEW_KEY`")
+
+
+def with_actions(tenant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append to each rejection's stored reason what the tenant must do, for the codes that need a change on their side.
+
+    The ingest check stores the reason as it found it. A revoked key keeps
+    being rejected until the gateway signs with a new registered key, so its
+    reason names the commands that do that.
+    """
+    for row in rows:
+        if row.get("code") == "key_revoked" and row.get("gateway_id"):
+            row["reason"] = f"{row['reason']}; {_revoked_key_action(tenant_id, row['gateway_id'])}"
+    return rows
+
+
 async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
@@ -238,7 +257,7 @@ async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offse
         " FROM rejections WHERE tenant_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
         (tenant_id, limit, offset),
     )
-    return await cur.fetchall()
+    return with_actions(tenant_id, await cur.fetchall())
 
 
 async def list_audit(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:

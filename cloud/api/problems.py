@@ -11,12 +11,13 @@ import psycopg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from ..auth import CsrfRejected
 from ..store import StoreError
 from .inputs import SINGLE_LINE_PATTERN
 
-__all__ = ("PROBLEM_JSON", "FieldError", "field_errors", "problem_response", "exception_handlers")
+__all__ = ("PROBLEM_JSON", "FieldError", "field_errors", "body_limit", "problem_response", "exception_handlers")
 
 log = structlog.get_logger("valuegate.cloud.api")
 PROBLEM_JSON = "application/problem+json"
@@ -95,7 +96,10 @@ def _field_error(entry: dict[str, Any]) -> FieldError:
     # A failure of the body as a whole has the key "data", and its field, if any, is named only in the message.
     parent = None if key in (None, "data") else str(key)
     if entry.get("kind") == "control" or message == _CONTROL_PATTERN:
-        return FieldError(parent, source, "control", message, character=str(entry.get("character", "")))
+        character = str(entry.get("character", ""))
+        # msgspec's message shows the regular expression, which means nothing to a caller, so the listed message names what was found.
+        found = f"contains the control character {character}" if character else "contains a control character"
+        return FieldError(parent, source, "control", found, character=character)
     for kind, pattern in (("missing", _MISSING), ("unknown", _UNKNOWN)):
         if found := pattern.match(message):
             field = found["name"] if parent is None else f"{parent}.{found['name']}"
@@ -167,6 +171,21 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return response
 
 
+def body_limit(request: Request[Any, Any, Any]) -> int | None:
+    """Return the cloud's ``max_body_bytes`` setting, or None when the app carries no settings."""
+    settings = getattr(request.app.state, "settings", None)
+    return getattr(settings, "max_body_bytes", None)
+
+
+def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[Any]:
+    limit = body_limit(request)
+    if limit is None:
+        return problem_response(request, 413, "the request body is too large; send a smaller body")
+    detail = (f"the request body is larger than {limit} bytes, the limit the cloud setting max_body_bytes sets; "
+              "send a smaller body, or ask the operator to raise max_body_bytes")
+    return problem_response(request, 413, detail, max_body_bytes=limit)
+
+
 def _store(request: Request[Any, Any, Any], exc: StoreError) -> Response[Any]:
     return problem_response(request, exc.status, str(exc), code=exc.code)
 
@@ -190,4 +209,4 @@ def _data(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[A
     return problem_response(request, 400, f"a parameter holds a value the database cannot represent: {exc.__class__.__name__}", code="invalid_value")
 
 
-exception_handlers: dict[Any, Any] = {HTTPException: _http, StoreError: _store, psycopg.DataError: _data, RecursionError: _recursion, Exception: _internal}
+exception_handlers: dict[Any, Any] = {HTTPException: _http, RequestEntityTooLarge: _too_large, StoreError: _store, psycopg.DataError: _data, RecursionError: _recursion, Exception: _internal}

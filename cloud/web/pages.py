@@ -12,10 +12,11 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.response import Redirect
 
 from valuegate.cloud.api.inputs import control_character_errors
-from valuegate.cloud.api.problems import FieldError, field_errors
+from valuegate.cloud.api.problems import FieldError, body_limit, field_errors
 from valuegate.cloud.auth import CSRF_FORM_FIELD, CsrfRejected, Principal
 from valuegate.cloud.store import Conflict, Invalid, NotFound, StoreError
 
@@ -133,6 +134,12 @@ def _form_expired(request: Request[Any, Any, Any], exc: CsrfRejected) -> Respons
 
 def _not_found(request: Request[Any, Any, Any], _exc: Exception) -> Response[str]:
     return _error_page(request, 404, translate(language_of(request), "error.not_found"))
+
+
+def _too_large(request: Request[Any, Any, Any], _exc: RequestEntityTooLarge) -> Response[str]:
+    limit = body_limit(request)
+    log.info("web_body_too_large", path=request.url.path, max_body_bytes=limit)
+    return _error_page(request, 413, translate(language_of(request), "error.body_too_large", limit=limit if limit is not None else "?"))
 
 
 def _not_representable(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[str]:
@@ -278,4 +285,5 @@ html_exception_handlers: dict[Any, Any] = {
     StoreError: _store_error,
     ValidationException: _validation_failed,
     psycopg.DataError: _not_representable,
+    RequestEntityTooLarge: _too_large,
 }
