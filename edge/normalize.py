@@ -6,6 +6,13 @@ with the decoded ``state_since`` register (PLC milliseconds), the ``clock``
 register is the machine's watermark (PLC now), and a ``state_seq`` jump of
 more than one means transitions happened between two polls that the agent
 never saw; they are counted and the next state event is flagged uncertain.
+A ``state_seq`` that falls is a wrap or a reset, decided like a part
+counter's in the counter kernels: it wrapped when the transitions the wrap
+implies fit :data:`SEQ_MAX_PER_S` over the time between the two polls.
+Otherwise the PLC restarted and set it back. A fall after a gap in its
+readings (an outage, a Bad value) is always a reset, because whatever
+happened in the gap lies in offline time. A reset counts no missed
+transitions. It is counted in ``seq_resets`` and logged as ``state_seq_reset``.
 OPC UA devices deliver notifications: each change is stamped with its
 SourceTimestamp and the watermark is the largest SourceTimestamp of the
 clock variable (of any variable when the map names no clock). With
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
+
 from valuegate.adapters.rules import StateEvaluator, StateResult
 from valuegate.adapters.samples import Sample
 from valuegate.adapters.tagmap import REGISTER_COUNT, TagMap
@@ -34,9 +43,13 @@ from valuegate.adapters.values import IMPLAUSIBLE_TIME, implausible_time
 from .protocol.records import STATE_CODES
 from .spool_rows import CounterReading, MachineBatch, StateEvent
 
-__all__ = ("Normalizer",)
+__all__ = ("Normalizer", "SEQ_MAX_PER_S")
+
+log = structlog.get_logger("valuegate.edge.normalize")
 
 OFFLINE = STATE_CODES["offline"]
+SEQ_MAX_PER_S = 60
+"""State transitions per second a PLC can plausibly record; a fall of ``state_seq`` that would need more is a reset, not a wrap."""
 # Distinct unmatched state values remembered per machine, so that a noisy input cannot grow the set without end.
 _UNMATCHED_KEPT = 32
 
@@ -60,6 +73,10 @@ class Normalizer:
         self.last_ts_ms = watermark_ms
         self.last_state: tuple[int, str | None, bool] | None = None
         self.last_seq: int | None = None
+        self.last_seq_ms = 0
+        self.seq_gap = False
+        """True after a poll without a good ``state_seq`` value (an outage, a Bad value), until the next good one."""
+        self.seq_resets = 0
         self.last_counter: dict[str, float] = {}
         self.missed_total = 0
         self.implausible_total = 0
@@ -97,6 +114,7 @@ class Normalizer:
     def offline(self) -> MachineBatch:
         """Record that the device connection is down: no data from the last watermark on."""
         batch = MachineBatch(self.machine)
+        self.seq_gap = True
         if self.last_state is not None and self.last_state[0] != OFFLINE:
             self._emit(batch, self.watermark_ms or self.last_ts_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -119,6 +137,9 @@ class Normalizer:
         by_tag = {sample.tag: sample for sample in samples}
         for sample in samples:
             self.evaluator.update(sample)
+        seq = by_tag.get(self.seq_tag) if self.seq_tag else None
+        if seq is None or seq.status == "bad":
+            self.seq_gap = True
 
         now = self._poll_time(samples, by_tag)
         if now is None:
@@ -131,7 +152,7 @@ class Normalizer:
             return
         self.watermark_ms = max(self.watermark_ms, now)
 
-        missed, seq_moved = self._check_seq(by_tag.get(self.seq_tag) if self.seq_tag else None)
+        missed, seq_moved = self._check_seq(seq, now)
         result = self._evaluate()
         state = (result.code, result.reason, result.uncertain or missed > 0)
         if state != self.last_state or seq_moved:
@@ -170,15 +191,22 @@ class Normalizer:
         count, _ = self.implausible.get(tag, (0, ""))
         self.implausible[tag] = (count + 1, detail)
 
-    def _check_seq(self, sample: Sample | None) -> tuple[int, bool]:
-        """Return the transitions missed since the previous poll and whether the counter moved."""
+    def _check_seq(self, sample: Sample | None, now: int) -> tuple[int, bool]:
+        """Return the transitions missed since the previous good ``state_seq`` and whether it moved."""
         if sample is None or sample.status == "bad" or not isinstance(sample.value, int | float):
             return 0, False
         value = int(sample.value)
-        previous, self.last_seq = self.last_seq, value
+        previous, previous_ms, gap = self.last_seq, self.last_seq_ms, self.seq_gap
+        self.last_seq, self.last_seq_ms, self.seq_gap = value, now, False
         if previous is None:
             return 0, False
         step = (value - previous) % self.seq_modulus
+        # The same test as a part counter's: a step is plausible when step x 1000 <= rate x elapsed ms.
+        if value < previous and (gap or step * 1000 > SEQ_MAX_PER_S * max(now - previous_ms, 0)):
+            self.seq_resets += 1
+            log.warning("state_seq_reset", machine=self.machine, tag=self.seq_tag, previous=previous, value=value,
+                        cause="after_gap" if gap else "fall_too_far_for_a_wrap")
+            return 0, True
         missed = max(step - 1, 0)
         self.missed_total += missed
         return missed, step > 0

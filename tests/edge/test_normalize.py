@@ -37,6 +37,56 @@ def test_modbus_seq_jump_counts_missed_transitions() -> None:
     assert [(e.ts_ms - T0, e.code, e.uncertain, e.missed) for e in batch.states] == [(2_900, 0, True, 2)]
 
 
+def outage() -> list[Sample]:
+    return [Sample("filler", tag, T0, "gateway", T0, None, None, "bad", "disconnected")
+            for tag in ("state", "reason", "state_since", "clock", "containers", "state_changes")]
+
+
+def test_seq_fall_after_outage_resets() -> None:
+    """A PLC restart sets state_seq back to 0 behind an outage: no missed transitions, one reset."""
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=44))
+    normalizer.feed(outage())
+    batch = normalizer.feed(poll(0, state=1, since=9_000, clock=9_500, containers=0, changes=0))
+    assert normalizer.missed_total == 0
+    assert normalizer.seq_resets == 1
+    assert [(e.ts_ms - T0, e.code, e.uncertain, e.missed) for e in batch.states] == [(9_000, 0, False, 0)]
+    # It counts on from the new level: one transition per poll again, nothing missed.
+    normalizer.feed(poll(0, state=2, since=9_800, clock=10_000, containers=0, changes=1))
+    assert (normalizer.missed_total, normalizer.seq_resets) == (0, 1)
+
+
+def test_seq_fall_after_offline_resets() -> None:
+    """Transitions during an outage fall in offline time, so a fall after one is never counted as a wrap."""
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=65534))
+    normalizer.offline()
+    normalizer.feed(poll(0, state=1, since=2_500, clock=3_000, containers=5, changes=1))
+    assert (normalizer.missed_total, normalizer.seq_resets) == (0, 1)
+
+
+def test_seq_fall_too_far_resets() -> None:
+    """Without an outage, 40000 -> 5 in one second would be 25541 transitions: more than the plausible rate allows."""
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=40_000))
+    batch = normalizer.feed(poll(0, state=0, since=2_900, clock=3_000, containers=5, changes=5))
+    assert (normalizer.missed_total, normalizer.seq_resets) == (0, 1)
+    assert [(e.code, e.uncertain, e.missed) for e in batch.states] == [(2, False, 0)]
+
+
+def test_seq_wrap_within_rate_counts_missed() -> None:
+    """65500 -> 20 in 2 s is a wrap of 56 transitions (within 60 per second): 55 missed, no reset."""
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=65_500))
+    normalizer.feed(poll(0, state=1, since=3_900, clock=4_000, containers=5, changes=20))
+    assert (normalizer.missed_total, normalizer.seq_resets) == (55, 0)
+    # The same fall in 0.5 s needs 112 per second: a reset.
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=65_500))
+    normalizer.feed(poll(0, state=1, since=2_400, clock=2_500, containers=5, changes=20))
+    assert (normalizer.missed_total, normalizer.seq_resets) == (0, 1)
+
+
 def test_modbus_unchanged_state_emits_nothing_and_counter_only_on_change() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
