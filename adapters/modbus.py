@@ -11,7 +11,7 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from .backoff import Backoff, raise_if_cancelling
+from .backoff import Backoff, RetryLog, raise_if_cancelling
 from .devices import ModbusDeviceConfig
 from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
 from .samples import Sample
@@ -41,7 +41,14 @@ class ModbusClient:
     that fails is split until the failing tag stands alone, and that tag
     keeps its own request from then on. Timeouts, resets and refused
     connections close the connection and reconnect with jittered
-    exponential backoff; each is counted in ``stats``.
+    exponential backoff; each is counted in ``stats``. The backoff starts
+    again from ``reconnect_min_ms`` only after a poll that got a response.
+    So a device that accepts connections but responds too late gets ever
+    longer pauses, like one that refuses connections. The first failure of
+    an outage is logged as ``modbus.disconnected`` (or
+    ``modbus.connect_failed``). Later failed retries are logged as
+    ``modbus.retry_failed`` at most once a minute. Each event names the
+    cause and the delay before the next attempt.
     """
 
     def __init__(self, config: ModbusDeviceConfig, tag_map: TagMap) -> None:
@@ -60,6 +67,8 @@ class ModbusClient:
         self._client: AsyncModbusTcpClient | None = None
         self._ever_connected = False
         self._log = log.bind(device=config.id, host=config.host, port=config.port, unit_id=config.unit_id)
+        self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
+        self._retries = RetryLog(self._log, "modbus.retry_failed")
 
     def _make_plan(self) -> list[ReadRequest]:
         return plan_requests(
@@ -177,7 +186,6 @@ class ModbusClient:
         if failure is not None:
             self.stats[failure.cause] = self.stats.get(failure.cause, 0) + 1
             self.last_error = str(failure)
-            self._log.warning("modbus.disconnected", cause=failure.cause, error=str(failure))
             await self.close()
             read = {sample.tag for sample in samples}
             samples.extend(self._bad_batch([t.name for t in self.tags if t.name not in read], "disconnected"))
@@ -201,9 +209,8 @@ class ModbusClient:
     async def stream(self) -> AsyncIterator[list[Sample]]:
         """Yield one batch per poll; while disconnected, one batch of bad samples per outage, then retry with backoff."""
         loop = asyncio.get_running_loop()
-        backoff = Backoff(self.config.reconnect_min_ms / 1000, self.config.reconnect_max_ms / 1000)
+        backoff = self.backoff
         period = self.config.poll_ms / 1000
-        outage_reported = False
         next_poll = loop.time()
         while True:
             if not self.connected:
@@ -211,18 +218,22 @@ class ModbusClient:
                     await self._connect()
                     raise_if_cancelling()
                 except _Disconnected as exc:
-                    if not outage_reported:
-                        outage_reported = True
-                        self._log.warning("modbus.connect_failed", cause=exc.cause, error=str(exc))
+                    delay = backoff.next_delay()
+                    if self._failed("modbus.connect_failed", exc, delay):
                         yield self._bad_batch([tag.name for tag in self.tags], "disconnected")
-                    await asyncio.sleep(backoff.next_delay())
+                    await asyncio.sleep(delay)
                     continue
-                backoff.reset()
-                outage_reported = False
                 next_poll = loop.time()
             samples, failure = await self._poll()
             if failure is not None:
-                outage_reported = True
+                delay = backoff.next_delay()
+                self._failed("modbus.disconnected", failure, delay)
+                yield samples
+                await asyncio.sleep(delay)
+                continue
+            # The device responded, so the next outage starts again from the shortest delay.
+            backoff.reset()
+            self._retries.answered()
             yield samples
             next_poll += period
             delay = next_poll - loop.time()
@@ -231,6 +242,10 @@ class ModbusClient:
                 delay = 0
             if self.connected:
                 await asyncio.sleep(delay)
+
+    def _failed(self, event: str, exc: _Disconnected, delay_s: float) -> bool:
+        """Log a failed connect or poll and return True when it is the first failure since the last response."""
+        return self._retries.failed(event, cause=exc.cause, error=str(exc), retry_in_s=round(delay_s, 2))
 
 
 async def _connect_failure(host: str, port: int, timeout_s: float) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from asyncua import Client, ua
 
-from .backoff import Backoff, raise_if_cancelling
+from .backoff import Backoff, RetryLog, raise_if_cancelling
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
 from .opcua_security import CertificateRejected
@@ -76,6 +76,9 @@ class OpcUaClient:
         self._ever_connected = False
         self._password = self._read_password()
         self._log = log.bind(device=config.id, endpoint=config.endpoint)
+        self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
+        self.last_status = ""
+        self._retries = RetryLog(self._log, "opcua.retry_failed")
 
     def _read_password(self) -> str | None:
         auth = self.config.auth
@@ -311,11 +314,12 @@ class OpcUaClient:
         self.stats["connect_failures"] += 1
         self._count_failure(exc)
         if isinstance(exc, CertificateRejected):
-            self.last_error = f"BadCertificateUntrusted: {exc}"
+            self.last_status = "BadCertificateUntrusted"
         elif isinstance(exc, ua.UaStatusCodeError):
-            self.last_error = f"{ua.StatusCode(exc.code).name}: {exc}"
+            self.last_status = ua.StatusCode(exc.code).name
         else:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_status = type(exc).__name__
+        self.last_error = f"{self.last_status}: {exc}"
 
     def _bad_batch(self, detail: str) -> list[Sample]:
         received = now_ms()
@@ -358,11 +362,16 @@ class OpcUaClient:
         return self._bad_batch("disconnected")
 
     async def stream(self) -> AsyncIterator[list[Sample]]:
-        """Yield notification batches; on a loss, one batch of bad ``disconnected`` samples, then rebuild with backoff."""
-        backoff = Backoff(self.config.reconnect_min_ms / 1000, self.config.reconnect_max_ms / 1000)
-        outage_reported = False
+        """Yield notification batches; on a loss, one batch of bad ``disconnected`` samples, then rebuild with backoff.
+
+        The backoff restarts from ``reconnect_min_ms`` once a rebuilt session has delivered data, not at a connect.
+        Failures are logged as ``opcua.connect_failed``/``opcua.disconnected`` and ``opcua.retry_failed`` (see RetryLog).
+        """
+        backoff = self.backoff
+        batches_at_connect = self.stats["publish_batches"]
         while True:
             if not self.connected:
+                batches_at_connect = self.stats["publish_batches"]
                 try:
                     await self._connect()
                     raise_if_cancelling()
@@ -370,22 +379,25 @@ class OpcUaClient:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every connect failure is retried with backoff
                     self._connect_failed(exc)
-                    if not outage_reported:
-                        outage_reported = True
-                        self._log.warning("opcua.connect_failed", error=self.last_error)
+                    delay = backoff.next_delay()
+                    if self._failed("opcua.connect_failed", delay):
                         yield self._bad_batch("disconnected")
-                    await asyncio.sleep(backoff.next_delay())
+                    await asyncio.sleep(delay)
                     continue
-                backoff.reset()
-                outage_reported = False
             item = await self._queue.get()
             if item is _LOST:
-                self._log.warning("opcua.disconnected", reason=self.last_error)
                 await self.close()
-                if not outage_reported:
-                    outage_reported = True
+                self.last_status = "connection_lost"
+                delay = backoff.next_delay()
+                if self._failed("opcua.disconnected", delay):
                     yield self._bad_batch("disconnected")
-                await asyncio.sleep(backoff.next_delay())
+                await asyncio.sleep(delay)
                 continue
+            if self._retries.failures and self.stats["publish_batches"] > batches_at_connect:
+                # The server delivered data, so the next outage starts again from the shortest delay.
+                backoff.reset()
+                self._retries.answered()
             yield item
 
+    def _failed(self, event: str, delay_s: float) -> bool:
+        return self._retries.failed(event, status=self.last_status, error=self.last_error, retry_in_s=round(delay_s, 2))

@@ -1,4 +1,4 @@
-"""Reconnect backoff: doubling delays with jitter, the cap, the reset, and which Modbus counter each kind of loss raises."""
+"""Reconnect backoff: doubling delays with jitter, the cap, the reset, which Modbus counter each kind of loss raises, and the retry warnings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
+import structlog
 
-from valuegate.adapters.backoff import Backoff
+from valuegate.adapters.backoff import Backoff, RepeatLimiter
 from valuegate.adapters.devices import ModbusDeviceConfig, open_device
 from valuegate.services import free_port
 
@@ -54,6 +55,28 @@ def test_reset_returns_to_initial_delay() -> None:
     backoff.reset()
     assert 0.1 <= backoff.next_delay() <= 0.2
     assert 0.2 <= backoff.next_delay() <= 0.4
+
+
+def test_draws_and_resets_are_recorded() -> None:
+    backoff = Backoff(0.1, 0.3, rng=random.Random(2))
+    drawn = [backoff.next_delay() for _ in range(3)]
+    backoff.reset()
+    backoff.reset()  # already at the start: nothing to record
+    drawn.append(backoff.next_delay())
+    assert list(backoff.delays) == [(0.1, drawn[0]), (0.2, drawn[1]), (0.3, drawn[2]), None, (0.1, drawn[3])]
+
+
+def test_repeat_limiter_lets_one_through_per_interval() -> None:
+    now = [100.0]
+    limiter = RepeatLimiter(60.0, clock=lambda: now[0])
+    assert limiter("a") == 0
+    assert limiter("a") is None
+    assert limiter("b") == 0, "each key has its own interval"
+    now[0] += 59.9
+    assert limiter("a") is None
+    now[0] += 0.1
+    assert limiter("a") == 2, "the two held-back repeats are counted"
+    assert limiter("a") is None
 
 
 @pytest.mark.parametrize(("initial_s", "max_s"), [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])
@@ -117,3 +140,48 @@ async def test_slow_server_counts_one_timeout(tmp_path: Path) -> None:
     assert stats["resets"] == 0
     assert stats["refused"] == 0
     assert stats["reconnects"] == 1
+
+
+def since_last_reset(backoff: Backoff) -> list[tuple[float, float]]:
+    draws = list(backoff.delays)
+    while None in draws:
+        draws = draws[draws.index(None) + 1:]
+    return draws
+
+
+async def test_late_responses_grow_delays(tmp_path: Path) -> None:
+    """Each connect succeeds but every read times out: the delays double to the cap and restart only after an answered poll."""
+    port = free_port()
+    config = modbus_config(port, poll_ms=50, timeout_ms=150, reconnect_min_ms=50, reconnect_max_ms=400)
+    async with ModbusServer(port, holding={0: [3, 4]}) as server:
+        async with open_device(config, tag_map(tmp_path, "late", "modbus", two_registers())) as client:
+            stream = client.stream()
+            await first(stream, lambda b: b[0].status == "good")
+            server.delay_s = 1.0
+            with structlog.testing.capture_logs() as logged:
+                batches = []
+                async for batch in stream:
+                    batches.append(batch)
+                    if client.stats["timeouts"] >= 6:
+                        break
+                timeouts, connects = client.stats["timeouts"], client.stats["reconnects"]
+                failing = since_last_reset(client.backoff)
+                server.delay_s = 0.0
+                await first(stream, lambda b: b[0].status == "good", timeout_s=15)
+            await stream.aclose()
+
+    # One drawn delay per failed poll, doubling from reconnect_min_ms to reconnect_max_ms.
+    assert [nominal for nominal, _ in failing] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4][: len(failing)]
+    assert len(failing) == timeouts == 6
+    assert all(nominal / 2 <= delay <= nominal for nominal, delay in failing)
+    assert connects == 5, "a connect after each failed poll but the last, whose delay had not passed yet"
+    assert all({(s.status, s.detail) for s in batch} == {("bad", "disconnected")} for batch in batches)
+    # The answered poll restarts the backoff.
+    assert client.backoff.delays[-1] is None
+
+    # One warning for the loss, one for the first failed retry; the other four are held back for a minute.
+    events = [(e["event"], e.get("cause"), e.get("attempt"), e.get("repeats_not_logged")) for e in logged if e["log_level"] == "warning"]
+    assert events == [("modbus.disconnected", "timeouts", None, None), ("modbus.retry_failed", "timeouts", 2, 0)]
+    warned = [e for e in logged if e["log_level"] == "warning"]
+    assert [e["retry_in_s"] for e in warned] == [round(failing[0][1], 2), round(failing[1][1], 2)]
+    assert all(e["device"] == "press-1" for e in warned)

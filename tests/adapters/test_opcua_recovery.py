@@ -71,6 +71,8 @@ async def test_forgotten_session_stream_rebuilds(tmp_path: Path) -> None:
             rebuilt = await first(stream, lambda b: len(b) == 3 and all(s.status == "good" for s in b), timeout_s=15)
             seen += rebuilt
             assert server.monitored_item_count() == 3
+            # One delay before the rebuild; the data of the new session restarted the backoff.
+            assert [draw and draw[0] for draw in client.backoff.delays] == [0.05, None]
             await server.write("b", 5)
             (change,) = await first(stream, lambda b: True)
             seen.append(change)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import stat
 from pathlib import Path
 
 import pytest
+import structlog
 from asyncua import ua
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
@@ -20,7 +22,7 @@ from valuegate.adapters.opcua import OpcUaSetupError
 from valuegate.adapters.opcua_security import ensure_own_certificate, thumbprint
 from valuegate.services import free_port
 
-from .servers import UaServer, tag_map
+from .servers import UaServer, eventually, tag_map
 
 URI = "urn:valuegate:test:line"
 TAGS = [{"name": "state", "node": f"nsu={URI};s=Line/state"}]
@@ -167,6 +169,44 @@ async def test_username_password_from_environment(tmp_path: Path, monkeypatch: p
     assert "BadUserAccessDenied" in denied_error or "BadIdentityTokenRejected" in denied_error
     assert sample.value == 1
     assert users.logins == ["user:operator"]
+
+
+async def test_wrong_password_retry_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every retry fails with BadUserAccessDenied: the delays grow, and the warnings name the device and the status."""
+    server, cert_path, _ = await secure_server(tmp_path, [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], Users())
+    auth = OpcUaAuth(method="username", username="operator", password_env="VG_TEST_OPCUA_PASSWORD")
+    config = device(server.endpoint, tmp_path, policy="Basic256Sha256", mode="SignAndEncrypt", server_certificate=str(cert_path), auth=auth)
+    monkeypatch.setenv("VG_TEST_OPCUA_PASSWORD", "wrong-Pa55word")
+    batches: list[list] = []
+
+    async def read(stream) -> None:  # noqa: ANN001
+        async for batch in stream:
+            batches.append(batch)
+
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with open_device(config, tag_map(tmp_path, "denied", "opcua", TAGS)) as client:
+                reader = asyncio.create_task(read(client.stream()))
+                await eventually(lambda: client.stats["connect_failures"] >= 5, timeout_s=30)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        await server.stop()
+
+    assert [[(s.status, s.detail) for s in batch] for batch in batches] == [[("bad", "disconnected")]], "one outage batch"
+    warned = [e for e in logged if e["log_level"] == "warning"]
+    assert [(e["event"], e.get("attempt"), e.get("repeats_not_logged")) for e in warned] == [
+        ("opcua.connect_failed", None, None), ("opcua.retry_failed", 2, 0)
+    ], "later retries are held back for a minute"
+    for event in warned:
+        assert event["device"] == "secure-1"
+        assert event["status"] in ("BadUserAccessDenied", "BadIdentityTokenRejected")
+        assert event["retry_in_s"] > 0
+    assert "wrong-Pa55word" not in repr(logged)
+    # No connect succeeded, so the delays double to the cap (50 ms, then 100 ms) and never restart.
+    draws = list(client.backoff.delays)
+    assert None not in draws
+    assert [nominal for nominal, _ in draws[:3]] == [0.05, 0.1, 0.1]
 
 
 async def test_user_certificate(tmp_path: Path):
