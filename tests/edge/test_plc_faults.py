@@ -1,4 +1,4 @@
-"""The agent process against a real pymodbus simulator: a clock tag mapped in the wrong word order, then the PLC going away."""
+"""The agent process against a real pymodbus simulator: a clock tag mapped in the wrong word order, a PLC restart, then the PLC going away."""
 
 from __future__ import annotations
 
@@ -85,7 +85,15 @@ async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: Mosquit
             assert metric(metrics_port, "valuegate_minutes_summarized_total", machine="filler-wrong") == 0
             assert metric(metrics_port, "valuegate_spool_rejected_total", machine="filler-wrong") == 0
 
-            # The PLC goes away: pymodbus logs its failed connects, the agent keeps running.
+            # The PLC restarts: its state_seq starts again from 0, which is a reset, not 65,000 missed transitions.
+            await plc.inject("plc_restart:down=0.5")
+            await wait_for(lambda: '"state_seq_reset"' in stderr_path.read_text(encoding="utf-8"), timeout_s=15, agent=agent)
+            await wait_for(lambda: metric(metrics_port, "valuegate_device_connected", device="filler-good") == 1, timeout_s=10, agent=agent)
+            missed = metric(metrics_port, "valuegate_missed_transitions_total", machine="filler-good")
+            transitions = plc.truth.status_at(plc.clock.now_ms).changes
+            assert missed <= transitions, f"{missed:g} transitions missed of the {transitions} the PLC made"
+
+            # The PLC goes away: the agent logs its own retries with device, cause and delay, and keeps running.
             await plc.server.stop()
             await wait_for(lambda: metric(metrics_port, "valuegate_device_connected", device="filler-good") == 0, timeout_s=10, agent=agent)
             await asyncio.sleep(1.5)
@@ -108,6 +116,36 @@ async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: Mosquit
     assert (implausible[0]["machine"], implausible[0]["tag"], implausible[0]["level"]) == ("filler-wrong", "clock", "warning")
     assert implausible[0]["detail"].startswith("implausible_time: value ")
     assert "check the tag's byte/word order" in implausible[0]["detail"]
-    assert any(event.get("logger", "").startswith("pymodbus") for event in events), "pymodbus's own lines go through the JSON log"
+    resets = [event for event in events if event["event"] == "state_seq_reset"]
+    assert [(event["machine"], event["value"] < event["previous"]) for event in resets] == [("filler-good", True)]
+    assert not [event for event in events if event.get("logger", "").startswith(("pymodbus", "asyncua"))], "library lines stay out of the journal"
+    lost = [event for event in events if event["event"] in ("modbus.disconnected", "modbus.connect_failed", "modbus.retry_failed")]
+    assert {event["device"] for event in lost} == {"filler-good", "filler-wrong"}
+    for event in lost:
+        assert event["cause"] in ("closed", "resets", "refused", "timeouts", "connect_failures")
+        assert event["retry_in_s"] > 0
     assert not any(event["level"] == "debug" for event in events)
     assert [event["event"] for event in events][-1] == "agent_stopped"
+
+
+LIBRARY_LINES = """
+import logging
+from valuegate.edge.cli_agent import _configure_logging
+_configure_logging({level!r})
+logging.getLogger("pymodbus.logging").error("No response received after 0 retries\\n>>>>> send: 0x0 0x7e")
+logging.getLogger("asyncua.client.ua_session").error("Publish iteration crashed; retrying in 1s")
+logging.getLogger("asyncua.client.ua_client").warning("ServiceFault (BadUserAccessDenied, diagnostics: ...)")
+logging.getLogger("asyncua.client.client").critical("cannot go on")
+logging.getLogger("valuegate.edge.agent").warning("own_warning")
+"""
+
+
+@pytest.mark.parametrize(("level", "expected"), [
+    ("info", ["cannot go on", "own_warning"]),
+    ("debug", ["No response received after 0 retries\n>>>>> send: 0x0 0x7e", "Publish iteration crashed; retrying in 1s",
+               "ServiceFault (BadUserAccessDenied, diagnostics: ...)", "cannot go on", "own_warning"]),
+])
+def test_library_log_levels(level: str, expected: list[str]) -> None:
+    """asyncua's and pymodbus's errors repeat at every retry without a device id; the adapters log those themselves."""
+    result = subprocess.run([sys.executable, "-c", LIBRARY_LINES.format(level=level)], capture_output=True, text=True, timeout=60, check=True)
+    assert [json.loads(line)["event"] for line in result.stderr.splitlines()] == expected
