@@ -24,7 +24,8 @@ from typing import Any
 from valuegate.cloud.bundle import guide_text
 from valuegate.edge.protocol.contract import Contract
 from valuegate.cloud.web.charts import GainPoint, gain_chart, pareto_chart
-from valuegate.cloud.web.i18n import LANGUAGES, format_money, format_number, translate
+from valuegate.cloud.web.i18n import LANGUAGES, catalog, format_money, format_number, translate
+from valuegate.edge.kernels.kpi import UNASSIGNED
 from valuegate.cloud.web.templating import render
 
 from .triggers import Firing
@@ -109,11 +110,40 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
                     estimate=translate(language, f"mode.{contract.settlement}"),
                 )
             )
-    for reduction in sorted((r for r in inputs.reductions if r.drop > 0), key=lambda r: -r.drop)[:3]:
-        points.append(
-            translate(language, "renewal.points.reduction", reason=reduction.reason, before=f"{reduction.baseline_rate:.2f}", after=f"{reduction.reporting_rate:.2f}")
-        )
+    points += _reduction_points(inputs.reductions, language)
     points += _machine_points(inputs.machines, language)
+    return points
+
+
+def reason_label(code: str, language: str) -> str:
+    """Return how a downtime reason code reads in ``language``: its catalog label, ``reason 103`` for a numeric PLC code, else the code itself.
+
+    The cloud stores only the codes. A rule's fixed code (``FEED_HOLD``) is already a name, while a number from a reason tag is not.
+    """
+    key = f"downtime_reason.{code}"
+    if key in catalog(language):
+        return translate(language, key)
+    if code == UNASSIGNED:
+        return translate(language, "renewal.reason.unassigned")
+    if code.isdigit():
+        return translate(language, "renewal.reason.code", code=code)
+    return code
+
+
+def _reduction_points(reductions: Sequence[Reduction], language: str) -> list[str]:
+    """Return a point on the largest downtime reduction and one listing the next two, largest first (ties by code)."""
+    largest = sorted((r for r in reductions if r.drop > 0), key=lambda r: (-r.drop, r.reason))[:3]
+    if not largest:
+        return []
+
+    def values(reduction: Reduction) -> dict[str, str]:
+        return {"reason": reason_label(reduction.reason, language), "before": f"{reduction.baseline_rate:.2f}", "after": f"{reduction.reporting_rate:.2f}"}
+
+    points = [translate(language, "renewal.points.reduction", **values(largest[0]))]
+    rest = [translate(language, "renewal.points.reduction_item", **values(r)) for r in largest[1:]]
+    if rest:
+        key = "renewal.points.reduction_next_one" if len(rest) == 1 else "renewal.points.reduction_next"
+        points.append(translate(language, key, items=translate(language, "renewal.points.reduction_separator").join(rest)))
     return points
 
 

@@ -151,6 +151,7 @@ async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, d
 async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fired_at: dt.datetime, states: dict[str, Progress],
                   charges: dict[str, Any], total: Decimal, today: dt.date) -> PackageInputs:
     gains = await anchor_gains(conn, tenant_id, contract.id)
+    values = await billable_values(conn, tenant_id, contract.id)
     anchors = []
     machines: set[str] = set()
     baseline_reasons: dict[str, float] = {}
@@ -158,7 +159,11 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
     baseline_busy = reporting_busy = 0.0
     for anchor in contract.anchors:
         last = min(anchor.reporting.last_date, today)
-        reasons, busy = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.reporting.first_date, last)
+        # The package is for the customer, so its reporting-period downtime covers only the days that a verified voucher with enough
+        # data covers. Telemetry of other days backs no claim, and without such a voucher there is no reduction to state.
+        days = sorted({dt.date.fromisoformat(v.plant_date) for v in values if v.anchor == anchor.id and v.sufficient
+                       and anchor.reporting.first_date.isoformat() <= v.plant_date <= last.isoformat()})
+        reasons, busy = await _downtime_on_days(conn, tenant_id, anchor.scope, days)
         before, before_busy = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.baseline.first_date, anchor.baseline.last_date)
         for name, minutes in reasons.items():
             reporting_reasons[name] = reporting_reasons.get(name, 0.0) + minutes
@@ -193,6 +198,25 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
     count = await _rows(conn, "SELECT count(*) AS n FROM vouchers WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract.id))
     bundle = await contract_bundle(conn, tenant_id, contract.id, created_at=fired_at)
     return PackageInputs(contract, firing, fired_at, total, int(count[0]["n"]), anchors, reductions, availability, bundle)
+
+
+async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], days: list[dt.date]) -> tuple[dict[str, float], float]:
+    """Return unplanned downtime minutes per reason code and the planned busy minutes of the machines on the given plant days."""
+    if not days:
+        return {}, 0.0
+    rows = await _rows(
+        conn,
+        "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
+        " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date = ANY(%s) GROUP BY r.key",
+        (tenant_id, machines, days),
+    )
+    busy = await _rows(
+        conn,
+        "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0) AS ms FROM telemetry"
+        " WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
+        (tenant_id, machines, days),
+    )
+    return {row["reason"]: int(row["ms"]) / 60_000 for row in rows}, int(busy[0]["ms"]) / 60_000
 
 
 async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today: dt.date, actor: str = "system", pdf: bool = True) -> list[dict[str, Any]]:
