@@ -81,7 +81,7 @@ class Pipeline:
                 scope = tuple(sorted(anchor.scope))
                 if all(machine in self.machines for machine in scope):
                     self.plans.append(AnchorPlan(contract, anchor, scope, self.machines[scope[0]].time_zone))
-        self._waiting_logged: set[tuple[str, str]] = set()
+        self._waiting_logged: dict[tuple[str, str], int] = {}
         # Baseline per (contract, anchor) with the number of baseline days it was built from.
         self._baselines: dict[tuple[str, str], tuple[int, Any]] = {}
         self._leaf_cache: dict[tuple[str, int, int], list[bytes]] = {}
@@ -236,9 +236,13 @@ class Pipeline:
         except methodology.InsufficientBaseline as exc:
             waiting.append(anchor.id)
             key = (plan.contract.id, anchor.id)
-            if key not in self._waiting_logged:
-                self._waiting_logged.add(key)
-                log.warning("vouchers_waiting_for_baseline", contract=plan.contract.id, anchor=anchor.id, covered=exc.covered, required=exc.required)
+            # Logged again only when the covered days change, with the days left out and why (for example an undefined OEE).
+            if self._waiting_logged.get(key) != exc.covered:
+                self._waiting_logged[key] = exc.covered
+                log.warning(
+                    "vouchers_waiting_for_baseline", contract=plan.contract.id, anchor=anchor.id, covered=exc.covered, required=exc.required,
+                    excluded_days=exc.excluded, reason=str(exc),
+                )  # fmt: skip
             return []
 
         items: list[PendingVoucher] = []

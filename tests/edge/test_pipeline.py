@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import structlog
+import structlog.testing
 
 from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
 from valuegate.edge import keys
@@ -260,11 +262,18 @@ def test_vouchers_wait_for_baseline(tmp_path: Path) -> None:
     start = T0 + 86_400_000
     spool.append([MachineBatch("filler-1", [StateEvent(start, 0)], [], start + 3 * 86_400_000 + 1)])
     waited = []
-    while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
-        assert result.vouchers == []
-        waited += result.waiting
+    with structlog.testing.capture_logs() as logs:
+        while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+            assert result.vouchers == []
+            waited += result.waiting
     assert "oee-filler" in waited
     assert len(spool.anchor_days("c-1", "oee-filler", "reporting")) == 2
+    # One warning while the covered days stay the same, naming each day left out and why.
+    warnings = [entry for entry in logs if entry["event"] == "vouchers_waiting_for_baseline"]
+    assert len(warnings) == 1
+    assert (warnings[0]["covered"], warnings[0]["required"]) == (0, 2)
+    assert warnings[0]["excluded_days"] == {"2026-01-02": ["oee_points is undefined: undefined because quality is undefined"]}
+    assert "Collect more baseline days or lower baseline.min_days" in warnings[0]["reason"]
 
 
 @pytest.mark.parametrize("reason", ["17", "E-12 \u00fc\u6545\u969c", "tab\tquote\"back\\", "\ue000", "\U0001f527", "\x7f\x00"])
