@@ -29,6 +29,9 @@ def probe(
     from .errors import ConfigError
 
     logging.basicConfig(level=logging.ERROR)
+    # Each tag's row already names its failure; the libraries' own lines (pymodbus dumps whole frames) would only repeat it.
+    for library in ("asyncua", "pymodbus"):
+        logging.getLogger(library).setLevel(logging.CRITICAL)
     _quiet_structlog()
     try:
         hints: list[str] = []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+
+# One limiter for adapter and agent warnings alike: once per key a minute, with the repeats held back.
+from valuegate.adapters.backoff import RepeatLimiter as LogLimiter
 
 __all__ = ("AgentMetrics", "MetricsServer", "LogLimiter")
 
@@ -114,23 +116,3 @@ class MetricsServer:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
-
-
-class LogLimiter:
-    """Lets a repeated warning through once per ``interval_s`` for each key and counts the repeats it holds back."""
-
-    def __init__(self, interval_s: float = 60.0, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self._clock = clock
-        self._last: dict[Any, float] = {}
-        self._held: dict[Any, int] = {}
-
-    def __call__(self, key: Any) -> int | None:
-        """Return None when the event should not be logged, else how many repeats were held back since the last one logged."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)

@@ -167,3 +167,29 @@ async def test_probe_float32_digits(tmp_path: Path):
     assert speed["value"] == -1.1100000143051147
     assert " -1.11 " in table
     assert "-1.1100000143051147" not in table
+
+
+async def test_probe_timeout_prints_no_library_frames(tmp_path: Path):
+    """A device that accepts the connection but never answers: probe names the timeout, and pymodbus's frame dumps stay out."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):  # reads every request, answers none, until the client hangs up
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    write_tag_map(tmp_path, "press", "modbus", [{"name": "state", "table": "holding_register", "address": 0, "type": "uint16", "order": "ABCD"}])
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"devices:\n  - {{id: press-1, protocol: modbus, host: 127.0.0.1, port: {port}, unit_id: 1, tag_map: press.yaml, timeout_ms: 300}}\n",
+        encoding="utf-8",
+    )
+    try:
+        code, stdout, stderr = await run_probe(str(config), "--json")
+    finally:
+        server.close()
+    rows = json.loads(stdout)
+    assert code == 1
+    assert [row["status"] for row in rows] == ["bad"]
+    assert "0x" not in stderr and "pymodbus" not in stderr.lower(), stderr
