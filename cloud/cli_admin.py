@@ -173,6 +173,24 @@ def contract_upload(tenant: str, file: Path = typer.Argument(..., exists=True, d
     typer.echo(f"contract {row['id']} revision {row['revision']} {'stored' if created else 'unchanged'}; terms digest {row['contract_digest']}")
 
 
+@admin_app.command("package-deliver")
+def package_deliver(tenant: str, package_id: int, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Deliver a renewal package to the tenant's webhook again and wait for the attempts (up to eight, a few minutes)."""
+    from .renewal import service
+
+    async def run() -> bool | None:
+        async with _admin(config, dsn) as admin:
+            async with admin.conn.transaction():
+                await service.request_redelivery(admin.conn, tenant, package_id, actor=admin.actor)
+            return await service.deliver_package(admin.dsn, tenant, package_id)
+
+    delivered = run_sync(run())
+    if not delivered:
+        typer.echo(f"error: package {package_id} was not delivered; the package page lists each attempt's HTTP status or error", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"package {package_id} delivered")
+
+
 @admin_app.command("user-create")
 def user_create(
     tenant: str, username: str, role: list[str] = typer.Option(..., "--role", help="admin, csm, finance or auditor; repeat for several."),

@@ -9,6 +9,7 @@ from .contracts import ContractController, VoucherController
 from .deps import provide_conn
 from .inputs import reject_control_characters
 from .ops import HealthController, MachineController, metrics_endpoint
+from .packages import PackageController
 from .registry import RegistryController
 from .users import SessionController, UserController
 
@@ -21,7 +22,8 @@ def api_router() -> Router:
     """Return the router of every /api/v1 endpoint."""
     return Router(
         path=API_PREFIX,
-        route_handlers=[HealthController, RegistryController, ContractController, VoucherController, MachineController, UserController, SessionController],
+        route_handlers=[HealthController, RegistryController, ContractController, VoucherController, MachineController, PackageController,
+                        UserController, SessionController],
         dependencies={"conn": Provide(provide_conn)},
         before_request=reject_control_characters,
     )

@@ -25,7 +25,7 @@ from .package import AnchorSummary, PackageInputs, Reduction, build_package
 from .triggers import Firing, Progress, evaluate
 from .webhook import Attempt, RetryPolicy, deliver
 
-__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "get_package", "set_endpoint", "deliver_package")
+__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "get_package", "set_endpoint", "request_redelivery", "deliver_package")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 Conn = psycopg.AsyncConnection[Any]
@@ -280,6 +280,27 @@ async def set_endpoint(conn: Conn, tenant_id: str, url: str, secret: str, *, act
     await audit(conn, tenant_id=tenant_id, actor=actor, action="webhook.set", object_type="webhook_endpoint", object_id=tenant_id, detail={"url": url})
 
 
+async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, actor: str) -> dict[str, Any]:
+    """Check that a package can be delivered again and write the request to the audit log; the caller then runs :func:`deliver_package`.
+
+    A delivery whose attempts ran out, or a package built before the tenant set
+    a webhook, is sent only when someone asks. Raises :class:`NotFound` for
+    another tenant's package and :class:`Invalid` (code ``webhook_not_set``)
+    when the tenant has no webhook.
+    """
+    package = await get_package(conn, tenant_id, package_id)
+    endpoints = await _rows(conn, "SELECT url FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
+    if not endpoints:
+        error = Invalid(f"renewal package {package_id} cannot be delivered: tenant {tenant_id!r} has no webhook; an administrator sets one on the "
+                        "contracts page first", code="webhook_not_set")
+        error.params = {"package": str(package_id)}  # type: ignore[attr-defined]
+        raise error
+    detail = {"contract": package["contract_id"], "trigger": package["trigger_key"], "url": endpoints[0]["url"]}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="renewal.redeliver", object_type="renewal_package", object_id=str(package_id), detail=detail)
+    log.info("webhook_redelivery_requested", tenant=tenant_id, package=package_id, actor=actor)
+    return package
+
+
 async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: RetryPolicy = RetryPolicy()) -> bool | None:
     """Deliver a stored package to the tenant's webhook, recording every attempt; None when no webhook is set.
 
@@ -296,11 +317,16 @@ async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: 
             return None
         endpoint = endpoints[0]
 
+        # A delivery started again numbers its attempts on from the earlier ones, so the package page lists them in order.
+        cur = await conn.execute("SELECT coalesce(max(attempt), 0) FROM webhook_deliveries WHERE package_id = %s", (package_id,))
+        earlier = (await cur.fetchone() or (0,))[0]
+
         async def record(attempt: Attempt) -> None:
             await conn.execute(
                 "INSERT INTO webhook_deliveries (package_id, tenant_id, url, attempt, status_code, error, delivered, started_at, duration_ms)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s)",
-                (package_id, tenant_id, attempt.url, attempt.attempt, attempt.status_code, attempt.error, attempt.delivered, attempt.started_at, attempt.duration_ms),
+                (package_id, tenant_id, attempt.url, earlier + attempt.attempt, attempt.status_code, attempt.error, attempt.delivered,
+                 attempt.started_at, attempt.duration_ms),
             )
 
         headers = {

@@ -30,11 +30,11 @@ log = structlog.get_logger("valuegate.cloud.renewal")
 class RetryPolicy:
     """How often and how patiently a delivery is retried."""
 
-    attempts: int = 6
+    attempts: int = 8
     """Attempts in all, the first included."""
-    base_delay_s: float = 1.0
-    """Delay ceiling before the second attempt; it doubles for each later attempt."""
-    max_delay_s: float = 60.0
+    base_delay_s: float = 2.0
+    """Delay ceiling before the second attempt; it doubles for each later attempt (2, 4, 8 ... 128 s by default)."""
+    max_delay_s: float = 300.0
     """Upper bound of any delay."""
     timeout_s: float = 15.0
     """Time allowed for one request, connection included."""

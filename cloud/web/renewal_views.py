@@ -29,6 +29,7 @@ from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Invalid, NotFound
 
+from .i18n import translate
 from .pages import CSM_EDIT, Filled, document_language, language_of, page, principal_of
 
 
@@ -38,7 +39,7 @@ class WebhookForm(msgspec.Struct):
     url: Filled
     secret: Filled
 
-__all__ = ("check_renewal", "package_page", "package_archive", "package_member", "set_webhook", "trigger_label")
+__all__ = ("check_renewal", "package_page", "deliver_package", "package_archive", "package_member", "set_webhook", "trigger_label")
 
 log = structlog.get_logger("valuegate.cloud.web")
 ANY_ROLE = requires()
@@ -87,8 +88,20 @@ async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: 
     deliveries = [dict(zip(("attempt", "url", "status_code", "error", "delivered"), row, strict=True)) for row in await cur.fetchall()]
     return page(
         request, "package.html", package=package, trigger_text=trigger_label(package, contract, language),
-        talking_points=package["talking_points"].get(language, []), deliveries=deliveries,
+        talking_points=package["talking_points"].get(language, []), deliveries=deliveries, can_deliver=principal_of(request).has(*CSM_EDIT),
+        flash=translate(language, "renewal.redelivery_started") if request.query_params.get("done") == "renewal.redeliver" else None,
     )
+
+
+@post("/packages/{package_id:int}/deliver", guards=[requires(*CSM_EDIT)], name="web:deliver-package", status_code=303)
+async def deliver_package(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Redirect:
+    """Send a package to the webhook again, for example after every attempt failed or when it was built before the webhook was set."""
+    principal = principal_of(request)
+    await renewal.request_redelivery(conn, principal.tenant_id, package_id, actor=principal.actor)
+    await conn.commit()
+    # The attempts back off for minutes, so they run after the response has gone out.
+    task = BackgroundTask(_deliver_all, request.app.state.settings.dsn, principal.tenant_id, [package_id])
+    return Redirect(f"/packages/{package_id}?done=renewal.redeliver", status_code=303, background=task)
 
 
 @get("/packages/{package_id:int}/package.zip", guards=[ANY_ROLE], name="web:package-archive")
