@@ -352,11 +352,8 @@ class OpcUaClient:
                 continue
             received = now_ms()
             read = {sample.tag for sample in samples}
-            samples.extend(
-                Sample(self.config.id, name, received, "gateway", received, None, None, "bad", reason)
-                for name, reason in self.refused.items()
-                if name not in read
-            )
+            missing = [(name, reason) for name, reason in self.refused.items() if name not in read]
+            samples += [Sample(self.config.id, name, received, "gateway", received, None, None, "bad", reason) for name, reason in missing]
             order = {tag.name: position for position, tag in enumerate(self.tags)}
             return sorted(samples, key=lambda sample: order[sample.tag])
         return self._bad_batch("disconnected")
