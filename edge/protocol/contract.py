@@ -279,10 +279,11 @@ def _check_measurement(anchor: Anchor, where: str, contract: Contract, source: C
     baseline_days = (anchor.baseline.last_date - anchor.baseline.first_date).days + 1
     if block < 1:
         raise source.error(f"{where}.uncertainty.block_days", "a bootstrap block needs at least one day", allowed="1 or more")
-    if block >= baseline_days:
+    # Only lower-bound settlement bills from the interval; with the point estimate a zero-width interval changes no amount.
+    if block >= baseline_days and contract.settlement == "lower_bound":
         message = (
             f"a block of {block} days is as long as the {baseline_days}-day baseline, so every resample is the whole baseline, "
-            "the 95% interval has zero width and lower-bound settlement bills the point estimate"
+            "the 95% interval has zero width and lower-bound settlement would bill the point estimate"
         )
         allowed = f"1 to {baseline_days - 1}" if baseline_days > 1 else "a baseline of two or more days"
         raise source.error(f"{where}.uncertainty.block_days", message, value=block, allowed=allowed)

@@ -150,7 +150,7 @@ def test_trigger_threshold_must_be_positive():
          "a share of the day must lie between 0 and 1", "for example 0.2 for 20%"),
         ("floor: \"0\"", "floor: \"0\"\n    uncertainty: {seed: 18446744073709551616}", "$.anchors[0].uncertainty.seed", 18,
          "the bootstrap seed must fit an unsigned 64-bit integer", "0 to 18446744073709551615"),
-        ("floor: \"0\"", "floor: \"0\"\n    uncertainty: {block_days: 61}", "$.anchors[0].uncertainty.block_days", 18,
+        ("floor: \"0\"", "floor: \"0\"\n    uncertainty: {block_days: 61}\nsettlement: lower_bound", "$.anchors[0].uncertainty.block_days", 18,
          "a block of 61 days is as long as the 61-day baseline, so every resample is the whole baseline", "1 to 60"),
     ],
 )  # fmt: skip
@@ -160,6 +160,14 @@ def test_terms_that_could_not_be_priced_are_refused(old, new, field, line, messa
     assert error.line == line
     assert message in str(error)
     assert error.allowed == allowed or allowed is None
+
+
+def test_block_as_long_as_baseline_passes_with_point_settlement():
+    # The interval has zero width, but the point estimate bills the same amount whatever the interval.
+    contract = parse_contract_text(changed('floor: "0"', 'floor: "0"\n    uncertainty: {block_days: 61}'))
+    assert contract.settlement == "point"
+    assert contract.anchors[0].uncertainty.block_days == 61
+    assert parse_contract_text(changed('floor: "0"', 'floor: "0"\n    uncertainty: {block_days: 60}\nsettlement: lower_bound')).anchors[0].uncertainty.block_days == 60
 
 
 def test_reporting_may_not_leave_the_term_but_the_baseline_may():
