@@ -40,6 +40,14 @@ async def setting(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> Async
             user = await auth.create_user(conn, "globex", "g-admin", None, ["admin"])
             token_row, globex_token = await auth.issue_token(conn, "globex", user["id"], "g")
         key_id = (await (await conn.execute("SELECT id FROM gateway_keys WHERE gateway_id = 'gw-g1'")).fetchone())[0]  # type: ignore[index]
+        async with conn.transaction():
+            # A renewal package of globex's, written directly: only its id and tenant matter here.
+            package = await conn.execute(
+                "INSERT INTO renewal_packages (tenant_id, contract_id, trigger_key, trigger_kind, fired_at, detail, summary_html, archive, "
+                "archive_sha256, talking_points) VALUES ('globex', 'g-2026', 'days_before_end:1', 'days_before_end', now(), '{}', '{}', '', '', '[]') "
+                "RETURNING id"
+            )
+            package_id = (await package.fetchone())[0]  # type: ignore[index]
     acme_token = await make_user(cloud_dsn, "acme", "a-admin", ["admin", "csm", "finance", "auditor"])
     # Every id of globex that a path or a body can name; a new parameter must be added here.
     objects = {
@@ -51,6 +59,7 @@ async def setting(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> Async
         "machine_id": "g-m1",
         "user_id": user["id"],
         "token_id": token_row["id"],
+        "package_id": package_id,
     }
     app = create_app(CloudSettings(dsn=cloud_dsn))
     async with AsyncTestClient(app, base_url="http://testserver.local") as client:
