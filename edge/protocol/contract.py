@@ -10,10 +10,11 @@ voucher.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -212,20 +213,43 @@ def _check_money(contract: Contract, source: ContractSource) -> None:
         if cap is not None and floor is not None and floor > cap:
             raise source.error(f"{where}.floor", f"the floor lies above the cap {anchor.cap!r}", allowed=f"a decimal from 0 to {anchor.cap}")
 
-    anchor_ids = [anchor.id for anchor in contract.anchors]
+    _check_triggers(contract, source)
+
+
+# The keys each trigger kind reads; any other is a mistake the renewal check would pass over.
+_TRIGGER_KEYS = {"target_met": {"anchor"}, "days_before_end": {"days"}, "value_over": {"amount"}}
+
+
+def _check_triggers(contract: Contract, source: ContractSource) -> None:
+    """Check that each renewal trigger has what its kind needs, nothing it ignores, and can fire at all."""
+    targets = {anchor.id: anchor.target for anchor in contract.anchors}
+    seen: dict[tuple[Any, ...], int] = {}
     for index, trigger in enumerate(contract.triggers):
         where = f"$.triggers[{index}]"
         if trigger.kind == "days_before_end" and trigger.days is None:
             raise source.error(f"{where}.days", "a days_before_end trigger needs days", allowed="a whole number of days, 0 or more, for example 60")
         if trigger.kind == "value_over" and trigger.amount is None:
             raise source.error(f"{where}.amount", "a value_over trigger needs an amount", allowed=f"a decimal string in {contract.currency}, for example '10000.00'")
-        if trigger.anchor is not None and trigger.anchor not in anchor_ids:
-            raise source.error(f"{where}.anchor", "no anchor of this contract has this id", allowed=", ".join(anchor_ids))
+        for key in ("days", "amount", "anchor"):
+            if getattr(trigger, key) is not None and key not in _TRIGGER_KEYS[trigger.kind]:
+                needs = ", ".join(sorted(_TRIGGER_KEYS[trigger.kind]))
+                raise source.error(f"{where}.{key}", f"a {trigger.kind} trigger does not use {key}", allowed=f"only {needs} besides kind")
+        if trigger.anchor is not None and trigger.anchor not in targets:
+            raise source.error(f"{where}.anchor", "no anchor of this contract has this id", allowed=", ".join(targets))
+        if trigger.kind == "target_met":
+            if trigger.anchor is not None and targets[trigger.anchor] is None:
+                raise source.error(f"{where}.anchor", "this anchor has no target, so the trigger could never fire", allowed="an anchor with a target, or add a target to it")
+            if trigger.anchor is None and all(target is None for target in targets.values()):
+                raise source.error(f"{where}.kind", "no anchor has a target, so a target_met trigger could never fire", allowed="add a target to an anchor")
         threshold = _decimal(source, f"{where}.amount", trigger.amount)
         if threshold is not None and threshold <= 0:
             raise source.error(f"{where}.amount", "the threshold must be greater than zero", allowed="a decimal greater than 0 such as '10000.00'")
         if trigger.days is not None and trigger.days < 0:
             raise source.error(f"{where}.days", "a number of days cannot be negative", allowed="0 or more")
+        key = (trigger.kind, trigger.days, threshold, trigger.anchor)
+        if key in seen:
+            raise source.error(f"{where}", f"the same trigger as triggers[{seen[key]}]; each fires once, so list it once")
+        seen[key] = index
 
 
 def _check(contract: Contract, source: ContractSource) -> None:
@@ -243,6 +267,11 @@ def _check(contract: Contract, source: ContractSource) -> None:
         seen.add(anchor.id)
         if not anchor.scope:
             raise source.error(f"{where}.scope", "an anchor needs at least one machine")
+        if len(set(anchor.scope)) != len(anchor.scope):
+            twice = sorted({machine for machine in anchor.scope if anchor.scope.count(machine) > 1})
+            raise source.error(f"{where}.scope", f"machine {', '.join(twice)} is listed twice, which would count its times and parts twice", allowed="each machine once")
+        if anchor.target is not None and not (math.isfinite(anchor.target) and anchor.target > 0):
+            raise source.error(f"{where}.target", "a target is a finite gain greater than zero", allowed="for example 2.5 (points) or 30 (avoided minutes a day)")
         if anchor.baseline.last_date < anchor.baseline.first_date:
             raise source.error(f"{where}.baseline.last_date", f"the baseline ends before it starts ({anchor.baseline.first_date})")
         if anchor.reporting.last_date < anchor.reporting.first_date:
@@ -267,8 +296,8 @@ def _check_measurement(anchor: Anchor, where: str, contract: Contract, source: C
     gate = anchor.sufficiency
     if not 0 <= gate.max_offline_share <= 1:
         raise source.error(f"{where}.sufficiency.max_offline_share", "a share of the day must lie between 0 and 1", allowed="for example 0.2 for 20%")
-    if gate.min_planned_busy_min < 0:
-        raise source.error(f"{where}.sufficiency.min_planned_busy_min", "a number of minutes cannot be negative", allowed="0 or more, for example 30")
+    if not math.isfinite(gate.min_planned_busy_min) or gate.min_planned_busy_min < 0:
+        raise source.error(f"{where}.sufficiency.min_planned_busy_min", "the minutes must be a finite number, not negative", allowed="0 or more, for example 30")
     if not 0 < anchor.uncertainty.confidence < 1:
         raise source.error(f"{where}.uncertainty.confidence", "the confidence level must lie strictly between 0 and 1", allowed="for example 0.95")
     if anchor.uncertainty.resamples < 100:
