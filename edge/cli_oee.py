@@ -94,6 +94,7 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int,
 
     sums = {kind: np.zeros(n_minutes, np.int64) for kind in ("produced", "good", "reject")}
     seen = set()
+    left_out = readings = 0
     for spec in tag_map.counters:
         picked = sorted((row for row in rows if row.tag == spec.tag), key=lambda row: row.ts_ms)
         if not picked:
@@ -102,10 +103,12 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int,
         ts = np.array([row.ts_ms for row in picked], np.int64)
         raw = np.array([float(row.value) if row.status != "bad" and isinstance(row.value, int | float) else np.nan for row in picked])
         steps = kernels.normalize_counter(ts, raw, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-        increments = np.where(kernels.gaps_touching(ts, iv, kernels.OFFLINE), 0, steps.increments)
-        sums[spec.kind] += kernels.bucket_counts(ts, increments, minute0, n_minutes)
+        touched = kernels.gaps_touching(ts, iv, kernels.OFFLINE)
+        left_out += int(steps.increments[touched].sum())
+        readings += int(np.count_nonzero(~np.isnan(raw)))
+        sums[spec.kind] += kernels.bucket_counts(ts, np.where(touched, 0, steps.increments), minute0, n_minutes)
     produced = sums["produced"] if "produced" in seen else sums["good"] + sums["reject"]
-    return {"produced": produced, "reject": sums["reject"]}
+    return {"produced": produced, "reject": sums["reject"], "left_out": left_out, "readings": readings}
 
 
 def machine_days(
@@ -123,6 +126,7 @@ def machine_days(
     When ``notes`` is a list, a note is appended for state values that no rule
     of the tag map matches. Those samples still take the map's ``default`` category.
     """
+    import dataclasses
     import datetime as dt
 
     import numpy as np
@@ -171,6 +175,16 @@ def machine_days(
             ideal_cycle_time_s=tag_map.ideal_cycle_time_s,
         )
         result.append((label, kernels.kpis(totals)))
+    if notes is not None and counts["left_out"]:
+        text = f"machine {machine}: {counts['left_out']} counted item(s) left out because the time since the reading before touches offline time"
+        notes.append({"kind": "counts_left_out", "machine": machine, "items": counts["left_out"], "text": text})
+    if not counts["readings"]:
+        # No usable count at all: zero parts would read as a machine that ran and made nothing.
+        why = {name: f"no usable readings of the counter tags ({', '.join(spec.tag for spec in tag_map.counters) or 'none in the map'})"
+               for name in ("effectiveness", "quality", "oee")}  # fmt: skip
+        result = [(label, dataclasses.replace(kpis, effectiveness=None, quality=None, oee=None, why={**kpis.why, **why})) for label, kpis in result]
+        if notes is not None:
+            notes.append({"kind": "no_counter_readings", "machine": machine, "text": f"machine {machine}: {why['oee']}, so effectiveness, quality and OEE are undefined"})
     return result
 
 

@@ -157,6 +157,23 @@ def test_parts_counted_across_offline_time_are_left_out(tmp_path):
     held = _days(_run(str(path), "--map", "bottling-filler-modbus", "--json"))[0]
     assert held["run_min"] == 140.0
     assert held["effectiveness"] == round(950 * 2.7 / (140 * 60), 6)
+    notes = json.loads(_run(str(path), "--map", "bottling-filler-modbus", "--max-gap-s", "900", "--json").stdout)["notes"]
+    assert [note for note in notes if note["kind"] == "counts_left_out"] == [
+        {"kind": "counts_left_out", "machine": "trace", "items": 400,
+         "text": "machine trace: 400 counted item(s) left out because the time since the reading before touches offline time"}
+    ]  # fmt: skip
+
+
+def test_no_usable_counter_readings_leave_effectiveness_undefined(tmp_path):
+    # Two minutes running, the only counter readings have Bad status: zero parts would claim the machine made nothing.
+    rows = "timestamp,tag,value,status\n2024-05-01T10:00:00Z,state,1,good\n2024-05-01T10:00:00Z,reason,0,good\n"
+    rows += "2024-05-01T10:01:00Z,containers,5,bad\n2024-05-01T10:02:00Z,state,0,good\n"
+    result = _run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--json")
+    day = _days(result)[0]
+    assert day["run_min"] == 2.0
+    assert (day["effectiveness"], day["quality"], day["oee"]) == (None, None, None)
+    assert day["why"]["effectiveness"] == "no usable readings of the counter tags (containers)"
+    assert "note: machine trace: no usable readings of the counter tags (containers), so effectiveness, quality and OEE are undefined" in result.stderr
 
 def test_machine_without_planned_time(tmp_path):
     rows = "timestamp,tag,value\n2024-05-01T00:00:00Z,state,0\n2024-05-01T00:00:00Z,reason,0\n2024-05-01T08:00:00Z,state,0\n"
@@ -353,7 +370,9 @@ def test_unmatched_state_is_noted(tmp_path):
         "text": "ignored columns that a trace does not use: quality; the columns used are timestamp, tag, value, machine, status",
     }
     assert notes[1] == {"kind": "unmatched_state", "machine": "trace", "samples": 3, "category": "offline", "values": [{"state": "abc"}, {"state": 9}], "text": text}
-    assert len(notes) == 2
+    # The trace has no counter rows at all, which is noted too.
+    assert notes[2]["kind"] == "no_counter_readings"
+    assert len(notes) == 3
     assert f"note: {text}" in result.stderr
     assert "note: ignored columns that a trace does not use: quality" in result.stderr
 
