@@ -73,26 +73,38 @@ class RetryLog:
     caller's event name (``modbus.disconnected``, ``opcua.connect_failed``);
     each later one is a failed retry, logged as ``retry_event`` at most once
     per ``interval_s`` with its attempt number and the repeats held back.
+    The response that ends the outage can be logged at info with the number
+    of failures and the outage's length (see :meth:`answered`).
     """
 
     def __init__(self, log: Any, retry_event: str, *, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.retry_event = retry_event
         self.failures = 0
+        self._clock = clock
+        self._outage_started = 0.0
         self._repeats = RepeatLimiter(interval_s, clock=clock)
 
     def failed(self, event: str, **fields: Any) -> bool:
         """Log one failure and return True when it is the first since the device's last response."""
         self.failures += 1
         if self.failures == 1:
+            self._outage_started = self._clock()
             self.log.warning(event, **fields)
             return True
         if (held := self._repeats(self.retry_event)) is not None:
             self.log.warning(self.retry_event, **fields, attempt=self.failures, repeats_not_logged=held)
         return False
 
-    def answered(self) -> None:
-        """Record a response from the device, so that its next failure starts a new outage."""
+    def answered(self, event: str | None = None, **fields: Any) -> None:
+        """Record a response from the device, so that its next failure starts a new outage.
+
+        With ``event``, a response that ends an outage is logged at info
+        with ``failures`` and ``outage_s`` (seconds since its first failure).
+        """
+        if self.failures and event is not None:
+            outage_s = round(self._clock() - self._outage_started, 1)
+            self.log.info(event, **fields, failures=self.failures, outage_s=outage_s)
         self.failures = 0
 
 

@@ -48,7 +48,10 @@ class ModbusClient:
     an outage is logged as ``modbus.disconnected`` (or
     ``modbus.connect_failed``). Later failed retries are logged as
     ``modbus.retry_failed`` at most once a minute. Each event names the
-    cause and the delay before the next attempt.
+    cause and the delay before the next attempt. ``modbus.connected`` is
+    logged at the first connect, and after an outage at the first poll
+    that gets a response, with the outage's failures and length. Connects inside an outage
+    are logged at debug only.
     """
 
     def __init__(self, config: ModbusDeviceConfig, tag_map: TagMap) -> None:
@@ -119,7 +122,12 @@ class ModbusClient:
         if self._ever_connected:
             self.stats["reconnects"] += 1
         self._ever_connected = True
-        self._log.info("modbus.connected")
+        if self._retries.failures:
+            # Inside an outage a connect proves little, because a device may accept connections and never
+            # respond. So the first poll that gets a response logs modbus.connected instead.
+            self._log.debug("modbus.connection_opened", failures=self._retries.failures)
+        else:
+            self._log.info("modbus.connected")
 
     async def _execute(self, request: ReadRequest) -> Any:
         client = self._client
@@ -233,7 +241,7 @@ class ModbusClient:
                 continue
             # The device responded, so the next outage starts again from the shortest delay.
             backoff.reset()
-            self._retries.answered()
+            self._retries.answered("modbus.connected")
             yield samples
             next_poll += period
             delay = next_poll - loop.time()

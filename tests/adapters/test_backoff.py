@@ -185,3 +185,37 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     warned = [e for e in logged if e["log_level"] == "warning"]
     assert [e["retry_in_s"] for e in warned] == [round(failing[0][1], 2), round(failing[1][1], 2)]
     assert all(e["device"] == "press-1" for e in warned)
+
+    # The reconnects inside the outage log at debug only. The poll that gets a response ends it with one info line.
+    infos = [e for e in logged if e["log_level"] == "info"]
+    assert [e["event"] for e in infos] == ["modbus.connected"], "one connect line per outage, not one per reconnect"
+    assert infos[0]["failures"] == 6
+    assert infos[0]["outage_s"] > 0
+    assert logged.index(infos[0]) > logged.index(warned[-1]), "the connect line closes the outage"
+    opened = [e for e in logged if e["event"] == "modbus.connection_opened"]
+    assert len(opened) == connects + 1
+    assert all(e["log_level"] == "debug" and e["failures"] >= 1 for e in opened)
+
+
+async def test_refused_start_logs_one_connect(tmp_path: Path) -> None:
+    """No server at start: one connect_failed warning, then one connected line once a poll gets a response."""
+    port = free_port()
+    config = modbus_config(port, reconnect_min_ms=50, reconnect_max_ms=100)
+    with structlog.testing.capture_logs() as logged:
+        async with open_device(config, tag_map(tmp_path, "refused", "modbus", two_registers())) as client:
+            stream = client.stream()
+            pending = asyncio.ensure_future(first(stream, lambda b: b[0].status == "good", timeout_s=15))
+            await eventually(lambda: client.stats["refused"] >= 3)
+            async with ModbusServer(port, holding={0: [7, 8]}):
+                batch = await pending
+                failed_connects = client.stats["connect_failures"]
+                await first(stream, lambda b: b[0].status == "good")
+                await stream.aclose()
+
+    assert [s.value for s in batch] == [7, 8]
+    lifecycle = [(e["event"], e["log_level"]) for e in logged if e["log_level"] in ("info", "warning")]
+    assert lifecycle == [("modbus.connect_failed", "warning"), ("modbus.retry_failed", "warning"), ("modbus.connected", "info")]
+    connected = next(e for e in logged if e["event"] == "modbus.connected")
+    # The attempt on entering the context is not logged; stream() logs and counts its own attempts.
+    assert connected["failures"] == failed_connects - 1
+    assert connected["device"] == "press-1"
