@@ -16,6 +16,7 @@ _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MONEY_FIELDS = ("amount", "cap", "floor", "rounding")
+_EXPONENT_TEXT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 class ContractError(ValueError):
@@ -170,6 +171,13 @@ def validation_error(source: ContractSource, kind: type, exc: msgspec.Validation
     elif field_path.rsplit(".", 1)[-1] in _MONEY_FIELDS and "Expected `str" in message:
         message = "money and rounding are decimal strings in quotes, because an unquoted number becomes an inexact binary float"
         allowed = "for example '12.00'"
+    elif message.startswith(("Expected `int`", "Expected `float`")):
+        whole = message.startswith("Expected `int`")
+        message = "not a whole number" if whole else "not a number"
+        # YAML 1.1 reads 1e30 (no dot) as text, so a number written that way arrives as a string.
+        if isinstance(value := source.value_at(field_path), str) and _EXPONENT_TEXT.fullmatch(value.strip()):
+            message += "; YAML reads a number with an exponent as text unless it has a dot, as in 1.0e+30"
+        allowed = allowed or ("a whole number such as 20240101" if whole else "a number such as 30 or 0.2")
     return source.error(field_path, message, allowed=allowed)
 
 

@@ -197,6 +197,20 @@ def test_empty_anchor_list_is_refused():
     assert "a contract needs at least one value anchor" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("value", "message", "allowed"),
+    [
+        ("1.5", "not a whole number", "a whole number such as 20240101"),
+        ("true", "not a whole number", "a whole number such as 20240101"),
+        ("1e30", "not a whole number; YAML reads a number with an exponent as text unless it has a dot, as in 1.0e+30", "a whole number such as 20240101"),
+    ],
+)
+def test_whole_number_errors_say_what_is_allowed(value, message, allowed):
+    error = error_of(changed('floor: "0"', f'floor: "0"\n    uncertainty: {{seed: {value}}}'))
+    assert (error.field, error.line) == ("$.anchors[0].uncertainty.seed", 18)
+    assert str(error).startswith(f"acme.yaml:18: $.anchors[0].uncertainty.seed: {message} (got ")
+    assert error.allowed == allowed
+
 def test_key_written_twice_is_refused():
     error = error_of(changed('currency: CNY', 'currency: CNY\ncurrency: USD'))
     assert str(error) == "acme.yaml:8: $: duplicate key 'currency' (first on line 7); write each key once"
