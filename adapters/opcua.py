@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -15,8 +14,8 @@ from asyncua import Client, ua
 from .backoff import Backoff, RetryLog, raise_if_cancelling
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
-from .opcua_security import CertificateRejected
-from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, subscribe
+from .opcua_failures import ConnectSteps, failure_status, failure_text
+from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, read_password, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
 from .values import IMPLAUSIBLE_TIME, make_sample, now_ms, plain_value
@@ -74,23 +73,13 @@ class OpcUaClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_signalled = False
         self._ever_connected = False
-        self._password = self._read_password()
+        self._steps = ConnectSteps()
+        self._step = "connecting"
+        self._password = read_password(config)
         self._log = log.bind(device=config.id, endpoint=config.endpoint)
         self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
         self.last_status = ""
         self._retries = RetryLog(self._log, "opcua.retry_failed")
-
-    def _read_password(self) -> str | None:
-        auth = self.config.auth
-        if auth.method != "username":
-            return None
-        password = os.environ.get(auth.password_env or "")
-        if password is None:
-            raise OpcUaSetupError(
-                f"device {self.config.id}: environment variable {auth.password_env} with the OPC UA password is not set; "
-                "set it in the service environment"
-            )
-        return password
 
     async def __aenter__(self) -> OpcUaClient:
         try:
@@ -130,7 +119,10 @@ class OpcUaClient:
         config = self.config
         client = Client(config.endpoint, timeout=config.timeout_ms / 1000, watchdog_intervall=3600.0, auto_reconnect=False)
         client.session_timeout = config.session_timeout_ms
+        self._steps, self._step = ConnectSteps(), "fetching the server certificate"
         await configure_client(client, config, self._password)
+        self._step = "connecting"
+        client.uaclient.observer = self._steps
 
         async def on_lost(exc: Exception) -> None:
             if generation == self.generation:
@@ -158,12 +150,15 @@ class OpcUaClient:
         # The keep-alive follows the session timeout the server granted in CreateSession, not the one requested.
         self.session_timeout_ms = int(client.session_timeout)
         self.keepalive_s = max(0.05, min(self.session_timeout_ms / 1000 / 3, 30.0))
+        self._step = "reading the server's operation limits"
         self.limits = await read_operation_limits(client)
+        self._step = "resolving node ids"
         self._resolved = await resolve_tags(client, self.tags, self.tag_map.namespaces, self.limits)
         self.refused = {item.tag.name: item.error for item in self._resolved if item.node_id is None}
 
         mode = self.config.mode
         if mode in ("auto", "subscribe"):
+            self._step = "creating the subscription"
             try:
                 self._subscription, self.monitored_items, refused = await subscribe(
                     client, self.config, self._resolved, self.limits, self.keepalive_s,
@@ -273,7 +268,7 @@ class OpcUaClient:
                 batch = await self._read_resolved(client)
             except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
                 self._count_failure(exc)
-                self._signal_lost(f"read failed: {exc!r}")
+                self._signal_lost(f"read failed: {self._failure_text(exc, 'polling values')}")
                 return
             self.stats["publish_batches"] += 1
             self._queue.put_nowait(batch)
@@ -291,7 +286,7 @@ class OpcUaClient:
             except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
                 self.stats["keepalive_failures"] += 1
                 self._count_failure(exc)
-                self._signal_lost(f"keep-alive read failed: {exc!r}")
+                self._signal_lost(f"keep-alive read failed: {self._failure_text(exc, 'reading the server state')}")
                 return
 
             # The server owes a publish response (at least a keep-alive message) every keep-alive period; a
@@ -313,13 +308,15 @@ class OpcUaClient:
     def _connect_failed(self, exc: BaseException) -> None:
         self.stats["connect_failures"] += 1
         self._count_failure(exc)
-        if isinstance(exc, CertificateRejected):
-            self.last_status = "BadCertificateUntrusted"
-        elif isinstance(exc, ua.UaStatusCodeError):
-            self.last_status = ua.StatusCode(exc.code).name
-        else:
-            self.last_status = type(exc).__name__
-        self.last_error = f"{self.last_status}: {exc}"
+        self.last_status = failure_status(exc)
+        text = failure_text(exc, step=self._step, timeout_s=self.config.timeout_ms / 1000, timed_out=self._steps.timed_out())
+        self.last_error = f"{self.last_status}: {text}"
+
+    def _failure_text(self, exc: BaseException, step: str) -> str:
+        """Describe a failed Read of the poll or keep-alive loop. Our own timeout has no message, so the text names the Read."""
+        if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+            return failure_text(exc, step=step, timeout_s=self.config.timeout_ms / 1000, timed_out="Read request")
+        return repr(exc)
 
     def _bad_batch(self, detail: str) -> list[Sample]:
         received = now_ms()
@@ -345,7 +342,7 @@ class OpcUaClient:
             except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
                 # A session the server has forgotten (BadSessionIdInvalid) is rebuilt once, never passed on.
                 self._count_failure(exc)
-                self.last_error = f"read failed: {exc!r}"
+                self.last_error = f"read failed: {self._failure_text(exc, 'reading values')}"
                 await self.close()
                 if attempt == 1:
                     return self._bad_batch("disconnected")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, call_in_batches
 from .opcua_security import check_server_certificate, ensure_own_certificate
 
-__all__ = ("BatchSubscription", "OpcUaSetupError", "configure_client", "subscribe")
+__all__ = ("BatchSubscription", "OpcUaSetupError", "configure_client", "read_password", "subscribe")
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -27,6 +28,20 @@ _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecur
 
 class OpcUaSetupError(ValueError):
     """A setting that cannot work until the configuration or environment is fixed (for example a missing password variable)."""
+
+
+def read_password(config: OpcUaDeviceConfig) -> str | None:
+    """Return the OPC UA password from the environment variable the device names, or None without username auth."""
+    auth = config.auth
+    if auth.method != "username":
+        return None
+    password = os.environ.get(auth.password_env or "")
+    if password is None:
+        raise OpcUaSetupError(
+            f"device {config.id}: environment variable {auth.password_env} with the OPC UA password is not set; "
+            "set it in the service environment"
+        )
+    return password
 
 
 async def configure_client(client: Client, config: OpcUaDeviceConfig, password: str | None) -> None:
