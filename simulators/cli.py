@@ -122,7 +122,7 @@ def simulate(
         raise typer.BadParameter(str(exc)) from None
     _configure_logging(verbose=verbose)
     try:
-        asyncio.run(_serve(simulator, source, chosen, linger))
+        asyncio.run(_serve(simulator, source, chosen, linger, min_dwell_ms))
     except KeyboardInterrupt:
         typer.echo("stopped")
     except ListenError as exc:
@@ -169,7 +169,7 @@ def _date(text: str | None, hint: str) -> date | None:
         raise typer.BadParameter(f"{text!r} is not a date; write YYYY-MM-DD", param_hint=hint) from None
 
 
-async def _serve(simulator: Any, source: str, protocol: str, linger: float) -> None:
+async def _serve(simulator: Any, source: str, protocol: str, linger: float, min_dwell_ms: int) -> None:
     import asyncio
     import sys
     import threading
@@ -201,6 +201,10 @@ async def _serve(simulator: Any, source: str, protocol: str, linger: float) -> N
         estimate = simulator.clock.real_duration_estimate_s()
         held = " at least, as each change waits for a client read" if simulator.clock.pacing.hold_until_read else ""
         typer.echo(f"replay takes about {estimate:.0f} s{held}; type a fault spec and Enter to inject it, Ctrl-C to stop")
+        if not held and not min_dwell_ms:
+            # Reads and dwells can stretch a replay past the estimate, so a late fault may then still come in time.
+            for message in _late_faults(simulator.faults, estimate, linger):
+                typer.echo(message, err=True)
         threading.Thread(target=read_commands, name="fault-commands", daemon=True).start()
         if not simulator.started:
             what = "reads the holding registers" if protocol == "modbus" else "reads or subscribes to a Machine/ variable"
@@ -210,3 +214,15 @@ async def _serve(simulator: Any, source: str, protocol: str, linger: float) -> N
         await simulator.finished.wait()
         typer.echo(f"replay done; serving the final state for {linger:g} s more")
         await asyncio.sleep(linger)
+        for spec in simulator.unapplied_faults():
+            typer.echo(f"fault not applied: {spec.text} was scheduled at {spec.at_s or 0:g} s, after the command stopped", err=True)
+
+
+def _late_faults(faults: list[Any], estimate_s: float, linger_s: float) -> list[str]:
+    """Return a warning for each scheduled fault that starts after the estimated replay and the linger are over."""
+    return [
+        f"warning: fault {spec.text} is scheduled at {spec.at_s:g} s, but the replay takes about {estimate_s:.1f} s and the command "
+        f"exits {linger_s:g} s after it (--linger), so the fault will not be applied; lower at= or raise --linger"
+        for spec in faults
+        if spec.at_s is not None and spec.at_s >= estimate_s + linger_s
+    ]

@@ -35,6 +35,7 @@ class ReplayService:
             self._resumed.set()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._fault_tasks: list[tuple[FaultSpec, asyncio.Task[None]]] = []
         self._log: Any = structlog.get_logger("valuegate.simulators")
 
     @property
@@ -113,6 +114,11 @@ class ReplayService:
         self._spawn(self._replay(), "replay")
         for spec in self.faults:
             self._spawn(self._scheduled(spec), f"fault-{spec.kind}")
+            self._fault_tasks.append((spec, self._tasks[-1]))
+
+    def unapplied_faults(self) -> list[FaultSpec]:
+        """Return the scheduled faults whose time has not come yet (or that were still being applied)."""
+        return [spec for spec, task in self._fault_tasks if not task.done()]
 
     async def stop(self) -> None:
         """Cancel the replay and fault tasks and stop the server; safe to call twice."""

@@ -126,3 +126,29 @@ async def test_serves_until_done_and_takes_stdin_faults() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_fault_after_replay_is_reported() -> None:
+    """A fault scheduled after the command exits gets a warning at start and a not-applied line at the end."""
+    command = [
+        str(Path(sys.executable).parent / "valuegate"), "simulate", "bottling", "--days", "1", "--speed", "40000", "--linger", "0.5",
+        "--fault", "timeout:at=30,for=2", "--fault", "drop:at=0.2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    expected = (r"warning: fault timeout:at=30,for=2 is scheduled at 30 s, but the replay takes about (\d\.\d) s and the command "
+                r"exits 0\.5 s after it \(--linger\), so the fault will not be applied; lower at= or raise --linger")
+    matched = re.fullmatch(expected, warnings[0])
+    assert matched, warnings[0]
+    # The 8.8-hour production window takes about 0.8 s at this speed.
+    assert 0.5 <= float(matched.group(1)) <= 1.5
+    not_applied = [line for line in result.stderr.splitlines() if line.startswith("fault not applied:")]
+    assert not_applied == ["fault not applied: timeout:at=30,for=2 was scheduled at 30 s, after the command stopped"]
+    assert "drop:at=0.2" not in result.stderr, "a fault within the replay gets no warning"
+    logged = result.stdout + result.stderr
+    assert "fault_injected" in logged
+    assert "fault=drop" in logged
+    assert "fault=timeout" not in logged
