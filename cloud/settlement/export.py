@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
+from valuegate.edge.protocol.contract import contract_digest
 
-__all__ = ("CSV_COLUMNS", "anchor_titles", "csv_bytes", "invoice_html", "pdf_bytes")
+__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "invoice_html", "pdf_bytes", "priced_terms")
 
 CSV_COLUMNS = (
     "record",
@@ -120,13 +122,59 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
     return buffer.getvalue().encode("utf-8-sig")
 
 
+@dataclass(frozen=True, slots=True)
+class PricedTerms:
+    """The contract terms one document was priced with, as its section of the PDF names them; None where unknown."""
+
+    revision: int | None
+    digest: str | None
+    settlement: str | None
+
+
+def priced_terms(documents: Sequence[dict[str, Any]], *, run: Mapping[str, Any], contract: Any = None,
+                 revisions: Mapping[int, Any] | None = None) -> dict[str, PricedTerms]:
+    """Return, by document number, the revision, terms digest and settlement mode each document was priced with.
+
+    A note against an invoice of an earlier revision was priced with that
+    revision, not with the run's. Records stored before they named their
+    revision were priced with their run's. ``revisions`` maps revision numbers
+    to parsed terms. Without the terms of a document's revision, its mode is
+    that of ``contract`` when the digests match, or else the one mode that all
+    its lines share.
+    """
+    known = dict(revisions or {})
+    terms = {}
+    for row in documents:
+        record = row["record"]
+        revision = record.get("contract_revision") or run.get("contract_revision")
+        digest = record.get("contract_digest")
+        parsed = known.get(revision) if revision is not None else None
+        if parsed is None and contract is not None and digest is not None and contract_digest(contract) == digest:
+            parsed = contract
+        modes = {line["mode"] for line in record["lines"]}
+        if parsed is not None:
+            settlement = parsed.settlement
+        elif len(modes) == 1:
+            settlement = modes.pop()
+        else:
+            settlement = None
+        terms[record["number"]] = PricedTerms(revision, digest, settlement)
+    return terms
+
+
 def invoice_html(
-    *, run: dict[str, Any], documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], contract: Any, language: str
+    *, run: dict[str, Any], documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], contract: Any, language: str,
+    revisions: Mapping[int, Any] | None = None, in_force: int | None = None,
 ) -> str:
-    """Render the printable HTML of a run: each document with its lines, vouchers and the adjustments."""
+    """Render the printable HTML of a run: each document with the terms it was priced with, its lines and vouchers, then the adjustments.
+
+    ``revisions`` are the parsed contract revisions the documents name, and
+    ``in_force`` the number of ``contract``, so that a document priced with an
+    earlier revision names the one in force.
+    """
     return render(
         "settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract,
-        titles=anchor_titles(contract, language),
+        titles=anchor_titles(contract, language), terms=priced_terms(documents, run=run, contract=contract, revisions=revisions), in_force=in_force,
     )
 
 

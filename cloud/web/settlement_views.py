@@ -13,7 +13,7 @@ from litestar.response import Redirect
 
 from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
-from valuegate.cloud.contracts import get_contract
+from valuegate.cloud.contracts import get_contract, parse_stored
 from valuegate.cloud.renewal.service import contract_bundle
 from valuegate.cloud.settlement import export
 from valuegate.cloud.settlement import store as settlement
@@ -76,6 +76,19 @@ async def _export_parts(request: Request[Any, Any, Any], conn: Any, run_id: int)
     return run, documents, adjustments, contract, document_language(request)
 
 
+async def _priced_revisions(conn: Any, tenant_id: str, contract_id: str, numbers: set[int]) -> dict[int, Any]:
+    """Return the parsed terms of the given revisions; one that today's contract checks reject is left out, and its documents show their lines' mode."""
+    cur = await conn.execute("SELECT revision, document FROM contracts WHERE tenant_id = %s AND id = %s AND revision = ANY(%s)",
+                             (tenant_id, contract_id, sorted(numbers)))
+    terms = {}
+    for revision, document in await cur.fetchall():
+        try:
+            terms[revision] = parse_stored(document, contract_id, revision)
+        except Invalid:
+            continue
+    return terms
+
+
 def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
@@ -91,7 +104,12 @@ async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: FromPa
 @get("/runs/{run_id:int}/export.pdf", guards=[requires(*FINANCE_VIEW)], name="web:export-pdf")
 async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[bytes]:
     run, documents, adjustments, contract, language = await _export_parts(request, conn, run_id)
-    body = export.pdf_bytes(run=run, documents=documents, adjustments=adjustments, contract=contract, language=language)
+    # Each document's section names the revision it was priced with: a note keeps the revision of the invoice it corrects.
+    numbers = {row["record"].get("contract_revision") or run["contract_revision"] for row in documents}
+    revisions = await _priced_revisions(conn, principal_of(request).tenant_id, run["contract_id"], numbers)
+    in_force = (await get_contract(conn, principal_of(request).tenant_id, run["contract_id"]))["revision"]
+    body = export.pdf_bytes(run=run, documents=documents, adjustments=adjustments, contract=contract, language=language, revisions=revisions,
+                            in_force=in_force)
     return Response(body, media_type="application/pdf", headers=_attachment(f"{run['invoice_number']}.{language}.pdf"))
 
 

@@ -118,7 +118,7 @@ def test_csv_carries_contract_digest():
     assert list(parse(csv_bytes(march_run(), [], "zh-CN"))[0])[-1] == "合同条款摘要"
 
 
-@pytest.mark.parametrize(("language", "total", "hint"), [("zh-CN", "¥0.00", "contract.json 不在任何网关签名的覆盖范围内"), ("en", "CNY 0.00", "which no gateway signature covers")])
+@pytest.mark.parametrize(("language", "total", "hint"), [("zh-CN", "¥0.00", "这些文件不在任何网关签名的覆盖范围内"), ("en", "CNY 0.00", "which no gateway signature covers")])
 def test_empty_invoice_prints_rounded_total_and_digest(language, total, hint):
     empty = compute_run(TERMS, FEB, [], [], [])
     documents = rows_of([empty.invoice])
