@@ -182,7 +182,9 @@ def package_deliver(tenant: str, package_id: int, config: Path | None = ConfigOp
         async with _admin(config, dsn) as admin:
             async with admin.conn.transaction():
                 await service.request_redelivery(admin.conn, tenant, package_id, actor=admin.actor)
-            return await service.deliver_package(admin.dsn, tenant, package_id)
+                # Claimed before the audit record commits: while another delivery runs, nothing is recorded.
+                claim = await service.claim_delivery(admin.dsn, tenant, package_id)
+            return await service.deliver_claimed(claim)
 
     delivered = run_sync(run())
     if not delivered:

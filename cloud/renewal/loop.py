@@ -11,6 +11,8 @@ from typing import Any
 
 import structlog
 
+from valuegate.cloud.store import Conflict
+
 from . import service
 
 __all__ = ("INTERVAL_ENV", "check_all", "renewal_lifespan")
@@ -43,6 +45,8 @@ async def check_all(pool: Any, dsn: str, *, today: dt.date) -> list[int]:
     for tenant_id, package_id in created:
         try:
             await service.deliver_package(dsn, tenant_id, package_id)
+        except Conflict:
+            continue  # a user asked to deliver the new package first; that loop delivers it
         except Exception as exc:  # every attempt is already recorded; keep delivering the rest
             log.error("webhook_delivery_crashed", tenant=tenant_id, package=package_id, error=str(exc))
     return [package_id for _, package_id in created]

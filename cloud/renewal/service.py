@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from decimal import Decimal
 from typing import Any
 
@@ -17,15 +16,17 @@ from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record,
 from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract
-from valuegate.cloud.store import Invalid, NotFound, audit
+from valuegate.cloud.store import Invalid, audit
 from valuegate.cloud.web.charts import GainPoint
 from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
 
+from .delivery import claim_delivery, deliver_claimed, deliver_package, get_package, request_redelivery, set_endpoint
 from .package import AnchorSummary, PackageInputs, Reduction, build_package
 from .triggers import Firing, Progress, evaluate
-from .webhook import Attempt, RetryPolicy, deliver
 
-__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "get_package", "set_endpoint", "request_redelivery", "deliver_package")
+# The delivery functions are re-exported: callers find every package operation here.
+__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "tenant_packages", "package_detail", "get_package", "set_endpoint",
+           "request_redelivery", "claim_delivery", "deliver_claimed", "deliver_package")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 Conn = psycopg.AsyncConnection[Any]
@@ -263,78 +264,40 @@ async def list_packages(conn: Conn, tenant_id: str, contract_id: str) -> list[di
     )
 
 
-async def get_package(conn: Conn, tenant_id: str, package_id: int) -> dict[str, Any]:
-    rows = await _rows(conn, "SELECT * FROM renewal_packages WHERE tenant_id = %s AND id = %s", (tenant_id, package_id))
-    if not rows:
-        raise NotFound(f"renewal package {package_id} not found")
-    return rows[0]
+def _delivery_state(*, delivered: bool, attempts: int) -> str:
+    if delivered:
+        return "delivered"
+    return "failed" if attempts else "not_sent"
 
 
-async def set_endpoint(conn: Conn, tenant_id: str, url: str, secret: str, *, actor: str) -> None:
-    """Set the tenant's webhook; the secret is stored for signing and never written to the audit log."""
-    await conn.execute(
-        "INSERT INTO webhook_endpoints (tenant_id, url, secret) VALUES (%s, %s, %s)"
-        " ON CONFLICT (tenant_id) DO UPDATE SET url = excluded.url, secret = excluded.secret, enabled = true, updated_at = now()",
-        (tenant_id, url, secret),
+async def tenant_packages(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    """Return every renewal package of the tenant, newest first, with its delivery state.
+
+    ``delivery`` is ``delivered`` once an attempt succeeded, ``failed`` when the
+    attempts so far all failed, and ``not_sent`` before the first attempt.
+    """
+    rows = await _rows(
+        conn,
+        "SELECT p.id, p.contract_id, p.trigger_key, p.trigger_kind, p.fired_at, p.archive_sha256,"
+        " coalesce(d.delivered, false) AS delivered, coalesce(d.attempts, 0) AS attempts, d.last_attempt_at"
+        " FROM renewal_packages p LEFT JOIN LATERAL (SELECT bool_or(delivered) AS delivered, count(*) AS attempts, max(started_at) AS last_attempt_at"
+        " FROM webhook_deliveries WHERE package_id = p.id) d ON true"
+        " WHERE p.tenant_id = %s ORDER BY p.fired_at DESC, p.id DESC",
+        (tenant_id,),
     )
-    await audit(conn, tenant_id=tenant_id, actor=actor, action="webhook.set", object_type="webhook_endpoint", object_id=tenant_id, detail={"url": url})
+    for row in rows:
+        row["delivery"] = _delivery_state(delivered=row.pop("delivered"), attempts=row["attempts"])
+    return rows
 
 
-async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, actor: str) -> dict[str, Any]:
-    """Check that a package can be delivered again and write the request to the audit log; the caller then runs :func:`deliver_package`.
-
-    A delivery whose attempts ran out, or a package built before the tenant set
-    a webhook, is sent only when someone asks. Raises :class:`NotFound` for
-    another tenant's package and :class:`Invalid` (code ``webhook_not_set``)
-    when the tenant has no webhook.
-    """
+async def package_detail(conn: Conn, tenant_id: str, package_id: int) -> dict[str, Any]:
+    """Return a package as the API shows it, without the archive itself: trigger, archive digest, talking points and every delivery attempt."""
     package = await get_package(conn, tenant_id, package_id)
-    endpoints = await _rows(conn, "SELECT url FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
-    if not endpoints:
-        error = Invalid(f"renewal package {package_id} cannot be delivered: tenant {tenant_id!r} has no webhook; an administrator sets one on the "
-                        "contracts page first", code="webhook_not_set")
-        error.params = {"package": str(package_id)}  # type: ignore[attr-defined]
-        raise error
-    detail = {"contract": package["contract_id"], "trigger": package["trigger_key"], "url": endpoints[0]["url"]}
-    await audit(conn, tenant_id=tenant_id, actor=actor, action="renewal.redeliver", object_type="renewal_package", object_id=str(package_id), detail=detail)
-    log.info("webhook_redelivery_requested", tenant=tenant_id, package=package_id, actor=actor)
-    return package
-
-
-async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: RetryPolicy = RetryPolicy()) -> bool | None:
-    """Deliver a stored package to the tenant's webhook, recording every attempt; None when no webhook is set.
-
-    Each attempt is recorded in its own short transaction, so that the record
-    survives a crash during the backoff.
-    """
-    from valuegate.cloud.db import UTC_OPTIONS
-
-    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS, autocommit=True) as conn:
-        package = await get_package(conn, tenant_id, package_id)
-        endpoints = await _rows(conn, "SELECT url, secret FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
-        if not endpoints:
-            log.info("webhook_not_configured", tenant=tenant_id, package=package_id)
-            return None
-        endpoint = endpoints[0]
-
-        # A delivery started again numbers its attempts on from the earlier ones, so the package page lists them in order.
-        cur = await conn.execute("SELECT coalesce(max(attempt), 0) FROM webhook_deliveries WHERE package_id = %s", (package_id,))
-        earlier = (await cur.fetchone() or (0,))[0]
-
-        async def record(attempt: Attempt) -> None:
-            await conn.execute(
-                "INSERT INTO webhook_deliveries (package_id, tenant_id, url, attempt, status_code, error, delivered, started_at, duration_ms)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s)",
-                (package_id, tenant_id, attempt.url, earlier + attempt.attempt, attempt.status_code, attempt.error, attempt.delivered,
-                 attempt.started_at, attempt.duration_ms),
-            )
-
-        headers = {
-            "Content-Type": "application/zip",
-            "X-Valuegate-Package": str(package_id),
-            "X-Valuegate-Contract": package["contract_id"],
-            "X-Valuegate-Trigger": package["trigger_key"],
-            "X-Valuegate-Archive-Sha256": package["archive_sha256"],
-            "Idempotency-Key": hashlib.sha256(f"{tenant_id}:{package_id}:{package['archive_sha256']}".encode()).hexdigest(),
-        }
-        return await deliver(endpoint["url"], endpoint["secret"], bytes(package["archive"]), headers=headers, record=record, policy=policy)
+    attempts = await _rows(
+        conn,
+        "SELECT attempt, url, status_code, error, delivered, started_at, duration_ms FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt, id",
+        (package_id,),
+    )
+    delivery = _delivery_state(delivered=any(a["delivered"] for a in attempts), attempts=len(attempts))
+    keys = ("id", "contract_id", "trigger_key", "trigger_kind", "fired_at", "detail", "archive_sha256", "talking_points")
+    return {**{key: package[key] for key in keys}, "delivery": delivery, "attempts": len(attempts), "deliveries": attempts}

@@ -27,7 +27,7 @@ from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
 from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.settlement.store import load_contract
-from valuegate.cloud.store import Invalid, NotFound
+from valuegate.cloud.store import Conflict, Invalid, NotFound
 
 from .i18n import translate
 from .pages import CSM_EDIT, Filled, document_language, language_of, page, principal_of
@@ -54,8 +54,17 @@ async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
     for package_id in package_ids:
         try:
             await renewal.deliver_package(dsn, tenant, package_id)
+        except Conflict:
+            continue  # another loop delivers this package already
         except Exception as exc:  # a failed delivery must not lose the others; each attempt is recorded
             log.error("webhook_delivery_crashed", tenant=tenant, package=package_id, error=str(exc))
+
+
+async def _deliver_claimed(claim: Any) -> None:
+    try:
+        await renewal.deliver_claimed(claim)
+    except Exception as exc:  # each attempt is recorded; the user has had the response already
+        log.error("webhook_delivery_crashed", tenant=claim.tenant_id, package=claim.package_id, error=str(exc))
 
 
 @post("/contracts/{contract_id:str}/renewal-check", guards=[requires(*CSM_EDIT)], name="web:renewal-check", status_code=303)
@@ -77,6 +86,10 @@ async def _package(request: Request[Any, Any, Any], conn: Any, package_id: int) 
     return await renewal.get_package(conn, principal_of(request).tenant_id, package_id)
 
 
+# The notes that the package page shows after a "Deliver again" click, by the ``done`` value of the redirect.
+_FLASHES = {"renewal.redeliver": "renewal.redelivery_started", "renewal.delivery_running": "renewal.delivery_running"}
+
+
 @get("/packages/{package_id:int}", guards=[ANY_ROLE], name="web:package")
 async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Response[str]:
     package = await _package(request, conn, package_id)
@@ -89,7 +102,7 @@ async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: 
     return page(
         request, "package.html", package=package, trigger_text=trigger_label(package, contract, language),
         talking_points=package["talking_points"].get(language, []), deliveries=deliveries, can_deliver=principal_of(request).has(*CSM_EDIT),
-        flash=translate(language, "renewal.redelivery_started") if request.query_params.get("done") == "renewal.redeliver" else None,
+        flash=translate(language, _FLASHES[done]) if (done := request.query_params.get("done")) in _FLASHES else None,
     )
 
 
@@ -98,10 +111,19 @@ async def deliver_package(request: Request[Any, Any, Any], conn: Conn, package_i
     """Send a package to the webhook again, for example after every attempt failed or when it was built before the webhook was set."""
     principal = principal_of(request)
     await renewal.request_redelivery(conn, principal.tenant_id, package_id, actor=principal.actor)
-    await conn.commit()
+    try:
+        claim = await renewal.claim_delivery(request.app.state.settings.dsn, principal.tenant_id, package_id)
+    except Conflict:
+        # A second click while the first delivery runs: nothing is sent or audited, and the page explains why.
+        await conn.rollback()
+        return Redirect(f"/packages/{package_id}?done=renewal.delivery_running", status_code=303)
+    try:
+        await conn.commit()
+    except BaseException:
+        await claim.release()
+        raise
     # The attempts back off for minutes, so they run after the response has gone out.
-    task = BackgroundTask(_deliver_all, request.app.state.settings.dsn, principal.tenant_id, [package_id])
-    return Redirect(f"/packages/{package_id}?done=renewal.redeliver", status_code=303, background=task)
+    return Redirect(f"/packages/{package_id}?done=renewal.redeliver", status_code=303, background=BackgroundTask(_deliver_claimed, claim))
 
 
 @get("/packages/{package_id:int}/package.zip", guards=[ANY_ROLE], name="web:package-archive")

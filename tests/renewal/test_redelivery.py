@@ -141,3 +141,41 @@ def test_cli_delivers_package_again(database):
     missing = CliRunner().invoke(root_app, ["cloud", "admin", "package-deliver", "acme", "999999", "--dsn", database])
     assert missing.exit_code != 0
     assert "renewal package 999999 not found" in missing.output
+
+
+async def test_api_lists_packages_with_delivery(api):
+    client, package_id, dsn = api
+    auditor = await _bearer(dsn, "aud1")
+    async with await connect(dsn) as conn:
+        cur = await conn.execute("SELECT id, trigger_key FROM renewal_packages ORDER BY fired_at DESC, id DESC")
+        built = await cur.fetchall()
+
+    listed = (await client.get("/api/v1/packages", headers=auditor)).json()
+    assert [(p["id"], p["trigger_key"]) for p in listed] == built
+    assert {(p["contract_id"], p["delivery"], p["attempts"]) for p in listed} == {("C-1", "not_sent", 0)}
+    assert all(p["fired_at"].endswith("Z") or "+00:00" in p["fired_at"] for p in listed)
+
+    with receiver([500, 200]) as (url, _):
+        async with await connect(dsn) as conn:
+            await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
+        assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is True
+    states = {p["id"]: (p["delivery"], p["attempts"]) for p in (await client.get("/api/v1/packages", headers=auditor)).json()}
+    assert states[package_id] == ("delivered", 2)
+
+    one = await client.get(f"/api/v1/packages/{package_id}", headers=auditor)
+    assert one.status_code == 200
+    body = one.json()
+    assert (body["id"], body["contract_id"], body["delivery"], body["attempts"]) == (package_id, "C-1", "delivered", 2)
+    assert [(d["attempt"], d["status_code"], d["delivered"]) for d in body["deliveries"]] == [(1, 500, False), (2, 200, True)]
+    assert "archive" not in body
+    assert (await client.get("/api/v1/packages/999999", headers=auditor)).status_code == 404
+
+
+async def test_failed_attempts_read_failed(api):
+    client, package_id, dsn = api
+    with receiver([500]) as (url, _):
+        async with await connect(dsn) as conn:
+            await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
+        assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is False
+    body = (await client.get(f"/api/v1/packages/{package_id}", headers=await _bearer(dsn, "csm1"))).json()
+    assert (body["delivery"], body["attempts"]) == ("failed", 2)
