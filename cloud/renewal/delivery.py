@@ -13,20 +13,21 @@ from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
 
 from .webhook import Attempt, RetryPolicy, deliver
 
-__all__ = ("DeliveryClaim", "claim_delivery", "delivery_lock_key", "deliver_claimed", "deliver_package", "get_package", "request_redelivery", "set_endpoint")
+__all__ = ("DeliveryClaim", "fetch_dicts", "claim_delivery", "delivery_lock_key", "deliver_claimed", "deliver_package", "get_package", "request_redelivery", "set_endpoint")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 Conn = psycopg.AsyncConnection[Any]
 
 
-async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+async def fetch_dicts(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Run ``sql`` and return its rows as dicts."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(sql, params)
     return await cur.fetchall()
 
 
 async def get_package(conn: Conn, tenant_id: str, package_id: int) -> dict[str, Any]:
-    rows = await _rows(conn, "SELECT * FROM renewal_packages WHERE tenant_id = %s AND id = %s", (tenant_id, package_id))
+    rows = await fetch_dicts(conn, "SELECT * FROM renewal_packages WHERE tenant_id = %s AND id = %s", (tenant_id, package_id))
     if not rows:
         raise NotFound(f"renewal package {package_id} not found")
     return rows[0]
@@ -100,7 +101,7 @@ async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, act
     when the tenant has no webhook.
     """
     package = await get_package(conn, tenant_id, package_id)
-    endpoints = await _rows(conn, "SELECT url FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
+    endpoints = await fetch_dicts(conn, "SELECT url FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
     if not endpoints:
         error = Invalid(f"renewal package {package_id} cannot be delivered: tenant {tenant_id!r} has no webhook; an administrator sets one on the "
                         "contracts page first", code="webhook_not_set")
@@ -132,7 +133,7 @@ async def deliver_claimed(claim: DeliveryClaim, *, policy: RetryPolicy = RetryPo
 async def _deliver(claim: DeliveryClaim, policy: RetryPolicy) -> bool | None:
     conn, tenant_id, package_id = claim.conn, claim.tenant_id, claim.package_id
     package = await get_package(conn, tenant_id, package_id)
-    endpoints = await _rows(conn, "SELECT url, secret FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
+    endpoints = await fetch_dicts(conn, "SELECT url, secret FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
     if not endpoints:
         log.info("webhook_not_configured", tenant=tenant_id, package=package_id)
         return None

@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 import psycopg
 import structlog
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
@@ -20,7 +19,7 @@ from valuegate.cloud.store import Invalid, audit
 from valuegate.cloud.web.charts import GainPoint
 from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
 
-from .delivery import claim_delivery, deliver_claimed, deliver_package, get_package, request_redelivery, set_endpoint
+from .delivery import claim_delivery, deliver_claimed, deliver_package, fetch_dicts, get_package, request_redelivery, set_endpoint
 from .package import AnchorSummary, PackageInputs, Reduction, build_package
 from .triggers import Firing, Progress, evaluate
 
@@ -30,12 +29,6 @@ __all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "te
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 Conn = psycopg.AsyncConnection[Any]
-
-
-async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(sql, params)
-    return await cur.fetchall()
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -53,7 +46,7 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
     Every earlier contract revision that an issued document was priced with goes into the bundle too.
     """
     contract, revision = await load_contract(conn, tenant_id, contract_id)
-    spans = await _rows(
+    spans = await fetch_dicts(
         conn,
         "SELECT gateway_id, min(seq) AS first, max(seq) AS last FROM vouchers WHERE tenant_id = %s AND contract_id = %s GROUP BY gateway_id",
         (tenant_id, contract_id),
@@ -62,7 +55,7 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
     keys: list[GatewayKey] = []
     stored: list[StoredVoucher] = []
     for span in spans:
-        rows = await _rows(
+        rows = await fetch_dicts(
             conn,
             "SELECT v.document, v.voucher_id, v.stored_at, c.reproduced FROM vouchers v LEFT JOIN voucher_chain c ON c.voucher_id = v.voucher_id"
             " WHERE v.tenant_id = %s AND v.gateway_id = %s AND v.seq BETWEEN %s AND %s ORDER BY v.seq",
@@ -72,16 +65,16 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         stored += [StoredVoucher(row["voucher_id"], _iso_exact(row["stored_at"]), row["reproduced"]) for row in rows]
         rotations = {
             row["next_key"]: row["statement"]
-            for row in await _rows(conn, "SELECT next_key, statement FROM key_rotations WHERE tenant_id = %s AND gateway_id = %s", (tenant_id, span["gateway_id"]))
+            for row in await fetch_dicts(conn, "SELECT next_key, statement FROM key_rotations WHERE tenant_id = %s AND gateway_id = %s", (tenant_id, span["gateway_id"]))
         }
-        for key in await _rows(
+        for key in await fetch_dicts(
             conn, "SELECT public_key, valid_from, valid_until, revoked_at, from_seq, until_seq FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id",
             (tenant_id, span["gateway_id"]),
         ):
             ends = [t for t in (key["valid_until"], key["revoked_at"]) if t is not None]
             keys.append(GatewayKey(span["gateway_id"], key["public_key"], _iso(key["valid_from"]), _iso(min(ends)) if ends else None,
                                    key["from_seq"], key["until_seq"], rotations.get(key["public_key"])))
-    documents = await _rows(
+    documents = await fetch_dicts(
         conn,
         "SELECT d.record, d.issued_at, r.contract_revision FROM invoice_documents d JOIN invoice_runs r ON r.id = d.run_id"
         " WHERE d.tenant_id = %s AND d.contract_id = %s AND d.status = 'issued' ORDER BY d.issued_at, d.number",
@@ -90,12 +83,12 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
     # Records stored before they carried their own revision were priced with their run's.
     priced = [{**row["record"], "issued_at": _iso_exact(row["issued_at"]), "contract_revision": row["record"].get("contract_revision") or row["contract_revision"]}
               for row in documents]
-    earlier = await _rows(
+    earlier = await fetch_dicts(
         conn,
         "SELECT revision, document FROM contracts WHERE tenant_id = %s AND id = %s AND revision = ANY(%s) ORDER BY revision",
         (tenant_id, contract_id, sorted({record["contract_revision"] for record in priced} - {revision})),
     )
-    adjustments = await _rows(
+    adjustments = await fetch_dicts(
         conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY id", (tenant_id, contract_id)
     )
     return build_bundle(
@@ -196,7 +189,7 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
             reductions.append(Reduction(name, 60 * baseline_reasons.get(name, 0.0) / baseline_busy, 60 * reporting_reasons.get(name, 0.0) / reporting_busy))
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant_id, sorted(machines), first, today)
-    count = await _rows(conn, "SELECT count(*) AS n FROM vouchers WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract.id))
+    count = await fetch_dicts(conn, "SELECT count(*) AS n FROM vouchers WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract.id))
     bundle = await contract_bundle(conn, tenant_id, contract.id, created_at=fired_at)
     return PackageInputs(contract, firing, fired_at, total, int(count[0]["n"]), anchors, reductions, availability, bundle)
 
@@ -205,13 +198,13 @@ async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], day
     """Return unplanned downtime minutes per reason code and the planned busy minutes of the machines on the given plant days."""
     if not days:
         return {}, 0.0
-    rows = await _rows(
+    rows = await fetch_dicts(
         conn,
         "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
         " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date = ANY(%s) GROUP BY r.key",
         (tenant_id, machines, days),
     )
-    busy = await _rows(
+    busy = await fetch_dicts(
         conn,
         "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0) AS ms FROM telemetry"
         " WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
@@ -228,7 +221,7 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
     """
     contract, states, charges, total = await progress(conn, tenant_id, contract_id)
     firings = evaluate(contract, today=today, progress=states, realized_total=total)
-    built = await _rows(conn, "SELECT trigger_key FROM renewal_packages WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id))
+    built = await fetch_dicts(conn, "SELECT trigger_key FROM renewal_packages WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id))
     done = {row["trigger_key"] for row in built}
     created = []
     for firing in firings:
@@ -236,7 +229,7 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
             continue
         fired_at = dt.datetime.now(dt.UTC)
         package = build_package(await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today), pdf=pdf)
-        rows = await _rows(
+        rows = await fetch_dicts(
             conn,
             "INSERT INTO renewal_packages (tenant_id, contract_id, trigger_key, trigger_kind, fired_at, detail, summary_html, archive, archive_sha256, talking_points)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, contract_id, trigger_key) DO NOTHING"
@@ -254,7 +247,7 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
 
 
 async def list_packages(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    return await _rows(
+    return await fetch_dicts(
         conn,
         "SELECT p.id, p.trigger_key, p.trigger_kind, p.fired_at, p.detail, p.archive_sha256,"
         " (SELECT bool_or(d.delivered) FROM webhook_deliveries d WHERE d.package_id = p.id) AS delivered,"
@@ -276,7 +269,7 @@ async def tenant_packages(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     ``delivery`` is ``delivered`` once an attempt succeeded, ``failed`` when the
     attempts so far all failed, and ``not_sent`` before the first attempt.
     """
-    rows = await _rows(
+    rows = await fetch_dicts(
         conn,
         "SELECT p.id, p.contract_id, p.trigger_key, p.trigger_kind, p.fired_at, p.archive_sha256,"
         " coalesce(d.delivered, false) AS delivered, coalesce(d.attempts, 0) AS attempts, d.last_attempt_at"
@@ -293,7 +286,7 @@ async def tenant_packages(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
 async def package_detail(conn: Conn, tenant_id: str, package_id: int) -> dict[str, Any]:
     """Return a package as the API shows it, without the archive itself: trigger, archive digest, talking points and every delivery attempt."""
     package = await get_package(conn, tenant_id, package_id)
-    attempts = await _rows(
+    attempts = await fetch_dicts(
         conn,
         "SELECT attempt, url, status_code, error, delivered, started_at, duration_ms FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt, id",
         (package_id,),
