@@ -46,6 +46,18 @@ def _pricing() -> Any:
     return pricing
 
 
+def _settlement() -> tuple[Any, Any]:
+    from valuegate.cloud.settlement import invoice, store
+
+    return invoice, store
+
+
+# A rejection is superseded once the same voucher id was stored after it (a resend after a key rotation reached the
+# cloud, say): the voucher then counts with its stored state, and the rejection stays only in the rejections list.
+SUPERSEDED_SQL = """EXISTS (SELECT 1 FROM vouchers sv WHERE sv.tenant_id = r.tenant_id AND sv.voucher_id = r.voucher_id
+    AND sv.stored_at >= r.received_at)"""
+
+
 # Realized value per (tenant, contract), with the data version it was computed from.
 _value_cache: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
 _VALUE_CACHE_SIZE = 256
@@ -65,21 +77,23 @@ async def contract_value(conn: Conn, tenant_id: str, contract_id: str) -> dict[s
     """
     contract, revision = await current_contract(conn, tenant_id, contract_id)
     key = (tenant_id, contract_id)
-    version = await _value_version(conn, tenant_id, contract_id, revision)
+    exclusions = await _settlement()[1].load_exclusions(conn, tenant_id, contract_id)
+    version = (*await _value_version(conn, tenant_id, contract_id, revision), tuple(exclusions))
     cached = _value_cache.get(key)
     if cached is not None and cached[0] == version:
         _value_cache.move_to_end(key)
         return cached[1]
-    result = await _compute_value(conn, tenant_id, contract, revision)
+    result = await _compute_value(conn, tenant_id, contract, revision, exclusions)
     _value_cache[key] = (version, result)
     while len(_value_cache) > _VALUE_CACHE_SIZE:
         _value_cache.popitem(last=False)
     return result
 
 
-async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: int) -> dict[str, Any]:
+async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: int, exclusions: list[Any]) -> dict[str, Any]:
     contract_id = contract.id
     pricing = _pricing()
+    invoice = _settlement()[0]
     cur = await conn.execute(_VALUE_SQL, (tenant_id, contract_id))
     per_anchor: dict[str, list[Any]] = {a.id: [] for a in contract.anchors}
     states: dict[str, dict[str, int]] = {a.id: dict.fromkeys(VOUCHER_STATES, 0) for a in contract.anchors}
@@ -93,14 +107,15 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
             pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
         )
     cur = await conn.execute(
-        "SELECT voucher_id FROM rejections WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id)
+        f"SELECT count(*) FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}", (tenant_id, contract_id)
     )
-    rejected = len(await cur.fetchall())
+    (rejected,) = await cur.fetchone()
 
     anchors = []
     total = Decimal(0)
     for anchor in contract.anchors:
-        values = per_anchor[anchor.id]
+        # Days a non-routine adjustment takes out of settlement are left out here too, by the rule an invoice run applies.
+        values, left_out = invoice.split_excluded(per_anchor[anchor.id], exclusions)
         kept, superseded = pricing.latest_per_day(values)
         counted = [v for v in kept if v.sufficient]
         entry: dict[str, Any] = {
@@ -113,6 +128,7 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
             "running_days": sum(1 for v in counted if v.running_day),
             "vouchers": states[anchor.id],
             "superseded": len(superseded),
+            "excluded": [{"voucher": v.voucher_id, "adjustment": x.id} for v, x in sorted(left_out, key=lambda pair: pair[0].voucher_id)],
             "amount": None,
             "unit_price": None,
             "cap_applied": False,

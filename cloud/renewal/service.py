@@ -13,8 +13,9 @@ from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
 from valuegate.cloud.contracts import parse_stored
+from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
-from valuegate.cloud.settlement.store import billable_values, load_contract
+from valuegate.cloud.settlement.store import billable_values, load_contract, load_exclusions
 from valuegate.cloud.store import Invalid, audit
 from valuegate.cloud.web.charts import GainPoint
 from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
@@ -119,7 +120,8 @@ def _priced_terms(document: dict[str, Any], tenant_id: str, contract_id: str, re
 async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, dict[str, Progress], dict[str, Any], Decimal]:
     """Return the contract, each anchor's progress, each priced anchor's charge over all billable vouchers, and the realized total."""
     contract, _ = await load_contract(conn, tenant_id, contract_id)
-    values = await billable_values(conn, tenant_id, contract_id)
+    # Days a non-routine adjustment takes out of settlement count toward neither the value nor the progress.
+    values, _ = split_excluded(await billable_values(conn, tenant_id, contract_id), await load_exclusions(conn, tenant_id, contract_id))
     states: dict[str, Progress] = {}
     charges: dict[str, Any] = {}
     total = Decimal(0)

@@ -32,6 +32,7 @@ __all__ = (
     "invoice_number",
     "note_number",
     "inputs_digest",
+    "split_excluded",
     "compute_lines",
     "compute_run",
 )
@@ -189,6 +190,19 @@ def inputs_digest(values: Iterable[VoucherValue], exclusions: Iterable[Exclusion
     return "sha256:" + hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
 
 
+def split_excluded(values: Iterable[VoucherValue], exclusions: Sequence[Exclusion]) -> tuple[list[VoucherValue], list[tuple[VoucherValue, Exclusion]]]:
+    """Split vouchers into those settlement prices and those a non-routine adjustment takes out, each with the first adjustment covering it."""
+    priced: list[VoucherValue] = []
+    excluded: list[tuple[VoucherValue, Exclusion]] = []
+    for value in values:
+        exclusion = next((x for x in exclusions if x.covers(value)), None)
+        if exclusion is None:
+            priced.append(value)
+        else:
+            excluded.append((value, exclusion))
+    return priced, excluded
+
+
 def compute_lines(contract: Contract, period: BillingPeriod, values: Sequence[VoucherValue], exclusions: Sequence[Exclusion]) -> list[Line]:
     """Price every priced anchor of ``contract`` over the vouchers of ``period``.
 
@@ -204,15 +218,8 @@ def compute_lines(contract: Contract, period: BillingPeriod, values: Sequence[Vo
         if not in_period:
             continue
 
-        priced: list[VoucherValue] = []
-        excluded: list[tuple[str, str]] = []
-        for value in in_period:
-            exclusion = next((x for x in exclusions if x.covers(value)), None)
-            if exclusion is None:
-                priced.append(value)
-            else:
-                excluded.append((value.voucher_id, f"nonroutine_adjustment:{exclusion.id}"))
-
+        priced, left_out = split_excluded(in_period, exclusions)
+        excluded = [(value.voucher_id, f"nonroutine_adjustment:{exclusion.id}") for value, exclusion in left_out]
         charge = price_anchor(contract, anchor.id, priced)
         lines.append(Line(anchor.id, period.first, period.last, charge, charge.amount, tuple(sorted(excluded))))
     return lines

@@ -29,6 +29,7 @@ __all__ = (
     "load_contract",
     "billable_values",
     "list_adjustments",
+    "load_exclusions",
     "add_adjustment",
     "issued_documents",
     "run_invoice",
@@ -109,6 +110,11 @@ def _invalid(message: str, code: str, **params: str) -> Invalid:
 
 def _exclusions(rows: list[dict[str, Any]]) -> list[Exclusion]:
     return [Exclusion(r["id"], r["anchor_id"], r["first_date"].isoformat(), r["last_date"].isoformat(), r["reason"]) for r in rows]
+
+
+async def load_exclusions(conn: Conn, tenant_id: str, contract_id: str) -> list[Exclusion]:
+    """Return the contract's non-routine adjustments as the exclusions an invoice run applies."""
+    return _exclusions(await list_adjustments(conn, tenant_id, contract_id))
 
 
 async def add_adjustment(
@@ -296,7 +302,7 @@ async def _lock(conn: Conn, tenant_id: str, contract_id: str) -> None:
 async def _compute(conn: Conn, tenant_id: str, contract_id: str, period: BillingPeriod) -> tuple[RunResult, int]:
     contract, revision = await load_contract(conn, tenant_id, contract_id)
     values = await billable_values(conn, tenant_id, contract_id)
-    exclusions = _exclusions(await list_adjustments(conn, tenant_id, contract_id))
+    exclusions = await load_exclusions(conn, tenant_id, contract_id)
     issued = await issued_documents(conn, tenant_id, contract_id)
     return compute_run(contract, period, values, exclusions, issued, revision=revision), revision
 

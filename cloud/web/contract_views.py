@@ -19,6 +19,7 @@ from valuegate.cloud.auth import requires
 from valuegate.cloud.contracts import list_contracts
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, latest_per_day, price_anchor
 from valuegate.cloud.store import NotFound
 
@@ -100,9 +101,10 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
 
 
 async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
-                        adjustments: list[dict[str, Any]], groups: list[CauseGroup]) -> list[dict[str, Any]]:
+                        groups: list[CauseGroup]) -> list[dict[str, Any]]:
     gains = await anchor_gains(conn, tenant, contract.id)
-    values = await settlement.billable_values(conn, tenant, contract.id)
+    # The page counts what settlement bills: vouchers a non-routine adjustment takes out are listed as findings, not counted.
+    values, excluded = split_excluded(await settlement.billable_values(conn, tenant, contract.id), await settlement.load_exclusions(conn, tenant, contract.id))
     separator = translate(language, "quality.reason_separator")
     today = dt.datetime.now(dt.UTC).date()
     views = []
@@ -129,11 +131,8 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
             elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
                 findings.append(Finding(translate(language, "quality.not_running_day", date=day)))
         findings += [_group_finding(group, language, tenant) for group in groups if group.anchor == anchor.id]
-        for x in adjustments:
-            if x["anchor_id"] in (None, anchor.id):
-                for g in rows:
-                    if x["first_date"] <= g["plant_date"] <= x["last_date"]:
-                        findings.append(Finding(translate(language, "quality.excluded", voucher=g["voucher_id"], id=x["id"])))
+        findings += [Finding(translate(language, "quality.excluded", voucher=value.voucher_id, id=exclusion.id))
+                     for value, exclusion in excluded if value.anchor == anchor.id]
         # The chart leaves out days with no production scheduled: they have no gain to show.
         points = [
             GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"])
@@ -181,7 +180,7 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     vouchers = (await reports.contract_vouchers(conn, tenant, contract_id, limit=500))["items"]
     adjustments = await settlement.list_adjustments(conn, tenant, contract_id)
     groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
-    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, adjustments, groups)
+    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups)
     machines = sorted({m for a in contract.anchors for m in a.scope})
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
