@@ -3,7 +3,8 @@
 A voucher counts toward value when it is stored (its proof, key and topic
 were checked on ingest), lies within its gateway's contiguous chain, and its
 recomputation did not disagree. The same rule selects billable vouchers in
-settlement, so a report and an invoice never disagree about the inputs.
+settlement, and the days a non-routine adjustment excludes are left out by
+settlement's own exclusion rule, so a report and an invoice read the same inputs.
 """
 
 from __future__ import annotations
@@ -50,12 +51,6 @@ def _settlement() -> tuple[Any, Any]:
     from valuegate.cloud.settlement import invoice, store
 
     return invoice, store
-
-
-# A rejection is superseded once the same voucher id was stored after it (a resend after a key rotation reached the
-# cloud, say): the voucher then counts with its stored state, and the rejection stays only in the rejections list.
-SUPERSEDED_SQL = """EXISTS (SELECT 1 FROM vouchers sv WHERE sv.tenant_id = r.tenant_id AND sv.voucher_id = r.voucher_id
-    AND sv.stored_at >= r.received_at)"""
 
 
 # Realized value per (tenant, contract), with the data version it was computed from.
@@ -107,9 +102,9 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
             pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
         )
     cur = await conn.execute(
-        f"SELECT count(*) FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}", (tenant_id, contract_id)
+        "SELECT voucher_id FROM rejections WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id)
     )
-    (rejected,) = await cur.fetchone()
+    rejected = len(await cur.fetchall())
 
     anchors = []
     total = Decimal(0)
