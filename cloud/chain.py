@@ -23,7 +23,7 @@ from valuegate.edge.protocol.voucher import MachineRef, VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher
 
-__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "touch_contracts")
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "chain_positions", "touch_contracts")
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -202,6 +202,12 @@ async def advance_chains(conn: Conn, gateway_ids: list[str], stored: Container[t
         )
         await touch_contracts(conn, set(await cur.fetchall()))
     return positions
+
+
+async def chain_positions(conn: Conn, gateway_ids: list[str]) -> dict[str, ChainPosition]:
+    """Read the stored positions of the gateways, without moving them."""
+    cur = await conn.execute("SELECT gateway_id, contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = ANY(%s)", (gateway_ids,))
+    return {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
 
 
 async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from valuegate.edge.protocol.voucher import VoucherError
 
 from . import metrics
-from .chain import ChainPosition, load_gateways, rejection_hints, store_rejections, store_vouchers
+from .chain import ChainPosition, chain_positions, load_gateways, rejection_hints, store_rejections, store_vouchers
 from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
 from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
 from .ingest_replies import GatewayReplies, RejectionLog
@@ -104,7 +104,7 @@ class IngestWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
-        self._replies = GatewayReplies(settings.resend_interval_s)
+        self._replies = GatewayReplies(settings.resend_interval_s, settings.resend_grace_s)
         self._requests = RecordRequests(settings.records_wait_s)
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
@@ -248,10 +248,13 @@ class IngestWorker:
     async def _housekeeping(self) -> None:
         self._last_reproduce = time.monotonic()
         await self._keep_lease()
-        if self._replies.unsent and self._client is not None and self._connected.is_set():
+        connected = self._client is not None and self._connected.is_set()
+        if self._replies.unsent and connected:
             self._replies.send_held(self._client)
         try:
             async with self.pool.connection() as conn:
+                if (due := self._replies.due_gaps()) and connected:
+                    self._replies.request_due(self._client, await chain_positions(conn, due))
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s, baseline_wait_s=self.settings.baseline_wait_s)
                 await refresh_machine_day(conn)
         except Exception as exc:

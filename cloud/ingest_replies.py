@@ -3,8 +3,11 @@
 An ack names the highest contiguous stored sequence of a gateway, so the
 highest one per gateway is all that must go out. Acks of batches stored
 while the worker was disconnected are held and sent after the reconnect.
-A resend request for one gap goes out at most once per
-``resend_interval_s``.
+A gap first waits ``resend_grace_s``: with several workers, a voucher
+often arrives before its predecessor, which another worker is storing,
+and the gap closes by itself. A gap that lasts longer gets a resend
+request, at most once per ``resend_interval_s``; the worker's housekeeping
+checks waiting gaps even when no further voucher of that gateway arrives.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ log = structlog.get_logger("valuegate.cloud.ingest")
 class GatewayReplies:
     """Acks and resend requests of one ingest worker."""
 
-    def __init__(self, resend_interval_s: float) -> None:
+    def __init__(self, resend_interval_s: float, resend_grace_s: float = 0.0) -> None:
         self.resend_interval_s = resend_interval_s
+        self.resend_grace_s = resend_grace_s
         # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
         self.unsent: dict[str, tuple[Topic, int]] = {}
         self._last_resend: dict[tuple[str, int], float] = {}
+        # Per gateway, a gap seen but not yet asked for: its topic, first missing sequence and when it was first seen.
+        self.waiting_gaps: dict[str, tuple[Topic, int, float]] = {}
 
     def hold(self, topics: dict[str, Topic], positions: dict[str, ChainPosition]) -> None:
         """Keep the acks of ``positions`` until a connection is back."""
@@ -44,14 +50,38 @@ class GatewayReplies:
         """Send held acks, then each touched gateway's ack and, for a gap, a resend request."""
         self.send_held(client)
         gaps = 0
+        now = time.monotonic()
         for gateway_id, position in positions.items():
             topic = topics[gateway_id]
             self.unsent.pop(gateway_id, None)
             self._send_ack(client, topic, position.stored_through)
-            if position.gap:
-                gaps += 1
+            if not position.gap:
+                self.waiting_gaps.pop(gateway_id, None)
+                continue
+            gaps += 1
+            from_seq = position.stored_through + 1
+            waiting = self.waiting_gaps.get(gateway_id)
+            if waiting is None or waiting[1] != from_seq:
+                waiting = self.waiting_gaps[gateway_id] = (topic, from_seq, now)
+            if now - waiting[2] >= self.resend_grace_s:
                 self._request_resend(client, topic, position)
         metrics.CHAIN_GAPS.set(gaps)
+
+    def due_gaps(self) -> list[str]:
+        """Return the gateways whose gap has waited ``resend_grace_s``, for the caller to check against the stored chain."""
+        now = time.monotonic()
+        return [gateway_id for gateway_id, (_, _, since) in self.waiting_gaps.items() if now - since >= self.resend_grace_s]
+
+    def request_due(self, client: mqtt.Client, positions: dict[str, ChainPosition]) -> None:
+        """Ask for the gaps that ``positions`` (read from the database) still show; forget those that closed."""
+        for gateway_id, position in positions.items():
+            waiting = self.waiting_gaps.get(gateway_id)
+            if waiting is None:
+                continue
+            if not position.gap or position.stored_through + 1 != waiting[1]:
+                self.waiting_gaps.pop(gateway_id)  # closed, or moved on to a new gap that a later batch reports
+                continue
+            self._request_resend(client, waiting[0], position)
 
     def send_held(self, client: mqtt.Client) -> None:
         """Send the acks of batches stored while the worker was not connected."""

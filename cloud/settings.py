@@ -58,6 +58,8 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Messages a worker verifies and stores in one database transaction at most."""
     resend_interval_s: float = 5.0
     """Seconds between two resend requests for the same gap of one gateway."""
+    resend_grace_s: float = 2.0
+    """Seconds a new gap may last before the first resend request; gaps from reordering between workers close within it."""
     reproduce_interval_s: float = 2.0
     """Seconds between two passes that recompute vouchers still waiting for their telemetry."""
     records_wait_s: float = 30.0

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from valuegate.cloud import store
+from valuegate.cloud import metrics, store
 from valuegate.cloud.db import UTC_OPTIONS
 from valuegate.cloud.ingest import IngestWorker
 from valuegate.cloud.settings import CloudSettings
@@ -86,6 +86,7 @@ async def test_gap_requests_resend(two_tenants: tuple[Gateway, Gateway], worker:
     await probe.wait_for(acked(acme, 1))
     probe.publish(acme.topic("vouchers"), encode(third))
     probe.publish(acme.topic("vouchers"), encode(fourth))
+    # No further voucher arrives: the worker's housekeeping asks once the gap outlasts resend_grace_s.
     _, resend = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
     assert resend == {"schema": "valuegate/resend/v1", "from_seq": 2}
     gateway = await query(cloud_dsn, "SELECT contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = 'gw-a1'")
@@ -96,6 +97,27 @@ async def test_gap_requests_resend(two_tenants: tuple[Gateway, Gateway], worker:
     await probe.wait_for(acked(acme, 4))
     assert await query(cloud_dsn, "SELECT code FROM rejections") == []
 
+
+
+async def test_reordered_arrival_asks_for_no_resend(two_tenants: tuple[Gateway, Gateway], cloud_dsn: str, mosquitto: Any, probe: Probe) -> None:
+    """A successor stored just before its predecessor (as with two workers) is a gap that closes within resend_grace_s."""
+    acme, _ = two_tenants
+    settings = CloudSettings(dsn=cloud_dsn, mqtt_port=mosquitto.port, share_group="reorder", resend_interval_s=0.2, resend_grace_s=1.5,
+                             reproduce_interval_s=0.2)  # fmt: skip
+    first, second, third = (acme.next_voucher() for _ in range(3))
+    before = metrics.RESEND_REQUESTS._value.get()
+    async with IngestWorker(settings):
+        probe.publish(acme.topic("vouchers"), encode(first))
+        await probe.wait_for(acked(acme, 1))
+        probe.received.clear()
+        probe.publish(acme.topic("vouchers"), encode(third))
+        await probe.wait_for(acked(acme, 1))  # stored, with the gap at 2 still open
+        await asyncio.sleep(0.5)
+        probe.publish(acme.topic("vouchers"), encode(second))
+        await probe.wait_for(acked(acme, 3))
+        await asyncio.sleep(2.0)  # past the grace: housekeeping finds the gap closed
+    assert [body for topic, body in probe.received if topic == acme.topic("resend")] == []
+    assert metrics.RESEND_REQUESTS._value.get() == before
 
 async def test_late_predecessor_must_match_successor(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
     acme, _ = two_tenants
