@@ -17,6 +17,7 @@ from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
 from .samples import Sample
 from .tagmap import TagMap
 from .values import IMPLAUSIBLE_TIME, now_ms
+from .valuelog import BadValueLog
 
 __all__ = ("ModbusClient",)
 
@@ -51,7 +52,9 @@ class ModbusClient:
     cause and the delay before the next attempt. ``modbus.connected`` is
     logged at the first connect, and after an outage at the first poll
     that gets a response, with the outage's failures and length. Connects inside an outage
-    are logged at debug only.
+    are logged at debug only. Values that turn Bad while the device responds
+    (``out_of_range``, an exception response) are logged as
+    ``modbus.values_bad`` and ``modbus.values_good`` (see BadValueLog).
     """
 
     def __init__(self, config: ModbusDeviceConfig, tag_map: TagMap) -> None:
@@ -72,6 +75,7 @@ class ModbusClient:
         self._log = log.bind(device=config.id, host=config.host, port=config.port, unit_id=config.unit_id)
         self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
         self._retries = RetryLog(self._log, "modbus.retry_failed")
+        self._values = BadValueLog(self._log, "modbus")
 
     def _make_plan(self) -> list[ReadRequest]:
         return plan_requests(
@@ -233,6 +237,7 @@ class ModbusClient:
                     continue
                 next_poll = loop.time()
             samples, failure = await self._poll()
+            self._values.observe(samples)
             if failure is not None:
                 delay = backoff.next_delay()
                 self._failed("modbus.disconnected", failure, delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from .opcua_failures import ConnectSteps, failure_status, failure_text
 from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, read_password, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
+from .valuelog import BadValueLog
 from .values import IMPLAUSIBLE_TIME, make_sample, now_ms, plain_value
 
 __all__ = ("OpcUaClient", "OpcUaSetupError")
@@ -25,12 +27,8 @@ __all__ = ("OpcUaClient", "OpcUaSetupError")
 log = structlog.get_logger("valuegate.adapters.opcua")
 
 # Status codes with which a server reports that it cannot run subscriptions at all, so mode `auto` polls instead.
-_NO_SUBSCRIPTIONS = {
-    ua.StatusCodes.BadServiceUnsupported,
-    ua.StatusCodes.BadNotSupported,
-    ua.StatusCodes.BadTooManySubscriptions,
-    ua.StatusCodes.BadNotImplemented,
-}
+_NO_SUBSCRIPTIONS = {ua.StatusCodes.BadServiceUnsupported, ua.StatusCodes.BadNotSupported, ua.StatusCodes.BadTooManySubscriptions,
+                     ua.StatusCodes.BadNotImplemented}
 _SERVER_STATE = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
 _LOST = object()
 
@@ -60,11 +58,8 @@ class OpcUaClient:
         self.monitored_items = 0
         self.generation = 0
         self.stats: dict[str, int] = dict.fromkeys(
-            ("notifications", "publish_batches", "values_read", "bad_values", "uncertain_values", "out_of_range",
-             "decode_errors", "reconnects", "connect_failures", "keepalive_failures", "refused_tags", "timeouts",
-             "exceptions", "implausible_times"),
-            0,
-        )
+            ("notifications", "publish_batches", "values_read", "bad_values", "uncertain_values", "out_of_range", "decode_errors",
+             "reconnects", "connect_failures", "keepalive_failures", "refused_tags", "timeouts", "exceptions", "implausible_times"), 0)
         self._time_tags = tag_map.time_tags()
         self._client: Client | None = None
         self._resolved: list[ResolvedTag] = []
@@ -80,6 +75,8 @@ class OpcUaClient:
         self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
         self.last_status = ""
         self._retries = RetryLog(self._log, "opcua.retry_failed")
+        self._values = BadValueLog(self._log, "opcua")
+        self._session_fields: dict[str, Any] = {}
 
     async def __aenter__(self) -> OpcUaClient:
         try:
@@ -161,10 +158,8 @@ class OpcUaClient:
             self._step = "creating the subscription"
             try:
                 self._subscription, self.monitored_items, refused = await subscribe(
-                    client, self.config, self._resolved, self.limits, self.keepalive_s,
-                    on_data=self._on_data_change, on_status=self._signal_lost,
-                    is_current=lambda generation=self.generation: generation == self.generation,
-                )
+                    client, self.config, self._resolved, self.limits, self.keepalive_s, on_data=self._on_data_change,
+                    on_status=self._signal_lost, is_current=lambda generation=self.generation: generation == self.generation)
                 self.refused.update(refused)
                 self.mode_in_use = "subscribe"
             except ua.UaStatusCodeError as exc:
@@ -185,10 +180,15 @@ class OpcUaClient:
                 [Sample(self.config.id, name, received, "gateway", received, None, None, "bad", reason)
                  for name, reason in self.refused.items()]
             )
-        self._log.info(
-            "opcua.connected", mode=self.mode_in_use, session_timeout_ms=self.session_timeout_ms,
-            monitored_items=self.monitored_items, refused=len(self.refused), limits=self.limits,
-        )
+        fields = self._session_fields = {"mode": self.mode_in_use, "session_timeout_ms": self.session_timeout_ms,
+                                         "monitored_items": self.monitored_items, "refused": len(self.refused)}
+        if not self._ever_connected:
+            fields["limits"] = dataclasses.asdict(self.limits)
+        if self._retries.failures:
+            # Inside an outage a new session proves little, so the first data logs opcua.connected with the outage's length.
+            self._log.debug("opcua.connection_opened", failures=self._retries.failures)
+        else:
+            self._log.info("opcua.connected", **fields)
 
     # ---- data ------------------------------------------------------------------------------------
 
@@ -359,7 +359,9 @@ class OpcUaClient:
         """Yield notification batches; on a loss, one batch of bad ``disconnected`` samples, then rebuild with backoff.
 
         The backoff restarts from ``reconnect_min_ms`` once a rebuilt session has delivered data, not at a connect.
-        Failures are logged as ``opcua.connect_failed``/``opcua.disconnected`` and ``opcua.retry_failed`` (see RetryLog).
+        Failures are logged as ``opcua.connect_failed``/``opcua.disconnected`` and ``opcua.retry_failed`` (see RetryLog),
+        the first data after an outage as ``opcua.connected`` with its ``failures`` and ``outage_s``, and values the
+        server reports Bad as ``opcua.values_bad`` and ``opcua.values_good`` (see BadValueLog).
         """
         backoff = self.backoff
         batches_at_connect = self.stats["publish_batches"]
@@ -390,7 +392,8 @@ class OpcUaClient:
             if self._retries.failures and self.stats["publish_batches"] > batches_at_connect:
                 # The server delivered data, so the next outage starts again from the shortest delay.
                 backoff.reset()
-                self._retries.answered()
+                self._retries.answered("opcua.connected", **self._session_fields)
+            self._values.observe(item, skip=self.refused)
             yield item
 
     def _failed(self, event: str, delay_s: float) -> bool:
