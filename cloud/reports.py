@@ -22,7 +22,7 @@ from valuegate.edge.kernels import kpis, totals_from_columns
 from .contracts import current_contract
 from .store import NotFound
 
-__all__ = ("VOUCHER_STATES", "contract_value", "contract_vouchers", "get_voucher", "list_machines", "machine_kpis", "list_rejections", "list_audit")
+__all__ = ("VOUCHER_STATES", "SUPERSEDED_SQL", "contract_value", "contract_vouchers", "get_voucher", "list_machines", "machine_kpis", "list_rejections", "list_audit")
 
 Conn = psycopg.AsyncConnection[Any]
 VOUCHER_STATES = ("verified", "reproduced", "mismatch", "gap", "rejected")
@@ -51,6 +51,12 @@ def _settlement() -> tuple[Any, Any]:
     from valuegate.cloud.settlement import invoice, store
 
     return invoice, store
+
+
+# A rejection is superseded once the same voucher id was stored after it, for example when the gateway resent a voucher that
+# arrived before its key rotation was known. The voucher then has its stored state, and the rejection stays only in the rejections list.
+SUPERSEDED_SQL = """EXISTS (SELECT 1 FROM vouchers sv WHERE sv.tenant_id = r.tenant_id AND sv.voucher_id = r.voucher_id
+    AND sv.stored_at >= r.received_at)"""
 
 
 # Realized value per (tenant, contract), with the data version it was computed from.
@@ -102,9 +108,9 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
             pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
         )
     cur = await conn.execute(
-        "SELECT voucher_id FROM rejections WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id)
+        f"SELECT count(*) FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}", (tenant_id, contract_id)
     )
-    rejected = len(await cur.fetchall())
+    (rejected,) = await cur.fetchone()
 
     anchors = []
     total = Decimal(0)
@@ -158,13 +164,16 @@ _VOUCHER_COLUMNS = f"""v.voucher_id, v.gateway_id, v.seq, v.anchor_id, v.plant_d
 async def contract_vouchers(
     conn: Conn, tenant_id: str, contract_id: str, *, state: str | None = None, anchor: str | None = None, limit: int = 100, offset: int = 0
 ) -> dict[str, Any]:
-    """List the contract's vouchers with their state, newest plant day first; ``rejected`` lists rejections instead."""
+    """List the contract's vouchers with their state, newest plant day first.
+
+    ``rejected`` lists rejections instead, leaving out those superseded by a stored voucher of the same id.
+    """
     await current_contract(conn, tenant_id, contract_id)
     cur = conn.cursor(row_factory=dict_row)
     if state == "rejected":
         await cur.execute(
-            "SELECT id, received_at, voucher_id, gateway_id, code, reason, 'rejected' AS state FROM rejections"
-            " WHERE tenant_id = %s AND contract_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
+            "SELECT r.id, r.received_at, r.voucher_id, r.gateway_id, r.code, r.reason, 'rejected' AS state FROM rejections r"
+            f" WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL} ORDER BY r.received_at DESC, r.id DESC LIMIT %s OFFSET %s",
             (tenant_id, contract_id, limit, offset),
         )
         return {"items": with_actions(tenant_id, await cur.fetchall()), "limit": limit, "offset": offset}
@@ -262,10 +271,11 @@ def with_actions(tenant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, A
 
 
 async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """List every rejection of the tenant, newest first; ``superseded`` is true once a voucher of the same id was stored after it."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT id, received_at, kind, topic, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size"
-        " FROM rejections WHERE tenant_id = %s ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
+        "SELECT r.id, r.received_at, r.kind, r.topic, r.gateway_id, r.voucher_id, r.contract_id, r.code, r.reason, r.payload_sha256, r.payload_size,"
+        f" {SUPERSEDED_SQL} AS superseded FROM rejections r WHERE r.tenant_id = %s ORDER BY r.received_at DESC, r.id DESC LIMIT %s OFFSET %s",
         (tenant_id, limit, offset),
     )
     return with_actions(tenant_id, await cur.fetchall())

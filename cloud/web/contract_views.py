@@ -27,7 +27,7 @@ from .charts import GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
 from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections, unreproduced_vouchers
-from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text
+from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text, rejection_text
 from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
 from .renewal_views import trigger_label
 
@@ -47,6 +47,8 @@ class Finding:
     """For a group of vouchers: every voucher id or run of ids, listed in the finding's details toggle."""
     details: tuple[str, ...] = ()
     """For a group of vouchers: their distinct raw re-computation details (English), for engineers."""
+    note: str = ""
+    """The original English detail, shown in small print after the text."""
 
 
 def _group_finding(group: CauseGroup, language: str, tenant: str) -> Finding:
@@ -196,7 +198,10 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
             finding = _group_finding(group, language, tenant)
             chain_findings.append(replace(finding, text=translate(language, "quality.other_anchor", anchor=group.anchor, finding=finding.text)))
     rejected = await rejections(conn, tenant, contract_id)
-    chain_findings += [Finding(translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", code=r["code"], reason=r["reason"])) for r in rejected]
+    for r in rejected:
+        r["reason_text"] = rejection_text(r["code"], language)
+        text = translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", reason=r["reason_text"])
+        chain_findings.append(Finding(text, note=f"{r['code']}: {r['reason']}"))
 
     packages = await renewal.list_packages(conn, tenant, contract_id)
     for package in packages:

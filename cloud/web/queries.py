@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from valuegate.cloud.reports import SUPERSEDED_SQL
+
 __all__ = (
     "downtime_by_reason",
     "machine_availability",
@@ -93,10 +95,11 @@ async def chain_gaps(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[
 
 
 async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Return the contract's rejections that no later stored voucher of the same id superseded, newest first."""
     return await _rows(
         conn,
-        "SELECT voucher_id, gateway_id, code, reason, received_at FROM rejections WHERE tenant_id = %s AND contract_id = %s"
-        " ORDER BY received_at DESC, id DESC LIMIT %s",
+        "SELECT r.voucher_id, r.gateway_id, r.code, r.reason, r.received_at FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s"
+        f" AND NOT {SUPERSEDED_SQL} ORDER BY r.received_at DESC, r.id DESC LIMIT %s",
         (tenant_id, contract_id, limit),
     )
 

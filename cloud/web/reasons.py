@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .i18n import format_date, translate
+from .i18n import catalog, format_date, translate
 
-__all__ = ("Reason", "parse_reason", "reason_text", "no_production_scheduled", "date_ranges")
+__all__ = ("Reason", "parse_reason", "reason_text", "rejection_text", "no_production_scheduled", "date_ranges")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +94,11 @@ def date_ranges(days: Iterable[dt.date], language: str) -> list[str]:
         else:
             runs.append([day])
     return [format_date(run[0], language) if len(run) == 1 else f"{format_date(run[0], language)} – {format_date(run[-1], language)}" for run in runs]
+
+
+def rejection_text(code: str, language: str) -> str:
+    """Return why the cloud rejected a voucher, from its rejection code, in ``language``; an unknown code is named in a general text."""
+    key = f"rejection.{code}"
+    if key in catalog(language):
+        return translate(language, key)
+    return translate(language, "rejection.other", code=code)

@@ -102,7 +102,9 @@ def test_each_state_shows_its_label(states, login, lang):
 
 def test_rejected_row_names_the_reason(states, login):
     page = login("csm1").get("/contracts/C-1?lang=en").text
-    assert 'title="signature_invalid: ' in _state_cell(page, "gw-1:22")
+    cell = _state_cell(page, "gw-1:22")
+    assert 'title="its signature does not verify, so it may have been altered in transit."' in cell
+    assert 'data-code="signature_invalid"' in cell
 
 
 def test_realized_total_counts_verified_only(states, login):

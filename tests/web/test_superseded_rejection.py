@@ -1,0 +1,100 @@
+"""Rejections whose voucher id was stored later: left out of counts, findings and the voucher table; localized reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import hashlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.factories import make_claims
+from tests.settlement.seed import KEY_VALID_FROM, connect, ingest
+from valuegate.cloud import store
+from valuegate.cloud.chain import load_gateways, store_rejections
+from valuegate.cloud.verify import Topic, check_voucher
+from valuegate.edge.protocol import voucher as v
+from valuegate.edge.protocol.keys import public_key_multibase
+
+pytestmark = pytest.mark.postgres
+
+TOPIC = "valuegate/v1/acme/plant-1/gw-1/vouchers"
+
+
+async def _reject(dsn: str, document: dict) -> str:
+    """Check one voucher as the ingest workers do, store its rejection row, and return the rejection code."""
+    payload = json.dumps(document).encode("utf-8")
+    async with await connect(dsn) as conn, conn.transaction():
+        gateways = await load_gateways(conn, {"gw-1"})
+        with pytest.raises(v.VoucherError) as caught:
+            check_voucher(payload, Topic("acme", "plant-1", "gw-1", "vouchers"), gateways, now=dt.datetime.now(dt.UTC),
+                          clock_skew=dt.timedelta(minutes=5))
+        error = caught.value
+        row = ("voucher", TOPIC, "acme", "gw-1", document["credentialSubject"]["voucher_id"], "C-1", error.code, str(error),
+               hashlib.sha256(payload).hexdigest(), len(payload), payload)
+        await store_rejections(conn, [row])
+    return error.code
+
+
+async def _register(dsn: str, key: Ed25519PrivateKey) -> None:
+    async with await connect(dsn) as conn, conn.transaction():
+        await store.add_gateway_key(conn, "acme", "gw-1", public_key_multibase(key.public_key()), valid_from=KEY_VALID_FROM)
+
+
+@pytest.fixture(scope="module")
+def rotated(site):
+    """Voucher 22 is signed by a key the cloud learns of only after its first delivery; voucher 40 arrives with a forged gain."""
+    new_key = Ed25519PrivateKey.generate()
+    first = v.build_voucher(make_claims(seq=22, prev=v.voucher_hash(site.last_voucher), plant_date=dt.date(2024, 5, 27)), new_key)
+    assert asyncio.run(_reject(site.dsn, first)) == "key_unknown"
+    asyncio.run(_register(site.dsn, new_key))
+    assert asyncio.run(ingest(site.dsn, [first])) == ["gw-1:22"]
+
+    forged = copy.deepcopy(v.build_voucher(make_claims(seq=40, prev="sha256:" + "00" * 32, plant_date=dt.date(2024, 6, 20)), site.key))
+    forged["credentialSubject"]["delta"]["point"] = 9.0
+    assert asyncio.run(_reject(site.dsn, forged)) == "signature_invalid"
+    return site
+
+
+def _rows(page: str, voucher_id: str) -> list[str]:
+    return [part.split("</tr>", 1)[0] for part in page.split(f'<tr data-voucher="{voucher_id}">')[1:]]
+
+
+def test_value_counts_only_open_rejection(rotated, login):
+    value = login("csm1").get("/api/v1/contracts/C-1/value").json()
+    assert value["rejected"] == 1
+
+
+def test_rejection_list_marks_superseded(rotated, login):
+    listed = {row["voucher_id"]: row for row in login("csm1").get("/api/v1/rejections").json()}
+    assert listed["gw-1:22"]["code"] == "key_unknown"
+    assert listed["gw-1:22"]["superseded"] is True
+    assert listed["gw-1:40"]["superseded"] is False
+
+
+def test_rejected_state_lists_open_rejection(rotated, login):
+    items = login("csm1").get("/api/v1/contracts/C-1/vouchers?state=rejected").json()["items"]
+    assert [item["voucher_id"] for item in items] == ["gw-1:40"]
+
+
+@pytest.mark.parametrize(("lang", "finding", "reason", "stored"), [
+    ("zh-CN", "gw-1:40：凭证被拒收：", "签名无法验证，凭证可能在传输中被改动。", "已核验"),
+    ("en", "gw-1:40: voucher rejected: ", "its signature does not verify, so it may have been altered in transit.", "verified"),
+])
+def test_page_shows_stored_voucher_once(rotated, login, lang, finding, reason, stored):
+    page = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    (row,) = _rows(page, "gw-1:22")
+    assert f">{stored}</span>" in row
+    assert "key_unknown" not in page
+    assert finding + reason in page
+    (forged,) = _rows(page, "gw-1:40")
+    assert f'title="{reason}"' in forged
+
+
+def test_page_keeps_english_detail_apart(rotated, login):
+    page = login("csm1").get("/contracts/C-1?lang=zh-CN").text
+    finding = page.split("gw-1:40：凭证被拒收", 1)[1].split("</li>", 1)[0]
+    assert '<small class="muted detail">signature_invalid: voucher proof does not verify' in finding
