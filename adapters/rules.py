@@ -16,8 +16,8 @@ class StateResult(msgspec.Struct, frozen=True):
     """The machine's state category at one instant.
 
     ``code`` is the category's index in ``CATEGORIES`` (running 0 .. offline 5);
-    ``reason`` is the stop reason (a fixed text of the rule or the value of its
-    ``reason_tag``); ``uncertain`` is true when an input had Uncertain status;
+    ``reason`` is the stop reason (the value of the rule's ``reason_tag``, or
+    its fixed ``reason`` while that tag has none or a value of its ``no_reason``); ``uncertain`` is true when an input had Uncertain status;
     ``label`` is the matched rule's label or why the state is offline;
     ``unmatched`` is true when every input had a value but no rule matched,
     so the map's ``default`` category applies.
@@ -72,6 +72,7 @@ class StateEvaluator:
                     inputs.append(name)
         self.inputs: tuple[str, ...] = tuple(inputs)
         self._reason_tags = {rule.reason_tag for rule in self._rules if rule.reason_tag}
+        self._no_reason = tag_map.no_reason_values()
         self._latest: dict[str, Sample] = {}
 
     def update(self, sample: Sample) -> None:
@@ -123,6 +124,8 @@ class StateEvaluator:
         sample = self._latest.get(rule.reason_tag)
         if sample is None or sample.status == "bad" or sample.value is None:
             return rule.reason, False
+        if match_value(sample.value, self._no_reason.get(rule.reason_tag, [])):
+            return rule.reason, sample.status == "uncertain"
         return _reason_text(sample.value), sample.status == "uncertain"
 
     @staticmethod

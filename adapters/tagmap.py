@@ -78,7 +78,10 @@ class _Spec(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ModbusTag(_Spec):
-    """One Modbus value: where it lives, its type and order, and how raw values scale."""
+    """One Modbus value: where it lives, its type and order, and how raw values scale.
+
+    ``no_reason`` lists the values of a reason tag that mean the PLC records no reason, so a stop gets none.
+    """
 
     name: str
     table: Table
@@ -92,6 +95,7 @@ class ModbusTag(_Spec):
     unit: str = ""
     range: list[float] | None = None
     role: Role = "value"
+    no_reason: list[Scalar] | None = None
     description: str = ""
 
 
@@ -106,6 +110,7 @@ class OpcUaTag(_Spec):
     role: Role = "value"
     sampling_ms: int | None = None
     queue_size: int = 1000
+    no_reason: list[Scalar] | None = None
     description: str = ""
 
 
@@ -204,6 +209,10 @@ class TagMap(_Spec):
             "time.source is plc but time.clock names no clock register, so minutes and plant days are closed by the "
             "gateway's clock while state changes carry the PLC's state_since"
         )
+
+    def no_reason_values(self) -> dict[str, list[Scalar]]:
+        """Return, per tag, the values that mean no reason (the tag's ``no_reason``)."""
+        return {str(tag.get("name")): list(tag["no_reason"]) for tag in self.tags if tag.get("no_reason")}
 
     def state_tags(self) -> list[str]:
         """Return the tags the state rules read, in first-use order."""

@@ -1,4 +1,4 @@
-"""Tag-map checks that need more than types: Modbus addresses and overlaps, rule values, OPC UA node ids, time tags."""
+"""Tag-map checks that need more than types: Modbus addresses and overlaps, rule values, no-reason values, OPC UA node ids, time tags."""
 
 from __future__ import annotations
 
@@ -117,6 +117,32 @@ def _check_rule_values(source: YamlSource, tag_map: TagMap, issues: list[ConfigI
                         issues.append(source.issue(f"$.states.rules[{index}].{part}.{name}[{position}]", problem, value=value))
 
 
+def _check_no_reason(source: YamlSource, tag_map: TagMap, issues: list[ConfigIssue]) -> None:
+    """Reject a ``no_reason`` that is empty, sits on a tag no rule reads as reason, or lists values its Modbus tag never reads."""
+    reason_tags = {rule.reason_tag for rule in tag_map.states.rules if rule.reason_tag}
+    for index, raw in enumerate(tag_map.tags):
+        values = raw.get("no_reason") if isinstance(raw, dict) else None
+        if values is None:
+            continue
+        where, name = f"$.tags[{index}].no_reason", raw.get("name")
+        if not values:
+            issues.append(source.issue(where, "list at least one value that means no reason, or remove no_reason", value=values))
+        if name not in reason_tags:
+            issues.append(source.issue(
+                where, f"no rule names tag '{name}' in reason_tag, so no_reason has no effect; name it in a rule's reason_tag or remove no_reason",
+                value=values))
+        if tag_map.protocol != "modbus":
+            continue
+        try:
+            tag = msgspec.convert(raw, ModbusTag)
+        except msgspec.ValidationError:
+            continue  # the tag's own check reports it
+        for position, value in enumerate(values):
+            problem = _rule_value_problem(value, tag)
+            if problem is not None:
+                issues.append(source.issue(f"{where}[{position}]", problem, value=value))
+
+
 def _check_overlaps(source: YamlSource, spans: list[tuple[int, ModbusTag]], issues: list[ConfigIssue]) -> None:
     """Reject two tags that read the same register or bit of one table.
 
@@ -204,6 +230,7 @@ def validate(source: YamlSource, tag_map: TagMap) -> None:
             issues.append(source.issue(f"$.states.rules[{index}]", "a rule needs at least one `when` or `unless` condition"))
     if tag_map.protocol == "modbus":
         _check_rule_values(source, tag_map, issues)
+    _check_no_reason(source, tag_map, issues)
 
     for index, counter in enumerate(tag_map.counters):
         if counter.tag not in names:

@@ -116,6 +116,14 @@ def test_missing_reason_tag_leaves_stops_unassigned(tmp_path):
     assert [note["tags"] for note in notes if note["kind"] == "missing_reason_tags"] == [["reason"]]
 
 
+def test_no_reason_code_is_unassigned(tmp_path):
+    # The by-hand day with reason 0, which the bottling map names as no reason: the same times, the stop unassigned.
+    rows = FILLER_ROWS.replace("07:00:00+02:00,reason,17", "07:00:00+02:00,reason,0")
+    day = _days(_run(str(_write(tmp_path, rows)), "--map", "bottling-filler-modbus", "--tz", "Europe/Berlin", "--json"))[0]
+    assert (day["planned_min"], day["run_min"], day["downtime_min"], day["mttr_min"]) == (120.0, 110.0, 10.0, 10.0)
+    assert day["downtime_by_reason"] == {"unassigned": 10.0}
+
+
 def test_parquet_timestamp_without_zone_is_named(tmp_path):
     pyarrow = pytest.importorskip("pyarrow")
     import datetime as dt

@@ -111,3 +111,26 @@ def test_evaluator_keeps_latest(tmp_path: Path):
     evaluator.update(sample("state", 1))
     evaluator.update(sample("state", 0))
     assert evaluator.evaluate().category == "planned_stop"
+
+
+def test_no_reason_value_leaves_stop_unassigned():
+    bottling = StateEvaluator(load_tag_map(DEMO / "bottling-filler-modbus.yaml"))
+    bottling.update(sample("state", 2))
+    bottling.update(sample("reason", 0))
+    result = bottling.evaluate()
+    assert (result.category, result.reason) == ("unplanned_stop", None)
+    bottling.update(sample("reason", 17))
+    assert bottling.evaluate().reason == "17"
+
+
+def test_no_reason_falls_back_to_fixed_reason(tmp_path: Path):
+    text = (DEMO / "bottling-filler-modbus.yaml").read_text(encoding="utf-8")
+    text = text.replace("reason_tag: reason, label:", "reason_tag: reason, reason: JAM, label:")
+    path = tmp_path / "fixed.yaml"
+    path.write_text(text, encoding="utf-8")
+    evaluator = StateEvaluator(load_tag_map(path))
+    for tag, value in [("state", 2), ("reason", 0)]:
+        evaluator.update(sample(tag, value))
+    assert evaluator.evaluate().reason == "JAM"
+    evaluator.update(sample("reason", 3))
+    assert evaluator.evaluate().reason == "3"

@@ -163,3 +163,29 @@ def test_oee_rejects_text_rule(tmp_path: Path) -> None:
     result = runner.invoke(app, ["oee", str(trace), "--map", str(tag_map)])
     assert result.exit_code != 0
     assert "$.states.rules[3].when.state[0]: text never matches tag 'state', which is uint16; write 4 without quotes" in result.output
+
+
+NO_REASON_MAP = MAP.replace(
+    "  - {name: door, table: coil",
+    "  - {name: fault, table: holding_register, address: 20, type: uint16, order: ABCD, role: reason, no_reason: [0]}\n  - {name: door, table: coil",
+).replace("{when: {state: [4]}, category: unplanned_stop}", "{when: {state: [4]}, category: unplanned_stop, reason_tag: fault}")
+
+
+def test_no_reason_on_reason_tag_is_valid(tmp_path: Path) -> None:
+    tag_map = load_tag_map(write(tmp_path, NO_REASON_MAP))
+    assert [tag["no_reason"] for tag in tag_map.tags if "no_reason" in tag] == [[0]]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("no_reason: [0]", 'no_reason: ["0"]', "text never matches tag 'fault', which is uint16; write 0 without quotes"),
+        ("no_reason: [0]", "no_reason: []", "list at least one value that means no reason, or remove no_reason"),
+        ("unplanned_stop, reason_tag: fault}", "unplanned_stop}",
+         "no rule names tag 'fault' in reason_tag, so no_reason has no effect; name it in a rule's reason_tag or remove no_reason"),
+    ],
+)  # fmt: skip
+def test_no_reason_mistakes(tmp_path: Path, old: str, new: str, message: str) -> None:
+    (issue,) = problems(tmp_path, NO_REASON_MAP.replace(old, new))
+    assert issue.field.startswith("$.tags[8].no_reason")
+    assert issue.message == message
