@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 import psycopg
@@ -89,6 +89,25 @@ def parse_date(value: str, field: str) -> dt.date:
         raise error from exc
 
 
+def _language_target(request: Request[Any, Any, Any]) -> str:
+    """Return the path that the page's language links lead to: a page that accepts GET.
+
+    After a form post the request's own path may accept only POST, so the links lead to the page that sent the form
+    (when the Referer names this site), else to the contract or run the form belongs to, else to the contract list.
+    """
+    if request.method in ("GET", "HEAD"):
+        return request.url.path
+    referrer = urlsplit(request.headers.get("referer", ""))
+    if referrer.netloc == request.url.netloc and referrer.path.startswith("/"):
+        return referrer.path
+    params = request.path_params
+    if "contract_id" in params:
+        return f"/contracts/{quote(str(params['contract_id']), safe='')}"
+    if "run_id" in params:
+        return f"/runs/{params['run_id']}"
+    return "/contracts"
+
+
 def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
     """Render ``template`` in the request's language; a valid ``?lang=`` is remembered in a cookie."""
     language = language_of(request)
@@ -99,7 +118,7 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
         user=principal,
         csrf_field=CSRF_FORM_FIELD,
         csrf_token=principal.csrf_token if principal is not None else "",
-        path=request.url.path,
+        path=_language_target(request),
         **context,
     )
     cookies = []

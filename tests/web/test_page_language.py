@@ -162,3 +162,31 @@ def test_redirects_keep_language(site, login) -> None:
     assert protected.headers["location"] == "/login?next=%2Fcontracts%2FC-1%3Flang%3Den&lang=en"
     assert login("csm1").get("/?lang=en").headers["location"] == "/contracts?lang=en"
     assert httpx.get(f"{site.url}/?lang=fr").headers["location"] == "/login"
+
+
+def _language_links(html: str) -> dict[str, str]:
+    return {code: href for href, code in re.findall(r'<a href="([^"]+)" lang="[^"]+" data-lang="([^"]+)"', html)}
+
+
+# Each case: the Referer header the browser sends with the form, and the page the language links must lead to.
+REFERRERS = {
+    "contract_page": ("{url}/contracts/C-1?done=adjustment.saved", "/contracts/C-1"),
+    "none": (None, "/contracts/C-1"),
+    "other_site": ("https://example.invalid/contracts/C-2", "/contracts/C-1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFERRERS))
+@pytest.mark.parametrize(("lang", "other", "message"), [("zh-CN", "en", "超出了合同 C-1 的合同期"), ("en", "zh-CN", "reaches outside the term of contract C-1")])
+def test_post_error_language_links(site, login, case, lang, other, message) -> None:
+    referrer, target = REFERRERS[case]
+    finance = login("fin1")
+    token = csrf(finance.get(f"/contracts/C-1?lang={lang}").text)
+    headers = {"Referer": referrer.format(url=site.url)} if referrer else {}
+    # The term starts on 2024-04-01, so the cloud rejects this run with a 400 page.
+    response = finance.post("/contracts/C-1/runs", data={"_csrf_token": token, "period_first": "2024-03-01", "period_last": "2024-04-30"}, headers=headers)
+    assert response.status_code == 400
+    assert message in response.text
+    link = _language_links(response.text)[other]
+    assert link == f"{target}?lang={other}"
+    assert finance.get(link).status_code == 200
