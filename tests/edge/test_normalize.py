@@ -28,6 +28,16 @@ def test_modbus_change_stamped_with_state_since() -> None:
     assert [(c.ts_ms - T0, c.value) for c in second.counters] == [(6_000, 12.0)]
 
 
+def test_modbus_no_reason_code_stores_none() -> None:
+    """The filler map's no_reason: [0]: a stop reading reason 0 is stored without a reason, one reading 17 with it."""
+    normalizer = Normalizer("filler-1", FILLER)
+    normalizer.feed(poll(9_000_000, state=1, since=1_000, clock=5_000, containers=10, changes=4))
+    stop = normalizer.feed(poll(9_001_000, state=2, since=5_600, clock=6_000, containers=12, changes=5, reason=0))
+    assert [(e.code, e.reason) for e in stop.states] == [(3, None)]
+    coded = normalizer.feed(poll(9_002_000, state=2, since=6_500, clock=7_000, containers=12, changes=6, reason=17))
+    assert [(e.code, e.reason) for e in coded.states] == [(3, "17")]
+
+
 def test_modbus_seq_jump_counts_missed_transitions() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=0, changes=65534))
