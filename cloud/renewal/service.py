@@ -147,7 +147,8 @@ async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, d
 async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fired_at: dt.datetime, states: dict[str, Progress],
                   charges: dict[str, Any], total: Decimal, today: dt.date) -> PackageInputs:
     gains = await anchor_gains(conn, tenant_id, contract.id)
-    values = await billable_values(conn, tenant_id, contract.id)
+    # Days a non-routine adjustment takes out back no claim in the package, as they bill nothing.
+    values, _ = split_excluded(await billable_values(conn, tenant_id, contract.id), await load_exclusions(conn, tenant_id, contract.id))
     anchors = []
     machines: set[str] = set()
     baseline_reasons: dict[str, float] = {}

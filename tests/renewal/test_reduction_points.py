@@ -16,6 +16,7 @@ from tests.factories import minute_records, voucher_chain
 from tests.settlement.seed import connect, ingest, ingest_telemetry, seed
 from tests.verify.bundles import oee_contract
 from valuegate.cloud.renewal import service
+from valuegate.cloud.settlement import store
 from valuegate.cloud.renewal.package import PackageInputs, Reduction, talking_points
 from valuegate.cloud.renewal.triggers import Firing
 
@@ -62,7 +63,7 @@ def stop_minutes(machine: str, day: dt.date, stop_ms: int, reason: str):
     return [msgspec.structs.replace(r, reasons={reason: stop_ms}) for r in minute_records(machine, start, 60, running_ms=60_000 - stop_ms, stop_ms=stop_ms)]
 
 
-async def package_points(database: str, vouchers: int) -> list[str]:
+async def package_points(database: str, vouchers: int, *, exclude: dt.date | None = None) -> list[str]:
     """Build a package of contract C-1 with ``vouchers`` verified vouchers (6 May onwards) and return its English talking points.
 
     Baseline: 20 s of reason 103 per minute on 2 April and 12 s of reason 102 on 3 April, one busy hour each.
@@ -77,6 +78,9 @@ async def package_points(database: str, vouchers: int) -> list[str]:
     records += stop_minutes("m-1", dt.date(2024, 4, 3), 12_000, "102") + stop_minutes("m-1", dt.date(2024, 5, 20), 30_000, "102")
     await ingest_telemetry(database, records)
     async with await connect(database) as conn:
+        if exclude is not None:
+            async with conn.transaction():
+                await store.add_adjustment(conn, "acme", "C-1", anchor_id=None, first_date=exclude, last_date=exclude, reason="line rebuild", actor="test")
         (package,) = await service.check_renewals(conn, "acme", "C-1", today=dt.date(2024, 6, 1), pdf=False)
         stored = await service.get_package(conn, "acme", package["id"])
     return json.loads(zipfile.ZipFile(io.BytesIO(bytes(stored["archive"]))).read("talking-points.json"))["en"]
@@ -99,3 +103,15 @@ async def test_no_verified_voucher_no_reduction(database) -> None:
     points = await package_points(database, 0)
     assert points[0] == "CNY 0.00 of value realized over the contract so far, from 0 verified vouchers."
     assert not [p for p in points if "downtime" in p]
+
+
+@pytest.mark.postgres
+async def test_adjusted_day_backs_no_reduction(database) -> None:
+    # 7 May is the only reporting day with a verified voucher and stops; an adjustment takes it out of settlement.
+    points = await package_points(database, 5, exclude=dt.date(2024, 5, 7))
+    # Without it the package said CNY 15,000.00 and listed reductions of reasons 102 and 103 from 7 May.
+    assert points == [
+        "CNY 12,000.00 of value realized over the contract so far, from 5 verified vouchers.",
+        "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2.",
+        "Availability of m-1: 70.8%.",
+    ]
