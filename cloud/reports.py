@@ -55,8 +55,11 @@ def _settlement() -> tuple[Any, Any]:
 
 # A rejection is superseded once the same voucher id was stored after it, for example when the gateway resent a voucher that
 # arrived before its key rotation was known. The voucher then has its stored state, and the rejection stays only in the rejections list.
+# Superseded: the same bytes were stored later (a voucher rejected once, for example before its new key was
+# registered, then resent). A different payload under a stored voucher's id, such as a forgery, stays a rejection.
+# The stored document is the payload as received (see valuegate.cloud.chain), so their SHA-256 digests compare.
 SUPERSEDED_SQL = """EXISTS (SELECT 1 FROM vouchers sv WHERE sv.tenant_id = r.tenant_id AND sv.voucher_id = r.voucher_id
-    AND sv.stored_at >= r.received_at)"""
+    AND sv.stored_at >= r.received_at AND encode(sha256(convert_to(sv.document::text, 'UTF8')), 'hex') = r.payload_sha256)"""
 
 
 # Realized value per (tenant, contract), with the data version it was computed from.

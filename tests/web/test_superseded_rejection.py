@@ -98,3 +98,30 @@ def test_page_keeps_english_detail_apart(rotated, login):
     page = login("csm1").get("/contracts/C-1?lang=zh-CN").text
     finding = page.split("gw-1:40：凭证被拒收", 1)[1].split("</li>", 1)[0]
     assert '<small class="muted detail">signature_invalid: voucher proof does not verify' in finding
+
+
+def test_forgery_under_a_stored_id_stays_a_rejection(rotated, login):
+    """A different payload under voucher 22's id, rejected before the genuine voucher was stored, is not superseded by it."""
+    forged = copy.deepcopy(v.build_voucher(make_claims(seq=22, prev=v.voucher_hash(rotated.last_voucher), plant_date=dt.date(2024, 5, 27)),
+                                           rotated.key))  # fmt: skip
+    forged["credentialSubject"]["delta"]["point"] = 7.0
+    asyncio.run(_reject(rotated.dsn, forged))
+
+    async def backdate_and_list() -> None:
+        async with await connect(rotated.dsn) as conn, conn.transaction():
+            # Received before the genuine voucher 22 was stored, as a forgery racing it would be.
+            await conn.execute("UPDATE rejections SET received_at = received_at - interval '1 day' WHERE payload_sha256 = %s",
+                               (hashlib.sha256(json.dumps(forged).encode("utf-8")).hexdigest(),))  # fmt: skip
+
+    asyncio.run(backdate_and_list())
+    try:
+        rows = [row for row in login("csm1").get("/api/v1/rejections").json() if row["voucher_id"] == "gw-1:22"]
+        assert sorted((row["code"], row["superseded"]) for row in rows) == [("key_unknown", True), ("signature_invalid", False)]
+        assert login("csm1").get("/api/v1/contracts/C-1/value").json()["rejected"] == 2
+    finally:
+
+        async def remove() -> None:
+            async with await connect(rotated.dsn) as conn, conn.transaction():
+                await conn.execute("DELETE FROM rejections WHERE code = 'signature_invalid' AND voucher_id = 'gw-1:22'")
+
+        asyncio.run(remove())
