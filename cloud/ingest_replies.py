@@ -6,8 +6,8 @@ while the worker was disconnected are held and sent after the reconnect.
 A gap first waits ``resend_grace_s``: with several workers, a voucher
 often arrives before its predecessor, which another worker is storing,
 and the gap closes by itself. A gap that lasts longer gets a resend
-request, at most once per ``resend_interval_s``; the worker's housekeeping
-checks waiting gaps even when no further voucher of that gateway arrives.
+request, at most once per ``resend_interval_s``. The worker's housekeeping
+checks waiting gaps too, in case no further voucher of that gateway arrives.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def _prepared(document: Any) -> Any | None:
 # Numbers of a voucher that parse_voucher has accepted can only sit in these claim fields, so
 # the fast path prepares them and walks only the proof generically. A field added to the claims
 # and missing here makes the fast path fail on it and the reference decide, which is slower but
-# still right; a test compares this table with the Claims schema.
+# still right. A test compares this table with the Claims schema.
 _NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
     "reporting": ("value", "planned_busy_min", "run_min", "unplanned_downtime_min", "availability", "effectiveness", "quality", "oee"),
     "baseline": ("value", "days"),

@@ -51,11 +51,12 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
     oldest first: the remaining summarized raw events, published records
     that an acknowledged voucher covers, then raw events not yet summarized
     (lost data, which the caller logs). Vouchers and telemetry records
-    without an acknowledgement are never deleted. Records inside a ``keep``
-    span ``(machine, start_ms, end_ms)``, the baseline periods of the
-    contracts, outlast the retention, because the cloud rebuilds each
-    baseline from them and may ask for them long after; only cap pressure
-    deletes them.
+    without an acknowledgement are never deleted.
+
+    Records inside a ``keep`` span ``(machine, start_ms, end_ms)``, the
+    baseline periods of the contracts, outlast the retention. The cloud
+    rebuilds each baseline from them and may ask for them long after, so
+    only cap pressure deletes them.
     """
     deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
     horizon = now_ms - retention_ms
@@ -89,7 +90,7 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
 def _reclaim(spool: Spool) -> None:
     # A TRUNCATE checkpoint waits for the other connection's readers. With a short busy
     # timeout it gives up after 0.2 s instead, so pruning cannot stall publishing or a
-    # shutdown; the WAL is then cut back at a later round or by journal_size_limit.
+    # shutdown. The WAL is then cut back at a later round or by journal_size_limit.
     spool.db.execute("PRAGMA busy_timeout=200")
     try:
         spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

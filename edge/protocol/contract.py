@@ -293,17 +293,20 @@ def _check_measurement(anchor: Anchor, where: str, contract: Contract, source: C
         field = "first_date" if first < contract.start else "last_date"
         message = f"the reporting period {first} .. {last} lies outside the contract term {contract.start} .. {contract.end}"
         raise source.error(f"{where}.reporting.{field}", message, allowed=f"dates from {contract.start} to {contract.end}")
+
     gate = anchor.sufficiency
     if not 0 <= gate.max_offline_share <= 1:
         raise source.error(f"{where}.sufficiency.max_offline_share", "a share of the day must lie between 0 and 1", allowed="for example 0.2 for 20%")
     if not math.isfinite(gate.min_planned_busy_min) or gate.min_planned_busy_min < 0:
         raise source.error(f"{where}.sufficiency.min_planned_busy_min", "the minutes must be a finite number, not negative", allowed="0 or more, for example 30")
+
     if not 0 < anchor.uncertainty.confidence < 1:
         raise source.error(f"{where}.uncertainty.confidence", "the confidence level must lie strictly between 0 and 1", allowed="for example 0.95")
     if anchor.uncertainty.resamples < 100:
         raise source.error(f"{where}.uncertainty.resamples", "too few bootstrap resamples", allowed="100 or more")
     if not 0 <= anchor.uncertainty.seed < 2**64:
         raise source.error(f"{where}.uncertainty.seed", "the bootstrap seed must fit an unsigned 64-bit integer", allowed=f"0 to {2**64 - 1}")
+
     block = anchor.uncertainty.block_days
     baseline_days = (anchor.baseline.last_date - anchor.baseline.first_date).days + 1
     if block < 1:
