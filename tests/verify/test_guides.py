@@ -108,3 +108,21 @@ def test_bundle_guide_quotes_unlisted_note(tmp_path, language):
     text = shipped.replace("\n", " ")
     assert f"`NOTE  <{'file' if language == 'en' else '文件'}>`" in text
     assert f"`{UNLISTED}`" in text
+
+
+@pytest.mark.parametrize(
+    ("language", "sections"),
+    [("en", ["Evidence root: the minute records behind a voucher", "verify_bundle.js"]),
+     ("zh-CN", ["证据根：凭证背后的逐分钟记录", "第二个校验器（Node.js）", "verify_bundle.js"])],
+)
+def test_bundle_guide_points_to_evidence_and_second_verifier(language, sections):
+    """The bundle cannot show that an evidence root matches its records; its guide says so and where the recipe is."""
+    shipped = guide_text(language)
+    assert "merkle_root" in shipped
+    assert "valuegate/minute/v1" in shipped
+    for section in sections:
+        assert section in shipped, (language, section)
+    auditor = (DOCS / ("auditor-guide.md" if language == "en" else "auditor-guide.zh-CN.md")).read_text(encoding="utf-8")
+    # Each section the bundle guide names exists in the auditor guide.
+    for section in sections[:-1]:
+        assert f"## {section}" in auditor, (language, section)
