@@ -56,7 +56,7 @@ def failure_status(exc: BaseException) -> str:
 
 
 def failure_text(exc: BaseException, *, step: str, timeout_s: float, timed_out: str = "") -> str:
-    """Return the exception's message, or for one without a message say what failed in ``step`` (for a timeout, after how long).
+    """Return the exception's message, or for one without a message a description of what failed in ``step`` and when.
 
     ``timed_out`` names the request that timed out (``Read request``) when the caller knows it.
     """

@@ -37,9 +37,9 @@ class BadValueLog:
     warning names the status and the tags that turned Bad in that batch.
     Its info line names every tag the spell touched and how long it lasted
     (``bad_s``). Warnings are let through at most once per ``interval_s``
-    per status, with the number of spells held back, and a spell whose
-    warning was held back ends without a line, so that every warning in the
-    journal has its recovery line. Each status has its own spell, so a tag
+    per status, with the number of spells held back. A spell whose warning
+    was held back ends without a line, so every warning in the journal has
+    its recovery line. Each status has its own spell, so a tag
     that stays Bad does not hide a new status on other tags.
     """
 

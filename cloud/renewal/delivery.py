@@ -93,10 +93,11 @@ async def claim_delivery(dsn: str, tenant_id: str, package_id: int) -> DeliveryC
 
 
 async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, actor: str) -> dict[str, Any]:
-    """Check that a package can be delivered again and write the request to the audit log; the caller then runs :func:`deliver_package`.
+    """Check that a package can be delivered again and write the request to the audit log.
 
-    A delivery whose attempts ran out, or a package built before the tenant set
-    a webhook, is sent only when someone asks. Raises :class:`NotFound` for
+    The caller then runs :func:`deliver_package`. A delivery whose attempts ran
+    out, or a package built before the tenant set a webhook, is sent only on
+    such a request. Raises :class:`NotFound` for
     another tenant's package and :class:`Invalid` (code ``webhook_not_set``)
     when the tenant has no webhook.
     """

@@ -92,8 +92,8 @@ def parse_date(value: str, field: str) -> dt.date:
 def _language_target(request: Request[Any, Any, Any]) -> str:
     """Return the path that the page's language links lead to: a page that accepts GET.
 
-    After a form post the request's own path may accept only POST, so the links lead to the page that sent the form
-    (when the Referer names this site), else to the contract or run the form belongs to, else to the contract list.
+    After a form post the request's own path may accept only POST. So the links lead to the page that sent the form
+    when the Referer names this site. Otherwise they lead to the contract or run the form belongs to, or to the contract list.
     """
     if request.method in ("GET", "HEAD"):
         return request.url.path

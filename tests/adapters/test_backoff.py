@@ -150,7 +150,7 @@ def since_last_reset(backoff: Backoff) -> list[tuple[float, float]]:
 
 
 async def test_late_responses_grow_delays(tmp_path: Path) -> None:
-    """Each connect succeeds but every read times out: the delays double to the cap and restart only after an answered poll."""
+    """Each connect succeeds but every read times out: the delays double to the cap and restart only after a poll gets a response."""
     port = free_port()
     config = modbus_config(port, poll_ms=50, timeout_ms=150, reconnect_min_ms=50, reconnect_max_ms=400)
     async with ModbusServer(port, holding={0: [3, 4]}) as server:
@@ -176,7 +176,7 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     assert all(nominal / 2 <= delay <= nominal for nominal, delay in failing)
     assert connects == 5, "a connect after each failed poll but the last, whose delay had not passed yet"
     assert all({(s.status, s.detail) for s in batch} == {("bad", "disconnected")} for batch in batches)
-    # The answered poll restarts the backoff.
+    # The first poll with a response restarts the backoff.
     assert client.backoff.delays[-1] is None
 
     # One warning for the loss, one for the first failed retry; the other four are held back for a minute.

@@ -170,10 +170,10 @@ async def test_probe_float32_digits(tmp_path: Path):
 
 
 async def test_probe_timeout_prints_no_library_frames(tmp_path: Path):
-    """A device that accepts the connection but never answers: probe names the timeout, and pymodbus's frame dumps stay out."""
+    """A device that accepts the connection but never responds: probe names the timeout, and pymodbus's frame dumps stay out."""
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.read(1 << 16):  # reads every request, answers none, until the client hangs up
+        while await reader.read(1 << 16):  # reads every request and responds to none, until the client disconnects
             pass
         writer.close()
 
@@ -192,4 +192,5 @@ async def test_probe_timeout_prints_no_library_frames(tmp_path: Path):
     rows = json.loads(stdout)
     assert code == 1
     assert [row["status"] for row in rows] == ["bad"]
-    assert "0x" not in stderr and "pymodbus" not in stderr.lower(), stderr
+    assert "0x" not in stderr, stderr
+    assert "pymodbus" not in stderr.lower(), stderr

@@ -86,7 +86,7 @@ async def test_gap_requests_resend(two_tenants: tuple[Gateway, Gateway], worker:
     await probe.wait_for(acked(acme, 1))
     probe.publish(acme.topic("vouchers"), encode(third))
     probe.publish(acme.topic("vouchers"), encode(fourth))
-    # No further voucher arrives: the worker's housekeeping asks once the gap outlasts resend_grace_s.
+    # No further voucher arrives, so the worker's housekeeping requests the resend once the gap outlasts resend_grace_s.
     _, resend = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
     assert resend == {"schema": "valuegate/resend/v1", "from_seq": 2}
     gateway = await query(cloud_dsn, "SELECT contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = 'gw-a1'")

@@ -16,7 +16,7 @@ def _gateway(*keys: KeyInfo) -> GatewayInfo:
     return GatewayInfo("gw1", "t1", "s1", "UTC", keys)
 
 
-def test_key_replaced_before_its_first_voucher_signs_no_sequence() -> None:
+def test_key_replaced_at_one_signs_nothing() -> None:
     # Rotated at sequence 1: the first key never signed anything.
     gateway = _gateway(KeyInfo(1, "z6MkFirst", T0, None, None, None, 0), KeyInfo(2, "z6MkSecond", T0, None, None, 1, None))
     with pytest.raises(VoucherError) as caught:
@@ -26,7 +26,7 @@ def test_key_replaced_before_its_first_voucher_signs_no_sequence() -> None:
     assert _find_key(gateway, "did:key:z6MkSecond", T0, T0, "gw1:3").key_id == 2
 
 
-def test_key_outside_its_range_names_the_range() -> None:
+def test_key_outside_range_names_range() -> None:
     gateway = _gateway(KeyInfo(1, "z6MkFirst", T0, None, None, None, 4), KeyInfo(2, "z6MkSecond", T0, None, None, 5, None))
     with pytest.raises(VoucherError, match=r"key 1 signs sequences 1\.\.4 of gateway 'gw1' after a rotation, not 7"):
         _find_key(gateway, "did:key:z6MkFirst", T0, T0, "gw1:7")

@@ -176,7 +176,7 @@ def test_terms_that_could_not_be_priced_are_refused(old, new, field, line, messa
     assert error.allowed == allowed or allowed is None
 
 
-def test_block_as_long_as_baseline_passes_with_point_settlement():
+def test_long_block_allowed_point_settlement():
     # The interval has zero width, but the point estimate bills the same amount whatever the interval.
     contract = parse_contract_text(changed('floor: "0"', 'floor: "0"\n    uncertainty: {block_days: 61}'))
     assert contract.settlement == "point"
@@ -184,7 +184,7 @@ def test_block_as_long_as_baseline_passes_with_point_settlement():
     assert parse_contract_text(changed('floor: "0"', 'floor: "0"\n    uncertainty: {block_days: 60}\nsettlement: lower_bound')).anchors[0].uncertainty.block_days == 60
 
 
-def test_reporting_may_not_leave_the_term_but_the_baseline_may():
+def test_baseline_may_precede_term():
     # The baseline is often measured before the vendor's contract starts.
     contract = parse_contract_text(changed("first_date: 2022-07-22, last_date: 2022-09-20", "first_date: 2022-06-01, last_date: 2022-09-20"))
     assert str(contract.anchors[0].baseline.first_date) == "2022-06-01"

@@ -109,7 +109,7 @@ async def test_no_verified_voucher_no_reduction(database) -> None:
 async def test_adjusted_day_backs_no_reduction(database) -> None:
     # 7 May is the only reporting day with a verified voucher and stops; an adjustment takes it out of settlement.
     points = await package_points(database, 5, exclude=dt.date(2024, 5, 7))
-    # Without it the package said CNY 15,000.00 and listed reductions of reasons 102 and 103 from 7 May.
+    # Without the adjustment the package read CNY 15,000.00 and listed reductions of reasons 102 and 103 from 7 May.
     assert points == [
         "CNY 12,000.00 of value realized over the contract so far, from 5 verified vouchers.",
         "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2.",

@@ -116,7 +116,7 @@ def test_bundle_guide_quotes_unlisted_note(tmp_path, language):
      ("zh-CN", ["证据根：凭证背后的逐分钟记录", "第二个校验器（Node.js）", "verify_bundle.js"])],
 )
 def test_bundle_guide_points_to_evidence_and_second_verifier(language, sections):
-    """The bundle cannot show that an evidence root matches its records; its guide says so and where the recipe is."""
+    """The bundle cannot show that an evidence root matches its records, so its guide states this and points to the recipe."""
     shipped = guide_text(language)
     assert "merkle_root" in shipped
     assert "valuegate/minute/v1" in shipped
