@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ("Backoff", "RepeatLimiter", "RetryLog", "raise_if_cancelling")
+__all__ = ("Backoff", "RepeatLimiter", "RetryLog", "raise_if_cancelling", "sleep_unless_cancelled")
 
 
 class Backoff:
@@ -119,3 +119,14 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def sleep_unless_cancelled(delay_s: float) -> None:
+    """Sleep before the next request of a reconnect or poll loop; raise CancelledError instead when a cancel is pending.
+
+    A cancel that Python 3.11's ``asyncio.wait_for`` swallowed during a failed
+    connect leaves no CancelledError behind, only the task's pending
+    cancellation count. Without this check the loop would go on retrying.
+    """
+    raise_if_cancelling()
+    await asyncio.sleep(delay_s)

@@ -11,7 +11,7 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from .backoff import Backoff, RetryLog, raise_if_cancelling
+from .backoff import Backoff, RetryLog, raise_if_cancelling, sleep_unless_cancelled
 from .devices import ModbusDeviceConfig
 from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
 from .samples import Sample
@@ -233,7 +233,7 @@ class ModbusClient:
                     delay = backoff.next_delay()
                     if self._failed("modbus.connect_failed", exc, delay):
                         yield self._bad_batch([tag.name for tag in self.tags], "disconnected")
-                    await asyncio.sleep(delay)
+                    await sleep_unless_cancelled(delay)
                     continue
                 next_poll = loop.time()
             samples, failure = await self._poll()
@@ -242,7 +242,7 @@ class ModbusClient:
                 delay = backoff.next_delay()
                 self._failed("modbus.disconnected", failure, delay)
                 yield samples
-                await asyncio.sleep(delay)
+                await sleep_unless_cancelled(delay)
                 continue
             # The device responded, so the next outage starts again from the shortest delay.
             backoff.reset()
@@ -254,7 +254,7 @@ class ModbusClient:
                 next_poll = loop.time()  # behind schedule: poll again now rather than in a burst
                 delay = 0
             if self.connected:
-                await asyncio.sleep(delay)
+                await sleep_unless_cancelled(delay)
 
     def _failed(self, event: str, exc: _Disconnected, delay_s: float) -> bool:
         """Log a failed connect or poll and return True when it is the first failure since the last response."""
@@ -264,7 +264,8 @@ class ModbusClient:
 async def _connect_failure(host: str, port: int, timeout_s: float) -> tuple[str, str]:
     """Find out why a connection failed: pymodbus reports only that it did, so a plain socket connect tells the cause."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
     except ConnectionRefusedError as exc:
         return "refused", f"connection refused by {host}:{port}: {exc.strerror}"
     except asyncio.TimeoutError:

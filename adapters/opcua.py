@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from asyncua import Client, ua
 
-from .backoff import Backoff, RetryLog, raise_if_cancelling
+from .backoff import Backoff, RetryLog, raise_if_cancelling, sleep_unless_cancelled
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
 from .opcua_failures import ConnectSteps, failure_status, failure_text
@@ -95,17 +95,20 @@ class OpcUaClient:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        client, self._client = self._client, None
-        self._subscription = None
-        self.connected = False
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), self.config.timeout_ms / 1000)
-            with contextlib.suppress(Exception):
-                client.disconnect_socket()
+        try:
+            # gather keeps the tasks' CancelledErrors as results but raises when the caller is cancelled meanwhile.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            client, self._client = self._client, None
+            self._subscription = None
+            self.connected = False
+            if client is not None:
+                # Unlike Python 3.11's wait_for, asyncio.timeout never drops a cancel arriving as disconnect() ends.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.config.timeout_ms / 1000):
+                        await client.disconnect()
+                with contextlib.suppress(Exception):
+                    client.disconnect_socket()
 
     async def _connect(self) -> None:
         await self.close()
@@ -378,7 +381,7 @@ class OpcUaClient:
                     delay = backoff.next_delay()
                     if self._failed("opcua.connect_failed", delay):
                         yield self._bad_batch("disconnected")
-                    await asyncio.sleep(delay)
+                    await sleep_unless_cancelled(delay)
                     continue
             item = await self._queue.get()
             if item is _LOST:
@@ -387,7 +390,7 @@ class OpcUaClient:
                 delay = backoff.next_delay()
                 if self._failed("opcua.disconnected", delay):
                     yield self._bad_batch("disconnected")
-                await asyncio.sleep(delay)
+                await sleep_unless_cancelled(delay)
                 continue
             if self._retries.failures and self.stats["publish_batches"] > batches_at_connect:
                 # The server delivered data, so the next outage starts again from the shortest delay.
