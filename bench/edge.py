@@ -14,7 +14,11 @@ Run: .venv/bin/python bench/edge.py [--machines 50] [--days 30] [--vouchers 2000
    each voucher on arrival (then, in a second pass, one ack per window).
    The reference in the same run is the broker alone: a bare paho client
    publishing the same payload bytes with the same in-flight window to a
-   bare counting subscriber in another process.
+   bare counting subscriber in another process. A second reference,
+   broker alone with one reply per message, gives the bare publisher the
+   agent's message count with one ack per voucher. The stand-in cloud
+   replies to each message with the product's ack message, and the bare
+   publisher receives those acks.
 4. Replay: a month of 50 machines through the spool and the pipeline
    (minute records, plant days, one voucher per machine and reporting day)
    without a broker. It prints machine-days per second and the peak
@@ -42,6 +46,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user and system CPU seconds that process ``pid`` has used, from /proc (clock-tick resolution, 10 ms on most kernels)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    # After the command name: field 14 (utime) and 15 (stime) of proc(5) are the 12th and 13th here.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb() -> float:
@@ -202,11 +214,12 @@ def _first_date(count: int) -> str:
     return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=count + 1)).isoformat()
 
 
-def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first, misordered) -> None:  # noqa: ANN001
+def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first, misordered, busy=None) -> None:  # noqa: ANN001
     """Child process standing in for the cloud without a database: ack each ``every``-th voucher and the last one on arrival.
 
-    ``first`` receives the monotonic time at which the first voucher arrived, and
-    ``misordered`` the arrival number of a checked voucher that carried another sequence number.
+    ``first`` receives the monotonic time at which the first voucher arrived,
+    ``misordered`` the arrival number of a checked voucher that carried another sequence number,
+    and ``busy``, if given, this process's CPU seconds from the first arrival to the last ack.
     """
     import json
 
@@ -215,11 +228,13 @@ def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first, mi
     done = threading.Event()
     stored = 0
     last_ack = None
+    cpu_start = 0.0
 
     def on_message(client, _userdata, message) -> None:  # noqa: ANN001
-        nonlocal stored, last_ack
+        nonlocal stored, last_ack, cpu_start
         if first.value == 0.0:
             first.value = time.monotonic()
+            cpu_start = time.process_time()
         # One publisher on one topic at QoS 1: Mosquitto delivers in order, so the arrival count is the
         # sequence number. Every 100th voucher and the last are parsed to check that, and no others, to keep this client light.
         seq = stored + 1
@@ -229,6 +244,8 @@ def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first, mi
         if seq % every == 0 or seq == last:
             last_ack = client.publish(f"{prefix}/ack", json.dumps({"schema": ACK_SCHEMA, "stored_through": seq}), qos=1)
         if seq == last:
+            if busy is not None:
+                busy.value = time.process_time() - cpu_start
             done.set()
 
     client, subscribed = _bare_client(port, "bench-acknowledger")
@@ -294,11 +311,66 @@ def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> f
     return last.value - first.value
 
 
-async def agent_through(port: int, folder: Path, count: int, every: int) -> tuple[float, list[bytes], int, str, float]:
+def broker_replying(port: int, prefix: str, payloads: list[bytes], window: int) -> tuple[float, float, float]:
+    """Publish ``payloads`` at QoS 1 with ``window`` in flight from a bare paho client that receives one ack message per payload.
+
+    The replier is :func:`_acknowledge` with one ack per message, the same client and ack payload
+    (topic ``{prefix}/ack``, QoS 1) that the agent's one-ack-per-voucher pass receives.
+    Returns the seconds from the first arrival at the replier to the last ack received by the publisher,
+    and the share of a core that the replier and this process (the bare publisher) used meanwhile.
+    """
+    count = len(payloads)
+    ready, first, misordered = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("i", 0)
+    busy = _SPAWN.Value("d", 0.0)
+    replier = _SPAWN.Process(target=_acknowledge, args=(port, prefix, 1, count, ready, first, misordered, busy))
+    replier.start()
+    if not ready.wait(60):
+        msg = "the replying client did not subscribe within 60 s; check the broker log"
+        raise RuntimeError(msg)
+    done = threading.Event()
+    replies = 0
+    last = 0.0
+
+    def on_message(*_: object) -> None:
+        nonlocal replies, last
+        replies += 1
+        if replies == count:
+            last = time.monotonic()
+            done.set()
+
+    sender, subscribed = _bare_client(port, "bench-replied-sender", window)
+    sender.on_message = on_message
+    sender.subscribe(f"{prefix}/ack", qos=1)
+    if not subscribed.wait(10):
+        msg = "the replied sender did not subscribe within 10 s; check the broker log"
+        raise RuntimeError(msg)
+    cpu = time.process_time()
+    for payload in payloads:
+        sender.publish(f"{prefix}/vouchers", payload, qos=1)
+    done.wait(300)
+    cpu = time.process_time() - cpu
+    sender.disconnect()
+    sender.loop_stop()
+    replier.join(30)
+    if replier.is_alive():
+        replier.terminate()
+        replier.join(10)
+    if not done.is_set():
+        msg = f"the sender received {replies} of {count} replies; check the broker log"
+        raise RuntimeError(msg)
+    if misordered.value:
+        msg = f"arrival number {misordered.value} at the replier carried another voucher; the broker reordered or duplicated a message"
+        raise RuntimeError(msg)
+    # The publisher's CPU time starts before the first arrival, so its share errs high by a few milliseconds of CPU.
+    elapsed = last - first.value
+    return elapsed, busy.value / elapsed, cpu / elapsed
+
+
+async def agent_through(port: int, folder: Path, count: int, every: int) -> tuple[float, list[bytes], int, str, float, float]:
     """Issue ``count`` vouchers into a fresh outbox, then time the agent's publisher until the acknowledger's acks cover them all.
 
-    Returns the seconds from the first voucher's arrival, the payloads, the window, the vouchers topic
-    and the share of a core the agent's process used meanwhile.
+    Returns the seconds from the first voucher's arrival, the payloads, the window, the vouchers topic,
+    the share of a core the agent's process used meanwhile, and the acknowledger's share of a core.
     """
     from edge.helpers import issue_synthetic, load
 
@@ -314,9 +386,9 @@ async def agent_through(port: int, folder: Path, count: int, every: int) -> tupl
         signer = VoucherSigner(config.state_path / "keys", tenant="acme", site="suzhou", gateway="gw-1")
         await spool.call(lambda s: issue_synthetic(s, signer, count, first_date=_first_date(count), now_ms=int(time.time() * 1000)))
         payloads = [entry.payload for entry in await spool.call(outbox.pending, 1, count)]
-        ready, first, misordered = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("i", 0)
+        ready, first, misordered, busy = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("i", 0), _SPAWN.Value("d", 0.0)
         prefix = config.topic("vouchers").rpartition("/")[0]
-        acknowledger = _SPAWN.Process(target=_acknowledge, args=(port, prefix, every, count, ready, first, misordered))
+        acknowledger = _SPAWN.Process(target=_acknowledge, args=(port, prefix, every, count, ready, first, misordered, busy))
         acknowledger.start()
         await asyncio.to_thread(ready.wait, 60)
         publisher = Publisher(config, spool, AgentMetrics(), instance=f"bench-{every}")
@@ -332,34 +404,63 @@ async def agent_through(port: int, folder: Path, count: int, every: int) -> tupl
     if misordered.value:
         msg = f"arrival number {misordered.value} carried another voucher; the broker reordered or duplicated a message"
         raise RuntimeError(msg)
-    return elapsed, payloads, config.publish.window, config.topic("vouchers"), cpu / elapsed
+    return elapsed, payloads, config.publish.window, config.topic("vouchers"), cpu / elapsed, busy.value / elapsed
 
 
 async def bench_broker(count: int, rounds: int) -> None:
-    """Run the three passes ``rounds`` times, interleaved so that a change in machine load touches each alike; print each round and the medians."""
+    """Run the four passes ``rounds`` times, interleaved so that a change in machine load touches each alike, then print each round and the medians."""
     from valuegate.services import MosquittoServer
 
-    rows = []
+    rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as folder, MosquittoServer() as broker:
         for round_no in range(rounds):
-            per_voucher_s, payloads, window, topic, per_voucher_cpu = await agent_through(broker.port, Path(folder) / f"each-{round_no}", count, every=1)
-            batched_s, _, _, _, batched_cpu = await agent_through(broker.port, Path(folder) / f"batched-{round_no}", count, every=window)
-            alone_s = await asyncio.to_thread(broker_alone, broker.port, f"{topic}-bare-{round_no}", payloads, window)
-            per_voucher, batched, alone = ((count - 1) / seconds for seconds in (per_voucher_s, batched_s, alone_s))
-            rows.append((per_voucher, batched, alone, per_voucher / alone, batched / alone, per_voucher_cpu, batched_cpu))
-            print(
-                f"broker round {round_no + 1}: agent {per_voucher:,.0f}/s with one ack per voucher ({per_voucher_cpu:.2f} of a core), "
-                f"{batched:,.0f}/s with one ack per {window} ({batched_cpu:.2f} of a core); broker alone {alone:,.0f}/s; "
-                f"agent / broker alone = {per_voucher / alone:.2f} and {batched / alone:.2f}"
+            row: dict[str, float] = {}
+            # Mosquitto's CPU time includes connecting and subscribing, outside the timed span, so its share errs high a little.
+            broker_cpu = cpu_seconds(broker.pid)
+            per_voucher_s, payloads, window, topic, row["per_voucher_cpu"], row["cloud_cpu"] = await agent_through(
+                broker.port, Path(folder) / f"each-{round_no}", count, every=1
             )
-    median = [statistics.median(column) for column in zip(*rows, strict=True)]
+            row["per_voucher_broker_cpu"] = (cpu_seconds(broker.pid) - broker_cpu) / per_voucher_s
+
+            # The replied pass runs next to the agent's one-ack-per-voucher pass, which it is compared with.
+            broker_cpu = cpu_seconds(broker.pid)
+            replied_s, row["replier_cpu"], row["sender_cpu"] = await asyncio.to_thread(broker_replying, broker.port, f"{topic}-replied-{round_no}", payloads, window)
+            row["replied_broker_cpu"] = (cpu_seconds(broker.pid) - broker_cpu) / replied_s
+
+            batched_s, _, _, _, row["batched_cpu"], _ = await agent_through(broker.port, Path(folder) / f"batched-{round_no}", count, every=window)
+
+            broker_cpu = cpu_seconds(broker.pid)
+            alone_s = await asyncio.to_thread(broker_alone, broker.port, f"{topic}-bare-{round_no}", payloads, window)
+            row["alone_broker_cpu"] = (cpu_seconds(broker.pid) - broker_cpu) / alone_s
+
+            for name, seconds in (("per_voucher", per_voucher_s), ("batched", batched_s), ("alone", alone_s), ("replied", replied_s)):
+                row[name] = (count - 1) / seconds
+            row["per_voucher_ratio"] = row["per_voucher"] / row["alone"]
+            row["batched_ratio"] = row["batched"] / row["alone"]
+            row["replied_ratio"] = row["per_voucher"] / row["replied"]
+            rows.append(row)
+            print(f"broker round {round_no + 1}: " + _broker_figures(row, window))
+    median = {name: statistics.median(row[name] for row in rows) for name in rows[0]}
     size = sum(map(len, payloads)) / count
     print(
         f"broker: {count} vouchers of {size:,.0f} bytes at QoS 1, {window} in flight, to Mosquitto; medians of {rounds} rounds. "
-        f"The agent's publisher from its outbox, acked by a bare client without a database in another process: "
-        f"{median[0]:,.0f} vouchers/s with one ack per voucher ({median[5]:.2f} of a core), {median[1]:,.0f}/s with one ack "
-        f"per {window} ({median[6]:.2f} of a core); a bare paho client publishing the same bytes to a bare counter in another "
-        f"process: {median[2]:,.0f}/s. agent / broker alone = {median[3]:.2f} (one ack per voucher), {median[4]:.2f} (one ack per {window})"
+        f"The agent's publisher drains its outbox and a bare client without a database in another process acks it: " + _broker_figures(median, window)
+    )
+
+
+def _broker_figures(row: dict[str, float], window: int) -> str:
+    """Format the rates, ratios and shares of a core of one round of the broker part, or of their medians."""
+    return (
+        f"agent {row['per_voucher']:,.0f} vouchers/s with one ack per voucher ({row['per_voucher_cpu']:.2f} of a core, "
+        f"stand-in cloud {row['cloud_cpu']:.2f}, Mosquitto {row['per_voucher_broker_cpu']:.2f}), "
+        f"{row['batched']:,.0f}/s with one ack per {window} ({row['batched_cpu']:.2f} of a core); "
+        f"broker alone, a bare paho client publishing the same bytes to a bare counter in another process, {row['alone']:,.0f}/s "
+        f"(Mosquitto {row['alone_broker_cpu']:.2f} of a core); "
+        f"agent / broker alone = {row['per_voucher_ratio']:.2f} (one ack per voucher) and {row['batched_ratio']:.2f} (one ack per {window}); "
+        f"broker alone with one reply per message, the bare client receiving one ack message per message from the same stand-in cloud, "
+        f"{row['replied']:,.0f}/s (bare publisher {row['sender_cpu']:.2f} of a core, replier {row['replier_cpu']:.2f}, "
+        f"Mosquitto {row['replied_broker_cpu']:.2f}); "
+        f"agent with one ack per voucher / broker alone with one reply per message = {row['replied_ratio']:.2f}"
     )
 
 
