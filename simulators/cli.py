@@ -115,12 +115,13 @@ def simulate(
     from valuegate.simulators.errors import ListenError
     from valuegate.simulators.scenarios import build_simulator
 
+    # Before the simulator binds its loggers: a logger bound earlier keeps structlog's default, which prints to stdout.
+    _configure_logging(verbose=verbose)
     try:
         simulator = build_simulator(source, chosen, options)
     except ValueError as exc:
         # An empty slice of the recording, a counter offset the counter cannot show, an invalid tag map.
         raise typer.BadParameter(str(exc)) from None
-    _configure_logging(verbose=verbose)
     try:
         asyncio.run(_serve(simulator, source, chosen, linger, min_dwell_ms))
     except KeyboardInterrupt:

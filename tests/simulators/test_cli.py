@@ -152,3 +152,16 @@ def test_fault_after_replay_is_reported() -> None:
     assert "fault_injected" in logged
     assert "fault=drop" in logged
     assert "fault=timeout" not in logged
+
+
+def test_log_events_go_to_stderr() -> None:
+    """Standard output carries only the command's own lines; every structlog event goes to standard error."""
+    command = [str(Path(sys.executable).parent / "valuegate"), "simulate", "bottling", "--days", "1", "--speed", "864000", "--linger", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    assert result.returncode == 0, result.stderr
+    events = [line for line in result.stdout.splitlines() if re.search(r"\[(debug|info|warning|error) *\]", line)]
+    assert events == []
+    assert result.stdout.splitlines()[0].startswith("serving bottling over Modbus TCP on 127.0.0.1:")
+    for event in ("simulator_started", "modbus_server_started", "replay_done"):
+        assert event in result.stderr, event
