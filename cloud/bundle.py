@@ -36,6 +36,13 @@ Layout of a bundle (schema ``valuegate/bundle/v1``), every file UTF-8:
   vouchers a document must have billed, and which arrived after it.
 - ``adjustments.json``: the contract's non-routine adjustments with their
   reasons, who recorded them and when.
+- ``records/<machine>.jsonl``: the per-minute records (schema
+  ``valuegate/minute/v1``) of one machine, one RFC 8785 canonical record a
+  line, ordered by minute: every minute of each voucher's period and of each
+  anchor's baseline period that the cloud stored. The manifest lists each
+  file with its machine and record count (``records``), so that a verifier
+  can rebuild every evidence root and recompute the day's figures and the
+  baseline. A bundle built without records has no such files.
 - ``GUIDE.en.md`` and ``GUIDE.zh-CN.md``: how to check the bundle offline.
 
 Nothing in a bundle is secret. It lets an auditor re-verify every voucher
@@ -56,7 +63,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from valuegate.cloud.bundle_members import BundleError, check_manifest, load_json, read_bundle_members
+from valuegate.cloud.bundle_members import BundleError, check_manifest, check_record_list, load_json, read_bundle_members
+from valuegate.cloud.signature import canonical_fast
 from valuegate.edge.protocol.canonical import content_digest
 
 __all__ = (
@@ -68,6 +76,7 @@ __all__ = (
     "document_record",
     "adjustment_record",
     "revision_file",
+    "record_file",
     "build_bundle",
     "write_bundle",
     "read_bundle",
@@ -124,6 +133,8 @@ class Bundle:
     ``revision_terms`` maps each of their files that the bundle contains to its parsed JSON.
     ``digests`` holds ``sha256:<hex>`` of every member read, and ``outside``
     names each member that was not read because it leaves the bundle, with the reason.
+    ``record_list`` is the manifest's list of record files and ``record_data``
+    the bytes of each listed file the bundle contains.
     """
 
     manifest: dict[str, Any]
@@ -138,6 +149,8 @@ class Bundle:
     revision_terms: dict[str, Any] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     outside: dict[str, str] = field(default_factory=dict)
+    record_list: list[dict[str, Any]] = field(default_factory=list)
+    record_data: dict[str, bytes] = field(default_factory=dict)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -220,6 +233,14 @@ def revision_file(contract_id: str, revision: int) -> str:
     return f"contracts/{segment}/revision-{revision}.json"
 
 
+def record_file(machine: str) -> str:
+    """Return the bundle path of one machine's minute records, ``records/<machine>.jsonl``, percent-encoded like :func:`revision_file`."""
+    segment = quote(machine, safe="-_.~")
+    if not segment.strip("."):
+        segment = segment.replace(".", "%2E")
+    return f"records/{segment}.jsonl"
+
+
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -235,6 +256,7 @@ def build_bundle(
     stored: Sequence[StoredVoucher] | None = None,
     revision: int | None = None,
     revisions: Mapping[int, Mapping[str, Any]] | None = None,
+    records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> bytes:
     """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
 
@@ -243,6 +265,8 @@ def build_bundle(
     ``revision`` is the number of the revision in force (``contract``), and
     ``revisions`` holds, by number, each earlier revision that a document was
     priced with; each goes into its own file (:func:`revision_file`).
+    ``records`` maps each machine to its minute records, which go into
+    :func:`record_file` ordered by minute; without it the bundle has none.
     """
     earlier = dict(revisions or {})
     if revision is not None and revision in earlier:
@@ -265,6 +289,12 @@ def build_bundle(
     }
     if stored is not None:
         files["stored.json"] = _json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
+    record_list = []
+    for machine, rows in sorted((records or {}).items()):
+        name = record_file(machine)
+        ordered = sorted(rows, key=lambda row: str(row["minute"]))
+        files[name] = b"".join(canonical_fast(dict(row)) + b"\n" for row in ordered)
+        record_list.append({"machine": machine, "file": name, "records": len(ordered)})
     listed = []
     for number, terms in sorted(earlier.items()):
         name = revision_file(str(contract.get("id")), number)
@@ -279,6 +309,7 @@ def build_bundle(
         "tenant": contract.get("tenant"),
         "created_at": created_at,
         "vouchers": len(voucher_lines),
+        "records": record_list,
         "files": {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
 
@@ -323,6 +354,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: unknown bundle schema {schema!r}; this verifier reads {BUNDLE_SCHEMA!r}")
 
     revisions = check_manifest(path, manifest)
+    record_list = check_record_list(path, manifest)
     revision_terms = {item["file"]: load_json(path, item["file"], members[item["file"]]) for item in revisions if item["file"] in members}
 
     vouchers = []
@@ -342,4 +374,6 @@ def read_bundle(path: str | Path) -> Bundle:
         revision_terms=revision_terms,
         digests={name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in members.items()},
         outside=outside,
+        record_list=record_list,
+        record_data={item["file"]: members[item["file"]] for item in record_list if item["file"] in members},
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ("BundleError", "Members", "read_members", "read_bundle_members", "load_json", "check_manifest", "climbs", "unpacked_name")
+__all__ = ("BundleError", "Members", "read_members", "read_bundle_members", "load_json", "check_manifest", "check_record_list", "climbs", "unpacked_name")
 
 
 class BundleError(ValueError):
@@ -184,3 +184,24 @@ def check_manifest(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]
     if len(set(names)) != len(names):
         raise BundleError(f"{path}: manifest.json lists a revision file under more than one revision ({names!r}); ask the vendor for a bundle as the cloud built it")
     return revisions
+
+
+def check_record_list(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check the manifest's ``records`` list (one entry per machine: ``machine``, ``file``, ``records``) and return it. An absent list means none."""
+    entries = manifest.get("records")
+    entries = [] if entries is None else entries
+    shaped = isinstance(entries, list) and all(
+        isinstance(item, dict) and isinstance(item.get("machine"), str) and isinstance(item.get("file"), str) and _whole(item.get("records"))
+        for item in entries
+    )
+    if not shaped:
+        raise BundleError(f"{path}: manifest.json has an invalid records list ({entries!r}); each entry needs a machine, a file and a records count")
+    names = [item["file"] for item in entries]
+    leaving = [name for name in names if climbs(name)]
+    if leaving:
+        raise BundleError(f"{path}: manifest.json lists record file {', '.join(map(repr, leaving))}, a name that is absolute or climbs with '..', "
+                          "outside the bundle; ask the vendor for a bundle as the cloud built it")
+    machines = [item["machine"] for item in entries]
+    if len(set(names)) != len(names) or len(set(machines)) != len(machines):
+        raise BundleError(f"{path}: manifest.json lists a machine or a record file twice in its records list; ask the vendor for a bundle as the cloud built it")
+    return entries

@@ -20,7 +20,6 @@ then does the difference count as a mismatch.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -30,16 +29,14 @@ import psycopg
 import structlog
 
 from valuegate.edge import methodology
-from valuegate.edge.kernels import kpis, plant_day_windows, totals_from_records
 from valuegate.edge.protocol.contract import Anchor, ContractError, parse_contract
-from valuegate.edge.protocol.evidence import merkle_root
 from valuegate.edge.protocol.records import MinuteRecord
 from valuegate.edge.protocol.voucher import Claims
 
 from . import metrics
 from .chain import touch_contracts
 from .machines import foreign_machines
-from .signature import canonical_fast
+from .recompute import baseline_from_records, baseline_span, day_kpis, evidence_of
 
 __all__ = ("BaselineSpan", "Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
@@ -76,21 +73,6 @@ async def load_records(conn: Conn, tenant_id: str, machines: list[str], start: d
     return [MinuteRecord(*row) for row in await cur.fetchall()]
 
 
-def evidence_of(records: list[MinuteRecord]) -> tuple[str, int]:
-    """Return the RFC 6962 root over the canonical records, as ``evidence_digest`` does, and the record count."""
-    leaves = [hashlib.sha256(b"\x00" + canonical_fast(_record_dict(r))).digest() for r in records]
-    return merkle_root(leaves), len(leaves)
-
-
-def _record_dict(record: MinuteRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in record.__struct_fields__}
-
-
-def _day_kpis(records: list[MinuteRecord], claims: Claims) -> Any:
-    ideal = {machine.id: machine.ideal_cycle_time_s for machine in claims.machines}
-    return kpis(totals_from_records(records, ideal_cycle_time_s=ideal))
-
-
 async def _anchor(conn: Conn, claims: Claims) -> tuple[Anchor | None, int | None]:
     cur = await conn.execute(
         "SELECT document, revision FROM contracts WHERE tenant_id = %s AND id = %s ORDER BY revision DESC LIMIT 1", (claims.tenant, claims.contract)
@@ -111,9 +93,7 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
     InsufficientBaseline error when the stored records cover too few days.
     """
     zone = claims.period.time_zone
-    windows = plant_day_windows(zone, anchor.baseline.first_date, anchor.baseline.last_date)
-    start = dt.datetime.fromtimestamp(int(windows.start_ms[0]) / 1000, dt.UTC)
-    end = dt.datetime.fromtimestamp(int(windows.end_ms[-1]) / 1000, dt.UTC)
+    start, end = baseline_span(anchor, zone)
     machines = sorted(m.id for m in claims.machines)
     cur = await conn.execute(
         "SELECT count(*) FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND minute >= %s AND minute < %s",
@@ -127,13 +107,8 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
     result: methodology.BaselineResult | methodology.InsufficientBaseline | None = None
     if count:
         records = await load_records(conn, claims.tenant, machines, start, end)
-        minute_ms = np.array([dt.datetime.fromisoformat(r.minute).timestamp() * 1000 for r in records], np.int64)
-        days = []
-        for label, low, high in zip(windows.labels, windows.start_ms, windows.end_ms, strict=True):
-            inside = [records[i] for i in np.flatnonzero((minute_ms >= low) & (minute_ms < high))]
-            days.append((label, _day_kpis(inside, claims)))
         try:
-            result = methodology.build_baseline(anchor, days)
+            result = baseline_from_records(anchor, claims, records)
         except methodology.InsufficientBaseline as exc:
             result = exc
     _baselines[key] = result
@@ -153,9 +128,7 @@ class BaselineSpan(NamedTuple):
 
 
 def _baseline_span(claims: Claims, anchor: Anchor) -> BaselineSpan:
-    windows = plant_day_windows(claims.period.time_zone, anchor.baseline.first_date, anchor.baseline.last_date)
-    start = dt.datetime.fromtimestamp(int(windows.start_ms[0]) / 1000, dt.UTC)
-    end = dt.datetime.fromtimestamp(int(windows.end_ms[-1]) / 1000, dt.UTC)
+    start, end = baseline_span(anchor, claims.period.time_zone)
     return BaselineSpan(claims.tenant, claims.gateway, tuple(sorted(m.id for m in claims.machines)), start, end)
 
 
@@ -182,7 +155,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     if (root, count) != (claims.evidence.merkle_root, claims.evidence.records):
         return Outcome(False, f"evidence digest of the {count} stored records is {root}, the voucher claims {claims.evidence.merkle_root} over {claims.evidence.records}")
 
-    day = _day_kpis(records, claims)
+    day = day_kpis(records, claims)
     anchor, revision = await _anchor(conn, claims)
     if anchor is None:
         return Outcome(None, f"evidence digest matches; contract {claims.contract!r} with anchor {claims.anchor!r} is not uploaded yet")

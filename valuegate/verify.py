@@ -14,6 +14,7 @@ from valuegate.cloud.settlement.pricing import PricingError, VoucherValue
 from valuegate.edge.protocol.canonical import CanonicalizationError, content_digest
 from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
 from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
+from valuegate.verify_evidence import EvidenceSummary, check_evidence
 from valuegate.verify_keys import check_keys, expected_signer
 from valuegate.verify_lines import Ledger, check_documents, instant
 from valuegate.verify_terms import Terms, check_revisions, priced_with
@@ -69,6 +70,7 @@ class Report:
     gateways: list[dict[str, Any]] = field(default_factory=list)
     contract_revision: int | None = None
     revisions: list[dict[str, Any]] = field(default_factory=list)
+    evidence: EvidenceSummary = field(default_factory=EvidenceSummary)
 
     @property
     def verdicts(self) -> tuple[Verdict, ...]:
@@ -88,6 +90,7 @@ class Report:
             "ok": self.ok,
             "contract": {"id": self.contract_id, "digest": self.contract_digest, "revision": self.contract_revision},
             "revisions": self.revisions,
+            "evidence": self.evidence.as_dict(),
             "gateways": self.gateways,
             "files": [v.as_dict() for v in self.files],
             "keys": [v.as_dict() for v in self.keys],
@@ -115,9 +118,9 @@ def _check_files(bundle: Bundle) -> list[Verdict]:
             verdict.reasons.append(f"SHA-256 {actual[name]} differs from the manifest's {expected}")
         verdicts.append(verdict)
 
-    # A revision file listed only under revisions fails in check_revisions.
-    revision_files = {entry["file"] for entry in bundle.revisions}
-    for name in sorted(set(actual) - set(listed) - revision_files - {"manifest.json"}):
+    # A revision or record file listed only under revisions or records fails in check_revisions or check_evidence.
+    own_lists = {entry["file"] for entry in bundle.revisions} | {entry["file"] for entry in bundle.record_list}
+    for name in sorted(set(actual) - set(listed) - own_lists - {"manifest.json"}):
         if name in _READ:
             verdicts.append(Verdict(name, ["not listed in the manifest, though the checks read it; ask the sender for a bundle as the cloud built it"]))
         else:
@@ -260,6 +263,7 @@ def verify_bundle(path: str | Path) -> Report:
     keys, gateways, signers = check_keys(bundle, contract)
     vouchers, values, claims = _check_vouchers(bundle, contract, signers)
     _note_stored(bundle, vouchers)
+    evidence = check_evidence(bundle, contract, claims, vouchers, files)
     voucher_ok = {v.subject: v.ok for v in vouchers}
     ledger = None
     if contract is not None:
@@ -281,4 +285,4 @@ def verify_bundle(path: str | Path) -> Report:
         for terms in earlier
     ]
     return Report(files, keys, vouchers, lines, documents, contract_id=contract_id, contract_digest=terms_digest, gateways=gateways,
-                  contract_revision=in_force.revision, revisions=revisions)
+                  contract_revision=in_force.revision, revisions=revisions, evidence=evidence)

@@ -81,6 +81,12 @@ def verify(
                     typer.echo(f"gateway {gateway['gateway']} next key: {key['id']} (from sequence {key['fromSeq']}; the rotation statement signed by the key before it verified)")
         if report.gateways:
             typer.echo(f"  {COMPARE_KEY}")
+        evidence = report.evidence
+        if evidence.records:
+            typer.echo(f"evidence: {_count(evidence.recomputed, 'voucher')} recomputed from {_count(evidence.records, 'minute record')}, "
+                       f"{evidence.failed} failed, {evidence.not_checked} not checked")
+        elif report.vouchers:
+            typer.echo("evidence: the bundle carries no minute records, so no evidence root was rebuilt")
         failed = sum(not v.ok for v in report.verdicts)
         verdict = "PASS" if report.ok else f"FAIL ({failed} failed)"
         counts = f"{_count(len(report.vouchers), 'voucher')}, {_count(len(report.documents), 'document')} with {_count(len(report.lines), 'invoice line')}"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
-from .. import contracts, reports
+from .. import contracts, record_export, reports
 from ..auth import requires
 from .deps import Conn, caller
 from .schemas import ContractIn
@@ -66,6 +66,12 @@ class VoucherController(Controller):
     @get("/vouchers/{voucher_id:str}", summary="One voucher with its signed document and state")
     async def voucher(self, request: Request[Any, Any, Any], conn: Conn, voucher_id: FromPath[str]) -> dict[str, Any]:
         return await reports.get_voucher(conn, caller(request).tenant_id, voucher_id)
+
+    @get("/vouchers/{voucher_id:str}/records", media_type="application/x-ndjson",
+         summary="The stored minute records the voucher's evidence root covers, one RFC 8785 record a line, in the root's order")
+    async def voucher_records(self, request: Request[Any, Any, Any], conn: Conn, voucher_id: FromPath[str]) -> Response[bytes]:
+        body, count = await record_export.voucher_records(conn, caller(request).tenant_id, voucher_id)
+        return Response(body, media_type="application/x-ndjson", headers={"X-Record-Count": str(count)})
 
     @get("/rejections", summary="Rejected ingest messages, newest first")
     async def rejections(

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
 from valuegate.cloud.contracts import parse_stored
+from valuegate.cloud.record_export import contract_records
 from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract, load_exclusions
@@ -41,10 +42,11 @@ def _iso_exact(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None) -> bytes:
+async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None, records: bool = True) -> bytes:
     """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents.
 
-    Every earlier contract revision that an issued document was priced with goes into the bundle too.
+    Every earlier contract revision that an issued document was priced with goes into the bundle too. With
+    ``records``, so do the stored minute records of the contract's vouchers' periods and baseline periods.
     """
     contract, revision = await load_contract(conn, tenant_id, contract_id)
     spans = await fetch_dicts(
@@ -102,6 +104,7 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         stored=stored,
         revision=revision,
         revisions={row["revision"]: _priced_terms(row["document"], tenant_id, contract_id, row["revision"]) for row in earlier},
+        records=await contract_records(conn, tenant_id, contract, vouchers) if records else None,
     )
 
 

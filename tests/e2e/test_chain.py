@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
+import io
 import json
 import subprocess
+import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,9 +24,12 @@ import psycopg
 import pytest
 
 from tests.recorded import bottling_window_and_stops
+from tests.verify.test_evidence_guide import guide_root
+from valuegate.cloud.renewal.service import contract_bundle
 from valuegate.demo.report import collect_report
 from valuegate.demo.stack import DemoOptions, running_stack
 from valuegate.services import MosquittoServer, PostgresServer
+from valuegate.verify import verify_bundle
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.slow]
 
@@ -92,6 +99,17 @@ def _stored_documents(dsn: str) -> list[dict]:
         return [row[0] for row in conn.execute("SELECT document FROM vouchers ORDER BY seq")]
 
 
+def _voucher_records(stack: object, documents: list[dict]) -> dict[str, tuple[str, str, bytes]]:
+    """Fetch each voucher's records from the API: content type, record count header and body."""
+    fetched = {}
+    for document in documents:
+        voucher_id = document["credentialSubject"]["voucher_id"]
+        request = urllib.request.Request(f"{stack.api_url}/api/v1/vouchers/{voucher_id}/records", headers={"Authorization": f"Bearer {stack.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the loopback API the test started
+            fetched[voucher_id] = (response.headers["Content-Type"], response.headers["X-Record-Count"], response.read())
+    return fetched
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[dict]:
     """Run the chain once for the module and return the demo report plus the stored voucher documents."""
@@ -116,6 +134,11 @@ def report(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresSe
             async with running_stack(options) as stack:
                 result = await asyncio.to_thread(collect_report, stack)
                 result["documents"] = await asyncio.to_thread(_stored_documents, stack.dsn)
+                result["records"] = await asyncio.to_thread(_voucher_records, stack, result["documents"])
+                result["bundles"] = {}
+                async with await psycopg.AsyncConnection.connect(stack.dsn) as conn:
+                    for contract_id in ("E2E-BOTTLING", "E2E-MACHINING"):
+                        result["bundles"][contract_id] = await contract_bundle(conn, "demo", contract_id)
                 return result
 
         yield asyncio.run(run())
@@ -193,3 +216,61 @@ def test_printed_report_keeps_every_date_whole_at_80_columns(report: dict, termi
         for machine in report["machines"]:
             for day in machine["days"]:
                 assert day["date"] in first_cells, (language, day["date"], first_cells[:3])
+
+
+@pytest.mark.parametrize("contract_id", ["E2E-BOTTLING", "E2E-MACHINING"])
+def test_bundle_records_recompute_every_voucher(report: dict, contract_id: str, tmp_path: Path) -> None:
+    """The bundle carries the stored minute records, and the offline verifier rebuilds each voucher's root and figures from them."""
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(report["bundles"][contract_id])
+    own = [d for d in report["documents"] if d["credentialSubject"]["contract"] == contract_id]
+
+    checked = verify_bundle(path)
+
+    assert checked.ok, [(v.subject, v.reasons) for v in checked.verdicts if not v.ok]
+    assert checked.evidence.recomputed == len(own) > 0
+    assert checked.evidence.failed == 0
+    claimed = sum(d["credentialSubject"]["evidence"]["records"] for d in own)
+    assert checked.evidence.records >= claimed
+
+
+def test_bundle_detects_changed_record(report: dict, tmp_path: Path) -> None:
+    """One record changed by one part, with its file digest and count kept consistent, fails the voucher whose day contains it."""
+    folder = tmp_path / "bundle"
+    with zipfile.ZipFile(io.BytesIO(report["bundles"]["E2E-MACHINING"])) as archive:
+        archive.extractall(folder)
+    (voucher,) = [d for d in report["documents"] if d["credentialSubject"]["contract"] == "E2E-MACHINING"]
+    period = voucher["credentialSubject"]["period"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (entry,) = manifest["records"]
+    path = folder / entry["file"]
+    lines = path.read_bytes().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if period["start"] <= json.loads(line)["minute"] < period["end"]
+                 and json.loads(line)["running_ms"] > 0)
+    record = json.loads(lines[index])
+    record["running_ms"] -= 1000
+    record["idle_ms"] += 1000
+    lines[index] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    manifest["files"][entry["file"]] = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    checked = verify_bundle(folder)
+
+    (failed,) = [v for v in checked.vouchers if not v.ok]
+    assert failed.subject == voucher["credentialSubject"]["voucher_id"]
+    assert failed.reasons[0].startswith("evidence: the bundle's ")
+    assert voucher["credentialSubject"]["evidence"]["merkle_root"] in failed.reasons[0]
+    assert checked.evidence.failed == 1
+
+
+def test_api_serves_records_behind_each_root(report: dict) -> None:
+    """The records the API serves for a voucher rebuild its evidence root by the auditor guide's recipe, which shares no valuegate code."""
+    for document in report["documents"]:
+        claims = document["credentialSubject"]
+        content_type, count, body = report["records"][claims["voucher_id"]]
+        export = [json.loads(line) for line in body.splitlines()]
+
+        assert content_type.startswith("application/x-ndjson")
+        assert int(count) == len(export) == claims["evidence"]["records"]
+        assert guide_root(export, claims) == (claims["evidence"]["merkle_root"], claims["evidence"]["records"])

@@ -75,7 +75,7 @@ function walk(folder) {
 
 // Returns a FAIL line per link leaving the folder, per listed file missing or changed, and per unlisted file the checks read.
 // Every other unlisted file gets a NOTE line. Revision files are checked with their terms elsewhere.
-function checkMembers(folder, members, listed, revisions) {
+function checkMembers(folder, members, listed, revisions, recordFiles = []) {
   const out = [];
   for (const [name, target] of members.outside) out.push(`FAIL ${name}: symbolic link to ${target} leaves the bundle folder; not read`);
   const revisionFiles = new Set(revisions.map((entry) => entry.file));
@@ -90,7 +90,8 @@ function checkMembers(folder, members, listed, revisions) {
     const wanted = expected.startsWith('sha256:') ? expected : `sha256:${expected}`;
     if (actual !== wanted) out.push(`FAIL ${name}: SHA-256 ${actual} differs from the manifest's ${expected}`);
   }
-  const known = new Set(['manifest.json', ...Object.keys(listed), ...revisionFiles]);
+  // A record file missing from `listed` fails in the evidence check instead.
+  const known = new Set(['manifest.json', ...Object.keys(listed), ...revisionFiles, ...recordFiles]);
   for (const name of members.files.filter((file) => !known.has(file))) {
     out.push(READ.includes(name) ? `FAIL ${name}: not listed in the manifest, though it is read` : `NOTE ${name}: not listed in the manifest; not checked`);
   }

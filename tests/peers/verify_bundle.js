@@ -1,5 +1,6 @@
 // Independent check of an unpacked valuegate bundle: every voucher's eddsa-jcs-2022 proof,
-// its signing key among the gateway keys, each gateway's hash chain, key rotation statements,
+// its signing key among the gateway keys, each gateway's hash chain, each evidence root rebuilt from
+// the bundle's minute records (bundle_evidence.js), key rotation statements,
 // the contract revision whose digest each invoice or note records, and each invoice line
 // re-priced from its vouchers with that revision: printed fields, completeness and the notes
 // later runs owe. Built only on Node's crypto (SHA-256, Ed25519) and the npm `canonicalize`
@@ -12,8 +13,8 @@
 // line (or "FAIL FILE: reason") per earlier revision the manifest lists, one PASS or FAIL line
 // per document followed by one per line of it, a "key GATEWAY first|next did:key:..." line per
 // gateway key, a "FAIL NAME: reason" line per symbolic link leaving the folder and per unlisted
-// file the checks read, a "NOTE NAME: ..." line per other file the manifest does not list, then
-// a summary line.
+// file the checks read, a "NOTE NAME: ..." line per other file the manifest does not list, an
+// "evidence: ..." line when the bundle carries minute records, then a summary line.
 // Exits with status 1 when any voucher, key, file, document or line fails, or when vouchers.jsonl
 // contains another number of vouchers than the manifest gives. Exits with status 2 and one
 // "error: ..." line on stderr naming the file when the bundle cannot be read: malformed JSON, an
@@ -25,6 +26,7 @@ const canonicalize = require('canonicalize');
 const pricing = require('./bundle_pricing');
 const contractTerms = require('./bundle_terms');
 const { READ, readJson, readVouchers, walk, checkMembers } = require('./bundle_members');
+const { checkEvidence } = require('./bundle_evidence');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -164,7 +166,7 @@ function checkKeys(keys, contract, out) {
   return schedules;
 }
 
-function checkVouchers(vouchers, keys, schedules, out) {
+function checkVouchers(vouchers, keys, schedules, out, evidence) {
   const gatewayKeys = new Map();
   for (const key of keys) {
     if (!gatewayKeys.has(key.gateway)) gatewayKeys.set(key.gateway, new Set());
@@ -187,6 +189,7 @@ function checkVouchers(vouchers, keys, schedules, out) {
       check = { ok: false, reason: error.message };
     }
     if (!check.ok) reasons.push(`proof: ${check.reason}`);
+    if (evidence.has(claims.voucher_id)) reasons.push(evidence.get(claims.voucher_id));
     if (check.multibase && !(gatewayKeys.get(claims.gateway) || new Set()).has(check.multibase)) {
       reasons.push(`key ${check.multibase} is not a key of gateway ${claims.gateway}`);
     } else if (check.multibase && schedules.has(claims.gateway)) {
@@ -357,7 +360,9 @@ function main() {
   const out = [];
   const keyLines = [];
   const schedules = checkKeys(keys, contract, keyLines);
-  const passed = checkVouchers(vouchers, keys, schedules, out);
+  const stored = readJson(folder, 'stored.json', []);
+  const evidence = checkEvidence(folder, manifest, listed, vouchers, contract, stored);
+  const passed = checkVouchers(vouchers, keys, schedules, out, evidence.reasons);
 
   // No signature covers the contract files; each document records the digest (and revision) of the terms it was priced with.
   const terms = contractTerms.termsDigest(contract);
@@ -367,7 +372,7 @@ function main() {
   const revisions = contractTerms.loadRevisions(folder, manifest, contract, members.outside);
   const { documents, written } = contractTerms.readDocuments(folder);
   const adjustments = readJson(folder, 'adjustments.json');
-  const book = ledger(contract, vouchers, passed, readJson(folder, 'stored.json', []), adjustments);
+  const book = ledger(contract, vouchers, passed, stored, adjustments);
   const docs = documents.map((record, order) => ({
     record, order, issued: micros(record.issued_at), chain: record.corrects || record.number,
     priced: contractTerms.pricedWith(record, inForce, revisions, written[order]),
@@ -402,8 +407,10 @@ function main() {
   }
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
-  out.push(...checkMembers(folder, members, listed, entries));
+  const recordFiles = (Array.isArray(manifest.records) ? manifest.records : []).map((entry) => entry.file);
+  out.push(...checkMembers(folder, members, listed, entries, recordFiles), ...evidence.out);
   if (manifest.vouchers != null && manifest.vouchers !== vouchers.length) out.push(`FAIL vouchers.jsonl: contains ${vouchers.length} vouchers, but the manifest gives ${manifest.vouchers}`);
+  if (evidence.summary) out.push(evidence.summary);
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
   out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));

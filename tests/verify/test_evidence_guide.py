@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,8 @@ def test_guide_states_recipe(name: str) -> None:
     for field_name in FIELDS:
         assert f"`{field_name}`" in text, (name, field_name)
     for phrase in ("valuegate/minute/v1", "YYYY-MM-DDTHH:MM:00Z", "SHA-256(0x00 || JCS(", "SHA-256(0x01 || ",
-                   "RFC 8785", "RFC 6962", "`period.start`", "`period.end`", "telemetry", "npm install canonicalize@2.1.0",
+                   "RFC 8785", "RFC 6962", "`period.start`", "`period.end`", "`records/<machine>.jsonl`", "/api/v1/vouchers/{voucher_id}/records",
+                   "X-Record-Count", "npm install canonicalize@2.1.0",
                    "node verify_bundle.js bundle"):
         assert phrase in text, (name, phrase)
 
@@ -179,3 +181,20 @@ def test_guide_pins_peer_canonicalize() -> None:
     pinned = json.loads((Path(__file__).parents[1] / "peers" / "package.json").read_text())["dependencies"]["canonicalize"]
     for name in ("auditor-guide.md", "auditor-guide.zh-CN.md"):
         assert f"npm install canonicalize@{pinned}" in (DOCS / name).read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("name", ["auditor-guide.md", "auditor-guide.zh-CN.md"])
+def test_guide_copies_every_verifier_file(name: str) -> None:
+    """The copy command in the guide names exactly the files the second verifier loads, following its require calls."""
+    text = (DOCS / name).read_text(encoding="utf-8")
+    block = text[text.index("mkdir verifier") :]
+    copied = set(re.findall(r"CHECKOUT/tests/peers/([\w.]+\.js)", block[: block.index("```")]))
+
+    peers = Path(__file__).parents[1] / "peers"
+    needed, waiting = set(), ["verify_bundle.js"]
+    while waiting:
+        script = waiting.pop()
+        needed.add(script)
+        waiting += [f"{module}.js" for module in re.findall(r"require\('\./([\w.]+)'\)", (peers / script).read_text()) if f"{module}.js" not in needed]
+
+    assert copied == needed

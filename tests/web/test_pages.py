@@ -138,15 +138,28 @@ def test_pdf_export_and_bundle_verify(login, tmp_path):
     assert pdf.content.startswith(b"%PDF-")
 
     auditor = login("aud1")
-    bundle = auditor.get("/contracts/C-1/bundle.zip")
+    bundle = auditor.get("/contracts/C-1/bundle.zip?records=false")
     assert bundle.status_code == 200
     (tmp_path / "bundle.zip").write_bytes(bundle.content)
     report = verify_bundle(tmp_path / "bundle.zip")
     assert report.ok, report.as_dict()
     assert len(report.vouchers) == 21
+    assert report.evidence.not_checked == 21
     documents = json.loads(zipfile.ZipFile(tmp_path / "bundle.zip").read("invoices.json"))
     assert [d["kind"] for d in documents] == ["invoice"]
     assert Decimal(documents[0]["total"]) > 0
+
+    # The fixture's vouchers are synthetic. Each commits to three minutes that were never stored, so the bundle
+    # with records skips it, except on 7 May, where the 30 minutes stored for the downtime chart disagree.
+    (tmp_path / "records.zip").write_bytes(auditor.get("/contracts/C-1/bundle.zip").content)
+    with_records = verify_bundle(tmp_path / "records.zip")
+    failed = [(v.subject, v.reasons) for v in with_records.verdicts if not v.ok]
+    assert [v.subject for v in with_records.vouchers if not v.ok] == ["gw-1:2"]
+    assert failed[0][1][0].startswith("evidence: the bundle's 30 records of m-1 in 2024-05-07T00:00:00Z..2024-05-08T00:00:00Z give root ")
+    # Whether the invoice lists gw-1:2 depends on whether the cloud's reproduction disproved it before the run.
+    for subject, reasons in failed[1:]:
+        assert subject.startswith(documents[0]["number"]), subject
+        assert reasons == ["voucher gw-1:2 failed verification"]
 
 
 def test_machine_page_and_stylesheet(site, login):

@@ -1,0 +1,244 @@
+"""Evidence in bundles: minute records the edge pipeline wrote travel in the bundle, and the offline verifier recomputes each voucher from them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from valuegate.cloud.bundle import GatewayKey, StoredVoucher, build_bundle, record_file
+from valuegate.edge import keys
+from valuegate.verify import verify_bundle
+from valuegate.verify_evidence import NO_RECORDS
+
+from .test_evidence_guide import CONTRACT, MACHINES, issue_vouchers
+
+
+@pytest.fixture(scope="module")
+def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list[dict], str]:
+    folder = tmp_path_factory.mktemp("evidence")
+    vouchers, export = issue_vouchers(folder)
+    return vouchers, export, keys.export_public(folder / "keys")["public_key_multibase"]
+
+
+def by_machine(export: list[dict]) -> dict[str, list[dict]]:
+    """Return the export's records per machine, in time order."""
+    return {machine: sorted((record for record in export if record["machine"] == machine), key=lambda r: r["minute"]) for machine in MACHINES}
+
+
+def without_last_record(issued: tuple) -> dict[str, list[dict]]:
+    """Return every record except filler-9's last one of the second voucher's day."""
+    records = by_machine(issued[1])
+    period = issued[0][1]["credentialSubject"]["period"]
+    last = max(i for i, r in enumerate(records["filler-9"]) if period["start"] <= r["minute"] < period["end"])
+    del records["filler-9"][last]
+    return records
+
+
+def bundle(folder: Path, issued: tuple, *, records: dict | None = None, reproduced: bool | None = True, **changes: object) -> Path:
+    """Write a bundle of the issued vouchers with the given records (all of them by default) and return its path."""
+    vouchers, export, public = issued
+    path = folder / "bundle.zip"
+    path.write_bytes(build_bundle(
+        contract=CONTRACT, vouchers=vouchers, keys=[GatewayKey("gw-1", public)], documents=[], created_at="2026-04-01T00:00:00Z",
+        stored=[StoredVoucher(v["credentialSubject"]["voucher_id"], "2026-03-31T00:00:00Z", reproduced) for v in vouchers],
+        records=by_machine(export) if records is None else records, **changes,
+    ))  # fmt: skip
+    return path
+
+
+def rewrite(path: Path, name: str, data: bytes, *, digest: bool = True) -> Path:
+    """Unpack the bundle, replace one member, and (with ``digest``) list its new SHA-256 in the manifest."""
+    import hashlib
+
+    folder = path.parent / "unpacked"
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+    (folder / name).write_bytes(data)
+    if digest:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"][name] = "sha256:" + hashlib.sha256(data).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_records_recompute_every_voucher(tmp_path: Path, issued: tuple) -> None:
+    report = verify_bundle(bundle(tmp_path, issued))
+
+    assert report.ok, [(v.subject, v.reasons) for v in report.verdicts if not v.ok]
+    assert report.evidence.recomputed == 2
+    assert report.evidence.records == len(issued[1])
+    assert report.as_dict()["evidence"] == {"records": len(issued[1]), "recomputed": 2, "not_checked": 0, "failed": 0}
+
+
+def test_record_files_are_canonical_and_ordered(tmp_path: Path, issued: tuple) -> None:
+    with zipfile.ZipFile(bundle(tmp_path, issued)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        lines = archive.read(record_file("filler-10")).splitlines()
+
+    assert [entry["machine"] for entry in manifest["records"]] == ["filler-10", "filler-9"]
+    assert manifest["records"][0]["file"] == "records/filler-10.jsonl"
+    assert manifest["records"][0]["records"] == len(lines)
+    minutes = [json.loads(line)["minute"] for line in lines]
+    assert minutes == sorted(minutes)
+    assert all(line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() for line in lines)
+
+
+def test_bundle_without_records_notes_each_voucher(tmp_path: Path, issued: tuple) -> None:
+    report = verify_bundle(bundle(tmp_path, issued, records={}))
+
+    assert report.ok
+    assert [NO_RECORDS in v.notes for v in report.vouchers] == [True, True]
+    assert report.evidence.not_checked == 2
+    assert report.evidence.recomputed == 0
+
+
+def test_changed_baseline_record_fails_both_days(tmp_path: Path, issued: tuple) -> None:
+    records = by_machine(issued[1])
+    records["filler-10"][0] = {**records["filler-10"][0], "produced": records["filler-10"][0]["produced"] + 50}
+
+    report = verify_bundle(bundle(tmp_path, issued, records=records))
+
+    for verdict in report.vouchers:
+        assert len(verdict.reasons) >= 1
+        assert verdict.reasons[0].startswith("baseline recomputed from the records of 2026-03-27..2026-03-28 is ")
+
+
+def test_changed_record_fails_its_day(tmp_path: Path, issued: tuple) -> None:
+    vouchers = issued[0]
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        lines = archive.read(record_file("filler-9")).splitlines(keepends=True)
+    last_day = vouchers[1]["credentialSubject"]["period"]
+    index = next(i for i, line in enumerate(lines) if json.loads(line)["minute"] >= last_day["start"])
+    record = json.loads(lines[index])
+    record["produced"] += 1
+    lines[index] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+    report = verify_bundle(rewrite(path, record_file("filler-9"), b"".join(lines)))
+
+    first, second = report.vouchers
+    assert first.ok
+    assert not second.ok
+    assert second.reasons[0].startswith(f"evidence: the bundle's {vouchers[1]['credentialSubject']['evidence']['records']} records of filler-10, filler-9")
+    assert report.evidence.failed == 1
+
+
+def test_missing_records_of_reproduced_voucher_fail(tmp_path: Path, issued: tuple) -> None:
+    report = verify_bundle(bundle(tmp_path, issued, records=without_last_record(issued)))
+
+    assert report.vouchers[0].ok
+    assert not report.vouchers[1].ok
+    assert "give root" in report.vouchers[1].reasons[0]
+
+
+def test_missing_records_of_unreproduced_voucher_are_noted(tmp_path: Path, issued: tuple) -> None:
+    report = verify_bundle(bundle(tmp_path, issued, records=without_last_record(issued), reproduced=None))
+
+    assert report.ok
+    assert "because the cloud had not stored them all when it built the bundle" in report.vouchers[1].notes[-1]
+    assert report.evidence.not_checked == 1
+
+
+def test_no_baseline_records_compares_point_estimate(tmp_path: Path, issued: tuple) -> None:
+    reporting_start = issued[0][0]["credentialSubject"]["period"]["start"]
+    records = {machine: [r for r in rows if r["minute"] >= reporting_start] for machine, rows in by_machine(issued[1]).items()}
+
+    report = verify_bundle(bundle(tmp_path, issued, records=records))
+
+    assert report.ok, [(v.subject, v.reasons) for v in report.verdicts if not v.ok]
+    assert all(any(note.startswith("baseline not recomputed") for note in v.notes) for v in report.vouchers)
+    assert report.evidence.recomputed == 2
+
+
+def test_short_baseline_records_fail(tmp_path: Path, issued: tuple) -> None:
+    """Five minutes of each baseline day are too few to count that day, so the baseline has none of the one day it needs."""
+    reporting_start = issued[0][0]["credentialSubject"]["period"]["start"]
+    records = {}
+    for machine, rows in by_machine(issued[1]).items():
+        baseline = [r for r in rows if r["minute"] < reporting_start]
+        records[machine] = baseline[:5] + [r for r in rows if r["minute"] >= reporting_start]
+
+    report = verify_bundle(bundle(tmp_path, issued, records=records))
+
+    for verdict in report.vouchers:
+        assert verdict.reasons == ["baseline: the bundle's records of 2026-03-27..2026-03-28 cover 0 of the 1 days it needs, the voucher claims 2"]
+    assert report.evidence.failed == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "line 1 is not valid JSON"),
+        (b'{"machine":"filler-10"}', "line 1 is not a valuegate/minute/v1 record"),
+    ],
+)
+def test_bad_record_line_fails_file(tmp_path: Path, issued: tuple, line: bytes, reason: str) -> None:
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(record_file("filler-10"))
+
+    report = verify_bundle(rewrite(path, record_file("filler-10"), line + b"\n" + data))
+
+    (verdict,) = [v for v in report.files if v.subject == record_file("filler-10")]
+    assert verdict.reasons[0].startswith(reason)
+    assert not report.ok
+
+
+def test_record_of_other_machine_fails_file(tmp_path: Path, issued: tuple) -> None:
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        stranger = archive.read(record_file("filler-9")).splitlines(keepends=True)[0]
+        data = archive.read(record_file("filler-10"))
+
+    report = verify_bundle(rewrite(path, record_file("filler-10"), stranger + data))
+
+    (verdict,) = [v for v in report.files if v.subject == record_file("filler-10")]
+    assert verdict.reasons == ["line 1 is a record of machine 'filler-9', but the file holds machine 'filler-10'"]
+
+
+def test_record_file_without_digest_fails(tmp_path: Path, issued: tuple) -> None:
+    path = bundle(tmp_path, issued)
+    folder = rewrite(path, "manifest.json", b"", digest=False)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    del manifest["files"][record_file("filler-9")]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    report = verify_bundle(folder)
+
+    (verdict,) = [v for v in report.files if v.subject == record_file("filler-9")]
+    assert verdict.reasons == ["listed under records but without a SHA-256 under files; ask the vendor for a bundle as the cloud built it"]
+    assert verdict.checked
+
+
+@pytest.mark.peer
+def test_node_verifier_rebuilds_roots(tmp_path: Path, issued: tuple, node_peers: Path) -> None:
+    """The second verifier (Node.js crypto and npm canonicalize) rebuilds the same roots from the same record files."""
+    path = bundle(tmp_path, issued)
+    folder = tmp_path / "good"
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+        lines = archive.read(record_file("filler-9")).splitlines(keepends=True)
+
+    good = subprocess.run(["node", str(node_peers / "verify_bundle.js"), str(folder)], capture_output=True, text=True, timeout=60)
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"evidence: 2 roots rebuilt from {len(issued[1])} records, 0 failed, 0 skipped" in good.stdout.splitlines()
+
+    period = issued[0][1]["credentialSubject"]["period"]
+    index = next(i for i, line in enumerate(lines) if period["start"] <= json.loads(line)["minute"] < period["end"])
+    record = json.loads(lines[index])
+    record["reject"] += 1
+    lines[index] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    changed = rewrite(path, record_file("filler-9"), b"".join(lines))
+
+    bad = subprocess.run(["node", str(node_peers / "verify_bundle.js"), str(changed)], capture_output=True, text=True, timeout=60)
+
+    assert bad.returncode == 1
+    (failed,) = [line for line in bad.stdout.splitlines() if line.startswith("FAIL gw-1:")]
+    assert failed.startswith("FAIL gw-1:2: evidence: ")
+    assert issued[0][1]["credentialSubject"]["evidence"]["merkle_root"] in failed

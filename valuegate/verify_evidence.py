@@ -1,0 +1,221 @@
+"""Evidence checks of an auditor bundle: each voucher's Merkle root rebuilt from the bundle's minute records, then its figures recomputed.
+
+A voucher of the bundle's contract passes when the records of its machines
+and period give its evidence root and record count. Then the kernels and the
+value methodology run on those records and on the records of its anchor's
+baseline period, and must give its reporting, sufficiency, baseline and
+delta parts exactly. The cloud runs the same recomputation on its own copy
+of the records.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from valuegate.cloud.bundle import Bundle
+from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant, record_leaf
+from valuegate.edge import methodology
+from valuegate.edge.protocol.contract import Contract
+from valuegate.edge.protocol.evidence import merkle_root
+from valuegate.edge.protocol.records import MinuteRecord
+from valuegate.edge.protocol.voucher import Claims
+
+__all__ = ("EvidenceSummary", "check_evidence", "NO_RECORDS")
+
+NO_RECORDS = "evidence root not recomputed: the bundle carries no minute records; ask the vendor for a bundle with records"
+_ASK = "ask the vendor for a bundle as the cloud built it"
+
+
+@dataclass(slots=True)
+class EvidenceSummary:
+    """How many vouchers were recomputed from the bundle's records, and how many could not be."""
+
+    records: int = 0
+    recomputed: int = 0
+    not_checked: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"records": self.records, "recomputed": self.recomputed, "not_checked": self.not_checked, "failed": self.failed}
+
+
+@dataclass(slots=True)
+class _Machine:
+    """One machine's records from the bundle, ordered by minute, with their minute instants and (lazily) their leaf hashes."""
+
+    records: list[MinuteRecord]
+    minutes: list[dt.datetime]
+    leaves: list[bytes] = field(default_factory=list)
+
+    def between(self, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
+        return bisect.bisect_left(self.minutes, start), bisect.bisect_left(self.minutes, end)
+
+    def leaf_hashes(self) -> list[bytes]:
+        if not self.leaves and self.records:
+            self.leaves = [record_leaf(record) for record in self.records]
+        return self.leaves
+
+
+def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
+    """Parse every listed record file. Each problem fails that file's verdict, and the good lines are kept."""
+    from valuegate.verify import Verdict
+
+    listed = bundle.manifest.get("files", {})
+    by_name = {verdict.subject: verdict for verdict in files}
+    machines: dict[str, _Machine] = {}
+    for entry in bundle.record_list:
+        name, machine = entry["file"], entry["machine"]
+        verdict = by_name.get(name)
+        if verdict is None:
+            verdict = Verdict(name)
+            files.append(verdict)
+        if name not in listed:
+            verdict.reasons.append(f"listed under records but without a SHA-256 under files; {_ASK}")
+            continue
+        data = bundle.record_data.get(name)
+        if data is None:
+            continue  # the file check has failed it as missing
+        records: list[MinuteRecord] = []
+        for number, line in enumerate(data.splitlines(), start=1):
+            try:
+                record = msgspec.json.decode(line, type=MinuteRecord)
+            except msgspec.ValidationError as exc:
+                verdict.reasons.append(f"line {number} is not a valuegate/minute/v1 record: {exc}")
+                continue
+            except msgspec.DecodeError as exc:
+                verdict.reasons.append(f"line {number} is not valid JSON: {exc}")
+                continue
+            if record.machine != machine:
+                verdict.reasons.append(f"line {number} is a record of machine {record.machine!r}, but the file holds machine {machine!r}")
+                continue
+            if records and record.minute <= records[-1].minute:
+                verdict.reasons.append(f"line {number} (minute {record.minute}) is not after the line before it; records go one a minute, in time order")
+                continue
+            records.append(record)
+        if len(records) != entry["records"] and not verdict.reasons:
+            verdict.reasons.append(f"contains {len(records)} records, but the manifest gives {entry['records']}; {_ASK}")
+        machines[machine] = _Machine(records, [minute_instant(record.minute) for record in records])
+    return machines
+
+
+def _select(machines: dict[str, _Machine], ids: list[str], start: dt.datetime, end: dt.datetime) -> tuple[list[MinuteRecord], list[bytes]]:
+    """Return the records and leaves of ``ids`` (in that order) whose minute starts in ``[start, end)``."""
+    records: list[MinuteRecord] = []
+    leaves: list[bytes] = []
+    for machine_id in ids:
+        machine = machines.get(machine_id)
+        if machine is None:
+            continue
+        low, high = machine.between(start, end)
+        records += machine.records[low:high]
+        leaves += machine.leaf_hashes()[low:high]
+    return records, leaves
+
+
+def _claimed_baseline(anchor: Any, claims: Claims) -> methodology.BaselineResult:
+    """Return the voucher's own baseline as a result with one resample, which gives the point estimate but no interval."""
+    value = claims.baseline.value if claims.baseline.value is not None else 0.0
+    return methodology.BaselineResult(
+        anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
+        last_date=claims.baseline.last_date, digest=claims.baseline.digest, daily=(), resampled=np.full(1, value),
+    )  # fmt: skip
+
+
+def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: Any, delta: Any, sufficiency: Any, *, exact: bool) -> list[str]:
+    """Return each recomputed part that differs from the claims. Without ``exact`` (no baseline records), only the delta's point estimate counts."""
+    differences = []
+    if exact and baseline.claim() != claims.baseline:
+        claimed = claims.baseline
+        differences.append(f"baseline recomputed from the records of {claimed.first_date}..{claimed.last_date} is {baseline.claim().value} "
+                           f"over {baseline.claim().days} days, the voucher claims {claimed.value} over {claimed.days}")
+    if reporting != claims.reporting:
+        differences.append(f"reporting recomputed from the records is {reporting}, the voucher claims {claims.reporting}")
+    if sufficiency != claims.sufficiency:
+        differences.append(f"sufficiency recomputed from the records is {sufficiency}, the voucher claims {claims.sufficiency}")
+    if exact and delta != claims.delta:
+        differences.append(f"delta recomputed from the records is {delta}, the voucher claims {claims.delta}")
+    elif not exact and delta.point != claims.delta.point:
+        differences.append(f"delta point estimate recomputed from the records is {delta.point}, the voucher claims {claims.delta.point}")
+    return differences
+
+
+def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict[str, Claims], vouchers: list[Any], files: list[Any]) -> EvidenceSummary:
+    """Rebuild each voucher's evidence root from the bundle's records, recompute its figures, and add a reason to each failing verdict."""
+    summary = EvidenceSummary()
+    if not bundle.record_list:
+        for verdict in vouchers:
+            if verdict.subject in claims_by_id:
+                verdict.notes.append(NO_RECORDS)
+                summary.not_checked += 1
+        return summary
+
+    machines = _read_records(bundle, files)
+    summary.records = sum(len(machine.records) for machine in machines.values())
+    reproduced = {str(item.get("voucher_id")): item.get("reproduced") for item in bundle.stored or [] if isinstance(item, dict)}
+    baselines: dict[tuple[Any, ...], methodology.BaselineResult | methodology.InsufficientBaseline] = {}
+    for verdict in vouchers:
+        claims = claims_by_id.get(verdict.subject)
+        if claims is None:
+            continue
+        if contract is None or claims.contract != contract.id:
+            verdict.notes.append(f"evidence not recomputed: a voucher of contract {claims.contract!r}, whose records this bundle does not carry")
+            summary.not_checked += 1
+            continue
+        ids = [machine.id for machine in claims.machines]
+        records, leaves = _select(machines, ids, minute_instant(claims.period.start), minute_instant(claims.period.end))
+        root, count = merkle_root(leaves), len(leaves)
+        if count < claims.evidence.records and reproduced.get(claims.voucher_id) is not True:
+            # A voucher stays pending, and billable, until its records arrive, so a bundle built meanwhile lacks some of them.
+            verdict.notes.append(f"evidence root not rebuilt: the bundle carries {count} of its {claims.evidence.records} records, "
+                                 "because the cloud had not stored them all when it built the bundle; ask the vendor for a later bundle")
+            summary.not_checked += 1
+            continue
+        if (root, count) != (claims.evidence.merkle_root, claims.evidence.records):
+            verdict.reasons.append(f"evidence: the bundle's {count} records of {', '.join(ids)} in {claims.period.start}..{claims.period.end} "
+                                   f"give root {root}, the voucher claims {claims.evidence.merkle_root} over {claims.evidence.records} records")
+            summary.failed += 1
+            continue
+        try:
+            anchor = contract.anchor(claims.anchor)
+        except KeyError:
+            verdict.notes.append(f"evidence root rebuilt; figures not recomputed: contract.json has no anchor {claims.anchor!r}")
+            summary.not_checked += 1
+            continue
+
+        key = (anchor.id, tuple(ids), claims.period.time_zone)
+        if key not in baselines:
+            start, end = baseline_span(anchor, claims.period.time_zone)
+            baseline_records = _select(machines, ids, start, end)[0]
+            try:
+                baselines[key] = baseline_from_records(anchor, claims, baseline_records) if baseline_records else None
+            except methodology.InsufficientBaseline as exc:
+                baselines[key] = exc
+        baseline = baselines[key]
+        if baseline is None:
+            # As the cloud does when it stored no baseline record: compare the day with the voucher's own baseline value.
+            verdict.notes.append(f"baseline not recomputed: the bundle carries no record of {anchor.baseline.first_date}..{anchor.baseline.last_date}")
+            baseline = _claimed_baseline(anchor, claims)
+        elif isinstance(baseline, methodology.InsufficientBaseline):
+            verdict.reasons.append(f"baseline: the bundle's records of {anchor.baseline.first_date}..{anchor.baseline.last_date} cover {baseline.covered} "
+                                   f"of the {baseline.required} days it needs, the voucher claims {claims.baseline.days}")
+            summary.failed += 1
+            continue
+        try:
+            reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, claims.period.plant_date, day_kpis(records, claims))
+        except ValueError as exc:
+            verdict.reasons.append(f"figures cannot be recomputed from the records: {exc}")
+            summary.failed += 1
+            continue
+        differences = _compare(claims, baseline, reporting, delta, sufficiency, exact=baselines[key] is not None)
+        verdict.reasons += differences
+        if differences:
+            summary.failed += 1
+        else:
+            summary.recomputed += 1
+    return summary
