@@ -252,40 +252,56 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
     return created
 
 
+# Whether a delivery loop holds the package's advisory lock (see claim_delivery): pg_locks shows a bigint key
+# as its high 32 bits in classid and its low 32 bits in objid, with objsubid 1, per database.
+_DELIVERING = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.classid::bigint = (hashtextextended('renewal_delivery:' || p.id, 0) >> 32) & 4294967295"
+    " AND l.objid::bigint = hashtextextended('renewal_delivery:' || p.id, 0) & 4294967295)"
+)
+
+
 async def list_packages(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    return await fetch_dicts(
+    rows = await fetch_dicts(
         conn,
         "SELECT p.id, p.trigger_key, p.trigger_kind, p.fired_at, p.detail, p.archive_sha256,"
         " (SELECT bool_or(d.delivered) FROM webhook_deliveries d WHERE d.package_id = p.id) AS delivered,"
-        " (SELECT count(*) FROM webhook_deliveries d WHERE d.package_id = p.id) AS attempts"
+        f" (SELECT count(*) FROM webhook_deliveries d WHERE d.package_id = p.id) AS attempts, {_DELIVERING} AS delivering"
         " FROM renewal_packages p WHERE p.tenant_id = %s AND p.contract_id = %s ORDER BY p.fired_at DESC, p.id DESC",
         (tenant_id, contract_id),
     )
+    for row in rows:
+        row["delivery"] = _delivery_state(delivered=bool(row["delivered"]), attempts=row["attempts"], delivering=row.pop("delivering"))
+    return rows
 
 
-def _delivery_state(*, delivered: bool, attempts: int) -> str:
+def _delivery_state(*, delivered: bool, attempts: int, delivering: bool) -> str:
     if delivered:
         return "delivered"
+    if delivering:
+        return "delivering"
     return "failed" if attempts else "not_sent"
 
 
 async def tenant_packages(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     """Return every renewal package of the tenant, newest first, with its delivery state.
 
-    ``delivery`` is ``delivered`` once an attempt succeeded, ``failed`` when the
-    attempts so far all failed, and ``not_sent`` before the first attempt.
+    ``delivery`` is ``delivered`` once an attempt succeeded, ``delivering`` while
+    a delivery loop runs its attempts, ``failed`` when the attempts so far all
+    failed and none runs, and ``not_sent`` before the first attempt.
     """
     rows = await fetch_dicts(
         conn,
         "SELECT p.id, p.contract_id, p.trigger_key, p.trigger_kind, p.fired_at, p.archive_sha256,"
-        " coalesce(d.delivered, false) AS delivered, coalesce(d.attempts, 0) AS attempts, d.last_attempt_at"
+        f" coalesce(d.delivered, false) AS delivered, coalesce(d.attempts, 0) AS attempts, d.last_attempt_at, {_DELIVERING} AS delivering"
         " FROM renewal_packages p LEFT JOIN LATERAL (SELECT bool_or(delivered) AS delivered, count(*) AS attempts, max(started_at) AS last_attempt_at"
         " FROM webhook_deliveries WHERE package_id = p.id) d ON true"
         " WHERE p.tenant_id = %s ORDER BY p.fired_at DESC, p.id DESC",
         (tenant_id,),
     )
     for row in rows:
-        row["delivery"] = _delivery_state(delivered=row.pop("delivered"), attempts=row["attempts"])
+        row["delivery"] = _delivery_state(delivered=row.pop("delivered"), attempts=row["attempts"], delivering=row.pop("delivering"))
     return rows
 
 
@@ -297,6 +313,7 @@ async def package_detail(conn: Conn, tenant_id: str, package_id: int) -> dict[st
         "SELECT attempt, url, status_code, error, delivered, started_at, duration_ms FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt, id",
         (package_id,),
     )
-    delivery = _delivery_state(delivered=any(a["delivered"] for a in attempts), attempts=len(attempts))
+    rows = await fetch_dicts(conn, f"SELECT {_DELIVERING} AS delivering FROM renewal_packages p WHERE p.id = %s", (package_id,))
+    delivery = _delivery_state(delivered=any(a["delivered"] for a in attempts), attempts=len(attempts), delivering=rows[0]["delivering"])
     keys = ("id", "contract_id", "trigger_key", "trigger_kind", "fired_at", "detail", "archive_sha256", "talking_points")
     return {**{key: package[key] for key in keys}, "delivery": delivery, "attempts": len(attempts), "deliveries": attempts}

@@ -102,6 +102,7 @@ async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: 
     return page(
         request, "package.html", package=package, trigger_text=trigger_label(package, contract, language),
         talking_points=package["talking_points"].get(language, []), deliveries=deliveries, can_deliver=principal_of(request).has(*CSM_EDIT),
+        delivery=(await renewal.package_detail(conn, principal_of(request).tenant_id, package_id))["delivery"],
         flash=translate(language, _FLASHES[done]) if (done := request.query_params.get("done")) in _FLASHES else None,
     )
 

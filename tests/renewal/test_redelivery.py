@@ -179,3 +179,31 @@ async def test_failed_attempts_read_failed(api):
         assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is False
     body = (await client.get(f"/api/v1/packages/{package_id}", headers=await _bearer(dsn, "csm1"))).json()
     assert (body["delivery"], body["attempts"]) == ("failed", 2)
+
+
+async def test_running_delivery_reads_delivering(api):
+    """While a delivery loop holds the package's lock, the API, the contract page and the package page show the state delivering."""
+    client, package_id, dsn = api
+    with receiver([500]) as (url, _):
+        async with await connect(dsn) as conn:
+            await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
+        assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is False
+    csm = await _bearer(dsn, "csm1")
+    other = [p["id"] for p in (await client.get("/api/v1/packages", headers=csm)).json() if p["id"] != package_id]
+
+    claim = await service.claim_delivery(dsn, "acme", package_id)
+    try:
+        listed = {p["id"]: p["delivery"] for p in (await client.get("/api/v1/packages", headers=csm)).json()}
+        detail = (await client.get(f"/api/v1/packages/{package_id}", headers=csm)).json()
+        contract_page = (await client.get("/contracts/C-1", headers=csm)).text
+        package_page = (await client.get(f"/packages/{package_id}", headers=csm)).text
+    finally:
+        await claim.release()
+    after = (await client.get(f"/api/v1/packages/{package_id}", headers=csm)).json()
+
+    assert listed[package_id] == "delivering"
+    assert [listed[i] for i in other] == ["not_sent"] * len(other)
+    assert (detail["delivery"], detail["attempts"]) == ("delivering", 2)
+    assert "正在推送" in contract_page
+    assert 'id="delivering"' in package_page
+    assert (after["delivery"], after["attempts"]) == ("failed", 2)
