@@ -36,12 +36,12 @@ def record_spans(contract: Contract, documents: Iterable[Mapping[str, Any]]) -> 
             continue
         period = subject["period"]
         machines = [machine["id"] for machine in subject["machines"]]
-        wanted = [(minute_instant(period["start"]), minute_instant(period["end"]))]
+        needed = [(minute_instant(period["start"]), minute_instant(period["end"]))]
         anchor = anchors.get(subject.get("anchor"))
         if anchor is not None:
-            wanted.append(baseline_span(anchor, period["time_zone"]))
+            needed.append(baseline_span(anchor, period["time_zone"]))
         for machine in machines:
-            spans[machine] += wanted
+            spans[machine] += needed
     return {machine: _merge(items) for machine, items in spans.items()}
 
 
@@ -56,13 +56,17 @@ def _merge(spans: list[Span]) -> list[Span]:
 
 
 async def contract_records(conn: Conn, tenant_id: str, contract: Contract, documents: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Return the stored records, per machine and in time order, that the contract's vouchers and their baselines were computed from."""
+    """Return the stored records, per machine and in time order, that the contract's vouchers and their baselines were computed from.
+
+    A machine without any stored record in those periods is left out, so a cloud that stored no telemetry builds a bundle without records.
+    """
     records: dict[str, list[dict[str, Any]]] = {}
     for machine, spans in sorted(record_spans(contract, documents).items()):
         rows: list[dict[str, Any]] = []
         for start, end in spans:
             rows += [msgspec.to_builtins(record) for record in await load_records(conn, tenant_id, [machine], start, end)]
-        records[machine] = rows
+        if rows:
+            records[machine] = rows
     return records
 
 

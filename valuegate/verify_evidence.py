@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,8 @@ import msgspec
 import numpy as np
 
 from valuegate.cloud.bundle import Bundle
-from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant, record_leaf
+from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant
+from valuegate.cloud.signature import canonical_fast
 from valuegate.edge import methodology
 from valuegate.edge.protocol.contract import Contract
 from valuegate.edge.protocol.evidence import merkle_root
@@ -30,6 +33,9 @@ __all__ = ("EvidenceSummary", "check_evidence", "NO_RECORDS")
 
 NO_RECORDS = "evidence root not recomputed: the bundle carries no minute records; ask the vendor for a bundle with records"
 _ASK = "ask the vendor for a bundle as the cloud built it"
+_MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00Z")
+# A file with a wrong machine in the manifest fails on every line; the first ones show the cause.
+_MAX_LINE_REASONS = 20
 
 
 @dataclass(slots=True)
@@ -47,23 +53,42 @@ class EvidenceSummary:
 
 @dataclass(slots=True)
 class _Machine:
-    """One machine's records from the bundle, ordered by minute, with their minute instants and (lazily) their leaf hashes."""
+    """One machine's records from the bundle, ordered by minute, with their minute instants and leaf hashes."""
 
-    records: list[MinuteRecord]
-    minutes: list[dt.datetime]
+    records: list[MinuteRecord] = field(default_factory=list)
+    minutes: list[dt.datetime] = field(default_factory=list)
     leaves: list[bytes] = field(default_factory=list)
 
     def between(self, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
         return bisect.bisect_left(self.minutes, start), bisect.bisect_left(self.minutes, end)
 
-    def leaf_hashes(self) -> list[bytes]:
-        if not self.leaves and self.records:
-            self.leaves = [record_leaf(record) for record in self.records]
-        return self.leaves
+
+def _parse_line(line: bytes, machine: str, before: str | None) -> tuple[MinuteRecord, dt.datetime, bytes] | str:
+    """Return one record line's record, minute instant and leaf hash, or why the line is no valid record of ``machine``."""
+    try:
+        record = msgspec.json.decode(line, type=MinuteRecord)
+    except msgspec.ValidationError as exc:
+        return f"is not a valuegate/minute/v1 record: {exc}"
+    except msgspec.DecodeError as exc:
+        return f"is not valid JSON: {exc}"
+    if record.machine != machine:
+        return f"is a record of machine {record.machine!r}, but the file holds machine {machine!r}"
+    if not _MINUTE.fullmatch(record.minute):
+        return f"has the minute {record.minute!r}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z"
+    try:
+        instant = minute_instant(record.minute)
+        canonical = canonical_fast({name: getattr(record, name) for name in record.__struct_fields__})
+    except ValueError as exc:
+        return f"cannot be read as a record: {exc}"
+    if canonical != line:
+        return "is not in RFC 8785 canonical form (keys sorted, no spaces), so hashing the line as the auditor guide says gives another leaf"
+    if before is not None and record.minute <= before:
+        return f"(minute {record.minute}) is not after the line before it; records go one a minute, in time order"
+    return record, instant, hashlib.sha256(b"\x00" + canonical).digest()
 
 
 def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
-    """Parse every listed record file. Each problem fails that file's verdict, and the good lines are kept."""
+    """Parse every listed record file. Each problem fails that file's verdict, and the good lines are loaded."""
     from valuegate.verify import Verdict
 
     listed = bundle.manifest.get("files", {})
@@ -81,26 +106,24 @@ def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
         data = bundle.record_data.get(name)
         if data is None:
             continue  # the file check has failed it as missing
-        records: list[MinuteRecord] = []
-        for number, line in enumerate(data.splitlines(), start=1):
-            try:
-                record = msgspec.json.decode(line, type=MinuteRecord)
-            except msgspec.ValidationError as exc:
-                verdict.reasons.append(f"line {number} is not a valuegate/minute/v1 record: {exc}")
+        loaded = machines[machine] = _Machine()
+        bad = 0
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line:
+                continue  # the newline that ends the last line
+            parsed = _parse_line(line, machine, loaded.records[-1].minute if loaded.records else None)
+            if isinstance(parsed, str):
+                bad += 1
+                if bad <= _MAX_LINE_REASONS:
+                    verdict.reasons.append(f"line {number} {parsed}")
                 continue
-            except msgspec.DecodeError as exc:
-                verdict.reasons.append(f"line {number} is not valid JSON: {exc}")
-                continue
-            if record.machine != machine:
-                verdict.reasons.append(f"line {number} is a record of machine {record.machine!r}, but the file holds machine {machine!r}")
-                continue
-            if records and record.minute <= records[-1].minute:
-                verdict.reasons.append(f"line {number} (minute {record.minute}) is not after the line before it; records go one a minute, in time order")
-                continue
-            records.append(record)
-        if len(records) != entry["records"] and not verdict.reasons:
-            verdict.reasons.append(f"contains {len(records)} records, but the manifest gives {entry['records']}; {_ASK}")
-        machines[machine] = _Machine(records, [minute_instant(record.minute) for record in records])
+            loaded.records.append(parsed[0])
+            loaded.minutes.append(parsed[1])
+            loaded.leaves.append(parsed[2])
+        if bad > _MAX_LINE_REASONS:
+            verdict.reasons.append(f"{bad - _MAX_LINE_REASONS} more lines fail like those above")
+        if len(loaded.records) + bad != entry["records"]:
+            verdict.reasons.append(f"contains {len(loaded.records) + bad} records, but the manifest gives {entry['records']}; {_ASK}")
     return machines
 
 
@@ -114,8 +137,19 @@ def _select(machines: dict[str, _Machine], ids: list[str], start: dt.datetime, e
             continue
         low, high = machine.between(start, end)
         records += machine.records[low:high]
-        leaves += machine.leaf_hashes()[low:high]
+        leaves += machine.leaves[low:high]
     return records, leaves
+
+
+def _show(part: Any) -> str:
+    """Return a voucher part as the compact JSON the voucher carries it in."""
+    return msgspec.json.encode(part).decode()
+
+
+def _pending_hint(reproduced: dict[str, Any], claims: Claims) -> str:
+    if reproduced.get(claims.voucher_id) is None:
+        return "stored.json says the cloud had not reproduced it yet, so its records may have been still arriving: ask the vendor for a later bundle"
+    return "records were removed from the bundle or never stored: ask the vendor for the complete records"
 
 
 def _claimed_baseline(anchor: Any, claims: Claims) -> methodology.BaselineResult:
@@ -135,11 +169,11 @@ def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: An
         differences.append(f"baseline recomputed from the records of {claimed.first_date}..{claimed.last_date} is {baseline.claim().value} "
                            f"over {baseline.claim().days} days, the voucher claims {claimed.value} over {claimed.days}")
     if reporting != claims.reporting:
-        differences.append(f"reporting recomputed from the records is {reporting}, the voucher claims {claims.reporting}")
+        differences.append(f"reporting recomputed from the records is {_show(reporting)}, the voucher claims {_show(claims.reporting)}")
     if sufficiency != claims.sufficiency:
-        differences.append(f"sufficiency recomputed from the records is {sufficiency}, the voucher claims {claims.sufficiency}")
+        differences.append(f"sufficiency recomputed from the records is {_show(sufficiency)}, the voucher claims {_show(claims.sufficiency)}")
     if exact and delta != claims.delta:
-        differences.append(f"delta recomputed from the records is {delta}, the voucher claims {claims.delta}")
+        differences.append(f"delta recomputed from the records is {_show(delta)}, the voucher claims {_show(claims.delta)}")
     elif not exact and delta.point != claims.delta.point:
         differences.append(f"delta point estimate recomputed from the records is {delta.point}, the voucher claims {claims.delta.point}")
     return differences
@@ -170,11 +204,11 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
         ids = [machine.id for machine in claims.machines]
         records, leaves = _select(machines, ids, minute_instant(claims.period.start), minute_instant(claims.period.end))
         root, count = merkle_root(leaves), len(leaves)
-        if count < claims.evidence.records and reproduced.get(claims.voucher_id) is not True:
-            # A voucher stays pending, and billable, until its records arrive, so a bundle built meanwhile lacks some of them.
-            verdict.notes.append(f"evidence root not rebuilt: the bundle carries {count} of its {claims.evidence.records} records, "
-                                 "because the cloud had not stored them all when it built the bundle; ask the vendor for a later bundle")
-            summary.not_checked += 1
+        if count < claims.evidence.records:
+            # stored.json is not signed, so a missing record fails whatever that file records about the cloud's reproduction.
+            verdict.reasons.append(f"evidence: the bundle carries {count} of the {claims.evidence.records} records of {', '.join(ids)} in "
+                                   f"{claims.period.start}..{claims.period.end} that the voucher commits to; {_pending_hint(reproduced, claims)}")
+            summary.failed += 1
             continue
         if (root, count) != (claims.evidence.merkle_root, claims.evidence.records):
             verdict.reasons.append(f"evidence: the bundle's {count} records of {', '.join(ids)} in {claims.period.start}..{claims.period.end} "

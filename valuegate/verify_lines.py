@@ -276,7 +276,12 @@ def _check_corrections(invoice: _Document, documents: Sequence[_Document], ledge
             line = ledger.expected(anchor, first, last, None, terms)
             now = quantize_money(line.amount if line is not None else Decimal(0), terms.rounding)
             before = _billed_so_far(chain, anchor, None, terms.rounding)
-            if not failed and now != before:
+            billed = {vid for document in chain for item in document.record["lines"] if item["anchor"] == anchor for vid in item.get("voucher_ids", [])}
+            rejected = sorted(vid for vid in billed if not ledger.voucher_ok.get(vid, False))
+            if not failed and now != before and rejected:
+                notes.append(f"line {anchor}: {before} is billed, but without the vouchers that failed verification ({', '.join(rejected)}) "
+                             f"the bundle re-prices the period to {now}")
+            elif not failed and now != before:
                 notes.append(f"line {anchor}: everything in the bundle re-prices the period to {now} with the terms of {number}, {before} is billed; "
                              "what was recorded after the last document is settled by the next invoice run")
         except (PricingError, InvoiceError, KeyError) as exc:

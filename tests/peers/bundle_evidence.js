@@ -28,46 +28,90 @@ function merkleRoot(leaves) {
   return 'sha256:' + level[0].toString('hex');
 }
 
+const MINUTE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00Z$/;
+// A file with a wrong machine in the manifest fails on every line; the first ones show the cause.
+const MAX_LINE_REASONS = 20;
+
+// The manifest's records list, checked as the Python verifier checks it; a malformed list makes the bundle unreadable.
+function recordList(manifest) {
+  const entries = manifest.records == null ? [] : manifest.records;
+  const shaped = Array.isArray(entries) && entries.every((item) => item !== null && typeof item === 'object'
+    && typeof item.machine === 'string' && typeof item.file === 'string' && Number.isInteger(item.records) && item.records >= 0);
+  if (!shaped) throw new Error('manifest.json has an invalid records list; each entry needs a machine, a file and a records count');
+  for (const entry of entries) {
+    if (climbs(entry.file)) throw new Error(`manifest.json lists record file ${entry.file}, outside the bundle`);
+  }
+  const files = new Set(entries.map((entry) => entry.file));
+  const machines = new Set(entries.map((entry) => entry.machine));
+  if (files.size !== entries.length || machines.size !== entries.length) throw new Error('manifest.json lists a machine or a record file twice in its records list');
+  return entries;
+}
+
+// Why one line is no valid record of `machine`, or null when it is one.
+function lineProblem(line, record, machine, before) {
+  if (record === null || typeof record !== 'object' || Array.isArray(record)) return 'is not a JSON object';
+  if (record.machine !== machine) return `is a record of machine ${record.machine}, not ${machine}`;
+  if (typeof record.minute !== 'string' || !MINUTE.test(record.minute)) return `has the minute ${JSON.stringify(record.minute)}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z`;
+  if (canonicalize(record) !== line) return 'is not in RFC 8785 canonical form';
+  if (before !== null && record.minute <= before) return `(minute ${record.minute}) is not after the line before it`;
+  return null;
+}
+
 // Each listed record file's records as { at: epoch ms of the minute, leaf }, by machine. Problems become FAIL lines in `out`.
 function readRecords(folder, entries, listed, out) {
   const machines = new Map();
   for (const entry of entries) {
-    if (climbs(entry.file)) throw new Error(`manifest.json lists record file ${entry.file}, outside the bundle`);
     if (!(entry.file in listed)) {
       out.push(`FAIL ${entry.file}: listed under records but without a SHA-256 under files`);
       continue;
     }
     if (!fs.existsSync(path.join(folder, entry.file))) continue; // the member check fails it as missing
+    let text;
+    try {
+      text = readText(folder, entry.file);
+    } catch (error) {
+      // Not UTF-8, or longer than a JavaScript string can hold.
+      out.push(`FAIL ${entry.file}: cannot be read: ${error.message}`);
+      continue;
+    }
     const rows = [];
     const reasons = [];
-    readText(folder, entry.file).split('\n').forEach((line, index) => {
-      if (!line) return;
+    let bad = 0;
+    let before = null;
+    text.split('\n').forEach((line, index) => {
+      if (!line) return; // the newline that ends the last line
       let record;
+      let problem;
       try {
         record = JSON.parse(line);
+        problem = lineProblem(line, record, entry.machine, before);
       } catch (error) {
-        reasons.push(`line ${index + 1} is not valid JSON: ${error.message}`);
+        problem = `is not valid JSON: ${error.message}`;
+      }
+      if (problem) {
+        bad += 1;
+        if (bad <= MAX_LINE_REASONS) reasons.push(`line ${index + 1} ${problem}`);
         return;
       }
-      if (record.machine !== entry.machine) reasons.push(`line ${index + 1} is a record of machine ${record.machine}, not ${entry.machine}`);
-      else rows.push({ at: Date.parse(record.minute), leaf: sha256(Buffer.from([0]), Buffer.from(canonicalize(record), 'utf8')) });
+      before = record.minute;
+      rows.push({ at: Date.parse(record.minute), leaf: sha256(Buffer.from([0]), Buffer.from(line, 'utf8')) });
     });
+    if (bad > MAX_LINE_REASONS) reasons.push(`${bad - MAX_LINE_REASONS} more lines fail like those above`);
+    if (rows.length + bad !== entry.records) reasons.push(`contains ${rows.length + bad} records, but the manifest gives ${entry.records}`);
     if (reasons.length) out.push(`FAIL ${entry.file}: ${reasons.join('; ')}`);
     machines.set(entry.machine, rows);
   }
   return machines;
 }
 
-// Returns the reasons by voucher id, the FAIL lines of record files and a summary line (null without records).
-function checkEvidence(folder, manifest, listed, vouchers, contract, stored) {
-  const entries = Array.isArray(manifest.records) ? manifest.records : [];
+// Returns the reasons by voucher id, the FAIL lines of record files and a summary line.
+function checkEvidence(folder, manifest, listed, vouchers, contract) {
+  const entries = recordList(manifest);
   const reasons = new Map();
   const out = [];
-  if (!entries.length) return { reasons, out, summary: null };
+  if (!entries.length) return { reasons, out, summary: 'evidence: the bundle carries no minute records, so no root was rebuilt' };
   const machines = readRecords(folder, entries, listed, out);
-  const reproduced = new Map(stored.map((item) => [item.voucher_id, item.reproduced]));
   let rebuilt = 0;
-  let skipped = 0;
   for (const voucher of vouchers) {
     const claims = voucher.credentialSubject;
     if (claims.contract !== contract.id) continue;
@@ -77,20 +121,17 @@ function checkEvidence(folder, manifest, listed, vouchers, contract, stored) {
     for (const machine of claims.machines) {
       for (const row of machines.get(machine.id) || []) if (row.at >= start && row.at < end) leaves.push(row.leaf);
     }
-    // A bundle built before the cloud stored all of a voucher's records cannot show its root, so that voucher is skipped.
-    if (leaves.length < claims.evidence.records && reproduced.get(claims.voucher_id) !== true) {
-      skipped += 1;
-      continue;
-    }
     const root = merkleRoot(leaves);
-    if (root !== claims.evidence.merkle_root || leaves.length !== claims.evidence.records) {
+    if (leaves.length < claims.evidence.records) {
+      reasons.set(claims.voucher_id, `evidence: the bundle carries ${leaves.length} of the ${claims.evidence.records} records the voucher commits to`);
+    } else if (root !== claims.evidence.merkle_root || leaves.length !== claims.evidence.records) {
       reasons.set(claims.voucher_id, `evidence: ${leaves.length} records give root ${root}, the voucher claims ${claims.evidence.merkle_root} over ${claims.evidence.records}`);
     } else {
       rebuilt += 1;
     }
   }
   const records = [...machines.values()].reduce((sum, rows) => sum + rows.length, 0);
-  return { reasons, out, summary: `evidence: ${rebuilt} roots rebuilt from ${records} records, ${reasons.size} failed, ${skipped} skipped` };
+  return { reasons, out, summary: `evidence: ${rebuilt} roots rebuilt from ${records} records, ${reasons.size} failed` };
 }
 
-module.exports = { merkleRoot, checkEvidence };
+module.exports = { merkleRoot, checkEvidence, recordList };

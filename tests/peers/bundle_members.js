@@ -17,8 +17,10 @@ const climbs = (name) => /^[/\\]/.test(name) || name[1] === ':' || name.replace(
 function decode(name, data) {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(data);
-  } catch {
-    throw new Error(`${name} is not valid UTF-8`);
+  } catch (error) {
+    // The decoder throws TypeError on bytes that are not UTF-8, and RangeError on text too long for one string.
+    if (error instanceof TypeError) throw new Error(`${name} is not valid UTF-8`);
+    throw new Error(`${name} cannot be read: ${error.message}`);
   }
 }
 

@@ -14,7 +14,7 @@
 // per document followed by one per line of it, a "key GATEWAY first|next did:key:..." line per
 // gateway key, a "FAIL NAME: reason" line per symbolic link leaving the folder and per unlisted
 // file the checks read, a "NOTE NAME: ..." line per other file the manifest does not list, an
-// "evidence: ..." line when the bundle carries minute records, then a summary line.
+// "evidence: ..." line, then a summary line.
 // Exits with status 1 when any voucher, key, file, document or line fails, or when vouchers.jsonl
 // contains another number of vouchers than the manifest gives. Exits with status 2 and one
 // "error: ..." line on stderr naming the file when the bundle cannot be read: malformed JSON, an
@@ -26,7 +26,7 @@ const canonicalize = require('canonicalize');
 const pricing = require('./bundle_pricing');
 const contractTerms = require('./bundle_terms');
 const { READ, readJson, readVouchers, walk, checkMembers } = require('./bundle_members');
-const { checkEvidence } = require('./bundle_evidence');
+const { checkEvidence, recordList } = require('./bundle_evidence');
 
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 
@@ -361,7 +361,7 @@ function main() {
   const keyLines = [];
   const schedules = checkKeys(keys, contract, keyLines);
   const stored = readJson(folder, 'stored.json', []);
-  const evidence = checkEvidence(folder, manifest, listed, vouchers, contract, stored);
+  const evidence = checkEvidence(folder, manifest, listed, vouchers, contract);
   const passed = checkVouchers(vouchers, keys, schedules, out, evidence.reasons);
 
   // No signature covers the contract files; each document records the digest (and revision) of the terms it was priced with.
@@ -407,10 +407,9 @@ function main() {
   }
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
-  const recordFiles = (Array.isArray(manifest.records) ? manifest.records : []).map((entry) => entry.file);
-  out.push(...checkMembers(folder, members, listed, entries, recordFiles), ...evidence.out);
+  out.push(...checkMembers(folder, members, listed, entries, recordList(manifest).map((entry) => entry.file)), ...evidence.out);
   if (manifest.vouchers != null && manifest.vouchers !== vouchers.length) out.push(`FAIL vouchers.jsonl: contains ${vouchers.length} vouchers, but the manifest gives ${manifest.vouchers}`);
-  if (evidence.summary) out.push(evidence.summary);
+  out.push(evidence.summary);
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
   out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));

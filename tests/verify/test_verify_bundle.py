@@ -105,6 +105,8 @@ def test_one_changed_byte_fails(tmp_path):
     assert bad["gw-1:4"] == ["chain: prev " + json.loads(lines[3])["credentialSubject"]["prev"] + " is not the hash of gw-1:3"]
     assert "vouchers.jsonl" in failed(report.files)
     assert any("gw-1:3 failed verification" in r for r in failed(report.lines)[next(iter(failed(report.lines)))])
+    # The document's note blames the failed vouchers for the gap, not data recorded after it.
+    assert report.documents[0].notes[-1] == "line line-oee: 15000.00 is billed, but without the vouchers that failed verification (gw-1:3, gw-1:4) the bundle re-prices the period to 9000.00"
 
     result = run_cli(str(folder))
     assert result.exit_code == 1
