@@ -202,7 +202,13 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
             summary.not_checked += 1
             continue
         ids = [machine.id for machine in claims.machines]
-        records, leaves = _select(machines, ids, minute_instant(claims.period.start), minute_instant(claims.period.end))
+        try:
+            start, end = minute_instant(claims.period.start), minute_instant(claims.period.end)
+        except ValueError:
+            verdict.reasons.append(f"evidence: the period {claims.period.start!r}..{claims.period.end!r} is not two RFC 3339 instants")
+            summary.failed += 1
+            continue
+        records, leaves = _select(machines, ids, start, end)
         root, count = merkle_root(leaves), len(leaves)
         if count < claims.evidence.records:
             # stored.json is not signed, so a missing record fails whatever that file records about the cloud's reproduction.
@@ -224,12 +230,16 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
 
         key = (anchor.id, tuple(ids), claims.period.time_zone)
         if key not in baselines:
-            start, end = baseline_span(anchor, claims.period.time_zone)
-            baseline_records = _select(machines, ids, start, end)[0]
             try:
+                baseline_records = _select(machines, ids, *baseline_span(anchor, claims.period.time_zone))[0]
                 baselines[key] = baseline_from_records(anchor, claims, baseline_records) if baseline_records else None
             except methodology.InsufficientBaseline as exc:
                 baselines[key] = exc
+            except (ValueError, KeyError) as exc:
+                # An unknown time zone (ZoneInfoNotFoundError is a KeyError) or a baseline that the kernels reject.
+                verdict.reasons.append(f"baseline cannot be recomputed from the records: {exc!r}")
+                summary.failed += 1
+                continue
         baseline = baselines[key]
         if baseline is None:
             # As the cloud does when it stored no baseline record: compare the day with the voucher's own baseline value.
