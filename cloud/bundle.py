@@ -227,18 +227,19 @@ def revision_file(contract_id: str, revision: int) -> str:
     The id is percent-encoded, so that a slash or a dot-only id cannot add or
     climb a folder when the ZIP file is unpacked.
     """
-    segment = quote(contract_id, safe="-_.~")
-    if not segment.strip("."):
-        segment = segment.replace(".", "%2E")
-    return f"contracts/{segment}/revision-{revision}.json"
+    return f"contracts/{_path_segment(contract_id)}/revision-{revision}.json"
 
 
 def record_file(machine: str) -> str:
     """Return the bundle path of one machine's minute records, ``records/<machine>.jsonl``, percent-encoded like :func:`revision_file`."""
-    segment = quote(machine, safe="-_.~")
+    return f"records/{_path_segment(machine)}.jsonl"
+
+
+def _path_segment(name: str) -> str:
+    segment = quote(name, safe="-_.~")
     if not segment.strip("."):
         segment = segment.replace(".", "%2E")
-    return f"records/{segment}.jsonl"
+    return segment
 
 
 def _json_bytes(data: Any) -> bytes:

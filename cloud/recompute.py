@@ -23,7 +23,7 @@ from valuegate.edge.protocol.voucher import Claims
 
 from .signature import canonical_fast
 
-__all__ = ("record_leaf", "evidence_of", "day_kpis", "baseline_span", "baseline_from_records", "minute_instant")
+__all__ = ("record_leaf", "evidence_of", "day_kpis", "baseline_span", "baseline_from_records", "claimed_baseline", "minute_instant")
 
 
 def record_leaf(record: MinuteRecord) -> bytes:
@@ -67,3 +67,15 @@ def baseline_from_records(anchor: Anchor, claims: Claims, records: Sequence[Minu
         inside = [records[i] for i in np.flatnonzero((minute_ms >= low) & (minute_ms < high))]
         days.append((label, day_kpis(inside, claims)))
     return methodology.build_baseline(anchor, days)
+
+
+def claimed_baseline(anchor: Anchor, claims: Claims) -> methodology.BaselineResult:
+    """Return the voucher's own baseline as a result with one resample, which gives the point estimate but no interval.
+
+    Used where no baseline-period record is at hand, so that only the delta's point estimate can be compared.
+    """
+    value = claims.baseline.value if claims.baseline.value is not None else 0.0
+    return methodology.BaselineResult(
+        anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
+        last_date=claims.baseline.last_date, digest=claims.baseline.digest, daily=(), resampled=np.full(1, value),
+    )  # fmt: skip

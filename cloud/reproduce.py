@@ -24,7 +24,6 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import msgspec
-import numpy as np
 import psycopg
 import structlog
 
@@ -36,7 +35,7 @@ from valuegate.edge.protocol.voucher import Claims
 from . import metrics
 from .chain import touch_contracts
 from .machines import foreign_machines
-from .recompute import baseline_from_records, baseline_span, day_kpis, evidence_of
+from .recompute import baseline_from_records, baseline_span, claimed_baseline, day_kpis, evidence_of
 
 __all__ = ("BaselineSpan", "Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
@@ -165,11 +164,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     shortfall = baseline if isinstance(baseline, methodology.InsufficientBaseline) else None
     exact = isinstance(baseline, methodology.BaselineResult)
     if not isinstance(baseline, methodology.BaselineResult):
-        value = claims.baseline.value if claims.baseline.value is not None else 0.0
-        baseline = methodology.BaselineResult(
-            anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
-            last_date=claims.baseline.last_date, digest=claims.baseline.digest, daily=(), resampled=np.full(1, value),
-        )  # fmt: skip
+        baseline = claimed_baseline(anchor, claims)
     try:
         reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, claims.period.plant_date, day)
     except ValueError as exc:

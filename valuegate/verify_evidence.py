@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from valuegate.cloud.bundle import Bundle
-from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant
+from valuegate.cloud.recompute import baseline_from_records, baseline_span, claimed_baseline, day_kpis, minute_instant
 from valuegate.cloud.signature import canonical_fast
 from valuegate.edge import methodology
 from valuegate.edge.protocol.contract import Contract
@@ -152,15 +151,6 @@ def _pending_hint(reproduced: dict[str, Any], claims: Claims) -> str:
     return "records were removed from the bundle or never stored: ask the vendor for the complete records"
 
 
-def _claimed_baseline(anchor: Any, claims: Claims) -> methodology.BaselineResult:
-    """Return the voucher's own baseline as a result with one resample, which gives the point estimate but no interval."""
-    value = claims.baseline.value if claims.baseline.value is not None else 0.0
-    return methodology.BaselineResult(
-        anchor=anchor.id, metric=anchor.metric, value=value, days=claims.baseline.days, first_date=claims.baseline.first_date,
-        last_date=claims.baseline.last_date, digest=claims.baseline.digest, daily=(), resampled=np.full(1, value),
-    )  # fmt: skip
-
-
 def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: Any, delta: Any, sufficiency: Any, *, exact: bool) -> list[str]:
     """Return each recomputed part that differs from the claims. Without ``exact`` (no baseline records), only the delta's point estimate counts."""
     differences = []
@@ -244,7 +234,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
         if baseline is None:
             # As the cloud does when it stored no baseline record: compare the day with the voucher's own baseline value.
             verdict.notes.append(f"baseline not recomputed: the bundle carries no record of {anchor.baseline.first_date}..{anchor.baseline.last_date}")
-            baseline = _claimed_baseline(anchor, claims)
+            baseline = claimed_baseline(anchor, claims)
         elif isinstance(baseline, methodology.InsufficientBaseline):
             verdict.reasons.append(f"baseline: the bundle's records of {anchor.baseline.first_date}..{anchor.baseline.last_date} cover {baseline.covered} "
                                    f"of the {baseline.required} days it needs, the voucher claims {claims.baseline.days}")
