@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from valuegate.cloud.bundle import Bundle
-from valuegate.cloud.recompute import baseline_from_records, baseline_span, claimed_baseline, day_kpis, minute_instant
+from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant
 from valuegate.cloud.signature import canonical_fast
 from valuegate.edge import methodology
 from valuegate.edge.protocol.contract import Contract
@@ -151,10 +151,10 @@ def _pending_hint(reproduced: dict[str, Any], claims: Claims) -> str:
     return "records were removed from the bundle or never stored: ask the vendor for the complete records"
 
 
-def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: Any, delta: Any, sufficiency: Any, *, exact: bool) -> list[str]:
-    """Return each recomputed part that differs from the claims. Without ``exact`` (no baseline records), only the delta's point estimate counts."""
+def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: Any, delta: Any, sufficiency: Any) -> list[str]:
+    """Return each recomputed part that differs from the claims."""
     differences = []
-    if exact and baseline.claim() != claims.baseline:
+    if baseline.claim() != claims.baseline:
         claimed = claims.baseline
         differences.append(f"baseline recomputed from the records of {claimed.first_date}..{claimed.last_date} is {baseline.claim().value} "
                            f"over {baseline.claim().days} days, the voucher claims {claimed.value} over {claimed.days}")
@@ -162,10 +162,8 @@ def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: An
         differences.append(f"reporting recomputed from the records is {_show(reporting)}, the voucher claims {_show(claims.reporting)}")
     if sufficiency != claims.sufficiency:
         differences.append(f"sufficiency recomputed from the records is {_show(sufficiency)}, the voucher claims {_show(claims.sufficiency)}")
-    if exact and delta != claims.delta:
+    if delta != claims.delta:
         differences.append(f"delta recomputed from the records is {_show(delta)}, the voucher claims {_show(claims.delta)}")
-    elif not exact and delta.point != claims.delta.point:
-        differences.append(f"delta point estimate recomputed from the records is {delta.point}, the voucher claims {claims.delta.point}")
     return differences
 
 
@@ -222,7 +220,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
         if key not in baselines:
             try:
                 baseline_records = _select(machines, ids, *baseline_span(anchor, claims.period.time_zone))[0]
-                baselines[key] = baseline_from_records(anchor, claims, baseline_records) if baseline_records else None
+                baselines[key] = baseline_from_records(anchor, claims, baseline_records)
             except methodology.InsufficientBaseline as exc:
                 baselines[key] = exc
             except (ValueError, KeyError) as exc:
@@ -231,11 +229,8 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
                 summary.failed += 1
                 continue
         baseline = baselines[key]
-        if baseline is None:
-            # As the cloud does when it stored no baseline record: compare the day with the voucher's own baseline value.
-            verdict.notes.append(f"baseline not recomputed: the bundle carries no record of {anchor.baseline.first_date}..{anchor.baseline.last_date}")
-            baseline = claimed_baseline(anchor, claims)
-        elif isinstance(baseline, methodology.InsufficientBaseline):
+        # A bundle without baseline records fails here too: the baseline is the counterfactual that every gain is measured from.
+        if isinstance(baseline, methodology.InsufficientBaseline):
             verdict.reasons.append(f"baseline: the bundle's records of {anchor.baseline.first_date}..{anchor.baseline.last_date} cover {baseline.covered} "
                                    f"of the {baseline.required} days it needs, the voucher claims {claims.baseline.days}")
             summary.failed += 1
@@ -246,7 +241,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
             verdict.reasons.append(f"figures cannot be recomputed from the records: {exc}")
             summary.failed += 1
             continue
-        differences = _compare(claims, baseline, reporting, delta, sufficiency, exact=baselines[key] is not None)
+        differences = _compare(claims, baseline, reporting, delta, sufficiency)
         verdict.reasons += differences
         if differences:
             summary.failed += 1
