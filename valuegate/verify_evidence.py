@@ -54,9 +54,22 @@ class EvidenceSummary:
 class _Machine:
     """One machine's records from the bundle, ordered by minute, with their minute instants and leaf hashes."""
 
+    verdict: Any = None
     records: list[MinuteRecord] = field(default_factory=list)
     minutes: list[dt.datetime] = field(default_factory=list)
     leaves: list[bytes] = field(default_factory=list)
+    used: list[tuple[int, int]] = field(default_factory=list)
+    """Index ranges of the records that a voucher's day or an anchor's baseline period selected."""
+
+    def unused(self) -> int:
+        """Return how many records no voucher day or baseline period selected."""
+        covered, reach = 0, 0
+        for low, high in sorted(self.used):
+            low = max(low, reach)
+            if high > low:
+                covered += high - low
+                reach = high
+        return len(self.records) - covered
 
     def between(self, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
         return bisect.bisect_left(self.minutes, start), bisect.bisect_left(self.minutes, end)
@@ -105,7 +118,7 @@ def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
         data = bundle.record_data.get(name)
         if data is None:
             continue  # the file check has failed it as missing
-        loaded = machines[machine] = _Machine()
+        loaded = machines[machine] = _Machine(verdict)
         bad = 0
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line:
@@ -135,6 +148,7 @@ def _select(machines: dict[str, _Machine], ids: list[str], start: dt.datetime, e
         if machine is None:
             continue
         low, high = machine.between(start, end)
+        machine.used.append((low, high))
         records += machine.records[low:high]
         leaves += machine.leaves[low:high]
     return records, leaves
@@ -247,4 +261,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
             summary.failed += 1
         else:
             summary.recomputed += 1
+    for machine in machines.values():
+        if unused := machine.unused():
+            machine.verdict.notes.append(f"{unused} records lie outside every voucher day and baseline period of this contract, so no check reads them")
     return summary

@@ -359,3 +359,19 @@ def test_node_verifier_reads_bundle_without_records(tmp_path: Path, issued: tupl
     malformed = node_verify(node_peers, folder)
     assert malformed.returncode == 2
     assert malformed.stderr.strip() == "error: manifest.json has an invalid records list; each entry needs a machine, a file and a records count"
+
+
+def test_records_outside_every_period_are_noted(tmp_path: Path, issued: tuple) -> None:
+    """Records that no voucher day or baseline period covers pass no check, and the record file says how many there are."""
+    vouchers, export, _ = issued
+    baseline_start = "2026-03-26T23:00:00Z"  # midnight of 27 March in Berlin, the first baseline day
+    last_end = vouchers[1]["credentialSubject"]["period"]["end"]
+    outside = {machine: sum(1 for r in rows if not baseline_start <= r["minute"] < last_end) for machine, rows in by_machine(export).items()}
+    assert all(count > 0 for count in outside.values()), outside
+
+    report = verify_bundle(bundle(tmp_path, issued))
+
+    assert report.ok
+    for machine, count in outside.items():
+        (verdict,) = [v for v in report.files if v.subject == record_file(machine)]
+        assert verdict.notes == [f"{count} records lie outside every voucher day and baseline period of this contract, so no check reads them"]
