@@ -47,9 +47,17 @@ function recordList(manifest) {
   return entries;
 }
 
+// The fields of a valuegate/minute/v1 record besides machine, minute and reasons, all whole numbers.
+const COUNTS = ['running_ms', 'idle_ms', 'planned_stop_ms', 'unplanned_stop_ms', 'changeover_ms', 'offline_ms', 'produced', 'reject', 'stops', 'uncertain_ms'];
+const FIELDS = ['machine', 'minute', 'reasons', ...COUNTS].sort();
+
 // Why one line is no valid record of `machine`, or null when it is one.
 function lineProblem(line, record, machine, before) {
   if (record === null || typeof record !== 'object' || Array.isArray(record)) return 'is not a JSON object';
+  if (Object.keys(record).sort().join() !== FIELDS.join()) return `has the fields ${Object.keys(record).sort().join(', ')}, not those of a valuegate/minute/v1 record`;
+  const reasons = record.reasons;
+  if (COUNTS.some((name) => !Number.isInteger(record[name])) || reasons === null || typeof reasons !== 'object' || Array.isArray(reasons)
+    || Object.values(reasons).some((value) => !Number.isInteger(value))) return 'has a field that is not a whole number (reasons: an object of whole numbers)';
   if (record.machine !== machine) return `is a record of machine ${record.machine}, not ${machine}`;
   if (typeof record.minute !== 'string' || !MINUTE.test(record.minute)) return `has the minute ${JSON.stringify(record.minute)}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z`;
   if (canonicalize(record) !== line) return 'is not in RFC 8785 canonical form';

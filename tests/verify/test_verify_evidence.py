@@ -375,3 +375,29 @@ def test_records_outside_every_period_are_noted(tmp_path: Path, issued: tuple) -
     for machine, count in outside.items():
         (verdict,) = [v for v in report.files if v.subject == record_file(machine)]
         assert verdict.notes == [f"{count} records lie outside every voucher day and baseline period of this contract, so no check reads them"]
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(
+    ("change", "python_reason", "node_reason"),
+    [
+        (lambda r: {**r, "extra": 1}, "is not a valuegate/minute/v1 record", "has the fields "),
+        (lambda r: {**r, "stops": "2"}, "is not a valuegate/minute/v1 record", "has a field that is not a whole number"),
+        (lambda r: {**r, "reasons": {"17": 1.5}}, "is not a valuegate/minute/v1 record", "has a field that is not a whole number"),
+    ],
+    ids=["extra-field", "string-count", "float-reason"],
+)
+def test_both_verifiers_reject_malformed_record(tmp_path: Path, issued: tuple, node_peers: Path, change, python_reason: str, node_reason: str) -> None:
+    """A malformed record fails its file in both verifiers, also outside every voucher day, where no root would catch it."""
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        lines = archive.read(record_file("filler-10")).splitlines(keepends=True)
+    lines[-1] = json.dumps(change(json.loads(lines[-1])), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    folder = rewrite(path, record_file("filler-10"), b"".join(lines))
+
+    (verdict,) = [v for v in verify_bundle(folder).files if v.subject == record_file("filler-10")]
+    result = node_verify(node_peers, folder)
+
+    assert verdict.reasons[0].startswith(f"line {len(lines)} {python_reason}"), verdict.reasons
+    assert result.returncode == 1
+    assert f"FAIL records/filler-10.jsonl: line {len(lines)} {node_reason}" in result.stdout, result.stdout
