@@ -230,15 +230,30 @@ def revision_file(contract_id: str, revision: int) -> str:
     return f"contracts/{_path_segment(contract_id)}/revision-{revision}.json"
 
 
-def record_file(machine: str) -> str:
-    """Return the bundle path of one machine's minute records, ``records/<machine>.jsonl``, percent-encoded like :func:`revision_file`."""
-    return f"records/{_path_segment(machine)}.jsonl"
+def record_file(machine: str, *, hashed: bool = False) -> str:
+    """Return the bundle path of one machine's minute records, ``records/<machine>.jsonl``, percent-encoded like :func:`revision_file`.
+
+    With ``hashed`` the name ends in ``~`` and 12 hex digits of the id's SHA-256, as a long id's name always does,
+    so that ids that differ only in case get names that no unpacking tool writes over each other.
+    """
+    return f"records/{_path_segment(machine, hashed=hashed)}.jsonl"
 
 
-def _path_segment(name: str) -> str:
+# Unpacking tools refuse names longer than 255 bytes; a percent-encoded CJK character takes 9.
+_MAX_SEGMENT = 120
+
+
+def _path_segment(name: str, *, hashed: bool = False) -> str:
     segment = quote(name, safe="-_.~")
     if not segment.strip("."):
         segment = segment.replace(".", "%2E")
+    if len(segment) > _MAX_SEGMENT or hashed:
+        short = ""
+        for char in name:
+            if len(short) + len(quote(char, safe="-_.~")) > _MAX_SEGMENT - 13:
+                break
+            short += quote(char, safe="-_.~")
+        segment = f"{short}~{hashlib.sha256(name.encode('utf-8')).hexdigest()[:12]}"
     return segment
 
 
@@ -291,8 +306,9 @@ def build_bundle(
     if stored is not None:
         files["stored.json"] = _json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
     record_list = []
+    folded = [record_file(machine).casefold() for machine in records or {}]
     for machine, rows in sorted((records or {}).items()):
-        name = record_file(machine)
+        name = record_file(machine, hashed=folded.count(record_file(machine).casefold()) > 1)
         ordered = sorted(rows, key=lambda row: str(row["minute"]))
         files[name] = b"".join(canonical_fast(dict(row)) + b"\n" for row in ordered)
         record_list.append({"machine": machine, "file": name, "records": len(ordered)})

@@ -234,6 +234,19 @@ def _check_vouchers(bundle: Bundle, contract: Contract | None,
     return verdicts, values, claims_by_id
 
 
+def _check_contract_owns_vouchers(contract: Contract | None, claims: dict[str, Any], files: list[Verdict]) -> None:
+    """Fail contract.json when no signed voucher names its contract: the id was changed, which would turn the per-contract checks off."""
+    if contract is None or not claims or any(c.contract == contract.id for c in claims.values()):
+        return
+    verdict = next((v for v in files if v.subject == "contract.json"), None)
+    if verdict is None:
+        verdict = Verdict("contract.json")
+        files.append(verdict)
+    named = ", ".join(sorted({repr(c.contract) for c in claims.values()}))
+    verdict.reasons.append(f"names contract {contract.id!r}, but no voucher of the bundle belongs to it (they name {named}); "
+                           "ask the sender for a bundle as the cloud built it")
+
+
 def _note_stored(bundle: Bundle, vouchers: list[Verdict]) -> None:
     """Show, on each voucher, when the cloud stored it and a re-computation that disagreed (such a voucher is not billed)."""
     stored = {str(item.get("voucher_id")): item for item in bundle.stored or [] if isinstance(item, dict)}
@@ -263,6 +276,7 @@ def verify_bundle(path: str | Path) -> Report:
     keys, gateways, signers = check_keys(bundle, contract)
     vouchers, values, claims = _check_vouchers(bundle, contract, signers)
     _note_stored(bundle, vouchers)
+    _check_contract_owns_vouchers(contract, claims, files)
     evidence = check_evidence(bundle, contract, claims, vouchers, files)
     voucher_ok = {v.subject: v.ok for v in vouchers}
     ledger = None

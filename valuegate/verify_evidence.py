@@ -35,6 +35,8 @@ _ASK = "ask the vendor for a bundle as the cloud built it"
 _MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00Z")
 # A file with a wrong machine in the manifest fails on every line; the first ones show the cause.
 _MAX_LINE_REASONS = 20
+# A canonical record takes about 230 bytes; this leaves room for many reason codes and refuses a file padded to exhaust memory.
+_MAX_RECORD_BYTES = 8192
 
 
 @dataclass(slots=True)
@@ -119,11 +121,17 @@ def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
         if data is None:
             continue  # the file check has failed it as missing
         loaded = machines[machine] = _Machine(verdict)
+        if len(data) > _MAX_RECORD_BYTES * max(entry["records"], 1):
+            verdict.reasons.append(f"is {len(data):,} bytes, more than {_MAX_RECORD_BYTES:,} for each of the {entry['records']} records the manifest "
+                                   f"gives, so it was not read; {_ASK}")
+            continue
         bad = 0
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            if not line:
-                continue  # the newline that ends the last line
-            parsed = _parse_line(line, machine, loaded.records[-1].minute if loaded.records else None)
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the newline that ends the last line
+        for number, line in enumerate(lines, start=1):
+            before = loaded.records[-1].minute if loaded.records else None
+            parsed = _parse_line(line, machine, before) if line else "is empty"
             if isinstance(parsed, str):
                 bad += 1
                 if bad <= _MAX_LINE_REASONS:
@@ -181,9 +189,24 @@ def _compare(claims: Claims, baseline: methodology.BaselineResult, reporting: An
     return differences
 
 
+def _fail_unlisted_record_files(bundle: Bundle, files: list[Any]) -> None:
+    """Fail each file under records/ that the manifest's records list does not name, because no check reads its records."""
+    from valuegate.verify import Verdict
+
+    named = {entry["file"] for entry in bundle.record_list}
+    for name in sorted(name for name in bundle.digests if name.startswith("records/") and name not in named):
+        verdict = next((v for v in files if v.subject == name), None)
+        if verdict is None:
+            verdict = Verdict(name)
+            files.append(verdict)
+        verdict.checked, verdict.notes = True, []
+        verdict.reasons.append(f"a record file that the manifest's records list does not name, so no check reads its records; {_ASK}")
+
+
 def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict[str, Claims], vouchers: list[Any], files: list[Any]) -> EvidenceSummary:
     """Rebuild each voucher's evidence root from the bundle's records, recompute its figures, and add a reason to each failing verdict."""
     summary = EvidenceSummary()
+    _fail_unlisted_record_files(bundle, files)
     if not bundle.record_list:
         for verdict in vouchers:
             if verdict.subject in claims_by_id:

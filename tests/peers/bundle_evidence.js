@@ -31,6 +31,8 @@ function merkleRoot(leaves) {
 const MINUTE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00Z$/;
 // A file with a wrong machine in the manifest fails on every line; the first ones show the cause.
 const MAX_LINE_REASONS = 20;
+// A canonical record takes about 230 bytes; this leaves room for many reason codes and refuses a file padded to exhaust memory.
+const MAX_RECORD_BYTES = 8192;
 
 // The manifest's records list, checked as the Python verifier checks it; a malformed list makes the bundle unreadable.
 function recordList(manifest) {
@@ -51,6 +53,12 @@ function recordList(manifest) {
 const COUNTS = ['running_ms', 'idle_ms', 'planned_stop_ms', 'unplanned_stop_ms', 'changeover_ms', 'offline_ms', 'produced', 'reject', 'stops', 'uncertain_ms'];
 const FIELDS = ['machine', 'minute', 'reasons', ...COUNTS].sort();
 
+// Whether a minute that matches MINUTE names a real instant: Date.parse would move 24:00 or 30 February to another day.
+function validMinute(minute) {
+  const at = Date.parse(minute);
+  return Number.isFinite(at) && new Date(at).toISOString() === minute.replace('Z', '.000Z');
+}
+
 // Why one line is no valid record of `machine`, or null when it is one.
 function lineProblem(line, record, machine, before) {
   if (record === null || typeof record !== 'object' || Array.isArray(record)) return 'is not a JSON object';
@@ -59,7 +67,7 @@ function lineProblem(line, record, machine, before) {
   if (COUNTS.some((name) => !Number.isInteger(record[name])) || reasons === null || typeof reasons !== 'object' || Array.isArray(reasons)
     || Object.values(reasons).some((value) => !Number.isInteger(value))) return 'has a field that is not a whole number (reasons: an object of whole numbers)';
   if (record.machine !== machine) return `is a record of machine ${record.machine}, not ${machine}`;
-  if (typeof record.minute !== 'string' || !MINUTE.test(record.minute)) return `has the minute ${JSON.stringify(record.minute)}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z`;
+  if (typeof record.minute !== 'string' || !MINUTE.test(record.minute) || !validMinute(record.minute)) return `has the minute ${JSON.stringify(record.minute)}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z`;
   if (canonicalize(record) !== line) return 'is not in RFC 8785 canonical form';
   if (before !== null && record.minute <= before) return `(minute ${record.minute}) is not after the line before it`;
   return null;
@@ -74,6 +82,11 @@ function readRecords(folder, entries, listed, out) {
       continue;
     }
     if (!fs.existsSync(path.join(folder, entry.file))) continue; // the member check fails it as missing
+    const size = fs.statSync(path.join(folder, entry.file)).size;
+    if (size > MAX_RECORD_BYTES * Math.max(entry.records, 1)) {
+      out.push(`FAIL ${entry.file}: is ${size} bytes, more than ${MAX_RECORD_BYTES} for each of the ${entry.records} records the manifest gives; not read`);
+      continue;
+    }
     let text;
     try {
       text = readText(folder, entry.file);
@@ -86,13 +99,16 @@ function readRecords(folder, entries, listed, out) {
     const reasons = [];
     let bad = 0;
     let before = null;
-    text.split('\n').forEach((line, index) => {
-      if (!line) return; // the newline that ends the last line
+    const lines = text.split('\n');
+    if (lines[lines.length - 1] === '') lines.pop(); // the newline that ends the last line
+    lines.forEach((line, index) => {
       let record;
-      let problem;
+      let problem = line ? null : 'is empty';
       try {
-        record = JSON.parse(line);
-        problem = lineProblem(line, record, entry.machine, before);
+        if (!problem) {
+          record = JSON.parse(line);
+          problem = lineProblem(line, record, entry.machine, before);
+        }
       } catch (error) {
         problem = `is not valid JSON: ${error.message}`;
       }
@@ -117,7 +133,16 @@ function checkEvidence(folder, manifest, listed, vouchers, contract) {
   const entries = recordList(manifest);
   const reasons = new Map();
   const out = [];
+
+  // A record file the list does not name would go unchecked, as if the bundle carried no records.
+  const named = new Set(entries.map((entry) => entry.file));
+  const folderOfRecords = path.join(folder, 'records');
+  const present = fs.existsSync(folderOfRecords) ? fs.readdirSync(folderOfRecords).map((name) => `records/${name}`) : [];
+  for (const name of present.filter((file) => !named.has(file)).sort()) {
+    out.push(`FAIL ${name}: a record file that the manifest's records list does not name, so no check reads its records`);
+  }
   if (!entries.length) return { reasons, out, summary: 'evidence: the bundle carries no minute records, so no root was rebuilt' };
+
   const machines = readRecords(folder, entries, listed, out);
   let rebuilt = 0;
   for (const voucher of vouchers) {

@@ -43,8 +43,9 @@ function readJson(folder, name, fallback) {
 
 // The vouchers of vouchers.jsonl, one JSON document a line; blank lines are skipped, but count in the line numbers of errors.
 // Like the Python verifier, bytes that are not UTF-8 are replaced rather than rejected, so the proofs fail.
+// Each entry is { line, voucher }; a line that parses to something other than an object is kept for a FAIL.
 const readVouchers = (folder) => fs.readFileSync(path.join(folder, 'vouchers.jsonl'), 'utf8').split('\n')
-  .map((line, index) => line.trim() && parseJson(`vouchers.jsonl line ${index + 1}`, line)).filter(Boolean);
+  .map((line, index) => line.trim() && { line: index + 1, voucher: parseJson(`vouchers.jsonl line ${index + 1}`, line) }).filter(Boolean);
 
 // Every file under `folder` by its relative name, and each symbolic link that leaves the folder or cannot be followed.
 function walk(folder) {

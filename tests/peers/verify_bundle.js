@@ -354,7 +354,10 @@ function main() {
     if (members.outside.has(name)) throw new Error(`${name} is a symbolic link to ${members.outside.get(name)}, outside the bundle folder`);
   }
   const { manifest, files: listed, revisions: entries } = contractTerms.readManifest(folder);
-  const vouchers = readVouchers(folder);
+  const lines = readVouchers(folder);
+  const isVoucher = ({ voucher }) => voucher !== null && typeof voucher === 'object' && voucher.credentialSubject !== null
+    && typeof voucher.credentialSubject === 'object';
+  const vouchers = lines.filter(isVoucher).map(({ voucher }) => voucher);
   const keys = readJson(folder, 'keys.json');
   const contract = readJson(folder, 'contract.json');
   const out = [];
@@ -362,11 +365,16 @@ function main() {
   const schedules = checkKeys(keys, contract, keyLines);
   const stored = readJson(folder, 'stored.json', []);
   const evidence = checkEvidence(folder, manifest, listed, vouchers, contract);
+  for (const { line } of lines.filter((entry) => !isVoucher(entry))) out.push(`FAIL vouchers.jsonl line ${line}: not a voucher (no credentialSubject object)`);
   const passed = checkVouchers(vouchers, keys, schedules, out, evidence.reasons);
 
   // No signature covers the contract files; each document records the digest (and revision) of the terms it was priced with.
   const terms = contractTerms.termsDigest(contract);
   out.push(`contract ${contract.id} ${terms}`);
+  // The vouchers' contract ids are signed; contract.json's is not. A renamed contract would turn the per-contract checks off.
+  if (vouchers.length && !vouchers.some((v) => v.credentialSubject.contract === contract.id)) {
+    out.push(`FAIL contract.json: names contract ${contract.id}, but no voucher of the bundle belongs to it`);
+  }
   const inForce = { file: 'contract.json', revision: Number.isInteger(manifest.contract_revision) ? manifest.contract_revision : null,
     listed: manifest.contract_digest, digest: terms, contract, present: true, reasons: [] };
   const revisions = contractTerms.loadRevisions(folder, manifest, contract, members.outside);
@@ -408,10 +416,10 @@ function main() {
   // keys.json carries no signature either: each first key must match the key recorded at commissioning.
   out.push(...keyLines);
   out.push(...checkMembers(folder, members, listed, entries, recordList(manifest).map((entry) => entry.file)), ...evidence.out);
-  if (manifest.vouchers != null && manifest.vouchers !== vouchers.length) out.push(`FAIL vouchers.jsonl: contains ${vouchers.length} vouchers, but the manifest gives ${manifest.vouchers}`);
+  if (manifest.vouchers != null && manifest.vouchers !== lines.length) out.push(`FAIL vouchers.jsonl: contains ${lines.length} vouchers, but the manifest gives ${manifest.vouchers}`);
   out.push(evidence.summary);
   const failed = out.filter((line) => line.startsWith('FAIL ')).length;
-  out.push(`checked ${vouchers.length} vouchers and ${documents.length} documents, ${failed} failed`);
+  out.push(`checked ${lines.length} vouchers and ${documents.length} documents, ${failed} failed`);
   console.log(out.join('\n'));
   process.exit(failed ? 1 : 0);
 }

@@ -42,8 +42,9 @@ def bundle(folder: Path, issued: tuple, *, records: dict | None = None, reproduc
     """Write a bundle of the issued vouchers with the given records (all of them by default) and return its path."""
     vouchers, export, public = issued
     path = folder / "bundle.zip"
+    changes.setdefault("contract", CONTRACT)
     path.write_bytes(build_bundle(
-        contract=CONTRACT, vouchers=vouchers, keys=[GatewayKey("gw-1", public)], documents=[], created_at="2026-04-01T00:00:00Z",
+        vouchers=vouchers, keys=[GatewayKey("gw-1", public)], documents=[], created_at="2026-04-01T00:00:00Z",
         stored=[StoredVoucher(v["credentialSubject"]["voucher_id"], "2026-03-31T00:00:00Z", reproduced) for v in vouchers],
         records=by_machine(export) if records is None else records, **changes,
     ))  # fmt: skip
@@ -362,7 +363,7 @@ def test_node_verifier_reads_bundle_without_records(tmp_path: Path, issued: tupl
 
 
 def test_records_outside_every_period_are_noted(tmp_path: Path, issued: tuple) -> None:
-    """Records that no voucher day or baseline period covers pass no check, and the record file says how many there are."""
+    """Records that no voucher day or baseline period covers pass no check, and the record file notes how many there are."""
     vouchers, export, _ = issued
     baseline_start = "2026-03-26T23:00:00Z"  # midnight of 27 March in Berlin, the first baseline day
     last_end = vouchers[1]["credentialSubject"]["period"]["end"]
@@ -401,3 +402,92 @@ def test_both_verifiers_reject_malformed_record(tmp_path: Path, issued: tuple, n
     assert verdict.reasons[0].startswith(f"line {len(lines)} {python_reason}"), verdict.reasons
     assert result.returncode == 1
     assert f"FAIL records/filler-10.jsonl: line {len(lines)} {node_reason}" in result.stdout, result.stdout
+
+
+def test_renamed_contract_fails(tmp_path: Path, issued: tuple) -> None:
+    """Renaming the contract in contract.json would make every voucher look foreign and skip its checks, so it fails."""
+    report = verify_bundle(bundle(tmp_path, issued, contract={**CONTRACT, "id": "c-other"}))
+
+    (verdict,) = [v for v in report.files if v.subject == "contract.json"]
+    assert verdict.reasons == ["names contract 'c-other', but no voucher of the bundle belongs to it (they name 'c-evidence'); "
+                               "ask the sender for a bundle as the cloud built it"]
+
+
+def test_record_file_left_out_of_records_list_fails(tmp_path: Path, issued: tuple) -> None:
+    """A record file still in the bundle after its records list was removed fails, instead of making the bundle look record-free."""
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    del manifest["records"]
+    folder = rewrite(path, "manifest.json", json.dumps(manifest).encode(), digest=False)
+
+    report = verify_bundle(folder)
+
+    for machine in MACHINES:
+        (verdict,) = [v for v in report.files if v.subject == record_file(machine)]
+        assert verdict.reasons == ["a record file that the manifest's records list does not name, so no check reads its records; "
+                                   "ask the vendor for a bundle as the cloud built it"]
+        assert verdict.checked
+
+
+def test_empty_line_and_padding_fail(tmp_path: Path, issued: tuple) -> None:
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        lines = archive.read(record_file("filler-10")).splitlines(keepends=True)
+    count = len(lines)
+
+    gap = verify_bundle(rewrite(path, record_file("filler-10"), b"".join([lines[0], b"\n", *lines[1:]])))
+    padded = verify_bundle(rewrite(path, record_file("filler-10"), b"".join(lines) + b"\n" * (8192 * count)))
+
+    (verdict,) = [v for v in gap.files if v.subject == record_file("filler-10")]
+    assert verdict.reasons[0] == "line 2 is empty"
+    (verdict,) = [v for v in padded.files if v.subject == record_file("filler-10")]
+    assert verdict.reasons == [f"is {len(b''.join(lines)) + 8192 * count:,} bytes, more than 8,192 for each of the {count} records the manifest "
+                               "gives, so it was not read; ask the vendor for a bundle as the cloud built it"]
+
+
+def test_machine_ids_get_distinct_short_file_names(tmp_path: Path, issued: tuple) -> None:
+    """Ids that differ only in case, or that are long, still give record files that unpack side by side."""
+    rows = by_machine(issued[1])["filler-9"][:3]
+    long_id = "灌装机" * 20
+    records = {**by_machine(issued[1]), "Filler-9": [{**r, "machine": "Filler-9"} for r in rows], long_id: [{**r, "machine": long_id} for r in rows]}
+
+    path = bundle(tmp_path, issued, records=records)
+    report = verify_bundle(path)
+
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.startswith("records/")]
+    assert len({name.casefold() for name in names}) == len(names) == 4
+    assert all(len(name.encode()) <= 255 for name in names)
+    assert report.ok, [(v.subject, v.reasons) for v in report.verdicts if not v.ok]
+
+
+@pytest.mark.peer
+def test_node_verifier_rejects_bundle_tricks(tmp_path: Path, issued: tuple, node_peers: Path) -> None:
+    """The second verifier fails the same tricks: a renamed contract, a record file left out of the list, a bad voucher line, a minute Date.parse would move."""
+    renamed = tmp_path / "renamed"
+    with zipfile.ZipFile(bundle(tmp_path, issued, contract={**CONTRACT, "id": "c-other"})) as archive:
+        archive.extractall(renamed)
+    assert "FAIL contract.json: names contract c-other, but no voucher of the bundle belongs to it" in node_verify(node_peers, renamed).stdout
+
+    path = bundle(tmp_path, issued)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        lines = archive.read(record_file("filler-10")).splitlines(keepends=True)
+    del manifest["records"]
+    unlisted = node_verify(node_peers, rewrite(path, "manifest.json", json.dumps(manifest).encode(), digest=False))
+    assert "FAIL records/filler-10.jsonl: a record file that the manifest's records list does not name, so no check reads its records" in unlisted.stdout
+
+    folder = tmp_path / "voucher-line"
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+    (folder / "vouchers.jsonl").write_bytes(b"null\n" + (folder / "vouchers.jsonl").read_bytes())
+    bad_line = node_verify(node_peers, folder)
+    assert bad_line.returncode == 1, bad_line.stderr
+    assert "FAIL vouchers.jsonl line 1: not a voucher (no credentialSubject object)" in bad_line.stdout
+
+    record = json.loads(lines[-1])
+    record["minute"] = record["minute"][:11] + "24:00:00Z"
+    lines[-1] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    moved = node_verify(node_peers, rewrite(path, record_file("filler-10"), b"".join(lines)))
+    assert f"FAIL records/filler-10.jsonl: line {len(lines)} has the minute " in moved.stdout
