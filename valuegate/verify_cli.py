@@ -82,9 +82,9 @@ def verify(
         if report.gateways:
             typer.echo(f"  {COMPARE_KEY}")
         evidence = report.evidence
-        if evidence.records:
-            typer.echo(f"evidence: {_count(evidence.recomputed, 'voucher')} recomputed from {_count(evidence.records, 'minute record')}, "
-                       f"{evidence.failed} failed, {evidence.not_checked} not checked")
+        if evidence.files:
+            typer.echo(f"evidence: {_count(evidence.recomputed, 'voucher')} recomputed from {_count(evidence.records, 'minute record')} "
+                       f"in {_count(evidence.files, 'record file')}, {evidence.failed} failed, {evidence.not_checked} not checked")
         elif report.vouchers:
             typer.echo("evidence: the bundle carries no minute records, so no evidence root was rebuilt")
         failed = sum(not v.ok for v in report.verdicts)

@@ -47,9 +47,11 @@ class EvidenceSummary:
     recomputed: int = 0
     not_checked: int = 0
     failed: int = 0
+    files: int = 0
+    """Record files the manifest lists, read or not."""
 
     def as_dict(self) -> dict[str, int]:
-        return {"records": self.records, "recomputed": self.recomputed, "not_checked": self.not_checked, "failed": self.failed}
+        return {"files": self.files, "records": self.records, "recomputed": self.recomputed, "not_checked": self.not_checked, "failed": self.failed}
 
 
 @dataclass(slots=True)
@@ -215,6 +217,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
         return summary
 
     machines = _read_records(bundle, files)
+    summary.files = len(bundle.record_list)
     summary.records = sum(len(machine.records) for machine in machines.values())
     reproduced = {str(item.get("voucher_id")): item.get("reproduced") for item in bundle.stored or [] if isinstance(item, dict)}
     baselines: dict[tuple[Any, ...], methodology.BaselineResult | methodology.InsufficientBaseline] = {}

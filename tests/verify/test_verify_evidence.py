@@ -72,7 +72,7 @@ def test_records_recompute_every_voucher(tmp_path: Path, issued: tuple) -> None:
     assert report.ok, [(v.subject, v.reasons) for v in report.verdicts if not v.ok]
     assert report.evidence.recomputed == 2
     assert report.evidence.records == len(issued[1])
-    assert report.as_dict()["evidence"] == {"records": len(issued[1]), "recomputed": 2, "not_checked": 0, "failed": 0}
+    assert report.as_dict()["evidence"] == {"files": 2, "records": len(issued[1]), "recomputed": 2, "not_checked": 0, "failed": 0}
 
 
 def test_record_files_are_canonical_and_ordered(tmp_path: Path, issued: tuple) -> None:
@@ -491,3 +491,21 @@ def test_node_verifier_rejects_bundle_tricks(tmp_path: Path, issued: tuple, node
     lines[-1] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     moved = node_verify(node_peers, rewrite(path, record_file("filler-10"), b"".join(lines)))
     assert f"FAIL records/filler-10.jsonl: line {len(lines)} has the minute " in moved.stdout
+
+
+def test_cli_prints_evidence_line(tmp_path: Path, issued: tuple) -> None:
+    """The command's evidence line counts record files too, so unreadable files do not read as a bundle without records."""
+    from typer.testing import CliRunner
+
+    from valuegate.cli import app
+
+    path = bundle(tmp_path, issued)
+    good = CliRunner().invoke(app, ["verify", str(path)])
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(record_file("filler-10"))
+    padded = CliRunner().invoke(app, ["verify", str(rewrite(path, record_file("filler-10"), data + b"\n" * (8192 * len(data.splitlines()))))])
+
+    assert good.exit_code == 0, good.output
+    assert f"evidence: 2 vouchers recomputed from {len(issued[1])} minute records in 2 record files, 0 failed, 0 not checked" in good.output.splitlines()
+    assert padded.exit_code == 1
+    assert any(line.startswith("evidence: 0 vouchers recomputed from ") and " in 2 record files, 2 failed" in line for line in padded.output.splitlines())
