@@ -171,12 +171,17 @@ async def test_api_lists_packages_with_delivery(api):
     assert (await client.get("/api/v1/packages/999999", headers=auditor)).status_code == 404
 
 
-async def test_failed_attempts_read_failed(api):
-    client, package_id, dsn = api
+async def fail_delivery(dsn: str, package_id: int) -> None:
+    """Deliver the package to a webhook that answers 500, so that both attempts fail."""
     with receiver([500]) as (url, _):
         async with await connect(dsn) as conn:
             await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
         assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is False
+
+
+async def test_failed_attempts_read_failed(api):
+    client, package_id, dsn = api
+    await fail_delivery(dsn, package_id)
     body = (await client.get(f"/api/v1/packages/{package_id}", headers=await _bearer(dsn, "csm1"))).json()
     assert (body["delivery"], body["attempts"]) == ("failed", 2)
 
@@ -184,10 +189,7 @@ async def test_failed_attempts_read_failed(api):
 async def test_running_delivery_reads_delivering(api):
     """While a delivery loop holds the package's lock, the API, the contract page and the package page show the state delivering."""
     client, package_id, dsn = api
-    with receiver([500]) as (url, _):
-        async with await connect(dsn) as conn:
-            await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
-        assert await service.deliver_package(dsn, "acme", package_id, policy=FAST) is False
+    await fail_delivery(dsn, package_id)
     csm = await _bearer(dsn, "csm1")
     other = [p["id"] for p in (await client.get("/api/v1/packages", headers=csm)).json() if p["id"] != package_id]
 
