@@ -92,17 +92,14 @@ _FLASHES = {"renewal.redeliver": "renewal.redelivery_started", "renewal.delivery
 
 @get("/packages/{package_id:int}", guards=[ANY_ROLE], name="web:package")
 async def package_page(request: Request[Any, Any, Any], conn: Conn, package_id: FromPath[int]) -> Response[str]:
-    package = await _package(request, conn, package_id)
+    # The detail carries the package's fields, its delivery state and every attempt, read once.
+    package = await renewal.package_detail(conn, principal_of(request).tenant_id, package_id)
     language = language_of(request)
     contract, _ = await load_contract(conn, principal_of(request).tenant_id, package["contract_id"])
-    cur = await conn.execute(
-        "SELECT attempt, url, status_code, error, delivered FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt", (package_id,)
-    )
-    deliveries = [dict(zip(("attempt", "url", "status_code", "error", "delivered"), row, strict=True)) for row in await cur.fetchall()]
     return page(
         request, "package.html", package=package, trigger_text=trigger_label(package, contract, language),
-        talking_points=package["talking_points"].get(language, []), deliveries=deliveries, can_deliver=principal_of(request).has(*CSM_EDIT),
-        delivery=(await renewal.package_detail(conn, principal_of(request).tenant_id, package_id))["delivery"],
+        talking_points=package["talking_points"].get(language, []), deliveries=package["deliveries"], can_deliver=principal_of(request).has(*CSM_EDIT),
+        delivery=package["delivery"],
         flash=translate(language, _FLASHES[done]) if (done := request.query_params.get("done")) in _FLASHES else None,
     )
 
