@@ -172,7 +172,7 @@ async def test_api_lists_packages_with_delivery(api):
 
 
 async def fail_delivery(dsn: str, package_id: int) -> None:
-    """Deliver the package to a webhook that answers 500, so that both attempts fail."""
+    """Deliver the package to a webhook that responds with status 500, so that both attempts fail."""
     with receiver([500]) as (url, _):
         async with await connect(dsn) as conn:
             await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
