@@ -60,9 +60,8 @@ def baseline_from_records(anchor: Anchor, claims: Claims, records: Sequence[Minu
 
     Raises :class:`valuegate.edge.methodology.InsufficientBaseline` when the records cover too few days.
     """
-    # NOTE: the baseline days use the ideal cycle times that ``claims`` names, while the gateway measured each baseline day
-    # with the ones in force when the day closed. After a tag-map change of a cycle time, an oee_points or
-    # performance baseline recomputed here differs from the claim, and the voucher reads as not reproduced.
+    # The gateway values every baseline day at the ideal cycle times the voucher names, whatever was in force when
+    # the day closed, so a tag-map change of a cycle time leaves honest vouchers reproducible here.
     windows = plant_day_windows(claims.period.time_zone, anchor.baseline.first_date, anchor.baseline.last_date)
     minute_ms = np.array([minute_instant(record.minute).timestamp() * 1000 for record in records], np.int64)
     days = []

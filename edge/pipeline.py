@@ -153,13 +153,34 @@ class Pipeline:
     # -- anchors -----------------------------------------------------------
 
     def _scope_totals(self, spool: Spool, plan: AnchorPlan, plant_date: str) -> kernels.Totals | None:
+        """Sum the scope's machine days, each valued at the machine's ideal cycle time in force now.
+
+        A plant day is closed with the cycle time of its day. A voucher
+        measures its baseline and reporting days with the one cycle time it
+        names, so that after a tag-map change both sides use the same value.
+        The cloud recomputes with that value and reaches the same figures.
+        The ideal time of a machine day is its produced count times the
+        cycle time in whole microseconds, so revaluing it is exact.
+        """
         total = kernels.Totals()
         for machine in plan.machines:
             day = spool.day(machine, plant_date)
             if day is None:
                 return None
-            total = total + kernels.Totals(**day["totals"])
+            per_item = kernels.ideal_us_per_item(self.machines[machine].tag_map.ideal_cycle_time_s)
+            totals = kernels.Totals(**day["totals"])
+            totals = dataclasses.replace(
+                totals,
+                ideal_us=0 if per_item is None else totals.produced * per_item,
+                produced_without_ideal=totals.produced if per_item is None else 0,
+            )
+            total = total + totals
         return total
+
+    def _day_totals(self, spool: Spool, plan: AnchorPlan, plant_date: str, body: dict[str, Any]) -> kernels.Totals:
+        """Return an anchor day's totals at the current cycle times, or as stored when a machine day is missing."""
+        totals = self._scope_totals(spool, plan, plant_date)
+        return totals if totals is not None else kernels.Totals(**body["totals"])
 
     def _unstored_days(self, spool: Spool, plan: AnchorPlan, machine_id: str) -> list[str]:
         """Return the machine's closed days in the anchor's periods that have no anchor day yet."""
@@ -220,7 +241,7 @@ class Pipeline:
         cached = self._baselines.get(key)
         if cached is not None and cached[0] == count:
             return cached[1]
-        baseline_days = [(date, kernels.kpis(kernels.Totals(**body["totals"]))) for date, body, _ in spool.anchor_days(*key, "baseline")]
+        baseline_days = [(date, kernels.kpis(self._day_totals(spool, plan, date, body))) for date, body, _ in spool.anchor_days(*key, "baseline")]
         baseline = methodology.build_baseline(plan.anchor, baseline_days)
         self._baselines[key] = (count, baseline)
         return baseline
@@ -247,7 +268,7 @@ class Pipeline:
 
         items: list[PendingVoucher] = []
         for plant_date, body in pending:
-            day_kpis = kernels.kpis(kernels.Totals(**body["totals"]))
+            day_kpis = kernels.kpis(self._day_totals(spool, plan, plant_date, body))
             reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, plant_date, day_kpis)
             claims_body = {
                 "contract": plan.contract.id,

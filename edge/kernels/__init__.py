@@ -13,7 +13,7 @@ from .bootstrap import block_bootstrap, percentile_interval
 from .calendar import CALENDAR_SCHEMA, ShiftCalendar, load_calendar, parse_calendar
 from .counters import GLITCH, NORMAL, RESET, WRAP, CounterMinutes, CounterSteps, counter_minutes, normalize_counter
 from .intervals import OFFLINE, STATE_COUNT, UNPLANNED_STOP, Intervals, debounce, empty_intervals, gaps_touching, micro_stops, state_intervals
-from .kpi import Kpis, Totals, kpis, totals_from_columns, totals_from_records
+from .kpi import Kpis, Totals, ideal_us_per_item, kpis, totals_from_columns, totals_from_records
 from .minutes import MINUTE_MS, MinuteTable, bucket_counts, minute_table, window_totals
 from .warmup import warm_up
 from .windows import Windows, apply_planned_stops, calendar_stops, plant_day_windows, shift_windows
@@ -54,6 +54,7 @@ __all__ = (
     "Totals",
     "totals_from_records",
     "totals_from_columns",
+    "ideal_us_per_item",
     "Kpis",
     "kpis",
     "block_bootstrap",

@@ -320,3 +320,64 @@ def test_two_machine_anchor_waits_for_both(tmp_path: Path) -> None:
     # Planned busy time sums both machines' records.
     busy_ms = sum(r["running_ms"] + r["idle_ms"] + r["unplanned_stop_ms"] + r["changeover_ms"] for r in records)
     assert claims["reporting"]["planned_busy_min"] == pytest.approx(busy_ms / 60_000, abs=1e-6)
+
+
+def _kpis_by_hand(records: list[dict], ideal_cycle_time_s: float):
+    """KPIs of one machine day from its raw records, without the spool's stored day totals."""
+    from valuegate.edge import kernels
+    from valuegate.edge.protocol.records import MinuteRecord
+
+    parsed = [msgspec.convert(record, MinuteRecord) for record in records]
+    return kernels.kpis(kernels.totals_from_records(parsed, ideal_cycle_time_s={"filler-1": ideal_cycle_time_s}))
+
+
+def test_cycle_time_change_revalues_baseline_and_day(tmp_path: Path) -> None:
+    """After a tag-map change of the ideal cycle time, a voucher measures baseline and day with the cycle time it names."""
+    from valuegate.edge import methodology
+
+    keys.create_key(tmp_path / "keys")
+    spool = Spool(tmp_path / "spool.db")
+    signer = VoucherSigner(tmp_path / "keys", tenant="acme", site="s", gateway="gw-1")
+    contract = parse_contract(CONTRACT)
+    states, counters = random_events(random.Random(23), T0, T0 + 5 * 86_400_000)
+    split = T0 + 4 * 86_400_000
+    spool.append([MachineBatch("filler-1", [StateEvent(T0, 0), *[s for s in states if s.ts_ms < split]], [c for c in counters if c.ts_ms < split], split + 5_000)])
+
+    def run(pipeline: Pipeline) -> list[dict]:
+        issued = []
+        while (result := pipeline.step(spool, "filler-1", now_ms=T0)).minutes:
+            issued += result.vouchers
+        return issued
+
+    before = run(Pipeline([MachineInfo("filler-1", FILLER, "UTC")], [contract], signer))
+    assert [v["credentialSubject"]["period"]["plant_date"] for v in before] == ["2026-01-03", "2026-01-04"]
+
+    # The engineer corrects the cycle time and restarts the agent before day 5 closes; day 4 closed with the old one.
+    faster = msgspec.structs.replace(FILLER, ideal_cycle_time_s=2.0)
+    spool.append([MachineBatch("filler-1", [s for s in states if s.ts_ms >= split], [c for c in counters if c.ts_ms >= split], T0 + 5 * 86_400_000 + 5_000)])
+    after = run(Pipeline([MachineInfo("filler-1", faster, "UTC")], [contract], signer))
+    assert [v["credentialSubject"]["period"]["plant_date"] for v in after] == ["2026-01-05"]
+    claims = after[0]["credentialSubject"]
+    assert claims["machines"][0]["ideal_cycle_time_s"] == 2.0
+
+    def day_records(day: int) -> list[dict]:
+        start = T0 + day * 86_400_000
+        return [msgspec.to_builtins(record) for record in spool.minute_records("filler-1", start, start + 86_400_000)]
+
+    anchor = contract.anchors[0]
+    expected = methodology.build_baseline(anchor, [(f"2026-01-0{day + 1}", _kpis_by_hand(day_records(day), 2.0)) for day in (0, 1)])
+    assert claims["baseline"] == msgspec.to_builtins(expected.claim())
+    old = methodology.build_baseline(anchor, [(f"2026-01-0{day + 1}", _kpis_by_hand(day_records(day), 2.7)) for day in (0, 1)])
+    assert before[0]["credentialSubject"]["baseline"] == msgspec.to_builtins(old.claim())
+    assert expected.value != pytest.approx(old.value, abs=1e-6)
+    reporting, delta, _ = methodology.value_for_day(anchor, expected, "2026-01-05", _kpis_by_hand(day_records(4), 2.0))
+    assert claims["reporting"] == msgspec.to_builtins(reporting)
+    assert claims["delta"] == msgspec.to_builtins(delta)
+    # The cloud's reproduction, which values every day at the voucher's cycle times, reaches the same baseline.
+    from valuegate.cloud.recompute import baseline_from_records
+    from valuegate.edge.protocol.records import MinuteRecord
+    from valuegate.edge.protocol.voucher import Claims
+
+    parsed = msgspec.convert(claims, Claims)
+    records = [msgspec.convert(record, MinuteRecord) for day in (0, 1) for record in day_records(day)]
+    assert baseline_from_records(anchor, parsed, records).claim() == expected.claim()
