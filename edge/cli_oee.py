@@ -103,7 +103,7 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int,
         ts = np.array([row.ts_ms for row in picked], np.int64)
         raw = np.array([float(row.value) if row.status != "bad" and isinstance(row.value, int | float) else np.nan for row in picked])
         steps = kernels.normalize_counter(ts, raw, bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-        touched = kernels.gaps_touching(ts, iv, kernels.OFFLINE)
+        touched = kernels.gaps_since_accepted(kernels.gaps_touching(ts, iv, kernels.OFFLINE), steps.kind)
         left_out += int(steps.increments[touched].sum())
         readings += int(np.count_nonzero(~np.isnan(raw)))
         sums[spec.kind] += kernels.bucket_counts(ts, np.where(touched, 0, steps.increments), minute0, n_minutes)

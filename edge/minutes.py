@@ -55,8 +55,8 @@ def _counter_minutes(
 ) -> tuple[np.ndarray, list[float] | None, int]:
     """Return the counter's increments per minute, the last accepted reading to carry forward and the parts left out.
 
-    An increment whose gap since the reading before it touches offline time
-    is left out (see :func:`kernels.gaps_touching`). The carried reading has a
+    An increment whose gap since the last accepted reading touches offline
+    time is left out (see :func:`kernels.gaps_since_accepted`). The carried reading has a
     third element, 1.0 when offline time has passed since it, so that a gap
     that began in an earlier chunk is still seen.
     """
@@ -75,9 +75,10 @@ def _counter_minutes(
         return np.zeros(n_minutes, np.int64), _carried(carry[0], carry[1], carried_gap, end_ms, offline), 0
     times = np.array(ts, np.int64)
     steps = kernels.normalize_counter(times, np.array(raw, np.float64), bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
-    touched = kernels.gaps_touching(times, offline, OFFLINE)
+    gaps = kernels.gaps_touching(times, offline, OFFLINE)
     if offset and carried_gap:
-        touched[1] = True
+        gaps[1] = True
+    touched = kernels.gaps_since_accepted(gaps, steps.kind)
     increments = np.where(touched, 0, steps.increments)
     dropped = int(steps.increments[touched].sum())
     per_minute = kernels.bucket_counts(times[offset:], increments[offset:], start_ms, n_minutes)

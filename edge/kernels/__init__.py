@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._jit import JIT_DISABLED, compiled_kernels
 from .bootstrap import block_bootstrap, percentile_interval
 from .calendar import CALENDAR_SCHEMA, ShiftCalendar, load_calendar, parse_calendar
-from .counters import GLITCH, NORMAL, RESET, WRAP, CounterMinutes, CounterSteps, counter_minutes, normalize_counter
+from .counters import GLITCH, NORMAL, RESET, WRAP, CounterMinutes, CounterSteps, counter_minutes, gaps_since_accepted, normalize_counter
 from .intervals import OFFLINE, STATE_COUNT, UNPLANNED_STOP, Intervals, debounce, empty_intervals, gaps_touching, micro_stops, state_intervals
 from .kpi import Kpis, Totals, ideal_us_per_item, kpis, totals_from_columns, totals_from_records
 from .minutes import MINUTE_MS, MinuteTable, bucket_counts, minute_table, window_totals
@@ -34,6 +34,7 @@ __all__ = (
     "debounce",
     "micro_stops",
     "gaps_touching",
+    "gaps_since_accepted",
     "MinuteTable",
     "minute_table",
     "CounterSteps",

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._jit import helper, kernel, shared_helper
 from ._validate import _as_array, as_int_array, check_same_length
 
-__all__ = ("NORMAL", "WRAP", "RESET", "GLITCH", "CounterSteps", "CounterMinutes", "normalize_counter", "counter_minutes")
+__all__ = ("NORMAL", "WRAP", "RESET", "GLITCH", "CounterSteps", "CounterMinutes", "normalize_counter", "counter_minutes", "gaps_since_accepted")
 
 NORMAL = 0
 WRAP = 1
@@ -392,3 +392,24 @@ def counter_minutes(
         return CounterMinutes(counts, kind_counts)
     kind_counts = _run(ts, counter, np.empty(0, np.int64), np.empty(0, np.int8), minute0_ms, counts)
     return CounterMinutes(counts, kind_counts)
+
+
+def gaps_since_accepted(gaps: ArrayLike, kind: ArrayLike) -> NDArray[np.bool_]:
+    """Return, per sample, whether a gap lies between it and the last accepted sample before it.
+
+    ``gaps[i]`` marks the time since sample ``i - 1`` only (as
+    :func:`valuegate.edge.kernels.gaps_touching` returns it) and ``kind`` is
+    :attr:`CounterSteps.kind`. A sample after a glitch counts from the last
+    accepted sample, so every gap back to that sample applies to it too.
+    """
+    marked = np.asarray(gaps, np.bool_)
+    accepted = np.asarray(kind) != GLITCH
+    check_same_length(gaps=marked, kind=accepted)
+    if marked.shape[0] == 0:
+        return marked.copy()
+    index = np.arange(marked.shape[0])
+    # The last accepted sample before each one; the first sample is its own reference.
+    before = np.maximum.accumulate(np.where(accepted, index, 0))
+    reference = np.concatenate(([0], before[:-1]))
+    passed = np.cumsum(marked)
+    return passed - passed[reference] > 0

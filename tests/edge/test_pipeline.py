@@ -150,6 +150,35 @@ def test_parts_counted_across_offline_time_are_left_out() -> None:
     assert summary.carry.counters["containers"] == [float(start + 150_000), 155.0, 0.0]
 
 
+def test_increment_after_glitch_spanning_offline_left_out() -> None:
+    # Offline from 60 s to 120 s, then a glitch reading; the next reading counts from 110, across the offline time.
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    start = T0
+    states = [StateEvent(start + 60_000, 5), StateEvent(start + 120_000, 0)]
+    counters = [
+        CounterReading(start + 30_000, "containers", 110),
+        CounterReading(start + 130_000, "containers", 40_000),
+        CounterReading(start + 150_000, "containers", 150),
+        CounterReading(start + 170_000, "containers", 155),
+    ]
+    summary = summarize_minutes(machine, Carry(0, None, False, {"containers": [float(start), 100.0]}), states, counters, start, start + 180_000)
+    produced = [json.loads(text)["produced"] for _, text in summary.records]
+    assert produced == [10, 0, 5]
+    assert summary.counts_left_out == 40
+    assert summary.carry.counters["containers"] == [float(start + 170_000), 155.0, 0.0]
+
+
+def test_glitch_after_carried_offline_gap_left_out() -> None:
+    # The offline time lies in an earlier chunk; a glitch comes first in this one, then a reading that spans the gap.
+    machine = MachineInfo("filler-1", FILLER, "UTC")
+    start = T0
+    carry = Carry(0, None, False, {"containers": [float(start - 90_000), 100.0, 1.0]})
+    counters = [CounterReading(start + 10_000, "containers", 50_000), CounterReading(start + 20_000, "containers", 120)]
+    summary = summarize_minutes(machine, carry, [], counters, start, start + 60_000)
+    assert [json.loads(text)["produced"] for _, text in summary.records] == [0]
+    assert summary.counts_left_out == 20
+
+
 def test_offline_gap_from_an_earlier_chunk_is_carried() -> None:
     # Chunk 1 ends after an offline stretch that began after the last reading; chunk 2's first increment spans it.
     machine = MachineInfo("filler-1", FILLER, "UTC")

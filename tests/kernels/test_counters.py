@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valuegate.edge.kernels import GLITCH, NORMAL, RESET, WRAP, bucket_counts, counter_minutes, normalize_counter
+from valuegate.edge.kernels import GLITCH, NORMAL, RESET, WRAP, bucket_counts, counter_minutes, gaps_since_accepted, normalize_counter
 
 from . import reference
 
@@ -228,3 +228,21 @@ def test_spike_anywhere_in_a_long_run_is_rejected():
         assert steps.kind[spike] == GLITCH, spike
         per_minute = counter_minutes(ts, raw, 0, 30, bits=16, signed=False, max_rate_per_min=240).counts
         assert per_minute.tolist() == bucket_counts(ts, expected, 0, 30).tolist(), spike
+
+
+def test_gaps_since_accepted_by_hand():
+    # Samples 2 and 3 are glitches, so sample 4 counts from sample 1 and inherits the gap before sample 2.
+    gaps = [False, False, True, False, False, False, True]
+    kind = [NORMAL, NORMAL, GLITCH, GLITCH, NORMAL, NORMAL, WRAP]
+    assert gaps_since_accepted(gaps, kind).tolist() == [False, False, True, True, True, False, True]
+
+
+def test_gaps_since_accepted_without_glitches_keeps_gaps():
+    gaps = np.array([False, True, False, True])
+    assert gaps_since_accepted(gaps, np.full(4, NORMAL, np.int8)).tolist() == gaps.tolist()
+    assert gaps_since_accepted([], []).tolist() == []
+
+
+def test_gaps_since_accepted_rejects_length_mismatch():
+    with pytest.raises(ValueError, match="gaps"):
+        gaps_since_accepted([False, True], [NORMAL])
