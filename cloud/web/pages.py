@@ -196,6 +196,7 @@ _FIELD_LABELS = {
     "password": "login.password",
     "url": "webhook.url",
     "secret": "webhook.secret",
+    "records": "bundle.records_parameter",
 }
 
 # The catalog keys saying what to enter in each form field that the pages show.
@@ -210,6 +211,7 @@ _FIELD_HINTS = {
     "password": "hint.password",
     "url": "hint.url",
     "secret": "hint.secret",
+    "records": "hint.records",
 }
 
 # msgspec type names that have a catalog entry ``type.<name>``; any other shows as ``type.other``.

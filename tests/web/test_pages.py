@@ -149,6 +149,11 @@ def test_pdf_export_and_bundle_verify(login, tmp_path):
     assert [d["kind"] for d in documents] == ["invoice"]
     assert Decimal(documents[0]["total"]) > 0
 
+    # A records value other than true or false names the parameter and the values it takes, in the page's language.
+    wrong = auditor.get("/contracts/C-1/bundle.zip?records=maybe")
+    assert wrong.status_code == 400
+    assert "“网址中的 records”应为是或否，但提交的是文本，带逐分钟记录的数据包请用 records=true，不带则用 records=false。" in wrong.text
+
     # The fixture's vouchers are synthetic. Each commits to three minutes that were never stored, so with the
     # records of the downtime chart in the bundle every voucher fails on its evidence, and so does the line billing them.
     (tmp_path / "records.zip").write_bytes(auditor.get("/contracts/C-1/bundle.zip").content)
