@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import ipaddress
+import re
 import zipfile
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,13 +157,24 @@ def _url_error(message: str, code: str, url: str) -> Invalid:
     return error
 
 
+# An ASCII label of letters, digits, hyphens and underscores, with no hyphen at either end.
+_ASCII_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
 def _valid_host(host: str) -> bool:
-    """Return whether ``host`` is an IP address or a host name that IDNA 2008 can encode: LDH labels or an internationalized name."""
+    """Return whether ``host`` is an IP address or a host name that IDNA 2008 can encode: LDH labels or an internationalized name.
+
+    An ASCII name may also hold underscores. DNS allows them (RFC 2181, section 11) and internal names such as
+    container service names use them, while IDNA rejects them.
+    """
     try:
         ipaddress.ip_address(host)
         return True
     except ValueError:
         pass
+    if host.isascii() and "_" in host:
+        labels = host.removesuffix(".").split(".")
+        return len(host) <= 253 and all(_ASCII_LABEL.fullmatch(label) and not label.lower().startswith("xn--") for label in labels)
     try:
         idna.encode(host)
     except (idna.IDNAError, UnicodeError):
@@ -192,7 +204,7 @@ def _checked_webhook_url(url: str) -> str:
     if not host or not host.strip():
         raise _url_error(f"webhook URL {url!r} has no host name; enter the full address, such as https://crm.example.com/hooks", "url_without_host", url)
     if not _valid_host(host):
-        error = _url_error(f"webhook URL {url!r} has the invalid host name {host!r}; use letters, digits, hyphens and dots, or an IP address", "invalid_host", url)
+        error = _url_error(f"webhook URL {url!r} has the invalid host name {host!r}; use letters, digits, hyphens, underscores and dots, or an IP address", "invalid_host", url)
         error.params["host"] = host  # type: ignore[attr-defined]
         raise error
     try:

@@ -58,7 +58,8 @@ INVALID_HOSTS = {
     "http://xn--/x": "xn--",
     "http://-crm-.example.com/x": "-crm-.example.com",
     "http://crm..example.com/x": "crm..example.com",
-    "http://crm_1.example.com/x": "crm_1.example.com",
+    "http://crm_1-.example.com/x": "crm_1-.example.com",
+    "http://crm_1..example.com/x": "crm_1..example.com",
     "http://%20/x": "%20",
     "https://ＣＲＭ.example.com/x": "ｃｒｍ.example.com",
 }
@@ -73,12 +74,12 @@ def test_invalid_host_rejected(site, admin, url: str, language: str) -> None:
     assert response.status_code == 400
     if language == "zh-CN":
         assert message(response.text) == (
-            f"输入无效：推送地址（URL）“{url}”中的主机名“{host}”无效。主机名只能由字母、数字、连字符和点组成（也可以是 IP 地址或中文等国际化域名），"
+            f"输入无效：推送地址（URL）“{url}”中的主机名“{host}”无效。主机名只能由字母、数字、连字符、下划线和点组成（也可以是 IP 地址或中文等国际化域名），"
             f"请填写完整的网址，例如 {EXAMPLE}。"
         )
     else:
         assert message(response.text) == (
-            f"Invalid input: Webhook URL “{url}” has the invalid host name “{host}”. A host name consists of letters, digits, hyphens and dots, or is "
+            f"Invalid input: Webhook URL “{url}” has the invalid host name “{host}”. A host name consists of letters, digits, hyphens, underscores and dots, or is "
             f"an IP address or an internationalized domain name; enter the full address, for example {EXAMPLE}."
         )
     assert snapshot(site.dsn) == before
@@ -106,6 +107,8 @@ ACCEPTED = {
     "https://客户.example.cn/hooks": "https://客户.example.cn/hooks",
     "http://[::1]:8080/x": "http://[::1]:8080/x",
     "https://crm.example.com./x": "https://crm.example.com./x",
+    "http://crm_1.example.com/x": "http://crm_1.example.com/x",
+    "http://hook_svc:8080/renewal": "http://hook_svc:8080/renewal",
 }
 
 
