@@ -59,6 +59,9 @@ function validMinute(minute) {
   return Number.isFinite(at) && new Date(at).toISOString() === minute.replace('Z', '.000Z');
 }
 
+// A UTF-16 surrogate without its partner: JSON.parse accepts one written as an escape, but it is no Unicode text.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 // Why one line is no valid record of `machine`, or null when it is one.
 function lineProblem(line, record, machine, before) {
   if (record === null || typeof record !== 'object' || Array.isArray(record)) return 'is not a JSON object';
@@ -66,6 +69,9 @@ function lineProblem(line, record, machine, before) {
   const reasons = record.reasons;
   if (COUNTS.some((name) => !Number.isInteger(record[name])) || reasons === null || typeof reasons !== 'object' || Array.isArray(reasons)
     || Object.values(reasons).some((value) => !Number.isInteger(value))) return 'has a field that is not a whole number (reasons: an object of whole numbers)';
+  if ([record.machine, record.minute, ...Object.keys(reasons)].some((text) => typeof text === 'string' && LONE_SURROGATE.test(text))) {
+    return 'contains a lone UTF-16 surrogate, which is no Unicode text';
+  }
   if (record.machine !== machine) return `is a record of machine ${record.machine}, not ${machine}`;
   if (typeof record.minute !== 'string' || !MINUTE.test(record.minute) || !validMinute(record.minute)) return `has the minute ${JSON.stringify(record.minute)}, which is no UTC minute written YYYY-MM-DDTHH:MM:00Z`;
   if (canonicalize(record) !== line) return 'is not in RFC 8785 canonical form';

@@ -385,8 +385,9 @@ def test_records_outside_every_period_are_noted(tmp_path: Path, issued: tuple) -
         (lambda r: {**r, "extra": 1}, "is not a valuegate/minute/v1 record", "has the fields "),
         (lambda r: {**r, "stops": "2"}, "is not a valuegate/minute/v1 record", "has a field that is not a whole number"),
         (lambda r: {**r, "reasons": {"17": 1.5}}, "is not a valuegate/minute/v1 record", "has a field that is not a whole number"),
+        (lambda r: {**r, "reasons": {"\ud800": 1}}, "is not valid JSON", "contains a lone UTF-16 surrogate"),
     ],
-    ids=["extra-field", "string-count", "float-reason"],
+    ids=["extra-field", "string-count", "float-reason", "lone-surrogate"],
 )
 def test_both_verifiers_reject_malformed_record(tmp_path: Path, issued: tuple, node_peers: Path, change, python_reason: str, node_reason: str) -> None:
     """A malformed record fails its file in both verifiers, also outside every voucher day, where no root would catch it."""
