@@ -17,7 +17,8 @@ def _load(config_path: Path):  # noqa: ANN202 - returns EdgeConfig, imported laz
     from valuegate.edge.config import load_config
 
     try:
-        return load_config(config_path)
+        # Key commands never reach the broker, so the MQTT password need not be in their environment.
+        return load_config(config_path, need_secrets=False)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
@@ -28,17 +29,29 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+_REPLACE_LOST = typer.Option(
+    False, "--replace-lost", help="Create a new key after the old one was lost, damaged or compromised and moved aside, also after earlier rotations."
+)
+
+
 @keys_app.command("new")
-def new(config_path: Path = _CONFIG) -> None:
+def new(config_path: Path = _CONFIG, replace_lost: bool = _REPLACE_LOST) -> None:
     """Create the gateway's first signing key (mode 0600) and print its did:key verification method."""
     from valuegate.edge.keys import KeyFileError, create_key
 
     config = _load(config_path)
     try:
-        key = create_key(config.state_path / "keys")
+        key = create_key(config.state_path / "keys", replace_lost=replace_lost)
     except KeyFileError as exc:
         raise _fail(exc) from exc
     typer.echo(key.verification_method)
+    if replace_lost:
+        typer.echo(
+            "note: no earlier key signed for this one. Register it in the cloud with `valuegate cloud admin key-add "
+            f"{config.tenant} {config.gateway} {key.verification_method}` before the agent's next voucher, and revoke "
+            "the lost key with `valuegate cloud admin key-revoke` if it may have been copied",
+            err=True,
+        )
 
 
 @keys_app.command("rotate")

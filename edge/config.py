@@ -186,7 +186,7 @@ class EdgeConfig(_Spec):
         return os.environ.get(self.mqtt.password_env) if self.mqtt.password_env else None
 
 
-def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue]) -> None:
+def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue], *, need_secrets: bool) -> None:
     if config.schema != EDGE_SCHEMA:
         issues.append(source.issue("$.schema", "unknown edge configuration schema", allowed=EDGE_SCHEMA))
     for field in ("gateway", "tenant", "site"):
@@ -199,8 +199,9 @@ def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIss
         issues.append(source.issue("$.mqtt.keepalive_s", "keep-alive is out of range", allowed="5..65535 seconds"))
     if not 0 <= mqtt.session_expiry_s <= 0xFFFFFFFF:
         issues.append(source.issue("$.mqtt.session_expiry_s", "session expiry is out of range", allowed="0..4294967295 seconds"))
-    if mqtt.password_env is not None and mqtt.password_env not in os.environ:
-        issues.append(source.issue("$.mqtt.password_env", "the environment variable is not set", value=mqtt.password_env))
+    if need_secrets and mqtt.password_env is not None and mqtt.password_env not in os.environ:
+        why = "the environment variable is not set; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
+        issues.append(source.issue("$.mqtt.password_env", why, value=mqtt.password_env))
     if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
         issues.append(source.issue("$.mqtt.reconnect_min_s", "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s"))
     if mqtt.tls is not None:
@@ -257,15 +258,18 @@ def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigI
         machine_ids[machine_id] = device_id
 
 
-def load_config(path: str | Path) -> EdgeConfig:
-    """Load and validate ``edge.yaml``; raises :class:`ConfigError` listing every problem with file and line."""
+def load_config(path: str | Path, *, need_secrets: bool = True) -> EdgeConfig:
+    """Load and validate ``edge.yaml``; raises :class:`ConfigError` listing every problem with file and line.
+
+    Without ``need_secrets``, a password variable missing from the environment is no problem, for commands that never connect.
+    """
     source = load_yaml(path)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue("$", "the edge configuration must be a YAML mapping")])
     config = source.convert(EdgeConfig)
     config = msgspec.structs.replace(config, path=str(Path(path).resolve()))
     issues: list[ConfigIssue] = []
-    _check_fields(source, config, issues)
+    _check_fields(source, config, issues, need_secrets=need_secrets)
     _check_machines(source, config, issues)
     for index, name in enumerate(config.contracts):
         if not config.resolve(name).is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     try:
         info = path.stat()
     except FileNotFoundError as exc:
-        raise KeyFileError(f"key file {path} not found; create one with `valuegate keys new`", path=path) from exc
+        msg = f"key file {path} not found; create one with `valuegate keys new` (with --replace-lost after an earlier rotation)"
+        raise KeyFileError(msg, path=path) from exc
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         msg = f"key file {path} has mode {mode:04o}, so other users can read it; run `chmod 600 {path}` and start again"
@@ -121,7 +123,7 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
         # The library's message points at its FAQ, so the message names the operator's next step instead.
         msg = (
             f"key file {path} is not a readable PEM private key ({type(exc).__name__}); restore it from your backup, "
-            "or move it aside and create a new key with `valuegate keys new`, then register its public key with the cloud"
+            "or move it aside and create a new key with `valuegate keys new --replace-lost`, then register its public key with the cloud"
         )
         raise KeyFileError(msg, path=path) from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -154,11 +156,32 @@ def _write_rotations(folder: Path, statements: list[dict[str, Any]]) -> None:
     _fsync_folder(folder)
 
 
-def create_key(folder: Path) -> SigningKey:
-    """Create the gateway's first key; raises :class:`KeyFileError` when one exists."""
+def create_key(folder: Path, *, replace_lost: bool = False) -> SigningKey:
+    """Create the gateway's first key; raises :class:`KeyFileError` when one exists.
+
+    With ``replace_lost``, a gateway whose key file is gone gets a new key,
+    also after earlier rotations. The operator moved the old key aside
+    because it was lost, damaged or compromised. No old key can sign for the
+    new one, so the rotation statements are kept under a dated name. The
+    cloud accepts the new key only after an administrator registers it.
+    """
     files = KeyFiles(folder)
-    if files.rotations.exists() and read_rotations(folder):
-        raise KeyFileError(f"{files.rotations} already records rotations; use `valuegate keys rotate`", path=files.rotations)
+    rotated = files.rotations.exists() and read_rotations(folder)
+    if rotated and not replace_lost:
+        raise KeyFileError(
+            f"{files.rotations} already records rotations; use `valuegate keys rotate`, or, when the key is lost, "
+            "`valuegate keys new --replace-lost`",
+            path=files.rotations,
+        )
+    if replace_lost and files.key.exists():
+        raise KeyFileError(
+            f"key file {files.key} exists; use `valuegate keys rotate` to replace a working key, or move the file aside "
+            "first when it is damaged or compromised",
+            path=files.key,
+        )
+    if rotated:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        os.replace(files.rotations, files.folder / f"rotations.replaced-{stamp}.json")
     private_key = Ed25519PrivateKey.generate()
     _write_private(files.key, private_key, replace=False)
     _fsync_folder(folder)

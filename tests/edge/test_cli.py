@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -130,6 +131,44 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
         assert check.verification_method == key_for_seq(first_key, exported["rotations"], voucher["credentialSubject"]["seq"])
     assert {verify_voucher(v).verification_method for v in after} == {exported["verification_method"]}
     assert exported["verification_method"] != first_key
+
+
+def test_key_commands_need_no_mqtt_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VG_UNSET_PASSWORD", raising=False)
+    path = write_config(tmp_path, 1883, mqtt={"username": "gw-1", "password_env": "VG_UNSET_PASSWORD"})
+    for command in (["keys", "new"], ["keys", "export-public"], ["keys", "rotate"]):
+        result = runner.invoke(app, [*command, "--config", str(path)])
+        assert result.exit_code == 0, (command, result.output)
+    # check-config runs before the service starts, so there the missing password is a problem, with the file to put it in.
+    checked = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert checked.exit_code == 1
+    assert "$.mqtt.password_env: the environment variable is not set; set it in the service's environment file (/etc/valuegate/edge.env)" in checked.output
+
+
+def test_lost_key_replaced_after_rotation(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    folder = tmp_path / "state" / "keys"
+    assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["keys", "rotate", "--config", str(path)]).exit_code == 0
+    statements = (folder / "rotations.json").read_text()
+    (folder / "gateway.key").rename(tmp_path / "lost.key")
+
+    refused = runner.invoke(app, ["keys", "new", "--config", str(path)])
+    assert refused.exit_code == 1
+    assert "`valuegate keys new --replace-lost`" in refused.output
+    replaced = runner.invoke(app, ["keys", "new", "--replace-lost", "--config", str(path)])
+    assert replaced.exit_code == 0, replaced.output
+    new_key = replaced.output.splitlines()[0]
+    assert f"valuegate cloud admin key-add acme gw-1 {new_key}" in replaced.output
+    (kept,) = folder.glob("rotations.replaced-*.json")
+    assert kept.read_text() == statements
+    exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).output)
+    assert exported["verification_method"] == new_key
+    assert exported["rotations"] == []
+    # A working key is replaced by rotation, never by --replace-lost.
+    again = runner.invoke(app, ["keys", "new", "--replace-lost", "--config", str(path)])
+    assert again.exit_code == 1
+    assert "use `valuegate keys rotate` to replace a working key" in again.output
 
 
 def test_check_config_duplicate_device_id(tmp_path: Path) -> None:
