@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,12 +34,33 @@ from .minutes import MachineInfo
 from .normalize import Normalizer
 from .pipeline import Pipeline
 from .publish import Publisher
-from .spool import Spool, SpoolThread
+from .spool import Spool, SpoolError, SpoolThread
 from .spool_rows import MachineBatch
 
 __all__ = ("EdgeAgent", "DeviceOpener")
 
 log = structlog.get_logger("valuegate.edge.agent")
+
+
+def _lock_state_dir(state: Path) -> int:
+    """Take the state folder's exclusive lock for this process and return its descriptor; raise SpoolError when another agent has it.
+
+    Two agents on one spool would read the same PLCs twice and take the MQTT session from each other.
+    The kernel drops the lock when the process ends, also after a kill -9, so no stale lock is left.
+    """
+    path = state / "agent.lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise SpoolError(
+            f"another agent (pid {holder}) uses the state folder {state}; stop it, or give this agent its own state_dir", path=path
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    return descriptor
 
 DeviceOpener = Callable[[Any, TagMap], AbstractAsyncContextManager[Any]]
 _HOUSEKEEPING_S = 5.0
@@ -97,7 +120,9 @@ class EdgeAgent:
 
         config = self.config
         state = config.state_path
-        state.mkdir(parents=True, exist_ok=True)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = _lock_state_dir(state)
+        self._stack.callback(os.close, lock)
         self._log.info("agent_starting", instance=self.instance, state_dir=str(state), client_id=config.client_id)
 
         machines = self._machines if self._machines is not None else config.machine_list()

@@ -101,7 +101,11 @@ class MetricsServer:
         return make_wsgi_app(self.metrics.registry)(environ, start_response)
 
     def start(self) -> MetricsServer:
-        self._server = make_server(self.host, self.port, self._app, handler_class=_QuietHandler)
+        try:
+            self._server = make_server(self.host, self.port, self._app, handler_class=_QuietHandler)
+        except OSError as exc:
+            hint = "another agent with this configuration may be running; stop it or set metrics.port to a free port"
+            raise OSError(exc.errno, f"cannot serve health and metrics on {self.host}:{self.port}: {exc.strerror}; {hint}") from exc
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="valuegate-metrics", daemon=True)
         self._thread.start()

@@ -53,6 +53,15 @@ _WILL_DELAY_S = 5
 
 log = structlog.get_logger("valuegate.edge.publish")
 
+# Hints for the CONNACK reason codes of MQTT 5.0 (section 3.2.2.2) that a configuration can cause.
+_REFUSED = {
+    0x84: " (unsupported protocol version): the broker must speak MQTT 5.0",
+    0x85: " (client identifier not valid): check mqtt.client_id",
+    0x86: " (bad user name or password): check mqtt.username and the variable that mqtt.password_env names",
+    0x87: " (not authorized): check mqtt.username, the password variable and the broker's access rules for this gateway",
+    0x8A: " (banned): ask the broker's administrator",
+}
+
 
 class ConnectFailed(Exception):
     """The broker rejected CONNECT or sent no CONNACK; the message names the reason code or the socket error."""
@@ -265,7 +274,8 @@ class Publisher:
         if connack.kind != "connack":
             raise ConnectFailed(f"connection closed before CONNACK (reason code {connack.code:#04x})", code=connack.code)
         if connack.code >= 0x80:
-            raise ConnectFailed(f"broker refused the connection with reason code {connack.code:#04x}", code=connack.code)
+            hint = _REFUSED.get(connack.code, "")
+            raise ConnectFailed(f"broker refused the connection with reason code {connack.code:#04x}{hint}", code=connack.code)
 
         session = SessionState(self, client, connack)
         self._current = session

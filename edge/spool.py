@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +158,12 @@ class Spool:
     def __init__(self, path: Path, *, sample_sync: str = "full") -> None:
         self.path = path
         self.sample_sync = sample_sync.upper()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            # The spool contains plant data, so a new one is readable by its owner only. SQLite gives its WAL the same mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise SpoolError(f"cannot create the spool {path}: {exc.strerror}; check that the state folder is writable", path=path) from exc
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")

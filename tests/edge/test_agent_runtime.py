@@ -183,7 +183,7 @@ async def test_failed_start_leaves_nothing_open(tmp_path: Path, mosquitto: Mosqu
     tasks_before = asyncio.all_tasks()
     try:
         agent = EdgeAgent(config)
-        with pytest.raises(OSError, match="in use"):
+        with pytest.raises(OSError, match=rf"cannot serve health and metrics on 127\.0\.0\.1:{metrics_port}: Address already in use; another agent"):
             async with agent:
                 pytest.fail("the agent started although its metrics port was taken")
 
@@ -226,3 +226,25 @@ async def test_tls_file_gone_keeps_polling(tmp_path: Path, mosquitto: MosquittoS
     assert failures
     assert str(ca_file) in failures[0]["reason"]
     assert "check mqtt.tls" in failures[0]["reason"]
+
+
+async def test_second_agent_on_state_dir_refused(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """A second agent on the same state folder stops at start-up, naming the first one's pid, and leaves the first running."""
+    from valuegate.edge.spool import SpoolError
+
+    plc = Plc()
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port)]))
+    try:
+        async with EdgeAgent(config) as first:
+            with pytest.raises(SpoolError) as caught:
+                async with EdgeAgent(config):
+                    pytest.fail("a second agent started on the same state folder")
+            assert str(caught.value) == (
+                f"another agent (pid {os.getpid()}) uses the state folder {tmp_path / 'state'}; stop it, or give this agent its own state_dir"
+            )
+            assert first.spool.spool is not None
+        # Once the first agent has stopped, the folder is free again.
+        async with EdgeAgent(config):
+            pass
+    finally:
+        plc.close()

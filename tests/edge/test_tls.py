@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,6 +139,11 @@ async def test_password_from_environment(tmp_path: Path, password_broker: Mosqui
     async with gateway(tmp_path / "good", password_broker.port, mqtt={"username": GATEWAY, "password_env": "VG_TEST_MQTT_PASSWORD"}) as gw:
         assert await wait_until(lambda: gw.publisher.connected, 10)
     monkeypatch.setenv("VG_TEST_MQTT_PASSWORD", "wrong")
-    async with gateway(tmp_path / "bad", password_broker.port, mqtt={"username": GATEWAY, "password_env": "VG_TEST_MQTT_PASSWORD"}) as gw:
-        assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_mqtt_connect_failures_total") >= 1, 10)
-        assert gw.publisher.connections == 0
+    with structlog.testing.capture_logs() as logs:
+        async with gateway(tmp_path / "bad", password_broker.port, mqtt={"username": GATEWAY, "password_env": "VG_TEST_MQTT_PASSWORD"}) as gw:
+            assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_mqtt_connect_failures_total") >= 1, 10)
+            assert gw.publisher.connections == 0
+    # The log says what the refusal means for the configuration, not only its code.
+    refused = [entry for entry in logs if "broker refused the connection" in str(entry.get("reason", ""))]
+    assert refused, logs
+    assert "check mqtt.username" in refused[0]["reason"]
