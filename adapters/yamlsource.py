@@ -16,8 +16,44 @@ __all__ = ("YamlSource", "allowed_values", "load_yaml")
 
 T = TypeVar("T")
 
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+
+
 # libyaml's parser when PyYAML was built with it: about ten times faster on large tag maps.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loader that rejects a key written twice in one mapping, where PyYAML would let the later one win unseen."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = getattr(key_node, "value", None)
+                if isinstance(key, str) and key in first_line and key_node.tag != "tag:yaml.org,2002:merge":
+                    raise _DuplicateKey(f"duplicate key {key!r} (first on line {first_line[key]}); write each key once", key_node.start_mark.line + 1)
+                first_line.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _syntax_issue(path: Path, text: str, exc: yaml.YAMLError) -> ConfigIssue:
+    """Return the issue of a YAML syntax error at its line, naming a tab when one caused it."""
+    if isinstance(exc, _DuplicateKey):
+        return ConfigIssue(path, "$", exc.problem, line=exc.line)
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ConfigIssue(path, "$", f"invalid YAML: {exc}")
+    lines = text.splitlines()
+    row = lines[mark.line] if mark.line < len(lines) else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    if "\t" in row[: mark.column + 1] or "tab" in problem:
+        column = row.find("\t") + 1 if "\t" in row else mark.column + 1
+        return ConfigIssue(path, "$", f"invalid YAML: a tab character at column {column}; indent YAML with spaces only", line=mark.line + 1)
+    return ConfigIssue(path, "$", f"invalid YAML: {problem} (column {mark.column + 1})", line=mark.line + 1)
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_@][\w@-]*)|\[(\d+)\]")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
@@ -197,6 +233,10 @@ def load_yaml(path: str | Path) -> YamlSource:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(path, "$", f"cannot read the file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        message = f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded); save it as UTF-8"
+        raise ConfigError([ConfigIssue(path, "$", message, line=line)]) from exc
     try:
         # One parse gives both the node tree (for line numbers) and the data built from it.
         loader = _Loader(text)
@@ -206,7 +246,5 @@ def load_yaml(path: str | Path) -> YamlSource:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(path, "$", f"invalid YAML: {exc}", line=line)]) from exc
+        raise ConfigError([_syntax_issue(path, text, exc)]) from exc
     return YamlSource(path, data, root)

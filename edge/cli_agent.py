@@ -80,6 +80,8 @@ def run(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    # The spool and the numba cache hold plant data: only the agent's user may read them, as the service's UMask=0077 ensures.
+    os.umask(0o077)
     # numba reads its cache folder when it is first imported, so set it before the kernels load.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(config.state_path / "numba-cache"))
 
@@ -102,10 +104,12 @@ async def _run(config) -> int:  # noqa: ANN001 - EdgeConfig, imported lazily
     log = structlog.get_logger("valuegate.edge.cli")
     _log_config_warnings(config, log)
     try:
-        async with EdgeAgent(config) as agent:
-            loop = asyncio.get_running_loop()
-            for number in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(number, agent.stop)
+        agent = EdgeAgent(config)
+        # Handlers go in before start-up, so that a stop during the first kernel compilation is logged and honoured.
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, agent.stop)
+        async with agent:
             await agent.run()
     except (KeyFileError, SpoolError, OSError) as exc:
         log.error("agent_failed", error=str(exc))
@@ -140,15 +144,28 @@ def check_config(config_path: Path = typer.Argument(..., help="The edge.yaml to 
     from valuegate.edge.config_checks import check_config as check
     from valuegate.edge.config_checks import config_warnings
 
+    from valuegate.edge.keys import KeyFileError, check_key_file
+
     problems = check(config_path)
+    notes: list[str] = []
+    if not problems:
+        config = load_config(config_path)
+        # The service runs this check before each start, so a key the agent would refuse stops it here.
+        try:
+            if not check_key_file(config.state_path / "keys"):
+                notes.append(f"no signing key in {config.state_path / 'keys'} yet; create it with `valuegate keys new --config {config_path}` before starting the agent")
+        except KeyFileError as exc:
+            problems.append(str(exc))
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:
-        typer.echo(f"{len(problems)} problem(s) found in {config_path}", err=True)
+        typer.echo(f"{len(problems)} problem(s) found in {config_path} and the files it names", err=True)
         raise typer.Exit(1)
-    warnings = config_warnings(load_config(config_path))
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    warnings = [warning.text for warning in config_warnings(config)]
     for warning in warnings:
-        typer.echo(f"WARNING: {warning.text}", err=True)
+        typer.echo(f"WARNING: {warning}", err=True)
     shown = f" with {len(warnings)} warning(s)" if warnings else ""
     typer.echo(f"{config_path}: OK{shown}")
 

@@ -22,6 +22,7 @@ __all__ = (
     "PublishConfig",
     "MachineEntry",
     "Machine",
+    "EdgeFile",
     "EdgeConfig",
     "load_config",
 )
@@ -125,8 +126,8 @@ class Machine(msgspec.Struct, frozen=True):
     time_zone: str
 
 
-class EdgeConfig(_Spec):
-    """A parsed ``edge.yaml``."""
+class EdgeFile(_Spec):
+    """The settings an ``edge.yaml`` may contain."""
 
     schema: str
     gateway: str
@@ -147,8 +148,13 @@ class EdgeConfig(_Spec):
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
     publish: PublishConfig = PublishConfig()
+
+
+class EdgeConfig(EdgeFile):
+    """A parsed ``edge.yaml`` with the file it came from."""
+
     path: str = ""
-    """The file this configuration came from (filled in by :func:`load_config`)."""
+    """The file this configuration came from (filled in by :func:`load_config`, never read from the file)."""
 
     @property
     def base_dir(self) -> Path:
@@ -266,8 +272,8 @@ def load_config(path: str | Path, *, need_secrets: bool = True) -> EdgeConfig:
     source = load_yaml(path)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue("$", "the edge configuration must be a YAML mapping")])
-    config = source.convert(EdgeConfig)
-    config = msgspec.structs.replace(config, path=str(Path(path).resolve()))
+    settings = source.convert(EdgeFile)
+    config = EdgeConfig(**msgspec.structs.asdict(settings), path=str(Path(path).resolve()))
     issues: list[ConfigIssue] = []
     _check_fields(source, config, issues, need_secrets=need_secrets)
     _check_machines(source, config, issues)

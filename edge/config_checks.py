@@ -44,6 +44,8 @@ def check_config(path: str | Path) -> list[str]:
         load_devices(path)
     except ConfigError as exc:
         problems.extend(str(issue) for issue in exc.issues)
+    # Both loaders read edge.yaml, so a syntax error in it would be reported twice.
+    problems = list(dict.fromkeys(problems))
     if config is None or problems:
         return problems
     _check_contracts(config, problems)
@@ -62,18 +64,20 @@ def _check_contracts(config: EdgeConfig, problems: list[str]) -> None:
         except ContractError as exc:
             problems.append(str(exc))
             continue
+        source = source_from_text(file.read_text(encoding="utf-8"), str(file))
         if contract.tenant != config.tenant:
-            problems.append(f"{file}: tenant: the contract is for tenant {contract.tenant!r} but this gateway serves {config.tenant!r}")
+            message = f"the contract is for another tenant than the {config.tenant!r} this gateway serves"
+            problems.append(str(source.error("$.tenant", message, allowed=f"{config.tenant} (the tenant in edge.yaml)")))
         for index, anchor in enumerate(contract.anchors):
-            where = f"{file}: anchors[{index}].scope"
+            where = f"$.anchors[{index}].scope"
             unknown = [machine for machine in anchor.scope if machine not in machines]
             if unknown:
                 known = ", ".join(sorted(machines)) or "none"
-                problems.append(f"{where}: no device of this gateway measures {', '.join(unknown)} (got {unknown!r}); allowed: {known}")
+                problems.append(str(source.error(where, "no device of this gateway measures these machines of the scope", value=", ".join(unknown), allowed=known)))
                 continue
             zones = {machines[machine].time_zone for machine in anchor.scope}
             if len(zones) > 1:
-                problems.append(f"{where}: the machines' plant days run in different time zones {sorted(zones)}; one anchor needs one time zone")
+                problems.append(str(source.error(where, f"the machines' plant days run in different time zones {sorted(zones)}; one anchor needs one time zone")))
             if anchor.metric != "oee_points":
                 continue
             for machine_id in anchor.scope:
@@ -85,7 +89,6 @@ def _check_contracts(config: EdgeConfig, problems: list[str]) -> None:
                     f"contract {contract.id}, anchor {anchor.id}: OEE is undefined for machine {machine_id}, because its tag map "
                     f"{tag_map_file} has no {' and no '.join(missing)}, so no voucher could ever be issued"
                 )
-                source = source_from_text(file.read_text(encoding="utf-8"), str(file))
                 allowed = f"{_OEE_NEEDS}; or metric availability_points or unplanned_downtime_rate"
                 problems.append(str(source.error(f"$.anchors[{index}].metric", message, allowed=allowed)))
 

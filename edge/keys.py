@@ -188,6 +188,15 @@ def create_key(folder: Path, *, replace_lost: bool = False) -> SigningKey:
     return SigningKey.of(private_key)
 
 
+def check_key_file(folder: Path) -> bool:
+    """Return whether the folder has a key file, raising :class:`KeyFileError` when it cannot be used; changes nothing."""
+    files = KeyFiles(folder)
+    if not files.key.exists():
+        return False
+    _read_private(files.key)
+    return True
+
+
 def load_signing_key(folder: Path) -> SigningKey:
     """Load the current key, finishing a rotation that stopped between its steps."""
     files = KeyFiles(folder)

@@ -183,3 +183,40 @@ def test_yaml_syntax_error_line(tmp_path: Path):
     (issue,) = issues(tmp_path, BASE.replace("states:\n", "states:\n  - [\n"))
     assert issue.line is not None and issue.line >= 8
     assert "invalid YAML" in issue.message
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path):
+    (issue,) = issues(tmp_path, BASE.replace("name: t\n", "name: t\nname: u\n"))
+    assert str(issue) == f"{tmp_path / 'map.yaml'}:3: $: duplicate key 'name' (first on line 2); write each key once"
+
+
+def test_duplicate_key_inside_a_tag(tmp_path: Path):
+    (issue,) = issues(tmp_path, BASE.replace("address: 0, type: uint16", "address: 0, type: uint16, address: 4"))
+    assert issue.line == 5
+    assert issue.message == "duplicate key 'address' (first on line 5); write each key once"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        (BASE.replace("protocol: modbus", "protocol:\tmodbus").replace("name: t", "name:\tt\n\tx: 1"), 3, 1),
+        (BASE.replace("  - {name: flag", "\t- {name: flag"), 6, 1),
+    ],
+    ids=["tab-indent", "tab-list-item"],
+)
+def test_tab_named_with_its_place(tmp_path: Path, text: str, line: int, column: int):
+    (issue,) = issues(tmp_path, text)
+    assert issue.line == line
+    assert issue.message == f"invalid YAML: a tab character at column {column}; indent YAML with spaces only"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_file_not_utf8_named(tmp_path: Path, encoding: str):
+    path = tmp_path / "map.yaml"
+    path.write_bytes(BASE.replace("name: t", "name: f\u00fcr").encode(encoding))
+    with pytest.raises(ConfigError) as caught:
+        load_tag_map(path)
+    (issue,) = caught.value.issues
+    assert issue.file == str(path)
+    assert issue.message.startswith("the file is not UTF-8 text (byte 0x")
+    assert issue.message.endswith("cannot be decoded); save it as UTF-8")

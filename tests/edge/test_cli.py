@@ -77,7 +77,9 @@ def test_check_config_contract_scope(tmp_path: Path) -> None:
     path = write_config(tmp_path, 1883, devices=[device()], machines=[{"device": "filler", "id": "filler-1"}], contracts=["contract.yaml"])
     result = runner.invoke(app, ["edge", "check-config", str(path)])
     assert result.exit_code == 1
-    assert "anchors[0].scope: no device of this gateway measures capper-9 (got ['capper-9']); allowed: filler-1" in result.output
+    scope_line = next(number for number, text in enumerate((tmp_path / "contract.yaml").read_text().splitlines(), 1) if text.strip() == "scope:")
+    # The line is that of the scope's list, which starts on the line after its key.
+    assert f"contract.yaml:{scope_line + 1}: $.anchors[0].scope: no device of this gateway measures these machines of the scope (got 'capper-9'); allowed: filler-1" in result.output
 
 
 def test_check_config_reports_tag_map_errors(tmp_path: Path) -> None:
@@ -143,6 +145,18 @@ def test_key_commands_need_no_mqtt_password(tmp_path: Path, monkeypatch: pytest.
     checked = runner.invoke(app, ["edge", "check-config", str(path)])
     assert checked.exit_code == 1
     assert "$.mqtt.password_env: the environment variable is not set; set it in the service's environment file (/etc/valuegate/edge.env)" in checked.output
+
+
+def test_keys_new_creates_private_state(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    previous = os.umask(0o022)
+    try:
+        assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
+        assert runner.invoke(app, ["keys", "rotate", "--config", str(path)]).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "state" / "spool.db").stat().st_mode & 0o077 == 0
 
 
 def test_lost_key_replaced_after_rotation(tmp_path: Path) -> None:
@@ -273,3 +287,49 @@ def test_agent_logs_missing_clock_at_start(tmp_path: Path) -> None:
     assert (event["event"], event["log_level"], event["device"]) == ("plc_clock_missing", "warning", "cnc")
     assert event["tag_map"] == str(tmp_path / "no-clock.yaml")
     assert "no tag carries the PLC clock" in event["detail"]
+
+
+def test_check_config_reports_edge_yaml_syntax_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], "\tbroken: 1", *lines[2:]]) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1
+    assert result.output.count("a tab character at column 1; indent YAML with spaces only") == 1
+    assert f"1 problem(s) found in {path} and the files it names" in result.output
+
+
+def test_check_config_duplicate_key_in_edge_yaml(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    path.write_text(path.read_text() + "site: wuxi\n", encoding="utf-8")
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1
+    first = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("site:"))
+    assert f"$: duplicate key 'site' (first on line {first}); write each key once" in result.output
+
+
+def test_check_config_path_key_unknown(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    path.write_text(path.read_text() + "path: /etc/passwd\n", encoding="utf-8")
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1
+    (line,) = [text for text in result.output.splitlines() if "$.path: Object contains unknown field" in text]
+    assert "allowed: schema, gateway, tenant, site, mqtt, state_dir, devices, time_zone, machines, contracts, metrics, spool, publish" in line
+    assert "publish, path" not in line
+
+
+def test_check_config_checks_signing_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    missing = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert missing.exit_code == 0
+    assert f"note: no signing key in {tmp_path / 'state' / 'keys'} yet; create it with `valuegate keys new" in missing.output
+    assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
+    key = tmp_path / "state" / "keys" / "gateway.key"
+    os.chmod(key, 0o644)
+    wide = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert wide.exit_code == 1
+    assert f"run `chmod 600 {key}`" in wide.output
+    os.chmod(key, 0o600)
+    good = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert good.exit_code == 0
+    assert "signing key" not in good.output
