@@ -16,8 +16,37 @@ edge_app = typer.Typer(no_args_is_help=True, help="Run the edge agent or check i
 _LIBRARY_LOGGERS = ("asyncua", "pymodbus")
 
 
+def _stderr_is_journal() -> bool:
+    """Return whether stderr is the stream systemd connected to journald, which it names in JOURNAL_STREAM as device:inode."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(2)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+def _journal_prefixed(formatter):  # noqa: ANN001, ANN202 - a logging.Formatter in and out, logging imported lazily
+    """Wrap ``formatter`` so that each line starts with its syslog priority, such as <4> for a warning.
+
+    journald reads that prefix (the unit's SyslogLevelPrefix, on by default) and files the line at that priority,
+    so that ``journalctl -p warning`` finds the agent's warnings and errors.
+    """
+    import logging
+
+    priorities = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    class JournalFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"<{priorities.get(record.levelno, 6)}>{formatter.format(record)}"
+
+    return JournalFormatter()
+
+
 def _configure_logging(level: str) -> None:
-    """Log JSON lines to stderr (journald keeps them), one event per line.
+    """Log JSON lines to stderr (journald keeps them, each at its priority), one event per line.
 
     Records of the standard library's ``logging`` (asyncua and pymodbus use
     it) go through the same JSON renderer as the agent's own events, so
@@ -51,7 +80,7 @@ def _configure_logging(level: str) -> None:
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_journal_prefixed(formatter) if _stderr_is_journal() else formatter)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(threshold)

@@ -144,3 +144,19 @@ def test_logs_hold_no_secrets(tmp_path: Path, password_broker: MosquittoServer, 
     assert MQTT_PASSWORD not in text
     for secret in key_material(tmp_path / "state" / "keys"):
         assert secret not in text
+
+
+def test_journal_lines_carry_syslog_priority(tmp_path: Path, numba_cache: Path) -> None:
+    """With stderr on the stream that JOURNAL_STREAM names, each JSON line starts with its priority for journald; elsewhere it does not."""
+    config = write_config(tmp_path, 1)  # no key: the agent logs agent_starting (info), then agent_failed (error), and exits
+    for journal in (True, False):
+        log = tmp_path / f"agent-{journal}.log"
+        log.touch()
+        info = log.stat()
+        env = {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"} if journal else {"JOURNAL_STREAM": "1:2"}
+        assert start_agent(config, log, numba_cache, **env).wait(60) == 1
+        lines = [line for line in log.read_text().splitlines() if '"event"' in line]
+        events = {json.loads(line.split(">", 1)[1] if journal else line)["event"]: line for line in lines}
+        prefix = ("<6>", "<3>") if journal else ("{", "{")
+        assert events["agent_starting"].startswith(prefix[0]), lines
+        assert events["agent_failed"].startswith(prefix[1]), lines
