@@ -7,11 +7,11 @@ from pathlib import Path
 import msgspec
 
 from .errors import ConfigError, ConfigIssue
-from .nodeid import NODE_ID_FORMS, browse_prefix_problem, node_id_problem
+from .nodeid import NODE_ID_FORMS, browse_prefix_problem, node_id_problem, parse_node_id
 from .tagmap import REGISTER_COUNT, TAGMAP_SCHEMA, ModbusTag, OpcUaTag, Scalar, TagMap
 from .yamlsource import YamlSource, load_yaml
 
-__all__ = ("tag_map_warnings", "validate")
+__all__ = ("tag_map_warnings", "namespace_warnings", "validate")
 
 
 def _check_modbus_tag(source: YamlSource, index: int, tag: ModbusTag, issues: list[ConfigIssue]) -> None:
@@ -263,3 +263,25 @@ def tag_map_warnings(path: str | Path) -> list[ConfigIssue]:
     warning = source.issue("$.time", effect, allowed=CLOCK_FIX)
     warning.value = None  # the message names the fields; the whole time block adds nothing
     return [warning]
+
+
+def namespace_warnings(path: str | Path) -> list[ConfigIssue]:
+    """Return a warning for each ``nsu=`` node id whose URI is not among the map's ``namespaces``, a likely typo.
+
+    Whether a namespace exists is known only on the server, so a map that lists
+    no namespaces gets no warning. The caller has loaded the map already.
+    """
+    source = load_yaml(path)
+    tag_map = source.convert(TagMap)
+    listed = set(tag_map.namespaces.values())
+    if tag_map.protocol != "opcua" or not listed:
+        return []
+    warnings = []
+    for index, tag in enumerate(tag_map.opcua_tags):
+        if tag.node is None:
+            continue
+        uri = parse_node_id(tag.node).uri
+        if uri is not None and uri not in listed:
+            message = f"namespace URI {uri!r} of tag {tag.name} is not among the map's namespaces; check it for a typo, or add it to namespaces"
+            warnings.append(source.issue(f"$.tags[{index}].node", message, allowed=", ".join(sorted(listed))))
+    return warnings

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from valuegate.adapters.errors import ConfigError
 from valuegate.adapters.tagmap import TagMap, load_tag_map
+from valuegate.adapters.yamlsource import load_yaml
 
 from .config import EdgeConfig, load_config
 
@@ -23,9 +24,9 @@ class ConfigWarning:
 
     event: str
     """structlog event name the agent logs at start."""
-    device: str
-    tag_map: str
-    """Tag map file the warning is about."""
+    device: str | None
+    tag_map: str | None
+    """Tag map file the warning is about; None for a warning about edge.yaml itself."""
     text: str
     """The warning with file, line, field and the fix, as check-config prints it."""
 
@@ -103,13 +104,38 @@ def _oee_gaps(tag_map: TagMap) -> list[str]:
     return missing
 
 
+# The port that IANA registers for MQTT over TLS (secure-mqtt).
+_MQTT_TLS_PORT = 8883
+
+
 def config_warnings(config: EdgeConfig) -> list[ConfigWarning]:
-    """Return the warnings of a valid configuration: today, tag maps on PLC time that name no PLC clock."""
-    from valuegate.adapters.tagmap_checks import tag_map_warnings
+    """Return the warnings of a valid configuration.
+
+    They name tag maps on PLC time without a PLC clock, node ids with an
+    unlisted namespace URI, metrics served beyond loopback and MQTT without
+    TLS on the TLS port.
+    """
+    import ipaddress
+
+    from valuegate.adapters.tagmap_checks import namespace_warnings, tag_map_warnings
 
     warnings: list[ConfigWarning] = []
+    source = load_yaml(config.path)
+    metrics_host = config.metrics.host
+    try:
+        loopback = metrics_host == "localhost" or ipaddress.ip_address(metrics_host).is_loopback
+    except ValueError:
+        loopback = False
+    if config.metrics.port and not loopback:
+        issue = source.issue("$.metrics.host", "health and metrics are served beyond this machine and carry no authentication", allowed="127.0.0.1 or ::1")
+        warnings.append(ConfigWarning("metrics_not_loopback", None, None, str(issue)))
+    if config.mqtt.port == _MQTT_TLS_PORT and config.mqtt.tls is None:
+        issue = source.issue("$.mqtt.port", f"port {_MQTT_TLS_PORT} is the MQTT over TLS port, but mqtt.tls is not set; add a tls section or use port 1883")
+        warnings.append(ConfigWarning("mqtt_tls_port_without_tls", None, None, str(issue)))
     for machine in config.machine_list():
         device = machine.device
         for issue in tag_map_warnings(device.tag_map):
             warnings.append(ConfigWarning("plc_clock_missing", device.id, device.tag_map, f"{issue} (device {device.id})"))
+        for issue in namespace_warnings(device.tag_map):
+            warnings.append(ConfigWarning("opcua_namespace_unlisted", device.id, device.tag_map, f"{issue} (device {device.id})"))
     return warnings

@@ -333,3 +333,30 @@ def test_check_config_checks_signing_key(tmp_path: Path) -> None:
     good = runner.invoke(app, ["edge", "check-config", str(path)])
     assert good.exit_code == 0
     assert "signing key" not in good.output
+
+
+def test_check_config_warns_unlisted_namespace(tmp_path: Path) -> None:
+    tag_map = yaml.safe_load((Path(__file__).parents[2] / "firmware_configs" / "demo" / "mazak-mtconnect-opcua.yaml").read_text())
+    tag_map["tags"][1]["node"] = "nsu=urn:valuegate:simulator:mtconect;s=Machine/ControllerMode"
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(tag_map, sort_keys=False), encoding="utf-8")
+    path = write_config(tmp_path, 1883, devices=[{**mazak_device(), "tag_map": "typo.yaml"}])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    node_line = next(n for n, text in enumerate((tmp_path / "typo.yaml").read_text().splitlines(), 1) if "mtconect" in text)
+    assert (
+        f"WARNING: {tmp_path / 'typo.yaml'}:{node_line}: $.tags[1].node: namespace URI 'urn:valuegate:simulator:mtconect' of tag mode "
+        "is not among the map's namespaces; check it for a typo, or add it to namespaces"
+    ) in result.output
+    assert "allowed: urn:valuegate:simulator:mtconnect (device cnc)" in result.output
+    assert result.output.rstrip().endswith(f"{path}: OK with 1 warning(s)")
+
+
+def test_check_config_warns_exposed_metrics_and_plain_tls_port(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 8883, metrics={"host": "0.0.0.0", "port": 9464})
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "$.metrics.host: health and metrics are served beyond this machine and carry no authentication (got '0.0.0.0'); allowed: 127.0.0.1 or ::1" in result.output
+    assert "$.mqtt.port: port 8883 is the MQTT over TLS port, but mqtt.tls is not set; add a tls section or use port 1883 (got 8883)" in result.output
+    assert result.output.rstrip().endswith(f"{path}: OK with 2 warning(s)")
+    quiet = write_config(tmp_path, 1883, metrics={"host": "::1", "port": 9464})
+    assert "WARNING" not in runner.invoke(app, ["edge", "check-config", str(quiet)]).output
