@@ -92,7 +92,7 @@ class VoucherSigner:
             self._rotations_stamp = stamp
             self.key = load_signing_key(self.key_dir)
             self.key_changes += 1
-            log.info("signing_key_loaded", gateway=self.gateway, verification_method=self.key.verification_method)
+            log.info("signing_key_loaded", gateway=self.gateway, verification_method=self.key.verification_method, from_seq=next_seq)
         if self._rotations:
             expected = key_for_seq(self._first_key(), self._rotations, next_seq)
             if expected != self.key.verification_method:

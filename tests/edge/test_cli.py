@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 import yaml
 from typer.testing import CliRunner
 
@@ -120,8 +122,12 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
     assert statement["credentialSubject"]["from_seq"] == 4
     assert statement["credentialSubject"]["previous_key"] == first_key
 
-    # The running signer notices the rotation inside its next issuing transaction.
-    after = issue_synthetic(spool, signer, 2, first_date="2026-01-10")
+    # The running signer notices the rotation inside its next issuing transaction, and logs the switch.
+    with structlog.testing.capture_logs() as logs:
+        after = issue_synthetic(spool, signer, 2, first_date="2026-01-10")
+    (loaded,) = [entry for entry in logs if entry["event"] == "signing_key_loaded"]
+    assert loaded["from_seq"] == 4
+    assert loaded["verification_method"] == statement["credentialSubject"]["next_key"]
     chain = before + after
     assert [v["credentialSubject"]["seq"] for v in chain] == [1, 2, 3, 4, 5]
     for previous, current in zip(chain, chain[1:], strict=False):
