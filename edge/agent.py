@@ -393,7 +393,12 @@ class EdgeAgent:
             "outbox_depth": int(m.value("valuegate_outbox_depth")),
             "oldest_unacked_voucher_age_s": m.value("valuegate_oldest_unacked_voucher_age_seconds"),
             "spool_alarm": bool(m.value("valuegate_spool_alarm")),
+            # Reported, but not part of "ok": a PLC that is down loses no data already read, and the agent keeps retrying.
+            "devices_connected": {device: bool(m.value("valuegate_device_connected", device=device)) for device in self._device_ids()},
         }
+
+    def _device_ids(self) -> list[str]:
+        return sorted(machine.device.id for machine in getattr(self, "_devices", {}).values())
 
     # -- for the demo and tests ---------------------------------------------
 

@@ -248,3 +248,21 @@ async def test_second_agent_on_state_dir_refused(tmp_path: Path, mosquitto: Mosq
             pass
     finally:
         plc.close()
+
+
+async def test_health_names_device_connections(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """/healthz lists each device's connection; a PLC that goes down shows there but leaves the report ok."""
+    plc = Plc()
+    config = load_config(agent_config(tmp_path, mosquitto.port, [device_settings(plc.server.port)]))
+    closed = False
+    try:
+        async with EdgeAgent(config) as agent, running(agent):
+            assert await wait_until(lambda: agent.health()["devices_connected"] == {DEVICE: True}, 20), agent.health()
+            assert await wait_until(lambda: agent.health()["ok"], 20), agent.health()
+            await asyncio.to_thread(plc.close)
+            closed = True
+            assert await wait_until(lambda: agent.health()["devices_connected"] == {DEVICE: False}, 20), agent.health()
+            assert agent.health()["ok"] is True
+    finally:
+        if not closed:
+            plc.close()
