@@ -52,9 +52,7 @@ with any eddsa-jcs-2022 implementation and re-price every line.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -64,6 +62,7 @@ from typing import Any
 from urllib.parse import quote
 
 from valuegate.cloud.bundle_members import BundleError, check_manifest, check_record_list, load_json, read_bundle_members
+from valuegate.cloud.bundle_writer import BundleWriter, json_bytes
 from valuegate.cloud.signature import canonical_fast
 from valuegate.edge.protocol.canonical import content_digest
 
@@ -77,6 +76,8 @@ __all__ = (
     "adjustment_record",
     "revision_file",
     "record_file",
+    "record_names",
+    "start_bundle",
     "build_bundle",
     "write_bundle",
     "read_bundle",
@@ -257,11 +258,14 @@ def _path_segment(name: str, *, hashed: bool = False) -> str:
     return segment
 
 
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
+def record_names(machines: Iterable[str]) -> dict[str, str]:
+    """Return the record file name of each machine; ids that differ only in case get hashed names (see :func:`record_file`)."""
+    machines = list(machines)
+    folded = [record_file(machine).casefold() for machine in machines]
+    return {machine: record_file(machine, hashed=folded.count(record_file(machine).casefold()) > 1) for machine in machines}
 
 
-def build_bundle(
+def start_bundle(
     *,
     contract: Mapping[str, Any],
     vouchers: Iterable[Mapping[str, Any]],
@@ -272,17 +276,11 @@ def build_bundle(
     stored: Sequence[StoredVoucher] | None = None,
     revision: int | None = None,
     revisions: Mapping[int, Mapping[str, Any]] | None = None,
-    records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-) -> bytes:
-    """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
+) -> tuple[BundleWriter, dict[str, Any]]:
+    """Write every member but the record files and the manifest; return the writer and the manifest without its file list.
 
-    ``stored`` lists when each voucher was stored; without it the bundle has
-    no ``stored.json`` and a verifier checks every document against every voucher.
-    ``revision`` is the number of the revision in force (``contract``), and
-    ``revisions`` holds, by number, each earlier revision that a document was
-    priced with; each goes into its own file (:func:`revision_file`).
-    ``records`` maps each machine to its minute records, which go into
-    :func:`record_file` ordered by minute; without it the bundle has none.
+    Add record files through :meth:`BundleWriter.record_file`, then pass the manifest to :meth:`BundleWriter.finish`.
+    See :func:`build_bundle` for the parts.
     """
     earlier = dict(revisions or {})
     if revision is not None and revision in earlier:
@@ -295,28 +293,24 @@ def build_bundle(
     # Compact separators keep each voucher on one line; the proof covers the canonical form, not these bytes.
     voucher_lines = [json.dumps(doc, ensure_ascii=False, separators=(",", ":")) for doc in sorted(vouchers, key=order)]
     files: dict[str, bytes] = {
-        "contract.json": _json_bytes(dict(contract)),
+        "contract.json": json_bytes(dict(contract)),
         "vouchers.jsonl": "".join(line + "\n" for line in voucher_lines).encode("utf-8"),
-        "keys.json": _json_bytes([key.record() for key in keys]),
-        "invoices.json": _json_bytes(list(documents)),
-        "adjustments.json": _json_bytes(list(adjustments)),
+        "keys.json": json_bytes([key.record() for key in keys]),
+        "invoices.json": json_bytes(list(documents)),
+        "adjustments.json": json_bytes(list(adjustments)),
         "GUIDE.en.md": guide_text("en").encode("utf-8"),
         "GUIDE.zh-CN.md": guide_text("zh-CN").encode("utf-8"),
     }
     if stored is not None:
-        files["stored.json"] = _json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
-    record_list = []
-    folded = [record_file(machine).casefold() for machine in records or {}]
-    for machine, rows in sorted((records or {}).items()):
-        name = record_file(machine, hashed=folded.count(record_file(machine).casefold()) > 1)
-        ordered = sorted(rows, key=lambda row: str(row["minute"]))
-        files[name] = b"".join(canonical_fast(dict(row)) + b"\n" for row in ordered)
-        record_list.append({"machine": machine, "file": name, "records": len(ordered)})
+        files["stored.json"] = json_bytes([item.record() for item in sorted(stored, key=lambda item: item.voucher_id)])
     listed = []
     for number, terms in sorted(earlier.items()):
         name = revision_file(str(contract.get("id")), number)
-        files[name] = _json_bytes(dict(terms))
+        files[name] = json_bytes(dict(terms))
         listed.append({"revision": number, "file": name, "contract_digest": content_digest(dict(terms))})
+    writer = BundleWriter()
+    for name, data in sorted(files.items()):
+        writer.add(name, data)
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "contract": contract.get("id"),
@@ -326,18 +320,29 @@ def build_bundle(
         "tenant": contract.get("tenant"),
         "created_at": created_at,
         "vouchers": len(voucher_lines),
-        "records": record_list,
-        "files": {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
+    return writer, manifest
 
-    buffer = io.BytesIO()
-    # A fixed timestamp on every member keeps the ZIP bytes the same for the same contents.
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in [("manifest.json", _json_bytes(manifest)), *sorted(files.items())]:
-            info = zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-    return buffer.getvalue()
+
+def build_bundle(*, records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, **parts: Any) -> bytes:
+    """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
+
+    ``parts`` are those of :func:`start_bundle`. ``stored`` lists when each
+    voucher was stored; without it the bundle has no ``stored.json`` and a
+    verifier checks every document against every voucher. ``revision`` is
+    the number of the revision in force (``contract``), and ``revisions``
+    holds, by number, each earlier revision that a document was priced with;
+    each goes into its own file (:func:`revision_file`). ``records`` maps
+    each machine to its minute records, which go into :func:`record_file`
+    ordered by minute; without it the bundle has none.
+    """
+    writer, manifest = start_bundle(**parts)
+    names = record_names(sorted(records or {}))
+    for machine, name in names.items():
+        ordered = sorted((records or {})[machine], key=lambda row: str(row["minute"]))
+        with writer.record_file(machine, name) as file:
+            file.write([canonical_fast(dict(row)) for row in ordered])
+    return writer.finish(manifest)
 
 
 def write_bundle(path: str | Path, **parts: Any) -> Path:

@@ -12,12 +12,14 @@ import psycopg
 
 from valuegate.edge.protocol.contract import Contract
 
+from .bundle import record_names
+from .bundle_writer import BundleWriter
 from .recompute import baseline_span, minute_instant
 from .reproduce import load_records
 from .signature import canonical_fast
 from .store import NotFound
 
-__all__ = ("record_spans", "contract_records", "voucher_records")
+__all__ = ("record_spans", "write_contract_records", "voucher_records")
 
 Conn = psycopg.AsyncConnection[Any]
 Span = tuple[dt.datetime, dt.datetime]
@@ -55,19 +57,42 @@ def _merge(spans: list[Span]) -> list[Span]:
     return merged
 
 
-async def contract_records(conn: Conn, tenant_id: str, contract: Contract, documents: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Return the stored records, per machine and in time order, that the contract's vouchers and their baselines were computed from.
+# Records fetched and written per query: a week of one machine, about 2.3 MB of canonical lines.
+_CHUNK = dt.timedelta(days=7)
 
-    A machine without any stored record in those periods is left out, so a cloud that stored no telemetry builds a bundle without records.
+
+async def write_contract_records(
+    conn: Conn, tenant_id: str, contract: Contract, documents: Iterable[Mapping[str, Any]], writer: BundleWriter
+) -> None:
+    """Write the stored records, per machine and in time order, that the contract's vouchers and their baselines were computed from.
+
+    Each machine's records are fetched a week at a time and compressed as
+    they come, so the whole set never sits in memory. A machine without any
+    stored record in those periods gets no file, so a cloud that stored no
+    telemetry builds a bundle without records.
     """
-    records: dict[str, list[dict[str, Any]]] = {}
-    for machine, spans in sorted(record_spans(contract, documents).items()):
-        rows: list[dict[str, Any]] = []
-        for start, end in spans:
-            rows += [msgspec.to_builtins(record) for record in await load_records(conn, tenant_id, [machine], start, end)]
-        if rows:
-            records[machine] = rows
-    return records
+    spans = record_spans(contract, documents)
+    names = record_names(sorted(spans))
+    for machine, name in names.items():
+        if not await _has_records(conn, tenant_id, machine, spans[machine]):
+            continue
+        with writer.record_file(machine, name) as file:
+            for start, end in spans[machine]:
+                while start < end:
+                    stop = min(start + _CHUNK, end)
+                    records = await load_records(conn, tenant_id, [machine], start, stop)
+                    file.write([canonical_fast(msgspec.to_builtins(record)) for record in records])
+                    start = stop
+
+
+async def _has_records(conn: Conn, tenant_id: str, machine: str, spans: list[Span]) -> bool:
+    for start, end in spans:
+        cur = await conn.execute(
+            "SELECT 1 FROM telemetry WHERE tenant_id = %s AND machine_id = %s AND minute >= %s AND minute < %s LIMIT 1", (tenant_id, machine, start, end)
+        )
+        if await cur.fetchone() is not None:
+            return True
+    return False
 
 
 async def voucher_records(conn: Conn, tenant_id: str, voucher_id: str) -> tuple[bytes, int]:

@@ -11,9 +11,9 @@ import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 
-from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, build_bundle
+from valuegate.cloud.bundle import GatewayKey, StoredVoucher, adjustment_record, start_bundle
 from valuegate.cloud.contracts import parse_stored
-from valuegate.cloud.record_export import contract_records
+from valuegate.cloud.record_export import write_contract_records
 from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, latest_per_day, price_anchor
 from valuegate.cloud.settlement.store import billable_values, load_contract, load_exclusions
@@ -94,7 +94,7 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
     adjustments = await fetch_dicts(
         conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY id", (tenant_id, contract_id)
     )
-    return build_bundle(
+    writer, manifest = start_bundle(
         contract=msgspec.to_builtins(contract),
         adjustments=[adjustment_record(row) for row in adjustments],
         vouchers=vouchers,
@@ -104,8 +104,10 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         stored=stored,
         revision=revision,
         revisions={row["revision"]: _priced_terms(row["document"], tenant_id, contract_id, row["revision"]) for row in earlier},
-        records=await contract_records(conn, tenant_id, contract, vouchers) if records else None,
     )
+    if records:
+        await write_contract_records(conn, tenant_id, contract, vouchers, writer)
+    return writer.finish(manifest)
 
 
 def _priced_terms(document: dict[str, Any], tenant_id: str, contract_id: str, revision: int) -> dict[str, Any]:
