@@ -122,3 +122,11 @@ def test_accepted_url_stored_and_sendable(site, admin, url: str) -> None:
     # The delivery builds its request with httpx, so the stored URL must parse there.
     request = httpx.Request("POST", stored)
     assert request.url.scheme == ACCEPTED[url].split(":", 1)[0]
+
+
+def test_admin_contracts_title_is_plain(admin) -> None:
+    """The webhook form is part of the page, never of its <title>."""
+    page = admin.get("/contracts").text
+    title = page[page.index("<title>") + len("<title>"):page.index("</title>")]
+    assert title == "合同列表 · valuegate"
+    assert page.count('id="webhook"') == 1
