@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,16 +171,18 @@ def contract_digest(contract: Contract) -> str:
     return content_digest(msgspec.to_builtins(contract))
 
 
+# Digits with an optional point: no exponent, spaces or other scripts' digits. Up to 15 digits before the point and 6
+# after keep every charge (a price times points and days) inside the 28 digits of Python's default decimal context.
+_AMOUNT = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,6})?")
+_AMOUNT_ALLOWED = "a decimal string such as '12.00': digits and an optional point, at most 15 digits before it and 6 after, no exponent or spaces"
+
+
 def _decimal(source: ContractSource, field_path: str, value: str | None) -> Decimal | None:
     if value is None:
         return None
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        raise source.error(field_path, "not a decimal amount", allowed="a decimal string such as '12.00'")
-    return number
+    if not _AMOUNT.fullmatch(value):
+        raise source.error(field_path, "not a plain decimal amount", allowed=_AMOUNT_ALLOWED)
+    return Decimal(value)
 
 
 def _check_money(contract: Contract, source: ContractSource) -> None:

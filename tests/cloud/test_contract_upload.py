@@ -32,6 +32,11 @@ BAD_TERMS = [
     pytest.param("end: 2026-12-31", "end: 2023-02-30", 6, "$.end", "not a valid calendar date (got '2023-02-30')", id="impossible-date"),
     pytest.param("metric: oee_points", "metric: mtbf_hours", 11, "$.anchors[0].metric", "allowed: availability_points, oee_points, unplanned_downtime_rate", id="metric"),
     pytest.param("\nanchors:", "\nrounding: '0.05'\nanchors:", 8, "$.rounding", "the rounding step must be a positive power of ten", id="rounding"),
+    pytest.param("amount: '100.00'", "amount: '1e3'", 14, "$.anchors[0].price.amount", "not a plain decimal amount (got '1e3')", id="exponent-price"),
+    pytest.param(
+        "amount: '100.00'", "amount: '99999999999999999999999999999999999.99'", 14, "$.anchors[0].price.amount", "at most 15 digits before it",
+        id="huge-price",
+    ),
 ]
 
 

@@ -67,11 +67,23 @@ def test_price_must_be_positive(amount):
     assert str(error).endswith(f"(got '{amount}'); allowed: a decimal greater than 0 such as '12.00'")
 
 
-@pytest.mark.parametrize("amount", ["twelve", "NaN", "Infinity"])
-def test_price_must_be_a_decimal(amount):
+@pytest.mark.parametrize(
+    "amount",
+    ["twelve", "NaN", "Infinity", "1e3", "1E+2", " 300.00", "300.00 ", "\uff13\uff10\uff10.00", "+12", "12.", ".5", "1234567890123456", "0.0000001"],
+    ids=["word", "nan", "infinity", "exponent", "exponent-upper", "leading-space", "trailing-space", "full-width", "plus", "bare-point",
+         "no-integer", "16-digits", "7-decimals"],
+)
+def test_price_must_be_a_plain_decimal(amount):
     error = error_of(changed('amount: "12.00"', f'amount: "{amount}"'))
     assert (error.field, error.line, error.value) == ("$.anchors[0].price.amount", LINE["price"], amount)
-    assert "not a decimal amount" in str(error)
+    assert "not a plain decimal amount" in str(error)
+    assert str(error).endswith("at most 15 digits before it and 6 after, no exponent or spaces")
+
+
+@pytest.mark.parametrize("amount", ["999999999999999.999999", "0.000001", "2000"])
+def test_price_at_the_limits_accepted(amount):
+    contract = parse_contract_text(changed('amount: "12.00"', f'amount: "{amount}"'), file="acme.yaml")
+    assert str(contract.anchors[0].price.amount) == amount
 
 
 def test_unquoted_price_is_explained():
