@@ -320,6 +320,10 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     if run["status"] == "approved":
         return run
     await _lock(conn, tenant_id, run["contract_id"])
+    # Another approval of this run may have finished while this one waited for the lock.
+    run = await get_run(conn, tenant_id, run_id)
+    if run["status"] == "approved":
+        return run
     result, _ = await _compute(conn, tenant_id, run["contract_id"], BillingPeriod(run["period_first"], run["period_last"]))
     # Compare whole documents (lines and voucher ids), not the inputs digest: vouchers of
     # other periods arrive every day and must not block an approval they do not change.
@@ -327,7 +331,9 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     current = {document.number: stored_record(document) for document in (result.invoice, *result.notes)}
     if stored != current:
         msg = f"invoice run {run_id} ({run['invoice_number']}) is out of date: its inputs changed since it was computed; run the period again and review it before approving"
-        raise Conflict(msg, code="stale_run")
+        error = Conflict(msg, code="stale_run")
+        error.params = {"run": str(run_id), "invoice": run["invoice_number"]}  # type: ignore[attr-defined]
+        raise error
     (run,) = await _rows(
         conn,
         "UPDATE invoice_runs SET status = 'approved', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *",

@@ -242,8 +242,8 @@ def form_error_text(language: str, error: FieldError) -> str:
     return translate(language, "error.field_invalid", field=field, hint=hint)
 
 
-def error_text(language: str, exc: Exception) -> str:
-    """Return the text of an input error in ``language``.
+def error_text(language: str, exc: Exception, *, frame: str = "error.invalid") -> str:
+    """Return the text of an input error or a conflict in ``language``, inside the catalog message ``frame``.
 
     An error that carries ``params`` is looked up by its ``code`` (and ``params["variant"]``) as ``error.<code>[.<variant>]``
     in the catalog, with ids, dates and other values inserted as given. Any other error shows its English message.
@@ -255,8 +255,8 @@ def error_text(language: str, exc: Exception) -> str:
             values = dict(params)
             if "field" in values:
                 values["field"] = translate(language, _FIELD_LABELS.get(values["field"], values["field"]))
-            return translate(language, "error.invalid", detail=translate(language, key, **values))
-    return translate(language, "error.invalid", detail=getattr(exc, "detail", None) or str(exc))
+            return translate(language, frame, detail=translate(language, key, **values))
+    return translate(language, frame, detail=getattr(exc, "detail", None) or str(exc))
 
 
 def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
@@ -275,8 +275,10 @@ def _validation_failed(request: Request[Any, Any, Any], exc: ValidationException
 def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
     if isinstance(exc, NotFound):
         return _not_found(request, exc)
-    status = 409 if isinstance(exc, Conflict) else 400
-    return _error_page(request, status, error_text(language_of(request), exc))
+    conflict = isinstance(exc, Conflict)
+    # A conflict comes from valid input that the stored state does not allow, so it is not framed as invalid input.
+    text = error_text(language_of(request), exc, frame="error.conflict" if conflict else "error.invalid")
+    return _error_page(request, 409 if conflict else 400, text)
 
 
 def unmatched_route_handler(api_handler: Any) -> Any:

@@ -182,3 +182,25 @@ async def test_run_records_terms_digest_and_money_places(seeded):
         assert empty["record"]["total"] == "0.00"
         assert str(empty["total"]) == "0.00"
         assert june["inputs_digest"] != may["inputs_digest"]
+
+
+async def test_approval_waiting_for_lock_sees_first(seeded):
+    """A second approval that read the draft before the first one committed returns the approved run instead of failing."""
+    import asyncio
+
+    dsn, _, _ = seeded
+    async with await connect(dsn) as first, await connect(dsn) as second:
+        run = await settlement.run_invoice(first, "acme", "C-1", MAY, actor="fin")
+
+        async def approve_second() -> dict:
+            async with second.transaction():
+                return await settlement.approve_run(second, "acme", run["id"], actor="fin-b")
+
+        async with first.transaction():
+            await settlement.approve_run(first, "acme", run["id"], actor="fin-a")
+            waiting = asyncio.create_task(approve_second())
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # blocked on the contract's lock
+        approved = await waiting
+        assert (approved["status"], approved["approved_by"]) == ("approved", "fin-a")
+        assert await audit_actions(first) == ["invoice.run", "invoice.approve"]

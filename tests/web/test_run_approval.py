@@ -1,0 +1,79 @@
+"""Approving invoice runs on the web: a stale draft, a draft overlapping an issued invoice, and approvals at the same moment."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+import pytest
+
+from tests.web.test_form_validation import message
+from tests.web.test_pages import csrf
+
+pytestmark = pytest.mark.postgres
+
+
+def start_run(client: httpx.Client, first: str, last: str) -> int:
+    token = csrf(client.get("/contracts/C-1").text)
+    response = client.post("/contracts/C-1/runs", data={"_csrf_token": token, "period_first": first, "period_last": last})
+    assert response.status_code == 303, response.text
+    return int(response.headers["location"].rsplit("/", 1)[1])
+
+
+def approve(client: httpx.Client, run_id: int, language: str = "zh-CN") -> httpx.Response:
+    token = csrf(client.get(f"/runs/{run_id}").text)
+    return client.post(f"/runs/{run_id}/approve?lang={language}", data={"_csrf_token": token})
+
+
+def invoice_of(dsn: str, run_id: int) -> str:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT invoice_number FROM invoice_runs WHERE id = %s", (run_id,)).fetchone()[0]
+
+
+def test_approval_conflicts_are_pages(site, login) -> None:
+    """A stale draft and a draft overlapping an issued invoice get a 409 page in the user's language; nothing is issued."""
+    finance, csm = login("fin1"), login("csm1")
+    stale = start_run(finance, "2024-05-01", "2024-05-31")
+    token = csrf(csm.get("/contracts/C-1").text)
+    form = {"_csrf_token": token, "anchor_id": "line-oee", "first_date": "2024-05-08", "last_date": "2024-05-08", "reason": "sensor swap"}
+    assert csm.post("/contracts/C-1/adjustments", data=form).status_code == 303
+
+    refused = approve(finance, stale)
+    assert refused.status_code == 409
+    assert message(refused.text) == (
+        f"未完成：结算批次 {stale}（{invoice_of(site.dsn, stale)}）已过时：计算之后，凭证、非常规调整或其他批次开具的票据改变了它的结果。"
+        "请重新对该结算期运行结算，审核新的草稿后再审批。"
+    )
+
+    current = start_run(finance, "2024-05-01", "2024-05-31")
+    inner = start_run(finance, "2024-05-10", "2024-05-20")  # drafts may overlap; only issued invoices may not
+    assert approve(finance, current).status_code == 303
+    overlapping = approve(finance, inner, "en")
+    assert overlapping.status_code == 409
+    issued = invoice_of(site.dsn, current)
+    assert message(overlapping.text) == (
+        f"Not done: The billing period 2024-05-10 to 2024-05-20 overlaps invoice {issued} (2024-05-01 to 2024-05-31); "
+        "choose a period that does not overlap an issued invoice."
+    )
+    with psycopg.connect(site.dsn) as conn:
+        statuses = dict(conn.execute("SELECT id, status FROM invoice_runs WHERE id = ANY(%s)", ([stale, current, inner],)).fetchall())
+    assert statuses == {stale: "draft", current: "approved", inner: "draft"}
+
+
+def test_simultaneous_approvals_all_redirect(site, login) -> None:
+    """Four approvals of one run at once: every request gets the redirect, and the run is approved and audited once."""
+    finance = login("fin1")
+    run_id = start_run(finance, "2024-06-01", "2024-06-30")
+    token = csrf(finance.get(f"/runs/{run_id}").text)
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=str(finance.base_url), cookies=finance.cookies, timeout=30) as client:
+            return client.post(f"/runs/{run_id}/approve", data={"_csrf_token": token}).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(post, range(4)))
+    assert codes == [303, 303, 303, 303]
+    with psycopg.connect(site.dsn) as conn:
+        audited = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'invoice.approve' AND object_id = %s", (str(run_id),)).fetchone()[0]
+    assert audited == 1
