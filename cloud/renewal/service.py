@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -236,7 +237,9 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
         if firing.key in done:
             continue
         fired_at = dt.datetime.now(dt.UTC)
-        package = build_package(await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today), pdf=pdf)
+        inputs = await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today)
+        # The PDF summaries take seconds to draw; on a worker thread they hold up no other request or ingest.
+        package = await asyncio.to_thread(build_package, inputs, pdf=pdf)
         rows = await fetch_dicts(
             conn,
             "INSERT INTO renewal_packages (tenant_id, contract_id, trigger_key, trigger_kind, fired_at, detail, summary_html, archive, archive_sha256, talking_points)"

@@ -247,7 +247,8 @@ class AdjustmentForm(msgspec.Struct):
 
     first_date: Filled
     last_date: Filled
-    reason: Filled
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    """At most 500 characters, as in the API: every export of the contract lists the reason."""
     anchor_id: str = ""
 
 

@@ -34,7 +34,8 @@ FIELDS = {
     "password": ("login", "密码", "Password", "请填写密码", "enter your password"),
     "first_date": ("adjustment", "开始日期", "First date", DATE_ZH, DATE_EN),
     "last_date": ("adjustment", "结束日期", "Last date", DATE_ZH, DATE_EN),
-    "reason": ("adjustment", "原因", "Reason", "请说明发生了什么变化（例如产线改造）", "describe what changed, for example a line rebuild"),
+    "reason": ("adjustment", "原因", "Reason", "请用不超过 500 个字符说明发生了什么变化（例如产线改造）",
+               "describe what changed in at most 500 characters, for example a line rebuild"),
     "period_first": ("run", "结算期开始", "Billing period from", DATE_ZH, DATE_EN),
     "period_last": ("run", "结算期结束", "Billing period to", DATE_ZH, DATE_EN),
     "url": ("webhook", "推送地址（URL）", "Webhook URL", "请填写以 http:// 或 https:// 开头的网址", "enter an address that starts with http:// or https://"),
@@ -182,3 +183,23 @@ def test_hidden_field_sent_twice_asks_to_reload(site) -> None:
     assert message(chinese.text) == "输入无效：表单提交不完整或已被改动，请刷新页面后重新填写。"
     assert english.status_code == 400
     assert message(english.text) == "Invalid input: The form arrived incomplete or changed; reload the page and fill it in again."
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("zh-CN", "输入无效：“原因”无效，请用不超过 500 个字符说明发生了什么变化（例如产线改造）。"),
+        ("en", "Invalid input: Reason is not valid; describe what changed in at most 500 characters, for example a line rebuild."),
+    ],
+)
+def test_long_reason_rejected(site, stored, login, language: str, expected: str) -> None:
+    """A reason appears in every export of the contract, so the form takes at most 500 characters, as the API does."""
+    client = login("csm1")
+    token = csrf(client.get("/contracts/C-1").text)
+    before = snapshot(site.dsn)
+    response = client.post(f"/contracts/C-1/adjustments?lang={language}", data={"_csrf_token": token, **ADJUSTMENT, "reason": "长" * 501})
+    assert response.status_code == 400
+    assert message(response.text) == expected
+    assert snapshot(site.dsn) == before
+    accepted = client.post("/contracts/C-1/adjustments", data={"_csrf_token": token, **ADJUSTMENT, "reason": "长" * 500})
+    assert accepted.status_code == 303, accepted.text
