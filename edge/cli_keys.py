@@ -18,10 +18,13 @@ def _load(config_path: Path):  # noqa: ANN202 - returns EdgeConfig, imported laz
 
     try:
         # Key commands never reach the broker, so the MQTT password need not be in their environment.
-        return load_config(config_path, need_secrets=False)
+        config = load_config(config_path, need_secrets=False)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    # The state folder these commands may create is the agent's alone, as the service's StateDirectoryMode=0700 makes it.
+    config.state_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return config
 
 
 def _fail(exc: Exception) -> typer.Exit:
