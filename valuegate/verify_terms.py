@@ -135,9 +135,16 @@ def check_revisions(bundle: Bundle, files: list[Any], in_force: Contract | None)
 _ASK = "Ask the vendor which contract revision priced the document."
 
 
-def _by_digest(recorded: Any, candidates: list[Terms]) -> Terms | None:
-    """Find the terms with the digest a document recorded: as found in the bundle, or else as the manifest lists it."""
-    return next((t for t in candidates if t.digest == recorded), None) or next((t for t in candidates if t.listed_digest == recorded), None)
+def _by_digest(recorded: Any, candidates: list[Terms], number: Any) -> Terms | None:
+    """Find the terms with the digest a document recorded: as found in the bundle, or else as the manifest lists it.
+
+    Revisions can share terms, for example when an amendment is undone. Among
+    those, the one with the revision number the document recorded is taken.
+    """
+    for matching in ([t for t in candidates if t.digest == recorded], [t for t in candidates if t.listed_digest == recorded]):
+        if matching:
+            return next((t for t in matching if t.revision == number), matching[0])
+    return None
 
 
 def _revision_reason(record: dict[str, Any], candidates: list[Terms], by_digest: Terms | None) -> tuple[Terms | None, str | None]:
@@ -167,7 +174,7 @@ def priced_with(record: dict[str, Any], in_force: Terms, earlier: list[Terms]) -
                       "compare the prices with the signed contract by hand",))
 
     candidates = [in_force, *earlier]
-    by_digest = _by_digest(recorded, candidates)
+    by_digest = _by_digest(recorded, candidates, record.get("contract_revision"))
     by_number, mismatch = _revision_reason(record, candidates, by_digest)
     # The digest is what ties a document to its prices, so a disagreeing revision number does not pick the terms.
     source = by_digest if mismatch is not None else by_number or by_digest

@@ -154,7 +154,10 @@ function pricedWith(record, inForce, revisions, written) {
   const all = [inForce, ...revisions];
   const number = record.contract_revision;
   const whole = isRevision(number) && written === undefined;
-  const byDigest = all.find((t) => t.digest === recorded) || all.find((t) => t.listed === recorded);
+  // Revisions can share terms (an amendment undone); among those, the one with the recorded revision number is taken.
+  const sameFound = all.filter((t) => t.digest === recorded);
+  const matching = sameFound.length ? sameFound : all.filter((t) => t.listed === recorded);
+  const byDigest = (whole && matching.find((t) => t.revision === number)) || matching[0];
   const byNumber = whole ? all.find((t) => t.revision === number) : undefined;
   const reasons = [];
   if (number != null && !whole) {

@@ -249,6 +249,33 @@ async def test_node_verifier_agrees_on_revisions(database, tmp_path, node_peers)
     assert missing.stdout.splitlines()[-1] == "checked 5 vouchers and 3 documents, 5 failed"
 
 
+@pytest.mark.postgres
+@pytest.mark.peer
+async def test_undone_amendment_verifies(database, tmp_path, node_peers):
+    """May priced with revision 1, then an amendment and its undoing: revision 3 has revision 1's terms, and the bundle passes."""
+    key = Ed25519PrivateKey.generate()
+    await seed(database, priced_at("2000"), key)
+    await ingest(database, voucher_chain(key, 4))
+    async with await connect(database) as conn:
+        await approve(conn, MAY)
+        assert await amend(conn, priced_at("2500")) == 2
+        assert await amend(conn, priced_at("2000")) == 3
+        body = await contract_bundle(conn, "acme", "C-1")
+    (tmp_path / "bundle.zip").write_bytes(body)
+    zipfile.ZipFile(tmp_path / "bundle.zip").extractall(tmp_path / "unpacked")
+    manifest = json.loads((tmp_path / "unpacked" / "manifest.json").read_text(encoding="utf-8"))
+    digest = contract_digest(priced_at("2000"))
+    assert (manifest["contract_revision"], manifest["contract_digest"]) == (3, digest)
+    assert manifest["revisions"] == [{"revision": 1, "file": REVISION_1, "contract_digest": digest}]
+
+    report = verify_bundle(tmp_path / "bundle.zip")
+    assert report.ok, report.as_dict()
+    (may,) = report.documents
+    assert may.notes == [f"priced with contract revision 1 ({REVISION_1}, terms digest {digest})"]
+    result = node_verify(node_peers, tmp_path / "unpacked")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.peer
 def test_note_repriced_with_later_revision_fails(tmp_path, node_peers):
     bundle = revised_bundle(tmp_path, repriced=True)
