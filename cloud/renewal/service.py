@@ -167,13 +167,13 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
         days = sorted({dt.date.fromisoformat(v.plant_date) for v in values if v.anchor == anchor.id and v.sufficient
                        and anchor.reporting.first_date.isoformat() <= v.plant_date <= last.isoformat()})
         reasons, busy = await _downtime_on_days(conn, tenant_id, anchor.scope, days)
-        before, before_busy = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.baseline.first_date, anchor.baseline.last_date)
+        before = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.baseline.first_date, anchor.baseline.last_date)
         for name, minutes in reasons.items():
             reporting_reasons[name] = reporting_reasons.get(name, 0.0) + minutes
-        for name, minutes in before.items():
+        for name, minutes in before.by_reason.items():
             baseline_reasons[name] = baseline_reasons.get(name, 0.0) + minutes
         reporting_busy += busy
-        baseline_busy += before_busy
+        baseline_busy += before.planned_busy
         machines.update(anchor.scope)
         rows = [g for g in gains if g["anchor_id"] == anchor.id]
         charge = charges.get(anchor.id)

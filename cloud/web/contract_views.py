@@ -26,7 +26,7 @@ from valuegate.cloud.store import NotFound
 from .charts import GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
-from .queries import anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections, unreproduced_vouchers
+from .queries import Downtime, anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections, unreproduced_vouchers
 from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text, rejection_text
 from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
 from .renewal_views import trigger_label
@@ -80,8 +80,16 @@ def _chart_labels(language: str, title: str) -> dict[str, str]:
     return {"title": title, **labels}
 
 
-def _pareto_labels(language: str, title: str) -> dict[str, str]:
-    return {"title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, "pareto.empty")}
+def _pareto_labels(language: str, title: str, *, empty: str = "pareto.empty") -> dict[str, str]:
+    return {"title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, empty)}
+
+
+def _pareto_bars(downtime: Downtime, language: str) -> list[tuple[str, float]]:
+    """Return the chart's bars: each reason code, and the stops without a code under a label no code can be."""
+    bars = list(downtime.by_reason.items())
+    if downtime.unassigned > 0:
+        bars.append((translate(language, "pareto.unassigned"), downtime.unassigned))
+    return bars
 
 
 @get("/contracts", guards=[ANY_ROLE], name="web:contracts")
@@ -115,7 +123,7 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
         title = anchor.title.get(language, anchor.id)
         state = states.get(anchor.id)
         charge = charges.get(anchor.id)
-        reasons, _ = await downtime_by_reason(conn, tenant, anchor.scope, anchor.reporting.first_date, min(anchor.reporting.last_date, today))
+        downtime = await downtime_by_reason(conn, tenant, anchor.scope, anchor.reporting.first_date, min(anchor.reporting.last_date, today))
 
         # Findings sit next to the numbers they change: days that bill nothing, disagreements, exclusions.
         # Days with no production scheduled bill nothing too, but are listed apart: nothing is wrong with their data.
@@ -163,7 +171,7 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 "reporting_first": anchor.reporting.first_date,
                 "reporting_last": anchor.reporting.last_date,
                 "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, f"{title}: {translate(language, 'anchor.chart_title')}")),
-                "pareto": pareto_chart(list(reasons.items()), labels=_pareto_labels(language, f"{title}: {translate(language, 'pareto.heading')}")),
+                "pareto": pareto_chart(_pareto_bars(downtime, language), labels=_pareto_labels(language, f"{title}: {translate(language, 'pareto.heading')}")),
                 "findings": findings,
                 "no_production": len(no_production),
                 "no_production_dates": date_ranges(no_production, language),
@@ -235,11 +243,12 @@ async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id:
         # The machine is in the contract's scope but has sent no telemetry yet.
         days = []
     known = {m["id"]: m for m in await reports.list_machines(conn, principal.tenant_id)}
-    reasons, _ = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
+    downtime = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
     title = translate(language, "machine.title", machine=machine_id)
     machine = known.get(machine_id, {"id": machine_id, "time_source": None, "mapping_hash": None})
-    return page(request, "machine.html", contract=contract, machine=machine, days=days,
-                pareto=pareto_chart(list(reasons.items()), labels=_pareto_labels(language, title)))
+    # This page spans the baseline and reporting periods of the machine's anchors, so its empty chart says so.
+    labels = _pareto_labels(language, title, empty="pareto.empty_machine")
+    return page(request, "machine.html", contract=contract, machine=machine, days=days, pareto=pareto_chart(_pareto_bars(downtime, language), labels=labels))
 
 
 class AdjustmentForm(msgspec.Struct):

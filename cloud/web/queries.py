@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from valuegate.cloud.reports import SUPERSEDED_SQL
 
 __all__ = (
+    "Downtime",
     "downtime_by_reason",
     "machine_availability",
     "anchor_gains",
@@ -31,20 +32,33 @@ async def _rows(conn: Conn, sql: str, params: tuple[Any, ...]) -> list[dict[str,
     return await cur.fetchall()
 
 
-async def downtime_by_reason(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> tuple[dict[str, float], float]:
-    """Return unplanned downtime minutes per reason code over the machines and dates, and the planned busy minutes."""
+class Downtime(NamedTuple):
+    """Unplanned downtime of machines over dates: minutes per reason code, minutes of stops without a code, planned busy minutes."""
+
+    by_reason: dict[str, float]
+    unassigned: float
+    planned_busy: float
+
+
+async def downtime_by_reason(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> Downtime:
+    """Return the unplanned downtime minutes per reason code over the machines and dates, those without a code and the planned busy minutes."""
     rows = await _rows(
         conn,
         "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
         " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date BETWEEN %s AND %s GROUP BY r.key",
         (tenant_id, machines, first, last),
     )
-    busy = await _rows(
+    totals = await _rows(
         conn,
-        f"SELECT coalesce(sum({_PBT_MS}), 0) AS ms FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s",
+        f"SELECT coalesce(sum({_PBT_MS}), 0) AS busy_ms, coalesce(sum(unplanned_stop_ms), 0) AS down_ms"
+        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s",
         (tenant_id, machines, first, last),
     )
-    return {row["reason"]: int(row["ms"]) / 60_000 for row in rows}, int(busy[0]["ms"]) / 60_000
+    by_reason = {row["reason"]: int(row["ms"]) / 60_000 for row in rows}
+    coded_ms = sum(int(row["ms"]) for row in rows)
+    # A PLC without a reason tag, or a stop whose code is in the tag map's no_reason list, leaves the time without a code.
+    unassigned_ms = max(int(totals[0]["down_ms"]) - coded_ms, 0)
+    return Downtime(by_reason, unassigned_ms / 60_000, int(totals[0]["busy_ms"]) / 60_000)
 
 
 async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
