@@ -276,12 +276,19 @@ async def get_run(conn: Conn, tenant_id: str, run_id: int) -> dict[str, Any]:
 
 
 async def list_runs(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    return await _rows(
+    """Return the contract's runs, latest period first, each with its invoice's total and its notes (``notes``: number, kind, total)."""
+    rows = await _rows(
         conn,
-        "SELECT r.*, d.total, d.currency FROM invoice_runs r JOIN invoice_documents d ON d.number = r.invoice_number"
+        "SELECT r.*, d.total, d.currency, coalesce((SELECT json_agg(json_build_object('number', n.number, 'kind', n.kind, 'total', n.total::text)"
+        " ORDER BY n.number) FROM invoice_documents n WHERE n.run_id = r.id AND n.kind <> 'invoice'), '[]') AS notes"
+        " FROM invoice_runs r JOIN invoice_documents d ON d.number = r.invoice_number"
         " WHERE r.tenant_id = %s AND r.contract_id = %s ORDER BY r.period_first DESC",
         (tenant_id, contract_id),
     )
+    for row in rows:
+        # The totals travel as text through JSON, so that they stay exact Decimals.
+        row["notes"] = [{**note, "total": Decimal(note["total"])} for note in row["notes"]]
+    return rows
 
 
 async def run_documents(conn: Conn, tenant_id: str, run_id: int) -> list[dict[str, Any]]:

@@ -77,3 +77,26 @@ def test_simultaneous_approvals_all_redirect(site, login) -> None:
     with psycopg.connect(site.dsn) as conn:
         audited = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'invoice.approve' AND object_id = %s", (str(run_id),)).fetchone()[0]
     assert audited == 1
+
+
+def test_contract_page_lists_notes(site, login) -> None:
+    """A credit note issued by a later run shows on the contract page under that run, with its own total."""
+    from decimal import Decimal
+
+    from valuegate.cloud.web.i18n import format_money
+
+    finance, csm = login("fin1"), login("csm1")
+    token = csrf(csm.get("/contracts/C-1").text)
+    form = {"_csrf_token": token, "anchor_id": "line-oee", "first_date": "2024-05-09", "last_date": "2024-05-09", "reason": "trial run"}
+    assert csm.post("/contracts/C-1/adjustments", data=form).status_code == 303
+    july = start_run(finance, "2024-07-01", "2024-07-31")
+    assert approve(finance, july).status_code == 303
+    with psycopg.connect(site.dsn) as conn:
+        number, total = conn.execute("SELECT number, total FROM invoice_documents WHERE run_id = %s AND kind = 'credit_note'", (july,)).fetchone()
+    assert total < 0
+
+    page = finance.get("/contracts/C-1?lang=en").text
+    row = page[page.index(f">{number}</a>"):]
+    row = row[: row.index("</tr>")]
+    assert "Credit note" in row
+    assert format_money(Decimal(total), "CNY", "en") in row
