@@ -314,6 +314,30 @@ async def _compute(conn: Conn, tenant_id: str, contract_id: str, period: Billing
     return compute_run(contract, period, values, exclusions, issued, revision=revision), revision
 
 
+async def discard_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
+    """Delete a draft run with its documents, for example one that overlaps an invoice issued since; return the run as it was.
+
+    An approved run is never deleted: its invoice is issued, and a later run corrects it with a note.
+    """
+    run = await get_run(conn, tenant_id, run_id)
+    await _lock(conn, tenant_id, run["contract_id"])
+    run = await get_run(conn, tenant_id, run_id)
+    if run["status"] == "approved":
+        error = Conflict(
+            f"invoice run {run_id} ({run['invoice_number']}) is approved, and an issued invoice is never deleted; a later run corrects it with a note",
+            code="run_approved",
+        )
+        error.params = {"run": str(run_id), "invoice": run["invoice_number"]}  # type: ignore[attr-defined]
+        raise error
+    await conn.execute("DELETE FROM invoice_runs WHERE id = %s AND tenant_id = %s AND status = 'draft'", (run_id, tenant_id))
+    await audit(
+        conn, tenant_id=tenant_id, actor=actor, action="invoice.discard", object_type="invoice_run", object_id=str(run_id),
+        detail={"invoice": run["invoice_number"], "period": f"{run['period_first']}..{run['period_last']}"},
+    )  # fmt: skip
+    log.info("invoice_run_discarded", tenant=tenant_id, run=run_id, invoice=run["invoice_number"], actor=actor)
+    return run
+
+
 async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
     """Approve a draft run: its documents become issued and final. Approving twice changes nothing.
 

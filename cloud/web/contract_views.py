@@ -85,7 +85,7 @@ def _pareto_labels(language: str, title: str, *, empty: str = "pareto.empty") ->
 
 
 def _pareto_bars(downtime: Downtime, language: str) -> list[tuple[str, float]]:
-    """Return the chart's bars: each reason code, and the stops without a code under a label no code can be."""
+    """Return the chart's bars: each reason code, and the stops without a code under a translated label in parentheses."""
     bars = list(downtime.by_reason.items())
     if downtime.unassigned > 0:
         bars.append((translate(language, "pareto.unassigned"), downtime.unassigned))
@@ -224,7 +224,7 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
 
 def _flash(request: Request[Any, Any, Any], language: str) -> str | None:
     key = request.query_params.get("done")
-    return translate(language, key) if key in ("adjustment.saved", "renewal.check") else None
+    return translate(language, key) if key in ("adjustment.saved", "renewal.check", "run.discarded") else None
 
 
 @get("/contracts/{contract_id:str}/machines/{machine_id:str}", guards=[ANY_ROLE], name="web:machine")
@@ -246,7 +246,7 @@ async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id:
     downtime = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
     title = translate(language, "machine.title", machine=machine_id)
     machine = known.get(machine_id, {"id": machine_id, "time_source": None, "mapping_hash": None})
-    # This page spans the baseline and reporting periods of the machine's anchors, so its empty chart says so.
+    # This page spans the baseline and reporting periods of the machine's anchors, so its empty chart names both.
     labels = _pareto_labels(language, title, empty="pareto.empty_machine")
     return page(request, "machine.html", contract=contract, machine=machine, days=days, pareto=pareto_chart(_pareto_bars(downtime, language), labels=labels))
 

@@ -11,7 +11,7 @@ from .auth_views import login_page, login_submit, logout_submit, root
 from .contract_views import add_adjustment, contract_page, contracts_page, machine_page
 from .pages import html_exception_handlers, reject_control_characters
 from .renewal_views import check_renewal, deliver_package, package_archive, package_member, package_page, set_webhook
-from .settlement_views import approve_run, bundle_download, export_csv, export_pdf, run_invoice, run_page
+from .settlement_views import approve_run, bundle_download, discard_run, export_csv, export_pdf, run_invoice, run_page
 
 __all__ = ("route_handlers", "web_router")
 
@@ -23,7 +23,7 @@ def web_router() -> Router:
         route_handlers=[
             root, login_page, login_submit, logout_submit,
             contracts_page, contract_page, machine_page, add_adjustment,
-            run_invoice, run_page, approve_run, export_csv, export_pdf, bundle_download,
+            run_invoice, run_page, approve_run, discard_run, export_csv, export_pdf, bundle_download,
             check_renewal, package_page, deliver_package, package_archive, package_member, set_webhook,
         ],
         dependencies={"conn": Provide(provide_conn)},

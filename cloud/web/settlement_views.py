@@ -23,7 +23,7 @@ from valuegate.cloud.store import Conflict, Invalid
 
 from .pages import FINANCE_VIEW, Filled, document_language, page, parse_date, principal_of
 
-__all__ = ("run_invoice", "run_page", "approve_run", "export_csv", "export_pdf", "bundle_download")
+__all__ = ("run_invoice", "run_page", "approve_run", "discard_run", "export_csv", "export_pdf", "bundle_download")
 
 
 class RunForm(msgspec.Struct):
@@ -72,6 +72,14 @@ async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromP
         error.params = exc.params  # type: ignore[attr-defined]
         raise error from exc
     return Redirect(f"/runs/{run_id}", status_code=303)
+
+
+@post("/runs/{run_id:int}/discard", guards=[requires("finance")], name="web:discard-run", status_code=303)
+async def discard_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Redirect:
+    """Delete a draft run, such as one that can no longer be approved, and return to its contract."""
+    principal = principal_of(request)
+    run = await settlement.discard_run(conn, principal.tenant_id, run_id, actor=principal.actor)
+    return Redirect(f"/contracts/{run['contract_id']}?done=run.discarded#settlement", status_code=303)
 
 
 async def _export_parts(request: Request[Any, Any, Any], conn: Any, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], Any, str]:

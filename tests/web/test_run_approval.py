@@ -42,7 +42,7 @@ def test_approval_conflicts_are_pages(site, login) -> None:
     refused = approve(finance, stale)
     assert refused.status_code == 409
     assert message(refused.text) == (
-        f"未完成：结算批次 {stale}（{invoice_of(site.dsn, stale)}）已过时：计算之后，凭证、非常规调整或其他批次开具的票据改变了它的结果。"
+        f"未完成：发票批次 {stale}（{invoice_of(site.dsn, stale)}）已过时：计算之后，凭证、非常规调整或其他批次开具的票据改变了它的结果。"
         "请重新对该结算期运行结算，审核新的草稿后再审批。"
     )
 
@@ -100,3 +100,28 @@ def test_contract_page_lists_notes(site, login) -> None:
     row = row[: row.index("</tr>")]
     assert "Credit note" in row
     assert format_money(Decimal(total), "CNY", "en") in row
+
+
+def test_draft_discarded_approved_kept(site, login) -> None:
+    """Finance deletes a draft, such as one that can no longer be approved; an approved run refuses, and each discard is audited."""
+    finance, csm = login("fin1"), login("csm1")
+    draft = start_run(finance, "2024-08-12", "2024-08-14")
+    token = csrf(finance.get(f"/runs/{draft}").text)
+    assert 'id="discard-run"' in finance.get(f"/runs/{draft}").text
+
+    discarded = finance.post(f"/runs/{draft}/discard", data={"_csrf_token": token})
+    assert discarded.status_code == 303
+    assert discarded.headers["location"] == "/contracts/C-1?done=run.discarded#settlement"
+    assert "发票批次草稿已删除。" in finance.get("/contracts/C-1?done=run.discarded").text
+    assert finance.get(f"/runs/{draft}").status_code == 404
+    with psycopg.connect(site.dsn) as conn:
+        approved = conn.execute("SELECT id, invoice_number FROM invoice_runs WHERE status = 'approved' ORDER BY id LIMIT 1").fetchone()
+        audited = conn.execute("SELECT detail->>'period' FROM audit_log WHERE action = 'invoice.discard' AND object_id = %s", (str(draft),)).fetchone()
+    assert audited == ("2024-08-12..2024-08-14",)
+
+    kept = finance.post(f"/runs/{approved[0]}/discard?lang=en", data={"_csrf_token": token})
+    assert kept.status_code == 409
+    assert message(kept.text) == (
+        f"Not done: Invoice run {approved[0]} ({approved[1]}) is approved, and an issued invoice is never deleted; a later run corrects it with a note."
+    )
+    assert csm.post(f"/runs/{draft}/discard", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 403
