@@ -125,3 +125,25 @@ def test_draft_discarded_approved_kept(site, login) -> None:
         f"Not done: Invoice run {approved[0]} ({approved[1]}) is approved, and an issued invoice is never deleted; a later run corrects it with a note."
     )
     assert csm.post(f"/runs/{draft}/discard", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 403
+
+
+def test_erp_token_runs_and_exports(site) -> None:
+    """With a finance user's API token and no CSRF token, a job runs, approves and exports a period through the web routes."""
+    import asyncio
+
+    from valuegate.cloud.admin import Admin
+
+    async def issue() -> str:
+        async with Admin(site.dsn) as admin:
+            return await admin.issue_token("acme", "fin1", "erp-export")
+
+    token = asyncio.run(issue())
+    with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {token}"}, timeout=30, follow_redirects=False) as erp:
+        started = erp.post("/contracts/C-1/runs", data={"period_first": "2024-09-01", "period_last": "2024-09-30"})
+        assert started.status_code == 303, started.text
+        run_id = int(started.headers["location"].rsplit("/", 1)[1])
+        assert erp.post(f"/runs/{run_id}/approve").status_code == 303
+        exported = erp.get(f"/runs/{run_id}/export.csv?lang=en")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert invoice_of(site.dsn, run_id) in exported.text
