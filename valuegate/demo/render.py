@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from valuegate.cloud.web.i18n import format_money
+
 __all__ = ("print_report", "report_html")
 
 _TEXT: dict[str, dict[str, Any]] = {
@@ -47,11 +49,11 @@ _TEXT: dict[str, dict[str, Any]] = {
         "minutes": "分钟",
         "generated": "生成时间",
         "html_report": "HTML 报告",
-        "status_approved": "已批准",
+        "status_approved": "已审批",
         "status_draft": "草稿",
-        "trigger_days_before_end": "合同结束前 {days} 天（{end} 结束）",
+        "trigger_days_before_end": "合同到期前 {days} 天（{end} 到期）",
         "trigger_target_met": "价值锚点 {anchor} 达到目标",
-        "trigger_value_over": "累计已实现价值超过 {amount} {currency}",
+        "trigger_value_over": "累计已实现价值超过 {amount}",
         "kind": {
             "event_clipped": "停机事件超出生产时段，已截断",
             "event_outside_window": "停机事件在生产时段之外，未回放",
@@ -116,7 +118,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "status_draft": "draft",
         "trigger_days_before_end": "{days} days before the contract ends ({end})",
         "trigger_target_met": "value anchor {anchor} met its target",
-        "trigger_value_over": "realized value over {amount} {currency}",
+        "trigger_value_over": "realized value over {amount}",
         "kind": {},
         "detail_note": "",
         "intro": "The numbers below were computed by the edge agent from the simulated PLCs, carried to the cloud in signed vouchers and stored after verification; beside them are the figures the recording itself publishes.",
@@ -151,13 +153,19 @@ def _status(status: str, t: dict[str, Any]) -> str:
     return t.get(f"status_{status}", status)
 
 
-def _trigger(package: dict[str, Any], t: dict[str, Any], titles: dict[str, str]) -> str:
+def _money(amount: Any, currency: str, language: str) -> str:
+    """Format an amount as the web pages do (``¥16,633.39``, ``CNY 16,633.39``)."""
+    return format_money(str(amount), currency, language)
+
+
+def _trigger(package: dict[str, Any], t: dict[str, Any], titles: dict[str, str], language: str) -> str:
     template = t.get(f"trigger_{package.get('trigger_kind')}")
     detail = dict(package.get("detail") or {})
     if template is None:
         return package["trigger"]
     detail["anchor"] = titles.get(detail.get("anchor", ""), detail.get("anchor", ""))
-    detail.setdefault("currency", "")
+    if "amount" in detail:
+        detail["amount"] = _money(detail["amount"], detail.get("currency", ""), language)
     return template.format(**detail)
 
 
@@ -216,14 +224,14 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
         table.add_column(t[key])
     for item in report["value"]:
         title = item["title"].get(language) or item["anchor"]
-        table.add_row(item["contract"], title, _quantity(item, t), str(item["running_days"]), f"{item['amount']} {item['currency']}")
-    table.add_row(t["total"], "", "", "", f"{report['realized_total']} {report['currency']}")
+        table.add_row(item["contract"], title, _quantity(item, t), str(item["running_days"]), _money(item["amount"], item["currency"], language))
+    table.add_row(t["total"], "", "", "", _money(report["realized_total"], report["currency"], language))
     console.print(table)
 
     for invoice in report.get("invoices", []):
-        console.print(f"{t['invoices']}: {invoice['number']} ({_status(invoice['status'], t)}) {invoice['total']} {invoice['currency']}")
+        console.print(f"{t['invoices']}: {invoice['number']} ({_status(invoice['status'], t)}) {_money(invoice['total'], invoice['currency'], language)}")
     for package in report.get("renewal_packages", []):
-        console.print(f"{t['packages']}: {package['contract']} · {_trigger(package, t, _titles(report, language))} → {package['file']}")
+        console.print(f"{t['packages']}: {package['contract']} · {_trigger(package, t, _titles(report, language), language)} → {package['file']}")
     if report["findings"]:
         console.print(f"{t['findings']}{t['detail_note']}: {len(report['findings'])}")
         for finding in report["findings"]:
@@ -264,17 +272,17 @@ def report_html(report: dict[str, Any], language: str) -> str:
         title = item["title"].get(language) or item["anchor"]
         parts.append(
             f"<tr><td>{e(item['contract'])}</td><td>{e(title)}</td><td class='n'>{e(_quantity(item, t))}</td>"
-            f"<td class='n'>{item['running_days']}</td><td class='n'>{e(str(item['amount']))} {e(item['currency'])}</td></tr>"
+            f"<td class='n'>{item['running_days']}</td><td class='n'>{e(_money(item['amount'], item['currency'], language))}</td></tr>"
         )
-    parts.append(f"<tr><th>{e(t['total'])}</th><td></td><td></td><td></td><th>{e(report['realized_total'])} {e(report['currency'])}</th></tr></table>")
+    parts.append(f"<tr><th>{e(t['total'])}</th><td></td><td></td><td></td><th>{e(_money(report['realized_total'], report['currency'], language))}</th></tr></table>")
 
     if report.get("invoices"):
         parts.append(f"<h2>{e(t['invoices'])}</h2><ul>")
-        parts += [f"<li>{e(i['number'])} ({e(_status(i['status'], t))}): {e(i['total'])} {e(i['currency'])}</li>" for i in report["invoices"]]
+        parts += [f"<li>{e(i['number'])} ({e(_status(i['status'], t))}): {e(_money(i['total'], i['currency'], language))}</li>" for i in report["invoices"]]
         parts.append("</ul>")
     if report.get("renewal_packages"):
         parts.append(f"<h2>{e(t['packages'])}</h2><ul>")
-        parts += [f"<li>{e(p['contract'])}: {e(_trigger(p, t, _titles(report, language)))} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
+        parts += [f"<li>{e(p['contract'])}: {e(_trigger(p, t, _titles(report, language), language))} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
         parts.append("</ul>")
     if report["findings"]:
         parts.append(f"<h2>{e(t['findings'])}{e(t['detail_note'])}</h2><ul>")
