@@ -7,7 +7,7 @@ from litestar.di import Provide
 
 from .contracts import ContractController, VoucherController
 from .deps import provide_conn
-from .inputs import reject_control_characters
+from .inputs import check_request
 from .ops import HealthController, MachineController, metrics_endpoint
 from .packages import PackageController
 from .registry import RegistryController
@@ -25,5 +25,5 @@ def api_router() -> Router:
         route_handlers=[HealthController, RegistryController, ContractController, VoucherController, MachineController, PackageController,
                         UserController, SessionController],
         dependencies={"conn": Provide(provide_conn)},
-        before_request=reject_control_characters,
+        before_request=check_request,
     )

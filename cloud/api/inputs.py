@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 
-__all__ = ("CONTROL_CHARACTER", "SingleLine", "control_character_errors", "reject_control_characters")
+__all__ = ("CONTROL_CHARACTER", "SingleLine", "control_character_errors", "reject_control_characters", "check_request")
 
 # C0 control characters, DEL and the C1 control characters U+0080 to U+009F (NEL among them), except the tab, which a
 # user can paste into a text input. PostgreSQL cannot store U+0000 in text at all, a browser's single-line input does
@@ -53,3 +53,21 @@ async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
     errors += control_character_errors(request.query_params.multi_items(), "query")
     if errors:
         raise ValidationException("a parameter contains a control character", extra=errors)
+
+
+def _json_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    """Reject a body that is not declared as JSON with 415, then control characters in parameters (see :func:`reject_control_characters`).
+
+    Every API body is JSON. Without this check Litestar parses any body as JSON whatever its Content-Type says.
+    """
+    declared = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+    if request.method in ("POST", "PUT", "PATCH") and has_body and not _json_media_type(declared or ""):
+        shown = f"{declared!r}" if declared else "none"
+        raise HTTPException(status_code=415, detail=f"the request body must be JSON; send it with Content-Type: application/json (got {shown})")
+    await reject_control_characters(request)

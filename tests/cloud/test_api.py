@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -235,3 +236,23 @@ async def test_machine_kpis_from_telemetry(client: AsyncTestClient[Any], cloud_d
     assert day["kpis"]["effectiveness"] == pytest.approx(560 * 5 / 60 / 56)
     missing = await client.get("/api/v1/machines/nope/kpis", params={"from": "2026-03-01", "to": "2026-03-02"}, headers=csm)
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content_type", "shown"),
+    [("text/plain", "'text/plain'"), ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"), (None, "none")],
+)
+async def test_body_not_declared_json_rejected(client: AsyncTestClient[Any], cloud_dsn: str, content_type: str | None, shown: str) -> None:
+    """A JSON body sent under another media type is refused with 415 before it is parsed, and nothing is stored."""
+    admin = bearer(await make_user(cloud_dsn, "acme", "ops", ["admin"]))
+    headers = {**admin, **({"Content-Type": content_type} if content_type else {})}
+    response = await client.post("/api/v1/contracts", content=json.dumps({"source": contract_yaml()}).encode(), headers=headers)
+    assert response.status_code == 415
+    problem = response.json()
+    assert problem["code"] == "unsupported_media_type"
+    assert problem["detail"] == f"the request body must be JSON; send it with Content-Type: application/json (got {shown})"
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        assert await (await conn.execute("SELECT count(*) FROM contracts")).fetchone() == (0,)
+    accepted = await client.post("/api/v1/contracts", content=json.dumps({"source": contract_yaml()}).encode(),
+                                 headers={**admin, "Content-Type": "application/json; charset=utf-8"})
+    assert accepted.status_code == 201, accepted.text
