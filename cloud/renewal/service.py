@@ -198,9 +198,9 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
             reductions.append(Reduction(name, 60 * baseline_reasons.get(name, 0.0) / baseline_busy, 60 * reporting_reasons.get(name, 0.0) / reporting_busy))
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant_id, sorted(machines), first, today)
-    count = await fetch_dicts(conn, "SELECT count(*) AS n FROM vouchers WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract.id))
     bundle = await contract_bundle(conn, tenant_id, contract.id, created_at=fired_at)
-    return PackageInputs(contract, firing, fired_at, total, int(count[0]["n"]), anchors, reductions, availability, bundle)
+    # The vouchers behind the total: the verified ones settlement counts, without those an adjustment excludes.
+    return PackageInputs(contract, firing, fired_at, total, len(values), anchors, reductions, availability, bundle)
 
 
 async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], days: list[dt.date]) -> tuple[dict[str, float], float]:

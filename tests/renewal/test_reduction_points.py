@@ -111,7 +111,8 @@ async def test_adjusted_day_backs_no_reduction(database) -> None:
     points = await package_points(database, 5, exclude=dt.date(2024, 5, 7))
     # Without the adjustment the package read CNY 15,000.00 and listed reductions of reasons 102 and 103 from 7 May.
     assert points == [
-        "CNY 12,000.00 of value realized over the contract so far, from 5 verified vouchers.",
+        # The excluded day's voucher backs none of the value, so the count is 4 of the 5 stored.
+        "CNY 12,000.00 of value realized over the contract so far, from 4 verified vouchers.",
         "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2.",
         "Availability of m-1: 70.8%.",
     ]
