@@ -173,6 +173,8 @@ async def issue_token(
         raise Invalid(f"user {user_id} is disabled; enable or recreate the user first", code="user_disabled")
     if expires_at is not None and expires_at.tzinfo is None:
         raise Invalid("expires_at has no time zone; give it with an offset such as Z", code="naive_timestamp")
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
+        raise Invalid(f"expires_at {expires_at.isoformat()} is not in the future, so the token could never be used; give a later time", code="expires_in_past")
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     cur = conn.cursor(row_factory=dict_row)

@@ -210,6 +210,18 @@ async def test_token_shown_once_and_stored_hashed(client: AsyncTestClient[Any], 
     assert (await client.get("/api/v1/contracts", headers=bearer(token))).status_code == 401
 
 
+async def test_token_expiring_in_past_rejected(client: AsyncTestClient[Any], cloud_dsn: str) -> None:
+    admin = bearer(await make_user(cloud_dsn, "acme", "ops", ["admin"]))
+    user = (await client.post("/api/v1/users", json={"username": "robot", "roles": ["auditor"]}, headers=admin)).json()
+    past = await client.post("/api/v1/tokens", json={"user_id": user["id"], "name": "late", "expires_at": "2020-01-01T00:00:00Z"}, headers=admin)
+    assert past.status_code == 422
+    assert past.json()["code"] == "expires_in_past"
+    assert past.json()["detail"] == "expires_at 2020-01-01T00:00:00+00:00 is not in the future, so the token could never be used; give a later time"
+    assert [row["name"] for row in (await client.get("/api/v1/tokens", headers=admin)).json()] == ["tests"]  # the admin's own
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+    assert (await client.post("/api/v1/tokens", json={"user_id": user["id"], "expires_at": later}, headers=admin)).status_code == 201
+
+
 async def test_machine_kpis_from_telemetry(client: AsyncTestClient[Any], cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
     acme, _ = two_tenants
     csm = bearer(await make_user(cloud_dsn, "acme", "csm1", ["csm"]))
