@@ -30,6 +30,7 @@ from .api.problems import exception_handlers
 from .auth import AuthMiddleware
 from .db import open_pool
 from .settings import CloudSettings
+from .web.i18n import set_display_time_zone
 
 __all__ = ("OPENAPI_PATH", "create_app", "ApiServer")
 
@@ -79,6 +80,7 @@ def _web_parts() -> tuple[list[Any], Any]:
 
 def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """Build the application; it opens its own connection pool at start-up unless ``pool`` is given."""
+    set_display_time_zone(settings.display_time_zone)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 import re
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Lifetime of a web session in seconds."""
     cookie_secure: bool = True
     """Send the session cookie over HTTPS only; turn off only for a local plain-HTTP demo."""
+    display_time_zone: str = "Asia/Shanghai"
+    """IANA time zone in which pages, exports and renewal packages show instants (stored times stay UTC)."""
 
     telemetry_retention_days: int | None = None
     """Days raw per-minute telemetry is kept on TimescaleDB; None keeps it for ever."""
@@ -104,6 +107,9 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("compress_after_days", self.compress_after_days, 1, 36500)
         if self.telemetry_retention_days is not None:
             _check_range("telemetry_retention_days", self.telemetry_retention_days, 1, 36500)
+        if self.display_time_zone not in zoneinfo.available_timezones():
+            raise ConfigError(f"display_time_zone {self.display_time_zone!r} is not an IANA time zone; use a name such as Asia/Shanghai or UTC",
+                              field="display_time_zone")
         if not self.share_group or "/" in self.share_group or "+" in self.share_group or "#" in self.share_group:
             raise ConfigError(f"share_group {self.share_group!r} must be a non-empty name without '/', '+' or '#'", field="share_group")
 
@@ -138,7 +144,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             allowed = ", ".join(ENV_PREFIX + f.upper() for f in fields)
             raise ConfigError(f"environment variable {key} names no setting; known: {allowed}", field=name)
         values[name] = yaml.safe_load(raw) if raw.strip() else None
-        if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host"}:
+        if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host", "display_time_zone"}:
             values[name] = raw
     return values
 

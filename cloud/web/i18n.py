@@ -8,6 +8,7 @@ to strings per language. Strings may hold ``{name}`` placeholders filled by
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 import functools
 from decimal import Decimal
 from importlib import resources
@@ -25,6 +26,7 @@ __all__ = (
     "format_money",
     "format_number",
     "format_date",
+    "set_display_time_zone",
 )
 
 LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
@@ -95,14 +97,36 @@ def format_money(amount: Decimal | str | None, currency: str, language: str) -> 
     return f"{sign}{currency} {digits}"
 
 
+# The zone in which instants are shown; the cloud sets it from its display_time_zone setting at start.
+_display_zone: dt.tzinfo = dt.UTC
+
+
+def set_display_time_zone(name: str) -> None:
+    """Show every later formatted instant in the IANA zone ``name``."""
+    global _display_zone
+    _display_zone = dt.UTC if name == "UTC" else zoneinfo.ZoneInfo(name)
+
+
 def format_date(value: dt.date | dt.datetime | str | None, language: str) -> str:
+    """Format a plant date (``2024年5月4日``, ``2024-05-04``) or an instant in the display zone with its offset (``2024-05-04 16:00 UTC+8``)."""
     if value is None:
         return "–"
     if isinstance(value, str):
         value = dt.date.fromisoformat(value[:10])
     if isinstance(value, dt.datetime):
-        stamp = value.astimezone(dt.UTC)
-        return f"{stamp:%Y-%m-%d %H:%M} UTC"
+        stamp = value.astimezone(_display_zone)
+        return f"{stamp:%Y-%m-%d %H:%M} {_offset_name(stamp)}"
     if language == "zh-CN":
         return f"{value.year}年{value.month}月{value.day}日"
     return value.isoformat()
+
+
+def _offset_name(stamp: dt.datetime) -> str:
+    """Return ``UTC`` or ``UTC+8``, ``UTC-3:30``: the offset of an aware instant, which names the zone whatever the language."""
+    offset = stamp.utcoffset() or dt.timedelta(0)
+    if not offset:
+        return "UTC"
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")

@@ -7,6 +7,8 @@ import re
 import string
 from decimal import Decimal
 
+import pytest
+
 from valuegate.cloud.web.i18n import catalog, format_date, format_money, pick_language, translate
 
 TERMS = ["合同", "价值锚点", "基线", "报告期", "可用率", "停机", "发票", "贷项通知单", "借项通知单", "续约准备包"]
@@ -49,3 +51,28 @@ def test_money_and_dates():
     assert format_date(dt.date(2024, 5, 6), "en") == "2024-05-06"
     assert translate("en", "invoice.days", days=20) == "20 days"
     assert translate("zh-CN", "no.such.key") == "no.such.key"
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [("Asia/Shanghai", "2024-05-06 16:30 UTC+8"), ("UTC", "2024-05-06 08:30 UTC"), ("Asia/Kolkata", "2024-05-06 14:00 UTC+5:30"),
+     ("America/Sao_Paulo", "2024-05-06 05:30 UTC-3")],
+)
+def test_instants_shown_in_display_zone(zone: str, expected: str) -> None:
+    from valuegate.cloud.web.i18n import set_display_time_zone
+
+    set_display_time_zone(zone)
+    try:
+        assert format_date(dt.datetime(2024, 5, 6, 8, 30, tzinfo=dt.UTC), "zh-CN") == expected
+    finally:
+        set_display_time_zone("UTC")
+    # Plant dates have no time of day, so the zone never moves them.
+    assert format_date(dt.date(2024, 5, 6), "en") == "2024-05-06"
+
+
+def test_display_zone_setting_checked() -> None:
+    from valuegate.cloud.settings import CloudSettings, ConfigError
+
+    assert CloudSettings().display_time_zone == "Asia/Shanghai"
+    with pytest.raises(ConfigError, match="display_time_zone 'Asia/Beijing' is not an IANA time zone; use a name such as Asia/Shanghai or UTC"):
+        CloudSettings(display_time_zone="Asia/Beijing")
