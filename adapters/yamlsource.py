@@ -16,6 +16,13 @@ __all__ = ("YamlSource", "allowed_values", "load_yaml")
 
 T = TypeVar("T")
 
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_@][\w@-]*)|\[(\d+)\]")
+_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+# msgspec's "Invalid enum value 'ABDC'": the value is dropped, because the issue shows it as (got ...).
+_INVALID_VALUE = re.compile(r"^(Invalid (?:enum )?value) .+$", re.DOTALL)
+_NOT_TEXT = re.compile(r"^Expected `str`, got `(bool|int|float|null)`$")
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -54,13 +61,6 @@ def _syntax_issue(path: Path, text: str, exc: yaml.YAMLError) -> ConfigIssue:
         column = row.find("\t") + 1 if "\t" in row else mark.column + 1
         return ConfigIssue(path, "$", f"invalid YAML: a tab character at column {column}; indent YAML with spaces only", line=mark.line + 1)
     return ConfigIssue(path, "$", f"invalid YAML: {problem} (column {mark.column + 1})", line=mark.line + 1)
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_@][\w@-]*)|\[(\d+)\]")
-_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
-# msgspec's "Invalid enum value 'ABDC'": the value is dropped, because the issue shows it as (got ...).
-_INVALID_VALUE = re.compile(r"^(Invalid (?:enum )?value) .+$", re.DOTALL)
-_NOT_TEXT = re.compile(r"^Expected `str`, got `(bool|int|float|null)`$")
 
 
 def _resolve_union(node: mi.Type, value: Any) -> mi.Type:

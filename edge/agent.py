@@ -62,6 +62,7 @@ def _lock_state_dir(state: Path) -> int:
     os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
     return descriptor
 
+
 DeviceOpener = Callable[[Any, TagMap], AbstractAsyncContextManager[Any]]
 _HOUSEKEEPING_S = 5.0
 _WRITER_BATCHES = 256
