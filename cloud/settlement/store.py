@@ -276,10 +276,10 @@ async def get_run(conn: Conn, tenant_id: str, run_id: int) -> dict[str, Any]:
 
 
 async def list_runs(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    """Return the contract's runs, latest period first, each with its invoice's total and its notes (``notes``: number, kind, total)."""
+    """Return the contract's runs, latest period first, each with its invoice's total and its notes (``notes``: number, kind, total, corrects)."""
     rows = await _rows(
         conn,
-        "SELECT r.*, d.total, d.currency, coalesce((SELECT json_agg(json_build_object('number', n.number, 'kind', n.kind, 'total', n.total::text)"
+        "SELECT r.*, d.total, d.currency, coalesce((SELECT json_agg(json_build_object('number', n.number, 'kind', n.kind, 'total', n.total::text, 'corrects', n.corrects)"
         " ORDER BY n.number) FROM invoice_documents n WHERE n.run_id = r.id AND n.kind <> 'invoice'), '[]') AS notes"
         " FROM invoice_runs r JOIN invoice_documents d ON d.number = r.invoice_number"
         " WHERE r.tenant_id = %s AND r.contract_id = %s ORDER BY r.period_first DESC",

@@ -132,6 +132,10 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str, *, l
 
 
 def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException) -> Response[Any]:
+    if "authorization" in request.headers:
+        # A program sent a token: a redirect to the log-in page would read as success to a client that follows it.
+        log.info("web_token_rejected", path=request.url.path)
+        return _error_page(request, 401, translate(language_of(request), "error.token_rejected"))
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Redirect(with_language(request, f"/login?next={quote(target, safe='')}"), status_code=303)
 

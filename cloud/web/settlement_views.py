@@ -69,7 +69,8 @@ async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromP
     except InvoiceError as exc:
         # The period now overlaps an invoice another run issued, so this draft can never be approved.
         error = Conflict(str(exc), code=exc.code)
-        error.params = exc.params  # type: ignore[attr-defined]
+        # The approval variant of the message points to "Discard draft", because a draft's period cannot change.
+        error.params = {**exc.params, "variant": "approve"}  # type: ignore[attr-defined]
         raise error from exc
     return Redirect(f"/runs/{run_id}", status_code=303)
 

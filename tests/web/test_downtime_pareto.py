@@ -36,7 +36,7 @@ async def test_stops_without_code_counted_apart(database) -> None:
     assert downtime.planned_busy == pytest.approx((30 * 60_000 + 10 * 60_000) / 60_000)
 
 
-@pytest.mark.parametrize(("language", "label"), [("zh-CN", "（无原因代码的停机）"), ("en", "(stops without a reason code)")])
+@pytest.mark.parametrize(("language", "label"), [("zh-CN", "（无原因代码）"), ("en", "(no reason code)")])
 def test_uncoded_stops_get_a_bar(language: str, label: str) -> None:
     bars = _pareto_bars(Downtime({"jam": 5.0}, 3.5, 40.0), language)
     assert bars == [("jam", 5.0), (label, 3.5)]

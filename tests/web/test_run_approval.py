@@ -53,8 +53,8 @@ def test_approval_conflicts_are_pages(site, login) -> None:
     assert overlapping.status_code == 409
     issued = invoice_of(site.dsn, current)
     assert message(overlapping.text) == (
-        f"Not done: The billing period 2024-05-10 to 2024-05-20 overlaps invoice {issued} (2024-05-01 to 2024-05-31); "
-        "choose a period that does not overlap an issued invoice."
+        f"Not done: The billing period 2024-05-10 to 2024-05-20 overlaps invoice {issued} (2024-05-01 to 2024-05-31), issued since this draft "
+        "was computed, so the draft can no longer be approved. Discard it with “Discard draft” on its run page."
     )
     with psycopg.connect(site.dsn) as conn:
         statuses = dict(conn.execute("SELECT id, status FROM invoice_runs WHERE id = ANY(%s)", ([stale, current, inner],)).fetchall())
@@ -99,6 +99,9 @@ def test_contract_page_lists_notes(site, login) -> None:
     row = page[page.index(f">{number}</a>"):]
     row = row[: row.index("</tr>")]
     assert "Credit note" in row
+    with psycopg.connect(site.dsn) as conn:
+        corrected = conn.execute("SELECT corrects FROM invoice_documents WHERE number = %s", (number,)).fetchone()[0]
+    assert f"Corrects {corrected}" in row
     assert format_money(Decimal(total), "CNY", "en") in row
 
 
@@ -147,3 +150,9 @@ def test_erp_token_runs_and_exports(site) -> None:
     assert exported.status_code == 200
     assert exported.headers["content-type"].startswith("text/csv")
     assert invoice_of(site.dsn, run_id) in exported.text
+
+    # A wrong token gets 401, never the redirect to the log-in page that a browser gets.
+    with httpx.Client(base_url=site.url, headers={"Authorization": "Bearer vgt_000000000000_wrong"}, timeout=30, follow_redirects=False) as wrong:
+        refused = wrong.post(f"/runs/{run_id}/approve?lang=en")
+    assert refused.status_code == 401
+    assert message(refused.text) == "The API token is invalid, expired or revoked; issue a new one with valuegate cloud admin token-issue."
