@@ -96,6 +96,26 @@ def test_settings_sources(tmp_path: Any) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("environ", "file_text", "expected"),
+    [
+        ({"VALUEGATE_CLOUD_DISPLAY_TIME_ZONE": "Asia/Shangai"}, None,
+         "environment variable VALUEGATE_CLOUD_DISPLAY_TIME_ZONE: display_time_zone 'Asia/Shangai' is not an IANA time zone"),
+        ({"VALUEGATE_CLOUD_PORT": "abc"}, None, "environment variable VALUEGATE_CLOUD_PORT: Expected `int`, got `str` - at `$.port`"),
+        ({}, "port: 70000\n", "cloud.yaml: setting port = 70000 is out of range; allowed 0..65535"),
+    ],
+    ids=["env-zone", "env-type", "file-range"],
+)
+def test_settings_error_names_its_source(tmp_path: Any, environ: dict[str, str], file_text: str | None, expected: str) -> None:
+    path = None
+    if file_text is not None:
+        path = tmp_path / "cloud.yaml"
+        path.write_text(file_text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ)
+    assert str(caught.value).replace(str(tmp_path) + "/", "").startswith(expected)
+
+
 def test_cli_migrate_and_admin(database: str, tmp_path: Any) -> None:
     runner = CliRunner()
     assert "applied" in runner.invoke(root_app, ["cloud", "migrate", "--dsn", database]).output
