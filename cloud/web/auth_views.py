@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from urllib.parse import urlsplit
 from typing import Annotated, Any
 
 import msgspec
@@ -16,7 +17,8 @@ from litestar.response import Redirect
 from valuegate.cloud import auth
 from valuegate.cloud.api.deps import Conn
 
-from .pages import Filled, page, principal_of, with_language
+from .i18n import translate
+from .pages import Filled, error_page, language_of, page, principal_of, with_language
 
 __all__ = ("root", "login_page", "login_submit", "logout_submit")
 
@@ -52,6 +54,10 @@ class LoginForm(msgspec.Struct):
 async def login_submit(request: Request[Any, Any, Any], conn: Conn, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response[Any]:
     settings = request.app.state.settings
     client = request.client.host if request.client else ""
+    if _cross_site(request):
+        # Login CSRF: another site's form would log the browser in to an account of that site's choosing.
+        log.info("web_login_cross_site", origin=request.headers.get("origin"), fetch_site=request.headers.get("sec-fetch-site"))
+        return error_page(request, 403, translate(language_of(request), "error.login_cross_site"))
     form = {"username": data.username, "next": _safe_next(data.next)}
     try:
         session_id, principal = await auth.login(conn, data.username, data.password, max_age_s=settings.session_max_age_s, client=client)
@@ -67,6 +73,22 @@ async def login_submit(request: Request[Any, Any, Any], conn: Conn, data: Annota
         key=auth.SESSION_COOKIE, value=session_id, path="/", httponly=True, secure=settings.cookie_secure, samesite="lax", max_age=settings.session_max_age_s
     )
     return Redirect(_safe_next(data.next), status_code=303, cookies=[cookie])
+
+
+def _cross_site(request: Request[Any, Any, Any]) -> bool:
+    """Return whether a browser says the log-in form was posted from another site (Sec-Fetch-Site, else Origin against Host).
+
+    A client that sends neither header, such as a script, is not a browser page of another site and is let through.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site == "cross-site"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    # Browsers without Sec-Fetch-Site: the Origin must name this host, as the browser or a reverse proxy gave it.
+    hosts = {request.headers.get(name, "").lower() for name in ("host", "x-forwarded-host")} - {""}
+    return urlsplit(origin).netloc.lower() not in hosts
 
 
 @post("/logout", name="web:logout", status_code=303)

@@ -36,6 +36,7 @@ __all__ = (
     "reject_control_characters",
     "with_language",
     "forbid_unless",
+    "error_page",
     "parse_date",
     "error_text",
     "form_error_text",
@@ -127,7 +128,7 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
     return Response(html, media_type=MediaType.HTML, status_code=status_code, cookies=cookies)
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, message: str, *, logout_form: bool = False) -> Response[str]:
+def error_page(request: Request[Any, Any, Any], status: int, message: str, *, logout_form: bool = False) -> Response[str]:
     return page(request, "error.html", status_code=status, status=status, message=message, logout_form=logout_form)
 
 
@@ -135,14 +136,14 @@ def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException)
     if "authorization" in request.headers:
         # A program sent a token: a redirect to the log-in page would read as success to a client that follows it.
         log.info("web_token_rejected", path=request.url.path)
-        return _error_page(request, 401, translate(language_of(request), "error.token_rejected"))
+        return error_page(request, 401, translate(language_of(request), "error.token_rejected"))
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Redirect(with_language(request, f"/login?next={quote(target, safe='')}"), status_code=303)
 
 
 def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[str]:
     log.info("web_forbidden", path=request.url.path, detail=exc.detail, user=getattr(principal_of(request), "username", None))
-    return _error_page(request, 403, translate(language_of(request), "error.forbidden"))
+    return error_page(request, 403, translate(language_of(request), "error.forbidden"))
 
 
 def _form_expired(request: Request[Any, Any, Any], exc: CsrfRejected) -> Response[str]:
@@ -151,25 +152,25 @@ def _form_expired(request: Request[Any, Any, Any], exc: CsrfRejected) -> Respons
     if request.url.path == "/logout":
         # The session stays, because a forged post must not end it, but the page offers a log-out form with the session's
         # current token. Without a valid session there is no token to check, and the log-out itself goes ahead.
-        return _error_page(request, 403, translate(language_of(request), "error.logout_expired"), logout_form=True)
-    return _error_page(request, 403, translate(language_of(request), "error.form_expired"))
+        return error_page(request, 403, translate(language_of(request), "error.logout_expired"), logout_form=True)
+    return error_page(request, 403, translate(language_of(request), "error.form_expired"))
 
 
 def _not_found(request: Request[Any, Any, Any], _exc: Exception) -> Response[str]:
-    return _error_page(request, 404, translate(language_of(request), "error.not_found"))
+    return error_page(request, 404, translate(language_of(request), "error.not_found"))
 
 
 def _too_large(request: Request[Any, Any, Any], _exc: RequestEntityTooLarge) -> Response[str]:
     limit = body_limit(request)
     log.info("web_body_too_large", path=request.url.path, max_body_bytes=limit)
-    return _error_page(request, 413, translate(language_of(request), "error.body_too_large", limit=limit if limit is not None else "?"))
+    return error_page(request, 413, translate(language_of(request), "error.body_too_large", limit=limit if limit is not None else "?"))
 
 
 def _not_representable(request: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[str]:
     # A safety net: reject_control_characters stops NUL bytes before any query, but another value PostgreSQL
     # cannot hold (an integer beyond its range) would otherwise reach the API's English problem details.
     log.info("web_value_not_representable", path=request.url.path, error=exc.__class__.__name__)
-    return _error_page(request, 400, translate(language_of(request), "error.not_representable"))
+    return error_page(request, 400, translate(language_of(request), "error.not_representable"))
 
 
 async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
@@ -264,7 +265,7 @@ def error_text(language: str, exc: Exception, *, frame: str = "error.invalid") -
 
 
 def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
-    return _error_page(request, 400, error_text(language_of(request), exc))
+    return error_page(request, 400, error_text(language_of(request), exc))
 
 
 def _validation_failed(request: Request[Any, Any, Any], exc: ValidationException) -> Response[str]:
@@ -273,7 +274,7 @@ def _validation_failed(request: Request[Any, Any, Any], exc: ValidationException
     errors = field_errors(exc)
     log.info("web_validation_failed", path=request.url.path, errors=[f"{error.field}:{error.kind}" for error in errors])
     texts = list(dict.fromkeys(form_error_text(language, error) for error in errors)) or [translate(language, "error.form_altered")]
-    return _error_page(request, 400, translate(language, "error.invalid", detail=" ".join(texts)))
+    return error_page(request, 400, translate(language, "error.invalid", detail=" ".join(texts)))
 
 
 def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[str]:
@@ -282,7 +283,7 @@ def _store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[s
     conflict = isinstance(exc, Conflict)
     # A conflict comes from valid input that the stored state does not allow, so it is not framed as invalid input.
     text = error_text(language_of(request), exc, frame="error.conflict" if conflict else "error.invalid")
-    return _error_page(request, 409 if conflict else 400, text)
+    return error_page(request, 409 if conflict else 400, text)
 
 
 def unmatched_route_handler(api_handler: Any) -> Any:
@@ -296,8 +297,8 @@ def unmatched_route_handler(api_handler: Any) -> Any:
         if api_handler is not None and (path in ("/api", "/metrics") or path.startswith("/api/")):
             return api_handler(request, exc)
         if exc.status_code == 405:
-            return _error_page(request, 405, translate(language_of(request), "error.method_not_allowed"))
-        return _error_page(request, 404, translate(language_of(request), "error.page_not_found"))
+            return error_page(request, 405, translate(language_of(request), "error.method_not_allowed"))
+        return error_page(request, 404, translate(language_of(request), "error.page_not_found"))
 
     return handle
 

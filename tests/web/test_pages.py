@@ -214,3 +214,32 @@ def test_renewal_check_builds_and_delivers_package(login):
     assert csm.get(f"/packages/{package_id}/bundle.zip").content.startswith(b"PK")
     assert login("globex-csm").get(f"/packages/{package_id}").status_code == 404
     assert "renewal-check" not in login("fin1").get("/contracts/C-1").text
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, True),
+        ({"Origin": "https://evil.example"}, True),
+        ({"Sec-Fetch-Site": "same-origin"}, False),
+        ({}, False),
+    ],
+    ids=["fetch-cross-site", "origin-other-host", "fetch-same-origin", "no-browser-headers"],
+)
+def test_login_from_other_site_refused(site, headers: dict[str, str], refused: bool) -> None:
+    """Login CSRF: a browser that says the form came from another site gets no session."""
+    with httpx.Client(base_url=site.url, timeout=30, follow_redirects=False) as client:
+        response = client.post("/login?lang=en", data={"username": "csm1", "password": PASSWORD, "next": "/contracts"}, headers=headers)
+    if refused:
+        assert response.status_code == 403
+        assert "The log-in form was sent from another site." in response.text
+        assert "vg_session" not in response.headers.get("set-cookie", "")
+    else:
+        assert response.status_code == 303
+        assert "vg_session=" in response.headers["set-cookie"]
+
+
+def test_login_origin_of_this_host_accepted(site) -> None:
+    with httpx.Client(base_url=site.url, timeout=30, follow_redirects=False) as client:
+        response = client.post("/login", data={"username": "csm1", "password": PASSWORD, "next": "/contracts"}, headers={"Origin": site.url})
+    assert response.status_code == 303
