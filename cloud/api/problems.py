@@ -106,6 +106,9 @@ def _field_error(entry: dict[str, Any]) -> FieldError:
             return FieldError(field, source, kind, message)
     if found := _WRONG_TYPE.match(message):
         return FieldError(parent, source, "type", message, found["expected"], found["got"])
+    if key == "data" and message == "'data'":
+        # Litestar found no body at all; its message is the repr of the KeyError.
+        return FieldError(None, source, "missing", "the request body is empty")
     kind = "empty" if _EMPTY.match(message) else "invalid"
     return FieldError(parent, source, kind, message)
 
@@ -165,10 +168,19 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         listed = [{"field": e.field, "source": e.source, "kind": e.kind, "message": e.message} for e in errors]
         return problem_response(request, 400, _validation_detail(errors, exc.detail), code="validation_failed", errors=listed)
     code = "csrf_failed" if isinstance(exc, CsrfRejected) else None
-    response = problem_response(request, exc.status_code, exc.detail, code=code)
+    detail = exc.detail
+    if exc.status_code == 400 and detail.startswith(_JSON_DECODE_ERRORS):
+        # msgspec's decode errors name no remedy; say that the body itself is broken and what to send.
+        cause = detail if detail[:2].isupper() else detail[:1].lower() + detail[1:]
+        detail = f"the request body is not valid JSON ({cause}); send one complete JSON document"
+    response = problem_response(request, exc.status_code, detail, code=code)
     # Headers the exception names (Retry-After of a 429) go out with the problem.
     response.headers.update(exc.headers or {})
     return response
+
+
+# The beginnings of msgspec's JSON decode errors, which Litestar passes on as a 400.
+_JSON_DECODE_ERRORS = ("Input data was truncated", "JSON is malformed")
 
 
 def body_limit(request: Request[Any, Any, Any]) -> int | None:

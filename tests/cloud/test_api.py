@@ -268,3 +268,20 @@ async def test_body_not_declared_json_rejected(client: AsyncTestClient[Any], clo
     accepted = await client.post("/api/v1/contracts", content=json.dumps({"source": contract_yaml()}).encode(),
                                  headers={**admin, "Content-Type": "application/json; charset=utf-8"})
     assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "detail"),
+    [
+        (b"", 400, "validation_failed", "the request body is missing; add it"),
+        (b'{"source": ', 400, "bad_request", "the request body is not valid JSON (input data was truncated); send one complete JSON document"),
+        (b"{source: 1}", 400, "bad_request",
+         "the request body is not valid JSON (JSON is malformed: object keys must be strings (byte 1)); send one complete JSON document"),
+    ],
+    ids=["empty", "truncated", "malformed"],
+)
+async def test_broken_json_body_named(client: AsyncTestClient[Any], cloud_dsn: str, body: bytes, status: int, code: str, detail: str) -> None:
+    admin = bearer(await make_user(cloud_dsn, "acme", "ops", ["admin"]))
+    response = await client.post("/api/v1/contracts", content=body, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == status
+    assert (response.json()["code"], response.json()["detail"]) == (code, detail)
