@@ -175,4 +175,32 @@ function pricedWith(record, inForce, revisions, written) {
   return { terms, contract: terms.contract, reason: reasons.join('; ') };
 }
 
-module.exports = { termsDigest, fractionalNumbers, checkManifest, readManifest, readDocuments, loadRevisions, pricedWith };
+// The metric each price unit bills; target_met fits any metric.
+const PRICE_METRIC = { oee_point_day: 'oee_points', availability_point_day: 'availability_points', avoided_minute: 'unplanned_downtime_rate' };
+
+// Why the anchors of `contract` cannot be the terms anything was priced with: periods that end before they start,
+// a baseline that needs no day, a price unit that bills another metric. An empty list when none of these is found.
+function termsProblems(contract) {
+  const problems = [];
+  const anchors = isObject(contract) && Array.isArray(contract.anchors) ? contract.anchors : [];
+  anchors.forEach((anchor, index) => {
+    if (!isObject(anchor)) return;
+    const where = `anchors[${index}]`;
+    for (const part of ['baseline', 'reporting']) {
+      const period = anchor[part];
+      if (isObject(period) && typeof period.first_date === 'string' && typeof period.last_date === 'string' && period.last_date < period.first_date) {
+        problems.push(`${where}.${part} ends (${period.last_date}) before it starts (${period.first_date})`);
+      }
+    }
+    if (isObject(anchor.baseline) && anchor.baseline.min_days !== undefined && !(Number.isInteger(anchor.baseline.min_days) && anchor.baseline.min_days >= 1)) {
+      problems.push(`${where}.baseline.min_days is ${JSON.stringify(anchor.baseline.min_days)}, not a whole number of at least 1`);
+    }
+    const per = isObject(anchor.price) ? anchor.price.per : undefined;
+    if (per in PRICE_METRIC && PRICE_METRIC[per] !== anchor.metric) {
+      problems.push(`${where}.price.per ${per} bills ${PRICE_METRIC[per]}, but the anchor measures ${anchor.metric}`);
+    }
+  });
+  return problems;
+}
+
+module.exports = { termsDigest, fractionalNumbers, checkManifest, readManifest, readDocuments, loadRevisions, pricedWith, termsProblems };

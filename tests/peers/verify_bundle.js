@@ -371,6 +371,8 @@ function main() {
   // No signature covers the contract files; each document records the digest (and revision) of the terms it was priced with.
   const terms = contractTerms.termsDigest(contract);
   out.push(`contract ${contract.id} ${terms}`);
+  const problems = contractTerms.termsProblems(contract);
+  if (problems.length) out.push(`FAIL contract.json: ${problems.join('; ')}`);
   // The vouchers' contract ids are signed; contract.json's is not. A renamed contract would turn the per-contract checks off.
   if (vouchers.length && !vouchers.some((v) => v.credentialSubject.contract === contract.id)) {
     out.push(`FAIL contract.json: names contract ${contract.id}, but no voucher of the bundle belongs to it`);

@@ -328,3 +328,34 @@ def test_node_verifier_agrees(tmp_path, node_peers):
     # The line is not re-priced with the forged contract.json instead of the terms its invoice recorded.
     assert forged.stdout.splitlines()[7].endswith(" line 1 (line-oee): cannot re-price: the contract terms "
                                                   f"{contract_digest(bundle['contract'])} of its document are not in the bundle")
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(
+    ("old", "new", "node_reason"),
+    [
+        ('"last_date": "2024-04-14"', '"last_date": "2024-03-14"', "anchors[0].baseline ends (2024-03-14) before it starts (2024-04-01)"),
+        ('"min_days": 10', '"min_days": 0', "anchors[0].baseline.min_days is 0, not a whole number of at least 1"),
+        ('"per": "oee_point_day"', '"per": "avoided_minute"', "anchors[0].price.per avoided_minute bills unplanned_downtime_rate, but the anchor measures oee_points"),
+    ],
+    ids=["baseline-reversed", "min-days-zero", "price-for-other-metric"],
+)
+def test_both_verifiers_fail_invalid_terms(tmp_path, node_peers, old: str, new: str, node_reason: str) -> None:
+    """contract.json with invalid terms fails in both verifiers, even with every digest rewritten to match it."""
+    folder = signed_bundle(tmp_path)["folder"]
+    rewrite(folder, "contract.json", old, new)
+    digest = content_digest(json.loads((folder / "contract.json").read_text(encoding="utf-8")))
+    documents = json.loads((folder / "invoices.json").read_text(encoding="utf-8"))
+    for document in documents:
+        document["contract_digest"] = digest
+    (folder / "invoices.json").write_text(json.dumps(documents, indent=2), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["contract_digest"] = digest
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    rewrite_manifest(folder)
+
+    report = verify_bundle(folder)
+    assert "contract.json" in failed(report.files), report.as_dict()
+    result = subprocess.run(["node", str(node_peers / "verify_bundle.js"), str(folder)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert f"FAIL contract.json: {node_reason}" in result.stdout.splitlines()
