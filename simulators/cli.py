@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from valuegate.simulators.errors import url_host
+from valuegate.simulators.replay import MAX_SPEED
 
 _SOURCES_HELP = (
     "bottling (juice bottling line, Modbus or OPC UA), mazak03 / hurco02 / hurco04 (NIST machine tools, OPC UA), "
@@ -80,8 +84,18 @@ def simulate(
     if protocol is not None and protocol not in protocols:
         raise typer.BadParameter(f"{source} is served over {' or '.join(protocols)}, not {protocol!r}", param_hint="--protocol")
     chosen = protocol or protocols[0]
+    if tag_map is not None and not tag_map.is_absolute() and not tag_map.is_file():
+        # A path in the shipped maps folder, such as generic/filler-modbus.yaml, as an edge configuration names it.
+        from valuegate.adapters.tagmap import shipped_tag_map_dir
+
+        shipped = shipped_tag_map_dir() / tag_map
+        tag_map = shipped if shipped.is_file() else tag_map
     checks = [
-        (speed > 0, "--speed", f"{speed} must be positive recorded seconds per real second"),
+        (
+            math.isfinite(speed) and 0 < speed <= MAX_SPEED,
+            "--speed",
+            f"{speed} must be positive recorded seconds per real second, at most {MAX_SPEED:.0e} (about 30 recorded years a second)",
+        ),
         (min_dwell_ms >= 0, "--min-dwell-ms", f"{min_dwell_ms} must be 0 or more"),
         (days is None or days >= 1, "--days", f"{days} must be 1 or more"),
         (0 <= port <= 65535, "--port", f"{port} is not a TCP port (0-65535)"),
@@ -124,7 +138,7 @@ def simulate(
         raise typer.BadParameter(str(exc)) from None
     try:
         asyncio.run(_serve(simulator, source, chosen, linger, min_dwell_ms))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         typer.echo("stopped")
     except ListenError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -172,12 +186,15 @@ def _date(text: str | None, hint: str) -> date | None:
 
 async def _serve(simulator: Any, source: str, protocol: str, linger: float, min_dwell_ms: int) -> None:
     import asyncio
+    import signal
     import sys
     import threading
 
     from valuegate.simulators.faults import FaultError, parse_fault
 
     loop = asyncio.get_running_loop()
+    # SIGTERM (systemctl stop, kill, a test harness) stops the simulator as Ctrl-C does: servers closed, stop logged.
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
 
     async def apply(line: str) -> None:
         try:
@@ -194,7 +211,7 @@ async def _serve(simulator: Any, source: str, protocol: str, linger: float, min_
 
     async with simulator:
         if protocol == "modbus":
-            typer.echo(f"serving {source} over Modbus TCP on {simulator.host}:{simulator.port}")  # type: ignore[attr-defined]
+            typer.echo(f"serving {source} over Modbus TCP on {url_host(simulator.host)}:{simulator.port}")  # type: ignore[attr-defined]
             typer.echo("done flag: coil 0")
         else:
             typer.echo(f"serving {source} over OPC UA at {simulator.endpoint}")  # type: ignore[attr-defined]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ("ListenError", "bind_failure")
+__all__ = ("ListenError", "bind_failure", "url_host")
+
+
+def url_host(host: str) -> str:
+    """Return ``host`` as it goes before ``:port`` in an address or URL: an IPv6 address in brackets (RFC 3986, section 3.2.2)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class ListenError(OSError):
@@ -16,7 +21,7 @@ class ListenError(OSError):
         self.port = port
         self.reason = reason
         super().__init__(
-            f"cannot listen on {host}:{port} for {protocol}: {reason}; "
+            f"cannot listen on {url_host(host)}:{port} for {protocol}: {reason}; "
             "choose a free port (0 picks one) and an address of this machine, such as 127.0.0.1"
         )
 

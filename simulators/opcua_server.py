@@ -13,7 +13,7 @@ import structlog
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType
 
-from .errors import ListenError, bind_failure
+from .errors import ListenError, bind_failure, url_host
 
 __all__ = ("VariableSpec", "VariableServer", "utc_datetime")
 
@@ -81,7 +81,7 @@ class VariableServer:
 
     @property
     def endpoint(self) -> str:
-        return f"opc.tcp://{self.host}:{self.port}/valuegate/simulator"
+        return f"opc.tcp://{url_host(self.host)}:{self.port}/valuegate/simulator"
 
     def node_id(self, name: str) -> str:
         """Return the node id of variable ``name`` as ``nsu=<uri>;s=<object>/<name>``."""
@@ -167,7 +167,7 @@ class VariableServer:
         """Build the address space and listen; with port 0 the bound port is in :attr:`port`."""
         server = Server()
         await server.init()
-        server.set_endpoint(f"opc.tcp://{self.host}:{self.port}/valuegate/simulator")
+        server.set_endpoint(f"opc.tcp://{url_host(self.host)}:{self.port}/valuegate/simulator")
         server.set_server_name("valuegate PLC simulator")
         # Only security policy None with anonymous access. asyncua 2.1's defaults also list signed and encrypted
         # policies and user-name and certificate log-in, and then it warns at start that the server has no

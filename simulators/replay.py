@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -20,7 +21,10 @@ import structlog
 
 from .recordings.files import plant_date_of_ms, plant_day_bounds_ms
 
-__all__ = ("ReplayPacing", "ReplayClock", "DAY_CLOSE_MS")
+__all__ = ("ReplayPacing", "ReplayClock", "DAY_CLOSE_MS", "MAX_SPEED")
+
+# The fastest replay: about 30 recorded years a real second. Faster ones gain nothing, and far faster ones overflow the time arithmetic.
+MAX_SPEED = 1e9
 
 log = structlog.get_logger("valuegate.simulators.replay")
 
@@ -46,8 +50,8 @@ class ReplayPacing:
     """Serve each state until a client has read it at least once, so a poller sees every change at any speed."""
 
     def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ValueError(f"speed={self.speed} must be positive recorded seconds per real second, e.g. 3600")
+        if not (math.isfinite(self.speed) and 0 < self.speed <= MAX_SPEED):
+            raise ValueError(f"speed={self.speed} must be positive recorded seconds per real second, at most {MAX_SPEED:.0e}, e.g. 3600")
         if self.min_dwell_ms < 0:
             raise ValueError(f"min_dwell_ms={self.min_dwell_ms} must be 0 or more real milliseconds")
         if not 1 <= self.tick_ms <= 10_000:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from valuegate.cli import app
         (["melt"], "unknown source 'melt'"),
         (["mazak03", "--protocol", "modbus"], "mazak03 is served over opcua, not 'modbus'"),
         (["bottling", "--speed", "0"], "must be positive recorded seconds"),
+        (["bottling", "--speed", "inf"], "inf must be positive recorded seconds per real second, at most 1e+09"),
+        (["mazak03", "--speed", "1e308"], "1e+308 must be positive recorded seconds per real second, at most 1e+09"),
+        (["bottling", "--speed", "nan"], "nan must be positive recorded seconds"),
         (["bottling", "--days", "0"], "must be 1 or more"),
         (["bottling", "--start", "22-07-2022"], "is not a date; write YYYY-MM-DD"),
         (["bottling", "--fault", "bad"], "'bad' is not available over modbus"),
@@ -165,3 +169,43 @@ def test_log_events_go_to_stderr() -> None:
     assert result.stdout.splitlines()[0].startswith("serving bottling over Modbus TCP on 127.0.0.1:")
     for event in ("simulator_started", "modbus_server_started", "replay_done"):
         assert event in result.stderr, event
+
+
+def test_sigterm_stops_like_ctrl_c() -> None:
+    """SIGTERM closes the servers and logs their stop, as Ctrl-C does, and the command exits 0."""
+    command = [str(Path(sys.executable).parent / "valuegate"), "simulate", "mazak03", "--port", "0", "--speed", "60"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout.readline().startswith("serving mazak03 over OPC UA at opc.tcp://127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.splitlines()[-1] == "stopped"
+    assert "opcua_server_stopped" in err
+
+
+def test_ipv6_loopback_endpoint_bracketed() -> None:
+    """An IPv6 host goes into the OPC UA endpoint URL in brackets, and the server listens there."""
+    command = [str(Path(sys.executable).parent / "valuegate"), "simulate", "mazak03", "--host", "::1", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("serving mazak03 over OPC UA at opc.tcp://[::1]:"), first + process.stderr.read()
+        port = int(first.split("]:", 1)[1].split("/", 1)[0])
+        with socket.create_connection(("::1", port), timeout=5):
+            pass
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def test_tag_map_from_shipped_folder() -> None:
+    """--tag-map takes a path in the shipped maps folder, as an edge configuration does."""
+    command = [str(Path(sys.executable).parent / "valuegate"), "simulate", "synthetic", "--tag-map", "generic/filler-modbus.yaml",
+               "--days", "1", "--speed", "864000", "--linger", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "tag_map=generic-filler-modbus" in result.stderr
