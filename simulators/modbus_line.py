@@ -36,7 +36,7 @@ class ModbusLineSimulator(ReplayService):
     Tags are filled by role. The first ``state_input`` tag gets the state
     code and ``reason`` the reason code. ``state_since`` gets the instant the
     state began, ``clock`` the recorded time and ``state_seq`` the number of
-    state changes. Each counter gets its count (``produced`` or ``reject``).
+    state changes. Each counter gets its count (``produced``, ``good`` or ``reject``).
     All times are UTC epoch milliseconds of the recording, so durations do
     not depend on ``speed``. Use it as an async context manager.
     """
@@ -121,6 +121,8 @@ class ModbusLineSimulator(ReplayService):
             "state_seq": changes,
             "counter_produced": produced,
             "counter_reject": rejected,
+            # A map that counts good parts instead of all of them (kind good) sees produced minus rejected.
+            "counter_good": max(produced - rejected, 0),
         }
         return {self._roles[role]: value for role, value in values.items() if role in self._roles}
 

@@ -151,3 +151,22 @@ async def test_synthetic_over_opcua_sends_states() -> None:
     assert [moment for _, moment in received[1:]] == [moment for _, moment in wanted[1:]]
     assert received[1][1] == datetime(2024, 3, 4, 6, tzinfo=ZoneInfo("Asia/Shanghai"))
     assert (parts, rejects) == (len(line.produced_ms), len(line.rejected_ms))
+
+
+async def test_good_counter_served_for_good_map() -> None:
+    """A map that counts good parts (kind good) gets produced minus rejected, not a counter stuck at 0."""
+    from valuegate.adapters.tagmap import shipped_tag_map_dir
+
+    options = SimulatorOptions(speed=2_000_000, days=1, paused=True, tag_map=shipped_tag_map_dir() / "generic" / "filler-modbus.yaml")
+    simulator = build_simulator("synthetic", "modbus", options)
+    line = generate_line(SyntheticScenario(seed=1, days=1))
+    async with simulator:
+        simulator.resume()
+        await simulator.wait_done(timeout_s=30)
+        client = AsyncModbusTcpClient("127.0.0.1", port=simulator.port)
+        await client.connect()
+        words = (await client.read_holding_registers(2, count=4)).registers
+        client.close()
+    good, rejected = struct.unpack(">2I", struct.pack(">4H", *words))
+    assert rejected == len(line.rejected_ms) > 0
+    assert good == len(line.produced_ms) - len(line.rejected_ms)
