@@ -121,7 +121,7 @@ class ModbusLineSimulator(ReplayService):
             "state_seq": changes,
             "counter_produced": produced,
             "counter_reject": rejected,
-            # A map that counts good parts instead of all of them (kind good) sees produced minus rejected.
+            # A map that counts good parts instead of all of them (kind good) gets produced minus rejected.
             "counter_good": max(produced - rejected, 0),
         }
         return {self._roles[role]: value for role, value in values.items() if role in self._roles}

@@ -63,7 +63,7 @@ def _json_media_type(content_type: str) -> bool:
 async def check_request(request: Request[Any, Any, Any]) -> None:
     """Reject a body that is not declared as JSON with 415, then control characters in parameters (see :func:`reject_control_characters`).
 
-    Every API body is JSON. Without this check Litestar parses any body as JSON whatever its Content-Type says.
+    Every API body is JSON. Without this check Litestar parses any body as JSON whatever its Content-Type declares.
     """
     declared = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers

@@ -170,7 +170,7 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = "csrf_failed" if isinstance(exc, CsrfRejected) else None
     detail = exc.detail
     if exc.status_code == 400 and detail.startswith(_JSON_DECODE_ERRORS):
-        # msgspec's decode errors name no remedy; say that the body itself is broken and what to send.
+        # msgspec's decode errors name no remedy, so the message states that the body is broken and what to send.
         cause = detail if detail[:2].isupper() else detail[:1].lower() + detail[1:]
         detail = f"the request body is not valid JSON ({cause}); send one complete JSON document"
     response = problem_response(request, exc.status_code, detail, code=code)

@@ -357,7 +357,7 @@ def test_check_config_warns_unlisted_namespace(tmp_path: Path) -> None:
     assert result.output.rstrip().endswith(f"{path}: OK with 1 warning(s)")
 
 
-def test_check_config_warns_exposed_metrics_and_plain_tls_port(tmp_path: Path) -> None:
+def test_warns_exposed_metrics_plain_tls(tmp_path: Path) -> None:
     path = write_config(tmp_path, 8883, metrics={"host": "0.0.0.0", "port": 9464})
     result = runner.invoke(app, ["edge", "check-config", str(path)])
     assert result.exit_code == 0, result.output

@@ -143,7 +143,7 @@ async def test_password_from_environment(tmp_path: Path, password_broker: Mosqui
         async with gateway(tmp_path / "bad", password_broker.port, mqtt={"username": GATEWAY, "password_env": "VG_TEST_MQTT_PASSWORD"}) as gw:
             assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_mqtt_connect_failures_total") >= 1, 10)
             assert gw.publisher.connections == 0
-    # The log says what the refusal means for the configuration, not only its code.
+    # The log names what the refusal means for the configuration, not only its code.
     refused = [entry for entry in logs if "broker refused the connection" in str(entry.get("reason", ""))]
     assert refused, logs
     assert "check mqtt.username" in refused[0]["reason"]
