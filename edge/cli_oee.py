@@ -262,6 +262,11 @@ def _day_json(date: str, kpis: Kpis) -> dict[str, Any]:
         "planned_min": rounded(kpis.planned_busy_min),
         "run_min": rounded(kpis.run_min),
         "downtime_min": rounded(kpis.unplanned_downtime_min),
+        "idle_min": rounded(kpis.idle_min),
+        "changeover_min": rounded(kpis.changeover_min),
+        "offline_min": rounded(kpis.offline_min),
+        "produced": kpis.produced,
+        "reject": kpis.reject,
         "availability": rounded(kpis.availability),
         "effectiveness": rounded(kpis.effectiveness),
         "quality": rounded(kpis.quality),
@@ -299,7 +304,9 @@ def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
         return "-" if value is None else f"{value:.1f}"
 
     table = Table(title=f"machine {machine}", title_justify="left")
-    for name in ("date", "planned min", "run min", "downtime min", "avail.", "effect.", "quality", "OEE", "MTBF min", "MTTR min", "top downtime reasons"):
+    columns = ("date", "planned min", "run min", "downtime min", "offline min", "produced", "rejected", "avail.", "effect.", "quality", "OEE",
+               "MTBF min", "MTTR min", "top downtime reasons")
+    for name in columns:
         table.add_column(name, justify="left" if name in ("date", "top downtime reasons") else "right")
     for date, kpis in days:
         top = ", ".join(f"{code} {value:.1f}" for code, value in list(kpis.downtime_by_reason.items())[:3])
@@ -308,6 +315,9 @@ def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
             minutes(kpis.planned_busy_min),
             minutes(kpis.run_min),
             minutes(kpis.unplanned_downtime_min),
+            minutes(kpis.offline_min),
+            str(kpis.produced),
+            str(kpis.reject),
             ratio(kpis.availability),
             ratio(kpis.effectiveness),
             ratio(kpis.quality),
@@ -316,7 +326,7 @@ def _print_table(machine: str, days: list[tuple[str, Kpis]]) -> None:
             minutes(kpis.mttr_min),
             top or "-",
         )
-    Console(width=160).print(table)
+    Console(width=190).print(table)
 
 
 def oee(

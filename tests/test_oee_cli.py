@@ -74,6 +74,8 @@ def test_filler_day_by_hand(tmp_path):
     assert day["mtbf_min"] == 110.0
     assert day["mttr_min"] == 10.0
     assert day["downtime_by_reason"] == {"17": 10.0}
+    # The day has 23 hours (summer time begins): no data 00:00-06:00 (5 h) and after the last row at 09:00 (15 h) is offline.
+    assert (day["produced"], day["reject"], day["offline_min"], day["idle_min"], day["changeover_min"]) == (1300, 0, 1200.0, 0.0, 0.0)
 
 
 def test_calendar_break_is_planned_downtime(tmp_path):
