@@ -13,13 +13,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from valuegate.adapters.devices import OpcUaDeviceConfig, open_device
-from valuegate.adapters.tagmap import load_tag_map
+from valuegate.adapters.tagmap import load_tag_map, shipped_tag_map_dir
 from valuegate.edge.cli_oee import machine_days
 from valuegate.edge.trace import TraceRow
-from valuegate.simulators.mtconnect_opcua import MTCONNECT_NAMESPACE, MtconnectOpcUaSimulator
+from valuegate.simulators.mtconnect_opcua import MtconnectOpcUaSimulator
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "simulators" / "recordings" / "nist-hurco-mtc"
 NEW_YORK = ZoneInfo("America/New_York")
@@ -45,31 +44,9 @@ def raw_part_rises(name: str) -> dict[str, int]:
     return rises
 
 
-def hurco_map(folder: Path):
-    """Write the tag map of the simulator's Hurco variables: program status decides the state, PartCount counts parts."""
-    node = f"nsu={MTCONNECT_NAMESPACE};s=Machine/"
-    document = {
-        "schema": "valuegate/tagmap/v1",
-        "name": "hurco-mtconnect-opcua",
-        "protocol": "opcua",
-        "tags": [
-            {"name": "execution", "node": node + "Execution", "role": "state_input"},
-            {"name": "part_count", "node": node + "PartCount", "role": "counter", "unit": "parts"},
-        ],
-        "states": {
-            "model": "mtconnect-execution",
-            "rules": [
-                {"when": {"execution": ["UNAVAILABLE"]}, "category": "offline"},
-                {"when": {"execution": ["ACTIVE"]}, "category": "running"},
-            ],
-            "default": "idle",
-        },
-        "counters": [{"tag": "part_count", "kind": "produced", "bits": 32, "signed": True, "max_rate_per_min": 60}],
-        "time": {"source": "plc"},
-    }
-    path = folder / "hurco.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return load_tag_map(path)
+def hurco_map():
+    """Return the shipped tag map of the simulator's Hurco variables: execution decides the state, PartCount counts parts."""
+    return load_tag_map(shipped_tag_map_dir() / "demo" / "hurco-mtconnect-opcua.yaml")
 
 
 async def replay(name: str, tag_map) -> list[TraceRow]:
@@ -99,7 +76,7 @@ async def replay(name: str, tag_map) -> list[TraceRow]:
 
 @pytest.mark.parametrize("name", ["hurco02", "hurco04"])
 async def test_parts_per_day_match_recording(name, tmp_path):
-    tag_map = hurco_map(tmp_path)
+    tag_map = hurco_map()
     rows = await replay(name, tag_map)
     assert any(row.tag == "part_count" for row in rows)
     produced = {day: kpis.produced for day, kpis in machine_days(rows, tag_map, "America/New_York")}
@@ -113,3 +90,21 @@ async def test_parts_per_day_match_recording(name, tmp_path):
 def test_hurco02_counts_by_hand():
     # Hurco02's part counter reads 1909 once on 1 February, then 1910 to 1917 on 2 February: 8 parts that day.
     assert raw_part_rises("hurco02") == {"2017-02-01": 0, "2017-02-02": 8}
+
+
+@pytest.mark.parametrize("name", ["hurco02", "hurco04"])
+def test_oee_command_counts_recorded_parts(name):
+    """`valuegate oee recording:NAME` with the shipped Hurco map counts the parts the raw file shows, per plant day."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from valuegate.cli import app
+
+    result = CliRunner().invoke(app, ["oee", f"recording:{name}", "--map", "demo/hurco-mtconnect-opcua", "--json"])
+    assert result.exit_code == 0, result.output
+    (machine,) = json.loads(result.stdout)["machines"]
+    produced = {day["date"]: day["produced"] for day in machine["days"]}
+    expected = raw_part_rises(name)
+    for day, parts in expected.items():
+        assert produced.get(day, 0) == parts, (name, day)
