@@ -100,6 +100,7 @@ async def _probe(config: Path, only: set[str], hints: list[str], single: set[tup
     async def read(device_config: Any) -> list[dict[str, Any]]:
         tag_map = load_tag_map(device_config.tag_map)
         units = {tag["name"]: tag.get("unit", "") for tag in tag_map.tags}
+        places = {tag["name"]: _place(tag) for tag in tag_map.tags}
         single.update((device_config.id, tag["name"]) for tag in tag_map.tags if tag.get("type") == "float32")
         async with open_device(device_config, tag_map) as client:
             samples = await client.read_all()
@@ -115,6 +116,7 @@ async def _probe(config: Path, only: set[str], hints: list[str], single: set[tup
                 "raw": sample.raw,
                 "value": sample.value,
                 "unit": units.get(sample.tag, ""),
+                "where": places.get(sample.tag, ""),
                 "status": sample.status,
                 "detail": detail,
                 "timestamp": _iso(sample.ts_ms),
@@ -130,6 +132,15 @@ async def _probe(config: Path, only: set[str], hints: list[str], single: set[tup
     return [row for rows in results for row in rows]
 
 
+def _place(tag: dict[str, Any]) -> str:
+    """Return where the tag map reads a tag: a Modbus table and address, an OPC UA node id or browse path."""
+    if "table" in tag:
+        return f"{tag['table']} {tag.get('address')}"
+    if tag.get("node"):
+        return str(tag["node"])
+    return "/".join(str(part) for part in tag.get("browse_path") or [])
+
+
 def _iso(ts_ms: int) -> str:
     import datetime
 
@@ -143,16 +154,16 @@ def _print_table(rows: list[dict[str, Any]], single: set[tuple[str, str]]) -> No
     from rich.table import Table
 
     table = Table(title="valuegate probe")
-    for column in ("device", "tag", "raw", "value", "unit", "status", "timestamp"):
+    for column in ("device", "tag", "where", "raw", "value", "unit", "status", "timestamp"):
         table.add_column(column, overflow="fold")
     styles = {"good": "green", "uncertain": "yellow", "bad": "red"}
     for row in rows:
         status = row["status"] + (f": {row['detail']}" if row["detail"] else "")
         table.add_row(
-            row["device"], row["tag"], _shown(row["raw"]), _shown(row["value"], single=(row["device"], row["tag"]) in single), row["unit"],
+            row["device"], row["tag"], row["where"], _shown(row["raw"]), _shown(row["value"], single=(row["device"], row["tag"]) in single), row["unit"],
             f"[{styles[row['status']]}]{status}[/]", row["timestamp"],
         )
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def _shown(value: Any, *, single: bool = False) -> str:

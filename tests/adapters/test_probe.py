@@ -64,6 +64,9 @@ async def test_probe_json_and_failure(tmp_path: Path):
         "raw": [0x0000, 0x4148], "value": 12.5, "unit": "strokes/min", "status": "good"}
     assert speed["timestamp"].endswith("Z")
     assert (rows[("press-1", "missing")]["status"], rows[("press-1", "missing")]["detail"]) == ("bad", "illegal_data_address")
+    # A failed read names where the tag map reads it, so the map's entry can be found and fixed.
+    assert rows[("press-1", "missing")]["where"] == "holding_register 3"
+    assert "holding_register 3" in table
     assert rows[("oven-1", "temperature")]["value"] == 180.5
     assert rows[("oven-1", "temperature")]["unit"] == "degC"
     assert "illegal_data_address" in table
