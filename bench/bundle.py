@@ -62,8 +62,8 @@ def build(mode: str, machines: int, days: int, out: str) -> None:
                     file.write([canonical_fast(row) for row in chunk])
         data = writer.finish(manifest)
     else:
-        held = {machine: [row for chunk in weeks(machine, days) for row in chunk] for machine in ids}
-        data = build_bundle(records=held, **parts)
+        every_record = {machine: [row for chunk in weeks(machine, days) for row in chunk] for machine in ids}
+        data = build_bundle(records=every_record, **parts)
     with open(out, "wb") as handle:
         handle.write(data)
 
@@ -104,11 +104,11 @@ def main() -> None:
                 data = handle.read()
             results[mode] = (seconds, peak_mb, hashlib.sha256(data).hexdigest(), len(data))
             print(f"{mode:>9}: {seconds:7.1f} s, peak RSS {peak_mb:8.1f} MB, ZIP {len(data) / 1e6:7.1f} MB ({len(data) / total:.1f} bytes a record)")
-        streamed, held = results["streamed"], results["in_memory"]
-        if streamed[2] != held[2]:
+        streamed, in_memory = results["streamed"], results["in_memory"]
+        if streamed[2] != in_memory[2]:
             raise SystemExit("the two builds gave different ZIP files")
         print("ZIP files identical: yes")
-        print(f"peak RSS streamed / in memory: {streamed[1] / held[1]:.2f}; time streamed / in memory: {streamed[0] / held[0]:.2f}")
+        print(f"peak RSS streamed / in memory: {streamed[1] / in_memory[1]:.2f}; time streamed / in memory: {streamed[0] / in_memory[0]:.2f}")
 
 
 if __name__ == "__main__":

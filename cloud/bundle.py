@@ -328,13 +328,13 @@ def build_bundle(*, records: Mapping[str, Sequence[Mapping[str, Any]]] | None = 
     """Return the bytes of a bundle ZIP; vouchers are written exactly as signed, one JSON document a line.
 
     ``parts`` are those of :func:`start_bundle`. ``stored`` lists when each
-    voucher was stored; without it the bundle has no ``stored.json`` and a
+    voucher was stored. Without it the bundle has no ``stored.json``, so a
     verifier checks every document against every voucher. ``revision`` is
-    the number of the revision in force (``contract``), and ``revisions``
-    holds, by number, each earlier revision that a document was priced with;
-    each goes into its own file (:func:`revision_file`). ``records`` maps
-    each machine to its minute records, which go into :func:`record_file`
-    ordered by minute; without it the bundle has none.
+    the number of the revision in force (``contract``). ``revisions``
+    contains, by number, each earlier revision that a document was priced
+    with, and each goes into its own file (:func:`revision_file`).
+    ``records`` maps each machine to its minute records, which go into
+    :func:`record_file` ordered by minute. Without it the bundle has none.
     """
     writer, manifest = start_bundle(**parts)
     names = record_names(sorted(records or {}))

@@ -180,19 +180,19 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
         values.update(loaded)
     from_env = _from_env(dict(os.environ if environ is None else environ))
     values.update(from_env)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(given)
+    arguments = {k: v for k, v in overrides.items() if v is not None}
+    values.update(arguments)
     try:
         return msgspec.convert(values, CloudSettings)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{_source_of(str(exc), from_env, given, source)}: {exc}") from exc
+        raise ConfigError(f"{_source_of(str(exc), from_env, arguments, source)}: {exc}") from exc
 
 
-def _source_of(message: str, from_env: dict[str, Any], given: dict[str, Any], fallback: str) -> str:
+def _source_of(message: str, from_env: dict[str, Any], arguments: dict[str, Any], fallback: str) -> str:
     """Name where the setting a validation message is about came from: an argument, an environment variable, or ``fallback``."""
     found = re.search(r"at `\$\.(\w+)`", message) or re.match(r"(?:setting )?(\w+)\b", message)
     name = found.group(1) if found else None
-    if name in given:
+    if name in arguments:
         return f"argument {name}"
     if name in from_env:
         return f"environment variable {ENV_PREFIX}{name.upper()}"

@@ -68,6 +68,6 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     declared = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
     if request.method in ("POST", "PUT", "PATCH") and has_body and not _json_media_type(declared or ""):
-        shown = f"{declared!r}" if declared else "none"
-        raise HTTPException(status_code=415, detail=f"the request body must be JSON; send it with Content-Type: application/json (got {shown})")
+        got = f"{declared!r}" if declared else "none"
+        raise HTTPException(status_code=415, detail=f"the request body must be JSON; send it with Content-Type: application/json (got {got})")
     await reject_control_characters(request)

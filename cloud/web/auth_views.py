@@ -76,9 +76,9 @@ async def login_submit(request: Request[Any, Any, Any], conn: Conn, data: Annota
 
 
 def _cross_site(request: Request[Any, Any, Any]) -> bool:
-    """Return whether a browser says the log-in form was posted from another site (Sec-Fetch-Site, else Origin against Host).
+    """Return whether a browser marks the log-in form as posted from another site (Sec-Fetch-Site, else Origin against Host).
 
-    A client that sends neither header, such as a script, is not a browser page of another site and is let through.
+    A client that sends neither header, such as a script, is not a browser page of another site, so it is let through.
     """
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None:

@@ -102,17 +102,22 @@ def test_bottling_map_lacks_changeover_code() -> None:
         line.timeline(state_codes(bottling))
 
 
-async def test_synthetic_over_modbus_matches_line() -> None:
-    options = SimulatorOptions(speed=2_000_000, days=1, paused=True)
+async def replayed_words(options: SimulatorOptions, address: int, count: int) -> list[int]:
+    """Replay the synthetic line over Modbus to its end and return the holding registers it then serves."""
     simulator = build_simulator("synthetic", "modbus", options)
-    line = generate_line(SyntheticScenario(seed=1, days=1))
     async with simulator:
         simulator.resume()
         await simulator.wait_done(timeout_s=30)
         client = AsyncModbusTcpClient("127.0.0.1", port=simulator.port)
         await client.connect()
-        words = (await client.read_holding_registers(0, count=13)).registers
+        words = (await client.read_holding_registers(address, count=count)).registers
         client.close()
+    return words
+
+
+async def test_synthetic_over_modbus_matches_line() -> None:
+    line = generate_line(SyntheticScenario(seed=1, days=1))
+    words = await replayed_words(SimulatorOptions(speed=2_000_000, days=1, paused=True), 0, 13)
     assert words[0] == 0
     assert struct.unpack(">Q", struct.pack(">4H", *words[2:6]))[0] == line.segments[-1].start_ms
     assert words[10] == len(line.produced_ms) % 65_536
@@ -158,15 +163,8 @@ async def test_good_counter_served_for_good_map() -> None:
     from valuegate.adapters.tagmap import shipped_tag_map_dir
 
     options = SimulatorOptions(speed=2_000_000, days=1, paused=True, tag_map=shipped_tag_map_dir() / "generic" / "filler-modbus.yaml")
-    simulator = build_simulator("synthetic", "modbus", options)
     line = generate_line(SyntheticScenario(seed=1, days=1))
-    async with simulator:
-        simulator.resume()
-        await simulator.wait_done(timeout_s=30)
-        client = AsyncModbusTcpClient("127.0.0.1", port=simulator.port)
-        await client.connect()
-        words = (await client.read_holding_registers(2, count=4)).registers
-        client.close()
+    words = await replayed_words(options, 2, 4)
     good, rejected = struct.unpack(">2I", struct.pack(">4H", *words))
     assert rejected == len(line.rejected_ms) > 0
     assert good == len(line.produced_ms) - len(line.rejected_ms)

@@ -227,7 +227,7 @@ def test_renewal_check_builds_and_delivers_package(login):
     ids=["fetch-cross-site", "origin-other-host", "fetch-same-origin", "no-browser-headers"],
 )
 def test_login_from_other_site_refused(site, headers: dict[str, str], refused: bool) -> None:
-    """Login CSRF: a browser that says the form came from another site gets no session."""
+    """Login CSRF: a browser that marks the form as sent from another site gets no session."""
     with httpx.Client(base_url=site.url, timeout=30, follow_redirects=False) as client:
         response = client.post("/login?lang=en", data={"username": "csm1", "password": PASSWORD, "next": "/contracts"}, headers=headers)
     if refused:
