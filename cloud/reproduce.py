@@ -99,7 +99,9 @@ async def _baseline(conn: Conn, claims: Claims, anchor: Anchor, revision: int) -
         (claims.tenant, machines, start, end),
     )
     count = (await cur.fetchone())[0]  # type: ignore[index]
-    key = (claims.tenant, claims.contract, revision, anchor.id, tuple(machines), zone, count)
+    # Each voucher values the baseline at the ideal cycle times it names, which a tag-map change alters between vouchers.
+    ideal = tuple(sorted((m.id, m.ideal_cycle_time_s) for m in claims.machines))
+    key = (claims.tenant, claims.contract, revision, anchor.id, ideal, zone, count)
     if key in _baselines:
         _baselines.move_to_end(key)
         return _baselines[key]

@@ -256,7 +256,8 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
             summary.not_checked += 1
             continue
 
-        key = (anchor.id, tuple(ids), claims.period.time_zone)
+        # The voucher values its baseline at the ideal cycle times it names, which a tag-map change alters between vouchers.
+        key = (anchor.id, tuple((machine.id, machine.ideal_cycle_time_s) for machine in claims.machines), claims.period.time_zone)
         if key not in baselines:
             try:
                 baseline_records = _select(machines, ids, *baseline_span(anchor, claims.period.time_zone))[0]

@@ -41,15 +41,17 @@ def day_records(day: dt.date, produced: int) -> list[MinuteRecord]:
     return minute_records("m1", plant_day_start(day), 1440, produced=produced)
 
 
-def computed_claims(gateway: Gateway, reporting_day: dt.date, baseline_days: list[dt.date]) -> tuple[v.Claims, list[MinuteRecord]]:
-    """Claims computed exactly as an edge gateway would, from the records the test then stores."""
+def computed_claims(gateway: Gateway, reporting_day: dt.date, baseline_days: list[dt.date], *, ideal_s: float = 5.0, seq: int = 1,
+                    prev: str | None = None) -> tuple[v.Claims, list[MinuteRecord]]:
+    """Claims computed exactly as an edge gateway would, from the records the test then stores, at the ideal cycle time ``ideal_s``."""
     anchor = parse_contract(yaml.safe_load(contract_yaml())).anchor("oee-line1")
-    ideal = {"m1": 5.0}
+    ideal = {"m1": ideal_s}
     baseline = methodology.build_baseline(anchor, [(d.isoformat(), kpis(totals_from_records(day_records(d, 9), ideal_cycle_time_s=ideal))) for d in baseline_days])
     records = day_records(reporting_day, 11)
     reporting, delta, sufficiency = methodology.value_for_day(anchor, baseline, reporting_day.isoformat(), kpis(totals_from_records(records, ideal_cycle_time_s=ideal)))
-    claims = gateway.claims(1, None, day=reporting_day, records=records)
-    claims = msgspec.structs.replace(claims, reporting=reporting, delta=delta, sufficiency=sufficiency, baseline=baseline.claim())
+    claims = gateway.claims(seq, prev, day=reporting_day, records=records)
+    machines = [msgspec.structs.replace(machine, ideal_cycle_time_s=ideal_s) for machine in claims.machines]
+    claims = msgspec.structs.replace(claims, reporting=reporting, delta=delta, sufficiency=sufficiency, baseline=baseline.claim(), machines=machines)
     return claims, records
 
 
@@ -98,6 +100,27 @@ async def test_voucher_reproduced_from_records(cloud_dsn: str, two_tenants: tupl
     [(_, reproduced, detail)] = await verdicts(cloud_dsn)
     assert reproduced is True, detail
     assert "baseline rebuilt" in detail
+
+
+@pytest.mark.postgres
+async def test_each_voucher_rebuilds_the_baseline_at_its_cycle_time(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    """A tag-map change of the ideal cycle time between two days: each voucher's baseline is rebuilt at the cycle time it names."""
+    acme, _ = two_tenants
+    base = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]
+    documents, records, prev = [], [r for d in base for r in day_records(d, 9)], None
+    for seq, (day, ideal_s) in enumerate([(dt.date(2026, 3, 1), 5.0), (dt.date(2026, 3, 2), 4.0)], start=1):
+        claims, day_rows = computed_claims(acme, day, base, ideal_s=ideal_s, seq=seq, prev=prev)
+        documents.append(v.build_voucher(claims, acme.key))
+        records += day_rows
+        prev = v.voucher_hash(documents[-1])
+    assert documents[0]["credentialSubject"]["baseline"]["value"] != documents[1]["credentialSubject"]["baseline"]["value"]
+    await store_direct(cloud_dsn, documents, topic_of=acme)
+    await store_records(cloud_dsn, records)
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            await contracts.upload_contract(conn, "acme", contract_yaml())
+    rows = await verdicts(cloud_dsn)
+    assert [(seq, reproduced) for seq, reproduced, _ in rows] == [(1, True), (2, True)], rows
 
 
 @pytest.mark.postgres

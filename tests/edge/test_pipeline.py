@@ -410,3 +410,15 @@ def test_cycle_time_change_revalues_baseline_and_day(tmp_path: Path) -> None:
     parsed = msgspec.convert(claims, Claims)
     records = [msgspec.convert(record, MinuteRecord) for day in (0, 1) for record in day_records(day)]
     assert baseline_from_records(anchor, parsed, records).claim() == expected.claim()
+
+    # The offline verifier recomputes all three vouchers from one bundle, each baseline at the voucher's own cycle time.
+    from valuegate.cloud.bundle import GatewayKey, write_bundle
+    from valuegate.verify import verify_bundle
+
+    exported = [msgspec.to_builtins(record) for record in spool.minute_records("filler-1", T0, T0 + 5 * 86_400_000)]
+    public = keys.export_public(tmp_path / "keys")["public_key_multibase"]
+    path = write_bundle(tmp_path / "bundle.zip", contract=CONTRACT, vouchers=before + after, keys=[GatewayKey("gw-1", public)], documents=[],
+                        created_at="2026-02-01T00:00:00Z", records={"filler-1": exported})  # fmt: skip
+    report = verify_bundle(path)
+    assert report.ok, [(v.subject, v.reasons) for v in report.verdicts if not v.ok]
+    assert report.evidence.recomputed == 3
