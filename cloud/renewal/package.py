@@ -194,7 +194,7 @@ def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str
                 "amount": anchor.amount,
                 "chart": gain_chart(anchor.gains, target=float(anchor.target) if anchor.target is not None else None,
                                     labels={"title": f"{title} – {translate(language, 'anchor.chart_title')}", **chart_labels}),
-                "pareto": pareto_chart(list(anchor.reasons.items()), labels={"title": f"{title} – {translate(language, 'pareto.heading')}", **pareto_labels}),
+                "pareto": pareto_chart([(reason_label(code, language), minutes) for code, minutes in anchor.reasons.items()], labels={"title": f"{title} – {translate(language, 'pareto.heading')}", **pareto_labels}),
             }
         )
     return render(

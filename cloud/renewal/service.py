@@ -21,6 +21,7 @@ from valuegate.cloud.settlement.store import billable_values, load_contract, loa
 from valuegate.cloud.store import Invalid, audit
 from valuegate.cloud.web.charts import GainPoint
 from valuegate.cloud.web.queries import anchor_gains, downtime_by_reason, machine_availability
+from valuegate.edge.kernels.kpi import UNASSIGNED
 
 from .delivery import claim_delivery, deliver_claimed, deliver_package, fetch_dicts, get_package, request_redelivery, set_endpoint
 from .package import AnchorSummary, PackageInputs, Reduction, build_package
@@ -170,7 +171,7 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
         before = await downtime_by_reason(conn, tenant_id, anchor.scope, anchor.baseline.first_date, anchor.baseline.last_date)
         for name, minutes in reasons.items():
             reporting_reasons[name] = reporting_reasons.get(name, 0.0) + minutes
-        for name, minutes in before.by_reason.items():
+        for name, minutes in [*before.by_reason.items(), *([(UNASSIGNED, before.unassigned)] if before.unassigned > 0 else [])]:
             baseline_reasons[name] = baseline_reasons.get(name, 0.0) + minutes
         reporting_busy += busy
         baseline_busy += before.planned_busy
@@ -204,7 +205,8 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
 
 
 async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], days: list[dt.date]) -> tuple[dict[str, float], float]:
-    """Return unplanned downtime minutes per reason code and the planned busy minutes of the machines on the given plant days."""
+    """Return unplanned downtime minutes per reason code, stops without a code under ``UNASSIGNED``, and the planned busy minutes
+    of the machines on the given plant days."""
     if not days:
         return {}, 0.0
     rows = await fetch_dicts(
@@ -213,13 +215,18 @@ async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], day
         " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date = ANY(%s) GROUP BY r.key",
         (tenant_id, machines, days),
     )
-    busy = await fetch_dicts(
+    totals = await fetch_dicts(
         conn,
-        "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0) AS ms FROM telemetry"
-        " WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
+        "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0) AS busy_ms, coalesce(sum(unplanned_stop_ms), 0) AS down_ms"
+        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
         (tenant_id, machines, days),
     )
-    return {row["reason"]: int(row["ms"]) / 60_000 for row in rows}, int(busy[0]["ms"]) / 60_000
+    reasons = {row["reason"]: int(row["ms"]) / 60_000 for row in rows}
+    # A PLC without a reason tag leaves its stops without a code; they are downtime all the same.
+    unassigned_ms = int(totals[0]["down_ms"]) - sum(int(row["ms"]) for row in rows)
+    if unassigned_ms > 0:
+        reasons[UNASSIGNED] = reasons.get(UNASSIGNED, 0.0) + unassigned_ms / 60_000
+    return reasons, int(totals[0]["busy_ms"]) / 60_000
 
 
 async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today: dt.date, actor: str = "system", pdf: bool = True) -> list[dict[str, Any]]:

@@ -63,8 +63,8 @@ def stop_minutes(machine: str, day: dt.date, stop_ms: int, reason: str):
     return [msgspec.structs.replace(r, reasons={reason: stop_ms}) for r in minute_records(machine, start, 60, running_ms=60_000 - stop_ms, stop_ms=stop_ms)]
 
 
-async def package_points(database: str, vouchers: int, *, exclude: dt.date | None = None) -> list[str]:
-    """Build a package of contract C-1 with ``vouchers`` verified vouchers (6 May onwards) and return its English talking points.
+async def package_points(database: str, vouchers: int, *, exclude: dt.date | None = None, records: list | None = None, language: str = "en") -> list[str]:
+    """Build a package of contract C-1 with ``vouchers`` verified vouchers (6 May onwards); return its talking points in ``language``, then its summary HTML.
 
     Baseline: 20 s of reason 103 per minute on 2 April and 12 s of reason 102 on 3 April, one busy hour each.
     Reporting: 5 s of reason 103 per minute on 7 May, which the second voucher covers, and 30 s of reason 102
@@ -74,8 +74,9 @@ async def package_points(database: str, vouchers: int, *, exclude: dt.date | Non
     await seed(database, oee_contract(triggers=[{"kind": "days_before_end", "days": 250}], anchor={"scope": ["m-1"]}), key)
     if vouchers:
         await ingest(database, voucher_chain(key, vouchers))
-    records = stop_minutes("m-1", dt.date(2024, 4, 2), 20_000, "103") + stop_minutes("m-1", dt.date(2024, 5, 7), 5_000, "103")
-    records += stop_minutes("m-1", dt.date(2024, 4, 3), 12_000, "102") + stop_minutes("m-1", dt.date(2024, 5, 20), 30_000, "102")
+    if records is None:
+        records = stop_minutes("m-1", dt.date(2024, 4, 2), 20_000, "103") + stop_minutes("m-1", dt.date(2024, 5, 7), 5_000, "103")
+        records += stop_minutes("m-1", dt.date(2024, 4, 3), 12_000, "102") + stop_minutes("m-1", dt.date(2024, 5, 20), 30_000, "102")
     await ingest_telemetry(database, records)
     async with await connect(database) as conn:
         if exclude is not None:
@@ -83,12 +84,13 @@ async def package_points(database: str, vouchers: int, *, exclude: dt.date | Non
                 await store.add_adjustment(conn, "acme", "C-1", anchor_id=None, first_date=exclude, last_date=exclude, reason="line rebuild", actor="test")
         (package,) = await service.check_renewals(conn, "acme", "C-1", today=dt.date(2024, 6, 1), pdf=False)
         stored = await service.get_package(conn, "acme", package["id"])
-    return json.loads(zipfile.ZipFile(io.BytesIO(bytes(stored["archive"]))).read("talking-points.json"))["en"]
+    archive = zipfile.ZipFile(io.BytesIO(bytes(stored["archive"])))
+    return [*json.loads(archive.read("talking-points.json"))[language], archive.read(f"summary.{language}.html").decode()]
 
 
 @pytest.mark.postgres
 async def test_reductions_only_from_voucher_days(database) -> None:
-    points = await package_points(database, 5)
+    *points, _ = await package_points(database, 5)
     # Baseline, 2 busy hours: 20 min of 103 and 12 min of 102, so 10.00 and 6.00 per hour. Reporting: only 7 May,
     # 1 busy hour with 5 min of 103. With 20 May counted too, 102 would have risen to 15.00 and 103 fallen to 2.50.
     reductions = [p for p in points if "downtime reduction" in p]
@@ -100,7 +102,7 @@ async def test_reductions_only_from_voucher_days(database) -> None:
 
 @pytest.mark.postgres
 async def test_no_verified_voucher_no_reduction(database) -> None:
-    points = await package_points(database, 0)
+    *points, _ = await package_points(database, 0)
     assert points[0] == "CNY 0.00 of value realized over the contract so far, from 0 verified vouchers."
     assert not [p for p in points if "downtime" in p]
 
@@ -108,7 +110,7 @@ async def test_no_verified_voucher_no_reduction(database) -> None:
 @pytest.mark.postgres
 async def test_adjusted_day_backs_no_reduction(database) -> None:
     # 7 May is the only reporting day with a verified voucher and stops; an adjustment takes it out of settlement.
-    points = await package_points(database, 5, exclude=dt.date(2024, 5, 7))
+    *points, _ = await package_points(database, 5, exclude=dt.date(2024, 5, 7))
     # Without the adjustment the package read CNY 15,000.00 and listed reductions of reasons 102 and 103 from 7 May.
     assert points == [
         # The excluded day's voucher backs none of the value, so the count is 4 of the 5 stored.
@@ -116,3 +118,18 @@ async def test_adjusted_day_backs_no_reduction(database) -> None:
         "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2.",
         "Availability of m-1: 70.8%.",
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("language", "point", "label", "empty"), [
+    ("en", "Largest downtime reduction: stops without a reason code, from 20.00 to 5.00 minutes per planned busy hour.",
+     "stops without a reason code", "No unplanned downtime recorded"),
+    ("zh-CN", "停机下降最多的原因：未记录原因的停机，每计划生产小时由 20.00 分钟降至 5.00 分钟。", "未记录原因的停机", "没有非计划停机记录"),
+])
+async def test_stops_without_reason_code_count_as_downtime(database, language: str, point: str, label: str, empty: str) -> None:
+    """A PLC without a reason tag: its stops carry no code, and the summary and talking points still count them."""
+    uncoded = [msgspec.structs.replace(r, reasons={}) for r in stop_minutes("m-1", dt.date(2024, 4, 2), 20_000, "x") + stop_minutes("m-1", dt.date(2024, 5, 7), 5_000, "x")]
+    *points, html = await package_points(database, 5, records=uncoded, language=language)
+    # Baseline: 20 of 60 s a minute stopped over one busy hour is 20 min an hour; reporting (7 May): 5 min over one hour.
+    assert point in points
+    assert label in html and empty not in html
