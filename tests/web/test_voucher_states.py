@@ -112,3 +112,16 @@ def test_realized_total_counts_verified_only(states, login):
     # 20 days x 1.5 points x 2,000 CNY, less the disputed days of vouchers 2 and 4: 18 x 3,000.
     # Voucher 21 has too little data, voucher 22 was rejected and voucher 23 lies beyond the gap.
     assert 'id="realized-total">CNY 54,000.00<' in page
+
+
+@pytest.mark.parametrize(("lang", "title"), [
+    ("zh-CN", "证据摘要和各项数值均已用云端存储的记录复算一致，基线也由这些记录重建"),
+    ("en", "the evidence digest and every figure were recomputed from the stored records, with the baseline rebuilt from them"),
+])
+def test_reproduced_row_explains_itself_in_the_page_language(states, login, lang, title):
+    with psycopg.connect(states.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE voucher_chain SET reproduce_detail = 'evidence digest and numbers reproduced with the baseline rebuilt' WHERE voucher_id = 'gw-1:3'")
+    page = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    assert f'title="{title}"' in _state_cell(page, "gw-1:3")
+    # A disagreement keeps the worker's own words, for the engineer who looks into it.
+    assert 'title="oee 0.70 differs from 0.735"' in _state_cell(page, "gw-1:4")
