@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from .capital import capital_amount
 from .i18n import LANGUAGES, format_date, format_money, format_number, translate
 
 __all__ = ("PDF_FONTS", "environment", "keep_words", "render")
@@ -56,7 +57,7 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, language: str, **context: Any) -> str:
-    """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date`` and ``lang``."""
+    """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals) and ``lang``."""
 
     def money(amount: Any, currency: str) -> str:
         return format_money(amount, currency, language)
@@ -67,4 +68,4 @@ def render(name: str, language: str, **context: Any) -> str:
     def t(key: str, **values: Any) -> str:
         return translate(language, key, **values)
 
-    return environment().get_template(name).render(lang=language, t=t, money=money, date=date, **context)
+    return environment().get_template(name).render(lang=language, t=t, money=money, date=date, capital=capital_amount, **context)

@@ -23,9 +23,11 @@ RUN = {
 # Words of each language that the checks below look for.
 WORDS = {
     "en": {"vouchers": "Voucher ids:", "total": "Total", "money": "CNY {}", "note": "Debit note", "corrects": "Corrects invoice",
-           "adjustments": "Non-routine adjustments", "period": "2024-02-05 – 2024-02-09"},
+           "adjustments": "Non-routine adjustments", "period": "2024-02-05 – 2024-02-09", "capital": "",
+           "title": "Outcome-based invoice This document is no Chinese VAT invoice (fapiao)"},
     "zh-CN": {"vouchers": "凭证编号:", "total": "合计", "money": "¥{}", "note": "借项通知单", "corrects": "更正发票",
-              "adjustments": "非常规调整", "period": "2024年2月5日 – 2024年2月9日"},
+              "adjustments": "非常规调整", "period": "2024年2月5日 – 2024年2月9日", "capital": " 大写：人民币{}",
+              "title": "按效果计费结算单 本结算单不是增值税发票；增值税发票按合同另行开具"},
 }
 
 
@@ -54,7 +56,13 @@ def test_invoice_line_lists_vouchers_and_amount(language):
     assert f"{words['vouchers']} gw1:30 gw1:31" in invoice
     assert words["money"].format("2,000") in invoice
     assert words["money"].format("6,000.00") in invoice
-    assert f"{words['total']} {words['money'].format('6,000.00')}" in text
+    assert f"{words['total']}{words['capital'].format('陆仟元整')} {words['money'].format('6,000.00')}" in text
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_title_says_it_is_no_vat_invoice(language):
+    text, _ = pdf_text(language)
+    assert text.startswith(WORDS[language]["title"])
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
@@ -70,7 +78,7 @@ def test_debit_note_shows_late_voucher_and_difference(language):
     assert f"{money('60,000.00')} {money('63,000.00')} {money('3,000.00')}" in note
     listed = note.split(words["vouchers"], 1)[1].split()
     assert listed == [f"gw1:{n}" for n in range(1, 22)]
-    assert f"{words['total']} {money('3,000.00')}" in text
+    assert f"{words['total']}{words['capital'].format('叁仟元整')} {money('3,000.00')}" in text
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
