@@ -110,7 +110,7 @@ def _language_target(request: Request[Any, Any, Any]) -> str:
 
 
 def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
-    """Render ``template`` in the request's language; a valid ``?lang=`` is remembered in a cookie."""
+    """Render ``template`` in the request's language; a valid ``?lang=`` on a page shown (status below 400) is remembered in a cookie."""
     language = language_of(request)
     principal = principal_of(request)
     html = render(
@@ -123,7 +123,9 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
         **context,
     )
     cookies = []
-    if normalize(request.query_params.get("lang")):
+    # Only a page the user gets to see switches the language of the pages after it; an error page shows in the asked
+    # language without changing it, as a download does.
+    if normalize(request.query_params.get("lang")) and status_code < 400:
         cookies.append(Cookie(key=LANGUAGE_COOKIE, value=language, path="/", max_age=365 * 86400, samesite="lax"))
     return Response(html, media_type=MediaType.HTML, status_code=status_code, cookies=cookies)
 

@@ -142,6 +142,17 @@ def test_unknown_page_is_html(site, login, path: str) -> None:
     assert "Page not found." in english.text
 
 
+def test_only_pages_shown_remember_language(site, login) -> None:
+    csm = login("csm1")
+    missing = csm.get("/contracts/C-1/nothing/here?lang=en")
+    assert missing.status_code == 404 and "Page not found." in missing.text
+    assert "vg_lang" not in missing.headers.get("set-cookie", "")
+    assert '<html lang="zh-CN"' in csm.get("/contracts").text
+    shown = csm.get("/contracts?lang=en")
+    assert "vg_lang=en" in shown.headers["set-cookie"]
+    assert '<html lang="en"' in csm.get("/contracts").text
+
+
 def test_api_and_method_errors_keep_their_kind(site) -> None:
     api = httpx.get(f"{site.url}/api/v1/no-such-resource")
     assert api.status_code == 404
