@@ -172,7 +172,7 @@ def test_disagreement_line(detail: str, seqs, language: str, expected: str) -> N
     ("detail", "language", "expected"),
     [
         (WAITING_BASELINE, "zh-CN",
-         "网关 gw-a 的 3 张凭证（gw-a:10–12）：尚未复算，因为基线期的分钟记录还没有全部到达云端。如果此提示一直存在，请检查网关 gw-a 是否在线并已连接 MQTT 代理。"
+         "网关 gw-a 的 3 张凭证（gw-a:10–12）：尚未复算，因为基线期的分钟记录还没有全部到达云端。如果此提示一直存在，请检查网关 gw-a 是否在线并已连接 MQTT 消息服务器。"
          "复算之前，处于这种状态的凭证按已核验计价。"),
         (WAITING_BASELINE, "en",
          "Gateway gw-a, 3 vouchers (gw-a:10–12): not re-computed yet, because not all baseline-period minute records have reached the cloud. If this "

@@ -28,7 +28,7 @@ EVIDENCE_EN = (
 )
 WAITING_ZH = (
     "网关 gw-1 的 20 张凭证（gw-1:1、gw-1:3–21）：尚未复算，因为凭证所依据的分钟记录还没有全部到达云端。云端会请网关重发缺少的记录；"
-    "如果此提示一直存在，请检查网关 gw-1 是否在线并已连接 MQTT 代理。复算之前，处于这种状态的凭证按已核验计价。"
+    "如果此提示一直存在，请检查网关 gw-1 是否在线并已连接 MQTT 消息服务器。复算之前，处于这种状态的凭证按已核验计价。"
 )
 WAITING_EN = (
     "Gateway gw-1, 20 vouchers (gw-1:1, gw-1:3–21): not re-computed yet, because not all committed minute records have reached the cloud. The cloud "

@@ -14,7 +14,7 @@ __all__ = ("print_report", "report_html")
 
 _TEXT: dict[str, dict[str, Any]] = {
     "zh-CN": {
-        "title": "valuegate 演示：已验证的价值报告",
+        "title": "valuegate 演示：已核验的价值报告",
         "machine": "设备",
         "date": "日期",
         "planned": "计划生产时间（分钟）",
@@ -28,7 +28,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "vouchers": "凭证",
         "issued": "已签发",
         "stored": "已存储",
-        "verified": "已验证",
+        "verified": "已核验",
         "reproduced": "已复算一致",
         "rejected": "已拒收",
         "value": "已实现价值",
@@ -38,7 +38,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "running_days": "运行天数",
         "amount": "金额",
         "total": "合计",
-        "findings": "数据质量发现",
+        "findings": "数据质量提示",
         "invoices": "发票",
         "packages": "续约准备包",
         "pause": "暂停",
