@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from valuegate.cloud.bundle_members import BundleError, check_manifest, check_record_list, load_json, read_bundle_members
+from valuegate.cloud.bundle_members import BundleError, Members, check_manifest, check_record_list, load_json, read_bundle_members
 from valuegate.cloud.bundle_writer import BundleWriter, json_bytes
 from valuegate.cloud.signature import canonical_fast
 from valuegate.edge.protocol.canonical import content_digest
@@ -135,7 +135,9 @@ class Bundle:
     ``digests`` holds ``sha256:<hex>`` of every member read, and ``outside``
     names each member that was not read because it leaves the bundle, with the reason.
     ``record_list`` is the manifest's list of record files and ``record_data``
-    the bytes of each listed file the bundle contains.
+    each listed file the bundle contains: a file on disk for a member under
+    ``records/`` (open it with :func:`open_member`), its bytes otherwise.
+    Call :meth:`close` when done, to remove the record files unpacked from a ZIP file.
     """
 
     manifest: dict[str, Any]
@@ -151,7 +153,12 @@ class Bundle:
     digests: dict[str, str] = field(default_factory=dict)
     outside: dict[str, str] = field(default_factory=dict)
     record_list: list[dict[str, Any]] = field(default_factory=list)
-    record_data: dict[str, bytes] = field(default_factory=dict)
+    record_data: dict[str, bytes | Path] = field(default_factory=dict)
+    members: Members | None = None
+
+    def close(self) -> None:
+        if self.members is not None:
+            self.members.close()
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -362,6 +369,14 @@ def read_bundle(path: str | Path) -> Bundle:
     if not path.exists():
         raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
     read = read_bundle_members(path)
+    try:
+        return _parse_members(path, read)
+    except BaseException:
+        read.close()
+        raise
+
+
+def _parse_members(path: Path, read: Members) -> Bundle:
     members, outside = read.data, read.outside
     for name in ("manifest.json", *_MEMBERS, "stored.json"):
         if name in outside:
@@ -394,8 +409,10 @@ def read_bundle(path: str | Path) -> Bundle:
         stored=load_json(path, "stored.json", members["stored.json"]) if "stored.json" in members else None,
         revisions=revisions,
         revision_terms=revision_terms,
-        digests={name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in members.items()},
+        digests={**{name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in members.items()}, **read.digests},
         outside=outside,
         record_list=record_list,
-        record_data={item["file"]: members[item["file"]] for item in record_list if item["file"] in members},
+        record_data={item["file"]: read.files.get(item["file"], members.get(item["file"], b"")) for item in record_list
+                     if item["file"] in members or item["file"] in read.files},
+        members=read,
     )

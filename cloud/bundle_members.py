@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
 import posixpath
 import stat
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ("BundleError", "Members", "read_members", "read_bundle_members", "load_json", "check_manifest", "check_record_list", "climbs", "unpacked_name")
+__all__ = (
+    "BundleError", "Members", "read_members", "read_bundle_members", "open_member", "load_json", "check_manifest", "check_record_list", "climbs",
+    "unpacked_name", "STREAMED",
+)  # fmt: skip
+
+STREAMED = "records/"
+"""Members under this folder (the minute records) are hashed and read as streams, never held in memory whole."""
+_CHUNK = 1 << 20
 
 
 class BundleError(ValueError):
@@ -32,6 +43,32 @@ class Members:
     data: dict[str, bytes] = field(default_factory=dict)
     outside: dict[str, str] = field(default_factory=dict)
     repeated: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    """Members under :data:`STREAMED` by name: the file itself in a folder, or its copy in ``spool`` from a ZIP file."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """``sha256:<hex>`` of each member in ``files``, taken while it was read."""
+    spool: tempfile.TemporaryDirectory[str] | None = None
+
+    def close(self) -> None:
+        """Remove the copies of streamed ZIP members."""
+        if self.spool is not None:
+            self.spool.cleanup()
+            self.spool = None
+
+
+def open_member(source: bytes | Path) -> IO[bytes]:
+    """Open a member held in memory or on disk (see :attr:`Members.files`) for reading."""
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def _copy(source: IO[bytes], target: IO[bytes] | None) -> str:
+    """Read ``source`` to its end in chunks, writing them to ``target`` when given; return its ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+        if target is not None:
+            target.write(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def climbs(name: str) -> bool:
@@ -91,7 +128,12 @@ def _read_folder(root: Path) -> Members:
                     members.outside[name] = f"a symbolic link to {os.readlink(child)}, outside the bundle folder"
                     continue
             if entry in files and child.is_file():
-                members.data[name] = child.read_bytes()
+                if name.startswith(STREAMED):
+                    with open(child, "rb") as source:
+                        members.digests[name] = _copy(source, None)
+                    members.files[name] = child
+                else:
+                    members.data[name] = child.read_bytes()
     return members
 
 
@@ -109,9 +151,35 @@ def _read_zip(path: Path) -> Members:
         # Unpacking writes a member over another that unpacks to the same path, so such members fail like a repeated name.
         members.repeated = _collisions([(info.filename, info.is_dir()) for info in inside])
         if not members.repeated:
-            members.data = {unpacked_name(info.filename): archive.read(info) for info in inside
-                            if not info.is_dir() and unpacked_name(info.filename) not in members.outside}
+            try:
+                for info in inside:
+                    name = unpacked_name(info.filename)
+                    if info.is_dir() or name in members.outside:
+                        continue
+                    if name.startswith(STREAMED):
+                        _spool(archive, info, name, members)
+                    else:
+                        members.data[name] = archive.read(info)
+            except BaseException:
+                members.close()
+                raise
     return members
+
+
+def _spool(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, members: Members) -> None:
+    """Copy one streamed member into the spool folder, hashing it on the way, so that its records are read from disk, not memory."""
+    if members.spool is None:
+        members.spool = tempfile.TemporaryDirectory(prefix="valuegate-bundle-")
+    copy = Path(members.spool.name, f"{len(members.files)}.jsonl")
+    try:
+        with archive.open(info) as source, open(copy, "wb") as target:
+            members.digests[name] = _copy(source, target)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise BundleError(f"no room left in {members.spool.name} to unpack {name} ({info.file_size:,} bytes unpacked); the record files are unpacked "
+                          "into the temporary folder while they are checked, so set TMPDIR to a folder with more free space") from exc
+    members.files[name] = copy
 
 
 def read_members(path: Path) -> Members:
@@ -126,9 +194,12 @@ def read_bundle_members(path: Path) -> Members:
     """Read the members of the bundle at ``path``; raises :class:`BundleError` when it cannot be read or repeats a member."""
     try:
         members = read_members(path)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
     except (OSError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path}: cannot read the bundle ({exc}); give a bundle ZIP file or its unpacked folder") from exc
     if members.repeated:
+        members.close()
         # A reader would see only one of the copies, so which one is checked cannot be left to chance.
         found = "; ".join(f"{target} (members {', '.join(names)})" for target, names in sorted(members.repeated.items()))
         raise BundleError(f"{path}: the ZIP file has more than one member that unpacks to {found}; unpacking writes one over the other, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from valuegate.edge.protocol.voucher import Claims
 
 from .signature import canonical_fast
 
-__all__ = ("record_leaf", "evidence_of", "day_kpis", "baseline_span", "baseline_from_records", "claimed_baseline", "minute_instant")
+__all__ = ("record_leaf", "evidence_of", "day_kpis", "baseline_span", "baseline_from_records", "baseline_by_day", "claimed_baseline", "minute_instant")
 
 
 def record_leaf(record: MinuteRecord) -> bytes:
@@ -60,14 +60,29 @@ def baseline_from_records(anchor: Anchor, claims: Claims, records: Sequence[Minu
 
     Raises :class:`valuegate.edge.methodology.InsufficientBaseline` when the records cover too few days.
     """
+    minute_ms = np.array([minute_instant(record.minute).timestamp() * 1000 for record in records], np.int64)
+
+    def between(start: dt.datetime, end: dt.datetime) -> list[MinuteRecord]:
+        low, high = start.timestamp() * 1000, end.timestamp() * 1000
+        return [records[i] for i in np.flatnonzero((minute_ms >= low) & (minute_ms < high))]
+
+    return baseline_by_day(anchor, claims, between)
+
+
+def baseline_by_day(anchor: Anchor, claims: Claims, between: Callable[[dt.datetime, dt.datetime], Sequence[MinuteRecord]]) -> methodology.BaselineResult:
+    """Measure the anchor's baseline from the records that ``between(start, end)`` gives for each plant day of its baseline period.
+
+    A caller whose records do not fit in memory at once passes a function that reads one day's records.
+    Raises :class:`valuegate.edge.methodology.InsufficientBaseline` when the records cover too few days.
+    """
     # The gateway values every baseline day at the ideal cycle times the voucher names, whatever was in force when
     # the day closed, so a tag-map change of a cycle time leaves honest vouchers reproducible here.
     windows = plant_day_windows(claims.period.time_zone, anchor.baseline.first_date, anchor.baseline.last_date)
-    minute_ms = np.array([minute_instant(record.minute).timestamp() * 1000 for record in records], np.int64)
     days = []
     for label, low, high in zip(windows.labels, windows.start_ms, windows.end_ms, strict=True):
-        inside = [records[i] for i in np.flatnonzero((minute_ms >= low) & (minute_ms < high))]
-        days.append((label, day_kpis(inside, claims)))
+        start = dt.datetime.fromtimestamp(int(low) / 1000, dt.UTC)
+        end = dt.datetime.fromtimestamp(int(high) / 1000, dt.UTC)
+        days.append((label, day_kpis(between(start, end), claims)))
     return methodology.build_baseline(anchor, days)
 
 

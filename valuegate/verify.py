@@ -14,7 +14,7 @@ from valuegate.cloud.settlement.pricing import PricingError, VoucherValue
 from valuegate.edge.protocol.canonical import CanonicalizationError, content_digest
 from valuegate.edge.protocol.contract import Contract, ContractError, parse_contract
 from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
-from valuegate.verify_evidence import EvidenceSummary, check_evidence
+from valuegate.verify_evidence import EvidenceSummary, Progress, check_evidence
 from valuegate.verify_keys import check_keys, expected_signer
 from valuegate.verify_lines import Ledger, check_documents, instant
 from valuegate.verify_terms import Terms, check_revisions, priced_with
@@ -259,13 +259,19 @@ def _note_stored(bundle: Bundle, vouchers: list[Verdict]) -> None:
                                  "ask the vendor for the telemetry of that day")
 
 
-def verify_bundle(path: str | Path) -> Report:
-    """Check every file, voucher and invoice line of the bundle at ``path``.
+def verify_bundle(path: str | Path, progress: Progress | None = None) -> Report:
+    """Check every file, voucher and invoice line of the bundle at ``path``; ``progress`` hears of each record file and voucher as it is checked.
 
     Raises :class:`valuegate.cloud.bundle.BundleError` when the bundle cannot be read at all.
     """
-    path = Path(path)
-    bundle = read_bundle(path)
+    bundle = read_bundle(Path(path))
+    try:
+        return _verify(bundle, progress or (lambda step: None))
+    finally:
+        bundle.close()
+
+
+def _verify(bundle: Bundle, progress: Progress) -> Report:
     files = _check_files(bundle)
     contract, terms_digest = _check_contract(bundle, files)
     # read_bundle has checked that contract_revision is a whole number or None.
@@ -277,7 +283,7 @@ def verify_bundle(path: str | Path) -> Report:
     vouchers, values, claims = _check_vouchers(bundle, contract, signers)
     _note_stored(bundle, vouchers)
     _check_contract_owns_vouchers(contract, claims, files)
-    evidence = check_evidence(bundle, contract, claims, vouchers, files)
+    evidence = check_evidence(bundle, contract, claims, vouchers, files, progress)
     voucher_ok = {v.subject: v.ok for v in vouchers}
     ledger = None
     if contract is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -28,6 +29,20 @@ def _print_section(title: str, verdicts: list) -> None:
             typer.echo(f"        . {note}")
 
 
+class _Progress:
+    """Print the step under way to stderr every few seconds once a check has run for a while; short checks print nothing."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._every_s = every_s
+        self._next = time.monotonic() + every_s
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._every_s
+            typer.echo(f"verify: {step}", err=True)
+
+
 def _count(number: int, word: str) -> str:
     return f"{number} {word}" if number == 1 else f"{number} {word}s"
 
@@ -47,7 +62,7 @@ def verify(
     from valuegate.verify_keys import COMPARE_KEY
 
     try:
-        report = verify_bundle(bundle)
+        report = verify_bundle(bundle, _Progress())
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNREADABLE) from exc

@@ -13,14 +13,19 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import hashlib
+import io
 import re
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import msgspec
 
 from valuegate.cloud.bundle import Bundle
-from valuegate.cloud.recompute import baseline_from_records, baseline_span, day_kpis, minute_instant
+from valuegate.cloud.bundle_members import open_member
+from valuegate.cloud.recompute import baseline_by_day, day_kpis, minute_instant
 from valuegate.cloud.signature import canonical_fast
 from valuegate.edge import methodology
 from valuegate.edge.protocol.contract import Contract
@@ -28,7 +33,9 @@ from valuegate.edge.protocol.evidence import merkle_root
 from valuegate.edge.protocol.records import MinuteRecord
 from valuegate.edge.protocol.voucher import Claims
 
-__all__ = ("EvidenceSummary", "check_evidence", "NO_RECORDS")
+__all__ = ("EvidenceSummary", "check_evidence", "NO_RECORDS", "Progress")
+
+Progress = Callable[[str], None]
 
 NO_RECORDS = "evidence root not recomputed: the bundle carries no minute records; ask the vendor for a bundle with records"
 _ASK = "ask the vendor for a bundle as the cloud built it"
@@ -37,6 +44,9 @@ _MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00Z")
 _MAX_LINE_REASONS = 20
 # A canonical record takes about 230 bytes; this leaves room for many reason codes and refuses a file padded to exhaust memory.
 _MAX_RECORD_BYTES = 8192
+# Read size when skipping the rest of an overlong line.
+_CHUNK = 1 << 16
+_DECODER = msgspec.json.Decoder(MinuteRecord)
 
 
 @dataclass(slots=True)
@@ -56,12 +66,16 @@ class EvidenceSummary:
 
 @dataclass(slots=True)
 class _Machine:
-    """One machine's records from the bundle, ordered by minute, with their minute instants and leaf hashes."""
+    """Where one machine's valid records lie in its record file, ordered by minute; the records are read back only when a check selects them.
 
-    verdict: Any = None
-    records: list[MinuteRecord] = field(default_factory=list)
-    minutes: list[dt.datetime] = field(default_factory=list)
-    leaves: list[bytes] = field(default_factory=list)
+    Each array holds one entry a valid record: its minute as epoch seconds, and the offset and length of its line.
+    """
+
+    verdict: Any
+    source: bytes | Path
+    minutes: array = field(default_factory=lambda: array("q"))
+    starts: array = field(default_factory=lambda: array("q"))
+    lengths: array = field(default_factory=lambda: array("q"))
     used: list[tuple[int, int]] = field(default_factory=list)
     """Index ranges of the records that a voucher's day or an anchor's baseline period selected."""
 
@@ -73,14 +87,44 @@ class _Machine:
             if high > low:
                 covered += high - low
                 reach = high
-        return len(self.records) - covered
+        return len(self.minutes) - covered
 
     def between(self, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
-        return bisect.bisect_left(self.minutes, start), bisect.bisect_left(self.minutes, end)
+        return bisect.bisect_left(self.minutes, int(start.timestamp())), bisect.bisect_left(self.minutes, int(end.timestamp()))
+
+    def read(self, low: int, high: int) -> tuple[list[MinuteRecord], list[bytes]]:
+        """Return the records ``low`` to ``high`` (exclusive) and their leaf hashes, read back from the record file."""
+        if high <= low:
+            return [], []
+        base = self.starts[low]
+        with open_member(self.source) as handle:
+            handle.seek(base)
+            span = handle.read(self.starts[high - 1] + self.lengths[high - 1] - base)
+        lines = [span[start - base:start - base + length] for start, length in zip(self.starts[low:high], self.lengths[low:high], strict=True)]
+        # Each line passed _parse_line when the file was loaded, so it decodes, and it is canonical: its bytes are the leaf's input.
+        return [_DECODER.decode(line) for line in lines], [hashlib.sha256(b"\x00" + line).digest() for line in lines]
 
 
-def _parse_line(line: bytes, machine: str, before: str | None) -> tuple[MinuteRecord, dt.datetime, bytes] | str:
-    """Return one record line's record, minute instant and leaf hash, or why the line is no valid record of ``machine``."""
+def _lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """Yield the offset of each line of ``handle`` and the line without its newline, or None for a line longer than a record may be."""
+    offset = 0
+    while line := handle.readline(_MAX_RECORD_BYTES + 1):
+        start = offset
+        offset += len(line)
+        if line.endswith(b"\n"):
+            yield start, line[:-1]
+            continue
+        if len(line) <= _MAX_RECORD_BYTES:
+            yield start, line  # the last line, without a newline
+            continue
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(_CHUNK)
+            offset += len(line)
+        yield start, None
+
+
+def _parse_line(line: bytes, machine: str, before: str | None) -> tuple[MinuteRecord, dt.datetime] | str:
+    """Return one record line's record and minute instant, or why the line is no valid record of ``machine``."""
     try:
         record = msgspec.json.decode(line, type=MinuteRecord)
     except msgspec.ValidationError as exc:
@@ -100,18 +144,19 @@ def _parse_line(line: bytes, machine: str, before: str | None) -> tuple[MinuteRe
         return "is not in RFC 8785 canonical form (keys sorted, no spaces), so hashing the line as the auditor guide says gives another leaf"
     if before is not None and record.minute <= before:
         return f"(minute {record.minute}) is not after the line before it; records go one a minute, in time order"
-    return record, instant, hashlib.sha256(b"\x00" + canonical).digest()
+    return record, instant
 
 
-def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
+def _read_records(bundle: Bundle, files: list[Any], progress: Progress) -> dict[str, _Machine]:
     """Parse every listed record file. Each problem fails that file's verdict, and the good lines are loaded."""
     from valuegate.verify import Verdict
 
     listed = bundle.manifest.get("files", {})
     by_name = {verdict.subject: verdict for verdict in files}
     machines: dict[str, _Machine] = {}
-    for entry in bundle.record_list:
+    for number, entry in enumerate(bundle.record_list, start=1):
         name, machine = entry["file"], entry["machine"]
+        progress(f"reading record file {number} of {len(bundle.record_list)} ({name})")
         verdict = by_name.get(name)
         if verdict is None:
             verdict = Verdict(name)
@@ -119,34 +164,43 @@ def _read_records(bundle: Bundle, files: list[Any]) -> dict[str, _Machine]:
         if name not in listed:
             verdict.reasons.append(f"listed under records but without a SHA-256 under files; {_ASK}")
             continue
-        data = bundle.record_data.get(name)
-        if data is None:
+        source = bundle.record_data.get(name)
+        if source is None:
             continue  # the file check has failed it as missing
-        loaded = machines[machine] = _Machine(verdict)
-        if len(data) > _MAX_RECORD_BYTES * max(entry["records"], 1):
-            verdict.reasons.append(f"is {len(data):,} bytes, more than {_MAX_RECORD_BYTES:,} for each of the {entry['records']} records the manifest "
-                                   f"gives, so it was not read; {_ASK}")
-            continue
-        bad = 0
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()  # the newline that ends the last line
-        for number, line in enumerate(lines, start=1):
-            before = loaded.records[-1].minute if loaded.records else None
-            parsed = _parse_line(line, machine, before) if line else "is empty"
-            if isinstance(parsed, str):
-                bad += 1
-                if bad <= _MAX_LINE_REASONS:
-                    verdict.reasons.append(f"line {number} {parsed}")
+        loaded = machines[machine] = _Machine(verdict, source)
+        with open_member(source) as handle:
+            size = handle.seek(0, io.SEEK_END)
+            if size > _MAX_RECORD_BYTES * max(entry["records"], 1):
+                verdict.reasons.append(f"is {size:,} bytes, more than {_MAX_RECORD_BYTES:,} for each of the {entry['records']} records the manifest "
+                                       f"gives, so it was not read; {_ASK}")
                 continue
-            loaded.records.append(parsed[0])
-            loaded.minutes.append(parsed[1])
-            loaded.leaves.append(parsed[2])
+            handle.seek(0)
+            bad = _load_lines(handle, machine, loaded)
         if bad > _MAX_LINE_REASONS:
             verdict.reasons.append(f"{bad - _MAX_LINE_REASONS} more lines fail like those above")
-        if len(loaded.records) + bad != entry["records"]:
-            verdict.reasons.append(f"contains {len(loaded.records) + bad} records, but the manifest gives {entry['records']}; {_ASK}")
+        if len(loaded.minutes) + bad != entry["records"]:
+            verdict.reasons.append(f"contains {len(loaded.minutes) + bad} records, but the manifest gives {entry['records']}; {_ASK}")
     return machines
+
+
+def _load_lines(handle: IO[bytes], machine: str, loaded: _Machine) -> int:
+    """Check each line of one record file, note where each valid record lies, fail the file's verdict for each invalid one; return their count."""
+    bad, before = 0, None
+    for number, (start, line) in enumerate(_lines(handle), start=1):
+        if line is None:
+            parsed: tuple[MinuteRecord, dt.datetime] | str = f"is longer than {_MAX_RECORD_BYTES:,} bytes, far more than a record takes, so it was not read"
+        else:
+            parsed = _parse_line(line, machine, before) if line else "is empty"
+        if isinstance(parsed, str):
+            bad += 1
+            if bad <= _MAX_LINE_REASONS:
+                loaded.verdict.reasons.append(f"line {number} {parsed}")
+            continue
+        before = parsed[0].minute
+        loaded.minutes.append(int(parsed[1].timestamp()))
+        loaded.starts.append(start)
+        loaded.lengths.append(len(line))
+    return bad
 
 
 def _select(machines: dict[str, _Machine], ids: list[str], start: dt.datetime, end: dt.datetime) -> tuple[list[MinuteRecord], list[bytes]]:
@@ -159,8 +213,9 @@ def _select(machines: dict[str, _Machine], ids: list[str], start: dt.datetime, e
             continue
         low, high = machine.between(start, end)
         machine.used.append((low, high))
-        records += machine.records[low:high]
-        leaves += machine.leaves[low:high]
+        selected, hashes = machine.read(low, high)
+        records += selected
+        leaves += hashes
     return records, leaves
 
 
@@ -205,8 +260,12 @@ def _fail_unlisted_record_files(bundle: Bundle, files: list[Any]) -> None:
         verdict.reasons.append(f"a record file that the manifest's records list does not name, so no check reads its records; {_ASK}")
 
 
-def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict[str, Claims], vouchers: list[Any], files: list[Any]) -> EvidenceSummary:
-    """Rebuild each voucher's evidence root from the bundle's records, recompute its figures, and add a reason to each failing verdict."""
+def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict[str, Claims], vouchers: list[Any], files: list[Any],
+                   progress: Progress = lambda step: None) -> EvidenceSummary:
+    """Rebuild each voucher's evidence root from the bundle's records, recompute its figures, and add a reason to each failing verdict.
+
+    ``progress`` is called with a short English phrase before each record file and each voucher.
+    """
     summary = EvidenceSummary()
     _fail_unlisted_record_files(bundle, files)
     if not bundle.record_list:
@@ -216,12 +275,13 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
                 summary.not_checked += 1
         return summary
 
-    machines = _read_records(bundle, files)
+    machines = _read_records(bundle, files, progress)
     summary.files = len(bundle.record_list)
-    summary.records = sum(len(machine.records) for machine in machines.values())
+    summary.records = sum(len(machine.minutes) for machine in machines.values())
     reproduced = {str(item.get("voucher_id")): item.get("reproduced") for item in bundle.stored or [] if isinstance(item, dict)}
     baselines: dict[tuple[Any, ...], methodology.BaselineResult | methodology.InsufficientBaseline] = {}
-    for verdict in vouchers:
+    for number, verdict in enumerate(vouchers, start=1):
+        progress(f"recomputing voucher {number} of {len(vouchers)}")
         claims = claims_by_id.get(verdict.subject)
         if claims is None:
             continue
@@ -260,8 +320,7 @@ def check_evidence(bundle: Bundle, contract: Contract | None, claims_by_id: dict
         key = (anchor.id, tuple((machine.id, machine.ideal_cycle_time_s) for machine in claims.machines), claims.period.time_zone)
         if key not in baselines:
             try:
-                baseline_records = _select(machines, ids, *baseline_span(anchor, claims.period.time_zone))[0]
-                baselines[key] = baseline_from_records(anchor, claims, baseline_records)
+                baselines[key] = baseline_by_day(anchor, claims, lambda start, end: _select(machines, ids, start, end)[0])
             except methodology.InsufficientBaseline as exc:
                 baselines[key] = exc
             except (ValueError, KeyError) as exc:
