@@ -72,6 +72,9 @@ class Normalizer:
         self.watermark_ms = watermark_ms
         self.last_ts_ms = watermark_ms
         self.last_state: tuple[int, str | None, bool] | None = None
+        self.resuming = True
+        """True before the first data and after the gateway lost the data (no connection, a Modbus poll without a good state):
+        the next state starts no earlier than the PLC time that brings data back."""
         self.last_seq: int | None = None
         self.last_seq_ms = 0
         self.seq_gap = False
@@ -101,12 +104,14 @@ class Normalizer:
     def resume(self) -> MachineBatch:
         """Start after a restart: the machine is offline from the last watermark until fresh data arrives.
 
-        With PLC time the first poll shortens that gap again: its
-        ``state_since`` stamps the state it reports, never earlier than the
-        watermark, so a state the PLC says began before the restart covers
-        the whole outage.
+        Fresh data arrives with the first poll's clock (Modbus) or the first
+        clock notification (OPC UA). A ``state_since`` or SourceTimestamp
+        older than that does not shorten the gap: the PLC saying a state
+        began before the restart does not tell what the machine did while
+        nobody read it.
         """
         batch = MachineBatch(self.machine)
+        self.resuming = True
         if self.watermark_ms > 0:
             self._emit(batch, self.watermark_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -115,6 +120,7 @@ class Normalizer:
         """Record that the device connection is down: no data from the last watermark on."""
         batch = MachineBatch(self.machine)
         self.seq_gap = True
+        self.resuming = True
         if self.last_state is not None and self.last_state[0] != OFFLINE:
             self._emit(batch, self.watermark_ms or self.last_ts_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -147,19 +153,31 @@ class Normalizer:
             # yields): the watermark stays, and when the state has become offline, the machine is offline
             # from the last watermark on.
             result = self.evaluator.evaluate()
-            if result.code == OFFLINE and self.last_state is not None and self.last_state[0] != OFFLINE:
-                self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
+            if result.code == OFFLINE:
+                self.resuming = True
+                if self.last_state is not None and self.last_state[0] != OFFLINE:
+                    self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
             return
+        previous_ms = max(self.watermark_ms, self.last_ts_ms)
         self.watermark_ms = max(self.watermark_ms, now)
 
         missed, seq_moved = self._check_seq(seq, now)
         result = self._evaluate()
         state = (result.code, result.reason, result.uncertain or missed > 0)
+        if result.code == OFFLINE:
+            # A poll is the only view of the PLC: a state it cannot read leaves no data until a poll reads one again.
+            self.resuming = True
         if state != self.last_state or seq_moved:
             since = by_tag.get(self.since_tag) if self.since_tag and self.plc_time else None
             since_ms = self._time_value(since) if since is not None else None
             stamp = now if since_ms is None else since_ms
-            self._emit(batch, min(max(stamp, self.last_ts_ms), now), state, missed=missed)
+            if result.code == OFFLINE:
+                # The state cannot be read: no data from the previous poll on.
+                self._emit(batch, min(previous_ms, now), state, missed=missed)
+            else:
+                # After a gap the data starts with this poll: what the PLC reports for earlier times was not read when it happened.
+                floor = now if self.resuming else self.last_ts_ms
+                self._emit(batch, min(max(stamp, floor, self.last_ts_ms), now), state, missed=missed)
 
         for tag in self.counter_tags:
             sample = by_tag.get(tag)
@@ -213,7 +231,27 @@ class Normalizer:
 
     # -- OPC UA: notifications with SourceTimestamps ----------------------
 
+    def _resume_floor(self, samples: Sequence[Sample]) -> int | None:
+        """Return the PLC time at which data resumes after a gap: the oldest good clock in ``samples``, or None when they carry none.
+
+        A new subscription first reports each variable's current value, so the clock's first notification is the PLC's time
+        when reading began; changes queued after it carry later SourceTimestamps and were read as they happened. Without a
+        clock tag the newest SourceTimestamp of any tag is the best bound the map gives (see :meth:`TagMap.missing_clock_effect`).
+        """
+        stamps = [sample.ts_ms for sample in samples
+                  if (self.clock_tag is None or sample.tag == self.clock_tag) and sample.status != "bad" and sample.time_source == "plc"
+                  and implausible_time(sample.ts_ms, what="SourceTimestamp") is None]
+        if self.clock_tag is None:
+            return max(stamps, default=None)
+        return min(stamps, default=None)
+
     def _feed_notifications(self, samples: Sequence[Sample], batch: MachineBatch) -> None:
+        # After the gateway lost the data (no connection, the agent not running), a state or count stamped before the clock
+        # that brings data back lies in time nobody read the PLC. Until such a clock arrives the state stays offline; with
+        # no clock in a message the resumed state waits for the next. A Bad value the server reports live is no such gap:
+        # the SourceTimestamp of its next Good value tells when data came back.
+        resuming = self.resuming and self.plc_time
+        floor = self._resume_floor(samples) if resuming else None
         for sample in sorted(samples, key=lambda item: item.ts_ms):
             stamp = sample.ts_ms if self.plc_time else sample.received_ms
             timed = True
@@ -224,18 +262,34 @@ class Normalizer:
                                 sample.raw, "bad", detail)
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
             elif self.plc_time and sample.status == "bad" and sample.time_source == "gateway":
-                # An outage or a refused node carries the gateway's time, not the PLC's: offline from the watermark on.
+                # An outage or a refused node carries the gateway's time, not the PLC's: offline from the watermark on,
+                # and what the PLC reports after it for earlier times was not read when it happened.
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
+                if sample.tag in self.state_tags:
+                    self.resuming = True
+            if resuming and floor is not None and timed:
+                stamp = max(stamp, floor)
             self.evaluator.update(sample)
             if sample.tag in self.state_tags:
                 result = self._evaluate()
                 state = (result.code, result.reason, result.uncertain)
-                if state != self.last_state:
+                if state[0] == OFFLINE:
+                    # Before the first state the machine is offline anyway.
+                    emit = self.last_state is not None
+                else:
+                    emit = not (resuming and self.resuming and floor is None)
+                if emit and state != self.last_state:
                     self._emit(batch, max(stamp, self.last_ts_ms), state, missed=0)
             if sample.tag in self.counter_tags:
                 self._counter(batch, max(stamp, self.last_ts_ms), sample)
             if timed and (self.clock_tag is None or sample.tag == self.clock_tag or not self.plc_time):
                 self.watermark_ms = max(self.watermark_ms, stamp)
+        if resuming and floor is not None and self.resuming:
+            # The state arrived in an earlier message than the clock that brings data back.
+            result = self._evaluate()
+            state = (result.code, result.reason, result.uncertain)
+            if state[0] != OFFLINE and state != self.last_state:
+                self._emit(batch, max(floor, self.last_ts_ms), state, missed=0)
 
     # -- shared -----------------------------------------------------------
 
@@ -256,6 +310,8 @@ class Normalizer:
         batch.states.append(StateEvent(ts_ms, code, reason, uncertain, missed))
         self.last_state = state
         self.last_ts_ms = ts_ms
+        if code != OFFLINE:
+            self.resuming = False
 
     def _counter(self, batch: MachineBatch, ts_ms: int, sample: Sample) -> None:
         if sample.status == "bad" or not isinstance(sample.value, int | float) or isinstance(sample.value, bool):

@@ -15,8 +15,11 @@ from valuegate.adapters.tagmap import TagMap, load_tag_map
 
 
 def write_tag_map(folder: Path, name: str, protocol: str, tags: list[dict[str, Any]], *, rules: list[dict] | None = None,
-                  namespaces: dict[str, str] | None = None) -> Path:
-    """Write a valid tag map with the given tags; without ``rules`` the state follows the first tag (1 running, 0 planned stop)."""
+                  namespaces: dict[str, str] | None = None, time: dict[str, Any] | None = None) -> Path:
+    """Write a valid tag map with the given tags; without ``rules`` the state follows the first tag (1 running, 0 planned stop).
+
+    ``time`` replaces the map's ``time:`` section, which by default stamps samples with the gateway's clock.
+    """
     first = tags[0]["name"]
     document = {
         "schema": "valuegate/tagmap/v1",
@@ -28,7 +31,7 @@ def write_tag_map(folder: Path, name: str, protocol: str, tags: list[dict[str, A
             "rules": rules or [{"when": {first: [1]}, "category": "running"}, {"when": {first: [0]}, "category": "planned_stop"}],
             "default": "unplanned_stop",
         },
-        "time": {"source": "gateway"},
+        "time": time or {"source": "gateway"},
     }
     if namespaces:
         document["namespaces"] = namespaces

@@ -19,8 +19,9 @@ def poll(poll_ms: int, *, state: int, since: int, clock: int, containers: int, c
 
 def test_modbus_change_stamped_with_state_since() -> None:
     normalizer = Normalizer("filler-1", FILLER)
+    # The first poll starts the data at its clock: a state_since before it lies in time nobody read the PLC.
     first = normalizer.feed(poll(9_000_000, state=1, since=1_000, clock=5_000, containers=10, changes=4))
-    assert [(e.ts_ms - T0, e.code) for e in first.states] == [(1_000, 0)]
+    assert [(e.ts_ms - T0, e.code) for e in first.states] == [(5_000, 0)]
     assert first.watermark_ms - T0 == 5_000
     second = normalizer.feed(poll(9_001_000, state=2, since=5_600, clock=6_000, containers=12, changes=5, reason=17))
     assert [(e.ts_ms - T0, e.code, e.reason, e.missed) for e in second.states] == [(5_600, 3, "17", 0)]
@@ -60,7 +61,8 @@ def test_seq_fall_after_outage_resets() -> None:
     batch = normalizer.feed(poll(0, state=1, since=9_000, clock=9_500, containers=0, changes=0))
     assert normalizer.missed_total == 0
     assert normalizer.seq_resets == 1
-    assert [(e.ts_ms - T0, e.code, e.uncertain, e.missed) for e in batch.states] == [(9_000, 0, False, 0)]
+    # The state the PLC reports since 9,000 starts at 9,500, the clock of the poll that reads it after the outage.
+    assert [(e.ts_ms - T0, e.code, e.uncertain, e.missed) for e in batch.states] == [(9_500, 0, False, 0)]
     # It counts on from the new level: one transition per poll again, nothing missed.
     normalizer.feed(poll(0, state=2, since=9_800, clock=10_000, containers=0, changes=1))
     assert (normalizer.missed_total, normalizer.seq_resets) == (0, 1)
@@ -106,19 +108,27 @@ def test_modbus_unchanged_state_emits_nothing_and_counter_only_on_change() -> No
     assert batch.watermark_ms - T0 == 3_000
 
 
-def test_state_since_before_last_event_is_clamped() -> None:
+def test_state_after_restart_starts_with_the_first_poll() -> None:
+    """The agent was down from 10,000 on; the PLC says it has run since 4,000, but nobody read it until the poll at 12,000."""
     normalizer = Normalizer("filler-1", FILLER, watermark_ms=T0 + 10_000)
     resumed = normalizer.resume()
     assert [(e.ts_ms - T0, e.code) for e in resumed.states] == [(10_000, 5)]
     batch = normalizer.feed(poll(0, state=1, since=4_000, clock=12_000, containers=5, changes=1))
-    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(10_000, 0)]
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(12_000, 0)]
+    # Once data flows, a change is stamped with its state_since between two polls.
+    later = normalizer.feed(poll(0, state=2, since=12_400, clock=13_000, containers=5, changes=2))
+    assert [(e.ts_ms - T0, e.code) for e in later.states] == [(12_400, 3)]
 
 
 def test_bad_state_input_is_offline_never_running() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     normalizer.feed(poll(0, state=1, since=1_000, clock=2_000, containers=5, changes=1))
     batch = normalizer.feed(poll(0, state=1, since=1_000, clock=3_000, containers=5, changes=1, status="bad"))
-    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(1_000, 5)]
+    # Offline from the last poll that read the state, 2,000.
+    assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(2_000, 5)]
+    # Readable again: the state starts with the poll that reads it, not at its older state_since.
+    back = normalizer.feed(poll(0, state=1, since=1_000, clock=4_000, containers=5, changes=1))
+    assert [(e.ts_ms - T0, e.code) for e in back.states] == [(4_000, 0)]
 
 
 def opcua(tag: str, ts_ms: int, value: object) -> Sample:
@@ -127,17 +137,18 @@ def opcua(tag: str, ts_ms: int, value: object) -> Sample:
 
 def test_opcua_source_timestamps_and_clock_watermark() -> None:
     normalizer = Normalizer("mazak-1", MAZAK)
+    # A new subscription reports each variable's current value; the clock's says when reading began.
+    first = normalizer.feed([opcua("clock", 500, T0 + 500), opcua("alarm_code", 100, 0), opcua("mode", 200, "AUTOMATIC"), opcua("execution", 300, "READY")])
+    assert [(e.ts_ms - T0, e.code) for e in first.states] == [(500, 1)]
     batch = normalizer.feed(
         [
             opcua("clock", 3_000, T0 + 3_000),
-            opcua("alarm_code", 900, 0),
-            opcua("mode", 1_000, "AUTOMATIC"),
             opcua("execution", 1_200, "ACTIVE"),
             opcua("part_count", 2_500, 7),
             opcua("execution", 2_000, "FEED_HOLD"),
         ]
     )
-    assert [(e.ts_ms - T0, e.code, e.reason) for e in batch.states] == [(900, 5, None), (1_200, 0, None), (2_000, 3, "FEED_HOLD")]
+    assert [(e.ts_ms - T0, e.code, e.reason) for e in batch.states] == [(1_200, 0, None), (2_000, 3, "FEED_HOLD")]
     assert [(c.ts_ms - T0, c.value) for c in batch.counters] == [(2_500, 7.0)]
     assert batch.watermark_ms - T0 == 3_000
 
@@ -149,9 +160,10 @@ def test_outage_batch_goes_offline_at_watermark() -> None:
     batch = normalizer.feed(outage)
     assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(2_000, 5)]
     assert batch.watermark_ms - T0 == 2_000
-    # Back online: the state starts again at the PLC's state_since, never before the outage began.
+    # Back online: the state starts again with the poll that reads it. The PLC's state_since (1,000) says the state did not
+    # change, but the outage from 2,000 to 8,000 stays offline, as all time without data does.
     back = normalizer.feed(poll(0, state=1, since=1_000, clock=8_000, containers=5, changes=1))
-    assert [(e.ts_ms - T0, e.code) for e in back.states] == [(2_000, 0)]
+    assert [(e.ts_ms - T0, e.code) for e in back.states] == [(8_000, 0)]
 
 
 def test_implausible_clock_is_never_plc_time() -> None:
@@ -214,3 +226,26 @@ def test_opcua_outage_keeps_plc_watermark() -> None:
     assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(3_000, 5)]
     assert batch.watermark_ms - T0 == 3_000
     assert normalizer.implausible_total == 0
+
+
+def test_opcua_state_after_outage_waits_for_the_clock() -> None:
+    """After a reconnect the state may come in a message without the clock: it stays offline until a clock tick says when reading resumed."""
+    normalizer = Normalizer("mazak-1", MAZAK)
+    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    outage = [Sample("mazak", tag, T0 + 3_400, "gateway", T0 + 3_400, None, None, "bad", "disconnected") for tag in ("clock", "alarm_code", "mode", "execution")]
+    assert [(e.ts_ms - T0, e.code) for e in normalizer.feed(outage).states] == [(3_000, 5)]
+    # The first values after the reconnect: ACTIVE since 1,200, as before the outage, but no clock yet.
+    early = normalizer.feed([opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    assert early.states == []
+    later = normalizer.feed([opcua("clock", 9_000, T0 + 9_000)])
+    assert [(e.ts_ms - T0, e.code) for e in later.states] == [(9_000, 0)]
+
+
+def test_opcua_live_bad_value_ends_at_its_good_source_timestamp() -> None:
+    """A Bad value the server reports while connected is no gap in reading: the next Good value starts at its own SourceTimestamp."""
+    normalizer = Normalizer("mazak-1", MAZAK)
+    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    bad = Sample("mazak", "execution", T0 + 4_000, "plc", T0 + 4_100, None, "ACTIVE", "bad", "BadCommunicationError")
+    assert [(e.ts_ms - T0, e.code) for e in normalizer.feed([bad]).states] == [(4_000, 5)]
+    good = normalizer.feed([opcua("execution", 6_500, "ACTIVE")])
+    assert [(e.ts_ms - T0, e.code) for e in good.states] == [(6_500, 0)]
