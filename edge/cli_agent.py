@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -45,6 +47,19 @@ def _journal_prefixed(formatter):  # noqa: ANN001, ANN202 - a logging.Formatter 
     return JournalFormatter()
 
 
+# asyncua's debug lines print whole requests; an ActivateSession over a channel that does not encrypt the user token
+# itself shows the OPC UA password as Password=b'...'.
+_PASSWORD_FIELD = re.compile(r"""(Password=b?)(['"])(?:\\.|(?!\2).)*\2""")
+
+
+def _redact_passwords(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Replace every ``Password=...`` value in a library's log line with ``***``."""
+    text = event.get("event")
+    if isinstance(text, str) and "Password=" in text:
+        event["event"] = _PASSWORD_FIELD.sub(r"\1\2***\2", text)
+    return event
+
+
 def _configure_logging(level: str) -> None:
     """Log JSON lines to stderr (journald keeps them, each at its priority), one event per line.
 
@@ -72,7 +87,7 @@ def _configure_logging(level: str) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, _redact_passwords],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -366,3 +366,20 @@ def test_warns_exposed_metrics_plain_tls(tmp_path: Path) -> None:
     assert result.output.rstrip().endswith(f"{path}: OK with 2 warning(s)")
     quiet = write_config(tmp_path, 1883, metrics={"host": "::1", "port": 9464})
     assert "WARNING" not in runner.invoke(app, ["edge", "check-config", str(quiet)]).output
+
+
+def test_check_config_finds_missing_opcua_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from valuegate.adapters.tagmap import shipped_tag_map_dir
+
+    monkeypatch.delenv("VG_CNC_PASSWORD", raising=False)
+    device = {"id": "cnc-1", "protocol": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/", "tag_map": str(shipped_tag_map_dir() / "demo" / "mazak-mtconnect-opcua.yaml"),
+              "auth": {"method": "username", "username": "valuegate", "password_env": "VG_CNC_PASSWORD"}}
+    path = write_config(tmp_path, 1883, devices=[device])
+    checked = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert checked.exit_code == 1, checked.output
+    assert "$.devices[0].auth.password_env: the environment variable is not set" in checked.output
+    assert "VG_CNC_PASSWORD" in checked.output
+    # The key commands never connect to the device, so they need no password.
+    assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
+    monkeypatch.setenv("VG_CNC_PASSWORD", "s3cret")
+    assert runner.invoke(app, ["edge", "check-config", str(path)]).exit_code == 0

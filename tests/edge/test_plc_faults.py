@@ -149,3 +149,19 @@ def test_library_log_levels(level: str, expected: list[str]) -> None:
     """asyncua's and pymodbus's errors repeat at every retry without a device id; the adapters log those themselves."""
     result = subprocess.run([sys.executable, "-c", LIBRARY_LINES.format(level=level)], capture_output=True, text=True, timeout=60, check=True)
     assert [json.loads(line)["event"] for line in result.stderr.splitlines()] == expected
+
+
+def test_debug_lines_hide_opcua_password() -> None:
+    """asyncua logs whole requests at debug level; a user token that the channel alone encrypts shows its password."""
+    script = """
+import logging
+from valuegate.edge.cli_agent import _configure_logging
+_configure_logging("debug")
+logging.getLogger("asyncua.client.ua_client").debug(
+    "Sending: %s", "ActivateSessionRequest(UserIdentityToken=UserNameIdentityToken(PolicyId='username', UserName='valuegate', "
+    "Password=b's3cret-\\\\'quoted', EncryptionAlgorithm=None))")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    (line,) = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+    assert "s3cret" not in line and "quoted" not in line
+    assert "UserName='valuegate', Password=b'***', EncryptionAlgorithm=None" in line
