@@ -124,6 +124,9 @@ class OpcUaDeviceConfig(_Settings, tag_field="protocol", tag="opcua"):
     """First reconnect delay in milliseconds; it doubles per failed attempt."""
     reconnect_max_ms: int = 30000
     """Cap of the reconnect delay in milliseconds."""
+    auth_retry_ms: int = 300000
+    """Least delay in milliseconds after the server refused the user (a wrong password), so that a PLC that locks an
+    account after a few failed log-ins does not lock it; the agent reads the password only at start anyway."""
 
     @property
     def protocol(self) -> Literal["opcua"]:
@@ -185,6 +188,8 @@ def _check_ranges(source: YamlSource, where: str, device: DeviceConfig, issues: 
     for field in positive:
         if getattr(device, field) <= 0:
             issues.append(source.issue(f"{where}.{field}", "must be a positive number of milliseconds"))
+    if isinstance(device, OpcUaDeviceConfig) and device.auth_retry_ms < 0:
+        issues.append(source.issue(f"{where}.auth_retry_ms", "must not be negative", allowed="0 or more milliseconds (default 300000)"))
     if device.reconnect_max_ms < device.reconnect_min_ms:
         issues.append(source.issue(f"{where}.reconnect_max_ms", f"must be at least reconnect_min_ms ({device.reconnect_min_ms})"))
 

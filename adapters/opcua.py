@@ -15,7 +15,7 @@ from asyncua import Client, ua
 from .backoff import Backoff, RetryLog, raise_if_cancelling, sleep_unless_cancelled
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, batches, read_operation_limits, resolve_tags
-from .opcua_failures import ConnectSteps, failure_status, failure_text
+from .opcua_failures import USER_REFUSED, ConnectSteps, failure_status, failure_text
 from .opcua_session import BatchSubscription, OpcUaSetupError, configure_client, read_password, subscribe
 from .samples import Sample
 from .tagmap import OpcUaTag, TagMap
@@ -379,6 +379,8 @@ class OpcUaClient:
                 except Exception as exc:  # noqa: BLE001 - every connect failure is retried with backoff
                     self._connect_failed(exc)
                     delay = backoff.next_delay()
+                    if self.last_status in USER_REFUSED:
+                        delay = max(delay, self.config.auth_retry_ms / 1000)
                     if self._failed("opcua.connect_failed", delay):
                         yield self._bad_batch("disconnected")
                     await sleep_unless_cancelled(delay)

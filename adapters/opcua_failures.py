@@ -8,7 +8,7 @@ from asyncua.observer import Observer
 
 from .opcua_security import CertificateRejected
 
-__all__ = ("ConnectSteps", "failure_status", "failure_text")
+__all__ = ("ConnectSteps", "USER_REFUSED", "failure_status", "failure_text")
 
 # Transport states in the order a connect reaches them. A timeout in a state belongs to the handshake step that follows it.
 _HANDSHAKE = {
@@ -44,6 +44,10 @@ class ConnectSteps(Observer):
         if self.failed_request:
             return f"{self.failed_request} request"
         return _HANDSHAKE.get(self.reached, "")
+
+
+USER_REFUSED = frozenset({"BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid", "BadUserSignatureInvalid"})
+"""Statuses with which a server refuses the user rather than the connection: retrying soon only counts failed log-ins."""
 
 
 def failure_status(exc: BaseException) -> str:

@@ -88,11 +88,12 @@ async def secure_server(tmp_path: Path, policies: list, users: Users) -> tuple[U
     return server, cert_path, certificate
 
 
-def device(endpoint: str, tmp_path: Path, *, policy: str, mode: str, auth: OpcUaAuth | None = None, **security) -> OpcUaDeviceConfig:
+def device(endpoint: str, tmp_path: Path, *, policy: str, mode: str, auth: OpcUaAuth | None = None, auth_retry_ms: int = 0,
+           **security) -> OpcUaDeviceConfig:
     return OpcUaDeviceConfig(
         id="secure-1", endpoint=endpoint, tag_map="unused", timeout_ms=3000, reconnect_min_ms=50, reconnect_max_ms=100,
         security=OpcUaSecurity(policy=policy, mode=mode, pki_dir=str(tmp_path / "pki"), **security),
-        auth=auth or OpcUaAuth(),
+        auth=auth or OpcUaAuth(), auth_retry_ms=auth_retry_ms,
     )
 
 
@@ -207,6 +208,35 @@ async def test_wrong_password_retry_warnings(tmp_path: Path, monkeypatch: pytest
     draws = list(client.backoff.delays)
     assert None not in draws
     assert [nominal for nominal, _ in draws[:3]] == [0.05, 0.1, 0.1]
+
+
+async def test_refused_user_waits_before_the_next_log_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A wrong password is retried after auth_retry_ms, not at the reconnect backoff, so that a PLC does not lock the account."""
+    users = Users()
+    server, cert_path, _ = await secure_server(tmp_path, [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], users)
+    auth = OpcUaAuth(method="username", username="operator", password_env="VG_TEST_OPCUA_PASSWORD")
+    config = device(server.endpoint, tmp_path, policy="Basic256Sha256", mode="SignAndEncrypt", server_certificate=str(cert_path), auth=auth,
+                    auth_retry_ms=1500)
+    monkeypatch.setenv("VG_TEST_OPCUA_PASSWORD", "wrong-Pa55word")
+
+    async def read(stream) -> None:  # noqa: ANN001
+        async for _batch in stream:
+            pass
+
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with open_device(config, tag_map(tmp_path, "refused", "opcua", TAGS)) as client:
+                reader = asyncio.create_task(read(client.stream()))
+                await asyncio.sleep(2.5)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        await server.stop()
+    # The connect on opening and the stream's first attempt, then one after 1.5 s. The 50 ms backoff alone would have
+    # tried about 25 times in 2.5 s.
+    assert client.stats["connect_failures"] == 3
+    failed = [e for e in logged if e["event"] in ("opcua.connect_failed", "opcua.retry_failed")]
+    assert failed and all(e["retry_in_s"] == 1.5 for e in failed)
 
 
 async def test_user_certificate(tmp_path: Path):
