@@ -65,6 +65,11 @@ class RepeatLimiter:
         self._last[key] = now
         return self._held.pop(key, 0)
 
+    def reset(self, key: Hashable) -> None:
+        """Forget ``key``: its next warning goes through at once, with no repeats counted from before."""
+        self._last.pop(key, None)
+        self._held.pop(key, None)
+
 
 class RetryLog:
     """Logs the failures of one device's reconnect loop without flooding the journal.
@@ -106,6 +111,8 @@ class RetryLog:
             outage_s = round(self._clock() - self._outage_started, 1)
             self.log.info(event, **fields, failures=self.failures, outage_s=outage_s)
         self.failures = 0
+        # The retries held back belong to the outage that ended; ``failures`` above counts them.
+        self._repeats.reset(self.retry_event)
 
 
 def raise_if_cancelling() -> None:

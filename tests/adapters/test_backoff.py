@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from valuegate.adapters.backoff import Backoff, RepeatLimiter
+from valuegate.adapters.backoff import Backoff, RepeatLimiter, RetryLog
 from valuegate.adapters.devices import ModbusDeviceConfig, open_device
 from valuegate.services import free_port
 
@@ -219,3 +219,24 @@ async def test_refused_start_logs_one_connect(tmp_path: Path) -> None:
     # The attempt on entering the context is not logged; stream() logs and counts its own attempts.
     assert connected["failures"] == failed_connects - 1
     assert connected["device"] == "press-1"
+
+
+def test_held_back_retries_stay_with_their_outage() -> None:
+    """Retries held back in one outage are not reported with the first retry of the next one."""
+    now = [0.0]
+    with structlog.testing.capture_logs() as logged:
+        retries = RetryLog(structlog.get_logger("test"), "modbus.retry_failed", interval_s=60, clock=lambda: now[0])
+        for second in range(7):
+            now[0] = float(second)
+            retries.failed("modbus.disconnected")
+        retries.answered("modbus.connected")
+        now[0] = 100.0
+        retries.failed("modbus.disconnected")
+        now[0] = 101.0
+        retries.failed("modbus.disconnected")
+    warnings = [(e["event"], e.get("attempt"), e.get("repeats_not_logged")) for e in logged if e["log_level"] == "warning"]
+    # First outage: its first failure, its first retry; attempts 3 to 7 are held back. Second outage: the same, from 0 again.
+    assert warnings == [("modbus.disconnected", None, None), ("modbus.retry_failed", 2, 0),
+                        ("modbus.disconnected", None, None), ("modbus.retry_failed", 2, 0)]
+    (connected,) = [e for e in logged if e["event"] == "modbus.connected"]
+    assert connected["failures"] == 7
