@@ -89,6 +89,8 @@ class EdgeAgent:
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[MachineBatch | None] = asyncio.Queue(maxsize=10_000)
         self._normalizers: dict[str, Normalizer] = {}
+        self._device_stats: dict[tuple[str, str], int] = {}
+        """The adapter's counts last copied into the metrics, per device and count."""
         self._device_tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._log = log.bind(gateway=config.gateway)
@@ -216,6 +218,16 @@ class EdgeAgent:
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
 
+    def _copy_device_stats(self, device_id: str, stats: dict[str, int]) -> None:
+        """Add what the adapter counted since the last batch to the connection metrics; a reopened client counts from 0 again."""
+        for key, metric in (("connect_failures", self.metrics.device_connect_failures), ("reconnects", self.metrics.device_reconnects)):
+            count = int(stats.get(key, 0))
+            seen = self._device_stats.get((device_id, key), 0)
+            added = count - seen if count >= seen else count
+            if added:
+                metric.labels(device_id).inc(added)
+            self._device_stats[(device_id, key)] = count
+
     async def _on_samples(self, machine_id: str, device_id: str, client: Any, samples: list[Any]) -> None:
         normalizer = self._normalizers[machine_id]
         self.metrics.values_read.labels(device_id).inc(len(samples))
@@ -224,6 +236,7 @@ class EdgeAgent:
             self.metrics.decode_errors.labels(device_id).inc(bad)
         connected = bool(getattr(client, "connected", True))
         self.metrics.device_connected.labels(device_id).set(int(connected))
+        self._copy_device_stats(device_id, getattr(client, "stats", {}))
         missed_before = normalizer.missed_total
         implausible_before = normalizer.implausible_total
         unmatched_before = normalizer.unmatched_total
@@ -339,6 +352,7 @@ class EdgeAgent:
                     self._dirty.add(machine_id)
                     self.metrics.minutes_summarized.labels(machine_id).inc(result.minutes)
                     self.metrics.counts_left_out.labels(machine_id).inc(result.counts_left_out)
+                    self.metrics.counter_glitches.labels(machine_id).inc(result.glitches)
                     self.publisher.notify()
                 for plant_date in result.days:
                     self.metrics.days_closed.labels(machine_id).inc()

@@ -48,6 +48,13 @@ class AgentMetrics:
         self.counts_left_out = Counter(
             "valuegate_counts_left_out_total", "Counter increments left out because the time since the reading before touches offline time", ["machine"], registry=r
         )
+        self.counter_glitches = Counter(
+            "valuegate_counter_glitches_total", "Counter readings rejected as glitches: a jump faster than max_rate_per_min", ["machine"], registry=r
+        )
+        self.device_connect_failures = Counter(
+            "valuegate_device_connect_failures_total", "Failed PLC connection attempts, reported when the device answers again", ["device"], registry=r
+        )
+        self.device_reconnects = Counter("valuegate_device_reconnects_total", "PLC connections rebuilt after a loss", ["device"], registry=r)
         self.days_closed = Counter("valuegate_days_closed_total", "Plant days closed", ["machine"], registry=r)
         self.vouchers_issued = Counter("valuegate_vouchers_issued_total", "Vouchers signed and put in the outbox", registry=r)
         self.outbox_depth = Gauge("valuegate_outbox_depth", "Vouchers in the outbox that no cloud ack covers yet", registry=r)

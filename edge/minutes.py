@@ -48,12 +48,14 @@ class MinuteSummary(NamedTuple):
     records: list[tuple[int, str]]
     carry: Carry
     counts_left_out: int
+    glitches: int = 0
+    """Counter readings rejected as glitches (a jump faster than the counter's max_rate_per_min that no later reading confirmed)."""
 
 
 def _counter_minutes(
     spec: CounterSpec, carry: list[float] | None, readings: list[CounterReading], start_ms: int, n_minutes: int, offline: kernels.Intervals
-) -> tuple[np.ndarray, list[float] | None, int]:
-    """Return the counter's increments per minute, the last accepted reading to carry forward and the parts left out.
+) -> tuple[np.ndarray, list[float] | None, int, int]:
+    """Return the counter's increments per minute, the last accepted reading to carry forward, the parts left out and the glitches.
 
     An increment whose gap since the last accepted reading touches offline
     time is left out (see :func:`kernels.gaps_since_accepted`). The carried reading has a
@@ -71,8 +73,8 @@ def _counter_minutes(
     carried_gap = carry is not None and len(carry) > 2 and bool(carry[2])
     if len(ts) <= offset:
         if carry is None:
-            return np.zeros(n_minutes, np.int64), carry, 0
-        return np.zeros(n_minutes, np.int64), _carried(carry[0], carry[1], carried_gap, end_ms, offline), 0
+            return np.zeros(n_minutes, np.int64), carry, 0, 0
+        return np.zeros(n_minutes, np.int64), _carried(carry[0], carry[1], carried_gap, end_ms, offline), 0, 0
     times = np.array(ts, np.int64)
     steps = kernels.normalize_counter(times, np.array(raw, np.float64), bits=spec.bits, signed=spec.signed, max_rate_per_min=spec.max_rate_per_min)
     gaps = kernels.gaps_touching(times, offline, OFFLINE)
@@ -83,11 +85,12 @@ def _counter_minutes(
     dropped = int(steps.increments[touched].sum())
     per_minute = kernels.bucket_counts(times[offset:], increments[offset:], start_ms, n_minutes)
     accepted = np.flatnonzero(steps.kind != kernels.GLITCH)
+    glitches = int(np.count_nonzero(steps.kind[offset:] == kernels.GLITCH))
     last = int(accepted[-1]) if accepted.size else None
     if last is None:
-        return per_minute, carry, dropped
+        return per_minute, carry, dropped, glitches
     # Kept from an earlier chunk, the carried reading keeps its gap mark too.
-    return per_minute, _carried(ts[last], raw[last], carried_gap and last == 0 and offset == 1, end_ms, offline), dropped
+    return per_minute, _carried(ts[last], raw[last], carried_gap and last == 0 and offset == 1, end_ms, offline), dropped, glitches
 
 
 def _carried(ts_ms: float, value: float, gap_before: bool, end_ms: int, offline: kernels.Intervals) -> list[float]:
@@ -142,13 +145,14 @@ def summarize_minutes(
     # Counters, per kind of count.
     counts = {"produced": np.zeros(n_minutes, np.int64), "good": np.zeros(n_minutes, np.int64), "reject": np.zeros(n_minutes, np.int64)}
     seen = set()
-    counts_left_out = 0
+    counts_left_out = glitches = 0
     counter_carry = dict(carry.counters) if carry is not None else {}
     for spec in machine.tag_map.counters:
         readings = [reading for reading in counters if reading.tag == spec.tag]
-        per_minute, counter_carry[spec.tag], left_out = _counter_minutes(spec, counter_carry.get(spec.tag), readings, start_ms, n_minutes, intervals)
+        per_minute, counter_carry[spec.tag], left_out, rejected = _counter_minutes(spec, counter_carry.get(spec.tag), readings, start_ms, n_minutes, intervals)
         counts[spec.kind] += per_minute
         counts_left_out += left_out
+        glitches += rejected
         seen.add(spec.kind)
     produced = counts["produced"] if "produced" in seen else counts["good"] + counts["reject"]
     if "reject" in seen:
@@ -180,7 +184,7 @@ def summarize_minutes(
     last = states[-1] if states else None
     end_state = (last.code, last.reason, last.uncertain) if last is not None else (first_code, first_reason, first_uncertain)
     code = end_state[0] if end_state[0] >= 0 else STATES.index("offline")
-    return MinuteSummary(records, Carry(int(code), end_state[1], bool(end_state[2]), counter_carry), counts_left_out)
+    return MinuteSummary(records, Carry(int(code), end_state[1], bool(end_state[2]), counter_carry), counts_left_out, glitches)
 
 
 def canonical_record(record: MinuteRecord) -> str:

@@ -52,6 +52,7 @@ class StepResult:
 
     minutes: int = 0
     counts_left_out: int = 0
+    glitches: int = 0
     days: list[str] = field(default_factory=list)
     vouchers: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
@@ -112,6 +113,10 @@ class Pipeline:
             result.counts_left_out = summary.counts_left_out
             if summary.counts_left_out:
                 log.info("counts_left_out_offline", machine=machine_id, counts=summary.counts_left_out, reason="counter increments that span offline time have no run time to set against")
+            result.glitches = summary.glitches
+            if summary.glitches:
+                log.info("counter_glitches_rejected", machine=machine_id, readings=summary.glitches,
+                         reason="a jump faster than the counter's max_rate_per_min that no later reading confirmed; check the counter tag if it repeats")
             done = end
         if done is None:
             return result

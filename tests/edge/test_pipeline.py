@@ -103,7 +103,7 @@ def test_minutes_match_reference(seed: int) -> None:
     states, counters = random_events(rng, start + 1, end)
     carry = Carry(rng.choice([0, 2, 3]), "17", False, {"containers": [start - 5_000, 995.0]}) if seed % 2 else None
     machine = MachineInfo("filler-1", FILLER, "UTC")
-    records, next_carry, _ = summarize_minutes(machine, carry, states, counters, start, end)
+    records, next_carry, *_ = summarize_minutes(machine, carry, states, counters, start, end)
     expected = reference_minutes(carry, states, counters, start, end)
     got = {minute: json.loads(text) for minute, text in records}
     assert sorted(got) == sorted(expected)
@@ -127,7 +127,7 @@ def test_counter_wrap_and_planned_minutes() -> None:
     start = T0
     states = [StateEvent(start + 30_000, 2), StateEvent(start + 180_000, 0)]
     counters = [CounterReading(start + 10_000, "containers", 65530), CounterReading(start + 200_000, "containers", 4)]
-    records, _, _ = summarize_minutes(machine, Carry(0, None, False, {}), states, counters, start, start + 240_000)
+    records, *_ = summarize_minutes(machine, Carry(0, None, False, {}), states, counters, start, start + 240_000)
     minutes = [minute for minute, _ in records]
     assert minutes == [start, start + 180_000]  # minutes 1 and 2 were planned stop throughout
     first, last = (json.loads(text) for _, text in records)
@@ -148,6 +148,7 @@ def test_parts_counted_across_offline_time_are_left_out() -> None:
     assert produced == [10, 0, 5]
     assert summary.counts_left_out == 40
     assert summary.carry.counters["containers"] == [float(start + 150_000), 155.0, 0.0]
+    assert summary.glitches == 0
 
 
 def test_increment_after_glitch_spanning_offline_left_out() -> None:
@@ -166,6 +167,8 @@ def test_increment_after_glitch_spanning_offline_left_out() -> None:
     assert produced == [10, 0, 5]
     assert summary.counts_left_out == 40
     assert summary.carry.counters["containers"] == [float(start + 170_000), 155.0, 0.0]
+    # The jump to 40,000 in 10 s exceeds the filler's 60 a minute: one reading rejected as a glitch.
+    assert summary.glitches == 1
 
 
 def test_glitch_after_carried_offline_gap_left_out() -> None:

@@ -89,6 +89,8 @@ async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: Mosquit
             await plc.inject("plc_restart:down=0.5")
             await wait_for(lambda: '"state_seq_reset"' in stderr_path.read_text(encoding="utf-8"), timeout_s=15, agent=agent)
             await wait_for(lambda: metric(metrics_port, "valuegate_device_connected", device="filler-good") == 1, timeout_s=10, agent=agent)
+            # The rebuilt connection shows in /metrics, so a link that flaps between two scrapes is still seen.
+            await wait_for(lambda: metric(metrics_port, "valuegate_device_reconnects_total", device="filler-good") >= 1, timeout_s=10, agent=agent)
             missed = metric(metrics_port, "valuegate_missed_transitions_total", machine="filler-good")
             transitions = plc.truth.status_at(plc.clock.now_ms).changes
             assert missed <= transitions, f"{missed:g} transitions missed of the {transitions} the PLC made"
