@@ -103,9 +103,10 @@ def talking_points(inputs: PackageInputs, language: str) -> list[str]:
     points = [translate(language, "renewal.points.total", amount=format_money(inputs.total, contract.currency, language), vouchers=inputs.voucher_count)]
     for anchor in inputs.anchors:
         if anchor.target is not None and anchor.mean_gain is not None:
+            key = "renewal.points.target" if anchor.mean_gain >= anchor.target else "renewal.points.target_short"
             points.append(
                 translate(
-                    language, "renewal.points.target", anchor=anchor.title.get(language, anchor.anchor), gain=format_number(anchor.mean_gain, 2),
+                    language, key, anchor=anchor.title.get(language, anchor.anchor), gain=format_number(anchor.mean_gain, 2),
                     unit=translate(language, f"quantity.{anchor.quantity}"), target=format_number(anchor.target),
                     estimate=translate(language, f"mode.{contract.settlement}"),
                 )

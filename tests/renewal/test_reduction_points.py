@@ -115,7 +115,7 @@ async def test_adjusted_day_backs_no_reduction(database) -> None:
     assert points == [
         # The excluded day's voucher backs none of the value, so the count is 4 of the 5 stored.
         "CNY 12,000.00 of value realized over the contract so far, from 4 verified vouchers.",
-        "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2.",
+        "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate), meeting its target of 1.2.",
         "Availability of m-1: 70.8%.",
     ]
 
@@ -133,3 +133,21 @@ async def test_stops_without_reason_code_count_as_downtime(database, language: s
     # Baseline: 20 of 60 s a minute stopped over one busy hour is 20 min an hour; reporting (7 May): 5 min over one hour.
     assert point in points
     assert label in html and empty not in html
+
+
+@pytest.mark.parametrize(("mean_gain", "language", "expected"), [
+    ("-26.37", "zh-CN", "价值锚点“灌装机非计划停机减少”：平均每个运行日的增益为 -26.37（避免的停机分钟，点估计），未达到承诺目标 15。"),
+    ("-26.37", "en", "Value anchor Filler downtime: mean gain -26.37 avoided downtime minutes per running day (point estimate), short of its target of 15."),
+    ("15", "en", "Value anchor Filler downtime: mean gain 15.00 avoided downtime minutes per running day (point estimate), meeting its target of 15."),
+])
+def test_target_point_says_whether_it_is_met(mean_gain: str, language: str, expected: str) -> None:
+    from valuegate.cloud.renewal.package import AnchorSummary
+
+    anchor = AnchorSummary(anchor="filler-downtime", title={"zh-CN": "灌装机非计划停机减少", "en": "Filler downtime"}, metric="unplanned_downtime_rate",
+                           quantity="avoided_downtime_min", target=Decimal("15"), mean_gain=Decimal(mean_gain), days=46, amount=Decimal("0.00"),
+                           gains=[], reasons={})
+    inputs = PackageInputs(
+        contract=oee_contract(), firing=Firing("days_before_end:30", "days_before_end", {"days": 30}), fired_at=FIRED, total=Decimal("0.00"),
+        voucher_count=0, anchors=[anchor], reductions=[], machines=[], bundle=b"",
+    )
+    assert talking_points(inputs, language)[1] == expected

@@ -75,8 +75,8 @@ async def test_packages_build_once_per_firing(contract_db, tmp_path):
     zh, en = points["zh-CN"], points["en"]
     # 5 days x 1.5 points x 2,000 CNY
     assert zh[0] == "合同期内累计已实现价值 ¥15,000.00，来自 5 张已核验凭证。"
-    assert en[1] == "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate) against a target of 1.2."
-    assert zh[1] == "价值锚点 一号线 OEE：平均每运行日增益 1.50 OEE 点（点估计），承诺目标 1.2。"
+    assert en[1] == "Value anchor Line 1 OEE: mean gain 1.50 OEE points per running day (point estimate), meeting its target of 1.2."
+    assert zh[1] == "价值锚点“一号线 OEE”：平均每个运行日的增益为 1.50（OEE 点，点估计），已达到承诺目标 1.2。"
     # jam: 20 of 60 s per minute in the baseline is 20 min per busy hour; 5 s over 2 machines' busy hours is 2.5.
     assert en[2] == "Largest downtime reduction: jam, from 20.00 to 2.50 minutes per planned busy hour."
     assert en[3] == "Best machine: m-1 (availability 91.7%)."
