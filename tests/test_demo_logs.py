@@ -20,3 +20,13 @@ def test_traceback_hides_locals(capsys) -> None:
     assert "request_failed" in written
     assert "RuntimeError: failed with 30 characters" in written
     assert "secret-cookie-value" not in written
+
+
+def test_demo_quantities_keep_their_digits_and_group_thousands() -> None:
+    from valuegate.demo.render import _quantity
+
+    minutes = {"metric": "unplanned_downtime_rate", "avoided_minutes": "-1213.084628"}
+    points = {"metric": "availability_points", "points_gained": "55.444643"}
+    labels = {"minutes": "分钟", "points": "点"}
+    assert _quantity(minutes, labels) == "-1,213.084628 分钟"
+    assert _quantity(points, labels) == "55.444643 点"

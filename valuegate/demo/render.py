@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from valuegate.cloud.web.i18n import format_money
+from valuegate.cloud.web.i18n import format_money, format_number
 
 __all__ = ("print_report", "report_html")
 
@@ -144,9 +144,10 @@ def _published_text(day: dict[str, Any], t: dict[str, Any]) -> str:
 
 
 def _quantity(item: dict[str, Any], t: dict[str, Any]) -> str:
+    """Return the billed quantity with every stored digit, as the amount is computed from it, and thousands separators."""
     if item["metric"] == "unplanned_downtime_rate":
-        return f"{item['avoided_minutes']} {t['minutes']}"
-    return f"{item['points_gained']} {t['points']}"
+        return f"{format_number(item['avoided_minutes'])} {t['minutes']}"
+    return f"{format_number(item['points_gained'])} {t['points']}"
 
 
 def _status(status: str, t: dict[str, Any]) -> str:
