@@ -57,7 +57,7 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, language: str, **context: Any) -> str:
-    """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals) and ``lang``."""
+    """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``colon`` (after a label) and ``lang``."""
 
     def money(amount: Any, currency: str) -> str:
         return format_money(amount, currency, language)
@@ -68,4 +68,6 @@ def render(name: str, language: str, **context: Any) -> str:
     def t(key: str, **values: Any) -> str:
         return translate(language, key, **values)
 
-    return environment().get_template(name).render(lang=language, t=t, money=money, date=date, capital=capital_amount, **context)
+    # A label's colon: full width in Chinese text, as Chinese punctuation is.
+    colon = "：" if language == "zh-CN" else ": "
+    return environment().get_template(name).render(lang=language, t=t, money=money, date=date, capital=capital_amount, colon=colon, **context)

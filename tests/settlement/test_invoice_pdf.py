@@ -22,10 +22,10 @@ RUN = {
 }
 # Words of each language that the checks below look for.
 WORDS = {
-    "en": {"vouchers": "Voucher ids:", "total": "Total", "money": "CNY {}", "note": "Debit note", "corrects": "Corrects invoice",
+    "en": {"vouchers": "Voucher ids: ", "total": "Total", "money": "CNY {}", "note": "Debit note", "corrects": "Corrects invoice",
            "adjustments": "Non-routine adjustments", "period": "2024-02-05 – 2024-02-09", "capital": "",
            "title": "Outcome-based invoice This document is no Chinese VAT invoice (fapiao)"},
-    "zh-CN": {"vouchers": "凭证编号:", "total": "合计", "money": "¥{}", "note": "借项通知单", "corrects": "更正发票",
+    "zh-CN": {"vouchers": "凭证编号：", "total": "合计", "money": "¥{}", "note": "借项通知单", "corrects": "更正发票",
               "adjustments": "非常规调整", "period": "2024年2月5日 – 2024年2月9日", "capital": " 大写：人民币{}",
               "title": "按效果计费结算单 本结算单不是增值税发票；增值税发票按合同另行开具"},
 }
@@ -53,7 +53,8 @@ def test_invoice_line_lists_vouchers_and_amount(language):
     words = WORDS[language]
     invoice = section(text, documents[0]["record"]["number"], words["total"])
     # March: 30 and 31 March at 2.0 and 1.0 OEE points, x 2,000 CNY = 6,000.00.
-    assert f"{words['vouchers']} gw1:30 gw1:31" in invoice
+    # The label's colon is full width in Chinese, "ids: " in English.
+    assert f"{words['vouchers']}gw1:30 gw1:31" in invoice
     assert words["money"].format("2,000") in invoice
     assert words["money"].format("6,000.00") in invoice
     assert f"{words['total']}{words['capital'].format('陆仟元整')} {words['money'].format('6,000.00')}" in text

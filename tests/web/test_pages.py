@@ -173,6 +173,13 @@ def test_machine_page_and_stylesheet(site, login):
     assert "Machine m-2" in html
     assert html.count('<tr><td>2024-05-0') == 2
     assert 'data-reason="starved"' in html
+    # The time source reads in words; the Chinese label takes a full-width colon.
+    # m-2 backs no voucher, so no time source is known; m-1's vouchers name the PLC's clock, in words on the page.
+    assert "Time source: – ·" in html
+    assert "Time source: the PLC&#39;s clock (plc) ·" in client.get("/contracts/C-1/machines/m-1?lang=en").text
+    chinese = client.get("/contracts/C-1/machines/m-1?lang=zh-CN").text
+    # The Chinese label takes a full-width colon.
+    assert "时间来源：PLC 时钟（plc） ·" in chinese
     assert client.get("/contracts/C-1/machines/m-9").status_code == 404
     css = httpx.get(f"{site.url}/static/valuegate.css")
     assert css.status_code == 200
