@@ -75,6 +75,11 @@ def _floor_div(value: float, step: float) -> int:
     return whole - 1 if quotient < whole else whole
 
 
+def _shorten(name: str, limit: int) -> str:
+    """Return ``name`` cut to ``limit`` characters with an ellipsis, so that a cut label does not read as a whole word; the tooltip keeps it whole."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def _label(value: float) -> str:
     text = f"{value:,.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -186,7 +191,7 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
             f'<g class="reason" data-reason={quoteattr(name)}><title>{escape(tip)}</title>'
             f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}" {_STYLE["bar"]}/></g>'
         )
-        body.append(f'<text class="tick" {_STYLE["text"]} x="{center:.1f}" y="{_TOP + plot_h + 14}" text-anchor="middle">{escape(name[:14])}</text>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{center:.1f}" y="{_TOP + plot_h + 14}" text-anchor="middle">{escape(_shorten(name, 14))}</text>')
         line_points.append(f"{center:.1f},{_TOP + plot_h * (1 - share / 100):.1f}")
     body.append(f'<polyline class="cumulative" points="{" ".join(line_points)}" {_STYLE["cumulative"]}/>')
     return _svg(labels["title"], body)

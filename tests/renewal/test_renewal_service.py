@@ -83,6 +83,9 @@ async def test_packages_build_once_per_firing(contract_db, tmp_path):
     assert en[4] == "Machine that needs the most attention: m-2 (availability 50.0%)."
     html = archive.read("summary.zh-CN.html").decode()
     assert "<svg" in html
+    # The offline check section names the guide that the package itself carries.
+    assert "步骤见同一包中的 GUIDE.zh-CN.md。" in html
+    assert "GUIDE.zh-CN.md" in archive.namelist()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
 
 

@@ -69,3 +69,11 @@ def test_pareto_orders_and_accumulates():
     # 60%, 90%, 100% of the plot height above its bottom; the last point touches the top.
     assert shares_y[0] > shares_y[1] > shares_y[2]
     assert shares_y[2] == 18.0
+
+
+def test_pareto_cuts_long_labels_with_an_ellipsis():
+    chart = str(pareto_chart([("(no reason code)", 3.5), ("jam", 1.0)], labels={"title": "t", "minutes": "min", "cumulative": "cum", "no_data": "-"}))
+    ticks = [node.text for node in ET.fromstring(chart).iter() if node.get("class") == "tick" and node.get("text-anchor") == "middle"]
+    assert ticks == ["(no reason co…", "jam"]
+    # The tooltip keeps the whole label.
+    assert "(no reason code): 3.5 min" in chart
