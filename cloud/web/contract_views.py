@@ -22,6 +22,7 @@ from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, latest_per_day, price_anchor
 from valuegate.cloud.store import NotFound
+from valuegate.edge.methodology import METRICS
 
 from .charts import GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
@@ -155,6 +156,8 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 "id": anchor.id,
                 "title": title,
                 "metric": anchor.metric,
+                "quantity": METRICS[anchor.metric].quantity,
+                "unit": METRICS[anchor.metric].unit,
                 "scope": anchor.scope,
                 "target": anchor.target,
                 "mean_gain": state.mean_gain if state else None,

@@ -105,6 +105,18 @@ def test_both_mean_gains_labelled(login) -> None:
     assert "平均每运行日增益（置信区间下限）" in chinese
 
 
+@pytest.mark.parametrize(("lang", "target", "gain"), [
+    ("en", '<b class="target">1.2</b> <span class="unit">OEE points per running day</span>', '<b class="realized">1.50</b> <span class="unit">OEE points</span>'),
+    ("zh-CN", '<b class="target">1.2</b> <span class="unit">OEE 点/运行日</span>', '<b class="realized">1.50</b> <span class="unit">OEE 点</span>'),
+])
+def test_target_and_gain_carry_their_units(login, lang: str, target: str, gain: str) -> None:
+    """The target and the gain are per running day in the billed quantity, unlike the metric's own unit that the baseline has."""
+    html = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    assert target in html
+    assert gain in html
+    assert ("percentage points)" if lang == "en" else "百分点）") in html
+
+
 def test_lower_bound_contract_leads_with_it(login) -> None:
     html = login("csm1").get("/contracts/C-2?lang=en").text
     # The billed figure is the mean of the lower bounds (2.0 + 0.0) / 2; the point estimates average (3.0 + 1.0) / 2.
