@@ -89,7 +89,11 @@ async def _probe(config: Path, only: set[str], hints: list[str], single: set[tup
     """Read every tag of the selected devices once; add a hint per device to ``hints`` and its float32 tags to ``single``."""
     import asyncio
 
+    import time
+
     from .devices import load_devices, open_device
+    from .opcua_session import OpcUaSetupError
+    from .samples import Sample
     from .tagmap import load_tag_map
 
     devices = load_devices(config)
@@ -102,9 +106,15 @@ async def _probe(config: Path, only: set[str], hints: list[str], single: set[tup
         units = {tag["name"]: tag.get("unit", "") for tag in tag_map.tags}
         places = {tag["name"]: _place(tag) for tag in tag_map.tags}
         single.update((device_config.id, tag["name"]) for tag in tag_map.tags if tag.get("type") == "float32")
-        async with open_device(device_config, tag_map) as client:
-            samples = await client.read_all()
-            reason = getattr(client, "last_error", "")
+        try:
+            async with open_device(device_config, tag_map) as client:
+                samples = await client.read_all()
+                reason = getattr(client, "last_error", "")
+        except OpcUaSetupError as exc:
+            # A setting the server refuses (no such endpoint, no password) fails this device's tags, not the whole probe.
+            now_ms = time.time_ns() // 1_000_000
+            samples = [Sample(device_config.id, str(tag["name"]), now_ms, "gateway", now_ms, None, None, "bad", "disconnected") for tag in tag_map.tags]
+            reason = str(exc)
         rows = []
         for sample in samples:
             detail = sample.detail
@@ -157,13 +167,22 @@ def _print_table(rows: list[dict[str, Any]], single: set[tuple[str, str]]) -> No
     for column in ("device", "tag", "where", "raw", "value", "unit", "status", "timestamp"):
         table.add_column(column, overflow="fold")
     styles = {"good": "green", "uncertain": "yellow", "bad": "red"}
+    # A lost connection fails every tag of a device with one long reason: the table says so once per tag, the reason follows once.
+    reasons: dict[str, str] = {}
     for row in rows:
-        status = row["status"] + (f": {row['detail']}" if row["detail"] else "")
+        detail = row["detail"]
+        if detail.startswith("disconnected: "):
+            reasons.setdefault(row["device"], detail.removeprefix("disconnected: "))
+            detail = "disconnected, see below"
+        status = row["status"] + (f": {detail}" if detail else "")
         table.add_row(
             row["device"], row["tag"], row["where"], _shown(row["raw"]), _shown(row["value"], single=(row["device"], row["tag"]) in single), row["unit"],
             f"[{styles[row['status']]}]{status}[/]", row["timestamp"],
         )
-    Console(width=max(160, Console().width)).print(table)
+    console = Console(width=max(160, Console().width))
+    console.print(table)
+    for device, reason in reasons.items():
+        console.print(f"{device}: disconnected: {reason}", markup=False, highlight=False)
 
 
 def _shown(value: Any, *, single: bool = False) -> str:

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from .devices import OpcUaDeviceConfig
 from .opcua_nodes import OperationLimits, ResolvedTag, call_in_batches
-from .opcua_security import check_server_certificate, ensure_own_certificate
+from .opcua_security import CertificateRejected, check_server_certificate, ensure_own_certificate
 
 __all__ = ("BatchSubscription", "OpcUaSetupError", "configure_client", "read_password", "subscribe")
 
@@ -81,13 +81,37 @@ async def _server_certificate(client: Client, config: OpcUaDeviceConfig, pinned:
     mode = _MODES[security.mode]
     for endpoint in endpoints:
         if endpoint.SecurityPolicyUri == policy_uri and endpoint.SecurityMode == mode:
-            certificate = x509.load_der_x509_certificate(_first_certificate(endpoint.ServerCertificate))
-            check_server_certificate(certificate, pinned=pinned, trusted_dir=trusted)
+            der = _first_certificate(endpoint.ServerCertificate)
+            certificate = x509.load_der_x509_certificate(der)
+            try:
+                check_server_certificate(certificate, pinned=pinned, trusted_dir=trusted)
+            except CertificateRejected as exc:
+                raise _kept_for_review(exc, der, Path(security.pki_dir), pinned, trusted) from exc
             return endpoint.ServerCertificate
     offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints})
     raise OpcUaSetupError(
         f"device {config.id}: the server offers no endpoint with {security.policy}/{security.mode}; "
         f"it offers {', '.join(offered)}"
+    )
+
+
+def _kept_for_review(exc: CertificateRejected, der: bytes, pki_dir: Path, pinned: Path | None, trusted: Path | None) -> CertificateRejected:
+    """Save a rejected server certificate as ``<pki_dir>/rejected/<thumbprint>.der`` and return the error with where it is and what to do.
+
+    Reading the certificate off the PLC's panel or web page is often hard; the copy the server sent is the same file, once its
+    thumbprint has been compared with the one the PLC shows.
+    """
+    folder = pki_dir / "rejected"
+    kept = folder / f"{exc.thumbprint}.der"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(der)
+    except OSError as error:
+        return CertificateRejected(f"{exc}; its copy could not be saved in {folder} ({error.strerror})", thumbprint=exc.thumbprint)
+    target = trusted if trusted is not None else pinned
+    return CertificateRejected(
+        f"{exc}. The server's certificate was saved as {kept}: if the PLC shows the same SHA-256 thumbprint, copy that file to {target}",
+        thumbprint=exc.thumbprint,
     )
 
 

@@ -85,6 +85,32 @@ async def test_probe_unreachable_names_reason(tmp_path: Path):
     assert all(row["detail"].startswith("disconnected: connection refused") for row in press)
 
 
+async def test_probe_table_gives_each_device_reason_once(tmp_path: Path):
+    config = write_config(tmp_path, free_port(), free_port())
+    code, stdout, _ = await run_probe(str(config))
+    assert code == 1
+    assert stdout.count("disconnected, see below") == 5
+    # One line per device after the table, however many tags it has.
+    assert stdout.count("press-1: disconnected: connection refused") == 1
+    assert stdout.count("oven-1: disconnected: ") == 1
+
+
+async def test_probe_setup_error_fails_only_its_device(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A device that cannot be set up (here: its password variable is unset) gets its rows; the others are still read."""
+    monkeypatch.delenv("VG_PROBE_OVEN_PASSWORD", raising=False)
+    config = write_config(tmp_path, free_port(), free_port())
+    config.write_text(config.read_text().replace('tag_map: oven.yaml}', 'tag_map: oven.yaml, auth: {method: username, username: u, password_env: VG_PROBE_OVEN_PASSWORD}}'),
+                      encoding="utf-8")
+    code, stdout, stderr = await run_probe(str(config), "--json")
+    assert code == 1, stderr
+    rows = json.loads(stdout)
+    oven = [row for row in rows if row["device"] == "oven-1"]
+    assert [row["tag"] for row in oven] == ["state", "temperature"]
+    assert all(row["detail"] == "disconnected: device oven-1: environment variable VG_PROBE_OVEN_PASSWORD with the OPC UA password is not set; "
+                                 "set it in the service environment" for row in oven)
+    assert {row["device"] for row in rows} == {"press-1", "oven-1"}
+
+
 async def test_probe_invalid_config(tmp_path: Path):
     config = write_config(tmp_path, 502, 4840)
     config.write_text(config.read_text().replace("protocol: modbus", "protocol: modbuss"), encoding="utf-8")
