@@ -104,9 +104,20 @@ def _configure_logging(level: str) -> None:
     logging.captureWarnings(True)
 
 
+def _config_file(argument: Path | None, option: Path | None) -> Path:
+    """Return the edge.yaml given either way, as ``edge.yaml`` or ``--config edge.yaml``, so both commands take both forms."""
+    if argument is not None and option is not None and argument != option:
+        raise typer.BadParameter(f"two files given, {argument} and --config {option}; give one edge.yaml", param_hint="--config")
+    chosen = argument or option
+    if chosen is None:
+        raise typer.BadParameter("give the agent's edge.yaml, as an argument or with --config", param_hint="--config")
+    return chosen
+
+
 @edge_app.command("run")
 def run(
-    config_path: Path = typer.Option(..., "--config", "-c", help="The agent's edge.yaml."),
+    config_argument: Path | None = typer.Argument(None, metavar="EDGE.YAML", help="The agent's edge.yaml (or give it with --config)."),
+    config_option: Path | None = typer.Option(None, "--config", "-c", help="The agent's edge.yaml."),
     log_level: str = typer.Option(
         "info", "--log-level",
         help="Lowest level logged: debug, info, warning or error. asyncua's and pymodbus's own lines below critical show only at debug.",
@@ -116,6 +127,7 @@ def run(
     from valuegate.adapters.errors import ConfigError
     from valuegate.edge.config import load_config
 
+    config_path = _config_file(config_argument, config_option)
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r} is not a log level; use debug, info, warning or error", param_hint="--log-level")
     _configure_logging(log_level)
@@ -178,7 +190,10 @@ def _log_config_warnings(config, log) -> None:  # noqa: ANN001 - EdgeConfig and 
 
 
 @edge_app.command("check-config")
-def check_config(config_path: Path = typer.Argument(..., help="The edge.yaml to check.")) -> None:
+def check_config(
+    config_argument: Path | None = typer.Argument(None, metavar="EDGE.YAML", help="The edge.yaml to check (or give it with --config)."),
+    config_option: Path | None = typer.Option(None, "--config", "-c", help="The edge.yaml to check."),
+) -> None:
     """Check edge.yaml, its devices, every tag map and every contract; print each problem with file, field, value and allowed values.
 
     Exits with status 1 when there is a problem. WARNING lines name what the
@@ -190,6 +205,7 @@ def check_config(config_path: Path = typer.Argument(..., help="The edge.yaml to 
 
     from valuegate.edge.keys import KeyFileError, check_key_file
 
+    config_path = _config_file(config_argument, config_option)
     problems = check(config_path)
     notes: list[str] = []
     if not problems:

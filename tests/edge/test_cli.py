@@ -383,3 +383,17 @@ def test_check_config_finds_missing_opcua_password(tmp_path: Path, monkeypatch: 
     assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
     monkeypatch.setenv("VG_CNC_PASSWORD", "s3cret")
     assert runner.invoke(app, ["edge", "check-config", str(path)]).exit_code == 0
+
+
+def test_edge_commands_take_the_file_either_way(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    assert runner.invoke(app, ["edge", "check-config", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["edge", "check-config", "--config", str(path)]).exit_code == 0
+    both = runner.invoke(app, ["edge", "check-config", str(path), "--config", str(tmp_path / "other.yaml")])
+    assert both.exit_code == 2
+    assert "two files given" in both.output
+    neither = runner.invoke(app, ["edge", "run"])
+    assert neither.exit_code == 2
+    # The message sits in a framed box that wraps it; compare its words.
+    words = " ".join(neither.output.replace("│", " ").split())
+    assert "give the agent's edge.yaml, as an argument or with --config" in words
