@@ -285,3 +285,48 @@ def namespace_warnings(path: str | Path) -> list[ConfigIssue]:
             message = f"namespace URI {uri!r} of tag {tag.name} is not among the map's namespaces; check it for a typo, or add it to namespaces"
             warnings.append(source.issue(f"$.tags[{index}].node", message, allowed=", ".join(sorted(listed))))
     return warnings
+
+
+# Bits a counter wraps at, for each integer register type.
+_TYPE_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
+
+
+def mistake_warnings(path: str | Path) -> list[ConfigIssue]:
+    """Return settings a valid tag map accepts but that are most often mistakes, each with file and line.
+
+    A counter that wraps at another width than its tag's type, a ``length`` on a type other than string, a scaled
+    counter, a map without state rules, and an OPC UA node id by namespace index. The caller has loaded the map already.
+    """
+    source = load_yaml(path)
+    tag_map = source.convert(TagMap)
+    warnings: list[ConfigIssue] = []
+    positions = {str(tag.get("name")): index for index, tag in enumerate(tag_map.tags)}
+    modbus = {tag.name: tag for tag in tag_map.modbus_tags}
+    for index, counter in enumerate(tag_map.counters):
+        tag = modbus.get(counter.tag)
+        if tag is None:
+            continue
+        width = _TYPE_BITS.get(tag.type)
+        if width is not None and width != counter.bits:
+            message = (f"counter {counter.tag} wraps at {counter.bits} bits, but its tag is a {tag.type} of {width} bits; "
+                       "a wrap the PLC never makes would count as thousands of parts, or a real one as a reset")
+            warnings.append(source.issue(f"$.counters[{index}].bits", message, value=counter.bits, allowed=f"{width}, unless the PLC's counter is narrower than its register"))
+        if tag.scale != 1.0 or tag.offset != 0.0:
+            warnings.append(source.issue(f"$.tags[{positions[tag.name]}].scale", f"counter tag {tag.name} is scaled, so its increments are no whole parts",
+                                         value=tag.scale, allowed="scale 1 and offset 0 on a part counter"))
+    for name, tag in modbus.items():
+        if tag.length is not None and tag.type != "string":
+            warnings.append(source.issue(f"$.tags[{positions[name]}].length", f"length is read only for strings; {name} is a {tag.type}, whose width its type sets",
+                                         value=tag.length, allowed="no length, or type string"))
+    if not tag_map.states.rules:
+        warnings.append(source.issue("$.states.rules", f"no state rules, so every value takes the default category {tag_map.states.default}",
+                                     allowed="rules that map the PLC's state values to categories"))
+    for tag in tag_map.opcua_tags:
+        if tag.node is None:
+            continue
+        parsed = parse_node_id(tag.node)
+        if parsed.uri is None and parsed.index:
+            warnings.append(source.issue(f"$.tags[{positions[tag.name]}].node", f"node id of {tag.name} names namespace index {parsed.index}, "
+                                         "which changes when the server registers its namespaces in another order",
+                                         value=tag.node, allowed="nsu=<namespace URI>;... or a browse_path"))
+    return warnings

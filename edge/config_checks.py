@@ -112,12 +112,13 @@ def config_warnings(config: EdgeConfig) -> list[ConfigWarning]:
     """Return the warnings of a valid configuration.
 
     They name tag maps on PLC time without a PLC clock, node ids with an
-    unlisted namespace URI, metrics served beyond loopback and MQTT without
-    TLS on the TLS port.
+    unlisted namespace URI, tag map settings that are most often mistakes
+    (see :func:`valuegate.adapters.tagmap_checks.mistake_warnings`),
+    metrics served beyond loopback and MQTT without TLS on the TLS port.
     """
     import ipaddress
 
-    from valuegate.adapters.tagmap_checks import namespace_warnings, tag_map_warnings
+    from valuegate.adapters.tagmap_checks import mistake_warnings, namespace_warnings, tag_map_warnings
 
     warnings: list[ConfigWarning] = []
     source = load_yaml(config.path)
@@ -138,4 +139,6 @@ def config_warnings(config: EdgeConfig) -> list[ConfigWarning]:
             warnings.append(ConfigWarning("plc_clock_missing", device.id, device.tag_map, f"{issue} (device {device.id})"))
         for issue in namespace_warnings(device.tag_map):
             warnings.append(ConfigWarning("opcua_namespace_unlisted", device.id, device.tag_map, f"{issue} (device {device.id})"))
+        for issue in mistake_warnings(device.tag_map):
+            warnings.append(ConfigWarning("tag_map_likely_mistake", device.id, device.tag_map, f"{issue} (device {device.id})"))
     return warnings

@@ -397,3 +397,31 @@ def test_edge_commands_take_the_file_either_way(tmp_path: Path) -> None:
     # The message sits in a framed box that wraps it; compare its words.
     words = " ".join(neither.output.replace("│", " ").split())
     assert "give the agent's edge.yaml, as an argument or with --config" in words
+
+
+def test_check_config_warns_likely_tag_map_mistakes(tmp_path: Path) -> None:
+    """Each a valid setting that is most often a mistake: a warning with file, line and the fix; the exit status stays 0."""
+    root = Path(__file__).parents[2] / "firmware_configs" / "demo"
+    filler = yaml.safe_load((root / "bottling-filler-modbus.yaml").read_text())
+    counter = next(tag for tag in filler["tags"] if tag["name"] == "containers")
+    counter.update(scale=0.5)
+    filler["counters"][0]["bits"] = 32
+    next(tag for tag in filler["tags"] if tag["name"] == "reason").update(length=4)
+    (tmp_path / "filler.yaml").write_text(yaml.safe_dump(filler, sort_keys=False), encoding="utf-8")
+    mazak = yaml.safe_load((root / "mazak-mtconnect-opcua.yaml").read_text())
+    mazak["tags"][1]["node"] = "ns=2;s=Machine/ControllerMode"
+    mazak["states"]["rules"] = []
+    for tag in mazak["tags"]:
+        tag.pop("no_reason", None)
+    (tmp_path / "mazak.yaml").write_text(yaml.safe_dump(mazak, sort_keys=False), encoding="utf-8")
+    filler_device = {"id": "filler", "protocol": "modbus", "host": "127.0.0.1", "port": 502, "unit_id": 1, "tag_map": "filler.yaml"}
+    path = write_config(tmp_path, 1883, devices=[filler_device, {**mazak_device(), "tag_map": "mazak.yaml"}])
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "$.counters[0].bits: counter containers wraps at 32 bits, but its tag is a uint16 of 16 bits" in output
+    assert "$.tags[4].scale: counter tag containers is scaled, so its increments are no whole parts (got 0.5)" in output
+    assert "$.tags[1].length: length is read only for strings; reason is a uint16, whose width its type sets (got 4)" in output
+    assert "$.states.rules: no state rules, so every value takes the default category" in output
+    assert "$.tags[1].node: node id of mode names namespace index 2, which changes when the server registers its namespaces in another order" in output
+    assert result.output.rstrip().endswith(f"{path}: OK with 5 warning(s)")
