@@ -131,7 +131,9 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
 
 
 def error_page(request: Request[Any, Any, Any], status: int, message: str, *, logout_form: bool = False) -> Response[str]:
-    return page(request, "error.html", status_code=status, status=status, message=message, logout_form=logout_form)
+    """Render an error; after a form post it links back to the page that sent the form, which the browser's Back keeps filled in."""
+    form_page = _language_target(request) if request.method == "POST" else None
+    return page(request, "error.html", status_code=status, status=status, message=message, logout_form=logout_form, form_page=form_page)
 
 
 def _unauthorized(request: Request[Any, Any, Any], _exc: NotAuthorizedException) -> Response[Any]:

@@ -108,7 +108,10 @@ def test_control_character_in_hidden_field(site, client_for, language: str, expe
     assert "vg_session" not in response.headers.get("set-cookie", "")
 
 
-@pytest.mark.parametrize(("language", "expected"), [("zh-CN", "未找到该对象。"), ("en", "Not found.")])
+@pytest.mark.parametrize(("language", "expected"), [
+    ("zh-CN", "找不到该合同、设备、发票批次或续约准备包：它可能已被删除，或链接有误。"),
+    ("en", "No such contract, machine, invoice run or renewal package: it may have been removed, or the link is wrong."),
+])
 @pytest.mark.parametrize("path", ["/contracts/%00", "/contracts/C%00-1", "/contracts/%00/machines/m-1"])
 def test_control_character_in_page_address(site, client_for, path: str, language: str, expected: str) -> None:
     client, _ = client_for("csm1")
@@ -123,7 +126,7 @@ def test_control_character_in_posted_address(site, client_for) -> None:
     before = snapshot(site.dsn)
     response = post_form(client, "/contracts/C%00-1/adjustments?lang=en", f"_csrf_token={token}&{ADJUSTMENT}&reason=x")
     assert response.status_code == 404
-    assert message(response.text) == "Not found."
+    assert message(response.text) == "No such contract, machine, invoice run or renewal package: it may have been removed, or the link is wrong."
     assert snapshot(site.dsn) == before
 
 

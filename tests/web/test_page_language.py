@@ -213,3 +213,6 @@ def test_post_error_language_links(site, login, case, lang, other, message) -> N
     link = _language_links(response.text)[other]
     assert link == f"{target}?lang={other}"
     assert finance.get(link).status_code == 200
+    # A link leads back to the form's page, with the hint that the browser's Back keeps the entries.
+    back = "返回表单：用浏览器的“后退”按钮返回，可保留已填写的内容。" if lang == "zh-CN" else "Back to the form: your browser&#39;s Back button keeps what you entered."
+    assert f'<a href="{target}" id="back-to-form">{back}</a>' in response.text
