@@ -68,3 +68,18 @@ def test_docs_state_the_computed_figures():
         text = (DOCS / name).read_text(encoding="utf-8")
         for figure in ("65.46875", "7.6875", "10.78125", "25.5", "10.0", "11.25", "22.5", "27.0", "8,625.00"):
             assert figure in text, f"{name} lacks {figure}"
+
+
+def test_docs_snippet_prints_the_stated_interval(capsys) -> None:  # noqa: ANN001
+    """Both languages carry the same snippet; run as printed, it gives the interval the text states."""
+    snippets = []
+    for name in ("methodology.md", "methodology.zh-CN.md"):
+        text = (DOCS / name).read_text(encoding="utf-8")
+        start = text.index("```python\n") + len("```python\n")
+        snippets.append(text[start:text.index("```", start)])
+    assert snippets[0] == snippets[1]
+    exec(compile(snippets[0], "methodology snippet", "exec"), {})  # noqa: S102 - the docs' own example
+    printed = capsys.readouterr().out
+    assert "point=10.78125" in printed
+    assert "low=10.0" in printed
+    assert "high=11.25" in printed
