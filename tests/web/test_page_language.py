@@ -129,8 +129,8 @@ def test_renewal_rows_name_anchor_title(login) -> None:
     csm = login("csm1")
     assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 303
     chinese = csm.get("/contracts/C-1?lang=zh-CN").text
-    assert "价值锚点 一号线 OEE 达成目标" in chinese
-    assert "line-oee 达成目标" not in chinese
+    assert "价值锚点“一号线 OEE”已达成目标" in chinese
+    assert "价值锚点“line-oee”" not in chinese
     english = csm.get("/contracts/C-1?lang=en").text
     assert "Value anchor Line 1 OEE met its target" in english
 

@@ -52,7 +52,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "status_approved": "已审批",
         "status_draft": "草稿",
         "trigger_days_before_end": "合同到期前 {days} 天（{end} 到期）",
-        "trigger_target_met": "价值锚点 {anchor} 达到目标",
+        "trigger_target_met": "价值锚点“{anchor}”已达成目标",
         "trigger_value_over": "累计已实现价值超过 {amount}",
         "kind": {
             "event_clipped": "停机事件超出生产时段，已截断",
