@@ -21,7 +21,7 @@ from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import BillingPeriod, InvoiceError
 from valuegate.cloud.store import Conflict, Invalid
 
-from .pages import FINANCE_VIEW, Filled, document_language, page, parse_date, principal_of
+from .pages import FINANCE_VIEW, Filled, document_language, language_of, page, parse_date, principal_of
 
 __all__ = ("run_invoice", "run_page", "approve_run", "discard_run", "export_csv", "export_pdf", "bundle_download")
 
@@ -54,11 +54,13 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     run = await settlement.get_run(conn, principal.tenant_id, run_id)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
     adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
-    in_force = (await get_contract(conn, principal.tenant_id, run["contract_id"]))["revision"]
+    stored = await get_contract(conn, principal.tenant_id, run["contract_id"])
+    in_force = stored["revision"]
     # A note prices its period with the revision of the invoice it corrects. Records stored before they named their revision used the run's.
     revisions = {row["number"]: row["record"].get("contract_revision") or run["contract_revision"] for row in documents}
+    titles = export.anchor_titles(parse_stored(stored["document"], run["contract_id"], in_force), language_of(request))
     return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"),
-                revisions=revisions, in_force=in_force)
+                revisions=revisions, in_force=in_force, titles=titles)
 
 
 @post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)

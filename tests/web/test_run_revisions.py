@@ -58,3 +58,15 @@ def test_note_line_names_its_revision(site, login):
     chinese = _sections(finance.get(f"/runs/{run_id}?lang=zh-CN").text)
     assert "按合同第 1 版定价；现行为第 2 版" in chinese["note"]
     assert "按合同第" not in chinese["invoice"]
+
+
+@pytest.mark.parametrize(("lang", "title"), [("en", "Line 1 OEE"), ("zh-CN", "一号线 OEE")])
+def test_run_lines_name_the_anchor_title(site, login, lang, title):
+    async def may_run() -> int:
+        async with await connect(site.dsn) as conn:
+            return (await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="user:fin1"))["id"]
+
+    run_id = asyncio.run(may_run())
+    sections = _sections(login("fin1").get(f"/runs/{run_id}?lang={lang}").text)
+    # The title in the page language, with the anchor id under it for cross-reference with exports.
+    assert f'<td>{title}<br><span class="muted anchor-id">line-oee</span>' in sections["invoice"]
