@@ -94,7 +94,7 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int,
 
     sums = {kind: np.zeros(n_minutes, np.int64) for kind in ("produced", "good", "reject")}
     seen = set()
-    left_out = readings = 0
+    left_out = readings = glitches = 0
     for spec in tag_map.counters:
         picked = sorted((row for row in rows if row.tag == spec.tag), key=lambda row: row.ts_ms)
         if not picked:
@@ -106,9 +106,10 @@ def _counts(rows: list[TraceRow], tag_map: TagMap, minute0: int, n_minutes: int,
         touched = kernels.gaps_since_accepted(kernels.gaps_touching(ts, iv, kernels.OFFLINE), steps.kind)
         left_out += int(steps.increments[touched].sum())
         readings += int(np.count_nonzero(~np.isnan(raw)))
+        glitches += int(np.count_nonzero(steps.kind == kernels.GLITCH))
         sums[spec.kind] += kernels.bucket_counts(ts, np.where(touched, 0, steps.increments), minute0, n_minutes)
     produced = sums["produced"] if "produced" in seen else sums["good"] + sums["reject"]
-    return {"produced": produced, "reject": sums["reject"], "left_out": left_out, "readings": readings}
+    return {"produced": produced, "reject": sums["reject"], "left_out": left_out, "readings": readings, "glitches": glitches}
 
 
 def machine_days(
@@ -178,6 +179,10 @@ def machine_days(
     if notes is not None and counts["left_out"]:
         text = f"machine {machine}: {counts['left_out']} counted item(s) left out because the time since the reading before touches offline time"
         notes.append({"kind": "counts_left_out", "machine": machine, "items": counts["left_out"], "text": text})
+    if notes is not None and counts["glitches"]:
+        text = (f"machine {machine}: {counts['glitches']} counter reading(s) rejected as glitches, jumps faster than the counter's "
+                "max_rate_per_min that no later reading confirmed; check the counter tag if there are many")
+        notes.append({"kind": "counter_glitches", "machine": machine, "readings": counts["glitches"], "text": text})
     if not counts["readings"]:
         # No usable count at all: zero parts would read as a machine that ran and made nothing.
         why = {name: f"no usable readings of the counter tags ({', '.join(spec.tag for spec in tag_map.counters) or 'none in the map'})"

@@ -392,3 +392,19 @@ def test_clean_trace_has_no_notes(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["notes"] == []
     assert "note:" not in result.stderr
+
+
+def test_rejected_glitch_is_noted(tmp_path):
+    # Running from 06:00; the counter reads 0, 40, then 60,000 one minute later (more than the filler's 60 a minute), then 100.
+    rows = ["timestamp,tag,value", "2024-05-01T06:00:00Z,reason,0", "2024-05-01T06:00:00Z,state,1", "2024-05-01T06:00:00Z,containers,0"]
+    rows += ["2024-05-01T06:01:00Z,containers,40", "2024-05-01T06:02:00Z,containers,60000", "2024-05-01T06:03:00Z,containers,100"]
+    rows += ["2024-05-01T06:10:00Z,state,0"]
+    path = _write(tmp_path, "\n".join(rows) + "\n")
+    run = _run(str(path), "--map", "bottling-filler-modbus", "--json")
+    # 0 -> 40 -> 100: the jump to 60,000 is left out and 100 counts on from 40.
+    assert _days(run)[0]["produced"] == 100
+    assert [note for note in json.loads(run.stdout)["notes"] if note["kind"] == "counter_glitches"] == [
+        {"kind": "counter_glitches", "machine": "trace", "readings": 1,
+         "text": "machine trace: 1 counter reading(s) rejected as glitches, jumps faster than the counter's max_rate_per_min that no later "
+                 "reading confirmed; check the counter tag if there are many"}
+    ]  # fmt: skip
