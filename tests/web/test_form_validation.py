@@ -28,7 +28,7 @@ FORMS = {
 }
 
 # Each required field: its form, its label in zh-CN and in English, and what to enter, in zh-CN and in English.
-DATE_ZH, DATE_EN = "请按 YYYY-MM-DD 格式填写日期", "enter a date as YYYY-MM-DD"
+DATE_ZH, DATE_EN = "请在日历中选择日期，或按 YYYY-MM-DD 格式填写", "pick a date in the calendar, or enter it as YYYY-MM-DD"
 FIELDS = {
     "username": ("login", "用户名", "User name", "请填写用户名", "enter your user name"),
     "password": ("login", "密码", "Password", "请填写密码", "enter your password"),
