@@ -98,7 +98,9 @@ def test_both_mean_gains_labelled(login) -> None:
     html = login("csm1").get("/contracts/C-1?lang=en").text
     # 20 counted days of point 1.5 and lower bound 1.0; the contract bills point estimates.
     assert 'Mean gain per running day (point estimate)<b class="realized">1.50</b>' in html
-    assert '<span class="muted">billing basis</span>' in html
+    assert '<span class="muted">(the figure billed)</span>' in html
+    # Bracketed, the note does not run into the target state beside it.
+    assert '<span class="muted">（本合同按此计价）</span>' in login("csm1").get("/contracts/C-1?lang=zh-CN").text
     assert 'Mean gain per running day (lower bound of the interval)<b class="realized-lower_bound">1.00</b>' in html
     chinese = login("csm1").get("/contracts/C-1?lang=zh-CN").text
     assert "平均每运行日增益（点估计）" in chinese
@@ -122,7 +124,7 @@ def test_lower_bound_contract_leads_with_it(login) -> None:
     # The billed figure is the mean of the lower bounds (2.0 + 0.0) / 2; the point estimates average (3.0 + 1.0) / 2.
     assert 'Mean gain per running day (lower bound of the interval)<b class="realized">1.00</b>' in html
     assert 'Mean gain per running day (point estimate)<b class="realized-point">2.00</b>' in html
-    assert html.index("billing basis") < html.index("(point estimate)")
+    assert html.index("(the figure billed)") < html.index("(point estimate)")
 
 
 def test_renewal_rows_name_anchor_title(login) -> None:
