@@ -71,7 +71,7 @@ class ModbusClient:
         self._isolated: set[str] = set()
         self._plan = self._make_plan()
         self._client: AsyncModbusTcpClient | None = None
-        self._ever_connected = False
+        self._ever_answered = False
         self._log = log.bind(device=config.id, host=config.host, port=config.port, unit_id=config.unit_id)
         self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
         self._retries = RetryLog(self._log, "modbus.retry_failed")
@@ -123,9 +123,6 @@ class ModbusClient:
             raise _Disconnected(cause, text)
         self._client = client
         self.connected = True
-        if self._ever_connected:
-            self.stats["reconnects"] += 1
-        self._ever_connected = True
         if self._retries.failures:
             # Inside an outage a connect proves little, because a device may accept connections and never
             # respond. So the first poll that gets a response logs modbus.connected instead.
@@ -239,6 +236,9 @@ class ModbusClient:
             samples, failure = await self._poll()
             self._values.observe(samples)
             if failure is not None:
+                if self._retries.failures:
+                    # A device that accepts the connection but does not answer fails the attempt as a refusal does.
+                    self.stats["connect_failures"] += 1
                 delay = backoff.next_delay()
                 self._failed("modbus.disconnected", failure, delay)
                 yield samples
@@ -246,6 +246,10 @@ class ModbusClient:
                 continue
             # The device responded, so the next outage starts again from the shortest delay.
             backoff.reset()
+            if self._retries.failures and self._ever_answered:
+                # Only a response proves the connection is back: a device may accept connections and never answer.
+                self.stats["reconnects"] += 1
+            self._ever_answered = True
             self._retries.answered("modbus.connected")
             yield samples
             next_poll += period

@@ -164,7 +164,7 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
                     batches.append(batch)
                     if client.stats["timeouts"] >= 6:
                         break
-                timeouts, connects = client.stats["timeouts"], client.stats["reconnects"]
+                timeouts, reconnects, failures = client.stats["timeouts"], client.stats["reconnects"], client.stats["connect_failures"]
                 failing = since_last_reset(client.backoff)
                 server.delay_s = 0.0
                 await first(stream, lambda b: b[0].status == "good", timeout_s=15)
@@ -174,7 +174,10 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     assert [nominal for nominal, _ in failing] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4][: len(failing)]
     assert len(failing) == timeouts == 6
     assert all(nominal / 2 <= delay <= nominal for nominal, delay in failing)
-    assert connects == 5, "a connect after each failed poll but the last, whose delay had not passed yet"
+    # A connection that opens but gets no answer is no reconnect; each such attempt after the loss is a failed one.
+    assert reconnects == 0
+    assert failures == 5, "each poll after the first lost one failed an attempt"
+    assert client.stats["reconnects"] == 1, "the first answer ends the outage with one reconnect"
     assert all({(s.status, s.detail) for s in batch} == {("bad", "disconnected")} for batch in batches)
     # The first poll with a response restarts the backoff.
     assert client.backoff.delays[-1] is None
@@ -193,7 +196,8 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     assert infos[0]["outage_s"] > 0
     assert logged.index(infos[0]) > logged.index(warned[-1]), "the connect line closes the outage"
     opened = [e for e in logged if e["event"] == "modbus.connection_opened"]
-    assert len(opened) == connects + 1
+    # Each failed attempt opened a connection that got no answer, and one more opened connection answered.
+    assert len(opened) == failures + 1
     assert all(e["log_level"] == "debug" and e["failures"] >= 1 for e in opened)
 
 
