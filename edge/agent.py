@@ -66,6 +66,8 @@ def _lock_state_dir(state: Path) -> int:
 DeviceOpener = Callable[[Any, TagMap], AbstractAsyncContextManager[Any]]
 _HOUSEKEEPING_S = 5.0
 _WRITER_BATCHES = 256
+# How often a connected OPC UA machine on gateway time moves its watermark, so that its minutes close without value changes.
+_TICK_S = 1.0
 
 
 def _default_opener(device: Any, tag_map: TagMap) -> AbstractAsyncContextManager[Any]:
@@ -197,7 +199,7 @@ class EdgeAgent:
         backoff = Backoff(1.0, 60.0)
         while not self._stopping.is_set():
             try:
-                async with self._open_device(device, normalizer.tag_map) as client:
+                async with self._open_device(device, normalizer.tag_map) as client, self._ticking(normalizer):
                     self._log.info("device_opened", device=device_id, machine=machine_id)
                     async for samples in client.stream():
                         await self._on_samples(machine_id, device_id, client, samples)
@@ -227,6 +229,25 @@ class EdgeAgent:
             if added:
                 metric.labels(device_id).inc(added)
             self._device_stats[(device_id, key)] = count
+
+    @contextlib.asynccontextmanager
+    async def _ticking(self, normalizer: Normalizer) -> AsyncIterator[None]:
+        """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`)."""
+        if normalizer.plc_time or normalizer.poll_batches:
+            yield
+            return
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(_TICK_S)
+                await self._enqueue(normalizer.tick(time.time_ns() // 1_000_000))
+
+        ticker = asyncio.create_task(tick(), name=f"tick:{normalizer.machine}")
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
 
     async def _on_samples(self, machine_id: str, device_id: str, client: Any, samples: list[Any]) -> None:
         normalizer = self._normalizers[machine_id]

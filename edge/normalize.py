@@ -125,6 +125,20 @@ class Normalizer:
             self._emit(batch, self.watermark_ms or self.last_ts_ms, (OFFLINE, None, False), missed=0)
         return batch
 
+    def tick(self, now_ms: int) -> MachineBatch:
+        """Move the watermark to the gateway's ``now_ms`` on a map on gateway time, once the machine has a state.
+
+        An OPC UA server sends values only when they change. On the PLC's time its clock tag moves the watermark; on the
+        gateway's time nothing else would, and minutes would stay open while the machine keeps its state. While the
+        connection is down the state is offline, and the minutes close as offline.
+        """
+        batch = MachineBatch(self.machine)
+        if self.plc_time or self.last_state is None or now_ms <= self.watermark_ms:
+            return batch
+        self.watermark_ms = now_ms
+        batch.watermark_ms = now_ms
+        return batch
+
     def feed(self, samples: Sequence[Sample]) -> MachineBatch:
         """Normalize one batch: a Modbus poll, or one OPC UA notification message."""
         batch = MachineBatch(self.machine)

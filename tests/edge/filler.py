@@ -95,7 +95,10 @@ class SpoolWatch:
             return None  # the agent has not created the spool or its tables yet
 
     def watermark(self) -> int:
-        row = self._query(f"SELECT watermark_ms FROM machines WHERE machine = '{MACHINE}'")
+        return self.machine_watermark(MACHINE)
+
+    def machine_watermark(self, machine: str) -> int:
+        row = self._query(f"SELECT watermark_ms FROM machines WHERE machine = '{machine}'")
         return row[0] if row else 0
 
     def outbox_depth(self) -> int:

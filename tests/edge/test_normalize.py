@@ -249,3 +249,17 @@ def test_opcua_live_bad_value_ends_at_its_good_source_timestamp() -> None:
     assert [(e.ts_ms - T0, e.code) for e in normalizer.feed([bad]).states] == [(4_000, 5)]
     good = normalizer.feed([opcua("execution", 6_500, "ACTIVE")])
     assert [(e.ts_ms - T0, e.code) for e in good.states] == [(6_500, 0)]
+
+
+def test_tick_moves_gateway_time_only() -> None:
+    hurco = load_tag_map(shipped_tag_map_dir() / "demo" / "hurco-mtconnect-opcua.yaml")
+    assert hurco.time.source == "gateway"
+    normalizer = Normalizer("hurco-1", hurco)
+    assert normalizer.tick(T0 + 1_000).watermark_ms is None, "no state yet, so no time to move on"
+    normalizer.feed([Sample("hurco", "execution", T0 + 900, "plc", T0 + 1_000, "ACTIVE", "ACTIVE", "good")])
+    assert normalizer.tick(T0 + 5_000).watermark_ms == T0 + 5_000
+    assert normalizer.tick(T0 + 4_000).watermark_ms is None, "never backwards"
+    # On the PLC's time only the clock tag moves the machine's time.
+    mazak = Normalizer("mazak-1", MAZAK)
+    mazak.feed([opcua("clock", 3_000, T0 + 3_000), opcua("execution", 1_200, "ACTIVE")])
+    assert mazak.tick(T0 + 9_000).watermark_ms is None
