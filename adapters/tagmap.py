@@ -203,7 +203,9 @@ class TagMap(_Spec):
                 return None
             return (
                 "time.source is plc but no tag carries the PLC clock, so minutes and plant days close only when some "
-                "tag's value changes: a machine that stays in one state keeps its last day open until its next change"
+                "tag's value changes: a machine that stays in one state keeps its last day open until its next change; "
+                "and after the agent starts or a connection comes back, the machine stays offline until a value changes, "
+                "because nothing says when reading resumed"
             )
         return (
             "time.source is plc but time.clock names no clock register, so minutes and plant days are closed by the "

@@ -75,6 +75,8 @@ class Normalizer:
         self.resuming = True
         """True before the first data and after the gateway lost the data (no connection, a Modbus poll without a good state):
         the next state starts no earlier than the PLC time that brings data back."""
+        self._resume_after: int | None = None
+        """After a gap on OPC UA: the PLC time of the first notification, which reports a value's state before reading began."""
         self.last_seq: int | None = None
         self.last_seq_ms = 0
         self.seq_gap = False
@@ -111,7 +113,7 @@ class Normalizer:
         nobody read it.
         """
         batch = MachineBatch(self.machine)
-        self.resuming = True
+        self._gap()
         if self.watermark_ms > 0:
             self._emit(batch, self.watermark_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -120,7 +122,7 @@ class Normalizer:
         """Record that the device connection is down: no data from the last watermark on."""
         batch = MachineBatch(self.machine)
         self.seq_gap = True
-        self.resuming = True
+        self._gap()
         if self.last_state is not None and self.last_state[0] != OFFLINE:
             self._emit(batch, self.watermark_ms or self.last_ts_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -168,7 +170,7 @@ class Normalizer:
             # from the last watermark on.
             result = self.evaluator.evaluate()
             if result.code == OFFLINE:
-                self.resuming = True
+                self._gap()
                 if self.last_state is not None and self.last_state[0] != OFFLINE:
                     self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
             return
@@ -180,7 +182,7 @@ class Normalizer:
         state = (result.code, result.reason, result.uncertain or missed > 0)
         if result.code == OFFLINE:
             # A poll is the only view of the PLC: a state it cannot read leaves no data until a poll reads one again.
-            self.resuming = True
+            self._gap()
         if state != self.last_state or seq_moved:
             since = by_tag.get(self.since_tag) if self.since_tag and self.plc_time else None
             since_ms = self._time_value(since) if since is not None else None
@@ -245,19 +247,27 @@ class Normalizer:
 
     # -- OPC UA: notifications with SourceTimestamps ----------------------
 
-    def _resume_floor(self, samples: Sequence[Sample]) -> int | None:
-        """Return the PLC time at which data resumes after a gap: the oldest good clock in ``samples``, or None when they carry none.
+    def _gap(self) -> None:
+        """Note that the gateway lost the data: the next state waits for the PLC time that brings data back."""
+        self._resume_after = None
+        self.resuming = True
 
-        A new subscription first reports each variable's current value, so the clock's first notification is the PLC's time
-        when reading began; changes queued after it carry later SourceTimestamps and were read as they happened. Without a
-        clock tag the newest SourceTimestamp of any tag is the best bound the map gives (see :meth:`TagMap.missing_clock_effect`).
+    def _resume_floor(self, samples: Sequence[Sample]) -> int | None:
+        """Return the PLC time at which data resumes after a gap, or None while ``samples`` do not show it yet.
+
+        A new subscription first reports each variable's current value with the SourceTimestamp of its last change, which
+        may lie before reading began, even the clock's when it ticks only every few seconds. So data resumes with the first
+        clock notification after that one. Without a clock tag it resumes with the first change of any variable after the
+        current values (see :meth:`TagMap.missing_clock_effect`).
         """
-        stamps = [sample.ts_ms for sample in samples
-                  if (self.clock_tag is None or sample.tag == self.clock_tag) and sample.status != "bad" and sample.time_source == "plc"
-                  and implausible_time(sample.ts_ms, what="SourceTimestamp") is None]
-        if self.clock_tag is None:
-            return max(stamps, default=None)
-        return min(stamps, default=None)
+        stamps = sorted(sample.ts_ms for sample in samples
+                        if (self.clock_tag is None or sample.tag == self.clock_tag) and sample.status != "bad" and sample.time_source == "plc"
+                        and implausible_time(sample.ts_ms, what="SourceTimestamp") is None)
+        if not stamps:
+            return None
+        if self._resume_after is None:
+            self._resume_after = stamps[0] if self.clock_tag is not None else stamps[-1]
+        return next((stamp for stamp in stamps if stamp > self._resume_after), None)
 
     def _feed_notifications(self, samples: Sequence[Sample], batch: MachineBatch) -> None:
         # After the gateway lost the data (no connection, the agent not running), a state or count stamped before the clock
@@ -280,7 +290,7 @@ class Normalizer:
                 # and what the PLC reports after it for earlier times was not read when it happened.
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
                 if sample.tag in self.state_tags:
-                    self.resuming = True
+                    self._gap()
             if resuming and floor is not None and timed:
                 stamp = max(stamp, floor)
             self.evaluator.update(sample)

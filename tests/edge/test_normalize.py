@@ -135,11 +135,22 @@ def opcua(tag: str, ts_ms: int, value: object) -> Sample:
     return Sample("mazak", tag, T0 + ts_ms, "plc", T0 + ts_ms + 500, value, value, "good")
 
 
+def running_mazak() -> Normalizer:
+    """Return a Mazak normalizer that has read the current values (clock written at 2,000) and a clock tick at 3,000: running since 3,000."""
+    normalizer = Normalizer("mazak-1", MAZAK)
+    normalizer.feed([opcua("clock", 2_000, T0 + 2_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    assert [(e.ts_ms - T0, e.code) for e in normalizer.feed([opcua("clock", 3_000, T0 + 3_000)]).states] == [(3_000, 0)]
+    return normalizer
+
+
 def test_opcua_source_timestamps_and_clock_watermark() -> None:
     normalizer = Normalizer("mazak-1", MAZAK)
-    # A new subscription reports each variable's current value; the clock's says when reading began.
+    # A new subscription reports each variable's current value, the clock's too, which may be older than the subscription.
     first = normalizer.feed([opcua("clock", 500, T0 + 500), opcua("alarm_code", 100, 0), opcua("mode", 200, "AUTOMATIC"), opcua("execution", 300, "READY")])
-    assert [(e.ts_ms - T0, e.code) for e in first.states] == [(500, 1)]
+    assert first.states == []
+    # The clock's next tick was read as it happened: data starts there.
+    tick = normalizer.feed([opcua("clock", 900, T0 + 900)])
+    assert [(e.ts_ms - T0, e.code) for e in tick.states] == [(900, 1)]
     batch = normalizer.feed(
         [
             opcua("clock", 3_000, T0 + 3_000),
@@ -203,9 +214,7 @@ def test_implausible_state_since_uses_poll_clock() -> None:
 
 
 def test_opcua_implausible_source_timestamp_is_offline() -> None:
-    normalizer = Normalizer("mazak-1", MAZAK)
-    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"),
-                     opcua("execution", 1_200, "ACTIVE")])
+    normalizer = running_mazak()
     # A SourceTimestamp of 1601-01-01, the OPC UA minimum a PLC without a set clock may send.
     unset = Sample("mazak", "execution", -11_644_473_600_000, "plc", T0 + 3_500, "STOPPED", "STOPPED", "good")
     batch = normalizer.feed([unset])
@@ -215,9 +224,7 @@ def test_opcua_implausible_source_timestamp_is_offline() -> None:
 
 
 def test_opcua_outage_keeps_plc_watermark() -> None:
-    normalizer = Normalizer("mazak-1", MAZAK)
-    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"),
-                     opcua("execution", 1_200, "ACTIVE")])
+    normalizer = running_mazak()
     # The gateway's clock runs years ahead of a replayed recording: the outage starts at the PLC watermark.
     gateway_now = T0 + 5 * 365 * 86_400_000
     outage = [Sample("mazak", tag, gateway_now, "gateway", gateway_now, None, None, "bad", "disconnected")
@@ -229,22 +236,23 @@ def test_opcua_outage_keeps_plc_watermark() -> None:
 
 
 def test_opcua_state_after_outage_waits_for_the_clock() -> None:
-    """After a reconnect the state may come in a message without the clock: it stays offline until a clock tick says when reading resumed."""
-    normalizer = Normalizer("mazak-1", MAZAK)
-    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    """After a reconnect the state stays offline until a clock tick after the clock's current value says when reading resumed."""
+    normalizer = running_mazak()
     outage = [Sample("mazak", tag, T0 + 3_400, "gateway", T0 + 3_400, None, None, "bad", "disconnected") for tag in ("clock", "alarm_code", "mode", "execution")]
     assert [(e.ts_ms - T0, e.code) for e in normalizer.feed(outage).states] == [(3_000, 5)]
     # The first values after the reconnect: ACTIVE since 1,200, as before the outage, but no clock yet.
     early = normalizer.feed([opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
     assert early.states == []
+    # The clock's current value, written at 8,000, may be from before the reconnect; its next tick at 9,000 is not.
+    current = normalizer.feed([opcua("clock", 8_000, T0 + 8_000)])
+    assert current.states == []
     later = normalizer.feed([opcua("clock", 9_000, T0 + 9_000)])
     assert [(e.ts_ms - T0, e.code) for e in later.states] == [(9_000, 0)]
 
 
 def test_opcua_live_bad_value_ends_at_its_good_source_timestamp() -> None:
     """A Bad value the server reports while connected is no gap in reading: the next Good value starts at its own SourceTimestamp."""
-    normalizer = Normalizer("mazak-1", MAZAK)
-    normalizer.feed([opcua("clock", 3_000, T0 + 3_000), opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    normalizer = running_mazak()
     bad = Sample("mazak", "execution", T0 + 4_000, "plc", T0 + 4_100, None, "ACTIVE", "bad", "BadCommunicationError")
     assert [(e.ts_ms - T0, e.code) for e in normalizer.feed([bad]).states] == [(4_000, 5)]
     good = normalizer.feed([opcua("execution", 6_500, "ACTIVE")])
@@ -263,3 +271,20 @@ def test_tick_moves_gateway_time_only() -> None:
     mazak = Normalizer("mazak-1", MAZAK)
     mazak.feed([opcua("clock", 3_000, T0 + 3_000), opcua("execution", 1_200, "ACTIVE")])
     assert mazak.tick(T0 + 9_000).watermark_ms is None
+
+
+def test_opcua_without_clock_waits_for_a_change(tmp_path) -> None:  # noqa: ANN001
+    """Without a clock nothing says when reading resumed: the machine stays offline until a value changes after the current values."""
+    import yaml
+
+    document = yaml.safe_load((shipped_tag_map_dir() / "demo" / "mazak-mtconnect-opcua.yaml").read_text(encoding="utf-8"))
+    document["tags"] = [tag for tag in document["tags"] if tag["name"] != "clock"]
+    del document["time"]["clock"]
+    (tmp_path / "no-clock.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    normalizer = Normalizer("mazak-1", load_tag_map(tmp_path / "no-clock.yaml"))
+    # ACTIVE since 1,200, as the current values report it, possibly long before the agent started.
+    current = normalizer.feed([opcua("alarm_code", 900, 0), opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    assert current.states == []
+    # The first change read as it happened starts the data.
+    change = normalizer.feed([opcua("execution", 7_000, "FEED_HOLD")])
+    assert [(e.ts_ms - T0, e.code, e.reason) for e in change.states] == [(7_000, 3, "FEED_HOLD")]
