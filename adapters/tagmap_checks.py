@@ -294,8 +294,9 @@ _TYPE_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64,
 def mistake_warnings(path: str | Path) -> list[ConfigIssue]:
     """Return settings a valid tag map accepts but that are most often mistakes, each with file and line.
 
-    A counter that wraps at another width than its tag's type, a ``length`` on a type other than string, a scaled
-    counter, a map without state rules, and an OPC UA node id by namespace index. The caller has loaded the map already.
+    A counter that wraps at another width than its tag's type, a scaled counter, a ``length`` on a type other than
+    string, a PLC time tag in a map on gateway time, a map without state rules, and an OPC UA node id by namespace
+    index. The caller has loaded the map already.
     """
     source = load_yaml(path)
     tag_map = source.convert(TagMap)
@@ -318,6 +319,12 @@ def mistake_warnings(path: str | Path) -> list[ConfigIssue]:
         if tag.length is not None and tag.type != "string":
             warnings.append(source.issue(f"$.tags[{positions[name]}].length", f"length is read only for strings; {name} is a {tag.type}, whose width its type sets",
                                          value=tag.length, allowed="no length, or type string"))
+    if tag_map.time.source == "gateway":
+        for index, tag in enumerate(tag_map.tags):
+            if tag.get("role") in ("state_since", "clock"):
+                warnings.append(source.issue(f"$.tags[{index}].role", f"time.source is gateway, so the agent stamps samples with its own clock "
+                                             f"and never reads {tag.get('name')} as the PLC's time", value=tag.get("role"),
+                                             allowed="time.source: plc to use the PLC's time stamps, or another role"))
     if not tag_map.states.rules:
         warnings.append(source.issue("$.states.rules", f"no state rules, so every value takes the default category {tag_map.states.default}",
                                      allowed="rules that map the PLC's state values to categories"))

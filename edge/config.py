@@ -205,15 +205,18 @@ def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIss
         issues.append(source.issue("$.mqtt.keepalive_s", "keep-alive is out of range", allowed="5..65535 seconds"))
     if not 0 <= mqtt.session_expiry_s <= 0xFFFFFFFF:
         issues.append(source.issue("$.mqtt.session_expiry_s", "session expiry is out of range", allowed="0..4294967295 seconds"))
-    why = "the environment variable is not set; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
-    if need_secrets and mqtt.password_env is not None and mqtt.password_env not in os.environ:
-        issues.append(source.issue("$.mqtt.password_env", why, value=mqtt.password_env))
+    secrets = [("$.mqtt.password_env", mqtt.password_env)]
     for index, device in enumerate(config.devices):
         # An OPC UA user's password: without it the device never connects, so the agent would run without its data.
         auth = device.get("auth") if isinstance(device, dict) else None
         variable = auth.get("password_env") if isinstance(auth, dict) else None
-        if need_secrets and isinstance(variable, str) and variable and variable not in os.environ:
-            issues.append(source.issue(f"$.devices[{index}].auth.password_env", why, value=variable))
+        if isinstance(variable, str) and variable:
+            secrets.append((f"$.devices[{index}].auth.password_env", variable))
+    for field, variable in secrets:
+        if need_secrets and variable is not None and not os.environ.get(variable):
+            state = "not set" if variable not in os.environ else "set but empty"
+            why = f"the environment variable is {state}; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
+            issues.append(source.issue(field, why, value=variable))
     if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
         issues.append(source.issue("$.mqtt.reconnect_min_s", "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s"))
     if mqtt.tls is not None:

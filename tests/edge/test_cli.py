@@ -381,6 +381,10 @@ def test_check_config_finds_missing_opcua_password(tmp_path: Path, monkeypatch: 
     assert "VG_CNC_PASSWORD" in checked.output
     # The key commands never connect to the device, so they need no password.
     assert runner.invoke(app, ["keys", "new", "--config", str(path)]).exit_code == 0
+    monkeypatch.setenv("VG_CNC_PASSWORD", "")
+    empty = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert empty.exit_code == 1
+    assert "$.devices[0].auth.password_env: the environment variable is set but empty" in empty.output
     monkeypatch.setenv("VG_CNC_PASSWORD", "s3cret")
     assert runner.invoke(app, ["edge", "check-config", str(path)]).exit_code == 0
 
@@ -414,8 +418,12 @@ def test_check_config_warns_likely_tag_map_mistakes(tmp_path: Path) -> None:
     for tag in mazak["tags"]:
         tag.pop("no_reason", None)
     (tmp_path / "mazak.yaml").write_text(yaml.safe_dump(mazak, sort_keys=False), encoding="utf-8")
+    hurco = yaml.safe_load((root / "hurco-mtconnect-opcua.yaml").read_text())
+    hurco["tags"].append({"name": "since", "node": "nsu=urn:valuegate:simulator:mtconnect;s=Machine/Since", "role": "state_since"})
+    (tmp_path / "hurco.yaml").write_text(yaml.safe_dump(hurco, sort_keys=False), encoding="utf-8")
     filler_device = {"id": "filler", "protocol": "modbus", "host": "127.0.0.1", "port": 502, "unit_id": 1, "tag_map": "filler.yaml"}
-    path = write_config(tmp_path, 1883, devices=[filler_device, {**mazak_device(), "tag_map": "mazak.yaml"}])
+    hurco_device = {**mazak_device(), "id": "hurco", "tag_map": "hurco.yaml"}
+    path = write_config(tmp_path, 1883, devices=[filler_device, {**mazak_device(), "tag_map": "mazak.yaml"}, hurco_device])
     result = runner.invoke(app, ["edge", "check-config", str(path)])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
@@ -424,4 +432,5 @@ def test_check_config_warns_likely_tag_map_mistakes(tmp_path: Path) -> None:
     assert "$.tags[1].length: length is read only for strings; reason is a uint16, whose width its type sets (got 4)" in output
     assert "$.states.rules: no state rules, so every value takes the default category" in output
     assert "$.tags[1].node: node id of mode names namespace index 2, which changes when the server registers its namespaces in another order" in output
-    assert result.output.rstrip().endswith(f"{path}: OK with 5 warning(s)")
+    assert "$.tags[2].role: time.source is gateway, so the agent stamps samples with its own clock and never reads since as the PLC's time" in output
+    assert result.output.rstrip().endswith(f"{path}: OK with 6 warning(s)")
