@@ -98,19 +98,19 @@ async def _server_certificate(client: Client, config: OpcUaDeviceConfig, pinned:
 def _kept_for_review(exc: CertificateRejected, der: bytes, pki_dir: Path, pinned: Path | None, trusted: Path | None) -> CertificateRejected:
     """Save a rejected server certificate as ``<pki_dir>/rejected/<thumbprint>.der`` and return the error with where it is and what to do.
 
-    Reading the certificate off the PLC's panel or web page is often hard; the copy the server sent is the same file, once its
+    Reading the certificate off the PLC's panel or web page is often hard. The copy the server sent is the same file, once its
     thumbprint has been compared with the one the PLC shows.
     """
     folder = pki_dir / "rejected"
-    kept = folder / f"{exc.thumbprint}.der"
+    saved = folder / f"{exc.thumbprint}.der"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        kept.write_bytes(der)
+        saved.write_bytes(der)
     except OSError as error:
         return CertificateRejected(f"{exc}; its copy could not be saved in {folder} ({error.strerror})", thumbprint=exc.thumbprint)
     target = trusted if trusted is not None else pinned
     return CertificateRejected(
-        f"{exc}. The server's certificate was saved as {kept}: if the PLC shows the same SHA-256 thumbprint, copy that file to {target}",
+        f"{exc}. The server's certificate was saved as {saved}: if the PLC shows the same SHA-256 thumbprint, copy that file to {target}",
         thumbprint=exc.thumbprint,
     )
 

@@ -294,9 +294,9 @@ _TYPE_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64,
 def mistake_warnings(path: str | Path) -> list[ConfigIssue]:
     """Return settings a valid tag map accepts but that are most often mistakes, each with file and line.
 
-    A counter that wraps at another width than its tag's type, a scaled counter, a ``length`` on a type other than
-    string, a PLC time tag in a map on gateway time, a map without state rules, and an OPC UA node id by namespace
-    index. The caller has loaded the map already.
+    These are a counter that wraps at another width than its tag's type and a scaled counter. Also a ``length`` on a
+    type other than string, a PLC time tag in a map on gateway time, a map without state rules, and an OPC UA node id
+    by namespace index. The caller has loaded the map already.
     """
     source = load_yaml(path)
     tag_map = source.convert(TagMap)

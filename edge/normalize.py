@@ -130,8 +130,8 @@ class Normalizer:
     def tick(self, now_ms: int) -> MachineBatch:
         """Move the watermark to the gateway's ``now_ms`` on a map on gateway time, once the machine has a state.
 
-        An OPC UA server sends values only when they change. On the PLC's time its clock tag moves the watermark; on the
-        gateway's time nothing else would, and minutes would stay open while the machine keeps its state. While the
+        An OPC UA server sends values only when they change. On the PLC's time its clock tag moves the watermark. On the
+        gateway's time nothing else would, so minutes would stay open while the machine keeps its state. While the
         connection is down the state is offline, and the minutes close as offline.
         """
         batch = MachineBatch(self.machine)

@@ -1,7 +1,7 @@
 """Renminbi amounts in Chinese capital numerals (大写金额), as Chinese finance writes them on settlement documents.
 
-The rules follow the Ministry of Finance's accounting practice (会计基础工作规范, article 52):
-a run of zeros inside the number reads as one 零, an amount that ends at 元 or 角
+The rules follow the Ministry of Finance's accounting practice (会计基础工作规范, article 52).
+A run of zeros inside the number reads as one 零. An amount that ends at 元 or 角
 ends with 整, and one that has 分 does not.
 """
 

@@ -76,7 +76,7 @@ def _floor_div(value: float, step: float) -> int:
 
 
 def _shorten(name: str, limit: int) -> str:
-    """Return ``name`` cut to ``limit`` characters with an ellipsis, so that a cut label does not read as a whole word; the tooltip keeps it whole."""
+    """Return ``name`` cut to ``limit`` characters with an ellipsis, so that a cut label does not read as a whole word. The tooltip keeps it whole."""
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 

@@ -123,7 +123,7 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
         **context,
     )
     cookies = []
-    # Only a page the user gets to see switches the language of the pages after it; an error page shows in the asked
+    # Only a page the user gets to see switches the language of the pages after it. An error page shows in the asked
     # language without changing it, as a download does.
     if normalize(request.query_params.get("lang")) and status_code < 400:
         cookies.append(Cookie(key=LANGUAGE_COOKIE, value=language, path="/", max_age=365 * 86400, samesite="lax"))

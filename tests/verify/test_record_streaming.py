@@ -70,7 +70,8 @@ def test_no_room_to_unpack_names_tmpdir(tmp_path: Path, issued: tuple, scratch: 
         verify_bundle(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: no room left in {scratch}")
-    assert "records/filler-10.jsonl" in message and "set TMPDIR to a folder with more free space" in message
+    assert "records/filler-10.jsonl" in message
+    assert "set TMPDIR to a folder with more free space" in message
     assert list(scratch.iterdir()) == []
 
 
