@@ -106,8 +106,9 @@ class Normalizer:
     def resume(self) -> MachineBatch:
         """Start after a restart: the machine is offline from the last watermark until fresh data arrives.
 
-        Fresh data arrives with the first poll's clock (Modbus) or the first
-        clock notification (OPC UA). A ``state_since`` or SourceTimestamp
+        Fresh data arrives with the first poll's clock (Modbus) or the clock's
+        first tick after the values a new subscription reports first (OPC UA,
+        see :meth:`_resume_floor`). A ``state_since`` or SourceTimestamp
         older than that does not shorten the gap: the PLC saying a state
         began before the restart does not tell what the machine did while
         nobody read it.
