@@ -119,10 +119,12 @@ class OpcUaClient:
         config = self.config
         client = Client(config.endpoint, timeout=config.timeout_ms / 1000, watchdog_intervall=3600.0, auto_reconnect=False)
         client.session_timeout = config.session_timeout_ms
-        self._steps, self._step = ConnectSteps(), "fetching the server certificate"
+        # Both lists of endpoints and the session go through the same handshake, whose steps the observer names on a timeout.
+        self._steps = ConnectSteps()
+        client.uaclient.observer = self._steps
+        self._step = "connecting" if config.security.policy == "None" else "fetching the server certificate"
         await configure_client(client, config, self._password)
         self._step = "connecting"
-        client.uaclient.observer = self._steps
 
         async def on_lost(exc: Exception) -> None:
             if generation == self.generation:

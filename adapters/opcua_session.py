@@ -49,7 +49,12 @@ async def configure_client(client: Client, config: OpcUaDeviceConfig, password: 
     security = config.security
     client.application_uri = security.application_uri
     client.name = client.description = "valuegate gateway"
-    if security.policy != "None":
+    if security.policy == "None":
+        # Checked as for a secure policy, so that a server without such an endpoint is named the same way.
+        endpoints = await client.connect_and_get_server_endpoints()
+        if not any(e.SecurityPolicyUri == security_policies.SecurityPolicyNone.URI and e.SecurityMode == ua.MessageSecurityMode.None_ for e in endpoints):
+            raise _no_endpoint(config, endpoints)
+    else:
         own = ensure_own_certificate(Path(security.pki_dir), security.application_uri)
         pinned = Path(security.server_certificate) if security.server_certificate else None
         trusted = Path(security.trusted_dir) if security.trusted_dir else None
@@ -88,9 +93,14 @@ async def _server_certificate(client: Client, config: OpcUaDeviceConfig, pinned:
             except CertificateRejected as exc:
                 raise _kept_for_review(exc, der, Path(security.pki_dir), pinned, trusted) from exc
             return endpoint.ServerCertificate
-    offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints})
-    raise OpcUaSetupError(
-        f"device {config.id}: the server offers no endpoint with {security.policy}/{security.mode}; "
+    raise _no_endpoint(config, endpoints)
+
+
+def _no_endpoint(config: OpcUaDeviceConfig, endpoints: Sequence[ua.EndpointDescription]) -> OpcUaSetupError:
+    """Return the error for a server without an endpoint of the configured policy and mode, naming those it offers."""
+    offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name.removesuffix('_')}" for e in endpoints})
+    return OpcUaSetupError(
+        f"device {config.id}: the server offers no endpoint with {config.security.policy}/{config.security.mode}; "
         f"it offers {', '.join(offered)}"
     )
 

@@ -264,3 +264,18 @@ def test_own_certificate_is_kept_and_narrowed(tmp_path: Path):
     certificate = x509.load_der_x509_certificate(der)
     uris = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
     assert uris == ["urn:valuegate:gateway:test"]
+
+
+@pytest.mark.parametrize(("policy", "mode"), [("None", "None"), ("Basic256Sha256", "Sign")])
+async def test_missing_endpoint_named_alike_for_every_policy(tmp_path: Path, policy: str, mode: str):
+    """A server with only Basic256Sha256/SignAndEncrypt: asking for None or for Sign gives the same message, listing what it offers."""
+    server, cert_path, _ = await secure_server(tmp_path, [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], Users())
+    security = {"server_certificate": str(cert_path)} if policy != "None" else {}
+    config = device(server.endpoint, tmp_path, policy=policy, mode=mode, **security)
+    try:
+        with pytest.raises(OpcUaSetupError) as caught:
+            async with open_device(config, tag_map(tmp_path, "endpoints", "opcua", TAGS)):
+                pass
+    finally:
+        await server.stop()
+    assert str(caught.value) == f"device secure-1: the server offers no endpoint with {policy}/{mode}; it offers Basic256Sha256/SignAndEncrypt"
