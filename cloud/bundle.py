@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -87,6 +87,8 @@ __all__ = (
 BUNDLE_SCHEMA = "valuegate/bundle/v1"
 _MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json", "adjustments.json")
 _GUIDES = ("GUIDE.en.md", "GUIDE.zh-CN.md")
+# The members the checks parse; revision files join them from the manifest.
+_HELD = frozenset({"manifest.json", *_MEMBERS, "stored.json", *_GUIDES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,8 +361,8 @@ def write_bundle(path: str | Path, **parts: Any) -> Path:
     return path
 
 
-def read_bundle(path: str | Path) -> Bundle:
-    """Read a bundle ZIP or its unpacked folder.
+def read_bundle(path: str | Path, progress: Callable[[str], None] = lambda step: None) -> Bundle:
+    """Read a bundle ZIP or its unpacked folder; ``progress`` hears of each member that is unpacked or hashed.
 
     Raises :class:`BundleError` when a member the checks read is missing,
     unreadable or leaves the bundle, or when ``manifest.json`` is malformed.
@@ -368,7 +370,7 @@ def read_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
-    read = read_bundle_members(path)
+    read = read_bundle_members(path, _HELD, progress)
     try:
         return _parse_members(path, read)
     except BaseException:

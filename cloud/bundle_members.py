@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -11,6 +12,8 @@ import posixpath
 import stat
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +25,8 @@ __all__ = (
 
 STREAMED = "records/"
 """Members under this folder (the minute records) are hashed and read as streams, never held in memory whole."""
+MAX_HELD = 512 * 1024 * 1024
+"""Largest member the checks hold in memory to parse (vouchers.jsonl of a large contract is tens of MB)."""
 _CHUNK = 1 << 20
 
 
@@ -111,8 +116,39 @@ def _collisions(names: list[tuple[str, bool]]) -> dict[str, list[str]]:
     return {first_path[key]: [*found, *folders.get(key, [])] for key, found in files.items() if len(found) > 1 or key in folders}
 
 
-def _read_folder(root: Path) -> Members:
+class _Plan:
+    """The members the checks parse (held in memory, up to :data:`MAX_HELD` bytes each) and the record files (read as streams).
+
+    Every other member is only hashed, as a stream, so that an unlisted file of any size costs no memory.
+    """
+
+    def __init__(self, held: frozenset[str], manifest: bytes | None) -> None:
+        self.held = set(held) | {"manifest.json"}
+        self.records: set[str] = set()
+        try:
+            document = json.loads(manifest) if manifest is not None else None
+        except (ValueError, RecursionError):
+            document = None  # reported when the manifest is parsed
+        if isinstance(document, dict):
+            for key, names in (("revisions", self.held), ("records", self.records)):
+                entries = document.get(key)
+                if isinstance(entries, list):
+                    names.update(str(entry["file"]) for entry in entries if isinstance(entry, dict) and isinstance(entry.get("file"), str))
+
+    def streamed(self, name: str) -> bool:
+        # A member the checks parse stays in memory even when a manifest lists it as a record file; its record check then fails.
+        return name not in self.held and (name.startswith(STREAMED) or name in self.records)
+
+    def check_size(self, name: str, size: int) -> None:
+        if size > MAX_HELD:
+            raise BundleError(f"{name} unpacks to {size:,} bytes, more than the {MAX_HELD:,} a bundle as the cloud builds it holds in that file, "
+                              "so it was not read; ask the vendor for a bundle as the cloud built it")
+
+
+def _read_folder(root: Path, plan_for: Callable[[bytes | None], _Plan], progress: Callable[[str], None]) -> Members:
     members = Members()
+    manifest = root / "manifest.json"
+    plan = plan_for(manifest.read_bytes() if manifest.is_file() and manifest.stat().st_size <= MAX_HELD else None)
     # os.walk does not descend into linked folders, so only the links themselves need a look.
     for folder, folders, files in os.walk(root):
         for entry in sorted([*folders, *files]):
@@ -127,17 +163,21 @@ def _read_folder(root: Path) -> Members:
                 if not target.is_relative_to(root):
                     members.outside[name] = f"a symbolic link to {os.readlink(child)}, outside the bundle folder"
                     continue
-            if entry in files and child.is_file():
-                if name.startswith(STREAMED):
-                    with open(child, "rb") as source:
-                        members.digests[name] = _copy(source, None)
-                    members.files[name] = child
-                else:
-                    members.data[name] = child.read_bytes()
+            if entry not in files or not child.is_file():
+                continue
+            if name in plan.held:
+                plan.check_size(name, child.stat().st_size)
+                members.data[name] = child.read_bytes()
+                continue
+            progress(f"hashing {name}")
+            with open(child, "rb") as source:
+                members.digests[name] = _copy(source, None)
+            if plan.streamed(name):
+                members.files[name] = child
     return members
 
 
-def _read_zip(path: Path) -> Members:
+def _read_zip(path: Path, plan_for: Callable[[bytes | None], _Plan], progress: Callable[[str], None]) -> Members:
     members = Members()
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
@@ -150,50 +190,114 @@ def _read_zip(path: Path) -> Members:
         inside = [info for info in archive.infolist() if not climbs(info.filename)]
         # Unpacking writes a member over another that unpacks to the same path, so such members fail like a repeated name.
         members.repeated = _collisions([(info.filename, info.is_dir()) for info in inside])
-        if not members.repeated:
-            try:
-                for info in inside:
-                    name = unpacked_name(info.filename)
-                    if info.is_dir() or name in members.outside:
-                        continue
-                    if name.startswith(STREAMED):
-                        _spool(archive, info, name, members)
-                    else:
-                        members.data[name] = archive.read(info)
-            except BaseException:
-                members.close()
-                raise
+        if members.repeated:
+            return members
+        files = [info for info in inside if not info.is_dir() and unpacked_name(info.filename) not in members.outside]
+        manifest = next((info for info in files if unpacked_name(info.filename) == "manifest.json"), None)
+        plan = plan_for(_read_member(archive, manifest) if manifest is not None and manifest.file_size <= MAX_HELD else None)
+        try:
+            for info in files:
+                name = unpacked_name(info.filename)
+                if plan.streamed(name):
+                    progress(f"unpacking {name}")
+                    _spool(archive, info, name, members)
+                elif name in plan.held:
+                    plan.check_size(name, info.file_size)
+                    members.data[name] = _read_member(archive, info)
+                else:
+                    progress(f"hashing {name}")
+                    with _open_member(archive, info) as source:
+                        members.digests[name] = _member_digest(source, info)
+        except BaseException:
+            members.close()
+            raise
     return members
+
+
+def _member_problem(info: zipfile.ZipInfo, exc: BaseException) -> BundleError:
+    """Return the error for a ZIP member that cannot be unpacked: encrypted, an unknown compression method, or damaged data."""
+    name = unpacked_name(info.filename)
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
+        why = "it is encrypted, and a bundle as the cloud builds it never is"
+    elif isinstance(exc, NotImplementedError):
+        why = f"it uses compression method {info.compress_type}, which this verifier cannot unpack; the cloud uses Deflate (8)"
+    else:
+        why = f"its compressed data is damaged ({exc})"
+    return BundleError(f"cannot read {name}: {why}; ask the vendor for the bundle again")
+
+
+_UNPACK_ERRORS = (RuntimeError, NotImplementedError, zlib.error, EOFError, zipfile.BadZipFile)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    try:
+        return archive.read(info)
+    except _UNPACK_ERRORS as exc:
+        raise _member_problem(info, exc) from exc
+
+
+@contextlib.contextmanager
+def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[IO[bytes]]:
+    try:
+        with archive.open(info) as source:
+            yield source
+    except _UNPACK_ERRORS as exc:
+        raise _member_problem(info, exc) from exc
+
+
+def _member_digest(source: IO[bytes], info: zipfile.ZipInfo, target: IO[bytes] | None = None) -> str:
+    try:
+        return _copy(source, target)
+    except _UNPACK_ERRORS as exc:
+        raise _member_problem(info, exc) from exc
+
+
+def _temp_parent() -> str:
+    """Return the folder for unpacked record files: TMPDIR when set, which must then be a writable folder, else the system's."""
+    chosen = os.environ.get("TMPDIR")
+    usable = bool(chosen) and os.path.isdir(chosen) and os.access(chosen, os.W_OK | os.X_OK)
+    if chosen and not usable and os.path.realpath(tempfile.gettempdir()) != os.path.realpath(chosen):
+        # tempfile would quietly fall back to /tmp, the folder an auditor set TMPDIR to avoid.
+        raise BundleError(f"TMPDIR is {chosen}, which is no writable folder; the record files are unpacked there while they are checked. "
+                          "Set TMPDIR to a writable folder with free space, or unset it")
+    return tempfile.gettempdir()
 
 
 def _spool(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, members: Members) -> None:
     """Copy one streamed member into the spool folder, hashing it on the way, so that its records are read from disk, not memory."""
-    if members.spool is None:
-        members.spool = tempfile.TemporaryDirectory(prefix="valuegate-bundle-")
-    copy = Path(members.spool.name, f"{len(members.files)}.jsonl")
+    parent = _temp_parent()
     try:
-        with archive.open(info) as source, open(copy, "wb") as target:
-            members.digests[name] = _copy(source, target)
+        if members.spool is None:
+            members.spool = tempfile.TemporaryDirectory(prefix="valuegate-bundle-", dir=parent)
+        copy = Path(members.spool.name, f"{len(members.files)}.jsonl")
+        with _open_member(archive, info) as source, open(copy, "wb") as target:
+            members.digests[name] = _member_digest(source, info, target)
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        raise BundleError(f"no room left in {members.spool.name} to unpack {name} ({info.file_size:,} bytes unpacked); the record files are unpacked "
-                          "into the temporary folder while they are checked, so set TMPDIR to a folder with more free space") from exc
+        why = "there is no room left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"it cannot be written ({exc.strerror or exc})"
+        raise BundleError(f"cannot unpack {name} ({info.file_size:,} bytes unpacked) into the temporary folder {parent}: {why}. The record files are "
+                          "unpacked there while they are checked, so set TMPDIR to a writable folder with more free space") from exc
     members.files[name] = copy
 
 
-def read_members(path: Path) -> Members:
-    """Read the members of the bundle ZIP file or folder at ``path``; raises OSError or :class:`zipfile.BadZipFile` when it cannot be read."""
+def read_members(path: Path, held: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
+    """Read the members of the bundle ZIP file or folder at ``path``; raises OSError or :class:`zipfile.BadZipFile` when it cannot be read.
+
+    ``held`` names the members the checks parse, which are held in memory. Record files (under ``records/`` or listed in the
+    manifest's ``records``) are unpacked into the temporary folder or read in place. Every other member is only hashed.
+    """
+    def plan_for(manifest: bytes | None) -> _Plan:
+        return _Plan(held, manifest)
+
     if path.is_dir():
         # Revision files sit in subfolders (contracts/<id>/), so members are named by their path relative to the bundle.
-        return _read_folder(path.resolve())
-    return _read_zip(path)
+        return _read_folder(path.resolve(), plan_for, progress)
+    return _read_zip(path, plan_for, progress)
 
 
-def read_bundle_members(path: Path) -> Members:
-    """Read the members of the bundle at ``path``; raises :class:`BundleError` when it cannot be read or repeats a member."""
+def read_bundle_members(path: Path, held: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
+    """Read the members of the bundle at ``path`` (see :func:`read_members`); raises :class:`BundleError` when it cannot be read or repeats a member."""
     try:
-        members = read_members(path)
+        members = read_members(path, held, progress)
     except BundleError as exc:
         raise BundleError(f"{path}: {exc}") from exc
     except (OSError, zipfile.BadZipFile) as exc:
@@ -263,6 +367,7 @@ def check_record_list(path: Path, manifest: dict[str, Any]) -> list[dict[str, An
     entries = [] if entries is None else entries
     shaped = isinstance(entries, list) and all(
         isinstance(item, dict) and isinstance(item.get("machine"), str) and isinstance(item.get("file"), str) and _whole(item.get("records"))
+        and item["records"] >= 0
         for item in entries
     )
     if not shaped:

@@ -264,7 +264,7 @@ def verify_bundle(path: str | Path, progress: Progress | None = None) -> Report:
 
     Raises :class:`valuegate.cloud.bundle.BundleError` when the bundle cannot be read at all.
     """
-    bundle = read_bundle(Path(path))
+    bundle = read_bundle(Path(path), progress or (lambda step: None))
     try:
         return _verify(bundle, progress or (lambda step: None))
     finally:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -30,17 +35,45 @@ def _print_section(title: str, verdicts: list) -> None:
 
 
 class _Progress:
-    """Print the step under way to stderr every few seconds once a check has run for a while; short checks print nothing."""
+    """Print the step under way to stderr every few seconds while a check runs; a check shorter than that prints nothing.
+
+    A ticker thread prints, so that one long step (unpacking a large file, reading a long record file) still shows.
+    """
 
     def __init__(self, every_s: float = 5.0) -> None:
         self._every_s = every_s
-        self._next = time.monotonic() + every_s
+        self._step = ""
+        self._started = time.monotonic()
+        self._done = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="verify-progress", daemon=True)
+        self._ticker.start()
 
     def __call__(self, step: str) -> None:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self._every_s
-            typer.echo(f"verify: {step}", err=True)
+        self._step = step
+
+    def _tick(self) -> None:
+        while not self._done.wait(self._every_s):
+            if self._step:
+                typer.echo(f"verify: {self._step} ({time.monotonic() - self._started:.0f} s)", err=True)
+
+    def close(self) -> None:
+        self._done.set()
+        self._ticker.join()
+
+
+@contextlib.contextmanager
+def _stopped_cleanly() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit for the block, so that a stopped check removes its unpacked records as Ctrl-C does."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _count(number: int, word: str) -> str:
@@ -61,11 +94,15 @@ def verify(
     from valuegate.verify import verify_bundle
     from valuegate.verify_keys import COMPARE_KEY
 
+    progress = _Progress()
     try:
-        report = verify_bundle(bundle, _Progress())
+        with _stopped_cleanly():
+            report = verify_bundle(bundle, progress)
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNREADABLE) from exc
+    finally:
+        progress.close()
 
     if as_json:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))

@@ -175,7 +175,7 @@ def _read_records(bundle: Bundle, files: list[Any], progress: Progress) -> dict[
                                        f"gives, so it was not read; {_ASK}")
                 continue
             handle.seek(0)
-            bad = _load_lines(handle, machine, loaded)
+            bad = _load_lines(handle, machine, loaded, name, progress)
         if bad > _MAX_LINE_REASONS:
             verdict.reasons.append(f"{bad - _MAX_LINE_REASONS} more lines fail like those above")
         if len(loaded.minutes) + bad != entry["records"]:
@@ -183,10 +183,12 @@ def _read_records(bundle: Bundle, files: list[Any], progress: Progress) -> dict[
     return machines
 
 
-def _load_lines(handle: IO[bytes], machine: str, loaded: _Machine) -> int:
+def _load_lines(handle: IO[bytes], machine: str, loaded: _Machine, name: str, progress: Progress) -> int:
     """Check each line of one record file, note where each valid record lies, fail the file's verdict for each invalid one; return their count."""
     bad, before = 0, None
     for number, (start, line) in enumerate(_lines(handle), start=1):
+        if number % 100_000 == 0:
+            progress(f"reading {name}: {number:,} lines")
         if line is None:
             parsed: tuple[MinuteRecord, dt.datetime] | str = f"is longer than {_MAX_RECORD_BYTES:,} bytes, far more than a record takes, so it was not read"
         else:
