@@ -55,6 +55,7 @@ class OpcUaClient:
         self.mode_in_use = ""
         self.session_timeout_ms = 0
         self.keepalive_s = 0.0
+        self._heard_ms = 0
         self.monitored_items = 0
         self.generation = 0
         self.stats: dict[str, int] = dict.fromkeys(
@@ -225,6 +226,18 @@ class OpcUaClient:
                 self.stats["uncertain_values"] += 1
         return sample
 
+    @property
+    def last_heard_ms(self) -> int | None:
+        """Return the gateway time (epoch ms) of the server's newest answer: data, a keep-alive publish response or a keep-alive read.
+
+        A link that goes silent without a reset is noticed only when a keep-alive fails; until then this stays at the last answer.
+        """
+        stamps = [self._heard_ms] if self._heard_ms else []
+        subscription = self._subscription
+        if self.connected and subscription is not None and subscription.last_publish_at is not None:
+            stamps.append(now_ms() - int((time.monotonic() - subscription.last_publish_at) * 1000))
+        return max(stamps, default=None)
+
     def _on_data_change(self, items: Sequence[ua.MonitoredItemNotification]) -> None:
         received = now_ms()
         batch = []
@@ -234,6 +247,7 @@ class OpcUaClient:
                 batch.append(self._sample(resolved[item.ClientHandle].tag, item.Value, received))
         self.stats["notifications"] += len(batch)
         self.stats["publish_batches"] += 1
+        self._heard_ms = received
         if batch:
             self._queue.put_nowait(batch)
 
@@ -276,6 +290,7 @@ class OpcUaClient:
                 self._signal_lost(f"read failed: {self._failure_text(exc, 'polling values')}")
                 return
             self.stats["publish_batches"] += 1
+            self._heard_ms = now_ms()
             self._queue.put_nowait(batch)
             await asyncio.sleep(period)
 
@@ -293,6 +308,7 @@ class OpcUaClient:
                 self._count_failure(exc)
                 self._signal_lost(f"keep-alive read failed: {self._failure_text(exc, 'reading the server state')}")
                 return
+            self._heard_ms = now_ms()
 
             # The server owes a publish response (at least a keep-alive message) every keep-alive period; a
             # subscription it deleted or lost sends none, although reads on the session still succeed.

@@ -199,7 +199,7 @@ class EdgeAgent:
         backoff = Backoff(1.0, 60.0)
         while not self._stopping.is_set():
             try:
-                async with self._open_device(device, normalizer.tag_map) as client, self._ticking(normalizer):
+                async with self._open_device(device, normalizer.tag_map) as client, self._ticking(normalizer, client):
                     self._log.info("device_opened", device=device_id, machine=machine_id)
                     async for samples in client.stream():
                         await self._on_samples(machine_id, device_id, client, samples)
@@ -231,8 +231,12 @@ class EdgeAgent:
             self._device_stats[(device_id, key)] = count
 
     @contextlib.asynccontextmanager
-    async def _ticking(self, normalizer: Normalizer) -> AsyncIterator[None]:
-        """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`)."""
+    async def _ticking(self, normalizer: Normalizer, client: Any) -> AsyncIterator[None]:
+        """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`).
+
+        It moves only as far as the server's newest answer (``client.last_heard_ms``): a link that goes silent without a reset
+        is noticed only when a keep-alive fails, and the time since the last answer must not count in the machine's last state.
+        """
         if normalizer.plc_time or normalizer.poll_batches:
             yield
             return
@@ -240,7 +244,10 @@ class EdgeAgent:
         async def tick() -> None:
             while True:
                 await asyncio.sleep(_TICK_S)
-                await self._enqueue(normalizer.tick(time.time_ns() // 1_000_000))
+                now = time.time_ns() // 1_000_000
+                # While the connection is down the state is offline, and the minutes may close at the gateway's time.
+                heard = getattr(client, "last_heard_ms", None) if getattr(client, "connected", False) else now
+                await self._enqueue(normalizer.tick(min(now, heard or 0)))
 
         ticker = asyncio.create_task(tick(), name=f"tick:{normalizer.machine}")
         try:

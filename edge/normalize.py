@@ -77,6 +77,8 @@ class Normalizer:
         the next state starts no earlier than the PLC time that brings data back."""
         self._resume_after: int | None = None
         """After a gap on OPC UA: the PLC time of the first notification, which reports a value's state before reading began."""
+        self._pending_counts: dict[str, Sample] = {}
+        """Counter values reported after a gap before the PLC time that brings data back is known; they are stamped with it."""
         self.last_seq: int | None = None
         self.last_seq_ms = 0
         self.seq_gap = False
@@ -251,6 +253,7 @@ class Normalizer:
     def _gap(self) -> None:
         """Note that the gateway lost the data: the next state waits for the PLC time that brings data back."""
         self._resume_after = None
+        self._pending_counts.clear()
         self.resuming = True
 
     def _resume_floor(self, samples: Sequence[Sample]) -> int | None:
@@ -277,6 +280,11 @@ class Normalizer:
         # the SourceTimestamp of its next Good value tells when data came back.
         resuming = self.resuming and self.plc_time
         floor = self._resume_floor(samples) if resuming else None
+        if floor is not None and self._pending_counts:
+            # Values a subscription reported before data resumed: the counter stood there when reading began.
+            for sample in self._pending_counts.values():
+                self._counter(batch, max(floor, self.last_ts_ms), sample)
+            self._pending_counts.clear()
         for sample in sorted(samples, key=lambda item: item.ts_ms):
             stamp = sample.ts_ms if self.plc_time else sample.received_ms
             timed = True
@@ -286,9 +294,10 @@ class Normalizer:
                 sample = Sample(sample.device, sample.tag, sample.ts_ms, sample.time_source, sample.received_ms, None,
                                 sample.raw, "bad", detail)
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
-            elif self.plc_time and sample.status == "bad" and sample.time_source == "gateway":
-                # An outage or a refused node carries the gateway's time, not the PLC's: offline from the watermark on,
-                # and what the PLC reports after it for earlier times was not read when it happened.
+            elif sample.status == "bad" and sample.time_source == "gateway":
+                # An outage or a refused node: offline from the watermark on, and what the PLC reports after it for earlier
+                # times was not read when it happened. On gateway time too, because a link that goes silent is noticed
+                # only when a keep-alive fails, while the watermark stops at the server's last answer.
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
                 if sample.tag in self.state_tags:
                     self._gap()
@@ -306,7 +315,11 @@ class Normalizer:
                 if emit and state != self.last_state:
                     self._emit(batch, max(stamp, self.last_ts_ms), state, missed=0)
             if sample.tag in self.counter_tags:
-                self._counter(batch, max(stamp, self.last_ts_ms), sample)
+                if resuming and floor is None and sample.status != "bad":
+                    # Stamped with its last change, it would open minutes back to before reading began.
+                    self._pending_counts[sample.tag] = sample
+                else:
+                    self._counter(batch, max(stamp, self.last_ts_ms), sample)
             if timed and (self.clock_tag is None or sample.tag == self.clock_tag or not self.plc_time):
                 self.watermark_ms = max(self.watermark_ms, stamp)
         if resuming and floor is not None and self.resuming:

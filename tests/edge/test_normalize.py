@@ -288,3 +288,24 @@ def test_opcua_without_clock_waits_for_a_change(tmp_path) -> None:  # noqa: ANN0
     # The first change read as it happened starts the data.
     change = normalizer.feed([opcua("execution", 7_000, "FEED_HOLD")])
     assert [(e.ts_ms - T0, e.code, e.reason) for e in change.states] == [(7_000, 3, "FEED_HOLD")]
+
+
+def test_gateway_time_outage_starts_at_the_last_answer() -> None:
+    """On gateway time a silent link is noticed late: the outage starts where the watermark stopped, the server's last answer."""
+    hurco = load_tag_map(shipped_tag_map_dir() / "demo" / "hurco-mtconnect-opcua.yaml")
+    normalizer = Normalizer("hurco-1", hurco)
+    normalizer.feed([Sample("hurco", "execution", T0 + 900, "plc", T0 + 1_000, "ACTIVE", "ACTIVE", "good")])
+    normalizer.tick(T0 + 5_000)  # the agent ticks only up to the server's last answer
+    outage = [Sample("hurco", tag, T0 + 15_000, "gateway", T0 + 15_000, None, None, "bad", "disconnected") for tag in ("execution", "part_count")]
+    assert [(e.ts_ms - T0, e.code) for e in normalizer.feed(outage).states] == [(5_000, 5)]
+
+
+def test_counter_values_before_data_resumes_wait_for_it() -> None:
+    """A subscription reports a counter with the time of its last change, possibly hours ago: it is stamped when data resumes."""
+    normalizer = Normalizer("mazak-1", MAZAK)
+    first = normalizer.feed([opcua("clock", 2_000, T0 + 2_000), opcua("part_count", -7_200_000, 41), opcua("alarm_code", 900, 0),
+                             opcua("mode", 1_000, "AUTOMATIC"), opcua("execution", 1_200, "ACTIVE")])
+    assert (first.states, first.counters) == ([], [])
+    tick = normalizer.feed([opcua("clock", 3_000, T0 + 3_000)])
+    assert [(c.ts_ms - T0, c.value) for c in tick.counters] == [(3_000, 41.0)]
+    assert [(e.ts_ms - T0, e.code) for e in tick.states] == [(3_000, 0)]

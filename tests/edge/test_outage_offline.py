@@ -34,6 +34,8 @@ class CuttableLink:
         self.target_port = target_port
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.frozen = False
+        """While True, bytes are dropped in both directions and nothing is closed: a link gone silent, with no reset."""
 
     async def restore(self) -> None:
         self.server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
@@ -53,8 +55,9 @@ class CuttableLink:
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
+                    if not self.frozen:
+                        sink.write(data)
+                        await sink.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -116,3 +119,32 @@ async def test_cut_link_is_offline_although_the_state_did_not_change(tmp_path: P
     assert cut_at - 1_000 <= offline_from <= cut_at
     assert running_again >= restored_at - 50
     assert running_again - offline_from >= 3_000
+
+
+async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
+    """A link that drops every byte without a reset: until a keep-alive fails the client looks connected, but its last answer stays put."""
+    async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}) as server:
+        link = CuttableLink(server.port)
+        await link.restore()
+        tags = tag_map(tmp_path, "silent", "opcua", [{"name": "state", "node": f"nsu={URI};s=Line/state"}])
+        config = OpcUaDeviceConfig(id="line-1", endpoint=f"opc.tcp://127.0.0.1:{link.port}/", tag_map="unused", publishing_interval_ms=50, sampling_ms=0,
+                                   timeout_ms=1000, session_timeout_ms=3000, reconnect_min_ms=50, reconnect_max_ms=200)
+        async with open_device(config, tags) as client:
+            stream = client.stream()
+            reader = asyncio.create_task(asyncio.wait_for(first(stream, lambda batch: any(s.detail == "disconnected" for s in batch), timeout_s=30), 30))
+            await asyncio.sleep(1.5)
+            # With no change to report, the server answers at least every keep-alive (a third of the 3 s session timeout).
+            assert client.last_heard_ms is not None
+            assert client.last_heard_ms >= time.time() * 1000 - 2_500
+            link.frozen = True
+            frozen_at = time.time() * 1000
+            heard = []
+            while client.connected:
+                heard.append(client.last_heard_ms)
+                await asyncio.sleep(0.1)
+            await reader
+            await stream.aclose()
+        await link.cut()
+    assert len(heard) >= 5, "the client looked connected for a while after the link went silent"
+    # Answers already on their way when the link froze may still land, within a publishing interval or so.
+    assert max(heard) <= frozen_at + 200
