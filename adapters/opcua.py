@@ -228,9 +228,9 @@ class OpcUaClient:
 
     @property
     def last_heard_ms(self) -> int | None:
-        """Return the gateway time (epoch ms) of the server's newest answer: data, a keep-alive publish response or a keep-alive read.
+        """Return the gateway time (epoch ms) of the server's newest response: data, a keep-alive publish response or a keep-alive read.
 
-        A link that goes silent without a reset is noticed only when a keep-alive fails; until then this stays at the last answer.
+        A link that goes silent without a reset is noticed only when a keep-alive fails; until then this stays at the last response.
         """
         stamps = [self._heard_ms] if self._heard_ms else []
         subscription = self._subscription

@@ -297,7 +297,7 @@ class Normalizer:
             elif sample.status == "bad" and sample.time_source == "gateway":
                 # An outage or a refused node: offline from the watermark on, and what the PLC reports after it for earlier
                 # times was not read when it happened. On gateway time too, because a link that goes silent is noticed
-                # only when a keep-alive fails, while the watermark stops at the server's last answer.
+                # only when a keep-alive fails, while the watermark stops at the server's last response.
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
                 if sample.tag in self.state_tags:
                     self._gap()

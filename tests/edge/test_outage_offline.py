@@ -122,7 +122,7 @@ async def test_cut_link_is_offline_although_the_state_did_not_change(tmp_path: P
 
 
 async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
-    """A link that drops every byte without a reset: until a keep-alive fails the client looks connected, but its last answer stays put."""
+    """A link that drops every byte without a reset: until a keep-alive fails the client looks connected, but its last response stays put."""
     async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}) as server:
         link = CuttableLink(server.port)
         await link.restore()
@@ -133,7 +133,7 @@ async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
             stream = client.stream()
             reader = asyncio.create_task(asyncio.wait_for(first(stream, lambda batch: any(s.detail == "disconnected" for s in batch), timeout_s=30), 30))
             await asyncio.sleep(1.5)
-            # With no change to report, the server answers at least every keep-alive (a third of the 3 s session timeout).
+            # With no change to report, the server responds at least every keep-alive (a third of the 3 s session timeout).
             assert client.last_heard_ms is not None
             assert client.last_heard_ms >= time.time() * 1000 - 2_500
             link.frozen = True
@@ -146,5 +146,5 @@ async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
             await stream.aclose()
         await link.cut()
     assert len(heard) >= 5, "the client looked connected for a while after the link went silent"
-    # Answers already on their way when the link froze may still land, within a publishing interval or so.
+    # Responses already on their way when the link froze may still land, within a publishing interval or so.
     assert max(heard) <= frozen_at + 200
