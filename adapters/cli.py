@@ -167,7 +167,7 @@ def _print_table(rows: list[dict[str, Any]], single: set[tuple[str, str]]) -> No
     for column in ("device", "tag", "where", "raw", "value", "unit", "status", "timestamp"):
         table.add_column(column, overflow="fold")
     styles = {"good": "green", "uncertain": "yellow", "bad": "red"}
-    # A lost connection fails every tag of a device with one long reason: the table says so once per tag, the reason follows once.
+    # A lost connection fails every tag of a device with one long reason. The table marks each tag, and the reason follows once.
     reasons: dict[str, str] = {}
     for row in rows:
         detail = row["detail"]

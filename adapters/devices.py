@@ -125,8 +125,8 @@ class OpcUaDeviceConfig(_Settings, tag_field="protocol", tag="opcua"):
     reconnect_max_ms: int = 30000
     """Cap of the reconnect delay in milliseconds."""
     auth_retry_ms: int = 300000
-    """Least delay in milliseconds after the server refused the user (a wrong password), so that a PLC that locks an
-    account after a few failed log-ins does not lock it; the agent reads the password only at start anyway."""
+    """Minimum delay in milliseconds after the server rejected the user (a wrong password), so that a PLC that locks an
+    account after a few failed log-ins does not lock it. The agent reads the password only at start anyway."""
 
     @property
     def protocol(self) -> Literal["opcua"]:

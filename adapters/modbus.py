@@ -237,7 +237,7 @@ class ModbusClient:
             self._values.observe(samples)
             if failure is not None:
                 if self._retries.failures:
-                    # A device that accepts the connection but does not answer fails the attempt as a refusal does.
+                    # A device that accepts the connection but does not respond fails the attempt as a refusal does.
                     self.stats["connect_failures"] += 1
                 delay = backoff.next_delay()
                 self._failed("modbus.disconnected", failure, delay)
@@ -247,7 +247,7 @@ class ModbusClient:
             # The device responded, so the next outage starts again from the shortest delay.
             backoff.reset()
             if self._retries.failures and self._ever_answered:
-                # Only a response proves the connection is back: a device may accept connections and never answer.
+                # Only a response proves the connection is back, because a device may accept connections and never respond.
                 self.stats["reconnects"] += 1
             self._ever_answered = True
             self._retries.answered("modbus.connected")

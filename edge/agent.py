@@ -234,8 +234,8 @@ class EdgeAgent:
     async def _ticking(self, normalizer: Normalizer, client: Any) -> AsyncIterator[None]:
         """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`).
 
-        It moves only as far as the server's newest response (``client.last_heard_ms``): a link that goes silent without a reset
-        is noticed only when a keep-alive fails, and the time since the last response must not count in the machine's last state.
+        It moves only as far as the server's newest response (``client.last_heard_ms``). A link that goes silent without a reset
+        is noticed only when a keep-alive fails, so the time since the last response must not count in the machine's last state.
         """
         if normalizer.plc_time or normalizer.poll_batches:
             yield

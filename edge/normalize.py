@@ -275,7 +275,7 @@ class Normalizer:
 
     def _feed_notifications(self, samples: Sequence[Sample], batch: MachineBatch) -> None:
         # After the gateway lost the data (no connection, the agent not running), a state or count stamped before the clock
-        # that brings data back lies in time nobody read the PLC. Until such a clock arrives the state stays offline; with
+        # that brings data back lies in time when the PLC was not read. Until such a clock arrives the state stays offline; with
         # no clock in a message the resumed state waits for the next. A Bad value the server reports live is no such gap:
         # the SourceTimestamp of its next Good value tells when data came back.
         resuming = self.resuming and self.plc_time

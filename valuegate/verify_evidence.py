@@ -66,9 +66,9 @@ class EvidenceSummary:
 
 @dataclass(slots=True)
 class _Machine:
-    """Where one machine's valid records lie in its record file, ordered by minute; the records are read back only when a check selects them.
+    """The places of one machine's valid records in its record file, ordered by minute. Records are read back only when a check selects them.
 
-    Each array holds one entry a valid record: its minute as epoch seconds, and the offset and length of its line.
+    Each array has one entry per valid record: its minute as epoch seconds, and the offset and length of its line.
     """
 
     verdict: Any

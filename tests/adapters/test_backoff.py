@@ -174,7 +174,7 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     assert [nominal for nominal, _ in failing] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4][: len(failing)]
     assert len(failing) == timeouts == 6
     assert all(nominal / 2 <= delay <= nominal for nominal, delay in failing)
-    # A connection that opens but gets no answer is no reconnect; each such attempt after the loss is a failed one.
+    # A connection that opens but gets no response is no reconnect, and each such attempt after the loss failed.
     assert reconnects == 0
     assert failures == 5, "each poll after the first lost one failed an attempt"
     assert client.stats["reconnects"] == 1, "the first answer ends the outage with one reconnect"
@@ -196,7 +196,7 @@ async def test_late_responses_grow_delays(tmp_path: Path) -> None:
     assert infos[0]["outage_s"] > 0
     assert logged.index(infos[0]) > logged.index(warned[-1]), "the connect line closes the outage"
     opened = [e for e in logged if e["event"] == "modbus.connection_opened"]
-    # Each failed attempt opened a connection that got no answer, and one more opened connection answered.
+    # Each failed attempt opened a connection that got no response, and one more opened connection got one.
     assert len(opened) == failures + 1
     assert all(e["log_level"] == "debug" and e["failures"] >= 1 for e in opened)
 

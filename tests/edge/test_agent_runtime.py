@@ -276,7 +276,7 @@ async def test_opcua_on_gateway_time_moves_on_without_changes(tmp_path: Path, mo
 
     tag_map = write_tag_map(tmp_path, "cell", "opcua", [{"name": "state", "node": "nsu=urn:valuegate:test:line;s=Line/state"}])
     async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}) as server:
-        # A 3 s session gives keep-alives every second: the machine's time follows the server's answers, not the gateway's clock alone.
+        # A 3 s session gives keep-alives every second: the machine's time follows the server's responses, not the gateway's clock alone.
         device = {"protocol": "opcua", "id": "cell", "endpoint": server.endpoint, "tag_map": str(tag_map), "publishing_interval_ms": 50,
                   "session_timeout_ms": 3000, "reconnect_min_ms": 50, "reconnect_max_ms": 200}
         path = write_config(tmp_path, mosquitto.port, devices=[device])
@@ -287,6 +287,6 @@ async def test_opcua_on_gateway_time_moves_on_without_changes(tmp_path: Path, mo
             first = watch.machine_watermark("cell")
             await asyncio.sleep(6)
             later = watch.machine_watermark("cell")
-    # The state never changed after the first notification, yet the watermark followed the server's keep-alive answers.
+    # The state never changed after the first notification, yet the watermark followed the server's keep-alive responses.
     assert later - first >= 3_000
     assert later <= time.time() * 1000

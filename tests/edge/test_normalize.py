@@ -19,7 +19,7 @@ def poll(poll_ms: int, *, state: int, since: int, clock: int, containers: int, c
 
 def test_modbus_change_stamped_with_state_since() -> None:
     normalizer = Normalizer("filler-1", FILLER)
-    # The first poll starts the data at its clock: a state_since before it lies in time nobody read the PLC.
+    # The first poll starts the data at its clock: a state_since before it lies in time when the PLC was not read.
     first = normalizer.feed(poll(9_000_000, state=1, since=1_000, clock=5_000, containers=10, changes=4))
     assert [(e.ts_ms - T0, e.code) for e in first.states] == [(5_000, 0)]
     assert first.watermark_ms - T0 == 5_000
@@ -109,7 +109,7 @@ def test_modbus_unchanged_state_emits_nothing_and_counter_only_on_change() -> No
 
 
 def test_state_after_restart_starts_with_the_first_poll() -> None:
-    """The agent was down from 10,000 on; the PLC says it has run since 4,000, but nobody read it until the poll at 12,000."""
+    """The agent was down from 10,000 on; the PLC reports running since 4,000, but it was not read until the poll at 12,000."""
     normalizer = Normalizer("filler-1", FILLER, watermark_ms=T0 + 10_000)
     resumed = normalizer.resume()
     assert [(e.ts_ms - T0, e.code) for e in resumed.states] == [(10_000, 5)]
@@ -171,7 +171,7 @@ def test_outage_batch_goes_offline_at_watermark() -> None:
     batch = normalizer.feed(outage)
     assert [(e.ts_ms - T0, e.code) for e in batch.states] == [(2_000, 5)]
     assert batch.watermark_ms - T0 == 2_000
-    # Back online: the state starts again with the poll that reads it. The PLC's state_since (1,000) says the state did not
+    # Back online: the state starts again with the poll that reads it. The PLC's state_since (1,000) shows the state did not
     # change, but the outage from 2,000 to 8,000 stays offline, as all time without data does.
     back = normalizer.feed(poll(0, state=1, since=1_000, clock=8_000, containers=5, changes=1))
     assert [(e.ts_ms - T0, e.code) for e in back.states] == [(8_000, 0)]
@@ -236,7 +236,7 @@ def test_opcua_outage_keeps_plc_watermark() -> None:
 
 
 def test_opcua_state_after_outage_waits_for_the_clock() -> None:
-    """After a reconnect the state stays offline until a clock tick after the clock's current value says when reading resumed."""
+    """After a reconnect the state stays offline until a clock tick after the clock's current value shows when reading resumed."""
     normalizer = running_mazak()
     outage = [Sample("mazak", tag, T0 + 3_400, "gateway", T0 + 3_400, None, None, "bad", "disconnected") for tag in ("clock", "alarm_code", "mode", "execution")]
     assert [(e.ts_ms - T0, e.code) for e in normalizer.feed(outage).states] == [(3_000, 5)]
@@ -274,7 +274,7 @@ def test_tick_moves_gateway_time_only() -> None:
 
 
 def test_opcua_without_clock_waits_for_a_change(tmp_path) -> None:  # noqa: ANN001
-    """Without a clock nothing says when reading resumed: the machine stays offline until a value changes after the current values."""
+    """Without a clock nothing shows when reading resumed: the machine stays offline until a value changes after the current values."""
     import yaml
 
     document = yaml.safe_load((shipped_tag_map_dir() / "demo" / "mazak-mtconnect-opcua.yaml").read_text(encoding="utf-8"))
@@ -291,11 +291,11 @@ def test_opcua_without_clock_waits_for_a_change(tmp_path) -> None:  # noqa: ANN0
 
 
 def test_gateway_time_outage_starts_at_the_last_answer() -> None:
-    """On gateway time a silent link is noticed late: the outage starts where the watermark stopped, the server's last answer."""
+    """On gateway time a silent link is noticed late: the outage starts where the watermark stopped, at the server's last response."""
     hurco = load_tag_map(shipped_tag_map_dir() / "demo" / "hurco-mtconnect-opcua.yaml")
     normalizer = Normalizer("hurco-1", hurco)
     normalizer.feed([Sample("hurco", "execution", T0 + 900, "plc", T0 + 1_000, "ACTIVE", "ACTIVE", "good")])
-    normalizer.tick(T0 + 5_000)  # the agent ticks only up to the server's last answer
+    normalizer.tick(T0 + 5_000)  # the agent ticks only up to the server's last response
     outage = [Sample("hurco", tag, T0 + 15_000, "gateway", T0 + 15_000, None, None, "bad", "disconnected") for tag in ("execution", "part_count")]
     assert [(e.ts_ms - T0, e.code) for e in normalizer.feed(outage).states] == [(5_000, 5)]
 

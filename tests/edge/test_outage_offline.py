@@ -1,8 +1,8 @@
 """A link to a real asyncua server cut and restored while the PLC's state stays the same: the cut stays offline time.
 
 The server's state variable keeps the SourceTimestamp of its last change
-across the cut, so the first notification after the reconnect says the
-machine has run since before it. Nobody read the PLC during the cut, so
+across the cut, so the first notification after the reconnect reports the
+machine running since before it. The PLC was not read during the cut, so
 that time is offline, and the run resumes with the server's clock when
 reading resumes.
 """

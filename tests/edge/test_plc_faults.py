@@ -165,5 +165,6 @@ logging.getLogger("asyncua.client.ua_client").debug(
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     (line,) = [json.loads(line)["event"] for line in result.stderr.splitlines()]
-    assert "s3cret" not in line and "quoted" not in line
+    assert "s3cret" not in line
+    assert "quoted" not in line
     assert "UserName='valuegate', Password=b'***', EncryptionAlgorithm=None" in line

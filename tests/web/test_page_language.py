@@ -159,7 +159,8 @@ def test_unknown_page_is_html(site, login, path: str) -> None:
 def test_only_pages_shown_remember_language(site, login) -> None:
     csm = login("csm1")
     missing = csm.get("/contracts/C-1/nothing/here?lang=en")
-    assert missing.status_code == 404 and "Page not found." in missing.text
+    assert missing.status_code == 404
+    assert "Page not found." in missing.text
     assert "vg_lang" not in missing.headers.get("set-cookie", "")
     assert '<html lang="zh-CN"' in csm.get("/contracts").text
     shown = csm.get("/contracts?lang=en")
