@@ -227,7 +227,7 @@ class OpcUaClient:
         return sample
 
     @property
-    def last_heard_ms(self) -> int | None:
+    def last_response_ms(self) -> int | None:
         """Return the gateway time (epoch ms) of the server's newest response: data, a keep-alive publish response or a keep-alive read.
 
         A link that goes silent without a reset is noticed only when a keep-alive fails; until then this stays at the last response.

@@ -1,4 +1,4 @@
-"""Benchmark `valuegate verify` on a bundle with minute records: the streamed verifier against a plain scan that holds the records in memory.
+"""Benchmark `valuegate verify` on a bundle with minute records: the streamed verifier against a plain scan that keeps the records in memory.
 
 Run: .venv/bin/python bench/verify.py [--machines 10] [--days 60]
 
@@ -133,15 +133,15 @@ def child(mode: str, path: str) -> None:
         from valuegate.edge.protocol.records import MinuteRecord
 
         decoder = msgspec.json.Decoder(MinuteRecord)
-        kept: list[MinuteRecord] = []
+        records: list[MinuteRecord] = []
         leaves: list[bytes] = []
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
                 if name.startswith("records/"):
                     lines = archive.read(name).splitlines()
-                    kept += [decoder.decode(line) for line in lines]
+                    records += [decoder.decode(line) for line in lines]
                     leaves += [hashlib.sha256(b"\x00" + line).digest() for line in lines]
-        detail = f"{len(kept)} records decoded and hashed"
+        detail = f"{len(records)} records decoded and hashed"
     seconds = time.perf_counter() - started
     status = Path("/proc/self/status").read_text()
     peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024

@@ -88,7 +88,7 @@ BUNDLE_SCHEMA = "valuegate/bundle/v1"
 _MEMBERS = ("contract.json", "vouchers.jsonl", "keys.json", "invoices.json", "adjustments.json")
 _GUIDES = ("GUIDE.en.md", "GUIDE.zh-CN.md")
 # The members the checks parse; revision files join them from the manifest.
-_HELD = frozenset({"manifest.json", *_MEMBERS, "stored.json", *_GUIDES})
+_PARSED = frozenset({"manifest.json", *_MEMBERS, "stored.json", *_GUIDES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +370,7 @@ def read_bundle(path: str | Path, progress: Callable[[str], None] = lambda step:
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such file or folder; give the path of a bundle ZIP file or its unpacked folder")
-    read = read_bundle_members(path, _HELD, progress)
+    read = read_bundle_members(path, _PARSED, progress)
     try:
         return _parse_members(path, read)
     except BaseException:

@@ -122,26 +122,26 @@ class _Plan:
     Every other member is only hashed, as a stream, so that an unlisted file of any size costs no memory.
     """
 
-    def __init__(self, held: frozenset[str], manifest: bytes | None) -> None:
-        self.held = set(held) | {"manifest.json"}
+    def __init__(self, parsed: frozenset[str], manifest: bytes | None) -> None:
+        self.parsed = set(parsed) | {"manifest.json"}
         self.records: set[str] = set()
         try:
             document = json.loads(manifest) if manifest is not None else None
         except (ValueError, RecursionError):
             document = None  # reported when the manifest is parsed
         if isinstance(document, dict):
-            for key, names in (("revisions", self.held), ("records", self.records)):
+            for key, names in (("revisions", self.parsed), ("records", self.records)):
                 entries = document.get(key)
                 if isinstance(entries, list):
                     names.update(str(entry["file"]) for entry in entries if isinstance(entry, dict) and isinstance(entry.get("file"), str))
 
     def streamed(self, name: str) -> bool:
         # A member the checks parse stays in memory even when a manifest lists it as a record file; its record check then fails.
-        return name not in self.held and (name.startswith(STREAMED) or name in self.records)
+        return name not in self.parsed and (name.startswith(STREAMED) or name in self.records)
 
     def check_size(self, name: str, size: int) -> None:
         if size > MAX_HELD:
-            raise BundleError(f"{name} unpacks to {size:,} bytes, more than the {MAX_HELD:,} a bundle as the cloud builds it holds in that file, "
+            raise BundleError(f"{name} is too large: it unpacks to {size:,} bytes, more than the {MAX_HELD:,}-byte limit for a file the checks parse, "
                               "so it was not read; ask the vendor for a bundle as the cloud built it")
 
 
@@ -165,7 +165,7 @@ def _read_folder(root: Path, plan_for: Callable[[bytes | None], _Plan], progress
                     continue
             if entry not in files or not child.is_file():
                 continue
-            if name in plan.held:
+            if name in plan.parsed:
                 plan.check_size(name, child.stat().st_size)
                 members.data[name] = child.read_bytes()
                 continue
@@ -201,7 +201,7 @@ def _read_zip(path: Path, plan_for: Callable[[bytes | None], _Plan], progress: C
                 if plan.streamed(name):
                     progress(f"unpacking {name}")
                     _spool(archive, info, name, members)
-                elif name in plan.held:
+                elif name in plan.parsed:
                     plan.check_size(name, info.file_size)
                     members.data[name] = _read_member(archive, info)
                 else:
@@ -218,12 +218,12 @@ def _member_problem(info: zipfile.ZipInfo, exc: BaseException) -> BundleError:
     """Return the error for a ZIP member that cannot be unpacked: encrypted, an unknown compression method, or damaged data."""
     name = unpacked_name(info.filename)
     if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
-        why = "it is encrypted, and a bundle as the cloud builds it never is"
+        reason = "it is encrypted, and a bundle as the cloud builds it never is"
     elif isinstance(exc, NotImplementedError):
-        why = f"it uses compression method {info.compress_type}, which this verifier cannot unpack; the cloud uses Deflate (8)"
+        reason = f"it uses compression method {info.compress_type}, which this verifier cannot unpack; the cloud uses Deflate (8)"
     else:
-        why = f"its compressed data is damaged ({exc})"
-    return BundleError(f"cannot read {name}: {why}; ask the vendor for the bundle again")
+        reason = f"its compressed data is damaged ({exc})"
+    return BundleError(f"cannot read {name}: {reason}; ask the vendor for the bundle again")
 
 
 _UNPACK_ERRORS = (RuntimeError, NotImplementedError, zlib.error, EOFError, zipfile.BadZipFile)
@@ -258,7 +258,7 @@ def _temp_parent() -> str:
     usable = bool(chosen) and os.path.isdir(chosen) and os.access(chosen, os.W_OK | os.X_OK)
     if chosen and not usable and os.path.realpath(tempfile.gettempdir()) != os.path.realpath(chosen):
         # tempfile would quietly fall back to /tmp, the folder an auditor set TMPDIR to avoid.
-        raise BundleError(f"TMPDIR is {chosen}, which is no writable folder; the record files are unpacked there while they are checked. "
+        raise BundleError(f"invalid TMPDIR {chosen}: it is not a writable folder, and the record files are unpacked there while they are checked. "
                           "Set TMPDIR to a writable folder with free space, or unset it")
     return tempfile.gettempdir()
 
@@ -273,20 +273,20 @@ def _spool(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, members: 
         with _open_member(archive, info) as source, open(copy, "wb") as target:
             members.digests[name] = _member_digest(source, info, target)
     except OSError as exc:
-        why = "there is no room left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"it cannot be written ({exc.strerror or exc})"
-        raise BundleError(f"cannot unpack {name} ({info.file_size:,} bytes unpacked) into the temporary folder {parent}: {why}. The record files are "
+        reason = "there is no room left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"it cannot be written ({exc.strerror or exc})"
+        raise BundleError(f"cannot unpack {name} ({info.file_size:,} bytes unpacked) into the temporary folder {parent}: {reason}. The record files are "
                           "unpacked there while they are checked, so set TMPDIR to a writable folder with more free space") from exc
     members.files[name] = copy
 
 
-def read_members(path: Path, held: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
+def read_members(path: Path, parsed: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
     """Read the members of the bundle ZIP file or folder at ``path``; raises OSError or :class:`zipfile.BadZipFile` when it cannot be read.
 
-    ``held`` names the members the checks parse, which are held in memory. Record files (under ``records/`` or listed in the
+    ``parsed`` names the members the checks parse, which are held in memory. Record files (under ``records/`` or listed in the
     manifest's ``records``) are unpacked into the temporary folder or read in place. Every other member is only hashed.
     """
     def plan_for(manifest: bytes | None) -> _Plan:
-        return _Plan(held, manifest)
+        return _Plan(parsed, manifest)
 
     if path.is_dir():
         # Revision files sit in subfolders (contracts/<id>/), so members are named by their path relative to the bundle.
@@ -294,10 +294,10 @@ def read_members(path: Path, held: frozenset[str] = frozenset(), progress: Calla
     return _read_zip(path, plan_for, progress)
 
 
-def read_bundle_members(path: Path, held: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
+def read_bundle_members(path: Path, parsed: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda step: None) -> Members:
     """Read the members of the bundle at ``path`` (see :func:`read_members`); raises :class:`BundleError` when it cannot be read or repeats a member."""
     try:
-        members = read_members(path, held, progress)
+        members = read_members(path, parsed, progress)
     except BundleError as exc:
         raise BundleError(f"{path}: {exc}") from exc
     except (OSError, zipfile.BadZipFile) as exc:

@@ -234,7 +234,7 @@ class EdgeAgent:
     async def _ticking(self, normalizer: Normalizer, client: Any) -> AsyncIterator[None]:
         """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`).
 
-        It moves only as far as the server's newest response (``client.last_heard_ms``). A link that goes silent without a reset
+        It moves only as far as the server's newest response (``client.last_response_ms``). A link that goes silent without a reset
         is noticed only when a keep-alive fails, so the time since the last response must not count in the machine's last state.
         """
         if normalizer.plc_time or normalizer.poll_batches:
@@ -246,8 +246,8 @@ class EdgeAgent:
                 await asyncio.sleep(_TICK_S)
                 now = time.time_ns() // 1_000_000
                 # While the connection is down the state is offline, and the minutes may close at the gateway's time.
-                heard = getattr(client, "last_heard_ms", None) if getattr(client, "connected", False) else now
-                await self._enqueue(normalizer.tick(min(now, heard or 0)))
+                last_response = getattr(client, "last_response_ms", None) if getattr(client, "connected", False) else now
+                await self._enqueue(normalizer.tick(min(now, last_response or 0)))
 
         ticker = asyncio.create_task(tick(), name=f"tick:{normalizer.machine}")
         try:

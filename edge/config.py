@@ -215,8 +215,8 @@ def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIss
     for field, variable in secrets:
         if need_secrets and variable is not None and not os.environ.get(variable):
             state = "not set" if variable not in os.environ else "set but empty"
-            why = f"the environment variable is {state}; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
-            issues.append(source.issue(field, why, value=variable))
+            reason = f"the environment variable is {state}; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
+            issues.append(source.issue(field, reason, value=variable))
     if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
         issues.append(source.issue("$.mqtt.reconnect_min_s", "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s"))
     if mqtt.tls is not None:

@@ -277,7 +277,7 @@ class Normalizer:
         # After the gateway lost the data (no connection, the agent not running), a state or count stamped before the clock
         # that brings data back lies in time when the PLC was not read. Until such a clock arrives the state stays offline; with
         # no clock in a message the resumed state waits for the next. A Bad value the server reports live is no such gap:
-        # the SourceTimestamp of its next Good value tells when data came back.
+        # the SourceTimestamp of its next Good value marks when data came back.
         resuming = self.resuming and self.plc_time
         floor = self._resume_floor(samples) if resuming else None
         if floor is not None and self._pending_counts:

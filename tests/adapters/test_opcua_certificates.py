@@ -91,9 +91,9 @@ async def test_wrong_pinned_certificate_rejected(tmp_path: Path) -> None:
     assert thumbprint(other) in error
     assert str(other_path) in error
     # The certificate the server sent is kept for review, under its thumbprint, with what to do with it.
-    kept = tmp_path / "pki" / "rejected" / f"{thumbprint(certificate)}.der"
-    assert x509.load_der_x509_certificate(kept.read_bytes()) == certificate
-    assert f"The server's certificate was saved as {kept}: if the PLC shows the same SHA-256 thumbprint, copy that file to {other_path}" in error
+    saved = tmp_path / "pki" / "rejected" / f"{thumbprint(certificate)}.der"
+    assert x509.load_der_x509_certificate(saved.read_bytes()) == certificate
+    assert f"The server's certificate was saved as {saved}: if the PLC shows the same SHA-256 thumbprint, copy that file to {other_path}" in error
 
 
 async def test_expired_certificate_rejected(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ async def test_voucher_reproduced_from_records(cloud_dsn: str, two_tenants: tupl
 
 
 @pytest.mark.postgres
-async def test_each_voucher_rebuilds_the_baseline_at_its_cycle_time(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+async def test_baseline_at_voucher_cycle_time(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
     """A tag-map change of the ideal cycle time between two days: each voucher's baseline is rebuilt at the cycle time it names."""
     acme, _ = two_tenants
     base = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]

@@ -412,19 +412,23 @@ def test_check_config_warns_likely_tag_map_mistakes(tmp_path: Path) -> None:
     filler["counters"][0]["bits"] = 32
     next(tag for tag in filler["tags"] if tag["name"] == "reason").update(length=4)
     (tmp_path / "filler.yaml").write_text(yaml.safe_dump(filler, sort_keys=False), encoding="utf-8")
+
     mazak = yaml.safe_load((root / "mazak-mtconnect-opcua.yaml").read_text())
     mazak["tags"][1]["node"] = "ns=2;s=Machine/ControllerMode"
     mazak["states"]["rules"] = []
     for tag in mazak["tags"]:
         tag.pop("no_reason", None)
     (tmp_path / "mazak.yaml").write_text(yaml.safe_dump(mazak, sort_keys=False), encoding="utf-8")
+
     hurco = yaml.safe_load((root / "hurco-mtconnect-opcua.yaml").read_text())
     hurco["tags"].append({"name": "since", "node": "nsu=urn:valuegate:simulator:mtconnect;s=Machine/Since", "role": "state_since"})
     (tmp_path / "hurco.yaml").write_text(yaml.safe_dump(hurco, sort_keys=False), encoding="utf-8")
+
     filler_device = {"id": "filler", "protocol": "modbus", "host": "127.0.0.1", "port": 502, "unit_id": 1, "tag_map": "filler.yaml"}
     hurco_device = {**mazak_device(), "id": "hurco", "tag_map": "hurco.yaml"}
     path = write_config(tmp_path, 1883, devices=[filler_device, {**mazak_device(), "tag_map": "mazak.yaml"}, hurco_device])
     result = runner.invoke(app, ["edge", "check-config", str(path)])
+
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert "$.counters[0].bits: counter containers wraps at 32 bits, but its tag is a uint16 of 16 bits" in output

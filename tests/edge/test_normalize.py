@@ -250,7 +250,7 @@ def test_opcua_state_after_outage_waits_for_the_clock() -> None:
     assert [(e.ts_ms - T0, e.code) for e in later.states] == [(9_000, 0)]
 
 
-def test_opcua_live_bad_value_ends_at_its_good_source_timestamp() -> None:
+def test_opcua_live_bad_ends_at_good() -> None:
     """A Bad value the server reports while connected is no gap in reading: the next Good value starts at its own SourceTimestamp."""
     normalizer = running_mazak()
     bad = Sample("mazak", "execution", T0 + 4_000, "plc", T0 + 4_100, None, "ACTIVE", "bad", "BadCommunicationError")

@@ -66,7 +66,7 @@ class CuttableLink:
         await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
 
 
-async def test_cut_link_is_offline_although_the_state_did_not_change(tmp_path: Path) -> None:
+async def test_cut_link_counts_offline(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32), "clock": ua.Variant(now, ua.VariantType.DateTime)}) as server:
 
@@ -121,7 +121,7 @@ async def test_cut_link_is_offline_although_the_state_did_not_change(tmp_path: P
     assert running_again - offline_from >= 3_000
 
 
-async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
+async def test_silent_link_stops_last_response(tmp_path: Path) -> None:
     """A link that drops every byte without a reset: until a keep-alive fails the client looks connected, but its last response stays put."""
     async with UaServer(free_port(), {"state": ua.Variant(1, ua.VariantType.Int32)}) as server:
         link = CuttableLink(server.port)
@@ -134,17 +134,17 @@ async def test_silent_link_stops_the_last_answer(tmp_path: Path) -> None:
             reader = asyncio.create_task(asyncio.wait_for(first(stream, lambda batch: any(s.detail == "disconnected" for s in batch), timeout_s=30), 30))
             await asyncio.sleep(1.5)
             # With no change to report, the server responds at least every keep-alive (a third of the 3 s session timeout).
-            assert client.last_heard_ms is not None
-            assert client.last_heard_ms >= time.time() * 1000 - 2_500
+            assert client.last_response_ms is not None
+            assert client.last_response_ms >= time.time() * 1000 - 2_500
             link.frozen = True
             frozen_at = time.time() * 1000
-            heard = []
+            responses = []
             while client.connected:
-                heard.append(client.last_heard_ms)
+                responses.append(client.last_response_ms)
                 await asyncio.sleep(0.1)
             await reader
             await stream.aclose()
         await link.cut()
-    assert len(heard) >= 5, "the client looked connected for a while after the link went silent"
+    assert len(responses) >= 5, "the client looked connected for a while after the link went silent"
     # Responses already on their way when the link froze may still land, within a publishing interval or so.
-    assert max(heard) <= frozen_at + 200
+    assert max(responses) <= frozen_at + 200

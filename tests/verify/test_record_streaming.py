@@ -165,7 +165,7 @@ def test_unlisted_member_is_hashed_not_held(tmp_path: Path, issued: tuple, scrat
 def test_oversized_parsed_member_is_refused(tmp_path: Path, issued: tuple, scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = bundle(tmp_path, issued)
     monkeypatch.setattr(bundle_members, "MAX_HELD", 100)
-    with pytest.raises(BundleError, match=r"(GUIDE\.en\.md|contract\.json) unpacks to [\d,]+ bytes, more than the 100 a bundle as the cloud builds it holds"):
+    with pytest.raises(BundleError, match=r"(GUIDE\.en\.md|contract\.json) is too large: it unpacks to [\d,]+ bytes, more than the 100-byte limit for a file the checks parse"):
         read_bundle(path)
     assert list(scratch.iterdir()) == []
 
@@ -217,7 +217,7 @@ def test_unusable_tmpdir_is_named(tmp_path: Path, issued: tuple, monkeypatch: py
     path = bundle(tmp_path, issued)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
     monkeypatch.setattr(tempfile, "tempdir", None)
-    with pytest.raises(BundleError, match=f"TMPDIR is {tmp_path / 'missing'}, which is no writable folder"):
+    with pytest.raises(BundleError, match=f"invalid TMPDIR {tmp_path / 'missing'}: it is not a writable folder"):
         read_bundle(path)
 
 
