@@ -220,6 +220,14 @@ class Publisher:
                 self._wake.set()
 
         def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+            # A well-formed ack only moves the session's ack point; the session wakes for the first one and for one covering every voucher sent.
+            session = self._current
+            if session is not None and session.client is client and message.topic == session.topics["ack"] and threading.get_ident() == loop_thread:
+                wake = session.take_ack(bytes(message.payload))
+                if wake is not None:
+                    if wake:
+                        self._wake.set()
+                    return
             put(ClientEvent("message", topic=message.topic, payload=bytes(message.payload)))
 
         client.on_connect = on_connect
@@ -296,7 +304,7 @@ class Publisher:
             while not self._stopping.is_set():
                 await session.settle()
                 await session.fill()
-                event = await self._next_event(_TICK_S if session.online else 0.05)
+                event = await self._next_event(session.wait_s(_TICK_S if session.online else 0.05))
                 if time.monotonic() - last_tick >= _TICK_S:
                     last_tick = time.monotonic()
                     self._bridge.misc()
@@ -311,7 +319,7 @@ class Publisher:
                         return
                     event = self._events.popleft() if self._events else None
         finally:
-            await session.settle()
+            await session.settle(final=True)
 
     async def _next_event(self, timeout_s: float, *, until: float | None = None) -> ClientEvent | None:
         """Return the next queued event, or None once woken without one (see :meth:`notify`) or after ``timeout_s``.

@@ -40,6 +40,8 @@ _STATUS_WAIT_S = 1.0
 _AHEAD_REFILL_ROOM = 8
 # Vouchers whose evidence records one resend request republishes, at most.
 _RESEND_EVIDENCE_VOUCHERS = 8
+# How long an ack that leaves vouchers in flight waits for later acks, so that acks arriving one per voucher cost one outbox commit together.
+ACK_SETTLE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -88,6 +90,8 @@ class SessionState:
         self.inflight: dict[int, tuple[str, Any]] = {}
         self.published_records: list[tuple[int, str]] = []
         self.stored_through = 0
+        # Monotonic time by which a received ack is applied to the outbox (None while none waits).
+        self.ack_due: float | None = None
         self.voucher_cursor = publisher.acked_through + 1
         # Vouchers read from the outbox but not yet published, in sequence from voucher_cursor.
         self.ahead: collections.deque[outbox.OutboxEntry] = collections.deque()
@@ -239,14 +243,28 @@ class SessionState:
             self.published_records += key
         return not self.inflight or self._room() >= (_AHEAD_REFILL_ROOM if self.ahead else self._refill_room())
 
+    def wait_s(self, idle_s: float) -> float:
+        """Return how long the session may wait for the next event: ``idle_s``, or less when an ack is due sooner."""
+        if self.ack_due is None:
+            return idle_s
+        return max(0.0, min(idle_s, self.ack_due - time.monotonic()))
+
     def _refill_room(self) -> int:
         return max(1, self.window // 4)
 
-    async def settle(self) -> None:
-        """Apply the highest cloud ack received since the last call, and mark the telemetry the broker acknowledged as published."""
+    async def settle(self, *, final: bool = False) -> None:
+        """Apply the highest cloud ack received, and mark the telemetry the broker acknowledged as published.
+
+        An ack that covers every voucher sent is applied at once; one that
+        leaves vouchers in flight waits until ``ack_due``, so that the acks
+        arriving meanwhile share one outbox commit. ``final`` applies it now.
+        """
         if self.stored_through > self.p.acked_through:
-            through, self.stored_through = self.stored_through, 0
-            await self._apply_ack(through)
+            if final or self.stored_through >= self.voucher_cursor - 1 or time.monotonic() >= (self.ack_due or 0.0):
+                through, self.stored_through, self.ack_due = self.stored_through, 0, None
+                await self._apply_ack(through)
+        else:
+            self.ack_due = None
         if not self.published_records:
             return
         keys, self.published_records = self.published_records, []
@@ -263,9 +281,8 @@ class SessionState:
             return
         if topic == self.topics["status"]:
             await self._check_status(message)
-        elif topic == self.topics["ack"] and _field(message, ACK_SCHEMA, "stored_through") is not None:
-            # Acks are cumulative: only the highest one received before the next settle is applied.
-            self.stored_through = max(self.stored_through, int(message["stored_through"]))
+        elif topic == self.topics["ack"] and (through := _field(message, ACK_SCHEMA, "stored_through")) is not None:
+            self._note_ack(through)
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
             await self._on_resend(int(message["from_seq"]))
         elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
@@ -275,6 +292,27 @@ class SessionState:
             schema = message.get("schema") if isinstance(message, dict) else None
             if (held := self.p.limit("control_message_invalid")) is not None:
                 self.p._log.warning("control_message_invalid", topic=topic, schema=schema, reason="unknown schema or missing field", repeats_not_logged=held)
+
+    def take_ack(self, payload: bytes) -> bool | None:
+        """Note a well-formed ack message from paho's callback, without a queued event; return whether the session should wake.
+
+        Returns None for anything else, which the caller queues for :meth:`handle` to report.
+        """
+        try:
+            through = _field(json.loads(payload), ACK_SCHEMA, "stored_through")
+        except ValueError:
+            return None
+        if through is None:
+            return None
+        waiting = self.ack_due is not None
+        self._note_ack(through)
+        return not waiting or self.stored_through >= self.voucher_cursor - 1
+
+    def _note_ack(self, through: int) -> None:
+        # Acks are cumulative: only the highest one received before the next settle is applied.
+        self.stored_through = max(self.stored_through, through)
+        if self.ack_due is None:
+            self.ack_due = time.monotonic() + ACK_SETTLE_S
 
     async def _apply_ack(self, stored_through: int) -> None:
         through, removed = await self.p.spool.call(outbox.ack, stored_through)

@@ -8,10 +8,12 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+import paho.mqtt.publish as paho_publish
 import pytest
 import structlog
 
-from valuegate.edge import keys, outbox
+from valuegate.edge import keys, outbox, publish_session
 from valuegate.edge.config import EdgeConfig
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.metrics import AgentMetrics
@@ -110,6 +112,32 @@ async def test_ack_burst_applied_in_one_commit(tmp_path: Path, mosquitto: Mosqui
             assert await wait_until(lambda: gw.publisher.acked_through == 5, 5)
         acknowledged = [(entry["stored_through"], entry["removed"]) for entry in logged if entry["event"] == "vouchers_acknowledged"]
         assert acknowledged == [(5, 5)]
+        assert await gw.depth() == 0
+
+
+async def test_acks_one_per_voucher_share_a_commit(tmp_path: Path, mosquitto: MosquittoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ack that leaves vouchers unacknowledged waits ACK_SETTLE_S for later ones; an ack covering every voucher sent applies at once."""
+    monkeypatch.setattr(publish_session, "ACK_SETTLE_S", 2.0)
+
+    async def ack(through: int) -> None:
+        payload = json.dumps({"schema": ACK_SCHEMA, "stored_through": through})
+        await asyncio.to_thread(paho_publish.single, topic, payload, qos=1, hostname="127.0.0.1", port=mosquitto.port, protocol=mqtt.MQTTv5)
+
+    async with gateway(tmp_path / "gw", mosquitto.port) as gw:
+        topic = gw.config.topic("ack")
+        await gw.issue(10)
+        assert await wait_until(lambda: gw.publisher.sent_through() == 10, 10)
+        with structlog.testing.capture_logs() as logged:
+            await ack(1)
+            await asyncio.sleep(0.3)
+            assert gw.publisher.acked_through == 0
+            await ack(4)
+            assert await wait_until(lambda: gw.publisher.acked_through == 4, 5)
+            assert await gw.depth() == 6
+            await ack(10)
+            assert await wait_until(lambda: gw.publisher.acked_through == 10, 1.5)
+        acknowledged = [(entry["stored_through"], entry["removed"]) for entry in logged if entry["event"] == "vouchers_acknowledged"]
+        assert acknowledged == [(4, 4), (10, 6)]
         assert await gw.depth() == 0
 
 
