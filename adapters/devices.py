@@ -187,11 +187,13 @@ def _check_ranges(source: YamlSource, where: str, device: DeviceConfig, issues: 
         _check_opcua_security(source, where, device, issues)
     for field in positive:
         if getattr(device, field) <= 0:
-            issues.append(source.issue(f"{where}.{field}", "must be a positive number of milliseconds"))
+            issues.append(source.issue(f"{where}.{field}", "must be a positive number of milliseconds", allowed="a whole number above 0"))
     if isinstance(device, OpcUaDeviceConfig) and device.auth_retry_ms < 0:
         issues.append(source.issue(f"{where}.auth_retry_ms", "must not be negative", allowed="0 or more milliseconds (default 300000)"))
     if device.reconnect_max_ms < device.reconnect_min_ms:
-        issues.append(source.issue(f"{where}.reconnect_max_ms", f"must be at least reconnect_min_ms ({device.reconnect_min_ms})"))
+        issues.append(
+            source.issue(f"{where}.reconnect_max_ms", f"must be at least reconnect_min_ms ({device.reconnect_min_ms})", allowed=f"{device.reconnect_min_ms} or more milliseconds")
+        )
 
 
 def _check_opcua_security(source: YamlSource, where: str, device: OpcUaDeviceConfig, issues: list[ConfigIssue]) -> None:
@@ -209,12 +211,13 @@ def _check_opcua_security(source: YamlSource, where: str, device: OpcUaDeviceCon
             source.issue(
                 f"{where}.security",
                 "a secure channel needs the server certificate pinned (server_certificate) or a trusted_dir",
+                allowed="server_certificate: <file> or trusted_dir: <folder>",
             )
         )
     if auth.method == "username" and (not auth.username or not auth.password_env):
-        issues.append(source.issue(f"{where}.auth", "username authentication needs `username` and `password_env`"))
+        issues.append(source.issue(f"{where}.auth", "username authentication needs `username` and `password_env`", allowed="username: <user> and password_env: <variable name>"))
     if auth.method == "certificate" and (not auth.certificate or not auth.private_key):
-        issues.append(source.issue(f"{where}.auth", "certificate authentication needs `certificate` and `private_key`"))
+        issues.append(source.issue(f"{where}.auth", "certificate authentication needs `certificate` and `private_key`", allowed="certificate: <file> and private_key: <file>"))
 
 
 def _check_security_files(source: YamlSource, where: str, device: OpcUaDeviceConfig, issues: list[ConfigIssue]) -> None:
@@ -254,43 +257,62 @@ def _with_paths(base: Path, device: DeviceConfig) -> DeviceConfig:
     return msgspec.structs.replace(device, **updates)
 
 
+def _check_tag_map(source: YamlSource, where: str, tag_map_file: str, protocol: str | None, issues: list[ConfigIssue]) -> None:
+    """Report a missing tag map file, every problem inside the map, and a map for another protocol than ``protocol``."""
+    if not Path(tag_map_file).is_file():
+        issues.append(source.issue(f"{where}.tag_map", "tag map file not found; give a path relative to this file or to the shipped maps folder"))
+        return
+    try:
+        tag_map = load_tag_map(tag_map_file)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+        return
+    if protocol is not None and tag_map.protocol != protocol:
+        message = f"tag map {tag_map.name} is for {tag_map.protocol}, the device uses {protocol}"
+        issues.append(source.issue(f"{where}.tag_map", message, allowed=f"a tag map with protocol: {protocol}"))
+
+
 def load_devices(path: str | Path) -> list[DeviceConfig]:
     """Read the ``devices:`` list of an edge configuration; other keys are left to their owners.
 
     Raises :class:`ConfigError` listing every problem with file, line, field,
-    value and allowed values, including problems in the tag maps named.
+    value and allowed values, including problems in the tag maps named. Each
+    device is checked on its own: a device with a type error gets no range
+    checks, but the other devices and the tag map it names still do.
     """
     source = load_yaml(path)
     if not isinstance(source.data, dict) or "devices" not in source.data:
         raise ConfigError([source.issue("$", "an edge configuration needs a `devices:` list")])
-    edge = source.convert(_EdgeFile, subset="devices")
+    raw_devices = source.data["devices"]
+    check = source.type_check(_EdgeFile, data={"devices": raw_devices})
+    issues: list[ConfigIssue] = list(check.issues)
+    if not isinstance(raw_devices, list):
+        raise ConfigError(issues)
     base = source.path.resolve().parent
-    issues: list[ConfigIssue] = []
+    usable = dict(check.items("$.devices", raw_devices, DeviceConfig))
     seen: dict[str, int] = {}
     devices: list[DeviceConfig] = []
-    for index, device in enumerate(edge.devices):
+    for index, raw in enumerate(raw_devices):
         where = f"$.devices[{index}]"
-        if device.id in seen:
-            issues.append(source.issue(f"{where}.id", f"duplicate device id, first used at devices[{seen[device.id]}]"))
-        seen[device.id] = index
+        raw = raw if isinstance(raw, dict) else {}
+        device_id = raw.get("id")
+        if isinstance(device_id, str) and device_id in seen:
+            issues.append(source.issue(f"{where}.id", f"duplicate device id, first used at devices[{seen[device_id]}]", allowed="an id no other device uses"))
+        if isinstance(device_id, str):
+            seen.setdefault(device_id, index)
+        device = usable.get(index)
+        if device is None:
+            # The device has a type error, reported above; its tag map can still be checked.
+            tag_map_file = raw.get("tag_map")
+            if isinstance(tag_map_file, str) and check.usable(f"{where}.tag_map"):
+                protocol = raw.get("protocol") if raw.get("protocol") in ("modbus", "opcua") else None
+                _check_tag_map(source, where, str(_resolve(base, tag_map_file)), protocol, issues)
+            continue
         _check_ranges(source, where, device, issues)
         device = _with_paths(base, device)
         if isinstance(device, OpcUaDeviceConfig):
             _check_security_files(source, where, device, issues)
-        if not Path(device.tag_map).is_file():
-            issues.append(
-                source.issue(f"{where}.tag_map", "tag map file not found; give a path relative to this file or to the shipped maps folder")
-            )
-        else:
-            try:
-                tag_map = load_tag_map(device.tag_map)
-            except ConfigError as exc:
-                issues.extend(exc.issues)
-            else:
-                if tag_map.protocol != device.protocol:
-                    issues.append(
-                        source.issue(f"{where}.tag_map", f"tag map {tag_map.name} is for {tag_map.protocol}, the device uses {device.protocol}")
-                    )
+        _check_tag_map(source, where, device.tag_map, device.protocol, issues)
         devices.append(device)
     if issues:
         raise ConfigError(issues)

@@ -231,11 +231,14 @@ def load_tag_map(path: str | Path) -> TagMap:
     source = load_yaml(path)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue("$", "a tag map must be a YAML mapping")])
-    tag_map = source.convert(TagMap)
     from .tagmap_checks import validate  # it imports this module's types
 
-    validate(source, tag_map)
-    return tag_map
+    # Each tag, rule and counter is checked on its own, so one bad value does not hide the problems of the others.
+    check = source.type_check(TagMap)
+    issues = check.issues + validate(source, check)
+    if issues:
+        raise ConfigError(issues)
+    return source.convert(TagMap)
 
 
 def shipped_tag_map_dir() -> Path:

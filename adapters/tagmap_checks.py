@@ -6,10 +6,12 @@ from pathlib import Path
 
 import msgspec
 
-from .errors import ConfigError, ConfigIssue
+from .errors import ConfigIssue
 from .nodeid import NODE_ID_FORMS, browse_prefix_problem, node_id_problem, parse_node_id
 from .tagmap import REGISTER_COUNT, TAGMAP_SCHEMA, ModbusTag, OpcUaTag, Scalar, TagMap
+from .tagmap_parts import MapParts
 from .yamlsource import YamlSource, load_yaml
+from .yamltypes import TypeCheck
 
 __all__ = ("tag_map_warnings", "namespace_warnings", "validate")
 
@@ -28,12 +30,12 @@ def _check_modbus_tag(source: YamlSource, index: int, tag: ModbusTag, issues: li
         return
     if tag.order is None:
         issues.append(
-            source.issue(f"{where}.order", "register tags must name their byte and word order", allowed="ABCD, CDAB, BADC, DCBA", value=None)
+            source.issue(f"{where}.order", "`order` is missing; a register tag must name its byte and word order", allowed="ABCD, CDAB, BADC, DCBA")
         )
     if tag.type == "bool" and (tag.bit is None or not 0 <= tag.bit <= 15):
         issues.append(source.issue(f"{where}.bit", "a bool in a register needs the bit number", allowed="0..15"))
     if tag.type != "bool" and tag.bit is not None:
-        issues.append(source.issue(f"{where}.bit", "only bool tags take a bit number"))
+        issues.append(source.issue(f"{where}.bit", f"only bool tags take a bit number; {tag.name} is a {tag.type}", allowed="no bit, or type bool"))
     if tag.type == "string" and (tag.length is None or not 1 <= tag.length <= 125):
         issues.append(source.issue(f"{where}.length", "a string needs its length in registers", allowed="1..125"))
     count = tag.length if tag.type == "string" and tag.length else REGISTER_COUNT.get(tag.type, 1)
@@ -101,10 +103,10 @@ def _rule_value_problem(value: Scalar, tag: ModbusTag) -> str | None:
     return None
 
 
-def _check_rule_values(source: YamlSource, tag_map: TagMap, issues: list[ConfigIssue]) -> None:
+def _check_rule_values(source: YamlSource, parts: MapParts, issues: list[ConfigIssue]) -> None:
     """Reject rule values whose type can never equal the value their Modbus tag decodes to."""
-    tags = {tag["name"]: tag for tag in tag_map.tags if isinstance(tag, dict) and isinstance(tag.get("name"), str)}
-    for index, rule in enumerate(tag_map.states.rules):
+    tags = {tag["name"]: tag for _, tag in parts.tags if isinstance(tag.get("name"), str)}
+    for index, rule in parts.rules:
         for part in ("when", "unless"):
             for name, values in getattr(rule, part).items():
                 try:
@@ -117,21 +119,21 @@ def _check_rule_values(source: YamlSource, tag_map: TagMap, issues: list[ConfigI
                         issues.append(source.issue(f"$.states.rules[{index}].{part}.{name}[{position}]", problem, value=value))
 
 
-def _check_no_reason(source: YamlSource, tag_map: TagMap, issues: list[ConfigIssue]) -> None:
+def _check_no_reason(source: YamlSource, parts: MapParts, issues: list[ConfigIssue]) -> None:
     """Reject a ``no_reason`` that is empty, sits on a tag no rule reads as reason, or lists values its Modbus tag never reads."""
-    reason_tags = {rule.reason_tag for rule in tag_map.states.rules if rule.reason_tag}
-    for index, raw in enumerate(tag_map.tags):
-        values = raw.get("no_reason") if isinstance(raw, dict) else None
-        if values is None:
-            continue
+    reason_tags = {rule.reason_tag for _, rule in parts.rules if rule.reason_tag}
+    for index, raw in parts.tags:
+        values = raw.get("no_reason")
+        if not isinstance(values, list):
+            continue  # absent, or of a wrong type that the tag's own check reports
         where, name = f"$.tags[{index}].no_reason", raw.get("name")
         if not values:
             issues.append(source.issue(where, "list at least one value that means no reason, or remove no_reason", value=values))
-        if name not in reason_tags:
+        if name not in reason_tags and parts.rules_complete:
             issues.append(source.issue(
                 where, f"no rule names tag '{name}' in reason_tag, so no_reason has no effect; name it in a rule's reason_tag or remove no_reason",
                 value=values))
-        if tag_map.protocol != "modbus":
+        if parts.protocol != "modbus":
             continue
         try:
             tag = msgspec.convert(raw, ModbusTag)
@@ -173,22 +175,25 @@ def _check_overlaps(source: YamlSource, spans: list[tuple[int, ModbusTag]], issu
         placed.append((index, tag, first, last))
 
 
-def validate(source: YamlSource, tag_map: TagMap) -> None:
-    """Raise :class:`ConfigError` listing every problem of a type-checked tag map, each with its line."""
-    issues: list[ConfigIssue] = []
-    if tag_map.schema != TAGMAP_SCHEMA:
-        issues.append(source.issue("$.schema", "unknown tag map schema", allowed=TAGMAP_SCHEMA))
-
+def _check_tags(source: YamlSource, parts: MapParts, issues: list[ConfigIssue]) -> dict[str, int]:
+    """Check each tag on its own and the overlaps between Modbus tags; return the position of each tag name."""
     names: dict[str, int] = {}
     spans: list[tuple[int, ModbusTag]] = []
-    for index, raw in enumerate(tag_map.tags):
-        spec_type = ModbusTag if tag_map.protocol == "modbus" else OpcUaTag
+    spec_type = {"modbus": ModbusTag, "opcua": OpcUaTag}.get(parts.protocol or "")
+    for index, raw in parts.tags:
+        name = raw.get("name")
+        if spec_type is None:
+            # Without a valid protocol the tag fields are unknown, but rules and counters may still name the tag.
+            if isinstance(name, str):
+                names.setdefault(name, index)
+            continue
         try:
             tag = msgspec.convert(raw, spec_type)
-        except msgspec.ValidationError as exc:
-            issues.append(source.validation_issue(exc, spec_type, raw, prefix=f"$.tags[{index}]"))
-            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                names.setdefault(raw["name"], index)  # so that rules naming it do not report a second error
+        except msgspec.ValidationError:
+            for issue in source.type_check(spec_type, prefix=f"$.tags[{index}]", data=raw).issues:
+                issues.append(issue)
+            if isinstance(name, str):
+                names.setdefault(name, index)  # so that rules naming it do not report a second error
             continue
         if tag.name in names:
             issues.append(
@@ -198,12 +203,12 @@ def validate(source: YamlSource, tag_map: TagMap) -> None:
                     allowed="a name no other tag of this map uses",
                 )
             )
-        names[tag.name] = index
+        names.setdefault(tag.name, index)
         if isinstance(tag, ModbusTag):
             _check_modbus_tag(source, index, tag, issues)
             spans.append((index, tag))
         else:
-            _check_opcua_tag(source, index, tag, tag_map.namespaces, issues)
+            _check_opcua_tag(source, index, tag, parts.namespaces, issues)
         if tag.range is not None and len(tag.range) != 2:
             issues.append(source.issue(f"$.tags[{index}].range", "range needs two numbers", allowed="[min, max] with min <= max"))
         elif tag.range is not None and tag.range[0] > tag.range[1]:
@@ -214,37 +219,52 @@ def validate(source: YamlSource, tag_map: TagMap) -> None:
                     allowed=f"[min, max] with min <= max, such as [{_number(tag.range[1])}, {_number(tag.range[0])}]",
                 )
             )
-
     _check_overlaps(source, spans, issues)
+    return names
 
-    for index, rule in enumerate(tag_map.states.rules):
+
+def validate(source: YamlSource, check: TypeCheck) -> list[ConfigIssue]:
+    """Return every problem of a tag map beyond the type errors in ``check``, each with its line.
+
+    The parts with type errors are skipped, so each line reports a problem of its own, not a consequence of another.
+    """
+    parts = MapParts.of(source, check)
+    issues: list[ConfigIssue] = []
+    if parts.schema is not None and parts.schema != TAGMAP_SCHEMA:
+        issues.append(source.issue("$.schema", "unknown tag map schema", allowed=TAGMAP_SCHEMA))
+    names = _check_tags(source, parts, issues)
+    known = ", ".join(names) or "no tags defined"
+
+    for index, rule in parts.rules:
         for part in ("when", "unless"):
             for name in getattr(rule, part):
                 if name not in names:
-                    issues.append(
-                        source.issue(f"$.states.rules[{index}].{part}.{name}", "rule reads an unknown tag", value=name, allowed=", ".join(names))
-                    )
+                    issues.append(source.issue(f"$.states.rules[{index}].{part}.{name}", "rule reads an unknown tag", value=name, allowed=known))
         if rule.reason_tag is not None and rule.reason_tag not in names:
-            issues.append(source.issue(f"$.states.rules[{index}].reason_tag", "unknown tag", allowed=", ".join(names)))
+            issues.append(source.issue(f"$.states.rules[{index}].reason_tag", "unknown tag", allowed=known))
         if not rule.when and not rule.unless:
-            issues.append(source.issue(f"$.states.rules[{index}]", "a rule needs at least one `when` or `unless` condition"))
-    if tag_map.protocol == "modbus":
-        _check_rule_values(source, tag_map, issues)
-    _check_no_reason(source, tag_map, issues)
+            issues.append(
+                source.issue(f"$.states.rules[{index}]", "a rule needs at least one `when` or `unless` condition", allowed="when: {tag: [values]} or unless: {tag: [values]}")
+            )
+    if parts.protocol == "modbus":
+        _check_rule_values(source, parts, issues)
+    _check_no_reason(source, parts, issues)
 
-    for index, counter in enumerate(tag_map.counters):
+    for index, counter in parts.counters:
         if counter.tag not in names:
-            issues.append(source.issue(f"$.counters[{index}].tag", "unknown tag", allowed=", ".join(names)))
+            issues.append(source.issue(f"$.counters[{index}].tag", "unknown tag", allowed=known))
         if counter.max_rate_per_min <= 0:
-            issues.append(source.issue(f"$.counters[{index}].max_rate_per_min", "must be positive"))
-    for field in ("state_since", "clock", "state_seq"):
-        name = getattr(tag_map.time, field)
-        if name is not None and name not in names:
-            issues.append(source.issue(f"$.time.{field}", "unknown tag", allowed=", ".join(names)))
-    if tag_map.ideal_cycle_time_s is not None and tag_map.ideal_cycle_time_s <= 0:
-        issues.append(source.issue("$.ideal_cycle_time_s", "must be positive seconds per item"))
-    if issues:
-        raise ConfigError(issues)
+            issues.append(
+                source.issue(f"$.counters[{index}].max_rate_per_min", "must be positive", allowed="a number of counts per minute above 0")
+            )
+    if parts.time is not None:
+        for field in ("state_since", "clock", "state_seq"):
+            name = getattr(parts.time, field)
+            if name is not None and name not in names:
+                issues.append(source.issue(f"$.time.{field}", "unknown tag", allowed=known))
+    if parts.ideal_cycle_time_s is not None and parts.ideal_cycle_time_s <= 0:
+        issues.append(source.issue("$.ideal_cycle_time_s", "must be positive", allowed="seconds per item, a number above 0"))
+    return issues
 
 
 CLOCK_FIX = "a tag with role clock that reads the PLC's current time (epoch ms), named in time.clock"

@@ -11,6 +11,7 @@ import msgspec.inspect as mi
 import yaml
 
 from .errors import ConfigError, ConfigIssue
+from .yamltypes import TypeCheck, type_check
 
 __all__ = ("YamlSource", "allowed_values", "load_yaml")
 
@@ -184,8 +185,9 @@ class YamlSource:
     def convert(self, kind: type[T], *, subset: str | None = None, prefix: str = "$") -> T:
         """Convert the data (or the one top-level key ``subset`` of it) to ``kind``.
 
-        A type error becomes a :class:`ConfigError` with its line, the bad value
-        and, for enumerations, tags and unknown fields, the allowed values.
+        Type errors become a :class:`ConfigError` that lists each of them with its
+        line, the bad value and, for enumerations, tags and unknown fields, the
+        allowed values.
         ``prefix`` is the field path of the data when it is part of a larger file.
         """
         data = self.value_at(prefix)
@@ -194,7 +196,11 @@ class YamlSource:
         try:
             return msgspec.convert(data, kind)
         except msgspec.ValidationError as exc:
-            raise ConfigError([self.validation_issue(exc, kind, data, prefix=prefix)]) from exc
+            raise ConfigError(self.type_check(kind, prefix=prefix, data=data).issues) from exc
+
+    def type_check(self, kind: Any, *, prefix: str = "$", data: Any = None) -> TypeCheck:
+        """Return every type error of the data at ``prefix`` (or of ``data``, found there) against ``kind``, item by item."""
+        return type_check(self, kind, self.value_at(prefix) if data is None else data, prefix)
 
     def validation_issue(self, exc: msgspec.ValidationError, kind: type, data: Any, *, prefix: str = "$") -> ConfigIssue:
         """Turn a msgspec validation error on ``data`` (found at ``prefix``) into an issue naming the allowed values."""

@@ -12,6 +12,7 @@ import msgspec
 
 from valuegate.adapters.errors import ConfigError, ConfigIssue
 from valuegate.adapters.yamlsource import YamlSource, load_yaml
+from valuegate.adapters.yamltypes import TypeCheck
 
 __all__ = (
     "EDGE_SCHEMA",
@@ -192,69 +193,105 @@ class EdgeConfig(EdgeFile):
         return os.environ.get(self.mqtt.password_env) if self.mqtt.password_env else None
 
 
-def _check_fields(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue], *, need_secrets: bool) -> None:
-    if config.schema != EDGE_SCHEMA:
+def _resolve(base_dir: Path, name: str) -> Path:
+    """Return ``name`` as a path, a relative name taken from ``base_dir`` (as :meth:`EdgeConfig.resolve` does)."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _check_ids(source: YamlSource, check: TypeCheck, issues: list[ConfigIssue]) -> None:
+    data = source.data
+    schema = check.value("$.schema", data.get("schema"), str)
+    if schema is not None and schema != EDGE_SCHEMA:
         issues.append(source.issue("$.schema", "unknown edge configuration schema", allowed=EDGE_SCHEMA))
     for field in ("gateway", "tenant", "site"):
-        if not _ID.match(getattr(config, field)):
+        value = check.value(f"$.{field}", data.get(field), str)
+        if value is not None and not _ID.match(value):
             issues.append(source.issue(f"$.{field}", "invalid id: it becomes an MQTT topic level", allowed=_ID_ALLOWED))
-    mqtt = config.mqtt
+
+
+def _check_mqtt(source: YamlSource, mqtt: MqttConfig, base_dir: Path, issues: list[ConfigIssue]) -> None:
     if not 1 <= mqtt.port <= 65535:
         issues.append(source.issue("$.mqtt.port", "port is out of range", allowed="1..65535"))
     if not 5 <= mqtt.keepalive_s <= 65535:
         issues.append(source.issue("$.mqtt.keepalive_s", "keep-alive is out of range", allowed="5..65535 seconds"))
     if not 0 <= mqtt.session_expiry_s <= 0xFFFFFFFF:
         issues.append(source.issue("$.mqtt.session_expiry_s", "session expiry is out of range", allowed="0..4294967295 seconds"))
-    secrets = [("$.mqtt.password_env", mqtt.password_env)]
-    for index, device in enumerate(config.devices):
+    if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
+        issues.append(
+            source.issue(
+                "$.mqtt.reconnect_min_s",
+                "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s",
+                allowed=f"above 0 and at most reconnect_max_s ({mqtt.reconnect_max_s:g}) seconds",
+            )
+        )
+    if mqtt.tls is None:
+        return
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = getattr(mqtt.tls, name)
+        if value is not None and not _resolve(base_dir, value).is_file():
+            issues.append(source.issue(f"$.mqtt.tls.{name}", "file not found", value=str(_resolve(base_dir, value))))
+    key_file = _resolve(base_dir, mqtt.tls.key_file) if mqtt.tls.key_file else None
+    if key_file is not None and key_file.is_file() and key_file.stat().st_mode & 0o077:
+        mode = f"{key_file.stat().st_mode & 0o777:04o}"
+        issues.append(source.issue("$.mqtt.tls.key_file", f"other users can read the key file (mode {mode}); run chmod 600 on it", value=str(key_file)))
+    if (mqtt.tls.cert_file is None) != (mqtt.tls.key_file is None):
+        issues.append(source.issue("$.mqtt.tls", "mutual TLS needs both cert_file and key_file", allowed="both cert_file and key_file, or neither"))
+
+
+def _check_secrets(source: YamlSource, mqtt: MqttConfig | None, issues: list[ConfigIssue]) -> None:
+    """Report each password variable that the file names but the environment does not set."""
+    secrets = [("$.mqtt.password_env", mqtt.password_env if mqtt is not None else None)]
+    devices = source.data.get("devices")
+    for index, device in enumerate(devices if isinstance(devices, list) else []):
         # An OPC UA user's password: without it the device never connects, so the agent would run without its data.
         auth = device.get("auth") if isinstance(device, dict) else None
         variable = auth.get("password_env") if isinstance(auth, dict) else None
         if isinstance(variable, str) and variable:
             secrets.append((f"$.devices[{index}].auth.password_env", variable))
     for field, variable in secrets:
-        if need_secrets and variable is not None and not os.environ.get(variable):
+        if variable is not None and not os.environ.get(variable):
             state = "not set" if variable not in os.environ else "set but empty"
             reason = f"the environment variable is {state}; set it in the service's environment file (/etc/valuegate/edge.env) or export it in this shell"
             issues.append(source.issue(field, reason, value=variable))
-    if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
-        issues.append(source.issue("$.mqtt.reconnect_min_s", "reconnect delays need 0 < reconnect_min_s <= reconnect_max_s"))
-    if mqtt.tls is not None:
-        for name in ("ca_file", "cert_file", "key_file"):
-            value = getattr(mqtt.tls, name)
-            if value is not None and not config.resolve(value).is_file():
-                issues.append(source.issue(f"$.mqtt.tls.{name}", "file not found", value=str(config.resolve(value))))
-        key_file = config.resolve(mqtt.tls.key_file) if mqtt.tls.key_file else None
-        if key_file is not None and key_file.is_file() and key_file.stat().st_mode & 0o077:
-            mode = f"{key_file.stat().st_mode & 0o777:04o}"
-            issues.append(source.issue("$.mqtt.tls.key_file", f"other users can read the key file (mode {mode}); run chmod 600 on it", value=str(key_file)))
-        if (mqtt.tls.cert_file is None) != (mqtt.tls.key_file is None):
-            issues.append(source.issue("$.mqtt.tls", "mutual TLS needs both cert_file and key_file"))
-    if not 0 <= config.metrics.port <= 65535:
+
+
+def _check_limits(source: YamlSource, check: TypeCheck, issues: list[ConfigIssue]) -> None:
+    data = source.data
+    metrics = check.value("$.metrics", data.get("metrics"), MetricsConfig)
+    if metrics is not None and not 0 <= metrics.port <= 65535:
         issues.append(source.issue("$.metrics.port", "port is out of range", allowed="0..65535 (0 turns metrics off)"))
-    if config.spool.max_mb <= 1:
+    spool = check.value("$.spool", data.get("spool"), SpoolConfig)
+    if spool is not None and spool.max_mb <= 1:
         issues.append(source.issue("$.spool.max_mb", "the spool cap is too small", allowed="more than 1 MiB"))
-    if not 0 < config.spool.alarm_ratio < 1:
+    if spool is not None and not 0 < spool.alarm_ratio < 1:
         issues.append(source.issue("$.spool.alarm_ratio", "alarm ratio is out of range", allowed="between 0 and 1"))
-    if config.publish.window < 1 or config.publish.telemetry_batch_records < 1:
-        issues.append(source.issue("$.publish", "window and telemetry_batch_records must be at least 1"))
+    publish = check.value("$.publish", data.get("publish"), PublishConfig)
+    for field in ("window", "telemetry_batch_records"):
+        if publish is not None and getattr(publish, field) < 1:
+            issues.append(source.issue(f"$.publish.{field}", "must be at least 1", allowed="a whole number of messages from 1"))
 
 
-def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigIssue]) -> None:
+def _check_machines(source: YamlSource, check: TypeCheck, issues: list[ConfigIssue]) -> None:
+    data = source.data
     zones = zoneinfo.available_timezones()
-    if config.time_zone not in zones:
+    time_zone = check.value("$.time_zone", data.get("time_zone"), str)
+    if time_zone is not None and time_zone not in zones:
         issues.append(source.issue("$.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
+    raw_devices = data.get("devices")
     # A repeated device id is reported at its own `id` by the device checks, so it counts once here.
-    device_ids = list(dict.fromkeys(str(raw.get("id")) for raw in config.devices if isinstance(raw, dict)))
-    machine_ids: dict[str, str] = {}
-    entries = {entry.device: entry for entry in config.machines}
-    for index, entry in enumerate(config.machines):
+    raw_ids = [raw.get("id") for raw in raw_devices if isinstance(raw, dict)] if isinstance(raw_devices, list) else []
+    device_ids = list(dict.fromkeys(str(device_id) for device_id in raw_ids))
+    machines = check.items("$.machines", data.get("machines"), MachineEntry)
+    for index, entry in machines:
         where = f"$.machines[{index}]"
         if entry.device not in device_ids:
             issues.append(source.issue(f"{where}.device", "no device has this id", allowed=", ".join(device_ids) or "no devices configured"))
         if entry.time_zone is not None and entry.time_zone not in zones:
             issues.append(source.issue(f"{where}.time_zone", "unknown IANA time zone", allowed="a name such as Asia/Shanghai or UTC"))
-    positions = {entry.device: index for index, entry in enumerate(config.machines)}
+    entries = {entry.device: entry for _, entry in machines}
+    positions = {entry.device: index for index, entry in machines}
+    machine_ids: dict[str, str] = {}
     for device_id in device_ids:
         entry = entries.get(device_id)
         machine_id = entry.id if entry is not None and entry.id else device_id
@@ -276,19 +313,29 @@ def _check_machines(source: YamlSource, config: EdgeConfig, issues: list[ConfigI
 def load_config(path: str | Path, *, need_secrets: bool = True) -> EdgeConfig:
     """Load and validate ``edge.yaml``; raises :class:`ConfigError` listing every problem with file and line.
 
-    Without ``need_secrets``, a password variable missing from the environment is no problem, for commands that never connect.
+    A section or list item with a type error is reported and left out of the
+    checks that follow, so the other sections are still checked in the same
+    run. Without ``need_secrets``, a password variable missing from the
+    environment is no problem, for commands that never connect.
     """
     source = load_yaml(path)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue("$", "the edge configuration must be a YAML mapping")])
-    settings = source.convert(EdgeFile)
-    config = EdgeConfig(**msgspec.structs.asdict(settings), path=str(Path(path).resolve()))
-    issues: list[ConfigIssue] = []
-    _check_fields(source, config, issues, need_secrets=need_secrets)
-    _check_machines(source, config, issues)
-    for index, name in enumerate(config.contracts):
-        if not config.resolve(name).is_file():
-            issues.append(source.issue(f"$.contracts[{index}]", "contract file not found", value=str(config.resolve(name))))
+    check = source.type_check(EdgeFile)
+    issues: list[ConfigIssue] = list(check.issues)
+    base_dir = Path(path).resolve().parent
+    _check_ids(source, check, issues)
+    mqtt = check.value("$.mqtt", source.data.get("mqtt"), MqttConfig)
+    if mqtt is not None:
+        _check_mqtt(source, mqtt, base_dir, issues)
+    if need_secrets:
+        _check_secrets(source, mqtt, issues)
+    _check_limits(source, check, issues)
+    _check_machines(source, check, issues)
+    for index, name in check.items("$.contracts", source.data.get("contracts"), str):
+        if not _resolve(base_dir, name).is_file():
+            issues.append(source.issue(f"$.contracts[{index}]", "contract file not found", value=str(_resolve(base_dir, name))))
     if issues:
         raise ConfigError(issues)
-    return config
+    settings = source.convert(EdgeFile)
+    return EdgeConfig(**msgspec.structs.asdict(settings), path=str(Path(path).resolve()))

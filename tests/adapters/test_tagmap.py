@@ -162,7 +162,7 @@ def test_unknown_field_lists_fields(tmp_path: Path):
 def test_modbus_rules(tmp_path: Path):
     text = BASE.replace("type: uint16, order: ABCD", "type: uint16").replace("bit: 3", "bit: 16")
     found = {(i.field, i.message) for i in issues(tmp_path, text)}
-    assert ("$.tags[0].order", "register tags must name their byte and word order") in found
+    assert ("$.tags[0].order", "`order` is missing; a register tag must name its byte and word order") in found
     assert ("$.tags[1].bit", "a bool in a register needs the bit number") in found
 
 

@@ -438,3 +438,34 @@ def test_check_config_warns_likely_tag_map_mistakes(tmp_path: Path) -> None:
     assert "$.tags[1].node: node id of mode names namespace index 2, which changes when the server registers its namespaces in another order" in output
     assert "$.tags[2].role: time.source is gateway, so the agent stamps samples with its own clock and never reads since as the PLC's time" in output
     assert result.output.rstrip().endswith(f"{path}: OK with 6 warning(s)")
+
+
+def test_check_config_type_errors_hide_nothing(tmp_path: Path) -> None:
+    """Type errors in edge.yaml and its devices come in one run with the range errors of the parts that are well typed."""
+    path = write_config(
+        tmp_path,
+        "x1883",
+        devices=[device(port="x5020"), device(id="filler-2", unit_id=300), device(id="filler-3", protocol="profinet")],
+        spool={"max_mb": 0.5, "sample_sync": "fast"},
+        metrics={"port": 70000},
+        publish={"window": 0},
+        gateway="gw/1",
+        machines=[{"device": "filler", "time_zone": 8}, {"device": "nope"}],
+    )
+    result = runner.invoke(app, ["edge", "check-config", str(path)])
+    assert result.exit_code == 1, result.output
+    output = result.output
+    assert "$.mqtt.port: Expected `int`, got `str` (got 'x1883')" in output
+    assert "$.spool.sample_sync: Invalid enum value (got 'fast'); allowed: full, normal" in output
+    assert "$.machines[0].time_zone: Expected `str | null`, got `int` (got 8)" in output
+    assert "$.devices[0].port: Expected `int`, got `str` (got 'x5020')" in output
+    assert "$.devices[2].protocol: Invalid value (got 'profinet'); allowed: modbus, opcua" in output
+    # Checked although other parts of the file, or other items of the same list, have type errors:
+    assert "$.gateway: invalid id: it becomes an MQTT topic level (got 'gw/1')" in output
+    assert "$.metrics.port: port is out of range (got 70000)" in output
+    assert "$.publish.window: must be at least 1 (got 0)" in output
+    assert "$.machines[1].device: no device has this id (got 'nope')" in output
+    assert "$.devices[1].unit_id: unit id is outside the Modbus range (got 300)" in output
+    # A section with a type error gets no range checks, so spool.max_mb is reported only once sample_sync is fixed.
+    assert "$.spool.max_mb" not in output
+    assert "10 problem(s) found" in output
