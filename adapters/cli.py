@@ -67,22 +67,17 @@ def _quiet_structlog() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
 
-# Modbus exceptions that a gateway or device gives for every request addressed to a unit id it does not serve.
-_WRONG_UNIT = frozenset({"illegal_function", "server_device_failure", "gateway_path_unavailable", "gateway_target_failed_to_respond"})
-
-
 def _unit_hint(device_config: Any, rows: list[dict[str, Any]]) -> str | None:
     """Return a hint to check the unit id when every tag of a Modbus device failed with the same such exception."""
+    from .modbus_plan import UNIT_ID_EXCEPTIONS, unit_id_hint
+
     details = {row["detail"] for row in rows}
     if device_config.protocol != "modbus" or not rows or len(details) != 1 or any(row["status"] != "bad" for row in rows):
         return None
     (detail,) = details
-    if detail not in _WRONG_UNIT:
+    if detail not in UNIT_ID_EXCEPTIONS:
         return None
-    return (
-        f"{device_config.id}: all {len(rows)} tags failed with {detail}: "
-        f"check the device's unit_id ({device_config.unit_id}) against the PLC or gateway"
-    )
+    return f"{device_config.id}: all {len(rows)} tags failed with {detail}: {unit_id_hint(device_config.unit_id)}"
 
 
 async def _probe(config: Path, only: set[str], hints: list[str], single: set[tuple[str, str]]) -> list[dict[str, Any]]:

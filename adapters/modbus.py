@@ -13,7 +13,7 @@ from pymodbus.exceptions import ModbusException
 
 from .backoff import Backoff, RetryLog, raise_if_cancelling, sleep_unless_cancelled
 from .devices import ModbusDeviceConfig
-from .modbus_plan import EXCEPTION_NAMES, ReadRequest, plan_requests
+from .modbus_plan import EXCEPTION_NAMES, UNIT_ID_EXCEPTIONS, ReadRequest, plan_requests, unit_id_hint
 from .samples import Sample
 from .tagmap import TagMap
 from .values import IMPLAUSIBLE_TIME, now_ms
@@ -55,6 +55,9 @@ class ModbusClient:
     are logged at debug only. Values that turn Bad while the device responds
     (``out_of_range``, an exception response) are logged as
     ``modbus.values_bad`` and ``modbus.values_good`` (see BadValueLog).
+    A poll in which every request got the same exception that a wrong unit
+    id causes logs ``modbus.all_requests_failed`` with a hint to check
+    ``unit_id``, once until a request succeeds again.
     """
 
     def __init__(self, config: ModbusDeviceConfig, tag_map: TagMap) -> None:
@@ -72,6 +75,11 @@ class ModbusClient:
         self._plan = self._make_plan()
         self._client: AsyncModbusTcpClient | None = None
         self._ever_answered = False
+        # Exception names of the current poll's requests, whether one of them succeeded, and whether the
+        # unit id hint was logged since the last success.
+        self._poll_exceptions: set[str] = set()
+        self._poll_succeeded = False
+        self._unit_id_logged = False
         self._log = log.bind(device=config.id, host=config.host, port=config.port, unit_id=config.unit_id)
         self.backoff = Backoff(config.reconnect_min_ms / 1000, config.reconnect_max_ms / 1000)
         self._retries = RetryLog(self._log, "modbus.retry_failed")
@@ -156,6 +164,7 @@ class ModbusClient:
         raise_if_cancelling()
         received = now_ms()
         if not response.isError():
+            self._poll_succeeded = True
             words = response.bits if request.is_bits else response.registers
             samples, errors = request.decode(self.config.id, words, ts_ms, received)
             self.stats["decode_errors"] += errors
@@ -163,6 +172,7 @@ class ModbusClient:
         self.stats["exceptions"] += 1
         code = int(getattr(response, "exception_code", 0))
         detail = EXCEPTION_NAMES.get(code, f"exception_{code}")
+        self._poll_exceptions.add(detail)
         if len(request.readers) > 1:
             self.stats["splits"] += 1
             samples = []
@@ -177,6 +187,18 @@ class ModbusClient:
                               exception_code=code, detail=detail)
         return [Sample(self.config.id, name, ts_ms, "gateway", received, None, None, "bad", detail)]
 
+    def _check_unit_id(self) -> None:
+        """Log a hint to check ``unit_id`` when every request of a complete poll got the same exception a wrong unit id causes."""
+        if self._poll_succeeded:
+            self._unit_id_logged = False
+            return
+        if self._unit_id_logged or len(self._poll_exceptions) != 1:
+            return
+        (detail,) = self._poll_exceptions
+        if detail in UNIT_ID_EXCEPTIONS:
+            self._unit_id_logged = True
+            self._log.warning("modbus.all_requests_failed", detail=detail, requests=len(self._plan), hint=unit_id_hint(self.config.unit_id))
+
     def _bad_batch(self, names: list[str], detail: str) -> list[Sample]:
         ts = now_ms()
         return [Sample(self.config.id, name, ts, "gateway", ts, None, None, "bad", detail) for name in names]
@@ -186,13 +208,17 @@ class ModbusClient:
         self.stats["polls"] += 1
         samples: list[Sample] = []
         failure: _Disconnected | None = None
+        self._poll_exceptions.clear()
+        self._poll_succeeded = False
         for request in list(self._plan):
             try:
                 samples.extend(await self._read(request, ts_ms))
             except _Disconnected as exc:
                 failure = exc
                 break
-        if failure is not None:
+        if failure is None:
+            self._check_unit_id()
+        else:
             self.stats[failure.cause] = self.stats.get(failure.cause, 0) + 1
             self.last_error = str(failure)
             await self.close()

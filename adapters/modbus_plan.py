@@ -11,7 +11,7 @@ from .samples import Sample
 from .tagmap import TIME_ROLES, ModbusTag
 from .values import make_sample, scaled
 
-__all__ = ("EXCEPTION_NAMES", "FUNCTION_CODES", "ReadRequest", "TagReader", "plan_requests")
+__all__ = ("EXCEPTION_NAMES", "FUNCTION_CODES", "UNIT_ID_EXCEPTIONS", "ReadRequest", "TagReader", "plan_requests", "unit_id_hint")
 
 # Function code of the read request for each table (Modbus Application Protocol v1.1b3, section 6).
 FUNCTION_CODES = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
@@ -28,6 +28,16 @@ EXCEPTION_NAMES = {
     10: "gateway_path_unavailable",
     11: "gateway_target_failed_to_respond",
 }
+
+# Exceptions that a device or gateway sends for every request addressed to a unit id it does not serve: pymodbus's
+# server sends server_device_failure, gateways send gateway_path_unavailable or gateway_target_failed_to_respond,
+# and some devices send illegal_function.
+UNIT_ID_EXCEPTIONS = frozenset({"illegal_function", "server_device_failure", "gateway_path_unavailable", "gateway_target_failed_to_respond"})
+
+
+def unit_id_hint(unit_id: int) -> str:
+    """Return the advice for a device whose every request got the same one of the :data:`UNIT_ID_EXCEPTIONS`."""
+    return f"check the device's unit_id ({unit_id}) against the PLC or gateway"
 
 
 @dataclass(frozen=True, slots=True)

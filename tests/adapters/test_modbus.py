@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from valuegate.adapters.decode import encode_registers
 from valuegate.adapters.devices import ModbusDeviceConfig, open_device
@@ -206,3 +208,29 @@ async def test_stream_stops_when_cancelled(tmp_path: Path):
                 done, _ = await asyncio.wait({task}, timeout=2)
                 assert task in done
                 assert task.cancelled()
+
+
+async def test_wrong_unit_id_logs_hint_once(tmp_path: Path):
+    """Every request to unit 2 of a server that serves unit 1 gets server_device_failure: one warning names unit_id."""
+    tags = registers(2) + [{"name": "run", "table": "coil", "address": 0, "type": "bool"}]
+    async with ModbusServer(free_port(), holding={0: [1, 2]}, coils=[True]) as server:
+        with structlog.testing.capture_logs() as wrong_logged:
+            async with open_device(config(server.port, unit_id=2), tag_map(tmp_path, "unit", "modbus", tags)) as client:
+                stream = client.stream()
+                for _ in range(4):
+                    batch = await first(stream, lambda b: True)
+                await stream.aclose()
+        with structlog.testing.capture_logs() as right_logged:
+            async with open_device(config(server.port, unit_id=1), tag_map(tmp_path, "unit", "modbus", tags + registers(1, start=5))) as client:
+                stream = client.stream()
+                for _ in range(3):
+                    right_batch = await first(stream, lambda b: True)
+                await stream.aclose()
+    assert {(s.status, s.detail) for s in batch} == {("bad", "server_device_failure")}
+    (hint,) = [entry for entry in wrong_logged if entry["event"] == "modbus.all_requests_failed"]
+    assert hint["log_level"] == "warning"
+    assert hint["detail"] == "server_device_failure"
+    assert hint["hint"] == "check the device's unit_id (2) against the PLC or gateway"
+    # With the right unit id only register 5, which the server lacks, fails: no hint at unit_id.
+    assert {s.tag for s in right_batch if s.status == "bad"} == {"r5"}
+    assert [entry for entry in right_logged if entry["event"] == "modbus.all_requests_failed"] == []
