@@ -24,7 +24,7 @@ from typing import Any
 from valuegate.cloud.bundle import guide_text
 from valuegate.edge.protocol.contract import Contract
 from valuegate.cloud.web.charts import GainPoint, gain_chart, pareto_chart
-from valuegate.cloud.web.i18n import LANGUAGES, catalog, format_money, format_number, translate
+from valuegate.cloud.web.i18n import LANGUAGES, catalog, format_date, format_money, format_number, translate
 from valuegate.edge.kernels.kpi import UNASSIGNED
 from valuegate.cloud.web.templating import render
 
@@ -194,7 +194,8 @@ def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str
                 "days": anchor.days,
                 "amount": anchor.amount,
                 "chart": gain_chart(anchor.gains, target=float(anchor.target) if anchor.target is not None else None,
-                                    labels={"title": f"{title} – {translate(language, 'anchor.chart_title')}", **chart_labels}),
+                                    labels={"title": f"{title} – {translate(language, 'anchor.chart_title')}", **chart_labels},
+                                    format_day=lambda day: format_date(day, language)),
                 "pareto": pareto_chart([(reason_label(code, language), minutes) for code, minutes in anchor.reasons.items()], labels={"title": f"{title} – {translate(language, 'pareto.heading')}", **pareto_labels}),
             }
         )

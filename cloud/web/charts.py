@@ -7,7 +7,7 @@ from any host, so that pages, PDFs and renewal packages show the same chart.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from xml.sax.saxutils import escape, quoteattr
@@ -93,11 +93,12 @@ def _svg(title: str, body: list[str], *, height: int = _HEIGHT) -> markupsafe.Ma
     return markupsafe.Markup(head + "".join(body) + "</svg>")
 
 
-def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dict[str, str]) -> markupsafe.Markup:
+def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dict[str, str], format_day: Callable[[dt.date], str]) -> markupsafe.Markup:
     """Draw daily gains as dots with 95% interval bars, the baseline band at zero and the target line.
 
     ``labels`` contains the translated ``title``, ``baseline``, ``target``,
-    ``interval``, ``insufficient`` and ``no_data`` strings.
+    ``interval``, ``insufficient`` and ``no_data`` strings. ``format_day``
+    writes the dates of the tooltips and the axis in the page language.
     """
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     if not points:
@@ -135,7 +136,7 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
 
     for p in points:
         cx = x(p.plant_date)
-        tip = f"{p.plant_date.isoformat()}: {_label(p.point)} ({labels['interval']} {_label(p.low)} – {_label(p.high)})"
+        tip = f"{format_day(p.plant_date)}: {_label(p.point)} ({labels['interval']} {_label(p.low)} – {_label(p.high)})"
         if not p.sufficient:
             tip += f"; {labels['insufficient']}"
         kind = "point" if p.sufficient else "point insufficient"
@@ -146,9 +147,9 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
         )
 
     axis_y = _TOP + plot_h + 16
-    body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT}" y="{axis_y}">{first.isoformat()}</text>')
+    body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT}" y="{axis_y}">{escape(format_day(first))}</text>')
     if last != first:
-        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{last.isoformat()}</text>')
+        body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{escape(format_day(last))}</text>')
     return _svg(labels["title"], body)
 
 

@@ -108,17 +108,26 @@ def set_display_time_zone(name: str) -> None:
 
 
 def format_date(value: dt.date | dt.datetime | str | None, language: str) -> str:
-    """Format a plant date (``2024年5月4日``, ``2024-05-04``) or an instant in the display zone with its offset (``2024-05-04 16:00 UTC+8``)."""
+    """Format a plant date or an instant in the display zone with its offset.
+
+    Chinese: ``2024年5月4日`` and ``2024年5月4日 16:00（UTC+8）``; English: ``2024-05-04`` and ``2024-05-04 16:00 UTC+8``.
+    """
     if value is None:
         return "–"
     if isinstance(value, str):
         value = dt.date.fromisoformat(value[:10])
     if isinstance(value, dt.datetime):
         stamp = value.astimezone(_display_zone)
+        if language == "zh-CN":
+            return f"{_chinese_date(stamp)} {stamp:%H:%M}（{_offset_name(stamp)}）"
         return f"{stamp:%Y-%m-%d %H:%M} {_offset_name(stamp)}"
     if language == "zh-CN":
-        return f"{value.year}年{value.month}月{value.day}日"
+        return _chinese_date(value)
     return value.isoformat()
+
+
+def _chinese_date(value: dt.date) -> str:
+    return f"{value.year}年{value.month}月{value.day}日"
 
 
 def _offset_name(stamp: dt.datetime) -> str:

@@ -208,6 +208,7 @@ def test_printed_report_keeps_every_date_whole_at_80_columns(report: dict, termi
 
     from rich.console import Console
 
+    from valuegate.cloud.web.i18n import format_date
     from valuegate.demo.render import print_report
 
     # Every day carries the recording's own figures, the widest column, as the bottling days do.
@@ -222,7 +223,9 @@ def test_printed_report_keeps_every_date_whole_at_80_columns(report: dict, termi
         first_cells = [line.split("│")[1].strip() for line in out.getvalue().splitlines() if line.startswith("│")]
         for machine in report["machines"]:
             for day in machine["days"]:
-                assert day["date"] in first_cells, (language, day["date"], first_cells[:3])
+                # Chinese tables write dates as the web pages do (2022年7月27日), English ones as ISO dates.
+                shown = format_date(day["date"], language)
+                assert shown in first_cells, (language, shown, first_cells[:3])
 
 
 @pytest.mark.parametrize("contract_id", ["E2E-BOTTLING", "E2E-MACHINING"])

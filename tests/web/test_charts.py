@@ -29,7 +29,7 @@ def test_gain_chart_draws_each_day():
         GainPoint(dt.date(2024, 5, 2), 0.5, -0.5, 1.5, False),
         GainPoint(dt.date(2024, 5, 3), 2.5, 2.0, 3.0, True),
     ]
-    root = parse(gain_chart(points, target=2.0, labels=GAIN_LABELS))
+    root = parse(gain_chart(points, target=2.0, labels=GAIN_LABELS, format_day=dt.date.isoformat))
     days = root.findall(f"{SVG}g")
     assert [g.get("data-date") for g in days] == ["2024-05-01", "2024-05-02", "2024-05-03"]
     circles = [g.find(f"{SVG}circle") for g in days]
@@ -50,8 +50,22 @@ def test_gain_chart_draws_each_day():
     assert abs(centre - float(baseline.get("y1"))) < 0.2
 
 
+def test_gain_chart_dates_in_page_language():
+    from valuegate.cloud.web.i18n import format_date
+
+    points = [GainPoint(dt.date(2022, 9, 22), 66.96, 32.07, 98.76, True), GainPoint(dt.date(2023, 2, 10), -48.2, -78.31, -20.77, True)]
+    root = parse(gain_chart(points, target=15.0, labels=GAIN_LABELS, format_day=lambda day: format_date(day, "zh-CN")))
+    axis = [node.text for node in root.findall(f"{SVG}text[@class='tick']") if "年" in (node.text or "")]
+    assert axis == ["2022年9月22日", "2023年2月10日"]
+    tips = [g.find(f"{SVG}title").text for g in root.findall(f"{SVG}g")]
+    assert tips[0].startswith("2022年9月22日")
+    assert tips[1].startswith("2023年2月10日")
+    # The data attribute stays an ISO date, for scripts and tests.
+    assert [g.get("data-date") for g in root.findall(f"{SVG}g")] == ["2022-09-22", "2023-02-10"]
+
+
 def test_gain_chart_escapes_labels():
-    svg = str(gain_chart([], target=None, labels={**GAIN_LABELS, "title": "<script>x</script>", "no_data": "暂无数据"}))
+    svg = str(gain_chart([], target=None, labels={**GAIN_LABELS, "title": "<script>x</script>", "no_data": "暂无数据"}, format_day=dt.date.isoformat))
     assert "<script>" not in svg
     assert "暂无数据" in svg
     assert parse(svg).find(f"{SVG}text").text == "暂无数据"

@@ -54,16 +54,20 @@ def test_money_and_dates():
 
 
 @pytest.mark.parametrize(
-    ("zone", "expected"),
-    [("Asia/Shanghai", "2024-05-06 16:30 UTC+8"), ("UTC", "2024-05-06 08:30 UTC"), ("Asia/Kolkata", "2024-05-06 14:00 UTC+5:30"),
-     ("America/Sao_Paulo", "2024-05-06 05:30 UTC-3")],
+    ("zone", "chinese", "english"),
+    [("Asia/Shanghai", "2024年5月6日 16:30（UTC+8）", "2024-05-06 16:30 UTC+8"), ("UTC", "2024年5月6日 08:30（UTC）", "2024-05-06 08:30 UTC"),
+     ("Asia/Kolkata", "2024年5月6日 14:00（UTC+5:30）", "2024-05-06 14:00 UTC+5:30"),
+     ("America/Sao_Paulo", "2024年5月6日 05:30（UTC-3）", "2024-05-06 05:30 UTC-3"),
+     ("Pacific/Auckland", "2024年5月6日 20:30（UTC+12）", "2024-05-06 20:30 UTC+12")],
 )
-def test_instants_shown_in_display_zone(zone: str, expected: str) -> None:
+def test_instants_shown_in_display_zone(zone: str, chinese: str, english: str) -> None:
     from valuegate.cloud.web.i18n import set_display_time_zone
 
     set_display_time_zone(zone)
     try:
-        assert format_date(dt.datetime(2024, 5, 6, 8, 30, tzinfo=dt.UTC), "zh-CN") == expected
+        instant = dt.datetime(2024, 5, 6, 8, 30, tzinfo=dt.UTC)
+        assert format_date(instant, "zh-CN") == chinese
+        assert format_date(instant, "en") == english
     finally:
         set_display_time_zone("UTC")
     # Plant dates have no time of day, so the zone never moves them.

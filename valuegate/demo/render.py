@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from valuegate.cloud.web.i18n import format_money, format_number
+from valuegate.cloud.web.i18n import format_date, format_money, format_number
 
 __all__ = ("print_report", "report_html")
 
@@ -51,7 +53,7 @@ _TEXT: dict[str, dict[str, Any]] = {
         "html_report": "HTML 报告",
         "status_approved": "已审批",
         "status_draft": "草稿",
-        "trigger_days_before_end": "合同到期前 {days} 天（{end} 到期）",
+        "trigger_days_before_end": "合同到期前 {days} 天（{end}到期）",
         "trigger_target_met": "价值锚点“{anchor}”已达成目标",
         "trigger_value_over": "累计已实现价值超过 {amount}",
         "kind": {
@@ -159,12 +161,27 @@ def _money(amount: Any, currency: str, language: str) -> str:
     return format_money(str(amount), currency, language)
 
 
+def _day(value: str | None, language: str) -> str:
+    """Return an ISO plant date as the web pages write it (``2022年7月22日``, ``2022-07-22``), or "" when there is none."""
+    return format_date(value, language) if value else ""
+
+
+def _generated(report: dict[str, Any], language: str) -> str:
+    """Return when the report was made: in Chinese as the web pages write an instant, in English as stored (UTC)."""
+    stamp = report["generated_at"]
+    if language == "en":
+        return stamp
+    return format_date(dt.datetime.fromisoformat(stamp), language)
+
+
 def _trigger(package: dict[str, Any], t: dict[str, Any], titles: dict[str, str], language: str) -> str:
     template = t.get(f"trigger_{package.get('trigger_kind')}")
     detail = dict(package.get("detail") or {})
     if template is None:
         return package["trigger"]
     detail["anchor"] = titles.get(detail.get("anchor", ""), detail.get("anchor", ""))
+    if "end" in detail:
+        detail["end"] = _day(detail["end"], language)
     if "amount" in detail:
         detail["amount"] = _money(detail["amount"], detail.get("currency", ""), language)
     return template.format(**detail)
@@ -184,9 +201,9 @@ def _finding(finding: dict[str, Any], t: dict[str, Any]) -> str:
 _DAY_COLUMNS = ("date", "planned", "run", "downtime", "idle", "changeover", "availability", "published")
 
 
-def _day_cells(day: dict[str, Any], t: dict[str, Any]) -> list[str]:
+def _day_cells(day: dict[str, Any], t: dict[str, Any], language: str) -> list[str]:
     return [
-        day["date"],
+        _day(day["date"], language),
         _fmt(day["planned_min"]),
         _fmt(day["run_min"]),
         _fmt(day["downtime_min"]),
@@ -205,13 +222,15 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
         console = Console(file=console.file, width=max(console.width, 160))
     for machine in report["machines"]:
         table = Table(title=f"{machine['id']} ({machine['recording']}, {machine['protocol']}, {machine['time_zone']})", title_justify="left")
+        # A Chinese date such as 2022年12月31日 takes 14 terminal cells, and the column must never cut one.
+        date_width = max((cell_len(_day(day["date"], language)) for day in machine["days"]), default=10)
         for key in _DAY_COLUMNS:
             if key == "date":
-                table.add_column(t[key], justify="right", no_wrap=True, min_width=10)
+                table.add_column(t[key], justify="right", no_wrap=True, min_width=date_width)
             else:
                 table.add_column(t[key], justify="left" if key == "published" else "right", overflow="fold")
         for day in machine["days"]:
-            table.add_row(*_day_cells(day, t))
+            table.add_row(*_day_cells(day, t, language))
         console.print(table)
 
     counts = report["vouchers"]
@@ -236,7 +255,7 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
     if report["findings"]:
         console.print(f"{t['findings']}{t['detail_note']}: {len(report['findings'])}")
         for finding in report["findings"]:
-            console.print(f"  {finding['machine']} {finding.get('date', '')} {_finding(finding, t)}")
+            console.print(f"  {finding['machine']} {_day(finding.get('date'), language)} {_finding(finding, t)}")
     if "report_html" in report:
         console.print(f"{t['html_report']}: {report['report_html'][language]}")
 
@@ -250,14 +269,14 @@ def report_html(report: dict[str, Any], language: str) -> str:
         "<style>body{font-family:'Noto Sans CJK SC','Noto Sans',sans-serif;margin:2em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
         "th{background:#f3f3f3}td.n{text-align:right}.finding{color:#8a4b00}</style></head><body>",
-        f"<h1>{e(t['title'])}</h1><p>{e(t['intro'])}</p><p>{e(t['generated'])}: {e(report['generated_at'])}</p>",
+        f"<h1>{e(t['title'])}</h1><p>{e(t['intro'])}</p><p>{e(t['generated'])}: {e(_generated(report, language))}</p>",
     ]
 
     for machine in report["machines"]:
         parts.append(f"<h2>{e(t['machine'])} {e(machine['id'])} ({e(machine['recording'])}, {e(machine['protocol'])}, {e(machine['time_zone'])})</h2>")
         parts.append("<table><tr>" + "".join(f"<th>{e(t[key])}</th>" for key in _DAY_COLUMNS) + "</tr>")
         for day in machine["days"]:
-            cells = _day_cells(day, t)
+            cells = _day_cells(day, t, language)
             parts.append("<tr>" + "".join(f'<td class="n">{e(cell)}</td>' for cell in cells[:-1]) + f"<td>{e(cells[-1])}</td></tr>")
         parts.append("</table>")
 
@@ -287,7 +306,7 @@ def report_html(report: dict[str, Any], language: str) -> str:
         parts.append("</ul>")
     if report["findings"]:
         parts.append(f"<h2>{e(t['findings'])}{e(t['detail_note'])}</h2><ul>")
-        parts += [f"<li class='finding'>{e(f['machine'])} {e(str(f.get('date', '')))} {e(_finding(f, t))}</li>" for f in report["findings"]]
+        parts += [f"<li class='finding'>{e(f['machine'])} {e(_day(f.get('date'), language))} {e(_finding(f, t))}</li>" for f in report["findings"]]
         parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

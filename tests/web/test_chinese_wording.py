@@ -1,0 +1,69 @@
+"""Chinese pages written as Chinese readers expect: dates and instants, with English pages left as they were."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.web.site import PASSWORD
+from tests.web.test_pages import csrf
+from tests.web.test_run_approval import approve, start_run
+
+pytestmark = pytest.mark.postgres
+
+# An instant on a Chinese page, in the default display zone Asia/Shanghai: 2026年12月6日 00:03（UTC+8）.
+CHINESE_INSTANT = r"\d{4}年\d{1,2}月\d{1,2}日 \d{2}:\d{2}（UTC\+8）"
+ENGLISH_INSTANT = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\+8"
+
+
+@pytest.fixture(scope="module")
+def package_id(site) -> str:
+    """Build the renewal packages of contract C-1 once and return the id of the first."""
+    with httpx.Client(base_url=site.url, timeout=30) as csm:
+        assert csm.post("/login", data={"username": "csm1", "password": PASSWORD}).status_code == 303
+        assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 303
+        return re.search(r'href="/packages/(\d+)"', csm.get("/contracts/C-1").text).group(1)
+
+
+def chart_texts(html: str) -> tuple[list[str], list[str]]:
+    """Return the gain chart's tooltips and its date axis labels."""
+    chart = html.split('<figure class="gain-chart">', 1)[1].split("</figure>", 1)[0]
+    tips = re.findall(r'<g class="day" data-date="[^"]+"><title>([^<]*)</title>', chart)
+    axis = re.findall(r'<text class="tick"[^>]*>([^<]*)</text>', chart)
+    return tips, axis
+
+
+def test_chart_dates_follow_page_language(login) -> None:
+    csm = login("csm1")
+    tips, axis = chart_texts(csm.get("/contracts/C-1?lang=zh-CN").text)
+    # The site's first voucher is for 6 May 2024.
+    assert tips[0].startswith("2024年5月6日")
+    assert "2024年5月6日" in axis
+    assert not any(re.search(r"\d{4}-\d{2}-\d{2}", text) for text in tips + axis)
+
+    tips, axis = chart_texts(csm.get("/contracts/C-1?lang=en").text)
+    assert tips[0].startswith("2024-05-06")
+    assert "2024-05-06" in axis
+
+
+def test_approval_time_in_chinese(login) -> None:
+    finance = login("fin1")
+    run_id = start_run(finance, "2024-05-01", "2024-05-31")
+    assert approve(finance, run_id).status_code == 303
+    chinese = finance.get(f"/runs/{run_id}?lang=zh-CN").text
+    assert re.search(rf"已由 user:fin1 于 {CHINESE_INSTANT}审批", chinese), chinese
+    english = finance.get(f"/runs/{run_id}?lang=en").text
+    assert re.search(rf"Approved by user:fin1 at {ENGLISH_INSTANT}", english), english
+
+
+def test_package_times_in_chinese(login, package_id: str) -> None:
+    csm = login("csm1")
+    page = csm.get(f"/packages/{package_id}?lang=zh-CN").text
+    assert re.search(rf"触发时间：{CHINESE_INSTANT} ·", page), page
+    summary = csm.get(f"/packages/{package_id}/summary.html?language=zh-CN").text
+    assert re.search(rf"<td>{CHINESE_INSTANT}</td>", summary)
+    assert re.search(rf"<p>生成于 {CHINESE_INSTANT}</p>", summary)
+    english = csm.get(f"/packages/{package_id}/summary.html?language=en").text
+    assert re.search(rf"<td>{ENGLISH_INSTANT}</td>", english)
