@@ -21,7 +21,7 @@ import psycopg
 
 from valuegate.edge.protocol.voucher import MachineRef, VoucherError
 
-from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher
+from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher, Topic, signed_claims
 
 __all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "chain_positions", "touch_contracts")
 
@@ -300,11 +300,21 @@ async def store_rejections(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
         )
 
 
-def rejection_hints(payload: bytes) -> tuple[str | None, str | None]:
-    """Return the voucher id and contract a rejected payload claims, for its rejection row; None where it names none."""
+def rejection_hints(payload: bytes, topic: Topic | None, gateways: dict[str, GatewayInfo], *, now: dt.datetime) -> tuple[str | None, str | None]:
+    """Return the voucher id and contract to store with a rejected voucher payload; None where it names none that can be trusted.
+
+    The contract comes only from claims signed by an unrevoked key of the
+    topic's gateway (:func:`~valuegate.cloud.verify.signed_claims`), such as a
+    fork, so that no one else can add rejections to a contract's value and
+    findings. The voucher id, kept for operators, is dropped when it names
+    another gateway than the topic, because the row is shown to the topic's tenant.
+    """
     try:
         subject = msgspec.json.decode(payload).get("credentialSubject", {})
-        vid, contract = subject.get("voucher_id"), subject.get("contract")
-        return (vid if isinstance(vid, str) else None, contract if isinstance(contract, str) else None)
+        vid = subject.get("voucher_id")
     except (msgspec.DecodeError, AttributeError):
         return None, None
+    if not isinstance(vid, str) or (topic is not None and vid.rpartition(":")[0] != topic.gateway):
+        vid = None
+    claims = signed_claims(payload, topic, gateways, now=now) if topic is not None else None
+    return vid, claims.contract if claims is not None else None

@@ -292,7 +292,7 @@ class IngestWorker:
         rejections: list[tuple[Any, ...]] = []
 
         def reject(message: _Message, topic: Topic | None, kind: str, code: str, reason: str) -> None:
-            vid, contract = rejection_hints(message.payload) if kind == "voucher" else (None, None)
+            vid, contract = rejection_hints(message.payload, topic, gateways, now=now) if kind == "voucher" else (None, None)
             digest = hashlib.sha256(message.payload).hexdigest()
             rejections.append(
                 (kind, message.topic, topic.tenant if topic else None, topic.gateway if topic else None, vid, contract, code, reason,

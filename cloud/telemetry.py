@@ -14,7 +14,7 @@ from psycopg.types.json import set_json_dumps
 
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA
 
-from .verify import GatewayInfo, Topic
+from .verify import GatewayInfo, Topic, mismatch_reason
 
 __all__ = ("TelemetryError", "CheckedBatch", "check_batch", "store_batches")
 
@@ -119,8 +119,7 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
         code = "invalid_record" if "$.records[" in str(exc) and ("Expected `int` >=" in str(exc) or "Expected `int` <" in str(exc) or "match pattern" in str(exc) or "length" in str(exc)) else "schema"
         raise TelemetryError(code, f"telemetry does not match {TELEMETRY_SCHEMA}: {exc}") from exc
     if (batch.tenant, batch.site, batch.gateway) != (topic.tenant, topic.site, topic.gateway):
-        msg = f"telemetry names {batch.tenant}/{batch.site}/{batch.gateway} but arrived on {topic.tenant}/{topic.site}/{topic.gateway}"
-        raise TelemetryError("topic_mismatch", msg)
+        raise TelemetryError("topic_mismatch", mismatch_reason("telemetry", (batch.tenant, batch.site, batch.gateway), topic))
     gateway = gateways.get(batch.gateway)
     if gateway is None or (gateway.tenant_id, gateway.site_id) != (batch.tenant, batch.site):
         raise TelemetryError("gateway_unknown", f"gateway {batch.gateway!r} is not registered under tenant {batch.tenant!r}, site {batch.site!r}")

@@ -22,8 +22,10 @@ __all__ = (
     "PendingVoucher",
     "parse_topic",
     "parse_instant",
+    "mismatch_reason",
     "precheck_voucher",
     "check_voucher",
+    "signed_claims",
 )
 
 
@@ -108,6 +110,17 @@ class CheckedVoucher(PendingVoucher):
         return self
 
 
+def mismatch_reason(kind: str, named: tuple[str, str, str], topic: Topic) -> str:
+    """Describe a message whose tenant, site or gateway ids differ from its topic's, naming only the topic's ids.
+
+    The reason is shown to the topic's tenant, and the message may name another tenant's ids.
+    """
+    fields = [field for field, own, other in zip(("tenant", "site", "gateway"), (topic.tenant, topic.site, topic.gateway), named, strict=True) if own != other]
+    listed = fields[0] if len(fields) == 1 else f"{', '.join(fields[:-1])} and {fields[-1]}"
+    return (f"{kind} names another {listed} than its topic {topic.tenant}/{topic.site}/{topic.gateway}; "
+            "check tenant, site and gateway in the gateway's configuration")  # fmt: skip
+
+
 def parse_instant(value: Any, field: str, voucher_id: str | None = None) -> dt.datetime:
     """Parse an RFC 3339 timestamp that must carry a zone; a naive one is rejected."""
     if not isinstance(value, str):
@@ -177,8 +190,7 @@ def precheck_voucher(
         raise VoucherError("schema", f"period.end {claims.period.end} is not after period.start {claims.period.start}", voucher_id=vid)
 
     if (claims.tenant, claims.site, claims.gateway) != (topic.tenant, topic.site, topic.gateway):
-        msg = f"voucher names {claims.tenant}/{claims.site}/{claims.gateway} but arrived on {topic.tenant}/{topic.site}/{topic.gateway}"
-        raise VoucherError("topic_mismatch", msg, voucher_id=vid)
+        raise VoucherError("topic_mismatch", mismatch_reason("voucher", (claims.tenant, claims.site, claims.gateway), topic), voucher_id=vid)
     gateway = gateways.get(claims.gateway)
     if gateway is None or (gateway.tenant_id, gateway.site_id) != (claims.tenant, claims.site):
         msg = f"gateway {claims.gateway!r} is not registered under tenant {claims.tenant!r}, site {claims.site!r}"
@@ -201,3 +213,31 @@ def check_voucher(
 ) -> CheckedVoucher:
     """Run every check that needs no chain state, signature included; raise :class:`VoucherError` on the first failure."""
     return precheck_voucher(payload, topic, gateways, now=now, clock_skew=clock_skew).check()
+
+
+def signed_claims(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo], *, now: dt.datetime) -> Claims | None:
+    """Return the claims of a voucher whose proof verifies under an unrevoked key of its topic's gateway, or None.
+
+    Used for rejected vouchers: only such claims may tie a rejection to a
+    contract, because anyone who can publish on the topic can write any claims.
+    A key outside its validity window or sequence range still counts, because
+    only the gateway has its private key.
+    """
+    try:
+        document, claims = parse_voucher(payload)
+    except VoucherError:
+        return None
+    gateway = gateways.get(topic.gateway)
+    if gateway is None or (claims.tenant, claims.site, claims.gateway) != (gateway.tenant_id, gateway.site_id, gateway.gateway_id):
+        return None
+    if (topic.tenant, topic.site) != (gateway.tenant_id, gateway.site_id):
+        return None
+    issuer = document.get("issuer")
+    multibase = issuer.removeprefix("did:key:") if isinstance(issuer, str) else None
+    if not any(key.public_key == multibase and (key.revoked_at is None or key.revoked_at > now) for key in gateway.keys):
+        return None
+    try:
+        verify_signature(document)
+    except VoucherError:
+        return None
+    return claims
