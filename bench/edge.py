@@ -171,7 +171,7 @@ async def bench_delivery(count: int) -> None:
                 started = time.perf_counter()
                 await spool.call(lambda s: issue_synthetic(s, signer, count, first_date=_first_date(count), now_ms=now_ms))
                 issued = time.perf_counter() - started
-                publisher = Publisher(config, spool, AgentMetrics(), instance="bench")
+                publisher = Publisher(config, spool, AgentMetrics(), instance="bench", telemetry_key=lambda: signer.key.private_key)
                 task = asyncio.create_task(publisher.run())
                 # The clock starts when the publisher goes online, after its wait for the retained status.
                 while not (publisher.connected and publisher._current is not None and publisher._current.online):
@@ -391,7 +391,7 @@ async def agent_through(port: int, folder: Path, count: int, every: int) -> tupl
         acknowledger = _SPAWN.Process(target=_acknowledge, args=(port, prefix, every, count, ready, first, misordered, busy))
         acknowledger.start()
         await asyncio.to_thread(ready.wait, 60)
-        publisher = Publisher(config, spool, AgentMetrics(), instance=f"bench-{every}")
+        publisher = Publisher(config, spool, AgentMetrics(), instance=f"bench-{every}", telemetry_key=lambda: signer.key.private_key)
         cpu = time.process_time()
         task = asyncio.create_task(publisher.run())
         while publisher.acked_through < count:

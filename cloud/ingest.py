@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from valuegate.edge.protocol.telemetry_proof import TelemetrySignature, signature_of
 from valuegate.edge.protocol.voucher import VoucherError
 
 from . import metrics
@@ -41,7 +42,7 @@ from .record_requests import RecordRequests
 from .reproduce import reproduce_pending
 from .settings import CloudSettings
 from .status import register_status_rotations
-from .telemetry import CheckedBatch, TelemetryError, check_batch, store_batches
+from .telemetry import CheckedBatch, TelemetryError, check_batch, check_signature, store_batches
 from .verify import PendingVoucher, Topic, parse_topic, precheck_voucher
 
 __all__ = ("IngestError", "IngestWorker", "subscriptions")
@@ -59,6 +60,8 @@ class _Message:
     qos: int
     # The client that received the message: its PUBACK can go out only on that connection.
     source: mqtt.Client | None = None
+    # The gateway's key and signature from the message's user properties (telemetry only).
+    signature: TelemetrySignature | None = None
 
 
 @contextlib.contextmanager
@@ -129,7 +132,8 @@ class IngestWorker:
         return self._link.connected
 
     def _on_message(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
-        self._inbox.append(_Message(message.topic, bytes(message.payload), message.mid, message.qos, client))
+        signature = signature_of(getattr(message.properties, "UserProperty", None))
+        self._inbox.append(_Message(message.topic, bytes(message.payload), message.mid, message.qos, client, signature))
         self._wake.set()
 
     @property
@@ -321,7 +325,9 @@ class IngestWorker:
                         continue
                     try:
                         if kind == "telemetry":
-                            batches.append(check_batch(message.payload, topic, gateways))
+                            checked = check_batch(message.payload, topic, gateways)
+                            check_signature(checked, message.topic, message.payload, message.signature, now=now)
+                            batches.append(checked)
                             batch_messages.append((message, topic))
                         else:
                             vouchers.append((message, precheck_voucher(message.payload, topic, gateways, now=now, clock_skew=skew)))

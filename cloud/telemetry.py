@@ -13,10 +13,11 @@ import psycopg
 from psycopg.types.json import set_json_dumps
 
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA
+from valuegate.edge.protocol.telemetry_proof import KEY_PROPERTY, SIGNATURE_PROPERTY, TelemetrySignature, verify_telemetry
 
 from .verify import GatewayInfo, Topic, mismatch_reason
 
-__all__ = ("TelemetryError", "CheckedBatch", "check_batch", "store_batches")
+__all__ = ("TelemetryError", "CheckedBatch", "check_batch", "check_signature", "store_batches")
 
 Conn = psycopg.AsyncConnection[Any]
 _valid_days: dict[str, bool] = {}
@@ -131,6 +132,29 @@ def check_batch(payload: bytes, topic: Topic, gateways: dict[str, GatewayInfo]) 
         if problem is not None:
             raise TelemetryError("invalid_record", problem)
     return CheckedBatch(batch, gateway)
+
+
+def check_signature(checked: CheckedBatch, topic: str, payload: bytes, signature: TelemetrySignature | None, *, now: dt.datetime) -> None:
+    """Raise :class:`TelemetryError` unless a registered, unrevoked key of the batch's gateway signed ``payload`` on ``topic``.
+
+    Key validity windows are not checked: they bound when vouchers were
+    issued, while telemetry is signed when it is sent, possibly days later.
+    """
+    gateway = checked.gateway
+    if signature is None:
+        msg = (
+            f"telemetry of gateway {gateway.gateway_id!r} carries no signature (MQTT v5 user properties {KEY_PROPERTY!r} and"
+            f" {SIGNATURE_PROPERTY!r}, one of each); publish it with a valuegate edge agent that signs telemetry"
+        )
+        raise TelemetryError("signature_missing", msg)
+    public_key, value = signature
+    key = next((k for k in gateway.keys if k.public_key == public_key), None)
+    if key is None:
+        raise TelemetryError("key_unknown", f"telemetry is signed by key {public_key[:16]}..., which is not registered for gateway {gateway.gateway_id!r}")
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise TelemetryError("key_revoked", f"telemetry is signed by key {key.key_id} of gateway {gateway.gateway_id!r}, revoked at {key.revoked_at.isoformat()}")
+    if not verify_telemetry(public_key, value, topic, payload):
+        raise TelemetryError("signature_invalid", f"the telemetry signature by key {key.key_id} of gateway {gateway.gateway_id!r} does not verify")
 
 
 _COLUMNS = (

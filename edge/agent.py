@@ -155,6 +155,7 @@ class EdgeAgent:
             self.outbox_spool,
             self.metrics,
             instance=self.instance,
+            telemetry_key=lambda: self.signer.key.private_key,
             status_extra=self._status_keys,
             time_zones={info.id: info.time_zone for info in infos},
         )

@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -81,10 +82,13 @@ class Publisher:
         metrics: AgentMetrics,
         *,
         instance: str,
+        telemetry_key: Callable[[], Ed25519PrivateKey],
         status_extra: Callable[[], dict[str, Any]] = dict,
         time_zones: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.telemetry_key = telemetry_key
+        """Return the private key that signs telemetry messages: the gateway key in force."""
         self.time_zones = dict(time_zones or {})
         self.spool = spool
         self.metrics = metrics

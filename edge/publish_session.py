@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from . import outbox
 from .protocol.records import TELEMETRY_SCHEMA
+from .protocol.telemetry_proof import PROPERTY_BYTES, sign_telemetry
 
 if TYPE_CHECKING:
     from .publish import Publisher
@@ -134,8 +137,8 @@ class SessionState:
         if not self.online:
             await self._go_online()
 
-    def _publish(self, kind: str, key: Any, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+    def _publish(self, kind: str, key: Any, topic: str, payload: bytes, *, retain: bool = False, properties: Properties | None = None) -> bool:
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False
         self.inflight[info.mid] = (kind, key)
@@ -217,12 +220,15 @@ class SessionState:
             "time_zones": self.p.time_zones,
         }
         prefix = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":['
-        limit = (self.max_packet or 256 * 1024 * 1024) - _PUBLISH_OVERHEAD - len(self.topics["telemetry"].encode())
+        limit = (self.max_packet or 256 * 1024 * 1024) - _PUBLISH_OVERHEAD - PROPERTY_BYTES - len(self.topics["telemetry"].encode())
         keyed = {record.encode(): (minute_ms, machine) for minute_ms, machine, record in rows}
         for group in split_records(prefix, list(keyed), limit):
             payload = prefix + b",".join(group) + b"]}"
             keys = [keyed[record] for record in group]
-            if self._publish("telemetry", keys, self.topics["telemetry"], payload):
+            # Signed with the gateway's current key, so that nobody else on the broker can store records in its name.
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = sign_telemetry(self.p.telemetry_key(), self.topics["telemetry"], payload)
+            if self._publish("telemetry", keys, self.topics["telemetry"], payload, properties=properties):
                 self.p.metrics.telemetry_batches.inc()
 
     async def handle(self, event: ClientEvent) -> None:

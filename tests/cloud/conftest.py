@@ -16,6 +16,7 @@ from valuegate.edge.protocol import voucher as v
 from valuegate.edge.protocol.evidence import evidence_digest
 from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord, TelemetryBatch
+from valuegate.edge.protocol.telemetry_proof import sign_telemetry
 
 import msgspec
 
@@ -100,6 +101,10 @@ class Gateway:
             schema=TELEMETRY_SCHEMA, tenant=self.tenant, site=self.site, gateway=self.gateway, records=records, time_zones=time_zones or {}
         )
         return msgspec.json.encode(batch)
+
+    def telemetry_properties(self, payload: bytes) -> list[tuple[str, str]]:
+        """Return the MQTT user properties that sign ``payload`` on this gateway's telemetry topic, as its agent does."""
+        return sign_telemetry(self.key, self.topic("telemetry"), payload)
 
 
 @pytest.fixture

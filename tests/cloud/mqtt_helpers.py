@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 class Probe:
@@ -34,9 +36,17 @@ class Probe:
             self.received.append((message.topic, msgspec.json.decode(message.payload)))
             self._lock.notify_all()
 
-    def publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+    def publish(self, topic: str, payload: bytes | dict[str, Any], user_properties: list[tuple[str, str]] | None = None) -> None:
         data = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
-        self.client.publish(topic, data, qos=1).wait_for_publish(10)
+        properties = None
+        if user_properties:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = user_properties
+        self.client.publish(topic, data, qos=1, properties=properties).wait_for_publish(10)
+
+    def publish_telemetry(self, gateway: Any, payload: bytes) -> None:
+        """Publish ``payload`` on the telemetry topic of ``gateway`` (a conftest Gateway), signed with its key."""
+        self.publish(gateway.topic("telemetry"), payload, gateway.telemetry_properties(payload))
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> tuple[str, dict[str, Any]]:
         """Return the first received message matching ``predicate(topic, body)``; fail after ``timeout`` seconds.

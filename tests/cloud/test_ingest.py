@@ -19,6 +19,7 @@ from valuegate.cloud.ingest import IngestWorker
 from valuegate.cloud.settings import CloudSettings
 from valuegate.edge.protocol import voucher as v
 from valuegate.edge.protocol.keys import public_key_multibase
+from valuegate.edge.protocol.telemetry_proof import sign_telemetry
 
 from .conftest import Gateway, minute_records, register
 from .mqtt_helpers import Probe
@@ -253,8 +254,8 @@ async def test_telemetry_stored_once(two_tenants: tuple[Gateway, Gateway], worke
     acme, _ = two_tenants
     start = dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.UTC)
     records = minute_records("m1", start, 90)
-    probe.publish(acme.topic("telemetry"), acme.telemetry(records[:60]))
-    probe.publish(acme.topic("telemetry"), acme.telemetry(records[30:]))
+    probe.publish_telemetry(acme, acme.telemetry(records[:60]))
+    probe.publish_telemetry(acme, acme.telemetry(records[30:]))
     rows = await wait_for_rows(cloud_dsn, "SELECT minute, plant_date, produced FROM telemetry ORDER BY minute", count=90)
     await asyncio.sleep(0.3)
     rows = await query(cloud_dsn, "SELECT minute, plant_date, produced, reasons FROM telemetry ORDER BY minute")
@@ -271,7 +272,7 @@ async def test_telemetry_machine_zone_sets_plant_date(
     acme, _ = two_tenants
     # 02:00 UTC on 1 March is 10:00 on 1 March in the site's Shanghai zone but 21:00 on 28 February in New York.
     start = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
-    probe.publish(acme.topic("telemetry"), acme.telemetry(minute_records("m1", start, 2) + minute_records("m2", start, 2), {"m2": "America/New_York"}))
+    probe.publish_telemetry(acme, acme.telemetry(minute_records("m1", start, 2) + minute_records("m2", start, 2), {"m2": "America/New_York"}))
     rows = await wait_for_rows(cloud_dsn, "SELECT machine_id, plant_date FROM telemetry ORDER BY machine_id, minute", count=4)
     assert [(machine, str(day)) for machine, day in rows] == [
         ("m1", "2026-03-01"),
@@ -284,7 +285,7 @@ async def test_telemetry_machine_zone_sets_plant_date(
 async def test_telemetry_unknown_zone_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
     acme, _ = two_tenants
     records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 2)
-    probe.publish(acme.topic("telemetry"), acme.telemetry(records, {"m1": "Mars/Olympus_Mons"}))
+    probe.publish_telemetry(acme, acme.telemetry(records, {"m1": "Mars/Olympus_Mons"}))
     rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
     assert rows == [("schema", "telemetry")]
     assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
@@ -294,10 +295,70 @@ async def test_telemetry_bad_record_rejected(two_tenants: tuple[Gateway, Gateway
     acme, _ = two_tenants
     records = minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3)
     broken = msgspec.structs.replace(records[1], running_ms=61_000)
-    probe.publish(acme.topic("telemetry"), acme.telemetry([records[0], broken, records[2]]))
+    probe.publish_telemetry(acme, acme.telemetry([records[0], broken, records[2]]))
     rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
     assert rows == [("invalid_record", "telemetry")]
     assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
+
+
+def _unsigned(gateway: Gateway, payload: bytes) -> list[tuple[str, str]]:
+    return []
+
+
+def _stranger(gateway: Gateway, payload: bytes) -> list[tuple[str, str]]:
+    return sign_telemetry(Ed25519PrivateKey.generate(), gateway.topic("telemetry"), payload)
+
+
+def _other_payload(gateway: Gateway, payload: bytes) -> list[tuple[str, str]]:
+    return gateway.telemetry_properties(payload.replace(b'"produced":10', b'"produced":11', 1))
+
+
+def _other_topic(gateway: Gateway, payload: bytes) -> list[tuple[str, str]]:
+    return sign_telemetry(gateway.key, gateway.topic("vouchers"), payload)
+
+
+def _two_signatures(gateway: Gateway, payload: bytes) -> list[tuple[str, str]]:
+    return gateway.telemetry_properties(payload) + _stranger(gateway, payload)[1:]
+
+
+@pytest.mark.parametrize(
+    ("properties", "code"),
+    [(_unsigned, "signature_missing"), (_stranger, "key_unknown"), (_other_payload, "signature_invalid"),
+     (_other_topic, "signature_invalid"), (_two_signatures, "signature_missing")],
+)  # fmt: skip
+async def test_telemetry_signature_faults_rejected(
+    properties: Any, code: str, two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str
+) -> None:
+    acme, _ = two_tenants
+    payload = acme.telemetry(minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3))
+    probe.publish(acme.topic("telemetry"), payload, properties(acme, payload))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
+    assert rows == [(code, "telemetry")]
+    assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
+
+
+async def test_telemetry_of_revoked_key_rejected(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    acme, _ = two_tenants
+    key_id = (await query(cloud_dsn, "SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'"))[0][0]
+    async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+        async with conn.transaction():
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+    probe.publish_telemetry(acme, acme.telemetry(minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3)))
+    rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
+    assert rows == [("key_revoked", "telemetry")]
+    assert await query(cloud_dsn, "SELECT 1 FROM telemetry") == []
+
+
+async def test_forged_telemetry_first_blocks_nothing(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str) -> None:
+    """Records sent on a gateway's topic without its key, before the gateway sends its own, are rejected and the genuine ones stored."""
+    acme, _ = two_tenants
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    forged = acme.telemetry(minute_records("m1", start, 5, produced=999))
+    probe.publish(acme.topic("telemetry"), forged, _stranger(acme, forged))
+    await wait_for_rows(cloud_dsn, "SELECT code FROM rejections", count=1)
+    probe.publish_telemetry(acme, acme.telemetry(minute_records("m1", start, 5)))
+    rows = await wait_for_rows(cloud_dsn, "SELECT produced FROM telemetry ORDER BY minute", count=5)
+    assert [produced for (produced,) in rows] == [10, 10, 10, 10, 10]
 
 
 async def test_workers_share_subscription(two_tenants: tuple[Gateway, Gateway], worker: IngestWorker, probe: Probe, cloud_dsn: str, mosquitto: Any) -> None:

@@ -43,7 +43,7 @@ def publish_batches(port: int, gateway: Gateway, batches: int, *, first_batch: i
     try:
         for index in range(first_batch, first_batch + batches):
             records = minute_records("m1", START + dt.timedelta(minutes=index * per_batch), per_batch)
-            probe.publish(gateway.topic("telemetry"), gateway.telemetry(records))
+            probe.publish_telemetry(gateway, gateway.telemetry(records))
     finally:
         probe.close()
 

@@ -14,6 +14,7 @@ from valuegate.cloud import db, store
 from valuegate.cloud.admin import Admin
 from valuegate.cloud.ingest import IngestWorker, _Message
 from valuegate.cloud.reproduce import reproduce_claims
+from valuegate.edge.protocol.telemetry_proof import signature_of
 
 from .conftest import Gateway, minute_records, register, store_direct
 from .test_ingest_batch import worker  # noqa: F401 - the worker without a broker, as a fixture
@@ -39,7 +40,8 @@ async def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 def telemetry(gateway: Gateway, *parts: tuple[str, int, int]) -> _Message:
     """A telemetry message with, per (machine, first minute offset, count), that many records."""
     records = [record for machine, offset, count in parts for record in minute_records(machine, START + dt.timedelta(minutes=offset), count)]
-    return _Message(gateway.topic("telemetry"), gateway.telemetry(records), 0, 0)
+    payload = gateway.telemetry(records)
+    return _Message(gateway.topic("telemetry"), payload, 0, 0, signature=signature_of(gateway.telemetry_properties(payload)))
 
 
 async def test_second_gateway_records_rejected_until_moved(
@@ -91,7 +93,8 @@ async def test_voucher_of_other_gateway_not_reproduced(two_tenants: tuple[Gatewa
     start = dt.datetime(2026, 2, 28, 16, tzinfo=dt.UTC)  # plant day 2026-03-01 in Asia/Shanghai
     end = start + dt.timedelta(days=1)
     records = minute_records("m1", start, 30)
-    await worker.process([_Message(acme.topic("telemetry"), acme.telemetry(records), 0, 0)])
+    payload = acme.telemetry(records)
+    await worker.process([_Message(acme.topic("telemetry"), payload, 0, 0, signature=signature_of(acme.telemetry_properties(payload)))])
 
     async with await psycopg.AsyncConnection.connect(cloud_dsn, options=db.UTC_OPTIONS) as conn:
         theirs = await reproduce_claims(conn, twin.claims(1, None, day=day, records=records), start, end)

@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import paho.mqtt.publish as paho_publish
 import pytest
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from valuegate.edge import keys, outbox, publish_session
 from valuegate.edge.config import EdgeConfig
@@ -60,7 +61,7 @@ async def gateway(folder: Path, port: int, **sections: object) -> AsyncIterator[
         keys.create_key(config.state_path / "keys")
     async with SpoolThread(config.state_path / "spool.db") as spool:
         signer = VoucherSigner(config.state_path / "keys", tenant=TENANT, site=SITE, gateway=GATEWAY)
-        publisher = Publisher(config, spool, AgentMetrics(), instance=folder.name)
+        publisher = Publisher(config, spool, AgentMetrics(), instance=folder.name, telemetry_key=lambda: signer.key.private_key)
         task = asyncio.create_task(publisher.run())
         try:
             yield Gateway(config, spool, signer, publisher)
@@ -381,7 +382,7 @@ async def test_reason_0x8e_raises_conflict_alarm(tmp_path: Path) -> None:
     """Brokers that report a session takeover (MQTT 5 reason 0x8E; Mosquitto 2.0.11 only closes the socket) trigger the same alarm."""
     config = load(tmp_path, 1883)
     async with SpoolThread(config.state_path / "spool.db") as spool:
-        publisher = Publisher(config, spool, AgentMetrics(), instance="x")
+        publisher = Publisher(config, spool, AgentMetrics(), instance="x", telemetry_key=Ed25519PrivateKey.generate)
         publisher._on_disconnect(0x80)
         assert not publisher.taken_over
         publisher._on_disconnect(0x8E)
@@ -405,7 +406,7 @@ async def test_stop_while_broker_never_answers(tmp_path: Path) -> None:
         config = load(tmp_path / "gw", port)
         keys.create_key(config.state_path / "keys")
         async with SpoolThread(config.state_path / "spool.db") as spool:
-            publisher = Publisher(config, spool, AgentMetrics(), instance="silent")
+            publisher = Publisher(config, spool, AgentMetrics(), instance="silent", telemetry_key=Ed25519PrivateKey.generate)
             task = asyncio.create_task(publisher.run())
             await asyncio.wait_for(accepted.wait(), 10)
             started = asyncio.get_running_loop().time()
