@@ -85,12 +85,29 @@ class Admin:
         async with self.conn.transaction():
             return await auth.create_user(self.conn, tenant_id, username, password, roles, display_name=display_name, actor=self.actor)
 
+    async def _user_id(self, tenant_id: str, username: str) -> int:
+        cur = await self.conn.execute("SELECT id FROM users WHERE tenant_id = %s AND username = %s", (tenant_id, username))
+        row = await cur.fetchone()
+        if row is None:
+            raise store.NotFound(f"user {username!r} not found in tenant {tenant_id!r}")
+        return int(row[0])
+
+    async def disable_user(self, tenant_id: str, username: str) -> dict[str, Any]:
+        """Disable a user and revoke their tokens; raise Conflict for the tenant's last enabled admin."""
+        async with self.conn.transaction():
+            return await auth.disable_user(self.conn, tenant_id, await self._user_id(tenant_id, username), actor=self.actor)
+
+    async def enable_user(self, tenant_id: str, username: str) -> dict[str, Any]:
+        async with self.conn.transaction():
+            return await auth.enable_user(self.conn, tenant_id, await self._user_id(tenant_id, username), actor=self.actor)
+
     async def issue_token(self, tenant_id: str, username: str, name: str = "", *, expires_at: dt.datetime | None = None) -> str:
         """Issue an API token for a user and return the token text (shown only here)."""
         async with self.conn.transaction():
-            cur = await self.conn.execute("SELECT id FROM users WHERE tenant_id = %s AND username = %s", (tenant_id, username))
-            row = await cur.fetchone()
-            if row is None:
-                raise store.NotFound(f"user {username!r} not found in tenant {tenant_id!r}")
-            _row, token = await auth.issue_token(self.conn, tenant_id, row[0], name, expires_at=expires_at, actor=self.actor)
+            user_id = await self._user_id(tenant_id, username)
+            _row, token = await auth.issue_token(self.conn, tenant_id, user_id, name, expires_at=expires_at, actor=self.actor)
         return token
+
+    async def revoke_token(self, tenant_id: str, token_id: str) -> dict[str, Any]:
+        async with self.conn.transaction():
+            return await auth.revoke_token(self.conn, tenant_id, token_id, actor=self.actor)

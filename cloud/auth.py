@@ -43,6 +43,7 @@ __all__ = (
     "list_users",
     "get_user",
     "disable_user",
+    "enable_user",
     "issue_token",
     "list_tokens",
     "revoke_token",
@@ -67,6 +68,8 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so that a login takes as long either way.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+# An API token's last_used_at is written at most once per this many seconds, not on every request.
+TOKEN_USE_INTERVAL_S = 60
 
 
 class LoginFailed(Exception):
@@ -151,13 +154,33 @@ async def get_user(conn: Conn, tenant_id: str, user_id: int) -> dict[str, Any]:
     return row
 
 
-async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin") -> dict[str, Any]:
-    """Disable a user and end their sessions and tokens; the row stays for the audit trail."""
-    await get_user(conn, tenant_id, user_id)
+async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin", caller_id: int | None = None) -> dict[str, Any]:
+    """Disable a user and end their sessions and tokens; the row stays for the audit trail, and so does the taken user name.
+
+    ``caller_id`` is the user making the request, who may not disable themselves.
+    Disabling the tenant's last enabled admin raises :class:`Conflict` too, because
+    no one could then manage the tenant's users.
+    """
+    user = await get_user(conn, tenant_id, user_id)
+    if user_id == caller_id:
+        raise Conflict(f"you cannot disable your own user {user_id} ({user['username']}); another admin of the tenant must do it", code="cannot_disable_self")
+    # Locks the tenant's enabled admins, so that two admins disabling each other at once cannot both succeed.
+    cur = await conn.execute("SELECT id FROM users WHERE tenant_id = %s AND NOT disabled AND 'admin' = ANY(roles) ORDER BY id FOR UPDATE", (tenant_id,))
+    if [row[0] for row in await cur.fetchall()] == [user_id]:
+        msg = f"user {user_id} ({user['username']}) is the last enabled admin of tenant {tenant_id!r}; create or enable another admin first"
+        raise Conflict(msg, code="last_admin")
     await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (user_id,))
     await conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
     await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL", (user_id,))
     await audit(conn, tenant_id=tenant_id, actor=actor, action="user.disable", object_type="user", object_id=str(user_id))
+    return await get_user(conn, tenant_id, user_id)
+
+
+async def enable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin") -> dict[str, Any]:
+    """Enable a disabled user again. Tokens and sessions that the disabling ended stay ended: the user logs in again or gets new tokens."""
+    await get_user(conn, tenant_id, user_id)
+    await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
     return await get_user(conn, tenant_id, user_id)
 
 
@@ -170,7 +193,8 @@ async def issue_token(
     """Create an API token for a user; return its row and the token text, which is not stored and cannot be shown again."""
     user = await get_user(conn, tenant_id, user_id)
     if user["disabled"]:
-        raise Invalid(f"user {user_id} is disabled; enable or recreate the user first", code="user_disabled")
+        action = f"POST /api/v1/users/{user_id}/enable or `valuegate cloud admin user-enable {tenant_id} {user['username']}`"
+        raise Invalid(f"user {user_id} ({user['username']}) is disabled; enable it first ({action})", code="user_disabled")
     if expires_at is not None and expires_at.tzinfo is None:
         raise Invalid("expires_at has no time zone; give it with an offset such as Z", code="naive_timestamp")
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
@@ -258,13 +282,17 @@ async def authenticate(conn: Conn, *, bearer: str | None, session_id: str | None
         if len(parts) != 3 or parts[0] != "vgt":
             return None
         await cur.execute(
-            "SELECT t.secret_sha256, u.id, u.username, u.tenant_id, u.roles FROM api_tokens t JOIN users u ON u.id = t.user_id"
+            "SELECT t.secret_sha256, u.id, u.username, u.tenant_id, u.roles,"
+            " t.last_used_at IS NULL OR t.last_used_at < now() - make_interval(secs => %s) AS use_due"
+            " FROM api_tokens t JOIN users u ON u.id = t.user_id"
             " WHERE t.id = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled",
-            (parts[1],),
+            (TOKEN_USE_INTERVAL_S, parts[1]),
         )
         row = await cur.fetchone()
         if row is None or not hmac.compare_digest(row["secret_sha256"], _sha256(parts[2])):
             return None
+        if row["use_due"]:
+            await cur.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = %s", (parts[1],))
         return Principal(row["id"], row["username"], row["tenant_id"], frozenset(row["roles"]), "token")
     if session_id:
         await cur.execute(

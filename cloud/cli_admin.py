@@ -219,3 +219,44 @@ def token_issue(tenant: str, username: str, name: str = typer.Option("", help="L
             return await admin.issue_token(tenant, username, name)
 
     typer.echo(run_sync(run()))
+
+
+@admin_app.command("user-disable")
+def user_disable(tenant: str, username: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Disable a user: end their sessions and revoke their API tokens. The user is kept and the name stays taken."""
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.disable_user(tenant, username)
+
+    row = run_sync(run())
+    typer.echo(f"user {username} ({row['id']}) of {tenant} disabled; its sessions ended and its API tokens are revoked")
+
+
+@admin_app.command("user-enable")
+def user_enable(tenant: str, username: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
+    """Enable a disabled user again; issue new API tokens, because the old ones stay revoked."""
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.enable_user(tenant, username)
+
+    row = run_sync(run())
+    typer.echo(f"user {username} ({row['id']}) of {tenant} enabled")
+
+
+@admin_app.command("token-revoke")
+def token_revoke(
+    tenant: str, token_id: str = typer.Argument(..., help="Token id as GET /api/v1/tokens lists it (the part after 'vgt_' up to the next '_'), or the whole token."),
+    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Revoke an API token; requests with it get 401 from now on."""
+    # A whole token is cut to its id here, so that its secret never reaches an error message.
+    token_id = token_id.split("_", 2)[1] if token_id.startswith("vgt_") and token_id.count("_") >= 2 else token_id
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.revoke_token(tenant, token_id)
+
+    row = run_sync(run())
+    typer.echo(f"API token {token_id} of user {row['user_id']} revoked")

@@ -37,10 +37,15 @@ class UserController(Controller):
     async def user(self, request: Request[Any, Any, Any], conn: Conn, user_id: FromPath[int]) -> dict[str, Any]:
         return await auth.get_user(conn, caller(request).tenant_id, user_id)
 
-    @delete("/users/{user_id:int}", status_code=200, summary="Disable a user and end their sessions and tokens")
+    @delete("/users/{user_id:int}", status_code=200, summary="Disable a user and end their sessions and tokens (the user is not deleted)")
     async def disable_user(self, request: Request[Any, Any, Any], conn: Conn, user_id: FromPath[int]) -> dict[str, Any]:
         principal = caller(request)
-        return await auth.disable_user(conn, principal.tenant_id, user_id, actor=principal.actor)
+        return await auth.disable_user(conn, principal.tenant_id, user_id, actor=principal.actor, caller_id=principal.user_id)
+
+    @post("/users/{user_id:int}/enable", status_code=200, summary="Enable a disabled user; their old tokens stay revoked")
+    async def enable_user(self, request: Request[Any, Any, Any], conn: Conn, user_id: FromPath[int]) -> dict[str, Any]:
+        principal = caller(request)
+        return await auth.enable_user(conn, principal.tenant_id, user_id, actor=principal.actor)
 
     @get("/tokens", summary="List API tokens (never their secrets)")
     async def tokens(self, request: Request[Any, Any, Any], conn: Conn) -> list[dict[str, Any]]:
