@@ -50,6 +50,7 @@ __all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RECORDS_REQUEST_SCH
 SESSION_TAKEN_OVER = 0x8E
 _CONNACK_TIMEOUT_S = 30.0
 _TICK_S = 1.0
+_READ_PACKETS = 32
 _WILL_DELAY_S = 5
 
 log = structlog.get_logger("valuegate.edge.publish")
@@ -238,7 +239,8 @@ class Publisher:
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         client.on_message = on_message
-        self._bridge = LoopBridge(client, loop)
+        # Up to 32 packets per readable event: PUBACKs and acks arrive in bursts, and one selector pass per packet cost more than paho's own work.
+        self._bridge = LoopBridge(client, loop, read_packets=_READ_PACKETS)
         return client
 
     async def _session(self) -> None:
