@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 import yaml
 
+from .renewal.targets import Network, parse_networks
+
 __all__ = ("ConfigError", "CloudSettings", "load_settings", "dsn_origin", "hide_password")
 
 ENV_PREFIX = "VALUEGATE_CLOUD_"
@@ -84,6 +86,12 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Send the session cookie over HTTPS only; turn off only for a local plain-HTTP demo."""
     display_time_zone: str = "Asia/Shanghai"
     """IANA time zone in which pages, exports and renewal packages show instants (stored times stay UTC)."""
+    webhook_allowed_networks: list[str] = []
+    """CIDR networks that renewal webhooks may reach besides public addresses, such as 10.20.0.0/16 for an internal CRM.
+
+    Loopback, link-local, private, multicast and other special-purpose addresses are rejected unless listed here.
+    0.0.0.0/0 and ::/0 together turn the check off.
+    """
 
     telemetry_retention_days: int | None = None
     """Days raw per-minute telemetry is kept on TimescaleDB; None keeps it for ever."""
@@ -110,8 +118,17 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.display_time_zone not in zoneinfo.available_timezones():
             raise ConfigError(f"display_time_zone {self.display_time_zone!r} is not an IANA time zone; use a name such as Asia/Shanghai or UTC",
                               field="display_time_zone")
+        try:
+            parse_networks(self.webhook_allowed_networks)
+        except ValueError as exc:
+            raise ConfigError(f"setting webhook_allowed_networks: {exc}", field="webhook_allowed_networks") from None
         if not self.share_group or "/" in self.share_group or "+" in self.share_group or "#" in self.share_group:
             raise ConfigError(f"share_group {self.share_group!r} must be a non-empty name without '/', '+' or '#'", field="share_group")
+
+    @property
+    def webhook_networks(self) -> tuple[Network, ...]:
+        """The parsed ``webhook_allowed_networks``."""
+        return parse_networks(self.webhook_allowed_networks)
 
     def __repr__(self) -> str:
         return f"CloudSettings(dsn={hide_password(self.dsn)!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, port={self.port})"
@@ -144,6 +161,10 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             allowed = ", ".join(ENV_PREFIX + f.upper() for f in fields)
             raise ConfigError(f"environment variable {key} names no setting; known: {allowed}", field=name)
         values[name] = yaml.safe_load(raw) if raw.strip() else None
+        if name == "webhook_allowed_networks":
+            # A comma-separated list, because YAML cannot read an unquoted IPv6 network such as ::1/128 in a flow sequence.
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+            continue
         if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host", "display_time_zone"}:
             values[name] = raw
     return values

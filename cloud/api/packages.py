@@ -17,9 +17,9 @@ from .deps import Conn, caller
 __all__ = ("PackageController",)
 
 
-async def _deliver(claim: DeliveryClaim) -> None:
+async def _deliver(claim: DeliveryClaim, settings: Any) -> None:
     try:
-        await renewal.deliver_claimed(claim)
+        await renewal.deliver_claimed(claim, allowed_networks=settings.webhook_networks)
     except Exception as exc:  # every attempt is already recorded; the error goes to the log, not to a caller who has had the response
         renewal.log.error("webhook_delivery_crashed", tenant=claim.tenant_id, package=claim.package_id, error=str(exc))
 
@@ -53,4 +53,4 @@ class PackageController(Controller):
         except BaseException:
             await claim.release()
             raise
-        return Response({"package": package_id, "status": "delivering"}, status_code=202, background=BackgroundTask(_deliver, claim))
+        return Response({"package": package_id, "status": "delivering"}, status_code=202, background=BackgroundTask(_deliver, claim, request.app.state.settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ from psycopg.rows import dict_row
 
 from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
 
+from .targets import Network, mask_url
 from .webhook import Attempt, RetryPolicy, deliver
 
 __all__ = ("DeliveryClaim", "fetch_dicts", "claim_delivery", "delivery_lock_key", "deliver_claimed", "deliver_package", "get_package", "request_redelivery", "set_endpoint")
@@ -34,13 +36,13 @@ async def get_package(conn: Conn, tenant_id: str, package_id: int) -> dict[str, 
 
 
 async def set_endpoint(conn: Conn, tenant_id: str, url: str, secret: str, *, actor: str) -> None:
-    """Set the tenant's webhook; the secret is stored for signing and never written to the audit log."""
+    """Set the tenant's webhook; the secret is stored for signing and never written to the audit log, which shows the URL masked."""
     await conn.execute(
         "INSERT INTO webhook_endpoints (tenant_id, url, secret) VALUES (%s, %s, %s)"
         " ON CONFLICT (tenant_id) DO UPDATE SET url = excluded.url, secret = excluded.secret, enabled = true, updated_at = now()",
         (tenant_id, url, secret),
     )
-    await audit(conn, tenant_id=tenant_id, actor=actor, action="webhook.set", object_type="webhook_endpoint", object_id=tenant_id, detail={"url": url})
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="webhook.set", object_type="webhook_endpoint", object_id=tenant_id, detail={"url": mask_url(url)})
 
 
 class DeliveryClaim:
@@ -108,30 +110,33 @@ async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, act
                         "contracts page first", code="webhook_not_set")
         error.params = {"package": str(package_id)}  # type: ignore[attr-defined]
         raise error
-    detail = {"contract": package["contract_id"], "trigger": package["trigger_key"], "url": endpoints[0]["url"]}
+    detail = {"contract": package["contract_id"], "trigger": package["trigger_key"], "url": mask_url(endpoints[0]["url"])}
     await audit(conn, tenant_id=tenant_id, actor=actor, action="renewal.redeliver", object_type="renewal_package", object_id=str(package_id), detail=detail)
     log.info("webhook_redelivery_requested", tenant=tenant_id, package=package_id, actor=actor)
     return package
 
 
-async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: RetryPolicy = RetryPolicy()) -> bool | None:
+async def deliver_package(dsn: str, tenant_id: str, package_id: int, *, policy: RetryPolicy = RetryPolicy(),
+                          allowed_networks: Sequence[Network] = ()) -> bool | None:
     """Claim a package and deliver it (see :func:`deliver_claimed`); raises :class:`Conflict` while another loop delivers it."""
-    return await deliver_claimed(await claim_delivery(dsn, tenant_id, package_id), policy=policy)
+    return await deliver_claimed(await claim_delivery(dsn, tenant_id, package_id), policy=policy, allowed_networks=allowed_networks)
 
 
-async def deliver_claimed(claim: DeliveryClaim, *, policy: RetryPolicy = RetryPolicy()) -> bool | None:
+async def deliver_claimed(claim: DeliveryClaim, *, policy: RetryPolicy = RetryPolicy(), allowed_networks: Sequence[Network] = ()) -> bool | None:
     """Deliver a claimed package to the tenant's webhook, recording every attempt, and release the claim; None when no webhook is set.
 
-    Each attempt is recorded at once on the claim's autocommit connection, so
-    that the record survives a crash during the backoff.
+    Deliveries connect only to public addresses and to ``allowed_networks``
+    (the setting ``webhook_allowed_networks``). Each attempt is recorded at
+    once on the claim's autocommit connection, so that the record survives a
+    crash during the backoff.
     """
     try:
-        return await _deliver(claim, policy)
+        return await _deliver(claim, policy, allowed_networks)
     finally:
         await claim.release()
 
 
-async def _deliver(claim: DeliveryClaim, policy: RetryPolicy) -> bool | None:
+async def _deliver(claim: DeliveryClaim, policy: RetryPolicy, allowed_networks: Sequence[Network]) -> bool | None:
     conn, tenant_id, package_id = claim.conn, claim.tenant_id, claim.package_id
     package = await get_package(conn, tenant_id, package_id)
     endpoints = await fetch_dicts(conn, "SELECT url, secret FROM webhook_endpoints WHERE tenant_id = %s AND enabled", (tenant_id,))
@@ -158,4 +163,5 @@ async def _deliver(claim: DeliveryClaim, policy: RetryPolicy) -> bool | None:
         "X-Valuegate-Archive-Sha256": package["archive_sha256"],
         "Idempotency-Key": hashlib.sha256(f"{tenant_id}:{package_id}:{package['archive_sha256']}".encode()).hexdigest(),
     }
-    return await deliver(endpoint["url"], endpoint["secret"], bytes(package["archive"]), headers=headers, record=record, policy=policy)
+    return await deliver(endpoint["url"], endpoint["secret"], bytes(package["archive"]), headers=headers, record=record, policy=policy,
+                         allowed_networks=allowed_networks)

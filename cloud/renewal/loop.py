@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
@@ -14,6 +14,7 @@ import structlog
 from valuegate.cloud.store import Conflict
 
 from . import service
+from .targets import Network
 
 __all__ = ("INTERVAL_ENV", "check_all", "renewal_lifespan")
 
@@ -25,7 +26,7 @@ DEFAULT_INTERVAL_S = 3600.0
 FIRST_CHECK_DELAY_S = 60.0
 
 
-async def check_all(pool: Any, dsn: str, *, today: dt.date) -> list[int]:
+async def check_all(pool: Any, dsn: str, *, today: dt.date, allowed_networks: Sequence[Network] = ()) -> list[int]:
     """Check every contract of every tenant once and deliver each new package; return the new package ids.
 
     The PDFs make a package slow to build, so each contract is checked on a connection of its own.
@@ -44,7 +45,7 @@ async def check_all(pool: Any, dsn: str, *, today: dt.date) -> list[int]:
         created += [(tenant_id, row["id"]) for row in rows]
     for tenant_id, package_id in created:
         try:
-            await service.deliver_package(dsn, tenant_id, package_id)
+            await service.deliver_package(dsn, tenant_id, package_id, allowed_networks=allowed_networks)
         except Conflict:
             continue  # a user asked to deliver the new package first; that loop delivers it
         except Exception as exc:  # every attempt is already recorded; keep delivering the rest
@@ -56,7 +57,7 @@ async def _run(app: Any, interval_s: float) -> None:
     await asyncio.sleep(min(FIRST_CHECK_DELAY_S, interval_s))
     while True:
         settings = app.state.settings
-        new = await check_all(app.state.pool, settings.dsn, today=dt.datetime.now(dt.UTC).date())
+        new = await check_all(app.state.pool, settings.dsn, today=dt.datetime.now(dt.UTC).date(), allowed_networks=settings.webhook_networks)
         log.info("renewal_check_done", packages=len(new))
         await asyncio.sleep(interval_s)
 

@@ -26,6 +26,7 @@ from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
+from valuegate.cloud.renewal.targets import HostUnresolved, TargetRejected, mask_url, resolve_target
 from valuegate.cloud.renewal.triggers import Firing, TriggerError
 from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Conflict, Invalid, NotFound
@@ -51,19 +52,19 @@ def trigger_label(package: dict[str, Any], contract: Any, language: str) -> str:
     return trigger_text(Firing(package["trigger_key"], package["trigger_kind"], dict(package["detail"] or {})), language, contract)
 
 
-async def _deliver_all(dsn: str, tenant: str, package_ids: list[int]) -> None:
+async def _deliver_all(settings: Any, tenant: str, package_ids: list[int]) -> None:
     for package_id in package_ids:
         try:
-            await renewal.deliver_package(dsn, tenant, package_id)
+            await renewal.deliver_package(settings.dsn, tenant, package_id, allowed_networks=settings.webhook_networks)
         except Conflict:
             continue  # another loop delivers this package already
         except Exception as exc:  # a failed delivery must not lose the others; each attempt is recorded
             log.error("webhook_delivery_crashed", tenant=tenant, package=package_id, error=str(exc))
 
 
-async def _deliver_claimed(claim: Any) -> None:
+async def _deliver_claimed(claim: Any, settings: Any) -> None:
     try:
-        await renewal.deliver_claimed(claim)
+        await renewal.deliver_claimed(claim, allowed_networks=settings.webhook_networks)
     except Exception as exc:  # each attempt is recorded; the user has had the response already
         log.error("webhook_delivery_crashed", tenant=claim.tenant_id, package=claim.package_id, error=str(exc))
 
@@ -79,7 +80,7 @@ async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id
     # Deliveries retry with backoff, so they run after the response has gone out.
     task = None
     if created:
-        task = BackgroundTask(_deliver_all, request.app.state.settings.dsn, principal.tenant_id, [p["id"] for p in created])
+        task = BackgroundTask(_deliver_all, request.app.state.settings, principal.tenant_id, [p["id"] for p in created])
     return Redirect(f"/contracts/{contract_id}?done=renewal.check#renewal", status_code=303, background=task)
 
 
@@ -122,7 +123,7 @@ async def deliver_package(request: Request[Any, Any, Any], conn: Conn, package_i
         await claim.release()
         raise
     # The attempts back off for minutes, so they run after the response has gone out.
-    return Redirect(f"/packages/{package_id}?done=renewal.redeliver", status_code=303, background=BackgroundTask(_deliver_claimed, claim))
+    return Redirect(f"/packages/{package_id}?done=renewal.redeliver", status_code=303, background=BackgroundTask(_deliver_claimed, claim, request.app.state.settings))
 
 
 @get("/packages/{package_id:int}/package.zip", guards=[ANY_ROLE], name="web:package-archive")
@@ -203,6 +204,10 @@ def _checked_webhook_url(url: str) -> str:
     # str.strip also removes Unicode spaces such as U+3000, so a host of only spaces counts as none.
     if not host or not host.strip():
         raise _url_error(f"webhook URL {url!r} has no host name; enter the full address, such as https://crm.example.com/hooks", "url_without_host", url)
+    if "@" in parts.netloc:
+        # The user name and password would go into logs and pages with the URL; the HMAC signature authenticates deliveries instead.
+        raise _url_error(f"webhook URL {mask_url(url)!r} contains a user name or password; remove them, because the signing secret "
+                         "authenticates each delivery", "url_with_credentials", mask_url(url))
     if not _valid_host(host):
         error = _url_error(f"webhook URL {url!r} has the invalid host name {host!r}; use letters, digits, hyphens, underscores and dots, or an IP address", "invalid_host", url)
         error.params["host"] = host  # type: ignore[attr-defined]
@@ -215,6 +220,40 @@ def _checked_webhook_url(url: str) -> str:
     return normalized
 
 
+async def _check_target(request: Request[Any, Any, Any], url: str) -> None:
+    """Raise :class:`Invalid` when the host of ``url`` is, or resolves to, an address that deliveries may not reach.
+
+    Each delivery attempt checks the address again, because DNS answers change.
+    """
+    parsed = httpx.URL(url)
+    host = parsed.raw_host.decode("ascii")
+    try:
+        await resolve_target(host, parsed.port or (443 if parsed.scheme == "https" else 80), request.app.state.settings.webhook_networks)
+    except TargetRejected as exc:
+        error = _url_error(f"webhook URL {mask_url(url)!r}: {exc}", "webhook_target_rejected", mask_url(url))
+        kind = translate(language_of(request), f"webhook.address_kind.{exc.reason}")
+        variant = "address" if host == str(exc.address) else "resolved"
+        error.params.update(host=host, address=str(exc.address), kind=kind, variant=variant)  # type: ignore[attr-defined]
+        raise error from None
+    except HostUnresolved as exc:
+        error = _url_error(f"webhook URL {mask_url(url)!r}: {exc}", "webhook_host_unresolved", mask_url(url))
+        error.params["host"] = host  # type: ignore[attr-defined]
+        raise error from None
+
+
+async def _unmasked(conn: Any, tenant_id: str, url: str) -> str:
+    """Return the stored webhook URL when ``url`` is its masked form, as the contracts page shows it; otherwise ``url``.
+
+    So an administrator who changes only the secret keeps the query values
+    that the page does not show.
+    """
+    cur = await conn.execute("SELECT url FROM webhook_endpoints WHERE tenant_id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    if row is not None and row[0] != url and mask_url(row[0]) == url:
+        return str(row[0])
+    return url
+
+
 @post("/settings/webhook", guards=[requires("admin")], name="web:set-webhook", status_code=303)
 async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotated[WebhookForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
     """Set the tenant's renewal webhook; the secret is stored for signing and never shown again."""
@@ -224,5 +263,7 @@ async def set_webhook(request: Request[Any, Any, Any], conn: Conn, data: Annotat
         error.params = {}  # type: ignore[attr-defined]
         raise error
     principal = principal_of(request)
+    url = await _unmasked(conn, principal.tenant_id, url)
+    await _check_target(request, url)
     await renewal.set_endpoint(conn, principal.tenant_id, url, secret, actor=principal.actor)
     return Redirect("/contracts?done=webhook.saved", status_code=303)

@@ -9,6 +9,8 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from valuegate.cloud.renewal.targets import mask_url
+
 from .capital import capital_amount
 from .i18n import LANGUAGES, format_date, format_money, format_number, translate
 
@@ -57,6 +59,7 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, language: str, **context: Any) -> str:
+    env.filters["masked_url"] = mask_url
     """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``colon`` (after a label) and ``lang``."""
 
     def money(amount: Any, currency: str) -> str:

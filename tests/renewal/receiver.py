@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from valuegate.cloud.renewal.targets import parse_networks
+
+# The setting webhook_allowed_networks of tests whose receiver listens on loopback, which deliveries reject by default.
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+LOOPBACK = parse_networks(LOOPBACK_NETWORKS)
+
 
 @contextmanager
 def receiver(statuses: list[int], *, gate: threading.Event | None = None) -> Iterator[tuple[str, list[dict]]]:

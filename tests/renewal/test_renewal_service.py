@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.factories import minute_records, voucher_chain
-from tests.renewal.receiver import receiver
+from tests.renewal.receiver import LOOPBACK, receiver
 from tests.settlement.seed import connect, ingest, ingest_telemetry, seed
 from tests.verify.bundles import oee_contract
 from valuegate.cloud.renewal import service
@@ -96,7 +96,7 @@ async def test_delivery_is_signed_retried_and_recorded(contract_db):
         with receiver([503, 502, 200]) as (url, received):
             await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
             policy = RetryPolicy(attempts=5, base_delay_s=0.02, max_delay_s=0.05, timeout_s=5)
-            assert await service.deliver_package(contract_db, "acme", package["id"], policy=policy) is True
+            assert await service.deliver_package(contract_db, "acme", package["id"], policy=policy, allowed_networks=LOOPBACK) is True
         cur = await conn.execute("SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE package_id = %s ORDER BY attempt", (package["id"],))
         assert await cur.fetchall() == [(1, 503, False), (2, 502, False), (3, 200, True)]
         stored = await service.get_package(conn, "acme", package["id"])
@@ -123,8 +123,8 @@ async def test_periodic_check_builds_and_delivers(contract_db):
         with receiver([200]) as (url, received):
             async with await connect(contract_db) as conn:
                 await service.set_endpoint(conn, "acme", url, SECRET, actor="user:admin")
-            first = await check_all(pool, contract_db, today=dt.date(2024, 6, 1))
-            again = await check_all(pool, contract_db, today=dt.date(2024, 6, 1))
+            first = await check_all(pool, contract_db, today=dt.date(2024, 6, 1), allowed_networks=LOOPBACK)
+            again = await check_all(pool, contract_db, today=dt.date(2024, 6, 1), allowed_networks=LOOPBACK)
     finally:
         await pool.close()
     assert len(first) == 2

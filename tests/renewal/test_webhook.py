@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import random
 
-from tests.renewal.receiver import receiver
+from tests.renewal.receiver import LOOPBACK, receiver
 from valuegate.cloud.renewal.webhook import RetryPolicy, deliver
 
 SECRET = "s3cret-for-tests-only"
@@ -27,7 +27,7 @@ async def test_retries_until_delivered():
         attempts.append(attempt)
 
     with receiver([503, 500, 200]) as (url, received):
-        ok = await deliver(url, SECRET, b"PK\x03\x04 package", headers={"X-Valuegate-Package": "7"}, record=record, policy=FAST, rng=random.Random(1))
+        ok = await deliver(url, SECRET, b"PK\x03\x04 package", headers={"X-Valuegate-Package": "7"}, record=record, policy=FAST, allowed_networks=LOOPBACK, rng=random.Random(1))
     assert ok is True
     assert [a.status_code for a in attempts] == [503, 500, 200]
     assert [a.delivered for a in attempts] == [False, False, True]
@@ -39,7 +39,7 @@ async def test_retries_until_delivered():
 
 async def test_wrong_secret_fails_check():
     with receiver([200]) as (url, received):
-        await deliver(url, "another-secret-value", b"body", headers={}, record=_ignore, policy=FAST)
+        await deliver(url, "another-secret-value", b"body", headers={}, record=_ignore, policy=FAST, allowed_networks=LOOPBACK)
     assert not check_signature(received[0])
 
 
@@ -50,7 +50,7 @@ async def test_final_client_error_stops():
         attempts.append(attempt)
 
     with receiver([400]) as (url, received):
-        assert await deliver(url, SECRET, b"x", headers={}, record=record, policy=FAST) is False
+        assert await deliver(url, SECRET, b"x", headers={}, record=record, policy=FAST, allowed_networks=LOOPBACK) is False
     assert len(received) == 1
     assert attempts[0].status_code == 400
 
@@ -64,7 +64,7 @@ async def test_unreachable_receiver_uses_every_attempt():
     with receiver([200]) as (url, _):
         pass
     # The receiver is closed, so every connection is refused.
-    assert await deliver(url, SECRET, b"x", headers={}, record=record, policy=FAST) is False
+    assert await deliver(url, SECRET, b"x", headers={}, record=record, policy=FAST, allowed_networks=LOOPBACK) is False
     assert [a.attempt for a in attempts] == [1, 2, 3, 4]
     assert all(a.status_code is None and "ConnectError" in a.error for a in attempts)
 

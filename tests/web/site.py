@@ -79,8 +79,11 @@ uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_co
 
 
 @contextmanager
-def running_site(postgres_server) -> Iterator[Site]:
-    """Create and fill a database, serve the app from it in a child process, and stop that process by its PID afterwards."""
+def running_site(postgres_server, environment: dict[str, str] | None = None) -> Iterator[Site]:
+    """Create and fill a database, serve the app from it in a child process, and stop that process by its PID afterwards.
+
+    ``environment`` adds or replaces VALUEGATE_CLOUD_* settings of the served app.
+    """
     name = "web_" + uuid.uuid4().hex[:10]
     admin = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -92,7 +95,10 @@ def running_site(postgres_server) -> Iterator[Site]:
 
     port = free_port()
     # The periodic renewal check is off, so that tests decide when packages are built.
-    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0"}
+    # Webhooks may reach every address, because the tests deliver to receivers on loopback and save example host names
+    # that must not be looked up in DNS; tests/web/test_webhook_targets.py serves the default instead.
+    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0",
+           "VALUEGATE_CLOUD_WEBHOOK_ALLOWED_NETWORKS": "0.0.0.0/0,::/0", **(environment or {})}
     command = [sys.executable, "-c", _SERVE, str(port)]
     # The server logs to a file: a pipe that is never read fills up after a few long tracebacks and then blocks the server.
     output = tempfile.TemporaryFile()

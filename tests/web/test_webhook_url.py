@@ -130,3 +130,33 @@ def test_admin_contracts_title_is_plain(admin) -> None:
     title = page[page.index("<title>") + len("<title>"):page.index("</title>")]
     assert title == "合同列表 · valuegate"
     assert page.count('id="webhook"') == 1
+
+
+def test_query_values_masked_on_page_and_kept(site, admin) -> None:
+    """The contracts page shows the query values as ***; saving that masked URL again, with a new secret, keeps the stored values."""
+    secret_url = "https://crm.example.com/hooks?token=QUERYSECRET456&site=7"
+    assert post_url(admin, secret_url, "en").status_code == 303
+    page = admin.get("/contracts").text
+    assert "QUERYSECRET456" not in page
+    assert 'value="https://crm.example.com/hooks?token=***&amp;site=***"' in page
+    assert post_url(admin, "https://crm.example.com/hooks?token=***&site=***", "en").status_code == 303
+    assert stored_url(site.dsn) == secret_url
+    # A URL the administrator changed is stored as given.
+    assert post_url(admin, "https://crm.example.com/hooks?token=NEW", "en").status_code == 303
+    assert stored_url(site.dsn) == "https://crm.example.com/hooks?token=NEW"
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_url_credentials_rejected_and_masked(site, admin, language: str) -> None:
+    before = snapshot(site.dsn)
+    response = post_url(admin, "https://hookuser:HOOKPASS123@crm.example.com/x?token=QUERYSECRET456", language)
+    assert response.status_code == 400
+    assert "HOOKPASS123" not in response.text
+    assert "QUERYSECRET456" not in response.text
+    masked = "https://***@crm.example.com/x?token=***"
+    if language == "zh-CN":
+        assert message(response.text) == f"输入无效：推送地址（URL）“{masked}”中包含用户名或密码，请从网址中删除。每次推送都由签名密钥验证身份。"
+    else:
+        assert message(response.text) == (f"Invalid input: Webhook URL “{masked}” contains a user name or password. Remove them from the address, "
+                                          "because the signing secret authenticates each delivery.")
+    assert snapshot(site.dsn) == before
