@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 from litestar import Litestar
 from litestar.config.app import AppConfig
-from litestar.datastructures import State
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,14 +38,38 @@ log = structlog.get_logger("valuegate.cloud.http")
 OPENAPI_PATH = f"{API_PREFIX}/schema/openapi.json"
 
 
+# The scope state key under which AccessLogMiddleware leaves a request to the hook of response_start_hook, with its start time.
+_UNLOGGED_SINCE = "valuegate.access_log_started"
+
+
+def _log_request(scope: Scope, status: int, started: float) -> None:
+    # The full route template, router prefix included, so that /api/v1/contracts/{contract_id}
+    # and the web page /contracts/{contract_id} count apart.
+    handler = scope.get("route_handler")
+    route = scope.get("path_template") or (sorted(handler.paths)[0] if handler is not None and getattr(handler, "paths", None) else "unmatched")
+    seconds = time.perf_counter() - started
+    metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+    metrics.HTTP_SECONDS.labels(route).observe(seconds)
+    user = scope.get("user")
+    log.info("http_request", method=scope["method"], path=scope["path"], status=status, ms=round(seconds * 1000, 1), user=getattr(user, "username", None))
+
+
 class AccessLogMiddleware(ASGIMiddleware):
-    """Log one event per request (method, path, status, duration, user) and count it; headers and bodies are never logged."""
+    """Log one event per request (method, path, status, duration, user) and count it; headers and bodies are never logged.
+
+    The status is the one the client receives. An exception can leave this
+    middleware before a response has started, such as the 401 or 403 that
+    AuthMiddleware raises. Litestar's app-level exception handler builds that
+    response afterwards, so the ``before_send`` hook of
+    :func:`response_start_hook` logs the request when the response starts.
+    """
 
     scopes = ("http",)  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
+        handed_over = False
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -55,16 +79,43 @@ class AccessLogMiddleware(ASGIMiddleware):
 
         try:
             await next_app(scope, receive, send_status)
+        except Exception:
+            if status is None:
+                scope.setdefault("state", {})[_UNLOGGED_SINCE] = started
+                handed_over = True
+            raise
         finally:
-            # The full route template, router prefix included, so that /api/v1/contracts/{contract_id}
-            # and the web page /contracts/{contract_id} count apart.
-            handler = scope.get("route_handler")
-            route = scope.get("path_template") or (sorted(handler.paths)[0] if handler is not None and getattr(handler, "paths", None) else "unmatched")
-            seconds = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(route).observe(seconds)
-            user = scope.get("user")
-            log.info("http_request", method=scope["method"], path=scope["path"], status=status, ms=round(seconds * 1000, 1), user=getattr(user, "username", None))
+            if not handed_over:
+                _log_request(scope, 500 if status is None else status, started)
+
+
+def _security_headers(headers: MutableScopeHeaders, *, https: bool) -> None:
+    """Add the security headers of every response; a Content-Security-Policy that a handler has set is kept, with frame-ancestors added."""
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers.setdefault("Referrer-Policy", "same-origin")
+    policy = headers.get("Content-Security-Policy")
+    if policy is None:
+        headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    elif "frame-ancestors" not in policy:
+        headers["Content-Security-Policy"] = f"{policy.rstrip('; ')}; frame-ancestors 'none'"
+    if https:
+        # Sent only when the deployment uses HTTPS (cookie_secure), because over plain HTTP a browser ignores it anyway.
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+def response_start_hook(settings: CloudSettings) -> Any:
+    """Return the app's ``before_send`` hook: security headers on every response, and the access log of requests handed over."""
+
+    async def log_response_start(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        _security_headers(MutableScopeHeaders.from_message(message), https=settings.cookie_secure)
+        started = scope.get("state", {}).pop(_UNLOGGED_SINCE, None)
+        if started is not None:
+            _log_request(scope, message["status"], started)
+
+    return log_response_start
 
 
 def _web_parts() -> tuple[list[Any], Any]:
@@ -101,6 +152,7 @@ def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = No
         route_handlers=[api_router(), metrics_endpoint, *web_handlers],
         lifespan=[lifespan],
         middleware=[AccessLogMiddleware(), AuthMiddleware()],
+        before_send=[response_start_hook(settings)],
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="valuegate cloud API",
