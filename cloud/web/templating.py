@@ -52,6 +52,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["number"] = format_number
     env.filters["keep_words"] = keep_words
+    env.filters["masked_url"] = mask_url
     env.globals["LANGUAGES"] = LANGUAGES
     # A trusted constant: Markup keeps autoescape from turning its quotes into &#34;.
     env.globals["PDF_FONTS"] = markupsafe.Markup(PDF_FONTS)
@@ -59,7 +60,6 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, language: str, **context: Any) -> str:
-    env.filters["masked_url"] = mask_url
     """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``colon`` (after a label) and ``lang``."""
 
     def money(amount: Any, currency: str) -> str:
