@@ -72,6 +72,38 @@ def test_english_report_keeps_iso_dates() -> None:
 
 
 def test_html_report_generated_time(shanghai_time) -> None:
-    assert "<p>生成时间: 2026年12月6日 00:03（UTC+8）</p>" in report_html(sample_report(), "zh-CN")
+    assert "<p>生成时间：2026年12月6日 00:03（UTC+8）</p>" in report_html(sample_report(), "zh-CN")
     assert "<p>Generated: 2026-12-05T16:03:52Z</p>" in report_html(sample_report(), "en")
     assert "<td class=\"n\">2022年7月22日</td>" in report_html(sample_report(), "zh-CN")
+
+
+def test_chinese_report_punctuation() -> None:
+    text = printed("zh-CN")
+    assert "filler-01（bottling-line，Modbus TCP，America/Sao_Paulo）" in text
+    assert "│ 暂停 225.0，效率 0.575 │" in text
+    assert "凭证：已签发 146，已核验 146，已存储 146，已复算一致 146，已拒收 0" in text
+    assert "发票：INV-20220921-96D8B961D7（已审批） ¥0.00" in text
+    assert "续约准备包：DEMO-BOTTLING · " in text
+    assert "数据质量提示（每条说明的原文为英文）：1" in text
+    assert "停机事件所在日期没有日汇总：18 downtime events" in text
+
+
+def test_english_report_punctuation() -> None:
+    text = printed("en")
+    assert "filler-01 (bottling-line, Modbus TCP, America/Sao_Paulo)" in text
+    assert "│ pause 225.0, efficiency 0.575 │" in text
+    assert "Vouchers: 146 issued, 146 verified, 146 stored, 146 reproduced, 0 rejected" in text
+    assert "Invoices: INV-20220921-96D8B961D7 (approved) CNY 0.00" in text
+    assert "Data-quality findings: 1" in text
+
+
+def test_html_report_punctuation() -> None:
+    chinese = report_html(sample_report(), "zh-CN")
+    assert "<h2>设备 filler-01（bottling-line，Modbus TCP，America/Sao_Paulo）</h2>" in chinese
+    assert "<p>已签发 146 · 已核验 146 · 已存储 146 · 已复算一致 146 · 已拒收 0</p>" in chinese
+    assert "<li>INV-20220921-96D8B961D7（已审批）：¥0.00</li>" in chinese
+    assert "<li>DEMO-BOTTLING：合同到期前 60 天（2023年3月31日到期） → /out/renewal.zip</li>" in chinese
+    english = report_html(sample_report(), "en")
+    assert "<h2>Machine filler-01 (bottling-line, Modbus TCP, America/Sao_Paulo)</h2>" in english
+    assert "<p>146 issued · 146 verified · 146 stored · 146 reproduced · 0 rejected</p>" in english
+    assert "<li>INV-20220921-96D8B961D7 (approved): CNY 0.00</li>" in english

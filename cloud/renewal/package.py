@@ -183,8 +183,11 @@ def summary_html(inputs: PackageInputs, language: str, points: list[str]) -> str
     anchors = []
     for anchor in inputs.anchors:
         title = anchor.title.get(language, anchor.anchor)
-        chart_labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data")}
-        pareto_labels = {"minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, "pareto.empty")}
+        chart_labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data", "day_tip", "day_tip_insufficient")}
+        pareto_labels = {
+            "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, "pareto.empty"),
+            "tip": translate(language, "pareto.tip"),
+        }
         anchors.append(
             {
                 "title": title,

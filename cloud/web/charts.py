@@ -97,8 +97,10 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
     """Draw daily gains as dots with 95% interval bars, the baseline band at zero and the target line.
 
     ``labels`` contains the translated ``title``, ``baseline``, ``target``,
-    ``interval``, ``insufficient`` and ``no_data`` strings. ``format_day``
-    writes the dates of the tooltips and the axis in the page language.
+    ``interval``, ``insufficient`` and ``no_data`` strings, and the tooltip
+    templates ``day_tip`` and ``day_tip_insufficient`` with the fields
+    ``date``, ``gain``, ``interval``, ``low``, ``high`` and ``insufficient``.
+    ``format_day`` writes the dates of the tooltips and the axis in the page language.
     """
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     if not points:
@@ -136,9 +138,11 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
 
     for p in points:
         cx = x(p.plant_date)
-        tip = f"{format_day(p.plant_date)}: {_label(p.point)} ({labels['interval']} {_label(p.low)} – {_label(p.high)})"
-        if not p.sufficient:
-            tip += f"; {labels['insufficient']}"
+        template = labels["day_tip"] if p.sufficient else labels["day_tip_insufficient"]
+        tip = template.format(
+            date=format_day(p.plant_date), gain=_label(p.point), interval=labels["interval"], low=_label(p.low), high=_label(p.high),
+            insufficient=labels["insufficient"],
+        )
         kind = "point" if p.sufficient else "point insufficient"
         body.append(
             f'<g class="day" data-date="{p.plant_date.isoformat()}"><title>{escape(tip)}</title>'
@@ -156,7 +160,8 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
 def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]) -> markupsafe.Markup:
     """Draw downtime minutes per reason as bars, largest first, with the cumulative share as a line.
 
-    ``labels`` contains the translated ``title``, ``minutes``, ``cumulative`` and ``no_data`` strings.
+    ``labels`` contains the translated ``title``, ``minutes``, ``cumulative`` and ``no_data`` strings,
+    and the tooltip template ``tip`` with the fields ``reason``, ``minutes``, ``unit``, ``cumulative`` and ``share``.
     """
     reasons = sorted(((name, minutes) for name, minutes in reasons if minutes > 0), key=lambda item: (-item[1], item[0]))
     if not reasons:
@@ -187,7 +192,7 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
         left = _LEFT + index * slot + (slot - bar) / 2
         center = left + bar / 2
         share = 100 * cumulative / total
-        tip = f"{name}: {_label(minutes)} {labels['minutes']} ({labels['cumulative']} {share:.0f}%)"
+        tip = labels["tip"].format(reason=name, minutes=_label(minutes), unit=labels["minutes"], cumulative=labels["cumulative"], share=f"{share:.0f}")
         body.append(
             f'<g class="reason" data-reason={quoteattr(name)}><title>{escape(tip)}</title>'
             f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}" {_STYLE["bar"]}/></g>'

@@ -77,12 +77,15 @@ def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[
 
 
 def _chart_labels(language: str, title: str) -> dict[str, str]:
-    labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data")}
+    labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data", "day_tip", "day_tip_insufficient")}
     return {"title": title, **labels}
 
 
 def _pareto_labels(language: str, title: str, *, empty: str = "pareto.empty") -> dict[str, str]:
-    return {"title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"), "no_data": translate(language, empty)}
+    return {
+        "title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"),
+        "no_data": translate(language, empty), "tip": translate(language, "pareto.tip"),
+    }
 
 
 def _pareto_bars(downtime: Downtime, language: str) -> list[tuple[str, float]]:
@@ -173,9 +176,9 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
                 "baseline_value": rows[-1]["baseline_value"] if rows else None,
                 "reporting_first": anchor.reporting.first_date,
                 "reporting_last": anchor.reporting.last_date,
-                "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, f"{title}: {translate(language, 'anchor.chart_title')}"),
+                "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, translate(language, "chart.titled", anchor=title, chart=translate(language, "anchor.chart_title"))),
                                     format_day=lambda day: format_date(day, language)),
-                "pareto": pareto_chart(_pareto_bars(downtime, language), labels=_pareto_labels(language, f"{title}: {translate(language, 'pareto.heading')}")),
+                "pareto": pareto_chart(_pareto_bars(downtime, language), labels=_pareto_labels(language, translate(language, "chart.titled", anchor=title, chart=translate(language, "pareto.heading")))),
                 "findings": findings,
                 "no_production": len(no_production),
                 "no_production_dates": date_ranges(no_production, language),

@@ -25,6 +25,13 @@ PDF_FONTS = '"Noto Sans CJK SC", "Noto Serif CJK SC", "WenQuanYi Zen Hei", "Sour
 _BEFORE_BRACKET = re.compile(r"(?=[（(])")
 
 
+# Chinese text takes full-width punctuation with no spaces around it, while English text keeps ASCII punctuation.
+_PUNCTUATION = {
+    "zh-CN": {"colon": "：", "comma": "，", "paren_open": "（", "paren_close": "）"},
+    "en": {"colon": ": ", "comma": ", ", "paren_open": " (", "paren_close": ")"},
+}
+
+
 def keep_words(text: str) -> markupsafe.Markup:
     """Return a table header whose words never break inside, for PDF tables.
 
@@ -60,7 +67,12 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, language: str, **context: Any) -> str:
-    """Render template ``name`` in ``language``; the template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``colon`` (after a label) and ``lang``."""
+    """Render template ``name`` in ``language``.
+
+    The template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``lang`` and the punctuation of the
+    language: ``colon`` (after a label), ``comma`` (between clauses), ``list_comma`` (between list items) and
+    ``paren_open``/``paren_close`` (around an aside, with the space English puts before it).
+    """
 
     def money(amount: Any, currency: str) -> str:
         return format_money(amount, currency, language)
@@ -71,6 +83,7 @@ def render(name: str, language: str, **context: Any) -> str:
     def t(key: str, **values: Any) -> str:
         return translate(language, key, **values)
 
-    # A label's colon: full width in Chinese text, as Chinese punctuation is.
-    colon = "：" if language == "zh-CN" else ": "
-    return environment().get_template(name).render(lang=language, t=t, money=money, date=date, capital=capital_amount, colon=colon, **context)
+    return environment().get_template(name).render(
+        lang=language, t=t, money=money, date=date, capital=capital_amount, list_comma=translate(language, "reason.list_comma"),
+        **_PUNCTUATION[language], **context,
+    )

@@ -60,6 +60,12 @@ def test_invoice_line_lists_vouchers_and_amount(language):
     assert f"{words['total']}{words['capital'].format('陆仟元整')} {words['money'].format('6,000.00')}" in text
 
 
+@pytest.mark.parametrize(("language", "contract"), [("zh-CN", "合同 c-1（c-1） 结算期"), ("en", "Contract c-1 (c-1) Billing period")])
+def test_contract_id_in_language_brackets(language, contract):
+    text, _ = pdf_text(language)
+    assert contract in text
+
+
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_title_says_it_is_no_vat_invoice(language):
     text, _ = pdf_text(language)

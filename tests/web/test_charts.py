@@ -8,8 +8,11 @@ import xml.etree.ElementTree as ET
 from valuegate.cloud.web.charts import GainPoint, gain_chart, nice_ticks, pareto_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
-GAIN_LABELS = {"title": "Daily gain", "baseline": "Baseline", "target": "Target", "interval": "95%", "insufficient": "too little data", "no_data": "No data"}
-PARETO_LABELS = {"title": "Pareto", "minutes": "min", "cumulative": "cumulative", "no_data": "No data"}
+GAIN_LABELS = {
+    "title": "Daily gain", "baseline": "Baseline", "target": "Target", "interval": "95%", "insufficient": "too little data", "no_data": "No data",
+    "day_tip": "{date}: {gain} ({interval} {low} – {high})", "day_tip_insufficient": "{date}: {gain} ({interval} {low} – {high}); {insufficient}",
+}
+PARETO_LABELS = {"title": "Pareto", "minutes": "min", "cumulative": "cumulative", "no_data": "No data", "tip": "{reason}: {minutes} {unit} ({cumulative} {share}%)"}
 
 
 def parse(svg) -> ET.Element:
@@ -86,7 +89,7 @@ def test_pareto_orders_and_accumulates():
 
 
 def test_pareto_cuts_long_labels_with_an_ellipsis():
-    chart = str(pareto_chart([("(no reason code)", 3.5), ("jam", 1.0)], labels={"title": "t", "minutes": "min", "cumulative": "cum", "no_data": "-"}))
+    chart = str(pareto_chart([("(no reason code)", 3.5), ("jam", 1.0)], labels={**PARETO_LABELS, "title": "t", "cumulative": "cum", "no_data": "-"}))
     ticks = [node.text for node in ET.fromstring(chart).iter() if node.get("class") == "tick" and node.get("text-anchor") == "middle"]
     assert ticks == ["(no reason co…", "jam"]
     # The tooltip keeps the whole label.

@@ -1,4 +1,4 @@
-"""Chinese pages written as Chinese readers expect: dates and instants, with English pages left as they were."""
+"""Chinese pages written as Chinese readers expect: dates, instants and full-width punctuation, with English pages left as they were."""
 
 from __future__ import annotations
 
@@ -67,3 +67,28 @@ def test_package_times_in_chinese(login, package_id: str) -> None:
     assert re.search(rf"<p>生成于 {CHINESE_INSTANT}</p>", summary)
     english = csm.get(f"/packages/{package_id}/summary.html?language=en").text
     assert re.search(rf"<td>{ENGLISH_INSTANT}</td>", english)
+
+
+def test_chinese_pages_use_full_width_punctuation(login, package_id: str) -> None:
+    csm = login("csm1")
+    page = csm.get("/contracts/C-1?lang=zh-CN").text
+    assert '<span class="user">csm1（客户成功经理）</span>' in page
+    assert re.search(r"（基线 [\d.,-]+ 百分点）", page)
+    assert 'aria-label="一号线 OEE：每日增益趋势"' in page
+    tips, _ = chart_texts(page)
+    assert re.fullmatch(r"2024年5月6日：1\.5（95% 区间 1 – 2）", tips[0]), tips[0]
+    assert re.search(r"<title>jam：[\d,.]+ 停机分钟（累计占比 \d+%）</title>", page)
+    assert "下载（ZIP）" in csm.get(f"/packages/{package_id}?lang=zh-CN").text
+    assert "以密钥对“时间戳.正文”计算" in login("adm1").get("/contracts?lang=zh-CN").text
+
+
+def test_english_pages_keep_ascii_punctuation(login, package_id: str) -> None:
+    csm = login("csm1")
+    page = csm.get("/contracts/C-1?lang=en").text
+    assert '<span class="user">csm1 (customer-success manager)</span>' in page
+    assert re.search(r" \(Baseline [\d.,-]+ percentage points\)", page)
+    assert 'aria-label="Line 1 OEE: Daily gain"' in page
+    tips, _ = chart_texts(page)
+    assert tips[0] == "2024-05-06: 1.5 (95% interval 1 – 2)"
+    assert re.search(r"<title>jam: [\d,.]+ Downtime minutes \(Cumulative share \d+%\)</title>", page)
+    assert "Download (ZIP)" in csm.get(f"/packages/{package_id}?lang=en").text

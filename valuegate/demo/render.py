@@ -78,6 +78,12 @@ _TEXT: dict[str, dict[str, Any]] = {
             "total_time_disagrees": "计算的计划生产时间与控制器 total_time 增量相差超过 1%",
         },
         "detail_note": "（每条说明的原文为英文）",
+        # Chinese text takes full-width punctuation, and a count follows its label (已签发 146).
+        "colon": "：",
+        "comma": "，",
+        "paren_open": "（",
+        "paren_close": "）",
+        "count": "{name} {count}",
         "intro": "以下数值由边缘代理从模拟 PLC 读取的数据计算，经签名凭证传至云端并验证后存储；旁列为录制数据本身公布的数字。",
     },
     "en": {
@@ -123,6 +129,11 @@ _TEXT: dict[str, dict[str, Any]] = {
         "trigger_value_over": "realized value over {amount}",
         "kind": {},
         "detail_note": "",
+        "colon": ": ",
+        "comma": ", ",
+        "paren_open": " (",
+        "paren_close": ")",
+        "count": "{count} {name}",
         "intro": "The numbers below were computed by the edge agent from the simulated PLCs, carried to the cloud in signed vouchers and stored after verification; beside them are the figures the recording itself publishes.",
     },
 }
@@ -139,9 +150,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def _published_text(day: dict[str, Any], t: dict[str, Any]) -> str:
     published = day.get("published") or {}
     if "pause_min" in published:
-        return f"{t['pause']} {published['pause_min']:.1f}, {t['efficiency']} {published['efficiency']:.3f}"
+        return f"{t['pause']} {published['pause_min']:.1f}{t['comma']}{t['efficiency']} {published['efficiency']:.3f}"
     if "auto_time_min" in published:
-        return f"{t['auto_time']} {_fmt(published['auto_time_min'])}, {t['total_time']} {_fmt(published['total_time_min'])}"
+        return f"{t['auto_time']} {_fmt(published['auto_time_min'])}{t['comma']}{t['total_time']} {_fmt(published['total_time_min'])}"
     return ""
 
 
@@ -192,10 +203,20 @@ def _titles(report: dict[str, Any], language: str) -> dict[str, str]:
 
 
 def _finding(finding: dict[str, Any], t: dict[str, Any]) -> str:
-    label = t["kind"].get(finding["kind"])
-    if label is None:
-        return f"{finding['kind']}: {finding['detail']}"
-    return f"{label}: {finding['detail']}"
+    label = t["kind"].get(finding["kind"], finding["kind"])
+    return f"{label}{t['colon']}{finding['detail']}"
+
+
+def _voucher_counts(report: dict[str, Any], t: dict[str, Any]) -> list[str]:
+    """Return each voucher count with its label, in the order issued, verified, stored, reproduced, rejected."""
+    counts = report["vouchers"]
+    return [t["count"].format(name=t[key], count=counts[key]) for key in ("issued", "verified", "stored", "reproduced", "rejected")]
+
+
+def _machine_heading(machine: dict[str, Any], t: dict[str, Any]) -> str:
+    """Return ``filler-01 (bottling-line, Modbus TCP, America/Sao_Paulo)`` with the language's brackets and commas."""
+    details = t["comma"].join((machine["recording"], machine["protocol"], machine["time_zone"]))
+    return f"{machine['id']}{t['paren_open']}{details}{t['paren_close']}"
 
 
 _DAY_COLUMNS = ("date", "planned", "run", "downtime", "idle", "changeover", "availability", "published")
@@ -221,7 +242,7 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
         # Piped output has no width of its own; rich would assume 80 columns and cut the dates.
         console = Console(file=console.file, width=max(console.width, 160))
     for machine in report["machines"]:
-        table = Table(title=f"{machine['id']} ({machine['recording']}, {machine['protocol']}, {machine['time_zone']})", title_justify="left")
+        table = Table(title=_machine_heading(machine, t), title_justify="left")
         # A Chinese date such as 2022年12月31日 takes 14 terminal cells, and the column must never cut one.
         date_width = max((cell_len(_day(day["date"], language)) for day in machine["days"]), default=10)
         for key in _DAY_COLUMNS:
@@ -233,11 +254,7 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
             table.add_row(*_day_cells(day, t, language))
         console.print(table)
 
-    counts = report["vouchers"]
-    console.print(
-        f"{t['vouchers']}: {counts['issued']} {t['issued']}, {counts['verified']} {t['verified']}, {counts['stored']} {t['stored']}, "
-        f"{counts['reproduced']} {t['reproduced']}, {counts['rejected']} {t['rejected']}"
-    )
+    console.print(f"{t['vouchers']}{t['colon']}{t['comma'].join(_voucher_counts(report, t))}")
 
     table = Table(title=t["value"], title_justify="left")
     for key in ("contract", "anchor", "quantity", "running_days", "amount"):
@@ -249,15 +266,16 @@ def print_report(report: dict[str, Any], console: Console, language: str = "en")
     console.print(table)
 
     for invoice in report.get("invoices", []):
-        console.print(f"{t['invoices']}: {invoice['number']} ({_status(invoice['status'], t)}) {_money(invoice['total'], invoice['currency'], language)}")
+        status = f"{t['paren_open']}{_status(invoice['status'], t)}{t['paren_close']}"
+        console.print(f"{t['invoices']}{t['colon']}{invoice['number']}{status} {_money(invoice['total'], invoice['currency'], language)}")
     for package in report.get("renewal_packages", []):
-        console.print(f"{t['packages']}: {package['contract']} · {_trigger(package, t, _titles(report, language), language)} → {package['file']}")
+        console.print(f"{t['packages']}{t['colon']}{package['contract']} · {_trigger(package, t, _titles(report, language), language)} → {package['file']}")
     if report["findings"]:
-        console.print(f"{t['findings']}{t['detail_note']}: {len(report['findings'])}")
+        console.print(f"{t['findings']}{t['detail_note']}{t['colon']}{len(report['findings'])}")
         for finding in report["findings"]:
             console.print(f"  {finding['machine']} {_day(finding.get('date'), language)} {_finding(finding, t)}")
     if "report_html" in report:
-        console.print(f"{t['html_report']}: {report['report_html'][language]}")
+        console.print(f"{t['html_report']}{t['colon']}{report['report_html'][language]}")
 
 
 def report_html(report: dict[str, Any], language: str) -> str:
@@ -269,22 +287,18 @@ def report_html(report: dict[str, Any], language: str) -> str:
         "<style>body{font-family:'Noto Sans CJK SC','Noto Sans',sans-serif;margin:2em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
         "th{background:#f3f3f3}td.n{text-align:right}.finding{color:#8a4b00}</style></head><body>",
-        f"<h1>{e(t['title'])}</h1><p>{e(t['intro'])}</p><p>{e(t['generated'])}: {e(_generated(report, language))}</p>",
+        f"<h1>{e(t['title'])}</h1><p>{e(t['intro'])}</p><p>{e(t['generated'])}{e(t['colon'])}{e(_generated(report, language))}</p>",
     ]
 
     for machine in report["machines"]:
-        parts.append(f"<h2>{e(t['machine'])} {e(machine['id'])} ({e(machine['recording'])}, {e(machine['protocol'])}, {e(machine['time_zone'])})</h2>")
+        parts.append(f"<h2>{e(t['machine'])} {e(_machine_heading(machine, t))}</h2>")
         parts.append("<table><tr>" + "".join(f"<th>{e(t[key])}</th>" for key in _DAY_COLUMNS) + "</tr>")
         for day in machine["days"]:
             cells = _day_cells(day, t, language)
             parts.append("<tr>" + "".join(f'<td class="n">{e(cell)}</td>' for cell in cells[:-1]) + f"<td>{e(cells[-1])}</td></tr>")
         parts.append("</table>")
 
-    counts = report["vouchers"]
-    parts.append(
-        f"<h2>{e(t['vouchers'])}</h2><p>{counts['issued']} {e(t['issued'])} · {counts['verified']} {e(t['verified'])} · "
-        f"{counts['stored']} {e(t['stored'])} · {counts['reproduced']} {e(t['reproduced'])} · {counts['rejected']} {e(t['rejected'])}</p>"
-    )
+    parts.append(f"<h2>{e(t['vouchers'])}</h2><p>{e(' · '.join(_voucher_counts(report, t)))}</p>")
 
     parts.append(f"<h2>{e(t['value'])}</h2><table><tr>")
     parts.append("".join(f"<th>{e(t[key])}</th>" for key in ("contract", "anchor", "quantity", "running_days", "amount")) + "</tr>")
@@ -298,11 +312,14 @@ def report_html(report: dict[str, Any], language: str) -> str:
 
     if report.get("invoices"):
         parts.append(f"<h2>{e(t['invoices'])}</h2><ul>")
-        parts += [f"<li>{e(i['number'])} ({e(_status(i['status'], t))}): {e(_money(i['total'], i['currency'], language))}</li>" for i in report["invoices"]]
+        parts += [
+            f"<li>{e(i['number'])}{e(t['paren_open'])}{e(_status(i['status'], t))}{e(t['paren_close'])}{e(t['colon'])}{e(_money(i['total'], i['currency'], language))}</li>"
+            for i in report["invoices"]
+        ]
         parts.append("</ul>")
     if report.get("renewal_packages"):
         parts.append(f"<h2>{e(t['packages'])}</h2><ul>")
-        parts += [f"<li>{e(p['contract'])}: {e(_trigger(p, t, _titles(report, language), language))} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
+        parts += [f"<li>{e(p['contract'])}{e(t['colon'])}{e(_trigger(p, t, _titles(report, language), language))} → {e(p['file'])}</li>" for p in report["renewal_packages"]]
         parts.append("</ul>")
     if report["findings"]:
         parts.append(f"<h2>{e(t['findings'])}{e(t['detail_note'])}</h2><ul>")
