@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from valuegate.edge.protocol.keyrotation import key_for_seq
+from valuegate.edge.protocol.telemetry_proof import signature_of, verify_telemetry
 from valuegate.edge.protocol.voucher import VoucherError, parse_voucher, verify_voucher, voucher_hash
 
 
@@ -53,6 +54,8 @@ class AckResponder:
         self.lock = threading.Lock()
         self.duplicates = 0
         self.rejected: list[str] = []
+        self.telemetry_keys: set[str] = set()
+        """Public keys (multibase) whose signatures on telemetry verified."""
         self.record_duplicates = 0
         self.deliveries = 0
         self.acks_sent: list[int] = []
@@ -95,6 +98,11 @@ class AckResponder:
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic.endswith("/telemetry"):
+            signature = signature_of(getattr(message.properties, "UserProperty", None))
+            if signature is None or not verify_telemetry(*signature, message.topic, message.payload):
+                self.rejected.append(f"telemetry on {message.topic}: signature missing or invalid")
+                return
+            self.telemetry_keys.add(signature[0])
             self._store_records(message.payload)
             return
         self.deliveries += 1

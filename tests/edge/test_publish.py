@@ -18,6 +18,7 @@ from valuegate.edge import keys, outbox, publish_session
 from valuegate.edge.config import EdgeConfig
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.metrics import AgentMetrics
+from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.publish import ACK_SCHEMA, Publisher
 from valuegate.edge.retention import prune
 from valuegate.edge.spool import SpoolThread
@@ -238,6 +239,8 @@ async def test_telemetry_split_to_broker_packet_limit(tmp_path: Path) -> None:
                 await gw.spool.call(_store_minutes, 900)
                 gw.publisher.notify()
                 assert await wait_until(lambda: cloud.records() == 900, 20)
+                assert cloud.rejected == []
+                assert cloud.telemetry_keys == {public_key_multibase(gw.signer.key.private_key.public_key())}
                 assert gw.publisher.connections == 1
                 assert gw.publisher.metrics.value("valuegate_telemetry_batches_total") >= 900 * 200 // 6000  # records exceed 200 bytes
                 # The ingest can hold the last batch before its PUBACK has reached the agent.
