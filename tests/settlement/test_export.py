@@ -85,7 +85,7 @@ def test_csv_speaks_chinese_by_key():
     assert list(rows[0])[:3] == ["记录类型", "单据编号", "单据类型"]
     assert {r["单据类型"] for r in rows if r["记录类型"] == "合计"} == {"发票", "借项通知单"}
     assert [r["单据编号"] for r in rows if r["记录类型"] == "非常规调整"] == ["NRA-7"]
-    assert rows[0]["计价方式"] == "每 OEE 点·运行日"
+    assert rows[0]["计价方式"] == "按 OEE 点·运行日计价"
 
 
 def test_excluded_vouchers_listed():

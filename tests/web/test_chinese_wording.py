@@ -92,3 +92,14 @@ def test_english_pages_keep_ascii_punctuation(login, package_id: str) -> None:
     assert tips[0] == "2024-05-06: 1.5 (95% interval 1 – 2)"
     assert re.search(r"<title>jam: [\d,.]+ Downtime minutes \(Cumulative share \d+%\)</title>", page)
     assert "Download (ZIP)" in csm.get(f"/packages/{package_id}?lang=en").text
+
+
+@pytest.mark.parametrize(("lang", "price", "kind"), [
+    ("zh-CN", "单价：每 OEE 点·运行日 ¥2,000 ", "按 OEE 点·运行日计价"),
+    ("en", "Unit price: CNY 2,000 per OEE point per running day", "per OEE point per running day"),
+])
+def test_unit_price_reads_naturally(login, lang: str, price: str, kind: str) -> None:
+    assert price in login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    finance = login("fin1")
+    run_id = re.search(r'href="/runs/(\d+)"', finance.get("/contracts/C-1").text).group(1)
+    assert f"<td>{kind}<br>" in finance.get(f"/runs/{run_id}?lang={lang}").text
