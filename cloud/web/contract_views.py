@@ -226,6 +226,7 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
         request, "contract.html", contract=contract, total=total, anchors=anchors, machines=availability, vouchers=vouchers, rejected=rejected,
         chain_findings=chain_findings, adjustments=adjustments, runs=runs, packages=packages, can_adjust=principal.has(*CSM_EDIT),
         can_run=principal.has("finance"), flash=_flash(request, language), modes=MODES,
+        anchor_titles={anchor.id: anchor.title.get(language, anchor.id) for anchor in contract.anchors},
     )
 
 

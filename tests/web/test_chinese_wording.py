@@ -103,3 +103,10 @@ def test_unit_price_reads_naturally(login, lang: str, price: str, kind: str) -> 
     finance = login("fin1")
     run_id = re.search(r'href="/runs/(\d+)"', finance.get("/contracts/C-1").text).group(1)
     assert f"<td>{kind}<br>" in finance.get(f"/runs/{run_id}?lang={lang}").text
+
+
+@pytest.mark.parametrize(("lang", "title"), [("zh-CN", "一号线 OEE"), ("en", "Line 1 OEE")])
+def test_voucher_rows_name_anchor_title(login, lang: str, title: str) -> None:
+    page = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    row = page.split('<tr data-voucher="gw-1:1">', 1)[1].split("</tr>", 1)[0]
+    assert f'<td>{title}<br><small class="muted anchor-id">line-oee</small></td>' in row
