@@ -129,8 +129,11 @@ def _web_parts() -> tuple[list[Any], Any]:
     return list(routes.route_handlers), configure
 
 
-def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
-    """Build the application; it opens its own connection pool at start-up unless ``pool`` is given."""
+def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, listen_url: str | None = None) -> Litestar:
+    """Build the application; it opens its own connection pool at start-up unless ``pool`` is given.
+
+    ``listen_url``, when given, goes into the start-up log line so that operators see where the API answers.
+    """
     set_display_time_zone(settings.display_time_zone)
 
     @contextlib.asynccontextmanager
@@ -139,7 +142,10 @@ def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = No
         app.state.pool = pool if pool is not None else await open_pool(
             settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, name="valuegate-api", wait_s=settings.startup_wait_s
         )
-        log.info("api_started")
+        if listen_url is None:
+            log.info("api_started")
+        else:
+            log.info("api_started", url=listen_url)
         try:
             yield
         finally:

@@ -158,7 +158,9 @@ def serve(
         asyncio.run(wait_for_database(settings.dsn, wait_s=settings.startup_wait_s, name="valuegate-api"))
     except DatabaseUnavailable as exc:
         _database_failed(exc, config, dsn)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    app = create_app(settings, listen_url=f"http://{shown_host}:{settings.port}")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 @cloud_app.command()
