@@ -216,6 +216,7 @@ def build_baseline(anchor: contract.Anchor, days: list[tuple[str, Kpis]]) -> Bas
             f"{required} the contract requires, so no value can be claimed. "
             + (f"Days without enough data: {shown}{more}. " if excluded else "No data was found for the other days. ")
             + "Collect more baseline days or lower baseline.min_days in the contract."
+            + _sufficiency_advice(excluded)
         )
         raise InsufficientBaseline(msg, anchor=anchor.id, covered=len(daily), required=required, excluded=excluded)
 
@@ -300,3 +301,16 @@ def billable_quantity(delta: voucher.Delta, settlement: Literal["point", "lower_
     if settlement == "lower_bound":
         return delta.low
     raise ValueError(f"unknown settlement mode {settlement!r}; use 'point' or 'lower_bound'")
+
+
+def _sufficiency_advice(excluded: dict[str, list[str]]) -> str:
+    """Name the contract's sufficiency limits that excluded baseline days, so the advice points at the real cause."""
+    reasons = [reason for day_reasons in excluded.values() for reason in day_reasons]
+    limits = []
+    if any(reason.startswith("no data for ") for reason in reasons):
+        limits.append("sufficiency.max_offline_share (the share of time without data a day may have)")
+    if any(reason.startswith("planned busy time ") for reason in reasons):
+        limits.append("sufficiency.min_planned_busy_min (the planned busy time a day needs)")
+    if not limits:
+        return ""
+    return f" Days were excluded by {' and '.join(limits)}; change it in the contract only if the plant's data is known to look like this."

@@ -128,6 +128,18 @@ def test_insufficient_baseline_names_days_and_fix():
     assert error.required == 5
     assert "2024-01-04: no data for" in str(error)
     assert "lower baseline.min_days" in str(error)
+    assert "Days were excluded by sufficiency.max_offline_share (the share of time without data a day may have);" in str(error)
+    assert "min_planned_busy_min" not in str(error)
+
+
+def test_insufficient_baseline_names_busy_time_limit():
+    # Both days plan 480 minutes, below a minimum of 600.
+    days = [("2024-01-01", _day(240)), ("2024-01-02", _day(300))]
+    with pytest.raises(InsufficientBaseline) as caught:
+        build_baseline(_anchor(min_days=2, sufficiency=contract.Sufficiency(min_planned_busy_min=600.0)), days)
+    message = str(caught.value)
+    assert "Days were excluded by sufficiency.min_planned_busy_min (the planned busy time a day needs);" in message
+    assert "max_offline_share" not in message
 
 
 def test_duplicate_day_is_rejected():
