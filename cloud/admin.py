@@ -57,13 +57,18 @@ class Admin:
     async def add_key(
         self, tenant_id: str, gateway_id: str, public_key: str, *, valid_from: dt.datetime | None = None, valid_until: dt.datetime | None = None
     ) -> dict[str, Any]:
-        """Register a gateway's public key (multibase or did:key); ``valid_from`` defaults to now."""
+        """Register a gateway's public key (multibase or did:key); ``valid_from`` defaults to now, which rejects vouchers signed earlier."""
         async with self.conn.transaction():
             return await store.add_gateway_key(self.conn, tenant_id, gateway_id, public_key, valid_from=valid_from, valid_until=valid_until, actor=self.actor)
 
     async def revoke_key(self, tenant_id: str, gateway_id: str, key_id: int, reason: str) -> dict[str, Any]:
         async with self.conn.transaction():
             return await store.revoke_gateway_key(self.conn, tenant_id, gateway_id, key_id, reason, actor=self.actor)
+
+    async def move_key_valid_from(self, tenant_id: str, gateway_id: str, key_id: int, valid_from: dt.datetime, *, reason: str = "") -> dict[str, Any]:
+        """Move the start of a key's validity earlier; raise Invalid for a later start and Conflict for a revoked key."""
+        async with self.conn.transaction():
+            return await store.move_key_valid_from(self.conn, tenant_id, gateway_id, key_id, valid_from, reason=reason, actor=self.actor)
 
     async def register_rotation(self, tenant_id: str, gateway_id: str, statement: dict[str, Any]) -> dict[str, Any]:
         """Register a gateway's next key from a rotation statement signed by its current key."""

@@ -108,21 +108,82 @@ def machine_move(
         typer.echo(f"note: no gateway has sent telemetry of machine {machine} yet; check the id against the tag map", err=True)
 
 
+def _public_key_file(path: Path, tenant: str, gateway: str) -> tuple[str, dt.datetime | None]:
+    """Read the verification method and key creation time from a `valuegate keys export-public` file."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read {path} as the JSON of `valuegate keys export-public`: {exc}", err=True)
+        raise typer.Exit(2) from None
+    method = data.get("verification_method") if isinstance(data, dict) else None
+    if not isinstance(method, str):
+        typer.echo(f"error: {path} has no verification_method; write it with `valuegate keys export-public -c edge.yaml > {path.name}`", err=True)
+        raise typer.Exit(2)
+    for field, expected in (("tenant", tenant), ("gateway", gateway)):
+        if data.get(field) not in (None, expected):
+            typer.echo(f"error: {path} is the key of {field} {data[field]!r}, not {expected!r}; check the file and the arguments", err=True)
+            raise typer.Exit(2)
+    created = data.get("created")
+    return method, _instant(created, f"created in {path}") if isinstance(created, str) else None
+
+
 @admin_app.command("key-add")
 def key_add(
-    tenant: str, gateway: str, public_key: str = typer.Argument(..., help="Multibase (z6Mk...) or did:key public key."),
-    valid_from: str | None = typer.Option(None, help="Start of validity (ISO 8601 with zone); default now."),
+    tenant: str, gateway: str,
+    public_key: str = typer.Argument(..., help="The JSON file of `valuegate keys export-public`, or a multibase (z6Mk...) or did:key public key."),
+    valid_from: str | None = typer.Option(
+        None, help="Start of validity (ISO 8601 with zone); default the key's creation time from an export-public file, else now."
+    ),
     valid_until: str | None = typer.Option(None, help="End of validity (ISO 8601 with zone); default open."),
     config: Path | None = ConfigOption, dsn: str | None = DsnOption,
 ) -> None:  # fmt: skip
-    """Register a gateway's signing key."""
+    """Register a gateway's signing key.
+
+    Vouchers the agent signed before the key's start are rejected, so give
+    the export-public file, whose creation time becomes the start.
+    """
+    start = _instant(valid_from, "valid_from")
+    source = Path(public_key)
+    created = None
+    if public_key.endswith(".json") or source.is_file():
+        if not source.is_file():
+            typer.echo(f"error: public key file {public_key} not found; write it with `valuegate keys export-public -c edge.yaml > {source.name}`", err=True)
+            raise typer.Exit(2)
+        public_key, created = _public_key_file(source, tenant, gateway)
+    start = start or created
 
     async def run() -> dict[str, Any]:
         async with _admin(config, dsn) as admin:
-            return await admin.add_key(tenant, gateway, public_key, valid_from=_instant(valid_from, "valid_from"), valid_until=_instant(valid_until, "valid_until"))
+            return await admin.add_key(tenant, gateway, public_key, valid_from=start, valid_until=_instant(valid_until, "valid_until"))
 
     row = run_sync(run())
-    typer.echo(f"key {row['id']} registered for gateway {gateway}")
+    typer.echo(f"key {row['id']} registered for gateway {gateway}, valid from {row['valid_from'].isoformat()}")
+    if start is None:
+        typer.echo(
+            f"note: vouchers the agent signed before now are rejected as key_not_valid; move the start back to the key's creation time "
+            f"with `valuegate cloud admin key-valid-from {tenant} {gateway} {row['id']} CREATED` if the agent already ran with this key",
+            err=True,
+        )
+
+
+@admin_app.command("key-valid-from")
+def key_valid_from(
+    tenant: str, gateway: str, key_id: int,
+    valid_from: str = typer.Argument(..., help="New, earlier start of validity (ISO 8601 with zone), usually the key's creation time."),
+    reason: str = typer.Option("", help="Why, for the audit log."),
+    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Move a registered key's validity start earlier, so that vouchers signed before its registration are stored at the next resend."""
+    start = _instant(valid_from, "valid_from")
+
+    async def run() -> dict[str, Any]:
+        async with _admin(config, dsn) as admin:
+            return await admin.move_key_valid_from(tenant, gateway, key_id, start, reason=reason)  # type: ignore[arg-type]
+
+    row = run_sync(run())
+    typer.echo(f"key {key_id} of gateway {gateway} valid from {row['valid_from'].isoformat()}")
 
 
 @admin_app.command("key-revoke")

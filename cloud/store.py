@@ -37,6 +37,7 @@ __all__ = (
     "add_gateway_key",
     "list_gateway_keys",
     "revoke_gateway_key",
+    "move_key_valid_from",
     "register_rotation",
     "utcnow",
 )
@@ -233,7 +234,12 @@ async def add_gateway_key(
     )
     row = await cur.fetchone()
     if row is None:
-        raise Conflict(f"key {multibase} is already registered for gateway {gateway_id!r}", code="key_exists")
+        await cur.execute("SELECT id FROM gateway_keys WHERE gateway_id = %s AND public_key = %s", (gateway_id, multibase))
+        existing = await cur.fetchone()
+        key_id = existing["id"] if existing else "KEY_ID"
+        msg = (f"key {multibase} is already registered for gateway {gateway_id!r} as key {key_id}; move its start earlier with "
+               f"`valuegate cloud admin key-valid-from {tenant_id} {gateway_id} {key_id} INSTANT` or POST .../keys/{key_id}/valid-from")  # fmt: skip
+        raise Conflict(msg, code="key_exists")
     detail = {"public_key": multibase, "valid_from": valid_from.isoformat(), "valid_until": valid_until.isoformat() if valid_until else None}
     await audit(conn, tenant_id=tenant_id, actor=actor, action="key.register", object_type="gateway_key", object_id=str(row["id"]), detail=detail)
     return row
@@ -255,6 +261,34 @@ async def revoke_gateway_key(conn: Conn, tenant_id: str, gateway_id: str, key_id
     row = await cur.fetchone()
     await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail={"reason": reason})
     return row  # type: ignore[return-value]
+
+
+async def move_key_valid_from(
+    conn: Conn, tenant_id: str, gateway_id: str, key_id: int, valid_from: dt.datetime, *, reason: str = "", actor: str = "admin"
+) -> dict[str, Any]:
+    """Move the start of a key's validity earlier, so that vouchers the gateway signed before registration verify.
+
+    Only earlier: a later start would reject vouchers already stored, and a key
+    is ended by revoking it. A revoked key stays revoked, so it raises Conflict.
+    """
+    valid_from = _aware(valid_from, "valid_from")  # type: ignore[assignment]
+    sql = f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s AND id = %s FOR UPDATE"
+    row = await _one(conn, sql, (tenant_id, gateway_id, key_id), f"key {key_id} of gateway {gateway_id!r} not found")
+    if row["revoked_at"] is not None:
+        msg = f"key {key_id} of gateway {gateway_id!r} was revoked at {row['revoked_at'].isoformat()}; register a new key instead of moving its validity"
+        raise Conflict(msg, code="key_revoked")
+    if valid_from > row["valid_from"]:
+        msg = (f"valid_from {valid_from.isoformat()} is later than key {key_id}'s current start {row['valid_from'].isoformat()}; "
+               "it can only move earlier, and `valuegate cloud admin key-revoke` ends a key")  # fmt: skip
+        raise Invalid(msg, code="invalid_validity")
+    if valid_from == row["valid_from"]:
+        return row
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"UPDATE gateway_keys SET valid_from = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (valid_from, key_id))
+    moved = await cur.fetchone()
+    detail = {"previous_valid_from": row["valid_from"].isoformat(), "valid_from": valid_from.isoformat(), "reason": reason}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.valid_from", object_type="gateway_key", object_id=str(key_id), detail=detail)
+    return moved  # type: ignore[return-value]
 
 
 async def register_rotation(conn: Conn, tenant_id: str, gateway_id: str, statement: dict[str, Any], *, actor: str = "admin") -> dict[str, Any]:

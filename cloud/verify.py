@@ -154,6 +154,14 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
     if issued_at < key.valid_from or (key.valid_until is not None and issued_at >= key.valid_until):
         until = key.valid_until.isoformat() if key.valid_until else "open end"
         msg = f"voucher issued at {issued_at.isoformat()} lies outside key {key.key_id}'s validity {key.valid_from.isoformat()} .. {until}"
+        if issued_at < key.valid_from:
+            # Typical after a key registered with the default start (now) while the agent already signed with it.
+            msg += (
+                f"; when the gateway signed it before the key was registered, move the key's start to its creation time "
+                f"(`created` in `valuegate keys export-public`) with `valuegate cloud admin key-valid-from {gateway.tenant_id} "
+                f"{gateway.gateway_id} {key.key_id} CREATED` or POST /api/v1/gateways/{gateway.gateway_id}/keys/{key.key_id}/valid-from, "
+                "and the next resend stores it"
+            )
         raise VoucherError("key_not_valid", msg, voucher_id=vid)
     return key
 

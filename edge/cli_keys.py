@@ -48,13 +48,20 @@ def new(config_path: Path = _CONFIG, replace_lost: bool = _REPLACE_LOST) -> None
     except KeyFileError as exc:
         raise _fail(exc) from exc
     typer.echo(key.verification_method)
+    # The export file carries the key's creation time, which key-add takes as the start of validity, so
+    # vouchers the agent signs before the registration are accepted too.
+    register_hint = (
+        f"`valuegate keys export-public -c {config_path} > {config.gateway}.pub.json`, then in the cloud "
+        f"`valuegate cloud admin key-add {config.tenant} {config.gateway} {config.gateway}.pub.json`"
+    )
     if replace_lost:
         typer.echo(
-            "note: no earlier key signed for this one. Register it in the cloud with `valuegate cloud admin key-add "
-            f"{config.tenant} {config.gateway} {key.verification_method}` before the agent's next voucher, and revoke "
-            "the lost key with `valuegate cloud admin key-revoke` if it may have been copied",
+            f"note: no earlier key signed for this one. Register it with {register_hint}, and revoke the lost key "
+            "with `valuegate cloud admin key-revoke` if it may have been copied",
             err=True,
         )
+    else:
+        typer.echo(f"note: register the key with {register_hint}", err=True)
 
 
 @keys_app.command("rotate")
@@ -92,11 +99,18 @@ def rotate(config_path: Path = _CONFIG) -> None:
     finally:
         spool.close()
     typer.echo(json.dumps(statement, indent=2))
+    typer.echo(
+        f"note: the agent signs from seq {from_seq} on with the new key and publishes this statement in its status "
+        "(at once while it runs, else at its next start); the cloud then registers the new key by itself. Only when the cloud "
+        f"lists no key from seq {from_seq} for {config.gateway}, register it by hand: `valuegate keys export-public -c {config_path} "
+        f"> rotations.json` and `valuegate cloud admin key-rotate {config.tenant} {config.gateway} rotations.json`",
+        err=True,
+    )
 
 
 @keys_app.command("export-public")
 def export_public(config_path: Path = _CONFIG) -> None:
-    """Print the public key, its did:key and the rotation statements as JSON, for registering the gateway in the cloud."""
+    """Print the public key, its did:key, its creation time and the rotation statements as JSON, for `cloud admin key-add`."""
     from valuegate.edge.keys import KeyFileError
     from valuegate.edge.keys import export_public as export
 

@@ -1,7 +1,9 @@
 """The gateway's Ed25519 signing key on disk: creation, permission checks, rotation.
 
-The key folder contains ``gateway.key`` (PKCS#8 PEM, mode 0600) and
-``rotations.json``, the signed key-rotation statements in order. A rotation
+The key folder contains ``gateway.key`` (PKCS#8 PEM, mode 0600),
+``gateway.key.json`` (the key's did:key and creation time, which the cloud
+takes as the start of the key's validity) and ``rotations.json``, the
+signed key-rotation statements in order. A rotation
 first writes the next key as ``gateway.key.next`` and appends its statement,
 then renames the file over ``gateway.key``; :func:`load_signing_key` finishes
 a rotation that a crash interrupted between those steps.
@@ -20,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .protocol.keyrotation import build_rotation, parse_rotation
+from .protocol.keyrotation import RotationError, build_rotation, parse_rotation
 from .protocol.keys import public_key_multibase, verification_method
 
 __all__ = (
@@ -32,10 +34,12 @@ __all__ = (
     "rotate_key",
     "read_rotations",
     "export_public",
+    "key_created",
 )
 
 KEY_FILE = "gateway.key"
 NEXT_FILE = "gateway.key.next"
+CREATED_FILE = "gateway.key.json"
 ROTATIONS_FILE = "rotations.json"
 
 
@@ -64,6 +68,10 @@ class KeyFiles:
     @property
     def rotations(self) -> Path:
         return self.folder / ROTATIONS_FILE
+
+    @property
+    def created(self) -> Path:
+        return self.folder / CREATED_FILE
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,36 @@ def _write_rotations(folder: Path, statements: list[dict[str, Any]]) -> None:
     _fsync_folder(folder)
 
 
+def _utc_now_s() -> str:
+    # Whole seconds, cut down as the agent cuts issued_at, so that no voucher of the key is stamped before it.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _write_created(folder: Path, method: str, created: str) -> None:
+    path = KeyFiles(folder).created
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps({"verification_method": method, "created": created}), encoding="utf-8")
+    os.replace(staging, path)
+
+
+def key_created(folder: Path, method: str) -> str | None:
+    """Return when the key ``method`` was created, from ``gateway.key.json`` or its rotation statement; None when neither records it."""
+    try:
+        record = json.loads(KeyFiles(folder).created.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("verification_method") == method and isinstance(record.get("created"), str):
+        return record["created"]
+    for statement in reversed(read_rotations(folder)):
+        try:
+            claims = parse_rotation(statement)
+        except RotationError:
+            continue
+        if claims.next_key == method:
+            return claims.created
+    return None
+
+
 def create_key(folder: Path, *, replace_lost: bool = False) -> SigningKey:
     """Create the gateway's first key; raises :class:`KeyFileError` when one exists.
 
@@ -183,9 +221,12 @@ def create_key(folder: Path, *, replace_lost: bool = False) -> SigningKey:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         os.replace(files.rotations, files.folder / f"rotations.replaced-{stamp}.json")
     private_key = Ed25519PrivateKey.generate()
+    created = _utc_now_s()
     _write_private(files.key, private_key, replace=False)
+    key = SigningKey.of(private_key)
+    _write_created(folder, key.verification_method, created)
     _fsync_folder(folder)
-    return SigningKey.of(private_key)
+    return key
 
 
 def check_key_file(folder: Path) -> bool:
@@ -227,16 +268,21 @@ def rotate_key(folder: Path, *, tenant: str, site: str, gateway: str, from_seq: 
     _write_private(files.next, next_key, replace=True)
     _write_rotations(folder, [*statements, statement])
     os.replace(files.next, files.key)
+    _write_created(folder, verification_method(next_key.public_key()), created)
     _fsync_folder(folder)
     return statement
 
 
 def export_public(folder: Path) -> dict[str, Any]:
-    """Return the public part of the key folder: the current key, its did:key and the rotation statements."""
+    """Return the public part of the key folder: the current key, its did:key, its creation time and the rotation statements.
+
+    ``created`` is None for a key made before ``keys new`` recorded it.
+    """
     key = load_signing_key(folder)
     public = key.private_key.public_key()
     return {
         "verification_method": key.verification_method,
         "public_key_multibase": public_key_multibase(public),
+        "created": key_created(folder, key.verification_method),
         "rotations": read_rotations(folder),
     }

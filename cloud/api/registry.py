@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody
 from .. import store
 from ..auth import requires
 from .deps import Conn, caller
-from .schemas import GatewayIn, KeyIn, KeyRevokeIn, RotationIn, SiteIn, TenantPatch
+from .schemas import GatewayIn, KeyIn, KeyRevokeIn, KeyValidFromIn, RotationIn, SiteIn, TenantPatch
 
 __all__ = ("RegistryController",)
 
@@ -74,6 +74,13 @@ class RegistryController(Controller):
     async def revoke_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], key_id: FromPath[int], data: JSONBody[KeyRevokeIn]) -> dict[str, Any]:
         principal = caller(request)
         return await store.revoke_gateway_key(conn, principal.tenant_id, gateway_id, key_id, data.reason, actor=principal.actor)
+
+    @post("/gateways/{gateway_id:str}/keys/{key_id:int}/valid-from", guards=[requires("admin")], status_code=200, summary="Move a gateway key's validity start earlier")
+    async def move_key_valid_from(
+        self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], key_id: FromPath[int], data: JSONBody[KeyValidFromIn]
+    ) -> dict[str, Any]:
+        principal = caller(request)
+        return await store.move_key_valid_from(conn, principal.tenant_id, gateway_id, key_id, data.valid_from, reason=data.reason, actor=principal.actor)
 
     @post("/gateways/{gateway_id:str}/rotations", guards=[requires("admin")], summary="Register the next key from a rotation statement signed by the current key")
     async def rotate_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], data: JSONBody[RotationIn]) -> dict[str, Any]:

@@ -67,6 +67,13 @@ class KeyRevokeIn(_Body):
     reason: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=500)]
 
 
+class KeyValidFromIn(_Body):
+    """An earlier start of a key's validity, and why it moves, for the audit log."""
+
+    valid_from: dt.datetime
+    reason: Annotated[SingleLine, msgspec.Meta(max_length=500)] = ""
+
+
 class RotationIn(_Body):
     """A key-rotation statement (schema ``valuegate/keyrotation/v1``) signed by the gateway's current key."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -110,14 +111,17 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
     path = write_config(tmp_path, 1883)
     state = tmp_path / "state"
     created = runner.invoke(app, ["keys", "new", "--config", str(path)])
-    first_key = created.output.strip()
+    first_key = created.stdout.strip()
     signer = VoucherSigner(state / "keys", tenant="acme", site="suzhou", gateway="gw-1")
     spool = Spool(state / "spool.db")
     before = issue_synthetic(spool, signer, 3, first_date="2026-01-01")
 
     rotated = runner.invoke(app, ["keys", "rotate", "--config", str(path)])
     assert rotated.exit_code == 0, rotated.output
-    statement = json.loads(rotated.output)
+    statement = json.loads(rotated.stdout)
+    # The statement goes to standard output alone; the next step goes to standard error.
+    assert "the agent signs from seq 4 on with the new key and publishes this statement in its status" in rotated.stderr
+    assert "`valuegate cloud admin key-rotate acme gw-1 rotations.json`" in rotated.stderr
     assert verify_rotation(statement).ok
     assert statement["credentialSubject"]["from_seq"] == 4
     assert statement["credentialSubject"]["previous_key"] == first_key
@@ -139,6 +143,20 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
         assert check.verification_method == key_for_seq(first_key, exported["rotations"], voucher["credentialSubject"]["seq"])
     assert {verify_voucher(v).verification_method for v in after} == {exported["verification_method"]}
     assert exported["verification_method"] != first_key
+
+
+def test_keys_new_names_register_step(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    created = runner.invoke(app, ["keys", "new", "--config", str(path)])
+    assert created.exit_code == 0, created.output
+    assert f"`valuegate keys export-public -c {path} > gw-1.pub.json`" in created.stderr
+    assert "`valuegate cloud admin key-add acme gw-1 gw-1.pub.json`" in created.stderr
+    exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).stdout)
+    assert exported["verification_method"] == created.stdout.strip()
+    # Whole seconds, cut down as the agent cuts a voucher's issued_at.
+    assert before <= dt.datetime.fromisoformat(exported["created"]) <= dt.datetime.now(dt.UTC)
+    assert "." not in exported["created"]
 
 
 def test_key_commands_need_no_mqtt_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,13 +196,15 @@ def test_lost_key_replaced_after_rotation(tmp_path: Path) -> None:
     assert "`valuegate keys new --replace-lost`" in refused.output
     replaced = runner.invoke(app, ["keys", "new", "--replace-lost", "--config", str(path)])
     assert replaced.exit_code == 0, replaced.output
-    new_key = replaced.output.splitlines()[0]
-    assert f"valuegate cloud admin key-add acme gw-1 {new_key}" in replaced.output
+    new_key = replaced.stdout.strip()
+    assert "`valuegate cloud admin key-add acme gw-1 gw-1.pub.json`" in replaced.stderr
+    assert "revoke the lost key" in replaced.stderr
     (kept,) = folder.glob("rotations.replaced-*.json")
     assert kept.read_text() == statements
-    exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).output)
+    exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).stdout)
     assert exported["verification_method"] == new_key
     assert exported["rotations"] == []
+    assert exported["created"] is not None
     # A working key is replaced by rotation, never by --replace-lost.
     again = runner.invoke(app, ["keys", "new", "--replace-lost", "--config", str(path)])
     assert again.exit_code == 1

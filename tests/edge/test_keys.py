@@ -120,3 +120,25 @@ def test_export_public_holds_no_private_key(tmp_path: Path) -> None:
     assert exported["public_key_multibase"] in exported["verification_method"]
     assert public is not None
     assert "PRIVATE" not in repr(exported)
+
+
+def test_creation_time_recorded(tmp_path: Path) -> None:
+    first = keys.create_key(tmp_path)
+    created = keys.export_public(tmp_path)["created"]
+    assert created == keys.key_created(tmp_path, first.verification_method)
+    assert created is not None
+    keys.rotate_key(tmp_path, tenant="t", site="s", gateway="g", from_seq=3, created="2026-02-01T00:00:00Z")
+    second = keys.load_signing_key(tmp_path)
+    assert keys.export_public(tmp_path)["created"] == "2026-02-01T00:00:00Z"
+    # The file names one key only, so the earlier key's time is gone.
+    assert keys.key_created(tmp_path, first.verification_method) is None
+
+    # Without gateway.key.json, as in a folder made before it existed, the rotation statement still dates the key.
+    (tmp_path / "gateway.key.json").unlink()
+    assert keys.key_created(tmp_path, second.verification_method) == "2026-02-01T00:00:00Z"
+
+
+def test_creation_time_unknown_is_none(tmp_path: Path) -> None:
+    keys.create_key(tmp_path)
+    (tmp_path / "gateway.key.json").write_text("{not json", encoding="utf-8")
+    assert keys.export_public(tmp_path)["created"] is None
