@@ -288,15 +288,32 @@ async def store_vouchers(conn: Conn, items: Sequence[CheckedVoucher | PendingVou
 
 
 async def store_rejections(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
-    """Insert rejection rows ``(kind, topic, tenant, gateway, voucher_id, contract, code, reason, sha256, size, payload)``."""
+    """Store rejection rows ``(kind, topic, tenant, gateway, voucher_id, contract, code, reason, sha256, size, payload)``.
+
+    A payload rejected again for the same code on the same topic adds to the
+    existing row's ``received_count`` and moves its ``last_received_at``. The
+    row takes the new reason and keeps a voucher id and contract found before.
+    ``ON CONFLICT`` lets ingest workers store the same repeat concurrently, and
+    the rows go in one order, so two batches never lock each other's rows in
+    reverse order.
+    """
     if not rows:
         return
     await touch_contracts(conn, {(row[2], row[5]) for row in rows if row[2] is not None and row[5] is not None})
+    # Repeats within the batch become one row with their count, and the last one's reason and hints.
+    merged: dict[tuple[str, str, str], tuple[tuple[Any, ...], int]] = {}
+    for row in rows:
+        key = (row[8], row[6], row[1])
+        _, count = merged.get(key, (row, 0))
+        merged[key] = (row, count + 1)
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO rejections (kind, topic, tenant_id, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            rows,
+            "INSERT INTO rejections (kind, topic, tenant_id, gateway_id, voucher_id, contract_id, code, reason, payload_sha256, payload_size, payload,"
+            " received_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (payload_sha256, code, md5(topic)) DO UPDATE SET received_count = rejections.received_count + excluded.received_count,"
+            " last_received_at = excluded.last_received_at, reason = excluded.reason,"
+            " voucher_id = coalesce(excluded.voucher_id, rejections.voucher_id), contract_id = coalesce(excluded.contract_id, rejections.contract_id)",
+            [(*row, count) for _, (row, count) in sorted(merged.items(), key=lambda item: item[0])],
         )
 
 

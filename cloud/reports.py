@@ -111,7 +111,10 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
             pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
         )
     cur = await conn.execute(
-        f"SELECT count(*) FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}", (tenant_id, contract_id)
+        # One voucher may be rejected for several causes (or under several payloads), so the count is of distinct vouchers.
+        "SELECT count(DISTINCT coalesce(r.voucher_id, r.payload_sha256)) FROM rejections r"
+        f" WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}",
+        (tenant_id, contract_id),
     )
     (rejected,) = await cur.fetchone()
 
@@ -175,8 +178,9 @@ async def contract_vouchers(
     cur = conn.cursor(row_factory=dict_row)
     if state == "rejected":
         await cur.execute(
-            "SELECT r.id, r.received_at, r.voucher_id, r.gateway_id, r.code, r.reason, 'rejected' AS state FROM rejections r"
-            f" WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL} ORDER BY r.received_at DESC, r.id DESC LIMIT %s OFFSET %s",
+            "SELECT r.id, r.received_at, r.last_received_at, r.received_count, r.voucher_id, r.gateway_id, r.code, r.reason, 'rejected' AS state"
+            f" FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}"
+            " ORDER BY r.last_received_at DESC, r.id DESC LIMIT %s OFFSET %s",
             (tenant_id, contract_id, limit, offset),
         )
         return {"items": with_actions(tenant_id, await cur.fetchall()), "limit": limit, "offset": offset}
@@ -274,11 +278,18 @@ def with_actions(tenant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, A
 
 
 async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """List every rejection of the tenant, newest first; ``superseded`` is true once a voucher of the same id was stored after it."""
+    """List every rejection of the tenant, the most recently received first.
+
+    A row is one payload rejected for one code on one topic:
+    ``received_at`` is its first receipt, ``last_received_at`` its latest and
+    ``received_count`` how many times it arrived. ``superseded`` is true once
+    the same payload was stored as a voucher after its first receipt.
+    """
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT r.id, r.received_at, r.kind, r.topic, r.gateway_id, r.voucher_id, r.contract_id, r.code, r.reason, r.payload_sha256, r.payload_size,"
-        f" {SUPERSEDED_SQL} AS superseded FROM rejections r WHERE r.tenant_id = %s ORDER BY r.received_at DESC, r.id DESC LIMIT %s OFFSET %s",
+        "SELECT r.id, r.received_at, r.last_received_at, r.received_count, r.kind, r.topic, r.gateway_id, r.voucher_id, r.contract_id, r.code, r.reason,"
+        f" r.payload_sha256, r.payload_size, {SUPERSEDED_SQL} AS superseded FROM rejections r WHERE r.tenant_id = %s"
+        " ORDER BY r.last_received_at DESC, r.id DESC LIMIT %s OFFSET %s",
         (tenant_id, limit, offset),
     )
     return with_actions(tenant_id, await cur.fetchall())
