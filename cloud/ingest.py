@@ -7,6 +7,8 @@ checks it, stores it in one transaction and only then acknowledges the
 MQTT messages (manual PUBACK) and publishes each touched gateway's ``ack``
 and, for a gap, a ``resend``. A rejected message is stored in
 ``rejections`` with its reason and acknowledged, so it is not redelivered.
+The same payload rejected again for the same code on the same topic
+adds to its row's ``received_count`` instead of adding a row.
 Named workers keep their broker session while stopped (see
 ``valuegate.cloud.ingest_link``), so nothing sent meanwhile is lost.
 """
@@ -49,6 +51,8 @@ __all__ = ("IngestError", "IngestWorker", "subscriptions")
 
 log = structlog.get_logger("valuegate.cloud.ingest")
 REJECTION_LOG_INTERVAL_S = 60.0
+# Shared by every worker of the process, so that `cloud ingest --workers N` logs a repeated rejection once, not N times.
+_REJECTION_LOG = RejectionLog(REJECTION_LOG_INTERVAL_S)
 _PAYLOAD_KEEP = 64 * 1024
 
 
@@ -103,7 +107,7 @@ class IngestWorker:
         self._pool = pool
         self._own_pool = pool is None
         self._inbox: collections.deque[_Message] = collections.deque()
-        self._rejection_log = RejectionLog(REJECTION_LOG_INTERVAL_S)
+        self._rejection_log = _REJECTION_LOG
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
@@ -303,8 +307,8 @@ class IngestWorker:
                  digest, len(message.payload), message.payload[:_PAYLOAD_KEEP])
             )  # fmt: skip
             metrics.REJECTIONS.labels(kind, code).inc()
-            # Every rejection is stored and counted; the log gets one line per kind, code and topic a minute.
-            self._rejection_log(started, kind, code, message.topic, vid, reason)
+            # Every rejection is stored and counted; the process logs one line per kind, code and topic a minute.
+            self._rejection_log(started, kind, code, message.topic, vid, reason, worker=self.name)
 
         async with self.pool.connection() as conn:
             async with conn.transaction():

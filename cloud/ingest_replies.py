@@ -109,14 +109,19 @@ class GatewayReplies:
 
 
 class RejectionLog:
-    """Logs one warning per rejection kind, code and topic per ``interval_s``, with the count held back since."""
+    """Logs one warning per rejection kind, code and topic per ``interval_s``, with the count held back since.
+
+    The workers of one process share one instance (see ``valuegate.cloud.ingest``), so
+    the limit holds per process, whichever worker received the message. The
+    workers run on one event loop, so no lock is needed.
+    """
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self._logged: dict[tuple[str, str, str], float] = {}
         self._held: dict[tuple[str, str, str], int] = {}
 
-    def __call__(self, now: float, kind: str, code: str, topic: str, voucher_id: str | None, reason: str) -> None:
+    def __call__(self, now: float, kind: str, code: str, topic: str, voucher_id: str | None, reason: str, *, worker: str) -> None:
         key = (kind, code, topic)
         last = self._logged.get(key)
         if last is not None and now - last < self.interval_s:
@@ -128,4 +133,4 @@ class RejectionLog:
             self._held.clear()
         self._logged[key] = now
         held = self._held.pop(key, 0)
-        log.warning("ingest_rejected", kind=kind, code=code, topic=topic, voucher_id=voucher_id, reason=reason, repeats_not_logged=held)
+        log.warning("ingest_rejected", worker=worker, kind=kind, code=code, topic=topic, voucher_id=voucher_id, reason=reason, repeats_not_logged=held)

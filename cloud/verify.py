@@ -22,11 +22,15 @@ __all__ = (
     "PendingVoucher",
     "parse_topic",
     "parse_instant",
+    "key_text",
     "mismatch_reason",
     "precheck_voucher",
     "check_voucher",
     "signed_claims",
 )
+
+# Longest public key a rejection reason shows whole; see key_text.
+_KEY_TEXT_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,17 @@ def mismatch_reason(kind: str, named: tuple[str, str, str], topic: Topic) -> str
             "check tenant, site and gateway in the gateway's configuration")  # fmt: skip
 
 
+def key_text(multibase: str) -> str:
+    """Return a public key as rejection reasons show it: whole, so that it can be compared with the gateway's key.
+
+    An Ed25519 key in multibase form has 48 characters. The value comes from
+    the message, so one longer than ``_KEY_TEXT_MAX`` is cut, with its length.
+    """
+    if len(multibase) <= _KEY_TEXT_MAX:
+        return multibase
+    return f"{multibase[:16]}... ({len(multibase)} characters)"
+
+
 def parse_instant(value: Any, field: str, voucher_id: str | None = None) -> dt.datetime:
     """Parse an RFC 3339 timestamp that must carry a zone; a naive one is rejected."""
     if not isinstance(value, str):
@@ -139,7 +154,8 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
     multibase = issuer.removeprefix("did:key:")
     key = next((k for k in gateway.keys if k.public_key == multibase), None)
     if key is None:
-        raise VoucherError("key_unknown", f"key {multibase} is not registered for gateway {gateway.gateway_id!r}; register it first", voucher_id=vid)
+        msg = f"the voucher is signed by key {key_text(multibase)}, which is not registered for gateway {gateway.gateway_id!r}; register it first"
+        raise VoucherError("key_unknown", msg, voucher_id=vid)
     if key.revoked_at is not None and key.revoked_at <= now:
         raise VoucherError("key_revoked", f"key {key.key_id} of gateway {gateway.gateway_id!r} was revoked at {key.revoked_at.isoformat()}", voucher_id=vid)
     seq = int(vid.rpartition(":")[2])
