@@ -428,6 +428,7 @@ class EdgeAgent:
         m = self.metrics
         connected = bool(m.value("valuegate_mqtt_connected"))
         taken_over = self.publisher.taken_over if hasattr(self, "publisher") else False
+        repeated = self.publisher.resend_watch.repeated() if hasattr(self, "publisher") else None
         return {
             "ok": connected and not taken_over and not m.value("valuegate_spool_alarm"),
             "gateway": self.config.gateway,
@@ -437,6 +438,8 @@ class EdgeAgent:
             "outbox_depth": int(m.value("valuegate_outbox_depth")),
             "oldest_unacked_voucher_age_s": m.value("valuegate_oldest_unacked_voucher_age_seconds"),
             "spool_alarm": bool(m.value("valuegate_spool_alarm")),
+            # Reported, but not part of "ok": the agent works, and the cause and its fix are on the cloud's side.
+            "resend_repeated": repeated.as_dict() if repeated else None,
             # Reported, but not part of "ok": a PLC that is down loses no data already read, and the agent keeps retrying.
             "devices_connected": {device: bool(m.value("valuegate_device_connected", device=device)) for device in self._device_ids()},
         }

@@ -64,6 +64,11 @@ class AgentMetrics:
         self.unpublished_records = Gauge("valuegate_unpublished_records", "Per-minute records not yet accepted by the broker", registry=r)
         self.acked_through = Gauge("valuegate_acked_through", "Highest voucher sequence the cloud acknowledged", registry=r)
         self.publish_retries = Counter("valuegate_publish_retries_total", "Times vouchers were published again (ack timeout or resend)", registry=r)
+        self.resend_repeated_seq = Gauge(
+            "valuegate_resend_repeated_from_seq",
+            "Sequence the cloud requested again 3 or more times within 10 minutes, so it likely rejects it; 0 when none",
+            registry=r,
+        )
         self.publish_rejected = Counter("valuegate_publish_rejected_total", "PUBACKs with a failure reason code", registry=r)
         self.telemetry_batches = Counter("valuegate_telemetry_batches_total", "Telemetry messages published", registry=r)
         self.telemetry_records = Counter("valuegate_telemetry_records_total", "Per-minute records the broker accepted", registry=r)

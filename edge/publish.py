@@ -43,6 +43,7 @@ from .publish_session import (
     iso_now,
     split_records,
 )
+from .resend_watch import ResendWatch
 from .spool import SpoolThread
 
 __all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
@@ -104,6 +105,8 @@ class Publisher:
         self._events: collections.deque[ClientEvent] = collections.deque()
         self._log = log.bind(gateway=config.gateway, client_id=config.client_id)
         self.limit = LogLimiter()
+        # Kept across connections, so that a request repeated after a reconnect still counts.
+        self.resend_watch = ResendWatch()
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
         self._current: SessionState | None = None

@@ -327,12 +327,26 @@ class SessionState:
             self.last_progress = time.monotonic()
             self.p.metrics.acked_through.set(through)
             self.p._log.info("vouchers_acknowledged", stored_through=through, removed=removed)
+            self.p.resend_watch.acked(through)
+            self._show_repeated()
         self._move_cursor(max(self.voucher_cursor, through + 1))
 
     async def _on_resend(self, from_seq: int) -> None:
         start = max(from_seq, self.p.acked_through + 1)
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
+        repeated = self.p.resend_watch.note(from_seq)
+        self._show_repeated()
+        if repeated is not None and (held := self.p.limit(("resend_repeated", repeated.from_seq))) is not None:
+            self.p._log.warning(
+                "resend_repeated",
+                from_seq=repeated.from_seq,
+                requests=repeated.requests,
+                window_s=repeated.window_s,
+                reason="the cloud keeps requesting this voucher, so it likely rejects it and later vouchers wait; "
+                "look up the gateway's rejections in the cloud (a key_not_valid or key_unknown reason names the fix)",
+                repeats_not_logged=held,
+            )
         # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
         # A request below the ack point requests records only, because those of acknowledged vouchers stay
         # for the telemetry retention. Records go for the first few vouchers only: a later gap brings a later request.
@@ -350,6 +364,10 @@ class SessionState:
             seq += 1
         self._move_cursor(min(self.voucher_cursor, start))
 
+    def _show_repeated(self) -> None:
+        repeated = self.p.resend_watch.repeated()
+        self.p.metrics.resend_repeated_seq.set(repeated.from_seq if repeated else 0)
+
     async def _on_records_request(self, machines: list[str], start_ms: int, end_ms: int) -> None:
         rows = await self.p.spool.call(outbox.records_for, machines, start_ms, end_ms)
         self.p._log.info("records_request_answered", machines=machines, start_ms=start_ms, end_ms=end_ms, records=len(rows))
@@ -360,6 +378,8 @@ class SessionState:
         """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
         if not any(kind == "telemetry" for kind, _ in self.inflight.values()):
             self.telemetry_cursor = None
+        # Requests older than the watch's window expire here, too, when none arrives.
+        self._show_repeated()
         waiting = self.voucher_cursor > self.p.acked_through + 1
         in_flight = any(kind == "voucher" for kind, _ in self.inflight.values())
         if waiting and not in_flight and time.monotonic() - self.last_progress > self.p.config.publish.ack_timeout_s:
