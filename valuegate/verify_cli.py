@@ -126,11 +126,21 @@ def verify(
         # keys.json carries no signature either: the first key of each gateway ties the vouchers to the plant's gateway.
         for gateway in report.gateways:
             for key in gateway["keys"]:
-                if key["compare_out_of_band"]:
+                last = "" if key["lastSeq"] is None else key["lastSeq"]
+                if key["introduced_by"] == "replacement":
+                    first = key["firstSeq"] if key["firstSeq"] is not None else "none in this bundle"
+                    window = f"valid {key['validFrom'] or 'open'}..{key['validTo'] or 'open'}, sequences {first}..{last}"
+                    typer.echo(f"gateway {gateway['gateway']} replacement key: {key['id']} (key id {key['key_id']}, {window}; "
+                               "registered without a rotation statement, after a lost key)")
+                elif key["compare_out_of_band"]:
                     window = f"valid {key['validFrom'] or 'open'}..{key['validTo'] or 'open'}"
+                    if key["lastSeq"] is not None and key["untilSeq"] is None:
+                        window += f", sequences {key['firstSeq']}..{last}"
                     typer.echo(f"gateway {gateway['gateway']} first key: {key['id']} (key id {key['key_id']}, {window})")
                 else:
-                    typer.echo(f"gateway {gateway['gateway']} next key: {key['id']} (from sequence {key['fromSeq']}; the rotation statement signed by the key before it verified)")
+                    until = "" if key["lastSeq"] is None or key["lastSeq"] == key["untilSeq"] else f", until sequence {key['lastSeq']}"
+                    typer.echo(f"gateway {gateway['gateway']} next key: {key['id']} (from sequence {key['fromSeq']}{until}; "
+                               "the rotation statement signed by the key before it verified)")
         if report.gateways:
             typer.echo(f"  {COMPARE_KEY}")
         evidence = report.evidence

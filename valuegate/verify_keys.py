@@ -28,13 +28,52 @@ def _multibase(method: str) -> str:
     return method.removeprefix("did:key:").partition("#")[0]
 
 
-def _window(record: dict[str, Any]) -> str:
-    first, until = record.get("fromSeq") or 1, record.get("untilSeq")
+def _window(record: dict[str, Any], first: int | None = None, until: int | None = None) -> str:
+    """Describe a key's validity and sequences; ``first`` and ``until`` override the record's own range when given."""
+    first = first or record.get("fromSeq") or 1
+    until = until if until is not None else record.get("untilSeq")
     if until is not None and until < first:
         seqs = f"signs no sequence: replaced from sequence {until + 1}"
     else:
         seqs = f"sequences {first}..{'' if until is None else until}"
     return f"valid {record.get('validFrom') or 'open'}..{record.get('validTo') or 'open'}, {seqs}"
+
+
+def _signed_seqs(bundle: Bundle) -> dict[tuple[str, str], list[int]]:
+    """Return the sequences of the bundle's vouchers per gateway and signing key (multibase), as the vouchers claim them."""
+    seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for document in bundle.vouchers:
+        subject = document.get("credentialSubject") if isinstance(document, dict) else None
+        issuer = document.get("issuer") if isinstance(document, dict) else None
+        if isinstance(subject, dict) and isinstance(issuer, str) and isinstance(subject.get("seq"), int):
+            seqs[(str(subject.get("gateway")), _multibase(issuer))].append(subject["seq"])
+    return seqs
+
+
+def _replacement_ranges(records: list[dict[str, Any]], signed: dict[tuple[str, str], list[int]]) -> tuple[dict[str, int | None], dict[str, int]]:
+    """Return the first sequence of each replacement key (None when unknown) and the last sequence of each key a replacement ended.
+
+    A replacement key is a key without a rotation statement registered after
+    the gateway's first key, as after `valuegate keys new --replace-lost`.
+    keys.json gives it no sequence range, so its first sequence is the lowest
+    one it signed in this bundle, and each earlier key with an open range ends
+    just before it.
+    """
+    firsts: dict[str, int | None] = {}
+    lasts: dict[str, int] = {}
+    plain = [record for record in records if record.get("rotation") is None]
+    for index, record in enumerate(records):
+        if record.get("rotation") is not None or record is plain[0]:
+            continue
+        seqs = signed.get((record["gateway"], record["publicKeyMultibase"]))
+        first = record.get("fromSeq") or (min(seqs) if seqs else None)
+        firsts[record["publicKeyMultibase"]] = first
+        if first is None:
+            continue
+        for earlier in records[:index]:
+            if earlier.get("untilSeq") is None and (earlier.get("fromSeq") or 1) < first:
+                lasts.setdefault(earlier["publicKeyMultibase"], first - 1)
+    return firsts, lasts
 
 
 def _check_rotation(record: dict[str, Any], known: set[str], contract: Contract | None) -> tuple[list[str], Any]:
@@ -88,8 +127,10 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
     verdicts: list[Verdict] = []
     gateways: list[dict[str, Any]] = []
     schedules: dict[str, list[tuple[int, str]]] = {}
+    signed = _signed_seqs(bundle)
     for gateway, records in sorted(by_gateway.items()):
         known = {record["publicKeyMultibase"] for record in records}
+        replacement_first, replaced_last = _replacement_ranges(records, signed)
         firsts: list[str] = []
         rotations: list[Any] = []
         summary: list[dict[str, Any]] = []
@@ -99,6 +140,11 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
             multibase = record["publicKeyMultibase"]
             verdict = verdict_of[multibase] = Verdict(f"{gateway} key did:key:{multibase}")
             rotated = record.get("rotation") is not None
+            replacement = multibase in replacement_first
+            first_seq, last_seq = replacement_first.get(multibase), replaced_last.get(multibase)
+            window = _window(record, first_seq, last_seq)
+            if replacement and first_seq is None:
+                window = f"valid {record.get('validFrom') or 'open'}..{record.get('validTo') or 'open'}"
             if rotated:
                 reasons, claims = _check_rotation(record, known, contract)
                 verdict.reasons += reasons
@@ -107,11 +153,23 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
                 else:
                     rotations.append(claims)
                     verdict.notes.append(f"introduced by a rotation statement signed by the previous key did:key:{_multibase(claims.previous_key)}, "
-                                         f"from sequence {claims.from_seq}: signature verified ({_window(record)})")
+                                         f"from sequence {claims.from_seq}: signature verified ({window})")
+            elif replacement:
+                firsts.append(multibase)
+                start = f"from sequence {first_seq}" if first_seq is not None else "signing no voucher in this bundle"
+                verdict.notes.append(f"replacement key of {gateway}, registered without a rotation statement after a lost key, "
+                                     f"{start} ({window}): {COMPARE_KEY}")
             else:
                 firsts.append(multibase)
-                verdict.notes.append(f"first key of {gateway} ({_window(record)}): {COMPARE_KEY}")
+                verdict.notes.append(f"first key of {gateway} ({window}): {COMPARE_KEY}")
+            if last_seq is not None:
+                verdict.notes.append(f"replaced from sequence {last_seq + 1} by a key registered without a rotation statement")
             verdicts.append(verdict)
+            introduced_by = None
+            if rotated:
+                introduced_by = "rotation"
+            elif replacement:
+                introduced_by = "replacement"
             summary.append({
                 "id": f"did:key:{multibase}",
                 "key_id": f"did:key:{multibase}#{multibase}",
@@ -120,8 +178,11 @@ def check_keys(bundle: Bundle, contract: Contract | None) -> tuple[list[Any], li
                 "validTo": record.get("validTo"),
                 "fromSeq": record.get("fromSeq"),
                 "untilSeq": record.get("untilSeq"),
-                "introduced_by": "rotation" if rotated else None,
+                "introduced_by": introduced_by,
                 "compare_out_of_band": not rotated,
+                # The range the key signs: keys.json's, closed or started by a replacement key where keys.json leaves it open.
+                "firstSeq": first_seq if replacement else record.get("fromSeq") or 1,
+                "lastSeq": last_seq if last_seq is not None else record.get("untilSeq"),
             })
         gateways.append({"gateway": gateway, "keys": summary})
 

@@ -232,3 +232,32 @@ def test_node_verifier_rotations(tmp_path, node_peers):
     result = node(script, keys_bundle(tmp_path / "shifted", shifted, signed({1: second}, 3)))
     assert result.returncode == 1
     assert f"FAIL key gw-1 did:key:{multibase(second)}: fromSeq 2 differs from the statement's from_seq 1" in result.stdout
+
+
+def test_replacement_key_labelled(tmp_path):
+    """A key registered after a lost one, with no rotation statement: labelled a replacement from its first sequence, ending the key before it."""
+    from tests.verify.test_verify_bundle import run_cli
+
+    first, second, third = three_keys()
+    keys = records(first, [(second, statement(first, second, 3, "2024-05-07T12:00:00Z"))], 2)
+    keys.append(GatewayKey("gw-1", multibase(third), "2024-05-10T00:00:00Z", None, None, None))
+    folder = keys_bundle(tmp_path, keys, signed({1: first, 3: second, 5: third}, 6))
+    report = verify_bundle(folder)
+    assert report.ok, report.as_dict()
+    summary = {key["publicKeyMultibase"]: key for key in report.gateways[0]["keys"]}
+    assert summary[multibase(third)]["introduced_by"] == "replacement"
+    assert summary[multibase(third)]["compare_out_of_band"] is True
+    assert (summary[multibase(third)]["firstSeq"], summary[multibase(third)]["lastSeq"]) == (5, None)
+    assert (summary[multibase(second)]["firstSeq"], summary[multibase(second)]["lastSeq"]) == (3, 4)
+    assert (summary[multibase(first)]["firstSeq"], summary[multibase(first)]["lastSeq"]) == (1, 2)
+    notes = {verdict.subject: verdict.notes for verdict in report.keys}
+    assert notes[f"gw-1 key did:key:{multibase(third)}"][0].startswith("replacement key of gw-1, registered without a rotation statement after a lost key, from sequence 5")
+    assert "sequences 3..4" in notes[f"gw-1 key did:key:{multibase(second)}"][0]
+    assert "replaced from sequence 5 by a key registered without a rotation statement" in notes[f"gw-1 key did:key:{multibase(second)}"]
+
+    result = run_cli(str(folder))
+    assert result.exit_code == 0, result.output
+    assert f"gateway gw-1 replacement key: did:key:{multibase(third)} " in result.stdout
+    assert "valid 2024-05-10T00:00:00Z..open, sequences 5..; registered without a rotation statement, after a lost key)" in result.stdout
+    assert f"gateway gw-1 next key: did:key:{multibase(second)} (from sequence 3, until sequence 4;" in result.stdout
+    assert result.stdout.count(" first key: ") == 1

@@ -170,7 +170,7 @@ def test_resigned_bundle_passes_but_prints_the_forged_key(tmp_path):
     assert report.ok, report.as_dict()
     assert report.gateways == [{"gateway": "gw-1", "keys": [{
         "id": f"did:key:{forged}", "key_id": f"did:key:{forged}#{forged}", "publicKeyMultibase": forged, "validFrom": "2024-01-01T00:00:00Z",
-        "validTo": None, "fromSeq": None, "untilSeq": None, "introduced_by": None, "compare_out_of_band": True}]}]
+        "validTo": None, "fromSeq": None, "untilSeq": None, "introduced_by": None, "compare_out_of_band": True, "firstSeq": 1, "lastSeq": None}]}]
     result = run_cli(str(folder))
     assert result.exit_code == 0
     assert f"gateway gw-1 first key: did:key:{forged} " in result.stdout
