@@ -1,7 +1,8 @@
 """Invoice exports: CSV (UTF-8 with BOM, for spreadsheet programs) and PDF (WeasyPrint), in zh-CN or English.
 
 Both list every line of the run's documents with the voucher ids behind it,
-and every non-routine adjustment of the contract with its reason.
+every non-routine adjustment of the contract with its reason, and the
+vouchers of the period that a gap in their gateway's chain keeps from billing.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ def anchor_titles(contract: Any, language: str) -> dict[str, str]:
     return {anchor.id: anchor.title.get(language, anchor.id) for anchor in contract.anchors}
 
 
-def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], language: str, *, contract: Any = None) -> bytes:
+def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], language: str, *, contract: Any = None,
+              run: Mapping[str, Any] | None = None) -> bytes:
     """Return the CSV of a run: one row per line, a total row per document, one row per adjustment.
+
+    With the stored ``run``, one more row per gateway names the period's vouchers that a chain gap keeps from billing.
 
     A line names its value anchor by the title in ``contract`` (the id where there is none) and by its id in a column of its own.
 
@@ -117,6 +121,14 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
              adjustment["first_date"].isoformat(), adjustment["last_date"].isoformat(),
              titles.get(anchor, anchor) if anchor else translate(language, "adjustment.all_anchors"), anchor or ""]
             + [""] * 13
+            + [note, ""]
+        )
+    for gap in (run or {}).get("gap_waiting") or ():
+        note = translate(language, "run.gap_waiting", gateway=gap["gateway"], count=gap["vouchers"], first=gap["first_seq"], last=gap["last_seq"],
+                         after=gap["stored_through"])
+        writer.writerow(
+            [translate(language, "record.gap_waiting"), run["invoice_number"], "", "", run["period_first"].isoformat(), run["period_last"].isoformat()]
+            + [""] * 15
             + [note, ""]
         )
     return buffer.getvalue().encode("utf-8-sig")

@@ -21,6 +21,7 @@ from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
 from valuegate.edge.protocol.contract import Contract
 
+from .gaps import gap_waiting
 from .invoice import BillingPeriod, Document, Exclusion, IssuedDocument, RunResult, compute_run
 from .pricing import VoucherValue
 
@@ -217,6 +218,8 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
     """Compute (or re-compute) the draft run of ``period``; an approved run is returned unchanged.
 
     The same period and inputs give the same invoice number, documents and totals.
+    The run's ``gap_waiting`` lists, per gateway, the period's vouchers that a
+    gap in the gateway's chain keeps from billing (see :func:`.gaps.gap_waiting`).
     """
     await _lock(conn, tenant_id, contract_id)
     contract, _ = await load_contract(conn, tenant_id, contract_id)
@@ -237,21 +240,24 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
         return existing[0]
 
     result, revision = await _compute(conn, tenant_id, contract_id, period)
+    waiting = await gap_waiting(conn, tenant_id, contract, period)
 
     if existing:
         run = existing[0]
         await conn.execute("DELETE FROM invoice_documents WHERE run_id = %s", (run["id"],))
         (run,) = await _rows(
             conn,
-            "UPDATE invoice_runs SET inputs_digest = %s, contract_revision = %s, contract_digest = %s, computed_at = now() WHERE id = %s RETURNING *",
-            (result.digest, revision, result.invoice.contract_digest, run["id"]),
+            "UPDATE invoice_runs SET inputs_digest = %s, contract_revision = %s, contract_digest = %s, gap_waiting = %s, computed_at = now()"
+            " WHERE id = %s RETURNING *",
+            (result.digest, revision, result.invoice.contract_digest, Jsonb(waiting), run["id"]),
         )
     else:
         (run,) = await _rows(
             conn,
             "INSERT INTO invoice_runs (tenant_id, contract_id, contract_revision, contract_digest, period_first, period_last, invoice_number, status,"
-            " inputs_digest, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, 'draft', %s, %s) RETURNING *",
-            (tenant_id, contract_id, revision, result.invoice.contract_digest, period.first, period.last, result.invoice.number, result.digest, actor),
+            " inputs_digest, gap_waiting, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, 'draft', %s, %s, %s) RETURNING *",
+            (tenant_id, contract_id, revision, result.invoice.contract_digest, period.first, period.last, result.invoice.number, result.digest,
+             Jsonb(waiting), actor),
         )
     await _insert_documents(conn, run["id"], tenant_id, contract_id, result)
 
@@ -262,9 +268,11 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
         "notes": [{"number": n.number, "kind": n.kind, "total": str(n.total)} for n in result.notes],
         "inputs_digest": result.digest,
         "contract_digest": result.invoice.contract_digest,
+        "gap_waiting": waiting,
     }
     await audit(conn, tenant_id=tenant_id, actor=actor, action="invoice.run", object_type="invoice_run", object_id=str(run["id"]), detail=detail)
-    log.info("invoice_run_computed", tenant=tenant_id, contract=contract_id, run=run["id"], invoice=result.invoice.number, notes=len(result.notes))
+    log.info("invoice_run_computed", tenant=tenant_id, contract=contract_id, run=run["id"], invoice=result.invoice.number, notes=len(result.notes),
+             vouchers_waiting_for_gap=sum(entry["vouchers"] for entry in waiting))
     return run
 
 
@@ -345,7 +353,8 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     voucher or an adjustment that changes them, or a note issued by another
     run against the same invoice, makes the approval fail with
     :class:`Conflict`. Finance then reviews the re-run instead of issuing a
-    stale or duplicate note.
+    stale or duplicate note. The same holds when the vouchers that wait
+    behind a chain gap changed, so the approver has seen the current ones.
     """
     run = await get_run(conn, tenant_id, run_id)
     if run["status"] == "approved":
@@ -355,12 +364,14 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     run = await get_run(conn, tenant_id, run_id)
     if run["status"] == "approved":
         return run
-    result, _ = await _compute(conn, tenant_id, run["contract_id"], BillingPeriod(run["period_first"], run["period_last"]))
+    period = BillingPeriod(run["period_first"], run["period_last"])
+    result, _ = await _compute(conn, tenant_id, run["contract_id"], period)
+    contract, _ = await load_contract(conn, tenant_id, run["contract_id"])
     # Compare whole documents (lines and voucher ids), not the inputs digest: vouchers of
     # other periods arrive every day and must not block an approval they do not change.
     stored = {row["number"]: row["record"] for row in await run_documents(conn, tenant_id, run_id)}
     current = {document.number: stored_record(document) for document in (result.invoice, *result.notes)}
-    if stored != current:
+    if stored != current or run["gap_waiting"] != await gap_waiting(conn, tenant_id, contract, period):
         msg = f"invoice run {run_id} ({run['invoice_number']}) is out of date: its inputs changed since it was computed; run the period again and review it before approving"
         error = Conflict(msg, code="stale_run")
         error.params = {"run": str(run_id), "invoice": run["invoice_number"]}  # type: ignore[attr-defined]

@@ -114,7 +114,7 @@ def _attachment(name: str) -> dict[str, str]:
 @get("/runs/{run_id:int}/export.csv", guards=[requires(*FINANCE_VIEW)], name="web:export-csv")
 async def export_csv(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Response[bytes]:
     run, documents, adjustments, contract, language = await _export_parts(request, conn, run_id)
-    body = export.csv_bytes(documents, adjustments, language, contract=contract)
+    body = export.csv_bytes(documents, adjustments, language, contract=contract, run=run)
     # Litestar appends "; charset=utf-8" to text types itself; naming it here too doubled it.
     return Response(body, media_type="text/csv", headers=_attachment(f"{run['invoice_number']}.{language}.csv"))
 
