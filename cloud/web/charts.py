@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import markupsafe
 
-__all__ = ("GainPoint", "gain_chart", "pareto_chart", "nice_ticks")
+__all__ = ("GainPoint", "UNBILLED", "gain_chart", "pareto_chart", "nice_ticks")
 
 _WIDTH, _HEIGHT = 680, 260
 
@@ -30,6 +30,7 @@ _STYLE = {
     "interval": 'stroke="#2f6fb3"',
     "point": 'fill="#2f6fb3"',
     "hollow": 'fill="#ffffff" stroke="#2f6fb3"',
+    "unbilled": 'fill="#ffffff" stroke="#b3261e" stroke-width="1.5"',
     "bar": 'fill="#c4622d"',
     "cumulative": 'fill="none" stroke="#1d2329" stroke-width="1.5"',
 }
@@ -38,13 +39,25 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 20, 18, 34
 
 @dataclass(frozen=True, slots=True)
 class GainPoint:
-    """One reporting day of an anchor: the gain, its 95% interval, and whether the day could bill."""
+    """One voucher of an anchor: its day, the gain, its 95% interval, whether the day had enough data, and its billing state."""
 
     plant_date: dt.date
     point: float
     low: float
     high: float
     sufficient: bool
+    state: str = "billable"
+    """``billable``, or one of :data:`UNBILLED` for a voucher that does not bill whatever its data."""
+
+
+# Vouchers that bill nothing whatever their gain, each drawn as its own hollow shape in red, so that it reads apart
+# from a billable day (a filled dot) and from a day with too little data (a hollow dot). Path offsets are for a 4.5 px marker.
+UNBILLED = {
+    "gap": "m0,-4.5 l4.5,4.5 l-4.5,4.5 l-4.5,-4.5 z",
+    "rejected": "m-4,-4 h8 v8 h-8 z",
+    "mismatch": "m0,-4.5 l4.5,8 h-9 z",
+    "excluded": "m-4,-4 l8,8 m0,-8 l-8,8",
+}
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -100,6 +113,11 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
     ``interval``, ``insufficient`` and ``no_data`` strings, and the tooltip
     templates ``day_tip`` and ``day_tip_insufficient`` with the fields
     ``date``, ``gain``, ``interval``, ``low``, ``high`` and ``insufficient``.
+    A voucher in one of the :data:`UNBILLED` states is drawn as that state's
+    shape, and its tooltip is ``labels["state_tip"]`` with the fields
+    ``tip`` and ``state`` (the label ``legend.<state>``). When ``labels``
+    contains ``legend_billable``, a legend under the axis names each kind
+    of marker the chart draws, as long as it draws more than billable days.
     ``format_day`` writes the dates of the tooltips and the axis in the page language.
     """
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
@@ -136,25 +154,80 @@ def gain_chart(points: Sequence[GainPoint], *, target: float | None, labels: dic
         body.append(f'<line class="target" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(target):.1f}" y2="{y(target):.1f}" {_STYLE["target"]}/>')
         body.append(f'<text class="legend" {_STYLE["text"]} x="{_LEFT + plot_w - 4}" y="{y(target) - 4:.1f}" text-anchor="end">{escape(labels["target"])} {_label(target)}</text>')
 
+    kinds: set[str] = set()
     for p in points:
-        cx = x(p.plant_date)
+        cx, cy = x(p.plant_date), y(p.point)
         template = labels["day_tip"] if p.sufficient else labels["day_tip_insufficient"]
         tip = template.format(
             date=format_day(p.plant_date), gain=_label(p.point), interval=labels["interval"], low=_label(p.low), high=_label(p.high),
             insufficient=labels["insufficient"],
         )
-        kind = "point" if p.sufficient else "point insufficient"
+        if p.state in UNBILLED:
+            tip = labels["state_tip"].format(tip=tip, state=labels[f"legend.{p.state}"])
+        kind = _marker_kind(p)
+        kinds.add(kind)
         body.append(
             f'<g class="day" data-date="{p.plant_date.isoformat()}"><title>{escape(tip)}</title>'
             f'<line class="interval" x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(p.high):.1f}" y2="{y(p.low):.1f}" {_STYLE["interval"]}/>'
-            f'<circle class="{kind}" cx="{cx:.1f}" cy="{y(p.point):.1f}" r="3.5" {_STYLE["point" if p.sufficient else "hollow"]}/></g>'
+            f"{_marker(kind, cx, cy)}</g>"
         )
 
     axis_y = _TOP + plot_h + 16
     body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT}" y="{axis_y}">{escape(format_day(first))}</text>')
     if last != first:
         body.append(f'<text class="tick" {_STYLE["text"]} x="{_LEFT + plot_w}" y="{axis_y}" text-anchor="end">{escape(format_day(last))}</text>')
-    return _svg(labels["title"], body)
+    if "legend_billable" not in labels or kinds <= {"billable"}:
+        return _svg(labels["title"], body)
+    legend, rows = _legend(kinds, labels, _HEIGHT)
+    body.append(legend)
+    return _svg(labels["title"], body, height=_HEIGHT + rows * _LEGEND_ROW + 4)
+
+
+_LEGEND_ROW = 18
+# Legend order: billable first, then the kinds that bill nothing.
+_KINDS = ("billable", "insufficient", *UNBILLED)
+
+
+def _marker_kind(point: GainPoint) -> str:
+    """Return the marker of a voucher: its unbilled state first, because the voucher bills nothing in that state whatever its data."""
+    if point.state in UNBILLED:
+        return point.state
+    return "billable" if point.sufficient else "insufficient"
+
+
+def _marker(kind: str, cx: float, cy: float, *, css: str | None = None) -> str:
+    """Return the marker of ``kind`` centred on ``cx, cy``; ``css`` replaces its class, as a legend sample needs."""
+    if kind == "billable":
+        return f'<circle class="{css or "point"}" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" {_STYLE["point"]}/>'
+    if kind == "insufficient":
+        return f'<circle class="{css or "point insufficient"}" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" {_STYLE["hollow"]}/>'
+    # Not class "point": the page's stylesheet fills every ".point", and these markers must stay hollow.
+    return f'<path class="{css or "unbilled " + kind}" d="M{cx:.1f},{cy:.1f} {UNBILLED[kind]}" {_STYLE["unbilled"]}/>'
+
+
+def _legend(kinds: set[str], labels: dict[str, str], top: float) -> tuple[str, int]:
+    """Return marker samples with their labels for the marker kinds the chart draws, in rows from ``top``, and the number of rows."""
+    entries = []
+    left, row = float(_LEFT), 0
+    for kind in (k for k in _KINDS if k in kinds):
+        if kind == "billable":
+            text = labels["legend_billable"]
+        elif kind == "insufficient":
+            text = labels["insufficient"]
+        else:
+            text = labels[f"legend.{kind}"]
+        # An estimate of the label's width at 11 px: CJK characters are about twice as wide as Latin ones.
+        width = 28 + sum(11 if ord(char) > 0x2E80 else 6 for char in text)
+        if left > _LEFT and left + width > _WIDTH - _RIGHT:
+            left, row = float(_LEFT), row + 1
+        y = top + row * _LEGEND_ROW
+        sample = _marker(kind, left + 5, y + 8, css="legend-marker")
+        entries.append(
+            f'<g class="legend-entry" data-kind="{kind}">{sample}'
+            f'<text class="legend" {_STYLE["text"]} x="{left + 14:.1f}" y="{y + 12:.1f}">{escape(text)}</text></g>'
+        )
+        left += width
+    return f'<g class="legend-row">{"".join(entries)}</g>', row + 1
 
 
 def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]) -> markupsafe.Markup:
