@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -24,10 +24,22 @@ from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, lates
 from valuegate.cloud.store import NotFound
 from valuegate.edge.methodology import METRICS
 
-from .charts import GainPoint, gain_chart, pareto_chart
+from .billing_findings import Finding, chain_gap_finding, gap_findings, rejected_points, rejection_findings
+from .charts import UNBILLED, GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
-from .queries import Downtime, anchor_gains, chain_gaps, downtime_by_reason, machine_availability, rejections, unreproduced_vouchers
+from .queries import (
+    Downtime,
+    anchor_gains,
+    chain_gaps,
+    downtime_by_reason,
+    gap_vouchers,
+    machine_availability,
+    rejected_payloads,
+    rejection_groups,
+    rejections,
+    unreproduced_vouchers,
+)
 from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text, rejection_text
 from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
 from .renewal_views import trigger_label
@@ -36,20 +48,6 @@ __all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment")
 
 ANY_ROLE = requires()
 MODES = ("point", "lower_bound")
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A data-quality finding in the page language; ``source`` is the original English text, shown as a tooltip."""
-
-    text: str
-    source: str = ""
-    vouchers: tuple[str, ...] = ()
-    """For a group of vouchers: every voucher id or run of ids, listed in the finding's details toggle."""
-    details: tuple[str, ...] = ()
-    """For a group of vouchers: their distinct raw re-computation details (English), for engineers."""
-    note: str = ""
-    """The original English detail, shown in small print after the text."""
 
 
 def _group_finding(group: CauseGroup, language: str, tenant: str) -> Finding:
@@ -77,7 +75,9 @@ def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[
 
 
 def _chart_labels(language: str, title: str) -> dict[str, str]:
-    labels = {key: translate(language, f"chart.{key}") for key in ("baseline", "target", "interval", "insufficient", "no_data", "day_tip", "day_tip_insufficient")}
+    keys = ("baseline", "target", "interval", "insufficient", "no_data", "day_tip", "day_tip_insufficient", "state_tip", "legend_billable")
+    labels = {key: translate(language, f"chart.{key}") for key in keys}
+    labels |= {f"legend.{state}": translate(language, f"chart.legend.{state}") for state in UNBILLED}
     return {"title": title, **labels}
 
 
@@ -115,8 +115,9 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
 
 
 async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
-                        groups: list[CauseGroup]) -> list[dict[str, Any]]:
+                        groups: list[CauseGroup], gaps: dict[str, list[Finding]]) -> list[dict[str, Any]]:
     gains = await anchor_gains(conn, tenant, contract.id)
+    rejected = rejected_points(await rejected_payloads(conn, tenant, contract.id))
     # The page counts what settlement bills: vouchers a non-routine adjustment takes out are listed as findings, not counted.
     values, excluded = split_excluded(await settlement.billable_values(conn, tenant, contract.id), await settlement.load_exclusions(conn, tenant, contract.id))
     separator = translate(language, "quality.reason_separator")
@@ -131,7 +132,8 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
 
         # Findings sit next to the numbers they change: days that bill nothing, disagreements, exclusions.
         # Days with no production scheduled bill nothing too, but are listed apart: nothing is wrong with their data.
-        findings: list[Finding] = []
+        # A chain gap comes first, because no later voucher of the gateway bills until it is filled, whatever its data.
+        findings: list[Finding] = list(gaps.get(anchor.id, []))
         no_production: list[dt.date] = []
         for g in rows:
             day = format_date(g["plant_date"], language)
@@ -148,11 +150,15 @@ async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str,
         findings += [Finding(translate(language, "quality.excluded", voucher=value.voucher_id, id=exclusion.id))
                      for value, exclusion in excluded if value.anchor == anchor.id]
         # The chart leaves out days with no production scheduled: they have no gain to show.
+        # It draws the vouchers that bill nothing whatever their data (gap, disagreement, exclusion, rejection) apart.
+        excluded_ids = {value.voucher_id for value, _ in excluded if value.anchor == anchor.id}
         points = [
-            GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"])
+            GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"],
+                      state="excluded" if g["state"] == "billable" and g["voucher_id"] in excluded_ids else g["state"])
             for g in rows
             if g["plant_date"] not in no_production
         ]
+        points += rejected.get(anchor.id, [])
 
         views.append(
             {
@@ -197,26 +203,27 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     vouchers = (await reports.contract_vouchers(conn, tenant, contract_id, limit=500))["items"]
     adjustments = await settlement.list_adjustments(conn, tenant, contract_id)
     groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
-    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups)
+    known = {anchor.id for anchor in contract.anchors}
+    gap_rows = await gap_vouchers(conn, tenant, contract_id)
+    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups, gap_findings(gap_rows, language))
     machines = sorted({m for a in contract.anchors for m in a.scope})
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
 
-    chain_findings = [
-        Finding(translate(language, "quality.chain_gap", gateway=g["gateway_id"], after=g["contiguous_through"], highest=g["highest_seq"]))
-        for g in await chain_gaps(conn, tenant, contract_id)
-    ]
+    # A gap that holds back vouchers of a current anchor is on that anchor's card; the others are listed with the contract's own findings.
+    on_cards = {row["gateway_id"] for row in gap_rows if row["anchor_id"] in known}
+    chain_findings = [chain_gap_finding(row, language) for row in await chain_gaps(conn, tenant, contract_id) if row["gateway_id"] not in on_cards]
+    for anchor_id, findings in gap_findings([row for row in gap_rows if row["anchor_id"] not in known], language).items():
+        chain_findings += [replace(f, text=translate(language, "quality.other_anchor", anchor=anchor_id, finding=f.text)) for f in findings]
     # Vouchers of an anchor the current contract revision no longer has are listed with the contract's own findings.
-    known = {anchor.id for anchor in contract.anchors}
     for group in groups:
         if group.anchor not in known:
             finding = _group_finding(group, language, tenant)
             chain_findings.append(replace(finding, text=translate(language, "quality.other_anchor", anchor=group.anchor, finding=finding.text)))
+    chain_findings += rejection_findings(await rejection_groups(conn, tenant, contract_id), language)
     rejected = await rejections(conn, tenant, contract_id)
     for r in rejected:
         r["reason_text"] = rejection_text(r["code"], language)
-        text = translate(language, "quality.rejected", voucher=r["voucher_id"] or "?", reason=r["reason_text"])
-        chain_findings.append(Finding(text, note=f"{r['code']}: {r['reason']}"))
 
     packages = await renewal.list_packages(conn, tenant, contract_id)
     for package in packages:

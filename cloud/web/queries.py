@@ -16,7 +16,10 @@ __all__ = (
     "machine_availability",
     "anchor_gains",
     "chain_gaps",
+    "gap_vouchers",
     "rejections",
+    "rejection_groups",
+    "rejected_payloads",
     "unreproduced_vouchers",
 )
 
@@ -86,13 +89,20 @@ async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], 
 
 
 async def anchor_gains(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    """Return every stored voucher's daily gain, interval, sufficiency reasons and planned busy minutes, oldest day first."""
+    """Return every stored voucher's daily gain, interval, sufficiency reasons and planned busy minutes, oldest day first.
+
+    ``state`` is ``gap`` behind a gap in the gateway's chain, ``mismatch`` when the re-computation disagreed, else ``billable``,
+    by the rule settlement bills with (``valuegate.cloud.settlement.store.BILLABLE_SQL``).
+    """
     return await _rows(
         conn,
-        "SELECT anchor_id, plant_date, delta_point, delta_low, delta_high, sufficient, running_day, quantity, reporting_value, baseline_value,"
-        " document->'credentialSubject'->'sufficiency'->'reasons' AS reasons, voucher_id,"
-        " (document->'credentialSubject'->'reporting'->>'planned_busy_min')::float8 AS planned_busy_min"
-        " FROM vouchers WHERE tenant_id = %s AND contract_id = %s ORDER BY plant_date, voucher_id",
+        "SELECT v.anchor_id, v.plant_date, v.delta_point, v.delta_low, v.delta_high, v.sufficient, v.running_day, v.quantity, v.reporting_value,"
+        " v.baseline_value, v.document->'credentialSubject'->'sufficiency'->'reasons' AS reasons, v.voucher_id,"
+        " (v.document->'credentialSubject'->'reporting'->>'planned_busy_min')::float8 AS planned_busy_min,"
+        " CASE WHEN v.seq > coalesce(g.contiguous_through, 0) THEN 'gap' WHEN c.reproduced = false THEN 'mismatch' ELSE 'billable' END AS state"
+        " FROM vouchers v JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
+        " LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id"
+        " WHERE v.tenant_id = %s AND v.contract_id = %s ORDER BY v.plant_date, v.voucher_id",
         (tenant_id, contract_id),
     )
 
@@ -108,13 +118,64 @@ async def chain_gaps(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[
     )
 
 
-async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Return the contract's rejections that no later stored voucher of the same id superseded, newest first."""
+async def gap_vouchers(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return per anchor and gateway the contract's stored vouchers behind a gap in the gateway's chain: their count and the gap's bounds."""
     return await _rows(
         conn,
-        "SELECT r.voucher_id, r.gateway_id, r.code, r.reason, r.received_at FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s"
-        f" AND NOT {SUPERSEDED_SQL} ORDER BY r.received_at DESC, r.id DESC LIMIT %s",
+        "SELECT v.anchor_id, v.gateway_id, count(*) AS vouchers, g.contiguous_through, g.highest_seq FROM vouchers v"
+        " JOIN gateway_chain g ON g.gateway_id = v.gateway_id"
+        " WHERE v.tenant_id = %s AND v.contract_id = %s AND v.seq > g.contiguous_through"
+        " GROUP BY v.anchor_id, v.gateway_id, g.contiguous_through, g.highest_seq ORDER BY v.anchor_id, v.gateway_id",
+        (tenant_id, contract_id),
+    )
+
+
+# The contract's rejections that no later stored voucher of the same id superseded.
+_OPEN_REJECTIONS = f"FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}"
+
+
+async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Return the contract's open rejections, one per voucher id and code (the latest), newest first.
+
+    The table keeps a row per payload, code and topic, so a voucher id has several rows when its gateway signed it more than once.
+    """
+    return await _rows(
+        conn,
+        "SELECT voucher_id, gateway_id, code, reason, received_at FROM"
+        " (SELECT DISTINCT ON (r.gateway_id, r.voucher_id, r.code) r.id, r.voucher_id, r.gateway_id, r.code, r.reason, r.received_at,"
+        f" r.last_received_at {_OPEN_REJECTIONS} ORDER BY r.gateway_id, r.voucher_id, r.code, r.last_received_at DESC, r.id DESC) latest"
+        " ORDER BY last_received_at DESC, id DESC LIMIT %s",
         (tenant_id, contract_id, limit),
+    )
+
+
+async def rejection_groups(conn: Conn, tenant_id: str, contract_id: str, *, details: int = 5) -> list[dict[str, Any]]:
+    """Return the contract's open rejections grouped by gateway and code, ordered by gateway and code.
+
+    Each group has its distinct ``voucher_ids``, ``unnamed`` (distinct payloads without a voucher id), the ``latest_reason``
+    and up to ``details`` distinct English ``reasons``. Counting distinct ids and payloads keeps a group's numbers the same
+    however many times the gateway resent a voucher.
+    """
+    return await _rows(
+        conn,
+        "SELECT coalesce(r.gateway_id, '?') AS gateway_id, r.code,"
+        " coalesce(array_agg(DISTINCT r.voucher_id) FILTER (WHERE r.voucher_id IS NOT NULL), '{}') AS voucher_ids,"
+        " count(DISTINCT r.payload_sha256) FILTER (WHERE r.voucher_id IS NULL) AS unnamed,"
+        " (array_agg(r.reason ORDER BY r.last_received_at DESC, r.id DESC))[1] AS latest_reason,"
+        " (array_agg(DISTINCT r.reason))[1:%s] AS reasons"
+        f" {_OPEN_REJECTIONS} GROUP BY 1, r.code ORDER BY 1, r.code",
+        (details, tenant_id, contract_id),
+    )
+
+
+async def rejected_payloads(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return the latest stored payload of each open rejection with a voucher id, one per voucher id, for the gain chart."""
+    return await _rows(
+        conn,
+        "SELECT DISTINCT ON (r.voucher_id) r.voucher_id, r.payload"
+        f" {_OPEN_REJECTIONS} AND r.voucher_id IS NOT NULL AND r.payload IS NOT NULL"
+        " ORDER BY r.voucher_id, r.last_received_at DESC, r.id DESC",
+        (tenant_id, contract_id),
     )
 
 

@@ -82,8 +82,8 @@ def test_rejected_state_lists_open_rejection(rotated, login):
 
 
 @pytest.mark.parametrize(("lang", "finding", "reason", "stored"), [
-    ("zh-CN", "gw-1:40：凭证被拒收：", "按云端时钟，其签发时间在未来，请检查网关时钟。", "已核验"),
-    ("en", "gw-1:40: voucher rejected: ", "by the cloud&#39;s clock it was issued in the future; check the gateway&#39;s clock.", "verified"),
+    ("zh-CN", "网关 gw-1 的凭证 gw-1:40 被拒收：", "按云端时钟，其签发时间在未来，请检查网关时钟。", "已核验"),
+    ("en", "Gateway gw-1, voucher gw-1:40 rejected: ", "by the cloud&#39;s clock it was issued in the future; check the gateway&#39;s clock.", "verified"),
 ])
 def test_page_shows_stored_voucher_once(rotated, login, lang, finding, reason, stored):
     page = login("csm1").get(f"/contracts/C-1?lang={lang}").text
@@ -97,7 +97,7 @@ def test_page_shows_stored_voucher_once(rotated, login, lang, finding, reason, s
 
 def test_page_keeps_english_detail_apart(rotated, login):
     page = login("csm1").get("/contracts/C-1?lang=zh-CN").text
-    finding = page.split("gw-1:40：凭证被拒收", 1)[1].split("</li>", 1)[0]
+    finding = page.split("gw-1:40 被拒收", 1)[1].split("</li>", 1)[0]
     assert '<small class="muted detail">future_timestamp: issued_at 2999-01-01T00:00:00+00:00 lies in the future' in finding
 
 
