@@ -239,13 +239,15 @@ def package_deliver(tenant: str, package_id: int, config: Path | None = ConfigOp
     """Deliver a renewal package to the tenant's webhook again and wait for the attempts (up to eight, a few minutes)."""
     from .renewal import service
 
+    networks = settings_or_exit(config, dsn=dsn).webhook_networks
+
     async def run() -> bool | None:
         async with _admin(config, dsn) as admin:
             async with admin.conn.transaction():
                 await service.request_redelivery(admin.conn, tenant, package_id, actor=admin.actor)
                 # Claimed before the audit record commits: while another delivery runs, nothing is recorded.
                 claim = await service.claim_delivery(admin.dsn, tenant, package_id)
-            return await service.deliver_claimed(claim)
+            return await service.deliver_claimed(claim, allowed_networks=networks)
 
     delivered = run_sync(run())
     if not delivered:

@@ -140,9 +140,6 @@ async def test_conflict_problem_documented(database):
     assert "409" in responses
 
 
-# TODO: `cloud admin package-deliver` passes no webhook_allowed_networks to deliver_claimed, so it rejects this loopback
-# receiver whatever the settings say; remove the mark once cloud/cli_admin.py passes settings.webhook_networks.
-@pytest.mark.xfail(strict=True, reason="the CLI does not apply the setting webhook_allowed_networks yet")
 def test_cli_refuses_while_delivery_runs(database, monkeypatch):
     monkeypatch.setenv("VALUEGATE_CLOUD_WEBHOOK_ALLOWED_NETWORKS", ",".join(LOOPBACK_NETWORKS))
     with receiver([200]) as (url, received):

@@ -123,9 +123,6 @@ async def test_api_delivers_package_again(api):
     assert await redelivery_audits(dsn) == [("user:csm1", str(package_id), url)]
 
 
-# TODO: `cloud admin package-deliver` passes no webhook_allowed_networks to deliver_claimed, so it rejects this loopback
-# receiver whatever the settings say; remove the mark once cloud/cli_admin.py passes settings.webhook_networks.
-@pytest.mark.xfail(strict=True, reason="the CLI does not apply the setting webhook_allowed_networks yet")
 def test_cli_delivers_package_again(database, monkeypatch):
     monkeypatch.setenv("VALUEGATE_CLOUD_WEBHOOK_ALLOWED_NETWORKS", ",".join(LOOPBACK_NETWORKS))
     package_id = asyncio.run(built_package(database))
