@@ -24,7 +24,7 @@ RUN = {
 WORDS = {
     "en": {"vouchers": "Voucher ids: ", "total": "Total", "money": "CNY {}", "note": "Debit note", "corrects": "Corrects invoice",
            "adjustments": "Non-routine adjustments", "period": "2024-02-05 – 2024-02-09", "capital": "",
-           "title": "Outcome-based invoice This document is no Chinese VAT invoice (fapiao)"},
+           "title": "Outcome-based invoice This document is not a Chinese VAT invoice (fapiao)"},
     "zh-CN": {"vouchers": "凭证编号：", "total": "合计", "money": "¥{}", "note": "借项通知单", "corrects": "更正发票",
               "adjustments": "非常规调整", "period": "2024年2月5日 – 2024年2月9日", "capital": " 大写：人民币{}",
               "title": "按效果计费结算单 本结算单不是增值税发票；增值税发票按合同另行开具"},
