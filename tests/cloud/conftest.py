@@ -18,6 +18,8 @@ from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord, TelemetryBatch
 from valuegate.edge.protocol.telemetry_proof import sign_telemetry
 
+from .mqtt_helpers import Probe
+
 import msgspec
 
 PLANT_ZONE = "Asia/Shanghai"
@@ -186,3 +188,11 @@ async def make_user(dsn: str, tenant: str, username: str, roles: list[str], pass
             user = await auth.create_user(conn, tenant, username, password, roles)
             _row, token = await auth.issue_token(conn, tenant, user["id"], "tests")
     return token
+
+
+@pytest.fixture
+def probe(mosquitto: Any) -> Any:
+    """A plain MQTT client on the test broker that publishes as gateways do and collects acks and resend requests."""
+    client = Probe(mosquitto.port)
+    yield client
+    client.close()

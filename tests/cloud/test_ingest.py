@@ -48,13 +48,6 @@ async def worker(cloud_dsn: str, mosquitto: Any) -> AsyncIterator[IngestWorker]:
         yield running
 
 
-@pytest.fixture
-def probe(mosquitto: Any) -> Any:
-    client = Probe(mosquitto.port)
-    yield client
-    client.close()
-
-
 def encode(document: dict[str, Any]) -> bytes:
     return msgspec.json.encode(document)
 

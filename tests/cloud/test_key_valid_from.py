@@ -43,13 +43,6 @@ async def worker(cloud_dsn: str, mosquitto: Any) -> AsyncIterator[IngestWorker]:
         yield running
 
 
-@pytest.fixture
-def probe(mosquitto: Any) -> Any:
-    client = Probe(mosquitto.port)
-    yield client
-    client.close()
-
-
 def signed_at(gateway: Gateway, issued_at: dt.datetime) -> dict[str, Any]:
     """Sign the gateway's next voucher with ``issued_at`` as its issuing time."""
     seq = len(gateway.issued) + 1

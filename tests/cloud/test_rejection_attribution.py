@@ -34,13 +34,6 @@ async def worker(cloud_dsn: str, mosquitto: Any) -> AsyncIterator[IngestWorker]:
         yield running
 
 
-@pytest.fixture
-def probe(mosquitto: Any) -> Any:
-    client = Probe(mosquitto.port)
-    yield client
-    client.close()
-
-
 async def upload_contract(dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
         async with conn.transaction():

@@ -37,13 +37,6 @@ async def worker(cloud_dsn: str, mosquitto: Any) -> AsyncIterator[IngestWorker]:
         yield running
 
 
-@pytest.fixture
-def probe(mosquitto: Any) -> Any:
-    client = Probe(mosquitto.port)
-    yield client
-    client.close()
-
-
 async def wait_for_receipts(dsn: str, total: int, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
