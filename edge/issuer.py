@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from . import outbox
-from .keys import SigningKey, load_signing_key, read_rotations
+from .keys import KeyFileError, KeyFiles, SigningKey, load_signing_key, read_rotations
 from .outbox import PendingVoucher
 from .protocol.keyrotation import key_for_seq, parse_rotation
 from .jcs import sign_and_hash
@@ -73,13 +73,12 @@ class VoucherSigner:
         self.key_changes = 0
         """Times a rotation made the signer load a new key; the agent then publishes its status again."""
 
-    def _stamp(self) -> tuple[int, int] | None:
-        path = self.key_dir / "rotations.json"
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            return None
-        return info.st_mtime_ns, info.st_size
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
+        """Identify the rotation statements and the key file as they are now, so that either change makes the signer reload.
+
+        The key file counts too: ``keys new --replace-lost`` on a gateway that never rotated writes only a new key file.
+        """
+        return _file_stamp(self.key_dir / "rotations.json"), _file_stamp(KeyFiles(self.key_dir).key)
 
     def rotations(self) -> list[dict[str, Any]]:
         return list(self._rotations)
@@ -87,12 +86,20 @@ class VoucherSigner:
     def before_sign(self, next_seq: int) -> None:
         """Load the key that must sign ``next_seq``; called inside the issuing transaction."""
         stamp = self._stamp()
-        if stamp != self._rotations_stamp:
-            self._rotations = read_rotations(self.key_dir)
-            self._rotations_stamp = stamp
-            self.key = load_signing_key(self.key_dir)
-            self.key_changes += 1
-            log.info("signing_key_loaded", gateway=self.gateway, verification_method=self.key.verification_method, from_seq=next_seq)
+        # While the key file is moved aside for a replacement, the loaded key keeps signing until the new file exists.
+        if stamp != self._rotations_stamp and stamp[1] is not None:
+            try:
+                key = load_signing_key(self.key_dir)
+            except KeyFileError as exc:
+                # A key file caught while it is being written; the next voucher tries again.
+                log.warning("signing_key_unreadable", gateway=self.gateway, error=str(exc))
+                key = None
+            if key is not None:
+                self._rotations = read_rotations(self.key_dir)
+                self._rotations_stamp = stamp
+                self.key = key
+                self.key_changes += 1
+                log.info("signing_key_loaded", gateway=self.gateway, verification_method=self.key.verification_method, from_seq=next_seq)
         if self._rotations:
             expected = key_for_seq(self._first_key(), self._rotations, next_seq)
             if expected != self.key.verification_method:
@@ -121,3 +128,11 @@ class VoucherSigner:
             now_ms=now_ms,
             before_sign=self.before_sign,
         )
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size

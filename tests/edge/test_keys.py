@@ -142,3 +142,24 @@ def test_creation_time_unknown_is_none(tmp_path: Path) -> None:
     keys.create_key(tmp_path)
     (tmp_path / "gateway.key.json").write_text("{not json", encoding="utf-8")
     assert keys.export_public(tmp_path)["created"] is None
+
+
+def test_signer_loads_replacement_without_rotations(tmp_path: Path) -> None:
+    """`keys new --replace-lost` on a gateway that never rotated writes only a new key file; the running signer must use it."""
+    from valuegate.edge.issuer import VoucherSigner
+
+    folder = tmp_path / "keys"
+    first = keys.create_key(folder)
+    signer = VoucherSigner(folder, tenant="acme", site="s", gateway="gw-1")
+    signer.before_sign(1)
+    assert signer.key.verification_method == first.verification_method
+
+    os.replace(folder / "gateway.key", tmp_path / "lost.key")
+    signer.before_sign(2)
+    assert signer.key.verification_method == first.verification_method
+    assert signer.key_changes == 0
+
+    replacement = keys.create_key(folder, replace_lost=True)
+    signer.before_sign(3)
+    assert signer.key.verification_method == replacement.verification_method != first.verification_method
+    assert signer.key_changes == 1
