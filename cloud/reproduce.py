@@ -164,6 +164,7 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
     # The edge issues no voucher before its baseline has enough days, so stored records that cover
     # too few days lack some of the baseline period, as when the broker lost them.
     shortfall = baseline if isinstance(baseline, methodology.InsufficientBaseline) else None
+    unstored = baseline is None
     exact = isinstance(baseline, methodology.BaselineResult)
     if not isinstance(baseline, methodology.BaselineResult):
         baseline = claimed_baseline(anchor, claims)
@@ -200,6 +201,10 @@ async def reproduce_claims(conn: Conn, claims: Claims, start: dt.datetime, end: 
         differences.append(message)
     if differences:
         return Outcome(False, "; ".join(differences))
+    if unstored and not final:
+        # Rejected or lost on the way (a key registered late, a broker without persistence): ask for them before settling for the claimed value.
+        period = f"{claims.baseline.first_date}..{claims.baseline.last_date}"
+        return Outcome(None, f"{_WAITING_BASELINE}: no record of the baseline {period} is stored")
     scope = "with the baseline rebuilt from stored records" if exact else "with the voucher's baseline value (baseline records not stored)"
     return Outcome(True, f"evidence digest and numbers reproduced {scope}")
 

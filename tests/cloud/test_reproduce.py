@@ -225,6 +225,30 @@ async def pending_pass(dsn: str, **waits: float) -> Any:
 
 
 @pytest.mark.postgres
+async def test_no_baseline_record_asks_before_claimed_value(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
+    """No record of the baseline period stored (all rejected before the key was registered): ask for them, and only after the wait accept the claimed baseline."""
+    acme, _ = two_tenants
+    base = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
+    await store_direct(cloud_dsn, [v.build_voucher(claims, acme.key)], topic_of=acme)
+    await store_records(cloud_dsn, records)
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        async with conn.transaction():
+            await contracts.upload_contract(conn, "acme", contract_yaml())
+
+    result, [(reproduced, detail)] = await pending_pass(cloud_dsn, records_wait_s=0)
+    assert reproduced is None
+    assert detail == "waiting for baseline records: no record of the baseline 2026-01-01..2026-01-30 is stored"
+    [(site, span)] = result.missing_baselines
+    assert (site, span.gateway, span.machines) == ("plant1", "gw-a1", ("m1",))
+    assert (span.start, span.end) == (plant_day_start(dt.date(2026, 1, 1)), plant_day_start(dt.date(2026, 1, 31)))
+
+    _, [(reproduced, detail)] = await pending_pass(cloud_dsn, records_wait_s=0, baseline_wait_s=0)
+    assert reproduced is True
+    assert detail == "evidence digest and numbers reproduced with the voucher's baseline value (baseline records not stored)"
+
+
+@pytest.mark.postgres
 async def test_missing_baseline_records_wait_then_count(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
     """Baseline records the broker lost: the voucher waits and its baseline period is asked for; once they arrive it reproduces."""
     acme, _ = two_tenants
