@@ -30,6 +30,13 @@ def _admin(config: Path | None, dsn: str | None) -> Any:
     return CliAdmin(settings_or_exit(config, dsn=dsn).dsn, actor="cli")
 
 
+def _settings_args(config: Path | None, dsn: str | None) -> str:
+    """Return the settings options to repeat in a printed follow-up command (the DSN itself is not echoed, it may hold a password)."""
+    if config is not None:
+        return f" -c {config}"
+    return " --dsn DSN" if dsn is not None else ""
+
+
 def _instant(value: str | None, name: str) -> dt.datetime | None:
     if value is None:
         return None
@@ -163,7 +170,8 @@ def key_add(
     if start is None:
         typer.echo(
             f"note: vouchers the agent signed before now are rejected as key_not_valid; move the start back to the key's creation time "
-            f"with `valuegate cloud admin key-valid-from {tenant} {gateway} {row['id']} CREATED` if the agent already ran with this key",
+            f"with `valuegate cloud admin key-valid-from{_settings_args(config, dsn)} {tenant} {gateway} {row['id']} CREATED` "
+            "if the agent already ran with this key",
             err=True,
         )
 

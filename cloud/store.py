@@ -238,7 +238,7 @@ async def add_gateway_key(
         existing = await cur.fetchone()
         key_id = existing["id"] if existing else "KEY_ID"
         msg = (f"key {multibase} is already registered for gateway {gateway_id!r} as key {key_id}; move its start earlier with "
-               f"`valuegate cloud admin key-valid-from {tenant_id} {gateway_id} {key_id} INSTANT` or POST .../keys/{key_id}/valid-from")  # fmt: skip
+               f"`valuegate cloud admin key-valid-from -c cloud.yaml {tenant_id} {gateway_id} {key_id} INSTANT` or POST .../keys/{key_id}/valid-from")  # fmt: skip
         raise Conflict(msg, code="key_exists")
     detail = {"public_key": multibase, "valid_from": valid_from.isoformat(), "valid_until": valid_until.isoformat() if valid_until else None}
     await audit(conn, tenant_id=tenant_id, actor=actor, action="key.register", object_type="gateway_key", object_id=str(row["id"]), detail=detail)

@@ -15,7 +15,7 @@ from psycopg.types.json import set_json_dumps
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA
 from valuegate.edge.protocol.telemetry_proof import KEY_PROPERTY, SIGNATURE_PROPERTY, TelemetrySignature, verify_telemetry
 
-from .verify import GatewayInfo, Topic, key_text, mismatch_reason
+from .verify import UNKNOWN_KEY_ADVICE, GatewayInfo, Topic, key_text, mismatch_reason
 
 __all__ = ("TelemetryError", "CheckedBatch", "check_batch", "check_signature", "store_batches")
 
@@ -150,7 +150,7 @@ def check_signature(checked: CheckedBatch, topic: str, payload: bytes, signature
     public_key, value = signature
     key = next((k for k in gateway.keys if k.public_key == public_key), None)
     if key is None:
-        raise TelemetryError("key_unknown", f"telemetry is signed by key {key_text(public_key)}, which is not registered for gateway {gateway.gateway_id!r}; register it first")
+        raise TelemetryError("key_unknown", f"telemetry is signed by key {key_text(public_key)}, which is not registered for gateway {gateway.gateway_id!r}; {UNKNOWN_KEY_ADVICE}")
     if key.revoked_at is not None and key.revoked_at <= now:
         raise TelemetryError("key_revoked", f"telemetry is signed by key {key.key_id} of gateway {gateway.gateway_id!r}, revoked at {key.revoked_at.isoformat()}")
     if not verify_telemetry(public_key, value, topic, payload):

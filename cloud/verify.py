@@ -15,6 +15,7 @@ from valuegate.edge.protocol.voucher import Claims, VoucherError, parse_voucher,
 from .signature import encode_sorted, prepare_voucher, verify_signature
 
 __all__ = (
+    "UNKNOWN_KEY_ADVICE",
     "Topic",
     "GatewayInfo",
     "KeyInfo",
@@ -31,6 +32,10 @@ __all__ = (
 
 # Longest public key a rejection reason shows whole; see key_text.
 _KEY_TEXT_MAX = 64
+UNKNOWN_KEY_ADVICE = (
+    "if it is the gateway's own key, register it with `valuegate cloud admin key-add -c cloud.yaml TENANT GATEWAY KEY_FILE` "
+    "(the file of `valuegate keys export-public`); otherwise another client publishes on this gateway's topic, so check the broker's access rules"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,7 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
     multibase = issuer.removeprefix("did:key:")
     key = next((k for k in gateway.keys if k.public_key == multibase), None)
     if key is None:
-        msg = f"the voucher is signed by key {key_text(multibase)}, which is not registered for gateway {gateway.gateway_id!r}; register it first"
+        msg = f"the voucher is signed by key {key_text(multibase)}, which is not registered for gateway {gateway.gateway_id!r}; {UNKNOWN_KEY_ADVICE}"
         raise VoucherError("key_unknown", msg, voucher_id=vid)
     if key.revoked_at is not None and key.revoked_at <= now:
         raise VoucherError("key_revoked", f"key {key.key_id} of gateway {gateway.gateway_id!r} was revoked at {key.revoked_at.isoformat()}", voucher_id=vid)
@@ -174,7 +179,7 @@ def _find_key(gateway: GatewayInfo, issuer: str, issued_at: dt.datetime, now: dt
             # Typical after a key registered with the default start (now) while the agent already signed with it.
             msg += (
                 f"; when the gateway signed it before the key was registered, move the key's start to its creation time "
-                f"(`created` in `valuegate keys export-public`) with `valuegate cloud admin key-valid-from {gateway.tenant_id} "
+                f"(`created` in `valuegate keys export-public`) with `valuegate cloud admin key-valid-from -c cloud.yaml {gateway.tenant_id} "
                 f"{gateway.gateway_id} {key.key_id} CREATED` or POST /api/v1/gateways/{gateway.gateway_id}/keys/{key.key_id}/valid-from, "
                 "and the next resend stores it"
             )

@@ -52,12 +52,13 @@ def new(config_path: Path = _CONFIG, replace_lost: bool = _REPLACE_LOST) -> None
     # vouchers the agent signs before the registration are accepted too.
     register_hint = (
         f"`valuegate keys export-public -c {config_path} > {config.gateway}.pub.json`, then in the cloud "
-        f"`valuegate cloud admin key-add {config.tenant} {config.gateway} {config.gateway}.pub.json`"
+        f"`valuegate cloud admin key-add -c cloud.yaml {config.tenant} {config.gateway} {config.gateway}.pub.json`"
     )
     if replace_lost:
         typer.echo(
-            f"note: no earlier key signed for this one. Register it with {register_hint}, and revoke the lost key "
-            "with `valuegate cloud admin key-revoke` if it may have been copied",
+            f"note: no earlier key signed for this one. Register it with {register_hint}. The running agent signs with the new key "
+            "from its next voucher on. If the lost key may have been copied, revoke it with `valuegate cloud admin key-revoke`, "
+            "but only once the cloud acknowledged every voucher signed with it: the cloud rejects those still on the way",
             err=True,
         )
     else:
@@ -100,10 +101,11 @@ def rotate(config_path: Path = _CONFIG) -> None:
         spool.close()
     typer.echo(json.dumps(statement, indent=2))
     typer.echo(
-        f"note: the agent signs from seq {from_seq} on with the new key and publishes this statement in its status "
-        "(at once while it runs, else at its next start); the cloud then registers the new key by itself. Only when the cloud "
-        f"lists no key from seq {from_seq} for {config.gateway}, register it by hand: `valuegate keys export-public -c {config_path} "
-        f"> rotations.json` and `valuegate cloud admin key-rotate {config.tenant} {config.gateway} rotations.json`",
+        f"note: the agent signs from seq {from_seq} on with the new key. It publishes this statement in its status when it signs "
+        f"that voucher, or at its next start, and the cloud then registers the new key by itself. Only when the cloud lists no key "
+        f"from seq {from_seq} for {config.gateway} after that voucher was stored, register it by hand: "
+        f"`valuegate keys export-public -c {config_path} > rotation-statements.json` and "
+        f"`valuegate cloud admin key-rotate -c cloud.yaml {config.tenant} {config.gateway} rotation-statements.json`",
         err=True,
     )
 

@@ -86,7 +86,7 @@ async def test_stuck_voucher_stored_after_move(cloud_dsn: str, worker: IngestWor
         rows = await query(cloud_dsn, "SELECT code, reason FROM rejections WHERE voucher_id = 'gw-late:1'")
         assert rows
         assert {code for code, _ in rows} == {"key_not_valid"}
-        assert f"valuegate cloud admin key-valid-from acme gw-late {key_id} CREATED" in rows[0][1]
+        assert f"valuegate cloud admin key-valid-from -c cloud.yaml acme gw-late {key_id} CREATED" in rows[0][1]
         assert f"POST /api/v1/gateways/gw-late/keys/{key_id}/valid-from" in rows[0][1]
         assert await query(cloud_dsn, "SELECT contiguous_through FROM gateway_chain WHERE gateway_id = 'gw-late'") == [(0,)]
 
@@ -208,7 +208,7 @@ async def test_key_add_takes_created(cloud_dsn: str, tmp_path: Path) -> None:
     # Registering the same key again names the command that moves its start.
     again = await asyncio.to_thread(runner.invoke, cli_app, ["cloud", "admin", "key-add", "acme", "gw-1", exported["verification_method"], "--dsn", cloud_dsn])
     assert again.exit_code == 1
-    assert f"as key {key_id}; move its start earlier with `valuegate cloud admin key-valid-from acme gw-1 {key_id} INSTANT`" in again.output
+    assert f"as key {key_id}; move its start earlier with `valuegate cloud admin key-valid-from -c cloud.yaml acme gw-1 {key_id} INSTANT`" in again.output
 
 
 async def test_bare_key_add_warns(cloud_dsn: str) -> None:
@@ -221,4 +221,4 @@ async def test_bare_key_add_warns(cloud_dsn: str) -> None:
     ((_, first), (key_id, _)) = await keys_of(cloud_dsn, "gw-b")
     assert first == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     assert "note: vouchers the agent signed before now are rejected as key_not_valid" in added.stderr
-    assert f"key-valid-from acme gw-b {key_id} CREATED" in added.stderr
+    assert f"key-valid-from --dsn DSN acme gw-b {key_id} CREATED" in added.stderr

@@ -81,7 +81,7 @@ async def test_unknown_key_shown_alike(two_tenants: tuple[Gateway, Gateway], wor
         probe.close()
     assert [(kind, code) for kind, code, _ in rows] == [("telemetry", "key_unknown"), ("voucher", "key_unknown")]
     for kind, _, reason in rows:
-        assert f"signed by key {multibase}, which is not registered for gateway 'gw-a1'; register it first" in reason, (kind, reason)
+        assert f"signed by key {multibase}, which is not registered for gateway 'gw-a1'; if it is the gateway's own key, register it with `valuegate cloud admin key-add -c cloud.yaml" in reason, (kind, reason)
 
 
 def test_key_text_cuts_only_oversized_values() -> None:

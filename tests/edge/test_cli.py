@@ -120,8 +120,8 @@ def test_rotation_mid_chain(tmp_path: Path) -> None:
     assert rotated.exit_code == 0, rotated.output
     statement = json.loads(rotated.stdout)
     # The statement goes to standard output alone; the next step goes to standard error.
-    assert "the agent signs from seq 4 on with the new key and publishes this statement in its status" in rotated.stderr
-    assert "`valuegate cloud admin key-rotate acme gw-1 rotations.json`" in rotated.stderr
+    assert "the agent signs from seq 4 on with the new key. It publishes this statement in its status when it signs that voucher" in rotated.stderr
+    assert "`valuegate cloud admin key-rotate -c cloud.yaml acme gw-1 rotation-statements.json`" in rotated.stderr
     assert verify_rotation(statement).ok
     assert statement["credentialSubject"]["from_seq"] == 4
     assert statement["credentialSubject"]["previous_key"] == first_key
@@ -151,7 +151,7 @@ def test_keys_new_names_register_step(tmp_path: Path) -> None:
     created = runner.invoke(app, ["keys", "new", "--config", str(path)])
     assert created.exit_code == 0, created.output
     assert f"`valuegate keys export-public -c {path} > gw-1.pub.json`" in created.stderr
-    assert "`valuegate cloud admin key-add acme gw-1 gw-1.pub.json`" in created.stderr
+    assert "`valuegate cloud admin key-add -c cloud.yaml acme gw-1 gw-1.pub.json`" in created.stderr
     exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).stdout)
     assert exported["verification_method"] == created.stdout.strip()
     # Whole seconds, cut down as the agent cuts a voucher's issued_at.
@@ -197,8 +197,8 @@ def test_lost_key_replaced_after_rotation(tmp_path: Path) -> None:
     replaced = runner.invoke(app, ["keys", "new", "--replace-lost", "--config", str(path)])
     assert replaced.exit_code == 0, replaced.output
     new_key = replaced.stdout.strip()
-    assert "`valuegate cloud admin key-add acme gw-1 gw-1.pub.json`" in replaced.stderr
-    assert "revoke the lost key" in replaced.stderr
+    assert "`valuegate cloud admin key-add -c cloud.yaml acme gw-1 gw-1.pub.json`" in replaced.stderr
+    assert "revoke it with `valuegate cloud admin key-revoke`, but only once the cloud acknowledged every voucher signed with it" in replaced.stderr
     (kept,) = folder.glob("rotations.replaced-*.json")
     assert kept.read_text() == statements
     exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).stdout)
