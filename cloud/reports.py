@@ -14,6 +14,7 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
@@ -94,6 +95,30 @@ async def contract_value(conn: Conn, tenant_id: str, contract_id: str) -> dict[s
     return result
 
 
+async def _rejected_by_anchor(conn: Conn, tenant_id: str, contract_id: str) -> dict[str | None, int]:
+    """Count the contract's rejected vouchers that no stored voucher superseded, per value anchor their latest payload names.
+
+    One voucher may be rejected for several causes (or under several payloads), so the count is of distinct
+    voucher ids, or payloads without one. A payload that names no anchor counts under None.
+    """
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (coalesce(r.voucher_id, r.payload_sha256)) r.payload FROM rejections r"
+        f" WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}"
+        " ORDER BY coalesce(r.voucher_id, r.payload_sha256), r.last_received_at DESC, r.id DESC",
+        (tenant_id, contract_id),
+    )
+    counts: dict[str | None, int] = {}
+    for (payload,) in await cur.fetchall():
+        anchor = None
+        try:
+            anchor = msgspec.json.decode(bytes(payload))["credentialSubject"]["anchor"] if payload is not None else None
+        except (msgspec.DecodeError, KeyError, TypeError):
+            pass
+        key = anchor if isinstance(anchor, str) else None
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: int, exclusions: list[Any]) -> dict[str, Any]:
     contract_id = contract.id
     pricing = _pricing()
@@ -110,13 +135,10 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
         per_anchor[anchor_id].append(
             pricing.VoucherValue(vid, gateway, seq, anchor_id, plant_date.isoformat(), quantity, point, low, running, sufficient)
         )
-    cur = await conn.execute(
-        # One voucher may be rejected for several causes (or under several payloads), so the count is of distinct vouchers.
-        "SELECT count(DISTINCT coalesce(r.voucher_id, r.payload_sha256)) FROM rejections r"
-        f" WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}",
-        (tenant_id, contract_id),
-    )
-    (rejected,) = await cur.fetchone()
+    rejected = await _rejected_by_anchor(conn, tenant_id, contract_id)
+    for anchor_id, count in rejected.items():
+        if anchor_id in states:
+            states[anchor_id]["rejected"] = count
 
     anchors = []
     total = Decimal(0)
@@ -157,7 +179,7 @@ async def _compute_value(conn: Conn, tenant_id: str, contract: Any, revision: in
         "currency": contract.currency,
         "settlement": contract.settlement,
         "total": total,
-        "rejected": rejected,
+        "rejected": sum(rejected.values()),
         "anchors": anchors,
     }
 

@@ -38,7 +38,16 @@ class ContractController(Controller):
     async def contract(self, request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> dict[str, Any]:
         return await contracts.get_contract(conn, caller(request).tenant_id, contract_id)
 
-    @get("/{contract_id:str}/value", summary="Realized value per anchor over counted vouchers, priced by the contract")
+    @get(
+        "/{contract_id:str}/value", summary="Realized value per anchor over counted vouchers, priced by the contract",
+        description=(
+            "`rejected` counts the distinct vouchers rejected for this contract that no stored voucher has superseded. Each anchor's "
+            "`vouchers.rejected` counts those of them whose latest rejected payload names that anchor, so the anchors' counts add up to "
+            "`rejected` unless a payload names no anchor of the current revision. A rejection counts for a contract only when a key of "
+            "its gateway signed the claims, so `key_revoked` and `key_unknown` rejections count in neither. `vouchers.gap` counts "
+            "stored vouchers that wait behind a gap in their gateway's chain."
+        ),
+    )
     async def value(self, request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> dict[str, Any]:
         return await reports.contract_value(conn, caller(request).tenant_id, contract_id)
 
