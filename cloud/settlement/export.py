@@ -17,7 +17,7 @@ from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
 from valuegate.edge.protocol.contract import contract_digest
 
-__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "invoice_html", "pdf_bytes", "priced_terms")
+__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "gap_note", "invoice_html", "pdf_bytes", "priced_terms")
 
 CSV_COLUMNS = (
     "record",
@@ -124,14 +124,36 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
             + [note, ""]
         )
     for gap in (run or {}).get("gap_waiting") or ():
-        note = translate(language, "run.gap_waiting", gateway=gap["gateway"], count=gap["vouchers"], first=gap["first_seq"], last=gap["last_seq"],
-                         after=gap["stored_through"])
+        note = gap_note(gap, language)
         writer.writerow(
             [translate(language, "record.gap_waiting"), run["invoice_number"], "", "", run["period_first"].isoformat(), run["period_last"].isoformat()]
             + [""] * 15
             + [note, ""]
         )
     return buffer.getvalue().encode("utf-8-sig")
+
+
+def gap_note(gap: Mapping[str, Any], language: str) -> str:
+    """Render a run's note on one gateway's vouchers that wait behind a chain gap: which sequences are missing, why, and what waits.
+
+    ``gap`` is an entry of the run's ``gap_waiting`` (see :func:`~valuegate.cloud.settlement.gaps.gap_waiting`).
+    """
+    if "missing_first" in gap:
+        first, last = gap["missing_first"], gap["missing_last"]
+        missing = translate(language, "gap.missing_one" if first == last else "gap.missing_range", first=first, last=last)
+        codes = translate(language, "reason.list_comma").join(gap["missing_codes"])
+        rejected = gap["missing_rejected"]
+        if not rejected:
+            cause = translate(language, "gap.cause_none")
+        elif rejected == last - first + 1:
+            cause = translate(language, "gap.cause_rejected", codes=codes)
+        else:
+            cause = translate(language, "gap.cause_some", count=rejected, codes=codes)
+    else:
+        # A run computed before runs stored the missing sequences knows only where they start.
+        missing, cause = translate(language, "gap.missing_from", first=gap["stored_through"] + 1), ""
+    return translate(language, "run.gap_waiting", gateway=gap["gateway"], missing=missing, cause=cause, count=gap["vouchers"],
+                     first=gap["first_seq"], last=gap["last_seq"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +209,7 @@ def invoice_html(
     return render(
         "settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract,
         titles=anchor_titles(contract, language), terms=priced_terms(documents, run=run, contract=contract, revisions=revisions), in_force=in_force,
+        gap_notes=[gap_note(gap, language) for gap in run.get("gap_waiting") or ()],
     )
 
 

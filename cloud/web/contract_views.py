@@ -19,12 +19,13 @@ from valuegate.cloud.auth import requires
 from valuegate.cloud.contracts import list_contracts
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.settlement import store as settlement
+from valuegate.cloud.settlement.gaps import missing_runs
 from valuegate.cloud.settlement.invoice import split_excluded
 from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, latest_per_day, price_anchor
 from valuegate.cloud.store import NotFound
 from valuegate.edge.methodology import METRICS
 
-from .billing_findings import Finding, chain_gap_finding, gap_findings, rejected_points, rejection_findings
+from .billing_findings import Finding, chain_gap_finding, claimed_values, gap_findings, rejected_points, rejection_findings
 from .charts import UNBILLED, GainPoint, gain_chart, pareto_chart
 from .i18n import format_date, translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
@@ -205,15 +206,17 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
     known = {anchor.id for anchor in contract.anchors}
     gap_rows = await gap_vouchers(conn, tenant, contract_id)
-    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups, gap_findings(gap_rows, language))
+    gap_chains = await chain_gaps(conn, tenant, contract_id)
+    missing = await missing_runs(conn, tenant, [row["gateway_id"] for row in gap_rows + gap_chains])
+    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups, gap_findings(gap_rows, language, missing, tenant))
     machines = sorted({m for a in contract.anchors for m in a.scope})
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
 
     # A gap that holds back vouchers of a current anchor is on that anchor's card; the others are listed with the contract's own findings.
     on_cards = {row["gateway_id"] for row in gap_rows if row["anchor_id"] in known}
-    chain_findings = [chain_gap_finding(row, language) for row in await chain_gaps(conn, tenant, contract_id) if row["gateway_id"] not in on_cards]
-    for anchor_id, findings in gap_findings([row for row in gap_rows if row["anchor_id"] not in known], language).items():
+    chain_findings = [chain_gap_finding(row, language, missing, tenant) for row in gap_chains if row["gateway_id"] not in on_cards]
+    for anchor_id, findings in gap_findings([row for row in gap_rows if row["anchor_id"] not in known], language, missing, tenant).items():
         chain_findings += [replace(f, text=translate(language, "quality.other_anchor", anchor=anchor_id, finding=f.text)) for f in findings]
     # Vouchers of an anchor the current contract revision no longer has are listed with the contract's own findings.
     for group in groups:
@@ -224,6 +227,8 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     rejected = await rejections(conn, tenant, contract_id)
     for r in rejected:
         r["reason_text"] = rejection_text(r["code"], language)
+        # The table shows what the sender signed, marked as claimed: the cloud verified none of it.
+        r["claimed"] = claimed_values(r.pop("payload"))
 
     packages = await renewal.list_packages(conn, tenant, contract_id)
     for package in packages:

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from valuegate.cloud.reports import SUPERSEDED_SQL
+from valuegate.cloud.settlement.gaps import REJECTED_SEQ_SQL
 
 __all__ = (
     "Downtime",
@@ -135,25 +136,27 @@ _OPEN_REJECTIONS = f"FROM rejections r WHERE r.tenant_id = %s AND r.contract_id 
 
 
 async def rejections(conn: Conn, tenant_id: str, contract_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Return the contract's open rejections, one per voucher id and code (the latest), newest first.
+    """Return the contract's open rejections, one per voucher id and code (the latest), by gateway and sequence.
 
     The table keeps a row per payload, code and topic, so a voucher id has several rows when its gateway signed it more than once.
+    ``payload`` is the latest stored payload, and a row without a readable sequence comes last, newest first.
     """
     return await _rows(
         conn,
-        "SELECT voucher_id, gateway_id, code, reason, received_at FROM"
+        "SELECT voucher_id, gateway_id, code, reason, received_at, payload FROM"
         " (SELECT DISTINCT ON (r.gateway_id, r.voucher_id, r.code) r.id, r.voucher_id, r.gateway_id, r.code, r.reason, r.received_at,"
-        f" r.last_received_at {_OPEN_REJECTIONS} ORDER BY r.gateway_id, r.voucher_id, r.code, r.last_received_at DESC, r.id DESC) latest"
-        " ORDER BY last_received_at DESC, id DESC LIMIT %s",
+        f" r.last_received_at, r.payload, {REJECTED_SEQ_SQL} AS seq"
+        f" {_OPEN_REJECTIONS} ORDER BY r.gateway_id, r.voucher_id, r.code, r.last_received_at DESC, r.id DESC) latest"
+        " ORDER BY gateway_id, seq NULLS LAST, code, last_received_at DESC, id DESC LIMIT %s",
         (tenant_id, contract_id, limit),
     )
 
 
-async def rejection_groups(conn: Conn, tenant_id: str, contract_id: str, *, details: int = 5) -> list[dict[str, Any]]:
+async def rejection_groups(conn: Conn, tenant_id: str, contract_id: str, *, details: int = 50) -> list[dict[str, Any]]:
     """Return the contract's open rejections grouped by gateway and code, ordered by gateway and code.
 
     Each group has its distinct ``voucher_ids``, ``unnamed`` (distinct payloads without a voucher id), the ``latest_reason``
-    and up to ``details`` distinct English ``reasons``. Counting distinct ids and payloads keeps a group's numbers the same
+    and up to ``details`` distinct English ``reasons``, enough for the page to collapse those that differ only in a timestamp. Counting distinct ids and payloads keeps a group's numbers the same
     however many times the gateway resent a voucher.
     """
     return await _rows(

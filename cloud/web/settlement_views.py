@@ -60,7 +60,8 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     revisions = {row["number"]: row["record"].get("contract_revision") or run["contract_revision"] for row in documents}
     titles = export.anchor_titles(parse_stored(stored["document"], run["contract_id"], in_force), language_of(request))
     return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"),
-                revisions=revisions, in_force=in_force, titles=titles)
+                revisions=revisions, in_force=in_force, titles=titles,
+                gap_notes=[export.gap_note(gap, language_of(request)) for gap in run.get("gap_waiting") or ()])
 
 
 @post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)

@@ -42,7 +42,8 @@ async def test_run_names_waiting_vouchers(gap):
         (document,) = await settlement.run_documents(conn, "acme", run["id"])
         may = await settlement.run_invoice(conn, "acme", "C-1", MAY, actor="fin")
     assert document["total"] == Decimal("0.00")
-    assert run["gap_waiting"] == [{"gateway": "gw-1", "vouchers": 2, "first_seq": 7, "last_seq": 8, "stored_through": 5}]
+    assert run["gap_waiting"] == [{"gateway": "gw-1", "vouchers": 2, "first_seq": 7, "last_seq": 8, "stored_through": 5,
+                                   "missing_first": 6, "missing_last": 6, "missing_rejected": 0, "missing_codes": []}]
     assert may["gap_waiting"] == []  # May's vouchers lie before the gap
 
 
@@ -59,8 +60,8 @@ async def test_rerun_keeps_waiting_list(gap):
 
 @pytest.mark.parametrize(("language", "row", "note"), [
     ("en", "vouchers waiting for a chain gap",
-     "Gateway gw-1: 2 vouchers of this period (sequences 7–8) wait, because vouchers after sequence 5 are missing."),
-    ("zh-CN", "等待链缺口补齐的凭证", "网关 gw-1：本结算期的 2 张凭证（序号 7–8）正在等待，因为序号 5 之后的凭证缺失。"),
+     "Gateway gw-1: sequence 6 is missing (no rejection stored), so 2 vouchers of this period (sequences 7–8) wait behind them."),
+    ("zh-CN", "等待链缺口补齐的凭证", "网关 gw-1：序号 6 的凭证缺失（云端未存有拒收记录），因此本结算期的 2 张凭证（序号 7–8）在其后等待。"),
 ])  # fmt: skip
 async def test_exports_name_waiting_vouchers(gap, language, row, note):
     dsn, _, _, _ = gap

@@ -123,11 +123,13 @@ def test_voucher_table_lists_rejection_once(stuck, login, lang):
 
 
 GAP_LINES = {
-    "en": ("2 vouchers of this value anchor do not bill yet, because gateway gw-1 has a gap in its voucher chain after sequence 21"
-           " (highest received 26). The cloud asks the gateway to resend the missing vouchers"),
-    "zh-CN": "此价值锚点有 2 张凭证暂不计价，因为网关 gw-1 的凭证链在序号 21 之后有缺口（已收到最高序号 26）。云端会请网关重发缺少的凭证",
+    "en": ("2 vouchers of this value anchor do not bill yet, because gateway gw-1 has a gap in its voucher chain: sequences 22–24 are missing"
+           " (highest received 26). The cloud rejected the first missing voucher, gw-1:22, because its signing key was not valid when it was issued"),
+    "zh-CN": ("此价值锚点有 2 张凭证暂不计价，因为网关 gw-1 的凭证链有缺口：序号 22–24 的凭证缺失（已收到最高序号 26）。"
+              "云端拒收了缺失的第一张凭证 gw-1:22，因为签发时其签名密钥不在有效期内"),
 }
-GAP_ACTIONS = {"en": "check this gateway&#39;s rejections at /api/v1/rejections", "zh-CN": "请在 /api/v1/rejections 查看该网关的拒收记录"}
+GAP_ACTIONS = {"en": "valuegate cloud admin key-valid-from -c cloud.yaml acme gw-1 KEY_ID CREATED",
+               "zh-CN": "请用 `valuegate cloud admin key-valid-from -c cloud.yaml acme gw-1 KEY_ID CREATED` 把密钥的有效期起点前移"}
 NO_FINDINGS = {"en": "No data-quality findings.", "zh-CN": "未发现数据质量问题。"}
 
 
@@ -137,8 +139,64 @@ def test_gap_shows_on_anchor_card(stuck, login, lang):
     card = _section(html, 'id="anchor-line-oee"')
     assert GAP_LINES[lang] in card
     assert GAP_ACTIONS[lang] in card
+    assert '<small class="muted detail">key_not_valid: voucher issued at' in card
+    assert "after sequence" not in card
     assert NO_FINDINGS[lang] not in card
-    assert not any("21" in item and "/api/v1/rejections" in item for item in _contract_findings(html))
+    assert not any("22–24 are missing" in item for item in _contract_findings(html))
+
+
+HEADINGS = {
+    "en": ("<h3>Data-quality findings of this value anchor</h3>", "<h2>Data-quality findings for the whole contract</h2>"),
+    "zh-CN": ("<h3>此价值锚点的数据质量提示</h3>", "<h2>整个合同的数据质量提示</h2>"),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_finding_sections_have_distinct_titles(stuck, login, lang):
+    html = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    anchor_heading, contract_heading = HEADINGS[lang]
+    assert html.count(anchor_heading) == 1
+    assert html.count(contract_heading) == 1
+    assert contract_heading in html.split('id="contract-findings"', 1)[1].split("</section>", 1)[0]
+
+
+REPEATS = {"en": "(and 1 more differing only in their timestamps)", "zh-CN": "（另有 1 条仅时间戳不同）"}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_raw_reasons_collapse_timestamps(stuck, login, lang):
+    """Voucher 23 was signed twice at different instants, so its two reasons differ only in the issue time."""
+    (item,) = _contract_findings(login("csm1").get(f"/contracts/C-1?lang={lang}").text)
+    details = item.split("<details", 1)[1]
+    reasons = [part.split("</code>", 1)[0] for part in details.split("<code>")[1:]]
+    assert len(reasons) == 1
+    assert REPEATS[lang] in details
+
+
+CLAIMED = {"en": ("2024-05-27", "claimed"), "zh-CN": ("2024年5月27日", "声称值")}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_rejected_rows_show_claims(stuck, login, lang):
+    html = login("csm1").get(f"/contracts/C-1?lang={lang}").text
+    table = html.split('id="vouchers"', 1)[1].split("</table>", 1)[0]
+    row = table.split('<tr data-voucher="gw-1:22">', 1)[1].split("</tr>", 1)[0]
+    day, label = CLAIMED[lang]
+    assert f'{day} <small class="muted">{label}</small>' in row
+    assert "line-oee" in row
+    assert '<td class="num claimed">2.00</td>' in row
+    assert "1.50 – 2.50" in row
+    # Rejected rows follow the stored vouchers in sequence order, whatever order the rejections arrived in.
+    positions = [table.index(f'<tr data-voucher="gw-1:{seq}">') for seq in REJECTED_DAYS]
+    assert positions == sorted(positions)
+
+
+def test_value_api_counts_rejections_per_anchor(stuck, login):
+    value = login("csm1").get("/api/v1/contracts/C-1/value").json()
+    (anchor,) = value["anchors"]
+    assert value["rejected"] == len(REJECTED_DAYS)
+    assert anchor["vouchers"]["rejected"] == len(REJECTED_DAYS)
+    assert anchor["vouchers"]["gap"] == len(GAP_DAYS)
 
 
 LEGENDS = {
