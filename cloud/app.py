@@ -132,7 +132,7 @@ def _web_parts() -> tuple[list[Any], Any]:
 def create_app(settings: CloudSettings, *, pool: AsyncConnectionPool | None = None, listen_url: str | None = None) -> Litestar:
     """Build the application; it opens its own connection pool at start-up unless ``pool`` is given.
 
-    ``listen_url``, when given, goes into the start-up log line so that operators see where the API answers.
+    ``listen_url``, when given, goes into the start-up log line so that operators see where the API responds.
     """
     set_display_time_zone(settings.display_time_zone)
 

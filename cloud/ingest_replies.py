@@ -112,7 +112,7 @@ class RejectionLog:
     """Logs one warning per rejection kind, code and topic per ``interval_s``, with the count held back since.
 
     The workers of one process share one instance (see ``valuegate.cloud.ingest``), so
-    the limit holds per process, whichever worker received the message. The
+    the limit applies per process, whichever worker received the message. The
     workers run on one event loop, so no lock is needed.
     """
 

@@ -30,7 +30,7 @@ __all__ = (
     "signed_claims",
 )
 
-# Longest public key a rejection reason shows whole; see key_text.
+# Maximum length of a public key that a rejection reason shows whole (see key_text).
 _KEY_TEXT_MAX = 64
 UNKNOWN_KEY_ADVICE = (
     "if it is the gateway's own key, register it with `valuegate cloud admin key-add -c cloud.yaml TENANT GATEWAY KEY_FILE` "

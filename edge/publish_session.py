@@ -225,7 +225,7 @@ class SessionState:
         for group in split_records(prefix, list(keyed), limit):
             payload = prefix + b",".join(group) + b"]}"
             keys = [keyed[record] for record in group]
-            # Signed with the gateway's current key, so that nobody else on the broker can store records in its name.
+            # Signed with the gateway's current key, so that no other client on the broker can store records in its name.
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = sign_telemetry(self.p.telemetry_key(), self.topics["telemetry"], payload)
             if self._publish("telemetry", keys, self.topics["telemetry"], payload, properties=properties):
@@ -261,7 +261,7 @@ class SessionState:
     async def settle(self, *, final: bool = False) -> None:
         """Apply the highest cloud ack received, and mark the telemetry the broker acknowledged as published.
 
-        An ack that covers every voucher sent is applied at once; one that
+        An ack that covers every voucher sent is applied at once. One that
         leaves vouchers in flight waits until ``ack_due``, so that the acks
         arriving meanwhile share one outbox commit. ``final`` applies it now.
         """

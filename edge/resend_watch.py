@@ -29,7 +29,7 @@ class RepeatedResend:
 
 
 class ResendWatch:
-    """Counts resend requests per ``from_seq`` over a sliding window, and forgets those an ack has passed.
+    """Counts resend requests per ``from_seq`` over a sliding window, and drops those an ack has passed.
 
     The publisher records requests on the event loop, and the health
     endpoint reads from its own thread, so a lock guards the counts.

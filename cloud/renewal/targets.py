@@ -145,7 +145,7 @@ async def resolve_target(host: str, port: int, allowed: Sequence[Network]) -> Ad
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise HostUnresolved(host, str(exc)) from exc
-    # The scope id of an IPv6 link-local answer ("fe80::1%eth0") is dropped; such an address is rejected anyway unless allowed.
+    # The scope id of an IPv6 link-local result ("fe80::1%eth0") is dropped, because such an address is rejected anyway unless allowed.
     addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos))
     if not addresses:
         raise HostUnresolved(host, "no address returned")
@@ -155,8 +155,14 @@ async def resolve_target(host: str, port: int, allowed: Sequence[Network]) -> Ad
 
 
 def _mask_query(query: str) -> str:
-    # Each name=value pair keeps its name; a piece without "=" may itself be a secret, so all of it is masked.
-    return "&".join(f"{piece.partition('=')[0]}={MASK}" if "=" in piece else (MASK if piece else "") for piece in query.split("&"))
+    # Each name=value pair keeps its name. A piece without "=" may itself be a secret, so all of it is masked.
+    pieces = []
+    for piece in query.split("&"):
+        if "=" in piece:
+            pieces.append(f"{piece.partition('=')[0]}={MASK}")
+        else:
+            pieces.append(MASK if piece else "")
+    return "&".join(pieces)
 
 
 def mask_url(url: str) -> str:

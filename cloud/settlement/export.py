@@ -150,7 +150,7 @@ def gap_note(gap: Mapping[str, Any], language: str) -> str:
         else:
             cause = translate(language, "gap.cause_some", count=rejected, codes=codes)
     else:
-        # A run computed before runs stored the missing sequences knows only where they start.
+        # A run computed before runs stored the missing sequences records only where they start.
         missing, cause = translate(language, "gap.missing_from", first=gap["stored_through"] + 1), ""
     return translate(language, "run.gap_waiting", gateway=gap["gateway"], missing=missing, cause=cause, count=gap["vouchers"],
                      first=gap["first_seq"], last=gap["last_seq"])

@@ -107,12 +107,12 @@ async def missing_runs(conn: Conn, tenant_id: str, gateway_ids: Iterable[str]) -
 async def gap_waiting(conn: Conn, tenant_id: str, contract: Contract, period: BillingPeriod) -> list[dict[str, Any]]:
     """Return, per gateway, the period's vouchers that a chain gap keeps from billing and the missing vouchers that hold them.
 
-    Each entry has ``gateway``, ``vouchers`` (their count), ``first_seq`` and
-    ``last_seq`` (their lowest and highest sequence), ``stored_through`` (the
-    last sequence before the gap), ``missing_first`` and ``missing_last`` (the
-    run of missing sequences right after it), ``missing_rejected`` (how many
-    of those have a rejection stored) and ``missing_codes`` (the rejection
-    codes). The list is JSON, as the run stores it.
+    Each entry has ``gateway``, ``vouchers`` (their count), and ``first_seq``
+    and ``last_seq`` (their lowest and highest sequence). ``stored_through``
+    is the last sequence before the gap, and ``missing_first`` and
+    ``missing_last`` bound the run of missing sequences right after it.
+    ``missing_rejected`` counts those with a rejection stored, and
+    ``missing_codes`` lists the rejection codes. The list is JSON, as the run stores it.
     """
     priced = [anchor.id for anchor in contract.anchors if anchor.price is not None]
     cur = conn.cursor(row_factory=dict_row)

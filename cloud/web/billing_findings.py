@@ -165,7 +165,7 @@ def claimed_values(payload: bytes | None) -> dict[str, Any] | None:
     """Return what a rejected voucher's payload claims: plant date, anchor, gain and interval, sufficiency; None when it does not parse.
 
     The numbers are the sender's and unverified. A rejection carries a contract only when a key of its gateway
-    signed the claims (``valuegate.cloud.chain.rejection_hints``); the voucher table shows other rejections' claims too, marked as claimed.
+    signed the claims (``valuegate.cloud.chain.rejection_hints``). The voucher table shows other rejections' claims too, marked as claimed.
     """
     if payload is None:
         return None

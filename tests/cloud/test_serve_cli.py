@@ -1,4 +1,4 @@
-"""`valuegate cloud serve` as operators start it: the start-up line names the address where the API answers."""
+"""`valuegate cloud serve` as operators start it: the start-up line names the address where the API responds."""
 
 from __future__ import annotations
 
