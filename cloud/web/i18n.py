@@ -48,8 +48,14 @@ def catalog(language: str) -> dict[str, str]:
 
 
 def translate(language: str, key: str, **values: Any) -> str:
-    """Return the message ``key`` in ``language`` with its placeholders filled; an unknown key shows as itself."""
-    template = catalog(language).get(key)
+    """Return the message ``key`` in ``language`` with its placeholders filled; an unknown key shows as itself.
+
+    With ``count`` equal to 1, the variant ``<key>.one`` is used where the catalog has one (English singular nouns).
+    """
+    messages = catalog(language)
+    template = messages.get(f"{key}.one") if values.get("count") == 1 else None
+    if template is None:
+        template = messages.get(key)
     if template is None:
         return key
     return template.format(**values) if values else template

@@ -88,9 +88,9 @@ def test_card_names_revoked_key_cause(revoked, login, lang):
 
 
 RUN_NOTES = {
-    "en": ("Gateway gw-1: sequences 22–23 are missing (rejected: key_revoked), so 1 vouchers of this period (sequences 24–24) wait behind them."
-           " They are billed once the missing vouchers are stored, and the chain-gap line on the contract page says what to do."),
-    "zh-CN": ("网关 gw-1：序号 22–23 的凭证缺失（已拒收：key_revoked），因此本结算期的 1 张凭证（序号 24–24）在其后等待。"
+    "en": ("Gateway gw-1: sequences 22–23 are missing (rejected: key_revoked), so 1 voucher of this period (sequence 24) waits behind them."
+           " It is billed once the missing vouchers are stored, and the chain-gap line on the contract page says what to do."),
+    "zh-CN": ("网关 gw-1：序号 22–23 的凭证缺失（已拒收：key_revoked），因此本结算期的 1 张凭证（序号 24）在其后等待。"
               "缺失的凭证存入后即计费，合同页面上的链缺口说明给出了处理办法。"),
 }
 

@@ -81,3 +81,12 @@ def test_display_zone_setting_checked() -> None:
     assert CloudSettings().display_time_zone == "Asia/Shanghai"
     with pytest.raises(ConfigError, match="display_time_zone 'Asia/Beijing' is not an IANA time zone; use a name such as Asia/Shanghai or UTC"):
         CloudSettings(display_time_zone="Asia/Beijing")
+
+
+def test_count_of_one_uses_singular_variant():
+    assert translate("en", "quality.no_production", count=1) == (
+        "No production scheduled: 1 day (no planned busy time, so it bills nothing; not a data-quality problem)"
+    )
+    assert translate("en", "quality.no_production", count=2).startswith("No production scheduled: 2 days (")
+    assert translate("en", "quality.unnamed", count=1) == "1 without a voucher id"
+    assert translate("zh-CN", "quality.no_production", count=1).startswith("无计划生产：1 天")

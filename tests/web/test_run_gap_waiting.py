@@ -25,9 +25,9 @@ def waiting(site):
 
 
 @pytest.mark.parametrize(("lang", "total", "line"), [
-    ("zh-CN", "本结算期有 1 张凭证尚未计费", "网关 gw-1：序号 22 的凭证缺失（云端未存有拒收记录），因此本结算期的 1 张凭证（序号 23–23）在其后等待。"),
-    ("en", "1 vouchers of this billing period are not billed yet",
-     "Gateway gw-1: sequence 22 is missing (no rejection stored), so 1 vouchers of this period (sequences 23–23) wait behind them."),
+    ("zh-CN", "本结算期有 1 张凭证尚未计费", "网关 gw-1：序号 22 的凭证缺失（云端未存有拒收记录），因此本结算期的 1 张凭证（序号 23）在其后等待。"),
+    ("en", "1 voucher of this billing period is not billed yet",
+     "Gateway gw-1: sequence 22 is missing (no rejection stored), so 1 voucher of this period (sequence 23) waits behind them."),
 ])  # fmt: skip
 def test_run_page_names_gap(waiting, login, lang, total, line):
     finance = login("fin1")
