@@ -68,7 +68,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so that a login takes as long either way.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
-# An API token's last_used_at is written at most once per this many seconds, not on every request.
+# An API token's last_used_at is written only when the stored time is older than this many seconds, not on every request.
 TOKEN_USE_INTERVAL_S = 60
 
 
