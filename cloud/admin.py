@@ -61,9 +61,10 @@ class Admin:
         async with self.conn.transaction():
             return await store.add_gateway_key(self.conn, tenant_id, gateway_id, public_key, valid_from=valid_from, valid_until=valid_until, actor=self.actor)
 
-    async def revoke_key(self, tenant_id: str, gateway_id: str, key_id: int, reason: str) -> dict[str, Any]:
+    async def revoke_key(self, tenant_id: str, gateway_id: str, key_id: int, reason: str, *, force: bool = False) -> dict[str, Any]:
+        """Revoke a key; raise Conflict while it may still sign or its vouchers are not all stored, unless ``force``."""
         async with self.conn.transaction():
-            return await store.revoke_gateway_key(self.conn, tenant_id, gateway_id, key_id, reason, actor=self.actor)
+            return await store.revoke_gateway_key(self.conn, tenant_id, gateway_id, key_id, reason, force=force, actor=self.actor)
 
     async def move_key_valid_from(self, tenant_id: str, gateway_id: str, key_id: int, valid_from: dt.datetime, *, reason: str = "") -> dict[str, Any]:
         """Move the start of a key's validity earlier; raise Invalid for a later start and Conflict for a revoked key."""

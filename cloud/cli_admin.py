@@ -195,12 +195,24 @@ def key_valid_from(
 
 
 @admin_app.command("key-revoke")
-def key_revoke(tenant: str, gateway: str, key_id: int, reason: str = typer.Option(..., help="Why, for the audit log."), config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Revoke a gateway key: vouchers signed with it are rejected from now on."""
+def key_revoke(
+    tenant: str,
+    gateway: str,
+    key_id: int,
+    reason: str = typer.Option(..., help="Why, for the audit log."),
+    force: bool = typer.Option(False, "--force", help="Revoke even while the gateway may still sign with the key or vouchers it signed are not stored (a key that may have been copied)."),
+    config: Path | None = ConfigOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Revoke a gateway key: vouchers signed with it are rejected from now on.
+
+    Refused while the gateway may still sign with the key or while vouchers it
+    signed are not stored yet, since those would stay missing for good.
+    """
 
     async def run() -> None:
         async with _admin(config, dsn) as admin:
-            await admin.revoke_key(tenant, gateway, key_id, reason)
+            await admin.revoke_key(tenant, gateway, key_id, reason, force=force)
 
     run_sync(run())
     typer.echo(f"key {key_id} of gateway {gateway} revoked")

@@ -20,6 +20,8 @@ from psycopg.types.json import Jsonb
 
 from valuegate.edge.protocol.keys import KeyFormatError, public_key_from_multibase
 
+from .key_use import KeyUse, key_use
+
 __all__ = (
     "StoreError",
     "NotFound",
@@ -250,17 +252,45 @@ async def list_gateway_keys(conn: Conn, tenant_id: str, gateway_id: str) -> list
     return await _all(conn, f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s ORDER BY id", (tenant_id, gateway_id))
 
 
-async def revoke_gateway_key(conn: Conn, tenant_id: str, gateway_id: str, key_id: int, reason: str, *, actor: str = "admin") -> dict[str, Any]:
-    """Revoke a key from now on: vouchers signed with it are rejected from then on, also ones issued earlier."""
+async def revoke_gateway_key(
+    conn: Conn, tenant_id: str, gateway_id: str, key_id: int, reason: str, *, force: bool = False, actor: str = "admin"
+) -> dict[str, Any]:
+    """Revoke a key from now on: vouchers signed with it are rejected from then on, also ones issued earlier.
+
+    Unless ``force``, refuse (Conflict) while the gateway may still sign with
+    the key or while vouchers it signed are not stored, since those would
+    then stay missing for good. ``force`` is for a key that may have been copied.
+    """
     sql = f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s AND id = %s FOR UPDATE"
     row = await _one(conn, sql, (tenant_id, gateway_id, key_id), f"key {key_id} of gateway {gateway_id!r} not found")
     if row["revoked_at"] is not None:
         return row
+    use = await key_use(conn, gateway_id, row)
+    if not force:
+        _refuse_revocation(gateway_id, key_id, use)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason, key_id))
     row = await cur.fetchone()
-    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail={"reason": reason})
+    detail: dict[str, Any] = {"reason": reason, "forced": force, "last_seq": use.last_seq, "unstored": use.missing}
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail=detail)
     return row  # type: ignore[return-value]
+
+
+_FORCE_HINT = "or revoke at once with --force (API: \"force\": true) if the key may have been copied"
+
+
+def _refuse_revocation(gateway_id: str, key_id: int, use: KeyUse) -> None:
+    if use.last_seq is None:
+        latest = f"its latest stored voucher (seq {use.latest_seq}) is signed with it" if use.latest_seq else "no voucher of it is stored yet"
+        msg = (f"key {key_id} may still sign the vouchers of gateway {gateway_id!r}: {latest}. Give the gateway its next key first "
+               "(`valuegate keys rotate`, or `valuegate keys new --replace-lost` and `valuegate cloud admin key-add`), wait until a voucher "
+               f"signed with the new key is stored and the gateway's outbox is empty, {_FORCE_HINT}")  # fmt: skip
+        raise Conflict(msg, code="key_in_use")
+    if use.missing:
+        msg = (f"key {key_id} signed the sequences of gateway {gateway_id!r} up to {use.last_seq}, and {use.missing} of them are not stored "
+               f"(the first is {use.first_missing}); revoked now, they would be rejected for good. Wait until the gateway's outbox is "
+               f"empty and its chain shows no gap, {_FORCE_HINT}")  # fmt: skip
+        raise Conflict(msg, code="key_signed_unstored")
 
 
 async def move_key_valid_from(

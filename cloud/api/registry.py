@@ -73,7 +73,7 @@ class RegistryController(Controller):
     @post("/gateways/{gateway_id:str}/keys/{key_id:int}/revoke", guards=[requires("admin")], status_code=200, summary="Revoke a gateway key")
     async def revoke_key(self, request: Request[Any, Any, Any], conn: Conn, gateway_id: FromPath[str], key_id: FromPath[int], data: JSONBody[KeyRevokeIn]) -> dict[str, Any]:
         principal = caller(request)
-        return await store.revoke_gateway_key(conn, principal.tenant_id, gateway_id, key_id, data.reason, actor=principal.actor)
+        return await store.revoke_gateway_key(conn, principal.tenant_id, gateway_id, key_id, data.reason, force=data.force, actor=principal.actor)
 
     @post("/gateways/{gateway_id:str}/keys/{key_id:int}/valid-from", guards=[requires("admin")], status_code=200, summary="Move a gateway key's validity start earlier")
     async def move_key_valid_from(

@@ -62,9 +62,10 @@ class KeyIn(_Body):
 
 
 class KeyRevokeIn(_Body):
-    """Reason for revoking a key, kept in the audit log."""
+    """Reason for revoking a key, kept in the audit log; ``force`` revokes even while the key's vouchers are not all stored."""
 
     reason: Annotated[SingleLine, msgspec.Meta(min_length=1, max_length=500)]
+    force: bool = False
 
 
 class KeyValidFromIn(_Body):

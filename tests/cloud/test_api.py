@@ -77,7 +77,10 @@ async def test_registry_flow_and_audit(client: AsyncTestClient[Any], cloud_dsn: 
     assert added.json()["public_key"] == key
     naive = await client.post("/api/v1/gateways/gw-a9/keys", json={"public_key": key, "valid_from": "2026-01-01T00:00:00"}, headers=admin)
     assert naive.status_code in (409, 422)
-    revoked = await client.post(f"/api/v1/gateways/gw-a9/keys/{added.json()['id']}/revoke", json={"reason": "rotated"}, headers=admin)
+    # The gateway has stored no voucher yet, so it may still sign with its only key: refused unless forced.
+    in_use = await client.post(f"/api/v1/gateways/gw-a9/keys/{added.json()['id']}/revoke", json={"reason": "rotated"}, headers=admin)
+    assert (in_use.status_code, in_use.json()["code"]) == (409, "key_in_use")
+    revoked = await client.post(f"/api/v1/gateways/gw-a9/keys/{added.json()['id']}/revoke", json={"reason": "copied", "force": True}, headers=admin)
     assert revoked.status_code == 200
     assert revoked.json()["revoked_at"] is not None
 

@@ -75,7 +75,7 @@ async def test_revoked_key_rejection_says_what_to_do(client: AsyncTestClient[Any
         async with conn.transaction():
             cur = await conn.execute("SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'")
             (key_id,) = await cur.fetchone()
-            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked", force=True)
         async with conn.transaction():
             gateways = await load_gateways(conn, {"gw-a1"})
             with pytest.raises(VoucherError) as caught:

@@ -215,7 +215,7 @@ async def test_revoked_key_rejected(two_tenants: tuple[Gateway, Gateway], worker
     key_id = (await query(cloud_dsn, "SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'"))[0][0]
     async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
         async with conn.transaction():
-            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked", force=True)
     probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
     rows = await wait_for_rows(cloud_dsn, "SELECT code FROM rejections", count=1)
     assert rows == [("key_revoked",)]
@@ -335,7 +335,7 @@ async def test_telemetry_of_revoked_key_rejected(two_tenants: tuple[Gateway, Gat
     key_id = (await query(cloud_dsn, "SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'"))[0][0]
     async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
         async with conn.transaction():
-            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked", force=True)
     probe.publish_telemetry(acme, acme.telemetry(minute_records("m1", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 3)))
     rows = await wait_for_rows(cloud_dsn, "SELECT code, kind FROM rejections", count=1)
     assert rows == [("key_revoked", "telemetry")]

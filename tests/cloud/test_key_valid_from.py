@@ -138,7 +138,7 @@ async def test_move_only_earlier(cloud_dsn: str) -> None:
         assert audits == []
 
         async with conn.transaction():
-            await store.revoke_gateway_key(conn, "acme", "gw-m", key_id, "key leaked")
+            await store.revoke_gateway_key(conn, "acme", "gw-m", key_id, "key leaked", force=True)
         with pytest.raises(store.Conflict) as revoked:
             async with conn.transaction():
                 await store.move_key_valid_from(conn, "acme", "gw-m", key_id, start - dt.timedelta(days=1))

@@ -81,7 +81,7 @@ async def test_revoked_key_rejection_not_counted(two_tenants: tuple[Gateway, Gat
     key_id = (await query(cloud_dsn, "SELECT id FROM gateway_keys WHERE gateway_id = 'gw-a1'"))[0][0]
     async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
         async with conn.transaction():
-            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked")
+            await store.revoke_gateway_key(conn, "acme", "gw-a1", key_id, "key leaked", force=True)
     probe.publish(acme.topic("vouchers"), msgspec.json.encode(acme.next_voucher()))
     rows = await wait_for_rows(cloud_dsn, REJECTION_SQL, count=1)
     assert [row[:4] for row in rows] == [("key_revoked", "acme", "gw-a1:1", None)]

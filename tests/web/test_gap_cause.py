@@ -34,7 +34,7 @@ async def _reject_revoked(dsn: str, documents: list[dict], key: Ed25519PrivateKe
     """Register ``key`` for gw-1, revoke it, and store each document's rejection as the ingest workers do."""
     async with await connect(dsn) as conn, conn.transaction():
         row = await store.add_gateway_key(conn, "acme", "gw-1", public_key_multibase(key.public_key()), valid_from=KEY_VALID_FROM)
-        await store.revoke_gateway_key(conn, "acme", "gw-1", row["id"], "gateway key lost")
+        await store.revoke_gateway_key(conn, "acme", "gw-1", row["id"], "gateway key lost", force=True)
     now = dt.datetime.now(dt.UTC)
     stored = []
     async with await connect(dsn) as conn, conn.transaction():
