@@ -54,6 +54,8 @@ REJECTION_LOG_INTERVAL_S = 60.0
 # Shared by every worker of the process, so that `cloud ingest --workers N` logs a repeated rejection once, not N times.
 _REJECTION_LOG = RejectionLog(REJECTION_LOG_INTERVAL_S)
 _PAYLOAD_KEEP = 64 * 1024
+# A rejection reason sent back to a gateway is cut to this length.
+_NOTICE_REASON_CHARS = 500
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ class IngestWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection_task: asyncio.Task[None] | None = None
-        self._replies = GatewayReplies(settings.resend_interval_s, settings.resend_grace_s)
+        self._replies = GatewayReplies(settings.resend_interval_s, settings.resend_grace_s, notice_interval_s=REJECTION_LOG_INTERVAL_S)
         self._requests = RecordRequests(settings.records_wait_s)
         self._last_reproduce = 0.0
         self._outage = OutageLog(settings.dsn, component="ingest")
@@ -298,6 +300,8 @@ class IngestWorker:
         skew = dt.timedelta(seconds=self.settings.clock_skew_s)
         parsed = [(m, parse_topic(m.topic)) for m in messages]
         rejections: list[tuple[Any, ...]] = []
+        # Per gateway, the topic and the first rejection of this batch that goes back to it in its ack.
+        notices: dict[str, tuple[Topic, dict[str, Any]]] = {}
 
         def reject(message: _Message, topic: Topic | None, kind: str, code: str, reason: str) -> None:
             vid, contract = rejection_hints(message.payload, topic, gateways, now=now) if kind == "voucher" else (None, None)
@@ -309,6 +313,12 @@ class IngestWorker:
             metrics.REJECTIONS.labels(kind, code).inc()
             # Every rejection is stored and counted; the process logs one line per kind, code and topic a minute.
             self._rejection_log(started, kind, code, message.topic, vid, reason, worker=self.name)
+            registered = gateways.get(topic.gateway) if topic is not None else None
+            if (
+                registered is not None and (registered.tenant_id, registered.site_id) == (topic.tenant, topic.site)  # type: ignore[union-attr]
+                and topic.gateway not in notices and self._replies.notice_due(topic.gateway, kind, code)  # type: ignore[union-attr]
+            ):  # fmt: skip
+                notices[topic.gateway] = (topic, {"kind": kind, "code": code, "voucher_id": vid, "reason": reason[:_NOTICE_REASON_CHARS]})  # type: ignore[union-attr]
 
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -348,23 +358,31 @@ class IngestWorker:
                     reject(*batch_messages[index], "telemetry", "machine_owned", reason)
                 rows = await store_batches(conn, batches)
                 await store_rejections(conn, rejections)
+                unmoved = [gateway_id for gateway_id in notices if gateway_id not in result.positions]
+                moved = await chain_positions(conn, unmoved) if unmoved else {}
 
         metrics.VOUCHERS_STORED.inc(len(result.stored))
         metrics.VOUCHERS_DUPLICATE.inc(len(result.duplicates))
         metrics.TELEMETRY_ROWS.inc(rows)
-        self._acknowledge(messages, [item for _, item in vouchers], result.positions)
+        positions = dict(result.positions)
+        for gateway_id in notices:
+            positions.setdefault(gateway_id, moved.get(gateway_id, ChainPosition(gateway_id, 0, 0)))
+        self._acknowledge(messages, [item for _, item in vouchers], positions, notices)
         self.processed += len(messages)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("ingest_batch", worker=self.name, messages=len(messages), stored=len(result.stored), telemetry_rows=rows)
         return result.positions
 
-    def _acknowledge(self, messages: list[_Message], vouchers: list[PendingVoucher], positions: dict[str, ChainPosition]) -> None:
-        topics = {item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers}
+    def _acknowledge(
+        self, messages: list[_Message], vouchers: list[PendingVoucher], positions: dict[str, ChainPosition], notices: dict[str, tuple[Topic, dict[str, Any]]]
+    ) -> None:
+        topics = {gateway_id: topic for gateway_id, (topic, _) in notices.items()}
+        topics.update({item.claims.gateway: Topic(item.claims.tenant, item.claims.site, item.claims.gateway, "vouchers") for item in vouchers})
         client = self._client
         if client is None or not self._connected.is_set():
-            self._replies.hold(topics, positions)  # sent once connected again
+            self._replies.hold(topics, positions)  # sent once connected again; a notice is advice and is dropped
             return
-        self._replies.send(client, topics, positions)
+        self._replies.send(client, topics, positions, {gateway_id: notice for gateway_id, (_, notice) in notices.items()})
         for message in messages:
             if message.qos > 0 and message.source is client:
                 client.ack(message.mid, message.qos)

@@ -1,4 +1,4 @@
-"""Ingest replies to gateways (cumulative acks, resend requests) and rate-limited rejection warnings.
+"""Ingest replies to gateways (cumulative acks, resend requests, rejection notices) and rate-limited rejection warnings.
 
 An ack names the highest contiguous stored sequence of a gateway, so the
 highest one per gateway is all that must go out. Acks of batches stored
@@ -8,11 +8,17 @@ often arrives before its predecessor, which another worker is storing,
 and the gap closes by itself. A gap that lasts longer gets a resend
 request, at most once per ``resend_interval_s``. The worker's housekeeping
 checks waiting gaps too, in case no further voucher of that gateway arrives.
+
+A message rejected on a registered gateway's own topic also goes back to
+that gateway, as a ``rejected`` field of its next ack, at most once per
+gateway, kind and code per ``notice_interval_s``: the engineer at the edge
+box then reads in the agent's log why the cloud stores nothing.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -30,9 +36,11 @@ log = structlog.get_logger("valuegate.cloud.ingest")
 class GatewayReplies:
     """Acks and resend requests of one ingest worker."""
 
-    def __init__(self, resend_interval_s: float, resend_grace_s: float = 0.0) -> None:
+    def __init__(self, resend_interval_s: float, resend_grace_s: float = 0.0, notice_interval_s: float = 60.0) -> None:
         self.resend_interval_s = resend_interval_s
         self.resend_grace_s = resend_grace_s
+        self.notice_interval_s = notice_interval_s
+        self._noticed: dict[tuple[str, str, str], float] = {}
         # Per gateway, the topic and highest stored_through of acks that could not be sent while disconnected.
         self.unsent: dict[str, tuple[Topic, int]] = {}
         self._last_resend: dict[tuple[str, int], float] = {}
@@ -46,15 +54,29 @@ class GatewayReplies:
             if held is None or held[1] < position.stored_through:
                 self.unsent[gateway_id] = (topics[gateway_id], position.stored_through)
 
-    def send(self, client: mqtt.Client, topics: dict[str, Topic], positions: dict[str, ChainPosition]) -> None:
-        """Send held acks, then each touched gateway's ack and, for a gap, a resend request."""
+    def notice_due(self, gateway_id: str, kind: str, code: str) -> bool:
+        """Return whether a rejection of ``kind`` and ``code`` should go back to the gateway now, and note it if so."""
+        key = (gateway_id, kind, code)
+        now = time.monotonic()
+        if now - self._noticed.get(key, -1e9) < self.notice_interval_s:
+            return False
+        if len(self._noticed) > 10_000:
+            self._noticed = {k: stamp for k, stamp in self._noticed.items() if now - stamp < self.notice_interval_s}
+        self._noticed[key] = now
+        return True
+
+    def send(
+        self, client: mqtt.Client, topics: dict[str, Topic], positions: dict[str, ChainPosition], notices: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Send held acks, then each touched gateway's ack (with its rejection notice) and, for a gap, a resend request."""
         self.send_held(client)
+        notices = notices or {}
         gaps = 0
         now = time.monotonic()
         for gateway_id, position in positions.items():
             topic = topics[gateway_id]
             self.unsent.pop(gateway_id, None)
-            self._send_ack(client, topic, position.stored_through)
+            self._send_ack(client, topic, position.stored_through, notices.get(gateway_id))
             if not position.gap:
                 self.waiting_gaps.pop(gateway_id, None)
                 continue
@@ -89,8 +111,11 @@ class GatewayReplies:
         for topic, stored_through in held.values():
             self._send_ack(client, topic, stored_through)
 
-    def _send_ack(self, client: mqtt.Client, topic: Topic, stored_through: int) -> None:
-        ack = {"schema": "valuegate/ack/v1", "stored_through": stored_through}
+    def _send_ack(self, client: mqtt.Client, topic: Topic, stored_through: int, rejected: dict[str, Any] | None = None) -> None:
+        ack: dict[str, Any] = {"schema": "valuegate/ack/v1", "stored_through": stored_through}
+        if rejected is not None:
+            ack["rejected"] = rejected
+            metrics.REJECTION_NOTICES.inc()
         client.publish(topic.reply("ack"), msgspec.json.encode(ack), qos=1)
         metrics.ACKS_SENT.inc()
 

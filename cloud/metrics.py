@@ -13,6 +13,7 @@ __all__ = (
     "TELEMETRY_ROWS",
     "RESEND_REQUESTS",
     "ACKS_SENT",
+    "REJECTION_NOTICES",
     "CHAIN_GAPS",
     "BATCH_SECONDS",
     "REPRODUCED",
@@ -29,6 +30,7 @@ REJECTIONS = Counter("valuegate_ingest_rejections_total", "Rejected ingest messa
 TELEMETRY_ROWS = Counter("valuegate_telemetry_rows_total", "Per-minute telemetry records stored (new rows only).")
 RESEND_REQUESTS = Counter("valuegate_resend_requests_total", "Resend requests published to gateways for chain gaps.")
 ACKS_SENT = Counter("valuegate_acks_sent_total", "Ack messages published to gateways.")
+REJECTION_NOTICES = Counter("valuegate_rejection_notices_total", "Acks that told a gateway why the cloud rejected one of its messages.")
 CHAIN_GAPS = Gauge("valuegate_chain_gap_gateways", "Gateways whose chain had a gap at the last batch of this process.")
 BATCH_SECONDS = Histogram("valuegate_ingest_batch_seconds", "Time to verify and store one ingest batch.")
 REPRODUCED = Counter("valuegate_vouchers_reproduced_total", "Vouchers recomputed from stored records, by outcome.", ["outcome"])

@@ -440,6 +440,7 @@ class EdgeAgent:
             "spool_alarm": bool(m.value("valuegate_spool_alarm")),
             # Reported, but not part of "ok": the agent works, and the cause and its fix are on the cloud's side.
             "resend_repeated": repeated.as_dict() if repeated else None,
+            "cloud_rejection": self.publisher.cloud_rejection.current() if hasattr(self, "publisher") else None,
             # Reported, but not part of "ok": a PLC that is down loses no data already read, and the agent keeps retrying.
             "devices_connected": {device: bool(m.value("valuegate_device_connected", device=device)) for device in self._device_ids()},
         }

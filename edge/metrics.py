@@ -69,6 +69,9 @@ class AgentMetrics:
             "Sequence the cloud requested again 3 or more times within 10 minutes, so it likely rejects it; 0 when none",
             registry=r,
         )
+        self.cloud_rejections = Counter(
+            "valuegate_cloud_rejections_total", "Rejections the cloud reported in its acks (at most one a minute per kind and code)", ["kind", "code"], registry=r
+        )
         self.publish_rejected = Counter("valuegate_publish_rejected_total", "PUBACKs with a failure reason code", registry=r)
         self.telemetry_batches = Counter("valuegate_telemetry_batches_total", "Telemetry messages published", registry=r)
         self.telemetry_records = Counter("valuegate_telemetry_records_total", "Per-minute records the broker accepted", registry=r)

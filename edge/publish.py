@@ -43,6 +43,7 @@ from .publish_session import (
     iso_now,
     split_records,
 )
+from .rejection_notice import RecentRejection
 from .resend_watch import ResendWatch
 from .spool import SpoolThread
 
@@ -107,6 +108,7 @@ class Publisher:
         self.limit = LogLimiter()
         # Kept across connections, so that a request repeated after a reconnect still counts.
         self.resend_watch = ResendWatch()
+        self.cloud_rejection = RecentRejection()
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
         self._current: SessionState | None = None

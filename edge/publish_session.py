@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from . import outbox
 from .protocol.records import TELEMETRY_SCHEMA
 from .protocol.telemetry_proof import PROPERTY_BYTES, sign_telemetry
+from .rejection_notice import parse_notice
 
 if TYPE_CHECKING:
     from .publish import Publisher
@@ -288,6 +289,7 @@ class SessionState:
         if topic == self.topics["status"]:
             await self._check_status(message)
         elif topic == self.topics["ack"] and (through := _field(message, ACK_SCHEMA, "stored_through")) is not None:
+            self._take_notice(message)
             self._note_ack(through)
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
             await self._on_resend(int(message["from_seq"]))
@@ -305,14 +307,26 @@ class SessionState:
         Returns None for anything else, which the caller queues for :meth:`handle` to report.
         """
         try:
-            through = _field(json.loads(payload), ACK_SCHEMA, "stored_through")
+            message = json.loads(payload)
         except ValueError:
             return None
+        through = _field(message, ACK_SCHEMA, "stored_through")
         if through is None:
             return None
+        self._take_notice(message)
         waiting = self.ack_due is not None
         self._note_ack(through)
         return not waiting or self.stored_through >= self.voucher_cursor - 1
+
+    def _take_notice(self, message: dict[str, Any]) -> None:
+        """Log, count and keep for the health endpoint the rejection an ack may report."""
+        notice = parse_notice(message)
+        if notice is None:
+            return
+        self.p.metrics.cloud_rejections.labels(notice.kind, notice.code).inc()
+        self.p.cloud_rejection.note(notice)
+        if (held := self.p.limit(("cloud_rejected", notice.kind, notice.code))) is not None:
+            self.p._log.warning("cloud_rejected", kind=notice.kind, code=notice.code, voucher_id=notice.voucher_id, reason=notice.reason, repeats_not_logged=held)
 
     def _note_ack(self, through: int) -> None:
         # Acks are cumulative: only the highest one received before the next settle is applied.

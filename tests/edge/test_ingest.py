@@ -175,3 +175,30 @@ def _store_records(spool, first: dt.datetime, count: int) -> None:  # noqa: ANN0
         )
         records.append((int(minute.timestamp() * 1000), record))
     spool.store_minutes("filler-1", records, done_ms=records[-1][0] + 60_000, carry=Carry(0, None, False, {}))
+
+
+async def test_unregistered_key_reported_to_agent(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """The cloud knows the gateway but not the key the agent signs with: the agent logs why, counts it and keeps it for /healthz."""
+    from structlog.testing import capture_logs
+
+    from valuegate.edge.keys import create_key
+
+    other = create_key(tmp_path / "other-keys")
+    async with gateway(tmp_path / "gw", mosquitto.port, publish={"ack_timeout_s": 0.5}) as gw:
+        await register(cloud_dsn, other.verification_method)
+        with capture_logs() as events:
+            async with worker(cloud_dsn, mosquitto.port):
+                await issue(gw, 3, "2026-01-01")
+                assert await wait_until(lambda: gw.publisher.cloud_rejection.current() is not None, 20)
+                await asyncio.sleep(1.0)  # more rejections of the same code arrive, and stay out of the acks
+        assert await gw.depth() == 3
+        notice = gw.publisher.cloud_rejection.current()
+        assert (notice["kind"], notice["code"], notice["voucher_id"]) == ("voucher", "key_unknown", f"{GATEWAY}:1")
+        assert "valuegate cloud admin key-add" in notice["reason"]
+        counted = gw.publisher.metrics.value("valuegate_cloud_rejections_total", kind="voucher", code="key_unknown")
+        warned = [event for event in events if event["event"] == "cloud_rejected"]
+        assert (counted, len(warned)) == (1, 1)
+        assert warned[0]["code"] == "key_unknown"
+    stored_codes = {code for code, _ in await rejections(cloud_dsn)}
+    assert "key_unknown" in stored_codes
+    assert await stored(cloud_dsn) == []
