@@ -8,6 +8,8 @@ together. Other tenants' objects raise :class:`NotFound` like missing ones.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -346,8 +348,22 @@ async def discard_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     return run
 
 
-async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) -> dict[str, Any]:
+def draft_digest(run: dict[str, Any], documents: list[dict[str, Any]]) -> str:
+    """Return a digest of what a draft shows: its documents with their lines and vouchers, and the vouchers waiting behind gaps.
+
+    The run page sends it with the approval, so that a draft computed again
+    after the approver opened it is not issued unseen.
+    """
+    content = {"documents": {row["number"]: row["record"] for row in documents}, "gap_waiting": run.get("gap_waiting") or []}
+    return "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str, seen: str | None = None) -> dict[str, Any]:
     """Approve a draft run: its documents become issued and final. Approving twice changes nothing.
+
+    ``seen`` is the :func:`draft_digest` of the draft the approver reviewed;
+    when the draft was computed again since and shows something else, the
+    approval fails with :class:`Conflict` (``run_changed``).
 
     The draft's documents must still be what the current inputs give. A
     voucher or an adjustment that changes them, or a note issued by another
@@ -364,12 +380,19 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str) ->
     run = await get_run(conn, tenant_id, run_id)
     if run["status"] == "approved":
         return run
+    documents = await run_documents(conn, tenant_id, run_id)
+    if seen is not None and seen != draft_digest(run, documents):
+        msg = (f"invoice run {run_id} ({run['invoice_number']}) was computed again at {run['computed_at'].isoformat()}, after you opened it, "
+               "and now shows other documents; review the current draft and approve it again")  # fmt: skip
+        error = Conflict(msg, code="run_changed")
+        error.params = {"run": str(run_id), "invoice": run["invoice_number"]}  # type: ignore[attr-defined]
+        raise error
     period = BillingPeriod(run["period_first"], run["period_last"])
     result, _ = await _compute(conn, tenant_id, run["contract_id"], period)
     contract, _ = await load_contract(conn, tenant_id, run["contract_id"])
     # Compare whole documents (lines and voucher ids), not the inputs digest: vouchers of
     # other periods arrive every day and must not block an approval they do not change.
-    stored = {row["number"]: row["record"] for row in await run_documents(conn, tenant_id, run_id)}
+    stored = {row["number"]: row["record"] for row in documents}
     current = {document.number: stored_record(document) for document in (result.invoice, *result.notes)}
     if stored != current or run["gap_waiting"] != await gap_waiting(conn, tenant_id, contract, period):
         msg = f"invoice run {run_id} ({run['invoice_number']}) is out of date: its inputs changed since it was computed; run the period again and review it before approving"

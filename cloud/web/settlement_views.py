@@ -60,15 +60,18 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     revisions = {row["number"]: row["record"].get("contract_revision") or run["contract_revision"] for row in documents}
     titles = export.anchor_titles(parse_stored(stored["document"], run["contract_id"], in_force), language_of(request))
     return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"),
+                seen=settlement.draft_digest(run, documents),
                 revisions=revisions, in_force=in_force, titles=titles,
                 gap_notes=[export.gap_note(gap, language_of(request)) for gap in run.get("gap_waiting") or ()])
 
 
 @post("/runs/{run_id:int}/approve", guards=[requires("finance")], name="web:approve-run", status_code=303)
 async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Redirect:
+    """Approve a draft. The run page's form sends the digest of the draft it showed (``seen``); API clients may send it too."""
     principal = principal_of(request)
+    seen = (await request.form()).get("seen") or None
     try:
-        await settlement.approve_run(conn, principal.tenant_id, run_id, actor=principal.actor)
+        await settlement.approve_run(conn, principal.tenant_id, run_id, actor=principal.actor, seen=seen)
     except InvoiceError as exc:
         # The period now overlaps an invoice another run issued, so this draft can never be approved.
         error = Conflict(str(exc), code=exc.code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,9 +22,17 @@ def start_run(client: httpx.Client, first: str, last: str) -> int:
     return int(response.headers["location"].rsplit("/", 1)[1])
 
 
+def seen(page: str) -> str:
+    """Return the digest of the draft that a run page shows, which its approve form sends."""
+    found = re.search(r'name="seen" value="(sha256:[0-9a-f]{64})"', page)
+    assert found, "the run page has no approve form"
+    return found.group(1)
+
+
 def approve(client: httpx.Client, run_id: int, language: str = "zh-CN") -> httpx.Response:
-    token = csrf(client.get(f"/runs/{run_id}").text)
-    return client.post(f"/runs/{run_id}/approve?lang={language}", data={"_csrf_token": token})
+    """Open the run page and send its approve form, as a browser does."""
+    page = client.get(f"/runs/{run_id}").text
+    return client.post(f"/runs/{run_id}/approve?lang={language}", data={"_csrf_token": csrf(page), "seen": seen(page)})
 
 
 def invoice_of(dsn: str, run_id: int) -> str:
