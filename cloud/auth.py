@@ -12,6 +12,7 @@ process, and refused for a while once there are too many (:class:`LoginThrottle`
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -125,7 +126,8 @@ async def create_user(
     roles = _check_roles(roles)
     if not username or len(username) > 128 or username != username.strip():
         raise Invalid(f"username {username!r} must be 1-128 characters without surrounding spaces", code="invalid_username")
-    digest = hash_password(password) if password is not None else None
+    # argon2 takes about a tenth of a second of CPU: off the event loop, so other requests go on meanwhile.
+    digest = await asyncio.to_thread(hash_password, password) if password is not None else None
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"INSERT INTO users (tenant_id, username, display_name, password_hash, roles) VALUES (%s, %s, %s, %s, %s)"
@@ -169,6 +171,9 @@ async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str =
     if [row[0] for row in await cur.fetchall()] == [user_id]:
         msg = f"user {user_id} ({user['username']}) is the last enabled admin of tenant {tenant_id!r}; create or enable another admin first"
         raise Conflict(msg, code="last_admin")
+    if user["disabled"]:
+        return user  # nothing changes, so no audit record either
+    # The row lock makes a log-in or token issue that is under way wait, and then see the user disabled.
     await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (user_id,))
     await conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
     await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL", (user_id,))
@@ -178,7 +183,9 @@ async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str =
 
 async def enable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin") -> dict[str, Any]:
     """Enable a disabled user again. Tokens and sessions that the disabling ended stay ended: the user logs in again or gets new tokens."""
-    await get_user(conn, tenant_id, user_id)
+    user = await get_user(conn, tenant_id, user_id)
+    if not user["disabled"]:
+        return user
     await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
     await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
     return await get_user(conn, tenant_id, user_id)
@@ -192,6 +199,9 @@ async def issue_token(
 ) -> tuple[dict[str, Any], str]:
     """Create an API token for a user; return its row and the token text, which is not stored and cannot be shown again."""
     user = await get_user(conn, tenant_id, user_id)
+    # A share lock on the user's row: a disable running now either finishes first (and is seen here) or waits for this token and revokes it.
+    cur = await conn.execute("SELECT disabled FROM users WHERE id = %s FOR SHARE", (user_id,))
+    user["disabled"] = (await cur.fetchone())[0]  # type: ignore[index]
     if user["disabled"]:
         action = f"POST /api/v1/users/{user_id}/enable or `valuegate cloud admin user-enable {tenant_id} {user['username']}`"
         raise Invalid(f"user {user_id} ({user['username']}) is disabled; enable it first ({action})", code="user_disabled")
@@ -220,11 +230,15 @@ async def list_tokens(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
 async def revoke_token(conn: Conn, tenant_id: str, token_id: str, *, actor: str = "admin") -> dict[str, Any]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = %s AND id = %s RETURNING {_TOKEN_COLUMNS}", (tenant_id, token_id)
+        f"UPDATE api_tokens SET revoked_at = now() WHERE tenant_id = %s AND id = %s AND revoked_at IS NULL RETURNING {_TOKEN_COLUMNS}", (tenant_id, token_id)
     )
     row = await cur.fetchone()
     if row is None:
-        raise NotFound(f"API token {token_id!r} not found")
+        # Revoked before (the audit log holds that revocation), or unknown.
+        await cur.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = %s AND id = %s", (tenant_id, token_id))
+        if (row := await cur.fetchone()) is None:
+            raise NotFound(f"API token {token_id!r} not found")
+        return row
     await audit(conn, tenant_id=tenant_id, actor=actor, action="token.revoke", object_type="api_token", object_id=token_id)
     return row
 
@@ -255,10 +269,17 @@ async def _open_session(conn: Conn, username: str, password: str, *, max_age_s: 
     await cur.execute("SELECT id, tenant_id, username, roles, password_hash, disabled FROM users WHERE username = %s", (username,))
     user = await cur.fetchone()
     try:
-        _hasher.verify(user["password_hash"] if user and user["password_hash"] else _DUMMY_HASH, password)
+        # Off the event loop: argon2 takes about a tenth of a second, and every other request would wait for it.
+        await asyncio.to_thread(_hasher.verify, user["password_hash"] if user and user["password_hash"] else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         raise LoginFailed from None
-    if user is None or user["password_hash"] is None or user["disabled"]:
+    if user is None or user["password_hash"] is None:
+        raise LoginFailed
+    # Read again under a share lock: a disable (or password change) that committed during the check is seen, and one
+    # that starts now waits for this session and then ends it.
+    await cur.execute("SELECT disabled, password_hash FROM users WHERE id = %s FOR SHARE", (user["id"],))
+    current = await cur.fetchone()
+    if current is None or current["disabled"] or current["password_hash"] != user["password_hash"]:
         raise LoginFailed
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)

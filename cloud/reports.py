@@ -320,7 +320,7 @@ async def list_rejections(conn: Conn, tenant_id: str, *, limit: int = 100, offse
 async def list_audit(conn: Conn, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log WHERE tenant_id = %s ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
+        "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log WHERE tenant_id = %s ORDER BY id DESC LIMIT %s OFFSET %s",
         (tenant_id, limit, offset),
     )
     return await cur.fetchall()
