@@ -1,4 +1,4 @@
-"""The demo's console log: a traceback names the code, never the values of its frames' locals."""
+"""The demo's console output: a traceback names the code, never the values of its frames' locals, and no password is printed."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def test_demo_quantities_keep_their_digits_and_group_thousands() -> None:
     labels = {"minutes": "分钟", "points": "点"}
     assert _quantity(minutes, labels) == "-1,213.084628 分钟"
     assert _quantity(points, labels) == "55.444643 点"
+
+
+def test_printed_database_hides_password() -> None:
+    from valuegate.demo.cli import _masked
+
+    assert _masked("postgresql://valuegate@127.0.0.1:5432/valuegate") == "postgresql://valuegate@127.0.0.1:5432/valuegate"
+    masked = _masked("postgresql://clerk:s3cret@127.0.0.1:5432/erp")
+    assert "s3cret" not in masked
+    assert "password=***" in masked
+    assert "host=127.0.0.1" in masked

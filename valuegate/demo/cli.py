@@ -46,12 +46,24 @@ async def _run(options: Any, *, serve: bool, language: str, as_json: bool, out_d
             print(f"web UI: {stack.api_url}/login?lang={language}", file=console_out)
             for username, password in stack.passwords.items():
                 print(f"  log in as {username} / {password}", file=console_out)
+            # `valuegate cloud admin --dsn ...` reaches the demo's database with this while it runs.
+            print(f"database: {_masked(stack.dsn)}", file=console_out)
             print("press Ctrl-C to stop", file=console_out)
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 pass
         return report
+
+
+def _masked(dsn: str) -> str:
+    """Return the connection string with any password replaced, for printing."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(dsn)
+    if "password" not in parts:
+        return dsn
+    return make_conninfo(**{**parts, "password": "***"})
 
 
 def _check_out_dir(out: Path) -> None:
