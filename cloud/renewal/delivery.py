@@ -91,6 +91,7 @@ async def claim_delivery(dsn: str, tenant_id: str, package_id: int) -> DeliveryC
                          "then deliver it again if it still has not arrived", code="delivery_in_progress")
         error.params = {"package": str(package_id)}  # type: ignore[attr-defined]
         raise error
+    log.info("webhook_delivery_claimed", tenant=tenant_id, package=package_id)
     return DeliveryClaim(conn, tenant_id, package_id)
 
 
@@ -111,8 +112,8 @@ async def request_redelivery(conn: Conn, tenant_id: str, package_id: int, *, act
         error.params = {"package": str(package_id)}  # type: ignore[attr-defined]
         raise error
     detail = {"contract": package["contract_id"], "trigger": package["trigger_key"], "url": mask_url(endpoints[0]["url"])}
+    # The audit record commits only if the caller then claims the delivery; claim_delivery logs the outcome either way.
     await audit(conn, tenant_id=tenant_id, actor=actor, action="renewal.redeliver", object_type="renewal_package", object_id=str(package_id), detail=detail)
-    log.info("webhook_redelivery_requested", tenant=tenant_id, package=package_id, actor=actor)
     return package
 
 
