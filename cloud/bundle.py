@@ -219,6 +219,10 @@ def adjustment_record(row: Mapping[str, Any]) -> dict[str, Any]:
         "reason": row["reason"],
         "created_by": row["created_by"],
         "created_at": text(row["created_at"]),
+        # Withdrawn: from this instant on the adjustment excludes nothing; documents issued before still apply it.
+        "withdrawn_at": text(row.get("withdrawn_at")),
+        "withdrawn_by": row.get("withdrawn_by"),
+        "withdraw_reason": row.get("withdraw_reason"),
     }
 
 

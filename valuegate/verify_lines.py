@@ -65,10 +65,12 @@ class Ledger:
         ]
 
     def exclusions(self, when: dt.datetime | None) -> list[Exclusion]:
-        """Non-routine adjustments recorded by ``when``, as the engine applies them."""
+        """Non-routine adjustments in force at ``when`` (recorded by then, not withdrawn by then), as the engine applies them."""
         found = []
         for item in self.adjustments.values():
-            created = instant(item.get("created_at"))
+            created, withdrawn = instant(item.get("created_at")), instant(item.get("withdrawn_at"))
+            if withdrawn is not None and (when is None or withdrawn <= when):
+                continue
             if when is None or created is None or created <= when:
                 found.append(Exclusion(item["id"], item.get("anchor"), item["first_date"], item["last_date"], item.get("reason", "")))
         return found

@@ -115,6 +115,9 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
 
     for adjustment in adjustments:
         note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=adjustment["created_by"], at=adjustment["created_at"].isoformat())
+        if adjustment.get("withdrawn_at") is not None:
+            note += translate(language, "csv.adjustment_withdrawn", by=adjustment["withdrawn_by"], at=adjustment["withdrawn_at"].isoformat(),
+                              reason=adjustment["withdraw_reason"])
         anchor = adjustment["anchor_id"]
         writer.writerow(
             [translate(language, "record.adjustment"), f"NRA-{adjustment['id']}", translate(language, f"adjustment.{adjustment['kind']}"), "",

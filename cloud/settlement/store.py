@@ -34,6 +34,7 @@ __all__ = (
     "list_adjustments",
     "load_exclusions",
     "add_adjustment",
+    "withdraw_adjustment",
     "issued_documents",
     "run_invoice",
     "approve_run",
@@ -97,6 +98,7 @@ async def billable_values(conn: Conn, tenant_id: str, contract_id: str) -> list[
 
 
 async def list_adjustments(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
+    """Return every non-routine adjustment of the contract, withdrawn ones included (``withdrawn_at`` set)."""
     return await _rows(
         conn,
         "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY first_date, id",
@@ -116,8 +118,8 @@ def _exclusions(rows: list[dict[str, Any]]) -> list[Exclusion]:
 
 
 async def load_exclusions(conn: Conn, tenant_id: str, contract_id: str) -> list[Exclusion]:
-    """Return the contract's non-routine adjustments as the exclusions an invoice run applies."""
-    return _exclusions(await list_adjustments(conn, tenant_id, contract_id))
+    """Return the contract's non-routine adjustments in force (not withdrawn) as the exclusions an invoice run applies."""
+    return _exclusions([row for row in await list_adjustments(conn, tenant_id, contract_id) if row["withdrawn_at"] is None])
 
 
 async def add_adjustment(
@@ -141,15 +143,57 @@ async def add_adjustment(
                        contract=contract_id, start=contract.start.isoformat(), end=contract.end.isoformat())
     if not reason.strip():
         raise _invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", "missing_reason")
-    (row,) = await _rows(
+    # Under the settlement lock, with the time taken after it: an approval then either sees this
+    # adjustment and was issued after its time, or was issued before it (see approve_run).
+    await _lock(conn, tenant_id, contract_id)
+    # The same open adjustment again (a double click, a resubmitted form) returns the stored one and records nothing.
+    inserted = await _rows(
         conn,
-        "INSERT INTO nonroutine_adjustments (tenant_id, contract_id, anchor_id, kind, first_date, last_date, reason, created_by)"
-        " VALUES (%s, %s, %s, 'exclude_period', %s, %s, %s, %s) RETURNING *",
+        "INSERT INTO nonroutine_adjustments (tenant_id, contract_id, anchor_id, kind, first_date, last_date, reason, created_by, created_at)"
+        " VALUES (%s, %s, %s, 'exclude_period', %s, %s, %s, %s, clock_timestamp())"
+        " ON CONFLICT (tenant_id, contract_id, coalesce(anchor_id, ''), first_date, last_date, reason) WHERE withdrawn_at IS NULL DO NOTHING RETURNING *",
         (tenant_id, contract_id, anchor_id, first_date, last_date, reason.strip(), actor),
     )
+    if not inserted:
+        (row,) = await _rows(
+            conn,
+            "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s AND anchor_id IS NOT DISTINCT FROM %s"
+            " AND first_date = %s AND last_date = %s AND reason = %s AND withdrawn_at IS NULL",
+            (tenant_id, contract_id, anchor_id, first_date, last_date, reason.strip()),
+        )
+        log.info("adjustment_exists", tenant=tenant_id, contract=contract_id, adjustment=row["id"], actor=actor)
+        return row
+    (row,) = inserted
     detail = {"anchor": anchor_id, "first_date": first_date.isoformat(), "last_date": last_date.isoformat(), "reason": reason.strip()}
     await audit(conn, tenant_id=tenant_id, actor=actor, action="adjustment.create", object_type="nonroutine_adjustment", object_id=str(row["id"]), detail=detail)
     log.info("adjustment_recorded", tenant=tenant_id, contract=contract_id, adjustment=row["id"], actor=actor)
+    return row
+
+
+async def withdraw_adjustment(conn: Conn, tenant_id: str, contract_id: str, adjustment_id: int, *, reason: str, actor: str) -> dict[str, Any]:
+    """Withdraw a non-routine adjustment from now on, with a reason, and audit it; withdrawing it again changes nothing.
+
+    The row stays: documents issued while it applied keep naming it. The next
+    invoice run bills its days again, with a debit note for an issued period.
+    """
+    if not reason.strip():
+        raise _invalid("withdrawing an adjustment needs a reason; say what was wrong with it (for example a wrong date range)", "missing_withdraw_reason")
+    await _lock(conn, tenant_id, contract_id)  # the time is taken after the lock, as in add_adjustment
+    rows = await _rows(
+        conn, "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s AND id = %s FOR UPDATE", (tenant_id, contract_id, adjustment_id)
+    )
+    if not rows:
+        raise NotFound(f"adjustment NRA-{adjustment_id} of contract {contract_id!r} not found")
+    if rows[0]["withdrawn_at"] is not None:
+        return rows[0]
+    (row,) = await _rows(
+        conn,
+        "UPDATE nonroutine_adjustments SET withdrawn_at = clock_timestamp(), withdrawn_by = %s, withdraw_reason = %s WHERE id = %s RETURNING *",
+        (actor, reason.strip(), adjustment_id),
+    )
+    await audit(conn, tenant_id=tenant_id, actor=actor, action="adjustment.withdraw", object_type="nonroutine_adjustment", object_id=str(adjustment_id),
+                detail={"reason": reason.strip()})
+    log.info("adjustment_withdrawn", tenant=tenant_id, contract=contract_id, adjustment=adjustment_id, actor=actor)
     return row
 
 
@@ -311,6 +355,11 @@ async def run_documents(conn: Conn, tenant_id: str, run_id: int) -> list[dict[st
     )
 
 
+async def _clock(conn: Conn) -> dt.datetime:
+    """Return the database's current time (not the transaction's start, as now() gives)."""
+    return (await (await conn.execute("SELECT clock_timestamp()")).fetchone())[0]  # type: ignore[index]
+
+
 async def _lock(conn: Conn, tenant_id: str, contract_id: str) -> None:
     # One run or approval at a time per contract, so that two finance users cannot interleave.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"settlement:{tenant_id}:{contract_id}",))
@@ -380,6 +429,9 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str, se
     run = await get_run(conn, tenant_id, run_id)
     if run["status"] == "approved":
         return run
+    # The issue time is taken under the lock, as adjustments take theirs: an adjustment recorded or
+    # withdrawn before this instant is in what the run computes below, one after it is not.
+    issued_at = await _clock(conn)
     documents = await run_documents(conn, tenant_id, run_id)
     if seen is not None and seen != draft_digest(run, documents):
         msg = (f"invoice run {run_id} ({run['invoice_number']}) was computed again at {run['computed_at'].isoformat()}, after you opened it, "
@@ -401,10 +453,10 @@ async def approve_run(conn: Conn, tenant_id: str, run_id: int, *, actor: str, se
         raise error
     (run,) = await _rows(
         conn,
-        "UPDATE invoice_runs SET status = 'approved', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *",
-        (actor, run_id),
+        "UPDATE invoice_runs SET status = 'approved', approved_by = %s, approved_at = %s WHERE id = %s RETURNING *",
+        (actor, issued_at, run_id),
     )
-    await conn.execute("UPDATE invoice_documents SET status = 'issued', issued_at = now() WHERE run_id = %s", (run_id,))
+    await conn.execute("UPDATE invoice_documents SET status = 'issued', issued_at = %s WHERE run_id = %s", (issued_at, run_id))
     await audit(
         conn, tenant_id=tenant_id, actor=actor, action="invoice.approve", object_type="invoice_run", object_id=str(run_id),
         detail={"invoice": run["invoice_number"], "inputs_digest": run["inputs_digest"]},

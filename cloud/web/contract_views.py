@@ -45,7 +45,7 @@ from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_
 from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
 from .renewal_views import trigger_label
 
-__all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment")
+__all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment", "withdraw_adjustment")
 
 ANY_ROLE = requires()
 MODES = ("point", "lower_bound")
@@ -244,7 +244,7 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
 
 def _flash(request: Request[Any, Any, Any], language: str) -> str | None:
     key = request.query_params.get("done")
-    return translate(language, key) if key in ("adjustment.saved", "renewal.check", "run.discarded") else None
+    return translate(language, key) if key in ("adjustment.saved", "adjustment.withdrawn", "renewal.check", "run.discarded") else None
 
 
 @get("/contracts/{contract_id:str}/machines/{machine_id:str}", guards=[ANY_ROLE], name="web:machine")
@@ -292,3 +292,20 @@ async def add_adjustment(
         last_date=parse_date(data.last_date, "last_date"), reason=data.reason, actor=principal.actor,
     )
     return Redirect(f"/contracts/{contract_id}?done=adjustment.saved#adjustments", status_code=303)
+
+
+class WithdrawForm(msgspec.Struct):
+    """The withdraw form of an adjustment row: why the adjustment was wrong."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+@post("/contracts/{contract_id:str}/adjustments/{adjustment_id:int}/withdraw", guards=[requires(*CSM_EDIT)], name="web:withdraw-adjustment", status_code=303)
+async def withdraw_adjustment(
+    request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], adjustment_id: FromPath[int],
+    data: Annotated[WithdrawForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Redirect:
+    principal = principal_of(request)
+    forbid_unless(principal, *CSM_EDIT)
+    await settlement.withdraw_adjustment(conn, principal.tenant_id, contract_id, adjustment_id, reason=data.reason, actor=principal.actor)
+    return Redirect(f"/contracts/{contract_id}?done=adjustment.withdrawn#adjustments", status_code=303)

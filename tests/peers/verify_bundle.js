@@ -215,7 +215,7 @@ function checkVouchers(vouchers, keys, schedules, out, evidence) {
   return passed;
 }
 
-// What the settlement engine read at an instant: vouchers stored by then and adjustments recorded by then.
+// What the settlement engine read at an instant: vouchers stored by then and adjustments recorded and not withdrawn by then.
 // A time the bundle lacks counts as "before every document".
 function ledger(contract, vouchers, passed, stored, adjustments) {
   const values = new Map(vouchers.map((v) => [v.credentialSubject.voucher_id, pricing.voucherValue(v)]));
@@ -223,7 +223,11 @@ function ledger(contract, vouchers, passed, stored, adjustments) {
   const disproved = new Set(stored.filter((s) => s.reproduced === false).map((s) => s.voucher_id));
   const billable = (when) => [...values.values()].filter((v) => passed.has(v.id) && v.contract === contract.id && !disproved.has(v.id)
     && (when === null || storedAt.get(v.id) == null || storedAt.get(v.id) <= when));
-  const recorded = (when) => adjustments.filter((a) => when === null || micros(a.created_at) === null || micros(a.created_at) <= when);
+  const withdrawnBy = (a, when) => {
+    const at = micros(a.withdrawn_at);
+    return at !== null && (when === null || at <= when);
+  };
+  const recorded = (when) => adjustments.filter((a) => !withdrawnBy(a, when) && (when === null || micros(a.created_at) === null || micros(a.created_at) <= when));
   return {
     values,
     // `terms` is the contract revision the run priced with.

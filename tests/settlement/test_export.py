@@ -128,3 +128,19 @@ def test_empty_invoice_prints_rounded_total_and_digest(language, total, hint):
     assert f'<td class="num">{total}</td>' in html
     assert f'<td class="vouchers">{contract_digest(TERMS)}</td>' in html
     assert hint in html
+
+
+@pytest.mark.parametrize(
+    ("language", "withdrawn", "printed"),
+    [("en", "; withdrawn by csm-wang at 2024-03-05T09:30:00+00:00: wrong line", "Withdrawn by csm-wang, 2024-03-05 09:30 UTC: wrong line"),
+     ("zh-CN", "；已由 csm-wang 于 2024-03-05T09:30:00+00:00撤销：wrong line", "已由 csm-wang 于 2024年3月5日 09:30（UTC）撤销：wrong line")],
+)
+def test_withdrawn_adjustment_marked(language, withdrawn, printed):
+    gone = {**ADJUSTMENT, "withdrawn_at": dt.datetime(2024, 3, 5, 9, 30, tzinfo=dt.UTC), "withdrawn_by": "csm-wang", "withdraw_reason": "wrong line"}
+    rows = [r for r in csv.reader(io.StringIO(csv_bytes(march_run(), [ADJUSTMENT, gone], language).decode("utf-8-sig")))]
+    notes = [row[-2] for row in rows if row[1] == "NRA-7"]
+    assert len(notes) == 2
+    assert not notes[0].endswith(withdrawn)
+    assert notes[1].endswith(withdrawn)
+    html = invoice_html(run=RUN, documents=march_run(), adjustments=[gone], contract=TERMS, language=language)
+    assert printed in html
