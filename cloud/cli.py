@@ -107,6 +107,29 @@ def migrate(
         _database_failed(exc, config, dsn)
     typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     typer.echo("TimescaleDB policies set" if policies else "plain PostgreSQL: no TimescaleDB policies")
+    if note := _schema_note(settings.dsn):
+        typer.echo(f"warning: {note}", err=True)
+
+
+def _schema_note(dsn: str) -> str | None:
+    import psycopg
+
+    from .db import UTC_OPTIONS
+    from .schema_check import read_state
+
+    with psycopg.connect(dsn, options=UTC_OPTIONS) as conn:
+        return read_state(conn).changed_note()
+
+
+async def _check_schema(dsn: str) -> str | None:
+    """Return why this version cannot run on the database at ``dsn`` (migrations pending or unknown), or None."""
+    import psycopg
+
+    from .db import UTC_OPTIONS
+    from .schema_check import schema_state
+
+    async with await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS) as conn:
+        return (await schema_state(conn)).problem()
 
 
 LogLevelOption = typer.Option("info", "--log-level", help="Lowest level logged: debug, info, warning or error.")
@@ -156,8 +179,12 @@ def serve(
     settings = settings_or_exit(config, dsn=dsn, host=host, port=port)
     try:
         asyncio.run(wait_for_database(settings.dsn, wait_s=settings.startup_wait_s, name="valuegate-api"))
+        problem = asyncio.run(_check_schema(settings.dsn))
     except DatabaseUnavailable as exc:
         _database_failed(exc, config, dsn)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     app = create_app(settings, listen_url=f"http://{shown_host}:{settings.port}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
@@ -194,6 +221,8 @@ def ingest(
         # Each worker holds one connection for the lock on its client id and uses up to one more.
         pool = await open_pool(settings.dsn, min_size=1, max_size=2 * workers + 2, name="valuegate-ingest", wait_s=settings.startup_wait_s)
         try:
+            if problem := await _check_schema(settings.dsn):
+                raise IngestError(problem)
             async with contextlib.AsyncExitStack() as stack:
                 if settings.ingest_metrics_port:
                     host, port = settings.ingest_metrics_host, settings.ingest_metrics_port

@@ -295,6 +295,12 @@ def migrate(dsn: str, *, timescaledb: bool | None = None) -> list[str]:
             if timescaledb and not available:
                 msg = "TimescaleDB was requested but the server cannot load the timescaledb extension; install it and add it to shared_preload_libraries, or migrate without it"
                 raise MigrationError(msg)
+            from .schema_check import compare
+
+            state = compare(done, timescaledb=timescaledb)
+            if state.unknown:
+                # A newer version migrated this database: applying this version's files around its migrations could break both.
+                raise MigrationError(state.problem() or "")
             for migration in list_migrations(timescaledb=timescaledb):
                 if migration.version in done:
                     continue

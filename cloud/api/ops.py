@@ -12,6 +12,7 @@ from litestar.params import FromPath, Parameter, QueryParameter
 from .. import reports
 from ..metrics import exposition
 from ..auth import requires
+from ..schema_check import schema_state
 from .deps import Conn, caller
 
 __all__ = ("HealthController", "MachineController", "metrics_endpoint")
@@ -32,10 +33,12 @@ class HealthController(Controller):
     async def ready(self, state: State) -> Response[dict[str, Any]]:
         try:
             async with state.pool.connection(timeout=5) as conn:
-                row = await (await conn.execute("SELECT count(*) FROM schema_migrations")).fetchone()
+                schema = await schema_state(conn)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready, and the reason is returned
             return Response({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
-        return Response({"status": "ready", "migrations": row[0] if row else 0})
+        if problem := schema.problem():
+            return Response({"status": "schema_mismatch", "reason": problem, "pending": schema.pending, "unknown": schema.unknown}, status_code=503)
+        return Response({"status": "ready", "migrations": schema.applied})
 
 
 class MachineController(Controller):
