@@ -128,7 +128,7 @@ class GatewayReplies:
         self._last_resend[key] = now
         if len(self._last_resend) > 10_000:
             self._last_resend = {k: v for k, v in self._last_resend.items() if now - v < self.resend_interval_s}
-        client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq}), qos=1)
+        client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": from_seq, "missing": "vouchers"}), qos=1)
         metrics.RESEND_REQUESTS.inc()
         log.info("resend_requested", gateway=position.gateway_id, from_seq=from_seq, highest_seq=position.highest_seq)
 

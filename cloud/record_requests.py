@@ -41,7 +41,7 @@ class RecordRequests:
                 continue
             self._last[(gateway, seq)] = now
             topic = Topic(tenant, site, gateway, "resend")
-            client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": seq}), qos=1)
+            client.publish(topic.reply("resend"), msgspec.json.encode({"schema": "valuegate/resend/v1", "from_seq": seq, "missing": "records"}), qos=1)
             metrics.RESEND_REQUESTS.inc()
             log.info("records_requested", gateway=gateway, from_seq=seq)
 

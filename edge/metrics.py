@@ -69,6 +69,9 @@ class AgentMetrics:
             "Sequence the cloud requested again 3 or more times within 10 minutes, so it likely rejects it; 0 when none",
             registry=r,
         )
+        self.acked_vouchers_resent = Counter(
+            "valuegate_acked_vouchers_resent_total", "Acknowledged vouchers published again because the cloud asked for them (a restored cloud database)", registry=r
+        )
         self.cloud_rejections = Counter(
             "valuegate_cloud_rejections_total", "Rejections the cloud reported in its acks (at most one a minute per kind and code)", ["kind", "code"], registry=r
         )

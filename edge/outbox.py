@@ -120,8 +120,9 @@ def issue_vouchers(
 def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tuple[int, int]:
     """Apply a cloud ``ack``: drop vouchers up to ``stored_through`` and mark the records they cover.
 
-    Each dropped voucher's scope moves to ``acked_spans``, so that its records
-    can be sent again until the telemetry retention has passed.
+    Each dropped voucher's scope and signed payload move to ``acked_spans``, so
+    that the voucher and its records can be sent again until the telemetry
+    retention has passed (for a cloud restored from an older backup).
 
     Returns the new acknowledged sequence and the number of vouchers removed.
     An ack beyond the last issued sequence is clamped to it. The commit is
@@ -140,8 +141,8 @@ def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tupl
                 [(machine, start_ms, end_ms) for machine in json.loads(machines)],
             )
         db.execute(
-            "INSERT OR IGNORE INTO acked_spans (seq, machines, start_ms, end_ms, acked_ms) "
-            "SELECT seq, machines, start_ms, end_ms, ? FROM outbox WHERE seq <= ?",
+            "INSERT OR IGNORE INTO acked_spans (seq, machines, start_ms, end_ms, acked_ms, payload) "
+            "SELECT seq, machines, start_ms, end_ms, ?, payload FROM outbox WHERE seq <= ?",
             (time.time_ns() // 1_000_000 if now_ms is None else now_ms, through),
         )
         removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (through,)).rowcount
@@ -190,6 +191,15 @@ def records_for(spool: Spool, machines: Sequence[str], start_ms: int, end_ms: in
             (machine, start_ms, end_ms),
         ).fetchall()
     return rows
+
+
+def acked_payloads(spool: Spool, from_seq: int, through: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+    """Return the kept payloads of acknowledged vouchers ``from_seq..through`` (at most ``limit``, in order) and how many of that range are gone."""
+    rows = spool.db.execute(
+        "SELECT seq, payload FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL ORDER BY seq LIMIT ?", (from_seq, through, limit)
+    ).fetchall()
+    kept = spool.db.execute("SELECT count(*) FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL", (from_seq, through)).fetchone()[0]
+    return [(seq, bytes(payload)) for seq, payload in rows], (through - from_seq + 1) - kept
 
 
 def voucher_span(spool: Spool, seq: int) -> tuple[list[str], int, int] | None:

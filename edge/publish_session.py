@@ -44,6 +44,8 @@ _STATUS_WAIT_S = 1.0
 _AHEAD_REFILL_ROOM = 8
 # Vouchers whose evidence records one resend request republishes, at most.
 _RESEND_EVIDENCE_VOUCHERS = 8
+# Acknowledged vouchers one resend request below the ack point publishes again, at most; the next request continues.
+_RESEND_ACKED_MAX = 500
 # How long an ack that leaves vouchers in flight waits for later acks, so that acks arriving one per voucher cost one outbox commit together.
 ACK_SETTLE_S = 0.05
 
@@ -292,7 +294,7 @@ class SessionState:
             self._take_notice(message)
             self._note_ack(through)
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
-            await self._on_resend(int(message["from_seq"]))
+            await self._on_resend(int(message["from_seq"]), lost=message.get("missing") == "vouchers")
         elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
             await self._on_records_request(*span)
         else:
@@ -345,11 +347,21 @@ class SessionState:
             self._show_repeated()
         self._move_cursor(max(self.voucher_cursor, through + 1))
 
-    async def _on_resend(self, from_seq: int) -> None:
+    async def _on_resend(self, from_seq: int, *, lost: bool = False) -> None:
+        """Answer a resend request; ``lost`` when the cloud says it lacks the vouchers themselves (``"missing": "vouchers"``).
+
+        A request for records names a stored voucher, so one below the ack
+        point is normal. A request for vouchers below the ack point means the
+        cloud lost vouchers it acknowledged.
+        """
         start = max(from_seq, self.p.acked_through + 1)
         self.p.metrics.publish_retries.inc()
         self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
-        repeated = self.p.resend_watch.note(from_seq)
+        if lost and from_seq <= self.p.acked_through:
+            await self._resend_acknowledged(from_seq)
+            repeated = None  # not a rejection, so no resend_repeated warning that points at keys
+        else:
+            repeated = self.p.resend_watch.note(from_seq)
         self._show_repeated()
         if repeated is not None and (held := self.p.limit(("resend_repeated", repeated.from_seq))) is not None:
             self.p._log.warning(
@@ -377,6 +389,25 @@ class SessionState:
                 )
             seq += 1
         self._move_cursor(min(self.voucher_cursor, start))
+
+    async def _resend_acknowledged(self, from_seq: int) -> None:
+        """Publish again acknowledged vouchers the cloud asks for, from the payloads kept for the telemetry retention.
+
+        The cloud acknowledged them before, so it has lost them: its database
+        was most likely restored from a backup taken before that ack.
+        """
+        through = self.p.acked_through
+        kept, gone = await self.p.spool.call(outbox.acked_payloads, from_seq, through, _RESEND_ACKED_MAX)
+        for seq, payload in kept:
+            self._publish("voucher", seq, self.topics["vouchers"], payload)
+        self.p.metrics.acked_vouchers_resent.inc(len(kept))
+        if (held := self.p.limit("resend_below_ack")) is not None:
+            self.p._log.warning(
+                "resend_below_ack", from_seq=from_seq, acked_through=through, republished=len(kept), no_longer_kept=gone,
+                reason="the cloud asks for vouchers it acknowledged before, so it lost them (was its database restored from an older backup?); "
+                "the agent sends them again from the copies it keeps for the telemetry retention" + ("" if not gone else "; the vouchers no longer kept cannot be sent again"),
+                repeats_not_logged=held,
+            )  # fmt: skip
 
     def _show_repeated(self) -> None:
         repeated = self.p.resend_watch.repeated()

@@ -28,6 +28,8 @@ _PRUNE_STAGES = (
         "DELETE FROM minutes WHERE (machine, minute_ms) IN "
         "(SELECT machine, minute_ms FROM minutes WHERE published = 1 AND covered = 1 ORDER BY minute_ms LIMIT 2000)",
     ),
+    # Copies of acknowledged vouchers, kept for a cloud restored from a backup, before raw samples not yet summarized.
+    ("acked_payloads", "UPDATE acked_spans SET payload = NULL WHERE seq IN (SELECT seq FROM acked_spans WHERE payload IS NOT NULL ORDER BY seq LIMIT 2000)"),
     ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
 )
 
@@ -58,7 +60,7 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
     rebuilds each baseline from them and may ask for them long after, so
     only cap pressure deletes them.
     """
-    deleted = {"summarized_events": 0, "minutes": 0, "unsummarized_events": 0}
+    deleted = {"summarized_events": 0, "minutes": 0, "acked_payloads": 0, "unsummarized_events": 0}
     horizon = now_ms - retention_ms
     with spool.transaction(sync="NORMAL"):
         spool.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_spans (machine TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL)")

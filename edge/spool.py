@@ -130,14 +130,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     end_ms INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
 );
--- The scope of each acknowledged voucher, kept with its records for the telemetry
--- retention, so that the cloud can still ask for the records a voucher commits to.
+-- The scope and the signed payload of each acknowledged voucher, kept with its records for
+-- the telemetry retention, so that the cloud can still ask for the records a voucher commits
+-- to, and for the voucher itself after its database was restored from an older backup.
 CREATE TABLE IF NOT EXISTS acked_spans (
     seq INTEGER PRIMARY KEY,
     machines TEXT NOT NULL,
     start_ms INTEGER NOT NULL,
     end_ms INTEGER NOT NULL,
-    acked_ms INTEGER NOT NULL
+    acked_ms INTEGER NOT NULL,
+    payload BLOB
 );
 """
 
@@ -181,6 +183,9 @@ class Spool:
                     self.db.execute(statement)
             for key, value in _META_DEFAULTS.items():
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            # Spools written before acknowledged payloads were kept lack the column; older agents ignore it.
+            if "payload" not in {row[1] for row in self.db.execute("PRAGMA table_info(acked_spans)")}:
+                self.db.execute("ALTER TABLE acked_spans ADD COLUMN payload BLOB")
         self.rejected: dict[str, int] = {}
         self._limit = LogLimiter()
         version = int(self.meta("schema_version"))

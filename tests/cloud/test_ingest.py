@@ -83,7 +83,7 @@ async def test_gap_requests_resend(two_tenants: tuple[Gateway, Gateway], worker:
     probe.publish(acme.topic("vouchers"), encode(fourth))
     # No further voucher arrives, so the worker's housekeeping requests the resend once the gap outlasts resend_grace_s.
     _, resend = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"))
-    assert resend == {"schema": "valuegate/resend/v1", "from_seq": 2}
+    assert resend == {"schema": "valuegate/resend/v1", "from_seq": 2, "missing": "vouchers"}
     gateway = await query(cloud_dsn, "SELECT contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = 'gw-a1'")
     assert gateway == [(1, 4)]
 
@@ -426,4 +426,4 @@ async def test_missing_records_requested(two_tenants: tuple[Gateway, Gateway], m
         probe.publish(acme.topic("vouchers"), encode(acme.next_voucher()))
         await probe.wait_for(acked(acme, 1))
         _, body = await probe.wait_for(lambda topic, body: topic == acme.topic("resend"), timeout=15)
-    assert body == {"schema": "valuegate/resend/v1", "from_seq": 1}
+    assert body == {"schema": "valuegate/resend/v1", "from_seq": 1, "missing": "records"}

@@ -202,3 +202,29 @@ async def test_unregistered_key_reported_to_agent(tmp_path: Path, mosquitto: Mos
     stored_codes = {code for code, _ in await rejections(cloud_dsn)}
     assert "key_unknown" in stored_codes
     assert await stored(cloud_dsn) == []
+
+
+async def test_restored_cloud_gets_acknowledged_vouchers_again(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
+    """The cloud's database goes back to a backup taken after voucher 2: the next vouchers show the gap, and the agent sends 3-5 again."""
+    from structlog.testing import capture_logs
+
+    async for gw in started_gateway(tmp_path / "gw", mosquitto.port, cloud_dsn):
+        async with worker(cloud_dsn, mosquitto.port):
+            await issue(gw, 5, "2026-01-01")
+            assert await gw.wait_empty(20) == 0
+        assert gw.publisher.acked_through == 5
+        async with await psycopg.AsyncConnection.connect(cloud_dsn) as conn:
+            await conn.execute("DELETE FROM vouchers WHERE seq > 2")
+            await conn.execute("DELETE FROM voucher_chain WHERE seq > 2")
+            await conn.execute("UPDATE gateway_chain SET contiguous_through = 2, highest_seq = 2")
+        with capture_logs() as events:
+            async with worker(cloud_dsn, mosquitto.port):
+                await issue(gw, 2, "2026-01-06")
+                assert await wait_until(lambda: gw.publisher.acked_through == 7, 20)
+                assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_acked_vouchers_resent_total") == 3, 5)
+        assert [seq for seq, _ in await stored(cloud_dsn)] == list(range(1, 8))
+        assert await contiguous_through(cloud_dsn) == 7
+        warned = [event for event in events if event["event"] == "resend_below_ack"]
+        assert warned and (warned[0]["from_seq"], warned[0]["acked_through"], warned[0]["republished"], warned[0]["no_longer_kept"]) == (3, 5, 3, 0)
+        assert not [event for event in events if event["event"] == "resend_repeated"]
+    assert await rejections(cloud_dsn) == []

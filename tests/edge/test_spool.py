@@ -220,3 +220,32 @@ def test_baseline_records_outlast_retention(spool: Spool, signer: VoucherSigner)
     prune(spool, 10**12, now_ms=10**9 + 2_000, retention_ms=10**9, keep=[("filler-1", 0, 86_400_000), ("other", 86_400_000, 2 * 86_400_000)])
     kept = spool.db.execute("SELECT min(minute_ms), max(minute_ms), count(*) FROM minutes").fetchone()
     assert kept == (0, 86_340_000, 1440)
+
+
+def test_acknowledged_payloads_kept_for_retention(spool: Spool, signer: VoucherSigner) -> None:
+    """An acknowledged voucher's signed payload stays for the telemetry retention, so a restored cloud can get it again."""
+    issue_synthetic(spool, signer, 4)
+    sent = {seq: bytes(payload) for seq, payload in spool.db.execute("SELECT seq, payload FROM outbox")}
+    outbox.ack(spool, 3, now_ms=1_000)
+    assert outbox.acked_payloads(spool, 2, 3, limit=10) == ([(2, sent[2]), (3, sent[3])], 0)
+    assert outbox.acked_payloads(spool, 1, 3, limit=2) == ([(1, sent[1]), (2, sent[2])], 0)
+    prune(spool, 10**12, now_ms=10**9 + 2_000, retention_ms=10**9)
+    assert outbox.acked_payloads(spool, 1, 3, limit=10) == ([], 3)  # past the retention: gone, and counted as gone
+
+
+def test_spool_from_before_kept_payloads_opens(tmp_path: Path) -> None:
+    """A spool whose acked_spans lacks the payload column gets it on open; its earlier rows stay, without a payload."""
+    import sqlite3
+
+    path = tmp_path / "spool.db"
+    Spool(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE acked_spans")
+        db.execute("CREATE TABLE acked_spans (seq INTEGER PRIMARY KEY, machines TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, acked_ms INTEGER NOT NULL)")
+        db.execute("INSERT INTO acked_spans VALUES (1, '[\"m\"]', 0, 1, 5)")
+    reopened = Spool(path)
+    try:
+        assert outbox.acked_payloads(reopened, 1, 1, limit=5) == ([], 1)
+        assert outbox.voucher_span(reopened, 1) == (["m"], 0, 1)
+    finally:
+        reopened.close()
