@@ -19,8 +19,20 @@ app = typer.Typer(
 
 
 def _version(value: bool) -> None:
+    """Print the version, the code's folder and, with the cloud installed, the latest database migration it brings."""
     if value:
-        typer.echo(f"valuegate {__version__}")
+        from pathlib import Path
+
+        import valuegate.edge
+
+        parts = [f"code in {Path(valuegate.edge.__file__).resolve().parent.parent}"]
+        try:
+            from valuegate.cloud.db import list_migrations
+        except ImportError:  # an edge box installs no cloud
+            pass
+        else:
+            parts.insert(0, f"schema {list_migrations(timescaledb=False)[-1].version}")
+        typer.echo(f"valuegate {__version__} ({'; '.join(parts)})")
         raise typer.Exit
 
 

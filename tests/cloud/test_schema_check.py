@@ -92,3 +92,15 @@ async def test_changed_file_warned(cloud_dsn: str) -> None:
     assert "applied 0 migration(s): none pending" in migrated.stdout
     assert f"warning: migration file(s) {LATEST.filename} differ from the text applied to this database" in migrated.stderr
     assert (await ready(cloud_dsn))[0] == 200  # reported, not refused: the schema itself is complete
+
+
+def test_version_names_schema_and_code() -> None:
+    """Two builds with one version number still tell apart by the latest migration and the code's folder."""
+    from pathlib import Path
+
+    import valuegate
+    import valuegate.edge
+
+    printed = CliRunner().invoke(cli_app, ["--version"]).stdout.strip()
+    folder = Path(valuegate.edge.__file__).resolve().parent.parent  # the checkout, or site-packages/valuegate for a wheel
+    assert printed == f"valuegate {valuegate.__version__} (schema {LATEST.version}; code in {folder})"
