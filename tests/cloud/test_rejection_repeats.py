@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.migration_steps import migrate_before
 from valuegate.cloud import contracts, db, reports
 from valuegate.cloud.app import create_app
 from valuegate.cloud.chain import store_rejections
@@ -114,14 +115,8 @@ async def test_other_cause_or_topic_kept_apart(cloud_dsn: str) -> None:
 
 def test_migration_folds_stored_repeats(database: str) -> None:
     """Rows stored before one row per payload and cause are folded into the oldest, with the count, last time and newest reason."""
-    earlier = [m for m in db.list_migrations(timescaledb=False) if m.version < "0056"]
+    migrate_before(database, "0056")
     with psycopg.connect(database, autocommit=True, options=UTC_OPTIONS) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version text PRIMARY KEY, variant text, filename text NOT NULL,"
-            " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for migration in earlier:
-            db._apply(conn, migration)
         insert = (
             "INSERT INTO rejections (received_at, kind, topic, tenant_id, gateway_id, voucher_id, code, reason, payload_sha256, payload_size)"
             " VALUES (%s, 'voucher', %s, 'acme', 'gw-a1', 'gw-a1:2', %s, %s, %s, 10)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from tests.migration_steps import migrate_before
 from valuegate.cloud import db
 from valuegate.cloud.db import UTC_OPTIONS
 
@@ -13,14 +14,8 @@ pytestmark = pytest.mark.postgres
 
 def test_migration_withdraws_later_copies(database: str) -> None:
     """Copies stored before the unique index stay as rows; every copy after the first open one is withdrawn, other adjustments untouched."""
-    earlier = [m for m in db.list_migrations(timescaledb=False) if m.version < "0059"]
+    migrate_before(database, "0059")
     with psycopg.connect(database, autocommit=True, options=UTC_OPTIONS) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version text PRIMARY KEY, variant text, filename text NOT NULL,"
-            " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for migration in earlier:
-            db._apply(conn, migration)
         insert = (
             "INSERT INTO nonroutine_adjustments (tenant_id, contract_id, anchor_id, kind, first_date, last_date, reason, created_by)"
             " VALUES (%s, 'C-1', %s, 'exclude_period', %s, %s, %s, 'user:csm')"
