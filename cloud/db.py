@@ -363,6 +363,9 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: st
         max_size=max_size,
         kwargs={"options": UTC_OPTIONS, "application_name": name},
         configure=_configure,
+        # A connection the server closed meanwhile (a restart, a failover) is replaced before a request gets it, not after
+        # the request failed with a 500.
+        check=AsyncConnectionPool.check_connection,
         open=False,
         name=name,
     )
