@@ -69,7 +69,12 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
 async def approve_run(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath[int]) -> Redirect:
     """Approve a draft. The run page's form sends the digest of the draft it showed (``seen``); API clients may send it too."""
     principal = principal_of(request)
-    seen = (await request.form()).get("seen") or None
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.json()
+        seen = body.get("seen") if isinstance(body, dict) else None
+    else:
+        seen = (await request.form()).get("seen")
+    seen = seen if isinstance(seen, str) and seen else None
     try:
         await settlement.approve_run(conn, principal.tenant_id, run_id, actor=principal.actor, seen=seen)
     except InvoiceError as exc:

@@ -31,7 +31,7 @@ def test_draft_run_again_after_opening_refused(site, login) -> None:
     assert refused.status_code == 409
     assert message(refused.text) == (
         f"Not done: Invoice run {run_id} ({invoice_of(site.dsn, run_id)}) was computed again after you opened it and now shows other documents. "
-        "Review the current draft below and approve it again."
+        "Open the run page again (reload it, not Back) to review the current draft, then approve it."
     )
     with psycopg.connect(site.dsn) as conn:
         assert conn.execute("SELECT status FROM invoice_runs WHERE id = %s", (run_id,)).fetchone() == ("draft",)
@@ -52,3 +52,25 @@ def test_unchanged_rerun_keeps_the_page_valid(site, login) -> None:
     assert start_run(finance, "2024-06-01", "2024-06-30") == run_id
     approved = finance.post(f"/runs/{run_id}/approve", data={"_csrf_token": csrf(opened), "seen": seen(opened)})
     assert approved.status_code == 303
+
+
+def test_api_client_sends_seen_as_json(site, login) -> None:
+    """An API token may send the digest as JSON too; one that no longer matches is refused, the current one approves."""
+    import asyncio
+
+    import httpx
+
+    from valuegate.cloud.admin import Admin
+
+    async def issue() -> str:
+        async with Admin(site.dsn) as admin:
+            return await admin.issue_token("acme", "fin1", "erp")
+
+    finance = login("fin1")
+    run_id = start_run(finance, "2024-07-01", "2024-07-31")
+    current = seen(finance.get(f"/runs/{run_id}").text)
+    with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {asyncio.run(issue())}"}, timeout=30, follow_redirects=False) as erp:
+        stale = erp.post(f"/runs/{run_id}/approve?lang=en", json={"seen": "sha256:" + "0" * 64})
+        assert stale.status_code == 409
+        assert "was computed again after you opened it" in message(stale.text)
+        assert erp.post(f"/runs/{run_id}/approve", json={"seen": current}).status_code == 303
