@@ -210,12 +210,15 @@ def key_revoke(
     signed are not stored yet, since those would stay missing for good.
     """
 
-    async def run() -> None:
+    async def run() -> dict[str, Any]:
         async with _admin(config, dsn) as admin:
-            await admin.revoke_key(tenant, gateway, key_id, reason, force=force)
+            return await admin.revoke_key(tenant, gateway, key_id, reason, force=force)
 
-    run_sync(run())
-    typer.echo(f"key {key_id} of gateway {gateway} revoked")
+    row = run_sync(run())
+    if row["already_revoked"]:
+        typer.echo(f"key {key_id} of gateway {gateway} was already revoked at {row['revoked_at'].isoformat()}; nothing changed")
+    else:
+        typer.echo(f"key {key_id} of gateway {gateway} revoked")
 
 
 @admin_app.command("key-rotate")

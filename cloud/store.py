@@ -257,23 +257,27 @@ async def revoke_gateway_key(
 ) -> dict[str, Any]:
     """Revoke a key from now on: vouchers signed with it are rejected from then on, also ones issued earlier.
 
+    Returns the key's row with ``already_revoked``: True when it was revoked before, and nothing changed.
+
     Unless ``force``, refuse (Conflict) while the gateway may still sign with
     the key or while vouchers it signed are not stored, since those would
     then stay missing for good. ``force`` is for a key that may have been copied.
     """
+    if not reason.strip():
+        raise Invalid("revoking a key needs a reason for the audit log, for example 'gateway replaced' or 'key may have been copied'", code="missing_reason")
     sql = f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE tenant_id = %s AND gateway_id = %s AND id = %s FOR UPDATE"
     row = await _one(conn, sql, (tenant_id, gateway_id, key_id), f"key {key_id} of gateway {gateway_id!r} not found")
     if row["revoked_at"] is not None:
-        return row
+        return {**row, "already_revoked": True}
     use = await key_use(conn, gateway_id, row)
     if not force:
         _refuse_revocation(gateway_id, key_id, use)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason, key_id))
+    await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason.strip(), key_id))
     row = await cur.fetchone()
-    detail: dict[str, Any] = {"reason": reason, "forced": force, "last_seq": use.last_seq, "unstored": use.missing}
+    detail: dict[str, Any] = {"reason": reason.strip(), "forced": force, "last_seq": use.last_seq, "unstored": use.missing}
     await audit(conn, tenant_id=tenant_id, actor=actor, action="key.revoke", object_type="gateway_key", object_id=str(key_id), detail=detail)
-    return row  # type: ignore[return-value]
+    return {**row, "already_revoked": False}  # type: ignore[dict-item]
 
 
 _FORCE_HINT = "or revoke at once with --force (API: \"force\": true) if the key may have been copied"

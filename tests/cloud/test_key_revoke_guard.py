@@ -133,3 +133,17 @@ async def test_cli_refuses_then_forces(cloud_dsn: str) -> None:
     forced = await asyncio.to_thread(runner.invoke, cli_app, [*base, "--force"])
     assert forced.exit_code == 0, forced.output
     assert f"key {key_id} of gateway gw-c revoked" in forced.stdout
+
+
+async def test_cli_blank_reason_and_repeat(cloud_dsn: str) -> None:
+    key_id = await register(cloud_dsn, "acme", "plant1", "gw-d", Ed25519PrivateKey.generate())
+    base = ["cloud", "admin", "key-revoke", "acme", "gw-d", str(key_id), "--force", "--dsn", cloud_dsn]
+    blank = await asyncio.to_thread(runner.invoke, cli_app, [*base, "--reason", "   "])
+    assert blank.exit_code == 1
+    assert "revoking a key needs a reason for the audit log" in blank.output
+    assert await query(cloud_dsn, f"SELECT revoked_at FROM gateway_keys WHERE id = {key_id}") == [(None,)]
+    assert (await asyncio.to_thread(runner.invoke, cli_app, [*base, "--reason", "copied"])).exit_code == 0
+    again = await asyncio.to_thread(runner.invoke, cli_app, [*base, "--reason", "copied"])
+    assert again.exit_code == 0
+    assert f"key {key_id} of gateway gw-d was already revoked at " in again.stdout
+    assert await query(cloud_dsn, "SELECT count(*) FROM audit_log WHERE action = 'key.revoke'") == [(1,)]
