@@ -35,6 +35,10 @@ class AgentMetrics:
             ["machine", "tag"],
             registry=r,
         )
+        self.plc_clock_steps = Counter(
+            "valuegate_plc_clock_steps_total", "Steps of a PLC clock between two polls: forward, ahead (more than a day) or back", ["machine", "direction"],
+            registry=r,
+        )
         self.state_unmatched = Counter(
             "valuegate_state_unmatched_samples_total",
             "State evaluations where no state rule matched the inputs, so the map's default category applied",
@@ -63,7 +67,9 @@ class AgentMetrics:
         )
         self.unpublished_records = Gauge("valuegate_unpublished_records", "Per-minute records not yet accepted by the broker", registry=r)
         self.acked_through = Gauge("valuegate_acked_through", "Highest voucher sequence the cloud acknowledged", registry=r)
-        self.publish_retries = Counter("valuegate_publish_retries_total", "Times vouchers were published again (ack timeout or resend)", registry=r)
+        self.publish_retries = Counter(
+            "valuegate_publish_retries_total", "Times vouchers were published again (ack timeout, or a resend request for vouchers)", registry=r
+        )
         self.resend_repeated_seq = Gauge(
             "valuegate_resend_repeated_from_seq",
             "Sequence the cloud requested again 3 or more times within 10 minutes, so it likely rejects it; 0 when none",

@@ -294,7 +294,8 @@ class SessionState:
             self._take_notice(message)
             self._note_ack(through)
         elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
-            await self._on_resend(int(message["from_seq"]), lost=message.get("missing") == "vouchers")
+            missing = message.get("missing")
+            await self._on_resend(int(message["from_seq"]), missing=missing if missing in ("vouchers", "records") else None)
         elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
             await self._on_records_request(*span)
         else:
@@ -347,17 +348,18 @@ class SessionState:
             self._show_repeated()
         self._move_cursor(max(self.voucher_cursor, through + 1))
 
-    async def _on_resend(self, from_seq: int, *, lost: bool = False) -> None:
-        """Answer a resend request; ``lost`` when the cloud says it lacks the vouchers themselves (``"missing": "vouchers"``).
+    async def _on_resend(self, from_seq: int, *, missing: str | None = None) -> None:
+        """Answer a resend request; ``missing`` says what the cloud lacks: ``vouchers``, ``records`` or None (an older cloud).
 
         A request for records names a stored voucher, so one below the ack
         point is normal. A request for vouchers below the ack point means the
         cloud lost vouchers it acknowledged.
         """
         start = max(from_seq, self.p.acked_through + 1)
-        self.p.metrics.publish_retries.inc()
-        self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start)
-        if lost and from_seq <= self.p.acked_through:
+        if missing != "records":
+            self.p.metrics.publish_retries.inc()
+        self.p._log.info("resend_requested", from_seq=from_seq, resending_from=start, missing=missing or "unknown")
+        if missing == "vouchers" and from_seq <= self.p.acked_through:
             await self._resend_acknowledged(from_seq)
             repeated = None  # not a rejection, so no resend_repeated warning that points at keys
         else:
