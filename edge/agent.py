@@ -28,7 +28,7 @@ from valuegate.adapters.tagmap import TagMap, load_tag_map
 
 from . import outbox, retention
 from .config import EdgeConfig, Machine
-from .issuer import VoucherSigner
+from .issuer import VoucherSigner, iso_utc
 from .metrics import AgentMetrics, LogLimiter, MetricsServer
 from .minutes import MachineInfo
 from .normalize import Normalizer
@@ -75,6 +75,14 @@ def _default_opener(device: Any, tag_map: TagMap) -> AbstractAsyncContextManager
 
     return open_device(device, tag_map)
 
+
+_CLOCK_STEP_ACTIONS = {
+    "forward": "the time across the step counts as offline (no data); data resumes at the new PLC time",
+    "ahead": "the PLC time is far ahead of where it should be and is not used; the machine has no data until the PLC clock is set right, "
+    "or has run steadily from the new time for a minute (taken then, if it is ahead by a year at most)",
+    "back": "the spool already holds data up to the PLC time before the step, so the machine is offline until the PLC clock passes it "
+    "again; set the PLC clock right",
+}
 
 class EdgeAgent:
     """One gateway's agent; ``open_device`` can be replaced to feed samples without a PLC."""
@@ -276,6 +284,8 @@ class EdgeAgent:
                 self._log.warning("state_transitions_missed", machine=machine_id, missed_total=normalizer.missed_total, repeats_not_logged=held)
         if normalizer.implausible_total > implausible_before:
             self._report_implausible(machine_id, device_id, normalizer)
+        if normalizer.clock.steps:
+            self._report_clock_steps(machine_id, device_id, normalizer)
         if normalizer.unmatched_total > unmatched_before:
             self.metrics.state_unmatched.labels(machine_id).inc(normalizer.unmatched_total - unmatched_before)
         if normalizer.unmatched_new:
@@ -293,6 +303,18 @@ class EdgeAgent:
             if (held := self._limit(("plc_time_implausible", machine_id, tag))) is not None:
                 self._log.warning("plc_time_implausible", machine=machine_id, device=device_id, tag=tag, detail=detail, repeats_not_logged=held)
         normalizer.implausible.clear()
+
+    def _report_clock_steps(self, machine_id: str, device_id: str, normalizer: Normalizer) -> None:
+        """Count the PLC clock's steps and log each direction at most once a minute, with what the agent does about it."""
+        for step in normalizer.clock.steps:
+            self.metrics.plc_clock_steps.labels(machine_id, step.direction).inc()
+            if (held := self._limit(("plc_clock_step", machine_id, step.direction))) is not None:
+                self._log.warning(
+                    "plc_clock_step", machine=machine_id, device=device_id, direction=step.direction, step_s=round(step.step_ms / 1000, 1),
+                    expected_plc_time=iso_utc(step.expected_ms), plc_time=iso_utc(step.clock_ms), action=_CLOCK_STEP_ACTIONS[step.direction],
+                    repeats_not_logged=held,
+                )  # fmt: skip
+        normalizer.clock.steps.clear()
 
     async def _enqueue(self, batch: MachineBatch) -> None:
         if batch.states or batch.counters or batch.watermark_ms is not None:

@@ -40,6 +40,7 @@ from valuegate.adapters.samples import Sample
 from valuegate.adapters.tagmap import REGISTER_COUNT, TagMap
 from valuegate.adapters.values import IMPLAUSIBLE_TIME, implausible_time
 
+from .clock_steps import ClockWatch
 from .protocol.records import STATE_CODES
 from .spool_rows import CounterReading, MachineBatch, StateEvent
 
@@ -91,6 +92,8 @@ class Normalizer:
         """Implausible PLC times per tag not yet reported: tag name -> (count, latest detail); the caller clears it."""
         self.unmatched_total = 0
         """State evaluations that matched no rule and took the map's default category."""
+        self.clock = ClockWatch()
+        """Steps of the PLC clock between Modbus polls (see :mod:`valuegate.edge.clock_steps`); the caller reports ``clock.steps``."""
         self.unmatched_new: list[str] = []
         """State input values (``state=4``) that matched no rule, each listed once when first seen; the caller clears it."""
         self._unmatched_seen: set[str] = set()
@@ -117,6 +120,7 @@ class Normalizer:
         """
         batch = MachineBatch(self.machine)
         self._gap()
+        self.clock.forget()
         if self.watermark_ms > 0:
             self._emit(batch, self.watermark_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -126,6 +130,7 @@ class Normalizer:
         batch = MachineBatch(self.machine)
         self.seq_gap = True
         self._gap()
+        self.clock.forget()
         if self.last_state is not None and self.last_state[0] != OFFLINE:
             self._emit(batch, self.watermark_ms or self.last_ts_ms, (OFFLINE, None, False), missed=0)
         return batch
@@ -178,6 +183,16 @@ class Normalizer:
                     self._emit(batch, max(self.watermark_ms, self.last_ts_ms), (OFFLINE, None, False), missed=0)
             return
         previous_ms = max(self.watermark_ms, self.last_ts_ms)
+        if self.plc_time and self.clock_tag is not None:
+            verdict, offline_at = self.clock.judge(now, max(sample.received_ms for sample in samples), previous_ms)
+            if verdict != "ok":
+                # The clock was set forward or back: no time across the step counts as the state before it.
+                self._gap()
+                if self.last_state is not None and self.last_state[0] != OFFLINE:
+                    at = min(max(offline_at, previous_ms), now) if verdict == "forward" else previous_ms
+                    self._emit(batch, at, (OFFLINE, None, False), missed=0)
+                if verdict != "forward":
+                    return  # its times are not used until the clock is back in line
         self.watermark_ms = max(self.watermark_ms, now)
 
         missed, seq_moved = self._check_seq(seq, now)

@@ -35,6 +35,12 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
     ),
     "counter_wrap": ({"margin": int}, None, "the part counter jumps to `margin` (default 5) below its wrap, so it wraps soon"),
     "counter_reset": ({}, None, "the part counter is reset to 0"),
+    "clock_step": (
+        {"by": float},
+        None,
+        "Modbus: the PLC clock (and the state_since it stamps) shows `by` seconds of recorded time more than the recording, "
+        "negative for less, until the next clock_step (by=0 sets it right)",
+    ),
     "bad": (
         {"node": str, "status": str, "for": float},
         5.0,
@@ -47,7 +53,7 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
     ),
 }
 
-MODBUS_FAULTS = frozenset(("exception", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset"))
+MODBUS_FAULTS = frozenset(("exception", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset", "clock_step"))
 OPCUA_FAULTS = frozenset(
     ("bad", "uncertain", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset")
 )
@@ -92,10 +98,12 @@ def parse_fault(text: str, *, protocol: str | None = None) -> FaultSpec:
             value = types[name](raw.strip())
         except ValueError:
             raise FaultError(text, f"{name}={raw.strip()!r} is not a valid {types[name].__name__}") from None
-        if isinstance(value, (int, float)) and value < 0:
+        if isinstance(value, (int, float)) and value < 0 and name != "by":
             raise FaultError(text, f"{name}={value} must be 0 or more")
         options[name] = value
 
+    if kind == "clock_step" and "by" not in options:
+        raise FaultError(text, "clock_step needs by=SECONDS (negative sets the clock back), e.g. clock_step:by=7200")
     if kind == "exception" and ("start" not in options or "count" not in options):
         raise FaultError(text, "exception needs start=ADDRESS and count=N, e.g. exception:start=10,count=2")
     if kind == "exception" and options.get("count") == 0:

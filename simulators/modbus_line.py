@@ -79,6 +79,8 @@ class ModbusLineSimulator(ReplayService):
         self._produced_adjust = 0
         self._rejected_adjust = 0
         self._restart_ms: int | None = None
+        self._clock_shift_ms = 0
+        """What the fault clock_step adds to the clock and state_since registers (recorded milliseconds)."""
         self._restart_changes = 0
         self._log = log.bind(tag_map=tag_map.name)
 
@@ -116,8 +118,8 @@ class ModbusLineSimulator(ReplayService):
         values = {
             "state_input": status.state,
             "reason": status.reason,
-            "state_since": since,
-            "clock": now_ms,
+            "state_since": since + self._clock_shift_ms,
+            "clock": now_ms + self._clock_shift_ms,
             "state_seq": changes,
             "counter_produced": produced,
             "counter_reject": rejected,
@@ -158,6 +160,8 @@ class ModbusLineSimulator(ReplayService):
             self._wrap_counter(int(spec.option("margin", 5)))
         elif spec.kind == "counter_reset":
             self._reset_counters()
+        elif spec.kind == "clock_step":
+            self._clock_shift_ms = round(float(spec.options["by"]) * 1000)
         else:
             raise ValueError(f"fault {spec.kind!r} is not available over Modbus")
         await self._apply(self.clock.now_ms)

@@ -168,3 +168,58 @@ logging.getLogger("asyncua.client.ua_client").debug(
     assert "s3cret" not in line
     assert "quoted" not in line
     assert "UserName='valuegate', Password=b'***', EncryptionAlgorithm=None" in line
+
+
+async def test_plc_clock_steps(tmp_path: Path, mosquitto: MosquittoServer, numba_cache: Path) -> None:
+    """The PLC clock set 40 years ahead, right again, then 2 h back: nothing floods the spool, and data resumes each time."""
+    import sqlite3
+
+    metrics_port = free_port()
+
+    def closed() -> float:
+        return metric(metrics_port, "valuegate_minutes_summarized_total", machine="filler-1")
+
+    def steps(direction: str) -> float:
+        return metric(metrics_port, "valuegate_plc_clock_steps_total", machine="filler-1", direction=direction)
+
+    async with BottlingModbusSimulator(port=0, speed=600, days=1) as plc:
+        device = {"protocol": "modbus", "host": "127.0.0.1", "port": plc.port, "unit_id": 1, "poll_ms": 100, "timeout_ms": 500,
+                  "id": "filler-1", "tag_map": str(FILLER_MAP)}
+        config = write_config(tmp_path, mosquitto.port, metrics={"port": metrics_port}, devices=[device])
+        keys.create_key(tmp_path / "state" / "keys")
+        stderr_path = tmp_path / "agent.stderr"
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
+        with open(stderr_path, "wb") as stderr:
+            agent = subprocess.Popen(
+                [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
+            )
+        try:
+            await wait_for(lambda: closed() >= 20, timeout_s=60, agent=agent)
+            await plc.inject(f"clock_step:by={40 * 365 * 86_400}")
+            await wait_for(lambda: steps("ahead") == 1, timeout_s=10, agent=agent)
+            before = closed()
+            await asyncio.sleep(2.0)  # 20 minutes of replay on the wrong clock: no minute closes, none is made up
+            assert closed() <= before + 1
+
+            await plc.inject("clock_step:by=0")
+            await wait_for(lambda: closed() >= before + 10, timeout_s=20, agent=agent)
+            await plc.inject("clock_step:by=-7200")
+            await wait_for(lambda: steps("back") == 1, timeout_s=10, agent=agent)
+            # Back by 2 h: offline until the clock passes what is stored (12 s of replay at 600x), then minutes close again.
+            resumed = closed()
+            await wait_for(lambda: closed() >= resumed + 10, timeout_s=40, agent=agent)
+        finally:
+            if agent.poll() is None:
+                os.kill(agent.pid, signal.SIGTERM)
+            status = await asyncio.to_thread(agent.wait, 20)
+    assert status == 0
+    events = [json.loads(line) for line in stderr_path.read_text(encoding="utf-8").splitlines() if line.startswith("{")]
+    logged = [(event["direction"], event["level"]) for event in events if event["event"] == "plc_clock_step"]
+    assert logged == [("ahead", "warning"), ("back", "warning")]
+    with sqlite3.connect(tmp_path / "state" / "spool.db") as db:
+        latest = db.execute("SELECT max(minute_ms) FROM minutes WHERE machine = 'filler-1'").fetchone()[0]
+        count = db.execute("SELECT count(*) FROM minutes WHERE machine = 'filler-1'").fetchone()[0]
+    # The replay covers one recorded day: every minute record lies within it.
+    assert count <= 1_440
+    assert latest < plc.truth.end_ms

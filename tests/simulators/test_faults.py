@@ -21,6 +21,8 @@ def test_parse_fault_options() -> None:
     assert (slow.options["delay_ms"], slow.duration_s) == (500, 10.0)
     bad = parse_fault("bad:node=Execution,for=2", protocol="opcua")
     assert (bad.options, bad.duration_s) == ({"node": "Execution", "status": "BadSensorFailure"}, 2.0)
+    back = parse_fault("clock_step:by=-1800", protocol="modbus")
+    assert (back.options, back.duration_s) == ({"by": -1800.0}, None)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,8 @@ def test_parse_fault_options() -> None:
         ("bad:status=GoodNonsense", "opcua", "status 'GoodNonsense' is not an OPC UA status code name"),
         ("bad:status=UncertainLastUsableValue", "opcua", "'UncertainLastUsableValue' is uncertain, not bad"),
         ("uncertain:status=BadSensorFailure", "opcua", "'BadSensorFailure' is bad, not uncertain"),
+        ("clock_step", "modbus", "clock_step needs by=SECONDS (negative sets the clock back)"),
+        ("clock_step:by=60", "opcua", "'clock_step' is not available over opcua"),
     ],
 )
 def test_parse_fault_rejects(text: str, protocol: str | None, message: str) -> None:
