@@ -50,6 +50,16 @@ def metric(port: int, name: str, **labels: str) -> float:
     return 0.0
 
 
+def run_agent(config: Path, stderr_path: Path, numba_cache: Path) -> subprocess.Popen[bytes]:
+    """Start `valuegate edge run` at its default log level, its JSON log lines going to ``stderr_path``."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
+    with open(stderr_path, "wb") as stderr:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
+        )
+
+
 async def wait_for(check, *, timeout_s: float, agent: subprocess.Popen[bytes]) -> None:  # noqa: ANN001
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():
@@ -70,12 +80,7 @@ async def test_wrong_clock_order_and_lost_plc(tmp_path: Path, mosquitto: Mosquit
         )
         keys.create_key(tmp_path / "state" / "keys")
         stderr_path = tmp_path / "agent.stderr"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
-        with open(stderr_path, "wb") as stderr:
-            agent = subprocess.Popen(
-                [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
-            )
+        agent = run_agent(config, stderr_path, numba_cache)
         try:
             # The good machine produces minute records while the other one's clock is refused on every poll.
             await wait_for(lambda: metric(metrics_port, "valuegate_minutes_summarized_total", machine="filler-good") >= 60,
@@ -188,12 +193,7 @@ async def test_plc_clock_steps(tmp_path: Path, mosquitto: MosquittoServer, numba
         config = write_config(tmp_path, mosquitto.port, metrics={"port": metrics_port}, devices=[device])
         keys.create_key(tmp_path / "state" / "keys")
         stderr_path = tmp_path / "agent.stderr"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
-        with open(stderr_path, "wb") as stderr:
-            agent = subprocess.Popen(
-                [str(Path(sys.executable).parent / "valuegate"), "edge", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
-            )
+        agent = run_agent(config, stderr_path, numba_cache)
         try:
             await wait_for(lambda: closed() >= 20, timeout_s=60, agent=agent)
             await plc.inject(f"clock_step:by={40 * 365 * 86_400}")
