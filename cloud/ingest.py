@@ -313,12 +313,13 @@ class IngestWorker:
             metrics.REJECTIONS.labels(kind, code).inc()
             # Every rejection is stored and counted; the process logs one line per kind, code and topic a minute.
             self._rejection_log(started, kind, code, message.topic, vid, reason, worker=self.name)
-            registered = gateways.get(topic.gateway) if topic is not None else None
-            if (
-                registered is not None and (registered.tenant_id, registered.site_id) == (topic.tenant, topic.site)  # type: ignore[union-attr]
-                and topic.gateway not in notices and self._replies.notice_due(topic.gateway, kind, code)  # type: ignore[union-attr]
-            ):  # fmt: skip
-                notices[topic.gateway] = (topic, {"kind": kind, "code": code, "voucher_id": vid, "reason": reason[:_NOTICE_REASON_CHARS]})  # type: ignore[union-attr]
+            # The gateway hears of it in its next ack, if the topic is its own as registered; see GatewayReplies.notice_due.
+            if topic is None or topic.gateway in notices:
+                return
+            registered = gateways.get(topic.gateway)
+            own = registered is not None and (registered.tenant_id, registered.site_id) == (topic.tenant, topic.site)
+            if own and self._replies.notice_due(topic.gateway, kind, code):
+                notices[topic.gateway] = (topic, {"kind": kind, "code": code, "voucher_id": vid, "reason": reason[:_NOTICE_REASON_CHARS]})
 
         async with self.pool.connection() as conn:
             async with conn.transaction():
