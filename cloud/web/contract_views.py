@@ -297,7 +297,7 @@ async def add_adjustment(
 class WithdrawForm(msgspec.Struct):
     """The withdraw form of an adjustment row: why the adjustment was wrong."""
 
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    withdraw_reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 @post("/contracts/{contract_id:str}/adjustments/{adjustment_id:int}/withdraw", guards=[requires(*CSM_EDIT)], name="web:withdraw-adjustment", status_code=303)
@@ -307,5 +307,5 @@ async def withdraw_adjustment(
 ) -> Redirect:
     principal = principal_of(request)
     forbid_unless(principal, *CSM_EDIT)
-    await settlement.withdraw_adjustment(conn, principal.tenant_id, contract_id, adjustment_id, reason=data.reason, actor=principal.actor)
+    await settlement.withdraw_adjustment(conn, principal.tenant_id, contract_id, adjustment_id, reason=data.withdraw_reason, actor=principal.actor)
     return Redirect(f"/contracts/{contract_id}?done=adjustment.withdrawn#adjustments", status_code=303)

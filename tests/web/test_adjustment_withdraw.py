@@ -35,17 +35,22 @@ def test_double_submit_then_withdraw(site, login) -> None:
     page = csm.get("/contracts/C-1?lang=en").text
     assert f'action="/contracts/C-1/adjustments/{adjustment_id}/withdraw"' in row_of(page, adjustment_id)
     assert "withdraw-form" not in auditor.get("/contracts/C-1?lang=en").text
-    denied = auditor.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw", data={"_csrf_token": csrf(auditor.get("/contracts/C-1").text), "reason": "x"})
+    denied = auditor.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw", data={"_csrf_token": csrf(auditor.get("/contracts/C-1").text), "withdraw_reason": "x"})
     assert denied.status_code == 403
 
-    blank = csm.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw?lang=en", data={"_csrf_token": token, "reason": "   "})
+    blank = csm.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw?lang=en", data={"_csrf_token": token, "withdraw_reason": "   "})
     assert blank.status_code == 400
     assert message(blank.text) == (
         "Invalid input: Withdrawing a non-routine adjustment needs a reason; say what was wrong with it (for example a wrong date range)."
     )
     assert rows(site.dsn) == [(adjustment_id, None, None)]
+    too_long = csm.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw?lang=en", data={"_csrf_token": token, "withdraw_reason": "x" * 501})
+    assert too_long.status_code == 400
+    assert message(too_long.text) == (
+        "Invalid input: Why withdraw is not valid; say in at most 500 characters what was wrong with the adjustment, for example a wrong date range."
+    )
 
-    done = csm.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw", data={"_csrf_token": token, "reason": "wrong line"})
+    done = csm.post(f"/contracts/C-1/adjustments/{adjustment_id}/withdraw", data={"_csrf_token": token, "withdraw_reason": "wrong line"})
     assert (done.status_code, done.headers["location"]) == (303, "/contracts/C-1?done=adjustment.withdrawn#adjustments")
     assert rows(site.dsn) == [(adjustment_id, "user:csm1", "wrong line")]
     shown = csm.get(done.headers["location"]).text  # in English, chosen above with ?lang=en
