@@ -16,10 +16,10 @@ judges each poll against it:
   jumps count as elapsed time.
 - ``ahead``: a real-time clock moved more than :data:`MAX_FORWARD_STEP_MS`
   further than expected, or any clock more than a year (a clock set to a
-  wrong year). Its times are not used: the machine has no data until the
-  clock is back where it should be, or until it has run steadily from its
-  new time for a minute and is ahead by a year at most, which is then
-  taken as a ``forward`` step.
+  wrong year). Its times are not used, so the machine has no data until
+  the clock is back where it should be. A clock that has run steadily from
+  its new time for a minute, and is ahead by a year at most, is then taken
+  as a ``forward`` step.
 - ``back``: the clock went back. The spool holds data up to its watermark,
   so the machine is offline until the PLC clock passes that time again.
 
@@ -88,6 +88,7 @@ class ClockWatch:
                 return "behind", 0
             self._behind_until = None
             return "ok", 0
+
         ref, rate = self._ref, self.rate
         if ref is None or rate is None:
             self._learn(clock_ms, received_ms)
@@ -96,11 +97,13 @@ class ClockWatch:
         moved, elapsed = clock_ms - ref[0], max(received_ms - ref[1], 0)
         expected = round(rate * elapsed)
         slack = max(_MIN_STEP_MS, round(rate * _JITTER_GATEWAY_MS))
+
         if moved < -slack:
             self.steps.append(ClockStep("back", moved - expected, ref[0] + expected, clock_ms))
             self._behind_until = watermark_ms
             self._ref, self._anchor, self._ahead_since = (clock_ms, received_ms), None, None
             return "back", 0
+
         step = moved - expected
         real_time = _REAL_TIME_RATES[0] <= rate <= _REAL_TIME_RATES[1]
         if moved > 3 * expected + slack and (step > _MAX_ACCEPTED_STEP_MS or (real_time and step > MAX_FORWARD_STEP_MS)):
@@ -110,14 +113,14 @@ class ClockWatch:
             self.steps.append(ClockStep("forward", step, ref[0] + expected, clock_ms))
             self._ref, self._anchor = (clock_ms, received_ms), None
             return "forward", ref[0] + expected
-        # A faster clock is a simulator replaying a recording, which jumps over idle spans on purpose. A slower one, held
-        # until it is read, is a test stand or a simulator that holds each change until the agent has read it.
+        # A faster clock is a simulator replaying a recording, which jumps over idle spans on purpose. A slower one is a
+        # test stand, or a simulator that keeps each change until the agent has read it.
         self._learn(clock_ms, received_ms)
         self._ref = (clock_ms, received_ms)
         return "ok", 0
 
     def _ahead(self, clock_ms: int, received_ms: int, expected_ms: int, step: int, slack: int) -> tuple[Verdict, int]:
-        """Hold a clock far ahead; take it once it has run steadily from there for a minute, if it is ahead by a year at most."""
+        """Keep a clock far ahead unused until it has run steadily from there for a minute, then take it if it is ahead by a year at most."""
         since = self._ahead_since
         if since is None:
             self._ahead_since = (clock_ms, received_ms)
