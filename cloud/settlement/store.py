@@ -35,6 +35,7 @@ __all__ = (
     "load_exclusions",
     "add_adjustment",
     "withdraw_adjustment",
+    "adjustments_of_run",
     "issued_documents",
     "run_invoice",
     "approve_run",
@@ -104,6 +105,26 @@ async def list_adjustments(conn: Conn, tenant_id: str, contract_id: str) -> list
         "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY first_date, id",
         (tenant_id, contract_id),
     )
+
+
+def adjustments_of_run(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the adjustments a run's page and exports list: for an approved run, as they stood when it was approved.
+
+    An issued invoice never changes, so its export must not either: an
+    adjustment recorded after the approval is left out, and one withdrawn
+    after it is shown as it was then, in force. A draft lists them as they are now.
+    """
+    approved = run.get("approved_at")
+    if approved is None:
+        return rows
+    kept = []
+    for row in rows:
+        if row["created_at"] > approved:
+            continue
+        if row.get("withdrawn_at") is not None and row["withdrawn_at"] > approved:
+            row = {**row, "withdrawn_at": None, "withdrawn_by": None, "withdraw_reason": None}
+        kept.append(row)
+    return kept
 
 
 def _invalid(message: str, code: str, **params: str) -> Invalid:

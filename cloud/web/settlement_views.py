@@ -53,7 +53,7 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     principal = principal_of(request)
     run = await settlement.get_run(conn, principal.tenant_id, run_id)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
-    adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
+    adjustments = settlement.adjustments_of_run(run, await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"]))
     stored = await get_contract(conn, principal.tenant_id, run["contract_id"])
     in_force = stored["revision"]
     # A note prices its period with the revision of the invoice it corrects. Records stored before they named their revision used the run's.
@@ -98,7 +98,7 @@ async def _export_parts(request: Request[Any, Any, Any], conn: Any, run_id: int)
     principal = principal_of(request)
     run = await settlement.get_run(conn, principal.tenant_id, run_id)
     documents = await settlement.run_documents(conn, principal.tenant_id, run_id)
-    adjustments = await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"])
+    adjustments = settlement.adjustments_of_run(run, await settlement.list_adjustments(conn, principal.tenant_id, run["contract_id"]))
     contract, _ = await settlement.load_contract(conn, principal.tenant_id, run["contract_id"])
     return run, documents, adjustments, contract, document_language(request)
 

@@ -87,3 +87,16 @@ async def test_node_verifier_replays_withdrawal(database, tmp_path, node_peers) 
     rewrite_manifest(folder)
     hidden = subprocess.run(["node", str(node_peers / "verify_bundle.js"), str(folder)], capture_output=True, text=True, timeout=60)
     assert hidden.returncode != 0, hidden.stdout
+
+
+async def test_issued_runs_list_adjustments_as_approved(database, tmp_path) -> None:
+    """May was issued before the adjustment, June while it applied, July after its withdrawal: each run's exports show that state."""
+    await withdrawn_bundle(database, tmp_path / "unpacked")
+    async with await connect(database) as conn:
+        rows = await settlement.list_adjustments(conn, "acme", "C-1")
+        runs = [await settlement.get_run(conn, "acme", run_id) for run_id in (1, 2, 3)]
+    assert [run["period_first"].month for run in runs] == [5, 6, 7]
+    listed = [[(row["id"], row["withdrawn_by"]) for row in settlement.adjustments_of_run(run, rows)] for run in runs]
+    assert listed == [[], [(rows[0]["id"], None)], [(rows[0]["id"], "user:csm")]]
+    draft = {**runs[2], "approved_at": None}
+    assert settlement.adjustments_of_run(draft, rows) == rows
