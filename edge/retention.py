@@ -93,13 +93,19 @@ def _reclaim(spool: Spool) -> None:
     # A TRUNCATE checkpoint waits for the other connection's readers. With a short busy
     # timeout it gives up after 0.2 s instead, so pruning cannot stall publishing or a
     # shutdown. The WAL is then cut back at a later round or by journal_size_limit.
+    # Each step on its own: a checkpoint that readers hold up must not skip the vacuum, which returns free pages.
+    # The vacuum frees one page per step of its statement; executescript steps it to the end, execute only once.
     spool.db.execute("PRAGMA busy_timeout=200")
     try:
-        spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        spool.db.execute("PRAGMA incremental_vacuum")
-        spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    except sqlite3.OperationalError:
-        pass  # the other connection holds the lock: the next round reclaims the space
+        for step in (
+            lambda: spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+            lambda: spool.db.executescript("PRAGMA incremental_vacuum;"),
+            lambda: spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+        ):
+            try:
+                step()
+            except sqlite3.OperationalError:
+                pass  # the other connection holds the lock: the next round does this step
     finally:
         spool.db.execute("PRAGMA busy_timeout=10000")
 

@@ -249,3 +249,14 @@ def test_spool_from_before_kept_payloads_opens(tmp_path: Path) -> None:
         assert outbox.voucher_span(reopened, 1) == (["m"], 0, 1)
     finally:
         reopened.close()
+
+
+def test_reclaim_returns_every_free_page(spool: Spool) -> None:
+    """SQLite's incremental vacuum frees one page per step, so reclaiming must step it to the end, not once."""
+    from valuegate.edge.retention import _reclaim
+
+    _fill(spool, "filler-1", 0, 3_000)
+    with spool.transaction():
+        spool.db.execute("DELETE FROM events")
+    _reclaim(spool)
+    assert spool.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
