@@ -234,7 +234,7 @@ async def revoke_token(conn: Conn, tenant_id: str, token_id: str, *, actor: str 
     )
     row = await cur.fetchone()
     if row is None:
-        # Revoked before (the audit log holds that revocation), or unknown.
+        # Revoked before (the audit log contains that revocation), or unknown.
         await cur.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = %s AND id = %s", (tenant_id, token_id))
         if (row := await cur.fetchone()) is None:
             raise NotFound(f"API token {token_id!r} not found")

@@ -11,7 +11,7 @@ checks waiting gaps too, in case no further voucher of that gateway arrives.
 
 A message rejected on a registered gateway's own topic also goes back to
 that gateway, as a ``rejected`` field of its next ack, at most once per
-gateway, kind and code per ``notice_interval_s``: the engineer at the edge
+gateway, kind and code per ``notice_interval_s``. The engineer at the edge
 box then reads in the agent's log why the cloud stores nothing.
 """
 

@@ -3,8 +3,8 @@
 A revocation rejects every voucher of the key that arrives after it, also
 one signed long before. Revoking a key while vouchers it signed still
 wait in the gateway's outbox therefore leaves those sequences missing for
-good. The revoke command asks :func:`key_use` first and refuses unless
-forced.
+good. The revoke command calls :func:`key_use` first and raises Conflict
+unless forced.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``serve`` and ``ingest`` refuse to start, and ``/api/v1/ready`` returns 503,
 when migrations are pending (the code would query columns that do not exist
-yet) or when the database holds migrations this version does not know (a
+yet) or when the database contains migrations this version does not know (a
 newer version migrated it, and this one would write rows its constraints
 refuse). A migration file whose text changed after it was applied is only
 reported: the schema was built from the earlier text.

@@ -271,7 +271,7 @@ async def revoke_gateway_key(
         return {**row, "already_revoked": True}
     use = await key_use(conn, gateway_id, row)
     if not force:
-        _refuse_revocation(gateway_id, key_id, use)
+        _check_revocation(gateway_id, key_id, use)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"UPDATE gateway_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING {_KEY_COLUMNS}", (reason.strip(), key_id))
     row = await cur.fetchone()
@@ -283,7 +283,7 @@ async def revoke_gateway_key(
 _FORCE_HINT = "or revoke at once with --force (API: \"force\": true) if the key may have been copied"
 
 
-def _refuse_revocation(gateway_id: str, key_id: int, use: KeyUse) -> None:
+def _check_revocation(gateway_id: str, key_id: int, use: KeyUse) -> None:
     if use.last_seq is None:
         latest = f"its latest stored voucher (seq {use.latest_seq}) is signed with it" if use.latest_seq else "no voucher of it is stored yet"
         msg = (f"key {key_id} may still sign the vouchers of gateway {gateway_id!r}: {latest}. Give the gateway its next key first "

@@ -23,7 +23,7 @@ judges each poll against it:
 - ``back``: the clock went back. The spool holds data up to its watermark,
   so the machine is offline until the PLC clock passes that time again.
 
-Only a poll that carries a PLC clock is judged; an outage forgets the
+Only a poll that carries a PLC clock is judged. An outage drops the
 reference, because a PLC may restart with another clock behind it.
 """
 

@@ -198,8 +198,8 @@ def acked_payloads(spool: Spool, from_seq: int, through: int, limit: int) -> tup
     rows = spool.db.execute(
         "SELECT seq, payload FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL ORDER BY seq LIMIT ?", (from_seq, through, limit)
     ).fetchall()
-    kept = spool.db.execute("SELECT count(*) FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL", (from_seq, through)).fetchone()[0]
-    return [(seq, bytes(payload)) for seq, payload in rows], (through - from_seq + 1) - kept
+    available = spool.db.execute("SELECT count(*) FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL", (from_seq, through)).fetchone()[0]
+    return [(seq, bytes(payload)) for seq, payload in rows], (through - from_seq + 1) - available
 
 
 def voucher_span(spool: Spool, seq: int) -> tuple[list[str], int, int] | None:

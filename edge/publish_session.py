@@ -349,7 +349,7 @@ class SessionState:
         self._move_cursor(max(self.voucher_cursor, through + 1))
 
     async def _on_resend(self, from_seq: int, *, missing: str | None = None) -> None:
-        """Answer a resend request; ``missing`` says what the cloud lacks: ``vouchers``, ``records`` or None (an older cloud).
+        """Handle a resend request. ``missing`` names what the cloud lacks: ``vouchers``, ``records`` or None (an older cloud).
 
         A request for records names a stored voucher, so one below the ack
         point is normal. A request for vouchers below the ack point means the
@@ -393,21 +393,21 @@ class SessionState:
         self._move_cursor(min(self.voucher_cursor, start))
 
     async def _resend_acknowledged(self, from_seq: int) -> None:
-        """Publish again acknowledged vouchers the cloud asks for, from the payloads kept for the telemetry retention.
+        """Publish again the acknowledged vouchers the cloud requests, from the copies kept for the telemetry retention.
 
         The cloud acknowledged them before, so it has lost them: its database
         was most likely restored from a backup taken before that ack.
         """
         through = self.p.acked_through
-        kept, gone = await self.p.spool.call(outbox.acked_payloads, from_seq, through, _RESEND_ACKED_MAX)
-        for seq, payload in kept:
+        copies, pruned = await self.p.spool.call(outbox.acked_payloads, from_seq, through, _RESEND_ACKED_MAX)
+        for seq, payload in copies:
             self._publish("voucher", seq, self.topics["vouchers"], payload)
-        self.p.metrics.acked_vouchers_resent.inc(len(kept))
+        self.p.metrics.acked_vouchers_resent.inc(len(copies))
         if (held := self.p.limit("resend_below_ack")) is not None:
             self.p._log.warning(
-                "resend_below_ack", from_seq=from_seq, acked_through=through, republished=len(kept), no_longer_kept=gone,
+                "resend_below_ack", from_seq=from_seq, acked_through=through, republished=len(copies), no_longer_kept=pruned,
                 reason="the cloud asks for vouchers it acknowledged before, so it lost them (was its database restored from an older backup?); "
-                "the agent sends them again from the copies it keeps for the telemetry retention" + ("" if not gone else "; the vouchers no longer kept cannot be sent again"),
+                "the agent sends them again from the copies it keeps for the telemetry retention" + ("" if not pruned else "; the vouchers no longer kept cannot be sent again"),
                 repeats_not_logged=held,
             )  # fmt: skip
 

@@ -1,7 +1,7 @@
 """Rejection notices: why the cloud refused one of this gateway's messages, as its ack reports it.
 
 The cloud's ack may carry a ``rejected`` object (kind, code, voucher id,
-reason) for a voucher or telemetry message it did not store; each ingest
+reason) for a voucher or telemetry message it did not store. Each ingest
 worker sends one at most once a minute per kind and code. Without it, an agent whose key the cloud does not
 know yet sees only acks that never move. The agent logs the notice, counts it
 per code and shows the latest one on its health endpoint for ``window_s``.

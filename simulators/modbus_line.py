@@ -80,7 +80,7 @@ class ModbusLineSimulator(ReplayService):
         self._rejected_adjust = 0
         self._restart_ms: int | None = None
         self._clock_shift_ms = 0
-        """What the fault clock_step adds to the clock and state_since registers (recorded milliseconds)."""
+        """Offset, in recorded milliseconds, that the fault clock_step adds to the clock and state_since registers."""
         self._restart_changes = 0
         self._log = log.bind(tag_map=tag_map.name)
 

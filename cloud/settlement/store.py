@@ -117,14 +117,14 @@ def adjustments_of_run(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[
     approved = run.get("approved_at")
     if approved is None:
         return rows
-    kept = []
+    listed = []
     for row in rows:
         if row["created_at"] > approved:
             continue
         if row.get("withdrawn_at") is not None and row["withdrawn_at"] > approved:
             row = {**row, "withdrawn_at": None, "withdrawn_by": None, "withdraw_reason": None}
-        kept.append(row)
-    return kept
+        listed.append(row)
+    return listed
 
 
 def _invalid(message: str, code: str, **params: str) -> Invalid:
@@ -164,7 +164,7 @@ async def add_adjustment(
                        contract=contract_id, start=contract.start.isoformat(), end=contract.end.isoformat())
     if not reason.strip():
         raise _invalid("a non-routine adjustment needs a reason; describe what changed (for example a line rebuild)", "missing_reason")
-    # Under the settlement lock, with the time taken after it: an approval then either sees this
+    # Under the settlement lock, with the time taken after it. An approval then either includes this
     # adjustment and was issued after its time, or was issued before it (see approve_run).
     await _lock(conn, tenant_id, contract_id)
     # The same open adjustment again (a double click, a resubmitted form) returns the stored one and records nothing.

@@ -1,4 +1,4 @@
-"""Code and schema versions compared: pending or unknown migrations stop `serve`, `ingest` and `migrate`, and /ready says why (real PostgreSQL)."""
+"""Code and schema versions compared: pending or unknown migrations stop `serve`, `ingest` and `migrate`, and /ready returns the reason (real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ def run_cli(*args: str) -> Any:
 
 
 def run_process(*args: str) -> tuple[int, str]:
-    """Run `valuegate cloud ...` as a process of its own (serve and ingest set up logging for the whole process); return its exit status and last error line."""
+    """Run `valuegate cloud ...` in a process of its own and return its exit status and last error line.
+
+    serve and ingest configure logging for their whole process, so they cannot run inside the test's process.
+    """
     environment = {key: value for key, value in os.environ.items() if not key.startswith("VALUEGATE_CLOUD_")}
     done = subprocess.run([sys.executable, "-c", "from valuegate.cli import main; main()", "cloud", *args], env=environment, capture_output=True,
                           text=True, timeout=60)  # fmt: skip

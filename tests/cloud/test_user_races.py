@@ -96,7 +96,7 @@ async def test_token_issued_during_disable_is_revoked(two_tenants: tuple[Gateway
         await issuing.close()
     assert await count(cloud_dsn, "SELECT count(*) FROM api_tokens WHERE user_id = %s AND revoked_at IS NULL", clerk) == 0
 
-    # And the other order: the disable holds the row, so the issue waits and is refused.
+    # And the other order: the disable locks the row, so the issue waits and is rejected.
     async with await connect(cloud_dsn) as conn:
         await auth.enable_user(conn, "acme", clerk)
         await conn.commit()

@@ -34,7 +34,7 @@ def test_forward_step_is_offline_not_running() -> None:
     assert normalizer.watermark_ms - T0 == hours + 7_000
 
 
-def test_clock_far_ahead_is_not_used_until_it_returns() -> None:
+def test_far_ahead_clock_held() -> None:
     """Three days ahead, or forty years: more than a day, so a wrong clock, never booked and never filled with minutes."""
     normalizer = Normalizer("filler-1", FILLER)
     for second in range(6):
@@ -51,7 +51,7 @@ def test_clock_far_ahead_is_not_used_until_it_returns() -> None:
     assert [step.direction for step in normalizer.clock.steps] == ["ahead"]
 
 
-def test_backward_step_is_offline_until_the_clock_passes_the_stored_time() -> None:
+def test_backward_step_offline_until_passed() -> None:
     normalizer = Normalizer("filler-1", FILLER)
     minute = 60_000
     for n in range(11):
@@ -59,7 +59,7 @@ def test_backward_step_is_offline_until_the_clock_passes_the_stored_time() -> No
     # Set back 30 minutes at 11 min: offline from 10 min (the last stored time) on.
     assert running(normalizer, 11 * minute, -19 * minute) == [(10 * minute, 5)]
     assert [(step.direction, step.step_ms) for step in normalizer.clock.steps] == [("back", -30 * minute)]
-    for n in range(12, 40):  # the PLC clock reads -18 .. 9 min: still before what the spool holds
+    for n in range(12, 40):  # the PLC clock reads -18 .. 9 min: still before what the spool contains
         assert running(normalizer, n * minute, (n - 30) * minute) == []
         assert normalizer.watermark_ms - T0 == 10 * minute
     assert running(normalizer, 40 * minute, 10 * minute) == [(10 * minute, 0)]

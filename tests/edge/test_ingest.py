@@ -178,7 +178,7 @@ def _store_records(spool, first: dt.datetime, count: int) -> None:  # noqa: ANN0
 
 
 async def test_unregistered_key_reported_to_agent(tmp_path: Path, mosquitto: MosquittoServer, cloud_dsn: str) -> None:
-    """The cloud knows the gateway but not the key the agent signs with: the agent logs why, counts it and keeps it for /healthz."""
+    """The cloud has registered the gateway but not the key the agent signs with: the agent logs why, counts it and keeps it for /healthz."""
     from structlog.testing import capture_logs
 
     from valuegate.edge.keys import create_key
