@@ -49,6 +49,7 @@ __all__ = (
     "list_tokens",
     "revoke_token",
     "LoginFailed",
+    "UserDisabled",
     "LoginThrottled",
     "LoginThrottle",
     "login_throttle",
@@ -76,6 +77,9 @@ TOKEN_USE_INTERVAL_S = 60
 class LoginFailed(Exception):
     """User name or password is wrong, or the user is disabled; the message does not tell which."""
 
+
+class UserDisabled(LoginFailed):
+    """The password was right but the user is disabled. Callers return the same response as for any other :class:`LoginFailed`."""
 
 
 
@@ -188,6 +192,9 @@ async def enable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = 
         return user
     await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
     await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
+    # Wrong passwords tried while the user was disabled would otherwise lock them out for up to 5 minutes.
+    # Only this process's throttle is cleared: other `cloud serve` processes keep their counts.
+    login_throttle.forget_user(user["username"])
     return await get_user(conn, tenant_id, user_id)
 
 
@@ -257,6 +264,10 @@ async def login(
     throttle.check(key, client)
     try:
         session_id, principal = await _open_session(conn, username, password, max_age_s=max_age_s)
+    except UserDisabled:
+        # Not counted, so that the user can log in as soon as an admin enables them.
+        # NOTE: a caller can therefore tell a disabled user's right password from a wrong one by when the 429 starts.
+        raise
     except LoginFailed:
         throttle.failed(key, client)
         raise
@@ -279,8 +290,10 @@ async def _open_session(conn: Conn, username: str, password: str, *, max_age_s: 
     # that starts now waits for this session and then ends it.
     await cur.execute("SELECT disabled, password_hash FROM users WHERE id = %s FOR SHARE", (user["id"],))
     current = await cur.fetchone()
-    if current is None or current["disabled"] or current["password_hash"] != user["password_hash"]:
+    if current is None or current["password_hash"] != user["password_hash"]:
         raise LoginFailed
+    if current["disabled"]:
+        raise UserDisabled
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     await conn.execute(

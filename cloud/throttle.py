@@ -29,7 +29,8 @@ class LoginThrottle:
 
     After ``limit`` failures within ``window_s`` seconds, log-ins of that pair are
     refused without checking the password until the oldest failure leaves the
-    window. A successful log-in clears the pair's count.
+    window. A successful log-in clears the pair's count, and enabling a user clears
+    the counts of all its pairs (:meth:`forget_user`).
     """
 
     limit: int = 5
@@ -68,6 +69,13 @@ class LoginThrottle:
 
     def succeeded(self, username: str, client: str) -> None:
         self._failures.pop((username, client), None)
+
+    def forget_user(self, username: str) -> int:
+        """Drop the failures of ``username`` from every client address and return how many pairs were dropped."""
+        keys = [key for key in self._failures if key[0] == username]
+        for key in keys:
+            del self._failures[key]
+        return len(keys)
 
     def _forget_oldest(self) -> None:
         for key in [key for key in self._failures if not self._recent(key)]:

@@ -107,3 +107,16 @@ def test_memory_keeps_max_pairs(clock) -> None:
     for name in ("b", "c", "d"):
         with pytest.raises(LoginThrottled):
             throttle.check(name, "10.0.0.1")
+
+
+def test_forget_user_clears_every_address(throttle) -> None:
+    fail(throttle, 5, client="10.0.0.1")
+    fail(throttle, 5, client="10.0.0.2")
+    fail(throttle, 5, username="csm1")
+
+    assert throttle.forget_user("fin1") == 2
+    throttle.check("fin1", "10.0.0.1")
+    throttle.check("fin1", "10.0.0.2")
+    with pytest.raises(LoginThrottled):
+        throttle.check("csm1", "10.0.0.1")
+    assert throttle.forget_user("fin1") == 0

@@ -1,0 +1,108 @@
+"""Log-ins of a disabled user and the failed log-in throttle, through the API against a real PostgreSQL.
+
+A right password of a disabled user is rejected without counting, a wrong one counts,
+and enabling the user (API or `cloud admin`) clears its counts in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from valuegate.cloud.app import create_app
+from valuegate.cloud.settings import CloudSettings
+from valuegate.cloud.throttle import login_throttle
+
+from .conftest import Gateway, make_user
+from .test_user_admin import admin_cli, bearer, user_ids
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "clerk password 1"
+USERNAMES = ("dl-boss", "dl-clerk", "dl-other")
+
+
+@pytest.fixture
+async def client(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> AsyncIterator[AsyncTestClient[Any]]:
+    # The throttle is shared by every app in this test process, so start and end without counts for these names.
+    for name in USERNAMES:
+        login_throttle.forget_user(name)
+    app = create_app(CloudSettings(dsn=cloud_dsn, cookie_secure=True))
+    async with AsyncTestClient(app, base_url="https://testserver.local") as test_client:
+        yield test_client
+    for name in USERNAMES:
+        login_throttle.forget_user(name)
+
+
+@pytest.fixture
+async def admin(client: AsyncTestClient[Any], cloud_dsn: str) -> dict[str, str]:
+    """Headers of the tenant admin, after creating the clerk with a password."""
+    headers = bearer(await make_user(cloud_dsn, "acme", "dl-boss", ["admin"]))
+    await make_user(cloud_dsn, "acme", "dl-clerk", ["csm"], password=PASSWORD)
+    return headers
+
+
+async def log_in(client: AsyncTestClient[Any], username: str, password: str) -> int:
+    response = await client.post("/api/v1/session", json={"username": username, "password": password})
+    client.cookies.clear()
+    return response.status_code
+
+
+async def test_disabled_right_password_not_counted(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    clerk_id = (await user_ids(cloud_dsn))["dl-clerk"]
+    assert (await client.delete(f"/api/v1/users/{clerk_id}", headers=admin)).status_code == 200
+
+    statuses = [await log_in(client, "dl-clerk", PASSWORD) for _ in range(7)]
+    assert statuses == [401] * 7
+
+    assert (await client.post(f"/api/v1/users/{clerk_id}/enable", headers=admin)).status_code == 200
+    assert await log_in(client, "dl-clerk", PASSWORD) == 201
+
+
+async def test_disabled_wrong_password_counts(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    clerk_id = (await user_ids(cloud_dsn))["dl-clerk"]
+    assert (await client.delete(f"/api/v1/users/{clerk_id}", headers=admin)).status_code == 200
+
+    wrong = [await log_in(client, "dl-clerk", "wrong password") for _ in range(5)]
+    assert wrong == [401] * 5
+    assert await log_in(client, "dl-clerk", PASSWORD) == 429
+
+
+async def test_api_enable_clears_throttle(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    await make_user(cloud_dsn, "acme", "dl-other", ["csm"], password=PASSWORD)
+    clerk_id = (await user_ids(cloud_dsn))["dl-clerk"]
+    assert (await client.delete(f"/api/v1/users/{clerk_id}", headers=admin)).status_code == 200
+    for username in ("dl-clerk", "dl-other"):
+        wrong = [await log_in(client, username, "wrong password") for _ in range(5)]
+        assert wrong == [401] * 5
+    assert await log_in(client, "dl-clerk", PASSWORD) == 429
+
+    assert (await client.post(f"/api/v1/users/{clerk_id}/enable", headers=admin)).status_code == 200
+    assert await log_in(client, "dl-clerk", PASSWORD) == 201
+    # Only the enabled user's counts are cleared.
+    assert await log_in(client, "dl-other", PASSWORD) == 429
+
+
+async def test_enable_again_keeps_throttle(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    """Enabling a user that is already enabled changes nothing, so it does not lift a lock either."""
+    clerk_id = (await user_ids(cloud_dsn))["dl-clerk"]
+    wrong = [await log_in(client, "dl-clerk", "wrong password") for _ in range(5)]
+    assert wrong == [401] * 5
+
+    assert (await client.post(f"/api/v1/users/{clerk_id}/enable", headers=admin)).status_code == 200
+    assert await log_in(client, "dl-clerk", PASSWORD) == 429
+
+
+async def test_cli_enable_after_refusals(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    disabled = await admin_cli(cloud_dsn, "user-disable", "acme", "dl-clerk")
+    assert disabled.exit_code == 0, disabled.output
+
+    statuses = [await log_in(client, "dl-clerk", PASSWORD) for _ in range(6)]
+    assert statuses == [401] * 6
+
+    enabled = await admin_cli(cloud_dsn, "user-enable", "acme", "dl-clerk")
+    assert enabled.exit_code == 0, enabled.output
+    assert await log_in(client, "dl-clerk", PASSWORD) == 201
