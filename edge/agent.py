@@ -34,6 +34,7 @@ from .minutes import MachineInfo
 from .normalize import Normalizer
 from .pipeline import Pipeline
 from .publish import Publisher
+from .rejection_notice import load_notice
 from .spool import Spool, SpoolError, SpoolThread
 from .spool_rows import MachineBatch
 
@@ -167,6 +168,8 @@ class EdgeAgent:
             status_extra=self._status_keys,
             time_zones={info.id: info.time_zone for info in infos},
         )
+        # The notice the cloud sent before a restart, shown on /healthz until it ages out.
+        self.publisher.cloud_rejection.restore(await self.outbox_spool.call(load_notice))
 
         if config.metrics.port:
             server = MetricsServer(self.metrics, self.health, host=config.metrics.host, port=config.metrics.port)

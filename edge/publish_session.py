@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from . import outbox
 from .protocol.records import TELEMETRY_SCHEMA
 from .protocol.telemetry_proof import PROPERTY_BYTES, sign_telemetry
-from .rejection_notice import parse_notice
+from .rejection_notice import parse_notice, save_notice
 
 if TYPE_CHECKING:
     from .publish import Publisher
@@ -267,7 +267,10 @@ class SessionState:
         An ack that covers every voucher sent is applied at once. One that
         leaves vouchers in flight waits until ``ack_due``, so that the acks
         arriving meanwhile share one outbox commit. ``final`` applies it now.
+        A rejection notice that arrived since the last call is stored in the spool first.
         """
+        if (notice := self.p.cloud_rejection.take_unsaved()) is not None:
+            await self.p.spool.call(save_notice, notice)
         if self.stored_through > self.p.acked_through:
             if final or self.stored_through >= self.voucher_cursor - 1 or time.monotonic() >= (self.ack_due or 0.0):
                 through, self.stored_through, self.ack_due = self.stored_through, 0, None
