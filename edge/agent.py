@@ -148,8 +148,9 @@ class EdgeAgent:
         self._log.info("kernels_ready", seconds=round(sum(seconds.values()), 3))
 
         # Two connections on two threads: the pipeline's long computations must not hold up acks and publishing.
-        self.spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db", sample_sync=config.spool.sample_sync))
-        self.outbox_spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db"))
+        wal_limit = retention.wal_limit(int(config.spool.max_mb * 1024 * 1024))
+        self.spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db", sample_sync=config.spool.sample_sync, wal_limit_bytes=wal_limit))
+        self.outbox_spool = await self._stack.enter_async_context(SpoolThread(state / "spool.db", wal_limit_bytes=wal_limit))
         self.pipeline = Pipeline(infos, contracts, self.signer)
         for info in infos:
             progress = await self.spool.call(Spool.progress, info.id)

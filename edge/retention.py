@@ -4,6 +4,13 @@ Raw events that minute records already summarize go first, oldest first,
 then published records that an acknowledged voucher covers, then raw
 events not yet summarized (logged as lost data by the caller). Vouchers and
 telemetry records that no acknowledgement covers are never pruned.
+
+The cap counts every file of the spool: the database, its WAL and the WAL
+index (``-shm``). Part of the cap is set aside for the WAL and its index
+(:func:`wal_limit`), and rows are pruned only while the pages they use exceed
+the rest. A WAL larger than its share, which a checkpoint held up by the
+other connection leaves, therefore never causes rows to be deleted, because
+deleting rows only adds to the WAL until a checkpoint succeeds.
 """
 
 from __future__ import annotations
@@ -16,9 +23,14 @@ from typing import Any
 
 from .config import SpoolConfig
 from .metrics import AgentMetrics, LogLimiter
-from .spool import Spool, SpoolThread
+from .spool import WAL_LIMIT_BYTES, Spool, SpoolThread
 
-__all__ = ("used_bytes", "prune", "housekeep")
+__all__ = ("used_bytes", "data_bytes", "wal_limit", "rows_limit", "prune", "housekeep")
+
+# Share of the cap set aside for the WAL, up to WAL_LIMIT_BYTES.
+_WAL_SHARE = 8
+# Size of the WAL index (-shm) while the WAL has at most about 4000 frames: SQLite grows it in 32 KiB blocks.
+_WAL_INDEX_BYTES = 32 * 1024
 
 # Pruning stages under cap pressure, in order: kind and statement, deleting oldest first, 2000 rows per commit.
 _PRUNE_STAGES = (
@@ -34,18 +46,37 @@ _PRUNE_STAGES = (
 )
 
 
+def wal_limit(cap_bytes: int) -> int:
+    """Return the part of the spool cap set aside for the WAL file: an eighth of the cap, at most 4 MiB."""
+    return min(WAL_LIMIT_BYTES, cap_bytes // _WAL_SHARE)
+
+
+def rows_limit(cap_bytes: int) -> int:
+    """Return the bytes of database pages that :func:`prune` keeps the rows under: the cap less the WAL and its index."""
+    return cap_bytes - wal_limit(cap_bytes) - _WAL_INDEX_BYTES
+
+
 def used_bytes(spool: Spool) -> int:
-    """Return the bytes the database pages in use and the WAL file take on disk."""
+    """Return the bytes the spool's files take on disk: the database, the WAL and the WAL index."""
+    total = 0
+    for path in (spool.path, Path(f"{spool.path}-wal"), Path(f"{spool.path}-shm")):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass  # no WAL or index while no connection has the database open in WAL mode
+    return total
+
+
+def data_bytes(spool: Spool) -> int:
+    """Return the bytes of the database pages in use, which is what the database file shrinks to once checkpointed and vacuumed."""
     page_size = spool.db.execute("PRAGMA page_size").fetchone()[0]
     pages = spool.db.execute("PRAGMA page_count").fetchone()[0]
     free = spool.db.execute("PRAGMA freelist_count").fetchone()[0]
-    wal = Path(f"{spool.path}-wal")
-    wal_bytes = wal.stat().st_size if wal.exists() else 0
-    return (pages - free) * page_size + wal_bytes
+    return (pages - free) * page_size
 
 
 def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep: Iterable[tuple[str, int, int]] = ()) -> dict[str, int]:
-    """Delete what may go until the spool is under ``cap_bytes``; return the rows deleted per kind.
+    """Delete what may go until the spool's pages fit ``cap_bytes`` less the WAL's share; return the rows deleted per kind.
 
     Routine: summarized raw events, and published telemetry records older
     than the retention once their plant day is closed, with the scopes of
@@ -78,8 +109,9 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
         spool.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))
     _reclaim(spool)
 
+    rows_cap = rows_limit(cap_bytes)
     for kind, statement in _PRUNE_STAGES:
-        while used_bytes(spool) > cap_bytes:
+        while data_bytes(spool) > rows_cap:
             with spool.transaction(sync="NORMAL"):
                 count = spool.db.execute(statement).rowcount
             _reclaim(spool)

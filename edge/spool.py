@@ -29,7 +29,10 @@ advances the gateway's sequence and chain head.
   power cut may lose the batches since the last fsync; choose it only on
   storage where fsync is slow and the loss is acceptable.
 
-Disk use is bounded by :func:`valuegate.edge.retention.prune`.
+Disk use is bounded by :func:`valuegate.edge.retention.prune`. A checkpoint
+starts when the WAL reaches half of ``wal_limit_bytes`` and cuts the WAL file
+back to that limit. A WAL that a killed process left behind is checkpointed
+and truncated when the spool opens.
 
 A voucher's acknowledgement confirms that the cloud stored the voucher, not
 that its records arrived, because a broker restart without persistence drops
@@ -60,6 +63,7 @@ __all__ = (
     "SpoolError",
     "Spool",
     "SpoolThread",
+    "WAL_LIMIT_BYTES",
 )
 
 T = TypeVar("T")
@@ -67,8 +71,8 @@ T = TypeVar("T")
 log = structlog.get_logger("valuegate.edge.spool")
 
 SCHEMA_VERSION = 1
-# Size the WAL file is cut back to after a checkpoint has emptied it.
-_WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# Default size limit of the WAL file (journal_size_limit); the agent sets a smaller one for a small cap (:func:`valuegate.edge.retention.wal_limit`).
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -157,7 +161,7 @@ class SpoolError(RuntimeError):
 class Spool:
     """The spool database; use from one thread only (see :class:`valuegate.edge.agent` for the worker thread)."""
 
-    def __init__(self, path: Path, *, sample_sync: str = "full") -> None:
+    def __init__(self, path: Path, *, sample_sync: str = "full", wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
         self.path = path
         self.sample_sync = sample_sync.upper()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -176,7 +180,11 @@ class Spool:
             raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r}); put the state folder on a local file system", path=path)
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+        # Checkpoint at half the limit, so that the WAL reaches the limit only with a large transaction or a checkpoint
+        # that readers hold up. After a checkpoint the WAL file is cut back to the limit.
+        page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self.db.execute(f"PRAGMA wal_autocheckpoint={max(1, wal_limit_bytes // page_size // 2)}")
+        self.db.execute(f"PRAGMA journal_size_limit={wal_limit_bytes}")
         with self.transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -186,6 +194,7 @@ class Spool:
             # Spools written before acknowledged payloads were kept lack the column; older agents ignore it.
             if "payload" not in {row[1] for row in self.db.execute("PRAGMA table_info(acked_spans)")}:
                 self.db.execute("ALTER TABLE acked_spans ADD COLUMN payload BLOB")
+        self._truncate_wal()
         self.rejected: dict[str, int] = {}
         self._limit = LogLimiter()
         version = int(self.meta("schema_version"))
@@ -194,6 +203,22 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint the WAL and cut it to zero bytes, waiting at most 0.2 s for other connections.
+
+        A process that was killed leaves its WAL behind, up to the limit or more, and nothing else
+        cuts it back until the first housekeeping round.
+        """
+        self.db.execute("PRAGMA busy_timeout=200")
+        try:
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError:
+            busy = 1
+        finally:
+            self.db.execute("PRAGMA busy_timeout=10000")
+        if busy:
+            log.info("spool_wal_kept", path=str(self.path), reason="another connection is using the spool; housekeeping checkpoints the WAL later")
 
     @contextmanager
     def transaction(self, *, sync: str = "FULL") -> Iterator[sqlite3.Connection]:
@@ -366,9 +391,10 @@ class SpoolThread:
     calls run one at a time in the order they were made.
     """
 
-    def __init__(self, path: Path, *, sample_sync: str = "full") -> None:
+    def __init__(self, path: Path, *, sample_sync: str = "full", wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
         self.path = path
         self._sample_sync = sample_sync
+        self._wal_limit_bytes = wal_limit_bytes
         self._executor: ThreadPoolExecutor | None = None
         self.spool: Spool | None = None
 
@@ -376,7 +402,7 @@ class SpoolThread:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valuegate-spool")
         loop = asyncio.get_running_loop()
         try:
-            self.spool = await loop.run_in_executor(self._executor, lambda: Spool(self.path, sample_sync=self._sample_sync))
+            self.spool = await loop.run_in_executor(self._executor, lambda: Spool(self.path, sample_sync=self._sample_sync, wal_limit_bytes=self._wal_limit_bytes))
         except BaseException:
             self._executor.shutdown(wait=True)
             self._executor = None

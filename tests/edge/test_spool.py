@@ -11,7 +11,7 @@ import structlog
 
 from valuegate.edge import keys, outbox
 from valuegate.edge.issuer import VoucherSigner
-from valuegate.edge.retention import prune, used_bytes
+from valuegate.edge.retention import data_bytes, prune, rows_limit, used_bytes
 from valuegate.edge.spool import Spool
 from valuegate.edge.spool_rows import Carry, CounterReading, MachineBatch, StateEvent
 
@@ -21,6 +21,14 @@ from .helpers import issue_synthetic, outbox_depth
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
     return Spool(tmp_path / "spool.db")
+
+
+def cap_for(rows_bytes: int) -> int:
+    """Return the smallest spool cap under which :func:`prune` keeps ``rows_bytes`` of database pages."""
+    cap = rows_bytes
+    while rows_limit(cap) < rows_bytes:
+        cap += rows_bytes - rows_limit(cap)
+    return cap
 
 
 @pytest.fixture
@@ -144,9 +152,7 @@ def test_prune_order_under_cap(spool: Spool, signer: VoucherSigner) -> None:
     assert summarized == 8000
 
     # A cap just below the current size: summarized events go, nothing else.
-    prune(spool, 10**12, now_ms=0, retention_ms=10**12)  # checkpoints the WAL, deletes nothing here
-    used = used_bytes(spool)
-    deleted = prune(spool, used - 200_000, now_ms=0, retention_ms=10**12)
+    deleted = prune(spool, cap_for(data_bytes(spool) - 200_000), now_ms=0, retention_ms=10**12)
     assert deleted["summarized_events"] > 0
     assert deleted["unsummarized_events"] == 0
     assert outbox_depth(spool) == 20
@@ -205,9 +211,7 @@ def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signe
     """Under the cap, records an acknowledged voucher covers go after summarized events and before unsummarized ones."""
     _two_days_published_first_acked(spool, signer)
     _fill(spool, "m1", 10**10, 3000)  # not summarized
-    prune(spool, 10**12, now_ms=2_000, retention_ms=10**9)  # checkpoints the WAL, deletes nothing here
-    used = used_bytes(spool)
-    deleted = prune(spool, used - 50_000, now_ms=2_000, retention_ms=10**9)
+    deleted = prune(spool, cap_for(data_bytes(spool) - 50_000), now_ms=2_000, retention_ms=10**9)
     assert deleted["minutes"] > 0
     assert deleted["unsummarized_events"] == 0
     left = dict(spool.db.execute("SELECT covered, count(*) FROM minutes GROUP BY covered").fetchall())
