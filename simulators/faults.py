@@ -38,8 +38,9 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
     "clock_step": (
         {"by": float},
         None,
-        "Modbus: the PLC clock (and the state_since it stamps) shows `by` seconds of recorded time more than the recording, "
-        "negative for less, until the next clock_step (by=0 sets it right)",
+        "the PLC clock shows `by` seconds of recorded time more than the recording, negative for less, until the next "
+        "clock_step (by=0 sets it right); over Modbus the clock and state_since registers, over OPC UA every SourceTimestamp "
+        "and Machine/Clock",
     ),
     "bad": (
         {"node": str, "status": str, "for": float},
@@ -55,7 +56,7 @@ _KINDS: dict[str, tuple[dict[str, type], float | None, str]] = {
 
 MODBUS_FAULTS = frozenset(("exception", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset", "clock_step"))
 OPCUA_FAULTS = frozenset(
-    ("bad", "uncertain", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset")
+    ("bad", "uncertain", "timeout", "slow", "drop", "server_restart", "plc_restart", "counter_wrap", "counter_reset", "clock_step")
 )
 FAULT_HELP = "\n".join(f"{kind}: {text}" for kind, (_, _, text) in _KINDS.items())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -63,6 +63,8 @@ class MtconnectOpcUaSimulator(ReplayService):
     ``Machine/Program``, ``Machine/Clock`` (the recorded time) and
     ``Machine/ReplayDone``. Every write carries the recorded time as its
     SourceTimestamp. A variable whose item the recording lacks is not created.
+    The ``clock_step`` fault shifts every SourceTimestamp and the ``Clock``
+    value, as a PLC whose clock was set forward or back would stamp them.
     """
 
     def __init__(
@@ -110,6 +112,8 @@ class MtconnectOpcUaSimulator(ReplayService):
         self._next_event = 0
         self._part_count_adjust = 0
         self._last_part_count = int(recording.initial.get("part_count") or 0)
+        self._clock_shift_ms = 0
+        """Offset, in recorded milliseconds, that the fault clock_step adds to every SourceTimestamp and to the Clock value."""
         self._log = log.bind(recording=recording.name, device=recording.device)
 
     @property
@@ -174,12 +178,16 @@ class MtconnectOpcUaSimulator(ReplayService):
         while self._next_event < len(events) and events[self._next_event].ts_us // 1000 <= now_ms:
             await self._write_event(events[self._next_event])
             self._next_event += 1
-        clock = utc_datetime(now_ms * 1000)
+        clock = self._stamp(now_ms)
         await self.server.write("Clock", clock, clock)
+
+    def _stamp(self, recorded_ms: int) -> datetime:
+        """Return the time the PLC's clock shows at recorded time ``recorded_ms``, clock_step faults included."""
+        return utc_datetime((recorded_ms + self._clock_shift_ms) * 1000)
 
     async def _write_event(self, event: MtEvent) -> None:
         name = NODE_NAMES[event.item]
-        source = utc_datetime(event.ts_us)
+        source = utc_datetime(event.ts_us + self._clock_shift_ms * 1000)
         current = self.server.value(name)
         good = current.StatusCode is None or current.StatusCode.is_good()
         if event.value is None:
@@ -203,7 +211,12 @@ class MtconnectOpcUaSimulator(ReplayService):
         """Apply one fault now (ignoring its ``at``)."""
         spec = parse_fault(fault, protocol="opcua") if isinstance(fault, str) else fault
         self._log.warning("fault_injected", fault=spec.kind, options=spec.options, duration_s=spec.duration_s)
-        now = utc_datetime(self.clock.now_ms * 1000)
+        if spec.kind == "clock_step":
+            self._clock_shift_ms = round(float(spec.options["by"]) * 1000)
+            clock = self._stamp(self.clock.now_ms)
+            await self.server.write("Clock", clock, clock)
+            return
+        now = self._stamp(self.clock.now_ms)
         if spec.kind in ("bad", "uncertain"):
             names = self._fault_nodes(spec)
             status = getattr(ua.StatusCodes, str(spec.options["status"]))
@@ -242,14 +255,13 @@ class MtconnectOpcUaSimulator(ReplayService):
 
     async def _clear_later(self, names: list[str], delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        await self.server.clear_overrides(names, utc_datetime(self.clock.now_ms * 1000))
+        await self.server.clear_overrides(names, self._stamp(self.clock.now_ms))
 
     async def _set_part_count(self, shown: int) -> None:
         if "part_count" not in self.items:
             raise ValueError(f"the {self.recording.name} recording has no part counter to change")
         self._part_count_adjust = shown - self._last_part_count
-        now = utc_datetime(self.clock.now_ms * 1000)
-        await self.server.write(NODE_NAMES["part_count"], self._wrap_int32(shown), now)
+        await self.server.write(NODE_NAMES["part_count"], self._wrap_int32(shown), self._stamp(self.clock.now_ms))
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -261,7 +273,7 @@ class MtconnectOpcUaSimulator(ReplayService):
         await self.server.stop()
 
     async def _mark_done(self) -> None:
-        await self.server.write("ReplayDone", True, utc_datetime(self.clock.now_ms * 1000))
+        await self.server.write("ReplayDone", True, self._stamp(self.clock.now_ms))
 
     def _client_arrived(self) -> asyncio.Event:
         return self.server.first_client

@@ -23,6 +23,8 @@ def test_parse_fault_options() -> None:
     assert (bad.options, bad.duration_s) == ({"node": "Execution", "status": "BadSensorFailure"}, 2.0)
     back = parse_fault("clock_step:by=-1800", protocol="modbus")
     assert (back.options, back.duration_s) == ({"by": -1800.0}, None)
+    ahead = parse_fault("clock_step:by=7200", protocol="opcua")
+    assert (ahead.kind, ahead.options) == ("clock_step", {"by": 7200.0})
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_parse_fault_options() -> None:
         ("bad:status=UncertainLastUsableValue", "opcua", "'UncertainLastUsableValue' is uncertain, not bad"),
         ("uncertain:status=BadSensorFailure", "opcua", "'BadSensorFailure' is bad, not uncertain"),
         ("clock_step", "modbus", "clock_step needs by=SECONDS (negative sets the clock back)"),
-        ("clock_step:by=60", "opcua", "'clock_step' is not available over opcua"),
+        ("clock_step", "opcua", "clock_step needs by=SECONDS (negative sets the clock back)"),
     ],
 )
 def test_parse_fault_rejects(text: str, protocol: str | None, message: str) -> None:

@@ -209,3 +209,21 @@ async def test_bottling_over_opcua() -> None:
     assert [int(moment.timestamp() * 1000) for _, moment in received] == instants
     assert handler.changes["PartCount"][-1][0] == 50_000 + sum(hour.containers for hour in record.hours)
 
+
+
+async def test_clock_step_shifts_source_timestamps() -> None:
+    """clock_step shifts Machine/Clock and the SourceTimestamp of every later write; by=0 sets the clock right."""
+    async with MtconnectOpcUaSimulator("mazak03", days=1, paused=True) as sim:
+        async with Client(sim.endpoint) as client:
+            recorded = datetime.fromtimestamp(sim.clock.now_ms / 1000, timezone.utc)
+            await sim.inject("clock_step:by=7200")
+            clock = await _read(client, "Clock")
+            assert clock.Value.Value.replace(tzinfo=timezone.utc) == recorded + timedelta(hours=2)
+            assert clock.SourceTimestamp.replace(tzinfo=timezone.utc) == recorded + timedelta(hours=2)
+            await sim.inject("counter_reset")
+            part_count = await _read(client, "PartCount")
+            assert part_count.SourceTimestamp.replace(tzinfo=timezone.utc) == recorded + timedelta(hours=2)
+
+            await sim.inject("clock_step:by=0")
+            clock = await _read(client, "Clock")
+            assert clock.SourceTimestamp.replace(tzinfo=timezone.utc) == recorded
