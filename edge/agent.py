@@ -80,7 +80,8 @@ def _default_opener(device: Any, tag_map: TagMap) -> AbstractAsyncContextManager
 _CLOCK_STEP_ACTIONS = {
     "forward": "the time across the step counts as offline (no data); data resumes at the new PLC time",
     "ahead": "the PLC time is far ahead of where it should be and is not used; the machine has no data until the PLC clock is set right, "
-    "or has run steadily from the new time for a minute (taken then, if it is ahead by a year at most)",
+    "or has run steadily from the new time for a minute (taken then, if it is ahead by a year at most); after an agent start or an "
+    "outage, a clock more than a day ahead of both the stored data and the gateway's clock is taken only once it is set right",
     "back": "the spool already holds data up to the PLC time before the step, so the machine is offline until the PLC clock passes it "
     "again; set the PLC clock right",
 }

@@ -23,8 +23,18 @@ judges each poll against it:
 - ``back``: the clock went back. The spool holds data up to its watermark,
   so the machine is offline until the PLC clock passes that time again.
 
-Only a poll that carries a PLC clock is judged. An outage drops the
-reference, because a PLC may restart with another clock behind it.
+Only a reading of the PLC clock is judged: the ``clock`` register of a
+Modbus poll, or the SourceTimestamp of an OPC UA clock variable.
+
+An agent start and an outage drop the reference, because the PLC may come
+back with another clock. The first reading after that, and every reading
+until the rate has been measured, is judged against the time the spool
+holds data up to (its watermark) and the gateway's own clock. A clock
+behind the watermark is ``back``. A clock more than
+:data:`MAX_FORWARD_STEP_MS` ahead of both is ``ahead`` and is held until
+it is set right. It is never taken for running steadily, because the time
+up to it would be filled with offline minutes, more than the gateway's
+clock saw pass.
 """
 
 from __future__ import annotations
@@ -71,14 +81,20 @@ class ClockWatch:
         self._anchor: tuple[int, int] | None = None  # the start of the current window that measures the rate
         self._behind_until: int | None = None
         self._ahead_since: tuple[int, int] | None = None  # the first poll on a clock judged ahead
+        self._unreferenced = False
+        """True after :meth:`forget` until a first reading is taken: it is judged by :meth:`_judge_first`."""
         self.steps: list[ClockStep] = []
         """Steps not yet reported; the caller logs and clears them."""
 
     def forget(self) -> None:
-        """Drop the reference after an outage; the learned rate stays."""
+        """Drop the reference at an agent start or after an outage; the learned rate stays.
+
+        The next reading is judged against the stored watermark and the gateway's clock (see :meth:`_judge_first`).
+        """
         self._ref = None
         self._anchor = None
         self._ahead_since = None
+        self._unreferenced = True
 
     def judge(self, clock_ms: int, received_ms: int, watermark_ms: int) -> tuple[Verdict, int]:
         """Return the verdict for a poll and, for ``forward``, the PLC time at which the machine goes offline."""
@@ -90,13 +106,13 @@ class ClockWatch:
             return "ok", 0
 
         ref, rate = self._ref, self.rate
+        if (ref is None and self._unreferenced) or (ref is not None and rate is None):
+            return self._judge_first(clock_ms, received_ms, watermark_ms)
         if ref is None or rate is None:
             self._learn(clock_ms, received_ms)
             self._ref = (clock_ms, received_ms)
             return "ok", 0
-        moved, elapsed = clock_ms - ref[0], max(received_ms - ref[1], 0)
-        expected = round(rate * elapsed)
-        slack = max(_MIN_STEP_MS, round(rate * _JITTER_GATEWAY_MS))
+        moved, expected, slack = self._measure(ref, rate, clock_ms, received_ms)
 
         if moved < -slack:
             self.steps.append(ClockStep("back", moved - expected, ref[0] + expected, clock_ms))
@@ -105,11 +121,11 @@ class ClockWatch:
             return "back", 0
 
         step = moved - expected
-        real_time = _REAL_TIME_RATES[0] <= rate <= _REAL_TIME_RATES[1]
-        if moved > 3 * expected + slack and (step > _MAX_ACCEPTED_STEP_MS or (real_time and step > MAX_FORWARD_STEP_MS)):
+        kind = self._departure(rate, moved, expected, slack)
+        if kind == "ahead":
             return self._ahead(clock_ms, received_ms, ref[0] + expected, step, slack)
         self._ahead_since = None
-        if moved > 3 * expected + slack and real_time:
+        if kind == "forward":
             self.steps.append(ClockStep("forward", step, ref[0] + expected, clock_ms))
             self._ref, self._anchor = (clock_ms, received_ms), None
             return "forward", ref[0] + expected
@@ -118,6 +134,61 @@ class ClockWatch:
         self._learn(clock_ms, received_ms)
         self._ref = (clock_ms, received_ms)
         return "ok", 0
+
+    def departs(self, clock_ms: int, received_ms: int, watermark_ms: int) -> bool:
+        """Return whether a reading at ``clock_ms`` would be a forward step or ahead, without judging it or reporting a step.
+
+        An OPC UA value stamped like that may arrive before the clock variable's next reading; the caller holds it until then.
+        """
+        ref, rate = self._ref, self.rate
+        if self._behind_until is not None or (ref is None and not self._unreferenced):
+            return False
+        if ref is None or rate is None:
+            return clock_ms > max(watermark_ms, received_ms) + MAX_FORWARD_STEP_MS
+        return self._departure(rate, *self._measure(ref, rate, clock_ms, received_ms)) is not None
+
+    @staticmethod
+    def _measure(ref: tuple[int, int], rate: float, clock_ms: int, received_ms: int) -> tuple[int, int, int]:
+        """Return how far the clock moved since ``ref``, how far it should have moved at ``rate``, and the deviation that always passes."""
+        elapsed = max(received_ms - ref[1], 0)
+        return clock_ms - ref[0], round(rate * elapsed), max(_MIN_STEP_MS, round(rate * _JITTER_GATEWAY_MS))
+
+    @staticmethod
+    def _departure(rate: float, moved: int, expected: int, slack: int) -> Literal["forward", "ahead"] | None:
+        """Classify a clock that moved ``moved`` PLC ms where ``expected`` were due: a forward step, ahead, or neither."""
+        if moved <= 3 * expected + slack:
+            return None
+        step = moved - expected
+        real_time = _REAL_TIME_RATES[0] <= rate <= _REAL_TIME_RATES[1]
+        if step > _MAX_ACCEPTED_STEP_MS or (real_time and step > MAX_FORWARD_STEP_MS):
+            return "ahead"
+        return "forward" if real_time else None
+
+    def _judge_first(self, clock_ms: int, received_ms: int, watermark_ms: int) -> tuple[Verdict, int]:
+        """Judge a reading that has no reference (the first after :meth:`forget`) or comes before the rate is measured.
+
+        Neither shows how much PLC time should have passed. So a clock more than a day ahead of both the watermark and the
+        gateway's receive time stays ``ahead`` until it is back within that bound, and the step is reported once. A clock
+        behind the watermark is ``back``, or ``behind`` without a report when it is less than a minute behind, as after an
+        NTP correction.
+        """
+        bound = max(watermark_ms, received_ms)
+        if clock_ms > bound + MAX_FORWARD_STEP_MS:
+            if self._ahead_since is None:
+                self._ahead_since = (clock_ms, received_ms)
+                self.steps.append(ClockStep("ahead", clock_ms - bound, bound, clock_ms))
+            return "ahead", 0
+        self._unreferenced = False
+        self._ahead_since = None
+        self._learn(clock_ms, received_ms)
+        self._ref = (clock_ms, received_ms)
+        if clock_ms >= watermark_ms:
+            return "ok", 0
+        self._behind_until = watermark_ms
+        if watermark_ms - clock_ms <= _MIN_STEP_MS:
+            return "behind", 0
+        self.steps.append(ClockStep("back", clock_ms - watermark_ms, watermark_ms, clock_ms))
+        return "back", 0
 
     def _ahead(self, clock_ms: int, received_ms: int, expected_ms: int, step: int, slack: int) -> tuple[Verdict, int]:
         """Keep a clock far ahead unused until it has run steadily from there for a minute, then take it if it is ahead by a year at most."""

@@ -15,8 +15,15 @@ happened in the gap lies in offline time. A reset counts no missed
 transitions. It is counted in ``seq_resets`` and logged as ``state_seq_reset``.
 OPC UA devices deliver notifications: each change is stamped with its
 SourceTimestamp and the watermark is the largest SourceTimestamp of the
-clock variable (of any variable when the map names no clock). With
+clock variable (of any variable when the map names no clock). A value
+stamped before the watermark is moved up to it, so a late or stale
+SourceTimestamp never lands in minutes the watermark has closed. With
 ``time.source: gateway`` the gateway's receive time does both jobs.
+
+On PLC time the clock's steps are judged by
+:class:`~valuegate.edge.clock_steps.ClockWatch`, on Modbus from the
+``clock`` register of each poll, on OPC UA from each new SourceTimestamp
+of the clock variable. A map without a clock tag is not judged.
 
 A PLC time outside the plausible range of
 :data:`valuegate.adapters.values.PLAUSIBLE_TIME_MS` (a wrong word order, a
@@ -93,7 +100,15 @@ class Normalizer:
         self.unmatched_total = 0
         """State evaluations that matched no rule and took the map's default category."""
         self.clock = ClockWatch()
-        """Steps of the PLC clock between Modbus polls (see :mod:`valuegate.edge.clock_steps`); the caller reports ``clock.steps``."""
+        """Steps of the PLC clock between two readings (see :mod:`valuegate.edge.clock_steps`); the caller reports ``clock.steps``."""
+        self._clock_read_ms: int | None = None
+        """OPC UA: the clock variable's SourceTimestamp judged last; a value read again with the same one is not a new reading."""
+        self._clock_held = False
+        """OPC UA: True while the clock's times are not used (a clock ahead, or behind the watermark); values wait for it."""
+        self._values_held = False
+        """OPC UA: True while values whose SourceTimestamps would be a clock step wait for the clock's next reading to judge it."""
+        self._resume_at: int | None = None
+        """OPC UA: the PLC time at which data resumes after a clock step, known without waiting for a further clock tick."""
         self.unmatched_new: list[str] = []
         """State input values (``state=4``) that matched no rule, each listed once when first seen; the caller clears it."""
         self._unmatched_seen: set[str] = set()
@@ -268,6 +283,7 @@ class Normalizer:
     def _gap(self) -> None:
         """Note that the gateway lost the data: the next state waits for the PLC time that brings data back."""
         self._resume_after = None
+        self._resume_at = None
         self._pending_counts.clear()
         self.resuming = True
 
@@ -279,6 +295,8 @@ class Normalizer:
         clock notification after that one. Without a clock tag it resumes with the first change of any variable after the
         current values (see :meth:`TagMap.missing_clock_effect`).
         """
+        if self._resume_at is not None:
+            return self._resume_at
         stamps = sorted(sample.ts_ms for sample in samples
                         if (self.clock_tag is None or sample.tag == self.clock_tag) and sample.status != "bad" and sample.time_source == "plc"
                         and implausible_time(sample.ts_ms, what="SourceTimestamp") is None)
@@ -289,6 +307,9 @@ class Normalizer:
         return next((stamp for stamp in stamps if stamp > self._resume_after), None)
 
     def _feed_notifications(self, samples: Sequence[Sample], batch: MachineBatch) -> None:
+        if self.plc_time and self.clock_tag is not None and not self._judge_clock(samples, batch):
+            self._hold(samples)
+            return
         # After the gateway lost the data (no connection, the agent not running), a state or count stamped before the clock
         # that brings data back lies in time when the PLC was not read. Until such a clock arrives the state stays offline; with
         # no clock in a message the resumed state waits for the next. A Bad value the server reports live is no such gap:
@@ -316,8 +337,14 @@ class Normalizer:
                 stamp, timed = max(self.watermark_ms, self.last_ts_ms), False
                 if sample.tag in self.state_tags:
                     self._gap()
+            elif self.plc_time and self.clock_tag is not None and self.clock.departs(stamp, sample.received_ms, self.watermark_ms):
+                # Stamped by a clock the judged reading does not confirm, for example a queued value from before the clock
+                # was set right: its value counts from now, its time does not.
+                stamp = max(self.watermark_ms, self.last_ts_ms)
             if resuming and floor is not None and timed:
                 stamp = max(stamp, floor)
+            if self.plc_time and timed:
+                stamp = max(stamp, self.watermark_ms)
             self.evaluator.update(sample)
             if sample.tag in self.state_tags:
                 result = self._evaluate()
@@ -343,6 +370,66 @@ class Normalizer:
             state = (result.code, result.reason, result.uncertain)
             if state[0] != OFFLINE and state != self.last_state:
                 self._emit(batch, max(floor, self.last_ts_ms), state, missed=0)
+
+    def _judge_clock(self, samples: Sequence[Sample], batch: MachineBatch) -> bool:
+        """Judge the clock variable's newest SourceTimestamp in one message; return False while the message's times are not used.
+
+        A forward step ends the last state offline where the clock should have been, and data resumes at the new clock. A clock
+        ahead or behind the watermark ends it offline at the watermark, and data resumes at the first clock back in line. A
+        value whose SourceTimestamp would be such a step may arrive before the clock's next reading shows it, so it waits for
+        that reading.
+        """
+        reading = None
+        for sample in samples:  # in the order the server queued them, so the last is the clock's newest value
+            if sample.tag == self.clock_tag and self._plc_stamped(sample):
+                reading = sample
+        if reading is None or reading.ts_ms == self._clock_read_ms:
+            if not (self._clock_held or self._values_held):
+                previous_ms = max(self.watermark_ms, self.last_ts_ms)
+                self._values_held = any(self._plc_stamped(sample) and self.clock.departs(sample.ts_ms, sample.received_ms, previous_ms)
+                                        for sample in samples)
+            return not (self._clock_held or self._values_held)
+
+        self._clock_read_ms = reading.ts_ms
+        previous_ms = max(self.watermark_ms, self.last_ts_ms)
+        verdict, offline_at = self.clock.judge(reading.ts_ms, reading.received_ms, previous_ms)
+        waited = self._clock_held or self._values_held
+        self._values_held = False
+        if verdict == "ok" and not waited:
+            return True
+        if verdict in ("ok", "forward"):
+            if verdict == "forward" and not self._clock_held:
+                self._end_offline(batch, min(max(offline_at, previous_ms), reading.ts_ms))
+            if not self._clock_held:
+                # Values that waited for this reading start with it. After a hold the gap is open already.
+                self._clock_gap()
+            self._clock_held = False
+            self._resume_at = reading.ts_ms
+            return True
+        self._end_offline(batch, previous_ms)
+        self._clock_held = True
+        self._clock_gap()
+        return False
+
+    def _plc_stamped(self, sample: Sample) -> bool:
+        return sample.status != "bad" and sample.time_source == "plc" and implausible_time(sample.ts_ms, what="SourceTimestamp") is None
+
+    def _clock_gap(self) -> None:
+        """Open a gap for a clock step; the counters held while the clock was in doubt wait for the time at which data resumes."""
+        pending = dict(self._pending_counts)
+        self._gap()
+        self._pending_counts.update(pending)
+
+    def _end_offline(self, batch: MachineBatch, at_ms: int) -> None:
+        if self.last_state is not None and self.last_state[0] != OFFLINE:
+            self._emit(batch, at_ms, (OFFLINE, None, False), missed=0)
+
+    def _hold(self, samples: Sequence[Sample]) -> None:
+        """Take the values of a message whose times are not used: the state they give starts when data resumes, and so do the counters."""
+        for sample in samples:
+            self.evaluator.update(sample)
+            if sample.tag in self.counter_tags and sample.status != "bad":
+                self._pending_counts[sample.tag] = sample
 
     # -- shared -----------------------------------------------------------
 

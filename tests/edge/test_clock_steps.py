@@ -13,6 +13,8 @@ from valuegate.edge.clock_steps import ClockWatch
 from valuegate.edge.normalize import Normalizer
 
 DAY = 86_400_000
+HOUR = 3_600_000
+MINUTE = 60_000
 
 
 def running(normalizer: Normalizer, gateway_ms: int, clock: int, containers: int = 0) -> list[tuple[int, int]]:
@@ -100,11 +102,82 @@ def test_steady_clock_ahead_taken_after_a_minute() -> None:
     assert normalizer.watermark_ms - T0 == 3 * DAY + 66_000
 
 
+def test_years_ahead_before_rate_is_measured() -> None:
+    """100 ms after the first poll, before any rate is known, the clock reads 40 years ahead: held, not taken."""
+    normalizer = Normalizer("filler-1", FILLER)
+    assert running(normalizer, T0, 0) == [(0, 0)]
+    assert running(normalizer, T0 + 100, 40 * 365 * DAY + 100) == [(0, 5)]
+    assert [step.direction for step in normalizer.clock.steps] == ["ahead"]
+    assert normalizer.watermark_ms == T0
+    assert running(normalizer, T0 + 200, 200) == [(200, 0)]
+
+
 def test_outage_forgets_the_clock() -> None:
-    """After the connection was down, a PLC restarted with another clock is data resuming, not a step."""
+    """After the connection was down, a PLC back with another clock near the gateway's is data resuming, not a step."""
     normalizer = Normalizer("filler-1", FILLER)
     for second in range(6):
-        running(normalizer, second * 1000, second * 1000)
+        running(normalizer, T0 + second * 1000, second * 1000)
     normalizer.offline()
-    assert running(normalizer, 9_000, 2 * DAY) == [(2 * DAY, 0)]
+    # The PLC restarted with its clock 2 h ahead of where it was, within a day of the gateway's clock (9 s).
+    assert running(normalizer, T0 + 9_000, 2 * HOUR) == [(2 * HOUR, 0)]
     assert normalizer.clock.steps == []
+
+
+def restarted(watermark: int) -> Normalizer:
+    """Return a normalizer started as the agent starts it, on a spool that contains data up to ``watermark`` (a PLC offset)."""
+    normalizer = Normalizer("filler-1", FILLER, watermark_ms=T0 + watermark)
+    assert [(event.ts_ms - T0, event.code) for event in normalizer.resume().states] == [(watermark, 5)]
+    return normalizer
+
+
+def test_restart_holds_clock_years_ahead() -> None:
+    """At a start the clock 40 years ahead of the spool and the gateway is held, also past the minute that takes a steady clock."""
+    normalizer = restarted(10 * MINUTE)
+    forty_years = 40 * 365 * DAY
+    for second in range(90):
+        gateway = 11 * MINUTE + second * 1000
+        assert running(normalizer, T0 + gateway, forty_years + gateway) == []
+        assert normalizer.watermark_ms - T0 == 10 * MINUTE
+    assert [(step.direction, step.expected_ms - T0) for step in normalizer.clock.steps] == [("ahead", 11 * MINUTE)]
+    assert normalizer.clock.steps[0].step_ms == forty_years
+    # The clock is set right: data resumes at its time, and the offline gap is only what the gateway saw pass.
+    assert running(normalizer, T0 + 13 * MINUTE, 13 * MINUTE) == [(13 * MINUTE, 0)]
+    assert normalizer.watermark_ms - T0 == 13 * MINUTE
+    assert len(normalizer.clock.steps) == 1
+    assert running(normalizer, T0 + 13 * MINUTE + 1_000, 13 * MINUTE + 1_000) == []
+
+
+def test_restart_holds_clock_days_ahead() -> None:
+    """Three days ahead at a start: held, because nothing shows that three days passed; while running it would be taken after a minute."""
+    normalizer = restarted(10 * MINUTE)
+    for second in range(120):
+        gateway = 11 * MINUTE + second * 1000
+        assert running(normalizer, T0 + gateway, 3 * DAY + gateway) == []
+    assert [step.direction for step in normalizer.clock.steps] == ["ahead"]
+    assert normalizer.watermark_ms - T0 == 10 * MINUTE
+
+
+def test_restart_takes_clock_hours_ahead() -> None:
+    """A PLC clock 8 h ahead of the gateway (a PLC set to local time) is less than a day ahead: data resumes at its time."""
+    normalizer = restarted(8 * HOUR)
+    assert running(normalizer, T0 + 5 * MINUTE, 8 * HOUR + 5 * MINUTE) == [(8 * HOUR + 5 * MINUTE, 0)]
+    assert normalizer.clock.steps == []
+
+
+def test_restart_clock_behind_the_spool() -> None:
+    """A clock 5 min behind what the spool contains at a start: a back step, and offline until the clock passes the spool's time."""
+    normalizer = restarted(10 * MINUTE)
+    assert running(normalizer, T0 + 11 * MINUTE, 5 * MINUTE) == []
+    assert [(step.direction, step.step_ms) for step in normalizer.clock.steps] == [("back", -5 * MINUTE)]
+    for offset in range(6 * MINUTE, 10 * MINUTE, 30_000):
+        assert running(normalizer, T0 + 6 * MINUTE + offset, offset) == []
+        assert normalizer.watermark_ms - T0 == 10 * MINUTE
+    assert running(normalizer, T0 + 16 * MINUTE, 10 * MINUTE + 500) == [(10 * MINUTE + 500, 0)]
+
+
+def test_restart_clock_seconds_behind() -> None:
+    """20 s behind at a start, as after an NTP correction: no step reported, and no data before the spool's time either."""
+    normalizer = restarted(10 * MINUTE)
+    assert running(normalizer, T0 + 10 * MINUTE, 10 * MINUTE - 20_000) == []
+    assert normalizer.clock.steps == []
+    assert running(normalizer, T0 + 10 * MINUTE + 20_000, 10 * MINUTE) == [(10 * MINUTE, 0)]
