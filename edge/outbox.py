@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .jcs import chain_hash
-from .spool import Spool
+from .spool import Spool, SpoolReader
 
 __all__ = (
     "PendingVoucher",
@@ -150,7 +150,7 @@ def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tupl
     return through, removed
 
 
-def pending(spool: Spool, from_seq: int, limit: int) -> list[OutboxEntry]:
+def pending(spool: Spool | SpoolReader, from_seq: int, limit: int) -> list[OutboxEntry]:
     rows = spool.db.execute(
         "SELECT seq, payload, created_ms FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
     ).fetchall()
@@ -164,7 +164,7 @@ def outbox_stats(spool: Spool) -> dict[str, int | None]:
     return {"depth": depth, "oldest_created_ms": oldest, "unpublished_records": unpublished}
 
 
-def unpublished_records(spool: Spool, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str, str]]:
+def unpublished_records(spool: Spool | SpoolReader, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str, str]]:
     """Return up to ``limit`` unpublished telemetry records after the ``(minute_ms, machine)`` cursor."""
     minute_ms, machine = after if after is not None else (-1, "")
     return spool.db.execute(

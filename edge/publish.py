@@ -119,6 +119,8 @@ class Publisher:
 
     def notify(self) -> None:
         """Tell the publisher that new vouchers or telemetry records are in the spool."""
+        if self._current is not None:
+            self._current.read_to_end = self._current.records_read_to_end = False
         self._wake.set()
 
     def announce(self) -> None:
@@ -330,6 +332,7 @@ class Publisher:
                         return
                     event = self._events.popleft() if self._events else None
         finally:
+            session.stop_reading()
             await session.settle(final=True)
 
     async def _next_event(self, timeout_s: float, *, until: float | None = None) -> ClientEvent | None:

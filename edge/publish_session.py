@@ -7,6 +7,7 @@ resend and records requests (docs/architecture.md describes the protocol).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import json
@@ -93,14 +94,27 @@ class SessionState:
         props = connack.properties
         self.max_packet = getattr(props, "MaximumPacketSize", None)
         self.window = min(config.publish.window, getattr(props, "ReceiveMaximum", config.publish.window))
+        # paho keeps at most publish.window messages on the wire (set before connecting) and sends the next one it
+        # holds as each PUBACK arrives, without a pass through the session. The session hands it a second window
+        # ahead, unless the broker allows fewer messages in flight than publish.window (its Receive Maximum):
+        # then paho is handed no more than the broker allows.
+        self.capacity = 2 * self.window if self.window == config.publish.window else self.window
+        # Messages handed to paho and not yet acknowledged by the broker: those on the wire and those paho holds.
         self.inflight: dict[int, tuple[str, Any]] = {}
         self.published_records: list[tuple[int, str]] = []
         self.stored_through = 0
         # Monotonic time by which a received ack is applied to the outbox (None while none waits).
         self.ack_due: float | None = None
+        # The ack being committed to the outbox in the background, if any (see :meth:`settle`).
+        self.applying: asyncio.Task[None] | None = None
         self.voucher_cursor = publisher.acked_through + 1
         # Vouchers read from the outbox but not yet published, in sequence from voucher_cursor.
         self.ahead: collections.deque[outbox.OutboxEntry] = collections.deque()
+        # The background read of the next vouchers (see :meth:`_read_ahead`), what it raised, and whether the last read reached the outbox's end.
+        self.reading: asyncio.Task[None] | None = None
+        self.read_error: Exception | None = None
+        self.read_to_end = False
+        self.records_read_to_end = False
         self.telemetry_cursor: tuple[int, str] | None = None
         self.blocked_seq: int | None = None
         self.online = False
@@ -148,10 +162,11 @@ class SessionState:
         return True
 
     def _room(self) -> int:
-        return self.window - len(self.inflight)
+        """Return how many more messages paho may be handed (see ``capacity``)."""
+        return self.capacity - len(self.inflight)
 
     async def fill(self) -> None:
-        """Publish telemetry, then vouchers, until the window is full or nothing is left."""
+        """Hand paho telemetry, then vouchers, until it holds ``capacity`` messages or nothing is left; then read ahead."""
         if not self.online:
             if time.monotonic() < self.status_deadline:
                 return
@@ -159,17 +174,19 @@ class SessionState:
         if self.p._announce:
             self.p._announce = False
             await self._go_online()
-        # A spool query waits until a quarter of the window is free; vouchers already read ahead go at once.
+        if self.read_error is not None:
+            error, self.read_error = self.read_error, None
+            raise error
+        # A telemetry query waits until a quarter of the window is free.
         if self._room() >= self._refill_room() or not self.inflight:
             await self._fill_telemetry()
         while self._room() > 0:
             if not self.ahead:
-                if self.inflight and self._room() < self._refill_room():
-                    return
-                entries = await self.p.spool.call(outbox.pending, self.voucher_cursor, self.window)
-                if not entries:
-                    return
-                self.ahead.extend(entries)
+                if self.inflight or self.reading is not None or self.read_to_end:
+                    break  # the read under way, or the next wake-up, brings more
+                await self._read_from(self.voucher_cursor)
+                if not self.ahead:
+                    break
             entry = self.ahead[0]
             if self._too_large(entry):
                 return
@@ -177,6 +194,40 @@ class SessionState:
                 return
             self.ahead.popleft()
             self.voucher_cursor = entry.seq + 1
+        self._read_ahead()
+
+    def _read_ahead(self) -> None:
+        """Read the next vouchers from the outbox in the background while fewer than a window of them wait.
+
+        The read runs on the spool's read connection, so an ack being
+        committed on the write thread does not hold it up, and it is under
+        way before the window empties.
+        """
+        if self.reading is None and not self.read_to_end and len(self.ahead) < self.window:
+            start = self.ahead[-1].seq + 1 if self.ahead else self.voucher_cursor
+            self.reading = asyncio.create_task(self._read_from(start), name="valuegate-read-ahead")
+
+    async def _read_from(self, start: int) -> None:
+        try:
+            entries = await self.p.spool.read(outbox.pending, start, self.window)
+        except Exception as exc:  # noqa: BLE001 - raised by the next fill, in the session's own task
+            self.read_error = exc
+            self.p._wake.set()
+            return
+        finally:
+            if self.reading is asyncio.current_task():
+                self.reading = None
+        self.read_to_end = len(entries) < self.window
+        # Kept only when the cursor has not moved meanwhile (an ack or a resend request moves it).
+        if entries and start == (self.ahead[-1].seq + 1 if self.ahead else self.voucher_cursor):
+            self.ahead.extend(entries)
+            self.p._wake.set()
+
+    def stop_reading(self) -> None:
+        """Cancel the read under way, at the end of the connection."""
+        if self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
 
     def _move_cursor(self, seq: int) -> None:
         """Point the voucher cursor at ``seq``, keeping only read-ahead vouchers that still follow it."""
@@ -185,6 +236,7 @@ class SessionState:
         if self.ahead and self.ahead[0].seq != seq:
             self.ahead.clear()
         self.voucher_cursor = seq
+        self.read_to_end = False
 
     def _too_large(self, entry: outbox.OutboxEntry) -> bool:
         """Hold back a voucher the broker would reject for its size; it stays in the outbox, and so do the ones after it."""
@@ -205,9 +257,11 @@ class SessionState:
 
     async def _fill_telemetry(self) -> None:
         config = self.p.config
-        if sum(kind == "telemetry" for kind, _ in self.inflight.values()) >= max(1, self.window // 2):
+        # After a read that found fewer records than a batch, the next waits for new records (see Publisher.notify) or the next tick.
+        if self.records_read_to_end or sum(kind == "telemetry" for kind, _ in self.inflight.values()) >= max(1, self.window // 2):
             return
-        rows = await self.p.spool.call(outbox.unpublished_records, self.telemetry_cursor, config.publish.telemetry_batch_records)
+        rows = await self.p.spool.read(outbox.unpublished_records, self.telemetry_cursor, config.publish.telemetry_batch_records)
+        self.records_read_to_end = len(rows) < config.publish.telemetry_batch_records
         if not rows:
             return
         self.telemetry_cursor = (rows[-1][0], rows[-1][1])
@@ -253,8 +307,11 @@ class SessionState:
         return not self.inflight or self._room() >= (_AHEAD_REFILL_ROOM if self.ahead else self._refill_room())
 
     def wait_s(self, idle_s: float) -> float:
-        """Return how long the session may wait for the next event: ``idle_s``, or less when an ack is due sooner."""
-        if self.ack_due is None:
+        """Return how long the session may wait for the next event: ``idle_s``, or less when an ack is due sooner.
+
+        While an ack is being applied, the session waits for that to end (it wakes the session), not for ``ack_due``.
+        """
+        if self.ack_due is None or self.applying is not None:
             return idle_s
         return max(0.0, min(idle_s, self.ack_due - time.monotonic()))
 
@@ -271,10 +328,19 @@ class SessionState:
         """
         if (notice := self.p.cloud_rejection.take_unsaved()) is not None:
             await self.p.spool.call(save_notice, notice)
+        applying = self.applying
+        if applying is not None and (final or applying.done()):
+            self.applying = None
+            await applying  # raises what the spool raised
         if self.stored_through > self.p.acked_through:
-            if final or self.stored_through >= self.voucher_cursor - 1 or time.monotonic() >= (self.ack_due or 0.0):
+            if self.applying is None and (final or self.stored_through >= self.voucher_cursor - 1 or time.monotonic() >= (self.ack_due or 0.0)):
                 through, self.stored_through, self.ack_due = self.stored_through, 0, None
-                await self._apply_ack(through)
+                if final:
+                    await self._apply_ack(through)
+                else:
+                    # The commit runs while the session goes on publishing; the next settle after it picks up later acks.
+                    self.applying = asyncio.create_task(self._apply_ack(through), name="valuegate-apply-ack")
+                    self.applying.add_done_callback(lambda _task: self.p._wake.set())
         else:
             self.ack_due = None
         if not self.published_records:
@@ -426,6 +492,8 @@ class SessionState:
 
     async def tick(self) -> None:
         """Republish vouchers when the cloud's ack has not advanced for ``ack_timeout_s``, and retry telemetry."""
+        # Read the outbox and the records again at least once a second, whatever wakes the session.
+        self.read_to_end = self.records_read_to_end = False
         if not any(kind == "telemetry" for kind, _ in self.inflight.values()):
             self.telemetry_cursor = None
         # Requests older than the watch's window expire here, too, when none arrives.

@@ -62,6 +62,7 @@ __all__ = (
     "SCHEMA_VERSION",
     "SpoolError",
     "Spool",
+    "SpoolReader",
     "SpoolThread",
     "WAL_LIMIT_BYTES",
 )
@@ -384,11 +385,33 @@ class Spool:
         return int(row[0])
 
 
+class SpoolReader:
+    """A second connection to the spool that only reads, so that a query need not wait for a write transaction.
+
+    In WAL mode a read sees every transaction committed before it started,
+    while the writer goes on. ``query_only`` refuses any write through it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA query_only=1")
+            self.db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {path} for reading: {exc}; check that the state folder is readable", path=path) from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class SpoolThread:
     """Runs every spool call on one dedicated thread, so fsyncs never stall the event loop.
 
     ``await spool.call(fn, *args, **kwargs)`` runs ``fn(spool, *args, **kwargs)`` on that thread;
-    calls run one at a time in the order they were made.
+    calls run one at a time in the order they were made. ``await spool.read(fn, ...)`` runs a
+    read-only ``fn(reader, ...)`` on a second thread with its own connection (a :class:`SpoolReader`,
+    opened on first use), which a long write transaction on the first thread does not hold up.
     """
 
     def __init__(self, path: Path, *, sample_sync: str = "full", wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
@@ -396,6 +419,8 @@ class SpoolThread:
         self._sample_sync = sample_sync
         self._wal_limit_bytes = wal_limit_bytes
         self._executor: ThreadPoolExecutor | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._reader: SpoolReader | None = None
         self.spool: Spool | None = None
 
     async def __aenter__(self) -> SpoolThread:
@@ -416,9 +441,32 @@ class SpoolThread:
         spool = self.spool
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(spool, *args, **kwargs))
 
+    async def read(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._executor is None or self.spool is None:
+            msg = f"the spool {self.path} is not open; use it inside `async with SpoolThread(...)`"
+            raise SpoolError(msg, path=self.path)
+        if self._read_executor is None:
+            self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valuegate-spool-read")
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, lambda: function(self._open_reader(), *args, **kwargs))
+
+    def _open_reader(self) -> SpoolReader:
+        # Runs on the read thread only, so two first reads cannot open two connections.
+        if self._reader is None:
+            self._reader = SpoolReader(self.path)
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     async def __aexit__(self, *exc: object) -> None:
         executor, spool = self._executor, self.spool
-        self._executor, self.spool = None, None
+        read_executor = self._read_executor
+        self._executor, self.spool, self._read_executor = None, None, None
+        if read_executor is not None:
+            await asyncio.get_running_loop().run_in_executor(read_executor, self._close_reader)
+            read_executor.shutdown(wait=True)
         if executor is None:
             return
         if spool is not None:
