@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,11 +135,10 @@ def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tupl
         if through <= head.acked_through:
             return head.acked_through, 0
         covered = db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq <= ?", (through,)).fetchall()
-        for machines, start_ms, end_ms in covered:
-            db.executemany(
-                "UPDATE minutes SET covered = 1 WHERE machine = ? AND minute_ms >= ? AND minute_ms < ?",
-                [(machine, start_ms, end_ms) for machine in json.loads(machines)],
-            )
+        db.executemany(
+            "UPDATE minutes SET covered = 1 WHERE machine = ? AND minute_ms >= ? AND minute_ms < ?",
+            _merged_spans((machine, start_ms, end_ms) for machines, start_ms, end_ms in covered for machine in json.loads(machines)),
+        )
         db.execute(
             "INSERT OR IGNORE INTO acked_spans (seq, machines, start_ms, end_ms, acked_ms, payload) "
             "SELECT seq, machines, start_ms, end_ms, ?, payload FROM outbox WHERE seq <= ?",
@@ -148,6 +147,18 @@ def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tupl
         removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (through,)).rowcount
         spool.set_meta("acked_through", str(through))
     return through, removed
+
+
+def _merged_spans(spans: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Return the union of ``(machine, start_ms, end_ms)`` spans, joining those of a machine that touch or overlap."""
+    merged: list[tuple[str, int, int]] = []
+    for machine, start_ms, end_ms in sorted(spans):
+        if merged and merged[-1][0] == machine and start_ms <= merged[-1][2]:
+            if end_ms > merged[-1][2]:
+                merged[-1] = (machine, merged[-1][1], end_ms)
+        else:
+            merged.append((machine, start_ms, end_ms))
+    return merged
 
 
 def pending(spool: Spool | SpoolReader, from_seq: int, limit: int) -> list[OutboxEntry]:
