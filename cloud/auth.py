@@ -82,7 +82,6 @@ class UserDisabled(LoginFailed):
     """The password was right but the user is disabled. Callers return the same response as for any other :class:`LoginFailed`."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of one request: user, tenant, roles, and how they authenticated."""
