@@ -33,16 +33,8 @@ from valuegate.mqttio import LoopBridge
 from . import outbox
 from .config import EdgeConfig
 from .metrics import AgentMetrics, LogLimiter
-from .publish_session import (
-    ACK_SCHEMA,
-    RECORDS_REQUEST_SCHEMA,
-    RESEND_SCHEMA,
-    STATUS_SCHEMA,
-    SessionState,
-    ClientEvent,
-    iso_now,
-    split_records,
-)
+from .publish_messages import ACK_SCHEMA, RECORDS_REQUEST_SCHEMA, RESEND_SCHEMA, STATUS_SCHEMA, ClientEvent, iso_now, split_records
+from .publish_session import SessionState
 from .rejection_notice import RecentRejection
 from .resend_watch import ResendWatch
 from .spool import SpoolThread

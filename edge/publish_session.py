@@ -1,18 +1,17 @@
 """One MQTT connection of the edge publisher: in-flight messages, publishing cursors, and the cloud's control messages.
 
-The session publishes vouchers read ahead of the window and telemetry
+The session hands paho vouchers read ahead from the outbox and telemetry
 records, settles PUBACKs, applies the cloud's cumulative acks, and handles
-resend and records requests (docs/architecture.md describes the protocol).
+resend and records requests. The messages themselves are in
+:mod:`.publish_messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import json
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -22,21 +21,26 @@ from paho.mqtt.properties import Properties
 from . import outbox
 from .protocol.records import TELEMETRY_SCHEMA
 from .protocol.telemetry_proof import PROPERTY_BYTES, sign_telemetry
+from .publish_messages import (
+    ACK_SCHEMA,
+    RESEND_SCHEMA,
+    STATUS_SCHEMA,
+    ClientEvent,
+    int_field,
+    iso_now,
+    known_instances,
+    now_ms,
+    records_span,
+    remember_instance,
+    split_records,
+)
 from .rejection_notice import parse_notice, save_notice
 
 if TYPE_CHECKING:
     from .publish import Publisher
 
-__all__ = ("ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "ClientEvent", "SessionState", "iso_now", "split_records")
+__all__ = ("ACK_SETTLE_S", "SessionState")
 
-ACK_SCHEMA = "valuegate/ack/v1"
-RESEND_SCHEMA = "valuegate/resend/v1"
-# The cloud's request for the records of machines over a time span (a baseline period), on the resend topic.
-RECORDS_REQUEST_SCHEMA = "valuegate/records-request/v1"
-# The maximum span and machine count of one records request; larger requests are ignored and counted.
-_RECORDS_REQUEST_MAX_MS = 62 * 86_400_000
-_RECORDS_REQUEST_MAX_MACHINES = 64
-STATUS_SCHEMA = "valuegate/status/v1"
 # Fixed header, packet id, topic length and property bytes of a PUBLISH, rounded up.
 _PUBLISH_OVERHEAD = 64
 # How long a new connection waits for the retained status before it announces itself.
@@ -49,39 +53,6 @@ _RESEND_EVIDENCE_VOUCHERS = 8
 _RESEND_ACKED_MAX = 500
 # How long an ack that leaves vouchers in flight waits for later acks, so that acks arriving one per voucher cost one outbox commit together.
 ACK_SETTLE_S = 0.05
-
-
-@dataclass(slots=True)
-class ClientEvent:
-    """One paho callback, queued for the session: CONNACK, disconnect or an incoming message."""
-
-    kind: str  # connack, disconnect, message
-    code: int = 0
-    session_present: bool = False
-    properties: Any = None
-    topic: str = ""
-    payload: bytes = b""
-
-
-def split_records(prefix: bytes, records: list[bytes], limit: int) -> list[list[bytes]]:
-    """Split JSON records into groups whose batch payload (``prefix`` + records + closing) fits in ``limit`` bytes."""
-    groups: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = len(prefix) + 2
-    for record in records:
-        extra = len(record) + (1 if current else 0)
-        if current and size + extra > limit:
-            groups.append(current)
-            current, size = [], len(prefix) + 2
-            extra = len(record)
-        if len(prefix) + 2 + len(record) > limit:
-            msg = f"one telemetry record of {len(record)} bytes exceeds the broker's maximum packet size ({limit} bytes of payload)"
-            raise ValueError(msg)
-        current.append(record)
-        size += extra
-    if current:
-        groups.append(current)
-    return groups
 
 
 class SessionState:
@@ -131,7 +102,7 @@ class SessionState:
     async def _go_online(self) -> None:
         self.online = True
         # Recorded before the announcement, so that a crash right after it cannot look like another agent.
-        await self.p.spool.call(_remember_instance, self.p.instance)
+        await self.p.spool.call(remember_instance, self.p.instance)
         status = {"schema": STATUS_SCHEMA, "state": "online", "instance": self.p.instance, "ts": iso_now(), **self.p.status_extra()}
         self._publish("status", None, self.topics["status"], json.dumps(status).encode(), retain=True)
 
@@ -147,7 +118,7 @@ class SessionState:
             return
         other = message.get("instance")
         if message.get("state") == "online" and isinstance(other, str) and other != self.p.instance:
-            known = await self.p.spool.call(_known_instances)
+            known = await self.p.spool.call(known_instances)
             if other not in known:
                 self.p.alarm(f"status topic shows instance {other} online")
                 return
@@ -346,7 +317,7 @@ class SessionState:
         if not self.published_records:
             return
         keys, self.published_records = self.published_records, []
-        await self.p.spool.call(outbox.mark_published, keys, _now_ms())
+        await self.p.spool.call(outbox.mark_published, keys, now_ms())
         self.p.metrics.telemetry_records.inc(len(keys))
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
@@ -359,13 +330,13 @@ class SessionState:
             return
         if topic == self.topics["status"]:
             await self._check_status(message)
-        elif topic == self.topics["ack"] and (through := _field(message, ACK_SCHEMA, "stored_through")) is not None:
+        elif topic == self.topics["ack"] and (through := int_field(message, ACK_SCHEMA, "stored_through")) is not None:
             self._take_notice(message)
             self._note_ack(through)
-        elif topic == self.topics["resend"] and _field(message, RESEND_SCHEMA, "from_seq") is not None:
+        elif topic == self.topics["resend"] and int_field(message, RESEND_SCHEMA, "from_seq") is not None:
             missing = message.get("missing")
             await self._on_resend(int(message["from_seq"]), missing=missing if missing in ("vouchers", "records") else None)
-        elif topic == self.topics["resend"] and (span := _records_span(message)) is not None:
+        elif topic == self.topics["resend"] and (span := records_span(message)) is not None:
             await self._on_records_request(*span)
         else:
             self.p.metrics.bad_control_messages.inc()
@@ -382,7 +353,7 @@ class SessionState:
             message = json.loads(payload)
         except ValueError:
             return None
-        through = _field(message, ACK_SCHEMA, "stored_through")
+        through = int_field(message, ACK_SCHEMA, "stored_through")
         if through is None:
             return None
         self._take_notice(message)
@@ -506,46 +477,3 @@ class SessionState:
                 self.p._log.warning("vouchers_republished", from_seq=self.p.acked_through + 1, reason="ack_timeout", repeats_not_logged=held)
             self._move_cursor(self.p.acked_through + 1)
             self.last_progress = time.monotonic()
-
-
-def _known_instances(spool: Any) -> list[str]:
-    text = spool.meta("instances")
-    return json.loads(text) if text else []
-
-
-def _remember_instance(spool: Any, instance: str) -> None:
-    """Keep the last few instance ids that announced themselves from this spool."""
-    known = [item for item in _known_instances(spool) if item != instance][-9:]
-    with spool.transaction(sync="NORMAL"):
-        spool.set_meta("instances", json.dumps([*known, instance]))
-
-
-def _field(message: Any, schema: str, name: str) -> int | None:
-    if not isinstance(message, dict) or message.get("schema") != schema:
-        return None
-    value = message.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _records_span(message: Any) -> tuple[list[str], int, int] | None:
-    """Return the machines and ``[start_ms, end_ms)`` of a valid records request, else None."""
-    if not isinstance(message, dict) or message.get("schema") != RECORDS_REQUEST_SCHEMA:
-        return None
-    machines, start, end = message.get("machines"), message.get("start"), message.get("end")
-    if not isinstance(machines, list) or not 0 < len(machines) <= _RECORDS_REQUEST_MAX_MACHINES or not all(isinstance(m, str) for m in machines):
-        return None
-    try:
-        start_ms, end_ms = (int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000) for value in (start, end))
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if not 0 < end_ms - start_ms <= _RECORDS_REQUEST_MAX_MS:
-        return None
-    return machines, start_ms, end_ms
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
