@@ -1,4 +1,4 @@
-"""`valuegate cloud admin`: tenants, sites, gateways, machine moves, keys, contracts, users and API tokens."""
+"""`valuegate cloud admin`: tenants, sites, gateways (one by one or from a plan file), machine moves, keys, contracts, users and API tokens."""
 
 from __future__ import annotations
 
@@ -88,6 +88,43 @@ def gateway_create(tenant: str, site: str, gateway: str, config: Path | None = C
 
     run_sync(run())
     typer.echo(f"gateway {gateway} registered at {tenant}/{site}")
+
+
+@admin_app.command("apply")
+def apply(
+    plan_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML plan: tenant, sites, gateways with key files, contract files (see docs/cloud.md)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the plan against the database and print what it would do, then roll back."),
+    config: Path | None = ConfigOption, dsn: str | None = DsnOption,
+) -> None:  # fmt: skip
+    """Create a tenant's sites, gateways, keys and contracts from one plan file, in one transaction.
+
+    Applying the same plan again changes nothing; an object that exists but
+    differs from the plan is an error that names the field.
+    """
+    from .provision import apply_plan, load_plan
+
+    class DryRun(Exception):
+        pass
+
+    async def run() -> list[Any]:
+        plan = load_plan(plan_file)
+        async with _admin(config, dsn) as admin:
+            steps: list[Any] = []
+            try:
+                async with admin.conn.transaction():
+                    steps = await apply_plan(admin.conn, plan, plan_file.parent, actor=admin.actor)
+                    if dry_run:
+                        raise DryRun
+            except DryRun:
+                pass
+            return steps
+
+    steps = run_sync(run())
+    for step in steps:
+        typer.echo(f"{'would create' if dry_run and step.action == 'created' else step.action:>12}  {step.kind} {step.name}")
+    created = sum(step.action == "created" for step in steps)
+    verb = "would be created (dry run, nothing written)" if dry_run else "created"
+    typer.echo(f"{created} {verb}, {len(steps) - created} unchanged")
 
 
 @admin_app.command("machine-move")

@@ -1,0 +1,178 @@
+"""Provisioning from one file: a tenant, its sites, gateways with their public keys, and contracts.
+
+`valuegate cloud admin apply PLAN.yaml` applies the whole file in one
+transaction, so an error anywhere leaves the database as it was. Applying
+the same file again changes nothing: what exists and matches the file is
+reported as unchanged, and what exists but differs from the file is an
+error naming the object, the field and both values (nothing is renamed
+or moved silently). The format is in docs/cloud.md::
+
+    tenant: acme
+    name: ACME Bottling          # needed only when the tenant is new
+    sites:
+      - id: plant1
+        time_zone: Asia/Shanghai
+        gateways:
+          - id: gw-1
+            key: keys/gw-1.json  # `valuegate keys export-public` output, or a z6Mk... key
+    contracts: [contracts/acme-l1.yaml]
+
+Relative paths are read from the plan file's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from . import contracts, store
+from .store import Conn, Invalid, NotFound
+
+__all__ = ("Plan", "Step", "load_plan", "apply_plan")
+
+
+class GatewayPlan(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str = ""
+    key: str | None = None
+
+
+class SitePlan(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    time_zone: str
+    name: str = ""
+    gateways: list[GatewayPlan] = []
+
+
+class Plan(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    name: str = ""
+    sites: list[SitePlan] = []
+    contracts: list[str] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One object of the plan and what applying it did: ``created`` or ``unchanged``."""
+
+    kind: str
+    name: str
+    action: str
+
+
+def load_plan(path: Path) -> Plan:
+    """Read and check a plan file; raise Invalid naming the file, the field and the value."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise Invalid(f"cannot read the plan {path}: {exc}", code="invalid_plan") from exc
+    try:
+        plan = msgspec.convert(data, Plan)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"{path}: {exc}; see the plan format in docs/cloud.md", code="invalid_plan") from exc
+    ids = [gateway.id for site in plan.sites for gateway in site.gateways]
+    if repeated := sorted({gateway for gateway in ids if ids.count(gateway) > 1}):
+        raise Invalid(f"{path}: gateway {repeated[0]!r} is listed more than once; list each gateway under one site", code="invalid_plan")
+    return plan
+
+
+async def apply_plan(conn: Conn, plan: Plan, base: Path, *, actor: str = "admin") -> list[Step]:
+    """Create what the plan lists and is missing, check what exists; the caller runs this in one transaction."""
+    steps = [await _tenant(conn, plan, actor)]
+    for site in plan.sites:
+        steps.append(await _site(conn, plan.tenant, site, actor))
+        for gateway in site.gateways:
+            steps.append(await _gateway(conn, plan.tenant, site.id, gateway, actor))
+            if gateway.key is not None:
+                steps.append(await _key(conn, plan.tenant, gateway.id, gateway.key, base, actor))
+    for name in plan.contracts:
+        path = base / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Invalid(f"cannot read contract file {path}: {exc.strerror}; check the path in the plan's contracts list", code="invalid_plan") from exc
+        revision, new = await contracts.upload_contract(conn, plan.tenant, text, actor=actor)
+        steps.append(Step("contract", f"{revision['id']} ({name})", "created" if new else "unchanged"))
+    return steps
+
+
+async def _tenant(conn: Conn, plan: Plan, actor: str) -> Step:
+    try:
+        tenant = await store.get_tenant(conn, plan.tenant)
+    except NotFound:
+        if not plan.name:
+            raise Invalid(f"tenant {plan.tenant!r} does not exist; add its display name as `name:` to the plan to create it", code="invalid_plan") from None
+        await store.create_tenant(conn, plan.tenant, plan.name, actor=actor)
+        return Step("tenant", plan.tenant, "created")
+    _same("tenant", plan.tenant, "name", tenant["name"], plan.name)
+    return Step("tenant", plan.tenant, "unchanged")
+
+
+async def _site(conn: Conn, tenant: str, site: SitePlan, actor: str) -> Step:
+    try:
+        row = await store.get_site(conn, tenant, site.id)
+    except NotFound:
+        await store.create_site(conn, tenant, site.id, site.name or site.id, site.time_zone, actor=actor)
+        return Step("site", site.id, "created")
+    _same("site", site.id, "time_zone", row["time_zone"], site.time_zone)
+    _same("site", site.id, "name", row["name"], site.name)
+    return Step("site", site.id, "unchanged")
+
+
+async def _gateway(conn: Conn, tenant: str, site_id: str, gateway: GatewayPlan, actor: str) -> Step:
+    try:
+        row = await store.get_gateway(conn, tenant, gateway.id)
+    except NotFound:
+        await store.create_gateway(conn, tenant, site_id, gateway.id, gateway.name, actor=actor)
+        return Step("gateway", f"{gateway.id} (site {site_id})", "created")
+    _same("gateway", gateway.id, "site", row["site_id"], site_id)
+    _same("gateway", gateway.id, "name", row["name"], gateway.name)
+    return Step("gateway", f"{gateway.id} (site {site_id})", "unchanged")
+
+
+async def _key(conn: Conn, tenant: str, gateway_id: str, value: str, base: Path, actor: str) -> Step:
+    public_key, created = _public_key(value, base, gateway_id)
+    multibase = public_key.removeprefix("did:key:").partition("#")[0]
+    known = {row["public_key"] for row in await store.list_gateway_keys(conn, tenant, gateway_id)}
+    if multibase in known:
+        return Step("key", f"{gateway_id} {multibase[:16]}...", "unchanged")
+    await store.add_gateway_key(conn, tenant, gateway_id, public_key, valid_from=created, actor=actor)
+    return Step("key", f"{gateway_id} {multibase[:16]}...", "created")
+
+
+def _public_key(value: str, base: Path, gateway_id: str) -> tuple[str, dt.datetime | None]:
+    """Return the key and its creation time from an export-public file, or the key written in the plan (valid from now)."""
+    if value.startswith(("z6Mk", "did:key:")):
+        return value, None
+    path = base / value
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Invalid(f"cannot read key file {path} of gateway {gateway_id!r} as `valuegate keys export-public` JSON: {exc}", code="invalid_plan") from exc
+    method = data.get("verification_method") if isinstance(data, dict) else None
+    if not isinstance(method, str):
+        raise Invalid(f"key file {path} has no verification_method; write it with `valuegate keys export-public -c edge.yaml`", code="invalid_plan")
+    if data.get("gateway") not in (None, gateway_id):
+        raise Invalid(f"key file {path} is the key of gateway {data['gateway']!r}, listed under gateway {gateway_id!r}; check the plan", code="invalid_plan")
+    created = data.get("created")
+    try:
+        stamp = dt.datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else None
+    except ValueError as exc:
+        raise Invalid(f"key file {path}: created {created!r} is not an ISO 8601 time", code="invalid_plan") from exc
+    return method, stamp
+
+
+def _same(kind: str, name: str, field: str, stored: Any, planned: Any) -> None:
+    """Refuse a plan that differs from what is stored; an empty planned value means 'as stored'."""
+    if planned not in ("", None) and stored != planned:
+        raise Invalid(
+            f"{kind} {name!r} exists with {field} {stored!r}, the plan says {planned!r}; "
+            f"change the plan to {stored!r}, since apply creates objects but never changes them",
+            code="plan_differs",
+        )

@@ -1,0 +1,117 @@
+"""`valuegate cloud admin apply PLAN`: a site's tenant, gateways, keys and contracts from one file, in one transaction, repeatable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from valuegate.cli import app as root_app
+from valuegate.cloud.db import UTC_OPTIONS
+from valuegate.edge import keys
+
+from .conftest import contract_yaml
+
+pytestmark = pytest.mark.postgres
+runner = CliRunner()
+
+
+def write_plan(folder: Path, *, gateways: int = 3, second_zone: str = "Europe/Berlin", extra: str = "") -> Path:
+    """A plan with two sites, ``gateways`` gateways with export-public key files, and one contract."""
+    lines = ["tenant: acme", "name: ACME Bottling", "sites:", "  - id: plant1", "    time_zone: Asia/Shanghai", "    gateways:"]
+    for index in range(1, gateways + 1):
+        key_folder = folder / "state" / f"gw-{index}"
+        if not (key_folder / "gateway.key").exists():
+            keys.create_key(key_folder)
+        export = keys.export_public(key_folder)
+        (folder / f"gw-{index}.json").write_text(json.dumps({**export, "gateway": f"gw-{index}"}), encoding="utf-8")
+        lines += [f"      - id: gw-{index}", f"        key: gw-{index}.json"]
+    lines += ["  - id: plant2", f"    time_zone: {second_zone}", "    name: Berlin plant", "contracts: [acme.yaml]", extra]
+    (folder / "acme.yaml").write_text(contract_yaml(), encoding="utf-8")
+    path = folder / "plan.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def apply(dsn: str, plan: Path, *args: str) -> Any:
+    return runner.invoke(root_app, ["cloud", "admin", "apply", "--dsn", dsn, str(plan), *args])
+
+
+def counts(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn, options=UTC_OPTIONS) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - table names from this list
+            for table in ("tenants", "sites", "gateways", "gateway_keys", "contracts", "audit_log")
+        }
+
+
+def test_apply_creates_then_changes_nothing(tmp_path: Path, cloud_dsn: str) -> None:
+    plan = write_plan(tmp_path)
+    first = apply(cloud_dsn, plan)
+    assert first.exit_code == 0, first.output
+    assert "10 created, 0 unchanged" in first.output  # tenant, 2 sites, 3 gateways, 3 keys, 1 contract
+    after_first = counts(cloud_dsn)
+    assert after_first["gateways"] == 3
+    assert after_first["gateway_keys"] == 3
+    assert after_first["contracts"] == 1
+    with psycopg.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        valid_from = conn.execute("SELECT valid_from FROM gateway_keys WHERE gateway_id = 'gw-2'").fetchone()[0]
+        site = conn.execute("SELECT name, time_zone FROM sites WHERE id = 'plant2'").fetchone()
+    created = json.loads((tmp_path / "gw-2.json").read_text())["created"]
+    assert valid_from == dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    assert site == ("Berlin plant", "Europe/Berlin")
+
+    again = apply(cloud_dsn, plan)
+    assert again.exit_code == 0, again.output
+    assert "0 created, 10 unchanged" in again.output
+    assert counts(cloud_dsn) == after_first  # not even an audit record
+
+
+def test_plan_that_differs_writes_nothing(tmp_path: Path, cloud_dsn: str) -> None:
+    assert apply(cloud_dsn, write_plan(tmp_path, gateways=1)).exit_code == 0
+    before = counts(cloud_dsn)
+    # Two new gateways and their keys come before the site whose zone differs: none of them may stay.
+    changed = write_plan(tmp_path, gateways=3, second_zone="Asia/Tokyo")
+    result = apply(cloud_dsn, changed)
+    assert result.exit_code == 1
+    assert "site 'plant2' exists with time_zone 'Europe/Berlin', the plan says 'Asia/Tokyo'" in result.output
+    assert counts(cloud_dsn) == before
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, cloud_dsn: str) -> None:
+    before = counts(cloud_dsn)
+    result = apply(cloud_dsn, write_plan(tmp_path, gateways=2), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would create  gateway gw-2 (site plant1)" in result.output
+    assert "8 would be created (dry run, nothing written), 0 unchanged" in result.output
+    assert counts(cloud_dsn) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param("owner: someone", "Object contains unknown field `owner`", id="unknown-field"),
+        pytest.param("sites_extra: 1", "unknown field `sites_extra`", id="misspelt-field"),
+    ],
+)
+def test_bad_plan_names_the_field(tmp_path: Path, cloud_dsn: str, extra: str, message: str) -> None:
+    result = apply(cloud_dsn, write_plan(tmp_path, gateways=1, extra=extra))
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "plan.yaml" in result.output
+    assert counts(cloud_dsn)["tenants"] == 0
+
+
+def test_gateway_listed_twice_is_refused(tmp_path: Path, cloud_dsn: str) -> None:
+    plan = write_plan(tmp_path, gateways=1)
+    text = plan.read_text().replace("  - id: plant2\n", "  - id: plant2\n    gateways: [{id: gw-1}]\n")
+    plan.write_text(text)
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert "gateway 'gw-1' is listed more than once" in result.output
+    assert counts(cloud_dsn)["gateways"] == 0
