@@ -4,6 +4,10 @@ A contract of many machine-years carries millions of records. The writer
 compresses each record file as its lines arrive and keeps only the ZIP
 bytes, about 8 to 14 bytes a record, and each member's SHA-256 for the manifest,
 which it writes last. The layout is that of :mod:`valuegate.cloud.bundle`.
+
+A caller that streams the bundle takes the finished bytes with
+:meth:`BundleWriter.take` after each member, so the writer then keeps only
+the member being written. The ZIP bytes are the same either way.
 """
 
 from __future__ import annotations
@@ -26,12 +30,60 @@ def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-class BundleWriter:
-    """Writer of one bundle ZIP: members go in the order they are added, and :meth:`finish` returns the bytes."""
+class _TailBuffer:
+    """A seekable byte sink that hands over its bytes up to the current end and then drops them.
+
+    zipfile writes a member's local header, its data, then seeks back to fill
+    the header's sizes and CRC. Once the member is closed it never seeks back
+    again, so the bytes written so far are final and can be sent.
+    """
 
     def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._archive = zipfile.ZipFile(self._buffer, "w", compression=zipfile.ZIP_DEFLATED)
+        self._base = 0  # offset of the first byte still held
+        self._data = bytearray()
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        offset = self._position - self._base
+        if offset < 0:
+            raise io.UnsupportedOperation(f"cannot write at offset {self._position}: the bytes before {self._base} were already taken")
+        self._data[offset:offset + len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = self._base + len(self._data) + offset
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        """Return the bytes held and drop them. A later write must not go before them."""
+        chunk = bytes(self._data)
+        self._base += len(chunk)
+        self._data.clear()
+        return chunk
+
+
+class BundleWriter:
+    """Writer of one bundle ZIP: members go in the order they are added, and :meth:`finish` returns the bytes not taken yet."""
+
+    def __init__(self) -> None:
+        self._buffer = _TailBuffer()
+        self._archive = zipfile.ZipFile(self._buffer, "w", compression=zipfile.ZIP_DEFLATED)  # type: ignore[arg-type]
+        self._open: str | None = None
         self.digests: dict[str, str] = {}
         self.records: list[dict[str, Any]] = []
 
@@ -48,14 +100,25 @@ class BundleWriter:
     def record_file(self, machine: str, name: str) -> RecordFile:
         """Open one machine's record file; write its canonical record lines in minute order, then close it."""
         # force_zip64 lets a member grow past 4 GiB, which the writer cannot know in advance.
-        return RecordFile(self, machine, name, self._archive.open(self._info(name), "w", force_zip64=True))
+        member = self._archive.open(self._info(name), "w", force_zip64=True)
+        self._open = name
+        return RecordFile(self, machine, name, member)
+
+    def take(self) -> bytes:
+        """Return the ZIP bytes written since the last call, all final; call it only between members.
+
+        The ZIP file is complete only with the bytes :meth:`finish` returns, because its central directory comes last.
+        """
+        if self._open is not None:
+            raise RuntimeError(f"record file {self._open} is still open; take the bytes after it is closed")
+        return self._buffer.take()
 
     def finish(self, manifest: dict[str, Any]) -> bytes:
-        """Write ``manifest.json`` with the record list and every member's digest, close the ZIP file and return its bytes."""
+        """Write ``manifest.json`` with the record list and every member's digest, close the ZIP file and return the bytes not taken yet."""
         manifest = {**manifest, "records": self.records, "files": dict(sorted(self.digests.items()))}
         self._archive.writestr(self._info("manifest.json"), json_bytes(manifest))
         self._archive.close()
-        return self._buffer.getvalue()
+        return self._buffer.take()
 
 
 class RecordFile:
@@ -78,6 +141,7 @@ class RecordFile:
 
     def close(self) -> None:
         self._member.close()
+        self._writer._open = None
         self._writer.digests[self.name] = "sha256:" + self._digest.hexdigest()
         self._writer.records.append({"machine": self.machine, "file": self.name, "records": self.count})
 

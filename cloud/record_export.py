@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -63,13 +63,14 @@ _CHUNK = dt.timedelta(days=7)
 
 async def write_contract_records(
     conn: Conn, tenant_id: str, contract: Contract, documents: Iterable[Mapping[str, Any]], writer: BundleWriter
-) -> None:
+) -> AsyncIterator[str]:
     """Write the stored records, per machine and in time order, that the contract's vouchers and their baselines were computed from.
 
     Each machine's records are fetched a week at a time and compressed as
     they come, so the whole set never sits in memory. A machine without any
     stored record in those periods gets no file, so a cloud that stored no
-    telemetry builds a bundle without records.
+    telemetry builds a bundle without records. Yields each record file's
+    name once it is closed, when a streaming caller can take its bytes.
     """
     spans = record_spans(contract, documents)
     names = record_names(sorted(spans))
@@ -83,6 +84,7 @@ async def write_contract_records(
                     records = await load_records(conn, tenant_id, [machine], start, stop)
                     file.write([canonical_fast(msgspec.to_builtins(record)) for record in records])
                     start = stop
+        yield name
 
 
 async def _has_records(conn: Conn, tenant_id: str, machine: str, spans: list[Span]) -> bool:

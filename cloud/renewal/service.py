@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from decimal import Decimal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -28,7 +29,7 @@ from .package import AnchorSummary, PackageInputs, Reduction, build_package
 from .triggers import Firing, Progress, evaluate
 
 # The delivery functions are re-exported: callers find every package operation here.
-__all__ = ("contract_bundle", "progress", "check_renewals", "list_packages", "tenant_packages", "package_detail", "get_package", "set_endpoint",
+__all__ = ("contract_bundle", "contract_bundle_chunks", "progress", "check_renewals", "list_packages", "tenant_packages", "package_detail", "get_package", "set_endpoint",
            "request_redelivery", "claim_delivery", "deliver_claimed", "deliver_package")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
@@ -45,10 +46,20 @@ def _iso_exact(value: dt.datetime) -> str:
 
 
 async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None, records: bool = True) -> bytes:
-    """Build the auditor bundle of a contract: its vouchers with every chain voucher in between, keys, issued documents.
+    """Build the auditor bundle of a contract in memory; see :func:`contract_bundle_chunks` for what it contains."""
+    return b"".join([chunk async for chunk in contract_bundle_chunks(conn, tenant_id, contract_id, created_at=created_at, records=records)])
+
+
+async def contract_bundle_chunks(conn: Conn, tenant_id: str, contract_id: str, *, created_at: dt.datetime | None = None,
+                                 records: bool = True) -> AsyncIterator[bytes]:
+    """Build the auditor bundle of a contract and yield its ZIP bytes as they are final: its vouchers with every chain voucher
+    in between, keys, issued documents.
 
     Every earlier contract revision that an issued document was priced with goes into the bundle too. With
     ``records``, so do the stored minute records of the contract's vouchers' periods and baseline periods.
+    The first chunk comes once every member but the record files is written, then one chunk per record file,
+    and the last chunk carries the manifest and the ZIP central directory. A caller that stops early holds no
+    valid ZIP file. Raises :class:`NotFound` for an unknown contract before the first chunk.
     """
     contract, revision = await load_contract(conn, tenant_id, contract_id)
     spans = await fetch_dicts(
@@ -107,9 +118,11 @@ async def contract_bundle(conn: Conn, tenant_id: str, contract_id: str, *, creat
         revision=revision,
         revisions={row["revision"]: _priced_terms(row["document"], tenant_id, contract_id, row["revision"]) for row in earlier},
     )
+    yield writer.take()
     if records:
-        await write_contract_records(conn, tenant_id, contract, vouchers, writer)
-    return writer.finish(manifest)
+        async for _ in write_contract_records(conn, tenant_id, contract, vouchers, writer):
+            yield writer.take()
+    yield writer.finish(manifest)
 
 
 def _priced_terms(document: dict[str, Any], tenant_id: str, contract_id: str, revision: int) -> dict[str, Any]:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 
 from valuegate.cloud.api.deps import Conn
 from valuegate.cloud.auth import requires
 from valuegate.cloud.contracts import get_contract, parse_stored
-from valuegate.cloud.renewal.service import contract_bundle
+from valuegate.cloud.bundle_stream import open_bundle_stream
 from valuegate.cloud.settlement import export
 from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.invoice import BillingPeriod, InvoiceError
@@ -143,8 +142,8 @@ async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: FromPa
 
 
 @get("/contracts/{contract_id:str}/bundle.zip", guards=[requires(*FINANCE_VIEW)], name="web:bundle")
-async def bundle_download(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], records: FromQuery[bool] = True) -> Response[bytes]:
-    # The records are compressed as they are read, so memory grows with the ZIP, about 8 to 14 bytes a record.
+async def bundle_download(request: Request[Any, Any, Any], contract_id: FromPath[str], records: FromQuery[bool] = True) -> Stream:
+    # Each member goes out once it is written, so the server holds at most one record file's ZIP bytes at a time.
     principal = principal_of(request)
-    body = await contract_bundle(conn, principal.tenant_id, contract_id, created_at=dt.datetime.now(dt.UTC), records=records)
-    return Response(body, media_type="application/zip", headers=_attachment(f"{contract_id}.bundle.zip"))
+    chunks = await open_bundle_stream(request.app.state.pool, principal.tenant_id, contract_id, records=records)
+    return Stream(chunks, media_type="application/zip", headers=_attachment(f"{contract_id}.bundle.zip"))
