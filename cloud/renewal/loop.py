@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import structlog
 
 from valuegate.cloud.store import Conflict
 
-from . import service
+from . import checks, service
 from .targets import Network
 
-__all__ = ("INTERVAL_ENV", "check_all", "renewal_lifespan")
+__all__ = ("INTERVAL_ENV", "check_all", "start_job", "renewal_lifespan")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 
@@ -29,19 +29,19 @@ FIRST_CHECK_DELAY_S = 60.0
 async def check_all(pool: Any, dsn: str, *, today: dt.date, allowed_networks: Sequence[Network] = ()) -> list[int]:
     """Check every contract of every tenant once and deliver each new package; return the new package ids.
 
-    The PDFs make a package slow to build, so each contract is checked on a connection of its own.
+    The PDFs make a package slow to build, so each contract is checked on a connection of its own. A contract
+    whose check a user started is skipped this round. A check that fails is logged and recorded on the
+    contract's check page, and the next round retries it.
     """
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT DISTINCT tenant_id, id FROM contracts ORDER BY tenant_id, id")
         contracts = await cur.fetchall()
     created: list[tuple[str, int]] = []
     for tenant_id, contract_id in contracts:
-        try:
-            async with pool.connection() as conn:
-                rows = await service.check_renewals(conn, tenant_id, contract_id, today=today)
-        except Exception as exc:  # one broken contract must not stop the others; the next round retries it
-            log.error("renewal_check_failed", tenant=tenant_id, contract=contract_id, error=str(exc))
+        claim = await checks.claim_check(dsn, tenant_id, contract_id, actor="system")
+        if claim is None:
             continue
+        rows = await checks.run_check(pool, claim, today=today)
         created += [(tenant_id, row["id"]) for row in rows]
     for tenant_id, package_id in created:
         try:
@@ -62,9 +62,42 @@ async def _run(app: Any, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+def start_job(app: Any, job: Coroutine[Any, Any, Any], name: str) -> None:
+    """Run a renewal check that a user started as a task of the app, which :func:`renewal_lifespan` cancels at shutdown."""
+    task = asyncio.create_task(job, name=name)
+    jobs: set[asyncio.Task[Any]] = app.state.renewal_jobs
+    jobs.add(task)
+    task.add_done_callback(jobs.discard)
+
+
 @contextlib.asynccontextmanager
 async def renewal_lifespan(app: Any) -> AsyncIterator[None]:
-    """Run the periodic check while the app runs; ``VALUEGATE_RENEWAL_CHECK_INTERVAL_S=0`` turns it off."""
+    """Run the periodic check while the app runs, and cancel the checks users started at shutdown.
+
+    ``VALUEGATE_RENEWAL_CHECK_INTERVAL_S=0`` turns the periodic check off. A
+    cancelled check builds nothing, and its page shows it as interrupted.
+    """
+    app.state.renewal_jobs = set()
+    async with _cancel_jobs(app):
+        async with _periodic_check(app):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def _cancel_jobs(app: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        running = list(app.state.renewal_jobs)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+            log.info("renewal_jobs_cancelled", count=len(running))
+
+
+@contextlib.asynccontextmanager
+async def _periodic_check(app: Any) -> AsyncIterator[None]:
     raw = os.environ.get(INTERVAL_ENV, "")
     try:
         interval_s = float(raw) if raw.strip() else DEFAULT_INTERVAL_S

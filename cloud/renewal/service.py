@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from decimal import Decimal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -29,7 +29,7 @@ from .package import AnchorSummary, PackageInputs, Reduction, build_package
 from .triggers import Firing, Progress, evaluate
 
 # The delivery functions are re-exported: callers find every package operation here.
-__all__ = ("contract_bundle", "contract_bundle_chunks", "progress", "check_renewals", "list_packages", "tenant_packages", "package_detail", "get_package", "set_endpoint",
+__all__ = ("contract_bundle", "contract_bundle_chunks", "progress", "StepReport", "PACKAGE_STEPS", "check_renewals", "list_packages", "tenant_packages", "package_detail", "get_package", "set_endpoint",
            "request_redelivery", "claim_delivery", "deliver_claimed", "deliver_package")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
@@ -165,7 +165,7 @@ async def progress(conn: Conn, tenant_id: str, contract_id: str) -> tuple[Any, d
 
 
 async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fired_at: dt.datetime, states: dict[str, Progress],
-                  charges: dict[str, Any], total: Decimal, today: dt.date) -> PackageInputs:
+                  charges: dict[str, Any], total: Decimal, today: dt.date, *, before_bundle: Callable[[], Awaitable[None]]) -> PackageInputs:
     gains = await anchor_gains(conn, tenant_id, contract.id)
     # Days a non-routine adjustment takes out back no claim in the package, as they bill nothing.
     values, _ = split_excluded(await billable_values(conn, tenant_id, contract.id), await load_exclusions(conn, tenant_id, contract.id))
@@ -212,6 +212,7 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
             reductions.append(Reduction(name, 60 * baseline_reasons.get(name, 0.0) / baseline_busy, 60 * reporting_reasons.get(name, 0.0) / reporting_busy))
     first = min(a.reporting.first_date for a in contract.anchors)
     availability = await machine_availability(conn, tenant_id, sorted(machines), first, today)
+    await before_bundle()
     bundle = await contract_bundle(conn, tenant_id, contract.id, created_at=fired_at)
     # The vouchers behind the total: the verified ones settlement counts, without those an adjustment excludes.
     return PackageInputs(contract, firing, fired_at, total, len(values), anchors, reductions, availability, bundle)
@@ -242,24 +243,52 @@ async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], day
     return reasons, int(totals[0]["busy_ms"]) / 60_000
 
 
-async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today: dt.date, actor: str = "system", pdf: bool = True) -> list[dict[str, Any]]:
+# Reports a check's progress: the step's name, its number (from 1) and the number of steps.
+StepReport = Callable[[str, int, int], Awaitable[None]]
+# The steps of one package, after the first step that reads the values and evaluates the triggers.
+PACKAGE_STEPS = ("inputs", "bundle", "documents", "store")
+
+
+async def _no_report(step: str, number: int, count: int) -> None:
+    return None
+
+
+async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today: dt.date, actor: str = "system", pdf: bool = True,
+                         report: StepReport = _no_report, waiting: list[Firing] | None = None) -> list[dict[str, Any]]:
     """Evaluate the contract's triggers and build a package for each firing not built before; return the new packages.
 
     Runs in the caller's transaction. A firing whose package exists is skipped
     before anything is built; the unique key also stops a concurrent duplicate.
+    While the contract has no verified voucher, no package is built, because it
+    would state a value of 0 for good: each such firing is appended to
+    ``waiting`` and builds at the first check after a verified voucher arrived.
+    ``report`` hears of each step: ``values``, then :data:`PACKAGE_STEPS` per package.
     """
+    await report("values", 1, 1)
     contract, states, charges, total = await progress(conn, tenant_id, contract_id)
     firings = evaluate(contract, today=today, progress=states, realized_total=total)
     built = await fetch_dicts(conn, "SELECT trigger_key FROM renewal_packages WHERE tenant_id = %s AND contract_id = %s", (tenant_id, contract_id))
     done = {row["trigger_key"] for row in built}
+    due = [firing for firing in firings if firing.key not in done]
+    if due and not await _has_verified_voucher(conn, tenant_id, contract_id):
+        for firing in due:
+            log.info("renewal_package_waiting", tenant=tenant_id, contract=contract_id, trigger=firing.key, reason="no verified voucher")
+        if waiting is not None:
+            waiting += due
+        return []
+
     created = []
-    for firing in firings:
-        if firing.key in done:
-            continue
+    count = 1 + len(PACKAGE_STEPS) * len(due)
+    for index, firing in enumerate(due):
+        first = 2 + len(PACKAGE_STEPS) * index
         fired_at = dt.datetime.now(dt.UTC)
-        inputs = await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today)
+        await report("inputs", first, count)
+        inputs = await _inputs(conn, tenant_id, contract, firing, fired_at, states, charges, total, today,
+                               before_bundle=lambda: report("bundle", first + 1, count))
+        await report("documents", first + 2, count)
         # The PDF summaries take seconds to draw; on a worker thread they hold up no other request or ingest.
         package = await asyncio.to_thread(build_package, inputs, pdf=pdf)
+        await report("store", first + 3, count)
         rows = await fetch_dicts(
             conn,
             "INSERT INTO renewal_packages (tenant_id, contract_id, trigger_key, trigger_kind, fired_at, detail, summary_html, archive, archive_sha256, talking_points)"
@@ -275,6 +304,12 @@ async def check_renewals(conn: Conn, tenant_id: str, contract_id: str, *, today:
         log.info("renewal_package_built", tenant=tenant_id, contract=contract_id, trigger=firing.key, package=rows[0]["id"])
         created.append(rows[0])
     return created
+
+
+async def _has_verified_voucher(conn: Conn, tenant_id: str, contract_id: str) -> bool:
+    """Return whether settlement counts any voucher of the contract: verified and not taken out by a non-routine adjustment."""
+    values, _ = split_excluded(await billable_values(conn, tenant_id, contract_id), await load_exclusions(conn, tenant_id, contract_id))
+    return bool(values)
 
 
 # Whether a delivery loop holds the package's advisory lock (see claim_delivery): pg_locks shows a bigint key

@@ -8,7 +8,7 @@ import ipaddress
 import re
 import zipfile
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import idna
@@ -27,7 +27,9 @@ from valuegate.cloud.auth import requires
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.renewal.package import trigger_text
 from valuegate.cloud.renewal.targets import HostUnresolved, TargetRejected, mask_url, resolve_target
-from valuegate.cloud.renewal.triggers import Firing, TriggerError
+from valuegate.cloud.renewal import checks
+from valuegate.cloud.renewal.loop import start_job
+from valuegate.cloud.renewal.triggers import Firing
 from valuegate.cloud.settlement.store import load_contract
 from valuegate.cloud.store import Conflict, Invalid, NotFound
 
@@ -41,7 +43,7 @@ class WebhookForm(msgspec.Struct):
     url: Filled
     secret: Filled
 
-__all__ = ("check_renewal", "package_page", "deliver_package", "package_archive", "package_member", "set_webhook", "trigger_label")
+__all__ = ("check_renewal", "check_page", "package_page", "deliver_package", "package_archive", "package_member", "set_webhook", "trigger_label")
 
 log = structlog.get_logger("valuegate.cloud.web")
 ANY_ROLE = requires()
@@ -69,19 +71,49 @@ async def _deliver_claimed(claim: Any, settings: Any) -> None:
         log.error("webhook_delivery_crashed", tenant=claim.tenant_id, package=claim.package_id, error=str(exc))
 
 
+async def _check_and_deliver(pool: Any, settings: Any, claim: checks.CheckClaim) -> None:
+    created = await checks.run_check(pool, claim, today=dt.datetime.now(dt.UTC).date())
+    # Deliveries retry with backoff, so they start only after the check has released the contract.
+    await _deliver_all(settings, claim.tenant_id, [p["id"] for p in created])
+
+
 @post("/contracts/{contract_id:str}/renewal-check", guards=[requires(*CSM_EDIT)], name="web:renewal-check", status_code=303)
 async def check_renewal(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Redirect:
+    """Start the contract's renewal check in the background and show its page; while a check runs, start none and show that one."""
     principal = principal_of(request)
-    try:
-        created = await renewal.check_renewals(conn, principal.tenant_id, contract_id, today=dt.datetime.now(dt.UTC).date(), actor=principal.actor)
-    except TriggerError as exc:
-        raise Invalid(str(exc), code="invalid_trigger") from exc
-    await conn.commit()
-    # Deliveries retry with backoff, so they run after the response has gone out.
-    task = None
-    if created:
-        task = BackgroundTask(_deliver_all, request.app.state.settings, principal.tenant_id, [p["id"] for p in created])
-    return Redirect(f"/contracts/{contract_id}?done=renewal.check#renewal", status_code=303, background=task)
+    await load_contract(conn, principal.tenant_id, contract_id)
+    settings = request.app.state.settings
+    claim = await checks.claim_check(settings.dsn, principal.tenant_id, contract_id, actor=principal.actor)
+    if claim is None:
+        return Redirect(f"/contracts/{contract_id}/renewal-check?done=renewal.check_running", status_code=303)
+    start_job(request.app, _check_and_deliver(request.app.state.pool, settings, claim), name=f"renewal-check:{principal.tenant_id}:{contract_id}")
+    return Redirect(f"/contracts/{contract_id}/renewal-check?done=renewal.check_started", status_code=303)
+
+
+# Seconds between reloads of a running check's page; the page reloads itself through the Refresh header, without scripts.
+CHECK_REFRESH_S = 3
+_CHECK_FLASHES = {"renewal.check_started": "renewal.check_started", "renewal.check_running": "renewal.check_already_running"}
+
+
+@get("/contracts/{contract_id:str}/renewal-check", guards=[ANY_ROLE], name="web:renewal-check-page")
+async def check_page(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> Response[str]:
+    """Show the contract's latest renewal check: its step while it runs, then the packages it built or the triggers waiting for vouchers."""
+    principal = principal_of(request)
+    language = language_of(request)
+    contract, _ = await load_contract(conn, principal.tenant_id, contract_id)
+    state = await checks.check_state(conn, principal.tenant_id, contract_id)
+    waiting = []
+    if state is not None:
+        waiting = [trigger_text(Firing(item["key"], item["kind"], dict(item["detail"] or {})), language, contract) for item in state["waiting"]]
+    done = request.query_params.get("done")
+    response = page(
+        request, "renewal/check.html", contract=contract, check=state, waiting=waiting, can_check=principal.has(*CSM_EDIT),
+        flash=translate(language, _CHECK_FLASHES[done]) if done in _CHECK_FLASHES else None,
+    )
+    if state is not None and state["state"] == "running":
+        # The reload drops ?done=, so the note about the click shows only once.
+        response.headers["Refresh"] = f"{CHECK_REFRESH_S}; url=/contracts/{quote(contract_id, safe='')}/renewal-check"
+    return response
 
 
 async def _package(request: Request[Any, Any, Any], conn: Any, package_id: int) -> dict[str, Any]:

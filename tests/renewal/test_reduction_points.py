@@ -101,10 +101,27 @@ async def test_reductions_only_from_voucher_days(database) -> None:
 
 
 @pytest.mark.postgres
-async def test_no_verified_voucher_no_reduction(database) -> None:
-    *points, _ = await package_points(database, 0)
-    assert points[0] == "CNY 0.00 of value realized over the contract so far, from 0 verified vouchers."
-    assert not [p for p in points if "downtime" in p]
+async def test_no_verified_voucher_waits(database) -> None:
+    """Without a verified voucher the trigger waits: a package then would state CNY 0.00 from 0 vouchers for good."""
+    key = Ed25519PrivateKey.generate()
+    await seed(database, oee_contract(triggers=[{"kind": "days_before_end", "days": 250}], anchor={"scope": ["m-1"]}), key)
+    await ingest_telemetry(database, stop_minutes("m-1", dt.date(2024, 5, 7), 5_000, "103"))
+    waiting: list = []
+    async with await connect(database) as conn:
+        assert await service.check_renewals(conn, "acme", "C-1", today=dt.date(2024, 6, 1), pdf=False, waiting=waiting) == []
+        cur = await conn.execute("SELECT count(*) FROM renewal_packages")
+        assert await cur.fetchone() == (0,)
+    assert [firing.key for firing in waiting] == ["days_before_end:250"]
+
+    # The first verified voucher arrives, and the next check builds the package from it.
+    await ingest(database, voucher_chain(key, 1))
+    async with await connect(database) as conn:
+        later: list = []
+        (package,) = await service.check_renewals(conn, "acme", "C-1", today=dt.date(2024, 6, 1), pdf=False, waiting=later)
+        stored = await service.get_package(conn, "acme", package["id"])
+    assert later == []
+    points = json.loads(zipfile.ZipFile(io.BytesIO(bytes(stored["archive"]))).read("talking-points.json"))["en"]
+    assert points[0] == "CNY 3,000.00 of value realized over the contract so far, from 1 verified vouchers."
 
 
 @pytest.mark.postgres

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.web.site import PASSWORD
+from tests.web.renewal_check import finished_check
 from tests.web.test_pages import csrf
 from tests.web.test_run_approval import approve, start_run
 
@@ -24,6 +25,7 @@ def package_id(site) -> str:
     with httpx.Client(base_url=site.url, timeout=30) as csm:
         assert csm.post("/login", data={"username": "csm1", "password": PASSWORD}).status_code == 303
         assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 303
+        assert finished_check(csm, "C-1") == "done"
         return re.search(r'href="/packages/(\d+)"', csm.get("/contracts/C-1").text).group(1)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.renewal.receiver import receiver
 from tests.settlement.seed import connect
+from tests.web.renewal_check import finished_check
 from tests.web.test_form_validation import csrf
 from valuegate.cloud.renewal import service
 
@@ -30,6 +31,7 @@ def test_deliver_again_from_package_page(site, login):
     csm = login("csm1")
     built = csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)})
     assert built.status_code == 303
+    assert finished_check(csm, "C-1") == "done"
     with psycopg.connect(site.dsn) as conn:
         (package_id,) = conn.execute("SELECT min(id) FROM renewal_packages WHERE tenant_id = 'acme'").fetchone()
 

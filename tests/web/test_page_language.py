@@ -13,6 +13,7 @@ import pytest
 from tests.factories import make_claims
 from tests.settlement.seed import connect, ingest, save_contract
 from tests.verify.bundles import oee_contract
+from tests.web.renewal_check import finished_check
 from tests.web.test_pages import csrf
 from valuegate.edge.kernels import kpis, totals_from_columns
 from valuegate.edge.methodology import day_sufficiency
@@ -130,6 +131,7 @@ def test_lower_bound_contract_leads_with_it(login) -> None:
 def test_renewal_rows_name_anchor_title(login) -> None:
     csm = login("csm1")
     assert csm.post("/contracts/C-1/renewal-check", data={"_csrf_token": csrf(csm.get("/contracts/C-1").text)}).status_code == 303
+    assert finished_check(csm, "C-1") == "done"
     chinese = csm.get("/contracts/C-1?lang=zh-CN").text
     assert "价值锚点“一号线 OEE”已达成目标" in chinese
     assert "价值锚点“line-oee”" not in chinese
