@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
@@ -23,7 +23,7 @@ from valuegate.edge.kernels import kpis, totals_from_columns
 from .contracts import current_contract
 from .store import NotFound
 
-__all__ = ("VOUCHER_STATES", "SUPERSEDED_SQL", "contract_value", "contract_vouchers", "get_voucher", "list_machines", "machine_kpis", "list_rejections", "list_audit")
+__all__ = ("VOUCHER_STATES", "SUPERSEDED_SQL", "contract_value", "contract_vouchers", "get_voucher", "list_machines", "MachineReport", "machine_kpis", "machine_report", "list_rejections", "list_audit")
 
 Conn = psycopg.AsyncConnection[Any]
 VOUCHER_STATES = ("verified", "reproduced", "mismatch", "gap", "rejected")
@@ -192,20 +192,22 @@ _VOUCHER_COLUMNS = f"""v.voucher_id, v.gateway_id, v.seq, v.anchor_id, v.plant_d
 async def contract_vouchers(
     conn: Conn, tenant_id: str, contract_id: str, *, state: str | None = None, anchor: str | None = None, limit: int = 100, offset: int = 0
 ) -> dict[str, Any]:
-    """List the contract's vouchers with their state, newest plant day first.
+    """List the contract's vouchers with their state, newest plant day first; ``total`` counts every match, before the limit and offset.
 
     ``rejected`` lists rejections instead, leaving out those superseded by a stored voucher of the same id.
     """
     await current_contract(conn, tenant_id, contract_id)
     cur = conn.cursor(row_factory=dict_row)
     if state == "rejected":
+        where = f" FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}"
         await cur.execute(
             "SELECT r.id, r.received_at, r.last_received_at, r.received_count, r.voucher_id, r.gateway_id, r.code, r.reason, 'rejected' AS state"
-            f" FROM rejections r WHERE r.tenant_id = %s AND r.contract_id = %s AND NOT {SUPERSEDED_SQL}"
-            " ORDER BY r.last_received_at DESC, r.id DESC LIMIT %s OFFSET %s",
+            f"{where} ORDER BY r.last_received_at DESC, r.id DESC LIMIT %s OFFSET %s",
             (tenant_id, contract_id, limit, offset),
         )
-        return {"items": with_actions(tenant_id, await cur.fetchall()), "limit": limit, "offset": offset}
+        items = with_actions(tenant_id, await cur.fetchall())
+        total = await _count(conn, f"SELECT count(*){where}", [tenant_id, contract_id])
+        return {"items": items, "limit": limit, "offset": offset, "total": total}
     sql = (
         f"SELECT {_VOUCHER_COLUMNS} FROM vouchers v JOIN voucher_chain c ON c.gateway_id = v.gateway_id AND c.seq = v.seq"
         " LEFT JOIN gateway_chain g ON g.gateway_id = v.gateway_id WHERE v.tenant_id = %s AND v.contract_id = %s"
@@ -217,9 +219,21 @@ async def contract_vouchers(
     if state is not None:
         sql = f"SELECT * FROM ({sql}) s WHERE s.state = %s"
         params.append(state)
-    sql += " ORDER BY plant_date DESC, voucher_id LIMIT %s OFFSET %s"
-    await cur.execute(sql, [*params, limit, offset])
-    return {"items": await cur.fetchall(), "limit": limit, "offset": offset}
+    await cur.execute(f"{sql} ORDER BY plant_date DESC, voucher_id LIMIT %s OFFSET %s", [*params, limit, offset])
+    items = await cur.fetchall()
+    if state is None:
+        # Every stored voucher has its voucher_chain row, so the count needs no join and reads the contract index alone.
+        count_sql = "SELECT count(*) FROM vouchers v WHERE v.tenant_id = %s AND v.contract_id = %s" + (" AND v.anchor_id = %s" if anchor is not None else "")
+    else:
+        count_sql = f"SELECT count(*) FROM ({sql}) counted"
+    total = await _count(conn, count_sql, params)
+    return {"items": items, "limit": limit, "offset": offset, "total": total}
+
+
+async def _count(conn: Conn, sql: str, params: list[Any]) -> int:
+    cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def get_voucher(conn: Conn, tenant_id: str, voucher_id: str) -> dict[str, Any]:
@@ -245,8 +259,25 @@ async def list_machines(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     return await cur.fetchall()
 
 
+class MachineReport(NamedTuple):
+    """One machine over plant dates: KPIs per day, and the sums its downtime Pareto needs, in milliseconds."""
+
+    days: list[dict[str, Any]]
+    reason_ms: dict[str, int]
+    unplanned_stop_ms: int
+    planned_busy_ms: int
+
+
 async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
     """Return ISO 22400-2 KPIs per plant day of one machine from the machine-day aggregate (days without data are left out)."""
+    return (await machine_report(conn, tenant_id, machine_id, first, last)).days
+
+
+async def machine_report(conn: Conn, tenant_id: str, machine_id: str, first: dt.date, last: dt.date) -> MachineReport:
+    """Return :func:`machine_kpis` with the machine's downtime per reason code over the same dates, in three statements.
+
+    Raise :class:`NotFound` when the machine is unknown and has no telemetry either.
+    """
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute("SELECT ideal_cycle_time_s FROM machines WHERE tenant_id = %s AND id = %s", (tenant_id, machine_id))
     machine = await cur.fetchone()
@@ -261,23 +292,39 @@ async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.da
     if machine is None and not rows:
         raise NotFound(f"machine {machine_id!r} not found")
     # The machine-day aggregate has no reason columns, so the downtime per reason code comes from the minute records.
+    # A plant date is within a day of its UTC date, because zone offsets are between UTC-12 and UTC+14. So the bound on
+    # minute lets the primary key (tenant, machine, minute) skip the minutes outside the dates.
     await cur.execute(
         "SELECT t.plant_date, r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
-        " WHERE t.tenant_id = %s AND t.machine_id = %s AND t.plant_date BETWEEN %s AND %s GROUP BY t.plant_date, r.key",
-        (tenant_id, machine_id, first, last),
+        " WHERE t.tenant_id = %s AND t.machine_id = %s AND t.minute >= %s AND t.minute < %s AND t.plant_date BETWEEN %s AND %s"
+        " AND t.reasons <> '{}'::jsonb GROUP BY t.plant_date, r.key",
+        (tenant_id, machine_id, _utc_midnight(first - dt.timedelta(days=1)), _utc_midnight(last + dt.timedelta(days=2)), first, last),
     )
     reasons: dict[dt.date, dict[str, int]] = {}
     for row in await cur.fetchall():
         reasons.setdefault(row["plant_date"], {})[row["reason"]] = int(row["ms"])
     ideal = machine["ideal_cycle_time_s"] if machine else None
     days = []
+    reason_ms: dict[str, int] = {}
+    unplanned_ms = busy_ms = 0
     for row in rows:
         state_ms = [int(row[f"{name}_ms"]) for name in ("running", "idle", "planned_stop", "unplanned_stop", "changeover", "offline")]
+        day_reasons = reasons.get(row["plant_date"], {})
         totals = totals_from_columns(state_ms, produced=int(row["produced"]), reject=int(row["reject"]), stops=int(row["stops"]),
-                                     reasons=reasons.get(row["plant_date"]), ideal_cycle_time_s=ideal)
+                                     reasons=day_reasons or None, ideal_cycle_time_s=ideal)
         result = kpis(totals)
         days.append({"plant_date": row["plant_date"], "minutes": int(row["minutes"]), "kpis": result})
-    return days
+        for code, ms in day_reasons.items():
+            reason_ms[code] = reason_ms.get(code, 0) + ms
+        # Planned busy time (ISO 22400-2): everything but planned stops and missing data.
+        running, idle, _, unplanned, changeover, _ = state_ms
+        unplanned_ms += unplanned
+        busy_ms += running + idle + unplanned + changeover
+    return MachineReport(days, reason_ms, unplanned_ms, busy_ms)
+
+
+def _utc_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def _revoked_key_action(tenant_id: str, gateway: str) -> str:

@@ -51,7 +51,15 @@ class ContractController(Controller):
     async def value(self, request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str]) -> dict[str, Any]:
         return await reports.contract_value(conn, caller(request).tenant_id, contract_id)
 
-    @get("/{contract_id:str}/vouchers", summary="The contract's vouchers with their verification state")
+    @get(
+        "/{contract_id:str}/vouchers", summary="The contract's vouchers with their verification state",
+        description=(
+            "Returns `items` (newest plant date first), the `limit` and `offset` that were applied, and `total`, the number of vouchers "
+            "that match `state` and `anchor` before `limit` and `offset` are applied. The next page starts at `offset + limit`, and "
+            "there is none once that reaches `total`. With `state=rejected`, `items` and `total` cover the rejections that no stored "
+            "voucher superseded."
+        ),
+    )
     async def vouchers(
         self,
         request: Request[Any, Any, Any],

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -20,81 +18,29 @@ from valuegate.cloud.contracts import list_contracts
 from valuegate.cloud.renewal import service as renewal
 from valuegate.cloud.settlement import store as settlement
 from valuegate.cloud.settlement.gaps import missing_runs
-from valuegate.cloud.settlement.invoice import split_excluded
-from valuegate.cloud.settlement.pricing import PricingError, VoucherValue, latest_per_day, price_anchor
-from valuegate.cloud.store import NotFound
-from valuegate.edge.methodology import METRICS
+from valuegate.cloud.store import Invalid, NotFound
 
-from .billing_findings import Finding, chain_gap_finding, claimed_values, gap_findings, rejected_points, rejection_findings
-from .charts import UNBILLED, GainPoint, gain_chart, pareto_chart
-from .i18n import format_date, translate
+from .anchor_cards import MODES, anchor_views, group_finding, pareto_bars, pareto_labels
+from .billing_findings import chain_gap_finding, claimed_values, gap_findings, rejection_findings
+from .charts import pareto_chart
+from .i18n import translate
 from .pages import CSM_EDIT, FINANCE_VIEW, Filled, forbid_unless, language_of, page, parse_date, principal_of
-from .queries import (
-    Downtime,
-    anchor_gains,
-    chain_gaps,
-    downtime_by_reason,
-    gap_vouchers,
-    machine_availability,
-    rejected_payloads,
-    rejection_groups,
-    rejections,
-    unreproduced_vouchers,
-)
-from .reasons import date_ranges, no_production_scheduled, parse_reason, reason_text, rejection_text
-from .recomputation import CauseGroup, group_text, group_vouchers, voucher_runs
+from .queries import Downtime, chain_gaps, gap_vouchers, machine_period_totals, rejection_groups, rejections, unreproduced_vouchers
+from .reasons import rejection_text
+from .recomputation import CauseGroup, group_vouchers
 from .renewal_views import trigger_label
 
-__all__ = ("contracts_page", "contract_page", "machine_page", "add_adjustment", "withdraw_adjustment")
+__all__ = ("contracts_page", "contract_page", "anchor_page", "machine_page", "add_adjustment", "withdraw_adjustment")
 
 ANY_ROLE = requires()
-MODES = ("point", "lower_bound")
+# A contract with more anchors than this shows them in a summary table, each linking to its own page with the two charts.
+# A gain chart of 365 daily vouchers is about 90 KB of SVG, so 8 charted anchors add about 0.7 MB of charts to the page.
+CHARTED_ANCHORS_MAX = 8
+# Vouchers per page of the contract page's voucher table.
+VOUCHER_PAGE_SIZE = 500
 
-
-def _group_finding(group: CauseGroup, language: str, tenant: str) -> Finding:
-    return Finding(group_text(group, language, tenant), vouchers=tuple(voucher_runs(group.gateway, group.seqs)), details=tuple(group.details))
-
-
-def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[str, Decimal | None]:
-    """Return the anchor's mean gain per counted day from the point estimates and from the lower bounds.
-
-    Priced anchors count days as their price does. Other anchors count sufficient running days, as the renewal progress does.
-    """
-    mine = [value for value in values if value.anchor == anchor.id]
-    means: dict[str, Decimal | None] = {}
-    for mode in MODES:
-        if anchor.price is not None:
-            try:
-                means[mode] = price_anchor(contract, anchor.id, mine, mode=mode).mean_gain
-            except PricingError:
-                means[mode] = None
-            continue
-        kept, _ = latest_per_day(mine)
-        counted = [value.gain(mode) for value in kept if value.sufficient and value.running_day]
-        means[mode] = sum(counted, Decimal(0)) / len(counted) if counted else None
-    return means
-
-
-def _chart_labels(language: str, title: str) -> dict[str, str]:
-    keys = ("baseline", "target", "interval", "insufficient", "no_data", "day_tip", "day_tip_insufficient", "state_tip", "legend_billable")
-    labels = {key: translate(language, f"chart.{key}") for key in keys}
-    labels |= {f"legend.{state}": translate(language, f"chart.legend.{state}") for state in UNBILLED}
-    return {"title": title, **labels}
-
-
-def _pareto_labels(language: str, title: str, *, empty: str = "pareto.empty") -> dict[str, str]:
-    return {
-        "title": title, "minutes": translate(language, "pareto.minutes"), "cumulative": translate(language, "chart.cumulative"),
-        "no_data": translate(language, empty), "tip": translate(language, "pareto.tip"),
-    }
-
-
-def _pareto_bars(downtime: Downtime, language: str) -> list[tuple[str, float]]:
-    """Return the chart's bars: each reason code, and the stops without a code under a translated label in parentheses."""
-    bars = list(downtime.by_reason.items())
-    if downtime.unassigned > 0:
-        bars.append((translate(language, "pareto.unassigned"), downtime.unassigned))
-    return bars
+# Kept under their former names for callers outside this module.
+_pareto_bars, _pareto_labels = pareto_bars, pareto_labels
 
 
 @get("/contracts", guards=[ANY_ROLE], name="web:contracts")
@@ -115,83 +61,48 @@ async def contracts_page(request: Request[Any, Any, Any], conn: Conn) -> Respons
     return page(request, "contracts.html", contracts=contracts, webhook=webhook, flash=flash)
 
 
-async def _anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, Any], charges: dict[str, Any], language: str,
-                        groups: list[CauseGroup], gaps: dict[str, list[Finding]]) -> list[dict[str, Any]]:
-    gains = await anchor_gains(conn, tenant, contract.id)
-    rejected = rejected_points(await rejected_payloads(conn, tenant, contract.id))
-    # The page counts what settlement bills: vouchers a non-routine adjustment takes out are listed as findings, not counted.
-    values, excluded = split_excluded(await settlement.billable_values(conn, tenant, contract.id), await settlement.load_exclusions(conn, tenant, contract.id))
-    separator = translate(language, "quality.reason_separator")
-    today = dt.datetime.now(dt.UTC).date()
-    views = []
-    for anchor in contract.anchors:
-        rows = [g for g in gains if g["anchor_id"] == anchor.id]
-        title = anchor.title.get(language, anchor.id)
-        state = states.get(anchor.id)
-        charge = charges.get(anchor.id)
-        downtime = await downtime_by_reason(conn, tenant, anchor.scope, anchor.reporting.first_date, min(anchor.reporting.last_date, today))
+class _Cards(NamedTuple):
+    """The anchor cards of a contract, with the findings read to build them that the contract page lists too."""
 
-        # Findings sit next to the numbers they change: days that bill nothing, disagreements, exclusions.
-        # Days with no production scheduled bill nothing too, but are listed apart: nothing is wrong with their data.
-        # A chain gap comes first, because no later voucher of the gateway bills until it is filled, whatever its data.
-        findings: list[Finding] = list(gaps.get(anchor.id, []))
-        no_production: list[dt.date] = []
-        for g in rows:
-            day = format_date(g["plant_date"], language)
-            if not g["sufficient"]:
-                day_reasons = [parse_reason(text) for text in g["reasons"] or []]
-                if no_production_scheduled(g["planned_busy_min"], day_reasons):
-                    no_production.append(g["plant_date"])
-                    continue
-                why = separator.join(reason_text(reason, language) for reason in day_reasons) or "–"
-                findings.append(Finding(translate(language, "quality.insufficient_day", date=day, reasons=why), "; ".join(g["reasons"] or [])))
-            elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
-                findings.append(Finding(translate(language, "quality.not_running_day", date=day)))
-        findings += [_group_finding(group, language, tenant) for group in groups if group.anchor == anchor.id]
-        findings += [Finding(translate(language, "quality.excluded", voucher=value.voucher_id, id=exclusion.id))
-                     for value, exclusion in excluded if value.anchor == anchor.id]
-        # The chart leaves out days with no production scheduled: they have no gain to show.
-        # It draws the vouchers that bill nothing whatever their data (gap, disagreement, exclusion, rejection) apart.
-        excluded_ids = {value.voucher_id for value, _ in excluded if value.anchor == anchor.id}
-        points = [
-            GainPoint(g["plant_date"], float(g["delta_point"]), float(g["delta_low"]), float(g["delta_high"]), g["sufficient"],
-                      state="excluded" if g["state"] == "billable" and g["voucher_id"] in excluded_ids else g["state"])
-            for g in rows
-            if g["plant_date"] not in no_production
-        ]
-        points += rejected.get(anchor.id, [])
+    contract: Any
+    total: Any
+    anchors: list[dict[str, Any]]
+    groups: list[CauseGroup]
+    gap_rows: list[dict[str, Any]]
+    gap_chains: list[dict[str, Any]]
+    missing: Any
 
-        views.append(
-            {
-                "id": anchor.id,
-                "title": title,
-                "metric": anchor.metric,
-                "quantity": METRICS[anchor.metric].quantity,
-                "unit": METRICS[anchor.metric].unit,
-                "scope": anchor.scope,
-                "target": anchor.target,
-                "mean_gain": state.mean_gain if state else None,
-                "means": _mean_gains(contract, anchor, values),
-                "target_met": state.target_met if state and state.target is not None and state.mean_gain is not None else None,
-                "days": charge.days if charge else sum(1 for g in rows if g["sufficient"] and g["running_day"]),
-                "amount": charge.amount if charge else None,
-                "price": anchor.price,
-                "cap": anchor.cap,
-                "floor": anchor.floor,
-                "baseline_first": anchor.baseline.first_date,
-                "baseline_last": anchor.baseline.last_date,
-                "baseline_value": rows[-1]["baseline_value"] if rows else None,
-                "reporting_first": anchor.reporting.first_date,
-                "reporting_last": anchor.reporting.last_date,
-                "chart": gain_chart(points, target=anchor.target, labels=_chart_labels(language, translate(language, "chart.titled", anchor=title, chart=translate(language, "anchor.chart_title"))),
-                                    format_day=lambda day: format_date(day, language)),
-                "pareto": pareto_chart(_pareto_bars(downtime, language), labels=_pareto_labels(language, translate(language, "chart.titled", anchor=title, chart=translate(language, "pareto.heading")))),
-                "findings": findings,
-                "no_production": len(no_production),
-                "no_production_dates": date_ranges(no_production, language),
-            }
-        )
-    return views
+
+async def _cards(conn: Any, tenant: str, contract_id: str, language: str, *, only: str | None = None) -> _Cards:
+    """Build the anchor cards of a contract: all of them charted up to :data:`CHARTED_ANCHORS_MAX` anchors, else only ``only``."""
+    contract, states, charges, total = await renewal.progress(conn, tenant, contract_id)
+    if only is not None and only not in {anchor.id for anchor in contract.anchors}:
+        raise NotFound(f"value anchor {only!r} is not in contract {contract_id!r}")
+    groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
+    gap_rows = await gap_vouchers(conn, tenant, contract_id)
+    gap_chains = await chain_gaps(conn, tenant, contract_id)
+    missing = await missing_runs(conn, tenant, [row["gateway_id"] for row in gap_rows + gap_chains])
+    if only is not None:
+        charted = {only}
+    elif len(contract.anchors) <= CHARTED_ANCHORS_MAX:
+        charted = {anchor.id for anchor in contract.anchors}
+    else:
+        charted = set()
+    gaps = gap_findings(gap_rows, language, missing, tenant)
+    anchors = await anchor_views(conn, tenant, contract, states, charges, language, groups, gaps, charted=charted)
+    return _Cards(contract, total, anchors, groups, gap_rows, gap_chains, missing)
+
+
+def _voucher_page(request: Request[Any, Any, Any]) -> int:
+    """Return the page number of the voucher table from ``?vouchers=``, 1 when absent."""
+    text = request.query_params.get("vouchers")
+    if text is None:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        error = Invalid(f"voucher page {text!r} is not a whole number from 1 to 1000000; use ?vouchers=1 for the first page", code="invalid_page")
+        error.params = {"value": text}  # type: ignore[attr-defined]
+        raise error
+    return int(text)
 
 
 @get("/contracts/{contract_id:str}", guards=[ANY_ROLE], name="web:contract")
@@ -199,32 +110,33 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     principal = principal_of(request)
     tenant = principal.tenant_id
     language = language_of(request)
-    contract, states, charges, total = await renewal.progress(conn, tenant, contract_id)
+    number = _voucher_page(request)
+    cards = await _cards(conn, tenant, contract_id, language)
+    contract = cards.contract
 
-    vouchers = (await reports.contract_vouchers(conn, tenant, contract_id, limit=500))["items"]
+    listed = await reports.contract_vouchers(conn, tenant, contract_id, limit=VOUCHER_PAGE_SIZE, offset=(number - 1) * VOUCHER_PAGE_SIZE)
+    pages = max(1, -(-listed["total"] // VOUCHER_PAGE_SIZE))
     adjustments = await settlement.list_adjustments(conn, tenant, contract_id)
-    groups = group_vouchers(await unreproduced_vouchers(conn, tenant, contract_id))
     known = {anchor.id for anchor in contract.anchors}
-    gap_rows = await gap_vouchers(conn, tenant, contract_id)
-    gap_chains = await chain_gaps(conn, tenant, contract_id)
-    missing = await missing_runs(conn, tenant, [row["gateway_id"] for row in gap_rows + gap_chains])
-    anchors = await _anchor_views(conn, tenant, contract, states, charges, language, groups, gap_findings(gap_rows, language, missing, tenant))
+    # The machine table covers the contract's reporting period, from the first anchor's first day to the last anchor's last day.
+    period = (min(a.reporting.first_date for a in contract.anchors), max(a.reporting.last_date for a in contract.anchors))
     machines = sorted({m for a in contract.anchors for m in a.scope})
-    first = min(a.reporting.first_date for a in contract.anchors)
-    availability = await machine_availability(conn, tenant, machines, first, dt.datetime.now(dt.UTC).date())
+    availability = await machine_period_totals(conn, tenant, machines, *period)
 
     # A gap that holds back vouchers of a current anchor is on that anchor's card; the others are listed with the contract's own findings.
+    gap_rows, missing = cards.gap_rows, cards.missing
     on_cards = {row["gateway_id"] for row in gap_rows if row["anchor_id"] in known}
-    chain_findings = [chain_gap_finding(row, language, missing, tenant) for row in gap_chains if row["gateway_id"] not in on_cards]
+    chain_findings = [chain_gap_finding(row, language, missing, tenant) for row in cards.gap_chains if row["gateway_id"] not in on_cards]
     for anchor_id, findings in gap_findings([row for row in gap_rows if row["anchor_id"] not in known], language, missing, tenant).items():
         chain_findings += [replace(f, text=translate(language, "quality.other_anchor", anchor=anchor_id, finding=f.text)) for f in findings]
     # Vouchers of an anchor the current contract revision no longer has are listed with the contract's own findings.
-    for group in groups:
+    for group in cards.groups:
         if group.anchor not in known:
-            finding = _group_finding(group, language, tenant)
+            finding = group_finding(group, language, tenant)
             chain_findings.append(replace(finding, text=translate(language, "quality.other_anchor", anchor=group.anchor, finding=finding.text)))
     chain_findings += rejection_findings(await rejection_groups(conn, tenant, contract_id), language)
-    rejected = await rejections(conn, tenant, contract_id)
+    # Rejected payloads are listed under the stored vouchers of the first page only.
+    rejected = await rejections(conn, tenant, contract_id) if number == 1 else []
     for r in rejected:
         r["reason_text"] = rejection_text(r["code"], language)
         # The table shows what the sender signed, marked as claimed: the cloud verified none of it.
@@ -234,12 +146,24 @@ async def contract_page(request: Request[Any, Any, Any], conn: Conn, contract_id
     for package in packages:
         package["trigger_text"] = trigger_label(package, contract, language)
     runs = await settlement.list_runs(conn, tenant, contract_id) if principal.has(*FINANCE_VIEW) else None
+    voucher_list = {"page": number, "pages": pages, "total": listed["total"], "first": listed["offset"] + 1, "last": listed["offset"] + len(listed["items"])}
     return page(
-        request, "contract.html", contract=contract, total=total, anchors=anchors, machines=availability, vouchers=vouchers, rejected=rejected,
+        request, "contract.html", contract=contract, total=cards.total, anchors=cards.anchors, machines=availability, machine_period=period,
+        vouchers=listed["items"], voucher_list=voucher_list, rejected=rejected,
         chain_findings=chain_findings, adjustments=adjustments, runs=runs, packages=packages, can_adjust=principal.has(*CSM_EDIT),
-        can_run=principal.has("finance"), flash=_flash(request, language), modes=MODES,
+        can_run=principal.has("finance"), flash=_flash(request, language), modes=MODES, summary=len(contract.anchors) > CHARTED_ANCHORS_MAX,
         anchor_titles={anchor.id: anchor.title.get(language, anchor.id) for anchor in contract.anchors},
     )
+
+
+@get("/contracts/{contract_id:str}/anchors/{anchor_id:str}", guards=[ANY_ROLE], name="web:anchor")
+async def anchor_page(request: Request[Any, Any, Any], conn: Conn, contract_id: FromPath[str], anchor_id: FromPath[str]) -> Response[str]:
+    """Show one value anchor's card with its gain chart and downtime Pareto, as the contract page shows it for a contract with few anchors."""
+    principal = principal_of(request)
+    language = language_of(request)
+    cards = await _cards(conn, principal.tenant_id, contract_id, language, only=anchor_id)
+    anchor = next(card for card in cards.anchors if card["id"] == anchor_id)
+    return page(request, "anchor.html", contract=cards.contract, anchor=anchor, modes=MODES)
 
 
 def _flash(request: Request[Any, Any, Any], language: str) -> str | None:
@@ -258,17 +182,20 @@ async def machine_page(request: Request[Any, Any, Any], conn: Conn, contract_id:
     first = min(a.baseline.first_date for a in anchors)
     last = max(a.reporting.last_date for a in anchors)
     try:
-        days = await reports.machine_kpis(conn, principal.tenant_id, machine_id, first, last)
+        report = await reports.machine_report(conn, principal.tenant_id, machine_id, first, last)
     except NotFound:
         # The machine is in the contract's scope but has sent no telemetry yet.
-        days = []
+        report = reports.MachineReport([], {}, 0, 0)
     known = {m["id"]: m for m in await reports.list_machines(conn, principal.tenant_id)}
-    downtime = await downtime_by_reason(conn, principal.tenant_id, [machine_id], first, last)
+    coded_ms = sum(report.reason_ms.values())
+    # A PLC without a reason tag, or a stop whose code is in the tag map's no_reason list, leaves the time without a code.
+    downtime = Downtime({code: ms / 60_000 for code, ms in report.reason_ms.items()}, max(report.unplanned_stop_ms - coded_ms, 0) / 60_000,
+                        report.planned_busy_ms / 60_000)
     title = translate(language, "machine.title", machine=machine_id)
     machine = known.get(machine_id, {"id": machine_id, "time_source": None, "mapping_hash": None})
     # This page spans the baseline and reporting periods of the machine's anchors, so its empty chart names both.
-    labels = _pareto_labels(language, title, empty="pareto.empty_machine")
-    return page(request, "machine.html", contract=contract, machine=machine, days=days, pareto=pareto_chart(_pareto_bars(downtime, language), labels=labels))
+    labels = pareto_labels(language, title, empty="pareto.empty_machine")
+    return page(request, "machine.html", contract=contract, machine=machine, days=report.days, pareto=pareto_chart(pareto_bars(downtime, language), labels=labels))
 
 
 class AdjustmentForm(msgspec.Struct):

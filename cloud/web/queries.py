@@ -13,8 +13,11 @@ from valuegate.cloud.settlement.gaps import REJECTED_SEQ_SQL
 
 __all__ = (
     "Downtime",
+    "Span",
     "downtime_by_reason",
+    "downtime_by_span",
     "machine_availability",
+    "machine_period_totals",
     "anchor_gains",
     "chain_gaps",
     "gap_vouchers",
@@ -65,6 +68,66 @@ async def downtime_by_reason(conn: Conn, tenant_id: str, machines: list[str], fi
     return Downtime(by_reason, unassigned_ms / 60_000, int(totals[0]["busy_ms"]) / 60_000)
 
 
+class Span(NamedTuple):
+    """Machines and plant dates whose downtime is summed under ``key``, such as a value anchor's scope and reporting period."""
+
+    key: str
+    machines: list[str]
+    first: dt.date
+    last: dt.date
+
+
+# A plant date lies within a day of its UTC date, because time zone offsets are between UTC-12 and UTC+14. This bound on
+# ``minute`` lets the telemetry primary key (tenant, machine, minute) limit the rows read to the dates asked for.
+_MINUTE_BOUND = (
+    "t.minute >= (s.first_date - 1)::timestamp AT TIME ZONE 'UTC' AND t.minute < (s.last_date + 2)::timestamp AT TIME ZONE 'UTC'"
+    " AND t.plant_date BETWEEN s.first_date AND s.last_date"
+)
+_SPANS = "unnest(%s::text[], %s::text[], %s::date[], %s::date[]) AS s(span, machine_id, first_date, last_date)"
+
+
+async def downtime_by_span(conn: Conn, tenant_id: str, spans: list[Span]) -> dict[str, Downtime]:
+    """Return :func:`downtime_by_reason` for every span in two statements, however many spans there are.
+
+    Reason codes exist only in the minute records, so one grouped statement reads the minutes with a stop or a reason code.
+    Planned busy time comes from the machine-day aggregate.
+    A span without any telemetry gets zeros.
+    """
+    if not spans:
+        return {}
+    flat = [(span.key, machine, span.first, span.last) for span in spans for machine in span.machines]
+    columns = [list(column) for column in zip(*flat, strict=True)] if flat else [[], [], [], []]
+    stops = await _rows(
+        conn,
+        "WITH stopped AS MATERIALIZED ("
+        f" SELECT s.span, t.unplanned_stop_ms, t.reasons FROM {_SPANS} JOIN telemetry t ON t.tenant_id = %s AND t.machine_id = s.machine_id"
+        f" AND {_MINUTE_BOUND} WHERE t.unplanned_stop_ms > 0 OR t.reasons <> '{{}}'::jsonb)"
+        " SELECT span, NULL AS reason, sum(unplanned_stop_ms) AS ms FROM stopped GROUP BY span"
+        " UNION ALL SELECT span, r.key AS reason, sum(r.value::bigint) AS ms FROM stopped, jsonb_each_text(stopped.reasons) r GROUP BY span, r.key",
+        (*columns, tenant_id),
+    )
+    busy = await _rows(
+        conn,
+        f"SELECT s.span, sum({_PBT_MS}) AS busy_ms FROM {_SPANS} JOIN machine_day d ON d.tenant_id = %s AND d.machine_id = s.machine_id"
+        " AND d.plant_date BETWEEN s.first_date AND s.last_date GROUP BY s.span",
+        (*columns, tenant_id),
+    )
+    reasons: dict[str, dict[str, int]] = {span.key: {} for span in spans}
+    down: dict[str, int] = {}
+    for row in stops:
+        if row["reason"] is None:
+            down[row["span"]] = int(row["ms"])
+        else:
+            reasons[row["span"]][row["reason"]] = int(row["ms"])
+    busy_ms = {row["span"]: int(row["busy_ms"]) for row in busy}
+    result = {}
+    for span in spans:
+        coded = reasons[span.key]
+        unassigned_ms = max(down.get(span.key, 0) - sum(coded.values()), 0)
+        result[span.key] = Downtime({code: ms / 60_000 for code, ms in coded.items()}, unassigned_ms / 60_000, busy_ms.get(span.key, 0) / 60_000)
+    return result
+
+
 async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
     """Return per machine the planned busy and running minutes over the dates and availability = running / planned busy."""
     rows = await _rows(
@@ -73,6 +136,24 @@ async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], 
         " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
         (tenant_id, machines, first, last),
     )
+    return _availability(rows)
+
+
+async def machine_period_totals(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Return what :func:`machine_availability` returns, summed from the machine-day aggregate instead of the minute records.
+
+    One statement reads a few rows per machine and day, so its cost does not grow with the minutes stored.
+    """
+    rows = await _rows(
+        conn,
+        f"SELECT machine_id, sum({_PBT_MS}) AS busy_ms, sum(running_ms) AS run_ms, sum(unplanned_stop_ms) AS down_ms, sum(stops) AS stops"
+        " FROM machine_day WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
+        (tenant_id, machines, first, last),
+    )
+    return _availability(rows)
+
+
+def _availability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = []
     for row in rows:
         busy = int(row["busy_ms"])

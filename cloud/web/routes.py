@@ -8,7 +8,7 @@ from litestar.di import Provide
 from valuegate.cloud.api.deps import provide_conn
 
 from .auth_views import login_page, login_submit, logout_submit, root
-from .contract_views import add_adjustment, contract_page, contracts_page, machine_page, withdraw_adjustment
+from .contract_views import add_adjustment, anchor_page, contract_page, contracts_page, machine_page, withdraw_adjustment
 from .pages import html_exception_handlers, reject_control_characters
 from .renewal_views import check_page, check_renewal, deliver_package, package_archive, package_member, package_page, set_webhook
 from .settlement_views import approve_run, bundle_download, discard_run, export_csv, export_pdf, run_invoice, run_page
@@ -22,7 +22,7 @@ def web_router() -> Router:
         path="/",
         route_handlers=[
             root, login_page, login_submit, logout_submit,
-            contracts_page, contract_page, machine_page, add_adjustment, withdraw_adjustment,
+            contracts_page, contract_page, anchor_page, machine_page, add_adjustment, withdraw_adjustment,
             run_invoice, run_page, approve_run, discard_run, export_csv, export_pdf, bundle_download,
             check_renewal, check_page, package_page, deliver_package, package_archive, package_member, set_webhook,
         ],

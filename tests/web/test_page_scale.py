@@ -1,0 +1,255 @@
+"""Contract pages at scale: statements per page, anchor summary, voucher paging and the machine table's period.
+
+The app runs in this process on a connection pool whose cursors record every statement, so a test can count
+what one page request sends to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar.testing import AsyncTestClient
+from psycopg_pool import AsyncConnectionPool
+
+from tests.factories import minute_records, voucher_chain
+from tests.settlement.seed import connect, ingest, ingest_telemetry, save_contract, seed
+from valuegate.cloud import auth
+from valuegate.cloud.app import create_app
+from valuegate.cloud.db import UTC_OPTIONS
+from valuegate.cloud.settings import CloudSettings
+from valuegate.cloud.web import contract_views
+from valuegate.cloud.web.queries import Span, downtime_by_reason, downtime_by_span
+from valuegate.edge.protocol import voucher as v
+from valuegate.edge.protocol.contract import parse_contract
+
+pytestmark = pytest.mark.postgres
+
+REPORTING_FIRST = dt.date(2024, 5, 1)
+REPORTING_LAST = dt.date(2024, 5, 31)
+JAM_DAY = dt.date(2024, 5, 7)
+# Anchors per contract: two and six are charted on the contract page, twelve are above CHARTED_ANCHORS_MAX.
+CONTRACTS = {"C-2": 2, "C-6": 6, "C-12": 12}
+
+
+def _contract(contract_id: str, anchors: int) -> Any:
+    return parse_contract({
+        "schema": "valuegate/contract/v1", "id": contract_id, "tenant": "acme", "customer": "ACME Bottling",
+        "start": "2024-04-01", "end": REPORTING_LAST.isoformat(),
+        "anchors": [
+            {
+                "id": f"a-{i}", "scope": [f"m-{i}"], "metric": "oee_points",
+                "baseline": {"first_date": "2024-04-01", "last_date": "2024-04-14", "min_days": 10},
+                "reporting": {"first_date": REPORTING_FIRST.isoformat(), "last_date": REPORTING_LAST.isoformat()},
+                "price": {"per": "oee_point_day", "amount": "2000"}, "target": 1.2, "title": {"en": f"Line {i} OEE", "zh-CN": f"{i} 号线 OEE"},
+            }
+            for i in range(1, anchors + 1)
+        ],
+    })  # fmt: skip
+
+
+def _stops(machine: str, day: dt.date, stop_ms: int, reason: str | None, minutes: int = 20) -> list[Any]:
+    start = dt.datetime.combine(day, dt.time(8), tzinfo=dt.UTC)
+    records = minute_records(machine, start, minutes, running_ms=60_000 - stop_ms, stop_ms=stop_ms)
+    return [msgspec.structs.replace(r, reasons={reason: stop_ms} if reason else {}) for r in records]
+
+
+class _CountingCursor(psycopg.AsyncCursor[Any]):
+    """A cursor that appends every statement it executes to the list its pool's test reads."""
+
+    statements: list[str] = []
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        _CountingCursor.statements.append(str(query) if not isinstance(query, bytes) else query.decode())
+        return await super().execute(query, params, **kwargs)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(False)
+    conn.cursor_factory = _CountingCursor
+
+
+@dataclass
+class Scale:
+    client: AsyncTestClient[Any]
+    headers: dict[str, str]
+    dsn: str
+
+    async def statements_of(self, path: str) -> tuple[int, list[str]]:
+        """Return the status of GET ``path`` and the statements the app ran for it, leaving out the token check.
+
+        The token check is left out because it also records when the token was last used, at most once a minute.
+        """
+        _CountingCursor.statements.clear()
+        response = await self.client.get(path, headers=self.headers)
+        return response.status_code, [s for s in _CountingCursor.statements if "api_tokens" not in s]
+
+    async def get(self, path: str) -> Any:
+        return await self.client.get(path, headers=self.headers)
+
+
+@pytest.fixture
+async def scale(database) -> AsyncIterator[Scale]:
+    """Contracts C-2, C-6 and C-12 of tenant acme, each with vouchers of its first anchors and telemetry of every machine."""
+    key = Ed25519PrivateKey.generate()
+    contracts = {contract_id: _contract(contract_id, count) for contract_id, count in CONTRACTS.items()}
+    await seed(database, contracts["C-2"], key)
+    async with await connect(database) as conn, conn.transaction():
+        await save_contract(conn, contracts["C-6"])
+        await save_contract(conn, contracts["C-12"])
+        user = await auth.create_user(conn, "acme", "csm1", None, ["csm"])
+        _, token = await auth.issue_token(conn, "acme", user["id"], "test", actor="test")
+
+    # One gateway chain: 3 vouchers of C-2 a-1, then 10 of C-6 (a-1, a-2), then 4 of C-12 a-1.
+    chain: list[dict[str, Any]] = []
+    for contract_id, anchor, count in (("C-2", "a-1", 3), ("C-6", "a-1", 5), ("C-6", "a-2", 5), ("C-12", "a-1", 4)):
+        prev = v.voucher_hash(chain[-1]) if chain else None
+        chain += voucher_chain(key, count, first_seq=len(chain) + 1, prev=prev, contract=contract_id, anchor=anchor)
+    await ingest(database, chain)
+
+    records = []
+    for i in range(1, 13):
+        records += _stops(f"m-{i}", JAM_DAY, 10_000 + 1_000 * i, "jam")
+        records += _stops(f"m-{i}", JAM_DAY + dt.timedelta(days=1), 4_000, None, minutes=5)
+    # The day after the reporting period: the machine table must not count it.
+    records += _stops("m-1", REPORTING_LAST, 6_000, "starved", minutes=10)
+    records += _stops("m-1", REPORTING_LAST + dt.timedelta(days=1), 30_000, "starved", minutes=60)
+    await ingest_telemetry(database, records)
+
+    pool = AsyncConnectionPool(database, min_size=1, max_size=4, kwargs={"options": UTC_OPTIONS}, configure=_configure, open=False)
+    await pool.open(wait=True)
+    try:
+        app = create_app(CloudSettings(dsn=database, cookie_secure=True), pool=pool)
+        async with AsyncTestClient(app, base_url="https://testserver.local") as client:
+            yield Scale(client, {"Authorization": f"Bearer {token}"}, database)
+    finally:
+        await pool.close()
+
+
+def _telemetry_statements(statements: list[str]) -> list[str]:
+    return [s for s in statements if re.search(r"\b(FROM|JOIN) telemetry\b", s)]
+
+
+async def test_contract_page_statements_bounded(scale):
+    counts = {}
+    for contract_id in CONTRACTS:
+        status, statements = await scale.statements_of(f"/contracts/{contract_id}?lang=en")
+        assert status == 200, contract_id
+        counts[contract_id] = len(statements)
+        telemetry = _telemetry_statements(statements)
+        if CONTRACTS[contract_id] <= contract_views.CHARTED_ANCHORS_MAX:
+            assert len(telemetry) == 1, (contract_id, telemetry)
+        else:
+            assert telemetry == [], contract_id
+
+    assert counts["C-6"] == counts["C-2"]
+    assert counts["C-12"] <= counts["C-2"]
+
+
+async def test_anchor_and_machine_pages_bounded(scale):
+    status, statements = await scale.statements_of("/contracts/C-12/anchors/a-1?lang=en")
+    assert status == 200
+    assert len(_telemetry_statements(statements)) == 1
+    _, contract_statements = await scale.statements_of("/contracts/C-12?lang=en")
+    assert len(statements) <= len(contract_statements) + 2
+
+    status, statements = await scale.statements_of("/contracts/C-2/machines/m-1?lang=en")
+    assert status == 200
+    assert len(_telemetry_statements(statements)) == 1
+
+
+async def test_grouped_downtime_matches_per_anchor(scale):
+    spans = [Span(f"a-{i}", [f"m-{i}"], REPORTING_FIRST, REPORTING_LAST) for i in range(1, 13)]
+    spans += [Span("both", ["m-1", "m-2"], JAM_DAY, JAM_DAY + dt.timedelta(days=1)), Span("none", ["m-99"], REPORTING_FIRST, REPORTING_LAST)]
+    async with await connect(scale.dsn) as conn:
+        grouped = await downtime_by_span(conn, "acme", spans)
+        for span in spans:
+            single = await downtime_by_reason(conn, "acme", span.machines, span.first, span.last)
+            assert grouped[span.key].by_reason == pytest.approx(single.by_reason), span.key
+            assert grouped[span.key].unassigned == pytest.approx(single.unassigned), span.key
+            assert grouped[span.key].planned_busy == pytest.approx(single.planned_busy), span.key
+
+    # Every span keeps its own reasons: m-1 jammed 11 s a minute for 20 minutes and was starved on the last reporting day.
+    assert grouped["a-1"].by_reason == pytest.approx({"jam": 20 * 11_000 / 60_000, "starved": 10 * 6_000 / 60_000})
+    assert grouped["a-1"].unassigned == pytest.approx(5 * 4_000 / 60_000)
+    assert grouped["none"].by_reason == {}
+    assert grouped["none"].planned_busy == 0
+
+
+async def test_summary_table_links_anchor_pages(scale):
+    html = (await scale.get("/contracts/C-12?lang=en")).text
+    assert "<svg" not in html
+    assert "This contract has 12 value anchors" in html
+    rows = re.findall(r'<tr id="anchor-(a-\d+)" data-anchor', html)
+    assert rows == [f"a-{i}" for i in range(1, 13)]
+    assert 'href="/contracts/C-12/anchors/a-7"' in html
+
+    anchor = (await scale.get("/contracts/C-12/anchors/a-1?lang=en")).text
+    assert anchor.count('class="chart"') == 2
+    assert 'data-reason="jam"' in anchor
+    assert "Line 1 OEE" in anchor
+    chinese = (await scale.get("/contracts/C-12/anchors/a-1?lang=zh-CN")).text
+    assert "返回合同" in chinese
+    assert "1 号线 OEE" in chinese
+    assert (await scale.get("/contracts/C-12/anchors/a-99")).status_code == 404
+
+    charted = (await scale.get("/contracts/C-6?lang=en")).text
+    assert charted.count('class="chart"') == 2 * 6
+    assert "anchor-summary" not in charted
+
+
+async def test_voucher_table_pages(scale, monkeypatch):
+    monkeypatch.setattr(contract_views, "VOUCHER_PAGE_SIZE", 4)
+    first = (await scale.get("/contracts/C-6?lang=en")).text
+    assert "Vouchers 1–4 of 10." in first
+    assert "Page 1 of 3" in first
+    assert 'href="?vouchers=2#vouchers" rel="next"' in first
+    assert len(re.findall(r'<tr data-voucher="gw-1:', first)) == 4
+
+    last = (await scale.get("/contracts/C-6?vouchers=3&lang=en")).text
+    assert "Vouchers 9–10 of 10." in last
+    assert 'href="?vouchers=2#vouchers" rel="prev"' in last
+    assert 'rel="next"' not in last
+    assert len(re.findall(r'<tr data-voucher="gw-1:', last)) == 2
+
+    chinese = (await scale.get("/contracts/C-6?vouchers=2&lang=zh-CN")).text
+    assert "第 5–8 张凭证，共 10 张。" in chinese
+    assert "第 2 页，共 3 页" in chinese
+    past = (await scale.get("/contracts/C-6?vouchers=9&lang=en")).text
+    assert "Page 9 is past the last voucher; the contract has 10 vouchers." in past
+
+    for bad in ("0", "x", "-1"):
+        response = await scale.get(f"/contracts/C-6?vouchers={bad}&lang=en")
+        assert response.status_code == 400, bad
+        assert f"“{bad}” is not a page number" in response.text
+
+
+async def test_voucher_api_total(scale):
+    body = (await scale.get("/api/v1/contracts/C-6/vouchers?limit=3&offset=3")).json()
+    assert (body["total"], body["limit"], body["offset"], len(body["items"])) == (10, 3, 3, 3)
+    assert (await scale.get("/api/v1/contracts/C-6/vouchers?anchor=a-2&limit=1")).json()["total"] == 5
+    assert (await scale.get("/api/v1/contracts/C-6/vouchers?state=verified&limit=1")).json()["total"] == 10
+    assert (await scale.get("/api/v1/contracts/C-6/vouchers?state=gap")).json()["total"] == 0
+    rejected = (await scale.get("/api/v1/contracts/C-6/vouchers?state=rejected")).json()
+    assert (rejected["total"], rejected["items"]) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("language", "heading"), [("en", "Machines, reporting period 2024-05-01 – 2024-05-31"), ("zh-CN", "设备明细（报告期 2024年5月1日 – 2024年5月31日）")]
+)
+async def test_machine_table_bounded_to_period(scale, language, heading):
+    html = (await scale.get(f"/contracts/C-2?lang={language}")).text
+    assert heading in html
+    row = re.search(r'<tr><td><a href="/contracts/C-2/machines/m-1">m-1</a></td>(.*?)</tr>', html, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(1))
+    # Planned busy: 20 + 5 + 10 minutes within the period; the 60 minutes of June 1 are left out. Stops: one per minute.
+    assert cells[0] == "35"
+    assert cells[3] == "35"
