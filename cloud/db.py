@@ -378,8 +378,11 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: st
 
 
 async def refresh_machine_day(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Bring the machine-day view up to date on plain PostgreSQL; TimescaleDB's real-time aggregate needs nothing."""
-    row = await (await conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")).fetchone()
-    if row and row[0]:
-        return
-    await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY machine_day")
+    """Refresh ``machine_day`` where it is still a materialized view, as on plain PostgreSQL before migration 0009.
+
+    Does nothing on a current schema: there, triggers on ``telemetry`` keep the
+    plain-PostgreSQL table current, and TimescaleDB's real-time aggregate needs nothing.
+    """
+    row = await (await conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('machine_day')")).fetchone()
+    if row is not None and row[0] == "m":
+        await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY machine_day")
