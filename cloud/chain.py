@@ -23,7 +23,7 @@ from valuegate.edge.protocol.voucher import MachineRef, VoucherError
 
 from .verify import CheckedVoucher, GatewayInfo, KeyInfo, PendingVoucher, Topic, signed_claims
 
-__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "chain_positions", "touch_contracts")
+__all__ = ("ChainPosition", "StoreResult", "load_gateways", "store_vouchers", "store_rejections", "rejection_hints", "advance_chain", "advance_chains", "chain_positions", "count_gap_gateways", "touch_contracts")
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -208,6 +208,12 @@ async def chain_positions(conn: Conn, gateway_ids: list[str]) -> dict[str, Chain
     """Read the stored positions of the gateways, without moving them."""
     cur = await conn.execute("SELECT gateway_id, contiguous_through, highest_seq FROM gateway_chain WHERE gateway_id = ANY(%s)", (gateway_ids,))
     return {gid: ChainPosition(gid, through, highest) for gid, through, highest in await cur.fetchall()}
+
+
+async def count_gap_gateways(conn: Conn) -> int:
+    """Return how many gateways have a stored sequence above their contiguous run, whichever process stored it."""
+    row = await (await conn.execute("SELECT count(*) FROM gateway_chain WHERE highest_seq > contiguous_through")).fetchone()
+    return row[0] if row else 0
 
 
 async def advance_chain(conn: Conn, gateway_id: str) -> ChainPosition:

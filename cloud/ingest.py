@@ -36,7 +36,8 @@ from valuegate.edge.protocol.voucher import VoucherError
 
 from . import metrics
 from .chain import ChainPosition, chain_positions, load_gateways, rejection_hints, store_rejections, store_vouchers
-from .db import OutageLog, open_pool, refresh_machine_day, watch_pool
+from .db import OutageLog, open_pool, watch_pool
+from .ingest_gauges import DatabaseGauges
 from .ingest_link import ClientIdLease, IngestError, IngestLink, subscriptions
 from .ingest_replies import GatewayReplies, RejectionLog
 from .machines import claim_machines, drop_foreign_records
@@ -116,6 +117,7 @@ class IngestWorker:
         self._replies = GatewayReplies(settings.resend_interval_s, settings.resend_grace_s, notice_interval_s=REJECTION_LOG_INTERVAL_S)
         self._requests = RecordRequests(settings.records_wait_s)
         self._last_reproduce = 0.0
+        self._gauges = DatabaseGauges(records_wait_s=settings.records_wait_s)
         self._outage = OutageLog(settings.dsn, component="ingest")
         self.processed = 0
 
@@ -266,13 +268,12 @@ class IngestWorker:
                 if (due := self._replies.due_gaps()) and connected:
                     self._replies.request_due(self._client, await chain_positions(conn, due))
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s, baseline_wait_s=self.settings.baseline_wait_s)
-                await refresh_machine_day(conn)
+                await self._gauges.update(conn)
         except Exception as exc:
             if not self._outage.failed(exc):
                 log.exception("reproduce_failed", worker=self.name)
             return
         self._outage.recovered()
-        metrics.WAITING_FOR_RECORDS.set(len(result.missing_records) + len(result.missing_baselines))
         if self._client is not None and self._connected.is_set():
             self._requests.vouchers(self._client, result.missing_records)
             self._requests.baselines(self._client, result.missing_baselines)

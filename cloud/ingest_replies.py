@@ -71,7 +71,6 @@ class GatewayReplies:
         """Send held acks, then each touched gateway's ack (with its rejection notice) and, for a gap, a resend request."""
         self.send_held(client)
         notices = notices or {}
-        gaps = 0
         now = time.monotonic()
         for gateway_id, position in positions.items():
             topic = topics[gateway_id]
@@ -80,14 +79,12 @@ class GatewayReplies:
             if not position.gap:
                 self.waiting_gaps.pop(gateway_id, None)
                 continue
-            gaps += 1
             from_seq = position.stored_through + 1
             waiting = self.waiting_gaps.get(gateway_id)
             if waiting is None or waiting[1] != from_seq:
                 waiting = self.waiting_gaps[gateway_id] = (topic, from_seq, now)
             if now - waiting[2] >= self.resend_grace_s:
                 self._request_resend(client, topic, position)
-        metrics.CHAIN_GAPS.set(gaps)
 
     def due_gaps(self) -> list[str]:
         """Return the gateways whose gap has waited ``resend_grace_s``, for the caller to check against the stored chain."""

@@ -18,6 +18,7 @@ __all__ = (
     "BATCH_SECONDS",
     "REPRODUCED",
     "WAITING_FOR_RECORDS",
+    "VOUCHERS_PENDING",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
     "exposition",
@@ -31,13 +32,16 @@ TELEMETRY_ROWS = Counter("valuegate_telemetry_rows_total", "Per-minute telemetry
 RESEND_REQUESTS = Counter("valuegate_resend_requests_total", "Resend requests published to gateways for chain gaps.")
 ACKS_SENT = Counter("valuegate_acks_sent_total", "Ack messages published to gateways.")
 REJECTION_NOTICES = Counter("valuegate_rejection_notices_total", "Acks that told a gateway why the cloud rejected one of its messages.")
-CHAIN_GAPS = Gauge("valuegate_chain_gap_gateways", "Gateways whose chain had a gap at the last batch of this process.")
+CHAIN_GAPS = Gauge(
+    "valuegate_chain_gap_gateways", "Gateways whose stored chain has a gap (a stored sequence above the contiguous run), read from the database."
+)
 BATCH_SECONDS = Histogram("valuegate_ingest_batch_seconds", "Time to verify and store one ingest batch.")
 REPRODUCED = Counter("valuegate_vouchers_reproduced_total", "Vouchers recomputed from stored records, by outcome.", ["outcome"])
 WAITING_FOR_RECORDS = Gauge(
     "valuegate_vouchers_waiting_for_records",
-    "Vouchers stored longer than records_wait_s whose records have not all arrived, at the last check (at most 200 are counted).",
+    "Pending vouchers stored longer than records_wait_s whose last attempt found records or baseline records missing, read from the database.",
 )
+VOUCHERS_PENDING = Gauge("valuegate_vouchers_pending", "Vouchers without a reproduction verdict yet, tried or not, read from the database.")
 HTTP_REQUESTS = Counter("valuegate_http_requests_total", "HTTP requests by method, route and status.", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("valuegate_http_request_seconds", "HTTP request latency by route.", ["route"])
 

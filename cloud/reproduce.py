@@ -37,7 +37,7 @@ from .chain import touch_contracts
 from .machines import foreign_machines
 from .recompute import baseline_from_records, baseline_span, claimed_baseline, day_kpis, evidence_of
 
-__all__ = ("BaselineSpan", "Outcome", "PendingPass", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
+__all__ = ("BaselineSpan", "Outcome", "PendingPass", "count_waiting", "load_records", "evidence_of", "reproduce_claims", "reproduce_pending")
 
 log = structlog.get_logger("valuegate.cloud.reproduce")
 Conn = psycopg.AsyncConnection[Any]
@@ -217,8 +217,73 @@ class PendingPass(NamedTuple):
     missing_baselines: list[tuple[str, BaselineSpan]] = []
 
 
+# A pending voucher not tried in the last 10 seconds. Both scans lock the rows they pick and skip rows
+# that another worker's pass has locked, so two workers split the pending vouchers between them.
+_RETRY = "c.reproduced IS NULL AND (c.reproduced_at IS NULL OR c.reproduced_at < now() - interval '10 seconds')"
+_FLAGS = "c.stored_at < now() - make_interval(secs => %(records_wait_s)s), c.stored_at < now() - make_interval(secs => %(baseline_wait_s)s)"
+
+# Vouchers of the gateway plant dates whose telemetry arrived since a scan last took them.
+# A plant day starts within 14 hours of its date's UTC midnight, so the period_start window
+# [date - 1 day, date + 1 day) bounds the range read from voucher_chain_pending_gateway.
+# NOTE: marks carry the plant date of the machine's time zone. A voucher dated in another zone
+# matches no mark and waits in the normal order.
+_ARRIVED_SQL = (
+    f"SELECT c.voucher_id, c.period_start, {_FLAGS}, a.tenant_id, a.gateway_id, a.plant_date, a.noted_at"
+    " FROM telemetry_arrivals a"
+    " JOIN voucher_chain c ON c.gateway_id = a.gateway_id AND c.tenant_id = a.tenant_id"
+    " AND c.period_start >= (a.plant_date - 1)::timestamp AT TIME ZONE 'UTC' AND c.period_start < (a.plant_date + 1)::timestamp AT TIME ZONE 'UTC'"
+    " JOIN vouchers v ON v.voucher_id = c.voucher_id AND v.period_start = c.period_start AND v.plant_date = a.plant_date"
+    f" WHERE {_RETRY} ORDER BY a.noted_at, c.stored_at LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED"
+)
+# The rest in the order of voucher_chain_pending: never tried first, then least recently tried.
+_OLDEST_SQL = (
+    f"SELECT c.voucher_id, c.period_start, {_FLAGS} FROM voucher_chain c"
+    f" WHERE {_RETRY} AND c.voucher_id <> ALL(%(taken)s::text[])"
+    " ORDER BY c.reproduced_at NULLS FIRST, c.stored_at LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED"
+)
+# Documents are read only for the vouchers picked, so no other one is detoasted.
+_CLAIMS_SQL = (
+    "SELECT v.voucher_id, v.document -> 'credentialSubject', v.period_end, v.site_id"
+    " FROM unnest(%s::text[], %s::timestamptz[]) AS p(voucher_id, period_start)"
+    " JOIN vouchers v ON v.voucher_id = p.voucher_id AND v.period_start = p.period_start"
+)
+# A mark is deleted only if no batch moved it after the scan read it.
+_CONSUME_SQL = (
+    "DELETE FROM telemetry_arrivals a USING unnest(%s::text[], %s::text[], %s::date[], %s::timestamptz[]) AS k(tenant_id, gateway_id, plant_date, noted_at)"
+    " WHERE a.tenant_id = k.tenant_id AND a.gateway_id = k.gateway_id AND a.plant_date = k.plant_date AND a.noted_at <= k.noted_at"
+)
+# Marks of days whose voucher never came (telemetry of the current day, a gateway with no contract).
+_PRUNE_SQL = "DELETE FROM telemetry_arrivals WHERE noted_at < now() - interval '2 days'"
+
+
+class _Picked(NamedTuple):
+    voucher_id: str
+    period_start: dt.datetime
+    waited: bool
+    final: bool
+
+
+async def _pick(conn: Conn, limit: int, records_wait_s: float, baseline_wait_s: float) -> tuple[list[_Picked], list[tuple[Any, ...]]]:
+    """Pick up to ``limit`` pending vouchers, those with newly arrived telemetry first; return them and the arrival marks used.
+
+    Arrivals take at most three quarters of ``limit``, so a steady flow of
+    telemetry still leaves room for vouchers that wait in the backlog.
+    """
+    params: dict[str, Any] = {"records_wait_s": records_wait_s, "baseline_wait_s": baseline_wait_s, "limit": max(1, limit * 3 // 4)}
+    rows = await (await conn.execute(_ARRIVED_SQL, params)).fetchall()
+    picked = [_Picked(*row[:4]) for row in rows]
+    marks = {tuple(row[4:7]): row[7] for row in rows}
+    if len(rows) == params["limit"]:
+        # The key of the last row may have more pending vouchers than fitted; its mark stays for the next pass.
+        marks.pop(tuple(rows[-1][4:7]), None)
+    params.update(limit=limit - len(picked), taken=[item.voucher_id for item in picked])
+    if params["limit"] > 0:
+        picked += [_Picked(*row) for row in await (await conn.execute(_OLDEST_SQL, params)).fetchall()]
+    return picked, [(*key, noted_at) for key, noted_at in marks.items()]
+
+
 async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: float = 30.0, baseline_wait_s: float = 21_600.0) -> PendingPass:
-    """Try vouchers still pending, least recently tried first (at most ``limit``).
+    """Try up to ``limit`` pending vouchers: first those whose telemetry arrived since the last pass, then the least recently tried.
 
     Return how many got a verdict, ``(tenant, site, gateway, seq)`` of each
     voucher stored more than ``records_wait_s`` ago whose records are still missing,
@@ -227,19 +292,16 @@ async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: flo
 
     While a voucher is pending, ``reproduced_at`` is the time of the last attempt.
     """
-    cur = await conn.execute(
-        "SELECT c.voucher_id, v.document -> 'credentialSubject', v.period_start, v.period_end, v.site_id,"
-        " c.stored_at < now() - make_interval(secs => %s), c.stored_at < now() - make_interval(secs => %s) FROM voucher_chain c"
-        " JOIN vouchers v ON v.voucher_id = c.voucher_id AND v.period_start = c.period_start"
-        " WHERE c.reproduced IS NULL AND (c.reproduced_at IS NULL OR c.reproduced_at < now() - interval '10 seconds')"
-        " ORDER BY c.reproduced_at NULLS FIRST, c.stored_at LIMIT %s",
-        (records_wait_s, baseline_wait_s, limit),
-    )
-    pending = await cur.fetchall()
+    picked, marks = await _pick(conn, limit, records_wait_s, baseline_wait_s)
+    claims_of: dict[str, tuple[Any, ...]] = {}
+    if picked:
+        cur = await conn.execute(_CLAIMS_SQL, ([item.voucher_id for item in picked], [item.period_start for item in picked]))
+        claims_of = {row[0]: row[1:] for row in await cur.fetchall()}
     decided = 0
     missing: list[tuple[str, str, str, int]] = []
     baselines: dict[BaselineSpan, str] = {}
-    for voucher_id, subject, start, end, site_id, waited, final in pending:
+    for voucher_id, start, waited, final in picked:
+        subject, end, site_id = claims_of[voucher_id]
         claims = msgspec.convert(subject, Claims)
         try:
             outcome = await reproduce_claims(conn, claims, start, end, final=final)
@@ -261,5 +323,23 @@ async def reproduce_pending(conn: Conn, *, limit: int = 200, records_wait_s: flo
             metrics.REPRODUCED.labels("reproduced" if outcome.reproduced else "mismatch").inc()
             if not outcome.reproduced:
                 log.warning("voucher_not_reproduced", voucher_id=voucher_id, detail=outcome.detail)
+    if marks:
+        await conn.execute(_CONSUME_SQL, [list(column) for column in zip(*marks, strict=True)])
+    await conn.execute(_PRUNE_SQL)
     await conn.commit()
     return PendingPass(decided, missing, [(site, span) for span, site in baselines.items()])
+
+
+async def count_waiting(conn: Conn, *, records_wait_s: float) -> tuple[int, int]:
+    """Return how many vouchers are pending, and how many of them were stored over ``records_wait_s`` ago and still wait for records.
+
+    A voucher waits when its last attempt found its own records or its
+    baseline records missing. One never tried yet counts as pending only.
+    """
+    cur = await conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE stored_at < now() - make_interval(secs => %s)"
+        " AND (starts_with(reproduce_detail, %s) OR starts_with(reproduce_detail, %s))) FROM voucher_chain WHERE reproduced IS NULL",
+        (records_wait_s, _WAITING, _WAITING_BASELINE),
+    )
+    pending, waiting = await cur.fetchone()  # type: ignore[misc]
+    return pending, waiting

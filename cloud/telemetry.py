@@ -191,8 +191,10 @@ class _PlantDates:
         return known if known is not None else stamp.astimezone(self.zone).date()
 
 
-async def _copy(conn: Conn, table: str, batches: list[CheckedBatch]) -> None:
+async def _copy(conn: Conn, table: str, batches: list[CheckedBatch]) -> set[tuple[str, str, dt.date]]:
+    """Copy the records of ``batches`` into ``table``; return the ``(tenant, gateway, plant date)`` keys they cover."""
     dates: dict[str, _PlantDates] = {}
+    keys: set[tuple[str, str, dt.date]] = set()
     async with conn.cursor() as cur, cur.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_TYPES)
         for item in batches:
@@ -202,11 +204,30 @@ async def _copy(conn: Conn, table: str, batches: list[CheckedBatch]) -> None:
                 zone = zones.get(r.machine, gateway.time_zone)
                 plant_date = dates.setdefault(zone, _PlantDates(zone))
                 stamp = dt.datetime.fromisoformat(r.minute)
+                day = plant_date(r.minute, stamp)
+                keys.add((gateway.tenant_id, gateway.gateway_id, day))
                 await copy.write_row(
-                    (gateway.tenant_id, gateway.site_id, gateway.gateway_id, r.machine, stamp, plant_date(r.minute, stamp), r.running_ms,
+                    (gateway.tenant_id, gateway.site_id, gateway.gateway_id, r.machine, stamp, day, r.running_ms,
                      r.idle_ms, r.planned_stop_ms, r.unplanned_stop_ms, r.changeover_ms, r.offline_ms, r.produced, r.reject, r.stops,
                      r.reasons, r.uncertain_ms)
                 )  # fmt: skip
+    return keys
+
+
+async def _note_arrivals(conn: Conn, keys: set[tuple[str, str, dt.date]]) -> None:
+    """Mark each gateway plant date as having new telemetry, so the pending scan tries its vouchers first.
+
+    ``clock_timestamp()`` and not ``now()``: the scan deletes only the marks it
+    read, and a later batch must leave a later time even inside one long transaction.
+    Keys go in sorted order, so two transactions lock shared rows in the same order.
+    """
+    tenants, gateways, days = zip(*sorted(keys), strict=True)
+    await conn.execute(
+        "INSERT INTO telemetry_arrivals (tenant_id, gateway_id, plant_date, noted_at)"
+        " SELECT tenant_id, gateway_id, plant_date, clock_timestamp() FROM unnest(%s::text[], %s::text[], %s::date[]) AS k(tenant_id, gateway_id, plant_date)"
+        " ORDER BY 1, 2, 3 ON CONFLICT (tenant_id, gateway_id, plant_date) DO UPDATE SET noted_at = excluded.noted_at",
+        (list(tenants), list(gateways), list(days)),
+    )
 
 
 async def store_batches(conn: Conn, batches: list[CheckedBatch]) -> int:
@@ -215,6 +236,8 @@ async def store_batches(conn: Conn, batches: list[CheckedBatch]) -> int:
     New minutes, the usual case, go straight into ``telemetry`` with a binary
     COPY. When any minute is stored already (a resend), that COPY fails as a
     whole, and the rows go through a staging table and ``ON CONFLICT DO NOTHING``.
+    A batch that stored a new row also marks its gateway plant dates in
+    ``telemetry_arrivals`` (see :func:`valuegate.cloud.reproduce.reproduce_pending`).
     """
     rows = sum(len(item.batch.records) for item in batches)
     if not rows:
@@ -222,16 +245,20 @@ async def store_batches(conn: Conn, batches: list[CheckedBatch]) -> int:
     set_json_dumps(_json_dumps, context=conn)
     try:
         async with conn.transaction():
-            await _copy(conn, "telemetry", batches)
-        return rows
+            keys = await _copy(conn, "telemetry", batches)
     except psycopg.errors.UniqueViolation:
         pass
+    else:
+        await _note_arrivals(conn, keys)
+        return rows
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS telemetry_in (LIKE telemetry) ON COMMIT DELETE ROWS")
-    await _copy(conn, "telemetry_in", batches)
+    keys = await _copy(conn, "telemetry_in", batches)
     async with conn.cursor() as cur:
         await cur.execute(f"INSERT INTO telemetry ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_in ON CONFLICT DO NOTHING")
         inserted = cur.rowcount
         await cur.execute("TRUNCATE telemetry_in")
+    if inserted:
+        await _note_arrivals(conn, keys)
     return inserted
 
 
