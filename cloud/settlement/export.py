@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
 from valuegate.edge.protocol.contract import contract_digest
 
-__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "gap_note", "invoice_html", "pdf_bytes", "priced_terms")
+__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "gap_note", "id_list", "invoice_html", "pdf_bytes", "priced_terms")
 
 CSV_COLUMNS = (
     "record",
@@ -199,6 +199,19 @@ def priced_terms(documents: Sequence[dict[str, Any]], *, run: Mapping[str, Any],
     return terms
 
 
+# U+2060 WORD JOINER: no line break on either side, and no glyph, so the PDF's text is the same without it.
+_WORD_JOINER = "\u2060"
+
+
+def id_list(ids: Iterable[str]) -> str:
+    """Join voucher ids with spaces for the PDF, so that a line breaks only between ids and never after a hyphen inside one.
+
+    One text run per list lays out about four times faster in WeasyPrint than one ``white-space: nowrap``
+    element per id, which a year's invoice with 18,250 ids needed (see docs/benchmarks.md).
+    """
+    return " ".join(voucher_id.replace("-", "-" + _WORD_JOINER) for voucher_id in ids)
+
+
 def invoice_html(
     *, run: dict[str, Any], documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], contract: Any, language: str,
     revisions: Mapping[int, Any] | None = None, in_force: int | None = None,
@@ -212,7 +225,7 @@ def invoice_html(
     return render(
         "settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract,
         titles=anchor_titles(contract, language), terms=priced_terms(documents, run=run, contract=contract, revisions=revisions), in_force=in_force,
-        gap_notes=[gap_note(gap, language) for gap in run.get("gap_waiting") or ()],
+        gap_notes=[gap_note(gap, language) for gap in run.get("gap_waiting") or ()], id_list=id_list,
     )
 
 

@@ -94,3 +94,24 @@ def test_adjustment_appears_with_reason(language):
     words = WORDS[language]
     adjustments = text.split(words["adjustments"], 1)[1]
     assert f"NRA-7 oee-line1 {words['period']} 一号线改造 line rebuild csm-li" in adjustments
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_long_id_lists_wrap_between_ids(language):
+    """A year's line lists hundreds of ids: lines wrap only between ids, never after the hyphen inside one."""
+    documents = march_run()
+    line = documents[0]["record"]["lines"][0]
+    ids = [f"gw-line-{number % 3}:{1000 + number}" for number in range(400)]
+    line["voucher_ids"] = ids
+    line["excluded"] = [{"voucher_id": "gw-line-9:7", "reason": "line rebuild"}]
+    pdf = pdf_bytes(run=RUN, documents=documents, adjustments=[ADJUSTMENT], contract=TERMS, language=language)
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    # The Chinese label ends in a full-width colon with no space before the first id.
+    tokens = text.replace("：", "： ").split()
+    assert "\u2060" not in text
+    # The list takes many printed lines, so a break inside an id would split one of them into two tokens.
+    assert text.count("\n") > 40
+    missing = [voucher_id for voucher_id in ids if voucher_id not in tokens]
+    assert missing == []
+    assert "gw-line-9:7" in tokens
+    assert not any(token.endswith("-") for token in tokens)
