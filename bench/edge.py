@@ -260,19 +260,25 @@ def _acknowledge(port: int, prefix: str, every: int, last: int, ready, first, mi
     client.loop_stop()
 
 
-def _count(port: int, topic: str, count: int, ready, first, last) -> None:  # noqa: ANN001
-    """Child process that counts ``count`` arrivals on ``topic`` and records the first and the last arrival time."""
+def _count(port: int, topic: str, count: int, ready, first, last, busy) -> None:  # noqa: ANN001
+    """Child process that counts ``count`` arrivals on ``topic``.
+
+    Records the first and the last arrival time, and in ``busy`` this process's CPU seconds between them.
+    """
     done = threading.Event()
     arrived = 0
+    cpu_start = 0.0
 
     def on_message(*_: object) -> None:
-        nonlocal arrived
+        nonlocal arrived, cpu_start
         now = time.monotonic()
         if arrived == 0:
             first.value = now
+            cpu_start = time.process_time()
         arrived += 1
         if arrived == count:
             last.value = now
+            busy.value = time.process_time() - cpu_start
             done.set()
 
     counter, subscribed = _bare_client(port, "bench-counter")
@@ -285,14 +291,15 @@ def _count(port: int, topic: str, count: int, ready, first, last) -> None:  # no
     counter.loop_stop()
 
 
-def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> float:
+def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> tuple[float, float, float]:
     """Publish ``payloads`` at QoS 1 with ``window`` in flight from a bare paho client.
 
-    Returns the seconds from the first to the last arrival at a bare subscriber in another process.
+    Returns the seconds from the first to the last arrival at a bare subscriber in another process,
+    and the share of a core that the subscriber and this process (the bare publisher) used meanwhile.
     """
     count = len(payloads)
-    ready, first, last = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("d", 0.0)
-    counter = _SPAWN.Process(target=_count, args=(port, topic, count, ready, first, last))
+    ready, first, last, busy = _SPAWN.Event(), _SPAWN.Value("d", 0.0), _SPAWN.Value("d", 0.0), _SPAWN.Value("d", 0.0)
+    counter = _SPAWN.Process(target=_count, args=(port, topic, count, ready, first, last, busy))
     counter.start()
     if not ready.wait(60):
         msg = "the counting subscriber did not subscribe within 60 s; check the broker log"
@@ -300,15 +307,19 @@ def broker_alone(port: int, topic: str, payloads: list[bytes], window: int) -> f
     sender, _ = _bare_client(port, "bench-sender", window)
     while not sender.is_connected():
         time.sleep(0.01)
+    cpu = time.process_time()
     for payload in payloads:
         sender.publish(topic, payload, qos=1)
     counter.join(300)
+    cpu = time.process_time() - cpu
     sender.disconnect()
     sender.loop_stop()
     if last.value == 0.0:
         msg = f"the counter did not receive all {count} messages; check the broker log"
         raise RuntimeError(msg)
-    return last.value - first.value
+    # The publisher's CPU time runs until the counter has exited, a little past the last arrival, so its share errs high.
+    elapsed = last.value - first.value
+    return elapsed, busy.value / elapsed, cpu / elapsed
 
 
 def broker_replying(port: int, prefix: str, payloads: list[bytes], window: int) -> tuple[float, float, float]:
@@ -427,10 +438,10 @@ async def bench_broker(count: int, rounds: int) -> None:
             replied_s, row["replier_cpu"], row["sender_cpu"] = await asyncio.to_thread(broker_replying, broker.port, f"{topic}-replied-{round_no}", payloads, window)
             row["replied_broker_cpu"] = (cpu_seconds(broker.pid) - broker_cpu) / replied_s
 
-            batched_s, _, _, _, row["batched_cpu"], _ = await agent_through(broker.port, Path(folder) / f"batched-{round_no}", count, every=window)
+            batched_s, _, _, _, row["batched_cpu"], row["batched_cloud_cpu"] = await agent_through(broker.port, Path(folder) / f"batched-{round_no}", count, every=window)
 
             broker_cpu = cpu_seconds(broker.pid)
-            alone_s = await asyncio.to_thread(broker_alone, broker.port, f"{topic}-bare-{round_no}", payloads, window)
+            alone_s, row["counter_cpu"], row["alone_sender_cpu"] = await asyncio.to_thread(broker_alone, broker.port, f"{topic}-bare-{round_no}", payloads, window)
             row["alone_broker_cpu"] = (cpu_seconds(broker.pid) - broker_cpu) / alone_s
 
             for name, seconds in (("per_voucher", per_voucher_s), ("batched", batched_s), ("alone", alone_s), ("replied", replied_s)):
@@ -453,9 +464,9 @@ def _broker_figures(row: dict[str, float], window: int) -> str:
     return (
         f"agent {row['per_voucher']:,.0f} vouchers/s with one ack per voucher ({row['per_voucher_cpu']:.2f} of a core, "
         f"stand-in cloud {row['cloud_cpu']:.2f}, Mosquitto {row['per_voucher_broker_cpu']:.2f}), "
-        f"{row['batched']:,.0f}/s with one ack per {window} ({row['batched_cpu']:.2f} of a core); "
+        f"{row['batched']:,.0f}/s with one ack per {window} ({row['batched_cpu']:.2f} of a core, stand-in cloud {row['batched_cloud_cpu']:.2f}); "
         f"broker alone, a bare paho client publishing the same bytes to a bare counter in another process, {row['alone']:,.0f}/s "
-        f"(Mosquitto {row['alone_broker_cpu']:.2f} of a core); "
+        f"(bare publisher {row['alone_sender_cpu']:.2f} of a core, counter {row['counter_cpu']:.2f}, Mosquitto {row['alone_broker_cpu']:.2f}); "
         f"agent / broker alone = {row['per_voucher_ratio']:.2f} (one ack per voucher) and {row['batched_ratio']:.2f} (one ack per {window}); "
         f"broker alone with one reply per message, the bare client receiving one ack message per message from the same stand-in cloud, "
         f"{row['replied']:,.0f}/s (bare publisher {row['sender_cpu']:.2f} of a core, replier {row['replier_cpu']:.2f}, "
