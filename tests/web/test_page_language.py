@@ -221,3 +221,20 @@ def test_post_error_language_links(site, login, case, lang, other, message) -> N
     # A link leads back to the form's page, with the hint that the browser's Back keeps the entries.
     back = "返回表单：用浏览器的“后退”按钮返回，可保留已填写的内容。" if lang == "zh-CN" else "Back to the form: your browser&#39;s Back button keeps what you entered."
     assert f'<a href="{target}" id="back-to-form">{back}</a>' in response.text
+
+
+@pytest.mark.parametrize(
+    ("lang", "without_records", "latest_check"),
+    [
+        ("en", "Without minute records (smaller and ready in seconds", "Latest renewal check: progress, and triggers waiting"),
+        ("zh-CN", "不含分钟记录（更小，几秒即可下载", "最近一次续约检查：进度，以及等待已验证凭证的触发条件"),
+    ],
+)
+def test_contract_page_links_bundle_without_records_and_check(login, lang: str, without_records: str, latest_check: str) -> None:
+    html = login("aud1").get(f"/contracts/C-1?lang={lang}").text
+    link = html.split('id="bundle-without-records">', 1)
+    assert 'href="/contracts/C-1/bundle.zip?records=false"' in link[0].rsplit("<a ", 1)[1]
+    assert link[1].startswith(without_records)
+    check = html.split('id="renewal-check-page">', 1)
+    assert 'href="/contracts/C-1/renewal-check"' in check[0].rsplit("<a ", 1)[1]
+    assert check[1].startswith(latest_check)
