@@ -23,16 +23,21 @@ Relative paths are read from the plan file's folder.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
+from valuegate.edge.protocol.contract import ContractError, parse_contract_text
+
 from . import contracts, store
-from .store import Conn, Invalid, NotFound
+from .store import Conn, Invalid, NotFound, StoreError
 
 __all__ = ("Plan", "Step", "load_plan", "apply_plan")
 
@@ -57,6 +62,19 @@ class Plan(msgspec.Struct, forbid_unknown_fields=True):
     contracts: list[str] = []
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key written twice in one mapping, which PyYAML would otherwise take silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is written twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One object of the plan and what applying it did: ``created`` or ``unchanged``."""
@@ -69,9 +87,12 @@ class Step:
 def load_plan(path: Path) -> Plan:
     """Read and check a plan file; raise Invalid naming the file, the field and the value."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise Invalid(f"cannot read the plan {path}: {exc}", code="invalid_plan") from exc
+        with path.open(encoding="utf-8") as stream:  # PyYAML names the stream's file in its messages
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except OSError as exc:
+        raise Invalid(f"cannot read the plan {path}: {exc.strerror}", code="invalid_plan") from exc
+    except yaml.YAMLError as exc:
+        raise Invalid(f"the plan {path} is not valid YAML: {exc}", code="invalid_plan") from exc
     try:
         plan = msgspec.convert(data, Plan)
     except msgspec.ValidationError as exc:
@@ -83,23 +104,54 @@ def load_plan(path: Path) -> Plan:
 
 
 async def apply_plan(conn: Conn, plan: Plan, base: Path, *, actor: str = "admin") -> list[Step]:
-    """Create what the plan lists and is missing, check what exists; the caller runs this in one transaction."""
+    """Create what the plan lists and is missing, check what exists; the caller runs this in one transaction.
+
+    An error from the store is raised again with the plan entry it came from.
+    """
     steps = [await _tenant(conn, plan, actor)]
     for site in plan.sites:
         steps.append(await _site(conn, plan.tenant, site, actor))
         for gateway in site.gateways:
-            steps.append(await _gateway(conn, plan.tenant, site.id, gateway, actor))
+            where = f"site {site.id!r}, gateway {gateway.id!r}"
+            steps.append(await _located(where, _gateway(conn, plan.tenant, site.id, gateway, actor)))
             if gateway.key is not None:
-                steps.append(await _key(conn, plan.tenant, gateway.id, gateway.key, base, actor))
+                steps.append(await _located(where, _key(conn, plan.tenant, gateway.id, gateway.key, base, actor)))
     for name in plan.contracts:
-        path = base / name
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise Invalid(f"cannot read contract file {path}: {exc.strerror}; check the path in the plan's contracts list", code="invalid_plan") from exc
-        revision, new = await contracts.upload_contract(conn, plan.tenant, text, actor=actor)
-        steps.append(Step("contract", f"{revision['id']} ({name})", "created" if new else "unchanged"))
+        steps.append(await _contract(conn, plan.tenant, base / name, name, actor))
     return steps
+
+
+async def _contract(conn: Conn, tenant: str, path: Path, name: str, actor: str) -> Step:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Invalid(f"cannot read contract file {path}: {exc.strerror}; check the path in the plan's contracts list", code="invalid_plan") from exc
+    try:
+        contract = parse_contract_text(text, file=str(path))
+    except ContractError as exc:
+        raise Invalid(str(exc), code="invalid_contract") from exc
+    try:
+        stored = await contracts.get_contract(conn, tenant, contract.id)
+    except NotFound:
+        await contracts.upload_contract(conn, tenant, text, actor=actor)
+        return Step("contract", f"{contract.id} ({name})", "created")
+    if stored["sha256"] != "sha256:" + hashlib.sha256(text.encode()).hexdigest():
+        raise Invalid(
+            f"contract {contract.id!r} is in force as revision {stored['revision']} with another text than {path}; apply never replaces a "
+            f"contract, so upload a new revision on purpose with `valuegate cloud admin contract-upload {tenant} {path}`, "
+            "or put the text in force into the plan's file",
+            code="plan_differs",
+        )
+    return Step("contract", f"{contract.id} ({name})", "unchanged")
+
+
+async def _located(where: str, step: Awaitable[Step]) -> Step:
+    try:
+        return await step
+    except StoreError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise type(exc)(f"{where}: {exc}", code=exc.code) from exc
 
 
 async def _tenant(conn: Conn, plan: Plan, actor: str) -> Step:
@@ -115,6 +167,10 @@ async def _tenant(conn: Conn, plan: Plan, actor: str) -> Step:
 
 
 async def _site(conn: Conn, tenant: str, site: SitePlan, actor: str) -> Step:
+    try:
+        ZoneInfo(site.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"site {site.id!r}: time zone {site.time_zone!r} is not an IANA zone name such as 'Asia/Shanghai'", code="invalid_plan") from None
     try:
         row = await store.get_site(conn, tenant, site.id)
     except NotFound:
@@ -137,29 +193,40 @@ async def _gateway(conn: Conn, tenant: str, site_id: str, gateway: GatewayPlan, 
 
 
 async def _key(conn: Conn, tenant: str, gateway_id: str, value: str, base: Path, actor: str) -> Step:
-    public_key, created = _public_key(value, base, gateway_id)
+    public_key, created = _public_key(value, base, gateway_id, tenant)
     multibase = public_key.removeprefix("did:key:").partition("#")[0]
-    known = {row["public_key"] for row in await store.list_gateway_keys(conn, tenant, gateway_id)}
-    if multibase in known:
+    rows = await store.list_gateway_keys(conn, tenant, gateway_id)
+    if multibase in {row["public_key"] for row in rows}:
         return Step("key", f"{gateway_id} {multibase[:16]}...", "unchanged")
+    if active := [row for row in rows if row["revoked_at"] is None]:
+        ids = ", ".join(str(row["id"]) for row in active)
+        raise Invalid(
+            f"gateway {gateway_id!r} already has key(s) {ids} in force and the plan names another key ({value}); apply never adds a "
+            f"second key: register a rotation with `valuegate cloud admin key-rotate`, or revoke the old key with "
+            f"`valuegate cloud admin key-revoke {tenant} {gateway_id} KEY_ID --reason ...` first",
+            code="plan_differs",
+        )
     await store.add_gateway_key(conn, tenant, gateway_id, public_key, valid_from=created, actor=actor)
     return Step("key", f"{gateway_id} {multibase[:16]}...", "created")
 
 
-def _public_key(value: str, base: Path, gateway_id: str) -> tuple[str, dt.datetime | None]:
+def _public_key(value: str, base: Path, gateway_id: str, tenant: str) -> tuple[str, dt.datetime | None]:
     """Return the key and its creation time from an export-public file, or the key written in the plan (valid from now)."""
     if value.startswith(("z6Mk", "did:key:")):
         return value, None
     path = base / value
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Invalid(f"cannot read key file {path} of gateway {gateway_id!r} as `valuegate keys export-public` JSON: {exc}", code="invalid_plan") from exc
+    except OSError as exc:
+        raise Invalid(f"cannot read key file {path} of gateway {gateway_id!r}: {exc.strerror}; check the key path in the plan", code="invalid_plan") from exc
+    except ValueError as exc:
+        raise Invalid(f"key file {path} of gateway {gateway_id!r} is not `valuegate keys export-public` JSON: {exc}", code="invalid_plan") from exc
     method = data.get("verification_method") if isinstance(data, dict) else None
     if not isinstance(method, str):
         raise Invalid(f"key file {path} has no verification_method; write it with `valuegate keys export-public -c edge.yaml`", code="invalid_plan")
-    if data.get("gateway") not in (None, gateway_id):
-        raise Invalid(f"key file {path} is the key of gateway {data['gateway']!r}, listed under gateway {gateway_id!r}; check the plan", code="invalid_plan")
+    for field, expected in (("gateway", gateway_id), ("tenant", tenant)):
+        if data.get(field) not in (None, expected):
+            raise Invalid(f"key file {path} is the key of {field} {data[field]!r}, listed under {field} {expected!r}; check the plan", code="invalid_plan")
     created = data.get("created")
     try:
         stamp = dt.datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else None

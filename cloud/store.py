@@ -229,6 +229,15 @@ async def add_gateway_key(
     if valid_until is not None and valid_until <= valid_from:
         raise Invalid(f"valid_until {valid_until.isoformat()} must be after valid_from {valid_from.isoformat()}", code="invalid_validity")
     cur = conn.cursor(row_factory=dict_row)
+    # One key per gateway: a box cloned from another gateway's disk image exports that gateway's key under its own id,
+    # and registering it would let one private key sign for both gateways.
+    await cur.execute("SELECT gateway_id, tenant_id FROM gateway_keys WHERE public_key = %s AND gateway_id <> %s LIMIT 1", (multibase, gateway_id))
+    if (holder := await cur.fetchone()) is not None:
+        # Gateway ids are global; name the holder only within the caller's tenant.
+        other = f"gateway {holder['gateway_id']!r}" if holder["tenant_id"] == tenant_id else "another gateway"
+        msg = (f"key {multibase} is already registered for {other}; each gateway needs a key of its own, so run "
+               f"`valuegate keys new -c edge.yaml` on gateway {gateway_id!r} (a box cloned from another gateway's disk image carries that gateway's key)")  # fmt: skip
+        raise Conflict(msg, code="key_of_another_gateway")
     await cur.execute(
         f"INSERT INTO gateway_keys (gateway_id, tenant_id, public_key, valid_from, valid_until) VALUES (%s, %s, %s, %s, %s) "
         f"ON CONFLICT DO NOTHING RETURNING {_KEY_COLUMNS}",

@@ -115,3 +115,59 @@ def test_gateway_listed_twice_is_refused(tmp_path: Path, cloud_dsn: str) -> None
     assert result.exit_code == 1
     assert "gateway 'gw-1' is listed more than once" in result.output
     assert counts(cloud_dsn)["gateways"] == 0
+
+
+def test_key_of_another_gateway_refused(tmp_path: Path, cloud_dsn: str) -> None:
+    """A box cloned from gw-1's disk image exports gw-1's key under its own id; neither apply nor key-add registers it."""
+    plan = write_plan(tmp_path, gateways=2)
+    cloned = json.loads((tmp_path / "gw-1.json").read_text())
+    (tmp_path / "gw-2.json").write_text(json.dumps({**cloned, "gateway": "gw-2"}), encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert "site 'plant1', gateway 'gw-2': key z6Mk" in result.output
+    assert "is already registered for gateway 'gw-1'; each gateway needs a key of its own" in result.output
+    assert counts(cloud_dsn)["gateway_keys"] == 0
+
+    (tmp_path / "gw-2.json").write_text(json.dumps(keys.export_public(tmp_path / "state" / "gw-2") | {"gateway": "gw-2"}), encoding="utf-8")
+    assert apply(cloud_dsn, plan).exit_code == 0
+    added = runner.invoke(root_app, ["cloud", "admin", "key-add", "--dsn", cloud_dsn, "acme", "gw-2", cloned["verification_method"]])
+    assert added.exit_code == 1
+    assert "already registered for gateway 'gw-1'" in added.output
+
+
+def test_changed_key_or_contract_refused(tmp_path: Path, cloud_dsn: str) -> None:
+    plan = write_plan(tmp_path, gateways=1)
+    assert apply(cloud_dsn, plan).exit_code == 0
+    before = counts(cloud_dsn)
+
+    keys.create_key(tmp_path / "state" / "replaced")
+    original = (tmp_path / "gw-1.json").read_text()
+    (tmp_path / "gw-1.json").write_text(json.dumps(keys.export_public(tmp_path / "state" / "replaced") | {"gateway": "gw-1"}), encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert "gateway 'gw-1' already has key(s) 1 in force and the plan names another key" in result.output
+    assert counts(cloud_dsn) == before
+
+    (tmp_path / "gw-1.json").write_text(original, encoding="utf-8")
+    (tmp_path / "acme.yaml").write_text(contract_yaml(price="120.00"), encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert "contract 'c-2026' is in force as revision 1 with another text than" in result.output
+    assert counts(cloud_dsn) == before
+
+
+def test_plan_file_problems_name_the_file(tmp_path: Path, cloud_dsn: str) -> None:
+    plan = write_plan(tmp_path, gateways=1)
+    plan.write_text("tenant: acme\ntenant: beta\n", encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert "key 'tenant' is written twice" in result.output
+    assert 'in "' + str(plan) in result.output
+
+    plan = write_plan(tmp_path, gateways=1)
+    (tmp_path / "acme.yaml").write_text(contract_yaml(price="-1.00"), encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert str(tmp_path / "acme.yaml") + ":14:" in result.output
+    assert "uploaded contract" not in result.output
+    assert counts(cloud_dsn)["tenants"] == 0
