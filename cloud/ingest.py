@@ -268,7 +268,7 @@ class IngestWorker:
                 if (due := self._replies.due_gaps()) and connected:
                     self._replies.request_due(self._client, await chain_positions(conn, due))
                 result = await reproduce_pending(conn, records_wait_s=self.settings.records_wait_s, baseline_wait_s=self.settings.baseline_wait_s)
-                await self._gauges.update(conn)
+                await self._gauges.update(conn, changed=result.decided > 0)
         except Exception as exc:
             if not self._outage.failed(exc):
                 log.exception("reproduce_failed", worker=self.name)

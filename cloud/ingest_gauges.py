@@ -17,10 +17,12 @@ from . import metrics
 from .chain import count_gap_gateways
 from .reproduce import count_waiting
 
-__all__ = ("GAUGE_INTERVAL_S", "DatabaseGauges")
+__all__ = ("GAUGE_INTERVAL_S", "GAUGE_AFTER_CHANGE_S", "DatabaseGauges")
 
 # Each count reads at most the pending rows of voucher_chain and every row of gateway_chain.
 GAUGE_INTERVAL_S = 30.0
+# After a pass that gave vouchers a verdict the counts have moved, so they are taken again this soon.
+GAUGE_AFTER_CHANGE_S = 2.0
 
 
 class DatabaseGauges:
@@ -30,11 +32,19 @@ class DatabaseGauges:
         self.records_wait_s = records_wait_s
         self.interval_s = interval_s
         self._counted_at: float | None = None
+        self._changed = False
 
-    async def update(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Count and set the gauges if ``interval_s`` has passed since the last count; return whether it counted."""
+    async def update(self, conn: psycopg.AsyncConnection[Any], *, changed: bool = False) -> bool:
+        """Count and set the gauges if ``interval_s`` has passed since the last count; return whether it counted.
+
+        ``changed``: this worker's pass just gave vouchers a verdict, so the counts are taken
+        again once ``GAUGE_AFTER_CHANGE_S`` has passed.
+        """
         now = time.monotonic()
-        if self._counted_at is not None and now - self._counted_at < self.interval_s:
+        # Kept until the next count, so that a verdict just after a count still moves the gauges within seconds.
+        self._changed = self._changed or changed
+        wait_s = min(self.interval_s, GAUGE_AFTER_CHANGE_S) if self._changed else self.interval_s
+        if self._counted_at is not None and now - self._counted_at < wait_s:
             return False
         pending, waiting = await count_waiting(conn, records_wait_s=self.records_wait_s)
         gaps = await count_gap_gateways(conn)
@@ -43,4 +53,5 @@ class DatabaseGauges:
         metrics.WAITING_FOR_RECORDS.set(waiting)
         metrics.CHAIN_GAPS.set(gaps)
         self._counted_at = now
+        self._changed = False
         return True

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from valuegate.cloud import contracts, metrics
 from valuegate.cloud.db import UTC_OPTIONS
 from valuegate.cloud.ingest import IngestWorker
+from valuegate.cloud import ingest_gauges
 from valuegate.cloud.ingest_gauges import DatabaseGauges
 from valuegate.cloud.reproduce import reproduce_pending
 from valuegate.cloud.settings import CloudSettings
@@ -116,6 +117,21 @@ async def test_waiting_gauge_counts_whole_backlog(cloud_dsn: str, two_tenants: t
         assert await gauges.update(conn)
     assert metrics.VOUCHERS_PENDING._value.get() == BACKLOG + 1
     assert metrics.WAITING_FOR_RECORDS._value.get() == BACKLOG + 1
+
+
+async def test_gauges_counted_again_soon_after_a_verdict(cloud_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that gave vouchers a verdict moves the counts: they are taken again after seconds, not after interval_s."""
+    now = [1_000.0]
+    monkeypatch.setattr(ingest_gauges.time, "monotonic", lambda: now[0])
+    gauges = DatabaseGauges(records_wait_s=0, interval_s=3600)
+    async with await psycopg.AsyncConnection.connect(cloud_dsn, options=UTC_OPTIONS) as conn:
+        assert await gauges.update(conn)
+        now[0] += 1.0
+        assert not await gauges.update(conn, changed=True)  # too soon after the last count
+        now[0] += ingest_gauges.GAUGE_AFTER_CHANGE_S
+        assert await gauges.update(conn)  # the verdict of the earlier pass is still owed a count
+        now[0] += ingest_gauges.GAUGE_AFTER_CHANGE_S * 2
+        assert not await gauges.update(conn)  # nothing changed since: interval_s applies again
 
 
 async def test_gap_gauge_after_restart(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway], mosquitto: Any) -> None:
