@@ -231,4 +231,4 @@ async def test_real_server_clock_steps(tmp_path: Path) -> None:
 
     assert [step.direction for step in normalizer.clock.steps] == ["forward", "ahead", "back"]
     assert 2 * HOUR - 1_000 <= normalizer.clock.steps[0].step_ms <= 2 * HOUR + 1_000
-    assert 1 <= normalizer.clock.rate <= 1.2
+    assert 0.9 <= normalizer.clock.rate <= 1.2  # a real-time clock; jitter of the receive times moves the learned rate a little
