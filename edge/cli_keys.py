@@ -52,7 +52,8 @@ def new(config_path: Path = _CONFIG, replace_lost: bool = _REPLACE_LOST) -> None
     # vouchers the agent signs before the registration are accepted too.
     register_hint = (
         f"`valuegate keys export-public -c {config_path} > {config.gateway}.pub.json`, then in the cloud "
-        f"`valuegate cloud admin key-add -c cloud.yaml {config.tenant} {config.gateway} {config.gateway}.pub.json`"
+        f"`valuegate cloud admin key-add -c cloud.yaml {config.tenant} {config.gateway} {config.gateway}.pub.json` "
+        f"(or list the file as this gateway's key in a `valuegate cloud admin apply` plan)"
     )
     if replace_lost:
         typer.echo(

@@ -146,4 +146,6 @@ async def bundle_download(request: Request[Any, Any, Any], contract_id: FromPath
     # Each member goes out once it is written, so the server holds at most one record file's ZIP bytes at a time.
     principal = principal_of(request)
     chunks = await open_bundle_stream(request.app.state.pool, principal.tenant_id, contract_id, records=records)
-    return Stream(chunks, media_type="application/zip", headers=_attachment(f"{contract_id}.bundle.zip"))
+    # Two names, so that an auditor who downloads both keeps both.
+    name = f"{contract_id}.bundle.zip" if records else f"{contract_id}.bundle-without-records.zip"
+    return Stream(chunks, media_type="application/zip", headers=_attachment(name))

@@ -224,6 +224,8 @@ async def test_voucher_table_pages(scale, monkeypatch):
     assert "第 2 页，共 3 页" in chinese
     past = (await scale.get("/contracts/C-6?vouchers=9&lang=en")).text
     assert "Page 9 is past the last voucher; the contract has 10 vouchers." in past
+    assert "Page 9 of 3" not in past
+    assert 'href="?vouchers=3#vouchers" rel="prev">Last page of vouchers</a>' in past
 
     for bad in ("0", "x", "-1"):
         response = await scale.get(f"/contracts/C-6?vouchers={bad}&lang=en")

@@ -140,6 +140,7 @@ def test_pdf_export_and_bundle_verify(login, tmp_path):
     auditor = login("aud1")
     bundle = auditor.get("/contracts/C-1/bundle.zip?records=false")
     assert bundle.status_code == 200
+    assert bundle.headers["content-disposition"] == 'attachment; filename="C-1.bundle-without-records.zip"'
     (tmp_path / "bundle.zip").write_bytes(bundle.content)
     report = verify_bundle(tmp_path / "bundle.zip")
     assert report.ok, report.as_dict()
@@ -156,7 +157,9 @@ def test_pdf_export_and_bundle_verify(login, tmp_path):
 
     # The fixture's vouchers are synthetic. Each commits to three minutes that were never stored, so with the
     # records of the downtime chart in the bundle every voucher fails on its evidence, and so does the line billing them.
-    (tmp_path / "records.zip").write_bytes(auditor.get("/contracts/C-1/bundle.zip").content)
+    full = auditor.get("/contracts/C-1/bundle.zip")
+    assert full.headers["content-disposition"] == 'attachment; filename="C-1.bundle.zip"'
+    (tmp_path / "records.zip").write_bytes(full.content)
     with_records = verify_bundle(tmp_path / "records.zip")
     assert with_records.evidence.failed == 21
     for verdict in with_records.vouchers:
@@ -220,7 +223,10 @@ def test_renewal_check_builds_and_delivers_package(login):
     assert summary.headers["content-security-policy"].startswith("default-src 'none'")
     assert csm.get(f"/packages/{package_id}/bundle.zip").content.startswith(b"PK")
     assert login("globex-csm").get(f"/packages/{package_id}").status_code == 404
-    assert "renewal-check" not in login("fin1").get("/contracts/C-1").text
+    # Finance may follow the link to the latest check, but gets no button that starts one.
+    finance_page = login("fin1").get("/contracts/C-1").text
+    assert 'action="/contracts/C-1/renewal-check"' not in finance_page
+    assert 'href="/contracts/C-1/renewal-check"' in finance_page
 
 
 @pytest.mark.parametrize(
