@@ -130,13 +130,7 @@ async def downtime_by_span(conn: Conn, tenant_id: str, spans: list[Span]) -> dic
 
 async def machine_availability(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
     """Return per machine the planned busy and running minutes over the dates and availability = running / planned busy."""
-    rows = await _rows(
-        conn,
-        f"SELECT machine_id, sum({_PBT_MS}) AS busy_ms, sum(running_ms) AS run_ms, sum(unplanned_stop_ms) AS down_ms, sum(stops) AS stops"
-        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
-        (tenant_id, machines, first, last),
-    )
-    return _availability(rows)
+    return await _period_totals(conn, "telemetry", tenant_id, machines, first, last)
 
 
 async def machine_period_totals(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
@@ -144,10 +138,15 @@ async def machine_period_totals(conn: Conn, tenant_id: str, machines: list[str],
 
     One statement reads a few rows per machine and day, so its cost does not grow with the minutes stored.
     """
+    return await _period_totals(conn, "machine_day", tenant_id, machines, first, last)
+
+
+async def _period_totals(conn: Conn, table: str, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Sum per machine over the dates from ``table``: the minute records or the machine-day aggregate, which have the same columns."""
     rows = await _rows(
         conn,
         f"SELECT machine_id, sum({_PBT_MS}) AS busy_ms, sum(running_ms) AS run_ms, sum(unplanned_stop_ms) AS down_ms, sum(stops) AS stops"
-        " FROM machine_day WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
+        f" FROM {table} WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s GROUP BY machine_id ORDER BY machine_id",
         (tenant_id, machines, first, last),
     )
     return _availability(rows)
