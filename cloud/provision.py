@@ -149,8 +149,6 @@ async def _located(where: str, step: Awaitable[Step]) -> Step:
     try:
         return await step
     except StoreError as exc:
-        if str(exc).startswith(where):
-            raise
         raise type(exc)(f"{where}: {exc}", code=exc.code) from exc
 
 
