@@ -98,7 +98,7 @@ def main() -> None:
     current, reference = results["current"], results["reference"]
     print(f"current / reference: time {current['seconds'] / reference['seconds']:.2f}, peak RSS {current['peak_mb'] / reference['peak_mb']:.2f}")
     if current["texts"] != reference["texts"]:
-        raise SystemExit("the two PDFs differ in their text; the faster rendering must not change what the invoice says")
+        raise SystemExit("the text of the two PDFs differs, so the faster rendering changed what the invoice contains; check the layout change in cloud/settlement/export.py")
     print("text of every page: identical")
 
 

@@ -35,7 +35,7 @@ async def open_bundle_stream(pool: Any, tenant_id: str, contract_id: str, *, rec
     contract, raise here, so the caller still sends a proper error response.
     A later error ends the iterator with that error. The ZIP central
     directory comes only with the last chunk, so a client whose download
-    broke off holds no file that opens as a complete ZIP.
+    broke off has no file that opens as a complete ZIP.
     The iterator holds a pooled connection until it ends or is closed.
     """
     stack = contextlib.AsyncExitStack()

@@ -2,10 +2,10 @@
 
 `valuegate cloud admin apply PLAN.yaml` applies the whole file in one
 transaction, so an error anywhere leaves the database as it was. Applying
-the same file again changes nothing: what exists and matches the file is
-reported as unchanged, and what exists but differs from the file is an
-error naming the object, the field and both values (nothing is renamed
-or moved silently). The format is in docs/cloud.md::
+the same file again changes nothing. What exists and matches the file is
+reported as unchanged. What exists but differs from the file is an error
+naming the object, the field and both values, because apply never renames
+or moves anything. The format is in docs/cloud.md::
 
     tenant: acme
     name: ACME Bottling          # needed only when the tenant is new
@@ -234,10 +234,10 @@ def _public_key(value: str, base: Path, gateway_id: str, tenant: str) -> tuple[s
 
 
 def _same(kind: str, name: str, field: str, stored: Any, planned: Any) -> None:
-    """Refuse a plan that differs from what is stored; an empty planned value means 'as stored'."""
+    """Raise Invalid when the plan differs from what is stored. An empty planned value means 'as stored'."""
     if planned not in ("", None) and stored != planned:
         raise Invalid(
-            f"{kind} {name!r} exists with {field} {stored!r}, the plan says {planned!r}; "
-            f"change the plan to {stored!r}, since apply creates objects but never changes them",
+            f"{kind} {name!r} exists with {field} {stored!r}, but the plan has {planned!r}; "
+            f"change the plan to {stored!r}, because apply creates objects but never changes them",
             code="plan_differs",
         )

@@ -1,8 +1,8 @@
 """Messages of the edge publisher besides vouchers: schemas and limits of the cloud's control messages, the gateway's status, telemetry batches.
 
-The cloud sends ``ack`` (the highest contiguous stored sequence), ``resend``
-(from a sequence, naming whether vouchers or records are missing) and
-records requests (machines and a time span) to the gateway's topics; the
+The cloud sends to the gateway's topics ``ack`` (the highest contiguous
+stored sequence), ``resend`` (from a sequence, naming whether vouchers or
+records are missing) and records requests (machines and a time span). The
 gateway keeps a retained ``status``. docs/architecture.md describes the protocol.
 """
 

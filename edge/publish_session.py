@@ -65,10 +65,9 @@ class SessionState:
         props = connack.properties
         self.max_packet = getattr(props, "MaximumPacketSize", None)
         self.window = min(config.publish.window, getattr(props, "ReceiveMaximum", config.publish.window))
-        # paho keeps at most publish.window messages on the wire (set before connecting) and sends the next one it
-        # holds as each PUBACK arrives, without a pass through the session. The session hands it a second window
-        # ahead, unless the broker allows fewer messages in flight than publish.window (its Receive Maximum):
-        # then paho is handed no more than the broker allows.
+        # paho keeps at most publish.window messages on the wire (set before connecting) and sends the next queued
+        # one as each PUBACK arrives, without a pass through the session. The session hands it a second window
+        # ahead, unless the broker's Receive Maximum is below publish.window. Then paho gets no more than the broker allows.
         self.capacity = 2 * self.window if self.window == config.publish.window else self.window
         # Messages handed to paho and not yet acknowledged by the broker: those on the wire and those paho holds.
         self.inflight: dict[int, tuple[str, Any]] = {}
@@ -137,7 +136,7 @@ class SessionState:
         return self.capacity - len(self.inflight)
 
     async def fill(self) -> None:
-        """Hand paho telemetry, then vouchers, until it holds ``capacity`` messages or nothing is left; then read ahead."""
+        """Hand paho telemetry, then vouchers, until it has ``capacity`` messages or nothing is left, then read ahead."""
         if not self.online:
             if time.monotonic() < self.status_deadline:
                 return

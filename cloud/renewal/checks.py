@@ -37,7 +37,7 @@ class CheckClaim:
     """The right to run a contract's renewal check: a session advisory lock on an autocommit connection of its own.
 
     The check's progress is written through the same connection, so the page
-    sees each step while the check's own transaction is still open. The lock
+    reads each step while the check's own transaction is still open. The lock
     ends when :meth:`release` closes the connection, or with the process.
     """
 
@@ -78,8 +78,8 @@ async def claim_check(dsn: str, tenant_id: str, contract_id: str, *, actor: str)
     conn = await psycopg.AsyncConnection.connect(dsn, options=UTC_OPTIONS, autocommit=True)
     try:
         cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (check_lock_key(tenant_id, contract_id),))
-        taken = (await cur.fetchone() or (False,))[0]
-        if not taken:
+        locked = (await cur.fetchone() or (False,))[0]
+        if not locked:
             await conn.close()
             log.info("renewal_check_running", tenant=tenant_id, contract=contract_id, requested_by=actor)
             return None

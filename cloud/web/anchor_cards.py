@@ -44,8 +44,8 @@ def _mean_gains(contract: Any, anchor: Any, values: list[VoucherValue]) -> dict[
             except PricingError:
                 means[mode] = None
             continue
-        kept, _ = latest_per_day(mine)
-        counted = [value.gain(mode) for value in kept if value.sufficient and value.running_day]
+        latest, _ = latest_per_day(mine)
+        counted = [value.gain(mode) for value in latest if value.sufficient and value.running_day]
         means[mode] = sum(counted, Decimal(0)) / len(counted) if counted else None
     return means
 
@@ -109,8 +109,8 @@ async def anchor_views(conn: Any, tenant: str, contract: Any, states: dict[str, 
                 if no_production_scheduled(g["planned_busy_min"], day_reasons):
                     no_production.append(g["plant_date"])
                     continue
-                why = separator.join(reason_text(reason, language) for reason in day_reasons) or "–"
-                findings.append(Finding(translate(language, "quality.insufficient_day", date=day, reasons=why), "; ".join(g["reasons"] or [])))
+                reasons = separator.join(reason_text(reason, language) for reason in day_reasons) or "–"
+                findings.append(Finding(translate(language, "quality.insufficient_day", date=day, reasons=reasons), "; ".join(g["reasons"] or [])))
             elif not g["running_day"] and anchor.price is not None and anchor.price.per != "avoided_minute":
                 findings.append(Finding(translate(language, "quality.not_running_day", date=day)))
         findings += [group_finding(group, language, tenant) for group in groups if group.anchor == anchor.id]

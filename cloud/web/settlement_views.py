@@ -143,7 +143,7 @@ async def export_pdf(request: Request[Any, Any, Any], conn: Conn, run_id: FromPa
 
 @get("/contracts/{contract_id:str}/bundle.zip", guards=[requires(*FINANCE_VIEW)], name="web:bundle")
 async def bundle_download(request: Request[Any, Any, Any], contract_id: FromPath[str], records: FromQuery[bool] = True) -> Stream:
-    # Each member goes out once it is written, so the server holds at most one record file's ZIP bytes at a time.
+    # Each member goes out once it is written, so the server keeps at most one record file's ZIP bytes in memory at a time.
     principal = principal_of(request)
     chunks = await open_bundle_stream(request.app.state.pool, principal.tenant_id, contract_id, records=records)
     # Two names, so that an auditor who downloads both keeps both.

@@ -79,7 +79,7 @@ def test_plan_that_differs_writes_nothing(tmp_path: Path, cloud_dsn: str) -> Non
     changed = write_plan(tmp_path, gateways=3, second_zone="Asia/Tokyo")
     result = apply(cloud_dsn, changed)
     assert result.exit_code == 1
-    assert "site 'plant2' exists with time_zone 'Europe/Berlin', the plan says 'Asia/Tokyo'" in result.output
+    assert "site 'plant2' exists with time_zone 'Europe/Berlin', but the plan has 'Asia/Tokyo'" in result.output
     assert counts(cloud_dsn) == before
 
 

@@ -55,13 +55,19 @@ async def upload_contract(dsn: str) -> None:
             await contracts.upload_contract(conn, "acme", contract_yaml())
 
 
+async def backlog_and_claims(dsn: str, acme: Gateway) -> tuple[Gateway, list[dt.date], Any, list[Any]]:
+    """Return the backlog gateway, the baseline dates, and the claims and records of one reporting day of acme, with the contract uploaded."""
+    waiting = await backlog_gateway(dsn)
+    base = [dt.date(2026, 1, 5)]
+    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
+    await upload_contract(dsn)
+    return waiting, base, claims, records
+
+
 async def test_complete_voucher_passes_backlog(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
     """Records stored first, then a backlog, then their voucher: the first pass reproduces it."""
     acme, _ = two_tenants
-    waiting = await backlog_gateway(cloud_dsn)
-    base = [dt.date(2026, 1, 5)]
-    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
-    await upload_contract(cloud_dsn)
+    waiting, base, claims, records = await backlog_and_claims(cloud_dsn, acme)
     await store_records(cloud_dsn, records + day_records(base[0], 9))
     await store_direct(cloud_dsn, [waiting.next_voucher() for _ in range(BACKLOG)], topic_of=waiting)
     await store_direct(cloud_dsn, [v.build_voucher(claims, acme.key)], topic_of=acme)
@@ -77,10 +83,7 @@ async def test_complete_voucher_passes_backlog(cloud_dsn: str, two_tenants: tupl
 async def test_late_records_pass_backlog(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> None:
     """A voucher tried before its records came goes ahead of a backlog never tried once they arrive."""
     acme, _ = two_tenants
-    waiting = await backlog_gateway(cloud_dsn)
-    base = [dt.date(2026, 1, 5)]
-    claims, records = computed_claims(acme, dt.date(2026, 3, 1), base)
-    await upload_contract(cloud_dsn)
+    waiting, base, claims, records = await backlog_and_claims(cloud_dsn, acme)
     await store_direct(cloud_dsn, [v.build_voucher(claims, acme.key)], topic_of=acme)
     await one_pass(cloud_dsn)
     [(detail,)] = await query(cloud_dsn, "SELECT reproduce_detail FROM voucher_chain WHERE gateway_id = 'gw-a1'")

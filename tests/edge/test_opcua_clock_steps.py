@@ -137,7 +137,10 @@ def test_value_older_than_watermark_moves_up() -> None:
 
 
 def test_restart_holds_clock_years_ahead() -> None:
-    """At a start the clock 40 years ahead of the spool and the gateway is held; the current values wait for the clock to be set right."""
+    """At a start, a clock 40 years ahead of the spool and the gateway is held back.
+
+    The current values wait until the clock is set right.
+    """
     normalizer = Normalizer("mazak-1", MAZAK, watermark_ms=T0 + 10 * MINUTE)
     assert [(event.ts_ms - T0, event.code) for event in normalizer.resume().states] == [(10 * MINUTE, OFFLINE)]
     now = 11 * MINUTE
