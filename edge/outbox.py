@@ -3,7 +3,10 @@
 A voucher enters the outbox in the same transaction that takes its sequence
 number and moves the chain head, so a crash leaves either both or neither.
 It leaves only when the cloud's ``ack`` covers its sequence number; the
-broker's PUBACK only moves the publisher on. Telemetry records are marked
+broker's PUBACK only moves the publisher on. The outbox is the part of the
+spool's ``vouchers`` table above the acknowledged sequence: an ack moves
+that sequence and keeps the vouchers it covers for the telemetry retention
+(see :mod:`valuegate.edge.spool_schema`). Telemetry records are marked
 published on PUBACK and deleted by the spool's pruning once their retention
 has passed (sooner under disk pressure when an acknowledged voucher covers them).
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from .jcs import chain_hash
 from .spool import Spool, SpoolReader
+from .spool_schema import ACKED_THROUGH
 
 __all__ = (
     "PendingVoucher",
@@ -102,8 +106,8 @@ def issue_vouchers(
             document, digest = signed if isinstance(signed, tuple) else (signed, chain_hash(signed))
             payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             db.execute(
-                "INSERT INTO outbox (seq, voucher_id, payload, machines, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, document["credentialSubject"]["voucher_id"], payload, json.dumps(list(item.machines)), item.start_ms, item.end_ms, now_ms),
+                "INSERT INTO vouchers (seq, payload, machines, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, payload, json.dumps(list(item.machines)), item.start_ms, item.end_ms, now_ms),
             )
             db.execute(
                 "UPDATE anchor_days SET seq = ? WHERE contract = ? AND anchor = ? AND plant_date = ?",
@@ -118,35 +122,33 @@ def issue_vouchers(
 
 
 def ack(spool: Spool, stored_through: int, *, now_ms: int | None = None) -> tuple[int, int]:
-    """Apply a cloud ``ack``: drop vouchers up to ``stored_through`` and mark the records they cover.
+    """Apply a cloud ``ack``: move the acknowledged sequence to ``stored_through`` and mark the records its vouchers cover.
 
-    Each dropped voucher's scope and signed payload move to ``acked_spans``, so
+    The vouchers stay in the spool with their scope and signed payload, so
     that the voucher and its records can be sent again until the telemetry
-    retention has passed (for a cloud restored from an older backup).
+    retention has passed (for a cloud restored from an older backup); the
+    row written to ``acks`` dates that retention.
 
-    Returns the new acknowledged sequence and the number of vouchers removed.
-    An ack beyond the last issued sequence is clamped to it. The commit is
-    not fsynced (see the spool's durability policy): an ack lost in a power
-    cut only sends its vouchers again.
+    Returns the new acknowledged sequence and the number of vouchers it
+    took out of the outbox. An ack beyond the last issued sequence is
+    clamped to it. The commit is not fsynced (see the spool's durability
+    policy): an ack lost in a power cut only sends its vouchers again.
     """
     with spool.transaction(sync="NORMAL") as db:
         head = chain_head(spool)
         through = min(stored_through, head.next_seq - 1)
         if through <= head.acked_through:
             return head.acked_through, 0
-        covered = db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq <= ?", (through,)).fetchall()
+        covered = db.execute("SELECT machines, start_ms, end_ms FROM vouchers WHERE seq > ? AND seq <= ?", (head.acked_through, through)).fetchall()
         db.executemany(
             "UPDATE minutes SET covered = 1 WHERE machine = ? AND minute_ms >= ? AND minute_ms < ?",
             _merged_spans((machine, start_ms, end_ms) for machines, start_ms, end_ms in covered for machine in json.loads(machines)),
         )
         db.execute(
-            "INSERT OR IGNORE INTO acked_spans (seq, machines, start_ms, end_ms, acked_ms, payload) "
-            "SELECT seq, machines, start_ms, end_ms, ?, payload FROM outbox WHERE seq <= ?",
-            (time.time_ns() // 1_000_000 if now_ms is None else now_ms, through),
+            "INSERT OR REPLACE INTO acks (through, acked_ms) VALUES (?, ?)", (through, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
         )
-        removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (through,)).rowcount
         spool.set_meta("acked_through", str(through))
-    return through, removed
+    return through, len(covered)
 
 
 def _merged_spans(spans: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
@@ -163,14 +165,14 @@ def _merged_spans(spans: Iterable[tuple[str, int, int]]) -> list[tuple[str, int,
 
 def pending(spool: Spool | SpoolReader, from_seq: int, limit: int) -> list[OutboxEntry]:
     rows = spool.db.execute(
-        "SELECT seq, payload, created_ms FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+        f"SELECT seq, payload, created_ms FROM vouchers WHERE seq >= ? AND seq > {ACKED_THROUGH} ORDER BY seq LIMIT ?", (from_seq, limit)
     ).fetchall()
     return [OutboxEntry(seq, bytes(payload), created_ms) for seq, payload, created_ms in rows]
 
 
 def outbox_stats(spool: Spool) -> dict[str, int | None]:
     """Return the outbox depth, the creation time of the oldest voucher in it, and the unpublished telemetry count."""
-    depth, oldest = spool.db.execute("SELECT count(*), min(created_ms) FROM outbox").fetchone()
+    depth, oldest = spool.db.execute(f"SELECT count(*), min(created_ms) FROM vouchers WHERE seq > {ACKED_THROUGH}").fetchone()
     unpublished = spool.db.execute("SELECT count(*) FROM minutes WHERE published = 0").fetchone()[0]
     return {"depth": depth, "oldest_created_ms": oldest, "unpublished_records": unpublished}
 
@@ -206,16 +208,13 @@ def records_for(spool: Spool, machines: Sequence[str], start_ms: int, end_ms: in
 
 def acked_payloads(spool: Spool, from_seq: int, through: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
     """Return the kept payloads of acknowledged vouchers ``from_seq..through`` (at most ``limit``, in order) and how many of that range are gone."""
-    rows = spool.db.execute(
-        "SELECT seq, payload FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL ORDER BY seq LIMIT ?", (from_seq, through, limit)
-    ).fetchall()
-    available = spool.db.execute("SELECT count(*) FROM acked_spans WHERE seq >= ? AND seq <= ? AND payload IS NOT NULL", (from_seq, through)).fetchone()[0]
+    where = f"seq >= ? AND seq <= ? AND seq <= {ACKED_THROUGH} AND payload IS NOT NULL"
+    rows = spool.db.execute(f"SELECT seq, payload FROM vouchers WHERE {where} ORDER BY seq LIMIT ?", (from_seq, through, limit)).fetchall()
+    available = spool.db.execute(f"SELECT count(*) FROM vouchers WHERE {where}", (from_seq, through)).fetchone()[0]
     return [(seq, bytes(payload)) for seq, payload in rows], (through - from_seq + 1) - available
 
 
 def voucher_span(spool: Spool, seq: int) -> tuple[list[str], int, int] | None:
     """Return the machines and time span voucher ``seq`` covers, acknowledged or not; None once it is pruned."""
-    row = spool.db.execute("SELECT machines, start_ms, end_ms FROM outbox WHERE seq = ?", (seq,)).fetchone()
-    if row is None:
-        row = spool.db.execute("SELECT machines, start_ms, end_ms FROM acked_spans WHERE seq = ?", (seq,)).fetchone()
+    row = spool.db.execute("SELECT machines, start_ms, end_ms FROM vouchers WHERE seq = ?", (seq,)).fetchone()
     return (json.loads(row[0]), row[1], row[2]) if row else None

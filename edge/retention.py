@@ -24,6 +24,7 @@ from typing import Any
 from .config import SpoolConfig
 from .metrics import AgentMetrics, LogLimiter
 from .spool import WAL_LIMIT_BYTES, Spool, SpoolThread
+from .spool_schema import ACKED_THROUGH
 
 __all__ = ("used_bytes", "data_bytes", "wal_limit", "rows_limit", "prune", "housekeep")
 
@@ -40,8 +41,12 @@ _PRUNE_STAGES = (
         "DELETE FROM minutes WHERE (machine, minute_ms) IN "
         "(SELECT machine, minute_ms FROM minutes WHERE published = 1 AND covered = 1 ORDER BY minute_ms LIMIT 2000)",
     ),
-    # Copies of acknowledged vouchers, kept for a cloud restored from a backup, before raw samples not yet summarized.
-    ("acked_payloads", "UPDATE acked_spans SET payload = NULL WHERE seq IN (SELECT seq FROM acked_spans WHERE payload IS NOT NULL ORDER BY seq LIMIT 2000)"),
+    # Payloads of acknowledged vouchers, kept for a cloud restored from a backup, before raw samples not yet summarized.
+    (
+        "acked_payloads",
+        "UPDATE vouchers SET payload = NULL WHERE seq IN "
+        f"(SELECT seq FROM vouchers WHERE payload IS NOT NULL AND seq <= {ACKED_THROUGH} ORDER BY seq LIMIT 2000)",
+    ),
     ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
 )
 
@@ -106,7 +111,10 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
             "AND k.end_ms > minutes.minute_ms)",
             (horizon,),
         ).rowcount
-        spool.db.execute("DELETE FROM acked_spans WHERE acked_ms < ?", (horizon,))
+        expired = spool.db.execute("SELECT max(through) FROM acks WHERE acked_ms < ?", (horizon,)).fetchone()[0]
+        if expired is not None:
+            spool.db.execute("DELETE FROM vouchers WHERE seq <= ?", (expired,))
+            spool.db.execute("DELETE FROM acks WHERE through <= ?", (expired,))
     _reclaim(spool)
 
     rows_cap = rows_limit(cap_bytes)

@@ -12,8 +12,8 @@ advances the gateway's sequence and chain head.
   earlier commit durable, so nothing a voucher was computed from can be
   lost while the voucher survives.
 * Acknowledgements commit with ``synchronous=NORMAL``. A power cut can drop
-  the newest of them, whole and in order. The vouchers they removed are
-  then still in the outbox and are sent again. The cloud stores each
+  the newest of them, whole and in order. The vouchers they covered are
+  then above the acknowledged sequence again, in the outbox, and are sent again. The cloud stores each
   voucher once and acknowledges it again, so losing an ack costs a resend,
   never a voucher.
 * Minute records, plant days and anchor days are derived from what is
@@ -57,6 +57,7 @@ import structlog
 
 from .metrics import LogLimiter
 from .spool_rows import INT64_MAX, INT64_MIN, Carry, CounterReading, MachineBatch, Progress, StateEvent, split_unfit
+from .spool_schema import SCHEMA_VERSION, create_or_upgrade
 
 __all__ = (
     "SCHEMA_VERSION",
@@ -71,84 +72,8 @@ T = TypeVar("T")
 
 log = structlog.get_logger("valuegate.edge.spool")
 
-SCHEMA_VERSION = 1
 # Default size limit of the WAL file (journal_size_limit); the agent sets a smaller one for a small cap (:func:`valuegate.edge.retention.wal_limit`).
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    machine TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    kind INTEGER NOT NULL,            -- 0 state change, 1 counter reading
-    code INTEGER,
-    reason TEXT,
-    uncertain INTEGER NOT NULL DEFAULT 0,
-    tag TEXT,
-    value REAL,
-    summarized INTEGER NOT NULL DEFAULT 0  -- 1 once minute records cover it
-);
-CREATE INDEX IF NOT EXISTS events_by_machine ON events (machine, summarized, ts_ms, id);
-CREATE INDEX IF NOT EXISTS events_by_age ON events (summarized, ts_ms);
-CREATE TABLE IF NOT EXISTS machines (
-    machine TEXT PRIMARY KEY,
-    watermark_ms INTEGER NOT NULL DEFAULT 0,
-    minutes_done_ms INTEGER,          -- every minute that starts before this is summarized
-    carry TEXT,                       -- state and counters in force at minutes_done_ms (JSON)
-    missed_transitions INTEGER NOT NULL DEFAULT 0,
-    day_done TEXT                     -- last closed plant date
-);
-CREATE TABLE IF NOT EXISTS minutes (
-    machine TEXT NOT NULL,
-    minute_ms INTEGER NOT NULL,
-    record TEXT NOT NULL,             -- the MinuteRecord as JSON
-    published INTEGER NOT NULL DEFAULT 0,
-    published_ms INTEGER,
-    covered INTEGER NOT NULL DEFAULT 0,   -- an acknowledged voucher commits to it
-    PRIMARY KEY (machine, minute_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS minutes_unpublished ON minutes (published, minute_ms);
-CREATE TABLE IF NOT EXISTS days (
-    machine TEXT NOT NULL,
-    plant_date TEXT NOT NULL,
-    start_ms INTEGER NOT NULL,
-    end_ms INTEGER NOT NULL,
-    result TEXT NOT NULL,
-    PRIMARY KEY (machine, plant_date)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS anchor_days (
-    contract TEXT NOT NULL,
-    anchor TEXT NOT NULL,
-    plant_date TEXT NOT NULL,
-    role TEXT NOT NULL,               -- baseline or reporting
-    result TEXT NOT NULL,
-    seq INTEGER,                      -- the voucher issued for a reporting day
-    PRIMARY KEY (contract, anchor, plant_date)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
-    voucher_id TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    machines TEXT NOT NULL,           -- JSON list of the scope's machine ids
-    start_ms INTEGER NOT NULL,
-    end_ms INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
--- The scope and the signed payload of each acknowledged voucher, kept with its records for
--- the telemetry retention, so that the cloud can still ask for the records a voucher commits
--- to, and for the voucher itself after its database was restored from an older backup.
-CREATE TABLE IF NOT EXISTS acked_spans (
-    seq INTEGER PRIMARY KEY,
-    machines TEXT NOT NULL,
-    start_ms INTEGER NOT NULL,
-    end_ms INTEGER NOT NULL,
-    acked_ms INTEGER NOT NULL,
-    payload BLOB
-);
-"""
-
-_META_DEFAULTS = {"schema_version": str(SCHEMA_VERSION), "next_seq": "1", "head_hash": "", "acked_through": "0"}
 
 
 class SpoolError(RuntimeError):
@@ -190,18 +115,10 @@ class Spool:
         self.db.execute(f"PRAGMA wal_autocheckpoint={max(1, wal_limit_bytes // page_size // 2)}")
         self.db.execute(f"PRAGMA journal_size_limit={wal_limit_bytes}")
         with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
-            for key, value in _META_DEFAULTS.items():
-                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            # Spools written before acknowledged payloads were kept lack the column; older agents ignore it.
-            if "payload" not in {row[1] for row in self.db.execute("PRAGMA table_info(acked_spans)")}:
-                self.db.execute("ALTER TABLE acked_spans ADD COLUMN payload BLOB")
+            version = create_or_upgrade(self.db)
         self._truncate_wal()
         self.rejected: dict[str, int] = {}
         self._limit = LogLimiter()
-        version = int(self.meta("schema_version"))
         if version != SCHEMA_VERSION:
             raise SpoolError(f"the spool {path} has schema version {version}; this agent reads version {SCHEMA_VERSION}", path=path)
 

@@ -102,7 +102,7 @@ class SpoolWatch:
         return row[0] if row else 0
 
     def outbox_depth(self) -> int:
-        row = self._query("SELECT count(*) FROM outbox")
+        row = self._query("SELECT count(*) FROM vouchers WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'acked_through')")
         assert row is not None
         return row[0]
 

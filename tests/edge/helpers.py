@@ -99,7 +99,8 @@ def issue_synthetic(
 
 
 def outbox_depth(spool: Spool) -> int:
-    return spool.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    """Count the vouchers above the acknowledged sequence, straight from the spool's tables."""
+    return spool.db.execute("SELECT count(*) FROM vouchers WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'acked_through')").fetchone()[0]
 
 
 def dump(value: Any) -> str:

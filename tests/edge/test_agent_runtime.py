@@ -139,7 +139,7 @@ async def test_metrics_endpoint_values(tmp_path: Path, mosquitto: MosquittoServe
             issued = metric(port, "valuegate_vouchers_issued_total")
             depth = metric(port, "valuegate_outbox_depth")
             age = metric(port, "valuegate_oldest_unacked_voucher_age_seconds")
-        created = watch._query("SELECT min(created_ms), max(created_ms) FROM outbox")
+        created = watch._query("SELECT min(created_ms), max(created_ms) FROM vouchers WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'acked_through')")
     finally:
         watch.close()
         plc.close()

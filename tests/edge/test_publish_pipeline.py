@@ -45,7 +45,7 @@ async def test_read_goes_on_while_a_write_is_open(tmp_path: Path) -> None:
             assert not writer.done()
             # The read connection refuses writes.
             with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-                await spool.read(lambda reader: reader.db.execute("DELETE FROM outbox"))
+                await spool.read(lambda reader: reader.db.execute("DELETE FROM vouchers"))
         finally:
             release.set()
             await writer

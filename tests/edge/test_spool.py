@@ -229,7 +229,7 @@ def test_baseline_records_outlast_retention(spool: Spool, signer: VoucherSigner)
 def test_acknowledged_payloads_kept_for_retention(spool: Spool, signer: VoucherSigner) -> None:
     """An acknowledged voucher's signed payload stays for the telemetry retention, so a restored cloud can get it again."""
     issue_synthetic(spool, signer, 4)
-    sent = {seq: bytes(payload) for seq, payload in spool.db.execute("SELECT seq, payload FROM outbox")}
+    sent = {seq: bytes(payload) for seq, payload in spool.db.execute("SELECT seq, payload FROM vouchers")}
     outbox.ack(spool, 3, now_ms=1_000)
     assert outbox.acked_payloads(spool, 2, 3, limit=10) == ([(2, sent[2]), (3, sent[3])], 0)
     assert outbox.acked_payloads(spool, 1, 3, limit=2) == ([(1, sent[1]), (2, sent[2])], 0)
@@ -237,22 +237,64 @@ def test_acknowledged_payloads_kept_for_retention(spool: Spool, signer: VoucherS
     assert outbox.acked_payloads(spool, 1, 3, limit=10) == ([], 3)  # past the retention: gone, and counted as gone
 
 
-def test_spool_from_before_kept_payloads_opens(tmp_path: Path) -> None:
-    """A spool whose acked_spans lacks the payload column gets it on open; its earlier rows stay, without a payload."""
+def test_acked_vouchers_pruned_by_ack_time(spool: Spool, signer: VoucherSigner) -> None:
+    """An ack takes vouchers out of the outbox but keeps them. Retention removes those acked before its horizon and no others."""
+    issue_synthetic(spool, signer, 5)
+    assert outbox.ack(spool, 2, now_ms=1_000) == (2, 2)
+    assert outbox.ack(spool, 4, now_ms=5_000) == (4, 2)
+    assert outbox.ack(spool, 3, now_ms=6_000) == (4, 0)  # an older ack changes nothing
+    assert [entry.seq for entry in outbox.pending(spool, 1, 10)] == [5]
+    assert outbox.outbox_stats(spool)["depth"] == 1
+    assert outbox.voucher_span(spool, 1) is not None
+    prune(spool, 10**12, now_ms=4_000, retention_ms=1_000)  # horizon 3,000: only the ack at 1,000 is older
+    assert [row[0] for row in spool.db.execute("SELECT seq FROM vouchers ORDER BY seq")] == [3, 4, 5]
+    assert outbox.voucher_span(spool, 2) is None
+    prune(spool, 10**12, now_ms=10**9, retention_ms=1_000)
+    assert [row[0] for row in spool.db.execute("SELECT seq FROM vouchers ORDER BY seq")] == [5]  # unacknowledged: never pruned
+    assert outbox.chain_head(spool).acked_through == 4
+
+
+_VERSION_1_TABLES = (
+    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, voucher_id TEXT NOT NULL, payload BLOB NOT NULL, machines TEXT NOT NULL, "
+    "start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL)",
+    "CREATE TABLE acked_spans (seq INTEGER PRIMARY KEY, machines TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, acked_ms INTEGER NOT NULL{payload})",
+)
+
+
+@pytest.mark.parametrize("with_payloads", [True, False], ids=["kept-payloads", "before-kept-payloads"])
+def test_version_1_spool_upgraded_on_open(tmp_path: Path, with_payloads: bool) -> None:
+    """A spool with the earlier outbox and acked_spans tables opens with every voucher, ack time and chain position kept."""
     import sqlite3
 
     path = tmp_path / "spool.db"
     Spool(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE acked_spans")
-        db.execute("CREATE TABLE acked_spans (seq INTEGER PRIMARY KEY, machines TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, acked_ms INTEGER NOT NULL)")
-        db.execute("INSERT INTO acked_spans VALUES (1, '[\"m\"]', 0, 1, 5)")
+        db.execute("DROP TABLE vouchers")
+        db.execute("DROP TABLE acks")
+        db.execute(_VERSION_1_TABLES[0])
+        db.execute(_VERSION_1_TABLES[1].format(payload=", payload BLOB" if with_payloads else ""))
+        if with_payloads:
+            db.executemany("INSERT INTO acked_spans VALUES (?, ?, ?, ?, ?, ?)", [(1, '["m"]', 0, 60_000, 5, b"v1"), (2, '["m","n"]', 60_000, 120_000, 5, None), (3, '["m"]', 120_000, 180_000, 9, b"v3")])
+        else:
+            db.executemany("INSERT INTO acked_spans VALUES (?, ?, ?, ?, ?)", [(1, '["m"]', 0, 60_000, 5), (2, '["m","n"]', 60_000, 120_000, 5), (3, '["m"]', 120_000, 180_000, 9)])
+        db.execute("INSERT INTO outbox VALUES (4, 'gw-1:4', X'7634', '[\"m\"]', 180000, 240000, 20)")
+        db.executemany("UPDATE meta SET value = ? WHERE key = ?", [("1", "schema_version"), ("5", "next_seq"), ("3", "acked_through")])
     reopened = Spool(path)
     try:
-        assert outbox.acked_payloads(reopened, 1, 1, limit=5) == ([], 1)
-        assert outbox.voucher_span(reopened, 1) == (["m"], 0, 1)
+        assert reopened.meta("schema_version") == "2"
+        assert {row[0] for row in reopened.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"vouchers", "acks"}
+        assert reopened.db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('outbox', 'acked_spans')").fetchone()[0] == 0
+        assert [(entry.seq, entry.payload, entry.created_ms) for entry in outbox.pending(reopened, 1, 10)] == [(4, b"v4", 20)]
+        assert outbox.voucher_span(reopened, 2) == (["m", "n"], 60_000, 120_000)
+        expected = ([(1, b"v1"), (3, b"v3")], 1) if with_payloads else ([], 3)
+        assert outbox.acked_payloads(reopened, 1, 3, limit=10) == expected
+        assert reopened.db.execute("SELECT through, acked_ms FROM acks ORDER BY through").fetchall() == [(2, 5), (3, 9)]
+        assert outbox.chain_head(reopened) == outbox.ChainHead(5, None, 3)
+        prune(reopened, 10**12, now_ms=1_007, retention_ms=1_000)  # horizon 7: the ack at 5 has passed, the one at 9 not
+        assert [row[0] for row in reopened.db.execute("SELECT seq FROM vouchers ORDER BY seq")] == [3, 4]
     finally:
         reopened.close()
+    Spool(path).close()  # a second open finds version 2 and changes nothing
 
 
 def test_reclaim_returns_every_free_page(spool: Spool) -> None:
