@@ -4,7 +4,8 @@ Use it as ``async with EdgeAgent(config) as agent: await agent.run()``;
 :meth:`EdgeAgent.stop` (the CLI calls it on SIGTERM) drains the spool
 writer, lets the pipeline finish its step, publishes ``offline`` on the
 status topic and returns within seconds. Start-up goes through an ``AsyncExitStack``, so
-a failure part-way closes what was already opened.
+a failure part-way closes what was already opened. Reading each machine's
+device is in :mod:`.device_reader`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from valuegate.adapters.backoff import Backoff
-from valuegate.adapters.tagmap import TagMap, load_tag_map
+from valuegate.adapters.tagmap import load_tag_map
 
 from . import outbox, retention
 from .config import EdgeConfig, Machine
-from .issuer import VoucherSigner, iso_utc
+from .device_reader import DeviceOpener, DeviceReader, default_opener
+from .issuer import VoucherSigner
 from .metrics import AgentMetrics, LogLimiter, MetricsServer
 from .minutes import MachineInfo
 from .normalize import Normalizer
@@ -64,27 +65,9 @@ def _lock_state_dir(state: Path) -> int:
     return descriptor
 
 
-DeviceOpener = Callable[[Any, TagMap], AbstractAsyncContextManager[Any]]
 _HOUSEKEEPING_S = 5.0
 _WRITER_BATCHES = 256
-# How often a connected OPC UA machine on gateway time moves its watermark, so that its minutes close without value changes.
-_TICK_S = 1.0
 
-
-def _default_opener(device: Any, tag_map: TagMap) -> AbstractAsyncContextManager[Any]:
-    from valuegate.adapters.devices import open_device
-
-    return open_device(device, tag_map)
-
-
-_CLOCK_STEP_ACTIONS = {
-    "forward": "the time across the step counts as offline (no data); data resumes at the new PLC time",
-    "ahead": "the PLC time is far ahead of where it should be and is not used; the machine has no data until the PLC clock is set right, "
-    "or has run steadily from the new time for a minute (taken then, if it is ahead by a year at most); after an agent start or an "
-    "outage, a clock more than a day ahead of both the stored data and the gateway's clock is taken only once it is set right",
-    "back": "the spool already holds data up to the PLC time before the step, so the machine is offline until the PLC clock passes it "
-    "again; set the PLC clock right",
-}
 
 class EdgeAgent:
     """One gateway's agent; ``open_device`` can be replaced to feed samples without a PLC."""
@@ -93,7 +76,7 @@ class EdgeAgent:
         self.config = config
         self.instance = uuid.uuid4().hex
         self.metrics = AgentMetrics()
-        self._open_device = open_device or _default_opener
+        self._open_device = open_device or default_opener
         self._machines = machines
         self._stack = AsyncExitStack()
         self._stopping = asyncio.Event()
@@ -101,8 +84,6 @@ class EdgeAgent:
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[MachineBatch | None] = asyncio.Queue(maxsize=10_000)
         self._normalizers: dict[str, Normalizer] = {}
-        self._device_stats: dict[tuple[str, str], int] = {}
-        """The adapter's counts last copied into the metrics, per device and count."""
         self._device_tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._log = log.bind(gateway=config.gateway)
@@ -197,7 +178,18 @@ class EdgeAgent:
         """Run every task until :meth:`stop`."""
         async with asyncio.TaskGroup() as group:
             for machine_id, machine in self._devices.items():
-                self._device_tasks.append(group.create_task(self._read_device(machine_id, machine.device), name=f"device:{machine_id}"))
+                reader = DeviceReader(
+                    machine_id,
+                    machine.device,
+                    self._normalizers[machine_id],
+                    open_device=self._open_device,
+                    metrics=self.metrics,
+                    limit=self._limit,
+                    log=self._log,
+                    stopping=self._stopping,
+                    enqueue=self._enqueue,
+                )
+                self._device_tasks.append(group.create_task(reader.run(), name=f"device:{machine_id}"))
             writer = group.create_task(self._write_spool(), name="spool-writer")
             group.create_task(self._run_pipeline(writer), name="pipeline")
             group.create_task(self.publisher.run(), name="publisher")
@@ -205,127 +197,11 @@ class EdgeAgent:
             if self._stopping.is_set():
                 self.stop()
 
-    # -- devices -------------------------------------------------------------
-
-    async def _read_device(self, machine_id: str, device: Any) -> None:
-        normalizer = self._normalizers[machine_id]
-        device_id = getattr(device, "id", machine_id)
-        backoff = Backoff(1.0, 60.0)
-        while not self._stopping.is_set():
-            try:
-                async with self._open_device(device, normalizer.tag_map) as client, self._ticking(normalizer, client):
-                    self._log.info("device_opened", device=device_id, machine=machine_id)
-                    async for samples in client.stream():
-                        await self._on_samples(machine_id, device_id, client, samples)
-                    backoff.reset()
-                    if self._stopping.is_set():
-                        return
-                    self._log.info("device_stream_ended", device=device_id, machine=machine_id)
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a device fault must never stop the agent
-                delay = backoff.next_delay()
-                self.metrics.device_connected.labels(device_id).set(0)
-                if (held := self._limit(("device_failed", device_id))) is not None:
-                    self._log.error("device_failed", device=device_id, machine=machine_id, error=repr(exc), retry_in_s=round(delay, 1), repeats_not_logged=held)
-                await self._enqueue(normalizer.offline())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
-
-    def _copy_device_stats(self, device_id: str, stats: dict[str, int]) -> None:
-        """Add what the adapter counted since the last batch to the connection metrics; a reopened client counts from 0 again."""
-        for key, metric in (("connect_failures", self.metrics.device_connect_failures), ("reconnects", self.metrics.device_reconnects)):
-            count = int(stats.get(key, 0))
-            seen = self._device_stats.get((device_id, key), 0)
-            added = count - seen if count >= seen else count
-            if added:
-                metric.labels(device_id).inc(added)
-            self._device_stats[(device_id, key)] = count
-
-    @contextlib.asynccontextmanager
-    async def _ticking(self, normalizer: Normalizer, client: Any) -> AsyncIterator[None]:
-        """While the device is open, move an OPC UA machine's watermark on gateway time once a second (see :meth:`Normalizer.tick`).
-
-        It moves only as far as the server's newest response (``client.last_response_ms``). A link that goes silent without a reset
-        is noticed only when a keep-alive fails, so the time since the last response must not count in the machine's last state.
-        """
-        if normalizer.plc_time or normalizer.poll_batches:
-            yield
-            return
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(_TICK_S)
-                now = time.time_ns() // 1_000_000
-                # While the connection is down the state is offline, and the minutes may close at the gateway's time.
-                last_response = getattr(client, "last_response_ms", None) if getattr(client, "connected", False) else now
-                await self._enqueue(normalizer.tick(min(now, last_response or 0)))
-
-        ticker = asyncio.create_task(tick(), name=f"tick:{normalizer.machine}")
-        try:
-            yield
-        finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-
-    async def _on_samples(self, machine_id: str, device_id: str, client: Any, samples: list[Any]) -> None:
-        normalizer = self._normalizers[machine_id]
-        self.metrics.values_read.labels(device_id).inc(len(samples))
-        bad = sum(1 for sample in samples if sample.status == "bad")
-        if bad:
-            self.metrics.decode_errors.labels(device_id).inc(bad)
-        connected = bool(getattr(client, "connected", True))
-        self.metrics.device_connected.labels(device_id).set(int(connected))
-        self._copy_device_stats(device_id, getattr(client, "stats", {}))
-        missed_before = normalizer.missed_total
-        implausible_before = normalizer.implausible_total
-        unmatched_before = normalizer.unmatched_total
-        batch = normalizer.feed(samples) if connected or samples else normalizer.offline()
-        if normalizer.missed_total > missed_before:
-            self.metrics.missed_transitions.labels(machine_id).inc(normalizer.missed_total - missed_before)
-            if (held := self._limit(("state_transitions_missed", machine_id))) is not None:
-                self._log.warning("state_transitions_missed", machine=machine_id, missed_total=normalizer.missed_total, repeats_not_logged=held)
-        if normalizer.implausible_total > implausible_before:
-            self._report_implausible(machine_id, device_id, normalizer)
-        if normalizer.clock.steps:
-            self._report_clock_steps(machine_id, device_id, normalizer)
-        if normalizer.unmatched_total > unmatched_before:
-            self.metrics.state_unmatched.labels(machine_id).inc(normalizer.unmatched_total - unmatched_before)
-        if normalizer.unmatched_new:
-            # Each distinct value is logged once: a missing or mistyped rule, not a passing fault.
-            default = normalizer.tag_map.states.default
-            self._log.warning("state_unmatched", machine=machine_id, device=device_id, values=list(normalizer.unmatched_new), category=default,
-                              hint=f"no rule of tag map '{normalizer.tag_map.name}' matches; add a rule if these are real machine states")
-            normalizer.unmatched_new.clear()
-        await self._enqueue(batch)
-
-    def _report_implausible(self, machine_id: str, device_id: str, normalizer: Normalizer) -> None:
-        """Count the PLC times the normalizer did not use, and log each tag's reason at most once a minute."""
-        for tag, (count, detail) in normalizer.implausible.items():
-            self.metrics.implausible_times.labels(machine_id, tag).inc(count)
-            if (held := self._limit(("plc_time_implausible", machine_id, tag))) is not None:
-                self._log.warning("plc_time_implausible", machine=machine_id, device=device_id, tag=tag, detail=detail, repeats_not_logged=held)
-        normalizer.implausible.clear()
-
-    def _report_clock_steps(self, machine_id: str, device_id: str, normalizer: Normalizer) -> None:
-        """Count the PLC clock's steps and log each direction at most once a minute, with what the agent does about it."""
-        for step in normalizer.clock.steps:
-            self.metrics.plc_clock_steps.labels(machine_id, step.direction).inc()
-            if (held := self._limit(("plc_clock_step", machine_id, step.direction))) is not None:
-                self._log.warning(
-                    "plc_clock_step", machine=machine_id, device=device_id, direction=step.direction, step_s=round(step.step_ms / 1000, 1),
-                    expected_plc_time=iso_utc(step.expected_ms), plc_time=iso_utc(step.clock_ms), action=_CLOCK_STEP_ACTIONS[step.direction],
-                    repeats_not_logged=held,
-                )  # fmt: skip
-        normalizer.clock.steps.clear()
+    # -- spool writer and pipeline ---------------------------------------
 
     async def _enqueue(self, batch: MachineBatch) -> None:
         if batch.states or batch.counters or batch.watermark_ms is not None:
             await self._queue.put(batch)
-
-    # -- spool writer and pipeline ---------------------------------------
 
     async def _write_spool(self) -> None:
         """Commit queued batches, several per transaction, then wake the pipeline."""
