@@ -14,7 +14,7 @@ import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from valuegate.edge import keys, outbox, publish_session
+from valuegate.edge import keys, outbox, publish_control
 from valuegate.edge.config import EdgeConfig
 from valuegate.edge.issuer import VoucherSigner
 from valuegate.edge.metrics import AgentMetrics
@@ -119,7 +119,7 @@ async def test_ack_burst_applied_in_one_commit(tmp_path: Path, mosquitto: Mosqui
 
 async def test_acks_one_per_voucher_share_a_commit(tmp_path: Path, mosquitto: MosquittoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """An ack that leaves vouchers unacknowledged waits ACK_SETTLE_S for later ones; an ack covering every voucher sent applies at once."""
-    monkeypatch.setattr(publish_session, "ACK_SETTLE_S", 2.0)
+    monkeypatch.setattr(publish_control, "ACK_SETTLE_S", 2.0)
 
     async def ack(through: int) -> None:
         payload = json.dumps({"schema": ACK_SCHEMA, "stored_through": through})
