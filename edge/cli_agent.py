@@ -206,8 +206,8 @@ def check_config(
     from valuegate.edge.keys import KeyFileError, check_key_file
 
     config_path = _config_file(config_argument, config_option)
-    problems = check(config_path)
     notes: list[str] = []
+    problems = check(config_path, notes)
     if not problems:
         config = load_config(config_path)
         # The service runs this check before each start, so a key the agent would refuse stops it here.

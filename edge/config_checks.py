@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from valuegate.adapters.yamlsource import load_yaml
 
 from .config import EdgeConfig, load_config
 
-__all__ = ("ConfigWarning", "check_config", "config_warnings")
+__all__ = ("ConfigWarning", "check_config", "config_warnings", "measures_anchor")
 
 # Tag-map needs of an oee_points anchor, for every machine in its scope. Availability and the unplanned
 # downtime rate come from the state model alone, but OEE also needs effectiveness and quality.
@@ -31,8 +32,11 @@ class ConfigWarning:
     """The warning with file, line, field and the fix, as check-config prints it."""
 
 
-def check_config(path: str | Path) -> list[str]:
-    """Validate the configuration, its devices, every tag map and every contract it names; return each problem as a line."""
+def check_config(path: str | Path, notes: list[str] | None = None) -> list[str]:
+    """Validate the configuration, its devices, every tag map and every contract it names; return each problem as a line.
+
+    ``notes`` receives a line for each anchor that another gateway must measure, because none of its machines is on this one.
+    """
     from valuegate.adapters.devices import load_devices
 
     problems: list[str] = []
@@ -49,11 +53,19 @@ def check_config(path: str | Path) -> list[str]:
     problems = list(dict.fromkeys(problems))
     if config is None or problems:
         return problems
-    _check_contracts(config, problems)
+    _check_contracts(config, problems, notes if notes is not None else [])
     return problems
 
 
-def _check_contracts(config: EdgeConfig, problems: list[str]) -> None:
+def measures_anchor(scope: Iterable[str], machine_ids: Collection[str]) -> bool:
+    """Return whether a gateway with ``machine_ids`` measures an anchor, which it does only when it has every machine of the scope.
+
+    The agent's pipeline chooses its anchors with this rule, so check-config accepts what the agent measures or skips.
+    """
+    return all(machine in machine_ids for machine in scope)
+
+
+def _check_contracts(config: EdgeConfig, problems: list[str], notes: list[str]) -> None:
     from valuegate.edge.protocol.contract import ContractError, load_contract
     from valuegate.edge.protocol.contract_source import source_from_text
 
@@ -71,10 +83,20 @@ def _check_contracts(config: EdgeConfig, problems: list[str]) -> None:
             problems.append(str(source.error("$.tenant", message, allowed=f"{config.tenant} (the tenant in edge.yaml)")))
         for index, anchor in enumerate(contract.anchors):
             where = f"$.anchors[{index}].scope"
-            unknown = [machine for machine in anchor.scope if machine not in machines]
-            if unknown:
+            if not any(machine in machines for machine in anchor.scope):
+                # A contract may span gateways: each gateway measures the anchors whose machines it has, the cloud all of them.
+                line = source.line_of(where)
+                location = f"{file}:{line}" if line else str(file)
+                notes.append(
+                    f"{location}: contract {contract.id}, anchor {anchor.id}: this gateway has none of its machines "
+                    f"({', '.join(anchor.scope)}), so it skips the anchor; another gateway must measure it"
+                )
+                continue
+            if not measures_anchor(anchor.scope, machines):
+                unknown = [machine for machine in anchor.scope if machine not in machines]
                 known = ", ".join(sorted(machines)) or "none"
-                problems.append(str(source.error(where, "no device of this gateway measures these machines of the scope", value=", ".join(unknown), allowed=known)))
+                allowed = f"{known} (one gateway measures an anchor only when it has every machine of the scope, so the agent would skip it)"
+                problems.append(str(source.error(where, "no device of this gateway measures these machines of the scope", value=", ".join(unknown), allowed=allowed)))
                 continue
             zones = {machines[machine].time_zone for machine in anchor.scope}
             if len(zones) > 1:

@@ -26,6 +26,7 @@ from valuegate.edge.protocol.contract import Anchor, Contract
 from valuegate.edge.protocol.evidence import merkle_root
 from valuegate.edge.protocol.records import RECORD_SCHEMA, MinuteRecord
 
+from .config_checks import measures_anchor
 from .issuer import VoucherSigner, iso_utc
 from .minutes import MINUTE_MS, MachineInfo, summarize_minutes
 from .outbox import PendingVoucher
@@ -80,7 +81,7 @@ class Pipeline:
         for contract in contracts:
             for anchor in contract.anchors:
                 scope = tuple(sorted(anchor.scope))
-                if all(machine in self.machines for machine in scope):
+                if measures_anchor(scope, self.machines):
                     self.plans.append(AnchorPlan(contract, anchor, scope, self.machines[scope[0]].time_zone))
         self._waiting_logged: dict[tuple[str, str], int] = {}
         # Baseline per (contract, anchor) with the number of baseline days it was built from.
