@@ -6,8 +6,9 @@ is enough for secrets of that entropy. A request carries either
 ``Authorization: Bearer <token>`` (machines) or the session cookie (the web
 UI). A session request that changes state must also carry the session's
 CSRF token in the ``X-CSRF-Token`` header or the ``_csrf_token`` form field.
-Failed log-ins are counted per user name and client address in this server
-process, and refused for a while once there are too many (:class:`LoginThrottle`).
+Failed log-ins are counted per user name and client address in PostgreSQL,
+shared by every server process, and rejected for a while once there are too
+many (:class:`LoginThrottle`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from psycopg.rows import dict_row
 
 from .store import Conflict, Invalid, NotFound, audit, get_tenant, utcnow
-from .throttle import LoginThrottle, LoginThrottled, login_throttle
+from .throttle import LoginThrottle, LoginThrottled, forget_user, login_throttle
 
 __all__ = (
     "ROLES",
@@ -192,8 +193,8 @@ async def enable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = 
     await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
     await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
     # Wrong passwords tried while the user was disabled would otherwise lock them out for up to 5 minutes.
-    # Only this process's throttle is cleared: other `cloud serve` processes keep their counts.
-    login_throttle.forget_user(user["username"])
+    # The counts are in the database, so this clears them for every `cloud serve` process once the enable commits.
+    await forget_user(conn, user["username"])
     return await get_user(conn, tenant_id, user_id)
 
 
@@ -254,23 +255,28 @@ async def login(
 ) -> tuple[str, Principal]:
     """Check a password and open a session; return the session id for the cookie and the principal.
 
-    ``client`` is the caller's address; failures count per user name and address in ``throttle``
-    (the process's :data:`login_throttle` by default), which raises :class:`LoginThrottled` after too many.
+    ``client`` is the caller's address. Failures count per user name and address with ``throttle``
+    (:data:`login_throttle` by default), which raises :class:`LoginThrottled` after too many.
+    ``conn`` must be outside a transaction: the throttle commits its statements at once. On success
+    the session is inserted in a transaction that the caller commits.
     """
     throttle = throttle if throttle is not None else login_throttle
     # Long user names are cut for the count only: real ones have at most 128 characters.
-    key = username[:256]
-    throttle.check(key, client)
+    attempt = await throttle.attempt(conn, username[:256], client)
     try:
         session_id, principal = await _open_session(conn, username, password, max_age_s=max_age_s)
     except UserDisabled:
-        # Not counted, so that the user can log in as soon as an admin enables them.
+        # Not counted, so that the user can log in as soon as an admin enables them. The rollback ends the share lock
+        # on the user's row and lets the throttle commit on its own.
         # NOTE: a caller can therefore tell a disabled user's right password from a wrong one by when the 429 starts.
+        await conn.rollback()
+        await throttle.withdraw(conn, attempt)
         raise
     except LoginFailed:
-        throttle.failed(key, client)
+        throttle.failed(attempt)
         raise
-    throttle.succeeded(key, client)
+    # Any other error leaves the attempt counted as a failure.
+    await throttle.succeeded(conn, attempt)
     return session_id, principal
 
 

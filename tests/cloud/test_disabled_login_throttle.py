@@ -1,7 +1,7 @@
 """Log-ins of a disabled user and the failed log-in throttle, through the API against a real PostgreSQL.
 
 A right password of a disabled user is rejected without counting, a wrong one counts,
-and enabling the user (API or `cloud admin`) clears its counts in this process.
+and enabling the user (API or `cloud admin`) clears its counts in the database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from litestar.testing import AsyncTestClient
 
 from valuegate.cloud.app import create_app
 from valuegate.cloud.settings import CloudSettings
-from valuegate.cloud.throttle import login_throttle
 
 from .conftest import Gateway, make_user
 from .test_user_admin import admin_cli, bearer, user_ids
@@ -22,19 +21,13 @@ from .test_user_admin import admin_cli, bearer, user_ids
 pytestmark = pytest.mark.postgres
 
 PASSWORD = "clerk password 1"
-USERNAMES = ("dl-boss", "dl-clerk", "dl-other")
 
 
 @pytest.fixture
 async def client(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway]) -> AsyncIterator[AsyncTestClient[Any]]:
-    # The throttle is shared by every app in this test process, so start and end without counts for these names.
-    for name in USERNAMES:
-        login_throttle.forget_user(name)
     app = create_app(CloudSettings(dsn=cloud_dsn, cookie_secure=True))
     async with AsyncTestClient(app, base_url="https://testserver.local") as test_client:
         yield test_client
-    for name in USERNAMES:
-        login_throttle.forget_user(name)
 
 
 @pytest.fixture
