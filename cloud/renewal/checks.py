@@ -18,6 +18,8 @@ import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 
+from valuegate.cloud.actors import name_sql
+
 from .delivery import fetch_dicts
 from .service import check_renewals
 from .triggers import Firing
@@ -131,10 +133,12 @@ async def check_state(conn: Conn, tenant_id: str, contract_id: str) -> dict[str,
     check whose process stopped before it finished (its lock is gone).
     ``elapsed_s`` and ``step_elapsed_s`` count the seconds since the check
     and its current step started, up to the end of a finished check.
+    ``requested_by_name`` is the current name of the user who started it, for display.
     """
     rows = await fetch_dicts(
         conn,
-        "SELECT c.*, extract(epoch FROM coalesce(c.finished_at, now()) - c.started_at) AS elapsed_s,"
+        f"SELECT c.*, {name_sql('c', 'requested_by')} AS requested_by_name,"
+        " extract(epoch FROM coalesce(c.finished_at, now()) - c.started_at) AS elapsed_s,"
         " extract(epoch FROM coalesce(c.finished_at, now()) - c.step_started_at) AS step_elapsed_s,"
         " EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"

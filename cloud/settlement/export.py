@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from valuegate.cloud.actors import actor_label
 from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
 from valuegate.edge.protocol.contract import contract_digest
@@ -114,9 +115,11 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
         )
 
     for adjustment in adjustments:
-        note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=adjustment["created_by"], at=adjustment["created_at"].isoformat())
+        created_by = actor_label(adjustment["created_by"], adjustment.get("created_by_name"), language)
+        note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=created_by, at=adjustment["created_at"].isoformat())
         if adjustment.get("withdrawn_at") is not None:
-            note += translate(language, "csv.adjustment_withdrawn", by=adjustment["withdrawn_by"], at=adjustment["withdrawn_at"].isoformat(),
+            withdrawn_by = actor_label(adjustment["withdrawn_by"], adjustment.get("withdrawn_by_name"), language)
+            note += translate(language, "csv.adjustment_withdrawn", by=withdrawn_by, at=adjustment["withdrawn_at"].isoformat(),
                               reason=adjustment["withdraw_reason"])
         anchor = adjustment["anchor_id"]
         writer.writerow(

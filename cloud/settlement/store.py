@@ -18,6 +18,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from valuegate.cloud.actors import name_sql
 from valuegate.cloud.bundle import document_record
 from valuegate.cloud.contracts import parse_stored
 from valuegate.cloud.store import Conflict, Invalid, NotFound, audit
@@ -99,10 +100,14 @@ async def billable_values(conn: Conn, tenant_id: str, contract_id: str) -> list[
 
 
 async def list_adjustments(conn: Conn, tenant_id: str, contract_id: str) -> list[dict[str, Any]]:
-    """Return every non-routine adjustment of the contract, withdrawn ones included (``withdrawn_at`` set)."""
+    """Return every non-routine adjustment of the contract, withdrawn ones included (``withdrawn_at`` set).
+
+    ``created_by_name`` and ``withdrawn_by_name`` are the current names of those users, for display (see :mod:`valuegate.cloud.actors`).
+    """
     return await _rows(
         conn,
-        "SELECT * FROM nonroutine_adjustments WHERE tenant_id = %s AND contract_id = %s ORDER BY first_date, id",
+        f"SELECT a.*, {name_sql('a', 'created_by')} AS created_by_name, {name_sql('a', 'withdrawn_by')} AS withdrawn_by_name"
+        " FROM nonroutine_adjustments a WHERE a.tenant_id = %s AND a.contract_id = %s ORDER BY a.first_date, a.id",
         (tenant_id, contract_id),
     )
 
@@ -122,7 +127,7 @@ def adjustments_of_run(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[
         if row["created_at"] > approved:
             continue
         if row.get("withdrawn_at") is not None and row["withdrawn_at"] > approved:
-            row = {**row, "withdrawn_at": None, "withdrawn_by": None, "withdraw_reason": None}
+            row = {**row, "withdrawn_at": None, "withdrawn_by": None, "withdrawn_by_name": None, "withdraw_reason": None}
         listed.append(row)
     return listed
 
@@ -344,7 +349,9 @@ async def run_invoice(conn: Conn, tenant_id: str, contract_id: str, period: Bill
 
 
 async def get_run(conn: Conn, tenant_id: str, run_id: int) -> dict[str, Any]:
-    rows = await _rows(conn, "SELECT * FROM invoice_runs WHERE tenant_id = %s AND id = %s", (tenant_id, run_id))
+    """Return a run, with ``approved_by_name``, the approver's current name for display (see :mod:`valuegate.cloud.actors`)."""
+    rows = await _rows(conn, f"SELECT r.*, {name_sql('r', 'approved_by')} AS approved_by_name FROM invoice_runs r WHERE r.tenant_id = %s AND r.id = %s",
+                       (tenant_id, run_id))
     if not rows:
         raise NotFound(f"invoice run {run_id} not found")
     return rows[0]

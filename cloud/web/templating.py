@@ -11,6 +11,8 @@ import markupsafe
 
 from valuegate.cloud.renewal.targets import mask_url
 
+from valuegate.cloud.actors import actor_label
+
 from .capital import capital_amount
 from .i18n import LANGUAGES, format_date, format_money, format_number, translate
 
@@ -69,7 +71,8 @@ def environment() -> jinja2.Environment:
 def render(name: str, language: str, **context: Any) -> str:
     """Render template ``name`` in ``language``.
 
-    The template gets ``t``, ``money``, ``date``, ``capital`` (RMB in capital numerals), ``lang`` and the punctuation of the
+    The template gets ``t``, ``money``, ``date``, ``actor`` (a stored actor id and its user's name, as the text a reader sees),
+    ``capital`` (RMB in capital numerals), ``lang`` and the punctuation of the
     language: ``colon`` (after a label), ``comma`` (between clauses), ``list_comma`` (between list items) and
     ``paren_open``/``paren_close`` (around an aside, with the space English puts before it).
     """
@@ -83,7 +86,10 @@ def render(name: str, language: str, **context: Any) -> str:
     def t(key: str, **values: Any) -> str:
         return translate(language, key, **values)
 
+    def actor(actor_id: str | None, name: str | None = None) -> str:
+        return actor_label(actor_id, name, language)
+
     return environment().get_template(name).render(
-        lang=language, t=t, money=money, date=date, capital=capital_amount, list_comma=translate(language, "reason.list_comma"),
+        lang=language, t=t, money=money, date=date, actor=actor, capital=capital_amount, list_comma=translate(language, "reason.list_comma"),
         **_PUNCTUATION[language], **context,
     )
