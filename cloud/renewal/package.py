@@ -100,7 +100,8 @@ def _percent(value: float | None) -> str:
 def talking_points(inputs: PackageInputs, language: str) -> list[str]:
     """Return talking points drawn from the data: value to date, targets, largest downtime reductions, best and worst machines."""
     contract = inputs.contract
-    points = [translate(language, "renewal.points.total", amount=format_money(inputs.total, contract.currency, language), vouchers=inputs.voucher_count)]
+    total = format_money(inputs.total, contract.currency, language, contract.rounding)
+    points = [translate(language, "renewal.points.total", amount=total, vouchers=inputs.voucher_count)]
     for anchor in inputs.anchors:
         if anchor.target is not None and anchor.mean_gain is not None:
             key = "renewal.points.target" if anchor.mean_gain >= anchor.target else "renewal.points.target_short"
@@ -171,7 +172,7 @@ def trigger_text(firing: Firing, language: str, contract: Contract) -> str:
     """Describe a trigger firing in ``language``, naming a value anchor by its title instead of its id."""
     detail = dict(firing.detail)
     if firing.kind == "value_over":
-        detail["amount"] = format_money(Decimal(detail["amount"]), contract.currency, language)
+        detail["amount"] = format_money(Decimal(detail["amount"]), contract.currency, language, contract.rounding)
     anchor = next((a for a in contract.anchors if a.id == detail.get("anchor")), None)
     if anchor is not None:
         detail["anchor"] = anchor.title.get(language, anchor.id)

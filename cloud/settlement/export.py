@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from valuegate.cloud.actors import actor_label
@@ -18,7 +19,7 @@ from valuegate.cloud.web.i18n import translate
 from valuegate.cloud.web.templating import render
 from valuegate.edge.protocol.contract import contract_digest
 
-__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "gap_note", "id_list", "invoice_html", "pdf_bytes", "priced_terms")
+__all__ = ("CSV_COLUMNS", "PricedTerms", "anchor_titles", "csv_bytes", "gap_note", "id_list", "invoice_html", "money_step", "pdf_bytes", "priced_terms")
 
 CSV_COLUMNS = (
     "record",
@@ -202,6 +203,17 @@ def priced_terms(documents: Sequence[dict[str, Any]], *, run: Mapping[str, Any],
     return terms
 
 
+def money_step(total: str) -> str:
+    """Return the rounding step that a stored document total was rounded to, such as ``0.01`` for ``60000.00``.
+
+    Settlement rounds every amount of a document to the step of the contract
+    revision it was priced with, so the total's decimal places are that step's.
+    Pages show the document's unit prices with the same places.
+    """
+    places = max(0, -int(Decimal(total).as_tuple().exponent))
+    return str(Decimal(1).scaleb(-places))
+
+
 # U+2060 WORD JOINER: no line break on either side, and no glyph, so the PDF's text is the same without it.
 _WORD_JOINER = "\u2060"
 
@@ -228,7 +240,7 @@ def invoice_html(
     return render(
         "settlement/invoice_pdf.html", language, run=run, documents=documents, adjustments=adjustments, contract=contract,
         titles=anchor_titles(contract, language), terms=priced_terms(documents, run=run, contract=contract, revisions=revisions), in_force=in_force,
-        gap_notes=[gap_note(gap, language) for gap in run.get("gap_waiting") or ()], id_list=id_list,
+        gap_notes=[gap_note(gap, language) for gap in run.get("gap_waiting") or ()], id_list=id_list, money_step=money_step,
     )
 
 

@@ -91,16 +91,31 @@ def format_number(value: Decimal | float | int | None, places: int | None = None
     return f"{number:,}"
 
 
-def format_money(amount: Decimal | str | None, currency: str, language: str) -> str:
-    """Format an amount with thousands separators, keeping its stored decimal places (``¥60,000.00``, ``CNY 60,000.00``)."""
+def format_money(amount: Decimal | str | None, currency: str, language: str, rounding: str | None = None) -> str:
+    """Format an amount with thousands separators (``¥60,000.00``, ``CNY 60,000.00``).
+
+    With the contract's ``rounding`` step, the amount shows the step's decimal
+    places (``¥0.00`` for ``0`` and ``0.01``) unless that would drop digits,
+    as for a unit price finer than the step. Without it, the amount keeps its
+    stored places.
+    """
     if amount is None:
         return "–"
     number = Decimal(amount)
+    if rounding is not None:
+        number = _to_places(number, rounding)
     sign = "-" if number < 0 else ""
     digits = f"{abs(number):,}"
     if language == "zh-CN" and currency in _CURRENCY_SIGNS:
         return f"{sign}{_CURRENCY_SIGNS[currency]}{digits}"
     return f"{sign}{currency} {digits}"
+
+
+def _to_places(number: Decimal, rounding: str) -> Decimal:
+    """Return ``number`` with the decimal places of the step ``rounding``, or unchanged when those places cannot hold it exactly."""
+    places = max(0, -int(Decimal(rounding).as_tuple().exponent))
+    shown = number.quantize(Decimal(1).scaleb(-places))
+    return shown if shown == number else number
 
 
 # The zone in which instants are shown; the cloud sets it from its display_time_zone setting at start.

@@ -60,7 +60,7 @@ async def run_page(request: Request[Any, Any, Any], conn: Conn, run_id: FromPath
     titles = export.anchor_titles(parse_stored(stored["document"], run["contract_id"], in_force), language_of(request))
     return page(request, "run.html", run=run, documents=documents, adjustments=adjustments, can_approve=principal.has("finance"),
                 seen=settlement.draft_digest(run, documents),
-                revisions=revisions, in_force=in_force, titles=titles,
+                revisions=revisions, in_force=in_force, titles=titles, money_step=export.money_step,
                 gap_notes=[export.gap_note(gap, language_of(request)) for gap in run.get("gap_waiting") or ()])
 
 

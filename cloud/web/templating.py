@@ -71,14 +71,15 @@ def environment() -> jinja2.Environment:
 def render(name: str, language: str, **context: Any) -> str:
     """Render template ``name`` in ``language``.
 
-    The template gets ``t``, ``money``, ``date``, ``actor`` (a stored actor id and its user's name, as the text a reader sees),
-    ``capital`` (RMB in capital numerals), ``lang`` and the punctuation of the
+    The template gets ``t``, ``money`` (amount, currency and the contract's optional rounding step), ``date``,
+    ``actor`` (a stored actor id and its user's name, as the text a reader sees), ``capital`` (RMB in capital numerals),
+    ``lang`` and the punctuation of the
     language: ``colon`` (after a label), ``comma`` (between clauses), ``list_comma`` (between list items) and
     ``paren_open``/``paren_close`` (around an aside, with the space English puts before it).
     """
 
-    def money(amount: Any, currency: str) -> str:
-        return format_money(amount, currency, language)
+    def money(amount: Any, currency: str, rounding: str | None = None) -> str:
+        return format_money(amount, currency, language, rounding)
 
     def date(value: Any) -> str:
         return format_date(value, language)

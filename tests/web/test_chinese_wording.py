@@ -97,8 +97,8 @@ def test_english_pages_keep_ascii_punctuation(login, package_id: str) -> None:
 
 
 @pytest.mark.parametrize(("lang", "price", "kind"), [
-    ("zh-CN", "单价：每 OEE 点·运行日 ¥2,000 ", "按 OEE 点·运行日计价"),
-    ("en", "Unit price: CNY 2,000 per OEE point per running day", "per OEE point per running day"),
+    ("zh-CN", "单价：每 OEE 点·运行日 ¥2,000.00 ", "按 OEE 点·运行日计价"),
+    ("en", "Unit price: CNY 2,000.00 per OEE point per running day", "per OEE point per running day"),
 ])
 def test_unit_price_reads_naturally(login, lang: str, price: str, kind: str) -> None:
     assert price in login("csm1").get(f"/contracts/C-1?lang={lang}").text
