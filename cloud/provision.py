@@ -37,7 +37,7 @@ import yaml
 from valuegate.edge.protocol.contract import ContractError, parse_contract_text
 
 from . import contracts, store
-from .store import Conn, Invalid, NotFound, StoreError
+from .store import Conflict, Conn, Invalid, NotFound, StoreError
 
 __all__ = ("Plan", "Step", "load_plan", "apply_plan")
 
@@ -89,10 +89,12 @@ def load_plan(path: Path) -> Plan:
     try:
         with path.open(encoding="utf-8") as stream:  # PyYAML names the stream's file in its messages
             data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except FileNotFoundError as exc:
+        raise Invalid(f"plan file not found: {path}; check the path, or write the plan as docs/cloud.md shows", code="invalid_plan") from exc
     except OSError as exc:
         raise Invalid(f"cannot read the plan {path}: {exc.strerror}", code="invalid_plan") from exc
     except yaml.YAMLError as exc:
-        raise Invalid(f"the plan {path} is not valid YAML: {exc}", code="invalid_plan") from exc
+        raise Invalid(_yaml_problem(path, exc), code="invalid_plan") from exc
     try:
         plan = msgspec.convert(data, Plan)
     except msgspec.ValidationError as exc:
@@ -101,6 +103,17 @@ def load_plan(path: Path) -> Plan:
     if repeated := sorted({gateway for gateway in ids if ids.count(gateway) > 1}):
         raise Invalid(f"{path}: gateway {repeated[0]!r} is listed more than once; list each gateway under one site", code="invalid_plan")
     return plan
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """Describe a YAML error of the plan in one line: the file, the line and column (counted from 1), and what is wrong there."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return f"{where}: the plan is not valid YAML: {problem}; correct the plan there (its format is in docs/cloud.md)"
 
 
 async def apply_plan(conn: Conn, plan: Plan, base: Path, *, actor: str = "admin") -> list[Step]:
@@ -124,6 +137,9 @@ async def apply_plan(conn: Conn, plan: Plan, base: Path, *, actor: str = "admin"
 async def _contract(conn: Conn, tenant: str, path: Path, name: str, actor: str) -> Step:
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise Invalid(f"contract file not found: {path}; check the path in the plan's contracts list, which starts at the plan's folder",
+                      code="invalid_plan") from exc
     except OSError as exc:
         raise Invalid(f"cannot read contract file {path}: {exc.strerror}; check the path in the plan's contracts list", code="invalid_plan") from exc
     try:
@@ -183,7 +199,16 @@ async def _gateway(conn: Conn, tenant: str, site_id: str, gateway: GatewayPlan, 
     try:
         row = await store.get_gateway(conn, tenant, gateway.id)
     except NotFound:
-        await store.create_gateway(conn, tenant, site_id, gateway.id, gateway.name, actor=actor)
+        try:
+            await store.create_gateway(conn, tenant, site_id, gateway.id, gateway.name, actor=actor)
+        except Conflict as exc:
+            if exc.code != "gateway_exists":
+                raise
+            # This tenant has no gateway of that id, so another tenant has it. The message does not name that tenant, as the store's does not.
+            raise Conflict(
+                f"gateway id {gateway.id!r} belongs to another tenant, and gateway ids are unique across tenants; choose another id for this gateway",
+                code="gateway_exists",
+            ) from exc
         return Step("gateway", f"{gateway.id} (site {site_id})", "created")
     _same("gateway", gateway.id, "site", row["site_id"], site_id)
     _same("gateway", gateway.id, "name", row["name"], gateway.name)
@@ -215,10 +240,16 @@ def _public_key(value: str, base: Path, gateway_id: str, tenant: str) -> tuple[s
     path = base / value
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise Invalid(
+            f"key file not found: {path}; check the gateway's key path in the plan, which starts at the plan's folder, or write the file "
+            "on the gateway with `valuegate keys export-public -c edge.yaml` and copy it there",
+            code="invalid_plan",
+        ) from exc
     except OSError as exc:
-        raise Invalid(f"cannot read key file {path} of gateway {gateway_id!r}: {exc.strerror}; check the key path in the plan", code="invalid_plan") from exc
+        raise Invalid(f"cannot read key file {path}: {exc.strerror}; check the key path in the plan", code="invalid_plan") from exc
     except ValueError as exc:
-        raise Invalid(f"key file {path} of gateway {gateway_id!r} is not `valuegate keys export-public` JSON: {exc}", code="invalid_plan") from exc
+        raise Invalid(f"key file {path} is not `valuegate keys export-public` JSON: {exc}", code="invalid_plan") from exc
     method = data.get("verification_method") if isinstance(data, dict) else None
     if not isinstance(method, str):
         raise Invalid(f"key file {path} has no verification_method; write it with `valuegate keys export-public -c edge.yaml`", code="invalid_plan")

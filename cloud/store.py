@@ -222,7 +222,10 @@ async def add_gateway_key(
     multibase = public_key.removeprefix("did:key:").partition("#")[0]
     try:
         public_key_from_multibase(multibase)
-    except (KeyFormatError, ValueError) as exc:
+    except KeyFormatError as exc:
+        # The format error names the value already.
+        raise Invalid(f"{exc}; give the z6Mk... key or the did:key that `valuegate keys export-public` prints", code="invalid_public_key") from exc
+    except ValueError as exc:
         raise Invalid(f"public key {public_key!r} is not an Ed25519 multibase key: {exc}", code="invalid_public_key") from exc
     valid_from = _aware(valid_from, "valid_from") or utcnow()
     valid_until = _aware(valid_until, "valid_until")

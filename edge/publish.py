@@ -42,6 +42,12 @@ from .spool import SpoolThread
 __all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
 
 SESSION_TAKEN_OVER = 0x8E
+# PUBACK reason code 0x87 (MQTT 5.0, section 3.4.2.1): the broker's access rules do not allow the publish.
+_NOT_AUTHORIZED = 0x87
+# A connection shorter than this leaves the reconnect delay growing, and connect lines this close together are logged once a minute.
+_STABLE_SESSION_S = 10.0
+# The publish kinds of a session, by the topic level they go to.
+_TOPIC_LEVEL = {"voucher": "vouchers", "telemetry": "telemetry", "status": "status"}
 _CONNACK_TIMEOUT_S = 30.0
 _TICK_S = 1.0
 _READ_PACKETS = 32
@@ -103,6 +109,9 @@ class Publisher:
         self.cloud_rejection = RecentRejection()
         self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
         self.connections = 0
+        self._connected_at: float | None = None
+        """Monotonic time the current connection got its CONNACK, or None before that."""
+        self._last_connected_at: float | None = None
         self._current: SessionState | None = None
         self._bridge: LoopBridge | None = None
         self._announce = False
@@ -144,9 +153,12 @@ class Publisher:
         self.acked_through = head.acked_through
         while not self._stopping.is_set():
             delay = self._backoff.next_delay()
+            self._connected_at = None
             try:
                 await self._session()
-                self._backoff.reset()
+                # A broker that closes each connection at once (one that denies the gateway's topics, say) gets the growing delay.
+                if self._connected_at is not None and time.monotonic() - self._connected_at >= _STABLE_SESSION_S:
+                    self._backoff.reset()
             except ConnectFailed as exc:
                 self.metrics.mqtt_connect_failures.inc()
                 if (held := self.limit("mqtt_connect_failed")) is not None:
@@ -220,7 +232,12 @@ class Publisher:
         def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _properties: Any) -> None:
             # PUBACKs arrive on the loop's thread (see mqttio) and are settled at once, without a queued event each.
             session = self._current
-            if session is not None and session.client is client and session.on_puback(mid, _reason_value(reason)):
+            if session is None or session.client is not client:
+                return
+            code = _reason_value(reason)
+            if code == _NOT_AUTHORIZED:
+                self._log_publish_denied(session, mid)
+            if session.on_puback(mid, code):
                 self._wake.set()
 
         def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
@@ -295,14 +312,7 @@ class Publisher:
         self.connected = True
         self.connections += 1
         self.metrics.mqtt_connected.set(1)
-        self._log.info(
-            "mqtt_connected",
-            host=self.config.mqtt.host,
-            port=self.config.mqtt.port,
-            session_present=connack.session_present,
-            max_packet_size=session.max_packet,
-            window=session.window,
-        )
+        self._log_connected(session, connack.session_present)
         await session.start()
         last_tick = time.monotonic()
         try:
@@ -344,6 +354,48 @@ class Publisher:
                 return self._events.popleft()
             if until is None or time.monotonic() >= until or self._stopping.is_set():
                 return None
+
+    def _log_connected(self, session: SessionState, session_present: bool) -> None:
+        """Log the connection, at most once a minute while each connection comes within ``_STABLE_SESSION_S`` of the one before."""
+        now = time.monotonic()
+        unstable = self._last_connected_at is not None and now - self._last_connected_at < _STABLE_SESSION_S
+        self._last_connected_at = self._connected_at = now
+        if not unstable:
+            self.limit.reset("mqtt_connected")
+        if (held := self.limit("mqtt_connected")) is None:
+            return
+        self._log.info(
+            "mqtt_connected",
+            host=self.config.mqtt.host,
+            port=self.config.mqtt.port,
+            session_present=session_present,
+            max_packet_size=session.max_packet,
+            window=session.window,
+            connections=self.connections,
+            repeats_not_logged=held,
+        )
+
+    def _log_publish_denied(self, session: SessionState, mid: int) -> None:
+        """Log a publish that the broker's access rules denied, at most once a minute: the broker drops it, so the cloud never learns of it.
+
+        A message the session does not track (the offline status at stop) has no known topic and is left to the session's count.
+        """
+        kind = session.inflight.get(mid, ("unknown", None))[0]
+        if kind not in _TOPIC_LEVEL:
+            return
+        topic = session.topics[_TOPIC_LEVEL[kind]]
+        if (held := self.limit("mqtt_publish_denied")) is None:
+            return
+        config = self.config
+        username = config.mqtt.username
+        user = f"user {username!r}" if username is not None else "this client (no mqtt.username)"
+        detail = (
+            f"the broker's access rules (ACL) do not allow {user} to publish on {topic}, so the broker drops these messages; "
+            f"check the broker's ACL for this user. With the pattern ACL valuegate/v1/%u/..., the user must be "
+            f"{config.tenant}/{config.site}/{config.gateway}: mqtt.username, or the client certificate's common name "
+            "when the broker sets use_identity_as_username"
+        )
+        self._log.error("mqtt_publish_denied", topic=topic, username=username, reason_code=f"{_NOT_AUTHORIZED:#04x}", detail=detail, repeats_not_logged=held)
 
     def _on_disconnect(self, code: int) -> None:
         if code == SESSION_TAKEN_OVER:

@@ -161,8 +161,15 @@ def test_plan_file_problems_name_the_file(tmp_path: Path, cloud_dsn: str) -> Non
     plan.write_text("tenant: acme\ntenant: beta\n", encoding="utf-8")
     result = apply(cloud_dsn, plan)
     assert result.exit_code == 1
-    assert "key 'tenant' is written twice" in result.output
-    assert 'in "' + str(plan) in result.output
+    assert f"{plan}, line 2, column 1: the plan is not valid YAML: key 'tenant' is written twice" in result.output
+
+    plan.write_text("tenant: acme\nsites:\n  - id: plant1\n   time_zone: [Asia\n", encoding="utf-8")
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {plan}, line 4, column 4: the plan is not valid YAML: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection at line 3, column 3); correct the plan there (its format is in docs/cloud.md)\n"
+    )
 
     plan = write_plan(tmp_path, gateways=1)
     (tmp_path / "acme.yaml").write_text(contract_yaml(price="-1.00"), encoding="utf-8")
@@ -170,4 +177,57 @@ def test_plan_file_problems_name_the_file(tmp_path: Path, cloud_dsn: str) -> Non
     assert result.exit_code == 1
     assert str(tmp_path / "acme.yaml") + ":14:" in result.output
     assert "uploaded contract" not in result.output
+    assert counts(cloud_dsn)["tenants"] == 0
+
+
+def test_gateway_of_another_tenant_rejected(tmp_path: Path, cloud_dsn: str) -> None:
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "beta").mkdir()
+    assert apply(cloud_dsn, write_plan(tmp_path / "acme", gateways=1)).exit_code == 0
+    plan = write_plan(tmp_path / "beta", gateways=1)
+    plan.write_text(plan.read_text().replace("tenant: acme\nname: ACME Bottling", "tenant: beta\nname: Beta Foods"), encoding="utf-8")
+    before = counts(cloud_dsn)
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: site 'plant1', gateway 'gw-1': gateway id 'gw-1' belongs to another tenant, and gateway ids are unique across tenants; "
+        "choose another id for this gateway\n"
+    )
+    assert "acme" not in result.output.lower()
+    assert counts(cloud_dsn) == before
+
+
+def one_gateway_plan(folder: Path, key: str) -> Path:
+    path = folder / "plan.yaml"
+    lines = ["tenant: acme", "name: ACME Bottling", "sites:", "  - id: plant1", "    time_zone: Asia/Shanghai", "    gateways:", "      - id: gw-9",
+             f"        key: {key}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_key_problems_name_entry_once(tmp_path: Path, cloud_dsn: str) -> None:
+    result = apply(cloud_dsn, one_gateway_plan(tmp_path, "z6MkBAD"))
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: site 'plant1', gateway 'gw-9': public key 'z6MkBAD' does not hold a 32-byte Ed25519 key with multicodec prefix ed01; "
+        "give the z6Mk... key or the did:key that `valuegate keys export-public` prints\n"
+    )
+
+    result = apply(cloud_dsn, one_gateway_plan(tmp_path, "keys/gw-9.json"))
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: site 'plant1', gateway 'gw-9': key file not found: {tmp_path / 'keys' / 'gw-9.json'}; check the gateway's key path in the plan, "
+        "which starts at the plan's folder, or write the file on the gateway with `valuegate keys export-public -c edge.yaml` and copy it there\n"
+    )
+    assert counts(cloud_dsn)["tenants"] == 0
+
+
+def test_missing_contract_file_named(tmp_path: Path, cloud_dsn: str) -> None:
+    plan = write_plan(tmp_path, gateways=1)
+    (tmp_path / "acme.yaml").unlink()
+    result = apply(cloud_dsn, plan)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: contract file not found: {tmp_path / 'acme.yaml'}; check the path in the plan's contracts list, which starts at the plan's folder\n"
+    )
     assert counts(cloud_dsn)["tenants"] == 0
