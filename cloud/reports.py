@@ -276,6 +276,8 @@ async def machine_kpis(conn: Conn, tenant_id: str, machine_id: str, first: dt.da
 async def machine_report(conn: Conn, tenant_id: str, machine_id: str, first: dt.date, last: dt.date) -> MachineReport:
     """Return :func:`machine_kpis` with the machine's downtime per reason code over the same dates, in three statements.
 
+    The per-day sums come from ``machine_day`` and the reason codes from ``machine_reason_day``, not from the minute records.
+
     Raise :class:`NotFound` when the machine is unknown and has no telemetry either.
     """
     cur = conn.cursor(row_factory=dict_row)
@@ -291,14 +293,9 @@ async def machine_report(conn: Conn, tenant_id: str, machine_id: str, first: dt.
     rows = await cur.fetchall()
     if machine is None and not rows:
         raise NotFound(f"machine {machine_id!r} not found")
-    # The machine-day aggregate has no reason columns, so the downtime per reason code comes from the minute records.
-    # A plant date is within a day of its UTC date, because zone offsets are between UTC-12 and UTC+14. So the bound on
-    # minute lets the primary key (tenant, machine, minute) skip the minutes outside the dates.
     await cur.execute(
-        "SELECT t.plant_date, r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
-        " WHERE t.tenant_id = %s AND t.machine_id = %s AND t.minute >= %s AND t.minute < %s AND t.plant_date BETWEEN %s AND %s"
-        " AND t.reasons <> '{}'::jsonb GROUP BY t.plant_date, r.key",
-        (tenant_id, machine_id, _utc_midnight(first - dt.timedelta(days=1)), _utc_midnight(last + dt.timedelta(days=2)), first, last),
+        "SELECT plant_date, reason, ms FROM machine_reason_day WHERE tenant_id = %s AND machine_id = %s AND plant_date BETWEEN %s AND %s",
+        (tenant_id, machine_id, first, last),
     )
     reasons: dict[dt.date, dict[str, int]] = {}
     for row in await cur.fetchall():
@@ -321,10 +318,6 @@ async def machine_report(conn: Conn, tenant_id: str, machine_id: str, first: dt.
         unplanned_ms += unplanned
         busy_ms += running + idle + unplanned + changeover
     return MachineReport(days, reason_ms, unplanned_ms, busy_ms)
-
-
-def _utc_midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def _revoked_key_action(tenant_id: str, gateway: str) -> str:

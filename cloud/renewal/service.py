@@ -220,19 +220,18 @@ async def _inputs(conn: Conn, tenant_id: str, contract: Any, firing: Firing, fir
 
 async def _downtime_on_days(conn: Conn, tenant_id: str, machines: list[str], days: list[dt.date]) -> tuple[dict[str, float], float]:
     """Return unplanned downtime minutes per reason code, stops without a code under ``UNASSIGNED``, and the planned busy minutes
-    of the machines on the given plant days."""
+    of the machines on the given plant days, from the machine-day sums ``machine_reason_day`` and ``machine_day``."""
     if not days:
         return {}, 0.0
     rows = await fetch_dicts(
         conn,
-        "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
-        " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date = ANY(%s) GROUP BY r.key",
+        "SELECT reason, sum(ms) AS ms FROM machine_reason_day WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s) GROUP BY reason",
         (tenant_id, machines, days),
     )
     totals = await fetch_dicts(
         conn,
         "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0) AS busy_ms, coalesce(sum(unplanned_stop_ms), 0) AS down_ms"
-        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
+        " FROM machine_day WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date = ANY(%s)",
         (tenant_id, machines, days),
     )
     reasons = {row["reason"]: int(row["ms"]) / 60_000 for row in rows}

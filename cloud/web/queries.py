@@ -49,23 +49,7 @@ class Downtime(NamedTuple):
 
 async def downtime_by_reason(conn: Conn, tenant_id: str, machines: list[str], first: dt.date, last: dt.date) -> Downtime:
     """Return the unplanned downtime minutes per reason code over the machines and dates, those without a code and the planned busy minutes."""
-    rows = await _rows(
-        conn,
-        "SELECT r.key AS reason, sum(r.value::bigint) AS ms FROM telemetry t, jsonb_each_text(t.reasons) r"
-        " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date BETWEEN %s AND %s GROUP BY r.key",
-        (tenant_id, machines, first, last),
-    )
-    totals = await _rows(
-        conn,
-        f"SELECT coalesce(sum({_PBT_MS}), 0) AS busy_ms, coalesce(sum(unplanned_stop_ms), 0) AS down_ms"
-        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s",
-        (tenant_id, machines, first, last),
-    )
-    by_reason = {row["reason"]: int(row["ms"]) / 60_000 for row in rows}
-    coded_ms = sum(int(row["ms"]) for row in rows)
-    # A PLC without a reason tag, or a stop whose code is in the tag map's no_reason list, leaves the time without a code.
-    unassigned_ms = max(int(totals[0]["down_ms"]) - coded_ms, 0)
-    return Downtime(by_reason, unassigned_ms / 60_000, int(totals[0]["busy_ms"]) / 60_000)
+    return (await downtime_by_span(conn, tenant_id, [Span("", machines, first, last)]))[""]
 
 
 class Span(NamedTuple):
@@ -77,54 +61,44 @@ class Span(NamedTuple):
     last: dt.date
 
 
-# A plant date lies within a day of its UTC date, because time zone offsets are between UTC-12 and UTC+14. This bound on
-# ``minute`` lets the telemetry primary key (tenant, machine, minute) limit the rows read to the dates asked for.
-_MINUTE_BOUND = (
-    "t.minute >= (s.first_date - 1)::timestamp AT TIME ZONE 'UTC' AND t.minute < (s.last_date + 2)::timestamp AT TIME ZONE 'UTC'"
-    " AND t.plant_date BETWEEN s.first_date AND s.last_date"
-)
 _SPANS = "unnest(%s::text[], %s::text[], %s::date[], %s::date[]) AS s(span, machine_id, first_date, last_date)"
 
 
 async def downtime_by_span(conn: Conn, tenant_id: str, spans: list[Span]) -> dict[str, Downtime]:
     """Return :func:`downtime_by_reason` for every span in two statements, however many spans there are.
 
-    Reason codes exist only in the minute records, so one grouped statement reads the minutes with a stop or a reason code.
-    Planned busy time comes from the machine-day aggregate.
+    The downtime per reason code comes from ``machine_reason_day``, and planned busy and unplanned stop time from ``machine_day``.
+    On plain PostgreSQL both are tables of a few rows per machine and plant date that triggers keep current, so the cost does
+    not grow with the minutes stored. On TimescaleDB ``machine_reason_day`` is a view that groups the minute records.
     A span without any telemetry gets zeros.
     """
     if not spans:
         return {}
     flat = [(span.key, machine, span.first, span.last) for span in spans for machine in span.machines]
     columns = [list(column) for column in zip(*flat, strict=True)] if flat else [[], [], [], []]
-    stops = await _rows(
+    coded = await _rows(
         conn,
-        "WITH stopped AS MATERIALIZED ("
-        f" SELECT s.span, t.unplanned_stop_ms, t.reasons FROM {_SPANS} JOIN telemetry t ON t.tenant_id = %s AND t.machine_id = s.machine_id"
-        f" AND {_MINUTE_BOUND} WHERE t.unplanned_stop_ms > 0 OR t.reasons <> '{{}}'::jsonb)"
-        " SELECT span, NULL AS reason, sum(unplanned_stop_ms) AS ms FROM stopped GROUP BY span"
-        " UNION ALL SELECT span, r.key AS reason, sum(r.value::bigint) AS ms FROM stopped, jsonb_each_text(stopped.reasons) r GROUP BY span, r.key",
+        f"SELECT s.span, r.reason, sum(r.ms) AS ms FROM {_SPANS} JOIN machine_reason_day r ON r.tenant_id = %s AND r.machine_id = s.machine_id"
+        " AND r.plant_date BETWEEN s.first_date AND s.last_date GROUP BY s.span, r.reason",
         (*columns, tenant_id),
     )
-    busy = await _rows(
+    totals = await _rows(
         conn,
-        f"SELECT s.span, sum({_PBT_MS}) AS busy_ms FROM {_SPANS} JOIN machine_day d ON d.tenant_id = %s AND d.machine_id = s.machine_id"
-        " AND d.plant_date BETWEEN s.first_date AND s.last_date GROUP BY s.span",
+        f"SELECT s.span, sum({_PBT_MS}) AS busy_ms, sum(d.unplanned_stop_ms) AS down_ms FROM {_SPANS} JOIN machine_day d"
+        " ON d.tenant_id = %s AND d.machine_id = s.machine_id AND d.plant_date BETWEEN s.first_date AND s.last_date GROUP BY s.span",
         (*columns, tenant_id),
     )
     reasons: dict[str, dict[str, int]] = {span.key: {} for span in spans}
-    down: dict[str, int] = {}
-    for row in stops:
-        if row["reason"] is None:
-            down[row["span"]] = int(row["ms"])
-        else:
-            reasons[row["span"]][row["reason"]] = int(row["ms"])
-    busy_ms = {row["span"]: int(row["busy_ms"]) for row in busy}
+    for row in coded:
+        reasons[row["span"]][row["reason"]] = int(row["ms"])
+    sums = {row["span"]: (int(row["busy_ms"]), int(row["down_ms"])) for row in totals}
     result = {}
     for span in spans:
-        coded = reasons[span.key]
-        unassigned_ms = max(down.get(span.key, 0) - sum(coded.values()), 0)
-        result[span.key] = Downtime({code: ms / 60_000 for code, ms in coded.items()}, unassigned_ms / 60_000, busy_ms.get(span.key, 0) / 60_000)
+        busy_ms, down_ms = sums.get(span.key, (0, 0))
+        by_reason = reasons[span.key]
+        # A PLC without a reason tag, or a stop whose code is in the tag map's no_reason list, leaves the time without a code.
+        unassigned_ms = max(down_ms - sum(by_reason.values()), 0)
+        result[span.key] = Downtime({code: ms / 60_000 for code, ms in by_reason.items()}, unassigned_ms / 60_000, busy_ms / 60_000)
     return result
 
 

@@ -26,7 +26,7 @@ from valuegate.cloud.app import create_app
 from valuegate.cloud.db import UTC_OPTIONS
 from valuegate.cloud.settings import CloudSettings
 from valuegate.cloud.web import contract_views
-from valuegate.cloud.web.queries import Span, downtime_by_reason, downtime_by_span
+from valuegate.cloud.web.queries import Downtime, Span, downtime_by_reason, downtime_by_span
 from valuegate.edge.protocol import voucher as v
 from valuegate.edge.protocol.contract import parse_contract
 
@@ -137,17 +137,23 @@ def _telemetry_statements(statements: list[str]) -> list[str]:
     return [s for s in statements if re.search(r"\b(FROM|JOIN) telemetry\b", s)]
 
 
+def _reason_statements(statements: list[str]) -> list[str]:
+    return [s for s in statements if re.search(r"\b(FROM|JOIN) machine_reason_day\b", s)]
+
+
 async def test_contract_page_statements_bounded(scale):
     counts = {}
     for contract_id in CONTRACTS:
         status, statements = await scale.statements_of(f"/contracts/{contract_id}?lang=en")
         assert status == 200, contract_id
         counts[contract_id] = len(statements)
-        telemetry = _telemetry_statements(statements)
+        # The Pareto reads the machine-day sums of the reason codes, never the minute records.
+        assert _telemetry_statements(statements) == [], contract_id
+        reasons = _reason_statements(statements)
         if CONTRACTS[contract_id] <= contract_views.CHARTED_ANCHORS_MAX:
-            assert len(telemetry) == 1, (contract_id, telemetry)
+            assert len(reasons) == 1, (contract_id, reasons)
         else:
-            assert telemetry == [], contract_id
+            assert reasons == [], contract_id
 
     assert counts["C-6"] == counts["C-2"]
     assert counts["C-12"] <= counts["C-2"]
@@ -156,13 +162,34 @@ async def test_contract_page_statements_bounded(scale):
 async def test_anchor_and_machine_pages_bounded(scale):
     status, statements = await scale.statements_of("/contracts/C-12/anchors/a-1?lang=en")
     assert status == 200
-    assert len(_telemetry_statements(statements)) == 1
+    assert _telemetry_statements(statements) == []
+    assert len(_reason_statements(statements)) == 1
     _, contract_statements = await scale.statements_of("/contracts/C-12?lang=en")
     assert len(statements) <= len(contract_statements) + 2
 
     status, statements = await scale.statements_of("/contracts/C-2/machines/m-1?lang=en")
     assert status == 200
-    assert len(_telemetry_statements(statements)) == 1
+    assert _telemetry_statements(statements) == []
+    assert len(_reason_statements(statements)) == 1
+
+
+async def _downtime_from_minutes(conn: psycopg.AsyncConnection[Any], span: Span) -> Downtime:
+    """Return a span's downtime summed from the minute records, as the pages read it before the machine-day sums of reason codes."""
+    params = ("acme", span.machines, span.first, span.last)
+    cur = await conn.execute(
+        "SELECT r.key, sum(r.value::bigint) FROM telemetry t, jsonb_each_text(t.reasons) r"
+        " WHERE t.tenant_id = %s AND t.machine_id = ANY(%s) AND t.plant_date BETWEEN %s AND %s GROUP BY r.key",
+        params,
+    )
+    by_reason = {code: int(ms) for code, ms in await cur.fetchall()}
+    cur = await conn.execute(
+        "SELECT coalesce(sum(running_ms + idle_ms + unplanned_stop_ms + changeover_ms), 0), coalesce(sum(unplanned_stop_ms), 0)"
+        " FROM telemetry WHERE tenant_id = %s AND machine_id = ANY(%s) AND plant_date BETWEEN %s AND %s",
+        params,
+    )
+    busy_ms, down_ms = await cur.fetchone()
+    unassigned_ms = max(int(down_ms) - sum(by_reason.values()), 0)
+    return Downtime({code: ms / 60_000 for code, ms in by_reason.items()}, unassigned_ms / 60_000, int(busy_ms) / 60_000)
 
 
 async def test_grouped_downtime_matches_per_anchor(scale):
@@ -172,9 +199,13 @@ async def test_grouped_downtime_matches_per_anchor(scale):
         grouped = await downtime_by_span(conn, "acme", spans)
         for span in spans:
             single = await downtime_by_reason(conn, "acme", span.machines, span.first, span.last)
+            minutes = await _downtime_from_minutes(conn, span)
             assert grouped[span.key].by_reason == pytest.approx(single.by_reason), span.key
             assert grouped[span.key].unassigned == pytest.approx(single.unassigned), span.key
             assert grouped[span.key].planned_busy == pytest.approx(single.planned_busy), span.key
+            assert grouped[span.key].by_reason == pytest.approx(minutes.by_reason), span.key
+            assert grouped[span.key].unassigned == pytest.approx(minutes.unassigned), span.key
+            assert grouped[span.key].planned_busy == pytest.approx(minutes.planned_busy), span.key
 
     # Every span keeps its own reasons: m-1 jammed 11 s a minute for 20 minutes and was starved on the last reporting day.
     assert grouped["a-1"].by_reason == pytest.approx({"jam": 20 * 11_000 / 60_000, "starved": 10 * 6_000 / 60_000})
