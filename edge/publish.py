@@ -31,7 +31,7 @@ from valuegate.adapters.backoff import Backoff
 from valuegate.mqttio import LoopBridge
 
 from . import outbox
-from .config import EdgeConfig
+from .config import EdgeConfig, TlsConfig
 from .metrics import AgentMetrics, LogLimiter
 from .publish_messages import ACK_SCHEMA, RECORDS_REQUEST_SCHEMA, RESEND_SCHEMA, STATUS_SCHEMA, ClientEvent, iso_now, split_records
 from .publish_session import SessionState
@@ -302,7 +302,8 @@ class Publisher:
         if connack is None:
             raise ConnectFailed(f"no CONNACK within {_CONNACK_TIMEOUT_S:.0f} s")
         if connack.kind != "connack":
-            raise ConnectFailed(f"connection closed before CONNACK (reason code {connack.code:#04x})", code=connack.code)
+            hint = _tls_hint(self.config.mqtt.tls) if self.config.mqtt.tls is not None else ""
+            raise ConnectFailed(f"connection closed before CONNACK (reason code {connack.code:#04x}){hint}", code=connack.code)
         if connack.code >= 0x80:
             hint = _REFUSED.get(connack.code, "")
             raise ConnectFailed(f"broker refused the connection with reason code {connack.code:#04x}{hint}", code=connack.code)
@@ -403,6 +404,16 @@ class Publisher:
             return
         if (held := self.limit("mqtt_disconnected")) is not None:
             self._log.warning("mqtt_disconnected", reason_code=f"{code:#04x}", repeats_not_logged=held)
+
+
+def _tls_hint(tls: TlsConfig) -> str:
+    """Return the hint for a TLS connection the broker closed before CONNACK, which it does when it rejects the client certificate."""
+    if tls.cert_file is None:
+        return "; the broker may require a client certificate: set mqtt.tls.cert_file and key_file"
+    return (
+        "; the broker may have rejected the client certificate: check mqtt.tls.cert_file and key_file, "
+        "and that the broker's cafile contains the CA that issued the certificate"
+    )
 
 
 def _reason_value(reason: Any) -> int:

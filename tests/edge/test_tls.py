@@ -147,3 +147,26 @@ async def test_password_from_environment(tmp_path: Path, password_broker: Mosqui
     refused = [entry for entry in logs if "broker refused the connection" in str(entry.get("reason", ""))]
     assert refused, logs
     assert "check mqtt.username" in refused[0]["reason"]
+
+
+@pytest.mark.parametrize("case", ["no client certificate", "client certificate from another CA"])
+async def test_rejected_client_certificate_hint(tmp_path: Path, pki: Path, tls_broker: MosquittoServer, case: str) -> None:
+    tls = {"ca_file": str(pki / "ca.pem")}
+    if case == "client certificate from another CA":
+        stranger_ca_key, stranger_ca = _issue("stranger CA", None, _name("stranger CA"), ca=True)
+        key, certificate = _issue(GATEWAY, stranger_ca_key, stranger_ca.subject)
+        _write(tmp_path, "stranger", key, certificate)
+        (tmp_path / "stranger.key").chmod(0o600)
+        tls |= {"cert_file": str(tmp_path / "stranger.pem"), "key_file": str(tmp_path / "stranger.key")}
+    with structlog.testing.capture_logs() as logs:
+        async with gateway(tmp_path / "gw", tls_broker.port, mqtt={"tls": tls}) as gw:
+            assert await wait_until(lambda: gw.publisher.metrics.value("valuegate_mqtt_connect_failures_total") >= 1, 10), case
+    failed = [entry for entry in logs if entry["event"] == "mqtt_connect_failed"]
+    assert failed, logs
+    reason = failed[0]["reason"]
+    assert "connection closed before CONNACK" in reason, reason
+    if case == "no client certificate":
+        assert "the broker may require a client certificate: set mqtt.tls.cert_file and key_file" in reason
+    else:
+        assert "the broker may have rejected the client certificate" in reason
+        assert "the broker's cafile contains the CA that issued the certificate" in reason
