@@ -52,8 +52,9 @@ def new(config_path: Path = _CONFIG, replace_lost: bool = _REPLACE_LOST) -> None
     # vouchers the agent signs before the registration are accepted too.
     register_hint = (
         f"`valuegate keys export-public -c {config_path} > {config.gateway}.pub.json`, then in the cloud "
-        f"`valuegate cloud admin key-add -c cloud.yaml {config.tenant} {config.gateway} {config.gateway}.pub.json` "
-        f"(or list the file as this gateway's key in a `valuegate cloud admin apply` plan)"
+        f"`valuegate cloud admin key-add -c cloud.yaml {config.tenant} {config.gateway} {config.gateway}.pub.json`. "
+        "A site with many gateways can instead list each gateway's file as its `key:` in one plan and run "
+        "`valuegate cloud admin apply -c cloud.yaml plan.yaml` (the plan format is in docs/cloud.md)"
     )
     if replace_lost:
         typer.echo(

@@ -151,7 +151,11 @@ def test_keys_new_names_register_step(tmp_path: Path) -> None:
     created = runner.invoke(app, ["keys", "new", "--config", str(path)])
     assert created.exit_code == 0, created.output
     assert f"`valuegate keys export-public -c {path} > gw-1.pub.json`" in created.stderr
-    assert "`valuegate cloud admin key-add -c cloud.yaml acme gw-1 gw-1.pub.json`" in created.stderr
+    assert "`valuegate cloud admin key-add -c cloud.yaml acme gw-1 gw-1.pub.json`. " in created.stderr
+    assert (
+        "A site with many gateways can instead list each gateway's file as its `key:` in one plan and run "
+        "`valuegate cloud admin apply -c cloud.yaml plan.yaml` (the plan format is in docs/cloud.md)"
+    ) in created.stderr
     exported = json.loads(runner.invoke(app, ["keys", "export-public", "--config", str(path)]).stdout)
     assert exported["verification_method"] == created.stdout.strip()
     # Whole seconds, cut down as the agent cuts a voucher's issued_at.
