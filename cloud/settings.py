@@ -17,6 +17,11 @@ __all__ = ("ConfigError", "CloudSettings", "load_settings", "dsn_origin", "hide_
 
 ENV_PREFIX = "VALUEGATE_CLOUD_"
 DSN_ENV = ENV_PREFIX + "DSN"
+RENEWAL_INTERVAL_ENV = ENV_PREFIX + "RENEWAL_CHECK_INTERVAL_S"
+# The name the renewal check interval had before it became a setting; still read, with a deprecation warning at start.
+LEGACY_RENEWAL_INTERVAL_ENV = "VALUEGATE_RENEWAL_CHECK_INTERVAL_S"
+# The maximum renewal check interval, 30 days: a trigger waits at most this long for its package.
+_MAX_RENEWAL_INTERVAL_S = 30 * 86400
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
@@ -86,6 +91,11 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Send the session cookie over HTTPS only; turn off only for a local plain-HTTP demo."""
     display_time_zone: str = "Asia/Shanghai"
     """IANA time zone in which pages, exports and renewal packages show instants (stored times stay UTC)."""
+    renewal_check_interval_s: float = 3600.0
+    """Seconds between two periodic renewal checks of every contract in `cloud serve`; 0 turns the periodic check off.
+
+    The first check runs min(60 s, this interval) after start.
+    """
     webhook_allowed_networks: list[str] = []
     """CIDR networks that renewal webhooks may reach besides public addresses, such as 10.20.0.0/16 for an internal CRM.
 
@@ -113,6 +123,13 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("compress_after_days", self.compress_after_days, 1, 36500)
+        if self.renewal_check_interval_s < 0:
+            raise ConfigError(
+                f"setting renewal_check_interval_s = {self.renewal_check_interval_s!r} is negative; "
+                "give the seconds between two renewal checks, or 0 to turn the periodic check off",
+                field="renewal_check_interval_s",
+            )
+        _check_range("renewal_check_interval_s", self.renewal_check_interval_s, 0, _MAX_RENEWAL_INTERVAL_S)
         if self.telemetry_retention_days is not None:
             _check_range("telemetry_retention_days", self.telemetry_retention_days, 1, 36500)
         if self.display_time_zone not in zoneinfo.available_timezones():
@@ -167,6 +184,9 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if name in {"dsn", "mqtt_password", "mqtt_username", "share_group", "client_id_prefix", "host", "mqtt_host", "display_time_zone"}:
             values[name] = raw
+    legacy = environ.get(LEGACY_RENEWAL_INTERVAL_ENV, "")
+    if legacy.strip() and "renewal_check_interval_s" not in values:
+        values["renewal_check_interval_s"] = yaml.safe_load(legacy)
     return values
 
 
@@ -199,14 +219,18 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the settings file must hold a mapping, not a {type(loaded).__name__}")
         values.update(loaded)
-    from_env = _from_env(dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    from_env = _from_env(env)
     values.update(from_env)
     arguments = {k: v for k, v in overrides.items() if v is not None}
     values.update(arguments)
     try:
         return msgspec.convert(values, CloudSettings)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{_source_of(str(exc), from_env, arguments, source)}: {exc}") from exc
+        origin = _source_of(str(exc), from_env, arguments, source)
+        if origin == f"environment variable {RENEWAL_INTERVAL_ENV}" and RENEWAL_INTERVAL_ENV not in env:
+            origin = f"environment variable {LEGACY_RENEWAL_INTERVAL_ENV}"
+        raise ConfigError(f"{origin}: {exc}") from exc
 
 
 def _source_of(message: str, from_env: dict[str, Any], arguments: dict[str, Any], fallback: str) -> str:

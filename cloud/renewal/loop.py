@@ -11,17 +11,16 @@ from typing import Any
 
 import structlog
 
+from valuegate.cloud.settings import LEGACY_RENEWAL_INTERVAL_ENV, RENEWAL_INTERVAL_ENV
 from valuegate.cloud.store import Conflict
 
 from . import checks, service
 from .targets import Network
 
-__all__ = ("INTERVAL_ENV", "check_all", "start_job", "renewal_lifespan")
+__all__ = ("check_all", "start_job", "renewal_lifespan")
 
 log = structlog.get_logger("valuegate.cloud.renewal")
 
-INTERVAL_ENV = "VALUEGATE_RENEWAL_CHECK_INTERVAL_S"
-DEFAULT_INTERVAL_S = 3600.0
 # The first check waits a little so that start-up and the first requests are not slowed down.
 FIRST_CHECK_DELAY_S = 60.0
 
@@ -74,8 +73,8 @@ def start_job(app: Any, job: Coroutine[Any, Any, Any], name: str) -> None:
 async def renewal_lifespan(app: Any) -> AsyncIterator[None]:
     """Run the periodic check while the app runs, and cancel the checks users started at shutdown.
 
-    ``VALUEGATE_RENEWAL_CHECK_INTERVAL_S=0`` turns the periodic check off. A
-    cancelled check builds nothing, and its page shows it as interrupted.
+    The setting ``renewal_check_interval_s`` sets its interval, and 0 turns it
+    off. A cancelled check builds nothing, and its page shows it as interrupted.
     """
     app.state.renewal_jobs = set()
     async with _cancel_jobs(app):
@@ -98,14 +97,17 @@ async def _cancel_jobs(app: Any) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _periodic_check(app: Any) -> AsyncIterator[None]:
-    raw = os.environ.get(INTERVAL_ENV, "")
-    try:
-        interval_s = float(raw) if raw.strip() else DEFAULT_INTERVAL_S
-    except ValueError:
-        log.error("renewal_interval_invalid", variable=INTERVAL_ENV, value=raw, using=DEFAULT_INTERVAL_S)
-        interval_s = DEFAULT_INTERVAL_S
-    if interval_s <= 0:
-        log.info("renewal_check_off", variable=INTERVAL_ENV)
+    if os.environ.get(LEGACY_RENEWAL_INTERVAL_ENV, "").strip():
+        used = RENEWAL_INTERVAL_ENV not in os.environ
+        log.warning(
+            "renewal_interval_variable_deprecated",
+            variable=LEGACY_RENEWAL_INTERVAL_ENV,
+            detail=f"use the setting renewal_check_interval_s in cloud.yaml or {RENEWAL_INTERVAL_ENV} instead; "
+            + ("the old variable still sets the interval" if used else f"the old variable is ignored, because {RENEWAL_INTERVAL_ENV} is set"),
+        )
+    interval_s = app.state.settings.renewal_check_interval_s
+    if interval_s == 0:
+        log.info("renewal_check_off", setting="renewal_check_interval_s")
         yield
         return
     task = asyncio.create_task(_run(app, interval_s), name="renewal-check")

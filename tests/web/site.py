@@ -97,7 +97,7 @@ def running_site(postgres_server, environment: dict[str, str] | None = None) -> 
     # The periodic renewal check is off, so that tests decide when packages are built.
     # Webhooks may reach every address, because the tests deliver to receivers on loopback and save example host names
     # that must not be looked up in DNS; tests/web/test_webhook_targets.py serves the default instead.
-    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "0",
+    env = {**os.environ, "VALUEGATE_CLOUD_COOKIE_SECURE": "false", "VALUEGATE_CLOUD_DSN": dsn, "VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "0",
            "VALUEGATE_CLOUD_WEBHOOK_ALLOWED_NETWORKS": "0.0.0.0/0,::/0", **(environment or {})}
     command = [sys.executable, "-c", _SERVE, str(port)]
     # The server logs to a file: a pipe that is never read fills up after a few long tracebacks and then blocks the server.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -199,7 +198,6 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
     from valuegate.cloud.app import ApiServer
     from valuegate.cloud.db import migrate
     from valuegate.cloud.ingest import IngestWorker
-    from valuegate.cloud.renewal.loop import INTERVAL_ENV
     from valuegate.cloud.settings import load_settings
     from valuegate.edge import keys as edge_keys
     from valuegate.edge.agent import EdgeAgent, running
@@ -234,9 +232,15 @@ async def running_stack(options: DemoOptions) -> AsyncIterator[DemoStack]:
 
         # The demo replays history, so renewal triggers are evaluated on the day after each
         # reporting period (valuegate.demo.settle), not by the app's clock-driven check.
-        os.environ.setdefault(INTERVAL_ENV, "0")
         settings = load_settings(
-            environ={}, dsn=stack.dsn, mqtt_host=stack.broker[0], mqtt_port=stack.broker[1], cookie_secure=False, port=0, host="127.0.0.1"
+            environ={},
+            dsn=stack.dsn,
+            mqtt_host=stack.broker[0],
+            mqtt_port=stack.broker[1],
+            cookie_secure=False,
+            port=0,
+            host="127.0.0.1",
+            renewal_check_interval_s=0,
         )
         for number in range(options.ingest_workers):
             await exits.enter_async_context(IngestWorker(settings, name=f"demo-ingest-{number + 1}"))
