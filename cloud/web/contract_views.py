@@ -93,14 +93,23 @@ async def _cards(conn: Any, tenant: str, contract_id: str, language: str, *, onl
     return _Cards(contract, total, anchors, groups, gap_rows, gap_chains, missing)
 
 
+# Digits of the largest voucher page number read. Its offset, times the page size, stays within PostgreSQL's bigint.
+_PAGE_DIGITS_MAX = 15
+
+
 def _voucher_page(request: Request[Any, Any, Any]) -> int:
     """Return the page number of the voucher table from ``?vouchers=``, 1 when absent."""
     text = request.query_params.get("vouchers")
     if text is None:
         return 1
-    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        error = Invalid(f"voucher page {text!r} is not a whole number from 1 to 1000000; use ?vouchers=1 for the first page", code="invalid_page")
+    # isdigit() alone also accepts digits such as "²" that int() rejects.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        error = Invalid(f"voucher page {text!r} is not a whole number from 1; use ?vouchers=1 for the first page", code="invalid_page")
         error.params = {"value": text}  # type: ignore[attr-defined]
+        raise error
+    if len(text) > _PAGE_DIGITS_MAX:
+        error = Invalid(f"voucher page {text!r} is larger than any page; use ?vouchers=1 for the first page", code="invalid_page")
+        error.params = {"value": text, "variant": "too_large"}  # type: ignore[attr-defined]
         raise error
     return int(text)
 

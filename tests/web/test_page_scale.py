@@ -258,10 +258,18 @@ async def test_voucher_table_pages(scale, monkeypatch):
     assert "Page 9 of 3" not in past
     assert 'href="?vouchers=3#vouchers" rel="prev">Last page of vouchers</a>' in past
 
-    for bad in ("0", "x", "-1"):
+    for bad in ("0", "x", "-1", "²", "٣"):
         response = await scale.get(f"/contracts/C-6?vouchers={bad}&lang=en")
         assert response.status_code == 400, bad
         assert f"“{bad}” is not a page number" in response.text
+
+    far = (await scale.get("/contracts/C-6?vouchers=999999999999999&lang=en")).text
+    assert "Page 999,999,999,999,999 is past the last voucher; the contract has 10 vouchers." in far
+    huge = await scale.get("/contracts/C-6?vouchers=99999999999999999999&lang=en")
+    assert huge.status_code == 400
+    assert "“99999999999999999999” is larger than any page number" in huge.text
+    chinese_huge = await scale.get("/contracts/C-6?vouchers=99999999999999999999&lang=zh-CN")
+    assert "超出了所有页码" in chinese_huge.text
 
 
 async def test_voucher_api_total(scale):
