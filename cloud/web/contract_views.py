@@ -93,7 +93,7 @@ async def _cards(conn: Any, tenant: str, contract_id: str, language: str, *, onl
     return _Cards(contract, total, anchors, groups, gap_rows, gap_chains, missing)
 
 
-# Digits of the largest voucher page number read. Its offset, times the page size, stays within PostgreSQL's bigint.
+# Most digits a voucher page number may have: 15 digits times the page size stay within PostgreSQL's bigint offset.
 _PAGE_DIGITS_MAX = 15
 
 
