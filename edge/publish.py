@@ -33,7 +33,7 @@ from valuegate.mqttio import LoopBridge
 from . import outbox
 from .config import EdgeConfig, TlsConfig
 from .metrics import AgentMetrics, LogLimiter
-from .publish_messages import ACK_SCHEMA, RECORDS_REQUEST_SCHEMA, RESEND_SCHEMA, STATUS_SCHEMA, ClientEvent, iso_now, split_records
+from .publish_messages import ACK_SCHEMA, NOT_AUTHORIZED, RECORDS_REQUEST_SCHEMA, RESEND_SCHEMA, STATUS_SCHEMA, ClientEvent, iso_now, split_records
 from .publish_session import SessionState
 from .rejection_notice import RecentRejection
 from .resend_watch import ResendWatch
@@ -42,8 +42,6 @@ from .spool import SpoolThread
 __all__ = ("Publisher", "SESSION_TAKEN_OVER", "ACK_SCHEMA", "RECORDS_REQUEST_SCHEMA", "RESEND_SCHEMA", "STATUS_SCHEMA", "split_records")
 
 SESSION_TAKEN_OVER = 0x8E
-# PUBACK reason code 0x87 (MQTT 5.0, section 3.4.2.1): the broker's access rules do not allow the publish.
-_NOT_AUTHORIZED = 0x87
 # A connection shorter than this leaves the reconnect delay growing, and connect lines this close together are logged once a minute.
 _STABLE_SESSION_S = 10.0
 # The publish kinds of a session, by the topic level they go to.
@@ -235,7 +233,7 @@ class Publisher:
             if session is None or session.client is not client:
                 return
             code = _reason_value(reason)
-            if code == _NOT_AUTHORIZED:
+            if code == NOT_AUTHORIZED:
                 self._log_publish_denied(session, mid)
             if session.on_puback(mid, code):
                 self._wake.set()
@@ -396,7 +394,7 @@ class Publisher:
             f"{config.tenant}/{config.site}/{config.gateway}: mqtt.username, or the client certificate's common name "
             "when the broker sets use_identity_as_username"
         )
-        self._log.error("mqtt_publish_denied", topic=topic, username=username, reason_code=f"{_NOT_AUTHORIZED:#04x}", detail=detail, repeats_not_logged=held)
+        self._log.error("mqtt_publish_denied", topic=topic, username=username, reason_code=f"{NOT_AUTHORIZED:#04x}", detail=detail, repeats_not_logged=held)
 
     def _on_disconnect(self, code: int) -> None:
         if code == SESSION_TAKEN_OVER:

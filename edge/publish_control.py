@@ -182,13 +182,13 @@ class ControlMessages:
             repeated = self.p.resend_watch.note(from_seq)
         self._show_repeated()
         if repeated is not None and (held := self.p.limit(("resend_repeated", repeated.from_seq))) is not None:
+            notice = self.p.cloud_rejection.current()
             self.p._log.warning(
                 "resend_repeated",
                 from_seq=repeated.from_seq,
                 requests=repeated.requests,
                 window_s=repeated.window_s,
-                reason="the cloud keeps requesting this voucher, so it likely rejects it and later vouchers wait; "
-                "look up the gateway's rejections in the cloud (a key_not_valid or key_unknown reason names the fix)",
+                reason=_repeated_reason(notice),
                 repeats_not_logged=held,
             )
         # The cloud requests a resend when it lacks a voucher or the records it commits to, so send both.
@@ -236,3 +236,16 @@ class ControlMessages:
         self.p._log.info("records_request_answered", machines=machines, start_ms=start_ms, end_ms=end_ms, records=len(rows))
         if rows:
             self._publish_records(rows)
+
+
+def _repeated_reason(notice: dict[str, Any] | None) -> str:
+    """Return the likely cause of a repeated resend request: the cloud's latest rejection notice, or else an outage on the way."""
+    if notice is not None:
+        return (
+            f"the cloud keeps requesting this voucher and reported a rejection ({notice['code']}), so later vouchers wait; "
+            "look up the gateway's rejections in the cloud (a key_not_valid or key_unknown reason names the fix)"
+        )
+    return (
+        "the cloud keeps requesting this voucher but reported no rejection; check that the broker and every cloud ingest worker run "
+        "(a stopped worker's share of the messages waits in the broker), then look up the gateway's rejections in the cloud"
+    )

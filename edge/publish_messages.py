@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = (
     "ACK_SCHEMA",
+    "NOT_AUTHORIZED",
     "RECORDS_REQUEST_SCHEMA",
     "RESEND_SCHEMA",
     "STATUS_SCHEMA",
@@ -30,6 +31,8 @@ __all__ = (
 )
 
 ACK_SCHEMA = "valuegate/ack/v1"
+# PUBACK reason code 0x87 (MQTT 5.0, section 3.4.2.1): the broker's access rules do not allow the publish.
+NOT_AUTHORIZED = 0x87
 RESEND_SCHEMA = "valuegate/resend/v1"
 # The cloud's request for the records of machines over a time span (a baseline period), on the resend topic.
 RECORDS_REQUEST_SCHEMA = "valuegate/records-request/v1"

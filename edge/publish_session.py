@@ -23,7 +23,7 @@ from . import outbox
 from .protocol.records import TELEMETRY_SCHEMA
 from .protocol.telemetry_proof import PROPERTY_BYTES, sign_telemetry
 from .publish_control import ControlMessages
-from .publish_messages import STATUS_SCHEMA, ClientEvent, iso_now, known_instances, remember_instance, split_records
+from .publish_messages import NOT_AUTHORIZED, STATUS_SCHEMA, ClientEvent, iso_now, known_instances, remember_instance, split_records
 
 if TYPE_CHECKING:
     from .publish import Publisher
@@ -249,7 +249,8 @@ class SessionState(ControlMessages):
         kind, key = self.inflight.pop(mid, ("unknown", None))
         if code >= 0x80:
             self.p.metrics.publish_rejected.inc()
-            if (held := self.p.limit("mqtt_publish_rejected")) is not None:
+            # A denied topic is logged by the publisher as mqtt_publish_denied, with the topic and user name.
+            if code != NOT_AUTHORIZED and (held := self.p.limit("mqtt_publish_rejected")) is not None:
                 self.p._log.warning("mqtt_publish_rejected", kind=kind, reason_code=f"{code:#04x}", repeats_not_logged=held)
         elif kind == "telemetry":
             self.published_records += key

@@ -62,6 +62,9 @@ async def test_publish_denied_logs_error(tmp_path: Path, acl_broker: MosquittoSe
     assert denied[0]["reason_code"] == "0x87"
     assert "broker's ACL" in denied[0]["detail"]
     assert f"the user must be {TENANT}/{SITE}/gw-1" in denied[0]["detail"]
+    # The error replaces the generic warning for a rejected publish, which names no topic.
+    assert not [entry for entry in logged if entry["event"] == "mqtt_publish_rejected"]
+    assert gw.publisher.metrics.value("valuegate_publish_rejected_total") >= 1
     # The broker closes each connection at once; the agent logs its first connect line, then at most one a minute.
     connected = [entry for entry in logged if entry["event"] == "mqtt_connected"]
     assert len(connected) == 1, f"{len(connected)} connect lines for {connections} connections"

@@ -12,6 +12,7 @@ import structlog
 
 from valuegate.edge import keys
 from valuegate.edge.agent import EdgeAgent, running
+from valuegate.edge.rejection_notice import RejectionNotice
 from valuegate.edge.resend_watch import RepeatedResend, ResendWatch
 from valuegate.services import MosquittoServer
 
@@ -114,8 +115,20 @@ async def test_repeated_resend_warns_once(tmp_path: Path, mosquitto: MosquittoSe
             assert warnings[0]["log_level"] == "warning"
             assert warnings[0]["from_seq"] == 1
             assert warnings[0]["requests"] == 5
-            assert "rejections" in warnings[0]["reason"]
+            # The stand-in cloud sends no rejection notice, so the warning names an outage on the way first.
+            assert "reported no rejection" in warnings[0]["reason"]
+            assert "ingest worker" in warnings[0]["reason"]
             assert gw.publisher.metrics.value("valuegate_resend_repeated_from_seq") == 1
+
+            # With a notice from the cloud, the next warning names its code and the keys. The log limit is cleared, as a minute would.
+            gw.publisher.cloud_rejection.note(RejectionNotice("voucher", "key_unknown", "gw-1:1", "signed by an unknown key"))
+            gw.publisher.limit.reset(("resend_repeated", 1))
+            with structlog.testing.capture_logs() as logged:
+                for seconds in (390, 400):
+                    await request_at(seconds)
+            warnings = [entry for entry in logged if entry["event"] == "resend_repeated"]
+            assert len(warnings) == 1
+            assert "reported a rejection (key_unknown)" in warnings[0]["reason"]
 
             # Once the cloud accepts the vouchers, the ack clears the repeat.
             cloud.first_key = None
