@@ -83,6 +83,14 @@ class Pipeline:
                 scope = tuple(sorted(anchor.scope))
                 if measures_anchor(scope, self.machines):
                     self.plans.append(AnchorPlan(contract, anchor, scope, self.machines[scope[0]].time_zone))
+                elif local := sorted(set(scope) & set(self.machines)):
+                    log.warning(
+                        "anchor_not_measured", contract=contract.id, anchor=anchor.id, scope=list(scope), machines_here=local,
+                        reason="only part of its scope is on this gateway, and no gateway issues vouchers for a scope split between gateways; "
+                        "give the anchor machines of one gateway",
+                    )  # fmt: skip
+                else:
+                    log.info("anchor_not_measured", contract=contract.id, anchor=anchor.id, scope=list(scope), machines_here=[], reason="another gateway measures it")
         self._waiting_logged: dict[tuple[str, str], int] = {}
         # Baseline per (contract, anchor) with the number of baseline days it was built from.
         self._baselines: dict[tuple[str, str], tuple[int, Any]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -64,7 +65,11 @@ def test_anchor_on_other_gateway_is_note(tmp_path: Path) -> None:
     assert "capper-9, labeler-2" in note
     assert "another gateway must measure it" in note
     assert "anchor line-1" not in result.output
-    assert measured_anchors(path) == ["line-1"]
+    with structlog.testing.capture_logs() as logged:
+        assert measured_anchors(path) == ["line-1"]
+    skipped = [entry for entry in logged if entry["event"] == "anchor_not_measured"]
+    assert [(entry["anchor"], entry["log_level"], entry["machines_here"]) for entry in skipped] == [("line-2", "info", [])]
+    assert skipped[0]["reason"] == "another gateway measures it"
 
 
 def test_anchor_partly_here_is_problem(tmp_path: Path) -> None:
@@ -74,8 +79,12 @@ def test_anchor_partly_here_is_problem(tmp_path: Path) -> None:
     assert "$.anchors[1].scope: no device of this gateway measures these machines of the scope (got 'capper-9'); allowed: filler-1" in result.output
     assert "so the agent would skip it" in result.output
     assert "1 problem(s) found" in result.output
-    # The agent skips that anchor, which is why check-config stops the service for it.
-    assert measured_anchors(path) == ["line-1"]
+    # The agent skips that anchor, which is why check-config stops the service for it, and warns at start.
+    with structlog.testing.capture_logs() as logged:
+        assert measured_anchors(path) == ["line-1"]
+    skipped = [entry for entry in logged if entry["event"] == "anchor_not_measured"]
+    assert [(entry["anchor"], entry["log_level"], entry["machines_here"]) for entry in skipped] == [("split", "warning", ["filler-1"])]
+    assert "no gateway issues vouchers" in skipped[0]["reason"]
 
 
 def test_no_anchor_here_passes(tmp_path: Path) -> None:
