@@ -9,6 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const canonicalize = require('canonicalize');
 const { climbs, decode, parseJson, readText } = require('./bundle_members');
+const { cmp, dec, ZERO } = require('./bundle_pricing');
 
 const SCHEMA = 'valuegate/bundle/v1';
 const termsDigest = (value) => 'sha256:' + crypto.createHash('sha256').update(canonicalize(value)).digest('hex');
@@ -178,27 +179,65 @@ function pricedWith(record, inForce, revisions, written) {
 // The metric each price unit bills; target_met fits any metric.
 const PRICE_METRIC = { oee_point_day: 'oee_points', availability_point_day: 'availability_points', avoided_minute: 'unplanned_downtime_rate' };
 
-// Why the anchors of `contract` cannot be the terms anything was priced with: periods that end before they start,
-// a baseline that needs no day, a price unit that bills another metric. An empty list when none of these is found.
+// The decimal `value` of a contract amount, or undefined when it is absent or no decimal (the schema checks report that).
+function amount(value) {
+  if (value === undefined || value === null) return undefined;
+  try {
+    return dec(value);
+  } catch {
+    return undefined;
+  }
+}
+
+// List why `contract` cannot be the terms anything was priced with, or return an empty list. The dates: a term or period
+// that ends before it starts, and a reporting period outside the term or overlapping its baseline. The anchors: a baseline
+// that needs no day, a repeated id, a price unit that bills another metric. The money: a price not above zero, a negative
+// cap or floor, a floor above the cap, and a rounding step that is no positive power of ten.
 function termsProblems(contract) {
   const problems = [];
-  const anchors = isObject(contract) && Array.isArray(contract.anchors) ? contract.anchors : [];
+  if (!isObject(contract)) return problems;
+  const dated = (value) => typeof value === 'string';
+  if (dated(contract.start) && dated(contract.end) && contract.end < contract.start) {
+    problems.push(`the contract ends (${contract.end}) before it starts (${contract.start})`);
+  }
+  if (contract.rounding !== undefined && !/^(?:10*|0\.0*1)$/.test(String(contract.rounding))) {
+    problems.push(`rounding ${JSON.stringify(contract.rounding)} is not a positive power of ten such as 0.01`);
+  }
+  const anchors = Array.isArray(contract.anchors) ? contract.anchors : [];
+  const ids = new Set();
   anchors.forEach((anchor, index) => {
     if (!isObject(anchor)) return;
     const where = `anchors[${index}]`;
+    if (ids.has(anchor.id)) problems.push(`${where}.id ${JSON.stringify(anchor.id)} repeats an earlier anchor id`);
+    ids.add(anchor.id);
     for (const part of ['baseline', 'reporting']) {
       const period = anchor[part];
-      if (isObject(period) && typeof period.first_date === 'string' && typeof period.last_date === 'string' && period.last_date < period.first_date) {
+      if (isObject(period) && dated(period.first_date) && dated(period.last_date) && period.last_date < period.first_date) {
         problems.push(`${where}.${part} ends (${period.last_date}) before it starts (${period.first_date})`);
       }
     }
-    if (isObject(anchor.baseline) && anchor.baseline.min_days !== undefined && !(Number.isInteger(anchor.baseline.min_days) && anchor.baseline.min_days >= 1)) {
-      problems.push(`${where}.baseline.min_days is ${JSON.stringify(anchor.baseline.min_days)}, not a whole number of at least 1`);
+    const { baseline, reporting } = anchor;
+    if (isObject(baseline) && isObject(reporting) && dated(baseline.last_date) && dated(reporting.first_date) && reporting.first_date <= baseline.last_date) {
+      problems.push(`${where}.reporting starts (${reporting.first_date}) before the baseline ends (${baseline.last_date})`);
+    }
+    if (isObject(reporting) && dated(reporting.first_date) && dated(reporting.last_date) && dated(contract.start) && dated(contract.end)
+      && (reporting.first_date < contract.start || reporting.last_date > contract.end)) {
+      problems.push(`${where}.reporting ${reporting.first_date} .. ${reporting.last_date} lies outside the contract term ${contract.start} .. ${contract.end}`);
+    }
+    if (isObject(baseline) && baseline.min_days !== undefined && !(Number.isInteger(baseline.min_days) && baseline.min_days >= 1)) {
+      problems.push(`${where}.baseline.min_days is ${JSON.stringify(baseline.min_days)}, not a whole number of at least 1`);
     }
     const per = isObject(anchor.price) ? anchor.price.per : undefined;
     if (per in PRICE_METRIC && PRICE_METRIC[per] !== anchor.metric) {
       problems.push(`${where}.price.per ${per} bills ${PRICE_METRIC[per]}, but the anchor measures ${anchor.metric}`);
     }
+    const price = isObject(anchor.price) ? amount(anchor.price.amount) : undefined;
+    if (price !== undefined && cmp(price, ZERO) <= 0) problems.push(`${where}.price.amount ${anchor.price.amount} is not above zero`);
+    const cap = amount(anchor.cap);
+    const floor = amount(anchor.floor);
+    if (cap !== undefined && cmp(cap, ZERO) < 0) problems.push(`${where}.cap ${anchor.cap} is negative`);
+    if (floor !== undefined && cmp(floor, ZERO) < 0) problems.push(`${where}.floor ${anchor.floor} is negative`);
+    if (cap !== undefined && floor !== undefined && cmp(floor, cap) > 0) problems.push(`${where}.floor ${anchor.floor} lies above the cap ${anchor.cap}`);
   });
   return problems;
 }

@@ -337,13 +337,25 @@ def test_node_verifier_agrees(tmp_path, node_peers):
         ('"last_date": "2024-04-14"', '"last_date": "2024-03-14"', "anchors[0].baseline ends (2024-03-14) before it starts (2024-04-01)"),
         ('"min_days": 10', '"min_days": 0', "anchors[0].baseline.min_days is 0, not a whole number of at least 1"),
         ('"per": "oee_point_day"', '"per": "avoided_minute"', "anchors[0].price.per avoided_minute bills unplanned_downtime_rate, but the anchor measures oee_points"),
+        ('"end": "2024-12-31"', '"end": "2024-03-31"', "the contract ends (2024-03-31) before it starts (2024-04-01)"),
+        ('"rounding": "0.01"', '"rounding": "0.05"', 'rounding "0.05" is not a positive power of ten such as 0.01'),
+        ('"first_date": "2024-05-01"', '"first_date": "2024-04-10"', "anchors[0].reporting starts (2024-04-10) before the baseline ends (2024-04-14)"),
+        ('"last_date": "2024-12-31"', '"last_date": "2025-01-31"', "anchors[0].reporting 2024-05-01 .. 2025-01-31 lies outside the contract term 2024-04-01 .. 2024-12-31"),
+        ('"amount": "2000"', '"amount": "-5"', "anchors[0].price.amount -5 is not above zero"),
+        ('"cap": null', '"cap": "-1"', "anchors[0].cap -1 is negative"),
+        ('"cap": null|"floor": null', '"cap": "10"|"floor": "20.5"', "anchors[0].floor 20.5 lies above the cap 10"),
     ],
-    ids=["baseline-reversed", "min-days-zero", "price-for-other-metric"],
+    ids=[
+        "baseline-reversed", "min-days-zero", "price-for-other-metric", "term-reversed", "rounding-not-power-of-ten",
+        "reporting-overlaps-baseline", "reporting-outside-term", "price-not-positive", "cap-negative", "floor-above-cap",
+    ],
 )
 def test_both_verifiers_fail_invalid_terms(tmp_path, node_peers, old: str, new: str, node_reason: str) -> None:
     """contract.json with invalid terms fails in both verifiers, even with every digest rewritten to match it."""
     folder = signed_bundle(tmp_path)["folder"]
-    rewrite(folder, "contract.json", old, new)
+    # "|" separates edits that must all be made, such as a cap and a floor.
+    for before, after in zip(old.split("|"), new.split("|"), strict=True):
+        rewrite(folder, "contract.json", before, after)
     digest = content_digest(json.loads((folder / "contract.json").read_text(encoding="utf-8")))
     documents = json.loads((folder / "invoices.json").read_text(encoding="utf-8"))
     for document in documents:
@@ -358,4 +370,5 @@ def test_both_verifiers_fail_invalid_terms(tmp_path, node_peers, old: str, new: 
     assert "contract.json" in failed(report.files), report.as_dict()
     result = subprocess.run(["node", str(node_peers / "verify_bundle.js"), str(folder)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stdout
-    assert f"FAIL contract.json: {node_reason}" in result.stdout.splitlines()
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL contract.json: ")]
+    assert any(node_reason in line.split(": ", 1)[1].split("; ") for line in failures), failures
