@@ -18,12 +18,10 @@ import datetime as dt
 import glob
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -44,6 +42,8 @@ from valuegate.edge.protocol import voucher as v
 from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord
 from valuegate.services import MosquittoServer, PostgresServer
+
+from bench_db import fresh_database, machine_line
 
 TENANT, SITE = "bench", "plant"
 
@@ -334,14 +334,11 @@ async def bench_value(dsn: str, anchors: int, days: int, requests: int) -> dict[
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}")
+    print(machine_line())
     # The broker lets 1,000 messages per client be in flight, so a worker can take whole batches before it acknowledges.
     with PostgresServer() as pg, MosquittoServer(extra_config=["max_inflight_messages 1000"]) as broker:
-        dsn = pg.dsn.rsplit("/", 1)[0] + "/bench_" + uuid.uuid4().hex[:6]
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
-        db.migrate(dsn)
-        print(f"database: PostgreSQL, TimescaleDB {'yes' if pg.timescaledb else 'no (plain tables)'}")
+        dsn, version = fresh_database(pg)
+        print(f"database: PostgreSQL {version}, TimescaleDB {'yes' if pg.timescaledb else 'no (plain tables)'}")
         async with Admin(dsn) as admin:
             await admin.create_tenant(TENANT, "Bench")
             await admin.create_site(TENANT, SITE, "Bench plant", "Asia/Shanghai")

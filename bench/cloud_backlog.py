@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
-import platform
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +34,8 @@ from valuegate.cloud.verify import parse_topic
 from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord, TelemetryBatch
 from valuegate.services import PostgresServer
+
+from bench_db import fresh_database, machine_line
 
 import msgspec
 
@@ -171,14 +170,10 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=65_699, help="pending vouchers without records stored before measuring")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is printed")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(machine_line())
     with PostgresServer() as pg:
-        dsn = pg.dsn.rsplit("/", 1)[0] + "/bench_" + uuid.uuid4().hex[:6]
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
-            version = conn.execute("SHOW server_version").fetchone()
-        db.migrate(dsn)
-        print(f"database: PostgreSQL {version[0] if version else '?'}, TimescaleDB {'yes' if pg.timescaledb else 'no (plain tables)'}")
+        dsn, version = fresh_database(pg)
+        print(f"database: PostgreSQL {version}, TimescaleDB {'yes' if pg.timescaledb else 'no (plain tables)'}")
         asyncio.run(bench(dsn, args))
 
 

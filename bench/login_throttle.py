@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +28,8 @@ from argon2.exceptions import VerifyMismatchError
 from valuegate.cloud import db
 from valuegate.cloud.throttle import LoginThrottle, LoginThrottled
 from valuegate.services import PostgresServer
+
+from bench_db import fresh_database, machine_line
 
 
 def argon2_median(attempts: int) -> float:
@@ -121,14 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.attempts < 10 or args.rows < 0:
         parser.error(f"--attempts must be at least 10 and --rows at least 0, got {args.attempts} and {args.rows}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(machine_line())
     with PostgresServer() as pg:
-        dsn = pg.dsn.rsplit("/", 1)[0] + "/bench_" + uuid.uuid4().hex[:6]
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
-            version = conn.execute("SHOW server_version").fetchone()
-        db.migrate(dsn)
-        print(f"database: PostgreSQL {version[0] if version else '?'} on loopback")
+        dsn, version = fresh_database(pg)
+        print(f"database: PostgreSQL {version} on loopback")
         asyncio.run(bench(dsn, args))
 
 

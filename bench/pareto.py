@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
-import platform
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +34,8 @@ from valuegate.cloud.web.queries import Span, downtime_by_span
 from valuegate.edge.protocol.keys import public_key_multibase
 from valuegate.edge.protocol.records import TELEMETRY_SCHEMA, MinuteRecord, TelemetryBatch
 from valuegate.services import PostgresServer
+
+from bench_db import fresh_database, machine_line
 
 TENANT, SITE, GATEWAY = "bench", "plant", "gw-bench"
 FIRST_DAY = dt.date(2025, 1, 1)
@@ -199,16 +198,12 @@ def main() -> None:
     if args.machines < 1 or args.days < 1:
         parser.error(f"--machines and --days must be at least 1, got {args.machines} and {args.days}")
     args.key = Ed25519PrivateKey.generate()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(machine_line())
     with PostgresServer() as pg:
         if pg.timescaledb:
             raise SystemExit("this bench measures the plain-PostgreSQL tables; on TimescaleDB machine_reason_day is a view over the minute records")
-        dsn = pg.dsn.rsplit("/", 1)[0] + "/bench_" + uuid.uuid4().hex[:6]
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
-            version = conn.execute("SHOW server_version").fetchone()
-        db.migrate(dsn)
-        print(f"database: PostgreSQL {version[0] if version else '?'}, plain tables")
+        dsn, version = fresh_database(pg)
+        print(f"database: PostgreSQL {version}, plain tables")
         start = time.perf_counter()
         asyncio.run(bench(dsn, args))
         print(f"total {time.perf_counter() - start:.0f} s")
