@@ -1,9 +1,12 @@
 """Bounded disk use of the spool: routine retention and pruning under the configured cap.
 
 Raw events that minute records already summarize go first, oldest first,
-then published records that an acknowledged voucher covers, then raw
-events not yet summarized (logged as lost data by the caller). Vouchers and
-telemetry records that no acknowledgement covers are never pruned.
+then published records that an acknowledged voucher covers, the payloads
+of acknowledged vouchers, published records of a contract's baseline
+period, acknowledged vouchers themselves, and last raw events not yet
+summarized (logged as lost data by the caller). Unacknowledged vouchers and
+telemetry records that neither an acknowledgement nor a baseline period
+covers are never pruned.
 
 The cap counts every file of the spool: the database, its WAL and the WAL
 index (``-shm``). Part of the cap is set aside for the WAL and its index
@@ -47,6 +50,14 @@ _PRUNE_STAGES = (
         "UPDATE vouchers SET payload = NULL WHERE seq IN "
         f"(SELECT seq FROM vouchers WHERE payload IS NOT NULL AND seq <= {ACKED_THROUGH} ORDER BY seq LIMIT 2000)",
     ),
+    # Published records of a baseline period: the cloud has them and asks again only when its rebuilt baseline differs.
+    (
+        "baseline_minutes",
+        "DELETE FROM minutes WHERE (machine, minute_ms) IN (SELECT m.machine, m.minute_ms FROM minutes m JOIN keep_spans k "
+        "ON k.machine = m.machine AND k.start_ms <= m.minute_ms AND k.end_ms > m.minute_ms WHERE m.published = 1 ORDER BY m.minute_ms LIMIT 2000)",
+    ),
+    # Acknowledged vouchers whose payloads went already: the cloud stored them, and a request for their records then logs evidence_unavailable.
+    ("acked_vouchers", f"DELETE FROM vouchers WHERE seq IN (SELECT seq FROM vouchers WHERE seq <= {ACKED_THROUGH} ORDER BY seq LIMIT 2000)"),
     ("unsummarized_events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE summarized = 0 ORDER BY ts_ms LIMIT 2000)"),
 )
 
@@ -87,16 +98,18 @@ def prune(spool: Spool, cap_bytes: int, *, now_ms: int, retention_ms: int, keep:
     than the retention once their plant day is closed, with the scopes of
     vouchers acknowledged before it. Under cap pressure, in this order,
     oldest first: the remaining summarized raw events, published records
-    that an acknowledged voucher covers, then raw events not yet summarized
-    (lost data, which the caller logs). Vouchers and telemetry records
-    without an acknowledgement are never deleted.
+    that an acknowledged voucher covers, payloads of acknowledged vouchers,
+    published records inside a ``keep`` span, acknowledged vouchers, then
+    raw events not yet summarized (lost data, which the caller logs).
+    Unacknowledged vouchers, and telemetry records that neither an
+    acknowledgement nor a ``keep`` span covers, are never deleted.
 
     Records inside a ``keep`` span ``(machine, start_ms, end_ms)``, the
     baseline periods of the contracts, outlast the retention. The cloud
     rebuilds each baseline from them and may ask for them long after, so
     only cap pressure deletes them.
     """
-    deleted = {"summarized_events": 0, "minutes": 0, "acked_payloads": 0, "unsummarized_events": 0}
+    deleted = {kind: 0 for kind, _ in _PRUNE_STAGES}
     horizon = now_ms - retention_ms
     with spool.transaction(sync="NORMAL"):
         spool.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_spans (machine TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL)")

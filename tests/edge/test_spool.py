@@ -218,6 +218,36 @@ def test_cap_prunes_acked_records_before_unsummarized_events(spool: Spool, signe
     assert left[0] == 1440  # day two: no ack covers it, so it is never pruned
     assert left.get(1, 0) < 1440
 
+def test_cap_prunes_baseline_records_before_unsummarized_events(spool: Spool, signer: VoucherSigner) -> None:
+    """At the cap, published baseline records and acknowledged vouchers go before raw events not yet summarized."""
+    _two_days_published_first_acked(spool, signer)
+    _fill(spool, "m1", 10**10, 1500)  # 1,500 states and 1,500 counter readings, not summarized
+    baseline = [("filler-1", 86_400_000, 2 * 86_400_000)]  # day two, which no voucher covers
+    spool.db.execute("UPDATE vouchers SET payload = NULL")  # as after the payload stage
+    deleted = prune(spool, cap_for(data_bytes(spool) - 120_000), now_ms=2_000, retention_ms=10**9, keep=baseline)
+    assert deleted["baseline_minutes"] > 0
+    assert deleted["unsummarized_events"] == 0
+    assert spool.db.execute("SELECT count(*) FROM events WHERE summarized = 0").fetchone()[0] == 3000
+
+    # Far below: the acknowledged voucher goes before the raw events, and then every published record of the baseline.
+    deleted = prune(spool, 10_000, now_ms=2_000, retention_ms=10**9, keep=baseline)
+    assert deleted["acked_vouchers"] == 1
+    assert outbox.voucher_span(spool, 1) is None
+    assert spool.db.execute("SELECT count(*) FROM minutes WHERE minute_ms >= 86400000").fetchone()[0] == 0
+    assert deleted["unsummarized_events"] > 0
+
+
+def test_cap_keeps_unacked_voucher_and_its_records(spool: Spool, signer: VoucherSigner) -> None:
+    """Neither the baseline stage nor the voucher stage touches an unacknowledged voucher or records outside a baseline."""
+    _two_days_published_first_acked(spool, signer)
+    issue_synthetic(spool, signer, 2, first_date="1990-01-01")
+    prune(spool, 10_000, now_ms=2_000, retention_ms=10**9, keep=[("filler-1", 0, 60_000)])
+    assert outbox_depth(spool) == 2
+    assert [row[0] for row in spool.db.execute("SELECT seq FROM vouchers ORDER BY seq")] == [2, 3]
+    # Day two is published but no ack and no baseline covers it.
+    assert spool.db.execute("SELECT count(*) FROM minutes WHERE minute_ms >= 86400000").fetchone()[0] == 1440
+
+
 def test_baseline_records_outlast_retention(spool: Spool, signer: VoucherSigner) -> None:
     """Records inside a kept span (a contract's baseline period) stay after the retention; the others go."""
     _two_days_published_first_acked(spool, signer)
