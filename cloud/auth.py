@@ -186,16 +186,24 @@ async def disable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str =
 
 
 async def enable_user(conn: Conn, tenant_id: str, user_id: int, *, actor: str = "admin") -> dict[str, Any]:
-    """Enable a disabled user again. Tokens and sessions that the disabling ended stay ended: the user logs in again or gets new tokens."""
+    """Enable a user and clear their failed log-in counts, so that a user locked out by the throttle can log in at once.
+
+    Tokens and sessions that a disabling ended stay ended: the user logs in again or gets new tokens.
+    The returned row adds ``already_enabled`` (the user was not disabled) and ``login_failures_cleared``
+    (how many client addresses had failures for this user name). The counts are in the database, so the
+    clearing holds for every `cloud serve` process once the transaction commits.
+    """
     user = await get_user(conn, tenant_id, user_id)
-    if not user["disabled"]:
-        return user
-    await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
-    await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
-    # Wrong passwords tried while the user was disabled would otherwise lock them out for up to 5 minutes.
-    # The counts are in the database, so this clears them for every `cloud serve` process once the enable commits.
-    await forget_user(conn, user["username"])
-    return await get_user(conn, tenant_id, user_id)
+    already_enabled = not user["disabled"]
+    if not already_enabled:
+        await conn.execute("UPDATE users SET disabled = false WHERE id = %s", (user_id,))
+        await audit(conn, tenant_id=tenant_id, actor=actor, action="user.enable", object_type="user", object_id=str(user_id))
+    cleared = await forget_user(conn, user["username"])
+    if already_enabled and cleared:
+        detail = {"login_failures_cleared": cleared}
+        await audit(conn, tenant_id=tenant_id, actor=actor, action="user.unlock", object_type="user", object_id=str(user_id), detail=detail)
+    row = await get_user(conn, tenant_id, user_id)
+    return {**row, "already_enabled": already_enabled, "login_failures_cleared": cleared}
 
 
 _TOKEN_COLUMNS = "id, user_id, name, created_at, expires_at, revoked_at, last_used_at"

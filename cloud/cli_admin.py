@@ -358,14 +358,20 @@ def user_disable(tenant: str, username: str, config: Path | None = ConfigOption,
 
 @admin_app.command("user-enable")
 def user_enable(tenant: str, username: str, config: Path | None = ConfigOption, dsn: str | None = DsnOption) -> None:
-    """Enable a disabled user again; issue new API tokens, because the old ones stay revoked."""
+    """Enable a disabled user and clear the user's failed log-in counts, which also lifts a log-in lockout.
+
+    Issue new API tokens after enabling a disabled user, because the old ones stay revoked.
+    """
 
     async def run() -> dict[str, Any]:
         async with _admin(config, dsn) as admin:
             return await admin.enable_user(tenant, username)
 
     row = run_sync(run())
-    typer.echo(f"user {username} ({row['id']}) of {tenant} enabled")
+    state = "was already enabled" if row["already_enabled"] else "enabled"
+    cleared = row["login_failures_cleared"]
+    addresses = "client address" if cleared == 1 else "client addresses"
+    typer.echo(f"user {username} ({row['id']}) of {tenant} {state}; failed log-in counts cleared for {cleared} {addresses}")
 
 
 @admin_app.command("token-revoke")

@@ -79,14 +79,37 @@ async def test_api_enable_clears_throttle(client: AsyncTestClient[Any], admin: d
     assert await log_in(client, "dl-other", PASSWORD) == 429
 
 
-async def test_enable_again_keeps_throttle(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
-    """Enabling a user that is already enabled changes nothing, so it does not lift a lock either."""
+async def test_enable_enabled_user_unlocks(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    """Enabling a user that is not disabled still clears their counts, so an admin can lift a lockout."""
     clerk_id = (await user_ids(cloud_dsn))["dl-clerk"]
     wrong = [await log_in(client, "dl-clerk", "wrong password") for _ in range(5)]
     assert wrong == [401] * 5
-
-    assert (await client.post(f"/api/v1/users/{clerk_id}/enable", headers=admin)).status_code == 200
     assert await log_in(client, "dl-clerk", PASSWORD) == 429
+
+    enabled = await client.post(f"/api/v1/users/{clerk_id}/enable", headers=admin)
+    assert enabled.status_code == 200
+    assert enabled.json()["already_enabled"] is True
+    assert enabled.json()["login_failures_cleared"] == 1
+    assert await log_in(client, "dl-clerk", PASSWORD) == 201
+    audit = [row["action"] for row in (await client.get("/api/v1/audit", headers=admin)).json()]
+    assert "user.unlock" in audit
+    assert "user.enable" not in audit
+
+
+async def test_cli_enable_unlocks_enabled_user(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
+    wrong = [await log_in(client, "dl-clerk", "wrong password") for _ in range(5)]
+    assert wrong == [401] * 5
+
+    enabled = await admin_cli(cloud_dsn, "user-enable", "acme", "dl-clerk")
+    assert enabled.exit_code == 0, enabled.output
+    assert "dl-clerk" in enabled.output
+    assert "was already enabled" in enabled.output
+    assert "failed log-in counts cleared for 1 client address" in enabled.output
+    assert await log_in(client, "dl-clerk", PASSWORD) == 201
+
+    again = await admin_cli(cloud_dsn, "user-enable", "acme", "dl-clerk")
+    assert again.exit_code == 0, again.output
+    assert "cleared for 0 client addresses" in again.output
 
 
 async def test_cli_enable_after_refusals(client: AsyncTestClient[Any], admin: dict[str, str], cloud_dsn: str) -> None:
@@ -98,4 +121,6 @@ async def test_cli_enable_after_refusals(client: AsyncTestClient[Any], admin: di
 
     enabled = await admin_cli(cloud_dsn, "user-enable", "acme", "dl-clerk")
     assert enabled.exit_code == 0, enabled.output
+    assert "dl-clerk" in enabled.output
+    assert " enabled;" in enabled.output
     assert await log_in(client, "dl-clerk", PASSWORD) == 201
