@@ -115,7 +115,12 @@ class Spool:
         self.db.execute(f"PRAGMA wal_autocheckpoint={max(1, wal_limit_bytes // page_size // 2)}")
         self.db.execute(f"PRAGMA journal_size_limit={wal_limit_bytes}")
         with self.transaction():
-            version = create_or_upgrade(self.db)
+            found, version = create_or_upgrade(self.db)
+        if found != version:
+            log.info(
+                "spool_upgraded", path=str(path), from_version=found, to_version=version,
+                reason="an earlier release wrote this spool; agents before this release cannot open it any more",
+            )  # fmt: skip
         self._truncate_wal()
         self.rejected: dict[str, int] = {}
         self._limit = LogLimiter()

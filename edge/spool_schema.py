@@ -93,18 +93,18 @@ CREATE TABLE IF NOT EXISTS acks (
 _META_DEFAULTS = {"schema_version": str(SCHEMA_VERSION), "next_seq": "1", "head_hash": "", "acked_through": "0"}
 
 
-def create_or_upgrade(db: sqlite3.Connection) -> int:
-    """Create missing tables and meta rows, upgrade a version 1 spool inside the caller's transaction, and return the schema version."""
+def create_or_upgrade(db: sqlite3.Connection) -> tuple[int, int]:
+    """Create missing tables and meta rows, upgrade a version 1 spool inside the caller's transaction, and return the versions before and after."""
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
     for key, value in _META_DEFAULTS.items():
         db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-    version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-    if version == 1:
+    found = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+    if found == 1:
         _upgrade_from_1(db)
-        version = SCHEMA_VERSION
-    return version
+        return found, SCHEMA_VERSION
+    return found, found
 
 
 def _upgrade_from_1(db: sqlite3.Connection) -> None:

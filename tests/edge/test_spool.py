@@ -309,7 +309,10 @@ def test_version_1_spool_upgraded_on_open(tmp_path: Path, with_payloads: bool) -
             db.executemany("INSERT INTO acked_spans VALUES (?, ?, ?, ?, ?)", [(1, '["m"]', 0, 60_000, 5), (2, '["m","n"]', 60_000, 120_000, 5), (3, '["m"]', 120_000, 180_000, 9)])
         db.execute("INSERT INTO outbox VALUES (4, 'gw-1:4', X'7634', '[\"m\"]', 180000, 240000, 20)")
         db.executemany("UPDATE meta SET value = ? WHERE key = ?", [("1", "schema_version"), ("5", "next_seq"), ("3", "acked_through")])
-    reopened = Spool(path)
+    with structlog.testing.capture_logs() as logged:
+        reopened = Spool(path)
+    upgraded = [entry for entry in logged if entry["event"] == "spool_upgraded"]
+    assert [(entry["from_version"], entry["to_version"]) for entry in upgraded] == [(1, 2)]
     try:
         assert reopened.meta("schema_version") == "2"
         assert {row[0] for row in reopened.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"vouchers", "acks"}
@@ -324,7 +327,9 @@ def test_version_1_spool_upgraded_on_open(tmp_path: Path, with_payloads: bool) -
         assert [row[0] for row in reopened.db.execute("SELECT seq FROM vouchers ORDER BY seq")] == [3, 4]
     finally:
         reopened.close()
-    Spool(path).close()  # a second open finds version 2 and changes nothing
+    with structlog.testing.capture_logs() as logged:
+        Spool(path).close()  # a second open finds version 2 and changes nothing
+    assert not [entry for entry in logged if entry["event"] == "spool_upgraded"]
 
 
 def test_reclaim_returns_every_free_page(spool: Spool) -> None:
