@@ -95,7 +95,10 @@ def _check_contracts(config: EdgeConfig, problems: list[str], notes: list[str]) 
             if not measures_anchor(anchor.scope, machines):
                 unknown = [machine for machine in anchor.scope if machine not in machines]
                 known = ", ".join(sorted(machines)) or "none"
-                allowed = f"{known} (one gateway measures an anchor only when it has every machine of the scope, so the agent would skip it)"
+                allowed = (
+                    f"{known} (one gateway measures an anchor only when it has every machine of the scope, so the agent would skip it; "
+                    "move those machines to one gateway, or split the anchor into one anchor per gateway)"
+                )
                 problems.append(str(source.error(where, "no device of this gateway measures these machines of the scope", value=", ".join(unknown), allowed=allowed)))
                 continue
             zones = {machines[machine].time_zone for machine in anchor.scope}

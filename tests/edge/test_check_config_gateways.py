@@ -78,6 +78,7 @@ def test_anchor_partly_here_is_problem(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "$.anchors[1].scope: no device of this gateway measures these machines of the scope (got 'capper-9'); allowed: filler-1" in result.output
     assert "so the agent would skip it" in result.output
+    assert "move those machines to one gateway, or split the anchor into one anchor per gateway" in result.output
     assert "1 problem(s) found" in result.output
     # The agent skips that anchor, which is why check-config stops the service for it, and warns at start.
     with structlog.testing.capture_logs() as logged:
