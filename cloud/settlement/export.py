@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from valuegate.cloud.actors import actor_label
-from valuegate.cloud.web.i18n import translate
+from valuegate.cloud.web.i18n import format_date, translate
 from valuegate.cloud.web.templating import render
 from valuegate.edge.protocol.contract import contract_digest
 
@@ -62,6 +62,8 @@ def anchor_titles(contract: Any, language: str) -> dict[str, str]:
 def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[str, Any]], language: str, *, contract: Any = None,
               run: Mapping[str, Any] | None = None) -> bytes:
     """Return the CSV of a run: one row per line, a total row per document, one row per adjustment.
+
+    Instants in notes are shown in the display time zone with their offset, as on the pages; plant dates stay ISO dates.
 
     With the stored ``run``, one more row per gateway names the period's vouchers that a chain gap keeps from billing.
 
@@ -117,10 +119,10 @@ def csv_bytes(documents: Sequence[dict[str, Any]], adjustments: Sequence[dict[st
 
     for adjustment in adjustments:
         created_by = actor_label(adjustment["created_by"], adjustment.get("created_by_name"), language)
-        note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=created_by, at=adjustment["created_at"].isoformat())
+        note = translate(language, "csv.adjustment_note", reason=adjustment["reason"], by=created_by, at=format_date(adjustment["created_at"], language))
         if adjustment.get("withdrawn_at") is not None:
             withdrawn_by = actor_label(adjustment["withdrawn_by"], adjustment.get("withdrawn_by_name"), language)
-            note += translate(language, "csv.adjustment_withdrawn", by=withdrawn_by, at=adjustment["withdrawn_at"].isoformat(),
+            note += translate(language, "csv.adjustment_withdrawn", by=withdrawn_by, at=format_date(adjustment["withdrawn_at"], language),
                               reason=adjustment["withdraw_reason"])
         anchor = adjustment["anchor_id"]
         writer.writerow(

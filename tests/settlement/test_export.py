@@ -133,15 +133,15 @@ def test_empty_invoice_prints_rounded_total_and_digest(language, total, hint):
 @pytest.mark.parametrize(
     ("language", "withdrawn", "printed"),
     # The printed time is in the cloud's display zone, which other tests set: UTC or UTC+8 here.
-    [("en", "; withdrawn by csm-wang at 2024-03-05T09:30:00+00:00: wrong line", r"Withdrawn by csm-wang, 2024-03-05 (09:30 UTC|17:30 UTC\+8): wrong line"),
-     ("zh-CN", "；已由 csm-wang 于 2024-03-05T09:30:00+00:00撤销：wrong line", r"已由 csm-wang 于 2024年3月5日 (09:30（UTC）|17:30（UTC\+8）)撤销：wrong line")],
+    [("en", r"; withdrawn by csm-wang at 2024-03-05 (09:30 UTC|17:30 UTC\+8): wrong line", r"Withdrawn by csm-wang, 2024-03-05 (09:30 UTC|17:30 UTC\+8): wrong line"),
+     ("zh-CN", r"；已由 csm-wang 于 2024年3月5日 (09:30（UTC）|17:30（UTC\+8）)撤销：wrong line", r"已由 csm-wang 于 2024年3月5日 (09:30（UTC）|17:30（UTC\+8）)撤销：wrong line")],
 )
 def test_withdrawn_adjustment_marked(language, withdrawn, printed):
     gone = {**ADJUSTMENT, "withdrawn_at": dt.datetime(2024, 3, 5, 9, 30, tzinfo=dt.UTC), "withdrawn_by": "csm-wang", "withdraw_reason": "wrong line"}
     rows = [r for r in csv.reader(io.StringIO(csv_bytes(march_run(), [ADJUSTMENT, gone], language).decode("utf-8-sig")))]
     notes = [row[-2] for row in rows if row[1] == "NRA-7"]
     assert len(notes) == 2
-    assert not notes[0].endswith(withdrawn)
-    assert notes[1].endswith(withdrawn)
+    assert not re.search(withdrawn + "$", notes[0])
+    assert re.search(withdrawn + "$", notes[1]), notes[1]
     html = invoice_html(run=RUN, documents=march_run(), adjustments=[gone], contract=TERMS, language=language)
     assert re.search(printed, html), html

@@ -97,6 +97,13 @@ def test_run_and_exports_name_people(site, login, named) -> None:
     csv_zh = finance.get(f"/runs/{run_id}/export.csv?lang=zh-CN").content.decode("utf-8-sig")
     assert "原因：sensor swap；记录人：Li Lei；" in csv_zh
     assert "；已由 Li Lei 于 " in csv_zh
+    # Instants are in the display time zone with their offset, as on the pages, never raw UTC.
+    assert re.search(r"recorded by Li Lei at \d{4}-\d\d-\d\d \d\d:\d\d UTC\+8\W", csv_en), csv_en
+    assert re.search(r"withdrawn by Li Lei at \d{4}-\d\d-\d\d \d\d:\d\d UTC\+8: no rebuild", csv_en), csv_en
+    assert "+00:00" not in csv_en
+    assert re.search(r"时间：\d{4}年\d{1,2}月\d{1,2}日 \d\d:\d\d（UTC\+8）", csv_zh), csv_zh
+    assert re.search(r"已由 Li Lei 于 \d{4}年\d{1,2}月\d{1,2}日 \d\d:\d\d（UTC\+8）撤销：no rebuild", csv_zh), csv_zh
+    assert "+00:00" not in csv_zh
 
     # A deleted user keeps a readable name: the login name, marked as removed.
     delete_user(site.dsn, "csm.li")
