@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zoneinfo
@@ -22,6 +23,7 @@ RENEWAL_INTERVAL_ENV = ENV_PREFIX + "RENEWAL_CHECK_INTERVAL_S"
 LEGACY_RENEWAL_INTERVAL_ENV = "VALUEGATE_RENEWAL_CHECK_INTERVAL_S"
 # The maximum renewal check interval, 30 days: a trigger waits at most this long for its package.
 _MAX_RENEWAL_INTERVAL_S = 30 * 86400
+_INTERVAL_HINT = f"give the seconds between two renewal checks as a number up to {_MAX_RENEWAL_INTERVAL_S} (30 days), or 0 to turn the periodic check off"
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
@@ -123,6 +125,9 @@ class CloudSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _check_range("ingest_batch", self.ingest_batch, 1, 100_000)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("compress_after_days", self.compress_after_days, 1, 36500)
+        if not math.isfinite(self.renewal_check_interval_s):
+            raise ConfigError(f"setting renewal_check_interval_s = {self.renewal_check_interval_s!r} is not a finite number; {_INTERVAL_HINT}",
+                              field="renewal_check_interval_s")
         if self.renewal_check_interval_s < 0:
             raise ConfigError(
                 f"setting renewal_check_interval_s = {self.renewal_check_interval_s!r} is negative; "
@@ -225,12 +230,31 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
     arguments = {k: v for k, v in overrides.items() if v is not None}
     values.update(arguments)
     try:
+        if "renewal_check_interval_s" in values:
+            values["renewal_check_interval_s"] = _interval_seconds(values["renewal_check_interval_s"])
         return msgspec.convert(values, CloudSettings)
     except msgspec.ValidationError as exc:
         origin = _source_of(str(exc), from_env, arguments, source)
         if origin == f"environment variable {RENEWAL_INTERVAL_ENV}" and RENEWAL_INTERVAL_ENV not in env:
             origin = f"environment variable {LEGACY_RENEWAL_INTERVAL_ENV}"
         raise ConfigError(f"{origin}: {exc}") from exc
+
+
+def _interval_seconds(value: Any) -> Any:
+    """Read ``renewal_check_interval_s`` as a float, also from text such as ``1e3`` that YAML leaves a string.
+
+    Raise msgspec.ValidationError naming the value and the allowed form for anything else, so that
+    :func:`load_settings` adds where the value came from. Range and finiteness are checked by the settings class.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    description = "empty" if value is None or value == "" else f"{value!r}, which is not a number of seconds"
+    raise msgspec.ValidationError(f"setting renewal_check_interval_s is {description}; {_INTERVAL_HINT}")
 
 
 def _source_of(message: str, from_env: dict[str, Any], arguments: dict[str, Any], fallback: str) -> str:

@@ -29,8 +29,18 @@ def test_interval_default_and_file(tmp_path: Path) -> None:
     [
         ({}, "renewal_check_interval_s: -5\n", "cloud.yaml: setting renewal_check_interval_s = -5.0 is negative; give the seconds between two renewal checks, or 0 to turn the periodic check off"),
         ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "-1"}, None, "environment variable VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S: setting renewal_check_interval_s = -1.0 is negative"),
-        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "10m"}, None, "environment variable VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S: Expected `float`, got `str`"),
-        ({"VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "10m"}, None, "environment variable VALUEGATE_RENEWAL_CHECK_INTERVAL_S: Expected `float`, got `str`"),
+        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "10m"}, None,
+         "environment variable VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S: setting renewal_check_interval_s is '10m', which is not a number of seconds; "
+         "give the seconds between two renewal checks as a number up to 2592000 (30 days), or 0 to turn the periodic check off"),
+        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "abc"}, None, "setting renewal_check_interval_s is 'abc', which is not a number of seconds; give the seconds"),
+        ({"VALUEGATE_RENEWAL_CHECK_INTERVAL_S": "10m"}, None, "environment variable VALUEGATE_RENEWAL_CHECK_INTERVAL_S: setting renewal_check_interval_s is '10m'"),
+        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": ""}, None, "environment variable VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S: setting renewal_check_interval_s is empty; give the seconds"),
+        # A NaN or infinite interval would make the check loop wait for ever or spin, so both are rejected.
+        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "nan"}, None, "setting renewal_check_interval_s = nan is not a finite number; give the seconds"),
+        ({"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "inf"}, None, "setting renewal_check_interval_s = inf is not a finite number; give the seconds"),
+        ({}, "renewal_check_interval_s: .nan\n", "cloud.yaml: setting renewal_check_interval_s = nan is not a finite number; give the seconds"),
+        ({}, "renewal_check_interval_s: -.inf\n", "cloud.yaml: setting renewal_check_interval_s = -inf is not a finite number"),
+        ({}, "renewal_check_interval_s: []\n", "cloud.yaml: setting renewal_check_interval_s is [], which is not a number of seconds"),
         ({}, "renewal_check_interval_s: 5000000\n", "setting renewal_check_interval_s = 5000000.0 is out of range; allowed 0..2592000"),
     ],
 )
@@ -42,6 +52,12 @@ def test_interval_invalid_rejected(tmp_path: Path, environ: dict[str, str], file
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ=environ)
     assert expected in str(caught.value)
+
+
+def test_interval_exponent_text_read() -> None:
+    """YAML 1.1 leaves ``1e3`` a string; it is still a number of seconds."""
+    assert load_settings(None, environ={"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": "1e3"}).renewal_check_interval_s == 1000.0
+    assert load_settings(None, environ={"VALUEGATE_CLOUD_RENEWAL_CHECK_INTERVAL_S": " 90 "}).renewal_check_interval_s == 90.0
 
 
 def test_legacy_variable_still_read() -> None:
