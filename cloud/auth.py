@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,8 @@ def _check_roles(roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
+# Control characters other than the tab, which a one-line name may not contain.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _USER_COLUMNS = "id, tenant_id, username, display_name, roles, disabled, created_at"
 
 
@@ -130,6 +133,9 @@ async def create_user(
     roles = _check_roles(roles)
     if not username or len(username) > 128 or username != username.strip():
         raise Invalid(f"username {username!r} must be 1-128 characters without surrounding spaces", code="invalid_username")
+    # The same rule as the API's display_name field, for callers such as `cloud admin user-create` that bypass it.
+    if len(display_name) > 200 or _CONTROL_CHARACTER.search(display_name):
+        raise Invalid(f"display name {display_name!r} must be one line of at most 200 characters", code="invalid_display_name")
     # argon2 takes about a tenth of a second of CPU: off the event loop, so other requests go on meanwhile.
     digest = await asyncio.to_thread(hash_password, password) if password is not None else None
     cur = conn.cursor(row_factory=dict_row)

@@ -320,6 +320,7 @@ def package_deliver(tenant: str, package_id: int, config: Path | None = ConfigOp
 def user_create(
     tenant: str, username: str, role: list[str] = typer.Option(..., "--role", help="admin, csm, finance or auditor; repeat for several."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input (web login); without it the user can only use API tokens."),
+    display_name: str = typer.Option("", "--display-name", help="Name that pages, exports and PDFs show for the user, such as '张财务 Zhang'; one line of at most 200 characters. Without it they show the user name."),
     config: Path | None = ConfigOption, dsn: str | None = DsnOption,
 ) -> None:  # fmt: skip
     """Create a user of a tenant."""
@@ -327,10 +328,11 @@ def user_create(
 
     async def run() -> dict[str, Any]:
         async with _admin(config, dsn) as admin:
-            return await admin.create_user(tenant, username, role, password=password)
+            return await admin.create_user(tenant, username, role, password=password, display_name=display_name)
 
     row = run_sync(run())
-    typer.echo(f"user {username} ({row['id']}) created with roles {', '.join(row['roles'])}")
+    shown_as = f", shown as {row['display_name']}" if row["display_name"] else ""
+    typer.echo(f"user {username} ({row['id']}) created with roles {', '.join(row['roles'])}{shown_as}")
 
 
 @admin_app.command("token-issue")

@@ -188,3 +188,26 @@ async def test_bad_secret_leaves_last_use(client: AsyncTestClient[Any], cloud_ds
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert (await client.get("/api/v1/sites", headers=bearer(forged))).status_code == 401
     assert await last_used(cloud_dsn, token) is None
+
+
+async def test_cli_create_sets_display_name(client: AsyncTestClient[Any], cloud_dsn: str) -> None:
+    admin = bearer(await make_user(cloud_dsn, "acme", "boss", ["admin"]))
+    created = await admin_cli(cloud_dsn, "user-create", "acme", "fin.zhang", "--role", "finance", "--display-name", "张财务 Zhang")
+    assert created.exit_code == 0, created.output
+    assert "shown as 张财务 Zhang" in created.output
+    users = {row["username"]: row for row in (await client.get("/api/v1/users", headers=admin)).json()}
+    assert users["fin.zhang"]["display_name"] == "张财务 Zhang"
+
+    plain = await admin_cli(cloud_dsn, "user-create", "acme", "fin.li", "--role", "finance")
+    assert plain.exit_code == 0, plain.output
+    assert "shown as" not in plain.output
+    users = {row["username"]: row for row in (await client.get("/api/v1/users", headers=admin)).json()}
+    assert users["fin.li"]["display_name"] == ""
+
+
+@pytest.mark.parametrize("display_name", ["two\nlines", "x" * 201])
+async def test_cli_bad_display_name(cloud_dsn: str, two_tenants: tuple[Gateway, Gateway], display_name: str) -> None:
+    refused = await admin_cli(cloud_dsn, "user-create", "acme", "fin.bad", "--role", "finance", "--display-name", display_name)
+    assert refused.exit_code == 1
+    assert "must be one line of at most 200 characters" in refused.output
+    assert "fin.bad" not in await user_ids(cloud_dsn)
