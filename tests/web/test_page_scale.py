@@ -272,6 +272,26 @@ async def test_voucher_table_pages(scale, monkeypatch):
     assert "超出了所有页码" in chinese_huge.text
 
 
+@pytest.mark.parametrize(
+    ("language", "notice", "empty_text"),
+    [("en", "Page 9 is past the last voucher; the contract has 10 vouchers.", "No vouchers yet."),
+     ("zh-CN", "第 9 页已超出最后一张凭证；本合同共有 10 张凭证。", "暂无凭证。")],
+)
+async def test_voucher_page_past_end(scale, monkeypatch, language, notice, empty_text):
+    """A page past the end shows only the notice, because the contract does have vouchers."""
+    monkeypatch.setattr(contract_views, "VOUCHER_PAGE_SIZE", 4)
+    past = (await scale.get(f"/contracts/C-6?vouchers=9&lang={language}")).text
+    assert notice in past
+    assert empty_text not in past
+    assert '<tr data-voucher="gw-1:' not in past
+
+    async with await connect(scale.dsn) as conn, conn.transaction():
+        await save_contract(conn, _contract("C-0", 1))
+    empty = (await scale.get(f"/contracts/C-0?lang={language}")).text
+    assert empty_text in empty
+    assert notice not in empty
+
+
 async def test_voucher_api_total(scale):
     body = (await scale.get("/api/v1/contracts/C-6/vouchers?limit=3&offset=3")).json()
     assert (body["total"], body["limit"], body["offset"], len(body["items"])) == (10, 3, 3, 3)
