@@ -265,7 +265,8 @@ def pareto_chart(reasons: Sequence[tuple[str, float]], *, labels: dict[str, str]
         left = _LEFT + index * slot + (slot - bar) / 2
         center = left + bar / 2
         share = 100 * cumulative / total
-        tip = labels["tip"].format(reason=name, minutes=_label(minutes), unit=labels["minutes"], cumulative=labels["cumulative"], share=f"{share:.0f}")
+        # Always two places, so that the labels of one chart read alike: 605.90 next to 649.17, not 605.9.
+        tip = labels["tip"].format(reason=name, minutes=f"{minutes:,.2f}", unit=labels["minutes"], cumulative=labels["cumulative"], share=f"{share:.0f}")
         body.append(
             f'<g class="reason" data-reason={quoteattr(name)}><title>{escape(tip)}</title>'
             f'<rect class="bar" x="{left:.1f}" y="{y(minutes):.1f}" width="{bar:.1f}" height="{_TOP + plot_h - y(minutes):.1f}" {_STYLE["bar"]}/></g>'

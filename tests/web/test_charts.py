@@ -93,4 +93,4 @@ def test_pareto_cuts_long_labels_with_an_ellipsis():
     ticks = [node.text for node in ET.fromstring(chart).iter() if node.get("class") == "tick" and node.get("text-anchor") == "middle"]
     assert ticks == ["(no reason co…", "jam"]
     # The tooltip keeps the whole label.
-    assert "(no reason code): 3.5 min" in chart
+    assert "(no reason code): 3.50 min" in chart

@@ -112,3 +112,12 @@ def test_voucher_rows_name_anchor_title(login, lang: str, title: str) -> None:
     page = login("csm1").get(f"/contracts/C-1?lang={lang}").text
     row = page.split('<tr data-voucher="gw-1:1">', 1)[1].split("</tr>", 1)[0]
     assert f'<td>{title}<br><small class="muted anchor-id">line-oee</small></td>' in row
+
+
+@pytest.mark.parametrize(("language", "tip"), [("zh-CN", r"<title>[^<：]+：([^ ]+) 停机分钟（"), ("en", r"<title>[^<:]+: ([^ ]+) Downtime minutes \(")])
+def test_summary_pareto_two_places(login, package_id: str, language: str, tip: str) -> None:
+    summary = login("csm1").get(f"/packages/{package_id}/summary.html?language={language}").text
+    minutes = re.findall(tip, summary)
+    assert minutes, summary
+    for shown in minutes:
+        assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", shown), shown

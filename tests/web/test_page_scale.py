@@ -292,6 +292,25 @@ async def test_voucher_page_past_end(scale, monkeypatch, language, notice, empty
     assert notice not in empty
 
 
+PARETO_TIP = {"en": r'<g class="reason" data-reason="[^"]*"><title>[^<]*?: ([^ ]+) Downtime minutes \(',
+              "zh-CN": r'<g class="reason" data-reason="[^"]*"><title>[^<]*?：([^ ]+) 停机分钟（'}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+async def test_pareto_minutes_two_places(scale, language):
+    """Pareto labels show minutes with two places on every page, also where the second place is 0."""
+    for path in ("/contracts/C-2", "/contracts/C-12/anchors/a-1", "/contracts/C-2/machines/m-1"):
+        page = (await scale.get(f"{path}?lang={language}")).text
+        minutes = re.findall(PARETO_TIP[language], page)
+        assert minutes, path
+        for shown in minutes:
+            assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", shown), (path, shown)
+    # m-1 was starved 6 s a minute for 10 minutes: 1 minute in all, shown as 1.00.
+    anchor = (await scale.get(f"/contracts/C-12/anchors/a-1?lang={language}")).text
+    assert "1.00" in re.findall(PARETO_TIP[language], anchor)
+    assert "3.67" in re.findall(PARETO_TIP[language], anchor)
+
+
 async def test_voucher_api_total(scale):
     body = (await scale.get("/api/v1/contracts/C-6/vouchers?limit=3&offset=3")).json()
     assert (body["total"], body["limit"], body["offset"], len(body["items"])) == (10, 3, 3, 3)
