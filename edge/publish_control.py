@@ -132,20 +132,22 @@ class ControlMessages:
         through = int_field(message, ACK_SCHEMA, "stored_through")
         if through is None:
             return None
-        self._take_notice(message)
+        noticed = self._take_notice(message)
         waiting = self.ack_due is not None
         self._note_ack(through)
-        return not waiting or self.stored_through >= self.voucher_cursor - 1
+        # A rejection notice wakes the session, whose next settle stores it in the spool.
+        return noticed or not waiting or self.stored_through >= self.voucher_cursor - 1
 
-    def _take_notice(self, message: dict[str, Any]) -> None:
-        """Log, count and keep for the health endpoint the rejection an ack may report."""
+    def _take_notice(self, message: dict[str, Any]) -> bool:
+        """Log, count and keep for the health endpoint the rejection an ack may report; return whether it had one."""
         notice = parse_notice(message)
         if notice is None:
-            return
+            return False
         self.p.metrics.cloud_rejections.labels(notice.kind, notice.code).inc()
         self.p.cloud_rejection.note(notice)
         if (held := self.p.limit(("cloud_rejected", notice.kind, notice.code))) is not None:
             self.p._log.warning("cloud_rejected", kind=notice.kind, code=notice.code, voucher_id=notice.voucher_id, reason=notice.reason, repeats_not_logged=held)
+        return True
 
     def _note_ack(self, through: int) -> None:
         # Acks are cumulative: only the highest one received before the next settle is applied.

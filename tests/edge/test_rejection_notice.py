@@ -152,6 +152,19 @@ def wait_health(port: int, agent: subprocess.Popen[bytes], log: Path, check: Cal
     pytest.fail(f"/healthz never matched; last report {report}; log tail:\n{log.read_text()[-2000:]}")
 
 
+def wait_stored(spool: Path, timeout_s: float) -> bool:
+    """Return whether the spool's meta table holds a rejection notice within ``timeout_s``, read through a separate connection."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sqlite3.connect(spool) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'cloud_rejection'").fetchone()
+        db.close()
+        if row and row[0]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.mosquitto
 def test_notice_survives_agent_restart(tmp_path: Path, mosquitto: MosquittoServer, numba_cache: Path) -> None:
     port = free_port()
@@ -168,6 +181,8 @@ def test_notice_survives_agent_restart(tmp_path: Path, mosquitto: MosquittoServe
         assert health(port)["cloud_rejection"] is None
         publish.single(f"valuegate/v1/{TENANT}/{SITE}/{GATEWAY}/ack", json.dumps(ack), qos=1, hostname="127.0.0.1", port=mosquitto.port)
         first = wait_health(port, agent, log, lambda report: report["cloud_rejection"] is not None)["cloud_rejection"]
+        # The health report shows a notice on arrival; the publisher stores it at its next settle, a moment later.
+        assert wait_stored(tmp_path / "state" / "spool.db", 10), log.read_text()[-2000:]
     finally:
         # SIGKILL: no clean shutdown that could store the notice late.
         stop(agent, signal.SIGKILL)
