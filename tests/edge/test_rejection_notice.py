@@ -153,7 +153,7 @@ def wait_health(port: int, agent: subprocess.Popen[bytes], log: Path, check: Cal
 
 
 def wait_stored(spool: Path, timeout_s: float) -> bool:
-    """Return whether the spool's meta table holds a rejection notice within ``timeout_s``, read through a separate connection."""
+    """Return whether the spool's meta table contains a rejection notice within ``timeout_s``, read through a separate connection."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with sqlite3.connect(spool) as db:
