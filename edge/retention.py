@@ -50,7 +50,7 @@ _PRUNE_STAGES = (
         "UPDATE vouchers SET payload = NULL WHERE seq IN "
         f"(SELECT seq FROM vouchers WHERE payload IS NOT NULL AND seq <= {ACKED_THROUGH} ORDER BY seq LIMIT 2000)",
     ),
-    # Published records of a baseline period: the cloud has them and asks again only when its rebuilt baseline differs.
+    # Published records of a baseline period: the cloud stored them and requests them again only when its rebuilt baseline differs.
     (
         "baseline_minutes",
         "DELETE FROM minutes WHERE (machine, minute_ms) IN (SELECT m.machine, m.minute_ms FROM minutes m JOIN keep_spans k "

@@ -80,6 +80,8 @@ async def test_reconnect_after_stable_session_logged(tmp_path: Path, mosquitto: 
             # The connection counts as stable once it lasted _STABLE_SESSION_S, so the reconnect after a broker restart is logged.
             gw.publisher._last_connected_at = first - 60
             mosquitto.restart()
-            assert await wait_until(lambda: gw.publisher.connections == 2 and gw.publisher.connected, 20)
+            await wait_until(lambda: gw.publisher.connections == 2 and gw.publisher.connected, 20)
+            assert gw.publisher.connections == 2
+            assert gw.publisher.connected
     connected = [entry for entry in logged if entry["event"] == "mqtt_connected"]
     assert [entry["connections"] for entry in connected] == [1, 2]
